@@ -1,0 +1,208 @@
+//! Stage one of argument handling: the raw command line as clap sees it.
+//!
+//! Nothing here is validated beyond what clap checks (types, required values, conflicts);
+//! [`crate::config`] turns these into the objects the program runs with.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// An error in how the command was called (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// mcpgw: an MCP gateway with mutual-TLS upstreams and zero-downtime certificate rotation.
+#[derive(Debug, Parser)]
+#[command(
+    name = "mcpgw",
+    version,
+    about,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// The gateway's control socket [default: <data-dir>/mcpgw.sock].
+    #[arg(long, global = true, env = "MCPGW_CONTROL_SOCKET", value_name = "PATH")]
+    pub control_socket: Option<PathBuf>,
+
+    /// Directory for the gateway's state (store, secrets, control socket) [default: ./.mcpgw].
+    #[arg(long, global = true, env = "MCPGW_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Print data as JSON.
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(Box<ServeArgs>),
+    /// Make a test PKI, or rotate the running gateway's certificate.
+    #[command(subcommand)]
+    Cert(CertCommand),
+    /// Show the running gateway's status (through the control socket).
+    Status,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `mcpgw serve`: every option may also come from the config file or an `MCPGW_*` variable.
+/// Precedence: flag > environment > file > default.
+#[derive(Debug, Args, Default)]
+pub struct ServeArgs {
+    /// Config file (TOML).
+    #[arg(long, env = "MCPGW_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Address to listen on [default: 127.0.0.1:4444].
+    #[arg(long, env = "MCPGW_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+
+    /// Serving certificate chain (PEM); enables HTTPS.
+    #[arg(
+        long,
+        env = "MCPGW_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// Private key of the serving certificate (PEM).
+    #[arg(
+        long,
+        env = "MCPGW_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// CA that must have issued the serving certificate; a reload to a certificate it did not issue is refused.
+    #[arg(long, env = "MCPGW_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// CA bundle for client certificates: clients must present one it issued (downstream mTLS).
+    #[arg(long, env = "MCPGW_CLIENT_CA", value_name = "FILE")]
+    pub client_ca: Option<PathBuf>,
+
+    /// Allow listening on a non-loopback address without TLS.
+    #[arg(long, env = "MCPGW_ALLOW_INSECURE_BIND")]
+    pub allow_insecure_bind: bool,
+
+    /// Turn bearer auth off (refused unless the listen address is loopback).
+    #[arg(long, env = "MCPGW_NO_AUTH")]
+    pub no_auth: bool,
+
+    /// Log format [default: text].
+    #[arg(long, env = "MCPGW_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+
+    /// Seconds that in-flight requests get to finish on SIGTERM/SIGINT [default: 30].
+    #[arg(long, env = "MCPGW_SHUTDOWN_GRACE", value_name = "SECS")]
+    pub shutdown_grace: Option<u64>,
+}
+
+/// `mcpgw cert ...`
+#[derive(Debug, Subcommand)]
+pub enum CertCommand {
+    /// Write a test PKI: ca.crt ca.key server.crt server.key client.crt client.key.
+    Gen(CertGenArgs),
+    /// Install a new serving certificate in the running gateway without dropping a connection.
+    ///
+    /// With --cert/--key the given pair is installed; with --issue a new server certificate is minted
+    /// from the CA; with neither, the served files are re-read from disk (like SIGHUP).
+    Rotate(CertRotateArgs),
+}
+
+/// Key algorithm for generated certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum KeyType {
+    /// ECDSA on P-256 with SHA-256.
+    #[default]
+    #[value(name = "ecdsa-p256")]
+    EcdsaP256,
+    /// Ed25519.
+    Ed25519,
+    /// RSA 2048 bits, PKCS#1 v1.5 with SHA-256.
+    Rsa2048,
+    /// RSA 4096 bits, PKCS#1 v1.5 with SHA-256.
+    Rsa4096,
+}
+
+/// `mcpgw cert gen`
+#[derive(Debug, Args)]
+pub struct CertGenArgs {
+    /// Output directory (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Common name of the server certificate.
+    #[arg(long, default_value = "localhost")]
+    pub cn: String,
+    /// Common name of the client certificate.
+    #[arg(long, default_value = "mcpgw-client")]
+    pub client_cn: String,
+    /// Extra subject alternative name (DNS name or IP address) for the server certificate; repeatable.
+    /// localhost, 127.0.0.1 and ::1 are always included.
+    #[arg(long = "san", value_name = "DNS-or-IP")]
+    pub sans: Vec<String>,
+    /// Validity in days.
+    #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
+    /// Key algorithm.
+    #[arg(long, value_enum, default_value_t = KeyType::EcdsaP256)]
+    pub key_type: KeyType,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `mcpgw cert rotate`
+#[derive(Debug, Args)]
+pub struct CertRotateArgs {
+    /// New certificate chain (PEM) to install.
+    #[arg(long, value_name = "FILE", requires = "key", conflicts_with = "issue")]
+    pub cert: Option<PathBuf>,
+    /// Private key of the new certificate (PEM).
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Mint a new server certificate from a CA.
+    #[arg(long, requires_all = ["ca_cert", "ca_key"])]
+    pub issue: bool,
+    /// CA certificate for --issue.
+    #[arg(long, value_name = "FILE", requires = "issue")]
+    pub ca_cert: Option<PathBuf>,
+    /// CA private key for --issue.
+    #[arg(long, value_name = "FILE", requires = "issue")]
+    pub ca_key: Option<PathBuf>,
+    /// Subject alternative names for --issue [default: those of the certificate now served]; repeatable.
+    #[arg(long = "san", value_name = "DNS-or-IP", requires = "issue")]
+    pub sans: Vec<String>,
+    /// Validity in days for --issue.
+    #[arg(long, default_value_t = 365, requires = "issue", value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub days: u32,
+    /// Key algorithm for --issue.
+    #[arg(long, value_enum, default_value_t = KeyType::EcdsaP256, requires = "issue")]
+    pub key_type: KeyType,
+    /// Skip the confirming TLS handshake against the listener.
+    #[arg(long)]
+    pub no_verify_handshake: bool,
+}
+
+/// The clap command, for generating completions and man pages.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}

@@ -1,0 +1,273 @@
+//! `mcpgw cert gen` and `mcpgw cert rotate`.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
+use crate::cli::{CertGenArgs, CertRotateArgs};
+use crate::config::{self, GlobalPaths};
+use crate::control::client::ControlClient;
+use crate::http::admin::Status;
+use crate::tls::serving::SwapReport;
+use crate::tls::{peek, pem, pki, x509};
+
+const FILES: [&str; 6] = [
+    "ca.crt",
+    "ca.key",
+    "server.crt",
+    "server.key",
+    "client.crt",
+    "client.key",
+];
+
+/// `cert gen`: write a CA, a server and a client certificate.
+pub fn gen_pki(args: &CertGenArgs, json: bool) -> anyhow::Result<()> {
+    let existing: Vec<PathBuf> = FILES
+        .iter()
+        .map(|f| args.out.join(f))
+        .filter(|p| p.exists())
+        .collect();
+    if !existing.is_empty() && !args.force {
+        let names: Vec<String> = existing.iter().map(|p| p.display().to_string()).collect();
+        bail!(
+            "refusing to overwrite {} (use --force to replace them)",
+            names.join(", ")
+        );
+    }
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("cannot create {}", args.out.display()))?;
+
+    let spec = pki::PkiSpec {
+        server_cn: args.cn.clone(),
+        client_cn: args.client_cn.clone(),
+        extra_sans: args.sans.clone(),
+        days: args.days,
+        key_type: args.key_type,
+    };
+    // Validate SANs before spending seconds on RSA keys.
+    pki::san_list(&args.sans)?;
+    let spinner = pki::is_slow(args.key_type).then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_message(format!("generating {:?} keys", args.key_type).to_lowercase());
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar
+    });
+    let set = pki::generate(&spec);
+    if let Some(bar) = spinner {
+        bar.finish_and_clear();
+    }
+    let set = set?;
+
+    let outputs = [
+        ("ca.crt", &set.ca.cert_pem, false),
+        ("ca.key", &set.ca.key_pem, true),
+        ("server.crt", &set.server.cert_pem, false),
+        ("server.key", &set.server.key_pem, true),
+        ("client.crt", &set.client.cert_pem, false),
+        ("client.key", &set.client.key_pem, true),
+    ];
+    for (name, contents, secret) in outputs {
+        write_file(
+            &args.out.join(name),
+            contents.as_bytes(),
+            if secret { 0o600 } else { 0o644 },
+        )?;
+    }
+
+    let describe = |name: &str, pem_text: &str| -> anyhow::Result<x509::CertInfo> {
+        let certs = pem::certs(name, pem_text.as_bytes())?;
+        Ok(x509::info(name, &certs[0])?)
+    };
+    let ca = describe("ca.crt", &set.ca.cert_pem)?;
+    let server = describe("server.crt", &set.server.cert_pem)?;
+    let client = describe("client.crt", &set.client.cert_pem)?;
+    if json {
+        return super::print_json(&json!({
+            "dir": args.out.display().to_string(),
+            "ca": ca, "server": server, "client": client,
+        }));
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "wrote {} (keys 0600)",
+        FILES
+            .map(|f| args.out.join(f).display().to_string())
+            .join(", ")
+    )?;
+    writeln!(out, "ca      {}  {}", ca.sha256, ca.subject)?;
+    writeln!(
+        out,
+        "server  {}  {}  SANs: {}",
+        server.sha256,
+        server.subject,
+        server.sans.join(", ")
+    )?;
+    writeln!(out, "client  {}  {}", client.sha256, client.subject)?;
+    Ok(())
+}
+
+/// Write a file with `mode`, replacing any existing one (the caller checked `--force`).
+fn write_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    // An existing file keeps its old mode through open(); set it explicitly.
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set the mode of {}", path.display()))?;
+    file.write_all(contents)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// `cert rotate`: install (or mint, or re-read) a serving certificate in the running gateway,
+/// then prove with a real handshake that it is served.
+pub async fn rotate(
+    args: &CertRotateArgs,
+    globals: &GlobalPaths,
+    json: bool,
+) -> anyhow::Result<()> {
+    let client = ControlClient::new(config::client_socket(globals));
+    let status: Status = serde_json::from_value(client.get("/admin/status").await?)?;
+    let Some(current) = status.certificate.as_ref() else {
+        bail!(
+            "the gateway serves plain HTTP (no --tls-cert/--tls-key); there is no certificate to rotate"
+        );
+    };
+
+    let answer = if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        let cert_pem = read_text(cert)?;
+        let key_pem = read_text(key)?;
+        client
+            .post("/admin/cert/install", Some(&json!({
+                "cert_pem": cert_pem, "key_pem": key_pem,
+                "cert_source": cert.display().to_string(), "key_source": key.display().to_string(),
+            })))
+            .await?
+    } else if args.issue {
+        let (ca_cert, ca_key) = (
+            args.ca_cert.as_deref().context("--issue needs --ca-cert")?,
+            args.ca_key.as_deref().context("--issue needs --ca-key")?,
+        );
+        let issuer = pki::load_issuer(
+            &ca_cert.display().to_string(),
+            &pem::read(ca_cert)?,
+            &ca_key.display().to_string(),
+            &pem::read(ca_key)?,
+        )?;
+        let sans = if args.sans.is_empty() {
+            current.sans.clone()
+        } else {
+            args.sans.clone()
+        };
+        let cn = common_name(&current.subject).unwrap_or_else(|| "localhost".to_owned());
+        let minted = pki::issue_server(&issuer, &cn, &sans, args.days, args.key_type)?;
+        client
+            .post("/admin/cert/install", Some(&json!({
+                "cert_pem": minted.cert_pem, "key_pem": minted.key_pem,
+                "cert_source": "the certificate minted by --issue", "key_source": "the key minted by --issue",
+            })))
+            .await?
+    } else {
+        client.post("/admin/cert/reload", None).await?
+    };
+    let report: SwapReport = serde_json::from_value(answer)?;
+
+    let verified = if args.no_verify_handshake {
+        None
+    } else {
+        let addr = dial_address(&status.listen)?;
+        let name = report
+            .new
+            .sans
+            .iter()
+            .find(|s| s.parse::<std::net::IpAddr>().is_err())
+            .cloned()
+            .or_else(|| common_name(&report.new.subject))
+            .unwrap_or_else(|| "localhost".to_owned());
+        let der = peek::presented_certificate(addr, &name, Duration::from_secs(10))
+            .await
+            .with_context(|| {
+                format!("rotated, but could not confirm with a handshake to {addr}")
+            })?;
+        let seen = x509::fingerprint(&der);
+        if seen != report.new.sha256 {
+            bail!(
+                "the gateway reported {} as installed, but a new handshake to {addr} presented {seen}",
+                report.new.sha256
+            );
+        }
+        Some(addr)
+    };
+
+    if json {
+        return super::print_json(&json!({
+            "old": report.old, "new": report.new,
+            "prepare_us": report.prepare_us, "swap_us": report.swap_us,
+            "verified_handshake": verified.map(|a| a.to_string()),
+        }));
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "rotated: {} -> {}",
+        report.old.sha256, report.new.sha256
+    )?;
+    writeln!(
+        out,
+        "  subject {}; not after {}",
+        report.new.subject, report.new.not_after
+    )?;
+    writeln!(
+        out,
+        "  validated in {} µs, swapped in {} µs",
+        report.prepare_us, report.swap_us
+    )?;
+    if let Some(addr) = verified {
+        writeln!(
+            out,
+            "verified: a new handshake to {addr} presents {}",
+            report.new.sha256
+        )?;
+    }
+    Ok(())
+}
+
+fn read_text(path: &Path) -> anyhow::Result<String> {
+    let bytes = pem::read(path)?;
+    String::from_utf8(bytes)
+        .map_err(|_| anyhow::anyhow!("{} is not PEM text (it is not UTF-8)", path.display()))
+}
+
+/// The CN out of an x509-parser subject string such as `CN=localhost, O=x`.
+fn common_name(subject: &str) -> Option<String> {
+    subject
+        .split(',')
+        .map(str::trim)
+        .find_map(|part| part.strip_prefix("CN="))
+        .map(str::to_owned)
+}
+
+/// Where to dial the listener: a wildcard bind is reached on loopback.
+fn dial_address(listen: &str) -> anyhow::Result<SocketAddr> {
+    let mut addr: SocketAddr = listen
+        .parse()
+        .with_context(|| format!("the gateway reported an unusable listen address {listen:?}"))?;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    Ok(addr)
+}

@@ -1,0 +1,41 @@
+//! One file per subcommand. Each takes its parsed arguments and returns `anyhow::Result`;
+//! [`crate::run`] maps the outcome to an exit code.
+
+pub mod cert;
+pub mod serve;
+pub mod status;
+
+use crate::cli::{CertCommand, Cli, Command};
+use crate::config::GlobalPaths;
+
+/// Run the chosen subcommand.
+pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let globals = GlobalPaths {
+        data_dir: cli.data_dir,
+        control_socket: cli.control_socket,
+    };
+    match cli.command {
+        Command::Serve(args) => serve::run(&args, &globals),
+        Command::Cert(CertCommand::Gen(args)) => cert::gen_pki(&args, cli.json),
+        Command::Cert(CertCommand::Rotate(args)) => {
+            runtime()?.block_on(cert::rotate(&args, &globals, cli.json))
+        }
+        Command::Status => runtime()?.block_on(status::run(&globals, cli.json)),
+    }
+}
+
+/// A small runtime for client commands.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// Print a value as pretty JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}

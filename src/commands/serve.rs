@@ -1,0 +1,147 @@
+//! `mcpgw serve`: build everything, report ready, then wait for signals.
+//!
+//! Order matters: signal handlers are installed before the ready line is printed, so a SIGHUP
+//! sent as soon as the gateway says it is up can never hit the default action (terminate).
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use anyhow::Context;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::ServeArgs;
+use crate::config::{self, GlobalPaths, ServeConfig};
+use crate::control::server::ControlSocket;
+use crate::http::{self, AppState, Surface};
+use crate::signals::{self, Signal};
+use crate::tls::serving::ServingCert;
+
+/// Validate the configuration, then serve until SIGTERM/SIGINT.
+pub fn run(args: &ServeArgs, globals: &GlobalPaths) -> anyhow::Result<()> {
+    let cfg = config::resolve(args, globals)?;
+    crate::logging::init(cfg.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(cfg))
+}
+
+async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    prepare_data_dir(&cfg.data_dir)?;
+    let serving = match &cfg.tls {
+        Some(files) => Some(Arc::new(
+            ServingCert::load(files.clone()).context("cannot load the serving certificate")?,
+        )),
+        None => None,
+    };
+    let listener = TcpListener::bind(cfg.listen).await.map_err(|err| {
+        if err.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!("cannot listen on {}: the address is already in use (another process holds the port; choose another with --listen)", cfg.listen)
+        } else {
+            anyhow::anyhow!("cannot listen on {}: {err}", cfg.listen)
+        }
+    })?;
+    let local = listener.local_addr()?;
+    let control = ControlSocket::bind(&cfg.control_socket)?;
+    let mut signal_rx = signals::install().context("cannot install signal handlers")?;
+
+    let state = Arc::new(AppState::new(
+        local,
+        control.path().to_owned(),
+        serving.clone(),
+        cfg.auth.clone(),
+    ));
+    let graceful = Arc::new(GracefulShutdown::new());
+    let stop = CancellationToken::new();
+    let listener_task = tokio::spawn(crate::server::run_listener(
+        listener,
+        http::router(state.clone(), Surface::Listener),
+        serving.clone(),
+        stop.clone(),
+        graceful.clone(),
+    ));
+    let control_task = tokio::spawn(control.run(
+        http::router(state.clone(), Surface::Control),
+        stop.clone(),
+        graceful.clone(),
+    ));
+    let reload = spawn_reloader(serving.clone());
+
+    state.set_ready(true);
+    let scheme = if serving.is_some() { "https" } else { "http" };
+    tracing::info!(listen = %local, scheme, control_socket = %cfg.control_socket.display(), auth = cfg.auth.enabled, "mcpgw ready");
+    // A machine-readable ready line for scripts and tests.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "mcpgw: listening on {scheme}://{local}");
+    let _ = stdout.flush();
+    drop(stdout);
+
+    while let Some(signal) = signal_rx.recv().await {
+        match signal {
+            Signal::Reload => reload.notify_one(),
+            Signal::Shutdown => break,
+        }
+    }
+
+    tracing::info!(
+        grace_s = cfg.shutdown_grace.as_secs(),
+        "shutting down: no new connections, draining"
+    );
+    state.set_ready(false);
+    stop.cancel();
+    let _ = listener_task.await;
+    let _ = control_task.await;
+    // The accept loops held the only other references; they have returned.
+    let graceful = Arc::try_unwrap(graceful)
+        .map_err(|_| anyhow::anyhow!("internal error: accept loop still running after shutdown"))?;
+    match tokio::time::timeout(cfg.shutdown_grace, graceful.shutdown()).await {
+        Ok(()) => tracing::info!("all connections drained"),
+        Err(_) => tracing::warn!(
+            grace_s = cfg.shutdown_grace.as_secs(),
+            "grace period over; closing the remaining connections"
+        ),
+    }
+    Ok(())
+}
+
+/// One worker performs reloads, one at a time. `Notify` keeps at most one pending wake-up,
+/// so a burst of SIGHUPs collapses into a reload that sees the latest files.
+fn spawn_reloader(serving: Option<Arc<ServingCert>>) -> Arc<Notify> {
+    let notify = Arc::new(Notify::new());
+    let wake = notify.clone();
+    tokio::spawn(async move {
+        loop {
+            wake.notified().await;
+            let Some(serving) = serving.clone() else {
+                tracing::info!("SIGHUP: plain HTTP listener, no certificate to reload");
+                continue;
+            };
+            match tokio::task::spawn_blocking(move || serving.reload()).await {
+                Ok(Ok(report)) => http::admin::log_swap("SIGHUP", &report),
+                Ok(Err(err)) => http::admin::log_refused("SIGHUP", &err),
+                Err(err) => tracing::error!(error = %err, "certificate reload task failed"),
+            }
+        }
+    });
+    notify
+}
+
+fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict data directory {}", dir.display()))?;
+    }
+    // Prove it is writable now rather than failing later on the first registration.
+    let probe = dir.join(".mcpgw-write-test");
+    std::fs::write(&probe, b"")
+        .with_context(|| format!("data directory {} is not writable", dir.display()))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}

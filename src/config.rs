@@ -1,0 +1,411 @@
+//! Stage two of argument handling: flags, `MCPGW_*` variables, `mcpgw.toml` and defaults merged
+//! into a validated [`ServeConfig`] (precedence flag > environment > file > default).
+//!
+//! A `ServeConfig` guarantees: the listen address is loopback, or TLS is on, or insecure binding
+//! was asked for explicitly; `--no-auth` only on loopback; relative paths in the file are resolved
+//! against the file's directory. Errors name the file, the key, and what was expected.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::cli::{LogFormat, ServeArgs};
+use crate::tls::serving::TlsFiles;
+
+/// Default listen address (DESIGN.md).
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4444";
+/// Default data directory, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = ".mcpgw";
+/// File name of the control socket inside the data directory.
+pub const SOCKET_NAME: &str = "mcpgw.sock";
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {error}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// The config file is not valid TOML or has a wrong type or unknown key.
+    #[error("config file {path}: {detail}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// The TOML parser's message (line, column, key and expected type).
+        detail: String,
+    },
+    /// A value has the right type but an unusable value.
+    #[error("{origin}: `{key}`: expected {expected}, got {got:?}")]
+    Field {
+        /// The file, or the flag/variable.
+        origin: String,
+        /// The key.
+        key: &'static str,
+        /// What would have been accepted.
+        expected: &'static str,
+        /// What was given.
+        got: String,
+    },
+    /// Only one of the certificate and key was given.
+    #[error("{origin}: `tls.cert` and `tls.key` must be given together")]
+    TlsIncomplete {
+        /// Where the half pair came from.
+        origin: String,
+    },
+    /// Plain HTTP on a non-loopback address.
+    #[error(
+        "refusing to serve plain HTTP on non-loopback address {addr}: give --tls-cert/--tls-key, or --allow-insecure-bind if you really mean it"
+    )]
+    InsecureBind {
+        /// The listen address.
+        addr: SocketAddr,
+    },
+    /// `--no-auth` on a non-loopback address.
+    #[error(
+        "refusing --no-auth on non-loopback address {addr}: auth may only be turned off on loopback"
+    )]
+    NoAuthNotLoopback {
+        /// The listen address.
+        addr: SocketAddr,
+    },
+}
+
+/// `mcpgw.toml` as written. Every key is optional; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// `listen = "ADDR:PORT"`.
+    pub listen: Option<String>,
+    /// `data_dir = "DIR"`.
+    pub data_dir: Option<PathBuf>,
+    /// `control_socket = "PATH"`.
+    pub control_socket: Option<PathBuf>,
+    /// `log_format = "text" | "json"`.
+    pub log_format: Option<LogFormat>,
+    /// `shutdown_grace_secs = N`.
+    pub shutdown_grace_secs: Option<u64>,
+    /// `allow_insecure_bind = true`.
+    pub allow_insecure_bind: Option<bool>,
+    /// `no_auth = true`.
+    pub no_auth: Option<bool>,
+    /// `[tls]`.
+    #[serde(default)]
+    pub tls: FileTls,
+    /// `[auth]`.
+    #[serde(default)]
+    pub auth: FileAuth,
+}
+
+/// `[tls]` of `mcpgw.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTls {
+    /// Serving certificate chain.
+    pub cert: Option<PathBuf>,
+    /// Serving key.
+    pub key: Option<PathBuf>,
+    /// CA the serving certificate must chain to.
+    pub ca: Option<PathBuf>,
+    /// CA bundle for downstream client certificates.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// `[auth]` of `mcpgw.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAuth {
+    /// Static bearer tokens accepted on the listener.
+    #[serde(default)]
+    pub tokens: Vec<String>,
+}
+
+/// Bearer auth on the HTTP listener.
+#[derive(Clone, Default)]
+pub struct AuthConfig {
+    /// Whether the listener requires a token.
+    pub enabled: bool,
+    /// Accepted static tokens.
+    pub tokens: Vec<String>,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Tokens are secrets: never in logs or errors.
+        f.debug_struct("AuthConfig")
+            .field("enabled", &self.enabled)
+            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
+            .finish()
+    }
+}
+
+/// Everything `serve` runs with, validated.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// TLS material, when serving HTTPS.
+    pub tls: Option<TlsFiles>,
+    /// State directory.
+    pub data_dir: PathBuf,
+    /// Control socket path.
+    pub control_socket: PathBuf,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Drain time on SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
+    /// Listener auth.
+    pub auth: AuthConfig,
+}
+
+/// Global options that matter to `serve` (they live on the top-level command).
+#[derive(Debug, Default, Clone)]
+pub struct GlobalPaths {
+    /// `--data-dir` / `MCPGW_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--control-socket` / `MCPGW_CONTROL_SOCKET`.
+    pub control_socket: Option<PathBuf>,
+}
+
+/// Read the file named by `--config`, if any.
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.display().to_string(),
+        error,
+    })?;
+    parse_file(path, &text)
+}
+
+/// Parse config text; `path` is only used in messages and to resolve relative paths.
+pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    let mut file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.display().to_string(),
+        detail: e.to_string().trim_end().to_owned(),
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    let resolve = |p: &mut Option<PathBuf>| {
+        if let Some(v) = p.as_mut().filter(|v| v.is_relative()) {
+            *v = base.join(&*v);
+        }
+    };
+    resolve(&mut file.data_dir);
+    resolve(&mut file.control_socket);
+    resolve(&mut file.tls.cert);
+    resolve(&mut file.tls.key);
+    resolve(&mut file.tls.ca);
+    resolve(&mut file.tls.client_ca);
+    Ok(file)
+}
+
+/// Merge the layers and validate.
+pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, ConfigError> {
+    let (file, origin) = match &args.config {
+        Some(path) => (read_file(path)?, path.display().to_string()),
+        None => (FileConfig::default(), "defaults".to_owned()),
+    };
+
+    let listen = match (args.listen, &file.listen) {
+        (Some(addr), _) => addr,
+        (None, Some(text)) => text.parse().map_err(|_| ConfigError::Field {
+            origin: origin.clone(),
+            key: "listen",
+            expected: "an ADDR:PORT socket address such as \"127.0.0.1:4444\"",
+            got: text.clone(),
+        })?,
+        (None, None) => DEFAULT_LISTEN
+            .parse()
+            .expect("default listen address parses"),
+    };
+
+    let cert = args.tls_cert.clone().or(file.tls.cert);
+    let key = args.tls_key.clone().or(file.tls.key);
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert,
+            key,
+            ca: args.tls_ca.clone().or(file.tls.ca),
+            client_ca: args.client_ca.clone().or(file.tls.client_ca),
+        }),
+        (None, None) => None,
+        _ => return Err(ConfigError::TlsIncomplete { origin }),
+    };
+
+    let allow_insecure = args.allow_insecure_bind || file.allow_insecure_bind.unwrap_or(false);
+    if tls.is_none() && !listen.ip().is_loopback() && !allow_insecure {
+        return Err(ConfigError::InsecureBind { addr: listen });
+    }
+    let no_auth = args.no_auth || file.no_auth.unwrap_or(false);
+    if no_auth && !listen.ip().is_loopback() {
+        return Err(ConfigError::NoAuthNotLoopback { addr: listen });
+    }
+
+    let grace = args
+        .shutdown_grace
+        .or(file.shutdown_grace_secs)
+        .unwrap_or(30);
+    if grace > 3600 {
+        return Err(ConfigError::Field {
+            origin,
+            key: "shutdown_grace_secs",
+            expected: "a number of seconds from 0 to 3600",
+            got: grace.to_string(),
+        });
+    }
+    if let Some(bad) = file
+        .auth
+        .tokens
+        .iter()
+        .find(|t| t.len() < 16 || t.chars().any(char::is_whitespace))
+    {
+        return Err(ConfigError::Field {
+            origin,
+            key: "auth.tokens",
+            expected: "tokens of at least 16 characters without white space",
+            // Never echo a token, even a bad one.
+            got: format!("a token of {} characters", bad.len()),
+        });
+    }
+
+    let data_dir = globals
+        .data_dir
+        .clone()
+        .or(file.data_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    let control_socket = globals
+        .control_socket
+        .clone()
+        .or(file.control_socket)
+        .unwrap_or_else(|| data_dir.join(SOCKET_NAME));
+
+    Ok(ServeConfig {
+        listen,
+        tls,
+        data_dir,
+        control_socket,
+        log_format: args
+            .log_format
+            .or(file.log_format)
+            .unwrap_or(LogFormat::Text),
+        shutdown_grace: Duration::from_secs(grace),
+        auth: AuthConfig {
+            enabled: !no_auth,
+            tokens: file.auth.tokens,
+        },
+    })
+}
+
+/// The control socket a client command should dial.
+pub fn client_socket(globals: &GlobalPaths) -> PathBuf {
+    globals.control_socket.clone().unwrap_or_else(|| {
+        globals
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+            .join(SOCKET_NAME)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_file(text: &str) -> Result<ServeConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mcpgw.toml");
+        std::fs::write(&path, text).unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        resolve(&args, &GlobalPaths::default())
+    }
+
+    #[test]
+    fn defaults_are_loopback_plain_http() {
+        let cfg = resolve(&ServeArgs::default(), &GlobalPaths::default()).unwrap();
+        assert_eq!(cfg.listen.to_string(), DEFAULT_LISTEN);
+        assert!(cfg.tls.is_none());
+        assert!(cfg.auth.enabled);
+        assert_eq!(cfg.control_socket, PathBuf::from(".mcpgw/mcpgw.sock"));
+    }
+
+    #[test]
+    fn bad_listen_names_file_key_and_expectation() {
+        let err = with_file("listen = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(err.contains("mcpgw.toml"), "{err}");
+        assert!(err.contains("`listen`"), "{err}");
+        assert!(err.contains("ADDR:PORT"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_and_unknown_key_are_reported_with_the_file() {
+        let err = with_file("shutdown_grace_secs = \"ten\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("mcpgw.toml") && err.contains("shutdown_grace_secs"),
+            "{err}"
+        );
+        let err = with_file("lisen = \"127.0.0.1:1\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("unknown field") && err.contains("lisen"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn flag_beats_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mcpgw.toml");
+        std::fs::write(&path, "listen = \"127.0.0.1:1111\"\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            listen: Some("127.0.0.1:2222".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        let cfg = resolve(&args, &GlobalPaths::default()).unwrap();
+        assert_eq!(cfg.listen.port(), 2222);
+    }
+
+    #[test]
+    fn plain_http_on_public_address_is_refused() {
+        let args = ServeArgs {
+            listen: Some("0.0.0.0:4444".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        let err = resolve(&args, &GlobalPaths::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::InsecureBind { .. }));
+        let args = ServeArgs {
+            listen: Some("0.0.0.0:4444".parse().unwrap()),
+            allow_insecure_bind: true,
+            ..ServeArgs::default()
+        };
+        assert!(resolve(&args, &GlobalPaths::default()).is_ok());
+    }
+
+    #[test]
+    fn relative_tls_paths_resolve_against_the_file() {
+        let cfg = with_file("[tls]\ncert = \"s.crt\"\nkey = \"s.key\"\n").unwrap();
+        let tls = cfg.tls.unwrap();
+        assert!(tls.cert.is_absolute() && tls.cert.ends_with("s.crt"));
+    }
+
+    #[test]
+    fn short_token_is_refused_without_echo() {
+        let err = with_file("[auth]\ntokens = [\"short\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("auth.tokens") && !err.contains("\"short\""),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,198 @@
+//! Admin API: status and certificate reload/install. Served on the control socket (for the CLI)
+//! and on the listener behind bearer auth.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::AppState;
+use crate::tls::serving::{CertError, ReloadCounts, ServingCert, SwapReport};
+use crate::tls::x509::CertInfo;
+
+/// `GET /admin/status` body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Status {
+    /// mcpgw version.
+    pub version: String,
+    /// Listener address.
+    pub listen: String,
+    /// `https` or `http`.
+    pub scheme: String,
+    /// Seconds since start.
+    pub uptime_s: u64,
+    /// Process id.
+    pub pid: u32,
+    /// Control socket path.
+    pub control_socket: String,
+    /// The served certificate, when HTTPS.
+    pub certificate: Option<CertInfo>,
+    /// Certificate file paths, when HTTPS.
+    pub certificate_files: Option<CertFiles>,
+    /// Reload outcomes so far.
+    pub reloads: Option<ReloadCountsView>,
+}
+
+/// Paths of the served material.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CertFiles {
+    /// Certificate chain.
+    pub cert: String,
+    /// Key.
+    pub key: String,
+    /// Issuing CA, if configured.
+    pub ca: Option<String>,
+}
+
+/// Reload counters as sent over the wire.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ReloadCountsView {
+    /// Successful.
+    pub ok: u64,
+    /// Refused.
+    pub failed: u64,
+}
+
+impl From<ReloadCounts> for ReloadCountsView {
+    fn from(c: ReloadCounts) -> Self {
+        Self {
+            ok: c.ok,
+            failed: c.failed,
+        }
+    }
+}
+
+/// `POST /admin/cert/install` body: a new pair, PEM.
+#[derive(Deserialize)]
+pub struct InstallRequest {
+    /// Certificate chain, PEM.
+    pub cert_pem: String,
+    /// Private key, PEM.
+    pub key_pem: String,
+    /// What to call the certificate in errors (e.g. the caller's file name).
+    #[serde(default)]
+    pub cert_source: Option<String>,
+    /// What to call the key in errors.
+    #[serde(default)]
+    pub key_source: Option<String>,
+}
+
+impl std::fmt::Debug for InstallRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The key is a secret; the certificate is just noise in a log.
+        f.write_str("InstallRequest { .. }")
+    }
+}
+
+/// `GET /admin/status`.
+pub async fn status(State(state): State<Arc<AppState>>) -> Json<Status> {
+    let serving = state.serving.as_ref();
+    Json(Status {
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        listen: state.listen.to_string(),
+        scheme: if serving.is_some() { "https" } else { "http" }.to_owned(),
+        uptime_s: state.started.elapsed().as_secs(),
+        pid: std::process::id(),
+        control_socket: state.control_socket.display().to_string(),
+        certificate: serving.map(|s| s.current().info.clone()),
+        certificate_files: serving.map(|s| {
+            let files = s.files();
+            CertFiles {
+                cert: files.cert.display().to_string(),
+                key: files.key.display().to_string(),
+                ca: files.ca.as_ref().map(|p| p.display().to_string()),
+            }
+        }),
+        reloads: serving.map(|s| s.counts().into()),
+    })
+}
+
+/// `POST /admin/cert/reload`: re-read the served files.
+pub async fn reload(State(state): State<Arc<AppState>>) -> Response {
+    let Some(serving) = state.serving.clone() else {
+        return cert_error(&CertError::NoTls);
+    };
+    run_swap(serving, "control", |s| s.reload()).await
+}
+
+/// `POST /admin/cert/install`: validate, write over the served files, swap.
+pub async fn install(
+    State(state): State<Arc<AppState>>,
+    Json(request): Json<InstallRequest>,
+) -> Response {
+    let Some(serving) = state.serving.clone() else {
+        return cert_error(&CertError::NoTls);
+    };
+    run_swap(serving, "install", move |s| {
+        s.install(
+            request
+                .cert_source
+                .as_deref()
+                .unwrap_or("the submitted certificate"),
+            request.cert_pem.as_bytes(),
+            request.key_source.as_deref().unwrap_or("the submitted key"),
+            request.key_pem.as_bytes(),
+        )
+    })
+    .await
+}
+
+/// Run a reload or install off the async threads (it reads files and verifies signatures),
+/// log its outcome in one line, and answer with the swap report or the reason.
+async fn run_swap(
+    serving: Arc<ServingCert>,
+    trigger: &'static str,
+    op: impl FnOnce(&ServingCert) -> Result<SwapReport, CertError> + Send + 'static,
+) -> Response {
+    let result = tokio::task::spawn_blocking(move || op(&serving)).await;
+    match result {
+        Ok(Ok(report)) => {
+            log_swap(trigger, &report);
+            Json(report).into_response()
+        }
+        Ok(Err(err)) => {
+            log_refused(trigger, &err);
+            cert_error(&err)
+        }
+        Err(join) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": {"code": "internal", "message": join.to_string()}})),
+        )
+            .into_response(),
+    }
+}
+
+/// One log line for a successful swap.
+pub fn log_swap(trigger: &str, report: &SwapReport) {
+    tracing::info!(
+        trigger,
+        old = %report.old.sha256,
+        new = %report.new.sha256,
+        not_after = %report.new.not_after,
+        prepare_us = report.prepare_us,
+        swap_us = report.swap_us,
+        "serving certificate swapped"
+    );
+}
+
+/// One log line for a refused reload.
+pub fn log_refused(trigger: &str, err: &CertError) {
+    tracing::error!(trigger, reason = %err, "certificate reload refused; still serving the previous certificate");
+}
+
+fn cert_error(err: &CertError) -> Response {
+    let (status, code) = match err {
+        CertError::NoTls => (StatusCode::CONFLICT, "no_tls"),
+        CertError::Write { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "write_failed"),
+        _ => (StatusCode::UNPROCESSABLE_ENTITY, "certificate_rejected"),
+    };
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": err.to_string()}})),
+    )
+        .into_response()
+}

@@ -1,0 +1,93 @@
+//! The HTTP application. One router is built per surface: the network listener (bearer auth on
+//! every route but `/health`) and the control socket (authenticated by file mode and peer uid).
+
+pub mod admin;
+pub mod auth;
+pub mod health;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::routing::{get, post};
+
+use crate::config::AuthConfig;
+use crate::tls::serving::ServingCert;
+
+/// State shared by every handler.
+#[derive(Debug)]
+pub struct AppState {
+    /// When the process started serving.
+    pub started: Instant,
+    /// The address the listener is bound to.
+    pub listen: SocketAddr,
+    /// The control socket path.
+    pub control_socket: std::path::PathBuf,
+    /// The serving certificate, when the listener is HTTPS.
+    pub serving: Option<Arc<ServingCert>>,
+    /// Listener auth.
+    pub auth: AuthConfig,
+    ready: AtomicBool,
+}
+
+impl AppState {
+    /// New state; not ready until [`AppState::set_ready`].
+    pub fn new(
+        listen: SocketAddr,
+        control_socket: std::path::PathBuf,
+        serving: Option<Arc<ServingCert>>,
+        auth: AuthConfig,
+    ) -> Self {
+        Self {
+            started: Instant::now(),
+            listen,
+            control_socket,
+            serving,
+            auth,
+            ready: AtomicBool::new(false),
+        }
+    }
+
+    /// Mark ready (or not, while draining).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Whether `/ready` answers 200.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// Which door a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// The TCP listener: bearer auth applies.
+    Listener,
+    /// The Unix control socket: the peer was already checked.
+    Control,
+}
+
+/// Build the router for one surface.
+pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
+    let protected = Router::new()
+        .route("/ready", get(health::ready))
+        .route("/admin/status", get(admin::status))
+        .route("/admin/cert/reload", post(admin::reload))
+        .route("/admin/cert/install", post(admin::install));
+    let protected = match surface {
+        Surface::Listener => protected.route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_bearer,
+        )),
+        Surface::Control => protected,
+    };
+    Router::new()
+        .route("/health", get(health::health))
+        .merge(protected)
+        // Admin bodies carry at most a certificate chain and a key.
+        .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
+        .with_state(state)
+}

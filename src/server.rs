@@ -1,0 +1,87 @@
+//! Accept loops: the TCP listener (TLS or plain) and the control socket share one way of serving
+//! an axum router on a connection, and one graceful-shutdown watcher.
+//!
+//! Each TLS accept takes the serving config current at that instant, so a swap affects only
+//! handshakes that start after it; open connections are never touched by a reload.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::tls::serving::ServingCert;
+
+/// How long a client may take to finish its TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a client may take to send request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Serve `app` on one connection until it closes or shutdown drains it.
+pub async fn serve_connection<S>(io: S, app: Router, watcher: Watcher)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    builder.http2().enable_connect_protocol();
+    let conn =
+        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(app));
+    if let Err(err) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(error = %err, "connection ended with an error");
+    }
+}
+
+/// Accept TCP connections until `stop` fires.
+pub async fn run_listener(
+    listener: TcpListener,
+    app: Router,
+    tls: Option<Arc<ServingCert>>,
+    stop: CancellationToken,
+    graceful: Arc<GracefulShutdown>,
+) {
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        match &tls {
+            None => {
+                tokio::spawn(serve_connection(stream, app, watcher));
+            }
+            Some(serving) => {
+                let config = serving.current().config.clone();
+                tokio::spawn(async move {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => serve_connection(tls_stream, app, watcher).await,
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                });
+            }
+        }
+    }
+}
