@@ -10,6 +10,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod docs;
 pub mod http;
 pub mod logging;
 pub mod server;

@@ -54,14 +54,15 @@ impl ControlSocket {
     /// Take the lock, remove a stale socket, bind, and restrict the socket to its owner.
     pub fn bind(path: &Path) -> Result<Self, ControlError> {
         let display = path.display().to_string();
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if !dir.exists() {
-                std::fs::create_dir_all(dir).map_err(|error| ControlError::Dir {
-                    path: dir.display().to_string(),
-                    error,
-                })?;
-                let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-            }
+        if let Some(dir) = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+        {
+            std::fs::create_dir_all(dir).map_err(|error| ControlError::Dir {
+                path: dir.display().to_string(),
+                error,
+            })?;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
         let lock_path = PathBuf::from(format!("{display}.lock"));
         let lock = File::options()

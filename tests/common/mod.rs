@@ -1,0 +1,269 @@
+//! Helpers for driving the real `mcpgw` binary: a unique temp dir per test, commands with the
+//! `MCPGW_*` environment cleared, a running gateway whose logs are captured, and a small TLS
+//! HTTP client. On failure, assertions print the command and the gateway's log.
+
+#![allow(dead_code)]
+
+pub mod tls;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Path of the binary under test.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mcpgw"))
+}
+
+/// A unique directory for one test, removed at the end.
+pub struct Dir {
+    tmp: tempfile::TempDir,
+}
+
+impl Dir {
+    pub fn new() -> Self {
+        // Short paths: Unix socket paths are limited to ~108 bytes.
+        let tmp = tempfile::Builder::new()
+            .prefix("mcpgw-t")
+            .tempdir_in("/tmp")
+            .unwrap();
+        Self { tmp }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.join("data")
+    }
+
+    /// A `mcpgw` command in this directory with a clean environment and this dir's data dir.
+    pub fn cmd(&self) -> Command {
+        let mut cmd = Command::new(bin());
+        cmd.current_dir(self.path());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("MCPGW_") || key == "RUST_LOG" {
+                cmd.env_remove(key);
+            }
+        }
+        cmd.env("MCPGW_DATA_DIR", self.data_dir());
+        cmd
+    }
+
+    /// Run `mcpgw ARGS`, returning its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Run and require exit code `code`; returns (stdout, stderr).
+    pub fn run_expect(&self, args: &[&str], code: i32) -> (String, String) {
+        let out = self.run(args);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "mcpgw {args:?} exited {:?}\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+            out.status
+        );
+        (stdout, stderr)
+    }
+
+    /// `mcpgw cert gen --out DIR/<name>` with extra args.
+    pub fn cert_gen(&self, name: &str, extra: &[&str]) -> Pki {
+        let out = self.join(name);
+        let mut args = vec!["cert", "gen", "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        self.run_expect(&args, 0);
+        Pki { dir: out }
+    }
+}
+
+/// Files written by `cert gen`.
+#[derive(Clone)]
+pub struct Pki {
+    pub dir: PathBuf,
+}
+
+impl Pki {
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+    pub fn s(&self, name: &str) -> String {
+        self.file(name).display().to_string()
+    }
+}
+
+/// A running `mcpgw serve`, killed on drop.
+pub struct Gateway {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub https: bool,
+    log: Arc<Mutex<String>>,
+}
+
+impl Gateway {
+    /// Start `mcpgw serve --listen 127.0.0.1:0 ARGS` and wait for its ready line.
+    pub fn start(dir: &Dir, args: &[&str]) -> Self {
+        let mut cmd = dir.cmd();
+        cmd.args(["serve", "--listen", "127.0.0.1:0"]).args(args);
+        Self::spawn(cmd)
+    }
+
+    /// Spawn a prepared serve command and wait for its ready line.
+    pub fn spawn(mut cmd: Command) -> Self {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn mcpgw serve");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut log = sink.lock().unwrap();
+                log.push_str(&line);
+                log.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                std::thread::sleep(Duration::from_millis(100));
+                panic!(
+                    "gateway did not report ready (status {status:?})\n--- log\n{}",
+                    log.lock().unwrap()
+                );
+            }
+        };
+        let rest = line
+            .strip_prefix("mcpgw: listening on ")
+            .unwrap_or_else(|| panic!("unexpected ready line {line:?}"));
+        let (scheme, addr) = rest.split_once("://").unwrap();
+        Self {
+            child,
+            addr: addr.parse().unwrap(),
+            https: scheme == "https",
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        let status = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Wait until the log holds `needle` `count` times or more.
+    pub fn wait_log_count(&self, needle: &str, count: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            if log.matches(needle).count() >= count {
+                return log;
+            }
+            if Instant::now() > deadline {
+                panic!("log never showed {needle:?} x{count}\n--- log\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Wait for exit and return the code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "gateway did not exit within {timeout:?}\n--- log\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub const SIGHUP: i32 = 1;
+pub const SIGINT: i32 = 2;
+pub const SIGTERM: i32 = 15;
+
+/// Mint a fresh server certificate from a `cert gen` CA using the library, write it to
+/// `cert`/`key`, and return its SHA-256 fingerprint.
+pub fn mint_server(pki: &Pki, cert: &Path, key: &Path) -> String {
+    let issuer = mcpgw::tls::pki::load_issuer(
+        "ca.crt",
+        &std::fs::read(pki.file("ca.crt")).unwrap(),
+        "ca.key",
+        &std::fs::read(pki.file("ca.key")).unwrap(),
+    )
+    .unwrap();
+    let minted = mcpgw::tls::pki::issue_server(
+        &issuer,
+        "localhost",
+        &["localhost".into(), "127.0.0.1".into()],
+        30,
+        mcpgw::cli::KeyType::EcdsaP256,
+    )
+    .unwrap();
+    write_atomically(cert, minted.cert_pem.as_bytes());
+    write_atomically(key, minted.key_pem.as_bytes());
+    fingerprint_pem(minted.cert_pem.as_bytes())
+}
+
+/// Replace a file in one rename, as `cp` to a temp name + `mv` would.
+pub fn write_atomically(path: &Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp-write");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// SHA-256 of the first certificate in a PEM buffer.
+pub fn fingerprint_pem(pem: &[u8]) -> String {
+    let certs = mcpgw::tls::pem::certs("pem", pem).unwrap();
+    mcpgw::tls::x509::fingerprint(&certs[0])
+}
