@@ -1,0 +1,218 @@
+//! Upstream registrations that survive restarts.
+//!
+//! [`Store`] is the small interface the rest of mcpgw uses; [`sqlite::SqliteStore`] is the
+//! embedded implementation (one file in the data directory, no server to start). A PostgreSQL
+//! backend for multi-instance deployments would be a second implementation of the same trait.
+//!
+//! The trait is synchronous: callers on async threads run it through `spawn_blocking`.
+
+pub mod sqlite;
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database could not be opened or migrated.
+    #[error("cannot open store {path}: {detail}")]
+    Open {
+        /// Database file.
+        path: String,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The database was written by a newer mcpgw.
+    #[error("store {path} has schema version {found}, newer than this mcpgw understands ({supported})")]
+    TooNew {
+        /// Database file.
+        path: String,
+        /// Version in the file.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+    /// A registration with this name exists already.
+    #[error("an upstream named '{name}' is already registered")]
+    Exists {
+        /// The name.
+        name: String,
+    },
+    /// No registration with this name.
+    #[error("no upstream named '{name}' is registered")]
+    NotFound {
+        /// The name.
+        name: String,
+    },
+    /// The database failed a query.
+    #[error("store query failed: {detail}")]
+    Query {
+        /// What went wrong.
+        detail: String,
+    },
+}
+
+/// How the gateway speaks to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transport {
+    /// Legacy HTTP+SSE: GET the stream, POST to the `endpoint` it announces.
+    Sse,
+    /// Streamable HTTP: POST JSON-RPC, answers as JSON or SSE.
+    StreamableHttp,
+}
+
+impl Transport {
+    /// Stable text form, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sse => "sse",
+            Self::StreamableHttp => "streamable-http",
+        }
+    }
+}
+
+/// PEM material given either as a file path (re-read on reload) or inline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PemSource {
+    /// A file path.
+    Path(PathBuf),
+    /// PEM text given at registration (never printed).
+    Inline(String),
+}
+
+/// TLS settings of one upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsSettings {
+    /// CA bundle to trust; the system store when absent.
+    pub ca: Option<PemSource>,
+    /// Client certificate chain.
+    pub client_cert: Option<PemSource>,
+    /// Client private key.
+    pub client_key: Option<PemSource>,
+    /// Name to verify the server certificate against (and send as SNI) instead of the URL host.
+    pub server_name: Option<String>,
+}
+
+/// Credentials and headers sent to the upstream. Secrets: never logged or printed.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamAuth {
+    /// `Authorization: Bearer` token.
+    pub bearer: Option<String>,
+    /// Extra headers, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for UpstreamAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("UpstreamAuth")
+            .field("bearer", &self.bearer.as_ref().map(|_| "<redacted>"))
+            .field("headers", &names)
+            .finish()
+    }
+}
+
+/// Health as last observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Not checked yet.
+    Unknown,
+    /// Answering MCP.
+    Online,
+    /// Failed `threshold` checks in a row.
+    Offline,
+}
+
+impl HealthStatus {
+    /// Stable text form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Online => "online",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+/// Health state of one upstream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Current status.
+    pub status: HealthStatus,
+    /// When `status` last changed (unix seconds).
+    pub since: i64,
+    /// Last successful check (unix seconds).
+    pub last_success: Option<i64>,
+    /// Message of the last failed check.
+    pub last_error: Option<String>,
+    /// Failed checks since the last success.
+    pub consecutive_failures: u32,
+}
+
+impl Health {
+    /// The state of a registration nobody has checked yet.
+    pub fn unknown(now: i64) -> Self {
+        Self {
+            status: HealthStatus::Unknown,
+            since: now,
+            last_success: None,
+            last_error: None,
+            consecutive_failures: 0,
+        }
+    }
+}
+
+/// One registered upstream MCP server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Registration {
+    /// Unique name: 1–64 of `[a-z0-9_-]`, starting with a letter or digit.
+    pub name: String,
+    /// Endpoint URL (`https://host:port/sse` or `/mcp`).
+    pub url: String,
+    /// Transport.
+    pub transport: Transport,
+    /// TLS settings.
+    pub tls: TlsSettings,
+    /// Upstream auth.
+    pub auth: UpstreamAuth,
+    /// Whether the gateway uses it.
+    pub enabled: bool,
+    /// Creation time (unix seconds).
+    pub created_at: i64,
+    /// Last update (unix seconds).
+    pub updated_at: i64,
+    /// Health.
+    pub health: Health,
+}
+
+/// Whether `name` is a valid registration name (also used in tool prefixes and URLs).
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && !name.contains("__")
+}
+
+/// The storage interface.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// All registrations, ordered by name.
+    fn list(&self) -> Result<Vec<Registration>, StoreError>;
+    /// One registration.
+    fn get(&self, name: &str) -> Result<Registration, StoreError>;
+    /// Add a new registration; [`StoreError::Exists`] when the name is taken.
+    fn insert(&self, registration: &Registration) -> Result<(), StoreError>;
+    /// Replace an existing registration (matched by name); [`StoreError::NotFound`] if absent.
+    fn update(&self, registration: &Registration) -> Result<(), StoreError>;
+    /// Remove a registration; [`StoreError::NotFound`] if absent.
+    fn remove(&self, name: &str) -> Result<(), StoreError>;
+    /// Record health without touching the rest of the registration.
+    fn set_health(&self, name: &str, health: &Health) -> Result<(), StoreError>;
+}
