@@ -12,10 +12,13 @@ pub mod config;
 pub mod control;
 pub mod docs;
 pub mod http;
+pub mod jsonrpc;
 pub mod logging;
 pub mod server;
 pub mod signals;
+pub mod store;
 pub mod tls;
+pub mod upstream;
 
 use std::process::ExitCode;
 

@@ -25,7 +25,9 @@ pub enum StoreError {
         detail: String,
     },
     /// The database was written by a newer mcpgw.
-    #[error("store {path} has schema version {found}, newer than this mcpgw understands ({supported})")]
+    #[error(
+        "store {path} has schema version {found}, newer than this mcpgw understands ({supported})"
+    )]
     TooNew {
         /// Database file.
         path: String,
@@ -38,6 +40,15 @@ pub enum StoreError {
     #[error("an upstream named '{name}' is already registered")]
     Exists {
         /// The name.
+        name: String,
+    },
+    /// The name does not follow the naming rule of [`valid_name`].
+    #[error(
+        "invalid upstream name '{name}': expected 1-64 characters of a-z, 0-9, '-' and '_', \
+         starting with a letter or digit, without '__'"
+    )]
+    InvalidName {
+        /// The rejected name.
         name: String,
     },
     /// No registration with this name.
@@ -207,9 +218,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn list(&self) -> Result<Vec<Registration>, StoreError>;
     /// One registration.
     fn get(&self, name: &str) -> Result<Registration, StoreError>;
-    /// Add a new registration; [`StoreError::Exists`] when the name is taken.
+    /// Add a new registration; [`StoreError::Exists`] when the name is taken,
+    /// [`StoreError::InvalidName`] when it breaks [`valid_name`].
     fn insert(&self, registration: &Registration) -> Result<(), StoreError>;
-    /// Replace an existing registration (matched by name); [`StoreError::NotFound`] if absent.
+    /// Replace the configuration of an existing registration (matched by name): url, transport,
+    /// TLS, auth, `enabled` and `updated_at`. `created_at` and health stay as stored, so an edit
+    /// based on an older read never rolls back what the health checker recorded meanwhile
+    /// (that is [`Store::set_health`]'s job). [`StoreError::NotFound`] if absent.
     fn update(&self, registration: &Registration) -> Result<(), StoreError>;
     /// Remove a registration; [`StoreError::NotFound`] if absent.
     fn remove(&self, name: &str) -> Result<(), StoreError>;

@@ -1,0 +1,161 @@
+//! The one way to get an HTTP client for an upstream: `ClientCache::client_for`.
+//!
+//! Registration, health checks, sessions, listings and calls all come through here, so every
+//! request to an upstream carries that upstream's full TLS identity. Clients are built once per
+//! identity (keyed by the hash of its contents) and reused, with their connection pools.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use url::Url;
+
+use super::identity::{IdentityError, PathPolicy, TlsIdentity};
+use super::tls::{self, TlsBuildError, TlsObservations};
+use crate::store::TlsSettings;
+
+/// Why no client could be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ClientError {
+    /// The TLS settings are unusable.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// The TLS config could not be built.
+    #[error(transparent)]
+    Tls(#[from] TlsBuildError),
+    /// The URL is not usable.
+    #[error("invalid upstream URL '{url}': {detail}")]
+    Url {
+        /// As given.
+        url: String,
+        /// What is wrong.
+        detail: String,
+    },
+    /// reqwest refused the builder.
+    #[error("cannot build the HTTP client: {detail}")]
+    Build {
+        /// reqwest's description.
+        detail: String,
+    },
+}
+
+/// An HTTP client bound to one TLS identity, and what its handshakes have seen.
+#[derive(Debug, Clone)]
+pub struct UpstreamClient {
+    /// The client (cheap to clone; shares its pool).
+    pub http: reqwest::Client,
+    /// Handshake observations for diagnosis.
+    pub observations: Arc<TlsObservations>,
+    /// The identity it was built for.
+    pub identity: Arc<TlsIdentity>,
+    /// The URL to send requests to (host replaced by the server name when dialling an IP).
+    pub url: Url,
+}
+
+/// Clients by identity.
+#[derive(Debug, Default)]
+pub struct ClientCache {
+    clients: Mutex<HashMap<[u8; 32], (reqwest::Client, Arc<TlsObservations>)>>,
+    policy: PathPolicy,
+    builds: std::sync::atomic::AtomicU64,
+}
+
+impl ClientCache {
+    /// A cache that reads certificate files only under `policy`'s directories.
+    pub fn new(policy: PathPolicy) -> Self {
+        Self {
+            policy,
+            ..Self::default()
+        }
+    }
+
+    /// How many clients were built so far (each is a TLS context).
+    pub fn builds(&self) -> u64 {
+        self.builds.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The client for `url` with `settings`. Files are read on every call, so a certificate
+    /// rotated on disk yields a new identity and a new client; callers keep the result.
+    pub fn client_for(
+        &self,
+        url: &str,
+        settings: &TlsSettings,
+    ) -> Result<UpstreamClient, ClientError> {
+        let url_err = |detail: &str| ClientError::Url {
+            url: url.to_owned(),
+            detail: detail.to_owned(),
+        };
+        let mut parsed = Url::parse(url).map_err(|e| url_err(&e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(url_err("expected an http:// or https:// URL"));
+        }
+        let host = parsed
+            .host_str()
+            .ok_or_else(|| url_err("no host"))?
+            .to_owned();
+        let identity = TlsIdentity::load(settings, &self.policy)?;
+
+        // Dialling an IP while verifying a name: keep the name in the URL (reqwest verifies and
+        // sends SNI for the URL host) and pin the name to the IP for this client.
+        let mut pin: Option<(String, SocketAddr)> = None;
+        if let Some(name) = identity.server_name.as_ref().filter(|n| **n != host) {
+            let ip: IpAddr = host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .map_err(|_| {
+                    url_err("server_name can only be combined with an IP address in the URL")
+                })?;
+            let port = parsed.port_or_known_default().unwrap_or(443);
+            parsed
+                .set_host(Some(name))
+                .map_err(|e| url_err(&e.to_string()))?;
+            pin = Some((name.clone(), SocketAddr::new(ip, port)));
+        }
+
+        let mut key_ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        key_ctx.update(&identity.cache_key());
+        if let Some((name, addr)) = &pin {
+            key_ctx.update(format!("pin:{name}={addr}").as_bytes());
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(key_ctx.finish().as_ref());
+
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        let (http, observations) = match clients.get(&key) {
+            Some(found) => found.clone(),
+            None => {
+                let observations = Arc::new(TlsObservations {
+                    has_client_cert: identity.client.is_some(),
+                    ..TlsObservations::default()
+                });
+                let config = tls::client_config(&identity, observations.clone())?;
+                let mut builder = reqwest::Client::builder()
+                    .tls_backend_preconfigured(config)
+                    .connect_timeout(Duration::from_secs(10))
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .pool_max_idle_per_host(64)
+                    .tcp_nodelay(true)
+                    .user_agent(concat!("mcpgw/", env!("CARGO_PKG_VERSION")));
+                if let Some((name, addr)) = &pin {
+                    builder = builder.resolve(name, *addr);
+                }
+                let http = builder.build().map_err(|e| ClientError::Build {
+                    detail: e.to_string(),
+                })?;
+                self.builds
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                clients.insert(key, (http.clone(), observations.clone()));
+                (http, observations)
+            }
+        };
+        Ok(UpstreamClient {
+            http,
+            observations,
+            identity: Arc::new(identity),
+            url: parsed,
+        })
+    }
+}

@@ -1,0 +1,392 @@
+//! One established conversation with an upstream, in whichever protocol era it speaks.
+//!
+//! Connecting probes `server/discover` at the stateless 2026-07-28 revision first (as the
+//! official SDKs do); an upstream that does not answer it as a modern server gets the
+//! session-era `initialize` handshake instead. Requests get ids assigned here, so many downstream
+//! clients can share one upstream session without their ids colliding; callers map them back.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::{Value, json};
+
+use super::UpstreamError;
+use super::clients::UpstreamClient;
+use super::sse::SseConn;
+use super::streamable::{self, SESSION_HEADER, VERSION_HEADER};
+use crate::jsonrpc;
+use crate::store::{Transport, UpstreamAuth};
+
+/// The stateless revision.
+pub const MODERN_VERSION: &str = "2026-07-28";
+/// Session-era revisions mcpgw speaks, newest first.
+pub const SESSION_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+/// `_meta` key of the per-request protocol version (2026-07-28).
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+/// `_meta` key of the per-request client capabilities (2026-07-28).
+pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+/// `_meta` key of the per-request client info (2026-07-28).
+pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+
+/// Which protocol era an upstream speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Era {
+    /// `initialize` handshake, optional session id.
+    Session {
+        /// Negotiated version.
+        version: String,
+    },
+    /// Per-request envelope, no session.
+    Stateless {
+        /// Version used in each request.
+        version: String,
+    },
+}
+
+impl Era {
+    /// The protocol version in use.
+    pub fn version(&self) -> &str {
+        match self {
+            Self::Session { version } | Self::Stateless { version } => version,
+        }
+    }
+}
+
+/// Handler for messages an upstream sends that are not answers to our requests.
+pub type MessageSink = Arc<dyn Fn(Value) + Send + Sync>;
+
+enum Wire {
+    Http { url: url::Url, headers: HeaderMap },
+    Sse(SseConn),
+}
+
+/// An initialized (or discovered) upstream.
+pub struct Connection {
+    client: UpstreamClient,
+    wire: Wire,
+    /// Protocol era and version.
+    pub era: Era,
+    /// `serverInfo` from initialize/discover.
+    pub server_info: Value,
+    /// Server capabilities.
+    pub capabilities: Value,
+    next_id: AtomicU64,
+    sink: MessageSink,
+}
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("url", &self.client.url.as_str())
+            .field("era", &self.era)
+            .finish()
+    }
+}
+
+/// Static request headers: upstream auth and extra headers.
+pub fn auth_headers(auth: &UpstreamAuth) -> Result<HeaderMap, String> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in &auth.headers {
+        let n = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("invalid header name '{name}'"))?;
+        let v = HeaderValue::from_str(value).map_err(|_| {
+            format!("invalid value for header '{name}' (control characters are not allowed)")
+        })?;
+        headers.append(n, v);
+    }
+    if let Some(token) = &auth.bearer {
+        let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
+            .map_err(|_| "invalid bearer token (control characters are not allowed)".to_owned())?;
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    Ok(headers)
+}
+
+fn client_info() -> Value {
+    json!({"name": "mcpgw", "version": env!("CARGO_PKG_VERSION")})
+}
+
+impl Connection {
+    /// Connect and learn the upstream's era, info and capabilities.
+    pub async fn open(
+        client: UpstreamClient,
+        transport: Transport,
+        headers: HeaderMap,
+        timeout: Duration,
+        sink: MessageSink,
+    ) -> Result<Self, UpstreamError> {
+        match transport {
+            Transport::Sse => {
+                let conn = SseConn::open(client.clone(), headers, timeout, sink.clone()).await?;
+                let mut this = Self::new(client, Wire::Sse(conn), sink);
+                this.initialize(timeout).await?;
+                Ok(this)
+            }
+            Transport::StreamableHttp => {
+                let url = client.url.clone();
+                let mut this = Self::new(client, Wire::Http { url, headers }, sink);
+                if !this.discover(timeout).await? {
+                    this.initialize(timeout).await?;
+                }
+                Ok(this)
+            }
+        }
+    }
+
+    fn new(client: UpstreamClient, wire: Wire, sink: MessageSink) -> Self {
+        Self {
+            client,
+            wire,
+            era: Era::Session {
+                version: SESSION_VERSIONS[0].into(),
+            },
+            server_info: Value::Null,
+            capabilities: Value::Null,
+            next_id: AtomicU64::new(1),
+            sink,
+        }
+    }
+
+    /// Try the 2026-07-28 probe. `Ok(false)`: not a modern server, fall back to initialize.
+    async fn discover(&mut self, timeout: Duration) -> Result<bool, UpstreamError> {
+        self.era = Era::Stateless {
+            version: MODERN_VERSION.into(),
+        };
+        let answer = match self
+            .request("server/discover", Some(json!({})), timeout)
+            .await
+        {
+            Ok(answer) => answer,
+            // A session-era server may refuse the probe at the HTTP layer (400 without a session).
+            Err(UpstreamError::Status { status, .. }) if (400..500).contains(&status) => {
+                self.era = Era::Session {
+                    version: SESSION_VERSIONS[0].into(),
+                };
+                return Ok(false);
+            }
+            Err(e) => return Err(e),
+        };
+        let result = answer.get("result");
+        let modern = result
+            .and_then(|r| r.get("supportedVersions"))
+            .and_then(Value::as_array)
+            .is_some_and(|v| v.iter().any(|x| x == MODERN_VERSION));
+        if !modern {
+            self.era = Era::Session {
+                version: SESSION_VERSIONS[0].into(),
+            };
+            return Ok(false);
+        }
+        let result = result.cloned().unwrap_or_default();
+        self.server_info = result.get("serverInfo").cloned().unwrap_or(Value::Null);
+        self.capabilities = result.get("capabilities").cloned().unwrap_or(Value::Null);
+        Ok(true)
+    }
+
+    async fn initialize(&mut self, timeout: Duration) -> Result<(), UpstreamError> {
+        self.era = Era::Session {
+            version: SESSION_VERSIONS[0].into(),
+        };
+        let params = json!({
+            "protocolVersion": SESSION_VERSIONS[0],
+            "capabilities": {},
+            "clientInfo": client_info(),
+        });
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let msg = jsonrpc::request(id, "initialize", Some(params));
+        let (answer, session_id) = match &self.wire {
+            Wire::Http { url, headers } => {
+                let sink = self.sink.clone();
+                let a = streamable::post(&self.client, url, headers, &msg, timeout, &*sink).await?;
+                let sid = a
+                    .headers
+                    .get(SESSION_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                (a.response, sid)
+            }
+            Wire::Sse(conn) => (conn.send(&msg, timeout).await?, None),
+        };
+        let answer = answer.ok_or_else(|| UpstreamError::Protocol {
+            detail: "no answer to initialize".into(),
+        })?;
+        if let Some(err) = answer.get("error") {
+            return Err(UpstreamError::Protocol {
+                detail: format!("initialize was refused: {err}"),
+            });
+        }
+        let result = answer
+            .get("result")
+            .cloned()
+            .ok_or_else(|| UpstreamError::Protocol {
+                detail: "initialize answer has no result".into(),
+            })?;
+        let version = result
+            .get("protocolVersion")
+            .and_then(Value::as_str)
+            .unwrap_or(SESSION_VERSIONS[0])
+            .to_owned();
+        if !SESSION_VERSIONS.contains(&version.as_str()) {
+            return Err(UpstreamError::Protocol {
+                detail: format!(
+                    "the upstream chose protocol version {version}, which mcpgw does not speak"
+                ),
+            });
+        }
+        self.server_info = result.get("serverInfo").cloned().unwrap_or(Value::Null);
+        self.capabilities = result.get("capabilities").cloned().unwrap_or(Value::Null);
+        self.era = Era::Session {
+            version: version.clone(),
+        };
+        if let Wire::Http { headers, .. } = &mut self.wire {
+            if let Some(sid) = session_id.and_then(|s| HeaderValue::from_str(&s).ok()) {
+                headers.insert(SESSION_HEADER, sid);
+            }
+            if let Ok(v) = HeaderValue::from_str(&version) {
+                headers.insert(VERSION_HEADER, v);
+            }
+        }
+        self.notify("notifications/initialized", None, timeout)
+            .await
+    }
+
+    /// Send a request and return the upstream's whole response message (result or error),
+    /// with the upstream-side id. The caller restores its own id.
+    pub async fn request(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        timeout: Duration,
+    ) -> Result<Value, UpstreamError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (msg, extra) = self.envelope(jsonrpc::request(id, method, params));
+        let answer = match &self.wire {
+            Wire::Http { url, headers } => {
+                let headers = merged(headers, extra);
+                let sink = self.sink.clone();
+                streamable::post(&self.client, url, &headers, &msg, timeout, &*sink)
+                    .await?
+                    .response
+            }
+            Wire::Sse(conn) => conn.send(&msg, timeout).await?,
+        };
+        answer.ok_or_else(|| UpstreamError::Protocol {
+            detail: format!("no answer to {method}"),
+        })
+    }
+
+    /// Send a notification.
+    pub async fn notify(
+        &self,
+        method: &str,
+        params: Option<Value>,
+        timeout: Duration,
+    ) -> Result<(), UpstreamError> {
+        let (msg, extra) = self.envelope(jsonrpc::notification(method, params));
+        match &self.wire {
+            Wire::Http { url, headers } => {
+                let headers = merged(headers, extra);
+                let sink = self.sink.clone();
+                streamable::post(&self.client, url, &headers, &msg, timeout, &*sink).await?;
+            }
+            Wire::Sse(conn) => {
+                conn.send(&msg, timeout).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the connection can still carry requests.
+    pub fn is_usable(&self) -> bool {
+        match &self.wire {
+            Wire::Http { .. } => true,
+            Wire::Sse(conn) => conn.is_alive(),
+        }
+    }
+
+    /// A health probe in the upstream's own terms: `ping`, or `server/discover` on 2026-07-28.
+    pub async fn probe(&self, timeout: Duration) -> Result<(), UpstreamError> {
+        let method = match self.era {
+            Era::Session { .. } => "ping",
+            Era::Stateless { .. } => "server/discover",
+        };
+        let answer = self.request(method, None, timeout).await?;
+        match answer.get("error") {
+            None => Ok(()),
+            Some(err) => Err(UpstreamError::Protocol {
+                detail: format!("{method} failed: {err}"),
+            }),
+        }
+    }
+
+    /// The HTTP client (and TLS identity) this connection uses.
+    pub fn client(&self) -> &UpstreamClient {
+        &self.client
+    }
+
+    /// On 2026-07-28, stamp the per-request envelope and routing headers.
+    fn envelope(&self, mut msg: Value) -> (Value, Vec<(&'static str, String)>) {
+        let Era::Stateless { version } = &self.era else {
+            return (msg, Vec::new());
+        };
+        let method = jsonrpc::method(&msg).unwrap_or_default().to_owned();
+        let mut extra = vec![
+            ("mcp-protocol-version", version.clone()),
+            ("mcp-method", method.clone()),
+        ];
+        if msg.get("id").is_some() {
+            let params = msg
+                .as_object_mut()
+                .map(|o| o.entry("params").or_insert_with(|| json!({})));
+            if let Some(params) = params.and_then(Value::as_object_mut) {
+                let meta = params.entry("_meta").or_insert_with(|| json!({}));
+                if let Some(meta) = meta.as_object_mut() {
+                    meta.insert(META_PROTOCOL_VERSION.into(), json!(version));
+                    meta.insert(META_CLIENT_CAPABILITIES.into(), json!({}));
+                    meta.insert(META_CLIENT_INFO.into(), client_info());
+                }
+            }
+            let name_key = match method.as_str() {
+                "tools/call" | "prompts/get" => Some("name"),
+                "resources/read" => Some("uri"),
+                _ => None,
+            };
+            if let Some(name) = name_key
+                .and_then(|k| msg.get("params").and_then(|p| p.get(k)))
+                .and_then(Value::as_str)
+            {
+                extra.push(("mcp-name", header_safe(name)));
+            }
+        }
+        (msg, extra)
+    }
+}
+
+/// A header value as 2026-07-28 wants it: verbatim if printable ASCII, else `=?base64?…?=`.
+pub fn header_safe(value: &str) -> String {
+    if value.bytes().all(|b| (0x20..=0x7e).contains(&b)) && !value.starts_with("=?base64?") {
+        value.to_owned()
+    } else {
+        use base64::Engine;
+        format!(
+            "=?base64?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(value)
+        )
+    }
+}
+
+fn merged(base: &HeaderMap, extra: Vec<(&'static str, String)>) -> HeaderMap {
+    if extra.is_empty() {
+        return base.clone();
+    }
+    let mut headers = base.clone();
+    for (name, value) in extra {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+    headers
+}

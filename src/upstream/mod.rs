@@ -1,0 +1,51 @@
+//! Upstream MCP servers: TLS identity, clients, transports, sessions, health, catalog.
+//!
+//! Every byte mcpgw sends upstream goes through [`clients::ClientCache::client_for`], which
+//! carries the upstream's full TLS identity. That single path is the structural fix for NET-01.
+
+pub mod clients;
+pub mod connection;
+pub mod diagnose;
+pub mod identity;
+pub mod registry;
+pub mod sse;
+pub mod streamable;
+pub mod tls;
+
+/// Why a request to an upstream failed (as opposed to the upstream answering with an error).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpstreamError {
+    /// Could not get a client or connect; the diagnosis is user-facing.
+    #[error("{diagnosis}")]
+    Connect {
+        /// One sentence on what is wrong.
+        diagnosis: String,
+    },
+    /// The upstream answered HTTP with an unexpected status.
+    #[error("the upstream answered HTTP {status}{detail}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// A short excerpt or explanation.
+        detail: String,
+    },
+    /// The upstream's answer is not MCP.
+    #[error("not an MCP endpoint: {detail}")]
+    Protocol {
+        /// What was wrong.
+        detail: String,
+    },
+    /// No answer in time.
+    #[error("the upstream did not answer within {secs} s")]
+    Timeout {
+        /// The timeout.
+        secs: u64,
+    },
+    /// The upstream forgot our session (HTTP 404 with a session id).
+    #[error("the upstream ended the session")]
+    SessionExpired,
+    /// The SSE stream carrying answers closed.
+    #[error("the upstream closed its event stream")]
+    Closed,
+}

@@ -1,0 +1,667 @@
+//! The live set of upstreams: their connections, catalogs and health, backed by the store.
+//!
+//! Locks: the map is a std `RwLock` held only to clone an `Arc`; a connection is published
+//! through `ArcSwapOption` and used without a lock; only (re)connecting takes a tokio mutex, so
+//! concurrent callers wait for one initialize instead of each starting their own.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use futures_util::StreamExt;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::UpstreamError;
+use super::clients::ClientCache;
+use super::connection::{self, Connection};
+use crate::store::{Health, HealthStatus, PemSource, Registration, Store, StoreError};
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Per-request timeout towards upstreams.
+    pub request_timeout: Duration,
+    /// Time between health checks.
+    pub health_interval: Duration,
+    /// Consecutive failures before an upstream is offline.
+    pub health_threshold: u32,
+    /// Separator between upstream name and tool/prompt name.
+    pub separator: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            request_timeout: Duration::from_secs(30),
+            health_interval: Duration::from_secs(30),
+            health_threshold: 3,
+            separator: "__".into(),
+        }
+    }
+}
+
+/// Why a downstream call could not be answered by its upstream.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CallError {
+    /// Health checks mark it offline.
+    #[error("upstream '{name}' is offline since {since}{}", last_error.as_ref().map(|e| format!(" (last error: {e})")).unwrap_or_default())]
+    Offline {
+        /// Upstream.
+        name: String,
+        /// RFC 3339.
+        since: String,
+        /// Last error.
+        last_error: Option<String>,
+    },
+    /// The request failed.
+    #[error("upstream '{name}': {error}")]
+    Failed {
+        /// Upstream.
+        name: String,
+        /// What failed.
+        error: UpstreamError,
+    },
+}
+
+/// What an upstream offers.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Catalog {
+    /// `tools/list` entries, as the upstream sent them.
+    pub tools: Vec<Value>,
+    /// `resources/list` entries.
+    pub resources: Vec<Value>,
+    /// `resources/templates/list` entries.
+    pub resource_templates: Vec<Value>,
+    /// `prompts/list` entries.
+    pub prompts: Vec<Value>,
+}
+
+/// One registered upstream at run time.
+pub struct Upstream {
+    reg: ArcSwap<Registration>,
+    conn: ArcSwapOption<Connection>,
+    connecting: tokio::sync::Mutex<()>,
+    catalog: ArcSwap<Catalog>,
+    health: Mutex<Health>,
+    legacy_warned: AtomicBool,
+    registry: Weak<RegistryInner>,
+    /// Wakes this upstream's catalog refresher (list_changed notifications).
+    refresh: tokio::sync::mpsc::Sender<()>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name())
+            .finish()
+    }
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn rfc3339(ts: i64) -> String {
+    crate::tls::x509::rfc3339(
+        time::OffsetDateTime::from_unix_timestamp(ts).unwrap_or(time::OffsetDateTime::UNIX_EPOCH),
+    )
+}
+
+impl Upstream {
+    /// Registered name.
+    pub fn name(&self) -> String {
+        self.reg.load().name.clone()
+    }
+
+    /// Current registration.
+    pub fn registration(&self) -> Arc<Registration> {
+        self.reg.load_full()
+    }
+
+    /// Current catalog.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.load_full()
+    }
+
+    /// Current health.
+    pub fn health(&self) -> Health {
+        self.health
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Whether calls are routed to it.
+    pub fn is_online(&self) -> bool {
+        self.reg.load().enabled && self.health().status == HealthStatus::Online
+    }
+
+    fn settings(&self) -> Settings {
+        self.registry
+            .upgrade()
+            .map(|r| r.settings.clone())
+            .unwrap_or_default()
+    }
+
+    /// The live connection, opening one if there is none.
+    pub async fn connection(self: &Arc<Self>) -> Result<Arc<Connection>, UpstreamError> {
+        if let Some(conn) = self.conn.load_full().filter(|c| c.is_usable()) {
+            return Ok(conn);
+        }
+        let _guard = self.connecting.lock().await;
+        if let Some(conn) = self.conn.load_full().filter(|c| c.is_usable()) {
+            return Ok(conn);
+        }
+        let conn = Arc::new(self.open().await?);
+        self.conn.store(Some(conn.clone()));
+        Ok(conn)
+    }
+
+    async fn open(self: &Arc<Self>) -> Result<Connection, UpstreamError> {
+        let registry = self.registry.upgrade().ok_or(UpstreamError::Closed)?;
+        let reg = self.reg.load_full();
+        let client = registry
+            .clients
+            .client_for(&reg.url, &reg.tls)
+            .map_err(|e| UpstreamError::Connect {
+                diagnosis: e.to_string(),
+            })?;
+        let headers = connection::auth_headers(&reg.auth)
+            .map_err(|diagnosis| UpstreamError::Connect { diagnosis })?;
+        let refresh = self.refresh.clone();
+        let sink: connection::MessageSink = Arc::new(move |msg: Value| {
+            let method = crate::jsonrpc::method(&msg).unwrap_or_default();
+            if method.ends_with("/list_changed") {
+                // A full channel already holds a pending refresh; one is enough.
+                let _ = refresh.try_send(());
+            }
+        });
+        let conn = Connection::open(
+            client,
+            reg.transport,
+            headers,
+            registry.settings.request_timeout,
+            sink,
+        )
+        .await?;
+        if conn
+            .client()
+            .observations
+            .legacy_cn_accepted
+            .load(Ordering::Relaxed)
+            && !self.legacy_warned.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(upstream = %reg.name, "legacy CN-only certificate accepted; reissue with SANs");
+        }
+        Ok(conn)
+    }
+
+    /// Drop the connection so the next use opens a new one.
+    pub fn invalidate(&self) {
+        self.conn.store(None);
+    }
+
+    /// Send a request and return the upstream's answer message, reconnecting once if the
+    /// upstream expired the session.
+    pub async fn request(
+        self: &Arc<Self>,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Value, CallError> {
+        let name = self.name();
+        if !self.is_online() {
+            let h = self.health();
+            return Err(CallError::Offline {
+                name,
+                since: rfc3339(h.since),
+                last_error: h.last_error,
+            });
+        }
+        let timeout = self.settings().request_timeout;
+        let fail = |error| CallError::Failed {
+            name: name.clone(),
+            error,
+        };
+        let conn = self.connection().await.map_err(fail)?;
+        match conn.request(method, params.clone(), timeout).await {
+            Err(UpstreamError::SessionExpired | UpstreamError::Closed) => {
+                self.invalidate();
+                let conn = self.connection().await.map_err(fail)?;
+                conn.request(method, params, timeout).await.map_err(fail)
+            }
+            other => other.map_err(fail),
+        }
+    }
+
+    /// Fetch tools, resources and prompts and publish them.
+    pub async fn refresh_catalog(self: &Arc<Self>) -> Result<(), UpstreamError> {
+        let conn = self.connection().await?;
+        let timeout = self.settings().request_timeout;
+        let caps = conn.capabilities.clone();
+        let has = |k: &str| caps.get(k).is_some() || caps.is_null();
+        let mut catalog = Catalog::default();
+        if has("tools") {
+            catalog.tools = list_all(&conn, "tools/list", "tools", timeout).await?;
+        }
+        if has("resources") {
+            catalog.resources = list_all(&conn, "resources/list", "resources", timeout).await?;
+            catalog.resource_templates = list_all(
+                &conn,
+                "resources/templates/list",
+                "resourceTemplates",
+                timeout,
+            )
+            .await
+            .unwrap_or_default();
+        }
+        if has("prompts") {
+            catalog.prompts = list_all(&conn, "prompts/list", "prompts", timeout).await?;
+        }
+        self.catalog.store(Arc::new(catalog));
+        Ok(())
+    }
+
+    /// One health check; returns whether the status changed.
+    pub async fn check(self: &Arc<Self>) -> bool {
+        let settings = self.settings();
+        let outcome = async {
+            let conn = self.connection().await?;
+            conn.probe(settings.request_timeout).await
+        }
+        .await;
+        let was = self.health().status;
+        let changed = self.record(
+            outcome.as_ref().err().map(ToString::to_string),
+            settings.health_threshold,
+        );
+        if outcome.is_err() {
+            // A failed check may mean a dead session; start clean next time.
+            self.invalidate();
+        }
+        if changed && self.health().status == HealthStatus::Online && was != HealthStatus::Online {
+            if let Err(err) = self.refresh_catalog().await {
+                tracing::warn!(upstream = %self.name(), error = %err, "catalog refresh failed");
+            }
+        }
+        changed
+    }
+
+    /// Record a check outcome; returns whether the status changed.
+    fn record(&self, error: Option<String>, threshold: u32) -> bool {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        let before = h.status;
+        match error {
+            None => {
+                h.consecutive_failures = 0;
+                h.last_success = Some(now());
+                if h.status != HealthStatus::Online {
+                    h.status = HealthStatus::Online;
+                    h.since = now();
+                }
+            }
+            Some(err) => {
+                h.consecutive_failures = h.consecutive_failures.saturating_add(1);
+                h.last_error = Some(err);
+                if h.consecutive_failures >= threshold && h.status != HealthStatus::Offline {
+                    h.status = HealthStatus::Offline;
+                    h.since = now();
+                }
+            }
+        }
+        before != h.status
+    }
+
+    /// A JSON view without secrets.
+    pub fn view(&self) -> Value {
+        let reg = self.reg.load();
+        let conn = self.conn.load_full();
+        let catalog = self.catalog.load();
+        let source = |s: &Option<PemSource>| match s {
+            Some(PemSource::Path(p)) => json!(p.display().to_string()),
+            Some(PemSource::Inline(_)) => json!("(inline PEM)"),
+            None => Value::Null,
+        };
+        let legacy = conn.as_ref().is_some_and(|c| {
+            c.client()
+                .observations
+                .legacy_cn_accepted
+                .load(Ordering::Relaxed)
+        }) || self.legacy_warned.load(Ordering::Relaxed);
+        let h = self.health();
+        json!({
+            "name": reg.name,
+            "url": reg.url,
+            "transport": reg.transport.as_str(),
+            "enabled": reg.enabled,
+            "tls": {
+                "ca_cert": source(&reg.tls.ca),
+                "client_cert": source(&reg.tls.client_cert),
+                "client_key": source(&reg.tls.client_key).as_str().map(|_| "(set)"),
+                "server_name": reg.tls.server_name,
+                "client_subject": conn.as_ref().and_then(|c| c.client().identity.client_subject()),
+            },
+            "auth": {
+                "bearer": reg.auth.bearer.is_some(),
+                "headers": reg.auth.headers.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+            },
+            "health": {
+                "status": h.status.as_str(),
+                "since": rfc3339(h.since),
+                "last_success": h.last_success.map(rfc3339),
+                "last_error": h.last_error,
+                "consecutive_failures": h.consecutive_failures,
+            },
+            "protocol_version": conn.as_ref().map(|c| c.era.version().to_owned()),
+            "era": conn.as_ref().map(|c| match c.era { connection::Era::Session { .. } => "session", connection::Era::Stateless { .. } => "stateless" }),
+            "server_info": conn.as_ref().map(|c| c.server_info.clone()),
+            "tools": catalog.tools.iter().filter_map(|t| t.get("name").cloned()).collect::<Vec<_>>(),
+            "resources": catalog.resources.len(),
+            "prompts": catalog.prompts.len(),
+            "warnings": if legacy { vec!["legacy CN-only certificate accepted; reissue with SANs"] } else { Vec::new() },
+            "created_at": rfc3339(reg.created_at),
+            "updated_at": rfc3339(reg.updated_at),
+        })
+    }
+}
+
+async fn list_all(
+    conn: &Connection,
+    method: &str,
+    field: &str,
+    timeout: Duration,
+) -> Result<Vec<Value>, UpstreamError> {
+    let mut out = Vec::new();
+    let mut cursor: Option<Value> = None;
+    // Bounded: a misbehaving upstream cannot page forever.
+    for _ in 0..100 {
+        let params = cursor.as_ref().map(|c| json!({"cursor": c}));
+        let answer = conn.request(method, params, timeout).await?;
+        if let Some(err) = answer.get("error") {
+            if err.get("code").and_then(Value::as_i64)
+                == Some(crate::jsonrpc::code::METHOD_NOT_FOUND)
+            {
+                return Ok(out);
+            }
+            return Err(UpstreamError::Protocol {
+                detail: format!("{method} failed: {err}"),
+            });
+        }
+        let result = answer.get("result").cloned().unwrap_or_default();
+        if let Some(items) = result.get(field).and_then(Value::as_array) {
+            out.extend(items.iter().cloned());
+        }
+        match result.get("nextCursor").filter(|c| !c.is_null()) {
+            Some(next) => cursor = Some(next.clone()),
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+/// Why a registration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    /// Store refused it.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The upstream could not be reached or is not MCP.
+    #[error("cannot register '{name}': {diagnosis}")]
+    Unreachable {
+        /// Name.
+        name: String,
+        /// Diagnosis.
+        diagnosis: String,
+    },
+}
+
+struct RegistryInner {
+    upstreams: RwLock<BTreeMap<String, Arc<Upstream>>>,
+    clients: ClientCache,
+    store: Arc<dyn Store>,
+    settings: Settings,
+}
+
+/// The registry handle.
+#[derive(Clone)]
+pub struct Registry {
+    inner: Arc<RegistryInner>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry").finish_non_exhaustive()
+    }
+}
+
+impl Registry {
+    /// An empty registry over `store`.
+    pub fn new(store: Arc<dyn Store>, clients: ClientCache, settings: Settings) -> Self {
+        Self {
+            inner: Arc::new(RegistryInner {
+                upstreams: RwLock::default(),
+                clients,
+                store,
+                settings,
+            }),
+        }
+    }
+
+    /// Settings in force.
+    pub fn settings(&self) -> &Settings {
+        &self.inner.settings
+    }
+
+    /// The client cache (for diagnostics and metrics).
+    pub fn clients(&self) -> &ClientCache {
+        &self.inner.clients
+    }
+
+    fn make(&self, reg: Registration) -> Arc<Upstream> {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
+        let up = Arc::new(Upstream {
+            health: Mutex::new(reg.health.clone()),
+            reg: ArcSwap::from_pointee(reg),
+            conn: ArcSwapOption::empty(),
+            connecting: tokio::sync::Mutex::new(()),
+            catalog: ArcSwap::default(),
+            legacy_warned: AtomicBool::new(false),
+            registry: Arc::downgrade(&self.inner),
+            refresh: tx,
+        });
+        // The refresher holds only a weak reference: it ends when the upstream is dropped.
+        let weak = Arc::downgrade(&up);
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                let Some(up) = weak.upgrade() else { break };
+                if let Err(err) = up.refresh_catalog().await {
+                    tracing::warn!(upstream = %up.name(), error = %err, "catalog refresh after list_changed failed");
+                }
+            }
+        });
+        up
+    }
+
+    /// All upstreams, by name.
+    pub fn list(&self) -> Vec<Arc<Upstream>> {
+        self.inner
+            .upstreams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// One upstream.
+    pub fn get(&self, name: &str) -> Option<Arc<Upstream>> {
+        self.inner
+            .upstreams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Load stored registrations and connect to them all concurrently.
+    pub async fn load(&self) -> Result<usize, StoreError> {
+        let store = self.inner.store.clone();
+        let regs = tokio::task::spawn_blocking(move || store.list())
+            .await
+            .map_err(|e| StoreError::Query {
+                detail: e.to_string(),
+            })??;
+        let ups: Vec<_> = regs.into_iter().map(|r| self.make(r)).collect();
+        {
+            let mut map = self
+                .inner
+                .upstreams
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            for up in &ups {
+                map.insert(up.name(), up.clone());
+            }
+        }
+        let count = ups.len();
+        futures_util::stream::iter(ups)
+            .for_each_concurrent(64, |up| async move {
+                if up.registration().enabled {
+                    self.check_and_persist(&up).await;
+                }
+            })
+            .await;
+        Ok(count)
+    }
+
+    /// Connect, list, and store a new upstream. Unless `defer`, an upstream that cannot be
+    /// reached is refused with the diagnosis and nothing is stored.
+    pub async fn register(
+        &self,
+        mut reg: Registration,
+        defer: bool,
+    ) -> Result<Arc<Upstream>, RegisterError> {
+        if self.get(&reg.name).is_some() {
+            return Err(StoreError::Exists { name: reg.name }.into());
+        }
+        let ts = now();
+        reg.created_at = ts;
+        reg.updated_at = ts;
+        reg.health = Health::unknown(ts);
+        let up = self.make(reg.clone());
+        let outcome = async {
+            up.connection().await?;
+            up.refresh_catalog().await
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                up.record(None, 1);
+            }
+            Err(err) if defer => {
+                up.record(Some(err.to_string()), 1);
+            }
+            Err(err) => {
+                return Err(RegisterError::Unreachable {
+                    name: reg.name,
+                    diagnosis: err.to_string(),
+                });
+            }
+        }
+        reg.health = up.health();
+        up.reg.store(Arc::new(reg.clone()));
+        let store = self.inner.store.clone();
+        tokio::task::spawn_blocking(move || store.insert(&reg))
+            .await
+            .map_err(|e| StoreError::Query {
+                detail: e.to_string(),
+            })??;
+        self.inner
+            .upstreams
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(up.name(), up.clone());
+        tracing::info!(upstream = %up.name(), status = up.health().status.as_str(), "upstream registered");
+        Ok(up)
+    }
+
+    /// Remove an upstream from the store and the live set.
+    pub async fn remove(&self, name: &str) -> Result<(), StoreError> {
+        let store = self.inner.store.clone();
+        let owned = name.to_owned();
+        tokio::task::spawn_blocking(move || store.remove(&owned))
+            .await
+            .map_err(|e| StoreError::Query {
+                detail: e.to_string(),
+            })??;
+        self.inner
+            .upstreams
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
+        tracing::info!(upstream = %name, "upstream removed");
+        Ok(())
+    }
+
+    /// Check one upstream and persist its health when the status changed.
+    async fn check_and_persist(&self, up: &Arc<Upstream>) {
+        if up.check().await {
+            let health = up.health();
+            tracing::info!(upstream = %up.name(), status = health.status.as_str(), last_error = ?health.last_error, "upstream health changed");
+            let store = self.inner.store.clone();
+            let name = up.name();
+            let _ = tokio::task::spawn_blocking(move || store.set_health(&name, &health)).await;
+        }
+    }
+
+    /// One round of health checks over every enabled upstream, bounded in concurrency.
+    pub async fn health_round(&self) {
+        futures_util::stream::iter(self.list())
+            .for_each_concurrent(32, |up| async move {
+                if up.registration().enabled {
+                    self.check_and_persist(&up).await;
+                }
+            })
+            .await;
+    }
+
+    /// Run health rounds every interval until `stop`.
+    pub fn spawn_health_loop(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<()> {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(this.inner.settings.health_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => this.health_round().await,
+                }
+            }
+        })
+    }
+
+    /// Re-read every upstream's TLS files; an upstream whose identity changed reconnects.
+    pub fn reload_identities(&self) {
+        for up in self.list() {
+            let reg = up.registration();
+            let Some(conn) = up.conn.load_full() else {
+                continue;
+            };
+            match self.inner.clients.client_for(&reg.url, &reg.tls) {
+                Ok(fresh) if fresh.identity.cache_key() != conn.client().identity.cache_key() => {
+                    tracing::info!(upstream = %reg.name, "upstream TLS identity changed on disk; reconnecting");
+                    up.invalidate();
+                }
+                Ok(_) => {}
+                Err(err) => {
+                    tracing::error!(upstream = %reg.name, error = %err, "upstream TLS files unusable; keeping the current connection");
+                }
+            }
+        }
+    }
+}

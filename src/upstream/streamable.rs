@@ -1,0 +1,192 @@
+//! Streamable HTTP, client side: POST one JSON-RPC message, read the answer as JSON or as an
+//! SSE stream that ends with it.
+
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
+use serde_json::Value;
+
+use super::UpstreamError;
+use super::clients::UpstreamClient;
+use super::diagnose::diagnose;
+
+/// Largest JSON answer accepted from an upstream.
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// Header names of the session era.
+pub const SESSION_HEADER: &str = "mcp-session-id";
+/// Protocol version header.
+pub const VERSION_HEADER: &str = "mcp-protocol-version";
+
+/// What a POST brought back.
+#[derive(Debug)]
+pub struct Answer {
+    /// The response to our request, if one was expected and came.
+    pub response: Option<Value>,
+    /// Response headers (the session id arrives here at initialize).
+    pub headers: HeaderMap,
+}
+
+/// POST `msg` and wait for the response with `msg`'s id (if it has one). Messages that arrive
+/// on an SSE answer before the response are handed to `on_message`.
+pub async fn post(
+    client: &UpstreamClient,
+    url: &url::Url,
+    headers: &HeaderMap,
+    msg: &Value,
+    timeout: Duration,
+    on_message: &(dyn Fn(Value) + Send + Sync),
+) -> Result<Answer, UpstreamError> {
+    let expect_id = msg
+        .get("id")
+        .filter(|_| msg.get("method").is_some())
+        .cloned();
+    let send = async {
+        let response = client
+            .http
+            .post(url.clone())
+            .headers(headers.clone())
+            .header(
+                ACCEPT,
+                HeaderValue::from_static("application/json, text/event-stream"),
+            )
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .json(msg)
+            .send()
+            .await
+            .map_err(|e| UpstreamError::Connect {
+                diagnosis: diagnose(&e, client),
+            })?;
+        read_answer(client, response, expect_id.as_ref(), on_message, headers).await
+    };
+    tokio::time::timeout(timeout, send)
+        .await
+        .map_err(|_| UpstreamError::Timeout {
+            secs: timeout.as_secs(),
+        })?
+}
+
+async fn read_answer(
+    client: &UpstreamClient,
+    response: reqwest::Response,
+    expect_id: Option<&Value>,
+    on_message: &(dyn Fn(Value) + Send + Sync),
+    sent_headers: &HeaderMap,
+) -> Result<Answer, UpstreamError> {
+    let status = response.status();
+    let headers = response.headers().clone();
+    if status == reqwest::StatusCode::NOT_FOUND && sent_headers.contains_key(SESSION_HEADER) {
+        return Err(UpstreamError::SessionExpired);
+    }
+    if !status.is_success() {
+        let body = response.bytes().await.unwrap_or_default();
+        // A JSON-RPC error body on a 4xx is still an answer (e.g. -32022 on HTTP 400).
+        if let Ok(value) = serde_json::from_slice::<Value>(&body) {
+            if value.get("error").is_some() && value.get("jsonrpc").is_some() {
+                return Ok(Answer {
+                    response: Some(value),
+                    headers,
+                });
+            }
+        }
+        return Err(UpstreamError::Status {
+            status: status.as_u16(),
+            detail: excerpt(&body),
+        });
+    }
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    if expect_id.is_none() {
+        // A notification or response we sent: 202 with no body is the norm.
+        return Ok(Answer {
+            response: None,
+            headers,
+        });
+    }
+    if content_type.starts_with("application/json") {
+        let body = read_limited(client, response).await?;
+        let value: Value = serde_json::from_slice(&body).map_err(|e| UpstreamError::Protocol {
+            detail: format!("the answer is not JSON ({e})"),
+        })?;
+        return Ok(Answer {
+            response: Some(value),
+            headers,
+        });
+    }
+    if content_type.starts_with("text/event-stream") {
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(event) = events.next().await {
+            let event = event.map_err(|e| UpstreamError::Protocol {
+                detail: format!("broken event stream ({e})"),
+            })?;
+            if event.data.is_empty() {
+                continue;
+            }
+            if event.data.len() > MAX_BODY {
+                return Err(UpstreamError::Protocol {
+                    detail: "an event exceeds the size limit".into(),
+                });
+            }
+            let Ok(value) = serde_json::from_str::<Value>(&event.data) else {
+                return Err(UpstreamError::Protocol {
+                    detail: "an event's data is not JSON".into(),
+                });
+            };
+            let is_answer = value.get("method").is_none()
+                && (value.get("result").is_some() || value.get("error").is_some());
+            if is_answer && value.get("id") == expect_id {
+                return Ok(Answer {
+                    response: Some(value),
+                    headers,
+                });
+            }
+            on_message(value);
+        }
+        return Err(UpstreamError::Closed);
+    }
+    Err(UpstreamError::Protocol {
+        detail: format!(
+            "expected application/json or text/event-stream, got '{}'",
+            if content_type.is_empty() {
+                "no content type"
+            } else {
+                &content_type
+            }
+        ),
+    })
+}
+
+async fn read_limited(
+    client: &UpstreamClient,
+    response: reqwest::Response,
+) -> Result<Vec<u8>, UpstreamError> {
+    let mut body = Vec::new();
+    let mut stream = response.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| UpstreamError::Connect {
+            diagnosis: diagnose(&e, client),
+        })?;
+        if body.len() + chunk.len() > MAX_BODY {
+            return Err(UpstreamError::Protocol {
+                detail: format!("the answer exceeds {MAX_BODY} bytes"),
+            });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// A short, printable excerpt of a body for error messages.
+pub fn excerpt(body: &[u8]) -> String {
+    if body.is_empty() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    let text: String = text.chars().filter(|c| !c.is_control()).collect();
+    format!(": {}", text.trim())
+}
