@@ -49,6 +49,83 @@ pub enum Command {
     Cert(CertCommand),
     /// Show the running gateway's status (through the control socket).
     Status,
+    /// Manage upstream MCP servers (through the control socket).
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
+    /// Bearer tokens for the gateway's HTTP listener.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `mcpgw gateway ...`
+#[derive(Debug, Subcommand)]
+pub enum GatewayCommand {
+    /// Register an upstream: connect, initialize, list its catalog, store it.
+    Add(GatewayAddArgs),
+    /// List registered upstreams with their health.
+    List,
+    /// Show one upstream: TLS identity, health, protocol, tools, warnings.
+    Show {
+        /// Upstream name.
+        name: String,
+    },
+    /// Remove an upstream.
+    Remove {
+        /// Upstream name.
+        name: String,
+    },
+}
+
+/// `mcpgw gateway add`
+#[derive(Debug, Args)]
+pub struct GatewayAddArgs {
+    /// Name: 1-64 of a-z, 0-9, '-', '_' (tools appear as NAME__tool).
+    pub name: String,
+    /// Upstream endpoint, e.g. https://localhost:9000/sse or https://10.0.0.5:9000/mcp.
+    pub url: String,
+    /// Transport [default: sse when the URL path ends in /sse, else streamable-http].
+    #[arg(long, value_enum)]
+    pub transport: Option<crate::store::Transport>,
+    /// CA bundle that issued the upstream's certificate [default: the system trust store].
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate to present (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// Client key (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Name to verify the upstream's certificate against when the URL holds an IP address.
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Bearer token to send upstream.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "MCPGW_UPSTREAM_BEARER",
+        hide_env_values = true
+    )]
+    pub bearer: Option<String>,
+    /// Extra header to send upstream, 'Name: value'; repeatable.
+    #[arg(long = "header", value_name = "'K: V'")]
+    pub headers: Vec<String>,
+    /// Store the upstream even if it cannot be reached now (it starts offline).
+    #[arg(long)]
+    pub defer: bool,
+}
+
+/// `mcpgw token ...`
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print a bearer token (HS256 JWT) that the gateway using this data dir accepts.
+    Create {
+        /// Lifetime, e.g. 30m, 12h, 7d [default: 24h].
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+        /// Subject of the token.
+        #[arg(long, default_value = "mcpgw-cli")]
+        sub: String,
+    },
 }
 
 /// Log output format.
@@ -110,6 +187,18 @@ pub struct ServeArgs {
     /// Log format [default: text].
     #[arg(long, env = "MCPGW_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
+
+    /// Seconds between upstream health checks [default: 30].
+    #[arg(long, env = "MCPGW_HEALTH_INTERVAL", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub health_interval: Option<u64>,
+
+    /// Consecutive failed checks before an upstream is offline [default: 3].
+    #[arg(long, env = "MCPGW_HEALTH_THRESHOLD", value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub health_threshold: Option<u32>,
+
+    /// Seconds an upstream request may take [default: 30].
+    #[arg(long, env = "MCPGW_REQUEST_TIMEOUT", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub request_timeout: Option<u64>,
 
     /// Seconds that in-flight requests get to finish on SIGTERM/SIGINT [default: 30].
     #[arg(long, env = "MCPGW_SHUTDOWN_GRACE", value_name = "SECS")]

@@ -101,6 +101,26 @@ pub struct FileConfig {
     /// `[auth]`.
     #[serde(default)]
     pub auth: FileAuth,
+    /// `[upstreams]`.
+    #[serde(default)]
+    pub upstreams: FileUpstreams,
+}
+
+/// `[upstreams]` of `mcpgw.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstreams {
+    /// Seconds between health checks.
+    pub health_interval_secs: Option<u64>,
+    /// Failures before offline.
+    pub health_threshold: Option<u32>,
+    /// Per-request timeout.
+    pub request_timeout_secs: Option<u64>,
+    /// Separator between upstream and tool names.
+    pub separator: Option<String>,
+    /// Directories certificate paths must lie in (empty: anywhere).
+    #[serde(default)]
+    pub cert_dirs: Vec<PathBuf>,
 }
 
 /// `[tls]` of `mcpgw.toml`.
@@ -133,6 +153,8 @@ pub struct AuthConfig {
     pub enabled: bool,
     /// Accepted static tokens.
     pub tokens: Vec<String>,
+    /// HS256 secret for JWT bearer tokens (loaded from the data dir at start).
+    pub jwt_secret: Option<Vec<u8>>,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -162,6 +184,10 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// Listener auth.
     pub auth: AuthConfig,
+    /// Upstream behaviour.
+    pub upstreams: crate::upstream::registry::Settings,
+    /// Where upstream certificate files may be read from.
+    pub cert_dirs: Vec<PathBuf>,
 }
 
 /// Global options that matter to `serve` (they live on the top-level command).
@@ -272,6 +298,53 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
         });
     }
 
+    let interval = args
+        .health_interval
+        .or(file.upstreams.health_interval_secs)
+        .unwrap_or(30);
+    let threshold = args
+        .health_threshold
+        .or(file.upstreams.health_threshold)
+        .unwrap_or(3);
+    let timeout = args
+        .request_timeout
+        .or(file.upstreams.request_timeout_secs)
+        .unwrap_or(30);
+    if interval == 0 || threshold == 0 || timeout == 0 {
+        return Err(ConfigError::Field {
+            origin,
+            key: "upstreams",
+            expected: "health_interval_secs, health_threshold and request_timeout_secs of at least 1",
+            got: format!("{interval}, {threshold}, {timeout}"),
+        });
+    }
+    let separator = file.upstreams.separator.unwrap_or_else(|| "__".into());
+    if separator.is_empty() || separator.chars().any(|c| c.is_whitespace()) {
+        return Err(ConfigError::Field {
+            origin,
+            key: "upstreams.separator",
+            expected: "a non-empty separator without white space",
+            got: separator,
+        });
+    }
+    let base = args
+        .config
+        .as_ref()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    let cert_dirs = file
+        .upstreams
+        .cert_dirs
+        .iter()
+        .map(|d| {
+            if d.is_relative() {
+                base.join(d)
+            } else {
+                d.clone()
+            }
+        })
+        .collect();
+
     let data_dir = globals
         .data_dir
         .clone()
@@ -296,7 +369,15 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
         auth: AuthConfig {
             enabled: !no_auth,
             tokens: file.auth.tokens,
+            jwt_secret: None,
         },
+        upstreams: crate::upstream::registry::Settings {
+            request_timeout: Duration::from_secs(timeout),
+            health_interval: Duration::from_secs(interval),
+            health_threshold: threshold,
+            separator,
+        },
+        cert_dirs,
     })
 }
 

@@ -2,10 +2,12 @@
 //! [`crate::run`] maps the outcome to an exit code.
 
 pub mod cert;
+pub mod gateway;
 pub mod serve;
 pub mod status;
+pub mod token;
 
-use crate::cli::{CertCommand, Cli, Command};
+use crate::cli::{CertCommand, Cli, Command, TokenCommand};
 use crate::config::GlobalPaths;
 
 /// Run the chosen subcommand.
@@ -21,6 +23,10 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(cert::rotate(&args, &globals, cli.json))
         }
         Command::Status => runtime()?.block_on(status::run(&globals, cli.json)),
+        Command::Gateway(cmd) => runtime()?.block_on(gateway::run(cmd, &globals, cli.json)),
+        Command::Token(TokenCommand::Create { ttl, sub }) => {
+            token::create(&globals, &ttl, &sub, cli.json)
+        }
     }
 }
 

@@ -50,11 +50,27 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let control = ControlSocket::bind(&cfg.control_socket)?;
     let mut signal_rx = signals::install().context("cannot install signal handlers")?;
 
+    let store_path = cfg.data_dir.join("mcpgw.db");
+    let store: Arc<dyn crate::store::Store> =
+        Arc::new(crate::store::sqlite::SqliteStore::open(&store_path)?);
+    let clients =
+        crate::upstream::clients::ClientCache::new(crate::upstream::identity::PathPolicy {
+            allowed_dirs: cfg.cert_dirs.clone(),
+        });
+    let registry = crate::upstream::registry::Registry::new(store, clients, cfg.upstreams.clone());
+    let loaded = registry.load().await?;
+    if loaded > 0 {
+        tracing::info!(upstreams = loaded, "stored upstreams loaded");
+    }
+    let mut auth = cfg.auth.clone();
+    auth.jwt_secret = Some(crate::http::auth::load_or_create_secret(&cfg.data_dir)?);
+
     let state = Arc::new(AppState::new(
         local,
         control.path().to_owned(),
         serving.clone(),
-        cfg.auth.clone(),
+        auth,
+        registry.clone(),
     ));
     let graceful = Arc::new(GracefulShutdown::new());
     let stop = CancellationToken::new();
@@ -70,7 +86,8 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         stop.clone(),
         graceful.clone(),
     ));
-    let reload = spawn_reloader(serving.clone());
+    let reload = spawn_reloader(serving.clone(), registry.clone());
+    let health = registry.spawn_health_loop(stop.clone());
 
     state.set_ready(true);
     let scheme = if serving.is_some() { "https" } else { "http" };
@@ -96,6 +113,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     stop.cancel();
     let _ = listener_task.await;
     let _ = control_task.await;
+    let _ = health.await;
     // The accept loops held the only other references; they have returned.
     let graceful = Arc::try_unwrap(graceful)
         .map_err(|_| anyhow::anyhow!("internal error: accept loop still running after shutdown"))?;
@@ -111,14 +129,19 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
 
 /// One worker performs reloads, one at a time. `Notify` keeps at most one pending wake-up,
 /// so a burst of SIGHUPs collapses into a reload that sees the latest files.
-fn spawn_reloader(serving: Option<Arc<ServingCert>>) -> Arc<Notify> {
+fn spawn_reloader(
+    serving: Option<Arc<ServingCert>>,
+    registry: crate::upstream::registry::Registry,
+) -> Arc<Notify> {
     let notify = Arc::new(Notify::new());
     let wake = notify.clone();
     tokio::spawn(async move {
         loop {
             wake.notified().await;
+            // Upstream client certificates rotated on disk are picked up for new connections.
+            registry.reload_identities();
             let Some(serving) = serving.clone() else {
-                tracing::info!("SIGHUP: plain HTTP listener, no certificate to reload");
+                tracing::info!("SIGHUP: plain HTTP listener, no serving certificate to reload");
                 continue;
             };
             match tokio::task::spawn_blocking(move || serving.reload()).await {

@@ -3,7 +3,9 @@
 
 pub mod admin;
 pub mod auth;
+pub mod gateways;
 pub mod health;
+pub mod mcp;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +31,10 @@ pub struct AppState {
     pub serving: Option<Arc<ServingCert>>,
     /// Listener auth.
     pub auth: AuthConfig,
+    /// Upstreams.
+    pub registry: crate::upstream::registry::Registry,
+    /// Downstream MCP sessions.
+    pub sessions: mcp::Sessions,
     ready: AtomicBool,
 }
 
@@ -39,6 +45,7 @@ impl AppState {
         control_socket: std::path::PathBuf,
         serving: Option<Arc<ServingCert>>,
         auth: AuthConfig,
+        registry: crate::upstream::registry::Registry,
     ) -> Self {
         Self {
             started: Instant::now(),
@@ -46,6 +53,8 @@ impl AppState {
             control_socket,
             serving,
             auth,
+            registry,
+            sessions: mcp::Sessions::default(),
             ready: AtomicBool::new(false),
         }
     }
@@ -76,7 +85,20 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
         .route("/ready", get(health::ready))
         .route("/admin/status", get(admin::status))
         .route("/admin/cert/reload", post(admin::reload))
-        .route("/admin/cert/install", post(admin::install));
+        .route("/admin/cert/install", post(admin::install))
+        .route("/gateways", get(gateways::list).post(gateways::create))
+        .route(
+            "/gateways/{name}",
+            get(gateways::show)
+                .put(gateways::replace)
+                .delete(gateways::remove),
+        )
+        .route("/mcp", post(mcp::post_all).delete(mcp::delete))
+        .route("/mcp/http", post(mcp::post_all).delete(mcp::delete))
+        .route(
+            "/servers/{name}/mcp",
+            post(mcp::post_one).delete(mcp::delete),
+        );
     let protected = match surface {
         Surface::Listener => protected.route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -87,7 +109,7 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
     Router::new()
         .route("/health", get(health::health))
         .merge(protected)
-        // Admin bodies carry at most a certificate chain and a key.
-        .layer(axum::extract::DefaultBodyLimit::max(1024 * 1024))
+        // Bodies: a certificate chain and key, or one JSON-RPC message/batch.
+        .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
         .with_state(state)
 }

@@ -586,6 +586,14 @@ impl Registry {
         Ok(up)
     }
 
+    /// Connect to a registration without storing it; the diagnosis on failure.
+    pub async fn check_reachable(&self, reg: &Registration) -> Result<(), UpstreamError> {
+        let mut reg = reg.clone();
+        reg.health = Health::unknown(now());
+        let up = self.make(reg);
+        up.connection().await.map(|_| ())
+    }
+
     /// Remove an upstream from the store and the live set.
     pub async fn remove(&self, name: &str) -> Result<(), StoreError> {
         let store = self.inner.store.clone();

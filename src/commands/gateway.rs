@@ -1,0 +1,171 @@
+//! `mcpgw gateway add|list|show|remove`, through the control socket.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Context;
+use serde_json::{Value, json};
+
+use crate::cli::{GatewayAddArgs, GatewayCommand};
+use crate::config::{self, GlobalPaths};
+use crate::control::client::ControlClient;
+
+/// Run a gateway subcommand.
+pub async fn run(cmd: GatewayCommand, globals: &GlobalPaths, json_out: bool) -> anyhow::Result<()> {
+    let client = ControlClient::new(config::client_socket(globals));
+    match cmd {
+        GatewayCommand::Add(args) => {
+            let body = add_body(&args)?;
+            let view = client.post("/gateways", Some(&body)).await?;
+            if json_out {
+                return super::print_json(&view);
+            }
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "registered {}: {}", args.name, summary(&view))?;
+            Ok(())
+        }
+        GatewayCommand::List => {
+            let list = client.get("/gateways").await?;
+            if json_out {
+                return super::print_json(&list);
+            }
+            let mut out = std::io::stdout().lock();
+            let items = list.as_array().cloned().unwrap_or_default();
+            if items.is_empty() {
+                writeln!(out, "no upstreams registered")?;
+            }
+            for item in items {
+                writeln!(
+                    out,
+                    "{:<24} {}",
+                    item["name"].as_str().unwrap_or("?"),
+                    summary(&item)
+                )?;
+            }
+            Ok(())
+        }
+        GatewayCommand::Show { name } => {
+            let view = client.get(&format!("/gateways/{}", encode(&name))).await?;
+            if json_out {
+                return super::print_json(&view);
+            }
+            print_show(&view)
+        }
+        GatewayCommand::Remove { name } => {
+            client
+                .request("DELETE", &format!("/gateways/{}", encode(&name)), None)
+                .await?;
+            if json_out {
+                return super::print_json(&json!({"removed": name}));
+            }
+            println!("removed {name}");
+            Ok(())
+        }
+    }
+}
+
+fn encode(name: &str) -> String {
+    url::form_urlencoded::byte_serialize(name.as_bytes()).collect()
+}
+
+/// Paths are made absolute here: the gateway may run in another directory.
+fn absolute(path: &Path) -> anyhow::Result<String> {
+    let abs =
+        std::path::absolute(path).with_context(|| format!("cannot resolve {}", path.display()))?;
+    Ok(abs.display().to_string())
+}
+
+fn add_body(args: &GatewayAddArgs) -> anyhow::Result<Value> {
+    let mut body = json!({"name": args.name, "url": args.url, "defer": args.defer});
+    if let Some(t) = args.transport {
+        body["transport"] = json!(t.as_str());
+    }
+    let mut tls = serde_json::Map::new();
+    if let Some(p) = &args.ca_cert {
+        tls.insert("ca_cert".into(), json!(absolute(p)?));
+    }
+    if let Some(p) = &args.client_cert {
+        tls.insert("client_cert".into(), json!(absolute(p)?));
+    }
+    if let Some(p) = &args.client_key {
+        tls.insert("client_key".into(), json!(absolute(p)?));
+    }
+    if let Some(n) = &args.server_name {
+        tls.insert("server_name".into(), json!(n));
+    }
+    body["tls_config"] = Value::Object(tls);
+    if let Some(b) = &args.bearer {
+        body["bearer"] = json!(b);
+    }
+    if !args.headers.is_empty() {
+        body["headers"] = json!(args.headers);
+    }
+    Ok(body)
+}
+
+fn summary(view: &Value) -> String {
+    let tools = view["tools"].as_array().map(Vec::len).unwrap_or(0);
+    format!(
+        "{} ({}, {}{}), {} tools, {}",
+        view["health"]["status"].as_str().unwrap_or("?"),
+        view["transport"].as_str().unwrap_or("?"),
+        view["era"].as_str().unwrap_or("not connected"),
+        view["protocol_version"]
+            .as_str()
+            .map(|v| format!(" {v}"))
+            .unwrap_or_default(),
+        tools,
+        view["url"].as_str().unwrap_or("?"),
+    )
+}
+
+fn print_show(view: &Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    let s = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into());
+    writeln!(out, "name        {}", s(&view["name"]))?;
+    writeln!(out, "url         {}", s(&view["url"]))?;
+    writeln!(out, "transport   {}", s(&view["transport"]))?;
+    writeln!(
+        out,
+        "protocol    {} {}",
+        s(&view["era"]),
+        s(&view["protocol_version"])
+    )?;
+    writeln!(
+        out,
+        "health      {} since {}",
+        s(&view["health"]["status"]),
+        s(&view["health"]["since"])
+    )?;
+    if let Some(err) = view["health"]["last_error"].as_str() {
+        writeln!(out, "last error  {err}")?;
+    }
+    writeln!(out, "ca cert     {}", s(&view["tls"]["ca_cert"]))?;
+    writeln!(
+        out,
+        "client cert {} {}",
+        s(&view["tls"]["client_cert"]),
+        s(&view["tls"]["client_subject"])
+    )?;
+    writeln!(out, "server name {}", s(&view["tls"]["server_name"]))?;
+    writeln!(
+        out,
+        "bearer      {}",
+        if view["auth"]["bearer"].as_bool() == Some(true) {
+            "set"
+        } else {
+            "-"
+        }
+    )?;
+    let tools: Vec<String> = view["tools"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t.as_str().map(str::to_owned))
+        .collect();
+    writeln!(out, "tools       {}", tools.join(", "))?;
+    for w in view["warnings"].as_array().into_iter().flatten() {
+        writeln!(out, "warning     {}", s(w))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,353 @@
+//! `/gateways`: register, list, show, update and remove upstreams.
+//!
+//! Accepts mcpgw's own fields and, so users can bring their scripts, the NET-01 report's JSON
+//! (`"tls_config": {"ca_cert", "client_cert", "client_key"}`) and the flat fields of the gateway
+//! mcpgw replaces (`ca_certificate`, `client_cert`, `client_key`, `auth_type`/`auth_token`).
+//! Answers never contain secrets: tokens, header values and inline PEM are reduced to "set".
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::store::{
+    Health, PemSource, Registration, StoreError, TlsSettings, Transport, UpstreamAuth, valid_name,
+};
+use crate::upstream::registry::RegisterError;
+
+/// Nested TLS settings as in the report.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfigBody {
+    /// CA bundle path or PEM.
+    pub ca_cert: Option<String>,
+    /// Client certificate path or PEM.
+    pub client_cert: Option<String>,
+    /// Client key path or PEM.
+    pub client_key: Option<String>,
+    /// Server-name override.
+    pub server_name: Option<String>,
+}
+
+/// Headers as an object or as `"K: V"` lines.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum HeadersBody {
+    /// `{"K": "V"}`.
+    Map(BTreeMap<String, String>),
+    /// `["K: V"]`.
+    Lines(Vec<String>),
+}
+
+/// `POST /gateways` body.
+#[derive(Deserialize)]
+pub struct RegisterBody {
+    /// Name.
+    pub name: String,
+    /// URL.
+    pub url: String,
+    /// `sse`, `streamable-http` (also `SSE`, `STREAMABLEHTTP`); inferred from the URL when absent.
+    pub transport: Option<String>,
+    /// Nested TLS settings.
+    pub tls_config: Option<TlsConfigBody>,
+    /// Flat CA (replaced gateway's name).
+    pub ca_certificate: Option<String>,
+    /// Flat CA (mcpgw's name).
+    pub ca_cert: Option<String>,
+    /// Flat client certificate.
+    pub client_cert: Option<String>,
+    /// Flat client key.
+    pub client_key: Option<String>,
+    /// Server-name override.
+    pub server_name: Option<String>,
+    /// `bearer` or `none` (replaced gateway).
+    pub auth_type: Option<String>,
+    /// Token for `auth_type = bearer`.
+    pub auth_token: Option<String>,
+    /// Bearer token (mcpgw's name).
+    pub bearer: Option<String>,
+    /// Extra headers.
+    pub headers: Option<HeadersBody>,
+    /// Enabled (default true).
+    pub enabled: Option<bool>,
+    /// Store even if the upstream cannot be reached now.
+    #[serde(default)]
+    pub defer: bool,
+    /// Ignored fields some clients send (description, tags, ...).
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+impl std::fmt::Debug for RegisterBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisterBody")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A user-facing refusal of the request body.
+#[derive(Debug, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct BodyError {
+    /// Offending field.
+    pub field: &'static str,
+    /// What was expected.
+    pub message: String,
+}
+
+fn pem_source(value: &str) -> PemSource {
+    if value.trim_start().starts_with("-----BEGIN") {
+        PemSource::Inline(value.to_owned())
+    } else {
+        PemSource::Path(PathBuf::from(value))
+    }
+}
+
+fn parse_transport(text: Option<&str>, url: &str) -> Result<Transport, BodyError> {
+    match text.map(|t| t.to_ascii_lowercase().replace(['-', '_'], "")) {
+        Some(t) if t == "sse" => Ok(Transport::Sse),
+        Some(t) if t == "streamablehttp" || t == "http" => Ok(Transport::StreamableHttp),
+        Some(_) => Err(BodyError {
+            field: "transport",
+            message: "expected \"sse\" or \"streamable-http\"".into(),
+        }),
+        None => Ok(if url.trim_end_matches('/').ends_with("/sse") {
+            Transport::Sse
+        } else {
+            Transport::StreamableHttp
+        }),
+    }
+}
+
+fn header_ok(name: &str, value: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && value
+            .bytes()
+            .all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
+}
+
+impl RegisterBody {
+    /// Validate into a registration (health unknown, times set by the registry).
+    pub fn into_registration(self) -> Result<(Registration, bool), BodyError> {
+        if !valid_name(&self.name) {
+            return Err(BodyError {
+                field: "name",
+                message: format!(
+                    "invalid upstream name '{}': expected 1-64 characters of a-z, 0-9, '-' and '_', starting with a letter or digit, without '__'",
+                    self.name
+                ),
+            });
+        }
+        let url = url::Url::parse(&self.url).map_err(|e| BodyError {
+            field: "url",
+            message: format!("expected an http(s) URL ({e})"),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(BodyError {
+                field: "url",
+                message: "expected an http:// or https:// URL".into(),
+            });
+        }
+        let transport = parse_transport(self.transport.as_deref(), &self.url)?;
+        let nested = self.tls_config.unwrap_or_default();
+        let ca = nested.ca_cert.or(self.ca_cert).or(self.ca_certificate);
+        let client_cert = nested.client_cert.or(self.client_cert);
+        let client_key = nested.client_key.or(self.client_key);
+        let tls = TlsSettings {
+            ca: ca.as_deref().map(pem_source),
+            client_cert: client_cert.as_deref().map(pem_source),
+            client_key: client_key.as_deref().map(pem_source),
+            server_name: nested.server_name.or(self.server_name),
+        };
+        let bearer = match self
+            .auth_type
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("bearer") => self.bearer.or(self.auth_token),
+            Some("none" | "") => None,
+            Some(other) => {
+                return Err(BodyError {
+                    field: "auth_type",
+                    message: format!(
+                        "unsupported auth_type '{other}': expected \"bearer\" or \"none\""
+                    ),
+                });
+            }
+        };
+        let headers: Vec<(String, String)> = match self.headers {
+            None => Vec::new(),
+            Some(HeadersBody::Map(map)) => map.into_iter().collect(),
+            Some(HeadersBody::Lines(lines)) => lines
+                .iter()
+                .map(|line| {
+                    line.split_once(':')
+                        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                        .ok_or_else(|| BodyError {
+                            field: "headers",
+                            message: "expected 'Name: value' lines".into(),
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        for (k, v) in &headers {
+            if !header_ok(k, v) {
+                return Err(BodyError {
+                    field: "headers",
+                    message: format!(
+                        "header '{}' has an invalid name or a control character (CR/LF) in its value",
+                        k.escape_debug()
+                    ),
+                });
+            }
+        }
+        if bearer
+            .as_deref()
+            .is_some_and(|t| t.bytes().any(|b| b.is_ascii_control()))
+        {
+            return Err(BodyError {
+                field: "auth_token",
+                message: "the token contains control characters".into(),
+            });
+        }
+        let reg = Registration {
+            name: self.name,
+            url: self.url,
+            transport,
+            tls,
+            auth: UpstreamAuth { bearer, headers },
+            enabled: self.enabled.unwrap_or(true),
+            created_at: 0,
+            updated_at: 0,
+            health: Health::unknown(0),
+        };
+        Ok((reg, self.defer))
+    }
+}
+
+/// An error answer in the admin API's shape.
+pub fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message.into()}})),
+    )
+        .into_response()
+}
+
+fn store_error(err: &StoreError) -> Response {
+    let status = match err {
+        StoreError::Exists { .. } => StatusCode::CONFLICT,
+        StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
+        StoreError::InvalidName { .. } => StatusCode::BAD_REQUEST,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    api_error(status, "store", err.to_string())
+}
+
+/// `POST /gateways`.
+pub async fn create(
+    State(state): State<Arc<AppState>>,
+    body: Result<Json<RegisterBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(body) = match body {
+        Ok(b) => b,
+        Err(rejection) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                rejection.body_text(),
+            );
+        }
+    };
+    let (reg, defer) = match body.into_registration() {
+        Ok(r) => r,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+    };
+    match state.registry.register(reg, defer).await {
+        Ok(up) => (StatusCode::CREATED, Json(up.view())).into_response(),
+        Err(RegisterError::Store(e)) => store_error(&e),
+        Err(e @ RegisterError::Unreachable { .. }) => api_error(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unreachable",
+            e.to_string(),
+        ),
+    }
+}
+
+/// `GET /gateways`.
+pub async fn list(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(Value::Array(
+        state.registry.list().iter().map(|u| u.view()).collect(),
+    ))
+}
+
+/// `GET /gateways/{name}`.
+pub async fn show(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    match state.registry.get(&name) {
+        Some(up) => Json(up.view()).into_response(),
+        None => store_error(&StoreError::NotFound { name }),
+    }
+}
+
+/// `PUT /gateways/{name}`: replace the registration (remove + register, keeping the name).
+pub async fn replace(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    Json(mut body): Json<RegisterBody>,
+) -> Response {
+    if state.registry.get(&name).is_none() {
+        return store_error(&StoreError::NotFound { name });
+    }
+    body.name = name.clone();
+    let (reg, defer) = match body.into_registration() {
+        Ok(r) => r,
+        Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
+    };
+    // Validate the new settings against the upstream before touching the stored one.
+    if !defer {
+        let probe_reg = Registration {
+            name: format!("{name}-check"),
+            ..reg.clone()
+        };
+        if let Err(e) = state.registry.check_reachable(&probe_reg).await {
+            return api_error(
+                StatusCode::BAD_GATEWAY,
+                "upstream_unreachable",
+                format!("cannot update '{name}': {e}"),
+            );
+        }
+    }
+    if let Err(e) = state.registry.remove(&name).await {
+        return store_error(&e);
+    }
+    match state.registry.register(reg, true).await {
+        Ok(up) => Json(up.view()).into_response(),
+        Err(RegisterError::Store(e)) => store_error(&e),
+        Err(e) => api_error(
+            StatusCode::BAD_GATEWAY,
+            "upstream_unreachable",
+            e.to_string(),
+        ),
+    }
+}
+
+/// `DELETE /gateways/{name}`.
+pub async fn remove(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    match state.registry.remove(&name).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => store_error(&e),
+    }
+}

@@ -1,0 +1,446 @@
+//! The MCP front door over Streamable HTTP: `/mcp` (every online upstream, names prefixed with
+//! `<upstream><separator>`) and `/servers/{name}/mcp` (one upstream, names as it gives them).
+//!
+//! Both protocol eras are answered: `initialize` opens a session-era session (`Mcp-Session-Id`);
+//! a request without a session header is served statelessly, which is how 2026-07-28 clients
+//! (and the NET-01 report's bare `curl` of `tools/list`) talk.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use crate::jsonrpc::{self, Kind, code};
+use crate::upstream::connection::{MODERN_VERSION, SESSION_VERSIONS};
+use crate::upstream::registry::{CallError, Upstream};
+
+/// Which upstreams a request sees.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// All online upstreams, names prefixed.
+    All,
+    /// One upstream, names unprefixed.
+    One(String),
+}
+
+/// Session ids issued at `initialize` and not yet ended.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    ids: Mutex<HashSet<String>>,
+}
+
+impl Sessions {
+    fn open(&self) -> String {
+        use ring::rand::SecureRandom;
+        let mut bytes = [0u8; 16];
+        let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+        let id = hex::encode(bytes);
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone());
+        id
+    }
+
+    fn exists(&self, id: &str) -> bool {
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
+    }
+
+    fn close(&self, id: &str) -> bool {
+        self.ids
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id)
+    }
+
+    /// Number of open sessions.
+    pub fn len(&self) -> usize {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// `POST /mcp` and `/mcp/http`.
+pub async fn post_all(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    post(state, Scope::All, headers, body).await
+}
+
+/// `POST /servers/{name}/mcp`.
+pub async fn post_one(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    if state.registry.get(&name).is_none() {
+        return (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "not_found", "message": format!("no upstream named '{name}' is registered")}}))).into_response();
+    }
+    post(state, Scope::One(name), headers, body).await
+}
+
+/// `DELETE /mcp`: end a session.
+pub async fn delete(State(state): State<Arc<AppState>>, headers: HeaderMap) -> StatusCode {
+    match session_header(&headers) {
+        Some(id) if state.sessions.close(&id) => StatusCode::NO_CONTENT,
+        Some(_) => StatusCode::NOT_FOUND,
+        None => StatusCode::BAD_REQUEST,
+    }
+}
+
+fn session_header(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Bytes) -> Response {
+    let session = session_header(&headers);
+    if let Some(id) = &session {
+        if !state.sessions.exists(id) {
+            return rpc_http(
+                StatusCode::NOT_FOUND,
+                jsonrpc::error(
+                    Value::Null,
+                    code::INVALID_REQUEST,
+                    "session not found (it ended or expired); initialize a new one",
+                ),
+            );
+        }
+    }
+    let msg: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return rpc_http(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::error(Value::Null, code::PARSE_ERROR, format!("parse error: {e}")),
+            );
+        }
+    };
+    let mut new_session = None;
+    let answer = match msg {
+        Value::Array(batch) => {
+            if batch.is_empty() {
+                return rpc_http(
+                    StatusCode::BAD_REQUEST,
+                    jsonrpc::error(Value::Null, code::INVALID_REQUEST, "empty batch"),
+                );
+            }
+            let mut out = Vec::new();
+            for item in batch {
+                if let Some(a) = handle(&state, &scope, item, &mut new_session).await {
+                    out.push(a);
+                }
+            }
+            (!out.is_empty()).then_some(Value::Array(out))
+        }
+        single => handle(&state, &scope, single, &mut new_session).await,
+    };
+    let Some(answer) = answer else {
+        return StatusCode::ACCEPTED.into_response();
+    };
+    let mut response = respond(&headers, answer);
+    if let Some(id) = new_session.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        response.headers_mut().insert("mcp-session-id", id);
+    }
+    response
+}
+
+fn rpc_http(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+/// JSON, or a one-event SSE stream for a client that accepts only that.
+fn respond(headers: &HeaderMap, answer: Value) -> Response {
+    let accept = headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if accept.contains("text/event-stream") && !accept.contains("application/json") {
+        let body = format!("event: message\ndata: {answer}\n\n");
+        return (
+            [
+                ("content-type", "text/event-stream"),
+                ("cache-control", "no-cache"),
+            ],
+            body,
+        )
+            .into_response();
+    }
+    Json(answer).into_response()
+}
+
+/// Answer one message; `None` for notifications and responses.
+async fn handle(
+    state: &AppState,
+    scope: &Scope,
+    msg: Value,
+    new_session: &mut Option<String>,
+) -> Option<Value> {
+    match jsonrpc::kind(&msg) {
+        Kind::Request => {}
+        Kind::Notification | Kind::Response => return None,
+        Kind::Invalid => {
+            let id = msg
+                .get("id")
+                .filter(|i| i.is_string() || i.is_number())
+                .cloned()
+                .unwrap_or(Value::Null);
+            return Some(jsonrpc::error(
+                id,
+                code::INVALID_REQUEST,
+                "invalid request: expected a JSON-RPC 2.0 request object",
+            ));
+        }
+    }
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    let method = jsonrpc::method(&msg).unwrap_or_default().to_owned();
+    let params = msg.get("params").cloned();
+    let sep = state.registry.settings().separator.clone();
+    let result = match method.as_str() {
+        "initialize" => {
+            let requested = params
+                .as_ref()
+                .and_then(|p| p.get("protocolVersion"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let version = if SESSION_VERSIONS.contains(&requested) {
+                requested
+            } else {
+                SESSION_VERSIONS[0]
+            };
+            *new_session = Some(state.sessions.open());
+            Ok(
+                json!({"protocolVersion": version, "capabilities": capabilities(), "serverInfo": server_info()}),
+            )
+        }
+        "server/discover" => {
+            let mut versions: Vec<&str> = SESSION_VERSIONS.iter().rev().copied().collect();
+            versions.push(MODERN_VERSION);
+            Ok(
+                json!({"supportedVersions": versions, "capabilities": capabilities(), "serverInfo": server_info()}),
+            )
+        }
+        "ping" => Ok(json!({})),
+        "logging/setLevel" => Ok(json!({})),
+        "tools/list" => Ok(json!({"tools": listing(state, scope, &sep, |c| &c.tools, "name")})),
+        "prompts/list" => {
+            Ok(json!({"prompts": listing(state, scope, &sep, |c| &c.prompts, "name")}))
+        }
+        "resources/list" => {
+            Ok(json!({"resources": listing(state, scope, &sep, |c| &c.resources, "")}))
+        }
+        "resources/templates/list" => Ok(
+            json!({"resourceTemplates": listing(state, scope, &sep, |c| &c.resource_templates, "")}),
+        ),
+        "tools/call" | "prompts/get" => {
+            return Some(route_named(state, scope, &sep, id, &method, params).await);
+        }
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
+            return Some(route_uri(state, scope, id, &method, params).await);
+        }
+        _ => Err((
+            code::METHOD_NOT_FOUND,
+            format!("method not found: {method}"),
+        )),
+    };
+    Some(match result {
+        Ok(r) => jsonrpc::result(id, r),
+        Err((c, m)) => jsonrpc::error(id, c, m),
+    })
+}
+
+fn capabilities() -> Value {
+    json!({"tools": {"listChanged": true}, "resources": {"listChanged": true, "subscribe": true}, "prompts": {"listChanged": true}, "logging": {}})
+}
+
+fn server_info() -> Value {
+    json!({"name": "mcpgw", "version": env!("CARGO_PKG_VERSION")})
+}
+
+fn in_scope(state: &AppState, scope: &Scope) -> Vec<Arc<Upstream>> {
+    match scope {
+        Scope::All => state
+            .registry
+            .list()
+            .into_iter()
+            .filter(|u| u.is_online())
+            .collect(),
+        Scope::One(name) => state
+            .registry
+            .get(name)
+            .filter(|u| u.is_online())
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// Merge one kind of catalog entry; with `Scope::All`, prefix `name_field` with the upstream.
+fn listing(
+    state: &AppState,
+    scope: &Scope,
+    sep: &str,
+    pick: impl Fn(&crate::upstream::registry::Catalog) -> &Vec<Value>,
+    name_field: &str,
+) -> Vec<Value> {
+    let prefix = matches!(scope, Scope::All);
+    let mut out = Vec::new();
+    for up in in_scope(state, scope) {
+        let upstream = up.name();
+        let catalog = up.catalog();
+        for item in pick(&catalog) {
+            let mut item = item.clone();
+            if prefix && !name_field.is_empty() {
+                if let Some(Value::String(name)) = item.get_mut(name_field) {
+                    *name = format!("{upstream}{sep}{name}");
+                }
+            }
+            out.push(item);
+        }
+    }
+    out
+}
+
+fn call_error(id: Value, err: &CallError) -> Value {
+    let c = match err {
+        CallError::Failed {
+            error: crate::upstream::UpstreamError::Timeout { .. },
+            ..
+        } => code::UPSTREAM_TIMEOUT,
+        _ => code::UPSTREAM_UNAVAILABLE,
+    };
+    jsonrpc::error(id, c, err.to_string())
+}
+
+/// Restore the downstream id on an upstream answer.
+fn with_id(mut answer: Value, id: Value) -> Value {
+    if let Some(obj) = answer.as_object_mut() {
+        obj.insert("id".into(), id);
+    }
+    answer
+}
+
+async fn route_named(
+    state: &AppState,
+    scope: &Scope,
+    sep: &str,
+    id: Value,
+    method: &str,
+    params: Option<Value>,
+) -> Value {
+    let Some(mut params) = params.and_then(|p| match p {
+        Value::Object(m) => Some(m),
+        _ => None,
+    }) else {
+        return jsonrpc::error(
+            id,
+            code::INVALID_PARAMS,
+            format!("{method} needs params with a name"),
+        );
+    };
+    let Some(name) = params
+        .get("name")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+    else {
+        return jsonrpc::error(
+            id,
+            code::INVALID_PARAMS,
+            format!("{method} needs params.name"),
+        );
+    };
+    let (upstream, original) = match scope {
+        Scope::One(u) => (u.clone(), name.clone()),
+        Scope::All => match name.split_once(sep) {
+            Some((u, rest)) => (u.to_owned(), rest.to_owned()),
+            None => {
+                return jsonrpc::error(
+                    id,
+                    code::INVALID_PARAMS,
+                    format!("unknown name '{name}': expected <upstream>{sep}<name>"),
+                );
+            }
+        },
+    };
+    let Some(up) = state.registry.get(&upstream) else {
+        return jsonrpc::error(
+            id,
+            code::INVALID_PARAMS,
+            format!("unknown name '{name}': no upstream named '{upstream}'"),
+        );
+    };
+    params.insert("name".into(), Value::String(original));
+    forward(&up, id, method, Value::Object(params)).await
+}
+
+async fn route_uri(
+    state: &AppState,
+    scope: &Scope,
+    id: Value,
+    method: &str,
+    params: Option<Value>,
+) -> Value {
+    let uri = params
+        .as_ref()
+        .and_then(|p| p.get("uri"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let candidates = in_scope(state, scope);
+    let owner = candidates
+        .iter()
+        .find(|u| {
+            u.catalog()
+                .resources
+                .iter()
+                .any(|r| r.get("uri").and_then(Value::as_str) == Some(&uri))
+        })
+        .or_else(|| {
+            if candidates.len() == 1 {
+                candidates.first()
+            } else {
+                None
+            }
+        })
+        .cloned();
+    match owner {
+        Some(up) => {
+            forward(
+                &up,
+                id,
+                method,
+                params.unwrap_or_else(|| Value::Object(Map::new())),
+            )
+            .await
+        }
+        None => jsonrpc::error(
+            id,
+            code::INVALID_PARAMS,
+            format!("no online upstream offers resource '{uri}'"),
+        ),
+    }
+}
+
+async fn forward(up: &Arc<Upstream>, id: Value, method: &str, params: Value) -> Value {
+    match up.request(method, Some(params)).await {
+        Ok(answer) => with_id(answer, id),
+        Err(err) => call_error(id, &err),
+    }
+}
