@@ -187,8 +187,9 @@ fn respond(headers: &HeaderMap, answer: Value) -> Response {
     Json(answer).into_response()
 }
 
-/// Answer one message; `None` for notifications and responses.
-async fn handle(
+/// Answer one JSON-RPC message for any transport; `None` for notifications and responses.
+/// `new_session` is set when the message was an `initialize` that opened a session.
+pub async fn handle(
     state: &AppState,
     scope: &Scope,
     msg: Value,
