@@ -19,6 +19,9 @@ _mcpgw() {
             mcpgw,cert)
                 cmd="mcpgw__subcmd__cert"
                 ;;
+            mcpgw,gateway)
+                cmd="mcpgw__subcmd__gateway"
+                ;;
             mcpgw,help)
                 cmd="mcpgw__subcmd__help"
                 ;;
@@ -27,6 +30,9 @@ _mcpgw() {
                 ;;
             mcpgw,status)
                 cmd="mcpgw__subcmd__status"
+                ;;
+            mcpgw,token)
+                cmd="mcpgw__subcmd__token"
                 ;;
             mcpgw__subcmd__cert,gen)
                 cmd="mcpgw__subcmd__cert__subcmd__gen"
@@ -46,8 +52,41 @@ _mcpgw() {
             mcpgw__subcmd__cert__subcmd__help,rotate)
                 cmd="mcpgw__subcmd__cert__subcmd__help__subcmd__rotate"
                 ;;
+            mcpgw__subcmd__gateway,add)
+                cmd="mcpgw__subcmd__gateway__subcmd__add"
+                ;;
+            mcpgw__subcmd__gateway,help)
+                cmd="mcpgw__subcmd__gateway__subcmd__help"
+                ;;
+            mcpgw__subcmd__gateway,list)
+                cmd="mcpgw__subcmd__gateway__subcmd__list"
+                ;;
+            mcpgw__subcmd__gateway,remove)
+                cmd="mcpgw__subcmd__gateway__subcmd__remove"
+                ;;
+            mcpgw__subcmd__gateway,show)
+                cmd="mcpgw__subcmd__gateway__subcmd__show"
+                ;;
+            mcpgw__subcmd__gateway__subcmd__help,add)
+                cmd="mcpgw__subcmd__gateway__subcmd__help__subcmd__add"
+                ;;
+            mcpgw__subcmd__gateway__subcmd__help,help)
+                cmd="mcpgw__subcmd__gateway__subcmd__help__subcmd__help"
+                ;;
+            mcpgw__subcmd__gateway__subcmd__help,list)
+                cmd="mcpgw__subcmd__gateway__subcmd__help__subcmd__list"
+                ;;
+            mcpgw__subcmd__gateway__subcmd__help,remove)
+                cmd="mcpgw__subcmd__gateway__subcmd__help__subcmd__remove"
+                ;;
+            mcpgw__subcmd__gateway__subcmd__help,show)
+                cmd="mcpgw__subcmd__gateway__subcmd__help__subcmd__show"
+                ;;
             mcpgw__subcmd__help,cert)
                 cmd="mcpgw__subcmd__help__subcmd__cert"
+                ;;
+            mcpgw__subcmd__help,gateway)
+                cmd="mcpgw__subcmd__help__subcmd__gateway"
                 ;;
             mcpgw__subcmd__help,help)
                 cmd="mcpgw__subcmd__help__subcmd__help"
@@ -58,11 +97,41 @@ _mcpgw() {
             mcpgw__subcmd__help,status)
                 cmd="mcpgw__subcmd__help__subcmd__status"
                 ;;
+            mcpgw__subcmd__help,token)
+                cmd="mcpgw__subcmd__help__subcmd__token"
+                ;;
             mcpgw__subcmd__help__subcmd__cert,gen)
                 cmd="mcpgw__subcmd__help__subcmd__cert__subcmd__gen"
                 ;;
             mcpgw__subcmd__help__subcmd__cert,rotate)
                 cmd="mcpgw__subcmd__help__subcmd__cert__subcmd__rotate"
+                ;;
+            mcpgw__subcmd__help__subcmd__gateway,add)
+                cmd="mcpgw__subcmd__help__subcmd__gateway__subcmd__add"
+                ;;
+            mcpgw__subcmd__help__subcmd__gateway,list)
+                cmd="mcpgw__subcmd__help__subcmd__gateway__subcmd__list"
+                ;;
+            mcpgw__subcmd__help__subcmd__gateway,remove)
+                cmd="mcpgw__subcmd__help__subcmd__gateway__subcmd__remove"
+                ;;
+            mcpgw__subcmd__help__subcmd__gateway,show)
+                cmd="mcpgw__subcmd__help__subcmd__gateway__subcmd__show"
+                ;;
+            mcpgw__subcmd__help__subcmd__token,create)
+                cmd="mcpgw__subcmd__help__subcmd__token__subcmd__create"
+                ;;
+            mcpgw__subcmd__token,create)
+                cmd="mcpgw__subcmd__token__subcmd__create"
+                ;;
+            mcpgw__subcmd__token,help)
+                cmd="mcpgw__subcmd__token__subcmd__help"
+                ;;
+            mcpgw__subcmd__token__subcmd__help,create)
+                cmd="mcpgw__subcmd__token__subcmd__help__subcmd__create"
+                ;;
+            mcpgw__subcmd__token__subcmd__help,help)
+                cmd="mcpgw__subcmd__token__subcmd__help__subcmd__help"
                 ;;
             *)
                 ;;
@@ -71,7 +140,7 @@ _mcpgw() {
 
     case "${cmd}" in
         mcpgw)
-            opts="-h -V --control-socket --data-dir --json --help --version serve cert status help"
+            opts="-h -V --control-socket --data-dir --json --help --version serve cert status gateway token help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -266,8 +335,230 @@ _mcpgw() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mcpgw__subcmd__gateway)
+            opts="-h -V --control-socket --data-dir --json --help --version add list show remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --control-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__gateway__subcmd__add)
+            opts="-h -V --transport --ca-cert --client-cert --client-key --server-name --bearer --header --defer --control-socket --data-dir --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --transport)
+                    COMPREPLY=($(compgen -W "sse streamable-http" -- "${cur}"))
+                    return 0
+                    ;;
+                --ca-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --client-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --client-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server-name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bearer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --header)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --control-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__gateway__subcmd__help)
+            opts="add list show remove help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__gateway__subcmd__help__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__gateway__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__gateway__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__gateway__subcmd__help__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__gateway__subcmd__help__subcmd__show)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__gateway__subcmd__list)
+            opts="-h -V --control-socket --data-dir --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --control-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__gateway__subcmd__remove)
+            opts="-h -V --control-socket --data-dir --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --control-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__gateway__subcmd__show)
+            opts="-h -V --control-socket --data-dir --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --control-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mcpgw__subcmd__help)
-            opts="serve cert status help"
+            opts="serve cert status gateway token help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -309,6 +600,76 @@ _mcpgw() {
             return 0
             ;;
         mcpgw__subcmd__help__subcmd__cert__subcmd__rotate)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__help__subcmd__gateway)
+            opts="add list show remove"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__help__subcmd__gateway__subcmd__add)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__help__subcmd__gateway__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__help__subcmd__gateway__subcmd__remove)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__help__subcmd__gateway__subcmd__show)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -364,8 +725,36 @@ _mcpgw() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mcpgw__subcmd__help__subcmd__token)
+            opts="create"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__help__subcmd__token__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mcpgw__subcmd__serve)
-            opts="-h -V --config --listen --tls-cert --tls-key --tls-ca --client-ca --allow-insecure-bind --no-auth --log-format --shutdown-grace --control-socket --data-dir --json --help --version"
+            opts="-h -V --config --listen --tls-cert --tls-key --tls-ca --client-ca --allow-insecure-bind --no-auth --log-format --health-interval --health-threshold --request-timeout --shutdown-grace --control-socket --data-dir --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -397,6 +786,18 @@ _mcpgw() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --health-interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --health-threshold)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --request-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --shutdown-grace)
@@ -433,6 +834,100 @@ _mcpgw() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__token)
+            opts="-h -V --control-socket --data-dir --json --help --version create help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --control-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__token__subcmd__create)
+            opts="-h -V --ttl --sub --control-socket --data-dir --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --sub)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --control-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__token__subcmd__help)
+            opts="create help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__token__subcmd__help__subcmd__create)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__token__subcmd__help__subcmd__help)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
                 *)
                     COMPREPLY=()
                     ;;

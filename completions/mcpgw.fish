@@ -32,6 +32,8 @@ complete -c mcpgw -n "__fish_mcpgw_needs_command" -s V -l version -d 'Print vers
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "serve" -d 'Run the gateway'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "cert" -d 'Make a test PKI, or rotate the running gateway\'s certificate'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "status" -d 'Show the running gateway\'s status (through the control socket)'
+complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "gateway" -d 'Manage upstream MCP servers (through the control socket)'
+complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "token" -d 'Bearer tokens for the gateway\'s HTTP listener'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l config -d 'Config file (TOML)' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l listen -d 'Address to listen on [default: 127.0.0.1:4444]' -r
@@ -41,6 +43,9 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l tls-ca -d 'CA that
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l client-ca -d 'CA bundle for client certificates: clients must present one it issued (downstream mTLS)' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l log-format -d 'Log format [default: text]' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l health-interval -d 'Seconds between upstream health checks [default: 30]' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l health-threshold -d 'Consecutive failed checks before an upstream is offline [default: 3]' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l request-timeout -d 'Seconds an upstream request may take [default: 30]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l shutdown-grace -d 'Seconds that in-flight requests get to finish on SIGTERM/SIGINT [default: 30]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
@@ -97,9 +102,76 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand status" -l data-dir -d 'Dire
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand status" -l json -d 'Print data as JSON'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand status" -s h -l help -d 'Print help'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand status" -s V -l version -d 'Print version'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status help" -f -a "serve" -d 'Run the gateway'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status help" -f -a "cert" -d 'Make a test PKI, or rotate the running gateway\'s certificate'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status help" -f -a "status" -d 'Show the running gateway\'s status (through the control socket)'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and not __fish_seen_subcommand_from add list show remove help" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and not __fish_seen_subcommand_from add list show remove help" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and not __fish_seen_subcommand_from add list show remove help" -l json -d 'Print data as JSON'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and not __fish_seen_subcommand_from add list show remove help" -s h -l help -d 'Print help'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and not __fish_seen_subcommand_from add list show remove help" -s V -l version -d 'Print version'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and not __fish_seen_subcommand_from add list show remove help" -f -a "add" -d 'Register an upstream: connect, initialize, list its catalog, store it'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and not __fish_seen_subcommand_from add list show remove help" -f -a "list" -d 'List registered upstreams with their health'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and not __fish_seen_subcommand_from add list show remove help" -f -a "show" -d 'Show one upstream: TLS identity, health, protocol, tools, warnings'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and not __fish_seen_subcommand_from add list show remove help" -f -a "remove" -d 'Remove an upstream'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and not __fish_seen_subcommand_from add list show remove help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l transport -d 'Transport [default: sse when the URL path ends in /sse, else streamable-http]' -r -f -a "sse\t'Legacy HTTP+SSE: GET the stream, POST to the `endpoint` it announces'
+streamable-http\t'Streamable HTTP: POST JSON-RPC, answers as JSON or SSE'"
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l ca-cert -d 'CA bundle that issued the upstream\'s certificate [default: the system trust store]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l client-cert -d 'Client certificate to present (mutual TLS)' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l client-key -d 'Client key (mutual TLS)' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l server-name -d 'Name to verify the upstream\'s certificate against when the URL holds an IP address' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l bearer -d 'Bearer token to send upstream' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l header -d 'Extra header to send upstream, \'Name: value\'; repeatable' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l defer -d 'Store the upstream even if it cannot be reached now (it starts offline)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l json -d 'Print data as JSON'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from list" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from list" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from list" -l json -d 'Print data as JSON'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from list" -s h -l help -d 'Print help'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from list" -s V -l version -d 'Print version'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from show" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from show" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from show" -l json -d 'Print data as JSON'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from show" -s V -l version -d 'Print version'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from remove" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from remove" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from remove" -l json -d 'Print data as JSON'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from remove" -s h -l help -d 'Print help'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from remove" -s V -l version -d 'Print version'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "add" -d 'Register an upstream: connect, initialize, list its catalog, store it'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "list" -d 'List registered upstreams with their health'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "show" -d 'Show one upstream: TLS identity, health, protocol, tools, warnings'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "remove" -d 'Remove an upstream'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and not __fish_seen_subcommand_from create help" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and not __fish_seen_subcommand_from create help" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and not __fish_seen_subcommand_from create help" -l json -d 'Print data as JSON'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and not __fish_seen_subcommand_from create help" -s h -l help -d 'Print help'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and not __fish_seen_subcommand_from create help" -s V -l version -d 'Print version'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and not __fish_seen_subcommand_from create help" -f -a "create" -d 'Print a bearer token (HS256 JWT) that the gateway using this data dir accepts'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and not __fish_seen_subcommand_from create help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -l ttl -d 'Lifetime, e.g. 30m, 12h, 7d [default: 24h]' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -l sub -d 'Subject of the token' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -l json -d 'Print data as JSON'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -s V -l version -d 'Print version'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from help" -f -a "create" -d 'Print a bearer token (HS256 JWT) that the gateway using this data dir accepts'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token help" -f -a "serve" -d 'Run the gateway'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token help" -f -a "cert" -d 'Make a test PKI, or rotate the running gateway\'s certificate'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token help" -f -a "status" -d 'Show the running gateway\'s status (through the control socket)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token help" -f -a "gateway" -d 'Manage upstream MCP servers (through the control socket)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token help" -f -a "token" -d 'Bearer tokens for the gateway\'s HTTP listener'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from cert" -f -a "gen" -d 'Write a test PKI: ca.crt ca.key server.crt server.key client.crt client.key'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from cert" -f -a "rotate" -d 'Install a new serving certificate in the running gateway without dropping a connection'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "add" -d 'Register an upstream: connect, initialize, list its catalog, store it'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "list" -d 'List registered upstreams with their health'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "show" -d 'Show one upstream: TLS identity, health, protocol, tools, warnings'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "remove" -d 'Remove an upstream'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from token" -f -a "create" -d 'Print a bearer token (HS256 JWT) that the gateway using this data dir accepts'

@@ -295,105 +295,6 @@ fn bad_certificates_via_sighup_are_logged_and_old_keeps_serving() {
     }
 }
 
-fn openssl(dir: &std::path::Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The report's Step 1.1 and 2.2, verbatim apart from the directory.
-fn report_pki(dir: &std::path::Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:4096",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.crt",
-            "-days",
-            "365",
-            "-nodes",
-            "-subj",
-            "/CN=Test CA",
-        ],
-    );
-    openssl(dir, &["genrsa", "-out", "server.key", "2048"]);
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-key",
-            "server.key",
-            "-out",
-            "server.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server.crt",
-            "-days",
-            "365",
-        ],
-    );
-    openssl(dir, &["genrsa", "-out", "server-new.key", "2048"]);
-    openssl(
-        dir,
-        &[
-            "req",
-            "-new",
-            "-key",
-            "server-new.key",
-            "-out",
-            "server-new.csr",
-            "-subj",
-            "/CN=localhost",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server-new.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-out",
-            "server-new.crt",
-            "-days",
-            "365",
-        ],
-    );
-}
-
 fn curl_health(ca: &std::path::Path, addr: std::net::SocketAddr) -> (String, String) {
     // curl verifies the CN=localhost v1 certificate by its common name, as in the report's monitor loop.
     let out = std::process::Command::new("curl")
@@ -420,8 +321,7 @@ fn curl_health(ca: &std::path::Path, addr: std::net::SocketAddr) -> (String, Str
 fn report_openssl_v1_certificates_serve_and_rotate() {
     let dir = Dir::new();
     let certs = dir.join("certs");
-    std::fs::create_dir_all(&certs).unwrap();
-    report_pki(&certs);
+    common::report_pki(&certs);
     let version = std::process::Command::new("openssl")
         .args(["x509", "-in", "server.crt", "-noout", "-text"])
         .current_dir(&certs)

@@ -113,17 +113,17 @@ fn session_header(headers: &HeaderMap) -> Option<String> {
 
 async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Bytes) -> Response {
     let session = session_header(&headers);
-    if let Some(id) = &session {
-        if !state.sessions.exists(id) {
-            return rpc_http(
-                StatusCode::NOT_FOUND,
-                jsonrpc::error(
-                    Value::Null,
-                    code::INVALID_REQUEST,
-                    "session not found (it ended or expired); initialize a new one",
-                ),
-            );
-        }
+    if let Some(id) = &session
+        && !state.sessions.exists(id)
+    {
+        return rpc_http(
+            StatusCode::NOT_FOUND,
+            jsonrpc::error(
+                Value::Null,
+                code::INVALID_REQUEST,
+                "session not found (it ended or expired); initialize a new one",
+            ),
+        );
     }
     let msg: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -308,10 +308,11 @@ fn listing(
         let catalog = up.catalog();
         for item in pick(&catalog) {
             let mut item = item.clone();
-            if prefix && !name_field.is_empty() {
-                if let Some(Value::String(name)) = item.get_mut(name_field) {
-                    *name = format!("{upstream}{sep}{name}");
-                }
+            if prefix
+                && !name_field.is_empty()
+                && let Some(Value::String(name)) = item.get_mut(name_field)
+            {
+                *name = format!("{upstream}{sep}{name}");
             }
             out.push(item);
         }

@@ -65,10 +65,17 @@ fn rustls_error<'a>(cause: &'a (dyn StdError + 'static)) -> Option<&'a rustls::E
     if let Some(e) = cause.downcast_ref::<rustls::Error>() {
         return Some(e);
     }
-    cause
-        .downcast_ref::<std::io::Error>()
-        .and_then(|io| io.get_ref())
-        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+    // tokio-rustls puts the rustls error inside an io::Error, sometimes inside another io::Error;
+    // io::Error::source() skips the wrapped error itself, so unwrap by hand.
+    let mut io = cause.downcast_ref::<std::io::Error>()?;
+    for _ in 0..4 {
+        let inner = io.get_ref()?;
+        if let Some(e) = inner.downcast_ref::<rustls::Error>() {
+            return Some(e);
+        }
+        io = inner.downcast_ref::<std::io::Error>()?;
+    }
+    None
 }
 
 fn describe_tls(err: &rustls::Error, client: &UpstreamClient, requested: bool) -> String {
@@ -82,14 +89,16 @@ fn describe_tls(err: &rustls::Error, client: &UpstreamClient, requested: bool) -
         rustls::Error::InvalidCertificate(cert_err) => match cert_err {
             CertificateError::NotValidForNameContext { expected, presented } => {
                 let expected = expected.to_str();
-                let dns = presented
+                // rustls renders names as `DnsName("localhost")` / `IpAddress(..)`: keep the name.
+                let names: Vec<String> = presented.iter().map(|p| plain_name(p)).collect();
+                let dns = names
                     .iter()
                     .find(|p| p.parse::<std::net::IpAddr>().is_err())
                     .cloned()
-                    .unwrap_or_else(|| presented.first().cloned().unwrap_or_default());
+                    .unwrap_or_else(|| names.first().cloned().unwrap_or_default());
                 format!(
                     "certificate for `{}` does not cover `{expected}` (use --server-name {dns})",
-                    presented.join("`, `")
+                    names.join("`, `")
                 )
             }
             CertificateError::NotValidForName => {
@@ -133,5 +142,12 @@ fn describe_tls(err: &rustls::Error, client: &UpstreamClient, requested: bool) -
             other => format!("the upstream aborted the TLS handshake (alert: {other:?})"),
         },
         other => format!("TLS error: {other}"),
+    }
+}
+
+fn plain_name(presented: &str) -> String {
+    match (presented.find('"'), presented.rfind('"')) {
+        (Some(a), Some(b)) if b > a => presented[a + 1..b].to_owned(),
+        _ => presented.to_owned(),
     }
 }

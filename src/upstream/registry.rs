@@ -87,6 +87,8 @@ pub struct Upstream {
     catalog: ArcSwap<Catalog>,
     health: Mutex<Health>,
     legacy_warned: AtomicBool,
+    /// Set once a catalog has been fetched; until then a successful check fetches it.
+    catalog_loaded: AtomicBool,
     registry: Weak<RegistryInner>,
     /// Wakes this upstream's catalog refresher (list_changed notifications).
     refresh: tokio::sync::mpsc::Sender<()>,
@@ -261,6 +263,7 @@ impl Upstream {
             catalog.prompts = list_all(&conn, "prompts/list", "prompts", timeout).await?;
         }
         self.catalog.store(Arc::new(catalog));
+        self.catalog_loaded.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -281,10 +284,13 @@ impl Upstream {
             // A failed check may mean a dead session; start clean next time.
             self.invalidate();
         }
-        if changed && self.health().status == HealthStatus::Online && was != HealthStatus::Online {
-            if let Err(err) = self.refresh_catalog().await {
-                tracing::warn!(upstream = %self.name(), error = %err, "catalog refresh failed");
-            }
+        let online = self.health().status == HealthStatus::Online;
+        let stale = !self.catalog_loaded.load(Ordering::Acquire);
+        if online
+            && ((changed && was != HealthStatus::Online) || stale)
+            && let Err(err) = self.refresh_catalog().await
+        {
+            tracing::warn!(upstream = %self.name(), error = %err, "catalog refresh failed");
         }
         changed
     }
@@ -468,6 +474,7 @@ impl Registry {
             connecting: tokio::sync::Mutex::new(()),
             catalog: ArcSwap::default(),
             legacy_warned: AtomicBool::new(false),
+            catalog_loaded: AtomicBool::new(false),
             registry: Arc::downgrade(&self.inner),
             refresh: tx,
         });

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod py;
 pub mod tls;
 
 use std::io::{BufRead, BufReader};
@@ -266,4 +267,90 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) {
 pub fn fingerprint_pem(pem: &[u8]) -> String {
     let certs = mcpgw::tls::pem::certs("pem", pem).unwrap();
     mcpgw::tls::x509::fingerprint(&certs[0])
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The NET-01/NET-02 report's openssl steps (1.1 and 2.2), verbatim but for the directory.
+pub fn report_pki(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:4096",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "365",
+            "-nodes",
+            "-subj",
+            "/CN=Test CA",
+        ],
+    );
+    for (name, cn) in [
+        ("server", "localhost"),
+        ("client", "Client"),
+        ("server-new", "localhost"),
+    ] {
+        openssl(dir, &["genrsa", "-out", &format!("{name}.key"), "2048"]);
+        openssl(
+            dir,
+            &[
+                "req",
+                "-new",
+                "-key",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.csr"),
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &format!("{name}.csr"),
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &format!("{name}.crt"),
+                "-days",
+                "365",
+            ],
+        );
+    }
+}
+
+/// `curl` as the report uses it; returns (HTTP status, body).
+pub fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
 }

@@ -1,0 +1,132 @@
+//! The Python MCP SDK upstream fixture (`tests/fixtures/py_upstream.py`), run as a real process.
+//!
+//! `.ci/setup-python` installs the SDK into `target/py-venv`. Without it, tests that need the
+//! fixture are skipped with a message, except under CI (`MCPGW_CI` set), where they fail.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The venv's python, or `None` (test skipped) outside CI.
+pub fn python() -> Option<PathBuf> {
+    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py-venv/bin/python");
+    if py.exists() {
+        return Some(py);
+    }
+    if std::env::var_os("MCPGW_CI").is_some() {
+        panic!("{} is missing: run `bash .ci/setup-python`", py.display());
+    }
+    eprintln!(
+        "skipping: {} is missing (run `bash .ci/setup-python`)",
+        py.display()
+    );
+    None
+}
+
+/// A free TCP port on 127.0.0.1 (the fixture binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running fixture, killed on drop.
+pub struct PyUpstream {
+    child: Child,
+    pub port: u16,
+    pub url: String,
+    log: Arc<Mutex<String>>,
+    args: Vec<String>,
+}
+
+impl PyUpstream {
+    /// Start `py_upstream.py` with TLS material from `certs` (ca.crt, and `server_cert`/`server_key`).
+    pub fn start(py: &Path, port: u16, ca: &Path, cert: &Path, key: &Path, extra: &[&str]) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/py_upstream.py");
+        let mut args: Vec<String> = vec![
+            script.display().to_string(),
+            "--port".into(),
+            port.to_string(),
+            "--ca".into(),
+            ca.display().to_string(),
+            "--cert".into(),
+            cert.display().to_string(),
+            "--key".into(),
+            key.display().to_string(),
+        ];
+        args.extend(extra.iter().map(|s| (*s).to_owned()));
+        Self::spawn(py, port, args)
+    }
+
+    fn spawn(py: &Path, port: u16, args: Vec<String>) -> Self {
+        let mut child = Command::new(py)
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start python fixture");
+        let log = Arc::new(Mutex::new(String::new()));
+        let sink = log.clone();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("READY ") {
+                    let _ = tx.send(url.to_owned());
+                }
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("python fixture did not start:\n{}", log.lock().unwrap());
+            }
+        };
+        Self {
+            child,
+            port,
+            url,
+            log,
+            args,
+        }
+    }
+
+    /// The fixture's stderr so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Kill it (the port becomes free).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Start it again on the same port with the same arguments.
+    pub fn restart(&mut self, py: &Path) {
+        self.kill();
+        // The old value is dropped here: its kill/wait on an already reaped child are no-ops.
+        *self = Self::spawn(py, self.port, self.args.clone());
+    }
+}
+
+impl Drop for PyUpstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
