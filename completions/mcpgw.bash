@@ -16,6 +16,9 @@ _mcpgw() {
             ",$1")
                 cmd="mcpgw"
                 ;;
+            mcpgw,call)
+                cmd="mcpgw__subcmd__call"
+                ;;
             mcpgw,cert)
                 cmd="mcpgw__subcmd__cert"
                 ;;
@@ -82,6 +85,9 @@ _mcpgw() {
             mcpgw__subcmd__gateway__subcmd__help,show)
                 cmd="mcpgw__subcmd__gateway__subcmd__help__subcmd__show"
                 ;;
+            mcpgw__subcmd__help,call)
+                cmd="mcpgw__subcmd__help__subcmd__call"
+                ;;
             mcpgw__subcmd__help,cert)
                 cmd="mcpgw__subcmd__help__subcmd__cert"
                 ;;
@@ -140,12 +146,66 @@ _mcpgw() {
 
     case "${cmd}" in
         mcpgw)
-            opts="-h -V --control-socket --data-dir --json --help --version serve cert status gateway token help"
+            opts="-h -V --control-socket --data-dir --json --help --version serve cert status gateway token call help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --control-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__call)
+            opts="-h -V --url --transport --bearer --ca-cert --client-cert --client-key --server-name --timeout --control-socket --data-dir --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --transport)
+                    COMPREPLY=($(compgen -W "sse streamable-http" -- "${cur}"))
+                    return 0
+                    ;;
+                --bearer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --client-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --client-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server-name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --control-socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -558,8 +618,22 @@ _mcpgw() {
             return 0
             ;;
         mcpgw__subcmd__help)
-            opts="serve cert status gateway token help"
+            opts="serve cert status gateway token call help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__help__subcmd__call)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -34,6 +34,7 @@ complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "cert" -d 'Make a test P
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "status" -d 'Show the running gateway\'s status (through the control socket)'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "gateway" -d 'Manage upstream MCP servers (through the control socket)'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "token" -d 'Bearer tokens for the gateway\'s HTTP listener'
+complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "call" -d 'Send one MCP/JSON-RPC request and print its result: through the control socket, or as a real MCP client of --url'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l config -d 'Config file (TOML)' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l listen -d 'Address to listen on [default: 127.0.0.1:4444]' -r
@@ -162,12 +163,27 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subco
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -s V -l version -d 'Print version'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from help" -f -a "create" -d 'Print a bearer token (HS256 JWT) that the gateway using this data dir accepts'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token help" -f -a "serve" -d 'Run the gateway'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token help" -f -a "cert" -d 'Make a test PKI, or rotate the running gateway\'s certificate'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token help" -f -a "status" -d 'Show the running gateway\'s status (through the control socket)'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token help" -f -a "gateway" -d 'Manage upstream MCP servers (through the control socket)'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token help" -f -a "token" -d 'Bearer tokens for the gateway\'s HTTP listener'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l url -d 'Talk to this MCP endpoint directly instead of the gateway\'s control socket' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l transport -d 'Transport for --url [default: sse when the path ends in /sse, else streamable-http]' -r -f -a "sse\t'Legacy HTTP+SSE: GET the stream, POST to the `endpoint` it announces'
+streamable-http\t'Streamable HTTP: POST JSON-RPC, answers as JSON or SSE'"
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l bearer -d 'Bearer token for --url' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l ca-cert -d 'CA bundle for --url' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l client-cert -d 'Client certificate for --url' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l client-key -d 'Client key for --url' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l server-name -d 'Name to verify when --url holds an IP address' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l timeout -d 'Seconds to wait for the answer' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l json -d 'Print data as JSON'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -s V -l version -d 'Print version'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call help" -f -a "serve" -d 'Run the gateway'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call help" -f -a "cert" -d 'Make a test PKI, or rotate the running gateway\'s certificate'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call help" -f -a "status" -d 'Show the running gateway\'s status (through the control socket)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call help" -f -a "gateway" -d 'Manage upstream MCP servers (through the control socket)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call help" -f -a "token" -d 'Bearer tokens for the gateway\'s HTTP listener'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call help" -f -a "call" -d 'Send one MCP/JSON-RPC request and print its result: through the control socket, or as a real MCP client of --url'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from cert" -f -a "gen" -d 'Write a test PKI: ca.crt ca.key server.crt server.key client.crt client.key'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from cert" -f -a "rotate" -d 'Install a new serving certificate in the running gateway without dropping a connection'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "add" -d 'Register an upstream: connect, initialize, list its catalog, store it'

@@ -55,6 +55,48 @@ pub enum Command {
     /// Bearer tokens for the gateway's HTTP listener.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Send one MCP/JSON-RPC request and print its result: through the control socket, or as a
+    /// real MCP client of --url.
+    Call(CallArgs),
+}
+
+/// `mcpgw call`
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// Method, e.g. tools/list or tools/call.
+    pub method: String,
+    /// Params as JSON, e.g. '{"name":"alpha__echo","arguments":{"text":"hi"}}'.
+    pub params: Option<String>,
+    /// Talk to this MCP endpoint directly instead of the gateway's control socket.
+    #[arg(long, value_name = "URL")]
+    pub url: Option<String>,
+    /// Transport for --url [default: sse when the path ends in /sse, else streamable-http].
+    #[arg(long, value_enum, requires = "url")]
+    pub transport: Option<crate::store::Transport>,
+    /// Bearer token for --url.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "MCPGW_BEARER",
+        hide_env_values = true,
+        requires = "url"
+    )]
+    pub bearer: Option<String>,
+    /// CA bundle for --url.
+    #[arg(long, value_name = "FILE", requires = "url")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate for --url.
+    #[arg(long, value_name = "FILE", requires_all = ["client_key", "url"])]
+    pub client_cert: Option<PathBuf>,
+    /// Client key for --url.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Name to verify when --url holds an IP address.
+    #[arg(long, value_name = "NAME", requires = "url")]
+    pub server_name: Option<String>,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
 }
 
 /// `mcpgw gateway ...`

@@ -311,6 +311,36 @@ fn gateway_add_streamable_http_both_eras_and_client_blind_regression() {
         "42"
     );
 
+    // `mcpgw call` through the control socket, and as a direct MCP client of the upstream.
+    let (out, _) = dir.run_expect(
+        &[
+            "call",
+            "tools/call",
+            r#"{"name":"beta__echo","arguments":{"text":"via call"}}"#,
+        ],
+        0,
+    );
+    let result: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(result["content"][0]["text"], "via call", "{out}");
+    let (out, _) = dir.run_expect(
+        &[
+            "call",
+            "tools/list",
+            "--url",
+            &format!("https://localhost:{p1}/mcp"),
+            "--ca-cert",
+            &pki.s("ca.crt"),
+            "--client-cert",
+            &pki.s("client.crt"),
+            "--client-key",
+            &pki.s("client.key"),
+        ],
+        0,
+    );
+    assert!(out.contains("\"whoami\""), "{out}");
+    let (_, err) = dir.run_expect(&["call", "tools/call", r#"{"name":"nope__x"}"#], 1);
+    assert!(err.contains("no upstream named 'nope'"), "{err}");
+
     // Per-upstream endpoint: unprefixed names.
     let list = mcp(
         &gw,

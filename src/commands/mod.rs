@@ -1,6 +1,7 @@
 //! One file per subcommand. Each takes its parsed arguments and returns `anyhow::Result`;
 //! [`crate::run`] maps the outcome to an exit code.
 
+pub mod call;
 pub mod cert;
 pub mod gateway;
 pub mod serve;
@@ -24,6 +25,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Status => runtime()?.block_on(status::run(&globals, cli.json)),
         Command::Gateway(cmd) => runtime()?.block_on(gateway::run(cmd, &globals, cli.json)),
+        Command::Call(args) => runtime()?.block_on(call::run(&args, &globals, cli.json)),
         Command::Token(TokenCommand::Create { ttl, sub }) => {
             token::create(&globals, &ttl, &sub, cli.json)
         }

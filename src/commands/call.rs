@@ -1,0 +1,95 @@
+//! `mcpgw call METHOD [PARAMS]`: one request, its result printed as JSON.
+//!
+//! Through the control socket it is answered by the running gateway's `/mcp`, exactly as a
+//! network client would be. With `--url` mcpgw is itself an MCP client of that endpoint, over
+//! the same TLS-identity path the gateway uses for its upstreams.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+
+use crate::cli::{CallArgs, UsageError};
+use crate::config::{self, GlobalPaths};
+use crate::control::client::ControlClient;
+use crate::jsonrpc;
+use crate::store::{PemSource, TlsSettings, Transport, UpstreamAuth};
+use crate::upstream::clients::ClientCache;
+use crate::upstream::connection::{self, Connection};
+use crate::upstream::identity::PathPolicy;
+
+/// Run the call and print the result; a JSON-RPC error exits 1 with its message.
+pub async fn run(args: &CallArgs, globals: &GlobalPaths, _json: bool) -> anyhow::Result<()> {
+    let params: Option<Value> = match &args.params {
+        Some(text) => Some(
+            serde_json::from_str(text)
+                .map_err(|e| UsageError(format!("PARAMS is not valid JSON: {e}")))?,
+        ),
+        None => None,
+    };
+    let timeout = Duration::from_secs(args.timeout.max(1));
+    let answer = match &args.url {
+        None => {
+            let client = ControlClient::new(config::client_socket(globals));
+            let request = jsonrpc::request(1, &args.method, params);
+            tokio::time::timeout(timeout, client.post("/mcp", Some(&request)))
+                .await
+                .map_err(|_| anyhow::anyhow!("no answer within {} s", timeout.as_secs()))??
+        }
+        Some(url) => direct(args, url, params, timeout).await?,
+    };
+    if let Some(err) = answer.get("error") {
+        let message = err
+            .get("message")
+            .and_then(Value::as_str)
+            .unwrap_or("error");
+        let code = err.get("code").and_then(Value::as_i64).unwrap_or_default();
+        bail!("{} failed: {message} (JSON-RPC error {code})", args.method);
+    }
+    super::print_json(answer.get("result").unwrap_or(&Value::Null))
+}
+
+async fn direct(
+    args: &CallArgs,
+    url: &str,
+    params: Option<Value>,
+    timeout: Duration,
+) -> anyhow::Result<Value> {
+    let path = |p: &Option<std::path::PathBuf>| -> anyhow::Result<Option<PemSource>> {
+        p.as_ref()
+            .map(|p| {
+                std::path::absolute(p)
+                    .map(PemSource::Path)
+                    .context("cannot resolve path")
+            })
+            .transpose()
+    };
+    let settings = TlsSettings {
+        ca: path(&args.ca_cert)?,
+        client_cert: path(&args.client_cert)?,
+        client_key: path(&args.client_key)?,
+        server_name: args.server_name.clone(),
+    };
+    let transport = args
+        .transport
+        .unwrap_or(if url.trim_end_matches('/').ends_with("/sse") {
+            Transport::Sse
+        } else {
+            Transport::StreamableHttp
+        });
+    let client = ClientCache::new(PathPolicy::default()).client_for(url, &settings)?;
+    let headers = connection::auth_headers(&UpstreamAuth {
+        bearer: args.bearer.clone(),
+        headers: Vec::new(),
+    })
+    .map_err(|e| anyhow::anyhow!(e))?;
+    let conn = Connection::open(
+        client,
+        transport,
+        headers,
+        timeout,
+        std::sync::Arc::new(|_| {}),
+    )
+    .await?;
+    Ok(conn.request(&args.method, params, timeout).await?)
+}
