@@ -139,8 +139,22 @@ impl ControlSocket {
     }
 }
 
-/// Tell a refused peer why, in HTTP so the CLI can show it, then close.
+/// Tell a refused peer why, in HTTP so the CLI can show it, then close. The request head is
+/// read first (bounded in size and time): answering before the client finished sending makes
+/// its HTTP stack report a cancelled request instead of our answer.
 async fn refuse(mut stream: tokio::net::UnixStream) {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), async {
+        while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
     let body = r#"{"error":{"code":"forbidden","message":"the control socket only serves its owner's uid"}}"#;
     let response = format!(
         "HTTP/1.1 403 Forbidden\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
