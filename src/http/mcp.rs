@@ -134,6 +134,53 @@ async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Byte
             );
         }
     };
+    if let Some(v) = headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok())
+        && !super::era::supported_versions().contains(&v)
+    {
+        return rpc_http(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::error(
+                msg.get("id").cloned().unwrap_or(Value::Null),
+                code::UNSUPPORTED_VERSION,
+                format!("unsupported MCP-Protocol-Version {v}"),
+            ),
+        );
+    }
+    let modern = super::era::is_modern(&headers, &msg);
+    if modern {
+        if msg.is_array() {
+            return rpc_http(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::error(
+                    Value::Null,
+                    code::INVALID_REQUEST,
+                    "batches are not part of protocol version 2026-07-28",
+                ),
+            );
+        }
+        if jsonrpc::kind(&msg) == Kind::Request
+            && let Err((status, body)) = super::era::check(&headers, &msg)
+        {
+            return rpc_http(status, body);
+        }
+    } else if session.is_none()
+        && headers.contains_key("mcp-protocol-version")
+        && jsonrpc::method(&msg).is_some_and(|m| m != "initialize")
+        && jsonrpc::kind(&msg) == Kind::Request
+    {
+        // A session-era client past initialize must name its session.
+        return rpc_http(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::error(
+                msg.get("id").cloned().unwrap_or(Value::Null),
+                code::INVALID_REQUEST,
+                "missing Mcp-Session-Id header (initialize first)",
+            ),
+        );
+    }
+    let method = jsonrpc::method(&msg).unwrap_or_default().to_owned();
     let mut new_session = None;
     let answer = match msg {
         Value::Array(batch) => {
@@ -153,9 +200,12 @@ async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Byte
         }
         single => handle(&state, &scope, single, &mut new_session).await,
     };
-    let Some(answer) = answer else {
+    let Some(mut answer) = answer else {
         return StatusCode::ACCEPTED.into_response();
     };
+    if modern {
+        super::era::decorate(&method, &mut answer);
+    }
     let mut response = respond(&headers, answer);
     if let Some(id) = new_session.and_then(|id| HeaderValue::from_str(&id).ok()) {
         response.headers_mut().insert("mcp-session-id", id);

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod era;
 pub mod gateways;
 pub mod health;
 pub mod mcp;

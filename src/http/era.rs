@@ -1,0 +1,161 @@
+//! The stateless 2026-07-28 revision on the downstream side: recognising its requests, the
+//! validation ladder the spec requires before dispatch, and the result fields its clients
+//! require on the wire.
+//!
+//! Ladder, first failure wins (as the official SDK orders it): `params._meta` carries protocol
+//! version and client capabilities (-32602); the `MCP-Protocol-Version`, `Mcp-Method` and (for
+//! name-bearing methods) `Mcp-Name` headers agree with the body (-32020); the version is one
+//! mcpgw speaks (-32022, with the supported list).
+
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+use crate::jsonrpc::{self, code};
+use crate::upstream::connection::{
+    META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, MODERN_VERSION, SESSION_VERSIONS, header_safe,
+};
+
+/// Every version mcpgw answers, oldest first.
+pub fn supported_versions() -> Vec<&'static str> {
+    let mut v: Vec<&str> = SESSION_VERSIONS.iter().rev().copied().collect();
+    v.push(MODERN_VERSION);
+    v
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Whether a request speaks 2026-07-28: by its header or by its `_meta` envelope.
+pub fn is_modern(headers: &HeaderMap, msg: &Value) -> bool {
+    header(headers, "mcp-protocol-version").is_some_and(|v| !SESSION_VERSIONS.contains(&v))
+        || msg
+            .get("params")
+            .and_then(|p| p.get("_meta"))
+            .and_then(|m| m.get(META_PROTOCOL_VERSION))
+            .is_some()
+}
+
+/// Run the ladder; `Err` is the HTTP status and JSON-RPC error to answer with.
+pub fn check(headers: &HeaderMap, msg: &Value) -> Result<(), (StatusCode, Value)> {
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    let reject = |c: i64, m: String, data: Option<Value>| {
+        let mut e = jsonrpc::error(id.clone(), c, m);
+        if let Some(d) = data {
+            e["error"]["data"] = d;
+        }
+        Err((StatusCode::BAD_REQUEST, e))
+    };
+    let meta = msg.get("params").and_then(|p| p.get("_meta"));
+    let Some(meta) = meta.filter(|m| m.is_object()) else {
+        return reject(
+            code::INVALID_PARAMS,
+            format!(
+                "params._meta must be an object carrying '{META_PROTOCOL_VERSION}' and '{META_CLIENT_CAPABILITIES}'"
+            ),
+            None,
+        );
+    };
+    let missing: Vec<&str> = [META_PROTOCOL_VERSION, META_CLIENT_CAPABILITIES]
+        .into_iter()
+        .filter(|k| meta.get(*k).is_none())
+        .collect();
+    if !missing.is_empty() {
+        return reject(
+            code::INVALID_PARAMS,
+            format!(
+                "params._meta is missing the required key(s): {}",
+                missing.join(", ")
+            ),
+            None,
+        );
+    }
+    let version = meta.get(META_PROTOCOL_VERSION).and_then(Value::as_str);
+    if header(headers, "mcp-protocol-version") != version || version.is_none() {
+        return reject(
+            code::HEADER_MISMATCH,
+            "the MCP-Protocol-Version header does not match params._meta's protocol version".into(),
+            None,
+        );
+    }
+    let method = jsonrpc::method(msg).unwrap_or_default();
+    if header(headers, "mcp-method") != Some(method) {
+        return reject(
+            code::HEADER_MISMATCH,
+            "the Mcp-Method header does not match the request's method".into(),
+            None,
+        );
+    }
+    let name_key = match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    };
+    if let Some(key) = name_key
+        && let Some(value) = msg
+            .get("params")
+            .and_then(|p| p.get(key))
+            .and_then(Value::as_str)
+        && header(headers, "mcp-name") != Some(header_safe(value).as_str())
+    {
+        return reject(
+            code::HEADER_MISMATCH,
+            format!("the Mcp-Name header does not match params.{key}"),
+            None,
+        );
+    }
+    let version = version.unwrap_or_default();
+    if version != MODERN_VERSION {
+        return reject(
+            code::UNSUPPORTED_VERSION,
+            format!("unsupported protocol version {version}"),
+            Some(json!({"supported": [MODERN_VERSION], "requested": version})),
+        );
+    }
+    Ok(())
+}
+
+/// Methods whose results are cacheable in 2026-07-28 (they carry `ttlMs` and `cacheScope`).
+fn cacheable(method: &str) -> bool {
+    matches!(
+        method,
+        "server/discover"
+            | "tools/list"
+            | "prompts/list"
+            | "resources/list"
+            | "resources/templates/list"
+            | "resources/read"
+    )
+}
+
+/// Add the fields a 2026-07-28 client requires to a result that came from a session-era
+/// upstream (or from mcpgw itself). Fields already present are left alone.
+pub fn decorate(method: &str, answer: &mut Value) {
+    let Some(result) = answer.get_mut("result").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if method == "ping" && result.is_empty() {
+        return;
+    }
+    result
+        .entry("resultType")
+        .or_insert_with(|| json!("complete"));
+    if cacheable(method) {
+        result.entry("ttlMs").or_insert_with(|| json!(0));
+        result
+            .entry("cacheScope")
+            .or_insert_with(|| json!("private"));
+    }
+}
+
+/// Strip the 2026-07-28 envelope keys before a request goes to a session-era upstream.
+pub fn strip_envelope(params: &mut Value) {
+    if let Some(meta) = params.get_mut("_meta").and_then(Value::as_object_mut) {
+        meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
+        if meta.is_empty()
+            && let Some(obj) = params.as_object_mut()
+        {
+            obj.remove("_meta");
+        }
+    }
+}
