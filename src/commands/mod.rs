@@ -2,6 +2,7 @@
 //! [`crate::run`] maps the outcome to an exit code.
 
 pub mod cert;
+pub mod probe;
 pub mod serve;
 pub mod status;
 
@@ -21,6 +22,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             runtime()?.block_on(cert::rotate(&args, &globals, cli.json))
         }
         Command::Status => runtime()?.block_on(status::run(&globals, cli.json)),
+        Command::Probe(args) => runtime()?.block_on(probe::run(&args, cli.json)),
     }
 }
 

@@ -54,10 +54,13 @@ pub struct UpstreamClient {
     pub url: Url,
 }
 
+/// A built client and the observations of its handshakes.
+type CachedClient = (reqwest::Client, Arc<TlsObservations>);
+
 /// Clients by identity.
 #[derive(Debug, Default)]
 pub struct ClientCache {
-    clients: Mutex<HashMap<[u8; 32], (reqwest::Client, Arc<TlsObservations>)>>,
+    clients: Mutex<HashMap<[u8; 32], CachedClient>>,
     policy: PathPolicy,
     builds: std::sync::atomic::AtomicU64,
 }

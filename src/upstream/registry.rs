@@ -281,10 +281,12 @@ impl Upstream {
             // A failed check may mean a dead session; start clean next time.
             self.invalidate();
         }
-        if changed && self.health().status == HealthStatus::Online && was != HealthStatus::Online {
-            if let Err(err) = self.refresh_catalog().await {
-                tracing::warn!(upstream = %self.name(), error = %err, "catalog refresh failed");
-            }
+        if changed
+            && self.health().status == HealthStatus::Online
+            && was != HealthStatus::Online
+            && let Err(err) = self.refresh_catalog().await
+        {
+            tracing::warn!(upstream = %self.name(), error = %err, "catalog refresh failed");
         }
         changed
     }

@@ -222,10 +222,10 @@ impl SseConn {
                 secs: timeout.as_secs(),
             }),
         };
-        if outcome.is_err() {
-            if let (Some(k), Ok(mut p)) = (expect, self.pending.lock()) {
-                p.remove(&k);
-            }
+        if outcome.is_err()
+            && let (Some(k), Ok(mut p)) = (expect, self.pending.lock())
+        {
+            p.remove(&k);
         }
         outcome
     }

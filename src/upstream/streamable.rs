@@ -83,13 +83,14 @@ async fn read_answer(
     if !status.is_success() {
         let body = response.bytes().await.unwrap_or_default();
         // A JSON-RPC error body on a 4xx is still an answer (e.g. -32022 on HTTP 400).
-        if let Ok(value) = serde_json::from_slice::<Value>(&body) {
-            if value.get("error").is_some() && value.get("jsonrpc").is_some() {
-                return Ok(Answer {
-                    response: Some(value),
-                    headers,
-                });
-            }
+        if let Ok(value) = serde_json::from_slice::<Value>(&body)
+            && value.get("error").is_some()
+            && value.get("jsonrpc").is_some()
+        {
+            return Ok(Answer {
+                response: Some(value),
+                headers,
+            });
         }
         return Err(UpstreamError::Status {
             status: status.as_u16(),
