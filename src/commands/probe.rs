@@ -69,6 +69,14 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// The cause's stable name, as in the JSON report.
+    pub fn name(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default()
+    }
+
     /// The process exit code for this cause.
     pub fn exit_code(self) -> u8 {
         match self {
@@ -182,7 +190,7 @@ impl Report {
             phase,
             ok: false,
             ms: ms(started),
-            summary: format!("{cause:?}"),
+            summary: format!("{} (exit {})", cause.name(), cause.exit_code()),
             notes,
             data: Value::Null,
         });
