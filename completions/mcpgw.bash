@@ -28,6 +28,9 @@ _mcpgw() {
             mcpgw,help)
                 cmd="mcpgw__subcmd__help"
                 ;;
+            mcpgw,probe)
+                cmd="mcpgw__subcmd__probe"
+                ;;
             mcpgw,serve)
                 cmd="mcpgw__subcmd__serve"
                 ;;
@@ -97,6 +100,9 @@ _mcpgw() {
             mcpgw__subcmd__help,help)
                 cmd="mcpgw__subcmd__help__subcmd__help"
                 ;;
+            mcpgw__subcmd__help,probe)
+                cmd="mcpgw__subcmd__help__subcmd__probe"
+                ;;
             mcpgw__subcmd__help,serve)
                 cmd="mcpgw__subcmd__help__subcmd__serve"
                 ;;
@@ -146,7 +152,7 @@ _mcpgw() {
 
     case "${cmd}" in
         mcpgw)
-            opts="-h -V --control-socket --data-dir --json --help --version serve cert status gateway token call help"
+            opts="-h -V --control-socket --data-dir --json --help --version serve cert status gateway token call probe help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -618,7 +624,7 @@ _mcpgw() {
             return 0
             ;;
         mcpgw__subcmd__help)
-            opts="serve cert status gateway token call help"
+            opts="serve cert status gateway token call probe help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -771,6 +777,20 @@ _mcpgw() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        mcpgw__subcmd__help__subcmd__probe)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         mcpgw__subcmd__help__subcmd__serve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -820,6 +840,52 @@ _mcpgw() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__probe)
+            opts="-h -V --ca-cert --client-cert --client-key --server-name --transport --timeout --control-socket --data-dir --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --ca-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --client-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --client-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server-name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --transport)
+                    COMPREPLY=($(compgen -W "sse streamable-http" -- "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --control-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

@@ -35,6 +35,7 @@ complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "status" -d 'Show the ru
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "gateway" -d 'Manage upstream MCP servers (through the control socket)'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "token" -d 'Bearer tokens for the gateway\'s HTTP listener'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "call" -d 'Send one MCP/JSON-RPC request and print its result: through the control socket, or as a real MCP client of --url'
+complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "probe" -d 'Check an upstream MCP endpoint phase by phase (DNS, TCP, TLS, HTTP, MCP, tools/list)'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l config -d 'Config file (TOML)' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l listen -d 'Address to listen on [default: 127.0.0.1:4444]' -r
@@ -177,13 +178,26 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l data-dir -d 'Direct
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l json -d 'Print data as JSON'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -s V -l version -d 'Print version'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call help" -f -a "serve" -d 'Run the gateway'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call help" -f -a "cert" -d 'Make a test PKI, or rotate the running gateway\'s certificate'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call help" -f -a "status" -d 'Show the running gateway\'s status (through the control socket)'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call help" -f -a "gateway" -d 'Manage upstream MCP servers (through the control socket)'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call help" -f -a "token" -d 'Bearer tokens for the gateway\'s HTTP listener'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call help" -f -a "call" -d 'Send one MCP/JSON-RPC request and print its result: through the control socket, or as a real MCP client of --url'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l ca-cert -d 'CA bundle to verify the upstream with [default: the system trust store]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l client-cert -d 'Client certificate chain (PEM) to present when the upstream asks for one' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l client-key -d 'Private key of the client certificate (PEM)' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l server-name -d 'Name to verify the upstream\'s certificate against (and send as SNI) when the URL holds an IP address' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l transport -d 'How to speak MCP to the upstream' -r -f -a "sse\t'Legacy HTTP+SSE: GET the stream, POST to the `endpoint` it announces'
+streamable-http\t'Streamable HTTP: POST JSON-RPC, answers as JSON or SSE'"
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l timeout -d 'Seconds each phase may take' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l json -d 'Print data as JSON'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -s V -l version -d 'Print version'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe help" -f -a "serve" -d 'Run the gateway'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe help" -f -a "cert" -d 'Make a test PKI, or rotate the running gateway\'s certificate'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe help" -f -a "status" -d 'Show the running gateway\'s status (through the control socket)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe help" -f -a "gateway" -d 'Manage upstream MCP servers (through the control socket)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe help" -f -a "token" -d 'Bearer tokens for the gateway\'s HTTP listener'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe help" -f -a "call" -d 'Send one MCP/JSON-RPC request and print its result: through the control socket, or as a real MCP client of --url'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe help" -f -a "probe" -d 'Check an upstream MCP endpoint phase by phase (DNS, TCP, TLS, HTTP, MCP, tools/list)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from cert" -f -a "gen" -d 'Write a test PKI: ca.crt ca.key server.crt server.key client.crt client.key'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from cert" -f -a "rotate" -d 'Install a new serving certificate in the running gateway without dropping a connection'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "add" -d 'Register an upstream: connect, initialize, list its catalog, store it'

@@ -58,6 +58,13 @@ pub enum Command {
     /// Send one MCP/JSON-RPC request and print its result: through the control socket, or as a
     /// real MCP client of --url.
     Call(CallArgs),
+    /// Check an upstream MCP endpoint phase by phase (DNS, TCP, TLS, HTTP, MCP, tools/list).
+    ///
+    /// Stops at the first failing phase with one plain diagnosis and an exit code naming the
+    /// cause: 10 connection refused, 11 DNS, 12 timeout, 13 other network error, 20 missing client
+    /// certificate, 21 unknown CA, 22 name mismatch, 23 certificate expired or not yet valid,
+    /// 24 client certificate rejected, 25 other TLS error, 30 not an MCP endpoint, 31 MCP error.
+    Probe(ProbeArgs),
 }
 
 /// `mcpgw call`
@@ -168,6 +175,33 @@ pub enum TokenCommand {
         #[arg(long, default_value = "mcpgw-cli")]
         sub: String,
     },
+}
+
+/// `mcpgw probe`
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// The upstream's MCP endpoint, e.g. https://127.0.0.1:8443/mcp.
+    pub url: String,
+    /// CA bundle to verify the upstream with [default: the system trust store].
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate chain (PEM) to present when the upstream asks for one.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// Private key of the client certificate (PEM).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Name to verify the upstream's certificate against (and send as SNI) when the URL holds an
+    /// IP address.
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// How to speak MCP to the upstream.
+    #[arg(long, value_enum, default_value_t = crate::store::Transport::StreamableHttp)]
+    pub transport: crate::store::Transport,
+    /// Seconds each phase may take.
+    #[arg(long, value_name = "SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub timeout: u64,
 }
 
 /// Log output format.

@@ -61,7 +61,12 @@ fn is_broken_pipe(err: &anyhow::Error) -> bool {
 }
 
 fn exit_code_for(err: &anyhow::Error) -> u8 {
-    if err
+    if let Some(failed) = err
+        .chain()
+        .find_map(|c| c.downcast_ref::<commands::probe::ProbeFailed>())
+    {
+        failed.cause.exit_code()
+    } else if err
         .chain()
         .any(|c| c.downcast_ref::<control::client::Unreachable>().is_some())
     {

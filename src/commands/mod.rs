@@ -4,6 +4,7 @@
 pub mod call;
 pub mod cert;
 pub mod gateway;
+pub mod probe;
 pub mod serve;
 pub mod status;
 pub mod token;
@@ -29,6 +30,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Token(TokenCommand::Create { ttl, sub }) => {
             token::create(&globals, &ttl, &sub, cli.json)
         }
+        Command::Probe(args) => runtime()?.block_on(probe::run(&args, cli.json)),
     }
 }
 

@@ -27,6 +27,8 @@ pub const SESSION_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 /// `_meta` key of the per-request client capabilities (2026-07-28).
 pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+/// `_meta` key of the server info in results (2026-07-28).
+pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
 /// `_meta` key of the per-request client info (2026-07-28).
 pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
 
@@ -181,7 +183,12 @@ impl Connection {
             return Ok(false);
         }
         let result = result.cloned().unwrap_or_default();
-        self.server_info = result.get("serverInfo").cloned().unwrap_or(Value::Null);
+        // 2026-07-28 puts serverInfo in the result's `_meta`; older drafts had it at the top.
+        self.server_info = result
+            .get("serverInfo")
+            .or_else(|| result.get("_meta").and_then(|m| m.get(META_SERVER_INFO)))
+            .cloned()
+            .unwrap_or(Value::Null);
         self.capabilities = result.get("capabilities").cloned().unwrap_or(Value::Null);
         Ok(true)
     }
