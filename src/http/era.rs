@@ -147,15 +147,3 @@ pub fn decorate(method: &str, answer: &mut Value) {
             .or_insert_with(|| json!("private"));
     }
 }
-
-/// Strip the 2026-07-28 envelope keys before a request goes to a session-era upstream.
-pub fn strip_envelope(params: &mut Value) {
-    if let Some(meta) = params.get_mut("_meta").and_then(Value::as_object_mut) {
-        meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
-        if meta.is_empty()
-            && let Some(obj) = params.as_object_mut()
-        {
-            obj.remove("_meta");
-        }
-    }
-}

@@ -337,6 +337,11 @@ impl Connection {
     /// On 2026-07-28, stamp the per-request envelope and routing headers.
     fn envelope(&self, mut msg: Value) -> (Value, Vec<(&'static str, String)>) {
         let Era::Stateless { version } = &self.era else {
+            // A session-era upstream refuses (or misreads) a 2026-07-28 envelope that a modern
+            // downstream client put in `_meta`; it has no use for it, so it goes.
+            if let Some(params) = msg.get_mut("params") {
+                strip_envelope(params);
+            }
             return (msg, Vec::new());
         };
         let method = jsonrpc::method(&msg).unwrap_or_default().to_owned();
@@ -369,6 +374,23 @@ impl Connection {
             }
         }
         (msg, extra)
+    }
+}
+
+/// Remove the 2026-07-28 envelope keys (`io.modelcontextprotocol/...`) from `params._meta`.
+pub fn strip_envelope(params: &mut Value) {
+    let Some(obj) = params.as_object_mut() else {
+        return;
+    };
+    let empty = match obj.get_mut("_meta").and_then(Value::as_object_mut) {
+        Some(meta) => {
+            meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
+            meta.is_empty()
+        }
+        None => false,
+    };
+    if empty {
+        obj.remove("_meta");
     }
 }
 

@@ -1,0 +1,171 @@
+//! Interop with clients nobody here wrote: the official Python MCP SDK client (`mcp` 2.x) in
+//! its modern (2026-07-28) and legacy (2025-11-25) modes, through mcpgw over HTTPS with a
+//! bearer token, calling tools of mTLS upstreams of both eras (official Python SDK servers).
+
+mod common;
+
+use std::process::Command;
+
+use common::py::{self, PyUpstream};
+use common::{Dir, Gateway};
+use serde_json::Value;
+
+struct Bed {
+    dir: Dir,
+    gw: Gateway,
+    token: String,
+    _ups: Vec<PyUpstream>,
+}
+
+fn bed(py: &std::path::Path) -> Bed {
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let (p1, p2) = (py::free_port(), py::free_port());
+    let modern = PyUpstream::start(
+        py,
+        p1,
+        &pki.file("ca.crt"),
+        &pki.file("server.crt"),
+        &pki.file("server.key"),
+        &["--transport", "streamable-http"],
+    );
+    let legacy = PyUpstream::start(
+        py,
+        p2,
+        &pki.file("ca.crt"),
+        &pki.file("server.crt"),
+        &pki.file("server.key"),
+        &["--transport", "sse", "--mode", "legacy"],
+    );
+    let gw = Gateway::start(
+        &dir,
+        &[
+            "--tls-cert",
+            &pki.s("server.crt"),
+            "--tls-key",
+            &pki.s("server.key"),
+        ],
+    );
+    for (name, url) in [
+        ("modern", format!("https://localhost:{p1}/mcp")),
+        ("legacy", format!("https://localhost:{p2}/sse")),
+    ] {
+        dir.run_expect(
+            &[
+                "gateway",
+                "add",
+                name,
+                &url,
+                "--ca-cert",
+                &pki.s("ca.crt"),
+                "--client-cert",
+                &pki.s("client.crt"),
+                "--client-key",
+                &pki.s("client.key"),
+            ],
+            0,
+        );
+    }
+    let (token, _) = dir.run_expect(&["token", "create"], 0);
+    Bed {
+        dir,
+        gw,
+        token: token.trim().to_owned(),
+        _ups: vec![modern, legacy],
+    }
+}
+
+fn py_client(
+    py: &std::path::Path,
+    bed: &Bed,
+    path: &str,
+    transport: &str,
+    mode: &str,
+    tool: &str,
+    args: &str,
+) -> Value {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/py_client.py");
+    let url = format!("https://localhost:{}{path}", bed.gw.addr.port());
+    let out = Command::new(py)
+        .arg(script)
+        .args([
+            "--url",
+            &url,
+            "--transport",
+            transport,
+            "--mode",
+            mode,
+            "--ca",
+            bed.dir.join("pki/ca.crt").to_str().unwrap(),
+        ])
+        .args(["--bearer", &bed.token, "--call", tool, "--args", args])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python client ({mode}, {transport}) calling {tool} failed: {}\n{stdout}\n--- gateway log\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        bed.gw.log()
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}
+
+#[test]
+fn python_sdk_client_both_eras_over_streamable_http_reaches_both_eras_of_upstream() {
+    let Some(py) = py::python() else { return };
+    let bed = bed(&py);
+    for (mode, version) in [("modern", "2026-07-28"), ("legacy", "2025-11-25")] {
+        for upstream in ["modern", "legacy"] {
+            let out = py_client(
+                &py,
+                &bed,
+                "/mcp",
+                "streamable-http",
+                mode,
+                &format!("{upstream}__add"),
+                r#"{"a": 20, "b": 22}"#,
+            );
+            assert_eq!(
+                out["result"], "42",
+                "{mode} client -> {upstream} upstream: {out}"
+            );
+            assert_eq!(out["protocol_version"], version, "{out}");
+            let tools: Vec<&str> = out["tools"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            assert!(
+                tools.contains(&"modern__whoami") && tools.contains(&"legacy__whoami"),
+                "{tools:?}"
+            );
+            let who = py_client(
+                &py,
+                &bed,
+                "/mcp",
+                "streamable-http",
+                mode,
+                &format!("{upstream}__whoami"),
+                "{}",
+            );
+            assert_eq!(
+                who["result"], "mcpgw-client",
+                "the upstream must see the gateway's client certificate"
+            );
+        }
+        // The per-upstream endpoint, unprefixed.
+        let out = py_client(
+            &py,
+            &bed,
+            "/servers/legacy/mcp",
+            "streamable-http",
+            mode,
+            "echo",
+            r#"{"text": "direct"}"#,
+        );
+        assert_eq!(out["result"], "direct", "{out}");
+    }
+}
