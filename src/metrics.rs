@@ -270,7 +270,7 @@ impl Metrics {
         );
         out.family(
             "mcpgw_uptime_seconds",
-            "Seconds since the process started serving.",
+            "Seconds since the gateway started.",
             "gauge",
         );
         out.sample(

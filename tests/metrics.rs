@@ -539,7 +539,7 @@ fn assert_expiry_matches(e: &Exposition, cert: &std::path::Path) {
 }
 
 #[test]
-fn metrics_certificate_expiry_and_reloads_follow_cert_rotate_and_sighup() {
+fn metrics_certificate_expiry_and_reloads_follow_cert_rotate_reread_and_sighup() {
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     let gw = Gateway::start(
@@ -590,10 +590,23 @@ fn metrics_certificate_expiry_and_reloads_follow_cert_rotate_and_sighup() {
     // The installed pair was written over the served files.
     assert_expiry_matches(&rotated, &pki.file("server.crt"));
 
+    // `cert rotate` without new material re-reads the files: the control trigger.
+    common::mint_server(&pki, &pki.file("server.crt"), &pki.file("server.key"));
+    dir.run_expect(&["cert", "rotate"], 0);
+    let reread = tls_scrape(&rt, &gw, &pki);
+    assert_eq!(
+        reread.count(RELOADS, &[("result", "ok"), ("trigger", "control")]),
+        1.0
+    );
+    assert_eq!(
+        reread.count(RELOADS, &[("result", "ok"), ("trigger", "install")]),
+        1.0
+    );
+
     // A good SIGHUP, then one with a spoiled certificate file.
     common::mint_server(&pki, &pki.file("server.crt"), &pki.file("server.key"));
     gw.signal(SIGHUP);
-    gw.wait_log_count("serving certificate swapped", 2, Duration::from_secs(10));
+    gw.wait_log_count("serving certificate swapped", 3, Duration::from_secs(10));
     let good = std::fs::read(pki.file("server.crt")).unwrap();
     common::write_atomically(&pki.file("server.crt"), b"not a certificate\n");
     gw.signal(SIGHUP);
@@ -614,4 +627,108 @@ fn metrics_certificate_expiry_and_reloads_follow_cert_rotate_and_sighup() {
     // Still serving the last good certificate.
     std::fs::write(pki.file("good.crt"), good).unwrap();
     assert_expiry_matches(&after, &pki.file("good.crt"));
+}
+
+// ---------------------------------------------------------------- upstreams (Python SDK fixture)
+
+const UP_REQUESTS: &str = "mcpgw_upstream_requests_total";
+
+fn call_tool(addr: SocketAddr, name: &str) -> String {
+    let body = format!(
+        r#"{{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{{"name":"{name}","arguments":{{"text":"hi"}}}}}}"#
+    );
+    let reply = mcp(addr, None, &body);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    reply.body
+}
+
+#[test]
+fn metrics_follow_upstream_calls_health_and_client_certificate() {
+    let Some(py) = common::py::python() else {
+        return;
+    };
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let port = common::py::free_port();
+    let mut up = common::py::PyUpstream::start(
+        &py,
+        port,
+        &pki.file("ca.crt"),
+        &pki.file("server.crt"),
+        &pki.file("server.key"),
+        &["--transport", "streamable-http"],
+    );
+    let gw = Gateway::start(
+        &dir,
+        &[
+            "--no-auth",
+            "--health-interval",
+            "1",
+            "--health-threshold",
+            "2",
+            "--request-timeout",
+            "5",
+        ],
+    );
+    dir.run_expect(
+        &[
+            "gateway",
+            "add",
+            "alpha",
+            &format!("https://localhost:{port}/mcp"),
+            "--ca-cert",
+            &pki.s("ca.crt"),
+            "--client-cert",
+            &pki.s("client.crt"),
+            "--client-key",
+            &pki.s("client.key"),
+        ],
+        0,
+    );
+    let alpha = [("upstream", "alpha")];
+    let before = scrape(gw.addr);
+    assert_eq!(before.get("mcpgw_upstream_up", &alpha), Some(1.0));
+    let expiry = before
+        .get("mcpgw_upstream_client_certificate_expiry_seconds", &alpha)
+        .expect("no client certificate expiry");
+    let expected = (not_after_of(&pki.file("client.crt")) - now_unix()) as f64;
+    assert!(
+        expiry > 0.0 && (expiry - expected).abs() <= 60.0,
+        "{expiry} vs {expected}"
+    );
+
+    let answer = call_tool(gw.addr, "alpha__echo");
+    assert!(answer.contains("hi"), "{answer}");
+    let after = scrape(gw.addr);
+    let ok = [("upstream", "alpha"), ("outcome", "ok")];
+    assert_eq!(
+        after.count(UP_REQUESTS, &ok) - before.count(UP_REQUESTS, &ok),
+        1.0
+    );
+    let hist = "mcpgw_upstream_request_duration_seconds_count";
+    assert_eq!(after.count(hist, &alpha) - before.count(hist, &alpha), 1.0);
+
+    up.kill();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let down = loop {
+        let e = scrape(gw.addr);
+        if e.get("mcpgw_upstream_up", &alpha) == Some(0.0) {
+            break e;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "alpha never went down"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let answer = call_tool(gw.addr, "alpha__echo");
+    assert!(answer.contains("offline"), "{answer}");
+    let last = scrape(gw.addr);
+    let offline = [("upstream", "alpha"), ("outcome", "offline")];
+    assert_eq!(
+        last.count(UP_REQUESTS, &offline) - down.count(UP_REQUESTS, &offline),
+        1.0
+    );
+    // A refusal without a round trip is not a latency sample.
+    assert_eq!(last.count(hist, &alpha), down.count(hist, &alpha));
 }
