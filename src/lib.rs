@@ -14,6 +14,7 @@ pub mod docs;
 pub mod http;
 pub mod jsonrpc;
 pub mod logging;
+pub mod metrics;
 pub mod server;
 pub mod signals;
 pub mod store;

@@ -57,7 +57,13 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         crate::upstream::clients::ClientCache::new(crate::upstream::identity::PathPolicy {
             allowed_dirs: cfg.cert_dirs.clone(),
         });
-    let registry = crate::upstream::registry::Registry::new(store, clients, cfg.upstreams.clone());
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let registry = crate::upstream::registry::Registry::new(
+        store,
+        clients,
+        cfg.upstreams.clone(),
+        metrics.clone(),
+    );
     let loaded = registry.load().await?;
     if loaded > 0 {
         tracing::info!(upstreams = loaded, "stored upstreams loaded");
@@ -71,6 +77,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         serving.clone(),
         auth,
         registry.clone(),
+        metrics.clone(),
     ));
     let graceful = Arc::new(GracefulShutdown::new());
     let stop = CancellationToken::new();
@@ -86,7 +93,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         stop.clone(),
         graceful.clone(),
     ));
-    let reload = spawn_reloader(serving.clone(), registry.clone());
+    let reload = spawn_reloader(serving.clone(), registry.clone(), metrics);
     let health = registry.spawn_health_loop(stop.clone());
 
     state.set_ready(true);
@@ -132,6 +139,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
 fn spawn_reloader(
     serving: Option<Arc<ServingCert>>,
     registry: crate::upstream::registry::Registry,
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> Arc<Notify> {
     let notify = Arc::new(Notify::new());
     let wake = notify.clone();
@@ -144,9 +152,12 @@ fn spawn_reloader(
                 tracing::info!("SIGHUP: plain HTTP listener, no serving certificate to reload");
                 continue;
             };
-            match tokio::task::spawn_blocking(move || serving.reload()).await {
-                Ok(Ok(report)) => http::admin::log_swap("SIGHUP", &report),
-                Ok(Err(err)) => http::admin::log_refused("SIGHUP", &err),
+            let trigger = crate::metrics::ReloadTrigger::Sighup;
+            let outcome = tokio::task::spawn_blocking(move || serving.reload()).await;
+            metrics.certificate_reload(trigger, matches!(outcome, Ok(Ok(_))));
+            match outcome {
+                Ok(Ok(report)) => http::admin::log_swap(trigger.as_str(), &report),
+                Ok(Err(err)) => http::admin::log_refused(trigger.as_str(), &err),
                 Err(err) => tracing::error!(error = %err, "certificate reload task failed"),
             }
         }

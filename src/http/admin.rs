@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::AppState;
+use crate::metrics::{Metrics, ReloadTrigger};
 use crate::tls::serving::{CertError, ReloadCounts, ServingCert, SwapReport};
 use crate::tls::x509::CertInfo;
 
@@ -116,7 +117,10 @@ pub async fn reload(State(state): State<Arc<AppState>>) -> Response {
     let Some(serving) = state.serving.clone() else {
         return cert_error(&CertError::NoTls);
     };
-    run_swap(serving, "control", |s| s.reload()).await
+    run_swap(serving, &state.metrics, ReloadTrigger::Control, |s| {
+        s.reload()
+    })
+    .await
 }
 
 /// `POST /admin/cert/install`: validate, write over the served files, swap.
@@ -127,7 +131,7 @@ pub async fn install(
     let Some(serving) = state.serving.clone() else {
         return cert_error(&CertError::NoTls);
     };
-    run_swap(serving, "install", move |s| {
+    run_swap(serving, &state.metrics, ReloadTrigger::Install, move |s| {
         s.install(
             request
                 .cert_source
@@ -142,27 +146,33 @@ pub async fn install(
 }
 
 /// Run a reload or install off the async threads (it reads files and verifies signatures),
-/// log its outcome in one line, and answer with the swap report or the reason.
+/// log and count its outcome, and answer with the swap report or the reason.
 async fn run_swap(
     serving: Arc<ServingCert>,
-    trigger: &'static str,
+    metrics: &Metrics,
+    trigger: ReloadTrigger,
     op: impl FnOnce(&ServingCert) -> Result<SwapReport, CertError> + Send + 'static,
 ) -> Response {
     let result = tokio::task::spawn_blocking(move || op(&serving)).await;
     match result {
         Ok(Ok(report)) => {
-            log_swap(trigger, &report);
+            metrics.certificate_reload(trigger, true);
+            log_swap(trigger.as_str(), &report);
             Json(report).into_response()
         }
         Ok(Err(err)) => {
-            log_refused(trigger, &err);
+            metrics.certificate_reload(trigger, false);
+            log_refused(trigger.as_str(), &err);
             cert_error(&err)
         }
-        Err(join) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"error": {"code": "internal", "message": join.to_string()}})),
-        )
-            .into_response(),
+        Err(join) => {
+            metrics.certificate_reload(trigger, false);
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": {"code": "internal", "message": join.to_string()}})),
+            )
+                .into_response()
+        }
     }
 }
 

@@ -7,6 +7,7 @@ pub mod era;
 pub mod gateways;
 pub mod health;
 pub mod mcp;
+pub mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use axum::Router;
 use axum::routing::{get, post};
 
 use crate::config::AuthConfig;
+use crate::metrics::Metrics;
 use crate::tls::serving::ServingCert;
 
 /// State shared by every handler.
@@ -36,6 +38,8 @@ pub struct AppState {
     pub registry: crate::upstream::registry::Registry,
     /// Downstream MCP sessions.
     pub sessions: mcp::Sessions,
+    /// Prometheus series (shared with the registry, which counts upstream calls).
+    pub metrics: Arc<Metrics>,
     ready: AtomicBool,
 }
 
@@ -47,6 +51,7 @@ impl AppState {
         serving: Option<Arc<ServingCert>>,
         auth: AuthConfig,
         registry: crate::upstream::registry::Registry,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             started: Instant::now(),
@@ -56,6 +61,7 @@ impl AppState {
             auth,
             registry,
             sessions: mcp::Sessions::default(),
+            metrics,
             ready: AtomicBool::new(false),
         }
     }
@@ -84,6 +90,7 @@ pub enum Surface {
 pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
     let protected = Router::new()
         .route("/ready", get(health::ready))
+        .route("/metrics", get(metrics::scrape))
         .route("/admin/status", get(admin::status))
         .route("/admin/cert/reload", post(admin::reload))
         .route("/admin/cert/install", post(admin::install))
@@ -107,10 +114,20 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
         )),
         Surface::Control => protected,
     };
-    Router::new()
+    let router = Router::new()
         .route("/health", get(health::health))
         .merge(protected)
         // Bodies: a certificate chain and key, or one JSON-RPC message/batch.
-        .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024))
-        .with_state(state)
+        .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024));
+    match surface {
+        // Outermost, so refusals by auth and the body limit are counted too. `Router::layer`
+        // wraps each route (and the fallback), where `MatchedPath` is already known. The control
+        // socket is the CLI's channel, not traffic: it is not counted.
+        Surface::Listener => router.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        )),
+        Surface::Control => router,
+    }
+    .with_state(state)
 }

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use super::UpstreamError;
 use super::clients::ClientCache;
 use super::connection::{self, Connection};
+use crate::metrics::{Metrics, UpstreamOutcome};
 use crate::store::{Health, HealthStatus, PemSource, Registration, Store, StoreError};
 
 /// Tunables.
@@ -207,8 +208,33 @@ impl Upstream {
     }
 
     /// Send a request and return the upstream's answer message, reconnecting once if the
-    /// upstream expired the session.
+    /// upstream expired the session. Every call is counted in the registry's metrics.
     pub async fn request(
+        self: &Arc<Self>,
+        method: &str,
+        params: Option<Value>,
+    ) -> Result<Value, CallError> {
+        let started = std::time::Instant::now();
+        let result = self.request_uncounted(method, params).await;
+        if let Some(registry) = self.registry.upgrade() {
+            let outcome = match &result {
+                Ok(answer) if answer.get("error").is_some() => UpstreamOutcome::RpcError,
+                Ok(_) => UpstreamOutcome::Ok,
+                Err(CallError::Offline { .. }) => UpstreamOutcome::Offline,
+                Err(CallError::Failed {
+                    error: UpstreamError::Timeout { .. },
+                    ..
+                }) => UpstreamOutcome::Timeout,
+                Err(CallError::Failed { .. }) => UpstreamOutcome::Failed,
+            };
+            registry
+                .metrics
+                .upstream_request(&self.reg.load().name, outcome, started.elapsed());
+        }
+        result
+    }
+
+    async fn request_uncounted(
         self: &Arc<Self>,
         method: &str,
         params: Option<Value>,
@@ -320,6 +346,15 @@ impl Upstream {
         before != h.status
     }
 
+    /// `notAfter` (Unix seconds) of the client certificate the live connection presents, if
+    /// there is a connection and its identity has a client certificate.
+    pub fn client_certificate_not_after(&self) -> Option<i64> {
+        let conn = self.conn.load_full()?;
+        let (chain, _) = conn.client().identity.client.as_ref()?;
+        let leaf = crate::tls::x509::parse("client certificate", chain.first()?).ok()?;
+        Some(leaf.validity().not_after.timestamp())
+    }
+
     /// A JSON view without secrets.
     pub fn view(&self) -> Value {
         let reg = self.reg.load();
@@ -428,6 +463,7 @@ struct RegistryInner {
     clients: ClientCache,
     store: Arc<dyn Store>,
     settings: Settings,
+    metrics: Arc<Metrics>,
 }
 
 /// The registry handle.
@@ -443,14 +479,20 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// An empty registry over `store`.
-    pub fn new(store: Arc<dyn Store>, clients: ClientCache, settings: Settings) -> Self {
+    /// An empty registry over `store`; upstream calls are counted in `metrics`.
+    pub fn new(
+        store: Arc<dyn Store>,
+        clients: ClientCache,
+        settings: Settings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             inner: Arc::new(RegistryInner {
                 upstreams: RwLock::default(),
                 clients,
                 store,
                 settings,
+                metrics,
             }),
         }
     }
