@@ -6,6 +6,8 @@ pub mod auth;
 pub mod gateways;
 pub mod health;
 pub mod mcp;
+pub mod sse;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +16,8 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::routing::{get, post};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::config::AuthConfig;
 use crate::tls::serving::ServingCert;
@@ -35,7 +39,14 @@ pub struct AppState {
     pub registry: crate::upstream::registry::Registry,
     /// Downstream MCP sessions.
     pub sessions: mcp::Sessions,
+    /// Legacy HTTP+SSE sessions.
+    pub sse: sse::SseSessions,
+    /// WebSocket timing.
+    pub ws: ws::WsSettings,
     ready: AtomicBool,
+    /// Long-lived streams (SSE, WebSocket) end when this fires: graceful shutdown waits for
+    /// responses to finish, and these never would.
+    streams: CancellationToken,
 }
 
 impl AppState {
@@ -55,13 +66,26 @@ impl AppState {
             auth,
             registry,
             sessions: mcp::Sessions::default(),
+            sse: sse::SseSessions::from_env(),
+            ws: ws::WsSettings::from_env(),
             ready: AtomicBool::new(false),
+            streams: CancellationToken::new(),
         }
     }
 
     /// Mark ready (or not, while draining).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
+    }
+
+    /// End every SSE stream and WebSocket; called once shutdown begins.
+    pub fn close_streams(&self) {
+        self.streams.cancel();
+    }
+
+    /// A token that fires when shutdown begins, for long-lived streams.
+    pub fn streams_closing(&self) -> CancellationToken {
+        self.streams.clone()
     }
 
     /// Whether `/ready` answers 200.
@@ -98,7 +122,12 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
         .route(
             "/servers/{name}/mcp",
             post(mcp::post_one).delete(mcp::delete),
-        );
+        )
+        // Legacy HTTP+SSE: the scope chosen at GET is kept in the session, so one POST route.
+        .route("/sse", get(sse::stream_all))
+        .route("/servers/{name}/sse", get(sse::stream_one))
+        .route("/message", post(sse::post_message))
+        .route("/ws", get(ws::upgrade));
     let protected = match surface {
         Surface::Listener => protected.route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
