@@ -454,3 +454,26 @@ fn transports_require_a_bearer_token_on_the_listener() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_streams_do_not_hold_up_shutdown() {
+    let dir = Dir::new();
+    // The default grace period is 30 s: exiting well within WAIT means the streams were closed.
+    let mut gw = start(&dir, &[]);
+    let mut sse = SseClient::connect(&gw, "/sse").await;
+    let mut ws = ws_connect(&gw).await;
+    gw.signal(common::SIGTERM);
+    let ended = tokio::time::timeout(WAIT, sse.frames.recv()).await;
+    assert!(matches!(ended, Ok(None)), "SSE stream not ended: {ended:?}");
+    let close = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("socket not closed");
+    assert!(
+        matches!(close, None | Some(Ok(Message::Close(_))) | Some(Err(_))),
+        "{close:?}"
+    );
+    let code = tokio::task::spawn_blocking(move || gw.wait_exit(WAIT))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+}
