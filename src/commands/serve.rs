@@ -117,6 +117,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         "shutting down: no new connections, draining"
     );
     state.set_ready(false);
+    state.close_streams();
     stop.cancel();
     let _ = listener_task.await;
     let _ = control_task.await;

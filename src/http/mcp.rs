@@ -55,7 +55,7 @@ impl Sessions {
             .contains(id)
     }
 
-    fn close(&self, id: &str) -> bool {
+    pub(super) fn close(&self, id: &str) -> bool {
         self.ids
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -495,4 +495,41 @@ async fn forward(up: &Arc<Upstream>, id: Value, method: &str, params: Value) -> 
         Ok(answer) => with_id(answer, id),
         Err(err) => call_error(id, &err),
     }
+}
+
+/// Answer a message or batch that arrived on a connection-bound transport (SSE, WebSocket), the
+/// way `/mcp` does; `None` when nothing needs an answer.
+pub(super) async fn answer_on_connection(
+    state: &AppState,
+    scope: &Scope,
+    msg: Value,
+) -> Option<Value> {
+    match msg {
+        Value::Array(batch) if batch.is_empty() => Some(jsonrpc::error(
+            Value::Null,
+            code::INVALID_REQUEST,
+            "empty batch",
+        )),
+        Value::Array(batch) => {
+            let mut out = Vec::new();
+            for item in batch {
+                if let Some(a) = answer_on_connection_one(state, scope, item).await {
+                    out.push(a);
+                }
+            }
+            (!out.is_empty()).then_some(Value::Array(out))
+        }
+        single => answer_on_connection_one(state, scope, single).await,
+    }
+}
+
+async fn answer_on_connection_one(state: &AppState, scope: &Scope, msg: Value) -> Option<Value> {
+    let mut new_session = None;
+    let answer = handle(state, scope, msg, &mut new_session).await;
+    // On SSE and WebSocket the connection is the session; an `Mcp-Session-Id` minted by
+    // `initialize` would never be used or deleted, so end it at once rather than leak it.
+    if let Some(id) = new_session {
+        state.sessions.close(&id);
+    }
+    answer
 }

@@ -18,6 +18,11 @@ pub async fn scrape(State(state): State<Arc<AppState>>) -> Response {
     state
         .metrics
         .sessions_gauge("streamable-http", state.sessions.len());
+    state.metrics.sessions_gauge("sse", state.sse.len());
+    state.metrics.sessions_gauge(
+        "websocket",
+        state.ws_open.load(std::sync::atomic::Ordering::Relaxed),
+    );
     let snapshot = Snapshot {
         serving_not_after: state
             .serving

@@ -8,6 +8,8 @@ pub mod gateways;
 pub mod health;
 pub mod mcp;
 pub mod metrics;
+pub mod sse;
+pub mod ws;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +18,8 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::routing::{get, post};
+
+use tokio_util::sync::CancellationToken;
 
 use crate::config::AuthConfig;
 use crate::metrics::Metrics;
@@ -40,7 +44,16 @@ pub struct AppState {
     pub sessions: mcp::Sessions,
     /// Prometheus series (shared with the registry, which counts upstream calls).
     pub metrics: Arc<Metrics>,
+    /// Legacy HTTP+SSE sessions.
+    pub sse: sse::SseSessions,
+    /// WebSocket timing.
+    pub ws: ws::WsSettings,
+    /// Open WebSocket sessions (for the sessions gauge).
+    pub ws_open: std::sync::atomic::AtomicUsize,
     ready: AtomicBool,
+    /// Long-lived streams (SSE, WebSocket) end when this fires: graceful shutdown waits for
+    /// responses to finish, and these never would.
+    streams: CancellationToken,
 }
 
 impl AppState {
@@ -62,13 +75,27 @@ impl AppState {
             registry,
             sessions: mcp::Sessions::default(),
             metrics,
+            sse: sse::SseSessions::from_env(),
+            ws: ws::WsSettings::from_env(),
+            ws_open: std::sync::atomic::AtomicUsize::new(0),
             ready: AtomicBool::new(false),
+            streams: CancellationToken::new(),
         }
     }
 
     /// Mark ready (or not, while draining).
     pub fn set_ready(&self, ready: bool) {
         self.ready.store(ready, Ordering::Release);
+    }
+
+    /// End every SSE stream and WebSocket; called once shutdown begins.
+    pub fn close_streams(&self) {
+        self.streams.cancel();
+    }
+
+    /// A token that fires when shutdown begins, for long-lived streams.
+    pub fn streams_closing(&self) -> CancellationToken {
+        self.streams.clone()
     }
 
     /// Whether `/ready` answers 200.
@@ -106,7 +133,12 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
         .route(
             "/servers/{name}/mcp",
             post(mcp::post_one).delete(mcp::delete),
-        );
+        )
+        // Legacy HTTP+SSE: the scope chosen at GET is kept in the session, so one POST route.
+        .route("/sse", get(sse::stream_all))
+        .route("/servers/{name}/sse", get(sse::stream_one))
+        .route("/message", post(sse::post_message))
+        .route("/ws", get(ws::upgrade));
     let protected = match surface {
         Surface::Listener => protected.route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

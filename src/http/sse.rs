@@ -1,0 +1,253 @@
+//! The legacy HTTP+SSE transport (MCP 2024-11-05), which many deployed clients still speak.
+//!
+//! `GET /sse` (or `/servers/{name}/sse` for one upstream's catalog, unprefixed) opens an event
+//! stream whose first event names where to POST: `event: endpoint` / `data: /message?session_id=…`.
+//! `POST /message?session_id=…` answers `202 Accepted` at once; the JSON-RPC answers travel back
+//! as `event: message` on that session's stream. The scope (`/sse` or `/servers/{name}/sse`) is
+//! remembered in the session, so there is a single `/message` route for both.
+//!
+//! Memory is bounded per session: a POST reserves a slot in the session's queue before it is
+//! accepted, so at most [`QUEUE_CAPACITY`] answers can be pending or in flight. A client that
+//! does not read its stream fast enough loses the session (the stream closes) instead of making
+//! the gateway buffer without limit.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::AppState;
+use super::mcp::{self, Scope};
+use crate::jsonrpc::{self, code};
+
+/// Answers a session may have queued or in flight before it is dropped as too slow.
+pub const QUEUE_CAPACITY: usize = 256;
+
+/// Default interval between `: keep-alive` comments; idle proxies commonly cut at 30-60 s.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Overrides [`KEEPALIVE_INTERVAL`] in milliseconds; read once when the gateway starts.
+/// Meant for tests and for proxies with unusually short idle timeouts.
+pub const KEEPALIVE_ENV: &str = "MCPGW_SSE_KEEPALIVE_MS";
+
+/// The open SSE sessions, keyed by the id given out in the `endpoint` event.
+#[derive(Debug)]
+pub struct SseSessions {
+    map: Mutex<HashMap<String, Session>>,
+    keepalive: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Session {
+    tx: mpsc::Sender<Value>,
+    scope: Scope,
+    /// Fired to end the stream from the POST side (queue overflow).
+    close: CancellationToken,
+}
+
+impl SseSessions {
+    /// Empty table; the keep-alive interval comes from [`KEEPALIVE_ENV`] or the default.
+    pub fn from_env() -> Self {
+        let keepalive = std::env::var(KEEPALIVE_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map_or(KEEPALIVE_INTERVAL, Duration::from_millis);
+        Self {
+            map: Mutex::new(HashMap::new()),
+            keepalive,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        // A panic while holding the lock cannot leave the map half-updated (single inserts and
+        // removes), so a poisoned lock is still usable.
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, id: &str) -> Option<Session> {
+        self.lock().get(id).cloned()
+    }
+
+    fn remove(&self, id: &str) {
+        if let Some(session) = self.lock().remove(id) {
+            session.close.cancel();
+        }
+    }
+
+    /// Number of open SSE streams.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no SSE stream is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Removes the session when its stream is dropped, which is how a client disconnect shows up.
+struct Guard {
+    state: Arc<AppState>,
+    id: String,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.state.sse.remove(&self.id);
+        tracing::debug!(session = %self.id, "SSE session closed");
+    }
+}
+
+/// `GET /sse`: a stream for every online upstream, names prefixed.
+pub async fn stream_all(State(state): State<Arc<AppState>>) -> Response {
+    open(state, Scope::All)
+}
+
+/// `GET /servers/{name}/sse`: a stream for one upstream, names as it gives them.
+pub async fn stream_one(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+    if state.registry.get(&name).is_none() {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "not_found", "message": format!("no upstream named '{name}' is registered")}})),
+        )
+            .into_response();
+    }
+    open(state, Scope::One(name))
+}
+
+fn open(state: Arc<AppState>, scope: Scope) -> Response {
+    let id = new_id();
+    let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+    let close = CancellationToken::new();
+    state.sse.lock().insert(
+        id.clone(),
+        Session {
+            tx,
+            scope,
+            close: close.clone(),
+        },
+    );
+    tracing::debug!(session = %id, "SSE session opened");
+    let period = state.sse.keepalive;
+    // The first tick of a plain `interval` is immediate; a keep-alive is only useful after a pause.
+    let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let stream = StreamState {
+        first: Some(Bytes::from(format!(
+            "event: endpoint\ndata: /message?session_id={id}\n\n"
+        ))),
+        rx,
+        keepalive,
+        close,
+        shutdown: state.streams_closing(),
+        _guard: Guard { state, id },
+    };
+    let body = futures_util::stream::unfold(stream, |mut s| async move {
+        if let Some(first) = s.first.take() {
+            return Some((Ok::<_, Infallible>(first), s));
+        }
+        let frame = tokio::select! {
+            // Closing wins over pending output: an overflowed session must not keep streaming.
+            biased;
+            () = s.close.cancelled() => return None,
+            () = s.shutdown.cancelled() => return None,
+            msg = s.rx.recv() => Bytes::from(format!("event: message\ndata: {}\n\n", msg?)),
+            _ = s.keepalive.tick() => Bytes::from_static(b": keep-alive\n\n"),
+        };
+        Some((Ok(frame), s))
+    });
+    (
+        [
+            ("content-type", "text/event-stream"),
+            ("cache-control", "no-cache"),
+            // nginx buffers responses by default, which would hold events back.
+            ("x-accel-buffering", "no"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+struct StreamState {
+    first: Option<Bytes>,
+    rx: mpsc::Receiver<Value>,
+    keepalive: tokio::time::Interval,
+    close: CancellationToken,
+    shutdown: CancellationToken,
+    _guard: Guard,
+}
+
+fn new_id() -> String {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    // SystemRandom only fails if the OS has no randomness source, where nothing else works either.
+    let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// The query string of `POST /message`.
+#[derive(Debug, Deserialize)]
+pub struct MessageQuery {
+    session_id: Option<String>,
+}
+
+/// `POST /message?session_id=…`: accept one JSON-RPC message or batch for a session's stream.
+pub async fn post_message(
+    State(state): State<Arc<AppState>>,
+    Query(query): Query<MessageQuery>,
+    body: Bytes,
+) -> Response {
+    let Some(id) = query.session_id.filter(|s| !s.is_empty()) else {
+        return (StatusCode::BAD_REQUEST, "session_id is required").into_response();
+    };
+    let Some(session) = state.sse.get(&id) else {
+        return (StatusCode::NOT_FOUND, "could not find session").into_response();
+    };
+    let msg: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(jsonrpc::error(
+                    Value::Null,
+                    code::PARSE_ERROR,
+                    format!("parse error: {e}"),
+                )),
+            )
+                .into_response();
+        }
+    };
+    // Reserve the answer's slot now, so the number of requests in flight is bounded by the queue.
+    let permit = match session.tx.clone().try_reserve_owned() {
+        Ok(permit) => permit,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::warn!(session = %id, capacity = QUEUE_CAPACITY, "SSE client is not reading its stream; dropping the session");
+            state.sse.remove(&id);
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "session dropped: its event stream is not being read",
+            )
+                .into_response();
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => {
+            return (StatusCode::NOT_FOUND, "could not find session").into_response();
+        }
+    };
+    tokio::spawn(async move {
+        if let Some(answer) = mcp::answer_on_connection(&state, &session.scope, msg).await {
+            permit.send(answer);
+        }
+    });
+    (StatusCode::ACCEPTED, "Accepted").into_response()
+}

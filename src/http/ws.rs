@@ -1,0 +1,183 @@
+//! JSON-RPC over WebSocket at `GET /ws`: not part of the MCP spec, but an extension several
+//! clients use. Each text frame carries one JSON-RPC message or batch; answers go back as text
+//! frames. Requests are answered concurrently, so answers may come out of order; ids tell them
+//! apart, as JSON-RPC intends.
+//!
+//! Liveness: the server pings every [`PING_INTERVAL`] and closes a socket from which nothing
+//! (pong or any other frame) arrived for [`IDLE_PINGS`] intervals, so half-open connections
+//! behind NATs and load balancers do not pile up.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::response::Response;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+
+use super::AppState;
+use super::mcp::{self, Scope};
+use crate::jsonrpc::{self, code};
+
+/// The subprotocol echoed back when the client offers it.
+pub const SUBPROTOCOL: &str = "mcp";
+
+/// Largest message accepted, the same bound as an HTTP body on `/mcp`.
+pub const MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
+
+/// Default interval between server pings.
+pub const PING_INTERVAL: Duration = Duration::from_secs(20);
+
+/// A socket silent for this many ping intervals (60 s by default) is closed.
+pub const IDLE_PINGS: u32 = 3;
+
+/// Overrides [`PING_INTERVAL`] in milliseconds (the idle timeout follows it); read once when
+/// the gateway starts. Meant for tests.
+pub const PING_ENV: &str = "MCPGW_WS_PING_MS";
+
+/// Requests one socket may have in flight; past this the reader stops reading, which pushes
+/// back on the client through TCP instead of growing memory here.
+const MAX_IN_FLIGHT: usize = 64;
+
+/// Outgoing frames queued for the writer.
+const OUTBOX_CAPACITY: usize = 256;
+
+/// WebSocket timing, fixed at start-up.
+#[derive(Debug, Clone, Copy)]
+pub struct WsSettings {
+    /// Interval between pings.
+    pub ping_interval: Duration,
+}
+
+impl WsSettings {
+    /// From [`PING_ENV`] or the defaults.
+    pub fn from_env() -> Self {
+        let ping_interval = std::env::var(PING_ENV)
+            .ok()
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .filter(|ms| *ms > 0)
+            .map_or(PING_INTERVAL, Duration::from_millis);
+        Self { ping_interval }
+    }
+}
+
+/// `GET /ws`: upgrade to a WebSocket that sees every online upstream, names prefixed.
+pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+    ws.protocols([SUBPROTOCOL])
+        .max_message_size(MAX_MESSAGE_SIZE)
+        .max_frame_size(MAX_MESSAGE_SIZE)
+        .on_upgrade(move |socket| serve(state, socket, Scope::All))
+}
+
+/// Counts a socket as open for as long as it lives.
+struct OpenSocket(Arc<AppState>);
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0
+            .ws_open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+async fn serve(state: Arc<AppState>, socket: WebSocket, scope: Scope) {
+    state
+        .ws_open
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let _open = OpenSocket(state.clone());
+    let (mut sink, mut stream) = socket.split();
+    let (out_tx, mut out_rx) = mpsc::channel::<Message>(OUTBOX_CAPACITY);
+    // One writer owns the sink, so concurrent answers and pings never interleave mid-frame.
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            let closing = matches!(msg, Message::Close(_));
+            if sink.send(msg).await.is_err() || closing {
+                break;
+            }
+        }
+        let _ = sink.close().await;
+    });
+
+    let period = state.ws.ping_interval;
+    let idle_limit = period * IDLE_PINGS;
+    let mut ping = tokio::time::interval_at(Instant::now() + period, period);
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_seen = Instant::now();
+    let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let shutdown = state.streams_closing();
+
+    loop {
+        let frame = tokio::select! {
+            () = shutdown.cancelled() => {
+                let _ = out_tx.send(close(close_code::AWAY, "gateway shutting down")).await;
+                break;
+            }
+            _ = ping.tick() => {
+                if last_seen.elapsed() >= idle_limit {
+                    tracing::debug!(idle_s = idle_limit.as_secs(), "WebSocket idle; closing");
+                    let _ = out_tx.send(close(close_code::AWAY, "no pong received")).await;
+                    break;
+                }
+                if out_tx.send(Message::Ping(Default::default())).await.is_err() {
+                    break;
+                }
+                continue;
+            }
+            frame = stream.next() => frame,
+        };
+        let parsed: Result<Value, _> = match frame {
+            None | Some(Err(_)) | Some(Ok(Message::Close(_))) => break,
+            Some(Ok(msg)) => {
+                last_seen = Instant::now();
+                match msg {
+                    Message::Text(text) => serde_json::from_str(text.as_str()),
+                    // Some clients send JSON in binary frames; answer them in text all the same.
+                    Message::Binary(bytes) => serde_json::from_slice(&bytes),
+                    // tungstenite answers pings itself; a pong only proves liveness.
+                    Message::Ping(_) | Message::Pong(_) | Message::Close(_) => continue,
+                }
+            }
+        };
+        let msg = match parsed {
+            Ok(v) => v,
+            Err(e) => {
+                // Bad JSON is the client's problem with one message, not a reason to drop it.
+                let err =
+                    jsonrpc::error(Value::Null, code::PARSE_ERROR, format!("parse error: {e}"));
+                if out_tx
+                    .send(Message::Text(err.to_string().into()))
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+                continue;
+            }
+        };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            break;
+        };
+        let state = state.clone();
+        let scope = scope.clone();
+        let out_tx = out_tx.clone();
+        tokio::spawn(async move {
+            if let Some(answer) = mcp::answer_on_connection(&state, &scope, msg).await {
+                let _ = out_tx.send(Message::Text(answer.to_string().into())).await;
+            }
+            drop(permit);
+        });
+    }
+    // In-flight answers still hold senders; the writer ends when they are done or the peer is gone.
+    drop(out_tx);
+    let _ = writer.await;
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
