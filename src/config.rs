@@ -104,6 +104,19 @@ pub struct FileConfig {
     /// `[upstreams]`.
     #[serde(default)]
     pub upstreams: FileUpstreams,
+    /// `[mcp]`.
+    #[serde(default)]
+    pub mcp: FileMcp,
+}
+
+/// `[mcp]` of `mcpgw.toml`: the downstream MCP endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileMcp {
+    /// Most sessions per transport.
+    pub max_sessions: Option<usize>,
+    /// Seconds before an unused Streamable-HTTP session is forgotten.
+    pub session_idle_secs: Option<u64>,
 }
 
 /// `[upstreams]` of `mcpgw.toml`.
@@ -188,6 +201,8 @@ pub struct ServeConfig {
     pub upstreams: crate::upstream::registry::Settings,
     /// Where upstream certificate files may be read from.
     pub cert_dirs: Vec<PathBuf>,
+    /// Downstream session bounds.
+    pub sessions: crate::http::mcp::SessionLimits,
 }
 
 /// Global options that matter to `serve` (they live on the top-level command).
@@ -345,6 +360,17 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
         })
         .collect();
 
+    let max_sessions = file.mcp.max_sessions.unwrap_or(10_000);
+    let session_idle = file.mcp.session_idle_secs.unwrap_or(1800);
+    if max_sessions == 0 || session_idle == 0 {
+        return Err(ConfigError::Field {
+            origin,
+            key: "mcp",
+            expected: "max_sessions and session_idle_secs of at least 1",
+            got: format!("{max_sessions}, {session_idle}"),
+        });
+    }
+
     let data_dir = globals
         .data_dir
         .clone()
@@ -378,6 +404,10 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
             separator,
         },
         cert_dirs,
+        sessions: crate::http::mcp::SessionLimits {
+            max: max_sessions,
+            idle: Duration::from_secs(session_idle),
+        },
     })
 }
 

@@ -78,9 +78,28 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         auth,
         registry.clone(),
         metrics.clone(),
+        cfg.sessions,
     ));
     let graceful = Arc::new(GracefulShutdown::new());
     let stop = CancellationToken::new();
+    // Forget idle Streamable-HTTP sessions now and then (lookups also expire them lazily).
+    let sweeper = {
+        let (state, stop) = (state.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    _ = tick.tick() => {
+                        let gone = state.sessions.sweep();
+                        if gone > 0 {
+                            tracing::debug!(sessions = gone, "idle MCP sessions expired");
+                        }
+                    }
+                }
+            }
+        })
+    };
     let listener_task = tokio::spawn(crate::server::run_listener(
         listener,
         http::router(state.clone(), Surface::Listener),
@@ -122,6 +141,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let _ = listener_task.await;
     let _ = control_task.await;
     let _ = health.await;
+    let _ = sweeper.await;
     // The accept loops held the only other references; they have returned.
     let graceful = Arc::try_unwrap(graceful)
         .map_err(|_| anyhow::anyhow!("internal error: accept loop still running after shutdown"))?;

@@ -5,8 +5,9 @@
 //! a request without a session header is served statelessly, which is how 2026-07-28 clients
 //! (and the NET-01 report's bare `curl` of `tools/list`) talk.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::Bytes;
@@ -29,48 +30,125 @@ pub enum Scope {
     One(String),
 }
 
-/// Session ids issued at `initialize` and not yet ended.
+/// Bounds on downstream sessions (every transport counts against `max` on its own table).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// Most sessions open at once; past it new ones get 503.
+    pub max: usize,
+    /// A Streamable-HTTP session unused this long is forgotten.
+    pub idle: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            max: 10_000,
+            idle: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// Session ids issued at `initialize`, with when each was last used.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    ids: Mutex<HashSet<String>>,
+    ids: Mutex<HashMap<String, Instant>>,
+    limits: SessionLimits,
 }
 
 impl Sessions {
-    fn open(&self) -> String {
+    /// An empty table with these limits.
+    pub fn new(limits: SessionLimits) -> Self {
+        Self {
+            ids: Mutex::default(),
+            limits,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> SessionLimits {
+        self.limits
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new session id, or `None` when the table is full even after dropping idle sessions.
+    fn open(&self) -> Option<String> {
         use ring::rand::SecureRandom;
+        let mut ids = self.lock();
+        if ids.len() >= self.limits.max {
+            let idle = self.limits.idle;
+            ids.retain(|_, seen| seen.elapsed() < idle);
+            if ids.len() >= self.limits.max {
+                return None;
+            }
+        }
         let mut bytes = [0u8; 16];
         let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
         let id = hex::encode(bytes);
-        self.ids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone());
-        id
+        ids.insert(id.clone(), Instant::now());
+        Some(id)
     }
 
-    fn exists(&self, id: &str) -> bool {
-        self.ids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(id)
+    /// Whether a session is open (and not idle past the limit); marks it used.
+    fn touch(&self, id: &str) -> bool {
+        let mut ids = self.lock();
+        match ids.get_mut(id) {
+            Some(seen) if seen.elapsed() < self.limits.idle => {
+                *seen = Instant::now();
+                true
+            }
+            Some(_) => {
+                ids.remove(id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.lock().len() >= self.limits.max
     }
 
     pub(super) fn close(&self, id: &str) -> bool {
-        self.ids
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(id)
+        self.lock().remove(id).is_some()
+    }
+
+    /// Forget sessions idle past the limit; returns how many went.
+    pub fn sweep(&self) -> usize {
+        let idle = self.limits.idle;
+        let mut ids = self.lock();
+        let before = ids.len();
+        ids.retain(|_, seen| seen.elapsed() < idle);
+        before - ids.len()
     }
 
     /// Number of open sessions.
     pub fn len(&self) -> usize {
-        self.ids.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.lock().len()
     }
 
     /// Whether no session is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// The 503 answer when a session table is full.
+pub fn too_many_sessions(limits: SessionLimits, transport: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [("retry-after", "5")],
+        Json(json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {"code": -32000, "message": format!(
+                "too many open {transport} sessions (limit {}); close one or try again later", limits.max
+            )}
+        })),
+    )
+        .into_response()
 }
 
 /// `POST /mcp` and `/mcp/http`.
@@ -114,7 +192,7 @@ fn session_header(headers: &HeaderMap) -> Option<String> {
 async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Bytes) -> Response {
     let session = session_header(&headers);
     if let Some(id) = &session
-        && !state.sessions.exists(id)
+        && !state.sessions.touch(id)
     {
         return rpc_http(
             StatusCode::NOT_FOUND,
@@ -181,6 +259,9 @@ async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Byte
         );
     }
     let method = jsonrpc::method(&msg).unwrap_or_default().to_owned();
+    if method == "initialize" && state.sessions.is_full() && state.sessions.sweep() == 0 {
+        return too_many_sessions(state.sessions.limits(), "Streamable HTTP");
+    }
     let mut new_session = None;
     let answer = match msg {
         Value::Array(batch) => {
@@ -277,7 +358,16 @@ pub async fn handle(
             } else {
                 SESSION_VERSIONS[0]
             };
-            *new_session = Some(state.sessions.open());
+            match state.sessions.open() {
+                Some(id) => *new_session = Some(id),
+                None => {
+                    return Some(jsonrpc::error(
+                        id,
+                        -32000,
+                        "too many open sessions; close one or try again later",
+                    ));
+                }
+            }
             Ok(
                 json!({"protocolVersion": version, "capabilities": capabilities(), "serverInfo": server_info()}),
             )

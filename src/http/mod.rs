@@ -65,6 +65,7 @@ impl AppState {
         auth: AuthConfig,
         registry: crate::upstream::registry::Registry,
         metrics: Arc<Metrics>,
+        limits: mcp::SessionLimits,
     ) -> Self {
         Self {
             started: Instant::now(),
@@ -73,7 +74,7 @@ impl AppState {
             serving,
             auth,
             registry,
-            sessions: mcp::Sessions::default(),
+            sessions: mcp::Sessions::new(limits),
             metrics,
             sse: sse::SseSessions::from_env(),
             ws: ws::WsSettings::from_env(),

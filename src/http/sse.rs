@@ -127,6 +127,10 @@ pub async fn stream_one(State(state): State<Arc<AppState>>, Path(name): Path<Str
 }
 
 fn open(state: Arc<AppState>, scope: Scope) -> Response {
+    let limits = state.sessions.limits();
+    if state.sse.len() >= limits.max {
+        return super::mcp::too_many_sessions(limits, "SSE");
+    }
     let id = new_id();
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let close = CancellationToken::new();

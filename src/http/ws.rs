@@ -66,6 +66,10 @@ impl WsSettings {
 
 /// `GET /ws`: upgrade to a WebSocket that sees every online upstream, names prefixed.
 pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+    let limits = state.sessions.limits();
+    if state.ws_open.load(std::sync::atomic::Ordering::Relaxed) >= limits.max {
+        return super::mcp::too_many_sessions(limits, "WebSocket");
+    }
     ws.protocols([SUBPROTOCOL])
         .max_message_size(MAX_MESSAGE_SIZE)
         .max_frame_size(MAX_MESSAGE_SIZE)

@@ -4,8 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod clients;
 pub mod py;
 pub mod tls;
+pub mod upstream;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

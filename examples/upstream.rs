@@ -1,0 +1,337 @@
+//! A small, fast MCP upstream for tests and benchmarks: Streamable HTTP at `/mcp` (session era,
+//! plus stateless 2026-07-28 requests), legacy HTTP+SSE at `/sse` + `/message`, optional TLS
+//! with required client certificates, and the tools `echo`, `sleep` and `whoami`.
+//!
+//! It is an example (built by `cargo test`) rather than a second binary of the package:
+//! it is test equipment, not part of what mcpgw ships.
+//!
+//! ```text
+//! upstream [--listen 127.0.0.1:0] [--tls-cert F --tls-key F [--client-ca F]] [--name N]
+//! ```
+//! Prints `READY <url-base>` once listening. `GET /stats` returns request counters.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use clap::Parser;
+use futures_util::stream::Stream;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates issued by this CA.
+    #[arg(long)]
+    client_ca: Option<PathBuf>,
+    #[arg(long, default_value = "rust-upstream")]
+    name: String,
+}
+
+#[derive(Default)]
+struct Stats {
+    posts: AtomicU64,
+    initializes: AtomicU64,
+    calls: AtomicU64,
+}
+
+struct AppState {
+    name: String,
+    sessions: Mutex<HashSet<String>>,
+    sse: Mutex<HashMap<String, mpsc::Sender<Value>>>,
+    stats: Stats,
+    next: AtomicU64,
+}
+
+/// Subject CN of the client certificate on this connection.
+#[derive(Clone)]
+struct PeerCn(Option<String>);
+
+fn tools() -> Value {
+    json!([
+        {"name": "echo", "description": "Return the text unchanged.",
+         "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}},
+        {"name": "sleep", "description": "Wait ms milliseconds, then answer.",
+         "inputSchema": {"type": "object", "properties": {"ms": {"type": "integer"}}, "required": ["ms"]}},
+        {"name": "whoami", "description": "Subject CN of the TLS client certificate.",
+         "inputSchema": {"type": "object", "properties": {}}}
+    ])
+}
+
+fn text_result(text: impl Into<String>) -> Value {
+    json!({"content": [{"type": "text", "text": text.into()}], "isError": false})
+}
+
+async fn answer(state: &AppState, peer: &PeerCn, msg: &Value) -> Option<Value> {
+    let id = msg.get("id")?.clone();
+    let method = msg.get("method")?.as_str()?;
+    let params = msg.get("params").cloned().unwrap_or(json!({}));
+    let modern = params
+        .pointer("/_meta/io.modelcontextprotocol~1protocolVersion")
+        .is_some();
+    let mut result = match method {
+        "initialize" => {
+            state.stats.initializes.fetch_add(1, Ordering::Relaxed);
+            json!({"protocolVersion": params.get("protocolVersion").and_then(Value::as_str).unwrap_or("2025-11-25"),
+                   "capabilities": {"tools": {}}, "serverInfo": {"name": state.name, "version": "1"}})
+        }
+        "server/discover" => json!({"supportedVersions": ["2025-11-25", "2026-07-28"],
+                                    "capabilities": {"tools": {}}, "serverInfo": {"name": state.name, "version": "1"}}),
+        "ping" => json!({}),
+        "tools/list" => json!({"tools": tools()}),
+        "tools/call" => {
+            state.stats.calls.fetch_add(1, Ordering::Relaxed);
+            let args = params.get("arguments").cloned().unwrap_or(json!({}));
+            match params.get("name").and_then(Value::as_str) {
+                Some("echo") => {
+                    text_result(args.get("text").and_then(Value::as_str).unwrap_or_default())
+                }
+                Some("sleep") => {
+                    let ms = args
+                        .get("ms")
+                        .and_then(Value::as_u64)
+                        .unwrap_or(0)
+                        .min(60_000);
+                    tokio::time::sleep(Duration::from_millis(ms)).await;
+                    text_result(format!("slept {ms} ms"))
+                }
+                Some("whoami") => text_result(
+                    peer.0
+                        .clone()
+                        .unwrap_or_else(|| "<no client certificate>".into()),
+                ),
+                other => {
+                    return Some(
+                        json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": format!("unknown tool {other:?}")}}),
+                    );
+                }
+            }
+        }
+        _ => {
+            return Some(
+                json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": format!("method not found: {method}")}}),
+            );
+        }
+    };
+    if modern && let Some(obj) = result.as_object_mut() {
+        obj.insert("resultType".into(), json!("complete"));
+    }
+    Some(json!({"jsonrpc": "2.0", "id": id, "result": result}))
+}
+
+async fn mcp_post(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<PeerCn>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    state.stats.posts.fetch_add(1, Ordering::Relaxed);
+    let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
+        return (StatusCode::BAD_REQUEST, Json(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "parse error"}}))).into_response();
+    };
+    let session = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if let Some(sid) = &session
+        && !state.sessions.lock().unwrap().contains(sid)
+    {
+        return (StatusCode::NOT_FOUND, "unknown session").into_response();
+    }
+    let Some(reply) = answer(&state, &peer, &msg).await else {
+        return StatusCode::ACCEPTED.into_response();
+    };
+    let mut response = Json(reply).into_response();
+    if msg.get("method").and_then(Value::as_str) == Some("initialize") {
+        let sid = format!("s{}", state.next.fetch_add(1, Ordering::Relaxed));
+        state.sessions.lock().unwrap().insert(sid.clone());
+        response
+            .headers_mut()
+            .insert("mcp-session-id", sid.parse().unwrap());
+    }
+    response
+}
+
+async fn mcp_delete(State(state): State<Arc<AppState>>, headers: HeaderMap) -> StatusCode {
+    let sid = headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if state.sessions.lock().unwrap().remove(sid) {
+        StatusCode::NO_CONTENT
+    } else {
+        StatusCode::NOT_FOUND
+    }
+}
+
+async fn sse_open(
+    State(state): State<Arc<AppState>>,
+) -> Sse<impl Stream<Item = Result<Event, std::convert::Infallible>>> {
+    let sid = format!("e{}", state.next.fetch_add(1, Ordering::Relaxed));
+    let (tx, rx) = mpsc::channel::<Value>(256);
+    state.sse.lock().unwrap().insert(sid.clone(), tx);
+    let stream = event_stream(sid, rx);
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+/// The endpoint event, then every queued message.
+fn event_stream(
+    sid: String,
+    mut rx: mpsc::Receiver<Value>,
+) -> impl Stream<Item = Result<Event, std::convert::Infallible>> {
+    let first = futures_util::stream::once(async move {
+        Ok(Event::default()
+            .event("endpoint")
+            .data(format!("/message?session_id={sid}")))
+    });
+    let rest = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx)
+            .map(|m| m.map(|v| Ok(Event::default().event("message").data(v.to_string()))))
+    });
+    futures_util::StreamExt::chain(first, rest)
+}
+
+async fn sse_message(
+    State(state): State<Arc<AppState>>,
+    Extension(peer): Extension<PeerCn>,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> StatusCode {
+    state.stats.posts.fetch_add(1, Ordering::Relaxed);
+    let Some(tx) = q
+        .get("session_id")
+        .and_then(|sid| state.sse.lock().unwrap().get(sid).cloned())
+    else {
+        return StatusCode::NOT_FOUND;
+    };
+    let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    tokio::spawn(async move {
+        if let Some(reply) = answer(&state, &peer, &msg).await {
+            let _ = tx.send(reply).await;
+        }
+    });
+    StatusCode::ACCEPTED
+}
+
+async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
+    Json(json!({
+        "posts": state.stats.posts.load(Ordering::Relaxed),
+        "initializes": state.stats.initializes.load(Ordering::Relaxed),
+        "calls": state.stats.calls.load(Ordering::Relaxed),
+    }))
+}
+
+fn tls_config(args: &Args) -> Option<Arc<rustls::ServerConfig>> {
+    let (cert, key) = (args.tls_cert.as_ref()?, args.tls_key.as_ref()?);
+    let chain = mcpgw::tls::pem::certs_from_file(cert).expect("server certificate");
+    let key = mcpgw::tls::pem::key_from_file(key).expect("server key");
+    let builder = rustls::ServerConfig::builder();
+    let builder = match &args.client_ca {
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in mcpgw::tls::pem::certs_from_file(ca).expect("client CA") {
+                roots.add(c).expect("client CA certificate");
+            }
+            builder.with_client_cert_verifier(
+                rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+                    .build()
+                    .unwrap(),
+            )
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .expect("certificate and key");
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Some(Arc::new(config))
+}
+
+fn peer_cn(conn: &rustls::ServerConnection) -> Option<String> {
+    let der = conn.peer_certificates()?.first()?;
+    let cert = mcpgw::tls::x509::parse("client", der).ok()?;
+    mcpgw::tls::x509::common_name(&cert)
+}
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let args = Args::parse();
+    let state = Arc::new(AppState {
+        name: args.name.clone(),
+        sessions: Mutex::default(),
+        sse: Mutex::default(),
+        stats: Stats::default(),
+        next: AtomicU64::new(1),
+    });
+    let app = Router::new()
+        .route("/mcp", post(mcp_post).delete(mcp_delete))
+        .route("/sse", get(sse_open))
+        .route("/message", post(sse_message))
+        .route("/stats", get(stats))
+        .with_state(state);
+    let tls = tls_config(&args);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().unwrap();
+    println!(
+        "READY {}://{addr}",
+        if tls.is_some() { "https" } else { "http" }
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = tcp.set_nodelay(true);
+        let app = app.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let builder =
+                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+            match tls {
+                None => {
+                    let svc = hyper_util::service::TowerToHyperService::new(
+                        app.layer(Extension(PeerCn(None))),
+                    );
+                    let _ = builder
+                        .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(tcp), svc)
+                        .await;
+                }
+                Some(config) => {
+                    let Ok(stream) = tokio_rustls::TlsAcceptor::from(config).accept(tcp).await
+                    else {
+                        return;
+                    };
+                    let cn = peer_cn(stream.get_ref().1);
+                    let svc = hyper_util::service::TowerToHyperService::new(
+                        app.layer(Extension(PeerCn(cn))),
+                    );
+                    let _ = builder
+                        .serve_connection_with_upgrades(hyper_util::rt::TokioIo::new(stream), svc)
+                        .await;
+                }
+            }
+        });
+    }
+}

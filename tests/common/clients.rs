@@ -1,0 +1,254 @@
+//! MCP clients for tests, one per downstream transport, each holding one session open.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+/// An HTTP client trusting `ca` (if any), with an optional bearer token.
+pub fn http(ca: Option<&Path>) -> reqwest::Client {
+    super::tls::install_provider();
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+    if let Some(ca) = ca {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in mcpgw::tls::pem::certs_from_file(ca).unwrap() {
+            roots.add(c).unwrap();
+        }
+        let config = rustls::ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        builder = builder.tls_backend_preconfigured(config);
+    }
+    builder.build().unwrap()
+}
+
+fn call(id: Value, tool: &str, args: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": args}})
+}
+
+/// A Streamable-HTTP session.
+pub struct Streamable {
+    http: reqwest::Client,
+    url: String,
+    bearer: Option<String>,
+    /// The session id from initialize.
+    pub session: String,
+}
+
+impl Streamable {
+    /// `initialize` + `notifications/initialized`.
+    pub async fn open(
+        http: reqwest::Client,
+        url: &str,
+        bearer: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let mut this = Self {
+            http,
+            url: url.to_owned(),
+            bearer: bearer.map(str::to_owned),
+            session: String::new(),
+        };
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}});
+        let resp = this.post(&init).await?;
+        this.session = resp
+            .headers()
+            .get("mcp-session-id")
+            .ok_or_else(|| anyhow::anyhow!("no session id"))?
+            .to_str()?
+            .to_owned();
+        this.post(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+            .await?;
+        Ok(this)
+    }
+
+    async fn post(&self, body: &Value) -> anyhow::Result<reqwest::Response> {
+        let mut req = self
+            .http
+            .post(&self.url)
+            .header("accept", "application/json, text/event-stream")
+            .json(body);
+        if !self.session.is_empty() {
+            req = req
+                .header("mcp-session-id", &self.session)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        if let Some(b) = &self.bearer {
+            req = req.bearer_auth(b);
+        }
+        Ok(req.send().await?)
+    }
+
+    /// Send one request; the JSON answer.
+    pub async fn request(&self, msg: &Value) -> anyhow::Result<Value> {
+        let resp = self.post(msg).await?;
+        let status = resp.status();
+        let body: Value = resp.json().await?;
+        anyhow::ensure!(status.is_success(), "HTTP {status}: {body}");
+        Ok(body)
+    }
+
+    /// `tools/call`.
+    pub async fn call(&self, id: Value, tool: &str, args: Value) -> anyhow::Result<Value> {
+        self.request(&call(id, tool, args)).await
+    }
+}
+
+/// A legacy HTTP+SSE session.
+pub struct SseSession {
+    http: reqwest::Client,
+    endpoint: String,
+    bearer: Option<String>,
+    events: mpsc::UnboundedReceiver<Value>,
+    _reader: tokio::task::JoinHandle<()>,
+}
+
+impl SseSession {
+    /// GET the stream and wait for `endpoint`.
+    pub async fn open(
+        http: reqwest::Client,
+        base: &str,
+        path: &str,
+        bearer: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        let mut req = http
+            .get(format!("{base}{path}"))
+            .header("accept", "text/event-stream");
+        if let Some(b) = bearer {
+            req = req.bearer_auth(b);
+        }
+        let resp = req.timeout(Duration::from_secs(3600)).send().await?;
+        anyhow::ensure!(
+            resp.status().is_success(),
+            "GET {path}: HTTP {}",
+            resp.status()
+        );
+        let mut stream = resp.bytes_stream();
+        let (endpoint_tx, endpoint_rx) = tokio::sync::oneshot::channel();
+        let (tx, events) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            let mut buf = String::new();
+            let mut endpoint_tx = Some(endpoint_tx);
+            while let Some(Ok(chunk)) = stream.next().await {
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buf.find("\n\n") {
+                    let frame: String = buf.drain(..end + 2).collect();
+                    let mut event = "message";
+                    let mut data = String::new();
+                    for line in frame.lines() {
+                        if let Some(e) = line.strip_prefix("event:") {
+                            event = if e.trim() == "endpoint" {
+                                "endpoint"
+                            } else {
+                                "message"
+                            };
+                        } else if let Some(d) = line.strip_prefix("data:") {
+                            data.push_str(d.trim_start());
+                        }
+                    }
+                    if event == "endpoint" {
+                        if let Some(tx) = endpoint_tx.take() {
+                            let _ = tx.send(data);
+                        }
+                    } else if let Ok(v) = serde_json::from_str::<Value>(&data) {
+                        let _ = tx.send(v);
+                    }
+                }
+            }
+        });
+        let endpoint = tokio::time::timeout(Duration::from_secs(10), endpoint_rx).await??;
+        Ok(Self {
+            http,
+            endpoint: format!("{base}{endpoint}"),
+            bearer: bearer.map(str::to_owned),
+            events,
+            _reader: reader,
+        })
+    }
+
+    /// POST one request and wait for its answer on the stream.
+    pub async fn request(&mut self, msg: &Value) -> anyhow::Result<Value> {
+        let mut req = self.http.post(&self.endpoint).json(msg);
+        if let Some(b) = &self.bearer {
+            req = req.bearer_auth(b);
+        }
+        let status = req.send().await?.status();
+        anyhow::ensure!(status.as_u16() == 202, "POST message: HTTP {status}");
+        let answer = tokio::time::timeout(Duration::from_secs(30), self.events.recv())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("SSE stream closed"))?;
+        Ok(answer)
+    }
+
+    /// `tools/call`.
+    pub async fn call(&mut self, id: Value, tool: &str, args: Value) -> anyhow::Result<Value> {
+        self.request(&call(id, tool, args)).await
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// A WebSocket session over TLS.
+pub struct WsSession {
+    ws: Ws,
+}
+
+impl WsSession {
+    /// Connect to `wss://localhost:PORT/ws` trusting `ca`.
+    pub async fn open(
+        addr: std::net::SocketAddr,
+        ca: &Path,
+        bearer: Option<&str>,
+    ) -> anyhow::Result<Self> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let config = super::tls::client_config(ca);
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let mut config = (*config).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(rustls::pki_types::ServerName::try_from("localhost")?, tcp)
+            .await?;
+        let mut request = format!("wss://localhost:{}/ws", addr.port()).into_client_request()?;
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", "mcp".parse()?);
+        if let Some(b) = bearer {
+            request
+                .headers_mut()
+                .insert("authorization", format!("Bearer {b}").parse()?);
+        }
+        let (ws, _) = tokio_tungstenite::client_async(request, tls).await?;
+        Ok(Self { ws })
+    }
+
+    /// Send one request and wait for the frame that answers it (skipping pings).
+    pub async fn request(&mut self, msg: &Value) -> anyhow::Result<Value> {
+        use tokio_tungstenite::tungstenite::Message;
+        self.ws.send(Message::Text(msg.to_string().into())).await?;
+        loop {
+            let frame = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("WebSocket closed"))??;
+            if let Message::Text(text) = frame {
+                return Ok(serde_json::from_str(&text)?);
+            }
+        }
+    }
+
+    /// `tools/call`.
+    pub async fn call(&mut self, id: Value, tool: &str, args: Value) -> anyhow::Result<Value> {
+        self.request(&call(id, tool, args)).await
+    }
+}
+
+/// The first text content of a tools/call answer.
+pub fn text(answer: &Value) -> String {
+    answer["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no text in {answer}"))
+        .to_owned()
+}

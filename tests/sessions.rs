@@ -1,0 +1,301 @@
+//! Downstream sessions: they survive certificate rotation on every transport, many clients
+//! share one upstream session without crossing answers, bad input is refused without
+//! disturbing anyone else, and sessions are bounded and expire.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::clients::{self, SseSession, Streamable, WsSession};
+use common::upstream::Upstream;
+use common::{Dir, Gateway, SIGHUP};
+use serde_json::{Value, json};
+
+#[test]
+fn sse_websocket_and_streamable_sessions_survive_twenty_rotations() {
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let up = Upstream::start(&[
+        "--tls-cert",
+        &pki.s("server.crt"),
+        "--tls-key",
+        &pki.s("server.key"),
+        "--client-ca",
+        &pki.s("ca.crt"),
+    ]);
+    // The gateway serves copies of the files, so rotating them leaves the upstream's alone.
+    std::fs::copy(pki.file("server.crt"), dir.join("gw.crt")).unwrap();
+    std::fs::copy(pki.file("server.key"), dir.join("gw.key")).unwrap();
+    let mut gw = Gateway::start(
+        &dir,
+        &[
+            "--tls-cert",
+            dir.join("gw.crt").to_str().unwrap(),
+            "--tls-key",
+            dir.join("gw.key").to_str().unwrap(),
+            "--tls-ca",
+            &pki.s("ca.crt"),
+        ],
+    );
+    dir.run_expect(
+        &[
+            "gateway",
+            "add",
+            "rs",
+            &format!("https://localhost:{}/mcp", up.port()),
+            "--ca-cert",
+            &pki.s("ca.crt"),
+            "--client-cert",
+            &pki.s("client.crt"),
+            "--client-key",
+            &pki.s("client.key"),
+        ],
+        0,
+    );
+    let (token, _) = dir.run_expect(&["token", "create"], 0);
+    let token = token.trim().to_owned();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let base = format!("https://localhost:{}", gw.addr.port());
+    let http = clients::http(Some(&pki.file("ca.crt")));
+    // Resolve localhost to the gateway's loopback address explicitly.
+    let (mut streamable, mut sse, mut ws) = rt.block_on(async {
+        let s = Streamable::open(http.clone(), &format!("{base}/mcp"), Some(&token))
+            .await
+            .unwrap();
+        let e = SseSession::open(http.clone(), &base, "/sse", Some(&token))
+            .await
+            .unwrap();
+        let w = WsSession::open(gw.addr, &pki.file("ca.crt"), Some(&token))
+            .await
+            .unwrap();
+        (s, e, w)
+    });
+    let session_id = streamable.session.clone();
+    let mut fingerprints = std::collections::HashSet::new();
+    for round in 0..20 {
+        if round % 2 == 0 {
+            common::mint_server(&pki, &dir.join("gw.crt"), &dir.join("gw.key"));
+            gw.signal(SIGHUP);
+            gw.wait_log_count("trigger=\"SIGHUP\"", round / 2 + 1, Duration::from_secs(10));
+        } else {
+            dir.run_expect(
+                &[
+                    "cert",
+                    "rotate",
+                    "--issue",
+                    "--ca-cert",
+                    &pki.s("ca.crt"),
+                    "--ca-key",
+                    &pki.s("ca.key"),
+                ],
+                0,
+            );
+        }
+        let served = rt
+            .block_on(common::tls::connect(
+                gw.addr,
+                common::tls::client_config(&pki.file("ca.crt")),
+            ))
+            .unwrap()
+            .fingerprint;
+        assert!(
+            fingerprints.insert(served),
+            "round {round}: the certificate did not change"
+        );
+        rt.block_on(async {
+            let a = streamable
+                .call(
+                    json!(round),
+                    "rs__echo",
+                    json!({"text": format!("http-{round}")}),
+                )
+                .await
+                .unwrap();
+            assert_eq!(clients::text(&a), format!("http-{round}"));
+            let b = sse
+                .call(
+                    json!(round),
+                    "rs__echo",
+                    json!({"text": format!("sse-{round}")}),
+                )
+                .await
+                .unwrap();
+            assert_eq!(clients::text(&b), format!("sse-{round}"));
+            let c = ws
+                .call(
+                    json!(round),
+                    "rs__echo",
+                    json!({"text": format!("ws-{round}")}),
+                )
+                .await
+                .unwrap();
+            assert_eq!(clients::text(&c), format!("ws-{round}"));
+        });
+        assert!(gw.alive());
+    }
+    assert_eq!(streamable.session, session_id);
+    let (status, _) = dir.run_expect(&["status", "--json"], 0);
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["reloads"]["ok"], 20);
+    let _ = &mut streamable;
+}
+
+#[test]
+fn two_clients_with_colliding_ids_get_their_own_answers() {
+    let dir = Dir::new();
+    let up = Upstream::start(&[]);
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(&["gateway", "add", "rs", &format!("{}/mcp", up.base)], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("http://{}/mcp", gw.addr);
+    let http = clients::http(None);
+    let (a, b) = rt.block_on(async {
+        (
+            Arc::new(Streamable::open(http.clone(), &url, None).await.unwrap()),
+            Arc::new(Streamable::open(http.clone(), &url, None).await.unwrap()),
+        )
+    });
+    let wrong = rt.block_on(async {
+        let sem = Arc::new(tokio::sync::Semaphore::new(16));
+        let mut tasks = Vec::new();
+        for i in 0..500u32 {
+            for (who, client) in [("a", a.clone()), ("b", b.clone())] {
+                let sem = sem.clone();
+                tasks.push(tokio::spawn(async move {
+                    let _permit = sem.acquire().await.unwrap();
+                    let text = format!("{who}-{i}");
+                    let answer = client
+                        .call(json!(i), "rs__echo", json!({"text": text}))
+                        .await
+                        .unwrap();
+                    (answer["id"] == json!(i) && clients::text(&answer) == text) as u32
+                }));
+            }
+        }
+        let mut ok = 0;
+        for t in tasks {
+            ok += t.await.unwrap();
+        }
+        1000 - ok
+    });
+    assert_eq!(wrong, 0, "{wrong} of 1000 answers were crossed or wrong");
+    let stats: Value = rt.block_on(async {
+        http.get(format!("{}/stats", up.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    });
+    // One upstream session for all of it: initialize once (at registration).
+    assert_eq!(
+        stats["initializes"], 0,
+        "the 2026-07-28 probe answered, so no initialize is needed: {stats}"
+    );
+    assert_eq!(stats["calls"], 1000, "{stats}");
+}
+
+#[test]
+fn bad_input_gets_its_error_and_a_healthy_session_is_unaffected() {
+    let dir = Dir::new();
+    let up = Upstream::start(&[]);
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(&["gateway", "add", "rs", &format!("{}/mcp", up.base)], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("http://{}/mcp", gw.addr);
+    let http = clients::http(None);
+    let healthy = rt
+        .block_on(Streamable::open(http.clone(), &url, None))
+        .unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let healthy = Arc::new(healthy);
+    let loop_task = {
+        let (healthy, stop) = (healthy.clone(), stop.clone());
+        rt.spawn(async move {
+            let (mut ok, mut bad) = (0u32, 0u32);
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                match healthy
+                    .call(json!(i), "rs__echo", json!({"text": i.to_string()}))
+                    .await
+                {
+                    Ok(a) if clients::text(&a) == i.to_string() => ok += 1,
+                    _ => bad += 1,
+                }
+            }
+            (ok, bad)
+        })
+    };
+    let post = |body: Vec<u8>| {
+        let http = http.clone();
+        let url = url.clone();
+        rt.block_on(async move {
+            let resp = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap_or_default())
+        })
+    };
+    let (status, _) = post(vec![b' '; 5 * 1024 * 1024]);
+    assert_eq!(status, 413, "oversized body");
+    let (status, body) = post(b"{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": ".to_vec());
+    assert_eq!(status, 400);
+    assert!(body.contains("-32700"), "{body}");
+    let (_, body) =
+        post(br#"{"jsonrpc": "2.0", "id": {"not": "an id"}, "method": "tools/list"}"#.to_vec());
+    assert!(body.contains("-32600"), "{body}");
+    let (_, body) = post(br#"{"jsonrpc": "1.0", "id": 2, "method": "tools/list"}"#.to_vec());
+    assert!(body.contains("-32600"), "{body}");
+    let (_, body) = post(br#"{"jsonrpc": "2.0", "id": 3, "method": "no/such/method"}"#.to_vec());
+    assert!(body.contains("-32601"), "{body}");
+    let (status, _) = post(b"[]".to_vec());
+    assert_eq!(status, 400, "empty batch");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (ok, bad) = rt.block_on(loop_task).unwrap();
+    assert_eq!(bad, 0, "the healthy session saw {bad} failures");
+    assert!(ok > 0);
+}
+
+#[test]
+fn sessions_are_bounded_and_expire_when_idle() {
+    let dir = Dir::new();
+    std::fs::write(
+        dir.join("mcpgw.toml"),
+        "[mcp]\nmax_sessions = 2\nsession_idle_secs = 1\n",
+    )
+    .unwrap();
+    let gw = Gateway::start(&dir, &["--no-auth", "--config", "mcpgw.toml"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("http://{}/mcp", gw.addr);
+    let http = clients::http(None);
+    rt.block_on(async {
+        let a = Streamable::open(http.clone(), &url, None).await.unwrap();
+        let _b = Streamable::open(http.clone(), &url, None).await.unwrap();
+        let err = Streamable::open(http.clone(), &url, None).await.err().expect("a third session must be refused");
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+        let resp = http.post(&url).json(&init).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 503, "{err}");
+        assert!(resp.text().await.unwrap().contains("too many open Streamable HTTP sessions (limit 2)"));
+        // Used sessions stay; after a second unused they are gone and room is made.
+        assert!(a.request(&json!({"jsonrpc": "2.0", "id": 1, "method": "ping"})).await.is_ok());
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let expired = a.request(&json!({"jsonrpc": "2.0", "id": 2, "method": "ping"})).await;
+        assert!(expired.unwrap_err().to_string().contains("404"), "an idle session must expire");
+        Streamable::open(http.clone(), &url, None).await.expect("room after expiry");
+        // SSE has the same bound.
+        let base = format!("http://{}", gw.addr);
+        let _s1 = common::clients::SseSession::open(http.clone(), &base, "/sse", None).await.unwrap();
+        let _s2 = common::clients::SseSession::open(http.clone(), &base, "/sse", None).await.unwrap();
+        let third = http.get(format!("{base}/sse")).send().await.unwrap();
+        assert_eq!(third.status().as_u16(), 503);
+    });
+}
