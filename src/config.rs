@@ -107,6 +107,21 @@ pub struct FileConfig {
     /// `[mcp]`.
     #[serde(default)]
     pub mcp: FileMcp,
+    /// `[http]`.
+    #[serde(default)]
+    pub http: FileHttp,
+}
+
+/// `[http]` of `mcpgw.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHttp {
+    /// Host names accepted in `Host`/`Origin` besides the defaults.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// Exact origins accepted.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 /// `[mcp]` of `mcpgw.toml`: the downstream MCP endpoints.
@@ -203,6 +218,10 @@ pub struct ServeConfig {
     pub cert_dirs: Vec<PathBuf>,
     /// Downstream session bounds.
     pub sessions: crate::http::mcp::SessionLimits,
+    /// Extra accepted hosts and origins.
+    pub allowed_hosts: Vec<String>,
+    /// Exact accepted origins.
+    pub allowed_origins: Vec<String>,
 }
 
 /// Global options that matter to `serve` (they live on the top-level command).
@@ -404,6 +423,8 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
             separator,
         },
         cert_dirs,
+        allowed_hosts: file.http.allowed_hosts,
+        allowed_origins: file.http.allowed_origins,
         sessions: crate::http::mcp::SessionLimits {
             max: max_sessions,
             idle: Duration::from_secs(session_idle),

@@ -268,3 +268,46 @@ fn json_logs_are_one_object_per_line() {
         assert!(v["level"].is_string());
     }
 }
+
+fn raw(addr: std::net::SocketAddr, request: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
+}
+
+#[test]
+fn foreign_host_or_origin_is_refused_on_a_loopback_listener() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let post = |host: &str, origin: Option<&str>| {
+        let origin = origin
+            .map(|o| format!("origin: {o}\r\n"))
+            .unwrap_or_default();
+        raw(
+            gw.addr,
+            &format!(
+                "POST /mcp HTTP/1.1\r\nhost: {host}\r\n{origin}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            ),
+        )
+    };
+    let own = format!("127.0.0.1:{}", gw.addr.port());
+    assert!(
+        post(&own, None).starts_with("HTTP/1.1 200"),
+        "own host must pass"
+    );
+    assert!(
+        post("localhost", Some("http://localhost:6274")).starts_with("HTTP/1.1 200"),
+        "local origin must pass"
+    );
+    let r = post("evil.example.com", None);
+    assert!(
+        r.starts_with("HTTP/1.1 403") && r.contains("DNS-rebinding"),
+        "{r}"
+    );
+    let r = post(&own, Some("http://evil.example.com"));
+    assert!(r.starts_with("HTTP/1.1 403") && r.contains("Origin"), "{r}");
+}

@@ -80,6 +80,12 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         metrics.clone(),
         cfg.sessions,
     ));
+    let state = {
+        let mut s = Arc::try_unwrap(state).expect("state not shared yet");
+        s.origin.allowed_hosts = cfg.allowed_hosts.clone();
+        s.origin.allowed_origins = cfg.allowed_origins.clone();
+        Arc::new(s)
+    };
     let graceful = Arc::new(GracefulShutdown::new());
     let stop = CancellationToken::new();
     // Forget idle Streamable-HTTP sessions now and then (lookups also expire them lazily).

@@ -369,18 +369,29 @@ pub async fn handle(
                 }
             }
             Ok(
-                json!({"protocolVersion": version, "capabilities": capabilities(), "serverInfo": server_info()}),
+                json!({"protocolVersion": version, "capabilities": capabilities(state, scope), "serverInfo": server_info()}),
             )
         }
         "server/discover" => {
             let mut versions: Vec<&str> = SESSION_VERSIONS.iter().rev().copied().collect();
             versions.push(MODERN_VERSION);
             Ok(
-                json!({"supportedVersions": versions, "capabilities": capabilities(), "serverInfo": server_info()}),
+                json!({"supportedVersions": versions, "capabilities": capabilities(state, scope), "serverInfo": server_info()}),
             )
         }
         "ping" => Ok(json!({})),
-        "logging/setLevel" => Ok(json!({})),
+        "logging/setLevel" => {
+            for up in in_scope(state, scope) {
+                if up.capabilities().get("logging").is_some() {
+                    // Best effort: one upstream refusing does not fail the others.
+                    let _ = up.request("logging/setLevel", params.clone()).await;
+                }
+            }
+            Ok(json!({}))
+        }
+        "completion/complete" => {
+            return Some(route_completion(state, scope, &sep, id, params).await);
+        }
         "tools/list" => Ok(json!({"tools": listing(state, scope, &sep, |c| &c.tools, "name")})),
         "prompts/list" => {
             Ok(json!({"prompts": listing(state, scope, &sep, |c| &c.prompts, "name")}))
@@ -408,8 +419,32 @@ pub async fn handle(
     })
 }
 
-fn capabilities() -> Value {
-    json!({"tools": {"listChanged": true}, "resources": {"listChanged": true, "subscribe": true}, "prompts": {"listChanged": true}, "logging": {}})
+/// What this scope can do: for one upstream, what it announced (plus logging, which mcpgw
+/// answers); for all, the union, with list changes always announced since upstreams come and go.
+fn capabilities(state: &AppState, scope: &Scope) -> Value {
+    let ups = match scope {
+        Scope::All => state.registry.list(),
+        Scope::One(name) => state.registry.get(name).into_iter().collect(),
+    };
+    let caps: Vec<Value> = ups.iter().map(|u| u.capabilities()).collect();
+    let any = |f: &dyn Fn(&Value) -> bool| caps.iter().any(f);
+    if let Scope::One(_) = scope
+        && let Some(Value::Object(one)) = caps.first()
+    {
+        let mut one = one.clone();
+        one.entry("logging").or_insert_with(|| json!({}));
+        return Value::Object(one);
+    }
+    let mut out = json!({
+        "tools": {"listChanged": true},
+        "resources": {"listChanged": true, "subscribe": any(&|c| c.pointer("/resources/subscribe") == Some(&json!(true)))},
+        "prompts": {"listChanged": true},
+        "logging": {},
+    });
+    if any(&|c| c.get("completions").is_some()) {
+        out["completions"] = json!({});
+    }
+    out
 }
 
 fn server_info() -> Value {
@@ -532,6 +567,79 @@ async fn route_named(
     forward(&up, id, method, Value::Object(params)).await
 }
 
+async fn route_completion(
+    state: &AppState,
+    scope: &Scope,
+    sep: &str,
+    id: Value,
+    params: Option<Value>,
+) -> Value {
+    let mut params = params.unwrap_or_default();
+    match params.pointer("/ref/type").and_then(Value::as_str) {
+        Some("ref/prompt") => {
+            let name = params
+                .pointer("/ref/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let (upstream, original) = match scope {
+                Scope::One(u) => (u.clone(), name),
+                Scope::All => match name.split_once(sep) {
+                    Some((u, rest)) => (u.to_owned(), rest.to_owned()),
+                    None => {
+                        return jsonrpc::error(
+                            id,
+                            code::INVALID_PARAMS,
+                            format!("unknown prompt '{name}'"),
+                        );
+                    }
+                },
+            };
+            let Some(up) = state.registry.get(&upstream) else {
+                return jsonrpc::error(
+                    id,
+                    code::INVALID_PARAMS,
+                    format!("no upstream named '{upstream}'"),
+                );
+            };
+            params["ref"]["name"] = Value::String(original);
+            forward(&up, id, "completion/complete", params).await
+        }
+        Some("ref/resource") => {
+            let uri = params
+                .pointer("/ref/uri")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let owner = in_scope(state, scope).into_iter().find(|u| {
+                let c = u.catalog();
+                c.resources
+                    .iter()
+                    .chain(c.resource_templates.iter())
+                    .any(|r| {
+                        r.get("uri")
+                            .or_else(|| r.get("uriTemplate"))
+                            .and_then(Value::as_str)
+                            == Some(&uri)
+                    })
+            });
+            match owner {
+                Some(up) => forward(&up, id, "completion/complete", params).await,
+                None => jsonrpc::error(
+                    id,
+                    code::INVALID_PARAMS,
+                    format!("no online upstream offers '{uri}'"),
+                ),
+            }
+        }
+        _ => jsonrpc::error(
+            id,
+            code::INVALID_PARAMS,
+            "completion/complete needs params.ref of type ref/prompt or ref/resource",
+        ),
+    }
+}
+
 async fn route_uri(
     state: &AppState,
     scope: &Scope,
@@ -553,6 +661,17 @@ async fn route_uri(
                 .resources
                 .iter()
                 .any(|r| r.get("uri").and_then(Value::as_str) == Some(&uri))
+        })
+        .or_else(|| {
+            // A URI made from a template: match the template's literal prefix.
+            candidates.iter().find(|u| {
+                u.catalog().resource_templates.iter().any(|t| {
+                    t.get("uriTemplate")
+                        .and_then(Value::as_str)
+                        .and_then(|tpl| tpl.split('{').next())
+                        .is_some_and(|prefix| !prefix.is_empty() && uri.starts_with(prefix))
+                })
+            })
         })
         .or_else(|| {
             if candidates.len() == 1 {

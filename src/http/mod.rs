@@ -8,6 +8,7 @@ pub mod gateways;
 pub mod health;
 pub mod mcp;
 pub mod metrics;
+pub mod origin;
 pub mod sse;
 pub mod ws;
 
@@ -48,6 +49,8 @@ pub struct AppState {
     pub sse: sse::SseSessions,
     /// WebSocket timing.
     pub ws: ws::WsSettings,
+    /// Host/Origin rules of the listener.
+    pub origin: origin::OriginPolicy,
     /// Open WebSocket sessions (for the sessions gauge).
     pub ws_open: std::sync::atomic::AtomicUsize,
     ready: AtomicBool,
@@ -79,6 +82,10 @@ impl AppState {
             sse: sse::SseSessions::from_env(),
             ws: ws::WsSettings::from_env(),
             ws_open: std::sync::atomic::AtomicUsize::new(0),
+            origin: origin::OriginPolicy {
+                loopback: listen.ip().is_loopback(),
+                ..Default::default()
+            },
             ready: AtomicBool::new(false),
             streams: CancellationToken::new(),
         }
@@ -156,10 +163,16 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
         // Outermost, so refusals by auth and the body limit are counted too. `Router::layer`
         // wraps each route (and the fallback), where `MatchedPath` is already known. The control
         // socket is the CLI's channel, not traffic: it is not counted.
-        Surface::Listener => router.layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            metrics::track,
-        )),
+        Surface::Listener => router
+            // Host/Origin first: a rebinding page gets nothing, not even a 401.
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                origin::check,
+            ))
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                metrics::track,
+            )),
         Surface::Control => router,
     }
     .with_state(state)

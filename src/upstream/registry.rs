@@ -124,6 +124,15 @@ impl Upstream {
         self.reg.load_full()
     }
 
+    /// The capabilities the upstream announced (null before the first connection).
+    pub fn capabilities(&self) -> Value {
+        self.conn
+            .load()
+            .as_ref()
+            .map(|c| c.capabilities.clone())
+            .unwrap_or(Value::Null)
+    }
+
     /// Current catalog.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.load_full()

@@ -1,0 +1,192 @@
+//! DNS-rebinding protection on the listener: the `Host` and `Origin` headers must name this
+//! gateway. MCP's transport spec requires servers to validate `Origin`; a browser page on
+//! another site must not be able to drive a gateway on loopback.
+//!
+//! Rules: on a loopback listener, `Host` must be a loopback name (`localhost`, `127.0.0.1`,
+//! `[::1]`, any port) unless listed in `allowed_hosts`; on another address any `Host` is
+//! accepted unless `allowed_hosts` is set. An `Origin`, when present, must be `null`-free and
+//! have a host that passes the same `Host` rule, or be listed in `allowed_origins`. Requests
+//! without `Origin` (every non-browser client) pass the Origin rule.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+
+/// Which hosts and origins are accepted.
+#[derive(Debug, Clone, Default)]
+pub struct OriginPolicy {
+    /// Whether the listener is on a loopback address.
+    pub loopback: bool,
+    /// Extra host names (without port) accepted in `Host` and `Origin`.
+    pub allowed_hosts: Vec<String>,
+    /// Exact origins accepted (`https://app.example.com`).
+    pub allowed_origins: Vec<String>,
+}
+
+fn is_loopback_name(host: &str) -> bool {
+    matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1") || host.ends_with(".localhost")
+}
+
+/// The host part of `host[:port]` (IPv6 in brackets kept).
+fn host_only(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return authority.split_inclusive(']').next().unwrap_or(authority);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+impl OriginPolicy {
+    fn host_ok(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        if self
+            .allowed_hosts
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(&host))
+        {
+            return true;
+        }
+        if self.loopback {
+            is_loopback_name(&host)
+        } else {
+            self.allowed_hosts.is_empty()
+        }
+    }
+
+    /// `Ok` or the reason for a 403.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), String> {
+        if let Some(host) = headers.get(header::HOST) {
+            let host = host
+                .to_str()
+                .map_err(|_| "the Host header is not text".to_owned())?;
+            if !self.host_ok(host_only(host)) {
+                return Err(format!(
+                    "Host '{host}' is not accepted by this gateway (DNS-rebinding protection; see allowed_hosts)"
+                ));
+            }
+        }
+        if let Some(origin) = headers.get(header::ORIGIN) {
+            let origin = origin
+                .to_str()
+                .map_err(|_| "the Origin header is not text".to_owned())?;
+            if self.allowed_origins.iter().any(|o| o == origin) {
+                return Ok(());
+            }
+            let host = url::Url::parse(origin).ok().and_then(|u| {
+                u.host_str().map(|h| {
+                    if h.contains(':') {
+                        format!("[{h}]")
+                    } else {
+                        h.to_owned()
+                    }
+                })
+            });
+            match host {
+                Some(h) if self.host_ok(&h) => {}
+                _ => {
+                    return Err(format!(
+                        "Origin '{origin}' is not allowed (see allowed_origins)"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Middleware: 403 for a foreign `Host` or `Origin`.
+pub async fn check(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    match state.origin.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(reason) => {
+            tracing::warn!(%reason, "request refused");
+            (
+                StatusCode::FORBIDDEN,
+                axum::Json(serde_json::json!({"error": {"code": "forbidden", "message": reason}})),
+            )
+                .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn loopback_listener_accepts_loopback_names_only() {
+        let p = OriginPolicy {
+            loopback: true,
+            ..Default::default()
+        };
+        assert!(p.check(&headers(&[("host", "127.0.0.1:4444")])).is_ok());
+        assert!(
+            p.check(&headers(&[
+                ("host", "localhost:4444"),
+                ("origin", "http://localhost:3000")
+            ]))
+            .is_ok()
+        );
+        assert!(p.check(&headers(&[("host", "[::1]:4444")])).is_ok());
+        assert!(p.check(&headers(&[("host", "evil.example.com")])).is_err());
+        assert!(
+            p.check(&headers(&[
+                ("host", "localhost"),
+                ("origin", "http://evil.example.com")
+            ]))
+            .is_err()
+        );
+        assert!(
+            p.check(&headers(&[("host", "localhost"), ("origin", "null")]))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn allow_lists_extend_the_rules() {
+        let p = OriginPolicy {
+            loopback: false,
+            allowed_hosts: vec!["gw.example.com".into()],
+            allowed_origins: vec!["https://app.example.com".into()],
+        };
+        assert!(p.check(&headers(&[("host", "gw.example.com:443")])).is_ok());
+        assert!(p.check(&headers(&[("host", "other.example.com")])).is_err());
+        assert!(
+            p.check(&headers(&[
+                ("host", "gw.example.com"),
+                ("origin", "https://app.example.com")
+            ]))
+            .is_ok()
+        );
+        assert!(
+            p.check(&headers(&[
+                ("host", "gw.example.com"),
+                ("origin", "https://evil.example.com")
+            ]))
+            .is_err()
+        );
+        let open = OriginPolicy {
+            loopback: false,
+            ..Default::default()
+        };
+        assert!(
+            open.check(&headers(&[("host", "anything.example")]))
+                .is_ok()
+        );
+    }
+}
