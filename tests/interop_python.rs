@@ -169,3 +169,41 @@ fn python_sdk_client_both_eras_over_streamable_http_reaches_both_eras_of_upstrea
         assert_eq!(out["result"], "direct", "{out}");
     }
 }
+
+#[test]
+fn python_sdk_client_over_legacy_sse_reaches_both_eras_of_upstream() {
+    let Some(py) = py::python() else { return };
+    let bed = bed(&py);
+    for upstream in ["modern", "legacy"] {
+        let out = py_client(
+            &py,
+            &bed,
+            "/sse",
+            "sse",
+            "legacy",
+            &format!("{upstream}__add"),
+            r#"{"a": 1, "b": 2}"#,
+        );
+        assert_eq!(out["result"], "3", "{upstream}: {out}");
+        let who = py_client(
+            &py,
+            &bed,
+            "/sse",
+            "sse",
+            "modern",
+            &format!("{upstream}__whoami"),
+            "{}",
+        );
+        assert_eq!(who["result"], "mcpgw-client", "{upstream}: {who}");
+    }
+    let out = py_client(
+        &py,
+        &bed,
+        "/servers/modern/sse",
+        "sse",
+        "legacy",
+        "echo",
+        r#"{"text": "one upstream"}"#,
+    );
+    assert_eq!(out["result"], "one upstream", "{out}");
+}

@@ -36,8 +36,9 @@ pub fn is_modern(headers: &HeaderMap, msg: &Value) -> bool {
             .is_some()
 }
 
-/// Run the ladder; `Err` is the HTTP status and JSON-RPC error to answer with.
-pub fn check(headers: &HeaderMap, msg: &Value) -> Result<(), (StatusCode, Value)> {
+/// Run the ladder; `Err` is the HTTP status and JSON-RPC error to answer with. `headers` is
+/// `None` on transports without per-message headers (SSE, WebSocket): that rung is skipped.
+pub fn check(headers: Option<&HeaderMap>, msg: &Value) -> Result<(), (StatusCode, Value)> {
     let id = msg.get("id").cloned().unwrap_or(Value::Null);
     let reject = |c: i64, m: String, data: Option<Value>| {
         let mut e = jsonrpc::error(id.clone(), c, m);
@@ -71,38 +72,41 @@ pub fn check(headers: &HeaderMap, msg: &Value) -> Result<(), (StatusCode, Value)
         );
     }
     let version = meta.get(META_PROTOCOL_VERSION).and_then(Value::as_str);
-    if header(headers, "mcp-protocol-version") != version || version.is_none() {
-        return reject(
-            code::HEADER_MISMATCH,
-            "the MCP-Protocol-Version header does not match params._meta's protocol version".into(),
-            None,
-        );
-    }
-    let method = jsonrpc::method(msg).unwrap_or_default();
-    if header(headers, "mcp-method") != Some(method) {
-        return reject(
-            code::HEADER_MISMATCH,
-            "the Mcp-Method header does not match the request's method".into(),
-            None,
-        );
-    }
-    let name_key = match method {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" => Some("uri"),
-        _ => None,
-    };
-    if let Some(key) = name_key
-        && let Some(value) = msg
-            .get("params")
-            .and_then(|p| p.get(key))
-            .and_then(Value::as_str)
-        && header(headers, "mcp-name") != Some(header_safe(value).as_str())
-    {
-        return reject(
-            code::HEADER_MISMATCH,
-            format!("the Mcp-Name header does not match params.{key}"),
-            None,
-        );
+    if let Some(headers) = headers {
+        if header(headers, "mcp-protocol-version") != version || version.is_none() {
+            return reject(
+                code::HEADER_MISMATCH,
+                "the MCP-Protocol-Version header does not match params._meta's protocol version"
+                    .into(),
+                None,
+            );
+        }
+        let method = jsonrpc::method(msg).unwrap_or_default();
+        if header(headers, "mcp-method") != Some(method) {
+            return reject(
+                code::HEADER_MISMATCH,
+                "the Mcp-Method header does not match the request's method".into(),
+                None,
+            );
+        }
+        let name_key = match method {
+            "tools/call" | "prompts/get" => Some("name"),
+            "resources/read" => Some("uri"),
+            _ => None,
+        };
+        if let Some(key) = name_key
+            && let Some(value) = msg
+                .get("params")
+                .and_then(|p| p.get(key))
+                .and_then(Value::as_str)
+            && header(headers, "mcp-name") != Some(header_safe(value).as_str())
+        {
+            return reject(
+                code::HEADER_MISMATCH,
+                format!("the Mcp-Name header does not match params.{key}"),
+                None,
+            );
+        }
     }
     let version = version.unwrap_or_default();
     if version != MODERN_VERSION {

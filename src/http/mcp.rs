@@ -239,7 +239,7 @@ async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Byte
             );
         }
         if jsonrpc::kind(&msg) == Kind::Request
-            && let Err((status, body)) = super::era::check(&headers, &msg)
+            && let Err((status, body)) = super::era::check(Some(&headers), &msg)
         {
             return rpc_http(status, body);
         }
@@ -733,8 +733,21 @@ pub(super) async fn answer_on_connection(
 }
 
 async fn answer_on_connection_one(state: &AppState, scope: &Scope, msg: Value) -> Option<Value> {
+    // 2026-07-28 requests may come over these transports too (the envelope says so); there
+    // are no per-message headers to check, the rest of the ladder applies.
+    let modern = super::era::is_modern(&HeaderMap::new(), &msg);
+    if modern
+        && jsonrpc::kind(&msg) == Kind::Request
+        && let Err((_, body)) = super::era::check(None, &msg)
+    {
+        return Some(body);
+    }
+    let method = jsonrpc::method(&msg).unwrap_or_default().to_owned();
     let mut new_session = None;
-    let answer = handle(state, scope, msg, &mut new_session).await;
+    let mut answer = handle(state, scope, msg, &mut new_session).await;
+    if modern && let Some(a) = answer.as_mut() {
+        super::era::decorate(&method, a);
+    }
     // On SSE and WebSocket the connection is the session; an `Mcp-Session-Id` minted by
     // `initialize` would never be used or deleted, so end it at once rather than leak it.
     if let Some(id) = new_session {

@@ -1,0 +1,137 @@
+//! Interop with the official TypeScript MCP SDK client (`@modelcontextprotocol/sdk` from npm)
+//! over Streamable HTTP, through mcpgw over HTTPS with a bearer token, to mTLS upstreams of
+//! both protocol eras. `.ci/setup-node` installs the client; without it the test is skipped,
+//! except under CI (`MCPGW_CI`), where it fails.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::py::{self, PyUpstream};
+use common::upstream::Upstream;
+use common::{Dir, Gateway};
+use serde_json::Value;
+
+fn ts_client() -> Option<std::path::PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ts");
+    if dir.join("node_modules/@modelcontextprotocol/sdk").exists() {
+        return Some(dir.join("client.mjs"));
+    }
+    if std::env::var_os("MCPGW_CI").is_some() {
+        panic!("the TypeScript SDK is not installed: run `bash .ci/setup-node`");
+    }
+    eprintln!("skipping: the TypeScript SDK is not installed (run `bash .ci/setup-node`)");
+    None
+}
+
+#[test]
+fn typescript_sdk_client_lists_and_calls_tools_of_mtls_upstreams_through_mcpgw() {
+    let Some(client) = ts_client() else { return };
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    // A session-era upstream (the Rust fixture over mTLS) and, when available, a 2026-07-28
+    // official Python SDK upstream.
+    let rust = Upstream::start(&[
+        "--tls-cert",
+        &pki.s("server.crt"),
+        "--tls-key",
+        &pki.s("server.key"),
+        "--client-ca",
+        &pki.s("ca.crt"),
+    ]);
+    let gw = Gateway::start(
+        &dir,
+        &[
+            "--tls-cert",
+            &pki.s("server.crt"),
+            "--tls-key",
+            &pki.s("server.key"),
+        ],
+    );
+    let add = |name: &str, url: &str| {
+        dir.run_expect(
+            &[
+                "gateway",
+                "add",
+                name,
+                url,
+                "--ca-cert",
+                &pki.s("ca.crt"),
+                "--client-cert",
+                &pki.s("client.crt"),
+                "--client-key",
+                &pki.s("client.key"),
+            ],
+            0,
+        );
+    };
+    add("rs", &format!("https://localhost:{}/mcp", rust.port()));
+    let py = py::python();
+    let _py_up = py.as_ref().map(|py| {
+        let port = py::free_port();
+        let up = PyUpstream::start(
+            py,
+            port,
+            &pki.file("ca.crt"),
+            &pki.file("server.crt"),
+            &pki.file("server.key"),
+            &["--transport", "streamable-http"],
+        );
+        add("py", &format!("https://localhost:{port}/mcp"));
+        up
+    });
+    let (token, _) = dir.run_expect(&["token", "create"], 0);
+    let mut calls = vec![
+        ("rs__whoami", "{}", "mcpgw-client"),
+        ("rs__echo", r#"{"text":"from node"}"#, "from node"),
+    ];
+    if py.is_some() {
+        calls.push(("py__add", r#"{"a":40,"b":2}"#, "42"));
+        calls.push(("py__whoami", "{}", "mcpgw-client"));
+    }
+    for (tool, args, expected) in calls {
+        let out = Command::new("node")
+            .arg(&client)
+            .args([
+                "--url",
+                &format!("https://localhost:{}/mcp", gw.addr.port()),
+                "--bearer",
+                token.trim(),
+                "--call",
+                tool,
+                "--args",
+                args,
+            ])
+            .env("NODE_EXTRA_CA_CERTS", pki.file("ca.crt"))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "node client calling {tool}: {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(v["result"], expected, "{tool}: {v}");
+        let tools: Vec<&str> = v["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        assert!(tools.contains(&"rs__echo"), "{tools:?}");
+    }
+    // Without the token the SDK gets a 401 and the client fails.
+    let out = Command::new("node")
+        .arg(&client)
+        .args([
+            "--url",
+            &format!("https://localhost:{}/mcp", gw.addr.port()),
+        ])
+        .env("NODE_EXTRA_CA_CERTS", pki.file("ca.crt"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}
