@@ -259,6 +259,12 @@ async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Byte
         );
     }
     let method = jsonrpc::method(&msg).unwrap_or_default().to_owned();
+    if streams_notifications(&method)
+        && jsonrpc::kind(&msg) == Kind::Request
+        && accepts_event_stream(&headers)
+    {
+        return stream_answer(state, scope, msg, method, modern).await;
+    }
     if method == "initialize" && state.sessions.is_full() && state.sessions.sweep() == 0 {
         return too_many_sessions(state.sessions.limits(), "Streamable HTTP");
     }
@@ -292,6 +298,65 @@ async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Byte
         response.headers_mut().insert("mcp-session-id", id);
     }
     response
+}
+
+/// Forwarded methods whose upstream may stream progress or log notifications before answering.
+fn streams_notifications(method: &str) -> bool {
+    matches!(method, "tools/call" | "prompts/get" | "resources/read" | "completion/complete")
+}
+
+fn accepts_event_stream(headers: &HeaderMap) -> bool {
+    headers
+        .get("accept")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"))
+}
+
+/// What a forwarded request produces, in order.
+enum Streamed {
+    /// A notification the upstream sent while working (progress, logging).
+    Notice(Value),
+    /// The answer.
+    Final(Value),
+}
+
+/// Answer with JSON when the upstream just answers, or as an SSE stream when it streams: every
+/// notification it sends while working on this request (progress, logging), then the answer.
+async fn stream_answer(state: Arc<AppState>, scope: Scope, msg: Value, method: String, modern: bool) -> Response {
+    use axum::response::sse::{Event, Sse};
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Streamed>();
+    let sink_tx = tx.clone();
+    let sink: crate::upstream::connection::MessageSink = Arc::new(move |m: Value| {
+        let _ = sink_tx.send(Streamed::Notice(m));
+    });
+    tokio::spawn(async move {
+        let mut new_session = None;
+        let work = handle(&state, &scope, msg, &mut new_session);
+        let answer = crate::upstream::connection::REQUEST_SINK.scope(sink, work).await;
+        if let Some(mut answer) = answer {
+            if modern {
+                super::era::decorate(&method, &mut answer);
+            }
+            let _ = tx.send(Streamed::Final(answer));
+        }
+    });
+    let first = match rx.recv().await {
+        Some(Streamed::Final(answer)) => return Json(answer).into_response(),
+        Some(Streamed::Notice(n)) => n,
+        None => return StatusCode::ACCEPTED.into_response(),
+    };
+    let head = futures_util::stream::once(async move { first });
+    let rest = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|m| {
+            m.map(|item| match item {
+                Streamed::Notice(v) | Streamed::Final(v) => v,
+            })
+        })
+    });
+    let events = futures_util::StreamExt::map(futures_util::StreamExt::chain(head, rest), |v| {
+        Ok::<_, std::convert::Infallible>(Event::default().event("message").data(v.to_string()))
+    });
+    Sse::new(events).into_response()
 }
 
 fn rpc_http(status: StatusCode, body: Value) -> Response {

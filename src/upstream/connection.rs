@@ -59,6 +59,14 @@ impl Era {
 /// Handler for messages an upstream sends that are not answers to our requests.
 pub type MessageSink = Arc<dyn Fn(Value) + Send + Sync>;
 
+tokio::task_local! {
+    /// Where notifications that an upstream streams *while answering a request* go (progress,
+    /// logging): set by the downstream handler around the request it forwards, so they reach
+    /// the client that caused them and nobody else. A task-local rather than a parameter
+    /// because it only matters at the two ends of a long call chain.
+    pub static REQUEST_SINK: MessageSink;
+}
+
 enum Wire {
     Http { url: url::Url, headers: HeaderMap },
     Sse(SseConn),
@@ -273,8 +281,17 @@ impl Connection {
         let answer = match &self.wire {
             Wire::Http { url, headers } => {
                 let headers = merged(headers, extra);
-                let sink = self.sink.clone();
-                streamable::post(&self.client, url, &headers, &msg, timeout, &*sink)
+                let shared = self.sink.clone();
+                let caller = REQUEST_SINK.try_with(Clone::clone).ok();
+                let sink = move |m: Value| {
+                    if let Some(caller) = &caller
+                        && m.get("id").is_none()
+                    {
+                        caller(m.clone());
+                    }
+                    shared(m);
+                };
+                streamable::post(&self.client, url, &headers, &msg, timeout, &sink)
                     .await?
                     .response
             }

@@ -27,7 +27,9 @@ use axum::{Extension, Json, Router};
 use clap::Parser;
 use futures_util::stream::Stream;
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+
+mod conformance;
 
 #[derive(Parser)]
 struct Args {
@@ -57,6 +59,8 @@ struct AppState {
     sse: Mutex<HashMap<String, mpsc::Sender<Value>>>,
     stats: Stats,
     next: AtomicU64,
+    /// Requests this server sent to a client, waiting for the client's POSTed answer.
+    asks: Mutex<HashMap<String, oneshot::Sender<Value>>>,
 }
 
 /// Subject CN of the client certificate on this connection.
@@ -64,6 +68,12 @@ struct AppState {
 struct PeerCn(Option<String>);
 
 fn tools() -> Value {
+    let mut all = base_tools();
+    all.as_array_mut().unwrap().extend(conformance::tools());
+    all
+}
+
+fn base_tools() -> Value {
     json!([
         {"name": "echo", "description": "Return the text unchanged.",
          "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}},
@@ -72,6 +82,10 @@ fn tools() -> Value {
         {"name": "whoami", "description": "Subject CN of the TLS client certificate.",
          "inputSchema": {"type": "object", "properties": {}}}
     ])
+}
+
+fn capabilities() -> Value {
+    json!({"tools": {}, "resources": {"subscribe": true}, "prompts": {}, "logging": {}, "completions": {}})
 }
 
 fn text_result(text: impl Into<String>) -> Value {
@@ -89,10 +103,23 @@ async fn answer(state: &AppState, peer: &PeerCn, msg: &Value) -> Option<Value> {
         "initialize" => {
             state.stats.initializes.fetch_add(1, Ordering::Relaxed);
             json!({"protocolVersion": params.get("protocolVersion").and_then(Value::as_str).unwrap_or("2025-11-25"),
-                   "capabilities": {"tools": {}}, "serverInfo": {"name": state.name, "version": "1"}})
+                   "capabilities": capabilities(), "serverInfo": {"name": state.name, "version": "1"}})
         }
         "server/discover" => json!({"supportedVersions": ["2025-11-25", "2026-07-28"],
-                                    "capabilities": {"tools": {}}, "serverInfo": {"name": state.name, "version": "1"}}),
+                                    "capabilities": capabilities(), "serverInfo": {"name": state.name, "version": "1"}}),
+        "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" => json!({}),
+        "completion/complete" => json!({"completion": {"values": [], "hasMore": false}}),
+        "resources/list" => json!({"resources": conformance::resources()}),
+        "resources/templates/list" => json!({"resourceTemplates": conformance::templates()}),
+        "resources/read" => match conformance::read(params.get("uri").and_then(Value::as_str).unwrap_or_default()) {
+            Some(r) => r,
+            None => return Some(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32002, "message": "resource not found"}})),
+        },
+        "prompts/list" => json!({"prompts": conformance::prompts()}),
+        "prompts/get" => match conformance::prompt(params.get("name").and_then(Value::as_str).unwrap_or_default(), &params.get("arguments").cloned().unwrap_or(json!({}))) {
+            Some(r) => r,
+            None => return Some(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": "unknown prompt"}})),
+        },
         "ping" => json!({}),
         "tools/list" => json!({"tools": tools()}),
         "tools/call" => {
@@ -116,6 +143,15 @@ async fn answer(state: &AppState, peer: &PeerCn, msg: &Value) -> Option<Value> {
                         .clone()
                         .unwrap_or_else(|| "<no client certificate>".into()),
                 ),
+                Some(name)
+                    if let conformance::Action::Result(r) = conformance::call(
+                        name,
+                        &args,
+                        &params.get("_meta").cloned().unwrap_or_default(),
+                    ) =>
+                {
+                    r
+                }
                 other => {
                     return Some(
                         json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": format!("unknown tool {other:?}")}}),
@@ -154,6 +190,25 @@ async fn mcp_post(
     {
         return (StatusCode::NOT_FOUND, "unknown session").into_response();
     }
+    // A client's answer to a request this server sent it (sampling, elicitation).
+    if msg.get("method").is_none()
+        && let Some(id) = msg.get("id").map(Value::to_string)
+    {
+        if let Some(tx) = state.asks.lock().unwrap().remove(&id) {
+            let _ = tx.send(msg);
+        }
+        return StatusCode::ACCEPTED.into_response();
+    }
+    if msg.get("method").and_then(Value::as_str) == Some("tools/call") {
+        let params = msg.get("params").cloned().unwrap_or_default();
+        let name = params.get("name").and_then(Value::as_str).unwrap_or_default();
+        let args = params.get("arguments").cloned().unwrap_or_default();
+        let meta = params.get("_meta").cloned().unwrap_or_default();
+        let action = conformance::call(name, &args, &meta);
+        if matches!(action, conformance::Action::Notify(..) | conformance::Action::Ask(..)) {
+            return stream_call(state, msg.get("id").cloned().unwrap_or_default(), action);
+        }
+    }
     let Some(reply) = answer(&state, &peer, &msg).await else {
         return StatusCode::ACCEPTED.into_response();
     };
@@ -166,6 +221,38 @@ async fn mcp_post(
             .insert("mcp-session-id", sid.parse().unwrap());
     }
     response
+}
+
+/// Answer a tools/call as an SSE stream: notifications or a request to the client first.
+fn stream_call(state: Arc<AppState>, id: Value, action: conformance::Action) -> Response {
+    let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+    tokio::spawn(async move {
+        let result = match action {
+            conformance::Action::Notify(notes, result) => {
+                for n in notes {
+                    let _ = tx.send(n);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                result
+            }
+            conformance::Action::Ask(method, params, build) => {
+                let ask_id = format!("srv-{}", state.next.fetch_add(1, Ordering::Relaxed));
+                let (reply_tx, reply_rx) = oneshot::channel();
+                state.asks.lock().unwrap().insert(json!(ask_id).to_string(), reply_tx);
+                let _ = tx.send(json!({"jsonrpc": "2.0", "id": ask_id, "method": method, "params": params}));
+                match tokio::time::timeout(Duration::from_secs(30), reply_rx).await {
+                    Ok(Ok(reply)) => build(&reply),
+                    _ => json!({"isError": true, "content": [{"type": "text", "text": "the client did not answer"}]}),
+                }
+            }
+            _ => return,
+        };
+        let _ = tx.send(json!({"jsonrpc": "2.0", "id": id, "result": result}));
+    });
+    let events = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|m| m.map(|v| Ok::<_, std::convert::Infallible>(Event::default().event("message").data(v.to_string()))))
+    });
+    Sse::new(events).into_response()
 }
 
 async fn mcp_delete(State(state): State<Arc<AppState>>, headers: HeaderMap) -> StatusCode {
@@ -281,6 +368,7 @@ async fn main() {
         sse: Mutex::default(),
         stats: Stats::default(),
         next: AtomicU64::new(1),
+        asks: Mutex::default(),
     });
     let app = Router::new()
         .route("/mcp", post(mcp_post).delete(mcp_delete))
