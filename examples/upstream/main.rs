@@ -111,14 +111,33 @@ async fn answer(state: &AppState, peer: &PeerCn, msg: &Value) -> Option<Value> {
         "completion/complete" => json!({"completion": {"values": [], "hasMore": false}}),
         "resources/list" => json!({"resources": conformance::resources()}),
         "resources/templates/list" => json!({"resourceTemplates": conformance::templates()}),
-        "resources/read" => match conformance::read(params.get("uri").and_then(Value::as_str).unwrap_or_default()) {
+        "resources/read" => match conformance::read(
+            params
+                .get("uri")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        ) {
             Some(r) => r,
-            None => return Some(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32002, "message": "resource not found"}})),
+            None => {
+                return Some(
+                    json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32002, "message": "resource not found"}}),
+                );
+            }
         },
         "prompts/list" => json!({"prompts": conformance::prompts()}),
-        "prompts/get" => match conformance::prompt(params.get("name").and_then(Value::as_str).unwrap_or_default(), &params.get("arguments").cloned().unwrap_or(json!({}))) {
+        "prompts/get" => match conformance::prompt(
+            params
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+            &params.get("arguments").cloned().unwrap_or(json!({})),
+        ) {
             Some(r) => r,
-            None => return Some(json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": "unknown prompt"}})),
+            None => {
+                return Some(
+                    json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": "unknown prompt"}}),
+                );
+            }
         },
         "ping" => json!({}),
         "tools/list" => json!({"tools": tools()}),
@@ -165,7 +184,11 @@ async fn answer(state: &AppState, peer: &PeerCn, msg: &Value) -> Option<Value> {
             );
         }
     };
-    if modern && let Some(obj) = result.as_object_mut() {
+    // As the official SDK does: every 2026-07-28 result but an empty one says it is complete.
+    if modern
+        && let Some(obj) = result.as_object_mut()
+        && !obj.is_empty()
+    {
         obj.insert("resultType".into(), json!("complete"));
     }
     Some(json!({"jsonrpc": "2.0", "id": id, "result": result}))
@@ -201,11 +224,17 @@ async fn mcp_post(
     }
     if msg.get("method").and_then(Value::as_str) == Some("tools/call") {
         let params = msg.get("params").cloned().unwrap_or_default();
-        let name = params.get("name").and_then(Value::as_str).unwrap_or_default();
+        let name = params
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let args = params.get("arguments").cloned().unwrap_or_default();
         let meta = params.get("_meta").cloned().unwrap_or_default();
         let action = conformance::call(name, &args, &meta);
-        if matches!(action, conformance::Action::Notify(..) | conformance::Action::Ask(..)) {
+        if matches!(
+            action,
+            conformance::Action::Notify(..) | conformance::Action::Ask(..)
+        ) {
             return stream_call(state, msg.get("id").cloned().unwrap_or_default(), action);
         }
     }
@@ -238,11 +267,19 @@ fn stream_call(state: Arc<AppState>, id: Value, action: conformance::Action) -> 
             conformance::Action::Ask(method, params, build) => {
                 let ask_id = format!("srv-{}", state.next.fetch_add(1, Ordering::Relaxed));
                 let (reply_tx, reply_rx) = oneshot::channel();
-                state.asks.lock().unwrap().insert(json!(ask_id).to_string(), reply_tx);
-                let _ = tx.send(json!({"jsonrpc": "2.0", "id": ask_id, "method": method, "params": params}));
+                state
+                    .asks
+                    .lock()
+                    .unwrap()
+                    .insert(json!(ask_id).to_string(), reply_tx);
+                let _ = tx.send(
+                    json!({"jsonrpc": "2.0", "id": ask_id, "method": method, "params": params}),
+                );
                 match tokio::time::timeout(Duration::from_secs(30), reply_rx).await {
                     Ok(Ok(reply)) => build(&reply),
-                    _ => json!({"isError": true, "content": [{"type": "text", "text": "the client did not answer"}]}),
+                    _ => {
+                        json!({"isError": true, "content": [{"type": "text", "text": "the client did not answer"}]})
+                    }
                 }
             }
             _ => return,
@@ -250,7 +287,13 @@ fn stream_call(state: Arc<AppState>, id: Value, action: conformance::Action) -> 
         let _ = tx.send(json!({"jsonrpc": "2.0", "id": id, "result": result}));
     });
     let events = futures_util::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx).map(|m| m.map(|v| Ok::<_, std::convert::Infallible>(Event::default().event("message").data(v.to_string()))))
+        rx.poll_recv(cx).map(|m| {
+            m.map(|v| {
+                Ok::<_, std::convert::Infallible>(
+                    Event::default().event("message").data(v.to_string()),
+                )
+            })
+        })
     });
     Sse::new(events).into_response()
 }

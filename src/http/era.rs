@@ -151,3 +151,22 @@ pub fn decorate(method: &str, answer: &mut Value) {
             .or_insert_with(|| json!("private"));
     }
 }
+
+/// The reverse of [`decorate`], for a session-era client answered by a 2026-07-28 upstream:
+/// strict session-era clients refuse keys they do not know (an empty result must be `{}`).
+pub fn undecorate(answer: &mut Value) {
+    let items: Vec<&mut Value> = match answer {
+        Value::Array(batch) => batch.iter_mut().collect(),
+        single => vec![single],
+    };
+    for item in items {
+        let Some(result) = item.get_mut("result").and_then(Value::as_object_mut) else {
+            continue;
+        };
+        if result.get("resultType").and_then(Value::as_str) == Some("complete") {
+            result.remove("resultType");
+        }
+        result.remove("ttlMs");
+        result.remove("cacheScope");
+    }
+}

@@ -258,6 +258,9 @@ async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Byte
             ),
         );
     }
+    if let Some(done) = relay_to_upstream(&state, &msg).await {
+        return done;
+    }
     let method = jsonrpc::method(&msg).unwrap_or_default().to_owned();
     if streams_notifications(&method)
         && jsonrpc::kind(&msg) == Kind::Request
@@ -292,6 +295,8 @@ async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Byte
     };
     if modern {
         super::era::decorate(&method, &mut answer);
+    } else {
+        super::era::undecorate(&mut answer);
     }
     let mut response = respond(&headers, answer);
     if let Some(id) = new_session.and_then(|id| HeaderValue::from_str(&id).ok()) {
@@ -302,7 +307,10 @@ async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Byte
 
 /// Forwarded methods whose upstream may stream progress or log notifications before answering.
 fn streams_notifications(method: &str) -> bool {
-    matches!(method, "tools/call" | "prompts/get" | "resources/read" | "completion/complete")
+    matches!(
+        method,
+        "tools/call" | "prompts/get" | "resources/read" | "completion/complete"
+    )
 }
 
 fn accepts_event_stream(headers: &HeaderMap) -> bool {
@@ -310,6 +318,53 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
         .get("accept")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|a| a.contains("text/event-stream"))
+}
+
+/// Prepare a message an upstream sent during a request for the client: a request (sampling,
+/// elicitation) gets an id of the gateway's own, remembered with the upstream and its id, so
+/// that the client's answer can be routed back and never collides with another client's.
+fn relay_to_client(state: &AppState, mut msg: Value) -> Value {
+    use std::sync::atomic::Ordering;
+    let Some(obj) = msg.as_object_mut() else {
+        return msg;
+    };
+    let upstream = obj.remove(crate::upstream::registry::UPSTREAM_TAG);
+    if let (Some(Value::String(upstream)), Some(id)) = (upstream, obj.get("id").cloned()) {
+        let ours = format!(
+            "mcpgw-{}",
+            state.next_client_request.fetch_add(1, Ordering::Relaxed)
+        );
+        state
+            .client_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ours.clone(), (upstream, id));
+        obj.insert("id".into(), Value::String(ours));
+    }
+    msg
+}
+
+/// A client's answer to a request an upstream made: back to that upstream with its own id.
+/// `None` when the message is not such an answer.
+async fn relay_to_upstream(state: &AppState, msg: &Value) -> Option<Response> {
+    if jsonrpc::kind(msg) != Kind::Response {
+        return None;
+    }
+    let ours = msg.get("id")?.as_str()?;
+    let (upstream, their_id) = state
+        .client_requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(ours)?;
+    let Some(up) = state.registry.get(&upstream) else {
+        return Some(StatusCode::ACCEPTED.into_response());
+    };
+    let mut answer = msg.clone();
+    answer["id"] = their_id;
+    if let Err(err) = up.respond(&answer).await {
+        tracing::warn!(upstream = %upstream, error = %err, "could not deliver a client's answer upstream");
+    }
+    Some(StatusCode::ACCEPTED.into_response())
 }
 
 /// What a forwarded request produces, in order.
@@ -322,20 +377,31 @@ enum Streamed {
 
 /// Answer with JSON when the upstream just answers, or as an SSE stream when it streams: every
 /// notification it sends while working on this request (progress, logging), then the answer.
-async fn stream_answer(state: Arc<AppState>, scope: Scope, msg: Value, method: String, modern: bool) -> Response {
+async fn stream_answer(
+    state: Arc<AppState>,
+    scope: Scope,
+    msg: Value,
+    method: String,
+    modern: bool,
+) -> Response {
     use axum::response::sse::{Event, Sse};
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Streamed>();
     let sink_tx = tx.clone();
+    let sink_state = state.clone();
     let sink: crate::upstream::connection::MessageSink = Arc::new(move |m: Value| {
-        let _ = sink_tx.send(Streamed::Notice(m));
+        let _ = sink_tx.send(Streamed::Notice(relay_to_client(&sink_state, m)));
     });
     tokio::spawn(async move {
         let mut new_session = None;
         let work = handle(&state, &scope, msg, &mut new_session);
-        let answer = crate::upstream::connection::REQUEST_SINK.scope(sink, work).await;
+        let answer = crate::upstream::connection::REQUEST_SINK
+            .scope(sink, work)
+            .await;
         if let Some(mut answer) = answer {
             if modern {
                 super::era::decorate(&method, &mut answer);
+            } else {
+                super::era::undecorate(&mut answer);
             }
             let _ = tx.send(Streamed::Final(answer));
         }
@@ -810,8 +876,12 @@ async fn answer_on_connection_one(state: &AppState, scope: &Scope, msg: Value) -
     let method = jsonrpc::method(&msg).unwrap_or_default().to_owned();
     let mut new_session = None;
     let mut answer = handle(state, scope, msg, &mut new_session).await;
-    if modern && let Some(a) = answer.as_mut() {
-        super::era::decorate(&method, a);
+    if let Some(a) = answer.as_mut() {
+        if modern {
+            super::era::decorate(&method, a);
+        } else {
+            super::era::undecorate(a);
+        }
     }
     // On SSE and WebSocket the connection is the session; an `Mcp-Session-Id` minted by
     // `initialize` would never be used or deleted, so end it at once rather than leak it.

@@ -49,6 +49,12 @@ pub struct AppState {
     pub sse: sse::SseSessions,
     /// WebSocket timing.
     pub ws: ws::WsSettings,
+    /// Requests upstreams made of clients (sampling, elicitation), by the id the client saw:
+    /// which upstream asked, and its own id for the request.
+    pub client_requests:
+        std::sync::Mutex<std::collections::HashMap<String, (String, serde_json::Value)>>,
+    /// Source of ids for those requests.
+    pub next_client_request: std::sync::atomic::AtomicU64,
     /// Host/Origin rules of the listener.
     pub origin: origin::OriginPolicy,
     /// Open WebSocket sessions (for the sessions gauge).
@@ -82,6 +88,8 @@ impl AppState {
             sse: sse::SseSessions::from_env(),
             ws: ws::WsSettings::from_env(),
             ws_open: std::sync::atomic::AtomicUsize::new(0),
+            client_requests: std::sync::Mutex::default(),
+            next_client_request: std::sync::atomic::AtomicU64::new(1),
             origin: origin::OriginPolicy {
                 loopback: listen.ip().is_loopback(),
                 ..Default::default()

@@ -284,8 +284,9 @@ impl Connection {
                 let shared = self.sink.clone();
                 let caller = REQUEST_SINK.try_with(Clone::clone).ok();
                 let sink = move |m: Value| {
+                    // Notifications and requests (sampling, elicitation) go to the caller.
                     if let Some(caller) = &caller
-                        && m.get("id").is_none()
+                        && m.get("method").is_some()
                     {
                         caller(m.clone());
                     }
@@ -318,6 +319,20 @@ impl Connection {
             }
             Wire::Sse(conn) => {
                 conn.send(&msg, timeout).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Send a client's answer to a request the upstream made (sampling, elicitation).
+    pub async fn respond(&self, msg: &Value, timeout: Duration) -> Result<(), UpstreamError> {
+        match &self.wire {
+            Wire::Http { url, headers } => {
+                let sink = self.sink.clone();
+                streamable::post(&self.client, url, headers, msg, timeout, &*sink).await?;
+            }
+            Wire::Sse(conn) => {
+                conn.send(msg, timeout).await?;
             }
         }
         Ok(())

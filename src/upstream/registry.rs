@@ -20,6 +20,10 @@ use super::connection::{self, Connection};
 use crate::metrics::{Metrics, UpstreamOutcome};
 use crate::store::{Health, HealthStatus, PemSource, Registration, Store, StoreError};
 
+/// Field added to a request an upstream sends to a client, naming the upstream (removed
+/// before the client sees it).
+pub const UPSTREAM_TAG: &str = "_mcpgw_upstream";
+
 /// Tunables.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -263,14 +267,47 @@ impl Upstream {
             error,
         };
         let conn = self.connection().await.map_err(fail)?;
-        match conn.request(method, params.clone(), timeout).await {
+        // Requests the upstream makes while answering (sampling, elicitation) are tagged with
+        // its name, so the client's answer can be routed back here.
+        let caller = connection::REQUEST_SINK.try_with(Clone::clone).ok();
+        let tagged: Option<connection::MessageSink> = caller.map(|caller| {
+            let upstream = name.clone();
+            Arc::new(move |mut m: Value| {
+                if m.get("id").is_some()
+                    && let Some(obj) = m.as_object_mut()
+                {
+                    obj.insert(UPSTREAM_TAG.into(), Value::String(upstream.clone()));
+                }
+                caller(m);
+            }) as connection::MessageSink
+        });
+        let send = |conn: Arc<Connection>, params: Option<Value>| {
+            let tagged = tagged.clone();
+            async move {
+                match tagged {
+                    Some(sink) => {
+                        connection::REQUEST_SINK
+                            .scope(sink, conn.request(method, params, timeout))
+                            .await
+                    }
+                    None => conn.request(method, params, timeout).await,
+                }
+            }
+        };
+        match send(conn, params.clone()).await {
             Err(UpstreamError::SessionExpired | UpstreamError::Closed) => {
                 self.invalidate();
                 let conn = self.connection().await.map_err(fail)?;
-                conn.request(method, params, timeout).await.map_err(fail)
+                send(conn, params).await.map_err(fail)
             }
             other => other.map_err(fail),
         }
+    }
+
+    /// Deliver a client's answer to a request this upstream made.
+    pub async fn respond(self: &Arc<Self>, msg: &Value) -> Result<(), UpstreamError> {
+        let timeout = self.settings().request_timeout;
+        self.connection().await?.respond(msg, timeout).await
     }
 
     /// Fetch tools, resources and prompts and publish them.
