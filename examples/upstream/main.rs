@@ -8,7 +8,8 @@
 //! ```text
 //! upstream [--listen 127.0.0.1:0] [--tls-cert F --tls-key F [--client-ca F]] [--name N]
 //! ```
-//! Prints `READY <url-base>` once listening. `GET /stats` returns request counters.
+//! Prints `READY <url-base>` once listening. `GET /stats` returns request counters and the
+//! number of accepted connections.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -51,6 +52,8 @@ struct Stats {
     posts: AtomicU64,
     initializes: AtomicU64,
     calls: AtomicU64,
+    /// TCP connections accepted (benchmarks count TLS handshakes with it).
+    accepts: AtomicU64,
 }
 
 struct AppState {
@@ -366,6 +369,7 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
         "posts": state.stats.posts.load(Ordering::Relaxed),
         "initializes": state.stats.initializes.load(Ordering::Relaxed),
         "calls": state.stats.calls.load(Ordering::Relaxed),
+        "accepts": state.stats.accepts.load(Ordering::Relaxed),
     }))
 }
 
@@ -418,7 +422,7 @@ async fn main() {
         .route("/sse", get(sse_open))
         .route("/message", post(sse_message))
         .route("/stats", get(stats))
-        .with_state(state);
+        .with_state(state.clone());
     let tls = tls_config(&args);
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -434,6 +438,7 @@ async fn main() {
         let Ok((tcp, _)) = listener.accept().await else {
             continue;
         };
+        state.stats.accepts.fetch_add(1, Ordering::Relaxed);
         let _ = tcp.set_nodelay(true);
         let app = app.clone();
         let tls = tls.clone();

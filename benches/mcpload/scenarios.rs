@@ -1,0 +1,643 @@
+//! The scenarios of issue 5. Each starts its own upstream fixture(s) and gateway as real
+//! processes in a fresh lab directory, measures them side by side in the same invocation, and
+//! returns its figures as JSON plus the targets it can judge.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+
+use crate::load::{self, Plan, Target};
+use crate::procs::{Gateway, Lab, Upstream, cpu_of};
+
+/// Every scenario, in the order `all` runs them.
+pub const ALL: &[&str] = &["plain", "tls", "idle", "rotation", "health", "startup"];
+
+/// Run-length knobs.
+#[derive(Clone, Copy)]
+pub struct Mode {
+    /// Shorter runs, fewer sessions, fewer upstreams.
+    pub quick: bool,
+}
+
+impl Mode {
+    fn run_for(self) -> Duration {
+        if self.quick {
+            Duration::from_millis(1500)
+        } else {
+            Duration::from_secs(5)
+        }
+    }
+}
+
+/// One target of the issue, judged.
+pub struct Verdict {
+    /// The target as the issue words it.
+    pub target: String,
+    /// What was measured.
+    pub measured: String,
+    /// Met?
+    pub met: bool,
+}
+
+/// What a scenario hands back.
+#[derive(Default)]
+pub struct Outcome {
+    /// Figures.
+    pub figures: Value,
+    /// Printable table.
+    pub table: String,
+    /// Targets judged.
+    pub verdicts: Vec<Verdict>,
+}
+
+fn verdict(out: &mut Outcome, target: &str, measured: String, met: bool) {
+    out.verdicts.push(Verdict {
+        target: target.into(),
+        measured,
+        met,
+    });
+}
+
+/// Run one scenario by name.
+pub async fn run(name: &str, mode: Mode) -> Result<Outcome> {
+    match name {
+        "plain" => compare(mode, false).await,
+        "tls" => compare(mode, true).await,
+        "idle" => idle(mode).await,
+        "rotation" => rotation(mode).await,
+        "health" => health(mode).await,
+        "startup" => startup(mode).await,
+        other => bail!("unknown scenario {other:?}; expected one of {ALL:?} or all"),
+    }
+}
+
+async fn stats(target: &Target) -> Result<Value> {
+    let (status, body) = load::request(target, "GET", "/stats", None).await?;
+    if status != 200 {
+        bail!("/stats answered {status}");
+    }
+    Ok(serde_json::from_slice(&body)?)
+}
+
+fn count(v: &Value, key: &str) -> u64 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0)
+}
+
+/// Register `url` as `name` on `gw` through `POST /gateways`.
+async fn register(gw: &Target, name: &str, url: &str, lab: &Lab, mtls: bool) -> Result<()> {
+    let mut body = json!({"name": name, "url": url});
+    if url.starts_with("https") {
+        body["ca_cert"] = json!(lab.s("pki/ca.crt"));
+    }
+    if mtls {
+        body["client_cert"] = json!(lab.s("pki/client.crt"));
+        body["client_key"] = json!(lab.s("pki/client.key"));
+    }
+    let (status, answer) = load::request(gw, "POST", "/gateways", Some(body.to_string())).await?;
+    if !(200..300).contains(&status) {
+        bail!(
+            "registering {name} answered {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    Ok(())
+}
+
+/// Targets for the gateway and a stats reader for the upstream.
+fn targets(lab: &Lab, up: &Upstream, gw: &Gateway, mtls: bool) -> Result<(Target, Target)> {
+    let ca = lab.p("pki/ca.crt");
+    let (cc, ck) = (lab.p("pki/client.crt"), lab.p("pki/client.key"));
+    let client = mtls.then_some((cc.as_path(), ck.as_path()));
+    let direct = Target::new(&format!("{}/mcp", up.base), Some(&ca), client)?;
+    let through = Target::new(&format!("{}/mcp", gw.base), Some(&ca), None)?;
+    Ok((direct, through))
+}
+
+/// Direct vs through mcpgw at concurrency 1 and 16; `tls`: HTTPS downstream, mTLS upstream.
+async fn compare(mode: Mode, tls: bool) -> Result<Outcome> {
+    let lab = Lab::new()?;
+    let up = lab.upstream("u", tls, tls)?;
+    let mut flags = vec!["--health-interval", "3600"];
+    let (cert, key) = (lab.s("pki/server.crt"), lab.s("pki/server.key"));
+    if tls {
+        flags.extend(["--tls-cert", &cert, "--tls-key", &key]);
+    }
+    let gw = lab.gateway("g", &flags)?;
+    let (direct, through) = targets(&lab, &up, &gw, tls)?;
+    register(&through, "up", &format!("{}/mcp", up.base), &lab, tls).await?;
+
+    let mut rows = Vec::new();
+    let mut table = String::from(
+        "path     c   calls/s   p50µs   p90µs   p99µs    maxµs  errors  gw µs/call  up µs/call  gen µs/call  up req/call\n",
+    );
+    for c in [1usize, 16] {
+        for (path, target, tool) in [("direct", &direct, "echo"), ("mcpgw", &through, "up__echo")] {
+            let plan = Plan {
+                concurrency: c,
+                calls: None,
+                duration: mode.run_for(),
+                tool: tool.into(),
+                warmup: 20,
+                reconnect_every: None,
+                stop: None,
+            };
+            let workers = load::prepare(target, &plan).await?;
+            let s0 = stats(&direct).await?;
+            let (g0, u0, me0) = (gw.proc.cpu(), up.proc.cpu(), self_cpu());
+            let (report, workers) = load::run(workers, &plan).await;
+            let (g1, u1, me1) = (gw.proc.cpu(), up.proc.cpu(), self_cpu());
+            let s1 = stats(&direct).await?;
+            drop(workers);
+            let n = (report.calls + report.errors).max(1) as f64;
+            let per = |a: Duration, b: Duration| (b - a).as_secs_f64() * 1e6 / n;
+            let gw_us = (path == "mcpgw").then(|| per(g0, g1));
+            let up_us = per(u0, u1);
+            let gen_us = per(me0, me1);
+            let up_req = (count(&s1, "posts") - count(&s0, "posts")) as f64 / n;
+            // Less the connection of the second /stats read itself.
+            let up_conns = (count(&s1, "accepts") - count(&s0, "accepts")).saturating_sub(1);
+            table.push_str(&format!(
+                "{path:<7} {c:>2} {:>9.0} {:>7.0} {:>7.0} {:>7.0} {:>8.0} {:>7} {:>11} {:>11.1} {:>12.1} {:>12.2}\n",
+                report.rate(),
+                report.p50_us,
+                report.p90_us,
+                report.p99_us,
+                report.max_us,
+                report.errors,
+                gw_us.map_or("-".into(), |v| format!("{v:.1}")),
+                up_us,
+                gen_us,
+                up_req,
+            ));
+            rows.push(json!({
+                "path": path, "concurrency": c, "load": report.json(),
+                "gateway_cpu_us_per_call": gw_us, "upstream_cpu_us_per_call": up_us,
+                "generator_cpu_us_per_call": gen_us, "upstream_requests_per_call": up_req,
+                "upstream_connections_opened": up_conns,
+            }));
+        }
+    }
+    let mut out = Outcome {
+        figures: json!({"tls": tls, "runs": rows}),
+        table,
+        ..Outcome::default()
+    };
+    let find = |path: &str, c: u64| {
+        rows.iter()
+            .find(|r| r["path"] == path && r["concurrency"] == c)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (d1, g1, d16, g16) = (
+        find("direct", 1),
+        find("mcpgw", 1),
+        find("direct", 16),
+        find("mcpgw", 16),
+    );
+    let f = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_f64).unwrap_or(f64::NAN);
+    let cpu = f(&g16, "/gateway_cpu_us_per_call");
+    let limit = if tls { 60.0 } else { 25.0 };
+    let which = if tls {
+        "with TLS on both sides"
+    } else {
+        "plain HTTP"
+    };
+    verdict(
+        &mut out,
+        &format!("gateway CPU per tools/call ≤ {limit} µs at c=16, {which}"),
+        format!("{cpu:.1} µs"),
+        cpu <= limit,
+    );
+    let req = f(&g16, "/upstream_requests_per_call");
+    let conns = g16["upstream_connections_opened"].as_u64().unwrap_or(0);
+    verdict(
+        &mut out,
+        &format!("exactly 1 upstream request per tools/call, no new connection per call ({which})"),
+        format!("{req:.3} requests/call, {conns} new upstream connections during the c=16 run"),
+        (req - 1.0).abs() < 0.001 && conns == 0,
+    );
+    let added = f(&g1, "/load/p50_us") - f(&d1, "/load/p50_us");
+    verdict(
+        &mut out,
+        &format!("added p50 latency ≤ 100 µs at c=1 ({which})"),
+        format!("+{added:.0} µs"),
+        added <= 100.0,
+    );
+    let ratio = f(&g16, "/load/calls_per_s") / f(&d16, "/load/calls_per_s");
+    verdict(
+        &mut out,
+        &format!("through mcpgw ≥ 0.4 × direct calls/s at c=16 ({which})"),
+        format!("{ratio:.2} ×"),
+        ratio >= 0.4,
+    );
+    let errors: u64 = rows
+        .iter()
+        .map(|r| {
+            r.pointer("/load/errors")
+                .and_then(Value::as_u64)
+                .unwrap_or(0)
+        })
+        .sum();
+    if errors > 0 {
+        out.table
+            .push_str(&format!("!! {errors} failed calls in this scenario\n"));
+    }
+    Ok(out)
+}
+
+fn self_cpu() -> Duration {
+    cpu_of(std::process::id()).unwrap_or_default()
+}
+
+/// Hold N SSE streams open on mcpgw; RSS before and after.
+async fn idle(mode: Mode) -> Result<Outcome> {
+    let n: usize = if mode.quick { 1_000 } else { 10_000 };
+    let lab = Lab::new()?;
+    let up = lab.upstream("u", false, false)?;
+    // Room for the streams beside the default 10,000 cap.
+    std::fs::write(lab.p("mcpgw.toml"), "[mcp]\nmax_sessions = 20000\n")?;
+    let config = lab.s("mcpgw.toml");
+    let gw = lab.gateway("g", &["--config", &config, "--health-interval", "3600"])?;
+    let target = Target::new(&format!("{}/mcp", gw.base), None, None)?;
+    register(&target, "up", &format!("{}/mcp", up.base), &lab, false).await?;
+    // A few calls so the request path has been exercised before "idle" is read.
+    load::load(
+        &target,
+        &Plan {
+            concurrency: 1,
+            calls: Some(100),
+            duration: Duration::from_secs(10),
+            tool: "up__echo".into(),
+            warmup: 0,
+            reconnect_every: None,
+            stop: None,
+        },
+    )
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = gw.proc.rss();
+    let started = Instant::now();
+    let streams: Vec<Result<_>> = futures_util::stream::iter(0..n)
+        .map(|_| open_sse(&target))
+        .buffer_unordered(128)
+        .collect()
+        .await;
+    let opened = started.elapsed();
+    let failures = streams.iter().filter(|s| s.is_err()).count();
+    let first_failure = streams
+        .iter()
+        .find_map(|s| s.as_ref().err().map(|e| format!("{e:#}")));
+    let held = n - failures;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = gw.proc.rss();
+    drop(streams);
+    let per = (after.saturating_sub(before)) as f64 / held.max(1) as f64;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let table = format!(
+        "SSE sessions held {held} of {n} (opened in {:.2} s, {failures} failed)\nmcpgw RSS idle {:.1} MiB, with sessions {:.1} MiB, per session {:.1} KiB\n",
+        opened.as_secs_f64(),
+        mib(before),
+        mib(after),
+        per / 1024.0
+    );
+    let mut out = Outcome {
+        figures: json!({"sessions": n, "held": held, "failures": failures, "first_failure": first_failure,
+                        "rss_idle_bytes": before, "rss_with_sessions_bytes": after,
+                        "rss_per_session_bytes": per, "open_s": opened.as_secs_f64()}),
+        table,
+        ..Outcome::default()
+    };
+    verdict(
+        &mut out,
+        "idle RSS ≤ 20 MiB",
+        format!("{:.1} MiB", mib(before)),
+        mib(before) <= 20.0,
+    );
+    verdict(
+        &mut out,
+        &format!("≤ 20 KiB RSS per idle SSE session (at {n} sessions)"),
+        format!("{:.1} KiB ({held} held)", per / 1024.0),
+        per <= 20.0 * 1024.0 && failures == 0,
+    );
+    Ok(out)
+}
+
+/// Open `GET /sse` and read up to its `endpoint` event; the returned body keeps it open.
+async fn open_sse(target: &Target) -> Result<hyper::body::Incoming> {
+    let mut conn = load::dial(target).await?;
+    let req = hyper::Request::get("/sse")
+        .header(hyper::header::HOST, target.authority.clone())
+        .header(hyper::header::ACCEPT, "text/event-stream")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))?;
+    conn.ready().await?;
+    let resp = conn.send_request(req).await?;
+    if resp.status() != 200 {
+        bail!("GET /sse answered {}", resp.status());
+    }
+    let mut body = resp.into_body();
+    let mut seen = Vec::new();
+    while !seen.windows(8).any(|w| w == b"endpoint") {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .context("no endpoint event within 10 s")?
+            .context("stream ended")??;
+        if let Some(data) = frame.data_ref() {
+            seen.extend_from_slice(data);
+        }
+    }
+    // The connection task lives as long as the body (and the sender it drives).
+    std::mem::forget(conn);
+    Ok(body)
+}
+
+/// 100 rotations (20 with --quick) at concurrency 16 over HTTPS.
+async fn rotation(mode: Mode) -> Result<Outcome> {
+    let rotations = if mode.quick { 20 } else { 100 };
+    let lab = Lab::new()?;
+    let up = lab.upstream("u", false, false)?;
+    // The gateway serves copies: rotation rewrites the served files.
+    std::fs::copy(lab.p("pki/server.crt"), lab.p("gw.crt"))?;
+    std::fs::copy(lab.p("pki/server.key"), lab.p("gw.key"))?;
+    let (cert, key, ca) = (lab.s("gw.crt"), lab.s("gw.key"), lab.s("pki/ca.crt"));
+    let gw = lab.gateway(
+        "g",
+        &[
+            "--health-interval",
+            "3600",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--tls-ca",
+            &ca,
+        ],
+    )?;
+    let target = Target::new(
+        &format!("{}/mcp", gw.base),
+        Some(&lab.p("pki/ca.crt")),
+        None,
+    )?;
+    register(&target, "up", &format!("{}/mcp", up.base), &lab, false).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let plan = Plan {
+        concurrency: 16,
+        calls: None,
+        duration: Duration::from_secs(if mode.quick { 60 } else { 240 }),
+        tool: "up__echo".into(),
+        warmup: 5,
+        // Re-dial often so new handshakes meet fresh certificates throughout.
+        reconnect_every: Some(50),
+        stop: Some(stop.clone()),
+    };
+    let workers = load::prepare(&target, &plan).await?;
+    let runner = {
+        let plan = plan.clone();
+        tokio::spawn(async move { load::run(workers, &plan).await.0 })
+    };
+    let data = gw.data.clone();
+    let ca_key = lab.s("pki/ca.key");
+    let rotate = tokio::task::spawn_blocking(move || {
+        let mut swaps = Vec::new();
+        let mut failures = Vec::new();
+        for _ in 0..rotations {
+            let out = std::process::Command::new(crate::procs::mcpgw_bin())
+                .args(["--data-dir", &data, "--json", "cert", "rotate", "--issue"])
+                .args(["--ca-cert", &ca, "--ca-key", &ca_key])
+                .output();
+            match out {
+                Ok(o) if o.status.success() => {
+                    let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+                    swaps.push((count(&v, "swap_us"), count(&v, "prepare_us")));
+                }
+                Ok(o) => failures.push(String::from_utf8_lossy(&o.stderr).into_owned()),
+                Err(e) => failures.push(e.to_string()),
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        (swaps, failures)
+    });
+    let (swaps, failures) = rotate.await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let report = runner.await?;
+    drop(up);
+    let mut swap: Vec<u64> = swaps.iter().map(|s| s.0).collect();
+    let mut prep: Vec<u64> = swaps.iter().map(|s| s.1).collect();
+    swap.sort_unstable();
+    prep.sort_unstable();
+    let med = |v: &[u64]| v.get(v.len() / 2).copied().unwrap_or(0);
+    let max = |v: &[u64]| v.last().copied().unwrap_or(0);
+    let table = format!(
+        "rotations {} ok, {} refused; swap µs p50 {} max {}; prepare µs p50 {} max {}\nload during rotations: {} calls in {:.1} s ({:.0}/s), {} re-dials (TLS handshakes), {} failed, p50 {:.0} µs p99 {:.0} µs max {:.0} µs\n",
+        swaps.len(),
+        failures.len(),
+        med(&swap),
+        max(&swap),
+        med(&prep),
+        max(&prep),
+        report.calls,
+        report.elapsed.as_secs_f64(),
+        report.rate(),
+        report.reconnects,
+        report.errors,
+        report.p50_us,
+        report.p99_us,
+        report.max_us,
+    );
+    let mut out = Outcome {
+        figures: json!({"rotations": rotations, "ok": swaps.len(), "refused": failures,
+                        "swap_us": swap, "prepare_us": prep, "load": report.json()}),
+        table,
+        ..Outcome::default()
+    };
+    verdict(
+        &mut out,
+        "certificate swap ≤ 5 ms",
+        format!("max {} µs (p50 {} µs)", max(&swap), med(&swap)),
+        max(&swap) <= 5_000 && !swap.is_empty(),
+    );
+    verdict(
+        &mut out,
+        &format!("0 failed requests across {rotations} rotations under load (c=16)"),
+        format!(
+            "{} failed of {}, {} rotations ok",
+            report.errors,
+            report.calls + report.errors,
+            swaps.len()
+        ),
+        report.errors == 0 && swaps.len() == rotations,
+    );
+    Ok(out)
+}
+
+/// N mTLS upstream fixtures registered on one gateway (200; 50 with --quick).
+struct Fleet {
+    lab: Lab,
+    ups: Vec<Upstream>,
+    readers: Vec<Target>,
+}
+
+async fn fleet(mode: Mode) -> Result<Fleet> {
+    let n = if mode.quick { 50 } else { 200 };
+    let lab = Lab::new()?;
+    let mut ups = Vec::new();
+    for i in 0..n {
+        ups.push(lab.upstream(&i.to_string(), true, true)?);
+    }
+    let ca = lab.p("pki/ca.crt");
+    let (cc, ck) = (lab.p("pki/client.crt"), lab.p("pki/client.key"));
+    let readers = ups
+        .iter()
+        .map(|u| Target::new(&u.base, Some(&ca), Some((&cc, &ck))))
+        .collect::<Result<_>>()?;
+    Ok(Fleet { lab, ups, readers })
+}
+
+impl Fleet {
+    async fn register_all(&self, gw: &Gateway) -> Result<()> {
+        let target = Target::new(&gw.base, None, None)?;
+        let results: Vec<Result<()>> = futures_util::stream::iter(self.ups.iter().enumerate())
+            .map(|(i, u)| {
+                let target = target.clone();
+                async move {
+                    register(
+                        &target,
+                        &format!("u{i}"),
+                        &format!("{}/mcp", u.base),
+                        &self.lab,
+                        true,
+                    )
+                    .await
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        results.into_iter().collect()
+    }
+
+    /// Sum of a counter over the fleet, less the reader's own connection per upstream.
+    async fn sum(&self) -> Result<(u64, u64, u64)> {
+        let all: Vec<Result<Value>> = futures_util::stream::iter(&self.readers)
+            .map(stats)
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        let (mut posts, mut accepts, mut inits) = (0, 0, 0);
+        for s in all {
+            let s = s?;
+            posts += count(&s, "posts");
+            accepts += count(&s, "accepts");
+            inits += count(&s, "initializes");
+        }
+        Ok((posts, accepts, inits))
+    }
+}
+
+/// Health checks of the fleet every second; CPU of mcpgw and new connections per check.
+async fn health(mode: Mode) -> Result<Outcome> {
+    let fleet = fleet(mode).await?;
+    let n = fleet.ups.len() as u64;
+    let gw = fleet.lab.gateway("g", &["--health-interval", "1"])?;
+    fleet.register_all(&gw).await?;
+    // Let the first rounds open every connection.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let window = Duration::from_secs(if mode.quick { 5 } else { 15 });
+    let (p0, a0, _) = fleet.sum().await?;
+    let c0 = gw.proc.cpu();
+    let t0 = Instant::now();
+    tokio::time::sleep(window).await;
+    let c1 = gw.proc.cpu();
+    let elapsed = t0.elapsed();
+    let (p1, a1, _) = fleet.sum().await?;
+    let checks = (p1 - p0).max(1);
+    let new_conns = (a1 - a0).saturating_sub(n);
+    let cpu = c1 - c0;
+    let rounds = checks as f64 / n as f64;
+    let per_round = cpu.as_secs_f64() / rounds.max(1e-9);
+    let at5 = per_round / 5.0 * 100.0;
+    let handshakes = new_conns as f64 / checks as f64;
+    let table = format!(
+        "{n} mTLS upstreams, --health-interval 1, window {:.1} s: {checks} checks ({rounds:.1} rounds), mcpgw CPU {:.0} ms = {:.2} % of a core at 1 s;\nper round {:.2} ms CPU -> {at5:.3} % of a core at a 5 s interval; {new_conns} new upstream connections = {handshakes:.4} TLS handshakes per check\n",
+        elapsed.as_secs_f64(),
+        cpu.as_secs_f64() * 1e3,
+        cpu.as_secs_f64() / elapsed.as_secs_f64() * 100.0,
+        per_round * 1e3,
+    );
+    let mut out = Outcome {
+        figures: json!({"upstreams": n, "interval_s": 1, "window_s": elapsed.as_secs_f64(),
+                        "checks": checks, "gateway_cpu_ms": cpu.as_secs_f64() * 1e3,
+                        "cpu_ms_per_round": per_round * 1e3, "core_percent_at_5s": at5,
+                        "new_connections": new_conns, "handshakes_per_check": handshakes}),
+        table,
+        ..Outcome::default()
+    };
+    verdict(
+        &mut out,
+        &format!("{n} upstreams health-checked every 5 s with < 5 % of one core"),
+        format!("{at5:.3} % (measured at 1 s: {per_round:.4} s CPU per round)"),
+        at5 < 5.0,
+    );
+    verdict(
+        &mut out,
+        "no new TLS handshake per health check",
+        format!("{new_conns} new connections over {checks} checks"),
+        new_conns == 0,
+    );
+    Ok(out)
+}
+
+/// Start-up to ready with the fleet stored, three times; baseline with nothing stored.
+async fn startup(mode: Mode) -> Result<Outcome> {
+    let fleet = fleet(mode).await?;
+    let n = fleet.ups.len();
+    let empty = fleet.lab.gateway("empty", &["--health-interval", "3600"])?;
+    let baseline = empty.ready_after;
+    drop(empty);
+    let gw = fleet.lab.gateway("g", &["--health-interval", "3600"])?;
+    fleet.register_all(&gw).await?;
+    drop(gw);
+    let mut runs = Vec::new();
+    for _ in 0..3 {
+        // Upstream requests before the ready line: discover (or initialize), ping, listings.
+        let (p0, _, _) = fleet.sum().await?;
+        let gw: Gateway = fleet.lab.gateway("g", &["--health-interval", "3600"])?;
+        let ready = gw.ready_after;
+        let (p1, _, _) = fleet.sum().await?;
+        drop(gw);
+        runs.push((ready, p1 - p0));
+    }
+    let worst = runs.iter().map(|r| r.0).max().unwrap_or_default();
+    let mut table = format!(
+        "ready with nothing stored: {:.0} ms\n",
+        baseline.as_secs_f64() * 1e3
+    );
+    for (ready, inits) in &runs {
+        table.push_str(&format!(
+            "ready with {n} stored mTLS registrations: {:.0} ms ({inits} upstream requests before ready)\n",
+            ready.as_secs_f64() * 1e3
+        ));
+    }
+    let all_init = runs.iter().all(|r| r.1 as usize >= n);
+    let mut out = Outcome {
+        figures: json!({"upstreams": n, "baseline_ms": baseline.as_secs_f64() * 1e3,
+                        "runs": runs.iter().map(|(r, i)| json!({"ready_ms": r.as_secs_f64() * 1e3, "upstream_requests": i})).collect::<Vec<_>>()}),
+        table,
+        ..Outcome::default()
+    };
+    verdict(
+        &mut out,
+        &format!("ready in < 1 s with {n} stored registrations whose upstreams answer"),
+        format!(
+            "worst of 3: {:.0} ms; every upstream answered before ready: {all_init}",
+            worst.as_secs_f64() * 1e3
+        ),
+        worst < Duration::from_secs(1) && all_init,
+    );
+    Ok(out)
+}
