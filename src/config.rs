@@ -122,6 +122,8 @@ pub struct FileHttp {
     /// Exact origins accepted.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Seconds a client may take to send its request headers (slowloris guard).
+    pub header_timeout_secs: Option<u64>,
 }
 
 /// `[mcp]` of `mcpgw.toml`: the downstream MCP endpoints.
@@ -222,6 +224,8 @@ pub struct ServeConfig {
     pub allowed_hosts: Vec<String>,
     /// Exact accepted origins.
     pub allowed_origins: Vec<String>,
+    /// Request header read timeout on the listener.
+    pub header_timeout: Duration,
 }
 
 /// Global options that matter to `serve` (they live on the top-level command).
@@ -423,6 +427,9 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
             separator,
         },
         cert_dirs,
+        header_timeout: Duration::from_secs(
+            file.http.header_timeout_secs.unwrap_or(30).clamp(1, 3600),
+        ),
         allowed_hosts: file.http.allowed_hosts,
         allowed_origins: file.http.allowed_origins,
         sessions: crate::http::mcp::SessionLimits {

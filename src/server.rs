@@ -20,11 +20,13 @@ use crate::tls::serving::ServingCert;
 
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a client may take to send request headers.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client may take to send request headers, unless configured.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Concurrent HTTP/2 streams per connection: a flood of streams queues instead of fanning out.
+const H2_MAX_STREAMS: u32 = 128;
 
 /// Serve `app` on one connection until it closes or shutdown drains it.
-pub async fn serve_connection<S>(io: S, app: Router, watcher: Watcher)
+pub async fn serve_connection<S>(io: S, app: Router, watcher: Watcher, header_timeout: Duration)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -32,8 +34,12 @@ where
     builder
         .http1()
         .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
-    builder.http2().enable_connect_protocol();
+        .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .enable_connect_protocol()
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .timer(hyper_util::rt::TokioTimer::new());
     let conn =
         builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(app));
     if let Err(err) = watcher.watch(conn.into_owned()).await {
@@ -48,6 +54,7 @@ pub async fn run_listener(
     tls: Option<Arc<ServingCert>>,
     stop: CancellationToken,
     graceful: Arc<GracefulShutdown>,
+    header_timeout: Duration,
 ) {
     loop {
         let (stream, peer) = tokio::select! {
@@ -67,14 +74,16 @@ pub async fn run_listener(
         let watcher = graceful.watcher();
         match &tls {
             None => {
-                tokio::spawn(serve_connection(stream, app, watcher));
+                tokio::spawn(serve_connection(stream, app, watcher, header_timeout));
             }
             Some(serving) => {
                 let config = serving.current().config.clone();
                 tokio::spawn(async move {
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => serve_connection(tls_stream, app, watcher).await,
+                        Ok(Ok(tls_stream)) => {
+                            serve_connection(tls_stream, app, watcher, header_timeout).await;
+                        }
                         Ok(Err(err)) => {
                             tracing::debug!(%peer, error = %err, "TLS handshake failed")
                         }

@@ -231,6 +231,9 @@ async fn mcp_post(
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or_default();
+        if let Some(response) = fault(name) {
+            return response;
+        }
         let args = params.get("arguments").cloned().unwrap_or_default();
         let meta = params.get("_meta").cloned().unwrap_or_default();
         let action = conformance::call(name, &args, &meta);
@@ -253,6 +256,55 @@ async fn mcp_post(
             .insert("mcp-session-id", sid.parse().unwrap());
     }
     response
+}
+
+/// Misbehaviour on demand, for the gateway's fault tests.
+fn fault(tool: &str) -> Option<Response> {
+    let body = |ct: &'static str, body: axum::body::Body| {
+        Response::builder()
+            .header("content-type", ct)
+            .body(body)
+            .unwrap()
+    };
+    Some(match tool {
+        "fault_malformed_json" => {
+            body("application/json", "{\"jsonrpc\": \"2.0\", \"id\": ".into())
+        }
+        "fault_html" => body(
+            "text/html",
+            "<html><body>502 Bad Gateway</body></html>".into(),
+        ),
+        "fault_huge_event" => {
+            // One SSE event of 20 MiB without an end.
+            let chunk = Bytes::from(vec![b'x'; 1024 * 1024]);
+            let head = futures_util::stream::once(async {
+                Ok::<_, std::io::Error>(Bytes::from_static(b"event: message\ndata: "))
+            });
+            let rest = futures_util::stream::iter((0..20).map(move |_| Ok(chunk.clone())));
+            body(
+                "text/event-stream",
+                axum::body::Body::from_stream(futures_util::StreamExt::chain(head, rest)),
+            )
+        }
+        "fault_endless" => {
+            // Trickles bytes of one event forever.
+            let stream = futures_util::stream::unfold((), |()| async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Some((
+                    Ok::<_, std::io::Error>(Bytes::from_static(b"xxxxxxxxxxxxxxxx")),
+                    (),
+                ))
+            });
+            let head = futures_util::stream::once(async {
+                Ok::<_, std::io::Error>(Bytes::from_static(b"data: "))
+            });
+            body(
+                "text/event-stream",
+                axum::body::Body::from_stream(futures_util::StreamExt::chain(head, stream)),
+            )
+        }
+        _ => return None,
+    })
 }
 
 /// Answer a tools/call as an SSE stream: notifications or a request to the client first.

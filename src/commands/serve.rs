@@ -112,6 +112,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         serving.clone(),
         stop.clone(),
         graceful.clone(),
+        cfg.header_timeout,
     ));
     let control_task = tokio::spawn(control.run(
         http::router(state.clone(), Surface::Control),

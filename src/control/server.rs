@@ -133,6 +133,7 @@ impl ControlSocket {
                 stream,
                 app.clone(),
                 graceful.watcher(),
+                crate::server::HEADER_TIMEOUT,
             ));
         }
         let _ = std::fs::remove_file(&self.path);

@@ -3,6 +3,7 @@
 //! Every byte mcpgw sends upstream goes through [`clients::ClientCache::client_for`], which
 //! carries the upstream's full TLS identity. That single path is the structural fix for NET-01.
 
+pub mod bounded;
 pub mod clients;
 pub mod connection;
 pub mod diagnose;

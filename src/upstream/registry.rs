@@ -95,6 +95,10 @@ pub struct Upstream {
     /// Set once a catalog has been fetched; until then a successful check fetches it.
     catalog_loaded: AtomicBool,
     registry: Weak<RegistryInner>,
+    /// Consecutive failed connection attempts.
+    failed_opens: std::sync::atomic::AtomicU32,
+    /// No new attempt before this instant; the error to give meanwhile.
+    backoff: Mutex<Option<(std::time::Instant, UpstreamError)>>,
     /// Wakes this upstream's catalog refresher (list_changed notifications).
     refresh: tokio::sync::mpsc::Sender<()>,
 }
@@ -105,6 +109,18 @@ impl std::fmt::Debug for Upstream {
             .field("name", &self.name())
             .finish()
     }
+}
+
+/// Delay after `n` failed connection attempts: 250 ms doubling up to 10 s, times a random
+/// factor in [0.5, 1.5) so that many gateways (or upstreams) do not retry in step.
+fn backoff_delay(n: u32) -> Duration {
+    use ring::rand::SecureRandom;
+    let base = Duration::from_millis(250)
+        .saturating_mul(1u32 << n.min(6))
+        .min(Duration::from_secs(10));
+    let mut byte = [0u8; 1];
+    let _ = ring::rand::SystemRandom::new().fill(&mut byte);
+    base.mul_f64(0.5 + f64::from(byte[0]) / 256.0)
 }
 
 fn now() -> i64 {
@@ -171,9 +187,33 @@ impl Upstream {
         if let Some(conn) = self.conn.load_full().filter(|c| c.is_usable()) {
             return Ok(conn);
         }
-        let conn = Arc::new(self.open().await?);
-        self.conn.store(Some(conn.clone()));
-        Ok(conn)
+        // A flapping upstream is not re-initialized by every caller: after a failed attempt,
+        // callers get the last error until a jittered, growing delay has passed.
+        if let Some((until, error)) = self
+            .backoff
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            && std::time::Instant::now() < *until
+        {
+            return Err(error.clone());
+        }
+        match self.open().await {
+            Ok(conn) => {
+                let conn = Arc::new(conn);
+                self.conn.store(Some(conn.clone()));
+                self.failed_opens.store(0, Ordering::Relaxed);
+                *self.backoff.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                Ok(conn)
+            }
+            Err(error) => {
+                let n = self.failed_opens.fetch_add(1, Ordering::Relaxed).min(16);
+                let delay = backoff_delay(n);
+                *self.backoff.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some((std::time::Instant::now() + delay, error.clone()));
+                Err(error)
+            }
+        }
     }
 
     async fn open(self: &Arc<Self>) -> Result<Connection, UpstreamError> {
@@ -299,6 +339,12 @@ impl Upstream {
                 self.invalidate();
                 let conn = self.connection().await.map_err(fail)?;
                 send(conn, params).await.map_err(fail)
+            }
+            Err(error @ UpstreamError::Connect { .. }) => {
+                // The transport failed: the next call reconnects, through the backoff, instead
+                // of every call dialling a dead upstream.
+                self.invalidate();
+                Err(fail(error))
             }
             other => other.map_err(fail),
         }
@@ -563,6 +609,8 @@ impl Registry {
             catalog: ArcSwap::default(),
             legacy_warned: AtomicBool::new(false),
             catalog_loaded: AtomicBool::new(false),
+            failed_opens: std::sync::atomic::AtomicU32::new(0),
+            backoff: Mutex::new(None),
             registry: Arc::downgrade(&self.inner),
             refresh: tx,
         });
@@ -766,5 +814,21 @@ impl Registry {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff_delay;
+    use std::time::Duration;
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        assert!(backoff_delay(0) < Duration::from_millis(376));
+        assert!(backoff_delay(0) >= Duration::from_millis(125));
+        assert!(backoff_delay(20) <= Duration::from_secs(15));
+        assert!(backoff_delay(20) >= Duration::from_secs(5));
+        let samples: std::collections::HashSet<_> = (0..20).map(|_| backoff_delay(3)).collect();
+        assert!(samples.len() > 1, "no jitter");
     }
 }

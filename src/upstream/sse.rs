@@ -88,7 +88,8 @@ impl SseConn {
                     detail: format!("GET {url} answered '{ct}', not an event stream"),
                 });
             }
-            let mut events = response.bytes_stream().eventsource();
+            let mut events =
+                super::bounded::Bounded::new(response.bytes_stream(), MAX_BODY).eventsource();
             while let Some(event) = events.next().await {
                 let event = event.map_err(|e| UpstreamError::Protocol {
                     detail: format!("broken event stream ({e})"),

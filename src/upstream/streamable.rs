@@ -120,7 +120,8 @@ async fn read_answer(
         });
     }
     if content_type.starts_with("text/event-stream") {
-        let mut events = response.bytes_stream().eventsource();
+        let mut events =
+            super::bounded::Bounded::new(response.bytes_stream(), MAX_BODY).eventsource();
         while let Some(event) = events.next().await {
             let event = event.map_err(|e| UpstreamError::Protocol {
                 detail: format!("broken event stream ({e})"),

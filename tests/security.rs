@@ -1,0 +1,213 @@
+//! Hostile input on the admin surfaces: bad tokens, hostile certificate paths, header
+//! injection; and no secret ever printed in logs, errors or `--json` output.
+
+mod common;
+
+use std::io::{Read, Write};
+
+use common::{Dir, Gateway};
+use serde_json::json;
+
+fn request(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(s, "{method} {path} HTTP/1.1\r\nhost: localhost\r\n{auth}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len()).unwrap();
+    let mut r = String::new();
+    s.read_to_string(&mut r).unwrap();
+    (
+        r[9..12].parse().unwrap(),
+        r.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default(),
+    )
+}
+
+fn jwt(secret: &[u8], claims: serde_json::Value, alg: jsonwebtoken::Algorithm) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(alg),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .unwrap()
+}
+
+#[test]
+fn admin_routes_refuse_missing_forged_expired_unsigned_and_foreign_tokens() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &[]);
+    let secret = mcpgw::http::auth::read_secret(&dir.data_dir()).unwrap();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let good = jwt(
+        &secret,
+        json!({"sub": "t", "aud": "mcpgw", "iat": now, "exp": now + 600}),
+        jsonwebtoken::Algorithm::HS256,
+    );
+    assert_eq!(
+        request(gw.addr, "GET", "/gateways", Some(&good), "").0,
+        200,
+        "a valid token must pass"
+    );
+
+    use base64::Engine;
+    let b64 = |v: serde_json::Value| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let none = format!(
+        "{}.{}.",
+        b64(json!({"alg": "none", "typ": "JWT"})),
+        b64(json!({"sub": "t", "aud": "mcpgw", "exp": now + 600}))
+    );
+    let cases = [
+        ("no token", None),
+        (
+            "wrong signature",
+            Some(jwt(
+                b"another secret entirely",
+                json!({"sub": "t", "aud": "mcpgw", "exp": now + 600}),
+                jsonwebtoken::Algorithm::HS256,
+            )),
+        ),
+        (
+            "expired",
+            Some(jwt(
+                &secret,
+                json!({"sub": "t", "aud": "mcpgw", "iat": now - 7200, "exp": now - 3600}),
+                jsonwebtoken::Algorithm::HS256,
+            )),
+        ),
+        ("alg none", Some(none)),
+        (
+            "other audience",
+            Some(jwt(
+                &secret,
+                json!({"sub": "t", "aud": "someone-else", "exp": now + 600}),
+                jsonwebtoken::Algorithm::HS256,
+            )),
+        ),
+        (
+            "HS512 with our secret",
+            Some(jwt(
+                &secret,
+                json!({"sub": "t", "aud": "mcpgw", "exp": now + 600}),
+                jsonwebtoken::Algorithm::HS512,
+            )),
+        ),
+        ("garbage", Some("not.a.jwt".to_owned())),
+    ];
+    for (name, token) in cases {
+        for (method, path) in [
+            ("GET", "/gateways"),
+            ("POST", "/mcp"),
+            ("GET", "/metrics"),
+            ("GET", "/admin/status"),
+        ] {
+            let (status, _) = request(gw.addr, method, path, token.as_deref(), "{}");
+            assert_eq!(status, 401, "{name}: {method} {path}");
+        }
+    }
+    assert_eq!(request(gw.addr, "GET", "/health", None, "").0, 200);
+}
+
+#[test]
+fn hostile_registrations_are_refused_without_echoing_secrets_or_files() {
+    let dir = Dir::new();
+    std::fs::write(
+        dir.join("secret.txt"),
+        "root:$6$verysecrethash$abc:19000:0:99999:7:::\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.join("allowed")).unwrap();
+    std::fs::write(
+        dir.join("mcpgw.toml"),
+        format!(
+            "[upstreams]\ncert_dirs = [\"{}\"]\n",
+            dir.join("allowed").display()
+        ),
+    )
+    .unwrap();
+    let gw = Gateway::start(
+        &dir,
+        &[
+            "--no-auth",
+            "--config",
+            "mcpgw.toml",
+            "--request-timeout",
+            "2",
+        ],
+    );
+    let post =
+        |body: serde_json::Value| request(gw.addr, "POST", "/gateways", None, &body.to_string());
+
+    // A certificate path to a non-certificate file outside the allowed directories.
+    let (status, body) = post(
+        json!({"name": "x", "url": "https://localhost:1/mcp", "tls_config": {"ca_cert": dir.join("secret.txt")}}),
+    );
+    assert!(status >= 400, "{body}");
+    assert!(body.contains("outside the directories allowed"), "{body}");
+    assert!(!body.contains("verysecrethash"), "{body}");
+
+    // Inside the allowed directory, but not PEM: named, not echoed.
+    std::fs::copy(dir.join("secret.txt"), dir.join("allowed/ca.pem")).unwrap();
+    let (status, body) = post(
+        json!({"name": "y", "url": "https://localhost:1/mcp", "tls_config": {"ca_cert": dir.join("allowed/ca.pem")}}),
+    );
+    assert!(status >= 400, "{body}");
+    assert!(
+        body.contains("is not valid PEM") || body.contains("no '-----BEGIN'"),
+        "{body}"
+    );
+    assert!(!body.contains("verysecrethash"), "{body}");
+
+    // CR/LF in an upstream header, and in a bearer token.
+    let (status, body) = post(
+        json!({"name": "z", "url": "http://127.0.0.1:1/mcp", "headers": {"X-A": "ok\r\nInjected: yes"}}),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("control character"), "{body}");
+    let (status, _) =
+        post(json!({"name": "z", "url": "http://127.0.0.1:1/mcp", "auth_token": "tok\r\nX: y"}));
+    assert_eq!(status, 400);
+
+    // A deferred registration with secrets: stored, and no secret in any answer or log.
+    let bearer = "upstream-bearer-SECRET-0123456789";
+    let inline_key = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF\n-----END PRIVATE KEY-----\n";
+    let (status, body) = post(
+        json!({"name": "sec", "url": "http://127.0.0.1:1/mcp", "defer": true, "bearer": bearer,
+        "headers": {"X-Api-Key": "header-SECRET-value"}, "client_cert": inline_key, "client_key": inline_key}),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (_, list) = request(gw.addr, "GET", "/gateways", None, "");
+    let (show, _) = dir.run_expect(&["gateway", "show", "sec", "--json"], 0);
+    let (text_show, _) = dir.run_expect(&["gateway", "show", "sec"], 0);
+    for out in [&body, &list, &show, &text_show, &gw.log()] {
+        for secret in [
+            bearer,
+            "header-SECRET-value",
+            "PRIVATE KEY",
+            "MC4CAQAwBQYDK2VwBCIEIJ",
+        ] {
+            assert!(
+                !out.contains(secret),
+                "secret {secret:?} printed in:\n{out}"
+            );
+        }
+    }
+    // And not in the error of a call to it either.
+    let (_, answer) = request(
+        gw.addr,
+        "POST",
+        "/mcp",
+        None,
+        &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "sec__x"}})
+            .to_string(),
+    );
+    assert!(!answer.contains(bearer), "{answer}");
+}
