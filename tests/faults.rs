@@ -132,6 +132,7 @@ fn malformed_non_mcp_oversized_and_endless_answers_are_errors_with_bounded_memor
         );
     }
     let after = rss_kib(gw.pid());
+    eprintln!("misbehaving upstream: RSS {before} KiB before, {after} KiB after the 20 MiB event");
     assert!(
         after < before + 64 * 1024,
         "RSS grew from {before} KiB to {after} KiB"
@@ -221,6 +222,7 @@ fn a_thousand_sighups_in_a_second_and_a_half_written_certificate() {
         (1..1000).contains(&reloads),
         "bursts must coalesce: {reloads} reloads"
     );
+    eprintln!("1000 SIGHUPs in {:?}: {reloads} reloads, gateway alive", started.elapsed());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let config = common::tls::client_config(&pki.file("ca.crt"));
     let before = rt
@@ -444,6 +446,7 @@ fn slowloris_garbage_truncated_handshakes_and_abandoned_connections_leave_it_ser
         slow.0
     );
     assert!(slow.1.is_ok(), "the connection was not closed");
+    eprintln!("slowloris connection closed after {:?} (header timeout 1 s)", slow.0);
 
     // Random bytes, truncated ClientHellos, and 500 connections opened and abandoned.
     for i in 0..200u32 {
