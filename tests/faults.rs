@@ -222,7 +222,10 @@ fn a_thousand_sighups_in_a_second_and_a_half_written_certificate() {
         (1..1000).contains(&reloads),
         "bursts must coalesce: {reloads} reloads"
     );
-    eprintln!("1000 SIGHUPs in {:?}: {reloads} reloads, gateway alive", started.elapsed());
+    eprintln!(
+        "1000 SIGHUPs in {:?}: {reloads} reloads, gateway alive",
+        started.elapsed()
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let config = common::tls::client_config(&pki.file("ca.crt"));
     let before = rt
@@ -446,7 +449,10 @@ fn slowloris_garbage_truncated_handshakes_and_abandoned_connections_leave_it_ser
         slow.0
     );
     assert!(slow.1.is_ok(), "the connection was not closed");
-    eprintln!("slowloris connection closed after {:?} (header timeout 1 s)", slow.0);
+    eprintln!(
+        "slowloris connection closed after {:?} (header timeout 1 s)",
+        slow.0
+    );
 
     // Random bytes, truncated ClientHellos, and 500 connections opened and abandoned.
     for i in 0..200u32 {

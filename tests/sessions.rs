@@ -299,3 +299,91 @@ fn sessions_are_bounded_and_expire_when_idle() {
         assert_eq!(third.status().as_u16(), 503);
     });
 }
+
+/// Read SSE frames from a GET stream until `n` events (with ids) arrived.
+async fn read_events(resp: reqwest::Response, n: usize) -> Vec<(u64, Value)> {
+    use futures_util::StreamExt;
+    let mut stream = resp.bytes_stream();
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    while out.len() < n {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("no event in time")
+            .unwrap()
+            .unwrap();
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            let id = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("id:"))
+                .map(|v| v.trim().parse::<u64>().unwrap());
+            let data = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("data:"))
+                .map(|v| serde_json::from_str::<Value>(v.trim()).unwrap());
+            if let (Some(id), Some(data)) = (id, data) {
+                out.push((id, data));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn get_stream_delivers_list_changed_and_resumes_from_last_event_id() {
+    let dir = Dir::new();
+    let (a, b) = (Upstream::start(&[]), Upstream::start(&[]));
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("http://{}/mcp", gw.addr);
+    let http = clients::http(None);
+    let session = rt
+        .block_on(Streamable::open(http.clone(), &url, None))
+        .unwrap();
+    let get = |last: Option<u64>| {
+        let mut req = http
+            .get(&url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session.session)
+            .timeout(Duration::from_secs(60));
+        if let Some(l) = last {
+            req = req.header("last-event-id", l.to_string());
+        }
+        req
+    };
+    let resp = rt.block_on(async { get(None).send().await }).unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    dir.run_expect(&["gateway", "add", "a", &format!("{}/mcp", a.base)], 0);
+    let first = rt.block_on(read_events(resp, 3));
+    let methods: Vec<&str> = first
+        .iter()
+        .map(|(_, v)| v["method"].as_str().unwrap())
+        .collect();
+    assert!(
+        methods.contains(&"notifications/tools/list_changed"),
+        "{methods:?}"
+    );
+    let last_seen = first.last().unwrap().0;
+
+    // Disconnected while another upstream arrives; a resume gets what was missed, in order.
+    dir.run_expect(&["gateway", "add", "b", &format!("{}/mcp", b.base)], 0);
+    let resp = rt
+        .block_on(async { get(Some(last_seen)).send().await })
+        .unwrap();
+    let missed = rt.block_on(read_events(resp, 3));
+    let ids: Vec<u64> = missed.iter().map(|(id, _)| *id).collect();
+    assert_eq!(
+        ids,
+        vec![last_seen + 1, last_seen + 2, last_seen + 3],
+        "replay after Last-Event-ID"
+    );
+
+    let no_session = rt.block_on(async { http.get(&url).send().await }).unwrap();
+    assert_eq!(no_session.status().as_u16(), 400);
+    let unknown = rt
+        .block_on(async { http.get(&url).header("mcp-session-id", "nope").send().await })
+        .unwrap();
+    assert_eq!(unknown.status().as_u16(), 404);
+}

@@ -119,6 +119,21 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         stop.clone(),
         graceful.clone(),
     ));
+    // Catalog changes become list_changed notifications on every session's GET stream.
+    {
+        let (state, mut changes) = (state.clone(), registry.subscribe_changes());
+        tokio::spawn(async move {
+            while let Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) =
+                changes.recv().await
+            {
+                for kind in ["tools", "prompts", "resources"] {
+                    state.sessions.broadcast(&serde_json::json!({
+                        "jsonrpc": "2.0", "method": format!("notifications/{kind}/list_changed")
+                    }));
+                }
+            }
+        });
+    }
     let reload = spawn_reloader(serving.clone(), registry.clone(), metrics);
     let health = registry.spawn_health_loop(stop.clone());
 

@@ -52,6 +52,8 @@ impl Default for SessionLimits {
 #[derive(Debug, Default)]
 pub struct Sessions {
     ids: Mutex<HashMap<String, Instant>>,
+    /// Server-to-client events of each session (`GET /mcp`).
+    logs: Mutex<HashMap<String, Arc<super::events::EventLog>>>,
     limits: SessionLimits,
 }
 
@@ -60,6 +62,7 @@ impl Sessions {
     pub fn new(limits: SessionLimits) -> Self {
         Self {
             ids: Mutex::default(),
+            logs: Mutex::default(),
             limits,
         }
     }
@@ -88,6 +91,7 @@ impl Sessions {
         let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
         let id = hex::encode(bytes);
         ids.insert(id.clone(), Instant::now());
+        self.logs_lock().insert(id.clone(), Arc::default());
         Some(id)
     }
 
@@ -101,6 +105,7 @@ impl Sessions {
             }
             Some(_) => {
                 ids.remove(id);
+                self.logs_lock().remove(id);
                 false
             }
             None => false,
@@ -112,7 +117,30 @@ impl Sessions {
     }
 
     pub(super) fn close(&self, id: &str) -> bool {
+        self.logs_lock().remove(id);
         self.lock().remove(id).is_some()
+    }
+
+    fn logs_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<super::events::EventLog>>> {
+        self.logs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The event log of an open session (marks it used).
+    pub fn events(&self, id: &str) -> Option<Arc<super::events::EventLog>> {
+        if !self.touch(id) {
+            return None;
+        }
+        self.logs_lock().get(id).cloned()
+    }
+
+    /// Queue a server-to-client message for every open session.
+    pub fn broadcast(&self, msg: &Value) {
+        let logs: Vec<_> = self.logs_lock().values().cloned().collect();
+        for log in logs {
+            log.push(msg.clone());
+        }
     }
 
     /// Forget sessions idle past the limit; returns how many went.
@@ -121,6 +149,7 @@ impl Sessions {
         let mut ids = self.lock();
         let before = ids.len();
         ids.retain(|_, seen| seen.elapsed() < idle);
+        self.logs_lock().retain(|id, _| ids.contains_key(id));
         before - ids.len()
     }
 

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod era;
+pub mod events;
 pub mod gateways;
 pub mod health;
 pub mod mcp;
@@ -144,7 +145,10 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
                 .put(gateways::replace)
                 .delete(gateways::remove),
         )
-        .route("/mcp", post(mcp::post_all).delete(mcp::delete))
+        .route(
+            "/mcp",
+            post(mcp::post_all).get(events::stream).delete(mcp::delete),
+        )
         .route("/mcp/http", post(mcp::post_all).delete(mcp::delete))
         .route(
             "/servers/{name}/mcp",

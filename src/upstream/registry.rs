@@ -382,6 +382,9 @@ impl Upstream {
         }
         self.catalog.store(Arc::new(catalog));
         self.catalog_loaded.store(true, Ordering::Release);
+        if let Some(registry) = self.registry.upgrade() {
+            let _ = registry.changes.send(());
+        }
         Ok(())
     }
 
@@ -551,6 +554,8 @@ pub enum RegisterError {
 }
 
 struct RegistryInner {
+    /// Fires when any upstream's catalog (or the set of upstreams) changes.
+    changes: tokio::sync::broadcast::Sender<()>,
     upstreams: RwLock<BTreeMap<String, Arc<Upstream>>>,
     clients: ClientCache,
     store: Arc<dyn Store>,
@@ -580,6 +585,7 @@ impl Registry {
     ) -> Self {
         Self {
             inner: Arc::new(RegistryInner {
+                changes: tokio::sync::broadcast::channel(16).0,
                 upstreams: RwLock::default(),
                 clients,
                 store,
@@ -587,6 +593,11 @@ impl Registry {
                 metrics,
             }),
         }
+    }
+
+    /// Notified whenever a catalog or the set of upstreams changes.
+    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<()> {
+        self.inner.changes.subscribe()
     }
 
     /// Settings in force.
@@ -752,6 +763,7 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
         tracing::info!(upstream = %name, "upstream removed");
+        let _ = self.inner.changes.send(());
         Ok(())
     }
 
