@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use super::UpstreamError;
 use super::clients::UpstreamClient;
 use super::diagnose::diagnose;
-use super::streamable::{MAX_BODY, excerpt};
+use super::streamable::{MAX_BODY, excerpt, without_bom};
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
 type Sink = Arc<dyn Fn(Value) + Send + Sync>;
@@ -88,7 +88,7 @@ impl SseConn {
                     detail: format!("GET {url} answered '{ct}', not an event stream"),
                 });
             }
-            let mut events = response.bytes_stream().eventsource();
+            let mut events = without_bom(response.bytes_stream()).eventsource();
             while let Some(event) = events.next().await {
                 let event = event.map_err(|e| UpstreamError::Protocol {
                     detail: format!("broken event stream ({e})"),

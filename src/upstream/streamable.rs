@@ -120,7 +120,7 @@ async fn read_answer(
         });
     }
     if content_type.starts_with("text/event-stream") {
-        let mut events = response.bytes_stream().eventsource();
+        let mut events = without_bom(response.bytes_stream()).eventsource();
         while let Some(event) = events.next().await {
             let event = event.map_err(|e| UpstreamError::Protocol {
                 detail: format!("broken event stream ({e})"),
@@ -190,4 +190,37 @@ pub fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
     let text: String = text.chars().filter(|c| !c.is_control()).collect();
     format!(": {}", text.trim())
+}
+
+/// The UTF-8 byte-order mark, which the SSE spec says to ignore at the start of a stream.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// An upstream's event-stream body with a leading byte-order mark removed, even when it is split
+/// across chunks. eventsource-stream 0.2.3 panics on a stream that starts with one (it slices one
+/// byte off the three-byte char), which killed the request task: found by `fuzz/` (sse_parser).
+pub fn without_bom<S, E>(body: S) -> impl futures_util::Stream<Item = Result<bytes::Bytes, E>>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>>,
+{
+    // `Some` until the first three bytes (or the end) decide whether a BOM is there.
+    let mut head: Option<Vec<u8>> = Some(Vec::new());
+    body.filter_map(move |item| {
+        let out = match (item, head.take()) {
+            (Ok(chunk), Some(mut buf)) => {
+                buf.extend_from_slice(&chunk);
+                if buf.len() < BOM.len() && BOM.starts_with(&buf) {
+                    head = Some(buf);
+                    None
+                } else {
+                    let rest = buf.strip_prefix(BOM).unwrap_or(&buf);
+                    Some(Ok(bytes::Bytes::copy_from_slice(rest)))
+                }
+            }
+            (item, pending) => {
+                head = pending;
+                Some(item)
+            }
+        };
+        std::future::ready(out)
+    })
 }
