@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Run every fuzz target for a bounded time: fuzz/run.sh [SECONDS per target, default 60].
 # Needs cargo-fuzz (`cargo install cargo-fuzz`) and a nightly toolchain; not for CI.
-# New interesting inputs are added to fuzz/corpus/<target>/ (review and commit them); a crash
-# is written to fuzz/artifacts/<target>/ and the script exits non-zero: copy the input into
-# the corpus, fix the cause, and `cargo test --test fuzz_corpus` replays it from then on.
+# The checked-in seeds in fuzz/corpus/<target>/ are read; what libFuzzer finds goes to
+# fuzz/work/<target>/ (not committed: thousands of files). A crash is written to
+# fuzz/artifacts/<target>/ and the script exits non-zero: copy that input into
+# fuzz/corpus/<target>/, fix the cause, and `cargo test --test fuzz_corpus` replays it from
+# then on.
 set -euo pipefail
 seconds="${1:-60}"
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -23,9 +25,9 @@ fi
 status=0
 for target in jsonrpc_envelope sse_parser config_loader pem_loader; do
     echo "== $target: ${seconds}s"
-    mkdir -p "corpus/$target"
+    mkdir -p "work/$target"
     # -max_len keeps inputs small enough to be read and kept as regression cases.
-    if ! cargo +nightly fuzz run "$target" "corpus/$target" -- \
+    if ! cargo +nightly fuzz run "$target" "work/$target" "corpus/$target" -- \
         -max_total_time="$seconds" -max_len=65536 -timeout=10 -rss_limit_mb=2048; then
         echo "== $target: FAILED (see fuzz/artifacts/$target/)" >&2
         status=1
