@@ -54,13 +54,22 @@ fn pem_loader_corpus_replays_without_panics() {
 }
 
 /// Regression (found by the sse_parser target): a byte-order mark at the start of an upstream's
-/// event stream made eventsource-stream panic, also when the BOM arrives split over chunks.
+/// event stream made eventsource-stream panic, also when the BOM arrives split over chunks, and
+/// (found by a longer run) when two BOMs follow each other.
 #[test]
 fn event_stream_starting_with_a_byte_order_mark_parses_even_split_over_chunks() {
+    for body in [
+        &b"\xEF\xBB\xBFdata: {\"a\":1}\n\n"[..],
+        &b"\xEF\xBB\xBF\xEF\xBB\xBF\xEF\xBB\xBFdata: {\"a\":1}\n\n"[..],
+    ] {
+        replay_bom(body);
+    }
+}
+
+fn replay_bom(body: &[u8]) {
     use eventsource_stream::Eventsource;
     use futures_util::{FutureExt, StreamExt};
-    let body = b"\xEF\xBB\xBFdata: {\"a\":1}\n\n";
-    for split in 1..=4 {
+    for split in 1..=7 {
         let chunks: Vec<Result<bytes::Bytes, std::convert::Infallible>> = body
             .chunks(split)
             .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))

@@ -195,7 +195,7 @@ pub fn excerpt(body: &[u8]) -> String {
 /// The UTF-8 byte-order mark, which the SSE spec says to ignore at the start of a stream.
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
-/// An upstream's event-stream body with a leading byte-order mark removed, even when it is split
+/// An upstream's event-stream body with its leading byte-order mark(s) removed, even when split
 /// across chunks. eventsource-stream 0.2.3 panics on a stream that starts with one (it slices one
 /// byte off the three-byte char), which killed the request task: found by `fuzz/` (sse_parser).
 pub fn without_bom<S, E>(body: S) -> impl futures_util::Stream<Item = Result<bytes::Bytes, E>>
@@ -208,11 +208,15 @@ where
         let out = match (item, head.take()) {
             (Ok(chunk), Some(mut buf)) => {
                 buf.extend_from_slice(&chunk);
-                if buf.len() < BOM.len() && BOM.starts_with(&buf) {
-                    head = Some(buf);
+                // Every leading BOM: after one is stripped, a second would hit the same panic.
+                let mut rest: &[u8] = &buf;
+                while let Some(after) = rest.strip_prefix(BOM) {
+                    rest = after;
+                }
+                if rest.len() < BOM.len() && BOM.starts_with(rest) {
+                    head = Some(rest.to_vec());
                     None
                 } else {
-                    let rest = buf.strip_prefix(BOM).unwrap_or(&buf);
                     Some(Ok(bytes::Bytes::copy_from_slice(rest)))
                 }
             }
