@@ -53,6 +53,7 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l control-socket -d 
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l allow-insecure-bind -d 'Allow listening on a non-loopback address without TLS'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l no-auth -d 'Turn bearer auth off (refused unless the listen address is loopback)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l check-config -d 'Validate the configuration and the serving certificate, print a summary and exit (0: usable, 1: not); binds nothing, creates nothing'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l json -d 'Print data as JSON'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -s V -l version -d 'Print version'

@@ -279,6 +279,11 @@ pub struct ServeArgs {
     /// Seconds that in-flight requests get to finish on SIGTERM/SIGINT [default: 30].
     #[arg(long, env = "MCPGW_SHUTDOWN_GRACE", value_name = "SECS")]
     pub shutdown_grace: Option<u64>,
+
+    /// Validate the configuration and the serving certificate, print a summary and exit
+    /// (0: usable, 1: not); binds nothing, creates nothing.
+    #[arg(long)]
+    pub check_config: bool,
 }
 
 /// `mcpgw cert ...`

@@ -15,6 +15,7 @@ pub mod http;
 pub mod jsonrpc;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod server;
 pub mod signals;
 pub mod store;

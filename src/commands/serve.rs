@@ -23,6 +23,9 @@ use crate::tls::serving::ServingCert;
 /// Validate the configuration, then serve until SIGTERM/SIGINT.
 pub fn run(args: &ServeArgs, globals: &GlobalPaths) -> anyhow::Result<()> {
     let cfg = config::resolve(args, globals)?;
+    if args.check_config {
+        return check_config(&cfg);
+    }
     crate::logging::init(cfg.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -145,6 +148,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let _ = writeln!(stdout, "mcpgw: listening on {scheme}://{local}");
     let _ = stdout.flush();
     drop(stdout);
+    crate::notify::ready();
 
     while let Some(signal) = signal_rx.recv().await {
         match signal {
@@ -152,6 +156,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             Signal::Shutdown => break,
         }
     }
+    crate::notify::stopping();
 
     tracing::info!(
         grace_s = cfg.shutdown_grace.as_secs(),
@@ -189,6 +194,7 @@ fn spawn_reloader(
     tokio::spawn(async move {
         loop {
             wake.notified().await;
+            let _reloading = crate::notify::reloading();
             // Upstream client certificates rotated on disk are picked up for new connections.
             registry.reload_identities();
             let Some(serving) = serving.clone() else {
@@ -208,17 +214,53 @@ fn spawn_reloader(
     notify
 }
 
+/// `serve --check-config`: every check start-up makes before it binds or writes anything.
+/// Deliberately touches no listener, control socket, store or data directory, so it is safe
+/// to run beside a live gateway (e.g. before `systemctl reload`).
+fn check_config(cfg: &ServeConfig) -> anyhow::Result<()> {
+    let tls = match &cfg.tls {
+        Some(files) => {
+            let cert =
+                ServingCert::load(files.clone()).context("cannot load the serving certificate")?;
+            let info = &cert.current().info;
+            format!(
+                "tls on, certificate sha256 {}, not after {}",
+                info.sha256, info.not_after
+            )
+        }
+        None => "tls off".to_owned(),
+    };
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "configuration OK")?;
+    writeln!(
+        stdout,
+        "listen {}, {tls}, auth {}, data dir {}",
+        cfg.listen,
+        if cfg.auth.enabled { "on" } else { "off" },
+        cfg.data_dir.display()
+    )?;
+    Ok(())
+}
+
+/// Said after every data-directory failure: the operator's next step.
+const DATA_DIR_HINT: &str =
+    "choose a writable directory with --data-dir, MCPGW_DATA_DIR or `data_dir` in the config file";
+
 fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    let shown = dir.display();
     if !dir.exists() {
         std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create data directory {}", dir.display()))?;
+            .with_context(|| format!("cannot create data directory {shown} ({DATA_DIR_HINT})"))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot restrict data directory {}", dir.display()))?;
+            .with_context(|| format!("cannot restrict data directory {shown}"))?;
+    }
+    if !dir.is_dir() {
+        anyhow::bail!("data directory {shown} exists but is not a directory ({DATA_DIR_HINT})");
     }
     // Prove it is writable now rather than failing later on the first registration.
     let probe = dir.join(".mcpgw-write-test");
     std::fs::write(&probe, b"")
-        .with_context(|| format!("data directory {} is not writable", dir.display()))?;
+        .with_context(|| format!("data directory {shown} is not writable ({DATA_DIR_HINT})"))?;
     let _ = std::fs::remove_file(probe);
     Ok(())
 }

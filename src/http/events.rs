@@ -20,6 +20,9 @@ use tokio::sync::broadcast;
 
 use super::AppState;
 
+/// An event and its id.
+type Numbered = (u64, Value);
+
 /// Events kept per session for replay.
 const REPLAY: usize = 128;
 
@@ -55,7 +58,7 @@ impl EventLog {
 
     /// Events after `last` still in the buffer, and a receiver for what comes next. Taken under
     /// one lock so nothing falls between the two.
-    fn since(&self, last: u64) -> (Vec<(u64, Value)>, broadcast::Receiver<(u64, Value)>) {
+    fn since(&self, last: u64) -> (Vec<Numbered>, broadcast::Receiver<Numbered>) {
         let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let missed = inner
             .1

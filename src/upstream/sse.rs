@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use super::UpstreamError;
 use super::clients::UpstreamClient;
 use super::diagnose::diagnose;
-use super::streamable::{MAX_BODY, excerpt};
+use super::streamable::{MAX_BODY, excerpt, without_bom};
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
 type Sink = Arc<dyn Fn(Value) + Send + Sync>;
@@ -88,8 +88,11 @@ impl SseConn {
                     detail: format!("GET {url} answered '{ct}', not an event stream"),
                 });
             }
-            let mut events =
-                super::bounded::Bounded::new(response.bytes_stream(), MAX_BODY).eventsource();
+            let mut events = without_bom(super::bounded::Bounded::new(
+                response.bytes_stream(),
+                MAX_BODY,
+            ))
+            .eventsource();
             while let Some(event) = events.next().await {
                 let event = event.map_err(|e| UpstreamError::Protocol {
                     detail: format!("broken event stream ({e})"),

@@ -120,8 +120,11 @@ async fn read_answer(
         });
     }
     if content_type.starts_with("text/event-stream") {
-        let mut events =
-            super::bounded::Bounded::new(response.bytes_stream(), MAX_BODY).eventsource();
+        let mut events = without_bom(super::bounded::Bounded::new(
+            response.bytes_stream(),
+            MAX_BODY,
+        ))
+        .eventsource();
         while let Some(event) = events.next().await {
             let event = event.map_err(|e| UpstreamError::Protocol {
                 detail: format!("broken event stream ({e})"),
@@ -191,4 +194,41 @@ pub fn excerpt(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
     let text: String = text.chars().filter(|c| !c.is_control()).collect();
     format!(": {}", text.trim())
+}
+
+/// The UTF-8 byte-order mark, which the SSE spec says to ignore at the start of a stream.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// An upstream's event-stream body with its leading byte-order mark(s) removed, even when split
+/// across chunks. eventsource-stream 0.2.3 panics on a stream that starts with one (it slices one
+/// byte off the three-byte char), which killed the request task: found by `fuzz/` (sse_parser).
+pub fn without_bom<S, E>(body: S) -> impl futures_util::Stream<Item = Result<bytes::Bytes, E>>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>>,
+{
+    // `Some` until the first three bytes (or the end) decide whether a BOM is there.
+    let mut head: Option<Vec<u8>> = Some(Vec::new());
+    body.filter_map(move |item| {
+        let out = match (item, head.take()) {
+            (Ok(chunk), Some(mut buf)) => {
+                buf.extend_from_slice(&chunk);
+                // Every leading BOM: after one is stripped, a second would hit the same panic.
+                let mut rest: &[u8] = &buf;
+                while let Some(after) = rest.strip_prefix(BOM) {
+                    rest = after;
+                }
+                if rest.len() < BOM.len() && BOM.starts_with(rest) {
+                    head = Some(rest.to_vec());
+                    None
+                } else {
+                    Some(Ok(bytes::Bytes::copy_from_slice(rest)))
+                }
+            }
+            (item, pending) => {
+                head = pending;
+                Some(item)
+            }
+        };
+        std::future::ready(out)
+    })
 }
