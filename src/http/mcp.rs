@@ -703,28 +703,33 @@ async fn route_named(
             format!("{method} needs params.name"),
         );
     };
-    let (upstream, original) = match scope {
-        Scope::One(u) => (u.clone(), name.clone()),
-        Scope::All => match name.split_once(sep) {
-            Some((u, rest)) => (u.to_owned(), rest.to_owned()),
-            None => {
-                return jsonrpc::error(
-                    id,
-                    code::INVALID_PARAMS,
-                    format!("unknown name '{name}': expected <upstream>{sep}<name>"),
-                );
-            }
-        },
-    };
-    let Some(up) = state.registry.get(&upstream) else {
-        return jsonrpc::error(
-            id,
-            code::INVALID_PARAMS,
-            format!("unknown name '{name}': no upstream named '{upstream}'"),
-        );
+    let (up, original) = match resolve_name(state, scope, sep, &name) {
+        Ok(found) => found,
+        Err(message) => return jsonrpc::error(id, code::INVALID_PARAMS, message),
     };
     params.insert("name".into(), Value::String(original));
     forward(&up, id, method, Value::Object(params)).await
+}
+
+/// The upstream a (possibly prefixed) tool or prompt name belongs to, and its own name there.
+fn resolve_name(
+    state: &AppState,
+    scope: &Scope,
+    sep: &str,
+    name: &str,
+) -> Result<(Arc<Upstream>, String), String> {
+    let (upstream, original) = match scope {
+        Scope::One(u) => (u.clone(), name.to_owned()),
+        Scope::All => name
+            .split_once(sep)
+            .map(|(u, rest)| (u.to_owned(), rest.to_owned()))
+            .ok_or_else(|| format!("unknown name '{name}': expected <upstream>{sep}<name>"))?,
+    };
+    let up = state
+        .registry
+        .get(&upstream)
+        .ok_or_else(|| format!("unknown name '{name}': no upstream named '{upstream}'"))?;
+    Ok((up, original))
 }
 
 async fn route_completion(
@@ -742,25 +747,9 @@ async fn route_completion(
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            let (upstream, original) = match scope {
-                Scope::One(u) => (u.clone(), name),
-                Scope::All => match name.split_once(sep) {
-                    Some((u, rest)) => (u.to_owned(), rest.to_owned()),
-                    None => {
-                        return jsonrpc::error(
-                            id,
-                            code::INVALID_PARAMS,
-                            format!("unknown prompt '{name}'"),
-                        );
-                    }
-                },
-            };
-            let Some(up) = state.registry.get(&upstream) else {
-                return jsonrpc::error(
-                    id,
-                    code::INVALID_PARAMS,
-                    format!("no upstream named '{upstream}'"),
-                );
+            let (up, original) = match resolve_name(state, scope, sep, &name) {
+                Ok(found) => found,
+                Err(message) => return jsonrpc::error(id, code::INVALID_PARAMS, message),
             };
             params["ref"]["name"] = Value::String(original);
             forward(&up, id, "completion/complete", params).await

@@ -659,14 +659,22 @@ impl Registry {
             .cloned()
     }
 
-    /// Load stored registrations and connect to them all concurrently.
-    pub async fn load(&self) -> Result<usize, StoreError> {
+    /// Run a store operation off the async threads (the store is synchronous).
+    async fn on_store<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let store = self.inner.store.clone();
-        let regs = tokio::task::spawn_blocking(move || store.list())
+        tokio::task::spawn_blocking(move || op(&*store))
             .await
             .map_err(|e| StoreError::Query {
                 detail: e.to_string(),
-            })??;
+            })?
+    }
+
+    /// Load stored registrations and connect to them all concurrently.
+    pub async fn load(&self) -> Result<usize, StoreError> {
+        let regs = self.on_store(|store| store.list()).await?;
         let ups: Vec<_> = regs.into_iter().map(|r| self.make(r)).collect();
         {
             let mut map = self
@@ -725,12 +733,7 @@ impl Registry {
         }
         reg.health = up.health();
         up.reg.store(Arc::new(reg.clone()));
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || store.insert(&reg))
-            .await
-            .map_err(|e| StoreError::Query {
-                detail: e.to_string(),
-            })??;
+        self.on_store(move |store| store.insert(&reg)).await?;
         self.inner
             .upstreams
             .write()
@@ -750,13 +753,8 @@ impl Registry {
 
     /// Remove an upstream from the store and the live set.
     pub async fn remove(&self, name: &str) -> Result<(), StoreError> {
-        let store = self.inner.store.clone();
         let owned = name.to_owned();
-        tokio::task::spawn_blocking(move || store.remove(&owned))
-            .await
-            .map_err(|e| StoreError::Query {
-                detail: e.to_string(),
-            })??;
+        self.on_store(move |store| store.remove(&owned)).await?;
         self.inner
             .upstreams
             .write()
@@ -772,9 +770,13 @@ impl Registry {
         if up.check().await {
             let health = up.health();
             tracing::info!(upstream = %up.name(), status = health.status.as_str(), last_error = ?health.last_error, "upstream health changed");
-            let store = self.inner.store.clone();
             let name = up.name();
-            let _ = tokio::task::spawn_blocking(move || store.set_health(&name, &health)).await;
+            if let Err(err) = self
+                .on_store(move |store| store.set_health(&name, &health))
+                .await
+            {
+                tracing::warn!(error = %err, "could not record health in the store");
+            }
         }
     }
 
