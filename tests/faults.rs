@@ -478,3 +478,212 @@ fn slowloris_garbage_truncated_handshakes_and_abandoned_connections_leave_it_ser
     let mut sink = Vec::new();
     let _ = probe.read_to_end(&mut sink);
 }
+
+#[test]
+fn a_trickled_body_gets_408_at_the_body_timeout() {
+    let dir = Dir::new();
+    std::fs::write(dir.join("mcpgw.toml"), "[http]\nheader_timeout_secs = 1\n").unwrap();
+    let gw = Gateway::start(&dir, &["--no-auth", "--config", "mcpgw.toml"]);
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    write!(s, "POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"jsonrpc\"").unwrap();
+    let started = Instant::now();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).unwrap();
+    assert_eq!(&head, b"HTTP/1.1 408");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn an_http2_stream_flood_is_served_without_harm() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    common::tls::install_provider();
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let url = format!("http://{}/health", gw.addr);
+    let ok = rt.block_on(async {
+        let tasks: Vec<_> = (0..1000)
+            .map(|_| {
+                let (client, url) = (client.clone(), url.clone());
+                tokio::spawn(async move {
+                    client
+                        .get(&url)
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16() == 200)
+                        .unwrap_or(false)
+                })
+            })
+            .collect();
+        let mut ok = 0;
+        for t in tasks {
+            ok += usize::from(t.await.unwrap());
+        }
+        ok
+    });
+    eprintln!("HTTP/2 flood: {ok} of 1000 concurrent streams on one connection answered 200");
+    assert_eq!(ok, 1000);
+    let (status, _) = common::curl(&[&url]);
+    assert_eq!(status, 200);
+}
+
+#[test]
+fn an_sse_client_that_never_reads_loses_its_session_not_the_gateways_memory() {
+    let dir = Dir::new();
+    let up = Upstream::start(&[]);
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(&["gateway", "add", "rs", &format!("{}/mcp", up.base)], 0);
+    // Open a stream, read the endpoint event, then never read again.
+    let mut stream = std::net::TcpStream::connect(gw.addr).unwrap();
+    write!(
+        stream,
+        "GET /sse HTTP/1.1\r\nhost: localhost\r\naccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = String::new();
+    while !got.contains("session_id=") || !got.contains("\n\n") {
+        let n = stream.read(&mut buf).unwrap();
+        got.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let endpoint = got
+        .split("data: ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .trim()
+        .to_owned();
+    let before = rss_kib(gw.pid());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = clients::http(None);
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let url = format!("http://{}{endpoint}", gw.addr);
+    let refused_after = rt.block_on(async {
+        for i in 0..20_000 {
+            let status = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(list)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            if status != 202 {
+                assert!(status == 503 || status == 404, "unexpected {status}");
+                return Some(i);
+            }
+        }
+        None
+    });
+    let after = rss_kib(gw.pid());
+    eprintln!(
+        "never-reading SSE client: dropped after {refused_after:?} answers; RSS {before} -> {after} KiB"
+    );
+    assert!(refused_after.is_some(), "the session was never dropped");
+    assert!(
+        after < before + 64 * 1024,
+        "RSS grew from {before} to {after} KiB"
+    );
+    // Everyone else is fine.
+    rt.block_on(async {
+        let mut other = common::clients::SseSession::open(
+            clients::http(None),
+            &format!("http://{}", gw.addr),
+            "/sse",
+            None,
+        )
+        .await
+        .unwrap();
+        let a = other
+            .call(json!(1), "rs__echo", json!({"text": "ok"}))
+            .await
+            .unwrap();
+        assert_eq!(clients::text(&a), "ok");
+    });
+    drop(stream);
+}
+
+#[test]
+fn kill_9_during_health_updates_leaves_a_consistent_store() {
+    let dir = Dir::new();
+    let up = Upstream::start(&[]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = listener.local_addr().unwrap().port();
+    drop(listener);
+    {
+        let gw = Gateway::start(
+            &dir,
+            &[
+                "--no-auth",
+                "--health-interval",
+                "1",
+                "--health-threshold",
+                "1",
+            ],
+        );
+        dir.run_expect(&["gateway", "add", "live", &format!("{}/mcp", up.base)], 0);
+        for i in 0..3 {
+            dir.run_expect(
+                &[
+                    "gateway",
+                    "add",
+                    &format!("dead{i}"),
+                    &format!("http://127.0.0.1:{dead}/mcp"),
+                    "--defer",
+                ],
+                0,
+            );
+        }
+        drop(gw);
+    }
+    for round in 0..5u64 {
+        let mut gw = Gateway::start(
+            &dir,
+            &[
+                "--no-auth",
+                "--health-interval",
+                "1",
+                "--health-threshold",
+                "1",
+            ],
+        );
+        // Long enough for a few health rounds (and their store writes), then SIGKILL.
+        std::thread::sleep(Duration::from_millis(700 + 300 * round));
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(gw.pid()).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+        let _ = gw.wait_exit(Duration::from_secs(5));
+    }
+    let _gw = Gateway::start(
+        &dir,
+        &[
+            "--no-auth",
+            "--health-interval",
+            "1",
+            "--health-threshold",
+            "1",
+        ],
+    );
+    let (stdout, _) = dir.run_expect(&["gateway", "list", "--json"], 0);
+    let list: Vec<Value> = serde_json::from_str(&stdout).unwrap();
+    let names: Vec<&str> = list.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["dead0", "dead1", "dead2", "live"]);
+    for v in &list {
+        assert!(
+            ["online", "offline", "unknown"].contains(&v["health"]["status"].as_str().unwrap()),
+            "{v}"
+        );
+    }
+}

@@ -87,6 +87,8 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         let mut s = Arc::try_unwrap(state).expect("state not shared yet");
         s.origin.allowed_hosts = cfg.allowed_hosts.clone();
         s.origin.allowed_origins = cfg.allowed_origins.clone();
+        // The same bound for a slow body as for slow headers.
+        s.body_timeout = cfg.header_timeout;
         Arc::new(s)
     };
     let graceful = Arc::new(GracefulShutdown::new());

@@ -7,6 +7,7 @@ pub mod era;
 pub mod events;
 pub mod gateways;
 pub mod health;
+pub mod limits;
 pub mod mcp;
 pub mod metrics;
 pub mod origin;
@@ -56,6 +57,8 @@ pub struct AppState {
         std::sync::Mutex<std::collections::HashMap<String, (String, serde_json::Value)>>,
     /// Source of ids for those requests.
     pub next_client_request: std::sync::atomic::AtomicU64,
+    /// How long a request body may take to arrive.
+    pub body_timeout: std::time::Duration,
     /// Host/Origin rules of the listener.
     pub origin: origin::OriginPolicy,
     /// Open WebSocket sessions (for the sessions gauge).
@@ -91,6 +94,7 @@ impl AppState {
             ws_open: std::sync::atomic::AtomicUsize::new(0),
             client_requests: std::sync::Mutex::default(),
             next_client_request: std::sync::atomic::AtomicU64::new(1),
+            body_timeout: crate::server::HEADER_TIMEOUT,
             origin: origin::OriginPolicy {
                 loopback: listen.ip().is_loopback(),
                 ..Default::default()
@@ -176,6 +180,11 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
         // wraps each route (and the fallback), where `MatchedPath` is already known. The control
         // socket is the CLI's channel, not traffic: it is not counted.
         Surface::Listener => router
+            // Bodies are read (bounded in size and time) before any handler runs.
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                limits::read_body,
+            ))
             // Host/Origin first: a rebinding page gets nothing, not even a 401.
             .layer(axum::middleware::from_fn_with_state(
                 state.clone(),
