@@ -300,25 +300,29 @@ async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Byte
     if method == "initialize" && state.sessions.is_full() && state.sessions.sweep() == 0 {
         return too_many_sessions(state.sessions.limits(), "Streamable HTTP");
     }
+    if msg.as_array().is_some_and(Vec::is_empty) {
+        return rpc_http(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::error(Value::Null, code::INVALID_REQUEST, "empty batch"),
+        );
+    }
     let mut new_session = None;
-    let answer = match msg {
-        Value::Array(batch) => {
-            if batch.is_empty() {
-                return rpc_http(
-                    StatusCode::BAD_REQUEST,
-                    jsonrpc::error(Value::Null, code::INVALID_REQUEST, "empty batch"),
-                );
-            }
-            let mut out = Vec::new();
-            for item in batch {
-                if let Some(a) = handle(&state, &scope, item, &mut new_session).await {
-                    out.push(a);
+    let span = tracing::debug_span!("mcp", session = session.as_deref().unwrap_or("-"), %method);
+    let work = async {
+        match msg {
+            Value::Array(batch) => {
+                let mut out = Vec::new();
+                for item in batch {
+                    if let Some(a) = handle(&state, &scope, item, &mut new_session).await {
+                        out.push(a);
+                    }
                 }
+                (!out.is_empty()).then_some(Value::Array(out))
             }
-            (!out.is_empty()).then_some(Value::Array(out))
+            single => handle(&state, &scope, single, &mut new_session).await,
         }
-        single => handle(&state, &scope, single, &mut new_session).await,
     };
+    let answer = tracing::Instrument::instrument(work, span).await;
     let Some(mut answer) = answer else {
         return StatusCode::ACCEPTED.into_response();
     };
@@ -849,9 +853,19 @@ async fn route_uri(
 }
 
 async fn forward(up: &Arc<Upstream>, id: Value, method: &str, params: Value) -> Value {
+    let started = std::time::Instant::now();
+    let upstream = up.name();
     match up.request(method, Some(params)).await {
-        Ok(answer) => with_id(answer, id),
-        Err(err) => call_error(id, &err),
+        Ok(answer) => {
+            // Per request, so debug: with RUST_LOG=debug every forwarded call is one line that
+            // carries the downstream session (from the span) and the upstream.
+            tracing::debug!(%upstream, method, elapsed_us = started.elapsed().as_micros() as u64, "forwarded");
+            with_id(answer, id)
+        }
+        Err(err) => {
+            tracing::warn!(%upstream, method, error = %err, "forwarding failed");
+            call_error(id, &err)
+        }
     }
 }
 
