@@ -406,3 +406,45 @@ fn get_stream_delivers_list_changed_and_resumes_from_last_event_id() {
         .unwrap();
     assert_eq!(unknown.status().as_u16(), 404);
 }
+
+#[test]
+fn a_clients_cancellation_reaches_the_upstream_with_the_upstreams_id() {
+    let dir = Dir::new();
+    let up = Upstream::start(&[]);
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(&["gateway", "add", "rs", &format!("{}/mcp", up.base)], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("http://{}/mcp", gw.addr);
+    let http = clients::http(None);
+    let (a, b) = rt.block_on(async {
+        (
+            Arc::new(Streamable::open(http.clone(), &url, None).await.unwrap()),
+            Arc::new(Streamable::open(http.clone(), &url, None).await.unwrap()),
+        )
+    });
+    rt.block_on(async {
+        // Both sessions have a request with id 42 in flight; only a's is cancelled.
+        let slow = |s: Arc<Streamable>, ms: u64| tokio::spawn(async move { s.call(json!(42), "rs__sleep", json!({"ms": ms})).await });
+        let (ta, tb) = (slow(a.clone(), 1500), slow(b.clone(), 1501));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 42, "reason": "user"}});
+        let resp = http
+            .post(&url)
+            .header("mcp-session-id", &a.session)
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&cancel)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 202);
+        let _ = ta.await;
+        let _ = tb.await;
+        let stats: Value = http.get(format!("{}/stats", up.base)).send().await.unwrap().json().await.unwrap();
+        let cancelled = stats["cancelled"].as_array().unwrap();
+        assert_eq!(cancelled.len(), 1, "exactly one cancellation must reach the upstream: {stats}");
+        // It names the upstream request of session a (its sleep of 1500 ms), in the upstream's ids.
+        let sleeps = stats["sleeps"].as_array().unwrap();
+        let named = sleeps.iter().find(|s| s[0] == cancelled[0]).expect("the cancelled id is no request of the upstream");
+        assert_eq!(named[1], 1500, "the cancellation reached the other session's request: {stats}");
+    });
+}

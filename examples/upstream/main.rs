@@ -62,6 +62,10 @@ struct AppState {
     sse: Mutex<HashMap<String, mpsc::Sender<Value>>>,
     stats: Stats,
     next: AtomicU64,
+    /// `requestId`s of the `notifications/cancelled` received.
+    cancelled: Mutex<Vec<Value>>,
+    /// (request id, ms) of every `sleep` call, to tell which request a cancellation named.
+    sleeps: Mutex<Vec<(Value, u64)>>,
     /// Requests this server sent to a client, waiting for the client's POSTed answer.
     asks: Mutex<HashMap<String, oneshot::Sender<Value>>>,
 }
@@ -157,6 +161,7 @@ async fn answer(state: &AppState, peer: &PeerCn, msg: &Value) -> Option<Value> {
                         .and_then(Value::as_u64)
                         .unwrap_or(0)
                         .min(60_000);
+                    state.sleeps.lock().unwrap().push((id.clone(), ms));
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     text_result(format!("slept {ms} ms"))
                 }
@@ -215,6 +220,14 @@ async fn mcp_post(
         && !state.sessions.lock().unwrap().contains(sid)
     {
         return (StatusCode::NOT_FOUND, "unknown session").into_response();
+    }
+    if msg.get("method").and_then(Value::as_str) == Some("notifications/cancelled") {
+        let id = msg
+            .pointer("/params/requestId")
+            .cloned()
+            .unwrap_or_default();
+        state.cancelled.lock().unwrap().push(id);
+        return StatusCode::ACCEPTED.into_response();
     }
     // A client's answer to a request this server sent it (sampling, elicitation).
     if msg.get("method").is_none()
@@ -421,6 +434,8 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
         "posts": state.stats.posts.load(Ordering::Relaxed),
         "initializes": state.stats.initializes.load(Ordering::Relaxed),
         "calls": state.stats.calls.load(Ordering::Relaxed),
+        "cancelled": *state.cancelled.lock().unwrap(),
+        "sleeps": *state.sleeps.lock().unwrap(),
         "accepts": state.stats.accepts.load(Ordering::Relaxed),
     }))
 }
@@ -468,6 +483,8 @@ async fn main() {
         stats: Stats::default(),
         next: AtomicU64::new(1),
         asks: Mutex::default(),
+        cancelled: Mutex::default(),
+        sleeps: Mutex::default(),
     });
     let app = Router::new()
         .route("/mcp", post(mcp_post).delete(mcp_delete))

@@ -21,6 +21,17 @@ use crate::jsonrpc::{self, Kind, code};
 use crate::upstream::connection::{MODERN_VERSION, SESSION_VERSIONS};
 use crate::upstream::registry::{CallError, Upstream};
 
+/// Requests in flight upstream: (session, client id) -> (upstream, upstream id).
+pub type Inflight = Arc<Mutex<HashMap<(String, String), (String, u64)>>>;
+
+tokio::task_local! {
+    /// The downstream session a request belongs to ("-" without one): requests in flight are
+    /// remembered per session so that the client's `notifications/cancelled` finds them.
+    static CURRENT_SESSION: String;
+    /// The gateway's table of requests in flight (set with the session).
+    static INFLIGHT: Inflight;
+}
+
 /// Which upstreams a request sees.
 #[derive(Debug, Clone)]
 pub enum Scope {
@@ -295,7 +306,15 @@ async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Byte
         && jsonrpc::kind(&msg) == Kind::Request
         && accepts_event_stream(&headers)
     {
-        return stream_answer(state, scope, msg, method, modern).await;
+        return stream_answer(
+            state,
+            scope,
+            msg,
+            method,
+            modern,
+            session.clone().unwrap_or_else(|| "-".into()),
+        )
+        .await;
     }
     if method == "initialize" && state.sessions.is_full() && state.sessions.sweep() == 0 {
         return too_many_sessions(state.sessions.limits(), "Streamable HTTP");
@@ -322,6 +341,10 @@ async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Byte
             single => handle(&state, &scope, single, &mut new_session).await,
         }
     };
+    let work = CURRENT_SESSION.scope(
+        session.clone().unwrap_or_else(|| "-".into()),
+        INFLIGHT.scope(state.inflight.clone(), work),
+    );
     let answer = tracing::Instrument::instrument(work, span).await;
     let Some(mut answer) = answer else {
         return StatusCode::ACCEPTED.into_response();
@@ -416,6 +439,7 @@ async fn stream_answer(
     msg: Value,
     method: String,
     modern: bool,
+    session: String,
 ) -> Response {
     use axum::response::sse::{Event, Sse};
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Streamed>();
@@ -428,7 +452,10 @@ async fn stream_answer(
         let mut new_session = None;
         let work = handle(&state, &scope, msg, &mut new_session);
         let answer = crate::upstream::connection::REQUEST_SINK
-            .scope(sink, work)
+            .scope(
+                sink,
+                CURRENT_SESSION.scope(session, INFLIGHT.scope(state.inflight.clone(), work)),
+            )
             .await;
         if let Some(mut answer) = answer {
             if modern {
@@ -492,7 +519,13 @@ pub async fn handle(
 ) -> Option<Value> {
     match jsonrpc::kind(&msg) {
         Kind::Request => {}
-        Kind::Notification | Kind::Response => return None,
+        Kind::Notification => {
+            if jsonrpc::method(&msg) == Some("notifications/cancelled") {
+                cancel_upstream(state, &msg).await;
+            }
+            return None;
+        }
+        Kind::Response => return None,
         Kind::Invalid => {
             let id = msg
                 .get("id")
@@ -852,10 +885,64 @@ async fn route_uri(
     }
 }
 
+/// A client cancels a request: tell the upstream working on it, in the upstream's own id.
+async fn cancel_upstream(state: &AppState, msg: &Value) {
+    let Some(request_id) = msg.pointer("/params/requestId") else {
+        return;
+    };
+    let Ok(session) = CURRENT_SESSION.try_with(Clone::clone) else {
+        return;
+    };
+    let found = state
+        .inflight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(session, request_id.to_string()))
+        .cloned();
+    let Some((upstream, upstream_id)) = found else {
+        return;
+    };
+    let Some(up) = state.registry.get(&upstream) else {
+        return;
+    };
+    let mut params = serde_json::json!({"requestId": upstream_id});
+    if let Some(reason) = msg.pointer("/params/reason") {
+        params["reason"] = reason.clone();
+    }
+    if let Err(err) = up.notify("notifications/cancelled", params).await {
+        tracing::debug!(%upstream, error = %err, "could not forward a cancellation");
+    }
+}
+
 async fn forward(up: &Arc<Upstream>, id: Value, method: &str, params: Value) -> Value {
     let started = std::time::Instant::now();
     let upstream = up.name();
-    match up.request(method, Some(params)).await {
+    // Remember (session, client id) -> (upstream, upstream id) while the request is in flight.
+    let key = CURRENT_SESSION
+        .try_with(Clone::clone)
+        .ok()
+        .map(|session| (session, id.to_string()));
+    let outcome = match (&key, INFLIGHT.try_with(Clone::clone).ok()) {
+        (Some(key), Some(inflight)) => {
+            let (hook_key, name, table) = (key.clone(), upstream.clone(), inflight.clone());
+            let hook: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |upstream_id| {
+                table
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(hook_key.clone(), (name.clone(), upstream_id));
+            });
+            let result = crate::upstream::connection::UPSTREAM_ID_HOOK
+                .scope(hook, up.request(method, Some(params)))
+                .await;
+            inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(key);
+            result
+        }
+        _ => up.request(method, Some(params)).await,
+    };
+    match outcome {
         Ok(answer) => {
             // Per request, so debug: with RUST_LOG=debug every forwarded call is one line that
             // carries the downstream session (from the span) and the upstream.

@@ -55,6 +55,8 @@ pub struct AppState {
     /// which upstream asked, and its own id for the request.
     pub client_requests:
         std::sync::Mutex<std::collections::HashMap<String, (String, serde_json::Value)>>,
+    /// Requests in flight upstream, for `notifications/cancelled`.
+    pub inflight: mcp::Inflight,
     /// Source of ids for those requests.
     pub next_client_request: std::sync::atomic::AtomicU64,
     /// How long a request body may take to arrive.
@@ -93,6 +95,7 @@ impl AppState {
             ws: ws::WsSettings::from_env(),
             ws_open: std::sync::atomic::AtomicUsize::new(0),
             client_requests: std::sync::Mutex::default(),
+            inflight: mcp::Inflight::default(),
             next_client_request: std::sync::atomic::AtomicU64::new(1),
             body_timeout: crate::server::HEADER_TIMEOUT,
             origin: origin::OriginPolicy {

@@ -65,6 +65,10 @@ tokio::task_local! {
     /// the client that caused them and nobody else. A task-local rather than a parameter
     /// because it only matters at the two ends of a long call chain.
     pub static REQUEST_SINK: MessageSink;
+
+    /// Told the id this connection gives the request it is about to send, so the caller can
+    /// later cancel it upstream (`notifications/cancelled` names the upstream's id).
+    pub static UPSTREAM_ID_HOOK: Arc<dyn Fn(u64) + Send + Sync>;
 }
 
 enum Wire {
@@ -277,6 +281,7 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Value, UpstreamError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let _ = UPSTREAM_ID_HOOK.try_with(|hook| hook(id));
         let (msg, extra) = self.envelope(jsonrpc::request(id, method, params));
         let answer = match &self.wire {
             Wire::Http { url, headers } => {

@@ -350,6 +350,19 @@ impl Upstream {
         }
     }
 
+    /// Send a notification to this upstream over its current connection.
+    pub async fn notify(
+        self: &Arc<Self>,
+        method: &str,
+        params: Value,
+    ) -> Result<(), UpstreamError> {
+        let timeout = self.settings().request_timeout;
+        self.connection()
+            .await?
+            .notify(method, Some(params), timeout)
+            .await
+    }
+
     /// Deliver a client's answer to a request this upstream made.
     pub async fn respond(self: &Arc<Self>, msg: &Value) -> Result<(), UpstreamError> {
         let timeout = self.settings().request_timeout;
