@@ -11,6 +11,7 @@ pub mod limits;
 pub mod mcp;
 pub mod metrics;
 pub mod origin;
+pub mod sessions;
 pub mod sse;
 pub mod ws;
 

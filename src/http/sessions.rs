@@ -1,0 +1,161 @@
+//! Downstream Streamable-HTTP sessions: ids issued at `initialize`, when each was last used,
+//! their server-to-client event logs, and the bounds (how many, how long idle).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+/// Bounds on downstream sessions (every transport counts against `max` on its own table).
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// Most sessions open at once; past it new ones get 503.
+    pub max: usize,
+    /// A Streamable-HTTP session unused this long is forgotten.
+    pub idle: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            max: 10_000,
+            idle: Duration::from_secs(30 * 60),
+        }
+    }
+}
+
+/// Session ids issued at `initialize`, with when each was last used.
+#[derive(Debug, Default)]
+pub struct Sessions {
+    ids: Mutex<HashMap<String, Instant>>,
+    /// Server-to-client events of each session (`GET /mcp`).
+    logs: Mutex<HashMap<String, Arc<super::events::EventLog>>>,
+    limits: SessionLimits,
+}
+
+impl Sessions {
+    /// An empty table with these limits.
+    pub fn new(limits: SessionLimits) -> Self {
+        Self {
+            ids: Mutex::default(),
+            logs: Mutex::default(),
+            limits,
+        }
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> SessionLimits {
+        self.limits
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.ids.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A new session id, or `None` when the table is full even after dropping idle sessions.
+    pub(crate) fn open(&self) -> Option<String> {
+        use ring::rand::SecureRandom;
+        let mut ids = self.lock();
+        if ids.len() >= self.limits.max {
+            let idle = self.limits.idle;
+            ids.retain(|_, seen| seen.elapsed() < idle);
+            if ids.len() >= self.limits.max {
+                return None;
+            }
+        }
+        let mut bytes = [0u8; 16];
+        let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+        let id = hex::encode(bytes);
+        ids.insert(id.clone(), Instant::now());
+        self.logs_lock().insert(id.clone(), Arc::default());
+        Some(id)
+    }
+
+    /// Whether a session is open (and not idle past the limit); marks it used.
+    pub(crate) fn touch(&self, id: &str) -> bool {
+        let mut ids = self.lock();
+        match ids.get_mut(id) {
+            Some(seen) if seen.elapsed() < self.limits.idle => {
+                *seen = Instant::now();
+                true
+            }
+            Some(_) => {
+                ids.remove(id);
+                self.logs_lock().remove(id);
+                false
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn is_full(&self) -> bool {
+        self.lock().len() >= self.limits.max
+    }
+
+    pub(crate) fn close(&self, id: &str) -> bool {
+        self.logs_lock().remove(id);
+        self.lock().remove(id).is_some()
+    }
+
+    fn logs_lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<super::events::EventLog>>> {
+        self.logs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The event log of an open session (marks it used).
+    pub fn events(&self, id: &str) -> Option<Arc<super::events::EventLog>> {
+        if !self.touch(id) {
+            return None;
+        }
+        self.logs_lock().get(id).cloned()
+    }
+
+    /// Queue a server-to-client message for every open session.
+    pub fn broadcast(&self, msg: &Value) {
+        let logs: Vec<_> = self.logs_lock().values().cloned().collect();
+        for log in logs {
+            log.push(msg.clone());
+        }
+    }
+
+    /// Forget sessions idle past the limit; returns how many went.
+    pub fn sweep(&self) -> usize {
+        let idle = self.limits.idle;
+        let mut ids = self.lock();
+        let before = ids.len();
+        ids.retain(|_, seen| seen.elapsed() < idle);
+        self.logs_lock().retain(|id, _| ids.contains_key(id));
+        before - ids.len()
+    }
+
+    /// Number of open sessions.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The 503 answer when a session table is full.
+pub fn too_many_sessions(limits: SessionLimits, transport: &str) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [("retry-after", "5")],
+        Json(json!({
+            "jsonrpc": "2.0",
+            "id": null,
+            "error": {"code": -32000, "message": format!(
+                "too many open {transport} sessions (limit {}); close one or try again later", limits.max
+            )}
+        })),
+    )
+        .into_response()
+}
