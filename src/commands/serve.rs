@@ -81,16 +81,14 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
         auth,
         registry.clone(),
         metrics.clone(),
-        cfg.sessions,
+        http::ListenerSettings {
+            sessions: cfg.sessions,
+            // The same bound for a slow body as for slow headers.
+            body_timeout: cfg.header_timeout,
+            allowed_hosts: cfg.allowed_hosts.clone(),
+            allowed_origins: cfg.allowed_origins.clone(),
+        },
     ));
-    let state = {
-        let mut s = Arc::try_unwrap(state).expect("state not shared yet");
-        s.origin.allowed_hosts = cfg.allowed_hosts.clone();
-        s.origin.allowed_origins = cfg.allowed_origins.clone();
-        // The same bound for a slow body as for slow headers.
-        s.body_timeout = cfg.header_timeout;
-        Arc::new(s)
-    };
     let graceful = Arc::new(GracefulShutdown::new());
     let stop = CancellationToken::new();
     // Forget idle Streamable-HTTP sessions now and then (lookups also expire them lazily).

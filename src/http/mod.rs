@@ -81,7 +81,7 @@ impl AppState {
         auth: AuthConfig,
         registry: crate::upstream::registry::Registry,
         metrics: Arc<Metrics>,
-        limits: mcp::SessionLimits,
+        listener: ListenerSettings,
     ) -> Self {
         Self {
             started: Instant::now(),
@@ -90,7 +90,7 @@ impl AppState {
             serving,
             auth,
             registry,
-            sessions: mcp::Sessions::new(limits),
+            sessions: mcp::Sessions::new(listener.sessions),
             metrics,
             sse: sse::SseSessions::from_env(),
             ws: ws::WsSettings::from_env(),
@@ -98,10 +98,11 @@ impl AppState {
             client_requests: std::sync::Mutex::default(),
             inflight: mcp::Inflight::default(),
             next_client_request: std::sync::atomic::AtomicU64::new(1),
-            body_timeout: crate::server::HEADER_TIMEOUT,
+            body_timeout: listener.body_timeout,
             origin: origin::OriginPolicy {
                 loopback: listen.ip().is_loopback(),
-                ..Default::default()
+                allowed_hosts: listener.allowed_hosts,
+                allowed_origins: listener.allowed_origins,
             },
             ready: AtomicBool::new(false),
             streams: CancellationToken::new(),
@@ -127,6 +128,19 @@ impl AppState {
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
     }
+}
+
+/// Limits and rules of the HTTP surfaces, from the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ListenerSettings {
+    /// Session bounds per transport.
+    pub sessions: mcp::SessionLimits,
+    /// How long a request body may take to arrive.
+    pub body_timeout: std::time::Duration,
+    /// Extra accepted `Host`/`Origin` names.
+    pub allowed_hosts: Vec<String>,
+    /// Exact accepted origins.
+    pub allowed_origins: Vec<String>,
 }
 
 /// Which door a request came through.

@@ -201,24 +201,19 @@ impl ServingCert {
     ) -> Result<SwapReport, CertError> {
         let mut counts = self.lock();
         let started = Instant::now();
-        let ca = match &self.files.ca {
-            Some(path) => Some(load_ca(path)?),
-            None => None,
-        };
-        let client_ca = match &self.files.client_ca {
-            Some(path) => Some((path.as_path(), pem::certs_from_file(path)?)),
-            None => None,
-        };
-        let outcome = prepare(
-            Named(cert_source, cert_pem),
-            Named(key_source, key_pem),
-            ca.as_ref().map(|(p, c)| (p.as_path(), c.as_slice())),
-            client_ca.as_ref().map(|(p, c)| (*p, c.as_slice())),
-        )
-        .and_then(|served| {
-            write_pair(&self.files.cert, cert_pem, &self.files.key, key_pem)?;
-            Ok(served)
-        });
+        let outcome = Bundles::read(&self.files)
+            .and_then(|bundles| {
+                prepare(
+                    Named(cert_source, cert_pem),
+                    Named(key_source, key_pem),
+                    &self.files,
+                    &bundles,
+                )
+            })
+            .and_then(|served| {
+                write_pair(&self.files.cert, cert_pem, &self.files.key, key_pem)?;
+                Ok(served)
+            });
         self.finish(&mut counts, started, outcome)
     }
 
@@ -263,8 +258,23 @@ fn micros(d: Duration) -> u64 {
 /// A byte buffer with the name errors should use for it.
 struct Named<'a>(&'a str, &'a [u8]);
 
-fn load_ca(path: &Path) -> Result<(PathBuf, Vec<CertificateDer<'static>>), CertError> {
-    Ok((path.to_owned(), pem::certs_from_file(path)?))
+/// The CA bundles the files name, read now (so a CA replaced on disk counts at the next reload).
+struct Bundles {
+    ca: Option<Vec<CertificateDer<'static>>>,
+    client_ca: Option<Vec<CertificateDer<'static>>>,
+}
+
+impl Bundles {
+    fn read(files: &TlsFiles) -> Result<Self, CertError> {
+        Ok(Self {
+            ca: files.ca.as_deref().map(pem::certs_from_file).transpose()?,
+            client_ca: files
+                .client_ca
+                .as_deref()
+                .map(pem::certs_from_file)
+                .transpose()?,
+        })
+    }
 }
 
 fn prepare_from_files(files: &TlsFiles) -> Result<Served, CertError> {
@@ -272,19 +282,12 @@ fn prepare_from_files(files: &TlsFiles) -> Result<Served, CertError> {
     let key_name = files.key.display().to_string();
     let cert_pem = pem::read(&files.cert)?;
     let key_pem = pem::read(&files.key)?;
-    let ca = match &files.ca {
-        Some(path) => Some(load_ca(path)?),
-        None => None,
-    };
-    let client_ca = match &files.client_ca {
-        Some(path) => Some((path.as_path(), pem::certs_from_file(path)?)),
-        None => None,
-    };
+    let bundles = Bundles::read(files)?;
     prepare(
         Named(&cert_name, &cert_pem),
         Named(&key_name, &key_pem),
-        ca.as_ref().map(|(p, c)| (p.as_path(), c.as_slice())),
-        client_ca.as_ref().map(|(p, c)| (*p, c.as_slice())),
+        files,
+        &bundles,
     )
 }
 
@@ -292,8 +295,8 @@ fn prepare_from_files(files: &TlsFiles) -> Result<Served, CertError> {
 fn prepare(
     cert: Named<'_>,
     key: Named<'_>,
-    ca: Option<(&Path, &[CertificateDer<'static>])>,
-    client_ca: Option<(&Path, &[CertificateDer<'static>])>,
+    files: &TlsFiles,
+    bundles: &Bundles,
 ) -> Result<Served, CertError> {
     let chain = pem::certs(cert.0, cert.1)?;
     let key_der = pem::key(key.0, key.1)?;
@@ -330,7 +333,7 @@ fn prepare(
         });
     }
 
-    if let Some((ca_path, ca_certs)) = ca {
+    if let (Some(ca_path), Some(ca_certs)) = (&files.ca, &bundles.ca) {
         let roots: Vec<_> = ca_certs
             .iter()
             .map(|der| x509::parse(&ca_path.display().to_string(), der))
@@ -351,8 +354,8 @@ fn prepare(
             source_name: key.0.to_owned(),
             detail: e.to_string(),
         })?;
-    let builder = match client_ca {
-        Some((path, certs)) => {
+    let builder = match (&files.client_ca, &bundles.client_ca) {
+        (Some(path), Some(certs)) => {
             let mut roots = rustls::RootCertStore::empty();
             let client_ca_err = |detail: String| CertError::ClientCa {
                 ca: path.display().to_string(),
@@ -369,7 +372,7 @@ fn prepare(
                     .map_err(|e| client_ca_err(e.to_string()))?;
             builder.with_client_cert_verifier(verifier)
         }
-        None => builder.with_no_client_auth(),
+        _ => builder.with_no_client_auth(),
     };
     let mut config = builder.with_cert_resolver(Arc::new(Fixed(certified)));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
