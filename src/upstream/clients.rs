@@ -12,6 +12,7 @@ use std::time::Duration;
 use url::Url;
 
 use super::identity::{IdentityError, PathPolicy, TlsIdentity};
+use super::pool::Pool;
 use super::tls::{self, TlsBuildError, TlsObservations};
 use crate::store::TlsSettings;
 
@@ -52,15 +53,23 @@ pub struct UpstreamClient {
     pub identity: Arc<TlsIdentity>,
     /// The URL to send requests to (host replaced by the server name when dialling an IP).
     pub url: Url,
+    /// Pooled HTTP/1.1 connections to the URL's origin with this identity (Streamable HTTP).
+    pub pool: Arc<Pool>,
 }
 
-/// A built client and the observations its TLS config records into.
-type CachedClient = (reqwest::Client, Arc<TlsObservations>);
+/// A built client, the observations its TLS config records into, and that config for HTTP/1.1.
+type CachedClient = (
+    reqwest::Client,
+    Arc<TlsObservations>,
+    Arc<rustls::ClientConfig>,
+);
 
 /// Clients by identity.
 #[derive(Debug, Default)]
 pub struct ClientCache {
     clients: Mutex<HashMap<[u8; 32], CachedClient>>,
+    /// Connection pools by identity and origin.
+    pools: Mutex<HashMap<[u8; 32], Arc<Pool>>>,
     policy: PathPolicy,
     builds: std::sync::atomic::AtomicU64,
 }
@@ -127,7 +136,7 @@ impl ClientCache {
         key.copy_from_slice(key_ctx.finish().as_ref());
 
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        let (http, observations) = match clients.get(&key) {
+        let (http, observations, h1_config) = match clients.get(&key) {
             Some(found) => found.clone(),
             None => {
                 let observations = Arc::new(TlsObservations {
@@ -135,6 +144,11 @@ impl ClientCache {
                     ..TlsObservations::default()
                 });
                 let config = tls::client_config(&identity, observations.clone())?;
+                // The same identity, verifier and session cache; only the ALPN differs, since
+                // the pool speaks HTTP/1.1 alone.
+                let mut h1_config = config.clone();
+                h1_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+                let h1_config = Arc::new(h1_config);
                 let mut builder = reqwest::Client::builder()
                     .tls_backend_preconfigured(config)
                     .connect_timeout(Duration::from_secs(10))
@@ -150,8 +164,27 @@ impl ClientCache {
                 })?;
                 self.builds
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                clients.insert(key, (http.clone(), observations.clone()));
-                (http, observations)
+                clients.insert(key, (http.clone(), observations.clone(), h1_config.clone()));
+                (http, observations, h1_config)
+            }
+        };
+        drop(clients);
+        let pool = {
+            let mut pool_key = ring::digest::Context::new(&ring::digest::SHA256);
+            pool_key.update(&key);
+            pool_key.update(parsed.origin().ascii_serialization().as_bytes());
+            let mut pool_key_bytes = [0u8; 32];
+            pool_key_bytes.copy_from_slice(pool_key.finish().as_ref());
+            let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+            match pools.get(&pool_key_bytes) {
+                Some(pool) => pool.clone(),
+                None => {
+                    let pool = Pool::new(&parsed, pin.map(|(_, addr)| addr), Some(h1_config))
+                        .map(Arc::new)
+                        .map_err(|detail| url_err(&detail))?;
+                    pools.insert(pool_key_bytes, pool.clone());
+                    pool
+                }
             }
         };
         Ok(UpstreamClient {
@@ -159,6 +192,7 @@ impl ClientCache {
             observations,
             identity: Arc::new(identity),
             url: parsed,
+            pool,
         })
     }
 }

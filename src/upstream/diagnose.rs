@@ -9,8 +9,13 @@ use super::clients::UpstreamClient;
 use super::identity::TlsIdentity;
 use super::tls::TlsObservations;
 
-/// The plain diagnosis of why a request to `client`'s upstream failed.
-pub fn diagnose(err: &reqwest::Error, client: &UpstreamClient) -> String {
+/// The plain diagnosis of why a request to `client`'s upstream failed; `timed_out` when the
+/// error is a timeout of the connection or request.
+pub fn diagnose(
+    err: &(dyn StdError + 'static),
+    timed_out: bool,
+    client: &UpstreamClient,
+) -> String {
     let obs = &client.observations;
     let requested = obs.client_cert_requested.load(Ordering::Relaxed);
     let host = client.url.host_str().unwrap_or("?").to_owned();
@@ -21,7 +26,7 @@ pub fn diagnose(err: &reqwest::Error, client: &UpstreamClient) -> String {
             return describe_tls(tls, &client.identity, obs);
         }
     }
-    if err.is_timeout() {
+    if timed_out {
         return format!("timed out waiting for {host}:{port}");
     }
     let text = chain(err)

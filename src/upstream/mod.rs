@@ -8,6 +8,7 @@ pub mod clients;
 pub mod connection;
 pub mod diagnose;
 pub mod identity;
+pub mod pool;
 pub mod registry;
 pub mod sse;
 pub mod streamable;

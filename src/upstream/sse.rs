@@ -67,7 +67,7 @@ impl SseConn {
                 .send()
                 .await
                 .map_err(|e| UpstreamError::Connect {
-                    diagnosis: diagnose(&e, &client),
+                    diagnosis: diagnose(&e, e.is_timeout(), &client),
                 })?;
             let status = response.status();
             if !status.is_success() {
@@ -201,7 +201,7 @@ impl SseConn {
                 .send()
                 .await
                 .map_err(|e| UpstreamError::Connect {
-                    diagnosis: diagnose(&e, &self.client),
+                    diagnosis: diagnose(&e, e.is_timeout(), &self.client),
                 })?;
             let status = response.status();
             if status == reqwest::StatusCode::NOT_FOUND {

@@ -3,14 +3,19 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
+use http::header::{ACCEPT, CONTENT_TYPE, HOST, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyDataStream, BodyExt, Full};
+use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::UpstreamError;
 use super::clients::UpstreamClient;
 use super::diagnose::diagnose;
+use super::pool::Lease;
 
 /// Largest JSON answer accepted from an upstream.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -43,23 +48,49 @@ pub async fn post(
         .get("id")
         .filter(|_| msg.get("method").is_some())
         .cloned();
-    let send = async {
-        let response = client
-            .http
-            .post(url.clone())
-            .headers(headers.clone())
-            .header(
-                ACCEPT,
-                HeaderValue::from_static("application/json, text/event-stream"),
-            )
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .json(msg)
-            .send()
-            .await
+    let body = Bytes::from(
+        serde_json::to_vec(msg).map_err(|e| UpstreamError::Protocol {
+            detail: format!("cannot serialize the request ({e})"),
+        })?,
+    );
+    let uri: http::Uri =
+        url[url::Position::BeforePath..]
+            .parse()
             .map_err(|e| UpstreamError::Connect {
-                diagnosis: diagnose(&e, client),
+                diagnosis: format!("invalid upstream URL '{url}': {e}"),
             })?;
-        read_answer(client, response, expect_id.as_ref(), on_message, headers).await
+    let pool = &client.pool;
+    let make = || {
+        let mut request = Request::new(Full::new(body.clone()));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = uri.clone();
+        let h = request.headers_mut();
+        h.reserve(headers.len() + 4);
+        for (name, value) in headers {
+            h.append(name.clone(), value.clone());
+        }
+        h.insert(HOST, pool.authority().clone());
+        h.insert(
+            ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        h.insert(USER_AGENT, HeaderValue::from_static(AGENT));
+        request
+    };
+    let send = async {
+        let (response, lease) = pool.send(make).await.map_err(|e| UpstreamError::Connect {
+            diagnosis: diagnose(&e, e.is_timeout(), client),
+        })?;
+        read_answer(
+            client,
+            response,
+            lease,
+            expect_id.as_ref(),
+            on_message,
+            headers,
+        )
+        .await
     };
     tokio::time::timeout(timeout, send)
         .await
@@ -68,20 +99,26 @@ pub async fn post(
         })?
 }
 
+/// The `User-Agent` of every request upstream.
+const AGENT: &str = concat!("mcpgw/", env!("CARGO_PKG_VERSION"));
+
 async fn read_answer(
     client: &UpstreamClient,
-    response: reqwest::Response,
+    response: Response<Incoming>,
+    lease: Lease,
     expect_id: Option<&Value>,
     on_message: &(dyn Fn(Value) + Send + Sync),
     sent_headers: &HeaderMap,
 ) -> Result<Answer, UpstreamError> {
-    let status = response.status();
-    let headers = response.headers().clone();
-    if status == reqwest::StatusCode::NOT_FOUND && sent_headers.contains_key(SESSION_HEADER) {
+    let (parts, body) = response.into_parts();
+    let status = parts.status;
+    let headers = parts.headers;
+    if status == StatusCode::NOT_FOUND && sent_headers.contains_key(SESSION_HEADER) {
+        lease.finish(body);
         return Err(UpstreamError::SessionExpired);
     }
     if !status.is_success() {
-        let body = response.bytes().await.unwrap_or_default();
+        let body = read_limited(client, body, lease).await.unwrap_or_default();
         // A JSON-RPC error body on a 4xx is still an answer (e.g. -32022 on HTTP 400).
         if let Ok(value) = serde_json::from_slice::<Value>(&body)
             && value.get("error").is_some()
@@ -104,13 +141,14 @@ async fn read_answer(
         .to_ascii_lowercase();
     if expect_id.is_none() {
         // A notification or response we sent: 202 with no body is the norm.
+        lease.finish(body);
         return Ok(Answer {
             response: None,
             headers,
         });
     }
     if content_type.starts_with("application/json") {
-        let body = read_limited(client, response).await?;
+        let body = read_limited(client, body, lease).await?;
         let value: Value = serde_json::from_slice(&body).map_err(|e| UpstreamError::Protocol {
             detail: format!("the answer is not JSON ({e})"),
         })?;
@@ -121,7 +159,7 @@ async fn read_answer(
     }
     if content_type.starts_with("text/event-stream") {
         let mut events = without_bom(super::bounded::Bounded::new(
-            response.bytes_stream(),
+            BodyDataStream::new(body),
             MAX_BODY,
         ))
         .eventsource();
@@ -145,6 +183,9 @@ async fn read_answer(
             let is_answer = value.get("method").is_none()
                 && (value.get("result").is_some() || value.get("error").is_some());
             if is_answer && value.get("id") == expect_id {
+                // The stream normally ends right after the answer; its connection is reused
+                // once it has.
+                lease.finish_events(Box::pin(events));
                 return Ok(Answer {
                     response: Some(value),
                     headers,
@@ -166,24 +207,30 @@ async fn read_answer(
     })
 }
 
+/// The whole body, at most [`MAX_BODY`] bytes; the connection goes back to the pool after.
 async fn read_limited(
     client: &UpstreamClient,
-    response: reqwest::Response,
-) -> Result<Vec<u8>, UpstreamError> {
-    let mut body = Vec::new();
-    let mut stream = response.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| UpstreamError::Connect {
-            diagnosis: diagnose(&e, client),
-        })?;
-        if body.len() + chunk.len() > MAX_BODY {
-            return Err(UpstreamError::Protocol {
-                detail: format!("the answer exceeds {MAX_BODY} bytes"),
-            });
+    body: Incoming,
+    lease: Lease,
+) -> Result<Bytes, UpstreamError> {
+    match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(collected) => {
+            lease.release();
+            Ok(collected.to_bytes())
         }
-        body.extend_from_slice(&chunk);
+        Err(err)
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(UpstreamError::Protocol {
+                detail: format!("the answer exceeds {MAX_BODY} bytes"),
+            })
+        }
+        Err(err) => Err(UpstreamError::Connect {
+            diagnosis: diagnose(&*err, false, client),
+        }),
     }
-    Ok(body)
 }
 
 /// A short, printable excerpt of a body for error messages.

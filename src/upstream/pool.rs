@@ -1,0 +1,472 @@
+//! Pooled HTTP/1.1 connections to one upstream origin, for the Streamable HTTP POSTs that carry
+//! every call, listing and health check.
+//!
+//! A pool is made by [`super::clients::ClientCache`] for one TLS identity and one origin, and
+//! shares that identity's rustls config (so its handshakes carry the client certificate and
+//! record what they saw, exactly like every other upstream connection). Compared with a general
+//! purpose client it does only what the hot path needs: take an idle connection (or dial one),
+//! write the request, and hand the connection back once the answer's body has been read to its
+//! end. A request that an idle connection could not even start (the upstream closed it while it
+//! sat in the pool) is sent again on a fresh connection.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use url::Url;
+
+/// How long a new TCP connection may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Idle connections older than this are closed instead of reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections kept per origin.
+const MAX_IDLE: usize = 64;
+/// What is read of a body nobody needs any more before its connection is reused.
+const DRAIN_LIMIT: usize = 1024 * 1024;
+/// Events of a stream nobody needs any more read before giving up on its connection.
+const DRAIN_EVENTS: usize = 1000;
+/// How long such a body may take to end.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// TCP connect or TLS handshake failed (the rustls error, if any, is inside).
+    #[error("cannot connect to {target}: {source}")]
+    Connect {
+        /// `host:port`.
+        target: String,
+        /// What the socket or TLS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No TCP connection within [`CONNECT_TIMEOUT`].
+    #[error("timed out connecting to {target}")]
+    ConnectTimeout {
+        /// `host:port`.
+        target: String,
+    },
+    /// HTTP failed on an open connection.
+    #[error("HTTP exchange with {target} failed: {source}")]
+    Http {
+        /// `host:port`.
+        target: String,
+        /// hyper's error.
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+impl PoolError {
+    /// Whether the error is a timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::ConnectTimeout { .. })
+    }
+}
+
+type Sender = SendRequest<Full<Bytes>>;
+
+/// Connections to one origin with one TLS identity.
+pub struct Pool {
+    /// Where to dial: the URL's host, or the pinned address for a server-name override.
+    dial: Dial,
+    /// For messages: `host:port`.
+    target: String,
+    /// TLS: the identity's config (HTTP/1.1 only) and the name to verify.
+    tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
+    /// The `Host` header.
+    authority: HeaderValue,
+    idle: Mutex<Vec<(Sender, Instant)>>,
+}
+
+enum Dial {
+    Name(String, u16),
+    Addr(SocketAddr),
+}
+
+impl std::fmt::Debug for Pool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pool")
+            .field("target", &self.target)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pool {
+    /// A pool for `url`'s origin. `url`'s host is the name verified and sent as `Host`;
+    /// `pin` dials an address instead of resolving it. `tls` is used for `https`.
+    pub fn new(
+        url: &Url,
+        pin: Option<SocketAddr>,
+        tls: Option<Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, String> {
+        let host = url.host_str().ok_or("no host")?;
+        let port = url.port_or_known_default().ok_or("no port")?;
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let authority = match url.port() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.to_owned(),
+        };
+        let authority = HeaderValue::from_str(&authority).map_err(|e| e.to_string())?;
+        let tls = match (url.scheme(), tls) {
+            ("https", Some(config)) => {
+                let name = ServerName::try_from(bare.to_owned()).map_err(|e| e.to_string())?;
+                Some((tokio_rustls::TlsConnector::from(config), name))
+            }
+            ("https", None) => return Err("https needs a TLS configuration".into()),
+            _ => None,
+        };
+        Ok(Self {
+            dial: match pin {
+                Some(addr) => Dial::Addr(addr),
+                None => Dial::Name(bare.to_owned(), port),
+            },
+            target: format!("{host}:{port}"),
+            tls,
+            authority,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// The value of the `Host` header for this origin.
+    pub fn authority(&self) -> &HeaderValue {
+        &self.authority
+    }
+
+    /// Send a request made by `make` (called again if a pooled connection turns out dead
+    /// before the request was written). The lease hands the connection back when the body was
+    /// read to its end.
+    pub async fn send(
+        self: &Arc<Self>,
+        make: impl Fn() -> Request<Full<Bytes>>,
+    ) -> Result<(Response<Incoming>, Lease), PoolError> {
+        while let Some(mut sender) = self.take_idle() {
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(make()).await {
+                Ok(response) => return Ok((response, self.lease(sender))),
+                // Not written at all: the connection was closing. Try the next one.
+                Err(err) if err.message().is_some() => continue,
+                // Written to a connection the upstream had just closed while idle: it never
+                // read it (servers close only idle keep-alive connections), so send it again.
+                Err(err) if err.error().is_incomplete_message() || err.error().is_canceled() => {
+                    continue;
+                }
+                Err(err) => {
+                    return Err(PoolError::Http {
+                        target: self.target.clone(),
+                        source: err.into_error(),
+                    });
+                }
+            }
+        }
+        let mut sender = self.connect().await?;
+        match sender.send_request(make()).await {
+            Ok(response) => Ok((response, self.lease(sender))),
+            Err(source) => Err(PoolError::Http {
+                target: self.target.clone(),
+                source,
+            }),
+        }
+    }
+
+    fn lease(self: &Arc<Self>, sender: Sender) -> Lease {
+        Lease {
+            pool: self.clone(),
+            sender: Some(sender),
+        }
+    }
+
+    fn take_idle(&self) -> Option<Sender> {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some((sender, since)) = idle.pop() {
+            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain(|(s, since)| !s.is_closed() && since.elapsed() < IDLE_TIMEOUT);
+        if idle.len() < MAX_IDLE {
+            idle.push((sender, Instant::now()));
+        }
+    }
+
+    /// How many connections sit idle (for tests).
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    async fn connect(&self) -> Result<Sender, PoolError> {
+        let connect_err = |source| PoolError::Connect {
+            target: self.target.clone(),
+            source,
+        };
+        let dial = async {
+            match &self.dial {
+                Dial::Name(host, port) => TcpStream::connect((host.as_str(), *port)).await,
+                Dial::Addr(addr) => TcpStream::connect(addr).await,
+            }
+        };
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, dial)
+            .await
+            .map_err(|_| PoolError::ConnectTimeout {
+                target: self.target.clone(),
+            })?
+            .map_err(connect_err)?;
+        tcp.set_nodelay(true).map_err(connect_err)?;
+        match &self.tls {
+            None => self.handshake(tcp).await,
+            Some((connector, name)) => {
+                let stream = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(connect_err)?;
+                self.handshake(stream).await
+            }
+        }
+    }
+
+    async fn handshake<S>(&self, stream: S) -> Result<Sender, PoolError>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| PoolError::Http {
+                target: self.target.clone(),
+                source,
+            })?;
+        tokio::spawn(async move {
+            // Ends when the upstream closes it or the last sender is dropped.
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+}
+
+/// A connection in use; back to the pool by [`Lease::release`] once its response body ended.
+/// Dropped otherwise, which closes it.
+#[derive(Debug)]
+pub struct Lease {
+    pool: Arc<Pool>,
+    sender: Option<Sender>,
+}
+
+impl Lease {
+    /// The response body was read to its end: the connection can carry the next request.
+    pub fn release(mut self) {
+        if let Some(sender) = self.sender.take() {
+            self.pool.put(sender);
+        }
+    }
+
+    /// The caller is done with a body that may still be arriving: read the rest in the
+    /// background (bounded in bytes and time) and reuse the connection if it ends cleanly.
+    pub fn finish<B>(self, mut body: B)
+    where
+        B: hyper::body::Body<Data = Bytes> + Unpin + Send + 'static,
+    {
+        if body.is_end_stream() {
+            return self.release();
+        }
+        tokio::spawn(async move {
+            let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+                let mut seen = 0usize;
+                while let Some(frame) = body.frame().await {
+                    let Ok(frame) = frame else { return false };
+                    seen += frame.data_ref().map_or(0, Bytes::len);
+                    if seen > DRAIN_LIMIT {
+                        return false;
+                    }
+                }
+                true
+            })
+            .await;
+            if drained == Ok(true) {
+                self.release();
+            }
+        });
+    }
+
+    /// Like [`Lease::finish`] for a body already turned into a stream of events: the rest of
+    /// the events are read (and ignored) in the background, bounded in count and time.
+    pub fn finish_events<S, T, E>(self, mut events: S)
+    where
+        S: futures_util::Stream<Item = Result<T, E>> + Unpin + Send + 'static,
+    {
+        use futures_util::StreamExt;
+        tokio::spawn(async move {
+            let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+                for _ in 0..DRAIN_EVENTS {
+                    match events.next().await {
+                        None => return true,
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) => return false,
+                    }
+                }
+                false
+            })
+            .await;
+            if drained == Ok(true) {
+                self.release();
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    /// A raw HTTP/1.1 server on 127.0.0.1 answering `ok` to every request; counts accepted
+    /// connections and, with `close_after_answer`, closes each connection right after its first
+    /// answer without saying so (as a server does with an idle keep-alive connection).
+    async fn server(close_after_answer: bool) -> (Url, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap())).unwrap();
+        let accepts = Arc::new(AtomicUsize::new(0));
+        let counter = accepts.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 4096];
+                    loop {
+                        let Ok(n) = sock.read(&mut chunk).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        // Requests here carry a 2-byte body after the blank line.
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            if buf.len() < end + 4 + 2 {
+                                break;
+                            }
+                            buf.drain(..end + 4 + 2);
+                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if sock.write_all(answer).await.is_err() {
+                                return;
+                            }
+                            if close_after_answer {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (url, accepts)
+    }
+
+    fn request(pool: &Pool) -> Request<Full<Bytes>> {
+        let mut r = Request::new(Full::new(Bytes::from_static(b"{}")));
+        *r.method_mut() = http::Method::POST;
+        *r.uri_mut() = "/mcp".parse().unwrap();
+        r.headers_mut()
+            .insert(http::header::HOST, pool.authority().clone());
+        r
+    }
+
+    async fn call(pool: &Arc<Pool>) -> Bytes {
+        let (response, lease) = pool.send(|| request(pool)).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        lease.release();
+        body
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_share_one_connection() {
+        let (url, accepts) = server(false).await;
+        let pool = Arc::new(Pool::new(&url, None, None).unwrap());
+        for _ in 0..50 {
+            assert_eq!(call(&pool).await, "ok");
+        }
+        assert_eq!(accepts.load(Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_count(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_requests_open_connections_then_reuse_them() {
+        let (url, accepts) = server(false).await;
+        let pool = Arc::new(Pool::new(&url, None, None).unwrap());
+        for _ in 0..5 {
+            let calls: Vec<_> = (0..4)
+                .map(|_| {
+                    let pool = pool.clone();
+                    tokio::spawn(async move { call(&pool).await })
+                })
+                .collect();
+            for c in calls {
+                assert_eq!(c.await.unwrap(), "ok");
+            }
+        }
+        let opened = accepts.load(Ordering::SeqCst);
+        assert!(
+            (1..=4).contains(&opened),
+            "{opened} connections for 4 at a time"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_while_idle_is_replaced_not_reported() {
+        let (url, accepts) = server(true).await;
+        let pool = Arc::new(Pool::new(&url, None, None).unwrap());
+        for _ in 0..20 {
+            assert_eq!(call(&pool).await, "ok");
+        }
+        assert_eq!(accepts.load(Ordering::SeqCst), 20);
+    }
+
+    #[tokio::test]
+    async fn an_unanswered_body_is_drained_before_reuse() {
+        let (url, accepts) = server(false).await;
+        let pool = Arc::new(Pool::new(&url, None, None).unwrap());
+        for _ in 0..10 {
+            let (response, lease) = pool.send(|| request(&pool)).await.unwrap();
+            lease.finish(response.into_body());
+            // The drain runs in the background; wait for the connection to come back.
+            for _ in 0..100 {
+                if pool.idle_count() == 1 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        assert_eq!(accepts.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn refused_connections_say_so() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap())).unwrap();
+        drop(listener);
+        let pool = Arc::new(Pool::new(&url, None, None).unwrap());
+        let err = pool.send(|| request(&pool)).await.unwrap_err();
+        assert!(err.to_string().contains("Connection refused"), "{err}");
+        assert!(!err.is_timeout());
+    }
+}
