@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::UpstreamError;
 use super::clients::UpstreamClient;
@@ -280,12 +280,24 @@ impl Connection {
         params: Option<Value>,
         timeout: Duration,
     ) -> Result<Value, UpstreamError> {
+        let mut params = params;
+        self.request_with(method, &mut params, timeout).await
+    }
+
+    /// [`Connection::request`] with borrowed params, so a caller can send them again (after a
+    /// reconnect) without having copied them. The envelope of the era is stamped in place.
+    pub async fn request_with(
+        &self,
+        method: &str,
+        params: &mut Option<Value>,
+        timeout: Duration,
+    ) -> Result<Value, UpstreamError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let _ = UPSTREAM_ID_HOOK.try_with(|hook| hook(id));
-        let (msg, extra) = self.envelope(jsonrpc::request(id, method, params));
+        let extra = self.stamp(method, params, true);
         let answer = match &self.wire {
             Wire::Http { url, headers } => {
-                let headers = merged(headers, extra);
+                let body = outgoing(Some(id), method, params.as_ref())?;
                 let shared = self.sink.clone();
                 let caller = REQUEST_SINK.try_with(Clone::clone).ok();
                 let sink = move |m: Value| {
@@ -297,11 +309,20 @@ impl Connection {
                     }
                     shared(m);
                 };
-                streamable::post(&self.client, url, &headers, &msg, timeout, &sink)
+                let out = streamable::Outgoing {
+                    headers,
+                    extra: &extra,
+                    body,
+                    expect_id: Some(Value::from(id)),
+                };
+                streamable::post_raw(&self.client, url, out, timeout, &sink)
                     .await?
                     .response
             }
-            Wire::Sse(conn) => conn.send(&msg, timeout).await?,
+            Wire::Sse(conn) => {
+                let msg = jsonrpc::request(id, method, params.clone());
+                conn.send(&msg, timeout).await?
+            }
         };
         answer.ok_or_else(|| UpstreamError::Protocol {
             detail: format!("no answer to {method}"),
@@ -315,15 +336,21 @@ impl Connection {
         params: Option<Value>,
         timeout: Duration,
     ) -> Result<(), UpstreamError> {
-        let (msg, extra) = self.envelope(jsonrpc::notification(method, params));
+        let mut params = params;
+        let extra = self.stamp(method, &mut params, false);
         match &self.wire {
             Wire::Http { url, headers } => {
-                let headers = merged(headers, extra);
-                let sink = self.sink.clone();
-                streamable::post(&self.client, url, &headers, &msg, timeout, &*sink).await?;
+                let out = streamable::Outgoing {
+                    headers,
+                    extra: &extra,
+                    body: outgoing(None, method, params.as_ref())?,
+                    expect_id: None,
+                };
+                streamable::post_raw(&self.client, url, out, timeout, &*self.sink).await?;
             }
             Wire::Sse(conn) => {
-                conn.send(&msg, timeout).await?;
+                conn.send(&jsonrpc::notification(method, params), timeout)
+                    .await?;
             }
         }
         Ok(())
@@ -371,47 +398,82 @@ impl Connection {
         &self.client
     }
 
-    /// On 2026-07-28, stamp the per-request envelope and routing headers.
-    fn envelope(&self, mut msg: Value) -> (Value, Vec<(&'static str, String)>) {
+    /// On 2026-07-28, stamp the per-request envelope into `params._meta` (requests only) and
+    /// return the routing headers. A session-era upstream refuses (or misreads) a 2026-07-28
+    /// envelope that a modern downstream client put in `_meta`; it has no use for it, so it goes.
+    /// Stamping twice gives the same result (a request may be sent again after a reconnect).
+    fn stamp(
+        &self,
+        method: &str,
+        params: &mut Option<Value>,
+        is_request: bool,
+    ) -> Vec<(HeaderName, HeaderValue)> {
         let Era::Stateless { version } = &self.era else {
-            // A session-era upstream refuses (or misreads) a 2026-07-28 envelope that a modern
-            // downstream client put in `_meta`; it has no use for it, so it goes.
-            if let Some(params) = msg.get_mut("params") {
+            if let Some(params) = params.as_mut() {
                 strip_envelope(params);
             }
-            return (msg, Vec::new());
+            return Vec::new();
         };
-        let method = jsonrpc::method(&msg).unwrap_or_default().to_owned();
-        let mut extra = vec![
-            ("mcp-protocol-version", version.clone()),
-            ("mcp-method", method.clone()),
-        ];
-        if msg.get("id").is_some() {
-            let params = msg
-                .as_object_mut()
-                .map(|o| o.entry("params").or_insert_with(|| json!({})));
-            if let Some(params) = params.and_then(Value::as_object_mut) {
-                let meta = params.entry("_meta").or_insert_with(|| json!({}));
-                if let Some(meta) = meta.as_object_mut() {
-                    meta.insert(META_PROTOCOL_VERSION.into(), json!(version));
-                    meta.insert(META_CLIENT_CAPABILITIES.into(), json!({}));
-                    meta.insert(META_CLIENT_INFO.into(), client_info());
-                }
+        let mut extra = Vec::with_capacity(3);
+        let mut header = |name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                extra.push((HeaderName::from_static(name), v));
             }
-            let name_key = match method.as_str() {
-                "tools/call" | "prompts/get" => Some("name"),
-                "resources/read" => Some("uri"),
-                _ => None,
-            };
-            if let Some(name) = name_key
-                .and_then(|k| msg.get("params").and_then(|p| p.get(k)))
-                .and_then(Value::as_str)
-            {
-                extra.push(("mcp-name", header_safe(name)));
+        };
+        header("mcp-protocol-version", version);
+        header("mcp-method", method);
+        if !is_request {
+            return extra;
+        }
+        let params = params.get_or_insert_with(|| Value::Object(Map::new()));
+        if let Some(obj) = params.as_object_mut() {
+            let meta = obj
+                .entry("_meta")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Some(meta) = meta.as_object_mut() {
+                meta.insert(META_PROTOCOL_VERSION.into(), Value::String(version.clone()));
+                meta.insert(META_CLIENT_CAPABILITIES.into(), Value::Object(Map::new()));
+                meta.insert(META_CLIENT_INFO.into(), client_info());
             }
         }
-        (msg, extra)
+        let name_key = match method {
+            "tools/call" | "prompts/get" => Some("name"),
+            "resources/read" => Some("uri"),
+            _ => None,
+        };
+        if let Some(name) = name_key.and_then(|k| params.get(k)).and_then(Value::as_str) {
+            header("mcp-name", &header_safe(name));
+        }
+        extra
     }
+}
+
+/// A JSON-RPC request (with `id`) or notification, serialized from borrowed parts.
+fn outgoing(
+    id: Option<u64>,
+    method: &str,
+    params: Option<&Value>,
+) -> Result<bytes::Bytes, UpstreamError> {
+    #[derive(serde::Serialize)]
+    struct Message<'a> {
+        jsonrpc: &'static str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        method: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        params: Option<&'a Value>,
+    }
+    let msg = Message {
+        jsonrpc: "2.0",
+        id,
+        method,
+        params,
+    };
+    serde_json::to_vec(&msg)
+        .map(bytes::Bytes::from)
+        .map_err(|e| UpstreamError::Protocol {
+            detail: format!("cannot serialize {method} ({e})"),
+        })
 }
 
 /// Remove the 2026-07-28 envelope keys (`io.modelcontextprotocol/...`) from `params._meta`.
@@ -442,17 +504,4 @@ pub fn header_safe(value: &str) -> String {
             base64::engine::general_purpose::STANDARD.encode(value)
         )
     }
-}
-
-fn merged(base: &HeaderMap, extra: Vec<(&'static str, String)>) -> HeaderMap {
-    if extra.is_empty() {
-        return base.clone();
-    }
-    let mut headers = base.clone();
-    for (name, value) in extra {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            headers.insert(name, v);
-        }
-    }
-    headers
 }

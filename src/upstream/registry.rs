@@ -113,6 +113,24 @@ impl std::fmt::Debug for Upstream {
 
 /// Delay after `n` failed connection attempts: 250 ms doubling up to 10 s, times a random
 /// factor in [0.5, 1.5) so that many gateways (or upstreams) do not retry in step.
+/// Send one request on `conn`, with `tagged` as the sink for what the upstream sends meanwhile.
+async fn send_on(
+    conn: &Connection,
+    method: &str,
+    params: &mut Option<Value>,
+    timeout: Duration,
+    tagged: Option<connection::MessageSink>,
+) -> Result<Value, UpstreamError> {
+    match tagged {
+        Some(sink) => {
+            connection::REQUEST_SINK
+                .scope(sink, conn.request_with(method, params, timeout))
+                .await
+        }
+        None => conn.request_with(method, params, timeout).await,
+    }
+}
+
 fn backoff_delay(n: u32) -> Duration {
     use ring::rand::SecureRandom;
     let base = Duration::from_millis(250)
@@ -168,7 +186,8 @@ impl Upstream {
 
     /// Whether calls are routed to it.
     pub fn is_online(&self) -> bool {
-        self.reg.load().enabled && self.health().status == HealthStatus::Online
+        self.reg.load().enabled
+            && self.health.lock().unwrap_or_else(|p| p.into_inner()).status == HealthStatus::Online
     }
 
     fn settings(&self) -> Settings {
@@ -176,6 +195,13 @@ impl Upstream {
             .upgrade()
             .map(|r| r.settings.clone())
             .unwrap_or_default()
+    }
+
+    fn request_timeout(&self) -> Duration {
+        self.registry.upgrade().map_or_else(
+            || Settings::default().request_timeout,
+            |r| r.settings.request_timeout,
+        )
     }
 
     /// The live connection, opening one if there is none.
@@ -292,18 +318,17 @@ impl Upstream {
         method: &str,
         params: Option<Value>,
     ) -> Result<Value, CallError> {
-        let name = self.name();
         if !self.is_online() {
             let h = self.health();
             return Err(CallError::Offline {
-                name,
+                name: self.name(),
                 since: rfc3339(h.since),
                 last_error: h.last_error,
             });
         }
-        let timeout = self.settings().request_timeout;
+        let timeout = self.request_timeout();
         let fail = |error| CallError::Failed {
-            name: name.clone(),
+            name: self.name(),
             error,
         };
         let conn = self.connection().await.map_err(fail)?;
@@ -311,7 +336,7 @@ impl Upstream {
         // its name, so the client's answer can be routed back here.
         let caller = connection::REQUEST_SINK.try_with(Clone::clone).ok();
         let tagged: Option<connection::MessageSink> = caller.map(|caller| {
-            let upstream = name.clone();
+            let upstream = self.name();
             Arc::new(move |mut m: Value| {
                 if m.get("id").is_some()
                     && let Some(obj) = m.as_object_mut()
@@ -321,24 +346,14 @@ impl Upstream {
                 caller(m);
             }) as connection::MessageSink
         });
-        let send = |conn: Arc<Connection>, params: Option<Value>| {
-            let tagged = tagged.clone();
-            async move {
-                match tagged {
-                    Some(sink) => {
-                        connection::REQUEST_SINK
-                            .scope(sink, conn.request(method, params, timeout))
-                            .await
-                    }
-                    None => conn.request(method, params, timeout).await,
-                }
-            }
-        };
-        match send(conn, params.clone()).await {
+        let mut params = params;
+        match send_on(&conn, method, &mut params, timeout, tagged.clone()).await {
             Err(UpstreamError::SessionExpired | UpstreamError::Closed) => {
                 self.invalidate();
                 let conn = self.connection().await.map_err(fail)?;
-                send(conn, params).await.map_err(fail)
+                send_on(&conn, method, &mut params, timeout, tagged)
+                    .await
+                    .map_err(fail)
             }
             Err(error @ UpstreamError::Connect { .. }) => {
                 // The transport failed: the next call reconnects, through the backoff, instead

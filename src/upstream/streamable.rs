@@ -7,7 +7,7 @@ use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use http::header::{ACCEPT, CONTENT_TYPE, HOST, USER_AGENT};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyDataStream, BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::Value;
@@ -53,6 +53,36 @@ pub async fn post(
             detail: format!("cannot serialize the request ({e})"),
         })?,
     );
+    let out = Outgoing {
+        headers,
+        extra: &[],
+        body,
+        expect_id,
+    };
+    post_raw(client, url, out, timeout, on_message).await
+}
+
+/// A message ready to POST.
+#[derive(Debug)]
+pub struct Outgoing<'a> {
+    /// The connection's headers (auth, session, version).
+    pub headers: &'a HeaderMap,
+    /// Headers of this message only (2026-07-28 routing headers).
+    pub extra: &'a [(HeaderName, HeaderValue)],
+    /// The serialized JSON-RPC message.
+    pub body: Bytes,
+    /// The id of the answer to wait for; `None` for notifications and responses.
+    pub expect_id: Option<Value>,
+}
+
+/// POST an already serialized message; see [`post`].
+pub async fn post_raw(
+    client: &UpstreamClient,
+    url: &url::Url,
+    out: Outgoing<'_>,
+    timeout: Duration,
+    on_message: &(dyn Fn(Value) + Send + Sync),
+) -> Result<Answer, UpstreamError> {
     let uri: http::Uri =
         url[url::Position::BeforePath..]
             .parse()
@@ -61,13 +91,16 @@ pub async fn post(
             })?;
     let pool = &client.pool;
     let make = || {
-        let mut request = Request::new(Full::new(body.clone()));
+        let mut request = Request::new(Full::new(out.body.clone()));
         *request.method_mut() = Method::POST;
         *request.uri_mut() = uri.clone();
         let h = request.headers_mut();
-        h.reserve(headers.len() + 4);
-        for (name, value) in headers {
+        h.reserve(out.headers.len() + out.extra.len() + 4);
+        for (name, value) in out.headers {
             h.append(name.clone(), value.clone());
+        }
+        for (name, value) in out.extra {
+            h.insert(name.clone(), value.clone());
         }
         h.insert(HOST, pool.authority().clone());
         h.insert(
@@ -86,9 +119,9 @@ pub async fn post(
             client,
             response,
             lease,
-            expect_id.as_ref(),
+            out.expect_id.as_ref(),
             on_message,
-            headers,
+            out.headers,
         )
         .await
     };
