@@ -894,7 +894,7 @@ _mcpgw() {
             return 0
             ;;
         mcpgw__subcmd__serve)
-            opts="-h -V --config --listen --tls-cert --tls-key --tls-ca --client-ca --allow-insecure-bind --no-auth --log-format --health-interval --health-threshold --request-timeout --shutdown-grace --check-config --control-socket --data-dir --json --help --version"
+            opts="-h -V --config --listen --tls-cert --tls-key --tls-ca --client-ca --allow-insecure-bind --no-auth --log-format --workers --health-interval --health-threshold --request-timeout --shutdown-grace --check-config --control-socket --data-dir --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -926,6 +926,10 @@ _mcpgw() {
                     ;;
                 --log-format)
                     COMPREPLY=($(compgen -W "text json" -- "${cur}"))
+                    return 0
+                    ;;
+                --workers)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --health-interval)

@@ -45,6 +45,7 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l tls-ca -d 'CA that
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l client-ca -d 'CA bundle for client certificates: clients must present one it issued (downstream mTLS)' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l log-format -d 'Log format [default: text]' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l workers -d 'Worker threads of the async runtime [default: one per CPU core]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l health-interval -d 'Seconds between upstream health checks [default: 30]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l health-threshold -d 'Consecutive failed checks before an upstream is offline [default: 3]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l request-timeout -d 'Seconds an upstream request may take [default: 30]' -r

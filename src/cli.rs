@@ -264,6 +264,13 @@ pub struct ServeArgs {
     #[arg(long, env = "MCPGW_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 
+    /// Worker threads of the async runtime [default: one per CPU core].
+    ///
+    /// One thread avoids cross-thread wake-ups per forwarded call (less CPU and latency per
+    /// call) at the price of using a single core; see docs/PERFORMANCE.md.
+    #[arg(long, env = "MCPGW_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub workers: Option<u16>,
+
     /// Seconds between upstream health checks [default: 30].
     #[arg(long, env = "MCPGW_HEALTH_INTERVAL", value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub health_interval: Option<u64>,

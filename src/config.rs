@@ -89,6 +89,8 @@ pub struct FileConfig {
     pub control_socket: Option<PathBuf>,
     /// `log_format = "text" | "json"`.
     pub log_format: Option<LogFormat>,
+    /// `workers = N` (runtime worker threads).
+    pub workers: Option<u16>,
     /// `shutdown_grace_secs = N`.
     pub shutdown_grace_secs: Option<u64>,
     /// `allow_insecure_bind = true`.
@@ -210,6 +212,8 @@ pub struct ServeConfig {
     pub control_socket: PathBuf,
     /// Log format.
     pub log_format: LogFormat,
+    /// Runtime worker threads (`None`: one per core).
+    pub workers: Option<usize>,
     /// Drain time on SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
     /// Listener auth.
@@ -321,6 +325,16 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
             got: grace.to_string(),
         });
     }
+    let workers = args.workers.or(file.workers);
+    if workers.is_some_and(|w| !(1..=1024).contains(&w)) {
+        return Err(ConfigError::Field {
+            origin,
+            key: "workers",
+            expected: "a number of threads from 1 to 1024",
+            got: workers.unwrap_or_default().to_string(),
+        });
+    }
+    let workers = workers.map(usize::from);
     if let Some(bad) = file
         .auth
         .tokens
@@ -414,6 +428,7 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
             .log_format
             .or(file.log_format)
             .unwrap_or(LogFormat::Text),
+        workers,
         shutdown_grace: Duration::from_secs(grace),
         auth: AuthConfig {
             enabled: !no_auth,
@@ -496,6 +511,17 @@ mod tests {
             .to_string();
         assert!(
             err.contains("unknown field") && err.contains("lisen"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn workers_come_from_the_file_and_zero_is_refused() {
+        assert_eq!(with_file("workers = 1\n").unwrap().workers, Some(1));
+        assert_eq!(with_file("").unwrap().workers, None);
+        let err = with_file("workers = 0\n").unwrap_err().to_string();
+        assert!(
+            err.contains("mcpgw.toml") && err.contains("`workers`") && err.contains("1 to 1024"),
             "{err}"
         );
     }

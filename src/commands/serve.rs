@@ -27,7 +27,11 @@ pub fn run(args: &ServeArgs, globals: &GlobalPaths) -> anyhow::Result<()> {
         return check_config(&cfg);
     }
     crate::logging::init(cfg.log_format);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cfg.workers {
+        builder.worker_threads(n);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
