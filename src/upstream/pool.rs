@@ -5,18 +5,26 @@
 //! shares that identity's rustls config (so its handshakes carry the client certificate and
 //! record what they saw, exactly like every other upstream connection). Compared with a general
 //! purpose client it does only what the hot path needs: take an idle connection (or dial one),
-//! write the request, and hand the connection back once the answer's body has been read to its
+//! write the request, and put the connection back once the answer's body has been read to its
 //! end. A request that an idle connection could not even start (the upstream closed it while it
 //! sat in the pool) is sent again on a fresh connection.
+//!
+//! A connection has no task of its own: the task that sends a request also drives the
+//! connection's I/O until the answer's body ends ([`Driven`]). That saves the hand-over to a
+//! connection task and back (two wake-ups, often across threads) on every call.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
+use hyper::client::conn::TrySendError;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -74,6 +82,66 @@ impl PoolError {
 
 type Sender = SendRequest<Full<Bytes>>;
 
+/// Any byte stream a connection runs on (TCP or TLS over TCP).
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+type Driver = Pin<Box<hyper::client::conn::http1::Connection<TokioIo<Box<dyn Io>>, Full<Bytes>>>>;
+
+/// One HTTP/1.1 connection: the handle requests go in by, and the state machine that moves
+/// its bytes, polled by whoever is using the connection.
+struct Conn {
+    sender: Sender,
+    driver: Driver,
+    /// The driver finished (the connection is closed); it must not be polled again.
+    ended: bool,
+}
+
+impl Conn {
+    /// Move the connection's bytes; true once it has closed.
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        if !self.ended && self.driver.as_mut().poll(cx).is_ready() {
+            self.ended = true;
+        }
+        self.ended
+    }
+
+    /// Whether an idle connection is still open (its close may not have been read yet).
+    fn is_open(&mut self) -> bool {
+        !self.drive(&mut Context::from_waker(Waker::noop())) && !self.sender.is_closed()
+    }
+
+    /// Wait until the connection can take a request; false if it closed instead.
+    async fn ready(&mut self) -> bool {
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = self.sender.poll_ready(cx) {
+                return Poll::Ready(r.is_ok());
+            }
+            if self.drive(cx) {
+                return Poll::Ready(false);
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Send a request and drive the connection until the response head is in.
+    async fn send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<Full<Bytes>>>> {
+        let mut sent = std::pin::pin!(self.sender.try_send_request(request));
+        let (driver, ended) = (&mut self.driver, &mut self.ended);
+        std::future::poll_fn(|cx| {
+            if !*ended && driver.as_mut().poll(cx).is_ready() {
+                *ended = true;
+            }
+            sent.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
 /// Connections to one origin with one TLS identity.
 pub struct Pool {
     /// Where to dial: the URL's host, or the pinned address for a server-name override.
@@ -84,7 +152,7 @@ pub struct Pool {
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     /// The `Host` header.
     authority: HeaderValue,
-    idle: Mutex<Vec<(Sender, Instant)>>,
+    idle: Mutex<Vec<(Conn, Instant)>>,
 }
 
 enum Dial {
@@ -143,18 +211,18 @@ impl Pool {
     }
 
     /// Send a request made by `make` (called again if a pooled connection turns out dead
-    /// before the request was written). The lease hands the connection back when the body was
-    /// read to its end.
+    /// before the request was written). The connection goes back to the pool when the
+    /// response's body has been read to its end; dropping the body unfinished closes it.
     pub async fn send(
         self: &Arc<Self>,
         make: impl Fn() -> Request<Full<Bytes>>,
-    ) -> Result<(Response<Incoming>, Lease), PoolError> {
-        while let Some(mut sender) = self.take_idle() {
-            if sender.ready().await.is_err() {
+    ) -> Result<Response<Driven>, PoolError> {
+        while let Some(mut conn) = self.take_idle() {
+            if !conn.ready().await {
                 continue;
             }
-            match sender.try_send_request(make()).await {
-                Ok(response) => return Ok((response, self.lease(sender))),
+            match conn.send(make()).await {
+                Ok(response) => return Ok(self.driven(response, conn)),
                 // Not written at all: the connection was closing. Try the next one.
                 Err(err) if err.message().is_some() => continue,
                 // Written to a connection the upstream had just closed while idle: it never
@@ -170,41 +238,42 @@ impl Pool {
                 }
             }
         }
-        let mut sender = self.connect().await?;
-        match sender.send_request(make()).await {
-            Ok(response) => Ok((response, self.lease(sender))),
-            Err(source) => Err(PoolError::Http {
+        let mut conn = self.connect().await?;
+        match conn.send(make()).await {
+            Ok(response) => Ok(self.driven(response, conn)),
+            Err(err) => Err(PoolError::Http {
                 target: self.target.clone(),
-                source,
+                source: err.into_error(),
             }),
         }
     }
 
-    fn lease(self: &Arc<Self>, sender: Sender) -> Lease {
-        Lease {
+    fn driven(self: &Arc<Self>, response: Response<Incoming>, conn: Conn) -> Response<Driven> {
+        response.map(|body| Driven {
+            body,
+            conn: Some(conn),
             pool: self.clone(),
-            sender: Some(sender),
-        }
+        })
     }
 
-    fn take_idle(&self) -> Option<Sender> {
+    fn take_idle(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some((sender, since)) = idle.pop() {
-            if !sender.is_closed() && since.elapsed() < IDLE_TIMEOUT {
-                return Some(sender);
+        while let Some((mut conn, since)) = idle.pop() {
+            if since.elapsed() < IDLE_TIMEOUT && conn.is_open() {
+                return Some(conn);
             }
         }
         None
     }
 
-    fn put(&self, sender: Sender) {
-        if sender.is_closed() {
+    fn put(&self, mut conn: Conn) {
+        if !conn.is_open() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|(s, since)| !s.is_closed() && since.elapsed() < IDLE_TIMEOUT);
+        idle.retain_mut(|(c, since)| since.elapsed() < IDLE_TIMEOUT && c.is_open());
         if idle.len() < MAX_IDLE {
-            idle.push((sender, Instant::now()));
+            idle.push((conn, Instant::now()));
         }
     }
 
@@ -213,7 +282,7 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    async fn connect(&self) -> Result<Sender, PoolError> {
+    async fn connect(&self) -> Result<Conn, PoolError> {
         let connect_err = |source| PoolError::Connect {
             target: self.target.clone(),
             source,
@@ -231,105 +300,121 @@ impl Pool {
             })?
             .map_err(connect_err)?;
         tcp.set_nodelay(true).map_err(connect_err)?;
-        match &self.tls {
-            None => self.handshake(tcp).await,
-            Some((connector, name)) => {
-                let stream = connector
+        let io: Box<dyn Io> = match &self.tls {
+            None => Box::new(tcp),
+            Some((connector, name)) => Box::new(
+                connector
                     .connect(name.clone(), tcp)
                     .await
-                    .map_err(connect_err)?;
-                self.handshake(stream).await
-            }
-        }
-    }
-
-    async fn handshake<S>(&self, stream: S) -> Result<Sender, PoolError>
-    where
-        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    {
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(stream))
+                    .map_err(connect_err)?,
+            ),
+        };
+        let (sender, driver) = hyper::client::conn::http1::Builder::new()
+            .handshake(TokioIo::new(io))
             .await
             .map_err(|source| PoolError::Http {
                 target: self.target.clone(),
                 source,
             })?;
-        tokio::spawn(async move {
-            // Ends when the upstream closes it or the last sender is dropped.
-            let _ = conn.await;
-        });
-        Ok(sender)
+        Ok(Conn {
+            sender,
+            driver: Box::pin(driver),
+            ended: false,
+        })
     }
 }
 
-/// A connection in use; back to the pool by [`Lease::release`] once its response body ended.
-/// Dropped otherwise, which closes it.
-#[derive(Debug)]
-pub struct Lease {
+/// A response body that drives its connection while it is read, and puts the connection back
+/// in the pool once it has ended. Dropped before its end, it closes the connection.
+pub struct Driven {
+    body: Incoming,
+    conn: Option<Conn>,
     pool: Arc<Pool>,
-    sender: Option<Sender>,
 }
 
-impl Lease {
-    /// The response body was read to its end: the connection can carry the next request.
-    pub fn release(mut self) {
-        if let Some(sender) = self.sender.take() {
-            self.pool.put(sender);
+impl std::fmt::Debug for Driven {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Driven").finish_non_exhaustive()
+    }
+}
+
+impl Driven {
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.put(conn);
         }
     }
 
     /// The caller is done with a body that may still be arriving: read the rest in the
-    /// background (bounded in bytes and time) and reuse the connection if it ends cleanly.
-    pub fn finish<B>(self, mut body: B)
-    where
-        B: hyper::body::Body<Data = Bytes> + Unpin + Send + 'static,
-    {
-        if body.is_end_stream() {
+    /// background (bounded in bytes and time) so the connection can be reused if it ends.
+    pub fn finish(mut self) {
+        if self.body.is_end_stream() {
             return self.release();
         }
         tokio::spawn(async move {
-            let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
                 let mut seen = 0usize;
-                while let Some(frame) = body.frame().await {
-                    let Ok(frame) = frame else { return false };
+                while let Some(Ok(frame)) = self.frame().await {
                     seen += frame.data_ref().map_or(0, Bytes::len);
                     if seen > DRAIN_LIMIT {
-                        return false;
+                        return;
                     }
                 }
-                true
             })
             .await;
-            if drained == Ok(true) {
-                self.release();
-            }
         });
+    }
+}
+
+impl hyper::body::Body for Driven {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if let Some(conn) = this.conn.as_mut() {
+            conn.drive(cx);
+        }
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
+            Poll::Ready(Some(Err(_))) => this.conn = None,
+            _ => {}
+        }
+        polled
     }
 
-    /// Like [`Lease::finish`] for a body already turned into a stream of events: the rest of
-    /// the events are read (and ignored) in the background, bounded in count and time.
-    pub fn finish_events<S, T, E>(self, mut events: S)
-    where
-        S: futures_util::Stream<Item = Result<T, E>> + Unpin + Send + 'static,
-    {
-        use futures_util::StreamExt;
-        tokio::spawn(async move {
-            let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-                for _ in 0..DRAIN_EVENTS {
-                    match events.next().await {
-                        None => return true,
-                        Some(Ok(_)) => {}
-                        Some(Err(_)) => return false,
-                    }
-                }
-                false
-            })
-            .await;
-            if drained == Ok(true) {
-                self.release();
-            }
-        });
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
     }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// Read what is left of an event stream nobody needs any more, bounded in count and time, so
+/// that its connection ends up back in the pool (see [`Driven`]).
+pub fn finish_events<S, T, E>(mut events: S)
+where
+    S: futures_util::Stream<Item = Result<T, E>> + Unpin + Send + 'static,
+{
+    use futures_util::StreamExt;
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            for _ in 0..DRAIN_EVENTS {
+                match events.next().await {
+                    Some(Ok(_)) => {}
+                    None | Some(Err(_)) => return,
+                }
+            }
+        })
+        .await;
+    });
 }
 
 #[cfg(test)]
@@ -392,10 +477,8 @@ mod tests {
     }
 
     async fn call(pool: &Arc<Pool>) -> Bytes {
-        let (response, lease) = pool.send(|| request(pool)).await.unwrap();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
-        lease.release();
-        body
+        let response = pool.send(|| request(pool)).await.unwrap();
+        response.into_body().collect().await.unwrap().to_bytes()
     }
 
     #[tokio::test]
@@ -446,8 +529,8 @@ mod tests {
         let (url, accepts) = server(false).await;
         let pool = Arc::new(Pool::new(&url, None, None).unwrap());
         for _ in 0..10 {
-            let (response, lease) = pool.send(|| request(&pool)).await.unwrap();
-            lease.finish(response.into_body());
+            let response = pool.send(|| request(&pool)).await.unwrap();
+            response.into_body().finish();
             // The drain runs in the background; wait for the connection to come back.
             for _ in 0..100 {
                 if pool.idle_count() == 1 {

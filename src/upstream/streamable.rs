@@ -9,13 +9,12 @@ use futures_util::StreamExt;
 use http::header::{ACCEPT, CONTENT_TYPE, HOST, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyDataStream, BodyExt, Full};
-use hyper::body::Incoming;
 use serde_json::Value;
 
 use super::UpstreamError;
 use super::clients::UpstreamClient;
 use super::diagnose::diagnose;
-use super::pool::Lease;
+use super::pool::Driven;
 
 /// Largest JSON answer accepted from an upstream.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -112,13 +111,12 @@ pub async fn post_raw(
         request
     };
     let send = async {
-        let (response, lease) = pool.send(make).await.map_err(|e| UpstreamError::Connect {
+        let response = pool.send(make).await.map_err(|e| UpstreamError::Connect {
             diagnosis: diagnose(&e, e.is_timeout(), client),
         })?;
         read_answer(
             client,
             response,
-            lease,
             out.expect_id.as_ref(),
             on_message,
             out.headers,
@@ -137,8 +135,7 @@ const AGENT: &str = concat!("mcpgw/", env!("CARGO_PKG_VERSION"));
 
 async fn read_answer(
     client: &UpstreamClient,
-    response: Response<Incoming>,
-    lease: Lease,
+    response: Response<Driven>,
     expect_id: Option<&Value>,
     on_message: &(dyn Fn(Value) + Send + Sync),
     sent_headers: &HeaderMap,
@@ -147,11 +144,11 @@ async fn read_answer(
     let status = parts.status;
     let headers = parts.headers;
     if status == StatusCode::NOT_FOUND && sent_headers.contains_key(SESSION_HEADER) {
-        lease.finish(body);
+        body.finish();
         return Err(UpstreamError::SessionExpired);
     }
     if !status.is_success() {
-        let body = read_limited(client, body, lease).await.unwrap_or_default();
+        let body = read_limited(client, body).await.unwrap_or_default();
         // A JSON-RPC error body on a 4xx is still an answer (e.g. -32022 on HTTP 400).
         if let Ok(value) = serde_json::from_slice::<Value>(&body)
             && value.get("error").is_some()
@@ -174,14 +171,14 @@ async fn read_answer(
         .to_ascii_lowercase();
     if expect_id.is_none() {
         // A notification or response we sent: 202 with no body is the norm.
-        lease.finish(body);
+        body.finish();
         return Ok(Answer {
             response: None,
             headers,
         });
     }
     if content_type.starts_with("application/json") {
-        let body = read_limited(client, body, lease).await?;
+        let body = read_limited(client, body).await?;
         let value: Value = serde_json::from_slice(&body).map_err(|e| UpstreamError::Protocol {
             detail: format!("the answer is not JSON ({e})"),
         })?;
@@ -218,7 +215,7 @@ async fn read_answer(
             if is_answer && value.get("id") == expect_id {
                 // The stream normally ends right after the answer; its connection is reused
                 // once it has.
-                lease.finish_events(Box::pin(events));
+                super::pool::finish_events(Box::pin(events));
                 return Ok(Answer {
                     response: Some(value),
                     headers,
@@ -241,16 +238,9 @@ async fn read_answer(
 }
 
 /// The whole body, at most [`MAX_BODY`] bytes; the connection goes back to the pool after.
-async fn read_limited(
-    client: &UpstreamClient,
-    body: Incoming,
-    lease: Lease,
-) -> Result<Bytes, UpstreamError> {
+async fn read_limited(client: &UpstreamClient, body: Driven) -> Result<Bytes, UpstreamError> {
     match http_body_util::Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => {
-            lease.release();
-            Ok(collected.to_bytes())
-        }
+        Ok(collected) => Ok(collected.to_bytes()),
         Err(err)
             if err
                 .downcast_ref::<http_body_util::LengthLimitError>()
