@@ -261,6 +261,24 @@ impl Worker {
         Ok(())
     }
 
+    /// `GET` the endpoint with the session id: the session's server-to-client stream. Returns
+    /// once the `200` head has arrived; the body keeps the stream (and its connection) open.
+    pub async fn listen(mut self) -> Result<hyper::body::Incoming> {
+        let req = hyper::Request::get(self.target.path.as_str())
+            .header(HOST, self.target.authority.clone())
+            .header(ACCEPT, "text/event-stream")
+            .header("mcp-session-id", self.session.clone())
+            .body(Full::new(Bytes::new()))?;
+        self.conn.ready().await?;
+        let resp = self.conn.send_request(req).await?;
+        if resp.status() != 200 {
+            bail!("GET {} answered {}", self.target.path, resp.status());
+        }
+        // The connection task lives as long as the body (and the sender it drives).
+        std::mem::forget(self.conn);
+        Ok(resp.into_body())
+    }
+
     /// Replace the connection, keeping the MCP session (a dead connection is noticed by
     /// `is_closed` before the next call).
     pub async fn redial(&mut self) -> Result<()> {

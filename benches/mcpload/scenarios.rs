@@ -254,17 +254,57 @@ fn self_cpu() -> Duration {
     cpu_of(std::process::id()).unwrap_or_default()
 }
 
-/// Hold N SSE streams open on mcpgw; RSS before and after.
-async fn idle(mode: Mode) -> Result<Outcome> {
-    let n: usize = if mode.quick { 1_000 } else { 10_000 };
-    let lab = Lab::new()?;
-    let up = lab.upstream("u", false, false)?;
-    // Room for the streams beside the default 10,000 cap.
-    std::fs::write(lab.p("mcpgw.toml"), "[mcp]\nmax_sessions = 20000\n")?;
+/// The standing streams the idle scenario holds, one kind per gateway process.
+#[derive(Clone, Copy)]
+enum Standing {
+    /// `GET /sse`, read up to its `endpoint` event.
+    Sse,
+    /// `initialize` on `POST /mcp`, then `GET /mcp` with the session id (Streamable HTTP).
+    StreamableGet,
+}
+
+impl Standing {
+    fn label(self) -> &'static str {
+        match self {
+            Standing::Sse => "SSE",
+            Standing::StreamableGet => "Streamable-HTTP GET",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Standing::Sse => "sse",
+            Standing::StreamableGet => "streamable_get",
+        }
+    }
+}
+
+/// What holding N sessions of one kind cost one fresh gateway.
+struct Held {
+    before: u64,
+    after: u64,
+    held: usize,
+    failures: usize,
+    first_failure: Option<String>,
+    opened: Duration,
+}
+
+impl Held {
+    fn per_session(&self) -> f64 {
+        self.after.saturating_sub(self.before) as f64 / self.held.max(1) as f64
+    }
+}
+
+/// Start a gateway, warm its request path, then hold `n` sessions of `kind`: RSS before and
+/// after. Each kind gets its own process, so memory freed by one cannot flatter the other.
+async fn hold(lab: &Lab, upstream: &str, kind: Standing, n: usize) -> Result<Held> {
     let config = lab.s("mcpgw.toml");
-    let gw = lab.gateway("g", &["--config", &config, "--health-interval", "3600"])?;
+    let gw = lab.gateway(
+        kind.key(),
+        &["--config", &config, "--health-interval", "3600"],
+    )?;
     let target = Target::new(&format!("{}/mcp", gw.base), None, None)?;
-    register(&target, "up", &format!("{}/mcp", up.base), &lab, false).await?;
+    register(&target, "up", upstream, lab, false).await?;
     // A few calls so the request path has been exercised before "idle" is read.
     load::load(
         &target,
@@ -283,7 +323,12 @@ async fn idle(mode: Mode) -> Result<Outcome> {
     let before = gw.proc.rss();
     let started = Instant::now();
     let streams: Vec<Result<_>> = futures_util::stream::iter(0..n)
-        .map(|_| open_sse(&target))
+        .map(|_| async {
+            match kind {
+                Standing::Sse => open_sse(&target).await,
+                Standing::StreamableGet => load::Worker::open(&target).await?.listen().await,
+            }
+        })
         .buffer_unordered(128)
         .collect()
         .await;
@@ -292,38 +337,70 @@ async fn idle(mode: Mode) -> Result<Outcome> {
     let first_failure = streams
         .iter()
         .find_map(|s| s.as_ref().err().map(|e| format!("{e:#}")));
-    let held = n - failures;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after = gw.proc.rss();
     drop(streams);
-    let per = (after.saturating_sub(before)) as f64 / held.max(1) as f64;
+    Ok(Held {
+        before,
+        after,
+        held: n - failures,
+        failures,
+        first_failure,
+        opened,
+    })
+}
+
+/// Hold N SSE streams open on one mcpgw, then N Streamable-HTTP sessions with their `GET /mcp`
+/// streams on another; RSS before and after each.
+async fn idle(mode: Mode) -> Result<Outcome> {
+    let n: usize = if mode.quick { 1_000 } else { 10_000 };
+    let lab = Lab::new()?;
+    let up = lab.upstream("u", false, false)?;
+    // Room for the sessions beside the default 10,000 cap.
+    std::fs::write(lab.p("mcpgw.toml"), "[mcp]\nmax_sessions = 20000\n")?;
+    let upstream = format!("{}/mcp", up.base);
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let table = format!(
-        "SSE sessions held {held} of {n} (opened in {:.2} s, {failures} failed)\nmcpgw RSS idle {:.1} MiB, with sessions {:.1} MiB, per session {:.1} KiB\n",
-        opened.as_secs_f64(),
-        mib(before),
-        mib(after),
-        per / 1024.0
-    );
-    let mut out = Outcome {
-        figures: json!({"sessions": n, "held": held, "failures": failures, "first_failure": first_failure,
-                        "rss_idle_bytes": before, "rss_with_sessions_bytes": after,
-                        "rss_per_session_bytes": per, "open_s": opened.as_secs_f64()}),
-        table,
-        ..Outcome::default()
-    };
-    verdict(
-        &mut out,
-        "idle RSS ≤ 20 MiB",
-        format!("{:.1} MiB", mib(before)),
-        mib(before) <= 20.0,
-    );
-    verdict(
-        &mut out,
-        &format!("≤ 20 KiB RSS per idle SSE session (at {n} sessions)"),
-        format!("{:.1} KiB ({held} held)", per / 1024.0),
-        per <= 20.0 * 1024.0 && failures == 0,
-    );
+    let mut out = Outcome::default();
+    let mut figures = serde_json::Map::new();
+    figures.insert("sessions".into(), json!(n));
+    for kind in [Standing::Sse, Standing::StreamableGet] {
+        let h = hold(&lab, &upstream, kind, n).await?;
+        let per = h.per_session();
+        out.table.push_str(&format!(
+            "{} sessions held {} of {n} (opened in {:.2} s, {} failed)\nmcpgw RSS idle {:.1} MiB, with sessions {:.1} MiB, per session {:.1} KiB\n",
+            kind.label(),
+            h.held,
+            h.opened.as_secs_f64(),
+            h.failures,
+            mib(h.before),
+            mib(h.after),
+            per / 1024.0
+        ));
+        figures.insert(
+            kind.key().into(),
+            json!({"held": h.held, "failures": h.failures, "first_failure": h.first_failure,
+                   "rss_idle_bytes": h.before, "rss_with_sessions_bytes": h.after,
+                   "rss_per_session_bytes": per, "open_s": h.opened.as_secs_f64()}),
+        );
+        if let Standing::Sse = kind {
+            verdict(
+                &mut out,
+                "idle RSS ≤ 20 MiB",
+                format!("{:.1} MiB", mib(h.before)),
+                mib(h.before) <= 20.0,
+            );
+        }
+        verdict(
+            &mut out,
+            &format!(
+                "≤ 20 KiB RSS per idle {} session (at {n} sessions)",
+                kind.label()
+            ),
+            format!("{:.1} KiB ({} held)", per / 1024.0, h.held),
+            per <= 20.0 * 1024.0 && h.failures == 0,
+        );
+    }
+    out.figures = Value::Object(figures);
     Ok(out)
 }
 

@@ -5,6 +5,11 @@
 //! What flows here today: `notifications/{tools,prompts,resources}/list_changed` when an
 //! upstream's catalog changes (registration, removal, recovery, or the upstream's own
 //! notification).
+//!
+//! Memory: a session that has had no event costs its log's few words, whether or not a stream
+//! is open. Each open stream reads the log itself from a cursor (the id it sent last), woken by
+//! a `Notify`, so there is no per-session channel (a broadcast channel preallocates every slot)
+//! and no relay task. An event is serialized once and its text shared by every session's log.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -16,65 +21,134 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use tokio::sync::broadcast;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use super::AppState;
-
-/// An event and its id.
-type Numbered = (u64, Value);
 
 /// Events kept per session for replay.
 const REPLAY: usize = 128;
 
 /// One session's outgoing events.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct EventLog {
-    inner: Mutex<(u64, VecDeque<(u64, Value)>)>,
-    tx: broadcast::Sender<(u64, Value)>,
+    inner: Mutex<Inner>,
+    /// Wakes the session's open streams on a new event and when the session ends.
+    wake: Notify,
 }
 
-impl Default for EventLog {
-    fn default() -> Self {
-        Self {
-            inner: Mutex::new((0, VecDeque::new())),
-            tx: broadcast::channel(REPLAY).0,
-        }
-    }
+#[derive(Debug, Default)]
+struct Inner {
+    /// Id of the newest event (ids start at 1, so 0 means none yet).
+    newest: u64,
+    /// The last [`REPLAY`] events; ids are consecutive, ending at `newest`.
+    kept: VecDeque<Arc<str>>,
+    /// The session ended: streams send what is left and stop.
+    closed: bool,
+}
+
+/// What a stream finds when it looks at its session's log.
+enum Next {
+    /// The oldest kept event after the stream's cursor.
+    Event(u64, Arc<str>),
+    /// Nothing new yet.
+    Wait,
+    /// Nothing new, and the session has ended.
+    Closed,
 }
 
 impl EventLog {
-    /// Append an event (assigning the next id) and wake open streams.
-    pub fn push(&self, msg: Value) {
-        let mut inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        inner.0 += 1;
-        let id = inner.0;
-        inner.1.push_back((id, msg.clone()));
-        while inner.1.len() > REPLAY {
-            inner.1.pop_front();
-        }
-        // No receiver is fine: the event waits in the replay buffer.
-        let _ = self.tx.send((id, msg));
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Every update is a single push or flag, so a poisoned lock is still consistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Events after `last` still in the buffer, and a receiver for what comes next. Taken under
-    /// one lock so nothing falls between the two.
-    fn since(&self, last: u64) -> (Vec<Numbered>, broadcast::Receiver<Numbered>) {
-        let inner = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let missed = inner
-            .1
-            .iter()
-            .filter(|(id, _)| *id > last)
-            .cloned()
-            .collect();
-        (missed, self.tx.subscribe())
+    /// Append an event (assigning the next id) and wake open streams.
+    pub(crate) fn push(&self, data: Arc<str>) {
+        {
+            let mut inner = self.lock();
+            inner.newest += 1;
+            inner.kept.push_back(data);
+            if inner.kept.len() > REPLAY {
+                inner.kept.pop_front();
+            }
+        }
+        self.wake.notify_waiters();
+    }
+
+    /// End the session's streams once they have sent what is kept; called when the session
+    /// leaves the table.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+        self.wake.notify_waiters();
+    }
+
+    /// `last` as a client sent it, but never past the newest event: ids from elsewhere (another
+    /// session, a bogus header) must not hold back the events to come.
+    fn clamp(&self, last: u64) -> u64 {
+        last.min(self.lock().newest)
+    }
+
+    /// The oldest kept event after `last`. A stream that fell behind by more than [`REPLAY`]
+    /// events resumes at the oldest one kept.
+    fn next_after(&self, last: u64) -> Next {
+        let inner = self.lock();
+        let oldest = inner.newest + 1 - inner.kept.len() as u64;
+        let id = (last + 1).max(oldest);
+        match inner.kept.get((id - oldest) as usize) {
+            Some(data) => Next::Event(id, data.clone()),
+            None if inner.closed => Next::Closed,
+            None => Next::Wait,
+        }
     }
 }
 
-fn event((id, msg): (u64, Value)) -> Result<Event, Infallible> {
-    Ok(Event::default()
-        .id(id.to_string())
-        .event("message")
-        .data(msg.to_string()))
+/// Where one open stream is.
+struct Cursor {
+    log: Arc<EventLog>,
+    /// Id of the last event sent (or the client's `Last-Event-ID`).
+    last: u64,
+    /// Gateway shutdown.
+    stop: CancellationToken,
+}
+
+impl Cursor {
+    /// The next event, waiting for one; `None` when the session ends or the gateway shuts down.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            // Shutdown wins over pending events.
+            if self.stop.is_cancelled() {
+                return None;
+            }
+            let log = Arc::clone(&self.log);
+            // Registered before looking, so an event pushed in between still wakes us.
+            let woken = log.wake.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            match log.next_after(self.last) {
+                Next::Event(id, data) => {
+                    self.last = id;
+                    return Some(
+                        Event::default()
+                            .id(id.to_string())
+                            .event("message")
+                            .data(&*data),
+                    );
+                }
+                Next::Closed => return None,
+                Next::Wait => {}
+            }
+            tokio::select! {
+                () = self.stop.cancelled() => return None,
+                () = &mut woken => {}
+            }
+        }
+    }
+}
+
+/// Serialize `msg` once, for pushing to many logs.
+pub(crate) fn shared(msg: &Value) -> Arc<str> {
+    Arc::from(msg.to_string())
 }
 
 /// `GET /mcp`: the session's server-to-client stream.
@@ -98,26 +172,20 @@ pub async fn stream(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
-    let (missed, mut rx) = log.since(last);
-    let replay = futures_util::stream::iter(missed.into_iter().map(event));
-    // A relay task, so the stream ends when the gateway shuts down or the session's log goes.
-    let (tx, out) = tokio::sync::mpsc::channel::<(u64, Value)>(REPLAY);
-    let stop = state.streams_closing();
-    tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => break,
-                next = rx.recv() => match next {
-                    Ok(item) => if tx.send(item).await.is_err() { break },
-                    Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
-            }
-        }
+    // The stream ends when the gateway shuts down or the session leaves the table.
+    let cursor = Cursor {
+        last: log.clamp(last),
+        log,
+        stop: state.streams_closing(),
+    };
+    let events = futures_util::stream::unfold(cursor, |mut c| async move {
+        let event = c.next().await?;
+        Some((Ok::<_, Infallible>(event), c))
     });
-    let mut out = out;
-    let live = futures_util::stream::poll_fn(move |cx| out.poll_recv(cx).map(|m| m.map(event)));
-    Sse::new(futures_util::StreamExt::chain(replay, live))
+    Sse::new(events)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
+
+#[cfg(test)]
+mod tests;

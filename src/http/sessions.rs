@@ -10,6 +10,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::events::EventLog;
+
 /// Bounds on downstream sessions (every transport counts against `max` on its own table).
 #[derive(Debug, Clone, Copy)]
 pub struct SessionLimits {
@@ -33,8 +35,19 @@ impl Default for SessionLimits {
 pub struct Sessions {
     ids: Mutex<HashMap<String, Instant>>,
     /// Server-to-client events of each session (`GET /mcp`).
-    logs: Mutex<HashMap<String, Arc<super::events::EventLog>>>,
+    logs: Mutex<HashMap<String, Log>>,
     limits: SessionLimits,
+}
+
+/// A session's entry in the log table. However it leaves the table (DELETE, expiry, sweep),
+/// dropping it ends the session's open `GET /mcp` streams.
+#[derive(Debug, Default)]
+struct Log(Arc<EventLog>);
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        self.0.close();
+    }
 }
 
 impl Sessions {
@@ -71,7 +84,7 @@ impl Sessions {
         let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
         let id = hex::encode(bytes);
         ids.insert(id.clone(), Instant::now());
-        self.logs_lock().insert(id.clone(), Arc::default());
+        self.logs_lock().insert(id.clone(), Log::default());
         Some(id)
     }
 
@@ -101,25 +114,25 @@ impl Sessions {
         self.lock().remove(id).is_some()
     }
 
-    fn logs_lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, Arc<super::events::EventLog>>> {
+    fn logs_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Log>> {
         self.logs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The event log of an open session (marks it used).
-    pub fn events(&self, id: &str) -> Option<Arc<super::events::EventLog>> {
+    pub fn events(&self, id: &str) -> Option<Arc<EventLog>> {
         if !self.touch(id) {
             return None;
         }
-        self.logs_lock().get(id).cloned()
+        self.logs_lock().get(id).map(|log| log.0.clone())
     }
 
-    /// Queue a server-to-client message for every open session.
+    /// Queue a server-to-client message for every open session. It is serialized once; the
+    /// sessions' logs share the text.
     pub fn broadcast(&self, msg: &Value) {
-        let logs: Vec<_> = self.logs_lock().values().cloned().collect();
+        let data = super::events::shared(msg);
+        let logs: Vec<_> = self.logs_lock().values().map(|log| log.0.clone()).collect();
         for log in logs {
-            log.push(msg.clone());
+            log.push(data.clone());
         }
     }
 

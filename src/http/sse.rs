@@ -49,7 +49,9 @@ pub struct SseSessions {
 
 #[derive(Debug, Clone)]
 struct Session {
-    tx: mpsc::Sender<Value>,
+    /// Answers for the stream, boxed: the channel allocates its slots 32 at a time, and a
+    /// pointer-sized slot keeps an idle session's first block small.
+    tx: mpsc::Sender<Box<Value>>,
     scope: Scope,
     /// Fired to end the stream from the POST side (queue overflow).
     close: CancellationToken,
@@ -185,7 +187,7 @@ fn open(state: Arc<AppState>, scope: Scope) -> Response {
 
 struct StreamState {
     first: Option<Bytes>,
-    rx: mpsc::Receiver<Value>,
+    rx: mpsc::Receiver<Box<Value>>,
     keepalive: tokio::time::Interval,
     close: CancellationToken,
     shutdown: CancellationToken,
@@ -250,7 +252,7 @@ pub async fn post_message(
     };
     tokio::spawn(async move {
         if let Some(answer) = mcp::answer_on_connection(&state, &session.scope, msg).await {
-            permit.send(answer);
+            permit.send(Box::new(answer));
         }
     });
     (StatusCode::ACCEPTED, "Accepted").into_response()
