@@ -12,6 +12,7 @@ pub mod limits;
 pub mod mcp;
 pub mod metrics;
 pub mod origin;
+mod relay;
 pub mod sessions;
 pub mod sse;
 pub mod ws;
