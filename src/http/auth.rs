@@ -4,33 +4,27 @@
 //!
 //! Tokens are compared in constant time, and neither a token nor the header is ever logged.
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::AppState;
+use crate::config::AuthConfig;
 
-/// Middleware: 401 unless the request carries an accepted bearer token (or auth is off).
-pub async fn require_bearer(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    if !state.auth.enabled {
-        return next.run(request).await;
+/// The 401 for a request without an accepted bearer token; `None` lets it through (as
+/// every request when auth is off).
+pub fn refusal(auth: &AuthConfig, headers: &HeaderMap) -> Option<Response> {
+    if !auth.enabled {
+        return None;
     }
-    match bearer(request.headers()) {
+    match bearer(headers) {
         Some(token)
-            if accepted(&state.auth.tokens, token)
-                || jwt_valid(state.auth.jwt_secret.as_deref(), token) =>
+            if accepted(&auth.tokens, token) || jwt_valid(auth.jwt_secret.as_deref(), token) =>
         {
-            next.run(request).await
+            None
         }
-        Some(_) => unauthorized("invalid bearer token"),
-        None => unauthorized("missing bearer token (Authorization: Bearer <token>)"),
+        Some(_) => Some(unauthorized("invalid bearer token")),
+        None => Some(unauthorized(
+            "missing bearer token (Authorization: Bearer <token>)",
+        )),
     }
 }
 

@@ -15,11 +15,9 @@ use crate::upstream::connection::{
     META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, MODERN_VERSION, SESSION_VERSIONS, header_safe,
 };
 
-/// Every version mcpgw answers, oldest first.
-pub fn supported_versions() -> Vec<&'static str> {
-    let mut v: Vec<&str> = SESSION_VERSIONS.iter().rev().copied().collect();
-    v.push(MODERN_VERSION);
-    v
+/// Whether mcpgw answers `version` (the same list, without building it).
+pub fn is_supported(version: &str) -> bool {
+    SESSION_VERSIONS.contains(&version) || version == MODERN_VERSION
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -155,18 +153,19 @@ pub fn decorate(method: &str, answer: &mut Value) {
 /// The reverse of [`decorate`], for a session-era client answered by a 2026-07-28 upstream:
 /// strict session-era clients refuse keys they do not know (an empty result must be `{}`).
 pub fn undecorate(answer: &mut Value) {
-    let items: Vec<&mut Value> = match answer {
-        Value::Array(batch) => batch.iter_mut().collect(),
-        single => vec![single],
-    };
-    for item in items {
-        let Some(result) = item.get_mut("result").and_then(Value::as_object_mut) else {
-            continue;
-        };
-        if result.get("resultType").and_then(Value::as_str) == Some("complete") {
-            result.remove("resultType");
-        }
-        result.remove("ttlMs");
-        result.remove("cacheScope");
+    match answer {
+        Value::Array(batch) => batch.iter_mut().for_each(undecorate_one),
+        single => undecorate_one(single),
     }
+}
+
+fn undecorate_one(item: &mut Value) {
+    let Some(result) = item.get_mut("result").and_then(Value::as_object_mut) else {
+        return;
+    };
+    if result.get("resultType").and_then(Value::as_str) == Some("complete") {
+        result.remove("resultType");
+    }
+    result.remove("ttlMs");
+    result.remove("cacheScope");
 }

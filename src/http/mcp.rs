@@ -6,16 +6,20 @@
 //! (and the NET-01 report's bare `curl` of `tools/list`) talk.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::AppState;
+use super::relay::{Relay, relay_to_upstream};
 use crate::jsonrpc::{self, Kind, code};
 use crate::upstream::connection::{MODERN_VERSION, SESSION_VERSIONS};
 use crate::upstream::registry::{CallError, Upstream};
@@ -26,9 +30,8 @@ pub type Inflight = Arc<Mutex<HashMap<(String, String), (String, u64)>>>;
 tokio::task_local! {
     /// The downstream session a request belongs to ("-" without one): requests in flight are
     /// remembered per session so that the client's `notifications/cancelled` finds them.
+    /// Unset on connection-bound transports (SSE, WebSocket), which do not track them.
     static CURRENT_SESSION: String;
-    /// The gateway's table of requests in flight (set with the session).
-    static INFLIGHT: Inflight;
 }
 
 /// Which upstreams a request sees.
@@ -43,21 +46,23 @@ pub enum Scope {
 pub use super::sessions::{SessionLimits, Sessions, too_many_sessions};
 
 /// `POST /mcp` and `/mcp/http`.
-pub async fn post_all(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    post(state, Scope::All, headers, body).await
+pub async fn post_all(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    match split(request).await {
+        Ok((headers, body)) => post(state, Scope::All, headers, body).await,
+        Err(refused) => refused,
+    }
 }
 
 /// `POST /servers/{name}/mcp`.
 pub async fn post_one(
     State(state): State<Arc<AppState>>,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Response {
+    let (headers, body) = match split(request).await {
+        Ok(split) => split,
+        Err(refused) => return refused,
+    };
     if state.registry.get(&name).is_none() {
         return (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "not_found", "message": format!("no upstream named '{name}' is registered")}}))).into_response();
     }
@@ -67,22 +72,30 @@ pub async fn post_one(
 /// `DELETE /mcp`: end a session.
 pub async fn delete(State(state): State<Arc<AppState>>, headers: HeaderMap) -> StatusCode {
     match session_header(&headers) {
-        Some(id) if state.sessions.close(&id) => StatusCode::NO_CONTENT,
+        Some(id) if state.sessions.close(id) => StatusCode::NO_CONTENT,
         Some(_) => StatusCode::NOT_FOUND,
         None => StatusCode::BAD_REQUEST,
     }
 }
 
-fn session_header(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get("mcp-session-id")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
+/// The headers and the whole body. The headers are taken rather than copied (the `HeaderMap`
+/// extractor clones them); the body goes through the `Bytes` extractor, so the body limit and
+/// its refusal are axum's, as on any route.
+async fn split(mut request: Request) -> Result<(HeaderMap, Bytes), Response> {
+    let headers = std::mem::take(request.headers_mut());
+    let body = Bytes::from_request(request, &())
+        .await
+        .map_err(IntoResponse::into_response)?;
+    Ok((headers, body))
+}
+
+fn session_header(headers: &HeaderMap) -> Option<&str> {
+    headers.get("mcp-session-id").and_then(|v| v.to_str().ok())
 }
 
 async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Bytes) -> Response {
     let session = session_header(&headers);
-    if let Some(id) = &session
+    if let Some(id) = session
         && !state.sessions.touch(id)
     {
         return rpc_http(
@@ -106,7 +119,7 @@ async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Byte
     if let Some(v) = headers
         .get("mcp-protocol-version")
         .and_then(|v| v.to_str().ok())
-        && !super::era::supported_versions().contains(&v)
+        && !super::era::is_supported(v)
     {
         return rpc_http(
             StatusCode::BAD_REQUEST,
@@ -152,20 +165,16 @@ async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Byte
     if let Some(done) = relay_to_upstream(&state, &msg).await {
         return done;
     }
-    let method = jsonrpc::method(&msg).unwrap_or_default().to_owned();
-    if streams_notifications(&method)
+    let method = jsonrpc::method(&msg).unwrap_or_default();
+    // Only 2026-07-28 answers need the method once the message is consumed (`era::decorate`).
+    let decorate = modern.then(|| method.to_owned());
+    let span = request_span(session, method);
+    if streams_notifications(method)
         && jsonrpc::kind(&msg) == Kind::Request
         && accepts_event_stream(&headers)
     {
-        return stream_answer(
-            state,
-            scope,
-            msg,
-            method,
-            modern,
-            session.clone().unwrap_or_else(|| "-".into()),
-        )
-        .await;
+        let session = session.unwrap_or("-").to_owned();
+        return stream_answer(state, scope, msg, decorate, session, span).await;
     }
     if method == "initialize" && state.sessions.is_full() && state.sessions.sweep() == 0 {
         return too_many_sessions(state.sessions.limits(), "Streamable HTTP");
@@ -177,7 +186,6 @@ async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Byte
         );
     }
     let mut new_session = None;
-    let span = tracing::debug_span!("mcp", session = session.as_deref().unwrap_or("-"), %method);
     let work = async {
         match msg {
             Value::Array(batch) => {
@@ -192,24 +200,36 @@ async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Byte
             single => handle(&state, &scope, single, &mut new_session).await,
         }
     };
-    let work = CURRENT_SESSION.scope(
-        session.clone().unwrap_or_else(|| "-".into()),
-        INFLIGHT.scope(state.inflight.clone(), work),
-    );
-    let answer = tracing::Instrument::instrument(work, span).await;
+    let work = CURRENT_SESSION.scope(session.unwrap_or("-").to_owned(), work);
+    let answer = match span {
+        Some(span) => tracing::Instrument::instrument(work, span).await,
+        None => work.await,
+    };
     let Some(mut answer) = answer else {
         return StatusCode::ACCEPTED.into_response();
     };
-    if modern {
-        super::era::decorate(&method, &mut answer);
-    } else {
-        super::era::undecorate(&mut answer);
-    }
+    finish(decorate.as_deref(), &mut answer);
     let mut response = respond(&headers, answer);
     if let Some(id) = new_session.and_then(|id| HeaderValue::from_str(&id).ok()) {
         response.headers_mut().insert("mcp-session-id", id);
     }
     response
+}
+
+/// The span a request's work runs in, which puts the session on its log lines (the
+/// "forwarded" debug line); `None` unless debug logging is on, so that it costs nothing then.
+fn request_span(session: Option<&str>, method: &str) -> Option<tracing::Span> {
+    tracing::enabled!(tracing::Level::DEBUG)
+        .then(|| tracing::debug_span!("mcp", session = session.unwrap_or("-"), %method))
+}
+
+/// Shape an answer for the client's era: the fields 2026-07-28 requires (given the method) or,
+/// for a session-era client, without them.
+fn finish(modern_method: Option<&str>, answer: &mut Value) {
+    match modern_method {
+        Some(method) => super::era::decorate(method, answer),
+        None => super::era::undecorate(answer),
+    }
 }
 
 /// Forwarded methods whose upstream may stream progress or log notifications before answering.
@@ -227,110 +247,72 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("text/event-stream"))
 }
 
-/// Prepare a message an upstream sent during a request for the client: a request (sampling,
-/// elicitation) gets an id of the gateway's own, remembered with the upstream and its id, so
-/// that the client's answer can be routed back and never collides with another client's.
-fn relay_to_client(state: &AppState, mut msg: Value) -> Value {
-    use std::sync::atomic::Ordering;
-    let Some(obj) = msg.as_object_mut() else {
-        return msg;
-    };
-    let upstream = obj.remove(crate::upstream::registry::UPSTREAM_TAG);
-    if let (Some(Value::String(upstream)), Some(id)) = (upstream, obj.get("id").cloned()) {
-        let ours = format!(
-            "mcpgw-{}",
-            state.next_client_request.fetch_add(1, Ordering::Relaxed)
-        );
-        state
-            .client_requests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(ours.clone(), (upstream, id));
-        obj.insert("id".into(), Value::String(ours));
-    }
-    msg
-}
-
-/// A client's answer to a request an upstream made: back to that upstream with its own id.
-/// `None` when the message is not such an answer.
-async fn relay_to_upstream(state: &AppState, msg: &Value) -> Option<Response> {
-    if jsonrpc::kind(msg) != Kind::Response {
-        return None;
-    }
-    let ours = msg.get("id")?.as_str()?;
-    let (upstream, their_id) = state
-        .client_requests
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(ours)?;
-    let Some(up) = state.registry.get(&upstream) else {
-        return Some(StatusCode::ACCEPTED.into_response());
-    };
-    let mut answer = msg.clone();
-    answer["id"] = their_id;
-    if let Err(err) = up.respond(&answer).await {
-        tracing::warn!(upstream = %upstream, error = %err, "could not deliver a client's answer upstream");
-    }
-    Some(StatusCode::ACCEPTED.into_response())
-}
-
-/// What a forwarded request produces, in order.
-enum Streamed {
-    /// A notification the upstream sent while working (progress, logging).
-    Notice(Value),
-    /// The answer.
-    Final(Value),
-}
-
 /// Answer with JSON when the upstream just answers, or as an SSE stream when it streams: every
-/// notification it sends while working on this request (progress, logging), then the answer.
+/// notification it sends while working on this request (progress, logging, sampling), then
+/// the answer.
+///
+/// Most upstreams just answer, so the work is polled right here: no task, no channel. Only
+/// when a notification arrives first does the answer become a stream; the work then moves to
+/// a task of its own, so that it finishes (and leaves no request in flight upstream) even if
+/// the client goes away mid-stream.
 async fn stream_answer(
     state: Arc<AppState>,
     scope: Scope,
     msg: Value,
-    method: String,
-    modern: bool,
+    decorate: Option<String>,
     session: String,
+    span: Option<tracing::Span>,
 ) -> Response {
     use axum::response::sse::{Event, Sse};
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Streamed>();
-    let sink_tx = tx.clone();
-    let sink_state = state.clone();
-    let sink: crate::upstream::connection::MessageSink = Arc::new(move |m: Value| {
-        let _ = sink_tx.send(Streamed::Notice(relay_to_client(&sink_state, m)));
-    });
-    tokio::spawn(async move {
+    let relay = Arc::new(Relay::new(state.clone()));
+    let sink_relay = relay.clone();
+    let sink: crate::upstream::connection::MessageSink =
+        Arc::new(move |m: Value| sink_relay.notice(m));
+    let work = async move {
         let mut new_session = None;
         let work = handle(&state, &scope, msg, &mut new_session);
-        let answer = crate::upstream::connection::REQUEST_SINK
-            .scope(
-                sink,
-                CURRENT_SESSION.scope(session, INFLIGHT.scope(state.inflight.clone(), work)),
-            )
-            .await;
-        if let Some(mut answer) = answer {
-            if modern {
-                super::era::decorate(&method, &mut answer);
-            } else {
-                super::era::undecorate(&mut answer);
-            }
-            let _ = tx.send(Streamed::Final(answer));
-        }
-    });
-    let first = match rx.recv().await {
-        Some(Streamed::Final(answer)) => return Json(answer).into_response(),
-        Some(Streamed::Notice(n)) => n,
-        None => return StatusCode::ACCEPTED.into_response(),
-    };
-    let head = futures_util::stream::once(async move { first });
-    let rest = futures_util::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx).map(|m| {
-            m.map(|item| match item {
-                Streamed::Notice(v) | Streamed::Final(v) => v,
-            })
+        let work = crate::upstream::connection::REQUEST_SINK
+            .scope(sink, CURRENT_SESSION.scope(session, work));
+        let answer = match span {
+            Some(span) => tracing::Instrument::instrument(work, span).await,
+            None => work.await,
+        };
+        answer.map(|mut answer| {
+            finish(decorate.as_deref(), &mut answer);
+            answer
         })
-    });
-    let events = futures_util::StreamExt::map(futures_util::StreamExt::chain(head, rest), |v| {
+    };
+    // Boxed, so that it can move to a task mid-way.
+    let mut work: Pin<Box<dyn Future<Output = Option<Value>> + Send>> = Box::pin(work);
+    // `Some(answer)` when the work finished, `None` when a notification came first.
+    let ended = std::future::poll_fn(|cx| {
+        if let Poll::Ready(answer) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(answer));
+        }
+        relay.register(cx.waker());
+        if relay.has_notices() {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    match ended {
+        Some(answer) if !relay.has_notices() => {
+            return match answer {
+                Some(answer) => Json(answer).into_response(),
+                None => StatusCode::ACCEPTED.into_response(),
+            };
+        }
+        // Notifications and the answer came together.
+        Some(answer) => relay.finish(answer),
+        None => {
+            let relay = relay.clone();
+            tokio::spawn(async move { relay.finish(work.await) });
+        }
+    }
+    let events = futures_util::stream::poll_fn(move |cx| relay.poll_next(cx));
+    let events = futures_util::StreamExt::map(events, |v| {
         Ok::<_, std::convert::Infallible>(Event::default().event("message").data(v.to_string()))
     });
     Sse::new(events).into_response()
@@ -365,7 +347,7 @@ fn respond(headers: &HeaderMap, answer: Value) -> Response {
 pub async fn handle(
     state: &AppState,
     scope: &Scope,
-    msg: Value,
+    mut msg: Value,
     new_session: &mut Option<String>,
 ) -> Option<Value> {
     match jsonrpc::kind(&msg) {
@@ -390,11 +372,19 @@ pub async fn handle(
             ));
         }
     }
-    let id = msg.get("id").cloned().unwrap_or(Value::Null);
-    let method = jsonrpc::method(&msg).unwrap_or_default().to_owned();
-    let params = msg.get("params").cloned();
-    let sep = state.registry.settings().separator.clone();
-    let result = match method.as_str() {
+    // A request is an object. Its id and params are taken out, not copied: params can be large,
+    // and they are forwarded as they are.
+    let Value::Object(request) = &mut msg else {
+        return None;
+    };
+    let id = request.remove("id").unwrap_or(Value::Null);
+    let params = request.remove("params");
+    let method = request
+        .get("method")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let sep = state.registry.settings().separator.as_str();
+    let result = match method {
         "initialize" => {
             let requested = params
                 .as_ref()
@@ -438,23 +428,23 @@ pub async fn handle(
             Ok(json!({}))
         }
         "completion/complete" => {
-            return Some(route_completion(state, scope, &sep, id, params).await);
+            return Some(route_completion(state, scope, sep, id, params).await);
         }
-        "tools/list" => Ok(json!({"tools": listing(state, scope, &sep, |c| &c.tools, "name")})),
+        "tools/list" => Ok(json!({"tools": listing(state, scope, sep, |c| &c.tools, "name")})),
         "prompts/list" => {
-            Ok(json!({"prompts": listing(state, scope, &sep, |c| &c.prompts, "name")}))
+            Ok(json!({"prompts": listing(state, scope, sep, |c| &c.prompts, "name")}))
         }
         "resources/list" => {
-            Ok(json!({"resources": listing(state, scope, &sep, |c| &c.resources, "")}))
+            Ok(json!({"resources": listing(state, scope, sep, |c| &c.resources, "")}))
         }
         "resources/templates/list" => Ok(
-            json!({"resourceTemplates": listing(state, scope, &sep, |c| &c.resource_templates, "")}),
+            json!({"resourceTemplates": listing(state, scope, sep, |c| &c.resource_templates, "")}),
         ),
         "tools/call" | "prompts/get" => {
-            return Some(route_named(state, scope, &sep, id, &method, params).await);
+            return Some(route_named(state, scope, sep, id, method, params).await);
         }
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-            return Some(route_uri(state, scope, id, &method, params).await);
+            return Some(route_uri(state, scope, id, method, params).await);
         }
         _ => Err((
             code::METHOD_NOT_FOUND,
@@ -570,52 +560,46 @@ async fn route_named(
     method: &str,
     params: Option<Value>,
 ) -> Value {
-    let Some(mut params) = params.and_then(|p| match p {
-        Value::Object(m) => Some(m),
-        _ => None,
-    }) else {
+    let Some(Value::Object(mut params)) = params else {
         return jsonrpc::error(
             id,
             code::INVALID_PARAMS,
             format!("{method} needs params with a name"),
         );
     };
-    let Some(name) = params
-        .get("name")
-        .and_then(Value::as_str)
-        .map(str::to_owned)
-    else {
+    let Some(Value::String(name)) = params.get_mut("name") else {
         return jsonrpc::error(
             id,
             code::INVALID_PARAMS,
             format!("{method} needs params.name"),
         );
     };
-    let (up, original) = match resolve_name(state, scope, sep, &name) {
-        Ok(found) => found,
+    let (up, prefix) = match resolve_name(state, scope, sep, name) {
+        Ok((up, original)) => (up, name.len() - original.len()),
         Err(message) => return jsonrpc::error(id, code::INVALID_PARAMS, message),
     };
-    params.insert("name".into(), Value::String(original));
-    forward(&up, id, method, Value::Object(params)).await
+    // The upstream's own name: the prefix cut off in place.
+    name.drain(..prefix);
+    forward(state, &up, id, method, Value::Object(params)).await
 }
 
-/// The upstream a (possibly prefixed) tool or prompt name belongs to, and its own name there.
-fn resolve_name(
+/// The upstream a (possibly prefixed) tool or prompt name belongs to, and its own name there
+/// (a suffix of `name`).
+fn resolve_name<'n>(
     state: &AppState,
     scope: &Scope,
     sep: &str,
-    name: &str,
-) -> Result<(Arc<Upstream>, String), String> {
+    name: &'n str,
+) -> Result<(Arc<Upstream>, &'n str), String> {
     let (upstream, original) = match scope {
-        Scope::One(u) => (u.clone(), name.to_owned()),
+        Scope::One(u) => (u.as_str(), name),
         Scope::All => name
             .split_once(sep)
-            .map(|(u, rest)| (u.to_owned(), rest.to_owned()))
             .ok_or_else(|| format!("unknown name '{name}': expected <upstream>{sep}<name>"))?,
     };
     let up = state
         .registry
-        .get(&upstream)
+        .get(upstream)
         .ok_or_else(|| format!("unknown name '{name}': no upstream named '{upstream}'"))?;
     Ok((up, original))
 }
@@ -636,11 +620,11 @@ async fn route_completion(
                 .unwrap_or_default()
                 .to_owned();
             let (up, original) = match resolve_name(state, scope, sep, &name) {
-                Ok(found) => found,
+                Ok((up, original)) => (up, original.to_owned()),
                 Err(message) => return jsonrpc::error(id, code::INVALID_PARAMS, message),
             };
             params["ref"]["name"] = Value::String(original);
-            forward(&up, id, "completion/complete", params).await
+            forward(state, &up, id, "completion/complete", params).await
         }
         Some("ref/resource") => {
             let uri = params
@@ -661,7 +645,7 @@ async fn route_completion(
                     })
             });
             match owner {
-                Some(up) => forward(&up, id, "completion/complete", params).await,
+                Some(up) => forward(state, &up, id, "completion/complete", params).await,
                 None => jsonrpc::error(
                     id,
                     code::INVALID_PARAMS,
@@ -721,6 +705,7 @@ async fn route_uri(
     match owner {
         Some(up) => {
             forward(
+                state,
                 &up,
                 id,
                 method,
@@ -765,43 +750,73 @@ async fn cancel_upstream(state: &AppState, msg: &Value) {
     }
 }
 
-async fn forward(up: &Arc<Upstream>, id: Value, method: &str, params: Value) -> Value {
+/// A request in flight upstream, as the table of requests in flight knows it.
+struct InFlight {
+    /// (session, client id).
+    key: (String, String),
+    upstream: String,
+}
+
+/// Removes the request from the table when the forwarding ends, however it ends (answered,
+/// failed, or dropped because the client went away).
+struct InFlightGuard<'a> {
+    table: &'a Inflight,
+    entry: Arc<InFlight>,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.entry.key);
+    }
+}
+
+async fn forward(
+    state: &AppState,
+    up: &Arc<Upstream>,
+    id: Value,
+    method: &str,
+    params: Value,
+) -> Value {
     let started = std::time::Instant::now();
-    let upstream = up.name();
-    // Remember (session, client id) -> (upstream, upstream id) while the request is in flight.
-    let key = CURRENT_SESSION
-        .try_with(Clone::clone)
-        .ok()
-        .map(|session| (session, id.to_string()));
-    let outcome = match (&key, INFLIGHT.try_with(Clone::clone).ok()) {
-        (Some(key), Some(inflight)) => {
-            let (hook_key, name, table) = (key.clone(), upstream.clone(), inflight.clone());
+    // Remember (session, client id) -> (upstream, upstream id) while the request is in flight;
+    // the upstream id is known once the connection picks it (the hook).
+    let tracked = CURRENT_SESSION
+        .try_with(|session| InFlightGuard {
+            table: &state.inflight,
+            entry: Arc::new(InFlight {
+                key: (session.clone(), id.to_string()),
+                upstream: up.name(),
+            }),
+        })
+        .ok();
+    let outcome = match &tracked {
+        Some(guard) => {
+            let (entry, table) = (guard.entry.clone(), guard.table.clone());
             let hook: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |upstream_id| {
                 table
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .insert(hook_key.clone(), (name.clone(), upstream_id));
+                    .insert(entry.key.clone(), (entry.upstream.clone(), upstream_id));
             });
-            let result = crate::upstream::connection::UPSTREAM_ID_HOOK
+            crate::upstream::connection::UPSTREAM_ID_HOOK
                 .scope(hook, up.request(method, Some(params)))
-                .await;
-            inflight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(key);
-            result
+                .await
         }
-        _ => up.request(method, Some(params)).await,
+        None => up.request(method, Some(params)).await,
     };
+    drop(tracked);
     match outcome {
         Ok(answer) => {
             // Per request, so debug: with RUST_LOG=debug every forwarded call is one line that
             // carries the downstream session (from the span) and the upstream.
-            tracing::debug!(%upstream, method, elapsed_us = started.elapsed().as_micros() as u64, "forwarded");
+            tracing::debug!(upstream = %up.name(), method, elapsed_us = started.elapsed().as_micros() as u64, "forwarded");
             with_id(answer, id)
         }
         Err(err) => {
-            tracing::warn!(%upstream, method, error = %err, "forwarding failed");
+            tracing::warn!(upstream = %up.name(), method, error = %err, "forwarding failed");
             call_error(id, &err)
         }
     }
@@ -843,15 +858,11 @@ async fn answer_on_connection_one(state: &AppState, scope: &Scope, msg: Value) -
     {
         return Some(body);
     }
-    let method = jsonrpc::method(&msg).unwrap_or_default().to_owned();
+    let decorate = modern.then(|| jsonrpc::method(&msg).unwrap_or_default().to_owned());
     let mut new_session = None;
     let mut answer = handle(state, scope, msg, &mut new_session).await;
     if let Some(a) = answer.as_mut() {
-        if modern {
-            super::era::decorate(&method, a);
-        } else {
-            super::era::undecorate(a);
-        }
+        finish(decorate.as_deref(), a);
     }
     // On SSE and WebSocket the connection is the session; an `Mcp-Session-Id` minted by
     // `initialize` would never be used or deleted, so end it at once rather than leak it.

@@ -1,15 +1,14 @@
-//! `GET /metrics` and the layer that counts every request on the listener.
+//! `GET /metrics` and the counting of every request on the listener.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
-use axum::middleware::Next;
+use axum::http::{Method, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
-use crate::metrics::{CONTENT_TYPE, Snapshot, UNMATCHED_ROUTE, UpstreamSnapshot};
+use crate::metrics::{CONTENT_TYPE, Metrics, Snapshot, UNMATCHED_ROUTE, UpstreamSnapshot};
 
 /// `GET /metrics`: the Prometheus text exposition.
 pub async fn scrape(State(state): State<Arc<AppState>>) -> Response {
@@ -47,19 +46,39 @@ pub async fn scrape(State(state): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-/// Count the request by route template (so `/gateways/{name}` is one series), method and
-/// status, and time it until the response head is ready.
-pub async fn track(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let method = request.method().clone();
+/// A request being counted: by route template (so `/gateways/{name}` is one series), method
+/// and status, timed until the response head is ready. Started first and finished last by
+/// [`super::front::gate`], so refusals are counted too.
+#[derive(Debug)]
+pub struct Tracked {
+    started: Instant,
+    method: Method,
     // Held as the extension's own `Arc<str>`: no per-request copy of the template.
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let response = next.run(request).await;
-    state.metrics.http_request(
-        route.as_ref().map_or(UNMATCHED_ROUTE, MatchedPath::as_str),
-        &method,
-        response.status().as_u16(),
-        started.elapsed(),
-    );
-    response
+    route: Option<MatchedPath>,
+}
+
+impl Tracked {
+    /// Start timing `request`.
+    pub fn start(request: &Request) -> Self {
+        Self {
+            started: Instant::now(),
+            method: request.method().clone(),
+            route: request.extensions().get::<MatchedPath>().cloned(),
+        }
+    }
+
+    /// The matched route template, when a route matched.
+    pub fn route(&self) -> Option<&str> {
+        self.route.as_ref().map(MatchedPath::as_str)
+    }
+
+    /// Count the request with the status it was answered with.
+    pub fn finish(self, metrics: &Metrics, response: &Response) {
+        metrics.http_request(
+            self.route().unwrap_or(UNMATCHED_ROUTE),
+            &self.method,
+            response.status().as_u16(),
+            self.started.elapsed(),
+        );
+    }
 }

@@ -5,12 +5,14 @@ pub mod admin;
 pub mod auth;
 pub mod era;
 pub mod events;
+pub mod front;
 pub mod gateways;
 pub mod health;
 pub mod limits;
 pub mod mcp;
 pub mod metrics;
 pub mod origin;
+mod relay;
 pub mod sessions;
 pub mod sse;
 pub mod ws;
@@ -154,7 +156,9 @@ pub enum Surface {
 
 /// Build the router for one surface.
 pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
-    let protected = Router::new()
+    let router = Router::new()
+        // Served without a token on the listener: see `front::UNPROTECTED`.
+        .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(metrics::scrape))
         .route("/admin/status", get(admin::status))
@@ -180,38 +184,17 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
         .route("/sse", get(sse::stream_all))
         .route("/servers/{name}/sse", get(sse::stream_one))
         .route("/message", post(sse::post_message))
-        .route("/ws", get(ws::upgrade));
-    let protected = match surface {
-        Surface::Listener => protected.route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            auth::require_bearer,
-        )),
-        Surface::Control => protected,
-    };
-    let router = Router::new()
-        .route("/health", get(health::health))
-        .merge(protected)
+        .route("/ws", get(ws::upgrade))
         // Bodies: a certificate chain and key, or one JSON-RPC message/batch.
         .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024));
     match surface {
-        // Outermost, so refusals by auth and the body limit are counted too. `Router::layer`
-        // wraps each route (and the fallback), where `MatchedPath` is already known. The control
-        // socket is the CLI's channel, not traffic: it is not counted.
-        Surface::Listener => router
-            // Bodies are read (bounded in size and time) before any handler runs.
-            .layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                limits::read_body,
-            ))
-            // Host/Origin first: a rebinding page gets nothing, not even a 401.
-            .layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                origin::check,
-            ))
-            .layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                metrics::track,
-            )),
+        // Metrics, Host/Origin, body limits and bearer auth, in one layer (see `front`).
+        // `Router::layer` wraps each route (and the fallback), where `MatchedPath` is already
+        // known. The control socket is the CLI's channel, not traffic: none of it applies.
+        Surface::Listener => router.layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            front::gate,
+        )),
         Surface::Control => router,
     }
     .with_state(state)

@@ -8,14 +8,8 @@
 //! have a host that passes the same `Host` rule, or be listed in `allowed_origins`. Requests
 //! without `Origin` (every non-browser client) pass the Origin rule.
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-
-use super::AppState;
 
 /// Which hosts and origins are accepted.
 #[derive(Debug, Clone, Default)]
@@ -98,19 +92,16 @@ impl OriginPolicy {
     }
 }
 
-/// Middleware: 403 for a foreign `Host` or `Origin`.
-pub async fn check(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
-    match state.origin.check(request.headers()) {
-        Ok(()) => next.run(request).await,
-        Err(reason) => {
-            tracing::warn!(%reason, "request refused");
-            (
-                StatusCode::FORBIDDEN,
-                axum::Json(serde_json::json!({"error": {"code": "forbidden", "message": reason}})),
-            )
-                .into_response()
-        }
-    }
+/// The 403 for a foreign `Host` or `Origin`; `None` lets the request through.
+pub fn refusal(policy: &OriginPolicy, headers: &HeaderMap) -> Option<Response> {
+    policy.check(headers).err().map(|reason| {
+        tracing::warn!(%reason, "request refused");
+        (
+            StatusCode::FORBIDDEN,
+            axum::Json(serde_json::json!({"error": {"code": "forbidden", "message": reason}})),
+        )
+            .into_response()
+    })
 }
 
 #[cfg(test)]

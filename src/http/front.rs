@@ -1,0 +1,48 @@
+//! The listener's front gate: every request on the network listener passes it before any
+//! handler runs. One middleware rather than a stack of four, because each `from_fn` layer
+//! costs a boxed future and a clone of the inner service per request, on the hot path of every
+//! forwarded call. The control socket (the CLI's channel, already checked by peer uid) has none
+//! of this.
+//!
+//! Order, first refusal wins:
+//! 1. metrics: outermost, so refusals below are counted too;
+//! 2. `Host`/`Origin` ([`super::origin`]): a DNS-rebinding page gets nothing, not even a 401;
+//! 3. the body is read whole, bounded in size and time ([`super::limits`]);
+//! 4. bearer auth ([`super::auth`]) on every matched route except [`UNPROTECTED`]. Requests no
+//!    route matched are not asked for a token: they get the 404 anyway.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::{AppState, auth, limits, metrics, origin};
+
+/// Route templates served without a bearer token (liveness probes carry none).
+pub const UNPROTECTED: &[&str] = &["/health"];
+
+/// The middleware: applied with `Router::layer`, so it wraps each route (and the fallback)
+/// where `MatchedPath` is already known.
+pub async fn gate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
+    let tracked = metrics::Tracked::start(&request);
+    let response = admit(&state, tracked.route(), request, next).await;
+    tracked.finish(&state.metrics, &response);
+    response
+}
+
+async fn admit(state: &AppState, route: Option<&str>, request: Request, next: Next) -> Response {
+    if let Some(refused) = origin::refusal(&state.origin, request.headers()) {
+        return refused;
+    }
+    let request = match limits::buffer(state.body_timeout, request).await {
+        Ok(request) => request,
+        Err(refused) => return refused,
+    };
+    if route.is_some_and(|r| !UNPROTECTED.contains(&r))
+        && let Some(refused) = auth::refusal(&state.auth, request.headers())
+    {
+        return refused;
+    }
+    next.run(request).await
+}

@@ -1,0 +1,131 @@
+//! Messages that cross the gateway while a request is being worked on upstream: what the
+//! upstream sends the client meanwhile (progress, logging, and requests such as sampling, whose
+//! ids are replaced by the gateway's own), and the client's answers to those requests, routed
+//! back to the upstream that asked.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use futures_util::task::AtomicWaker;
+use serde_json::Value;
+
+use super::AppState;
+use crate::jsonrpc::{self, Kind};
+
+/// Prepare a message an upstream sent during a request for the client: a request (sampling,
+/// elicitation) gets an id of the gateway's own, remembered with the upstream and its id, so
+/// that the client's answer can be routed back and never collides with another client's.
+fn relay_to_client(state: &AppState, mut msg: Value) -> Value {
+    use std::sync::atomic::Ordering;
+    let Some(obj) = msg.as_object_mut() else {
+        return msg;
+    };
+    let upstream = obj.remove(crate::upstream::registry::UPSTREAM_TAG);
+    if let (Some(Value::String(upstream)), Some(id)) = (upstream, obj.get("id").cloned()) {
+        let ours = format!(
+            "mcpgw-{}",
+            state.next_client_request.fetch_add(1, Ordering::Relaxed)
+        );
+        state
+            .client_requests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ours.clone(), (upstream, id));
+        obj.insert("id".into(), Value::String(ours));
+    }
+    msg
+}
+
+/// A client's answer to a request an upstream made: back to that upstream with its own id.
+/// `None` when the message is not such an answer.
+pub(super) async fn relay_to_upstream(state: &AppState, msg: &Value) -> Option<Response> {
+    if jsonrpc::kind(msg) != Kind::Response {
+        return None;
+    }
+    let ours = msg.get("id")?.as_str()?;
+    let (upstream, their_id) = state
+        .client_requests
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(ours)?;
+    let Some(up) = state.registry.get(&upstream) else {
+        return Some(StatusCode::ACCEPTED.into_response());
+    };
+    let mut answer = msg.clone();
+    answer["id"] = their_id;
+    if let Err(err) = up.respond(&answer).await {
+        tracing::warn!(upstream = %upstream, error = %err, "could not deliver a client's answer upstream");
+    }
+    Some(StatusCode::ACCEPTED.into_response())
+}
+
+/// Notifications an upstream sent while working on one request, relayed to the client that
+/// made it, then the answer. Filled by the request's sink (possibly from another task, e.g. an
+/// upstream's SSE reader) and drained by whoever waits for the answer.
+pub(super) struct Relay {
+    state: Arc<AppState>,
+    queue: Mutex<RelayQueue>,
+    /// The task waiting: the handler until the first notification, then the SSE body.
+    waker: AtomicWaker,
+}
+
+#[derive(Default)]
+struct RelayQueue {
+    items: VecDeque<Value>,
+    /// The answer (if any) is queued: nothing follows.
+    done: bool,
+}
+
+impl Relay {
+    pub(super) fn new(state: Arc<AppState>) -> Self {
+        Self {
+            state,
+            queue: Mutex::default(),
+            waker: AtomicWaker::new(),
+        }
+    }
+
+    /// Wake `waker` when a message is queued (the handler polls the work itself until then).
+    pub(super) fn register(&self, waker: &std::task::Waker) {
+        self.waker.register(waker);
+    }
+
+    fn queue(&self) -> std::sync::MutexGuard<'_, RelayQueue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The sink: one message the upstream sent while working.
+    pub(super) fn notice(&self, msg: Value) {
+        let msg = relay_to_client(&self.state, msg);
+        self.queue().items.push_back(msg);
+        self.waker.wake();
+    }
+
+    pub(super) fn has_notices(&self) -> bool {
+        !self.queue().items.is_empty()
+    }
+
+    /// The work is over: queue its answer last.
+    pub(super) fn finish(&self, answer: Option<Value>) {
+        let mut queue = self.queue();
+        queue.items.extend(answer);
+        queue.done = true;
+        drop(queue);
+        self.waker.wake();
+    }
+
+    /// The next message for the SSE stream; `None` once the answer went out.
+    pub(super) fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<Value>> {
+        // Register before looking, so a message queued in between still wakes us.
+        self.waker.register(cx.waker());
+        let mut queue = self.queue();
+        match queue.items.pop_front() {
+            Some(item) => Poll::Ready(Some(item)),
+            None if queue.done => Poll::Ready(None),
+            None => Poll::Pending,
+        }
+    }
+}
