@@ -45,7 +45,7 @@ pub enum ClientError {
 /// An HTTP client bound to one TLS identity, and what its handshakes have seen.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
-    /// The client (cheap to clone; shares its pool).
+    /// The general client (cheap to clone; shares its pool): the legacy SSE transport.
     pub http: reqwest::Client,
     /// Handshake observations for diagnosis.
     pub observations: Arc<TlsObservations>,
