@@ -155,6 +155,9 @@ impl ClientCache {
                     .pool_idle_timeout(Duration::from_secs(90))
                     .pool_max_idle_per_host(64)
                     .tcp_nodelay(true)
+                    // Like the pool (which dials directly), never through HTTP(S)_PROXY: every
+                    // upstream connection goes to the upstream itself, whichever transport.
+                    .no_proxy()
                     .user_agent(concat!("mcpgw/", env!("CARGO_PKG_VERSION")));
                 if let Some((name, addr)) = &pin {
                     builder = builder.resolve(name, *addr);
