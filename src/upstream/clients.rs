@@ -83,6 +83,21 @@ impl ClientCache {
         }
     }
 
+    /// Close idle connections past their idle time in every pool, and forget the pools that
+    /// no connection (upstream) holds any more.
+    pub fn sweep(&self) {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools.retain(|_, pool| {
+            pool.expire_idle();
+            Arc::strong_count(pool) > 1
+        });
+    }
+
+    /// How many connection pools exist (for tests).
+    pub fn pools(&self) -> usize {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
     /// How many clients were built so far (each is a TLS context).
     pub fn builds(&self) -> u64 {
         self.builds.load(std::sync::atomic::Ordering::Relaxed)
@@ -197,5 +212,37 @@ impl ClientCache {
             url: parsed,
             pool,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_pool_per_identity_and_origin_forgotten_when_unused() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let cache = ClientCache::new(PathPolicy::default());
+        let plain = TlsSettings::default();
+        let a = cache.client_for("http://127.0.0.1:1/mcp", &plain).unwrap();
+        let b = cache
+            .client_for("http://127.0.0.1:1/other", &plain)
+            .unwrap();
+        assert!(
+            Arc::ptr_eq(&a.pool, &b.pool),
+            "same origin and identity share a pool"
+        );
+        let c = cache.client_for("http://127.0.0.1:2/mcp", &plain).unwrap();
+        assert!(
+            !Arc::ptr_eq(&a.pool, &c.pool),
+            "another origin gets its own"
+        );
+        assert_eq!(cache.pools(), 2);
+        drop((a, b));
+        cache.sweep();
+        assert_eq!(cache.pools(), 1, "the pool nobody holds is forgotten");
+        drop(c);
+        cache.sweep();
+        assert_eq!(cache.pools(), 0);
     }
 }

@@ -270,11 +270,18 @@ impl Pool {
         if !conn.is_open() {
             return;
         }
+        self.expire_idle();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain_mut(|(c, since)| since.elapsed() < IDLE_TIMEOUT && c.is_open());
         if idle.len() < MAX_IDLE {
             idle.push((conn, Instant::now()));
         }
+    }
+
+    /// Close the idle connections that have sat longer than the idle timeout or were closed by
+    /// the upstream.
+    pub fn expire_idle(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.retain_mut(|(c, since)| since.elapsed() < IDLE_TIMEOUT && c.is_open());
     }
 
     /// How many connections sit idle (for tests).
@@ -522,6 +529,24 @@ mod tests {
             assert_eq!(call(&pool).await, "ok");
         }
         assert_eq!(accepts.load(Ordering::SeqCst), 20);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_the_upstream_closed_are_expired() {
+        let (url, _) = server(true).await;
+        let pool = Arc::new(Pool::new(&url, None, None).unwrap());
+        let response = pool.send(|| request(&pool)).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "ok");
+        // The server closes right after answering; once that is seen, the sweep drops it.
+        for _ in 0..100 {
+            pool.expire_idle();
+            if pool.idle_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(pool.idle_count(), 0);
     }
 
     #[tokio::test]

@@ -817,6 +817,9 @@ impl Registry {
                 }
             })
             .await;
+        // Pools have no reaper task of their own: close what sat idle too long, and drop the
+        // pools of removed upstreams, once per round.
+        self.clients().sweep();
     }
 
     /// Run health rounds every interval until `stop`.
