@@ -10,18 +10,17 @@
 //! phases then go through the gateway's own client ([`ClientCache::client_for`] and
 //! [`Connection::open`]).
 
+mod endpoint;
+mod report;
+
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::ServerName;
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -30,12 +29,12 @@ use crate::store::{PemSource, TlsSettings, Transport};
 use crate::tls::x509;
 use crate::upstream::UpstreamError;
 use crate::upstream::clients::ClientCache;
-use crate::upstream::connection::{
-    Connection, Era, META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, MODERN_VERSION,
-};
+use crate::upstream::connection::{Connection, Era};
 use crate::upstream::diagnose::{self, TlsCause};
 use crate::upstream::identity::{PathPolicy, TlsIdentity};
 use crate::upstream::tls::{self, TlsObservations};
+use endpoint::{Answer, ExchangeError, check_http, exchange, exchange_failure};
+use report::{Phase, Report, ms};
 
 /// Why a probe stopped. Each cause has its own exit code (shown in brackets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -119,91 +118,6 @@ pub struct ProbeFailed {
     pub cause: Cause,
     /// One sentence a user can act on.
     pub diagnosis: String,
-}
-
-/// One finished phase, as printed and as JSON.
-#[derive(Debug, Serialize)]
-struct Phase {
-    phase: &'static str,
-    ok: bool,
-    ms: u64,
-    summary: String,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    notes: Vec<String>,
-    #[serde(skip_serializing_if = "Value::is_null")]
-    data: Value,
-}
-
-/// The phases so far; in text mode each is printed as soon as it ends.
-struct Report {
-    json: bool,
-    phases: Vec<Phase>,
-}
-
-impl Report {
-    fn push(&mut self, phase: Phase) {
-        if !self.json {
-            let status = if phase.ok { "ok" } else { "FAILED" };
-            println!(
-                "{:<8} {:<6} {:>5} ms  {}",
-                phase.phase, status, phase.ms, phase.summary
-            );
-            for note in &phase.notes {
-                println!("{:24}{note}", "");
-            }
-        }
-        self.phases.push(phase);
-    }
-
-    fn ok(&mut self, phase: &'static str, started: Instant, summary: String, notes: Vec<String>) {
-        self.ok_with(phase, started, summary, notes, Value::Null);
-    }
-
-    fn ok_with(
-        &mut self,
-        phase: &'static str,
-        started: Instant,
-        summary: String,
-        notes: Vec<String>,
-        data: Value,
-    ) {
-        self.push(Phase {
-            phase,
-            ok: true,
-            ms: ms(started),
-            summary,
-            notes,
-            data,
-        });
-    }
-
-    /// Record the failure of `phase` and return the error that ends the probe.
-    fn fail(
-        &mut self,
-        phase: &'static str,
-        started: Instant,
-        cause: Cause,
-        diagnosis: String,
-        notes: Vec<String>,
-    ) -> ProbeFailed {
-        self.push(Phase {
-            phase,
-            ok: false,
-            ms: ms(started),
-            summary: format!("{} (exit {})", cause.name(), cause.exit_code()),
-            notes,
-            data: Value::Null,
-        });
-        ProbeFailed {
-            phase,
-            cause,
-            diagnosis,
-        }
-    }
-}
-
-fn ms(started: Instant) -> u64 {
-    started.elapsed().as_millis() as u64
 }
 
 /// What the validated arguments say to dial and verify.
@@ -621,197 +535,6 @@ fn describe_session(
         "legacy_cn_only_accepted": legacy,
     });
     (summary, notes, data)
-}
-
-/// The first HTTP answer of the probe connection.
-struct Answer {
-    status: u16,
-    content_type: Option<String>,
-    version: &'static str,
-    /// The body, when it is JSON (at most 64 KiB); event streams are not read.
-    json_body: Option<Value>,
-}
-
-#[derive(Debug, thiserror::Error)]
-enum ExchangeError {
-    #[error(transparent)]
-    Http(#[from] hyper::Error),
-    #[error("no HTTP answer in time")]
-    Timeout,
-}
-
-/// Send the request an MCP endpoint of this transport must answer, on `io`.
-async fn exchange<S>(target: &Target, io: S, h2: bool) -> Result<Answer, ExchangeError>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let fut = async {
-        let request = build_request(target, h2);
-        let io = TokioIo::new(io);
-        let (response, driver) = if h2 {
-            let (mut sender, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), io).await?;
-            let driver = tokio::spawn(conn);
-            (sender.send_request(request).await?, driver)
-        } else {
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await?;
-            let driver = tokio::spawn(conn);
-            (sender.send_request(request).await?, driver)
-        };
-        let status = response.status().as_u16();
-        let content_type = response
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase());
-        let json_body = if content_type.as_deref() == Some("application/json") {
-            let body = Limited::new(response.into_body(), 64 * 1024);
-            body.collect()
-                .await
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b.to_bytes()).ok())
-        } else {
-            None
-        };
-        // An event stream stays open; the probe has what it needs.
-        driver.abort();
-        Ok(Answer {
-            status,
-            content_type,
-            version: if h2 { "HTTP/2" } else { "HTTP/1.1" },
-            json_body,
-        })
-    };
-    tokio::time::timeout(target.timeout, fut)
-        .await
-        .unwrap_or(Err(ExchangeError::Timeout))
-}
-
-fn build_request(target: &Target, h2: bool) -> http::Request<Full<Bytes>> {
-    let path = match target.url.query() {
-        Some(q) => format!("{}?{q}", target.url.path()),
-        None => target.url.path().to_owned(),
-    };
-    let authority = match target.settings.server_name.as_deref() {
-        Some(name) => format!("{name}:{}", target.port),
-        None => target
-            .url
-            .host_str()
-            .map(|h| format!("{h}:{}", target.port))
-            .unwrap_or_default(),
-    };
-    let scheme = if target.tls { "https" } else { "http" };
-    let uri = if h2 {
-        format!("{scheme}://{authority}{path}")
-    } else {
-        path
-    };
-    let builder = http::Request::builder().uri(uri).header(
-        http::header::USER_AGENT,
-        concat!("mcpgw-probe/", env!("CARGO_PKG_VERSION")),
-    );
-    let builder = if h2 {
-        builder
-    } else {
-        builder.header(http::header::HOST, authority)
-    };
-    let request = match target.transport {
-        // The stateless revision's probe: a modern server answers it, a session-era one refuses it
-        // with a JSON-RPC error; either way an MCP endpoint answers JSON-RPC.
-        Transport::StreamableHttp => {
-            let body = json!({
-                "jsonrpc": "2.0",
-                "id": 0,
-                "method": "server/discover",
-                "params": {"_meta": {
-                    META_PROTOCOL_VERSION: MODERN_VERSION,
-                    META_CLIENT_CAPABILITIES: {},
-                }},
-            });
-            builder
-                .method(http::Method::POST)
-                .header(http::header::CONTENT_TYPE, "application/json")
-                .header(http::header::ACCEPT, "application/json, text/event-stream")
-                .header("mcp-protocol-version", MODERN_VERSION)
-                .header("mcp-method", "server/discover")
-                .body(Full::new(Bytes::from(body.to_string())))
-        }
-        Transport::Sse => builder
-            .method(http::Method::GET)
-            .header(http::header::ACCEPT, "text/event-stream")
-            .body(Full::new(Bytes::new())),
-    };
-    request.unwrap_or_else(|_| http::Request::new(Full::new(Bytes::new())))
-}
-
-fn exchange_failure(target: &Target, err: &ExchangeError) -> (Cause, String) {
-    match err {
-        ExchangeError::Timeout => (
-            Cause::Timeout,
-            format!(
-                "no HTTP answer from {} within {} s",
-                target.url,
-                target.timeout.as_secs()
-            ),
-        ),
-        ExchangeError::Http(e) => (
-            Cause::NotMcp,
-            format!("no usable HTTP answer from {}: {e}", target.url),
-        ),
-    }
-}
-
-/// Phase 4: the endpoint's answer must look like MCP for its transport.
-fn check_http(
-    target: &Target,
-    answer: Answer,
-    started: Instant,
-    report: &mut Report,
-) -> Result<(), ProbeFailed> {
-    let ct = answer.content_type.as_deref().unwrap_or("");
-    let success = (200..300).contains(&answer.status);
-    let jsonrpc = answer
-        .json_body
-        .as_ref()
-        .is_some_and(|b| b.get("jsonrpc").is_some());
-    let (method, expected, looks_mcp) = match target.transport {
-        Transport::StreamableHttp => (
-            "POST",
-            "a JSON-RPC answer as application/json or text/event-stream",
-            (success && (ct == "application/json" || ct == "text/event-stream"))
-                || ((400..500).contains(&answer.status) && jsonrpc),
-        ),
-        Transport::Sse => (
-            "GET",
-            "200 with text/event-stream",
-            success && ct == "text/event-stream",
-        ),
-    };
-    let shown_ct = if ct.is_empty() {
-        "without a content type".to_owned()
-    } else {
-        ct.to_owned()
-    };
-    let summary = format!("{} {} {shown_ct}", answer.version, answer.status);
-    if !looks_mcp {
-        let mut diagnosis = format!(
-            "not an MCP endpoint: {method} {} answered HTTP {} {shown_ct} (expected {expected})",
-            target.url.path(),
-            answer.status
-        );
-        if matches!(answer.status, 401 | 403) {
-            diagnosis.push_str("; the endpoint wants credentials, which probe does not send");
-        }
-        return Err(report.fail("http", started, Cause::NotMcp, diagnosis, vec![summary]));
-    }
-    report.ok_with(
-        "http",
-        started,
-        summary,
-        vec![],
-        json!({"status": answer.status, "content_type": answer.content_type}),
-    );
-    Ok(())
 }
 
 /// Phases 5 and 6: a real MCP connection through the gateway's client, then tools/list.

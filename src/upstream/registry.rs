@@ -4,13 +4,14 @@
 //! through `ArcSwapOption` and used without a lock; only (re)connecting takes a tokio mutex, so
 //! concurrent callers wait for one initialize instead of each starting their own.
 
+mod collection;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use futures_util::StreamExt;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -18,7 +19,9 @@ use super::UpstreamError;
 use super::clients::ClientCache;
 use super::connection::{self, Connection};
 use crate::metrics::{Metrics, UpstreamOutcome};
-use crate::store::{Health, HealthStatus, PemSource, Registration, Store, StoreError};
+use crate::store::{Health, HealthStatus, PemSource, Registration, Store};
+
+pub use collection::{RegisterError, Registry};
 
 /// Field added to a request an upstream sends to a client, naming the upstream (removed
 /// before the client sees it).
@@ -111,8 +114,6 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
-/// Delay after `n` failed connection attempts: 250 ms doubling up to 10 s, times a random
-/// factor in [0.5, 1.5) so that many gateways (or upstreams) do not retry in step.
 /// Send one request on `conn`, with `tagged` as the sink for what the upstream sends meanwhile.
 async fn send_on(
     conn: &Connection,
@@ -131,6 +132,8 @@ async fn send_on(
     }
 }
 
+/// Delay after `n` failed connection attempts: 250 ms doubling up to 10 s, times a random
+/// factor in [0.5, 1.5) so that many gateways (or upstreams) do not retry in step.
 fn backoff_delay(n: u32) -> Duration {
     use ring::rand::SecureRandom;
     let base = Duration::from_millis(250)
@@ -565,22 +568,6 @@ async fn list_all(
     Ok(out)
 }
 
-/// Why a registration was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum RegisterError {
-    /// Store refused it.
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// The upstream could not be reached or is not MCP.
-    #[error("cannot register '{name}': {diagnosis}")]
-    Unreachable {
-        /// Name.
-        name: String,
-        /// Diagnosis.
-        diagnosis: String,
-    },
-}
-
 struct RegistryInner {
     /// Fires when any upstream's catalog (or the set of upstreams) changes.
     changes: tokio::sync::broadcast::Sender<()>,
@@ -589,277 +576,6 @@ struct RegistryInner {
     store: Arc<dyn Store>,
     settings: Settings,
     metrics: Arc<Metrics>,
-}
-
-/// The registry handle.
-#[derive(Clone)]
-pub struct Registry {
-    inner: Arc<RegistryInner>,
-}
-
-impl std::fmt::Debug for Registry {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").finish_non_exhaustive()
-    }
-}
-
-impl Registry {
-    /// An empty registry over `store`; upstream calls are counted in `metrics`.
-    pub fn new(
-        store: Arc<dyn Store>,
-        clients: ClientCache,
-        settings: Settings,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
-            inner: Arc::new(RegistryInner {
-                changes: tokio::sync::broadcast::channel(16).0,
-                upstreams: RwLock::default(),
-                clients,
-                store,
-                settings,
-                metrics,
-            }),
-        }
-    }
-
-    /// Notified whenever a catalog or the set of upstreams changes.
-    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<()> {
-        self.inner.changes.subscribe()
-    }
-
-    /// Settings in force.
-    pub fn settings(&self) -> &Settings {
-        &self.inner.settings
-    }
-
-    /// The client cache (for diagnostics and metrics).
-    pub fn clients(&self) -> &ClientCache {
-        &self.inner.clients
-    }
-
-    fn make(&self, reg: Registration) -> Arc<Upstream> {
-        let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
-        let up = Arc::new(Upstream {
-            health: Mutex::new(reg.health.clone()),
-            reg: ArcSwap::from_pointee(reg),
-            conn: ArcSwapOption::empty(),
-            connecting: tokio::sync::Mutex::new(()),
-            catalog: ArcSwap::default(),
-            legacy_warned: AtomicBool::new(false),
-            catalog_loaded: AtomicBool::new(false),
-            failed_opens: std::sync::atomic::AtomicU32::new(0),
-            backoff: Mutex::new(None),
-            registry: Arc::downgrade(&self.inner),
-            refresh: tx,
-        });
-        // The refresher holds only a weak reference: it ends when the upstream is dropped.
-        let weak = Arc::downgrade(&up);
-        tokio::spawn(async move {
-            while rx.recv().await.is_some() {
-                let Some(up) = weak.upgrade() else { break };
-                if let Err(err) = up.refresh_catalog().await {
-                    tracing::warn!(upstream = %up.name(), error = %err, "catalog refresh after list_changed failed");
-                }
-            }
-        });
-        up
-    }
-
-    /// All upstreams, by name.
-    pub fn list(&self) -> Vec<Arc<Upstream>> {
-        self.inner
-            .upstreams
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    /// One upstream.
-    pub fn get(&self, name: &str) -> Option<Arc<Upstream>> {
-        self.inner
-            .upstreams
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
-    }
-
-    /// Run a store operation off the async threads (the store is synchronous).
-    async fn on_store<T: Send + 'static>(
-        &self,
-        op: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let store = self.inner.store.clone();
-        tokio::task::spawn_blocking(move || op(&*store))
-            .await
-            .map_err(|e| StoreError::Query {
-                detail: e.to_string(),
-            })?
-    }
-
-    /// Load stored registrations and connect to them all concurrently.
-    pub async fn load(&self) -> Result<usize, StoreError> {
-        let regs = self.on_store(|store| store.list()).await?;
-        let ups: Vec<_> = regs.into_iter().map(|r| self.make(r)).collect();
-        {
-            let mut map = self
-                .inner
-                .upstreams
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
-            for up in &ups {
-                map.insert(up.name(), up.clone());
-            }
-        }
-        let count = ups.len();
-        futures_util::stream::iter(ups)
-            .for_each_concurrent(64, |up| async move {
-                if up.registration().enabled {
-                    self.check_and_persist(&up).await;
-                }
-            })
-            .await;
-        Ok(count)
-    }
-
-    /// Connect, list, and store a new upstream. Unless `defer`, an upstream that cannot be
-    /// reached is refused with the diagnosis and nothing is stored.
-    pub async fn register(
-        &self,
-        mut reg: Registration,
-        defer: bool,
-    ) -> Result<Arc<Upstream>, RegisterError> {
-        if self.get(&reg.name).is_some() {
-            return Err(StoreError::Exists { name: reg.name }.into());
-        }
-        let ts = now();
-        reg.created_at = ts;
-        reg.updated_at = ts;
-        reg.health = Health::unknown(ts);
-        let up = self.make(reg.clone());
-        let outcome = async {
-            up.connection().await?;
-            up.refresh_catalog().await
-        }
-        .await;
-        match outcome {
-            Ok(()) => {
-                up.record(None, 1);
-            }
-            Err(err) if defer => {
-                up.record(Some(err.to_string()), 1);
-            }
-            Err(err) => {
-                return Err(RegisterError::Unreachable {
-                    name: reg.name,
-                    diagnosis: err.to_string(),
-                });
-            }
-        }
-        reg.health = up.health();
-        up.reg.store(Arc::new(reg.clone()));
-        self.on_store(move |store| store.insert(&reg)).await?;
-        self.inner
-            .upstreams
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(up.name(), up.clone());
-        tracing::info!(upstream = %up.name(), status = up.health().status.as_str(), "upstream registered");
-        Ok(up)
-    }
-
-    /// Connect to a registration without storing it; the diagnosis on failure.
-    pub async fn check_reachable(&self, reg: &Registration) -> Result<(), UpstreamError> {
-        let mut reg = reg.clone();
-        reg.health = Health::unknown(now());
-        let up = self.make(reg);
-        up.connection().await.map(|_| ())
-    }
-
-    /// Remove an upstream from the store and the live set.
-    pub async fn remove(&self, name: &str) -> Result<(), StoreError> {
-        let owned = name.to_owned();
-        self.on_store(move |store| store.remove(&owned)).await?;
-        self.inner
-            .upstreams
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
-        tracing::info!(upstream = %name, "upstream removed");
-        let _ = self.inner.changes.send(());
-        Ok(())
-    }
-
-    /// Check one upstream and persist its health when the status changed.
-    async fn check_and_persist(&self, up: &Arc<Upstream>) {
-        if up.check().await {
-            let health = up.health();
-            tracing::info!(upstream = %up.name(), status = health.status.as_str(), last_error = ?health.last_error, "upstream health changed");
-            let name = up.name();
-            if let Err(err) = self
-                .on_store(move |store| store.set_health(&name, &health))
-                .await
-            {
-                tracing::warn!(error = %err, "could not record health in the store");
-            }
-        }
-    }
-
-    /// One round of health checks over every enabled upstream, bounded in concurrency.
-    pub async fn health_round(&self) {
-        futures_util::stream::iter(self.list())
-            .for_each_concurrent(32, |up| async move {
-                if up.registration().enabled {
-                    self.check_and_persist(&up).await;
-                }
-            })
-            .await;
-        // Pools have no reaper task of their own: close what sat idle too long, and drop the
-        // pools of removed upstreams, once per round.
-        self.clients().sweep();
-    }
-
-    /// Run health rounds every interval until `stop`.
-    pub fn spawn_health_loop(
-        &self,
-        stop: tokio_util::sync::CancellationToken,
-    ) -> tokio::task::JoinHandle<()> {
-        let this = self.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(this.inner.settings.health_interval);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    _ = tick.tick() => this.health_round().await,
-                }
-            }
-        })
-    }
-
-    /// Re-read every upstream's TLS files; an upstream whose identity changed reconnects.
-    pub fn reload_identities(&self) {
-        for up in self.list() {
-            let reg = up.registration();
-            let Some(conn) = up.conn.load_full() else {
-                continue;
-            };
-            match self.inner.clients.client_for(&reg.url, &reg.tls) {
-                Ok(fresh) if fresh.identity.cache_key() != conn.client().identity.cache_key() => {
-                    tracing::info!(upstream = %reg.name, "upstream TLS identity changed on disk; reconnecting");
-                    up.invalidate();
-                }
-                Ok(_) => {}
-                Err(err) => {
-                    tracing::error!(upstream = %reg.name, error = %err, "upstream TLS files unusable; keeping the current connection");
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]

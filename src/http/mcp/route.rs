@@ -1,0 +1,301 @@
+//! Where a request goes upstream: a tool or prompt name (prefixed with `<upstream><separator>`
+//! under `/mcp`), a resource URI or a completion reference picks the upstream, and the request is
+//! forwarded there with the downstream id restored on the answer. Requests in flight are tracked
+//! per session here so that a client's `notifications/cancelled` reaches the upstream working on it.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+
+use super::{AppState, CURRENT_SESSION, Inflight, Scope, in_scope};
+use crate::jsonrpc::{self, code};
+use crate::upstream::registry::{CallError, Upstream};
+
+fn call_error(id: Value, err: &CallError) -> Value {
+    let c = match err {
+        CallError::Failed {
+            error: crate::upstream::UpstreamError::Timeout { .. },
+            ..
+        } => code::UPSTREAM_TIMEOUT,
+        _ => code::UPSTREAM_UNAVAILABLE,
+    };
+    jsonrpc::error(id, c, err.to_string())
+}
+
+/// Restore the downstream id on an upstream answer.
+fn with_id(mut answer: Value, id: Value) -> Value {
+    if let Some(obj) = answer.as_object_mut() {
+        obj.insert("id".into(), id);
+    }
+    answer
+}
+
+pub(super) async fn route_named(
+    state: &AppState,
+    scope: &Scope,
+    sep: &str,
+    id: Value,
+    method: &str,
+    params: Option<Value>,
+) -> Value {
+    let Some(Value::Object(mut params)) = params else {
+        return jsonrpc::error(
+            id,
+            code::INVALID_PARAMS,
+            format!("{method} needs params with a name"),
+        );
+    };
+    let Some(Value::String(name)) = params.get_mut("name") else {
+        return jsonrpc::error(
+            id,
+            code::INVALID_PARAMS,
+            format!("{method} needs params.name"),
+        );
+    };
+    let (up, prefix) = match resolve_name(state, scope, sep, name) {
+        Ok((up, original)) => (up, name.len() - original.len()),
+        Err(message) => return jsonrpc::error(id, code::INVALID_PARAMS, message),
+    };
+    // The upstream's own name: the prefix cut off in place.
+    name.drain(..prefix);
+    forward(state, &up, id, method, Value::Object(params)).await
+}
+
+/// The upstream a (possibly prefixed) tool or prompt name belongs to, and its own name there
+/// (a suffix of `name`).
+fn resolve_name<'n>(
+    state: &AppState,
+    scope: &Scope,
+    sep: &str,
+    name: &'n str,
+) -> Result<(Arc<Upstream>, &'n str), String> {
+    let (upstream, original) = match scope {
+        Scope::One(u) => (u.as_str(), name),
+        Scope::All => name
+            .split_once(sep)
+            .ok_or_else(|| format!("unknown name '{name}': expected <upstream>{sep}<name>"))?,
+    };
+    let up = state
+        .registry
+        .get(upstream)
+        .ok_or_else(|| format!("unknown name '{name}': no upstream named '{upstream}'"))?;
+    Ok((up, original))
+}
+
+pub(super) async fn route_completion(
+    state: &AppState,
+    scope: &Scope,
+    sep: &str,
+    id: Value,
+    params: Option<Value>,
+) -> Value {
+    let mut params = params.unwrap_or_default();
+    match params.pointer("/ref/type").and_then(Value::as_str) {
+        Some("ref/prompt") => {
+            let name = params
+                .pointer("/ref/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let (up, original) = match resolve_name(state, scope, sep, &name) {
+                Ok((up, original)) => (up, original.to_owned()),
+                Err(message) => return jsonrpc::error(id, code::INVALID_PARAMS, message),
+            };
+            params["ref"]["name"] = Value::String(original);
+            forward(state, &up, id, "completion/complete", params).await
+        }
+        Some("ref/resource") => {
+            let uri = params
+                .pointer("/ref/uri")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let owner = in_scope(state, scope).into_iter().find(|u| {
+                let c = u.catalog();
+                c.resources
+                    .iter()
+                    .chain(c.resource_templates.iter())
+                    .any(|r| {
+                        r.get("uri")
+                            .or_else(|| r.get("uriTemplate"))
+                            .and_then(Value::as_str)
+                            == Some(&uri)
+                    })
+            });
+            match owner {
+                Some(up) => forward(state, &up, id, "completion/complete", params).await,
+                None => jsonrpc::error(
+                    id,
+                    code::INVALID_PARAMS,
+                    format!("no online upstream offers '{uri}'"),
+                ),
+            }
+        }
+        _ => jsonrpc::error(
+            id,
+            code::INVALID_PARAMS,
+            "completion/complete needs params.ref of type ref/prompt or ref/resource",
+        ),
+    }
+}
+
+pub(super) async fn route_uri(
+    state: &AppState,
+    scope: &Scope,
+    id: Value,
+    method: &str,
+    params: Option<Value>,
+) -> Value {
+    let uri = params
+        .as_ref()
+        .and_then(|p| p.get("uri"))
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned();
+    let candidates = in_scope(state, scope);
+    let owner = candidates
+        .iter()
+        .find(|u| {
+            u.catalog()
+                .resources
+                .iter()
+                .any(|r| r.get("uri").and_then(Value::as_str) == Some(&uri))
+        })
+        .or_else(|| {
+            // A URI made from a template: match the template's literal prefix.
+            candidates.iter().find(|u| {
+                u.catalog().resource_templates.iter().any(|t| {
+                    t.get("uriTemplate")
+                        .and_then(Value::as_str)
+                        .and_then(|tpl| tpl.split('{').next())
+                        .is_some_and(|prefix| !prefix.is_empty() && uri.starts_with(prefix))
+                })
+            })
+        })
+        .or_else(|| {
+            if candidates.len() == 1 {
+                candidates.first()
+            } else {
+                None
+            }
+        })
+        .cloned();
+    match owner {
+        Some(up) => {
+            forward(
+                state,
+                &up,
+                id,
+                method,
+                params.unwrap_or_else(|| Value::Object(Map::new())),
+            )
+            .await
+        }
+        None => jsonrpc::error(
+            id,
+            code::INVALID_PARAMS,
+            format!("no online upstream offers resource '{uri}'"),
+        ),
+    }
+}
+
+/// A client cancels a request: tell the upstream working on it, in the upstream's own id.
+pub(super) async fn cancel_upstream(state: &AppState, msg: &Value) {
+    let Some(request_id) = msg.pointer("/params/requestId") else {
+        return;
+    };
+    let Ok(session) = CURRENT_SESSION.try_with(Clone::clone) else {
+        return;
+    };
+    let found = state
+        .inflight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&(session, request_id.to_string()))
+        .cloned();
+    let Some((upstream, upstream_id)) = found else {
+        return;
+    };
+    let Some(up) = state.registry.get(&upstream) else {
+        return;
+    };
+    let mut params = serde_json::json!({"requestId": upstream_id});
+    if let Some(reason) = msg.pointer("/params/reason") {
+        params["reason"] = reason.clone();
+    }
+    if let Err(err) = up.notify("notifications/cancelled", params).await {
+        tracing::debug!(%upstream, error = %err, "could not forward a cancellation");
+    }
+}
+
+/// A request in flight upstream, as the table of requests in flight knows it.
+struct InFlight {
+    /// (session, client id).
+    key: (String, String),
+    upstream: String,
+}
+
+/// Removes the request from the table when the forwarding ends, however it ends (answered,
+/// failed, or dropped because the client went away).
+struct InFlightGuard<'a> {
+    table: &'a Inflight,
+    entry: Arc<InFlight>,
+}
+
+impl Drop for InFlightGuard<'_> {
+    fn drop(&mut self) {
+        self.table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.entry.key);
+    }
+}
+
+async fn forward(
+    state: &AppState,
+    up: &Arc<Upstream>,
+    id: Value,
+    method: &str,
+    params: Value,
+) -> Value {
+    let started = std::time::Instant::now();
+    // Remember (session, client id) -> (upstream, upstream id) while the request is in flight;
+    // the upstream id is known once the connection picks it (the hook).
+    let tracked = CURRENT_SESSION
+        .try_with(|session| InFlightGuard {
+            table: &state.inflight,
+            entry: Arc::new(InFlight {
+                key: (session.clone(), id.to_string()),
+                upstream: up.name(),
+            }),
+        })
+        .ok();
+    let outcome = match &tracked {
+        Some(guard) => {
+            let (entry, table) = (guard.entry.clone(), guard.table.clone());
+            let hook: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |upstream_id| {
+                table
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(entry.key.clone(), (entry.upstream.clone(), upstream_id));
+            });
+            crate::upstream::connection::UPSTREAM_ID_HOOK
+                .scope(hook, up.request(method, Some(params)))
+                .await
+        }
+        None => up.request(method, Some(params)).await,
+    };
+    drop(tracked);
+    match outcome {
+        Ok(answer) => {
+            // Per request, so debug: with RUST_LOG=debug every forwarded call is one line that
+            // carries the downstream session (from the span) and the upstream.
+            tracing::debug!(upstream = %up.name(), method, elapsed_us = started.elapsed().as_micros() as u64, "forwarded");
+            with_id(answer, id)
+        }
+        Err(err) => {
+            tracing::warn!(upstream = %up.name(), method, error = %err, "forwarding failed");
+            call_error(id, &err)
+        }
+    }
+}
