@@ -648,3 +648,49 @@ fn killed_upstream_goes_offline_and_comes_back_and_registrations_survive_restart
         "persisted"
     );
 }
+
+/// uvicorn closes a keep-alive connection after 5 s idle. With health checks out of the way
+/// (1 h interval), the pooled mTLS connection is dead by the second call: that call must be
+/// answered on a new connection, with the client certificate, and never see the closed one.
+#[test]
+fn a_pooled_connection_the_upstream_closed_while_idle_is_replaced() {
+    let Some(py) = py::python() else { return };
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let port = py::free_port();
+    let _up = PyUpstream::start(
+        &py,
+        port,
+        &pki.file("ca.crt"),
+        &pki.file("server.crt"),
+        &pki.file("server.key"),
+        &["--transport", "streamable-http"],
+    );
+    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
+    dir.run_expect(
+        &[
+            "gateway",
+            "add",
+            "idle",
+            &format!("https://localhost:{port}/mcp"),
+            "--ca-cert",
+            &pki.s("ca.crt"),
+            "--client-cert",
+            &pki.s("client.crt"),
+            "--client-key",
+            &pki.s("client.key"),
+        ],
+        0,
+    );
+    for round in 0..3 {
+        if round > 0 {
+            std::thread::sleep(Duration::from_secs(6));
+        }
+        let answer = call_tool(&gw, "idle__whoami", json!({}));
+        assert_eq!(
+            tool_text(&answer),
+            "mcpgw-client",
+            "round {round}: {answer}"
+        );
+    }
+}
