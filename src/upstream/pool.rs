@@ -270,8 +270,12 @@ impl Pool {
         if !conn.is_open() {
             return;
         }
-        self.expire_idle();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // Stale entries are dropped when taken, by the health round's sweep, or here when they
+        // fill the pool; not on every return, which would poll every idle connection per call.
+        if idle.len() >= MAX_IDLE {
+            idle.retain_mut(|(c, since)| since.elapsed() < IDLE_TIMEOUT && c.is_open());
+        }
         if idle.len() < MAX_IDLE {
             idle.push((conn, Instant::now()));
         }
