@@ -270,18 +270,7 @@ fn a_thousand_sighups_in_a_second_and_a_half_written_certificate() {
         })
     };
     for _ in 0..5 {
-        dir.run_expect(
-            &[
-                "cert",
-                "rotate",
-                "--issue",
-                "--ca-cert",
-                &pki.s("ca.crt"),
-                "--ca-key",
-                &pki.s("ca.key"),
-            ],
-            0,
-        );
+        dir.rotate_issue(&pki);
     }
     stop.store(true, Ordering::Relaxed);
     storm.join().unwrap();

@@ -21,22 +21,8 @@ fn bed(py: &std::path::Path) -> Bed {
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     let (p1, p2) = (py::free_port(), py::free_port());
-    let modern = PyUpstream::start(
-        py,
-        p1,
-        &pki.file("ca.crt"),
-        &pki.file("server.crt"),
-        &pki.file("server.key"),
-        &["--transport", "streamable-http"],
-    );
-    let legacy = PyUpstream::start(
-        py,
-        p2,
-        &pki.file("ca.crt"),
-        &pki.file("server.crt"),
-        &pki.file("server.key"),
-        &["--transport", "sse", "--mode", "legacy"],
-    );
+    let modern = PyUpstream::with_pki(py, p1, &pki, &["--transport", "streamable-http"]);
+    let legacy = PyUpstream::with_pki(py, p2, &pki, &["--transport", "sse", "--mode", "legacy"]);
     let gw = Gateway::start(
         &dir,
         &[
@@ -50,21 +36,7 @@ fn bed(py: &std::path::Path) -> Bed {
         ("modern", format!("https://localhost:{p1}/mcp")),
         ("legacy", format!("https://localhost:{p2}/sse")),
     ] {
-        dir.run_expect(
-            &[
-                "gateway",
-                "add",
-                name,
-                &url,
-                "--ca-cert",
-                &pki.s("ca.crt"),
-                "--client-cert",
-                &pki.s("client.crt"),
-                "--client-key",
-                &pki.s("client.key"),
-            ],
-            0,
-        );
+        dir.gateway_add_mtls(name, &url, &pki);
     }
     let (token, _) = dir.run_expect(&["token", "create"], 0);
     Bed {

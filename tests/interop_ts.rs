@@ -50,34 +50,13 @@ fn typescript_sdk_client_lists_and_calls_tools_of_mtls_upstreams_through_mcpgw()
         ],
     );
     let add = |name: &str, url: &str| {
-        dir.run_expect(
-            &[
-                "gateway",
-                "add",
-                name,
-                url,
-                "--ca-cert",
-                &pki.s("ca.crt"),
-                "--client-cert",
-                &pki.s("client.crt"),
-                "--client-key",
-                &pki.s("client.key"),
-            ],
-            0,
-        );
+        dir.gateway_add_mtls(name, url, &pki);
     };
     add("rs", &format!("https://localhost:{}/mcp", rust.port()));
     let py = py::python();
     let _py_up = py.as_ref().map(|py| {
         let port = py::free_port();
-        let up = PyUpstream::start(
-            py,
-            port,
-            &pki.file("ca.crt"),
-            &pki.file("server.crt"),
-            &pki.file("server.key"),
-            &["--transport", "streamable-http"],
-        );
+        let up = PyUpstream::with_pki(py, port, &pki, &["--transport", "streamable-http"]);
         add("py", &format!("https://localhost:{port}/mcp"));
         up
     });

@@ -566,18 +566,7 @@ fn metrics_certificate_expiry_and_reloads_follow_cert_rotate_reread_and_sighup()
         }
     }
 
-    dir.run_expect(
-        &[
-            "cert",
-            "rotate",
-            "--issue",
-            "--ca-cert",
-            &pki.s("ca.crt"),
-            "--ca-key",
-            &pki.s("ca.key"),
-        ],
-        0,
-    );
+    dir.rotate_issue(&pki);
     let rotated = tls_scrape(&rt, &gw, &pki);
     assert_eq!(
         rotated.count(RELOADS, &[("result", "ok"), ("trigger", "install")]),
@@ -650,14 +639,8 @@ fn metrics_follow_upstream_calls_health_and_client_certificate() {
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     let port = common::py::free_port();
-    let mut up = common::py::PyUpstream::start(
-        &py,
-        port,
-        &pki.file("ca.crt"),
-        &pki.file("server.crt"),
-        &pki.file("server.key"),
-        &["--transport", "streamable-http"],
-    );
+    let mut up =
+        common::py::PyUpstream::with_pki(&py, port, &pki, &["--transport", "streamable-http"]);
     let gw = Gateway::start(
         &dir,
         &[
@@ -670,21 +653,7 @@ fn metrics_follow_upstream_calls_health_and_client_certificate() {
             "5",
         ],
     );
-    dir.run_expect(
-        &[
-            "gateway",
-            "add",
-            "alpha",
-            &format!("https://localhost:{port}/mcp"),
-            "--ca-cert",
-            &pki.s("ca.crt"),
-            "--client-cert",
-            &pki.s("client.crt"),
-            "--client-key",
-            &pki.s("client.key"),
-        ],
-        0,
-    );
+    dir.gateway_add_mtls("alpha", &format!("https://localhost:{port}/mcp"), &pki);
     let alpha = [("upstream", "alpha")];
     let before = scrape(gw.addr);
     assert_eq!(before.get("mcpgw_upstream_up", &alpha), Some(1.0));

@@ -87,18 +87,7 @@ fn rotation_under_load_loses_no_request_and_keeps_old_connections() {
             gw.wait_log_count(&format!("new={fp}"), 1, Duration::from_secs(10));
             fp
         } else {
-            let (stdout, _) = dir.run_expect(
-                &[
-                    "cert",
-                    "rotate",
-                    "--issue",
-                    "--ca-cert",
-                    &pki.s("ca.crt"),
-                    "--ca-key",
-                    &pki.s("ca.key"),
-                ],
-                0,
-            );
+            let stdout = dir.rotate_issue(&pki);
             assert!(stdout.contains("verified: a new handshake"), "{stdout}");
             let line = stdout.lines().find(|l| l.starts_with("rotated: ")).unwrap();
             let (old, new) = line["rotated: ".len()..].split_once(" -> ").unwrap();

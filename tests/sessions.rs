@@ -38,21 +38,7 @@ fn sse_websocket_and_streamable_sessions_survive_twenty_rotations() {
             &pki.s("ca.crt"),
         ],
     );
-    dir.run_expect(
-        &[
-            "gateway",
-            "add",
-            "rs",
-            &format!("https://localhost:{}/mcp", up.port()),
-            "--ca-cert",
-            &pki.s("ca.crt"),
-            "--client-cert",
-            &pki.s("client.crt"),
-            "--client-key",
-            &pki.s("client.key"),
-        ],
-        0,
-    );
+    dir.gateway_add_mtls("rs", &format!("https://localhost:{}/mcp", up.port()), &pki);
     let (token, _) = dir.run_expect(&["token", "create"], 0);
     let token = token.trim().to_owned();
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -79,18 +65,7 @@ fn sse_websocket_and_streamable_sessions_survive_twenty_rotations() {
             gw.signal(SIGHUP);
             gw.wait_log_count("trigger=\"SIGHUP\"", round / 2 + 1, Duration::from_secs(10));
         } else {
-            dir.run_expect(
-                &[
-                    "cert",
-                    "rotate",
-                    "--issue",
-                    "--ca-cert",
-                    &pki.s("ca.crt"),
-                    "--ca-key",
-                    &pki.s("ca.key"),
-                ],
-                0,
-            );
+            dir.rotate_issue(&pki);
         }
         let served = rt
             .block_on(common::tls::connect(
@@ -141,11 +116,20 @@ fn sse_websocket_and_streamable_sessions_survive_twenty_rotations() {
     let _ = &mut streamable;
 }
 
-#[test]
-fn two_clients_with_colliding_ids_get_their_own_answers() {
-    let dir = Dir::new();
+/// The Rust upstream behind a plain gateway (no auth), and two Streamable-HTTP sessions to it.
+struct TwoSessions {
+    up: Upstream,
+    _gw: Gateway,
+    rt: tokio::runtime::Runtime,
+    url: String,
+    http: reqwest::Client,
+    a: Arc<Streamable>,
+    b: Arc<Streamable>,
+}
+
+fn two_sessions(dir: &Dir) -> TwoSessions {
     let up = Upstream::start(&[]);
-    let gw = Gateway::start(&dir, &["--no-auth"]);
+    let gw = Gateway::start(dir, &["--no-auth"]);
     dir.run_expect(&["gateway", "add", "rs", &format!("{}/mcp", up.base)], 0);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = format!("http://{}/mcp", gw.addr);
@@ -156,6 +140,29 @@ fn two_clients_with_colliding_ids_get_their_own_answers() {
             Arc::new(Streamable::open(http.clone(), &url, None).await.unwrap()),
         )
     });
+    TwoSessions {
+        up,
+        _gw: gw,
+        rt,
+        url,
+        http,
+        a,
+        b,
+    }
+}
+
+#[test]
+fn two_clients_with_colliding_ids_get_their_own_answers() {
+    let dir = Dir::new();
+    let TwoSessions {
+        up,
+        _gw,
+        rt,
+        url: _,
+        http,
+        a,
+        b,
+    } = two_sessions(&dir);
     let wrong = rt.block_on(async {
         let sem = Arc::new(tokio::sync::Semaphore::new(16));
         let mut tasks = Vec::new();
@@ -410,18 +417,15 @@ fn get_stream_delivers_list_changed_and_resumes_from_last_event_id() {
 #[test]
 fn a_clients_cancellation_reaches_the_upstream_with_the_upstreams_id() {
     let dir = Dir::new();
-    let up = Upstream::start(&[]);
-    let gw = Gateway::start(&dir, &["--no-auth"]);
-    dir.run_expect(&["gateway", "add", "rs", &format!("{}/mcp", up.base)], 0);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let url = format!("http://{}/mcp", gw.addr);
-    let http = clients::http(None);
-    let (a, b) = rt.block_on(async {
-        (
-            Arc::new(Streamable::open(http.clone(), &url, None).await.unwrap()),
-            Arc::new(Streamable::open(http.clone(), &url, None).await.unwrap()),
-        )
-    });
+    let TwoSessions {
+        up,
+        _gw,
+        rt,
+        url,
+        http,
+        a,
+        b,
+    } = two_sessions(&dir);
     rt.block_on(async {
         // Both sessions have a request with id 42 in flight; only a's is cancelled.
         let slow = |s: Arc<Streamable>, ms: u64| tokio::spawn(async move { s.call(json!(42), "rs__sleep", json!({"ms": ms})).await });

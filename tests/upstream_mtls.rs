@@ -236,39 +236,16 @@ fn gateway_add_streamable_http_both_eras_and_client_blind_regression() {
     let (bob_crt, bob_key) = second_client(&pki, "bob");
     let (p1, p2) = (py::free_port(), py::free_port());
     // Two upstreams trusting the same CA; one speaks 2026-07-28, the other only the session era.
-    let _modern = PyUpstream::start(
-        &py,
-        p1,
-        &pki.file("ca.crt"),
-        &pki.file("server.crt"),
-        &pki.file("server.key"),
-        &["--transport", "streamable-http"],
-    );
-    let _legacy = PyUpstream::start(
+    let _modern = PyUpstream::with_pki(&py, p1, &pki, &["--transport", "streamable-http"]);
+    let _legacy = PyUpstream::with_pki(
         &py,
         p2,
-        &pki.file("ca.crt"),
-        &pki.file("server.crt"),
-        &pki.file("server.key"),
+        &pki,
         &["--transport", "streamable-http", "--mode", "legacy"],
     );
     let gw = plain_gateway(&dir, &[]);
 
-    let (out, _) = dir.run_expect(
-        &[
-            "gateway",
-            "add",
-            "alpha",
-            &format!("https://localhost:{p1}/mcp"),
-            "--ca-cert",
-            &pki.s("ca.crt"),
-            "--client-cert",
-            &pki.s("client.crt"),
-            "--client-key",
-            &pki.s("client.key"),
-        ],
-        0,
-    );
+    let (out, _) = dir.gateway_add_mtls("alpha", &format!("https://localhost:{p1}/mcp"), &pki);
     assert!(out.contains("registered alpha: online"), "{out}");
     let (out, _) = dir.run_expect(
         &[
@@ -396,14 +373,7 @@ fn client_certificate_is_sent_when_trust_comes_from_the_system_store() {
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     let port = py::free_port();
-    let _up = PyUpstream::start(
-        &py,
-        port,
-        &pki.file("ca.crt"),
-        &pki.file("server.crt"),
-        &pki.file("server.key"),
-        &["--transport", "sse"],
-    );
+    let _up = PyUpstream::with_pki(&py, port, &pki, &["--transport", "sse"]);
     let mut cmd = dir.cmd();
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--no-auth"])
         .env("SSL_CERT_FILE", pki.file("ca.crt"));
@@ -531,12 +501,10 @@ fn rotated_client_certificate_is_used_after_sighup() {
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     let port = py::free_port();
-    let _up = PyUpstream::start(
+    let _up = PyUpstream::with_pki(
         &py,
         port,
-        &pki.file("ca.crt"),
-        &pki.file("server.crt"),
-        &pki.file("server.key"),
+        &pki,
         &["--transport", "streamable-http", "--mode", "legacy"],
     );
     let gw = plain_gateway(&dir, &[]);
@@ -584,30 +552,9 @@ fn killed_upstream_goes_offline_and_comes_back_and_registrations_survive_restart
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     let port = py::free_port();
-    let mut up = PyUpstream::start(
-        &py,
-        port,
-        &pki.file("ca.crt"),
-        &pki.file("server.crt"),
-        &pki.file("server.key"),
-        &["--transport", "sse"],
-    );
+    let mut up = PyUpstream::with_pki(&py, port, &pki, &["--transport", "sse"]);
     let gw = plain_gateway(&dir, &[]);
-    dir.run_expect(
-        &[
-            "gateway",
-            "add",
-            "flaky",
-            &format!("https://localhost:{port}/sse"),
-            "--ca-cert",
-            &pki.s("ca.crt"),
-            "--client-cert",
-            &pki.s("client.crt"),
-            "--client-key",
-            &pki.s("client.key"),
-        ],
-        0,
-    );
+    dir.gateway_add_mtls("flaky", &format!("https://localhost:{port}/sse"), &pki);
 
     up.kill();
     let killed = Instant::now();
@@ -658,30 +605,9 @@ fn a_pooled_connection_the_upstream_closed_while_idle_is_replaced() {
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     let port = py::free_port();
-    let _up = PyUpstream::start(
-        &py,
-        port,
-        &pki.file("ca.crt"),
-        &pki.file("server.crt"),
-        &pki.file("server.key"),
-        &["--transport", "streamable-http"],
-    );
+    let _up = PyUpstream::with_pki(&py, port, &pki, &["--transport", "streamable-http"]);
     let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
-    dir.run_expect(
-        &[
-            "gateway",
-            "add",
-            "idle",
-            &format!("https://localhost:{port}/mcp"),
-            "--ca-cert",
-            &pki.s("ca.crt"),
-            "--client-cert",
-            &pki.s("client.crt"),
-            "--client-key",
-            &pki.s("client.key"),
-        ],
-        0,
-    );
+    dir.gateway_add_mtls("idle", &format!("https://localhost:{port}/mcp"), &pki);
     for round in 0..3 {
         if round > 0 {
             std::thread::sleep(Duration::from_secs(6));

@@ -67,6 +67,41 @@ impl Dir {
     }
 
     /// Run and require exit code `code`; returns (stdout, stderr).
+    /// `mcpgw gateway add NAME URL` with `pki`'s CA and client certificate (must succeed).
+    pub fn gateway_add_mtls(&self, name: &str, url: &str, pki: &Pki) -> (String, String) {
+        let (ca, crt, key) = (pki.s("ca.crt"), pki.s("client.crt"), pki.s("client.key"));
+        self.run_expect(
+            &[
+                "gateway",
+                "add",
+                name,
+                url,
+                "--ca-cert",
+                &ca,
+                "--client-cert",
+                &crt,
+                "--client-key",
+                &key,
+            ],
+            0,
+        )
+    }
+
+    /// `mcpgw cert rotate --issue` with `pki`'s CA (must succeed); its stdout.
+    pub fn rotate_issue(&self, pki: &Pki) -> String {
+        let (ca, key) = (pki.s("ca.crt"), pki.s("ca.key"));
+        let args = [
+            "cert",
+            "rotate",
+            "--issue",
+            "--ca-cert",
+            &ca,
+            "--ca-key",
+            &key,
+        ];
+        self.run_expect(&args, 0).0
+    }
+
     pub fn run_expect(&self, args: &[&str], code: i32) -> (String, String) {
         let out = self.run(args);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

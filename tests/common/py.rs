@@ -62,6 +62,18 @@ impl PyUpstream {
         Self::spawn(py, port, args)
     }
 
+    /// [`PyUpstream::start`] serving `pki`'s `server.crt` and trusting its `ca.crt`.
+    pub fn with_pki(py: &Path, port: u16, pki: &super::Pki, extra: &[&str]) -> Self {
+        Self::start(
+            py,
+            port,
+            &pki.file("ca.crt"),
+            &pki.file("server.crt"),
+            &pki.file("server.key"),
+            extra,
+        )
+    }
+
     fn spawn(py: &Path, port: u16, args: Vec<String>) -> Self {
         let mut child = Command::new(py)
             .args(&args)
