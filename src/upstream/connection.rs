@@ -72,7 +72,11 @@ tokio::task_local! {
 }
 
 enum Wire {
-    Http { url: url::Url, headers: HeaderMap },
+    Http {
+        /// The path (and query) requests are POSTed to.
+        target: http::Uri,
+        headers: HeaderMap,
+    },
     Sse(SseConn),
 }
 
@@ -140,8 +144,8 @@ impl Connection {
                 Ok(this)
             }
             Transport::StreamableHttp => {
-                let url = client.url.clone();
-                let mut this = Self::new(client, Wire::Http { url, headers }, sink);
+                let target = streamable::target(&client.url)?;
+                let mut this = Self::new(client, Wire::Http { target, headers }, sink);
                 if !this.discover(timeout).await? {
                     this.initialize(timeout).await?;
                 }
@@ -217,9 +221,10 @@ impl Connection {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let msg = jsonrpc::request(id, "initialize", Some(params));
         let (answer, session_id) = match &self.wire {
-            Wire::Http { url, headers } => {
+            Wire::Http { target, headers } => {
                 let sink = self.sink.clone();
-                let a = streamable::post(&self.client, url, headers, &msg, timeout, &*sink).await?;
+                let a =
+                    streamable::post(&self.client, target, headers, &msg, timeout, &*sink).await?;
                 let sid = a
                     .headers
                     .get(SESSION_HEADER)
@@ -296,7 +301,7 @@ impl Connection {
         let _ = UPSTREAM_ID_HOOK.try_with(|hook| hook(id));
         let extra = self.stamp(method, params, true);
         let answer = match &self.wire {
-            Wire::Http { url, headers } => {
+            Wire::Http { target, headers } => {
                 let body = outgoing(Some(id), method, params.as_ref())?;
                 let shared = self.sink.clone();
                 let caller = REQUEST_SINK.try_with(Clone::clone).ok();
@@ -315,7 +320,7 @@ impl Connection {
                     body,
                     expect_id: Some(Value::from(id)),
                 };
-                streamable::post_raw(&self.client, url, out, timeout, &sink)
+                streamable::post_raw(&self.client, target, out, timeout, &sink)
                     .await?
                     .response
             }
@@ -339,14 +344,14 @@ impl Connection {
         let mut params = params;
         let extra = self.stamp(method, &mut params, false);
         match &self.wire {
-            Wire::Http { url, headers } => {
+            Wire::Http { target, headers } => {
                 let out = streamable::Outgoing {
                     headers,
                     extra: &extra,
                     body: outgoing(None, method, params.as_ref())?,
                     expect_id: None,
                 };
-                streamable::post_raw(&self.client, url, out, timeout, &*self.sink).await?;
+                streamable::post_raw(&self.client, target, out, timeout, &*self.sink).await?;
             }
             Wire::Sse(conn) => {
                 conn.send(&jsonrpc::notification(method, params), timeout)
@@ -359,9 +364,9 @@ impl Connection {
     /// Send a client's answer to a request the upstream made (sampling, elicitation).
     pub async fn respond(&self, msg: &Value, timeout: Duration) -> Result<(), UpstreamError> {
         match &self.wire {
-            Wire::Http { url, headers } => {
+            Wire::Http { target, headers } => {
                 let sink = self.sink.clone();
-                streamable::post(&self.client, url, headers, msg, timeout, &*sink).await?;
+                streamable::post(&self.client, target, headers, msg, timeout, &*sink).await?;
             }
             Wire::Sse(conn) => {
                 conn.send(msg, timeout).await?;

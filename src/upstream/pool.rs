@@ -111,6 +111,11 @@ impl Conn {
         !self.drive(&mut Context::from_waker(Waker::noop())) && !self.sender.is_closed()
     }
 
+    /// Whether an idle connection, idle since `since`, may still be used.
+    fn reusable(&mut self, since: Instant) -> bool {
+        since.elapsed() < IDLE_TIMEOUT && self.is_open()
+    }
+
     /// Wait until the connection can take a request; false if it closed instead.
     async fn ready(&mut self) -> bool {
         std::future::poll_fn(|cx| {
@@ -131,11 +136,8 @@ impl Conn {
         request: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, TrySendError<Request<Full<Bytes>>>> {
         let mut sent = std::pin::pin!(self.sender.try_send_request(request));
-        let (driver, ended) = (&mut self.driver, &mut self.ended);
         std::future::poll_fn(|cx| {
-            if !*ended && driver.as_mut().poll(cx).is_ready() {
-                *ended = true;
-            }
+            self.drive(cx);
             sent.as_mut().poll(cx)
         })
         .await
@@ -259,7 +261,7 @@ impl Pool {
     fn take_idle(&self) -> Option<Conn> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some((mut conn, since)) = idle.pop() {
-            if since.elapsed() < IDLE_TIMEOUT && conn.is_open() {
+            if conn.reusable(since) {
                 return Some(conn);
             }
         }
@@ -274,7 +276,7 @@ impl Pool {
         // Stale entries are dropped when taken, by the health round's sweep, or here when they
         // fill the pool; not on every return, which would poll every idle connection per call.
         if idle.len() >= MAX_IDLE {
-            idle.retain_mut(|(c, since)| since.elapsed() < IDLE_TIMEOUT && c.is_open());
+            idle.retain_mut(|(c, since)| c.reusable(*since));
         }
         if idle.len() < MAX_IDLE {
             idle.push((conn, Instant::now()));
@@ -285,7 +287,7 @@ impl Pool {
     /// the upstream.
     pub fn expire_idle(&self) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain_mut(|(c, since)| since.elapsed() < IDLE_TIMEOUT && c.is_open());
+        idle.retain_mut(|(c, since)| c.reusable(*since));
     }
 
     /// How many connections sit idle (for tests).

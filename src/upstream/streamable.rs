@@ -37,7 +37,7 @@ pub struct Answer {
 /// on an SSE answer before the response are handed to `on_message`.
 pub async fn post(
     client: &UpstreamClient,
-    url: &url::Url,
+    target: &http::Uri,
     headers: &HeaderMap,
     msg: &Value,
     timeout: Duration,
@@ -58,7 +58,7 @@ pub async fn post(
         body,
         expect_id,
     };
-    post_raw(client, url, out, timeout, on_message).await
+    post_raw(client, target, out, timeout, on_message).await
 }
 
 /// A message ready to POST.
@@ -74,25 +74,29 @@ pub struct Outgoing<'a> {
     pub expect_id: Option<Value>,
 }
 
+/// The request target for an upstream URL: its path and query (origin-form), parsed once per
+/// connection rather than per request.
+pub fn target(url: &url::Url) -> Result<http::Uri, UpstreamError> {
+    url[url::Position::BeforePath..]
+        .parse()
+        .map_err(|e| UpstreamError::Connect {
+            diagnosis: format!("invalid upstream URL '{url}': {e}"),
+        })
+}
+
 /// POST an already serialized message; see [`post`].
 pub async fn post_raw(
     client: &UpstreamClient,
-    url: &url::Url,
+    target: &http::Uri,
     out: Outgoing<'_>,
     timeout: Duration,
     on_message: &(dyn Fn(Value) + Send + Sync),
 ) -> Result<Answer, UpstreamError> {
-    let uri: http::Uri =
-        url[url::Position::BeforePath..]
-            .parse()
-            .map_err(|e| UpstreamError::Connect {
-                diagnosis: format!("invalid upstream URL '{url}': {e}"),
-            })?;
     let pool = &client.pool;
     let make = || {
         let mut request = Request::new(Full::new(out.body.clone()));
         *request.method_mut() = Method::POST;
-        *request.uri_mut() = uri.clone();
+        *request.uri_mut() = target.clone();
         let h = request.headers_mut();
         h.reserve(out.headers.len() + out.extra.len() + 4);
         for (name, value) in out.headers {
