@@ -227,11 +227,9 @@ impl Pool {
                 Ok(response) => return Ok(self.driven(response, conn)),
                 // Not written at all: the connection was closing. Try the next one.
                 Err(err) if err.message().is_some() => continue,
-                // Written to a connection the upstream had just closed while idle: it never
-                // read it (servers close only idle keep-alive connections), so send it again.
-                Err(err) if err.error().is_incomplete_message() || err.error().is_canceled() => {
-                    continue;
-                }
+                // Written to a connection the upstream was closing while idle: it never read it
+                // (servers close only idle keep-alive connections), so send it again.
+                Err(err) if closed_under_us(err.error()) => continue,
                 Err(err) => {
                     return Err(PoolError::Http {
                         target: self.target.clone(),
@@ -337,6 +335,29 @@ impl Pool {
     }
 }
 
+/// Whether a request on a reused connection failed because the upstream closed that connection
+/// before answering: a close before a complete response, or a reset (it closed with our request
+/// unread in its buffer). Servers close only idle keep-alive connections, so the request was not
+/// handled and a fresh connection may carry it (browsers resend in the same case). An upstream
+/// that crashed half-way through answering on a reused connection would see the request again.
+fn closed_under_us(err: &hyper::Error) -> bool {
+    use std::error::Error as _;
+    if err.is_incomplete_message() || err.is_canceled() {
+        return true;
+    }
+    let io = err
+        .source()
+        .and_then(|e| e.downcast_ref::<std::io::Error>());
+    io.is_some_and(|io| {
+        matches!(
+            io.kind(),
+            std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted
+                | std::io::ErrorKind::BrokenPipe
+        )
+    })
+}
+
 /// A response body that drives its connection while it is read, and puts the connection back
 /// in the pool once it has ended. Dropped before its end, it closes the connection.
 pub struct Driven {
@@ -438,9 +459,9 @@ mod tests {
     use tokio::net::TcpListener;
 
     /// A raw HTTP/1.1 server on 127.0.0.1 answering `ok` to every request; counts accepted
-    /// connections and, with `close_after_answer`, closes each connection right after its first
+    /// connections and, with `close_after = Some(d)`, closes each connection `d` after its first
     /// answer without saying so (as a server does with an idle keep-alive connection).
-    async fn server(close_after_answer: bool) -> (Url, Arc<AtomicUsize>) {
+    async fn server(close_after: Option<Duration>) -> (Url, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap())).unwrap();
         let accepts = Arc::new(AtomicUsize::new(0));
@@ -469,7 +490,8 @@ mod tests {
                             if sock.write_all(answer).await.is_err() {
                                 return;
                             }
-                            if close_after_answer {
+                            if let Some(delay) = close_after {
+                                tokio::time::sleep(delay).await;
                                 return;
                             }
                         }
@@ -496,7 +518,7 @@ mod tests {
 
     #[tokio::test]
     async fn sequential_requests_share_one_connection() {
-        let (url, accepts) = server(false).await;
+        let (url, accepts) = server(None).await;
         let pool = Arc::new(Pool::new(&url, None, None).unwrap());
         for _ in 0..50 {
             assert_eq!(call(&pool).await, "ok");
@@ -507,7 +529,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_requests_open_connections_then_reuse_them() {
-        let (url, accepts) = server(false).await;
+        let (url, accepts) = server(None).await;
         let pool = Arc::new(Pool::new(&url, None, None).unwrap());
         for _ in 0..5 {
             let calls: Vec<_> = (0..4)
@@ -529,7 +551,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_closed_while_idle_is_replaced_not_reported() {
-        let (url, accepts) = server(true).await;
+        let (url, accepts) = server(Some(Duration::ZERO)).await;
         let pool = Arc::new(Pool::new(&url, None, None).unwrap());
         for _ in 0..20 {
             assert_eq!(call(&pool).await, "ok");
@@ -539,12 +561,16 @@ mod tests {
 
     #[tokio::test]
     async fn idle_connections_the_upstream_closed_are_expired() {
-        let (url, _) = server(true).await;
+        let (url, _) = server(Some(Duration::from_millis(200))).await;
         let pool = Arc::new(Pool::new(&url, None, None).unwrap());
         let response = pool.send(|| request(&pool)).await.unwrap();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "ok");
-        // The server closes right after answering; once that is seen, the sweep drops it.
+        // Still open: pooled, and a sweep keeps it.
+        pool.expire_idle();
+        assert_eq!(pool.idle_count(), 1);
+        // The server closes it 200 ms after answering; once that is seen, the sweep drops it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
         for _ in 0..100 {
             pool.expire_idle();
             if pool.idle_count() == 0 {
@@ -557,7 +583,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_unanswered_body_is_drained_before_reuse() {
-        let (url, accepts) = server(false).await;
+        let (url, accepts) = server(None).await;
         let pool = Arc::new(Pool::new(&url, None, None).unwrap());
         for _ in 0..10 {
             let response = pool.send(|| request(&pool)).await.unwrap();
