@@ -423,8 +423,13 @@ impl Upstream {
     pub async fn check(self: &Arc<Self>) -> bool {
         let settings = self.settings();
         let outcome = async {
+            let had = self.conn.load().as_ref().is_some_and(|c| c.is_usable());
             let conn = self.connection().await?;
-            conn.probe(settings.request_timeout).await
+            // A connection opened just now has answered discover/initialize: that is the check.
+            if had {
+                conn.probe(settings.request_timeout).await?;
+            }
+            Ok::<_, UpstreamError>(())
         }
         .await;
         let was = self.health().status;
