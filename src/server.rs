@@ -7,11 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -26,8 +24,12 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 const H2_MAX_STREAMS: u32 = 128;
 
 /// Serve `app` on one connection until it closes or shutdown drains it.
-pub async fn serve_connection<S>(io: S, app: Router, watcher: Watcher, header_timeout: Duration)
-where
+pub async fn serve_connection<S>(
+    io: S,
+    app: crate::http::App,
+    watcher: Watcher,
+    header_timeout: Duration,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -40,8 +42,7 @@ where
         .enable_connect_protocol()
         .max_concurrent_streams(H2_MAX_STREAMS)
         .timer(hyper_util::rt::TokioTimer::new());
-    let conn =
-        builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(app));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), app);
     if let Err(err) = watcher.watch(conn.into_owned()).await {
         tracing::debug!(error = %err, "connection ended with an error");
     }
@@ -50,7 +51,7 @@ where
 /// Accept TCP connections until `stop` fires.
 pub async fn run_listener(
     listener: TcpListener,
-    app: Router,
+    app: crate::http::App,
     tls: Option<Arc<ServingCert>>,
     stop: CancellationToken,
     graceful: Arc<GracefulShutdown>,

@@ -115,14 +115,14 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     };
     let listener_task = tokio::spawn(crate::server::run_listener(
         listener,
-        http::router(state.clone(), Surface::Listener),
+        http::App::new(state.clone(), Surface::Listener),
         serving.clone(),
         stop.clone(),
         graceful.clone(),
         cfg.header_timeout,
     ));
     let control_task = tokio::spawn(control.run(
-        http::router(state.clone(), Surface::Control),
+        http::App::new(state.clone(), Surface::Control),
         stop.clone(),
         graceful.clone(),
     ));

@@ -4,7 +4,6 @@ use std::fs::File;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use axum::Router;
 use std::sync::Arc;
 
 use hyper_util::server::graceful::GracefulShutdown;
@@ -109,7 +108,12 @@ impl ControlSocket {
     }
 
     /// Serve `app` to permitted peers until `stop` fires, then remove the socket file.
-    pub async fn run(self, app: Router, stop: CancellationToken, graceful: Arc<GracefulShutdown>) {
+    pub async fn run(
+        self,
+        app: crate::http::App,
+        stop: CancellationToken,
+        graceful: Arc<GracefulShutdown>,
+    ) {
         let own_uid = rustix::process::geteuid().as_raw();
         loop {
             let stream = tokio::select! {

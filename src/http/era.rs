@@ -24,9 +24,14 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// Whether a request's `MCP-Protocol-Version` header names a version after the session era.
+pub fn header_is_modern(headers: &HeaderMap) -> bool {
+    header(headers, "mcp-protocol-version").is_some_and(|v| !SESSION_VERSIONS.contains(&v))
+}
+
 /// Whether a request speaks 2026-07-28: by its header or by its `_meta` envelope.
 pub fn is_modern(headers: &HeaderMap, msg: &Value) -> bool {
-    header(headers, "mcp-protocol-version").is_some_and(|v| !SESSION_VERSIONS.contains(&v))
+    header_is_modern(headers)
         || msg
             .get("params")
             .and_then(|p| p.get("_meta"))

@@ -22,6 +22,9 @@ use super::{AppState, auth, limits, metrics, origin};
 /// Route templates served without a bearer token (liveness probes carry none).
 pub const UNPROTECTED: &[&str] = &["/health"];
 
+/// The route [`super::App`] serves without the router.
+pub const MCP_ROUTE: &str = "/mcp";
+
 /// The middleware: applied with `Router::layer`, so it wraps each route (and the fallback)
 /// where `MatchedPath` is already known.
 pub async fn gate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
@@ -29,6 +32,30 @@ pub async fn gate(State(state): State<Arc<AppState>>, request: Request, next: Ne
     let response = admit(&state, tracked.route(), request, next).await;
     tracked.finish(&state.metrics, &response);
     response
+}
+
+/// `POST /mcp` past the same gate as [`gate`], without the router: metrics (as route
+/// `/mcp`), `Host`/`Origin`, the bounded body, bearer auth, then the MCP handler.
+pub async fn post_mcp(state: Arc<AppState>, request: Request) -> Response {
+    let tracked = metrics::Tracked::fixed(&request, MCP_ROUTE);
+    let response = admit_mcp(&state, request).await;
+    tracked.finish(&state.metrics, &response);
+    response
+}
+
+async fn admit_mcp(state: &Arc<AppState>, request: Request) -> Response {
+    if let Some(refused) = origin::refusal(&state.origin, request.headers()) {
+        return refused;
+    }
+    let (parts, body) = request.into_parts();
+    let body = match limits::collect(state.body_timeout, body).await {
+        Ok(body) => body,
+        Err(refused) => return refused,
+    };
+    if let Some(refused) = auth::refusal(&state.auth, &parts.headers) {
+        return refused;
+    }
+    super::mcp::post_direct(state.clone(), parts.headers, body).await
 }
 
 async fn admit(state: &AppState, route: Option<&str>, request: Request, next: Next) -> Response {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use axum::body::Body;
+use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -21,9 +21,15 @@ pub async fn buffer(timeout: Duration, request: Request) -> Result<Request, Resp
         return Ok(request);
     }
     let (parts, body) = request.into_parts();
+    let body = collect(timeout, body).await?;
+    Ok(Request::from_parts(parts, Body::from(body)))
+}
+
+/// The whole body, under `timeout` and the size limit; `Err` is the refusal (413, 400 or 408).
+pub async fn collect(timeout: Duration, body: Body) -> Result<Bytes, Response> {
     let limited = http_body_util::Limited::new(body, MAX_BODY);
     match tokio::time::timeout(timeout, limited.collect()).await {
-        Ok(Ok(collected)) => Ok(Request::from_parts(parts, Body::from(collected.to_bytes()))),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(err)) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err((
             StatusCode::PAYLOAD_TOO_LARGE,
             axum::Json(serde_json::json!({"error": {"code": "too_large", "message": format!("request body over {MAX_BODY} bytes")}})),

@@ -5,13 +5,11 @@
 //! a request without a session header is served statelessly, which is how 2026-07-28 clients
 //! (and the NET-01 report's bare `curl` of `tools/list`) talk.
 
+mod call;
 mod route;
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -21,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::relay::{Relay, relay_to_upstream};
+use super::relay::relay_to_upstream;
 use crate::jsonrpc::{self, Kind, code};
 use crate::upstream::connection::{MODERN_VERSION, SESSION_VERSIONS};
 use crate::upstream::registry::Upstream;
@@ -54,6 +52,11 @@ pub async fn post_all(State(state): State<Arc<AppState>>, request: Request) -> R
         Ok((headers, body)) => post(state, Scope::All, headers, body).await,
         Err(refused) => refused,
     }
+}
+
+/// `POST /mcp` from [`super::App`], with the body already read by the gate.
+pub async fn post_direct(state: Arc<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    post(state, Scope::All, headers, body).await
 }
 
 /// `POST /servers/{name}/mcp`.
@@ -97,8 +100,7 @@ fn session_header(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Bytes) -> Response {
-    let session = session_header(&headers);
-    if let Some(id) = session
+    if let Some(id) = session_header(&headers)
         && !state.sessions.touch(id)
     {
         return rpc_http(
@@ -110,6 +112,24 @@ async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Byte
             ),
         );
     }
+    // Calls go upstream without a JSON tree when they can (see `call`).
+    let session = session_header(&headers).map(str::to_owned);
+    let (headers, body) = match call::post(&state, &scope, headers, body, session).await {
+        Ok(answered) => return answered,
+        Err(not_a_call) => not_a_call,
+    };
+    // Boxed, so that its (large) future is not part of every call's.
+    Box::pin(post_tree(state, scope, headers, body)).await
+}
+
+/// [`post`] for what `call` does not carry: the message parsed as a tree.
+async fn post_tree(
+    state: Arc<AppState>,
+    scope: Scope,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let session = session_header(&headers);
     let msg: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
@@ -250,14 +270,8 @@ fn accepts_event_stream(headers: &HeaderMap) -> bool {
         .is_some_and(|a| a.contains("text/event-stream"))
 }
 
-/// Answer with JSON when the upstream just answers, or as an SSE stream when it streams: every
-/// notification it sends while working on this request (progress, logging, sampling), then
-/// the answer.
-///
-/// Most upstreams just answer, so the work is polled right here: no task, no channel. Only
-/// when a notification arrives first does the answer become a stream; the work then moves to
-/// a task of its own, so that it finishes (and leaves no request in flight upstream) even if
-/// the client goes away mid-stream.
+/// Answer with JSON when the upstream just answers, or as an SSE stream when it streams
+/// (see [`super::relay::answer_or_stream`]).
 async fn stream_answer(
     state: Arc<AppState>,
     scope: Scope,
@@ -266,14 +280,10 @@ async fn stream_answer(
     session: String,
     span: Option<tracing::Span>,
 ) -> Response {
-    use axum::response::sse::{Event, Sse};
-    let relay = Arc::new(Relay::new(state.clone()));
-    let sink_relay = relay.clone();
-    let sink: crate::upstream::connection::MessageSink =
-        Arc::new(move |m: Value| sink_relay.notice(m));
-    let work = async move {
+    let worker = state.clone();
+    let work = move |sink| async move {
         let mut new_session = None;
-        let work = handle(&state, &scope, msg, &mut new_session);
+        let work = handle(&worker, &scope, msg, &mut new_session);
         let work = crate::upstream::connection::REQUEST_SINK
             .scope(sink, CURRENT_SESSION.scope(session, work));
         let answer = match span {
@@ -285,40 +295,11 @@ async fn stream_answer(
             answer
         })
     };
-    // Boxed, so that it can move to a task mid-way.
-    let mut work: Pin<Box<dyn Future<Output = Option<Value>> + Send>> = Box::pin(work);
-    // `Some(answer)` when the work finished, `None` when a notification came first.
-    let ended = std::future::poll_fn(|cx| {
-        if let Poll::Ready(answer) = work.as_mut().poll(cx) {
-            return Poll::Ready(Some(answer));
-        }
-        relay.register(cx.waker());
-        if relay.has_notices() {
-            Poll::Ready(None)
-        } else {
-            Poll::Pending
-        }
-    })
-    .await;
-    match ended {
-        Some(answer) if !relay.has_notices() => {
-            return match answer {
-                Some(answer) => Json(answer).into_response(),
-                None => StatusCode::ACCEPTED.into_response(),
-            };
-        }
-        // Notifications and the answer came together.
-        Some(answer) => relay.finish(answer),
-        None => {
-            let relay = relay.clone();
-            tokio::spawn(async move { relay.finish(work.await) });
-        }
+    match super::relay::answer_or_stream(state, work, |answer| answer).await {
+        Ok(Some(answer)) => Json(answer).into_response(),
+        Ok(None) => StatusCode::ACCEPTED.into_response(),
+        Err(streamed) => streamed,
     }
-    let events = futures_util::stream::poll_fn(move |cx| relay.poll_next(cx));
-    let events = futures_util::StreamExt::map(events, |v| {
-        Ok::<_, std::convert::Infallible>(Event::default().event("message").data(v.to_string()))
-    });
-    Sse::new(events).into_response()
 }
 
 fn rpc_http(status: StatusCode, body: Value) -> Response {

@@ -53,8 +53,16 @@ pub async fn scrape(State(state): State<Arc<AppState>>) -> Response {
 pub struct Tracked {
     started: Instant,
     method: Method,
-    // Held as the extension's own `Arc<str>`: no per-request copy of the template.
-    route: Option<MatchedPath>,
+    route: Option<Route>,
+}
+
+/// A route template, without a per-request copy.
+#[derive(Debug)]
+enum Route {
+    /// The router's match (the extension's own `Arc<str>`).
+    Matched(MatchedPath),
+    /// A route served without the router ([`super::App`]).
+    Fixed(&'static str),
 }
 
 impl Tracked {
@@ -63,13 +71,29 @@ impl Tracked {
         Self {
             started: Instant::now(),
             method: request.method().clone(),
-            route: request.extensions().get::<MatchedPath>().cloned(),
+            route: request
+                .extensions()
+                .get::<MatchedPath>()
+                .cloned()
+                .map(Route::Matched),
+        }
+    }
+
+    /// Start timing `request`, which `route` serves without the router.
+    pub fn fixed(request: &Request, route: &'static str) -> Self {
+        Self {
+            started: Instant::now(),
+            method: request.method().clone(),
+            route: Some(Route::Fixed(route)),
         }
     }
 
     /// The matched route template, when a route matched.
     pub fn route(&self) -> Option<&str> {
-        self.route.as_ref().map(MatchedPath::as_str)
+        self.route.as_ref().map(|r| match r {
+            Route::Matched(m) => m.as_str(),
+            Route::Fixed(r) => r,
+        })
     }
 
     /// Count the request with the status it was answered with.

@@ -154,6 +154,54 @@ pub enum Surface {
     Control,
 }
 
+/// What serves one surface: its router and, on the listener, the route that skips it.
+///
+/// `POST /mcp` carries nearly every forwarded call. On the listener it goes straight to
+/// [`front::post_mcp`], which applies the same gate in the same order as every routed request;
+/// what it skips is the router's per-request work (path match, a clone of two boxed layers,
+/// two boxed futures). Everything else, including other methods on `/mcp`, is routed.
+#[derive(Clone, Debug)]
+pub struct App {
+    router: Router,
+    direct: Option<Arc<AppState>>,
+}
+
+impl App {
+    /// The app of one surface.
+    pub fn new(state: Arc<AppState>, surface: Surface) -> Self {
+        Self {
+            router: router(state.clone(), surface),
+            direct: (surface == Surface::Listener).then_some(state),
+        }
+    }
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for App {
+    type Response = axum::response::Response;
+    type Error = std::convert::Infallible;
+    type Future = futures_util::future::Either<
+        std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
+        >,
+        tower::util::Oneshot<Router, hyper::Request<hyper::body::Incoming>>,
+    >;
+
+    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        use futures_util::future::Either;
+        if let Some(state) = &self.direct
+            && request.method() == axum::http::Method::POST
+            && request.uri().path() == front::MCP_ROUTE
+        {
+            let state = state.clone();
+            let request = request.map(axum::body::Body::new);
+            return Either::Left(Box::pin(async move {
+                Ok(front::post_mcp(state, request).await)
+            }));
+        }
+        Either::Right(tower::ServiceExt::oneshot(self.router.clone(), request))
+    }
+}
+
 /// Build the router for one surface.
 pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
     let router = Router::new()

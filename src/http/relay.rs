@@ -62,6 +62,61 @@ pub(super) async fn relay_to_upstream(state: &AppState, msg: &Value) -> Option<R
     Some(StatusCode::ACCEPTED.into_response())
 }
 
+/// Run `work` (given the sink for what its upstream sends meanwhile) and answer the way
+/// Streamable HTTP allows: `Ok` with the work's output when the upstream just answered, or,
+/// when a notification came first, `Err` with an SSE response that relays every notification
+/// and then the answer (`into_value` of the output).
+///
+/// Most upstreams just answer, so the work is polled right here: no task, no channel. Only
+/// when a notification arrives first does the answer become a stream; the work then moves to
+/// a task of its own, so that it finishes (and leaves no request in flight upstream) even if
+/// the client goes away mid-stream.
+pub(super) async fn answer_or_stream<A, W>(
+    state: Arc<AppState>,
+    work: impl FnOnce(crate::upstream::connection::MessageSink) -> W,
+    into_value: fn(A) -> Option<Value>,
+) -> Result<A, Response>
+where
+    A: Send + 'static,
+    W: std::future::Future<Output = A> + Send + 'static,
+{
+    use axum::response::sse::{Event, Sse};
+    let relay = Arc::new(Relay::new(state));
+    let sink_relay = relay.clone();
+    let sink: crate::upstream::connection::MessageSink =
+        Arc::new(move |m: Value| sink_relay.notice(m));
+    // Boxed, so that it can move to a task mid-way.
+    let mut work: std::pin::Pin<Box<dyn std::future::Future<Output = A> + Send>> =
+        Box::pin(work(sink));
+    // `Some(output)` when the work finished, `None` when a notification came first.
+    let ended = std::future::poll_fn(|cx| {
+        if let Poll::Ready(answer) = work.as_mut().poll(cx) {
+            return Poll::Ready(Some(answer));
+        }
+        relay.register(cx.waker());
+        if relay.has_notices() {
+            Poll::Ready(None)
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    match ended {
+        Some(answer) if !relay.has_notices() => return Ok(answer),
+        // Notifications and the answer came together.
+        Some(answer) => relay.finish(into_value(answer)),
+        None => {
+            let relay = relay.clone();
+            tokio::spawn(async move { relay.finish(into_value(work.await)) });
+        }
+    }
+    let events = futures_util::stream::poll_fn(move |cx| relay.poll_next(cx));
+    let events = futures_util::StreamExt::map(events, |v| {
+        Ok::<_, std::convert::Infallible>(Event::default().event("message").data(v.to_string()))
+    });
+    Err(Sse::new(events).into_response())
+}
+
 /// Notifications an upstream sent while working on one request, relayed to the client that
 /// made it, then the answer. Filled by the request's sink (possibly from another task, e.g. an
 /// upstream's SSE reader) and drained by whoever waits for the answer.

@@ -14,6 +14,7 @@ use serde_json::{Map, Value, json};
 
 use super::UpstreamError;
 use super::clients::UpstreamClient;
+use super::raw::{self, Envelope, RawParams, Reply};
 use super::sse::SseConn;
 use super::streamable::{self, SESSION_HEADER, VERSION_HEADER};
 use crate::jsonrpc;
@@ -92,6 +93,8 @@ pub struct Connection {
     pub capabilities: Value,
     next_id: AtomicU64,
     sink: MessageSink,
+    /// The stateless era's `_meta` envelope, built at the first forwarded call.
+    envelope: std::sync::OnceLock<Envelope>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -165,6 +168,7 @@ impl Connection {
             capabilities: Value::Null,
             next_id: AtomicU64::new(1),
             sink,
+            envelope: std::sync::OnceLock::new(),
         }
     }
 
@@ -230,7 +234,7 @@ impl Connection {
                     .get(SESSION_HEADER)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
-                (a.response, sid)
+                (a.response.map(Reply::into_value).transpose()?, sid)
             }
             Wire::Sse(conn) => (conn.send(&msg, timeout).await?, None),
         };
@@ -297,41 +301,111 @@ impl Connection {
         params: &mut Option<Value>,
         timeout: Duration,
     ) -> Result<Value, UpstreamError> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let _ = UPSTREAM_ID_HOOK.try_with(|hook| hook(id));
+        let id = self.request_id();
         let extra = self.stamp(method, params, true);
         let answer = match &self.wire {
             Wire::Http { target, headers } => {
                 let body = outgoing(Some(id), method, params.as_ref())?;
-                let shared = self.sink.clone();
-                let caller = REQUEST_SINK.try_with(Clone::clone).ok();
-                let sink = move |m: Value| {
-                    // Notifications and requests (sampling, elicitation) go to the caller.
-                    if let Some(caller) = &caller
-                        && m.get("method").is_some()
-                    {
-                        caller(m.clone());
-                    }
-                    shared(m);
-                };
-                let out = streamable::Outgoing {
-                    headers,
-                    extra: &extra,
-                    body,
-                    expect_id: Some(Value::from(id)),
-                };
-                streamable::post_raw(&self.client, target, out, timeout, &sink)
+                self.post_request(target, headers, &extra, body, id, timeout)
                     .await?
-                    .response
+                    .map(Reply::into_value)
+                    .transpose()?
             }
             Wire::Sse(conn) => {
                 let msg = jsonrpc::request(id, method, params.clone());
                 conn.send(&msg, timeout).await?
             }
         };
-        answer.ok_or_else(|| UpstreamError::Protocol {
-            detail: format!("no answer to {method}"),
-        })
+        answer.ok_or_else(|| no_answer(method))
+    }
+
+    /// Forward a request whose params are copied as they came (see [`super::raw`]), stamped or
+    /// stripped for this upstream's era on the way; the answer comes back unparsed when it was
+    /// plain JSON.
+    pub async fn request_raw(
+        &self,
+        method: &str,
+        params: &RawParams<'_>,
+        timeout: Duration,
+    ) -> Result<Reply, UpstreamError> {
+        let Wire::Http { target, headers } = &self.wire else {
+            let mut value = Some(params.to_value()?);
+            return self
+                .request_with(method, &mut value, timeout)
+                .await
+                .map(Reply::Value);
+        };
+        let id = self.request_id();
+        let (extra, envelope) = match &self.era {
+            Era::Stateless { version } => {
+                let envelope = self.envelope.get_or_init(|| {
+                    let mut meta = Map::new();
+                    meta.insert(META_PROTOCOL_VERSION.into(), Value::String(version.clone()));
+                    meta.insert(META_CLIENT_CAPABILITIES.into(), Value::Object(Map::new()));
+                    meta.insert(META_CLIENT_INFO.into(), client_info());
+                    Envelope::new(meta)
+                });
+                (
+                    routing_headers(version, method, Some(params.name())),
+                    Some(envelope),
+                )
+            }
+            Era::Session { .. } => (Vec::new(), None),
+        };
+        let mut body = Vec::with_capacity(128);
+        body.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+        // Writing into a `Vec` cannot fail.
+        let _ = std::io::Write::write_fmt(&mut body, format_args!("{id}"));
+        body.extend_from_slice(br#","method":"#);
+        raw::push_str(&mut body, method);
+        body.extend_from_slice(br#","params":"#);
+        params.write(&mut body, envelope);
+        body.push(b'}');
+        self.post_request(target, headers, &extra, body.into(), id, timeout)
+            .await?
+            .ok_or_else(|| no_answer(method))
+    }
+
+    /// The id of the next request, told to whoever waits for it ([`UPSTREAM_ID_HOOK`]).
+    fn request_id(&self) -> u64 {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let _ = UPSTREAM_ID_HOOK.try_with(|hook| hook(id));
+        id
+    }
+
+    /// POST request `id` over Streamable HTTP; messages that stream in before the answer go to
+    /// the caller ([`REQUEST_SINK`]) and to the connection's sink.
+    async fn post_request(
+        &self,
+        target: &http::Uri,
+        headers: &HeaderMap,
+        extra: &[(HeaderName, HeaderValue)],
+        body: bytes::Bytes,
+        id: u64,
+        timeout: Duration,
+    ) -> Result<Option<Reply>, UpstreamError> {
+        let shared = self.sink.clone();
+        let caller = REQUEST_SINK.try_with(Clone::clone).ok();
+        let sink = move |m: Value| {
+            // Notifications and requests (sampling, elicitation) go to the caller.
+            if let Some(caller) = &caller
+                && m.get("method").is_some()
+            {
+                caller(m.clone());
+            }
+            shared(m);
+        };
+        let out = streamable::Outgoing {
+            headers,
+            extra,
+            body,
+            expect_id: Some(Value::from(id)),
+        };
+        Ok(
+            streamable::post_raw(&self.client, target, out, timeout, &sink)
+                .await?
+                .response,
+        )
     }
 
     /// Send a notification.
@@ -419,16 +493,8 @@ impl Connection {
             }
             return Vec::new();
         };
-        let mut extra = Vec::with_capacity(3);
-        let mut header = |name: &'static str, value: &str| {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                extra.push((HeaderName::from_static(name), v));
-            }
-        };
-        header("mcp-protocol-version", version);
-        header("mcp-method", method);
         if !is_request {
-            return extra;
+            return routing_headers(version, method, None);
         }
         let params = params.get_or_insert_with(|| Value::Object(Map::new()));
         if let Some(obj) = params.as_object_mut() {
@@ -446,10 +512,35 @@ impl Connection {
             "resources/read" => Some("uri"),
             _ => None,
         };
-        if let Some(name) = name_key.and_then(|k| params.get(k)).and_then(Value::as_str) {
-            header("mcp-name", &header_safe(name));
+        let name = name_key.and_then(|k| params.get(k)).and_then(Value::as_str);
+        routing_headers(version, method, name)
+    }
+}
+
+/// The 2026-07-28 routing headers of a message: version, method and (for requests that name
+/// a tool, prompt or resource) the name.
+fn routing_headers(
+    version: &str,
+    method: &str,
+    name: Option<&str>,
+) -> Vec<(HeaderName, HeaderValue)> {
+    let mut extra = Vec::with_capacity(3);
+    let mut header = |name: &'static str, value: &str| {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            extra.push((HeaderName::from_static(name), v));
         }
-        extra
+    };
+    header("mcp-protocol-version", version);
+    header("mcp-method", method);
+    if let Some(name) = name {
+        header("mcp-name", &header_safe(name));
+    }
+    extra
+}
+
+fn no_answer(method: &str) -> UpstreamError {
+    UpstreamError::Protocol {
+        detail: format!("no answer to {method}"),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod connection;
 pub mod diagnose;
 pub mod identity;
 pub mod pool;
+pub mod raw;
 pub mod registry;
 pub mod sse;
 pub mod streamable;

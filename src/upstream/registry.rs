@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use super::UpstreamError;
 use super::clients::ClientCache;
 use super::connection::{self, Connection};
+use super::raw::{RawAnswer, RawParams, Reply};
 use crate::metrics::{Metrics, UpstreamOutcome};
 use crate::store::{Health, HealthStatus, PemSource, Registration, Store};
 
@@ -114,21 +115,32 @@ impl std::fmt::Debug for Upstream {
     }
 }
 
+/// What a request carries: params as a tree, or (forwarded calls) copied as they came.
+enum Payload<'p, 'a> {
+    Tree(&'p mut Option<Value>),
+    Raw(&'p RawParams<'a>),
+}
+
 /// Send one request on `conn`, with `tagged` as the sink for what the upstream sends meanwhile.
 async fn send_on(
     conn: &Connection,
     method: &str,
-    params: &mut Option<Value>,
+    payload: &mut Payload<'_, '_>,
     timeout: Duration,
     tagged: Option<connection::MessageSink>,
-) -> Result<Value, UpstreamError> {
-    match tagged {
-        Some(sink) => {
-            connection::REQUEST_SINK
-                .scope(sink, conn.request_with(method, params, timeout))
+) -> Result<Reply, UpstreamError> {
+    let send = async {
+        match payload {
+            Payload::Tree(params) => conn
+                .request_with(method, params, timeout)
                 .await
+                .map(Reply::Value),
+            Payload::Raw(params) => conn.request_raw(method, params, timeout).await,
         }
-        None => conn.request_with(method, params, timeout).await,
+    };
+    match tagged {
+        Some(sink) => connection::REQUEST_SINK.scope(sink, send).await,
+        None => send.await,
     }
 }
 
@@ -297,30 +309,68 @@ impl Upstream {
         params: Option<Value>,
     ) -> Result<Value, CallError> {
         let started = std::time::Instant::now();
-        let result = self.request_uncounted(method, params).await;
-        if let Some(registry) = self.registry.upgrade() {
-            let outcome = match &result {
-                Ok(answer) if answer.get("error").is_some() => UpstreamOutcome::RpcError,
-                Ok(_) => UpstreamOutcome::Ok,
-                Err(CallError::Offline { .. }) => UpstreamOutcome::Offline,
-                Err(CallError::Failed {
-                    error: UpstreamError::Timeout { .. },
-                    ..
-                }) => UpstreamOutcome::Timeout,
-                Err(CallError::Failed { .. }) => UpstreamOutcome::Failed,
-            };
-            registry
-                .metrics
-                .upstream_request(&self.reg.load().name, outcome, started.elapsed());
-        }
+        let mut params = params;
+        let result = self
+            .request_uncounted(method, Payload::Tree(&mut params))
+            .await
+            .and_then(|reply| reply.into_value().map_err(|e| self.failed(e)));
+        self.count(started, &result, |answer| answer.get("error").is_some());
         result
+    }
+
+    /// Forward a request whose params are copied as they came (see [`super::raw`]); the
+    /// answer is split at its top level only.
+    pub async fn request_raw(
+        self: &Arc<Self>,
+        method: &str,
+        params: &RawParams<'_>,
+    ) -> Result<RawAnswer, CallError> {
+        let started = std::time::Instant::now();
+        let result = self
+            .request_uncounted(method, Payload::Raw(params))
+            .await
+            .and_then(|reply| reply.into_answer().map_err(|e| self.failed(e)));
+        self.count(started, &result, RawAnswer::is_error);
+        result
+    }
+
+    fn failed(&self, error: UpstreamError) -> CallError {
+        CallError::Failed {
+            name: self.name(),
+            error,
+        }
+    }
+
+    /// Count a request in the upstream's metrics.
+    fn count<T>(
+        &self,
+        started: std::time::Instant,
+        result: &Result<T, CallError>,
+        is_error: impl Fn(&T) -> bool,
+    ) {
+        let Some(registry) = self.registry.upgrade() else {
+            return;
+        };
+        let outcome = match result {
+            Ok(answer) if is_error(answer) => UpstreamOutcome::RpcError,
+            Ok(_) => UpstreamOutcome::Ok,
+            Err(CallError::Offline { .. }) => UpstreamOutcome::Offline,
+            Err(CallError::Failed {
+                error: UpstreamError::Timeout { .. },
+                ..
+            }) => UpstreamOutcome::Timeout,
+            Err(CallError::Failed { .. }) => UpstreamOutcome::Failed,
+        };
+        registry
+            .metrics
+            .upstream_request(&self.reg.load().name, outcome, started.elapsed());
     }
 
     async fn request_uncounted(
         self: &Arc<Self>,
         method: &str,
-        params: Option<Value>,
-    ) -> Result<Value, CallError> {
+        mut payload: Payload<'_, '_>,
+    ) -> Result<Reply, CallError> {
         if !self.is_online() {
             let h = self.health();
             return Err(CallError::Offline {
@@ -349,12 +399,11 @@ impl Upstream {
                 caller(m);
             }) as connection::MessageSink
         });
-        let mut params = params;
-        match send_on(&conn, method, &mut params, timeout, tagged.clone()).await {
+        match send_on(&conn, method, &mut payload, timeout, tagged.clone()).await {
             Err(UpstreamError::SessionExpired | UpstreamError::Closed) => {
                 self.invalidate();
                 let conn = self.connection().await.map_err(fail)?;
-                send_on(&conn, method, &mut params, timeout, tagged)
+                send_on(&conn, method, &mut payload, timeout, tagged)
                     .await
                     .map_err(fail)
             }

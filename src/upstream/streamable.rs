@@ -15,6 +15,7 @@ use super::UpstreamError;
 use super::clients::UpstreamClient;
 use super::diagnose::diagnose;
 use super::pool::Driven;
+use super::raw::Reply;
 
 /// Largest JSON answer accepted from an upstream.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -28,7 +29,7 @@ pub const VERSION_HEADER: &str = "mcp-protocol-version";
 #[derive(Debug)]
 pub struct Answer {
     /// The response to our request, if one was expected and came.
-    pub response: Option<Value>,
+    pub response: Option<Reply>,
     /// Response headers (the session id arrives here at initialize).
     pub headers: HeaderMap,
 }
@@ -159,7 +160,7 @@ async fn read_answer(
             && value.get("jsonrpc").is_some()
         {
             return Ok(Answer {
-                response: Some(value),
+                response: Some(Reply::Value(value)),
                 headers,
             });
         }
@@ -182,12 +183,10 @@ async fn read_answer(
         });
     }
     if content_type.starts_with("application/json") {
+        // Parsed by whoever needs it, as a tree or (forwarded calls) only at its top level.
         let body = read_limited(client, body).await?;
-        let value: Value = serde_json::from_slice(&body).map_err(|e| UpstreamError::Protocol {
-            detail: format!("the answer is not JSON ({e})"),
-        })?;
         return Ok(Answer {
-            response: Some(value),
+            response: Some(Reply::Json(body)),
             headers,
         });
     }
@@ -221,7 +220,7 @@ async fn read_answer(
                 // once it has.
                 super::pool::finish_events(Box::pin(events));
                 return Ok(Answer {
-                    response: Some(value),
+                    response: Some(Reply::Value(value)),
                     headers,
                 });
             }

@@ -11,7 +11,7 @@ use super::{AppState, CURRENT_SESSION, Inflight, Scope, in_scope};
 use crate::jsonrpc::{self, code};
 use crate::upstream::registry::{CallError, Upstream};
 
-fn call_error(id: Value, err: &CallError) -> Value {
+pub(super) fn call_error(id: Value, err: &CallError) -> Value {
     let c = match err {
         CallError::Failed {
             error: crate::upstream::UpstreamError::Timeout { .. },
@@ -23,7 +23,7 @@ fn call_error(id: Value, err: &CallError) -> Value {
 }
 
 /// Restore the downstream id on an upstream answer.
-fn with_id(mut answer: Value, id: Value) -> Value {
+pub(super) fn with_id(mut answer: Value, id: Value) -> Value {
     if let Some(obj) = answer.as_object_mut() {
         obj.insert("id".into(), id);
     }
@@ -63,7 +63,7 @@ pub(super) async fn route_named(
 
 /// The upstream a (possibly prefixed) tool or prompt name belongs to, and its own name there
 /// (a suffix of `name`).
-fn resolve_name<'n>(
+pub(super) fn resolve_name<'n>(
     state: &AppState,
     scope: &Scope,
     sep: &str,
@@ -258,6 +258,26 @@ async fn forward(
     method: &str,
     params: Value,
 ) -> Value {
+    let send = up.request(method, Some(params));
+    let outcome = tracked(state, up, || id.to_string(), method, send).await;
+    match outcome {
+        Ok(answer) => with_id(answer, id),
+        Err(err) => call_error(id, &err),
+    }
+}
+
+/// Send a request upstream (`send`), remembering it while it is in flight (under the
+/// session and `client_id`) so that the client can cancel it, and log how it went.
+pub(super) async fn tracked<T, F>(
+    state: &AppState,
+    up: &Arc<Upstream>,
+    client_id: impl FnOnce() -> String,
+    method: &str,
+    send: F,
+) -> Result<T, CallError>
+where
+    F: std::future::Future<Output = Result<T, CallError>>,
+{
     let started = std::time::Instant::now();
     // Remember (session, client id) -> (upstream, upstream id) while the request is in flight;
     // the upstream id is known once the connection picks it (the hook).
@@ -265,7 +285,7 @@ async fn forward(
         .try_with(|session| InFlightGuard {
             table: &state.inflight,
             entry: Arc::new(InFlight {
-                key: (session.clone(), id.to_string()),
+                key: (session.clone(), client_id()),
                 upstream: up.name(),
             }),
         })
@@ -280,22 +300,21 @@ async fn forward(
                     .insert(entry.key.clone(), (entry.upstream.clone(), upstream_id));
             });
             crate::upstream::connection::UPSTREAM_ID_HOOK
-                .scope(hook, up.request(method, Some(params)))
+                .scope(hook, send)
                 .await
         }
-        None => up.request(method, Some(params)).await,
+        None => send.await,
     };
     drop(tracked);
-    match outcome {
-        Ok(answer) => {
-            // Per request, so debug: with RUST_LOG=debug every forwarded call is one line that
-            // carries the downstream session (from the span) and the upstream.
-            tracing::debug!(upstream = %up.name(), method, elapsed_us = started.elapsed().as_micros() as u64, "forwarded");
-            with_id(answer, id)
+    match &outcome {
+        // Per request, so debug: with RUST_LOG=debug every forwarded call is one line that
+        // carries the downstream session (from the span) and the upstream.
+        Ok(_) => {
+            tracing::debug!(upstream = %up.name(), method, elapsed_us = started.elapsed().as_micros() as u64, "forwarded")
         }
         Err(err) => {
-            tracing::warn!(upstream = %up.name(), method, error = %err, "forwarding failed");
-            call_error(id, &err)
+            tracing::warn!(upstream = %up.name(), method, error = %err, "forwarding failed")
         }
     }
+    outcome
 }

@@ -1,0 +1,383 @@
+//! `tools/call` and `prompts/get` over Streamable HTTP, forwarded without a JSON tree: the
+//! request is read only at its top level and in `params` (see [`crate::upstream::raw`]), and
+//! the answer is written from the upstream's bytes with the client's id put back and the
+//! result's top-level fields shaped for the client's era.
+//!
+//! The checks and their answers are the tree path's, in the same order. A request this path
+//! does not carry (a batch, another method, a missing name, repeated keys, an id that is not a
+//! string or number) goes back to the tree path untouched.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::route::{call_error, resolve_name, tracked, with_id};
+use super::{AppState, CURRENT_SESSION, Scope, finish, request_span, rpc_http};
+use crate::http::era;
+use crate::jsonrpc::{self, code};
+use crate::upstream::connection::{META_PROTOCOL_VERSION, REQUEST_SINK};
+use crate::upstream::raw::{self, Members, RawAnswer, RawParams};
+
+/// The methods this path carries: both name what they call with `params.name`.
+const METHODS: [&str; 2] = ["tools/call", "prompts/get"];
+
+/// A call read at its top level.
+struct Call<'a> {
+    /// The client's id, as it wrote it (a string or a number).
+    id: &'a RawValue,
+    method: &'static str,
+    params: RawParams<'a>,
+}
+
+impl<'a> Call<'a> {
+    fn parse(body: &'a [u8]) -> Option<Self> {
+        let text = std::str::from_utf8(body).ok()?;
+        let top = Members::parse(text)?;
+        if top.get_str("jsonrpc").as_deref() != Some("2.0") {
+            return None;
+        }
+        let method = top.get_str("method")?;
+        let method = METHODS.into_iter().find(|m| *m == method)?;
+        let id = top.get("id")?;
+        if !matches!(id.get().as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9')) {
+            return None;
+        }
+        let params = Members::parse(top.get("params")?.get())?;
+        let params = RawParams::new(params, "name")?;
+        Some(Self { id, method, params })
+    }
+
+    /// The id as a `Value` (for error answers and the table of requests in flight).
+    fn id_value(&self) -> Value {
+        serde_json::from_str(self.id.get()).unwrap_or(Value::Null)
+    }
+
+    /// What the 2026-07-28 ladder ([`era::check`]) reads of a request, as a tree.
+    fn ladder_view(&self) -> Value {
+        let mut params = serde_json::Map::new();
+        params.insert("name".into(), Value::String(self.params.name().to_owned()));
+        if let Some(meta) = self.params.meta() {
+            params.insert("_meta".into(), Value::Object(meta.clone()));
+        }
+        serde_json::json!({"jsonrpc": "2.0", "id": self.id_value(), "method": self.method, "params": params})
+    }
+}
+
+/// Whether `body` may be a call this path carries (a byte search, before any parsing).
+fn candidate(body: &[u8]) -> bool {
+    let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    METHODS.iter().any(|m| has(m.as_bytes()))
+}
+
+/// What became of a request on this path.
+enum Outcome {
+    /// Not a call this path carries: the tree path answers it.
+    NotMine(HeaderMap, Bytes),
+    /// Refused before dispatch (the 2026-07-28 ladder, a missing session header).
+    Refused(Response),
+    /// The JSON-RPC answer, serialized.
+    Answer(Vec<u8>),
+}
+
+impl Outcome {
+    /// The answer as a message, for the SSE stream of a call whose upstream streamed.
+    fn into_message(self) -> Option<Value> {
+        match self {
+            Self::Answer(bytes) => serde_json::from_slice(&bytes).ok(),
+            Self::NotMine(..) | Self::Refused(_) => None,
+        }
+    }
+}
+
+/// Answer a request posted to an MCP endpoint, if this path carries it; `Err` gives the
+/// headers and body back for the tree path.
+pub(super) async fn post(
+    state: &Arc<AppState>,
+    scope: &Scope,
+    headers: HeaderMap,
+    body: Bytes,
+    session: Option<String>,
+) -> Result<Response, (HeaderMap, Bytes)> {
+    if !candidate(&body) {
+        return Err((headers, body));
+    }
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let streams = accept.contains("text/event-stream");
+    let sse_only = streams && !accept.contains("application/json");
+    let has_session = session.is_some();
+    let session = session.unwrap_or_else(|| "-".to_owned());
+    let (worker, scope) = (state.clone(), scope.clone());
+    // Boxed where it is made: the forwarding chain is a large future, and moving it by value
+    // (into the relay, into a task-local scope) copied it several times per call.
+    let work = Box::pin(async move {
+        let work = forward(&worker, &scope, headers, body, has_session);
+        CURRENT_SESSION.scope(session, work).await
+    });
+    let outcome = if streams {
+        // The upstream may stream progress or log notifications before it answers.
+        let work = move |sink| REQUEST_SINK.scope(sink, work);
+        match super::super::relay::answer_or_stream(state.clone(), work, Outcome::into_message)
+            .await
+        {
+            Ok(outcome) => outcome,
+            Err(streamed) => return Ok(streamed),
+        }
+    } else {
+        work.await
+    };
+    match outcome {
+        Outcome::NotMine(headers, body) => Err((headers, body)),
+        Outcome::Refused(response) => Ok(response),
+        Outcome::Answer(bytes) => Ok(respond(bytes, sse_only)),
+    }
+}
+
+/// JSON, or a one-event SSE stream for a client that accepts only that.
+fn respond(answer: Vec<u8>, sse_only: bool) -> Response {
+    let (content_type, body) = if sse_only {
+        let mut framed = Vec::with_capacity(answer.len() + 24);
+        framed.extend_from_slice(b"event: message\ndata: ");
+        framed.extend_from_slice(&answer);
+        framed.extend_from_slice(b"\n\n");
+        ("text/event-stream", framed)
+    } else {
+        ("application/json", answer)
+    };
+    let mut response = Bytes::from(body).into_response();
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if sse_only {
+        response
+            .headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    response
+}
+
+/// Check, route and forward one call; runs with the session set (the table of requests in
+/// flight files the call under it).
+async fn forward(
+    state: &AppState,
+    scope: &Scope,
+    headers: HeaderMap,
+    body: Bytes,
+    has_session: bool,
+) -> Outcome {
+    let Some(mut call) = Call::parse(&body) else {
+        return Outcome::NotMine(headers, body);
+    };
+    let version = headers
+        .get("mcp-protocol-version")
+        .and_then(|v| v.to_str().ok());
+    if let Some(v) = version
+        && !era::is_supported(v)
+    {
+        return Outcome::Refused(rpc_http(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::error(
+                call.id_value(),
+                code::UNSUPPORTED_VERSION,
+                format!("unsupported MCP-Protocol-Version {v}"),
+            ),
+        ));
+    }
+    let modern = era::header_is_modern(&headers)
+        || call
+            .params
+            .meta()
+            .is_some_and(|m| m.contains_key(META_PROTOCOL_VERSION));
+    if modern {
+        if let Err((status, body)) = era::check(Some(&headers), &call.ladder_view()) {
+            return Outcome::Refused(rpc_http(status, body));
+        }
+    } else if !has_session && headers.contains_key("mcp-protocol-version") {
+        // A session-era client past initialize must name its session.
+        return Outcome::Refused(rpc_http(
+            StatusCode::BAD_REQUEST,
+            jsonrpc::error(
+                call.id_value(),
+                code::INVALID_REQUEST,
+                "missing Mcp-Session-Id header (initialize first)",
+            ),
+        ));
+    }
+    let span = CURRENT_SESSION
+        .try_with(|s| request_span(Some(s.as_str()).filter(|s| *s != "-"), call.method))
+        .ok()
+        .flatten();
+    let work = dispatch(state, scope, &mut call, modern);
+    Outcome::Answer(match span {
+        Some(span) => tracing::Instrument::instrument(work, span).await,
+        None => work.await,
+    })
+}
+
+/// Route the call to its upstream and write the answer for the client.
+async fn dispatch(state: &AppState, scope: &Scope, call: &mut Call<'_>, modern: bool) -> Vec<u8> {
+    let sep = state.registry.settings().separator.as_str();
+    let (up, original) = match resolve_name(state, scope, sep, call.params.name()) {
+        Ok((up, original)) => (up, original.to_owned()),
+        Err(message) => {
+            let error = jsonrpc::error(call.id_value(), code::INVALID_PARAMS, message);
+            return tree_answer(error, call.method, modern);
+        }
+    };
+    call.params.rename(original);
+    let (method, params) = (call.method, &call.params);
+    let send = up.request_raw(method, params);
+    match tracked(state, &up, || call.id_value().to_string(), method, send).await {
+        Ok(RawAnswer::Result(result)) => write_answer(call.id, "result", &shaped(&result, modern)),
+        Ok(RawAnswer::Error(error)) => write_answer(call.id, "error", error.get()),
+        Ok(RawAnswer::Value(answer)) => {
+            tree_answer(with_id(answer, call.id_value()), call.method, modern)
+        }
+        Err(err) => tree_answer(call_error(call.id_value(), &err), call.method, modern),
+    }
+}
+
+/// An answer built as a tree (errors mcpgw makes, unusual upstream answers), finished and
+/// serialized as the tree path does.
+fn tree_answer(mut answer: Value, method: &str, modern: bool) -> Vec<u8> {
+    finish(modern.then_some(method), &mut answer);
+    serde_json::to_vec(&answer).unwrap_or_default()
+}
+
+fn write_answer(id: &RawValue, member: &str, value: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len() + id.get().len() + 40);
+    out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
+    out.extend_from_slice(id.get().as_bytes());
+    out.push(b',');
+    raw::push_str(&mut out, member);
+    out.push(b':');
+    out.extend_from_slice(value.as_bytes());
+    out.push(b'}');
+    out
+}
+
+/// A result shaped for the client's era, as [`era::decorate`] / [`era::undecorate`] shape a
+/// tree (neither method's result is cacheable): a 2026-07-28 client gets `resultType`; a
+/// session-era client gets none of the 2026-07-28 fields. Copied as it came when nothing
+/// changes, which is the common case.
+fn shaped<'r>(result: &'r RawValue, modern: bool) -> Cow<'r, str> {
+    let text = result.get();
+    let Some(members) = Members::parse(text) else {
+        // Not an object (or repeated keys): shaped as a tree.
+        let mut answer = serde_json::json!({"result": serde_json::from_str::<Value>(text).unwrap_or(Value::Null)});
+        finish(modern.then_some("tools/call"), &mut answer);
+        return Cow::Owned(answer["result"].to_string());
+    };
+    let mut out = Vec::with_capacity(text.len() + 32);
+    if modern {
+        if members.get("resultType").is_some() {
+            return Cow::Borrowed(text);
+        }
+        raw::push_object(
+            &mut out,
+            &members,
+            |_| None,
+            &[("resultType", r#""complete""#)],
+        );
+    } else {
+        let drop = |key: &str| match key {
+            "resultType" => members.get_str(key).as_deref() == Some("complete"),
+            "ttlMs" | "cacheScope" => true,
+            _ => false,
+        };
+        if !members.0.iter().any(|(k, _)| drop(k)) {
+            return Cow::Borrowed(text);
+        }
+        raw::push_object(&mut out, &members, |k| drop(k).then_some(None), &[]);
+    }
+    // Only JSON text and `push_str` output went in.
+    Cow::Owned(String::from_utf8(out).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The tree path's shaping of the same result, for comparison.
+    fn tree_shaped(result: &Value, modern: bool) -> Value {
+        let mut answer = json!({"jsonrpc": "2.0", "id": 1, "result": result});
+        finish(modern.then_some("tools/call"), &mut answer);
+        answer["result"].clone()
+    }
+
+    #[test]
+    fn results_are_shaped_as_the_tree_path_shapes_them() {
+        let results = [
+            json!({"content": [{"type": "text", "text": "hi"}], "isError": false}),
+            json!({"content": [], "resultType": "complete", "ttlMs": 5, "cacheScope": "private"}),
+            json!({"content": [], "resultType": "input_required"}),
+            json!({}),
+            json!([1, 2]),
+            json!("text"),
+        ];
+        for result in &results {
+            for modern in [true, false] {
+                let raw = RawValue::from_string(result.to_string()).unwrap();
+                let got: Value = serde_json::from_str(&shaped(&raw, modern)).unwrap();
+                assert_eq!(got, tree_shaped(result, modern), "{result} modern={modern}");
+            }
+        }
+    }
+
+    #[test]
+    fn an_unchanged_result_is_copied_byte_for_byte() {
+        let text = r#"{"content": [{"type":"text","text":"1e2 \u00e9"}], "isError":false}"#;
+        let raw = RawValue::from_string(text.to_owned()).unwrap();
+        assert_eq!(shaped(&raw, false), text);
+    }
+
+    #[test]
+    fn answers_carry_the_client_id_as_written() {
+        let id = RawValue::from_string(r#""abc-1""#.to_owned()).unwrap();
+        let out = write_answer(&id, "result", r#"{"ok":true}"#);
+        assert_eq!(
+            serde_json::from_slice::<Value>(&out).unwrap(),
+            json!({"jsonrpc": "2.0", "id": "abc-1", "result": {"ok": true}})
+        );
+    }
+
+    #[test]
+    fn only_well_formed_calls_take_this_path() {
+        let ok = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"a__b","arguments":{}}}"#;
+        let call = Call::parse(ok).unwrap();
+        assert_eq!(
+            (call.id.get(), call.method, call.params.name()),
+            ("7", "tools/call", "a__b")
+        );
+        for body in [
+            // Batches, other methods, notifications, null or object ids, bad versions.
+            &br#"[{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"x"}}]"#[..],
+            br#"{"jsonrpc":"2.0","id":7,"method":"tools/list"}"#,
+            br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"x"}}"#,
+            br#"{"jsonrpc":"2.0","id":null,"method":"tools/call","params":{"name":"x"}}"#,
+            br#"{"jsonrpc":"2.0","id":{},"method":"tools/call","params":{"name":"x"}}"#,
+            br#"{"jsonrpc":"1.0","id":7,"method":"tools/call","params":{"name":"x"}}"#,
+            // No name, a name that is not a string, repeated keys, no params.
+            br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{}}"#,
+            br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":3}}"#,
+            br#"{"jsonrpc":"2.0","id":7,"id":8,"method":"tools/call","params":{"name":"x"}}"#,
+            br#"{"jsonrpc":"2.0","id":7,"method":"tools/call"}"#,
+        ] {
+            assert!(
+                Call::parse(body).is_none(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert!(candidate(ok));
+        assert!(!candidate(br#"{"method":"tools/list"}"#));
+    }
+}
