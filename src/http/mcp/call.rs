@@ -70,8 +70,9 @@ impl<'a> Call<'a> {
 
 /// Whether `body` may be a call this path carries (a byte search, before any parsing).
 fn candidate(body: &[u8]) -> bool {
-    let has = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
-    METHODS.iter().any(|m| has(m.as_bytes()))
+    METHODS
+        .iter()
+        .any(|m| memchr::memmem::find(body, m.as_bytes()).is_some())
 }
 
 /// What became of a request on this path.
@@ -269,6 +270,23 @@ fn write_answer(id: &RawValue, member: &str, value: &str) -> Vec<u8> {
 /// changes, which is the common case.
 fn shaped<'r>(result: &'r RawValue, modern: bool) -> Cow<'r, str> {
     let text = result.get();
+    let mentions = |key: &str| memchr::memmem::find(text.as_bytes(), key.as_bytes()).is_some();
+    // The common cases, decided by a byte search instead of a parse: a result that names none
+    // of the 2026-07-28 fields anywhere is passed to a session-era client as it is, and gets
+    // `resultType` put first for a 2026-07-28 client.
+    if !mentions("\"resultType\"") {
+        if !modern && !mentions("\"ttlMs\"") && !mentions("\"cacheScope\"") {
+            return Cow::Borrowed(text);
+        }
+        if modern && let Some(rest) = text.trim_start().strip_prefix('{') {
+            let sep = if rest.trim_start().starts_with('}') {
+                ""
+            } else {
+                ","
+            };
+            return Cow::Owned(format!("{{\"resultType\":\"complete\"{sep}{rest}"));
+        }
+    }
     let Some(members) = Members::parse(text) else {
         // Not an object (or repeated keys): shaped as a tree.
         let mut answer = serde_json::json!({"result": serde_json::from_str::<Value>(text).unwrap_or(Value::Null)});
@@ -320,6 +338,8 @@ mod tests {
             json!({"content": [], "resultType": "complete", "ttlMs": 5, "cacheScope": "private"}),
             json!({"content": [], "resultType": "input_required"}),
             json!({}),
+            json!({"content": [{"type": "text", "text": "resultType"}]}),
+            json!({"structuredContent": {"ttlMs": 1}}),
             json!([1, 2]),
             json!("text"),
         ];

@@ -1,0 +1,158 @@
+//! Calls posted one at a time to `/mcp` are forwarded without a JSON tree; the same calls over
+//! legacy SSE, or in a batch, take the tree path. Both must give the client the same answer,
+//! for both client eras and both upstream eras (the official Python SDK, over mTLS): results,
+//! tool errors, prompts, unknown tools and names that route nowhere.
+
+mod common;
+
+use common::clients::{self, SseSession, Streamable};
+use common::py::{self, PyUpstream};
+use common::{Dir, Gateway};
+use serde_json::{Value, json};
+
+const MODERN: &str = "2026-07-28";
+
+/// The calls compared, by id: each names a tool or prompt of `up`.
+fn calls(up: &str) -> Vec<Value> {
+    let call = |id: &str, method: &str, name: String, args: Value| {
+        json!({"jsonrpc": "2.0", "id": id, "method": method,
+               "params": {"name": name, "arguments": args}})
+    };
+    vec![
+        call(
+            "echo",
+            "tools/call",
+            format!("{up}__echo"),
+            json!({"text": "h\u{e9}llo \"quoted\" \\ 1e2"}),
+        ),
+        call(
+            "add",
+            "tools/call",
+            format!("{up}__add"),
+            json!({"a": 2, "b": 40}),
+        ),
+        // A tool error (bad arguments) and an unknown tool, as the upstream reports them.
+        call(
+            "bad-args",
+            "tools/call",
+            format!("{up}__add"),
+            json!({"a": "x"}),
+        ),
+        call(
+            "unknown-tool",
+            "tools/call",
+            format!("{up}__nope"),
+            json!({}),
+        ),
+        // Refused by the gateway before any upstream is asked.
+        call(
+            "no-upstream",
+            "tools/call",
+            "nobody__echo".into(),
+            json!({}),
+        ),
+        call(
+            "prompt",
+            "prompts/get",
+            format!("{up}__greet"),
+            json!({"name": "Ada"}),
+        ),
+    ]
+}
+
+/// `msg` as a 2026-07-28 request: the envelope in `_meta`.
+fn modern(msg: &Value) -> Value {
+    let mut msg = msg.clone();
+    msg["params"]["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": MODERN,
+        "io.modelcontextprotocol/clientCapabilities": {},
+        "progressToken": "kept",
+    });
+    msg
+}
+
+/// POST a 2026-07-28 request with its routing headers (no session).
+async fn post_modern(http: &reqwest::Client, url: &str, msg: &Value) -> Value {
+    let resp = http
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", msg["method"].as_str().unwrap())
+        .header("mcp-name", msg["params"]["name"].as_str().unwrap())
+        .json(msg)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{msg}");
+    resp.json().await.unwrap()
+}
+
+#[test]
+fn a_call_forwarded_without_a_tree_answers_as_the_tree_path_does() {
+    let Some(py) = py::python() else { return };
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let (p1, p2) = (py::free_port(), py::free_port());
+    // One upstream of each era: 2026-07-28 (stamped envelope) and session era (stripped).
+    let _modern = PyUpstream::with_pki(&py, p1, &pki, &["--transport", "streamable-http"]);
+    let _legacy = PyUpstream::with_pki(
+        &py,
+        p2,
+        &pki,
+        &["--transport", "streamable-http", "--mode", "legacy"],
+    );
+    let gw = Gateway::start(&dir, &["--no-auth", "--request-timeout", "10"]);
+    for (name, port) in [("alpha", p1), ("beta", p2)] {
+        let (out, _) = dir.gateway_add_mtls(name, &format!("https://localhost:{port}/mcp"), &pki);
+        assert!(out.contains(": online"), "{out}");
+    }
+    let base = format!("http://{}", gw.addr);
+    let url = format!("{base}/mcp");
+    let http = clients::http(None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let streamable = Streamable::open(http.clone(), &url, None).await.unwrap();
+        let mut sse = SseSession::open(http.clone(), &base, "/sse", None)
+            .await
+            .unwrap();
+        let mut compared = 0;
+        for up in ["alpha", "beta"] {
+            for msg in calls(up) {
+                // Session-era client.
+                let raw = streamable.request(&msg).await.unwrap();
+                let tree = sse.request(&msg).await.unwrap();
+                assert_eq!(raw, tree, "session-era client, {msg}");
+                let batch = streamable.request(&json!([msg])).await.unwrap();
+                assert_eq!(json!([raw]), batch, "session-era client in a batch, {msg}");
+                assert_eq!(raw["id"], msg["id"]);
+                assert!(
+                    raw["result"].get("resultType").is_none(),
+                    "a session-era client got a 2026-07-28 field: {raw}"
+                );
+                // 2026-07-28 client: the routing headers on POST; SSE has none to check.
+                let msg = modern(&msg);
+                let raw = post_modern(&http, &url, &msg).await;
+                let tree = sse.request(&msg).await.unwrap();
+                assert_eq!(raw, tree, "2026-07-28 client, {msg}");
+                if let Some(result) = raw.get("result") {
+                    assert_eq!(result["resultType"], "complete", "{raw}");
+                }
+                compared += 1;
+            }
+        }
+        assert_eq!(compared, 12);
+        // What the answers say, so that equal answers cannot both be wrong the same way.
+        let echo = streamable.request(&calls("beta")[0]).await.unwrap();
+        assert_eq!(
+            clients::text(&echo),
+            "h\u{e9}llo \"quoted\" \\ 1e2",
+            "{echo}"
+        );
+        let add = post_modern(&http, &url, &modern(&calls("alpha")[1])).await;
+        assert_eq!(clients::text(&add), "42", "{add}");
+        let nobody = streamable.request(&calls("alpha")[4]).await.unwrap();
+        assert_eq!(nobody["error"]["code"], -32602, "{nobody}");
+        let prompt = streamable.request(&calls("beta")[5]).await.unwrap();
+        assert!(prompt.to_string().contains("Hello, Ada!"), "{prompt}");
+    });
+}
