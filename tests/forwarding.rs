@@ -92,17 +92,10 @@ fn a_call_forwarded_without_a_tree_answers_as_the_tree_path_does() {
     let Some(py) = py::python() else { return };
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
-    let (p1, p2) = (py::free_port(), py::free_port());
     // One upstream of each era: 2026-07-28 (stamped envelope) and session era (stripped).
-    let _modern = PyUpstream::with_pki(&py, p1, &pki, &["--transport", "streamable-http"]);
-    let _legacy = PyUpstream::with_pki(
-        &py,
-        p2,
-        &pki,
-        &["--transport", "streamable-http", "--mode", "legacy"],
-    );
+    let (modern_up, legacy_up) = PyUpstream::both_eras(&py, &pki);
     let gw = Gateway::start(&dir, &["--no-auth", "--request-timeout", "10"]);
-    for (name, port) in [("alpha", p1), ("beta", p2)] {
+    for (name, port) in [("alpha", modern_up.port), ("beta", legacy_up.port)] {
         let (out, _) = dir.gateway_add_mtls(name, &format!("https://localhost:{port}/mcp"), &pki);
         assert!(out.contains(": online"), "{out}");
     }

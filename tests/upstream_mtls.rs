@@ -234,15 +234,9 @@ fn gateway_add_streamable_http_both_eras_and_client_blind_regression() {
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     let (bob_crt, bob_key) = second_client(&pki, "bob");
-    let (p1, p2) = (py::free_port(), py::free_port());
     // Two upstreams trusting the same CA; one speaks 2026-07-28, the other only the session era.
-    let _modern = PyUpstream::with_pki(&py, p1, &pki, &["--transport", "streamable-http"]);
-    let _legacy = PyUpstream::with_pki(
-        &py,
-        p2,
-        &pki,
-        &["--transport", "streamable-http", "--mode", "legacy"],
-    );
+    let (modern, legacy) = PyUpstream::both_eras(&py, &pki);
+    let (p1, p2) = (modern.port, legacy.port);
     let gw = plain_gateway(&dir, &[]);
 
     let (out, _) = dir.gateway_add_mtls("alpha", &format!("https://localhost:{p1}/mcp"), &pki);

@@ -62,6 +62,19 @@ impl PyUpstream {
         Self::spawn(py, port, args)
     }
 
+    /// Two Streamable-HTTP upstreams serving `pki`: one speaks 2026-07-28, the other only
+    /// the session era.
+    pub fn both_eras(py: &Path, pki: &super::Pki) -> (Self, Self) {
+        let modern = Self::with_pki(py, free_port(), pki, &["--transport", "streamable-http"]);
+        let legacy = Self::with_pki(
+            py,
+            free_port(),
+            pki,
+            &["--transport", "streamable-http", "--mode", "legacy"],
+        );
+        (modern, legacy)
+    }
+
     /// [`PyUpstream::start`] serving `pki`'s `server.crt` and trusting its `ca.crt`.
     pub fn with_pki(py: &Path, port: u16, pki: &super::Pki, extra: &[&str]) -> Self {
         Self::start(
