@@ -894,7 +894,7 @@ _mcpgw() {
             return 0
             ;;
         mcpgw__subcmd__serve)
-            opts="-h -V --config --listen --tls-cert --tls-key --tls-ca --client-ca --allow-insecure-bind --no-auth --log-format --workers --health-interval --health-threshold --request-timeout --shutdown-grace --check-config --control-socket --data-dir --json --help --version"
+            opts="-h -V --config --listen --tls-cert --tls-key --tls-ca --client-ca --allow-insecure-bind --no-auth --log-format --workers --upstream-spin-us --health-interval --health-threshold --request-timeout --shutdown-grace --check-config --control-socket --data-dir --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -929,6 +929,10 @@ _mcpgw() {
                     return 0
                     ;;
                 --workers)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --upstream-spin-us)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

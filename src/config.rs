@@ -91,6 +91,8 @@ pub struct FileConfig {
     pub log_format: Option<LogFormat>,
     /// `workers = N` (runtime worker threads).
     pub workers: Option<u16>,
+    /// `upstream_spin_us = N` (0 to 10000).
+    pub upstream_spin_us: Option<u32>,
     /// `shutdown_grace_secs = N`.
     pub shutdown_grace_secs: Option<u64>,
     /// `allow_insecure_bind = true`.
@@ -214,6 +216,8 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// Runtime worker threads (`None`: one per core).
     pub workers: Option<usize>,
+    /// How long the only request in flight watches its upstream socket before parking.
+    pub upstream_spin: Duration,
     /// Drain time on SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
     /// Listener auth.
@@ -335,6 +339,18 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
         });
     }
     let workers = workers.map(usize::from);
+    let spin = args
+        .upstream_spin_us
+        .or(file.upstream_spin_us)
+        .unwrap_or(100);
+    if spin > 10_000 {
+        return Err(ConfigError::Field {
+            origin,
+            key: "upstream_spin_us",
+            expected: "a number of microseconds from 0 to 10000",
+            got: spin.to_string(),
+        });
+    }
     if let Some(bad) = file
         .auth
         .tokens
@@ -429,6 +445,7 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
             .or(file.log_format)
             .unwrap_or(LogFormat::Text),
         workers,
+        upstream_spin: Duration::from_micros(u64::from(spin)),
         shutdown_grace: Duration::from_secs(grace),
         auth: AuthConfig {
             enabled: !no_auth,
@@ -522,6 +539,20 @@ mod tests {
         let err = with_file("workers = 0\n").unwrap_err().to_string();
         assert!(
             err.contains("mcpgw.toml") && err.contains("`workers`") && err.contains("1 to 1024"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn upstream_spin_defaults_to_100_us_and_is_bounded() {
+        let spin = |text: &str| with_file(text).map(|c| c.upstream_spin);
+        assert_eq!(spin("").unwrap(), Duration::from_micros(100));
+        assert_eq!(spin("upstream_spin_us = 0\n").unwrap(), Duration::ZERO);
+        let err = spin("upstream_spin_us = 20000\n").unwrap_err().to_string();
+        assert!(
+            err.contains("mcpgw.toml")
+                && err.contains("upstream_spin_us")
+                && err.contains("0 to 10000"),
             "{err}"
         );
     }

@@ -39,6 +39,7 @@ pub fn run(args: &ServeArgs, globals: &GlobalPaths) -> anyhow::Result<()> {
 }
 
 async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
+    crate::upstream::pool::spin::set_budget(cfg.upstream_spin);
     prepare_data_dir(&cfg.data_dir)?;
     let serving = match &cfg.tls {
         Some(files) => Some(Arc::new(

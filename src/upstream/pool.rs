@@ -95,6 +95,8 @@ struct Conn {
     driver: Driver,
     /// The driver finished (the connection is closed); it must not be polled again.
     ended: bool,
+    /// A duplicate of the socket, to wait for the answer on without tokio (see [`spin`]).
+    watch: Option<std::os::fd::OwnedFd>,
 }
 
 impl Conn {
@@ -136,9 +138,21 @@ impl Conn {
         request: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, TrySendError<Request<Full<Bytes>>>> {
         let mut sent = std::pin::pin!(self.sender.try_send_request(request));
+        let mut waited = false;
         std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = sent.as_mut().poll(cx) {
+                return Poll::Ready(r);
+            }
+            // The request is written here, on the first poll.
             self.drive(cx);
-            sent.as_mut().poll(cx)
+            let r = sent.as_mut().poll(cx);
+            if r.is_pending()
+                && !std::mem::replace(&mut waited, true)
+                && let Some(fd) = &self.watch
+            {
+                spin::wait(fd);
+            }
+            r
         })
         .await
     }
@@ -219,6 +233,7 @@ impl Pool {
         self: &Arc<Self>,
         make: impl Fn() -> Request<Full<Bytes>>,
     ) -> Result<Response<Driven>, PoolError> {
+        let _busy = spin::Busy::enter();
         while let Some(mut conn) = self.take_idle() {
             if !conn.ready().await {
                 continue;
@@ -311,6 +326,7 @@ impl Pool {
             })?
             .map_err(connect_err)?;
         tcp.set_nodelay(true).map_err(connect_err)?;
+        let watch = std::os::fd::AsFd::as_fd(&tcp).try_clone_to_owned().ok();
         let io: Box<dyn Io> = match &self.tls {
             None => Box::new(tcp),
             Some((connector, name)) => Box::new(
@@ -331,6 +347,7 @@ impl Pool {
             sender,
             driver: Box::pin(driver),
             ended: false,
+            watch,
         })
     }
 }
@@ -608,5 +625,96 @@ mod tests {
         let err = pool.send(|| request(&pool)).await.unwrap_err();
         assert!(err.to_string().contains("Connection refused"), "{err}");
         assert!(!err.is_timeout());
+    }
+}
+
+/// Waiting for a quick upstream without going to sleep.
+///
+/// When mcpgw has one request in flight and nothing else to do, the worker that sent it would
+/// park in `epoll_wait` and the kernel would idle its CPU; the answer, often back within tens
+/// of microseconds on loopback, then has to wake that CPU first, which on a virtual machine
+/// costs about as much as the upstream's own work. So with exactly one request in flight, the
+/// sender watches the socket for a short, bounded while before it parks: the answer then finds
+/// the worker awake and `epoll_wait` returns at once. With more than one request in flight the
+/// workers have other work, and nobody waits like this.
+pub mod spin {
+    use std::os::fd::{AsFd, OwnedFd};
+    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+
+    /// The longest wait, in microseconds (`serve --upstream-spin-us`); 0 never waits.
+    static BUDGET_US: AtomicU64 = AtomicU64::new(100);
+
+    static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+    /// Set the longest wait for the whole process.
+    pub fn set_budget(budget: Duration) {
+        BUDGET_US.store(
+            u64::try_from(budget.as_micros()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// One request in flight, for as long as it lives.
+    pub(super) struct Busy;
+
+    impl Busy {
+        pub(super) fn enter() -> Self {
+            IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+            Self
+        }
+    }
+
+    impl Drop for Busy {
+        fn drop(&mut self) {
+            IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Wait until `fd` is readable or the budget is spent, if this is the only request.
+    pub(super) fn wait(fd: &OwnedFd) {
+        let budget = Duration::from_micros(BUDGET_US.load(Ordering::Relaxed));
+        if !budget.is_zero() && IN_FLIGHT.load(Ordering::Relaxed) == 1 {
+            readable_within(fd, budget);
+        }
+    }
+
+    /// Whether `fd` became readable within `budget`, watched without sleeping.
+    fn readable_within(fd: &impl AsFd, budget: Duration) -> bool {
+        use rustix::event::{PollFd, PollFlags, Timespec, poll};
+        let zero = Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let started = Instant::now();
+        loop {
+            let mut fds = [PollFd::new(fd, PollFlags::IN)];
+            if poll(&mut fds, Some(&zero)).is_ok_and(|n| n > 0) {
+                return true;
+            }
+            if started.elapsed() >= budget {
+                return false;
+            }
+            std::hint::spin_loop();
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use std::io::Write;
+
+        #[test]
+        fn a_waiting_answer_ends_the_watch_and_silence_spends_the_budget() {
+            let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+            let started = Instant::now();
+            assert!(!readable_within(&b, Duration::from_millis(2)));
+            assert!(started.elapsed() >= Duration::from_millis(2));
+            a.write_all(b"x").unwrap();
+            // Already readable: it returns at once, not after the (long) budget.
+            let started = Instant::now();
+            assert!(readable_within(&b, Duration::from_secs(30)));
+            assert!(started.elapsed() < Duration::from_secs(10));
+        }
     }
 }
