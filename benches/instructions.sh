@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Instructions mcpgw executes per forwarded tools/call, counted by valgrind's callgrind: a
+# figure that, unlike CPU time, does not move with whatever else the machine is doing.
+#
+#   cargo build --release --bin mcpgw --example upstream && cargo bench --bench mcpload --no-run
+#   benches/instructions.sh [CALLS] [CONCURRENCY]        # default 2000 calls, 4 at a time
+#
+# Starts the fixture and mcpgw (under callgrind, --no-auth) on 127.0.0.1, registers the fixture,
+# warms up with 400 calls, then counts only the measured calls (--instr-atstart=no, switched on
+# with callgrind_control). Prints instructions per call in all, in memcpy (callgrind counts a
+# `rep movsb` once per byte, so moves of large futures weigh far more here than in time), and
+# the rest. Everything it started is stopped when it ends.
+set -euo pipefail
+calls=${1:-2000}
+conc=${2:-4}
+root=$(cd "$(dirname "$0")/.." && pwd)
+rel=$root/target/release
+gen=$(ls -t "$rel"/deps/mcpload-* 2>/dev/null | grep -v '\.d$' | head -1)
+[ -x "$rel/mcpgw" ] && [ -x "$rel/examples/upstream" ] && [ -n "$gen" ] || {
+  echo "build first: cargo build --release --bin mcpgw --example upstream && cargo bench --bench mcpload --no-run" >&2
+  exit 2
+}
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+"$rel/examples/upstream" --listen 127.0.0.1:0 >"$work/up.out" 2>/dev/null &
+pids+=($!)
+valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/cg.out" \
+  "$rel/mcpgw" --data-dir "$work/data" serve --listen 127.0.0.1:0 --no-auth \
+  >"$work/gw.out" 2>"$work/gw.err" &
+gw=$!
+pids+=($gw)
+for _ in $(seq 1 300); do
+  up=$(sed -n 's/^READY //p' "$work/up.out")
+  gwurl=$(sed -n 's|^mcpgw: listening on ||p' "$work/gw.out")
+  [ -n "$up" ] && [ -n "$gwurl" ] && break
+  sleep 0.1
+done
+[ -n "$up" ] && [ -n "$gwurl" ] || { echo "the fixture or mcpgw did not start" >&2; exit 1; }
+curl -sf -XPOST "$gwurl/gateways" -H 'content-type: application/json' \
+  -d "{\"name\":\"up\",\"url\":\"$up/mcp\"}" >/dev/null
+"$gen" load --url "$gwurl/mcp" -c "$conc" -n 400 --tool up__echo >/dev/null
+callgrind_control -i on "$gw" >/dev/null 2>&1
+"$gen" load --url "$gwurl/mcp" -c "$conc" -n "$calls" --tool up__echo | tail -2
+callgrind_control -d "$gw" >/dev/null 2>&1
+sleep 0.5
+callgrind_annotate "$work/cg.out.1" 2>/dev/null | awk -v n="$calls" '
+  /PROGRAM TOTALS/ { gsub(",", "", $1); t = $1 }
+  /__memcpy_avx_unaligned_erms|__memmove_avx_unaligned_erms/ && !m { gsub(",", "", $1); m = $1 }
+  END { printf "instructions per call: %d (memcpy %d, rest %d)\n", t / n, m / n, (t - m) / n }'

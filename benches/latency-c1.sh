@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Added latency at concurrency 1, four gateway set-ups side by side against one fixture:
+# default workers or --workers 1, each with the upstream wait on (default, 100 us) or off
+# (--upstream-spin-us 0). Rounds alternate between them so that a noisy machine shifts all
+# alike; p50 of each 2 s run is printed with the direct path's.
+#
+#   cargo build --release --bin mcpgw --example upstream && cargo bench --bench mcpload --no-run
+#   benches/latency-c1.sh [ROUNDS]        # default 4 rounds, about 10 s each
+set -euo pipefail
+rounds=${1:-4}
+root=$(cd "$(dirname "$0")/.." && pwd)
+rel=$root/target/release
+gen=$(ls -t "$rel"/deps/mcpload-* 2>/dev/null | grep -v '\.d$' | head -1)
+[ -x "$rel/mcpgw" ] && [ -x "$rel/examples/upstream" ] && [ -n "$gen" ] || {
+  echo "build first: cargo build --release --bin mcpgw --example upstream && cargo bench --bench mcpload --no-run" >&2
+  exit 2
+}
+work=$(mktemp -d)
+pids=()
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+"$rel/examples/upstream" --listen 127.0.0.1:0 >"$work/up.out" 2>/dev/null &
+pids+=($!)
+names=("default workers, wait on " "default workers, wait off" "--workers 1,     wait on " "--workers 1,     wait off")
+flags=("" "--upstream-spin-us 0" "--workers 1" "--workers 1 --upstream-spin-us 0")
+for i in 0 1 2 3; do
+  # shellcheck disable=SC2086
+  "$rel/mcpgw" --data-dir "$work/d$i" serve --listen 127.0.0.1:0 --no-auth ${flags[$i]} \
+    >"$work/gw$i.out" 2>/dev/null &
+  pids+=($!)
+done
+urls=()
+for i in 0 1 2 3; do
+  for _ in $(seq 1 100); do
+    url=$(sed -n 's|^mcpgw: listening on ||p' "$work/gw$i.out")
+    [ -n "$url" ] && break
+    sleep 0.1
+  done
+  urls+=("$url")
+done
+up=$(sed -n 's/^READY //p' "$work/up.out")
+for url in "${urls[@]}"; do
+  curl -sf -XPOST "$url/gateways" -H 'content-type: application/json' \
+    -d "{\"name\":\"up\",\"url\":\"$up/mcp\"}" >/dev/null
+done
+p50() { "$gen" load --url "$1" -c 1 -d 2 --tool "$2" | tail -1 | awk '{print $2}'; }
+for r in $(seq 1 "$rounds"); do
+  direct=$(p50 "$up/mcp" echo)
+  echo "round $r: direct p50 ${direct} us"
+  for i in 0 1 2 3; do
+    through=$(p50 "${urls[$i]}/mcp" up__echo)
+    echo "  ${names[$i]}  p50 ${through} us  added +$((through - direct)) us"
+  done
+done
