@@ -607,9 +607,12 @@ fn an_sse_client_that_never_reads_loses_its_session_not_the_gateways_memory() {
 fn kill_9_during_health_updates_leaves_a_consistent_store() {
     let dir = Dir::new();
     let up = Upstream::start(&[]);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = listener.local_addr().unwrap().port();
-    drop(listener);
+    // A port that refuses connections for the whole test: bound, never listening. (A port
+    // merely freed could be handed to one of the gateways started below, which would then dial
+    // its own not-yet-accepting listener at start-up and wait out the request timeout.)
+    let reserved = tokio::net::TcpSocket::new_v4().unwrap();
+    reserved.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let dead = reserved.local_addr().unwrap().port();
     {
         let gw = Gateway::start(
             &dir,
