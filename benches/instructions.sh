@@ -13,20 +13,8 @@
 set -euo pipefail
 calls=${1:-2000}
 conc=${2:-4}
-root=$(cd "$(dirname "$0")/.." && pwd)
-rel=$root/target/release
-gen=$(ls -t "$rel"/deps/mcpload-* 2>/dev/null | grep -v '\.d$' | head -1)
-[ -x "$rel/mcpgw" ] && [ -x "$rel/examples/upstream" ] && [ -n "$gen" ] || {
-  echo "build first: cargo build --release --bin mcpgw --example upstream && cargo bench --bench mcpload --no-run" >&2
-  exit 2
-}
-work=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-"$rel/examples/upstream" --listen 127.0.0.1:0 >"$work/up.out" 2>/dev/null &
-pids+=($!)
+# shellcheck source=benches/prelude.sh
+. "$(dirname "$0")/prelude.sh"
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/cg.out" \
   "$rel/mcpgw" --data-dir "$work/data" serve --listen 127.0.0.1:0 --no-auth \
   >"$work/gw.out" 2>"$work/gw.err" &

@@ -8,20 +8,8 @@
 #   benches/latency-c1.sh [ROUNDS]        # default 4 rounds, about 10 s each
 set -euo pipefail
 rounds=${1:-4}
-root=$(cd "$(dirname "$0")/.." && pwd)
-rel=$root/target/release
-gen=$(ls -t "$rel"/deps/mcpload-* 2>/dev/null | grep -v '\.d$' | head -1)
-[ -x "$rel/mcpgw" ] && [ -x "$rel/examples/upstream" ] && [ -n "$gen" ] || {
-  echo "build first: cargo build --release --bin mcpgw --example upstream && cargo bench --bench mcpload --no-run" >&2
-  exit 2
-}
-work=$(mktemp -d)
-pids=()
-cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
-"$rel/examples/upstream" --listen 127.0.0.1:0 >"$work/up.out" 2>/dev/null &
-pids+=($!)
+# shellcheck source=benches/prelude.sh
+. "$(dirname "$0")/prelude.sh"
 names=("default workers, wait on " "default workers, wait off" "--workers 1,     wait on " "--workers 1,     wait off")
 flags=("" "--upstream-spin-us 0" "--workers 1" "--workers 1 --upstream-spin-us 0")
 for i in 0 1 2 3; do

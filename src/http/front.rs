@@ -55,7 +55,7 @@ async fn admit_mcp(state: &Arc<AppState>, request: Request) -> Response {
     if let Some(refused) = auth::refusal(&state.auth, &parts.headers) {
         return refused;
     }
-    super::mcp::post_direct(state.clone(), parts.headers, body).await
+    super::mcp::post(state.clone(), super::mcp::Scope::All, parts.headers, body).await
 }
 
 async fn admit(state: &AppState, route: Option<&str>, request: Request, next: Next) -> Response {

@@ -54,11 +54,6 @@ pub async fn post_all(State(state): State<Arc<AppState>>, request: Request) -> R
     }
 }
 
-/// `POST /mcp` from [`super::App`], with the body already read by the gate.
-pub async fn post_direct(state: Arc<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    post(state, Scope::All, headers, body).await
-}
-
 /// `POST /servers/{name}/mcp`.
 pub async fn post_one(
     State(state): State<Arc<AppState>>,
@@ -99,7 +94,13 @@ fn session_header(headers: &HeaderMap) -> Option<&str> {
     headers.get("mcp-session-id").and_then(|v| v.to_str().ok())
 }
 
-async fn post(state: Arc<AppState>, scope: Scope, headers: HeaderMap, body: Bytes) -> Response {
+/// Answer a message posted to an MCP endpoint (the body already read, within its limits).
+pub(super) async fn post(
+    state: Arc<AppState>,
+    scope: Scope,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Some(id) = session_header(&headers)
         && !state.sessions.touch(id)
     {

@@ -340,16 +340,6 @@ impl RawAnswer {
             Self::Value(v) => v.get("error").is_some(),
         }
     }
-
-    /// The whole answer as a `Value` (upstream id and all but what was dropped).
-    pub fn into_value(self) -> Value {
-        let parse = |raw: &RawValue| serde_json::from_str(raw.get()).unwrap_or(Value::Null);
-        match self {
-            Self::Result(r) => serde_json::json!({"jsonrpc": "2.0", "result": parse(&r)}),
-            Self::Error(e) => serde_json::json!({"jsonrpc": "2.0", "error": parse(&e)}),
-            Self::Value(v) => v,
-        }
-    }
 }
 
 #[cfg(test)]

@@ -236,7 +236,9 @@ async fn dispatch(state: &AppState, scope: &Scope, call: &mut Call<'_>, modern: 
     let (method, params) = (call.method, &call.params);
     let send = up.request_raw(method, params);
     match tracked(state, &up, || call.id_value().to_string(), method, send).await {
-        Ok(RawAnswer::Result(result)) => write_answer(call.id, "result", &shaped(&result, modern)),
+        Ok(RawAnswer::Result(result)) => {
+            write_answer(call.id, "result", &shaped(&result, call.method, modern))
+        }
         Ok(RawAnswer::Error(error)) => write_answer(call.id, "error", error.get()),
         Ok(RawAnswer::Value(answer)) => {
             tree_answer(with_id(answer, call.id_value()), call.method, modern)
@@ -268,7 +270,7 @@ fn write_answer(id: &RawValue, member: &str, value: &str) -> Vec<u8> {
 /// tree (neither method's result is cacheable): a 2026-07-28 client gets `resultType`; a
 /// session-era client gets none of the 2026-07-28 fields. Copied as it came when nothing
 /// changes, which is the common case.
-fn shaped<'r>(result: &'r RawValue, modern: bool) -> Cow<'r, str> {
+fn shaped<'r>(result: &'r RawValue, method: &str, modern: bool) -> Cow<'r, str> {
     let text = result.get();
     let mentions = |key: &str| memchr::memmem::find(text.as_bytes(), key.as_bytes()).is_some();
     // The common cases, decided by a byte search instead of a parse: a result that names none
@@ -290,7 +292,7 @@ fn shaped<'r>(result: &'r RawValue, modern: bool) -> Cow<'r, str> {
     let Some(members) = Members::parse(text) else {
         // Not an object (or repeated keys): shaped as a tree.
         let mut answer = serde_json::json!({"result": serde_json::from_str::<Value>(text).unwrap_or(Value::Null)});
-        finish(modern.then_some("tools/call"), &mut answer);
+        finish(modern.then_some(method), &mut answer);
         return Cow::Owned(answer["result"].to_string());
     };
     let mut out = Vec::with_capacity(text.len() + 32);
@@ -346,7 +348,7 @@ mod tests {
         for result in &results {
             for modern in [true, false] {
                 let raw = RawValue::from_string(result.to_string()).unwrap();
-                let got: Value = serde_json::from_str(&shaped(&raw, modern)).unwrap();
+                let got: Value = serde_json::from_str(&shaped(&raw, "tools/call", modern)).unwrap();
                 assert_eq!(got, tree_shaped(result, modern), "{result} modern={modern}");
             }
         }
@@ -356,7 +358,7 @@ mod tests {
     fn an_unchanged_result_is_copied_byte_for_byte() {
         let text = r#"{"content": [{"type":"text","text":"1e2 \u00e9"}], "isError":false}"#;
         let raw = RawValue::from_string(text.to_owned()).unwrap();
-        assert_eq!(shaped(&raw, false), text);
+        assert_eq!(shaped(&raw, "tools/call", false), text);
     }
 
     #[test]
