@@ -16,6 +16,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -97,6 +98,8 @@ struct Conn {
     ended: bool,
     /// A duplicate of the socket, to wait for the answer on without tokio (see [`spin`]).
     watch: Option<std::os::fd::OwnedFd>,
+    /// Tells the socket that [`spin`] saw it readable (see [`Tcp`]).
+    seen: Arc<AtomicBool>,
 }
 
 impl Conn {
@@ -149,8 +152,13 @@ impl Conn {
             if r.is_pending()
                 && !std::mem::replace(&mut waited, true)
                 && let Some(fd) = &self.watch
+                && spin::wait(fd)
             {
-                spin::wait(fd);
+                // The answer is here: read it now, on this thread, instead of waiting for the
+                // I/O driver to hear of it (see [`Tcp`]).
+                self.seen.store(true, Ordering::Relaxed);
+                self.drive(cx);
+                return sent.as_mut().poll(cx);
             }
             r
         })
@@ -327,6 +335,11 @@ impl Pool {
             .map_err(connect_err)?;
         tcp.set_nodelay(true).map_err(connect_err)?;
         let watch = std::os::fd::AsFd::as_fd(&tcp).try_clone_to_owned().ok();
+        let seen = Arc::new(AtomicBool::new(false));
+        let tcp = Tcp {
+            stream: tcp,
+            seen: seen.clone(),
+        };
         let io: Box<dyn Io> = match &self.tls {
             None => Box::new(tcp),
             Some((connector, name)) => Box::new(
@@ -348,7 +361,73 @@ impl Pool {
             driver: Box::pin(driver),
             ended: false,
             watch,
+            seen,
         })
+    }
+}
+
+/// The TCP stream under a pooled connection (and under its TLS, if any).
+///
+/// tokio learns that a socket is readable only from its I/O driver's next `epoll_wait`, which
+/// with two workers is often running on the other one: after [`spin`] saw the answer arrive, a
+/// read through tokio alone would find the socket "not ready", park, and leave the answer to the
+/// other worker (two cross-thread wake-ups per call, as `strace` shows). So when the spin saw the
+/// socket readable and tokio says it is not, this reads the socket directly, once. Should the
+/// read find nothing after all, the waker tokio just registered still stands.
+struct Tcp {
+    stream: TcpStream,
+    seen: Arc<AtomicBool>,
+}
+
+impl tokio::io::AsyncRead for Tcp {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if !this.seen.swap(false, Ordering::Relaxed) || polled.is_ready() || buf.remaining() == 0 {
+            return polled;
+        }
+        match rustix::io::read(&this.stream, buf.initialize_unfilled()) {
+            Ok(n) => {
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            Err(rustix::io::Errno::AGAIN) => Poll::Pending,
+            Err(e) => Poll::Ready(Err(e.into())),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Tcp {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -617,6 +696,42 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_socket_the_spin_saw_readable_is_read_before_tokio_hears_of_it() {
+        use tokio::io::AsyncRead as _;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (stream, _) = listener.accept().await.unwrap();
+        let seen = Arc::new(AtomicBool::new(false));
+        let mut tcp = Tcp {
+            stream,
+            seen: seen.clone(),
+        };
+        let mut space = [0u8; 64];
+        let mut cx = Context::from_waker(Waker::noop());
+        // A first exchange through tokio, read until "would block": tokio now knows the socket
+        // is not readable.
+        peer.write_all(b"first").await.unwrap();
+        let mut first = [0u8; 5];
+        tcp.read_exact(&mut first).await.unwrap();
+        let mut buf = tokio::io::ReadBuf::new(&mut space);
+        assert!(Pin::new(&mut tcp).poll_read(&mut cx, &mut buf).is_pending());
+        peer.write_all(b"answer").await.unwrap();
+        assert!(spin::readable_within(&tcp.stream, Duration::from_secs(5)));
+        // Polled without yielding, tokio's driver has not run since the bytes came: on its own
+        // the stream still says "not ready"...
+        assert!(Pin::new(&mut tcp).poll_read(&mut cx, &mut buf).is_pending());
+        // ...but told by the spin, it reads them at once, and only once.
+        seen.store(true, Ordering::Relaxed);
+        assert!(Pin::new(&mut tcp).poll_read(&mut cx, &mut buf).is_ready());
+        assert_eq!(buf.filled(), b"answer");
+        assert!(!seen.load(Ordering::Relaxed));
+        let mut buf = tokio::io::ReadBuf::new(&mut space);
+        assert!(Pin::new(&mut tcp).poll_read(&mut cx, &mut buf).is_pending());
+    }
+
+    #[tokio::test]
     async fn refused_connections_say_so() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap())).unwrap();
@@ -671,16 +786,15 @@ pub mod spin {
         }
     }
 
-    /// Wait until `fd` is readable or the budget is spent, if this is the only request.
-    pub(super) fn wait(fd: &OwnedFd) {
+    /// Wait until `fd` is readable or the budget is spent, if this is the only request; true if
+    /// it became readable.
+    pub(super) fn wait(fd: &OwnedFd) -> bool {
         let budget = Duration::from_micros(BUDGET_US.load(Ordering::Relaxed));
-        if !budget.is_zero() && IN_FLIGHT.load(Ordering::Relaxed) == 1 {
-            readable_within(fd, budget);
-        }
+        !budget.is_zero() && IN_FLIGHT.load(Ordering::Relaxed) == 1 && readable_within(fd, budget)
     }
 
     /// Whether `fd` became readable within `budget`, watched without sleeping.
-    fn readable_within(fd: &impl AsFd, budget: Duration) -> bool {
+    pub(super) fn readable_within(fd: &impl AsFd, budget: Duration) -> bool {
         use rustix::event::{PollFd, PollFlags, Timespec, poll};
         let zero = Timespec {
             tv_sec: 0,
