@@ -20,13 +20,8 @@ valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/cg.out"
   >"$work/gw.out" 2>"$work/gw.err" &
 gw=$!
 pids+=($gw)
-for _ in $(seq 1 300); do
-  up=$(sed -n 's/^READY //p' "$work/up.out")
-  gwurl=$(sed -n 's|^mcpgw: listening on ||p' "$work/gw.out")
-  [ -n "$up" ] && [ -n "$gwurl" ] && break
-  sleep 0.1
-done
-[ -n "$up" ] && [ -n "$gwurl" ] || { echo "the fixture or mcpgw did not start" >&2; exit 1; }
+gwurl=$(listening "$work/gw.out")
+up=$(sed -n 's/^READY //p' "$work/up.out")
 curl -sf -XPOST "$gwurl/gateways" -H 'content-type: application/json' \
   -d "{\"name\":\"up\",\"url\":\"$up/mcp\"}" >/dev/null
 "$gen" load --url "$gwurl/mcp" -c "$conc" -n 400 --tool up__echo >/dev/null

@@ -12,26 +12,7 @@ rounds=${1:-4}
 . "$(dirname "$0")/prelude.sh"
 names=("default workers, wait on " "default workers, wait off" "--workers 1,     wait on " "--workers 1,     wait off")
 flags=("" "--upstream-spin-us 0" "--workers 1" "--workers 1 --upstream-spin-us 0")
-for i in 0 1 2 3; do
-  # shellcheck disable=SC2086
-  "$rel/mcpgw" --data-dir "$work/d$i" serve --listen 127.0.0.1:0 --no-auth ${flags[$i]} \
-    >"$work/gw$i.out" 2>/dev/null &
-  pids+=($!)
-done
-urls=()
-for i in 0 1 2 3; do
-  for _ in $(seq 1 100); do
-    url=$(sed -n 's|^mcpgw: listening on ||p' "$work/gw$i.out")
-    [ -n "$url" ] && break
-    sleep 0.1
-  done
-  urls+=("$url")
-done
-up=$(sed -n 's/^READY //p' "$work/up.out")
-for url in "${urls[@]}"; do
-  curl -sf -XPOST "$url/gateways" -H 'content-type: application/json' \
-    -d "{\"name\":\"up\",\"url\":\"$up/mcp\"}" >/dev/null
-done
+start_gateways "${flags[@]}"
 p50() { "$gen" load --url "$1" -c 1 -d 2 --tool "$2" | tail -1 | awk '{print $2}'; }
 for r in $(seq 1 "$rounds"); do
   direct=$(p50 "$up/mcp" echo)

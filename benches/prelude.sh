@@ -15,3 +15,41 @@ trap cleanup EXIT
 
 "$rel/examples/upstream" --listen 127.0.0.1:0 >"$work/up.out" 2>/dev/null &
 pids+=($!)
+
+# listening FILE: the base URL an mcpgw prints to FILE once it listens, after the fixture is
+# READY too; waits up to 30 s, else says so and fails.
+listening() {
+  local url
+  for _ in $(seq 1 300); do
+    up=$(sed -n 's/^READY //p' "$work/up.out")
+    url=$(sed -n 's|^mcpgw: listening on ||p' "$1")
+    [ -n "$up" ] && [ -n "$url" ] && { echo "$url"; return 0; }
+    sleep 0.1
+  done
+  echo "the fixture or mcpgw did not start" >&2
+  return 1
+}
+
+# start_gateways FLAGS...: one `mcpgw serve --no-auth` on 127.0.0.1 per argument (its extra
+# flags, word-split), each with the fixture registered as `up`; their pids land in $gws and
+# their base URLs in $urls, in order.
+start_gateways() {
+  gws=()
+  urls=()
+  local i=0 flags url
+  for flags in "$@"; do
+    # shellcheck disable=SC2086
+    "$rel/mcpgw" --data-dir "$work/d$i" serve --listen 127.0.0.1:0 --no-auth $flags \
+      >"$work/gw$i.out" 2>/dev/null &
+    pids+=($!)
+    gws+=($!)
+    i=$((i + 1))
+  done
+  for i in "${!gws[@]}"; do
+    url=$(listening "$work/gw$i.out")
+    up=$(sed -n 's/^READY //p' "$work/up.out")
+    curl -sf -XPOST "$url/gateways" -H 'content-type: application/json' \
+      -d "{\"name\":\"up\",\"url\":\"$up/mcp\"}" >/dev/null
+    urls+=("$url")
+  done
+}

@@ -46,7 +46,7 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l client-ca -d 'CA b
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l log-format -d 'Log format [default: text]' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l workers -d 'Worker threads of the async runtime [default: one per CPU core]' -r
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l upstream-spin-us -d 'How long, in microseconds, the only request in flight watches its upstream socket before its thread parks [default: 100; 0 never]' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l upstream-spin-us -d 'How long, in microseconds, a call made while the gateway was idle watches its upstream socket before its thread parks [default: 100; 0 never]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l health-interval -d 'Seconds between upstream health checks [default: 30]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l health-threshold -d 'Consecutive failed checks before an upstream is offline [default: 3]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l request-timeout -d 'Seconds an upstream request may take [default: 30]' -r

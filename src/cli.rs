@@ -271,11 +271,12 @@ pub struct ServeArgs {
     #[arg(long, env = "MCPGW_WORKERS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub workers: Option<u16>,
 
-    /// How long, in microseconds, the only request in flight watches its upstream socket
-    /// before its thread parks [default: 100; 0 never].
+    /// How long, in microseconds, a call made while the gateway was idle watches its upstream
+    /// socket before its thread parks [default: 100; 0 never].
     ///
     /// At low load this spares the answer a wake-up of an idle CPU (tens of microseconds on a
-    /// virtual machine), for at most this much CPU per call; see docs/PERFORMANCE.md.
+    /// virtual machine) and a hand-over between threads, for at most this much CPU per call;
+    /// under load nobody watches. See docs/PERFORMANCE.md.
     #[arg(long, env = "MCPGW_UPSTREAM_SPIN_US", value_name = "MICROS", value_parser = clap::value_parser!(u32).range(0..=10000))]
     pub upstream_spin_us: Option<u32>,
 

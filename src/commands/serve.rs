@@ -32,6 +32,7 @@ pub fn run(args: &ServeArgs, globals: &GlobalPaths) -> anyhow::Result<()> {
         builder.worker_threads(n);
     }
     let runtime = builder
+        .on_thread_park(crate::upstream::pool::spin::parked)
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
@@ -40,6 +41,7 @@ pub fn run(args: &ServeArgs, globals: &GlobalPaths) -> anyhow::Result<()> {
 
 async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     crate::upstream::pool::spin::set_budget(cfg.upstream_spin);
+    crate::upstream::pool::spin::watch_runtime(&tokio::runtime::Handle::current());
     prepare_data_dir(&cfg.data_dir)?;
     let serving = match &cfg.tls {
         Some(files) => Some(Arc::new(

@@ -195,6 +195,7 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for App {
             let state = state.clone();
             let request = request.map(axum::body::Body::new);
             return Either::Left(Box::pin(async move {
+                let _serving = crate::upstream::pool::spin::Serving::enter();
                 Ok(front::post_mcp(state, request).await)
             }));
         }

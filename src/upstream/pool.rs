@@ -748,19 +748,44 @@ mod tests {
 /// When mcpgw has one request in flight and nothing else to do, the worker that sent it would
 /// park in `epoll_wait` and the kernel would idle its CPU; the answer, often back within tens
 /// of microseconds on loopback, then has to wake that CPU first, which on a virtual machine
-/// costs about as much as the upstream's own work. So with exactly one request in flight, the
-/// sender watches the socket for a short, bounded while before it parks: the answer then finds
-/// the worker awake and `epoll_wait` returns at once. With more than one request in flight the
-/// workers have other work, and nobody waits like this.
+/// costs about as much as the upstream's own work. So at low load the sender watches the socket
+/// for a short, bounded while before it parks, and reads the answer itself when it comes (see
+/// [`Tcp`]).
+///
+/// "Low load" must be judged before the watch, because a watching worker admits nothing else:
+/// counting what is in flight at that moment would always find one. So each downstream request
+/// notes, when it is admitted, whether the gateway was idle just before it: no other request in
+/// service, and the worker that took it had parked since its previous one. The watch happens
+/// only for the request so noted, while it is the only one in service and in flight and the
+/// other workers are parked. Under load (a worker going from one request straight to the next,
+/// or requests overlapping) nobody watches: the CPU it would burn is what the queued work, and
+/// on a shared machine the upstream, need.
 pub mod spin {
-    use std::os::fd::{AsFd, OwnedFd};
-    use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+    use std::cell::Cell;
+    use std::os::fd::AsFd;
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
     use std::time::{Duration, Instant};
 
     /// The longest wait, in microseconds (`serve --upstream-spin-us`); 0 never waits.
     static BUDGET_US: AtomicU64 = AtomicU64::new(100);
 
+    /// Upstream requests in flight through the pools.
     static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+    /// Downstream `POST /mcp` requests being served (admitted, not yet answered).
+    static SERVING: AtomicUsize = AtomicUsize::new(0);
+
+    /// Whether the latest request admitted found the gateway idle.
+    static QUIET: AtomicBool = AtomicBool::new(true);
+
+    /// The serving runtime's counters, to see whether its other workers are parked.
+    static RUNTIME: OnceLock<tokio::runtime::RuntimeMetrics> = OnceLock::new();
+
+    thread_local! {
+        /// How often this worker parked (see [`parked`]), and the count its previous request saw.
+        static PARKS: Cell<(u64, u64)> = const { Cell::new((0, 0)) };
+    }
 
     /// Set the longest wait for the whole process.
     pub fn set_budget(budget: Duration) {
@@ -770,7 +795,33 @@ pub mod spin {
         );
     }
 
-    /// One request in flight, for as long as it lives.
+    /// Watch this runtime's workers: its builder must call [`parked`] before each park. Without
+    /// it (tests, tools), a request alone in service and in flight is enough.
+    pub fn watch_runtime(runtime: &tokio::runtime::Handle) {
+        let _ = RUNTIME.set(runtime.metrics());
+    }
+
+    /// The runtime's `on_thread_park` hook: this worker is about to park.
+    pub fn parked() {
+        PARKS.with(|p| {
+            let (n, seen) = p.get();
+            p.set((n.wrapping_add(1), seen));
+        });
+    }
+
+    /// Whether this worker parked since the previous request it admitted.
+    fn parked_since_last() -> bool {
+        if RUNTIME.get().is_none() {
+            return true;
+        }
+        PARKS.with(|p| {
+            let (n, seen) = p.get();
+            p.set((n, n));
+            n != seen
+        })
+    }
+
+    /// One upstream request in flight, for as long as it lives.
     pub(super) struct Busy;
 
     impl Busy {
@@ -786,11 +837,48 @@ pub mod spin {
         }
     }
 
-    /// Wait until `fd` is readable or the budget is spent, if this is the only request; true if
-    /// it became readable.
-    pub(super) fn wait(fd: &OwnedFd) -> bool {
+    /// One downstream request being served, for as long as it lives.
+    #[derive(Debug)]
+    pub struct Serving;
+
+    impl Serving {
+        /// Count a request in, noting whether the gateway was idle just before it.
+        pub fn enter() -> Self {
+            let others = SERVING.fetch_add(1, Ordering::Relaxed);
+            let parked = parked_since_last();
+            QUIET.store(others == 0 && parked, Ordering::Relaxed);
+            Self
+        }
+    }
+
+    impl Drop for Serving {
+        fn drop(&mut self) {
+            SERVING.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Wait until `fd` is readable or the budget is spent, if the gateway is at low load (see
+    /// the module's text); true if it became readable.
+    pub(super) fn wait(fd: &impl AsFd) -> bool {
         let budget = Duration::from_micros(BUDGET_US.load(Ordering::Relaxed));
-        !budget.is_zero() && IN_FLIGHT.load(Ordering::Relaxed) == 1 && readable_within(fd, budget)
+        !budget.is_zero()
+            && IN_FLIGHT.load(Ordering::Relaxed) == 1
+            && SERVING.load(Ordering::Relaxed) <= 1
+            && QUIET.load(Ordering::Relaxed)
+            && alone()
+            && readable_within(fd, budget)
+    }
+
+    /// Whether every other worker of the runtime is parked, with nothing queued for them.
+    fn alone() -> bool {
+        let Some(runtime) = RUNTIME.get() else {
+            return true;
+        };
+        // An odd park/unpark count means the worker is parked.
+        let busy = (0..runtime.num_workers())
+            .filter(|&w| runtime.worker_park_unpark_count(w) % 2 == 0)
+            .count();
+        busy <= 1 && runtime.global_queue_depth() == 0
     }
 
     /// Whether `fd` became readable within `budget`, watched without sleeping.
