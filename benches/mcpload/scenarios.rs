@@ -130,13 +130,23 @@ async fn compare(mode: Mode, tls: bool) -> Result<Outcome> {
     let gw = lab.gateway("g", &flags)?;
     let (direct, through) = targets(&lab, &up, &gw, tls)?;
     register(&through, "up", &format!("{}/mcp", up.base), &lab, tls).await?;
+    // The same with one runtime thread, for comparison (the verdicts use the default's rows).
+    flags.extend(["--workers", "1"]);
+    let gw1 = lab.gateway("g1", &flags)?;
+    let (_, through1) = targets(&lab, &up, &gw1, tls)?;
+    register(&through1, "up", &format!("{}/mcp", up.base), &lab, tls).await?;
 
     let mut rows = Vec::new();
     let mut table = String::from(
-        "path     c   calls/s   p50µs   p90µs   p99µs    maxµs  errors  gw µs/call  up µs/call  gen µs/call  up req/call\n",
+        "path      c   calls/s   p50µs   p90µs   p99µs    maxµs  errors  gw µs/call  up µs/call  gen µs/call  up req/call\n",
     );
     for c in [1usize, 16] {
-        for (path, target, tool) in [("direct", &direct, "echo"), ("mcpgw", &through, "up__echo")] {
+        let paths = [
+            ("direct", &direct, "echo", None),
+            ("mcpgw", &through, "up__echo", Some(&gw)),
+            ("mcpgw-w1", &through1, "up__echo", Some(&gw1)),
+        ];
+        for (path, target, tool, gateway) in paths {
             let plan = Plan {
                 concurrency: c,
                 calls: None,
@@ -148,21 +158,22 @@ async fn compare(mode: Mode, tls: bool) -> Result<Outcome> {
             };
             let workers = load::prepare(target, &plan).await?;
             let s0 = stats(&direct).await?;
-            let (g0, u0, me0) = (gw.proc.cpu(), up.proc.cpu(), self_cpu());
+            let gw_cpu = || gateway.map_or(Duration::ZERO, |g| g.proc.cpu());
+            let (g0, u0, me0) = (gw_cpu(), up.proc.cpu(), self_cpu());
             let (report, workers) = load::run(workers, &plan).await;
-            let (g1, u1, me1) = (gw.proc.cpu(), up.proc.cpu(), self_cpu());
+            let (g1, u1, me1) = (gw_cpu(), up.proc.cpu(), self_cpu());
             let s1 = stats(&direct).await?;
             drop(workers);
             let n = (report.calls + report.errors).max(1) as f64;
             let per = |a: Duration, b: Duration| (b - a).as_secs_f64() * 1e6 / n;
-            let gw_us = (path == "mcpgw").then(|| per(g0, g1));
+            let gw_us = gateway.is_some().then(|| per(g0, g1));
             let up_us = per(u0, u1);
             let gen_us = per(me0, me1);
             let up_req = (count(&s1, "posts") - count(&s0, "posts")) as f64 / n;
             // Less the connection of the second /stats read itself.
             let up_conns = (count(&s1, "accepts") - count(&s0, "accepts")).saturating_sub(1);
             table.push_str(&format!(
-                "{path:<7} {c:>2} {:>9.0} {:>7.0} {:>7.0} {:>7.0} {:>8.0} {:>7} {:>11} {:>11.1} {:>12.1} {:>12.2}\n",
+                "{path:<8} {c:>2} {:>9.0} {:>7.0} {:>7.0} {:>7.0} {:>8.0} {:>7} {:>11} {:>11.1} {:>12.1} {:>12.2}\n",
                 report.rate(),
                 report.p50_us,
                 report.p90_us,
