@@ -7,9 +7,10 @@
 //! name-bearing methods) `Mcp-Name` headers agree with the body (-32020); the version is one
 //! mcpgw speaks (-32022, with the supported list).
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use serde_json::{Value, json};
 
+use crate::headers as names;
 use crate::jsonrpc::{self, code};
 use crate::upstream::connection::{
     META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, MODERN_VERSION, SESSION_VERSIONS, header_safe,
@@ -20,13 +21,13 @@ pub fn is_supported(version: &str) -> bool {
     SESSION_VERSIONS.contains(&version) || version == MODERN_VERSION
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 /// Whether a request's `MCP-Protocol-Version` header names a version after the session era.
 pub fn header_is_modern(headers: &HeaderMap) -> bool {
-    header(headers, "mcp-protocol-version").is_some_and(|v| !SESSION_VERSIONS.contains(&v))
+    header(headers, &names::PROTOCOL_VERSION).is_some_and(|v| !SESSION_VERSIONS.contains(&v))
 }
 
 /// Whether a request speaks 2026-07-28: by its header or by its `_meta` envelope.
@@ -76,7 +77,7 @@ pub fn check(headers: Option<&HeaderMap>, msg: &Value) -> Result<(), (StatusCode
     }
     let version = meta.get(META_PROTOCOL_VERSION).and_then(Value::as_str);
     if let Some(headers) = headers {
-        if header(headers, "mcp-protocol-version") != version || version.is_none() {
+        if header(headers, &names::PROTOCOL_VERSION) != version || version.is_none() {
             return reject(
                 code::HEADER_MISMATCH,
                 "the MCP-Protocol-Version header does not match params._meta's protocol version"
@@ -85,7 +86,7 @@ pub fn check(headers: Option<&HeaderMap>, msg: &Value) -> Result<(), (StatusCode
             );
         }
         let method = jsonrpc::method(msg).unwrap_or_default();
-        if header(headers, "mcp-method") != Some(method) {
+        if header(headers, &names::METHOD) != Some(method) {
             return reject(
                 code::HEADER_MISMATCH,
                 "the Mcp-Method header does not match the request's method".into(),
@@ -102,7 +103,7 @@ pub fn check(headers: Option<&HeaderMap>, msg: &Value) -> Result<(), (StatusCode
                 .get("params")
                 .and_then(|p| p.get(key))
                 .and_then(Value::as_str)
-            && header(headers, "mcp-name") != Some(header_safe(value).as_str())
+            && header(headers, &names::NAME) != Some(header_safe(value).as_str())
         {
             return reject(
                 code::HEADER_MISMATCH,

@@ -153,7 +153,10 @@ pub(crate) fn shared(msg: &Value) -> Arc<str> {
 
 /// `GET /mcp`: the session's server-to-client stream.
 pub async fn stream(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let Some(id) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
+    let Some(id) = headers
+        .get(&crate::headers::SESSION_ID)
+        .and_then(|v| v.to_str().ok())
+    else {
         return (
             StatusCode::BAD_REQUEST,
             "GET /mcp needs an Mcp-Session-Id header (initialize first)",
@@ -168,7 +171,7 @@ pub async fn stream(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
             .into_response();
     };
     let last = headers
-        .get("last-event-id")
+        .get(&crate::headers::LAST_EVENT_ID)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);

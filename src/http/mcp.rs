@@ -91,7 +91,9 @@ async fn split(mut request: Request) -> Result<(HeaderMap, Bytes), Response> {
 }
 
 fn session_header(headers: &HeaderMap) -> Option<&str> {
-    headers.get("mcp-session-id").and_then(|v| v.to_str().ok())
+    headers
+        .get(&crate::headers::SESSION_ID)
+        .and_then(|v| v.to_str().ok())
 }
 
 /// Answer a message posted to an MCP endpoint (the body already read, within its limits).
@@ -141,7 +143,7 @@ async fn post_tree(
         }
     };
     if let Some(v) = headers
-        .get("mcp-protocol-version")
+        .get(&crate::headers::PROTOCOL_VERSION)
         .and_then(|v| v.to_str().ok())
         && !super::era::is_supported(v)
     {
@@ -172,7 +174,7 @@ async fn post_tree(
             return rpc_http(status, body);
         }
     } else if session.is_none()
-        && headers.contains_key("mcp-protocol-version")
+        && headers.contains_key(&crate::headers::PROTOCOL_VERSION)
         && jsonrpc::method(&msg).is_some_and(|m| m != "initialize")
         && jsonrpc::kind(&msg) == Kind::Request
     {
@@ -235,7 +237,9 @@ async fn post_tree(
     finish(decorate.as_deref(), &mut answer);
     let mut response = respond(&headers, answer);
     if let Some(id) = new_session.and_then(|id| HeaderValue::from_str(&id).ok()) {
-        response.headers_mut().insert("mcp-session-id", id);
+        response
+            .headers_mut()
+            .insert(crate::headers::SESSION_ID.clone(), id);
     }
     response
 }

@@ -16,7 +16,8 @@ use super::UpstreamError;
 use super::clients::UpstreamClient;
 use super::raw::{self, Envelope, RawParams, Reply};
 use super::sse::SseConn;
-use super::streamable::{self, SESSION_HEADER, VERSION_HEADER};
+use super::streamable;
+use crate::headers as names;
 use crate::jsonrpc;
 use crate::store::{Transport, UpstreamAuth};
 
@@ -231,7 +232,7 @@ impl Connection {
                     streamable::post(&self.client, target, headers, &msg, timeout, &*sink).await?;
                 let sid = a
                     .headers
-                    .get(SESSION_HEADER)
+                    .get(&names::SESSION_ID)
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned);
                 (a.response.map(Reply::into_value).transpose()?, sid)
@@ -271,10 +272,10 @@ impl Connection {
         };
         if let Wire::Http { headers, .. } = &mut self.wire {
             if let Some(sid) = session_id.and_then(|s| HeaderValue::from_str(&s).ok()) {
-                headers.insert(SESSION_HEADER, sid);
+                headers.insert(names::SESSION_ID.clone(), sid);
             }
             if let Ok(v) = HeaderValue::from_str(&version) {
-                headers.insert(VERSION_HEADER, v);
+                headers.insert(names::PROTOCOL_VERSION.clone(), v);
             }
         }
         self.notify("notifications/initialized", None, timeout)
@@ -525,15 +526,15 @@ fn routing_headers(
     name: Option<&str>,
 ) -> Vec<(HeaderName, HeaderValue)> {
     let mut extra = Vec::with_capacity(3);
-    let mut header = |name: &'static str, value: &str| {
+    let mut header = |name: &HeaderName, value: &str| {
         if let Ok(v) = HeaderValue::from_str(value) {
-            extra.push((HeaderName::from_static(name), v));
+            extra.push((name.clone(), v));
         }
     };
-    header("mcp-protocol-version", version);
-    header("mcp-method", method);
+    header(&names::PROTOCOL_VERSION, version);
+    header(&names::METHOD, method);
     if let Some(name) = name {
-        header("mcp-name", &header_safe(name));
+        header(&names::NAME, &header_safe(name));
     }
     extra
 }

@@ -20,11 +20,6 @@ use super::raw::Reply;
 /// Largest JSON answer accepted from an upstream.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
 
-/// Header names of the session era.
-pub const SESSION_HEADER: &str = "mcp-session-id";
-/// Protocol version header.
-pub const VERSION_HEADER: &str = "mcp-protocol-version";
-
 /// What a POST brought back.
 #[derive(Debug)]
 pub struct Answer {
@@ -148,7 +143,7 @@ async fn read_answer(
     let (parts, body) = response.into_parts();
     let status = parts.status;
     let headers = parts.headers;
-    if status == StatusCode::NOT_FOUND && sent_headers.contains_key(SESSION_HEADER) {
+    if status == StatusCode::NOT_FOUND && sent_headers.contains_key(&crate::headers::SESSION_ID) {
         body.finish();
         return Err(UpstreamError::SessionExpired);
     }

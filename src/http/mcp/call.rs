@@ -177,7 +177,7 @@ async fn forward(
         return Outcome::NotMine(headers, body);
     };
     let version = headers
-        .get("mcp-protocol-version")
+        .get(&crate::headers::PROTOCOL_VERSION)
         .and_then(|v| v.to_str().ok());
     if let Some(v) = version
         && !era::is_supported(v)
@@ -200,7 +200,7 @@ async fn forward(
         if let Err((status, body)) = era::check(Some(&headers), &call.ladder_view()) {
             return Outcome::Refused(rpc_http(status, body));
         }
-    } else if !has_session && headers.contains_key("mcp-protocol-version") {
+    } else if !has_session && headers.contains_key(&crate::headers::PROTOCOL_VERSION) {
         // A session-era client past initialize must name its session.
         return Outcome::Refused(rpc_http(
             StatusCode::BAD_REQUEST,
