@@ -803,22 +803,24 @@ pub mod spin {
 
     /// The runtime's `on_thread_park` hook: this worker is about to park.
     pub fn parked() {
-        PARKS.with(|p| {
-            let (n, seen) = p.get();
-            p.set((n.wrapping_add(1), seen));
-        });
+        PARKS.with(count_park);
+    }
+
+    fn count_park(parks: &Cell<(u64, u64)>) {
+        let (n, seen) = parks.get();
+        parks.set((n.wrapping_add(1), seen));
     }
 
     /// Whether this worker parked since the previous request it admitted.
     fn parked_since_last() -> bool {
-        if RUNTIME.get().is_none() {
-            return true;
-        }
-        PARKS.with(|p| {
-            let (n, seen) = p.get();
-            p.set((n, n));
-            n != seen
-        })
+        RUNTIME.get().is_none() || PARKS.with(take_parked)
+    }
+
+    /// Whether a park was counted since the last call.
+    fn take_parked(parks: &Cell<(u64, u64)>) -> bool {
+        let (n, seen) = parks.get();
+        parks.set((n, n));
+        n != seen
     }
 
     /// One upstream request in flight, for as long as it lives.
@@ -905,6 +907,31 @@ pub mod spin {
     mod tests {
         use super::*;
         use std::io::Write;
+
+        #[test]
+        fn a_request_admitted_beside_another_is_not_quiet() {
+            // No runtime is watched here, so every worker counts as having parked.
+            let first = Serving::enter();
+            assert!(QUIET.load(Ordering::Relaxed));
+            let second = Serving::enter();
+            assert!(!QUIET.load(Ordering::Relaxed));
+            drop((first, second));
+            let _third = Serving::enter();
+            assert!(QUIET.load(Ordering::Relaxed));
+        }
+
+        #[test]
+        fn a_worker_that_went_from_request_to_request_without_parking_is_busy() {
+            let parks = Cell::new((0, 0));
+            assert!(!take_parked(&parks));
+            count_park(&parks);
+            count_park(&parks);
+            assert!(take_parked(&parks));
+            assert!(
+                !take_parked(&parks),
+                "one park answers for one request only"
+            );
+        }
 
         #[test]
         fn a_waiting_answer_ends_the_watch_and_silence_spends_the_budget() {
