@@ -246,6 +246,14 @@ async fn compare(mode: Mode, tls: bool) -> Result<Outcome> {
         format!("{ratio:.2} ×"),
         ratio >= 0.4,
     );
+    // The fixture's own cost on the direct path is this run's yardstick: the machine's speed
+    // moves CPU figures between days, much less their ratio.
+    let fixture = f(&d16, "/upstream_cpu_us_per_call");
+    out.table.push_str(&format!(
+        "gateway CPU per call at c=16 / the fixture's on the direct path: {:.2} ({cpu:.1} / {fixture:.1} µs)\n",
+        cpu / fixture
+    ));
+    out.figures["gateway_to_fixture_cpu_c16"] = json!(cpu / fixture);
     let errors: u64 = rows
         .iter()
         .map(|r| {
