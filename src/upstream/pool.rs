@@ -395,7 +395,8 @@ impl tokio::io::AsyncRead for Tcp {
                 buf.advance(n);
                 Poll::Ready(Ok(()))
             }
-            Err(rustix::io::Errno::AGAIN) => Poll::Pending,
+            // Nothing after all (or a signal came first): tokio's driver will report the data.
+            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => Poll::Pending,
             Err(e) => Poll::Ready(Err(e.into())),
         }
     }
