@@ -19,7 +19,7 @@ pids+=($!)
 # listening FILE: the base URL an mcpgw prints to FILE once it listens, after the fixture is
 # READY too; waits up to 30 s, else says so and fails.
 listening() {
-  local url
+  local up url
   for _ in $(seq 1 300); do
     up=$(sed -n 's/^READY //p' "$work/up.out")
     url=$(sed -n 's|^mcpgw: listening on ||p' "$1")
