@@ -11,6 +11,7 @@ pub mod identity;
 pub mod pool;
 pub mod raw;
 pub mod registry;
+pub mod scan;
 pub mod sse;
 pub mod streamable;
 pub mod tls;

@@ -11,28 +11,23 @@
 //! the caller falls back to the `Value` path, which answers it as before.
 
 use std::borrow::Cow;
-use std::fmt;
 
 use bytes::Bytes;
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::UpstreamError;
 
-/// The top-level members of a JSON object, in order, values unparsed. `None` from
-/// [`Members::parse`] when the text is not an object or repeats a key (a `Value` keeps the
-/// last of repeated keys; copying both would forward something else than the slow path does).
+/// The top-level members of a JSON object, in order, values as their JSON text (checked, not
+/// parsed: see [`super::scan`]). `None` from [`Members::parse`] when the text is not an object
+/// or repeats a key (a `Value` keeps the last of repeated keys; copying both would forward
+/// something else than the slow path does).
 #[derive(Debug, Default)]
-pub struct Members<'a>(pub Vec<(Cow<'a, str>, &'a RawValue)>);
+pub struct Members<'a>(pub Vec<(Cow<'a, str>, &'a str)>);
 
 impl<'a> Members<'a> {
     /// Parse the members of the object `text`.
     pub fn parse(text: &'a str) -> Option<Self> {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let members = (&mut de).deserialize_map(MembersVisitor).ok()?;
-        de.end().ok()?;
-        let m = Self(members);
+        let m = Self(super::scan::members(text)?);
         let unique =
             m.0.iter()
                 .enumerate()
@@ -40,55 +35,20 @@ impl<'a> Members<'a> {
         unique.then_some(m)
     }
 
-    /// The raw value of member `key`.
-    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+    /// The JSON text of member `key`.
+    pub fn get(&self, key: &str) -> Option<&'a str> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
     }
 
     /// Member `key` when it is a JSON string.
     pub fn get_str(&self, key: &str) -> Option<Cow<'a, str>> {
         let raw = self.get(key)?;
-        serde_json::from_str::<Cow<'a, str>>(raw.get()).ok()
-    }
-}
-
-struct MembersVisitor;
-
-impl<'de> Visitor<'de> for MembersVisitor {
-    type Value = Vec<(Cow<'de, str>, &'de RawValue)>;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4));
-        while let Some(key) = map.next_key::<BorrowedKey<'de>>()? {
-            out.push((key.0, map.next_value::<&'de RawValue>()?));
+        let inner = raw.strip_prefix('"')?.strip_suffix('"')?;
+        if inner.contains('\\') {
+            serde_json::from_str::<String>(raw).ok().map(Cow::Owned)
+        } else {
+            Some(Cow::Borrowed(inner))
         }
-        Ok(out)
-    }
-}
-
-/// A key borrowed from the input unless it has escapes.
-struct BorrowedKey<'a>(Cow<'a, str>);
-
-impl<'de> serde::Deserialize<'de> for BorrowedKey<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct KeyVisitor;
-        impl<'de> Visitor<'de> for KeyVisitor {
-            type Value = BorrowedKey<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string")
-            }
-            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(BorrowedKey(Cow::Borrowed(v)))
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(BorrowedKey(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(KeyVisitor)
     }
 }
 
@@ -115,7 +75,7 @@ pub fn push_object<'m>(
     };
     for (key, value) in &members.0 {
         let text = match replace(key) {
-            None => Cow::Borrowed(value.get()),
+            None => Cow::Borrowed(*value),
             Some(None) => continue,
             Some(Some(text)) => text,
         };
@@ -152,7 +112,7 @@ impl<'a> RawParams<'a> {
         let name = members.get_str(name_key)?.into_owned();
         let meta = match members.get("_meta") {
             None => None,
-            Some(raw) => match serde_json::from_str::<Value>(raw.get()).ok()? {
+            Some(raw) => match serde_json::from_str::<Value>(raw).ok()? {
                 Value::Object(m) => Some(m),
                 _ => return None,
             },
@@ -307,8 +267,8 @@ impl Reply {
             }
         }
         Ok(match (result, error) {
-            (Some(r), None) => RawAnswer::Result(r.to_owned()),
-            (None, Some(e)) => RawAnswer::Error(e.to_owned()),
+            (Some(r), None) => RawAnswer::Result(r.into()),
+            (None, Some(e)) => RawAnswer::Error(e.into()),
             _ => RawAnswer::Value(serde_json::from_str(text).map_err(not_json)?),
         })
     }
@@ -324,9 +284,9 @@ fn not_json(e: serde_json::Error) -> UpstreamError {
 #[derive(Debug)]
 pub enum RawAnswer {
     /// `result`, as the upstream wrote it.
-    Result(Box<RawValue>),
+    Result(Box<str>),
     /// `error`, as the upstream wrote it.
-    Error(Box<RawValue>),
+    Error(Box<str>),
     /// Any other answer, parsed.
     Value(Value),
 }
@@ -352,7 +312,7 @@ mod tests {
         let m = Members::parse(r#"{"b": [1, 2], "a\u0041": "x", "c": {"d": 1.50}}"#).unwrap();
         let keys: Vec<&str> = m.0.iter().map(|(k, _)| k.as_ref()).collect();
         assert_eq!(keys, ["b", "aA", "c"]);
-        assert_eq!(m.get("c").unwrap().get(), r#"{"d": 1.50}"#);
+        assert_eq!(m.get("c").unwrap(), r#"{"d": 1.50}"#);
         assert_eq!(m.get_str("aA").as_deref(), Some("x"));
         assert_eq!(m.get_str("b"), None);
     }
@@ -445,7 +405,7 @@ mod tests {
                 .unwrap()
         };
         match answer(r#"{"jsonrpc":"2.0","id":3,"result":{"content":[]}}"#) {
-            RawAnswer::Result(r) => assert_eq!(r.get(), r#"{"content":[]}"#),
+            RawAnswer::Result(r) => assert_eq!(&*r, r#"{"content":[]}"#),
             other => panic!("{other:?}"),
         }
         let err = answer(r#"{"jsonrpc":"2.0","id":3,"error":{"code":-1,"message":"m"}}"#);

@@ -14,7 +14,6 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
-use serde_json::value::RawValue;
 
 use super::route::{call_error, resolve_name, tracked, with_id};
 use super::{AppState, CURRENT_SESSION, Scope, finish, request_span, rpc_http};
@@ -29,7 +28,7 @@ const METHODS: [&str; 2] = ["tools/call", "prompts/get"];
 /// A call read at its top level.
 struct Call<'a> {
     /// The client's id, as it wrote it (a string or a number).
-    id: &'a RawValue,
+    id: &'a str,
     method: &'static str,
     params: RawParams<'a>,
 }
@@ -44,17 +43,17 @@ impl<'a> Call<'a> {
         let method = top.get_str("method")?;
         let method = METHODS.into_iter().find(|m| *m == method)?;
         let id = top.get("id")?;
-        if !matches!(id.get().as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9')) {
+        if !matches!(id.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9')) {
             return None;
         }
-        let params = Members::parse(top.get("params")?.get())?;
+        let params = Members::parse(top.get("params")?)?;
         let params = RawParams::new(params, "name")?;
         Some(Self { id, method, params })
     }
 
     /// The id as a `Value` (for error answers and the table of requests in flight).
     fn id_value(&self) -> Value {
-        serde_json::from_str(self.id.get()).unwrap_or(Value::Null)
+        serde_json::from_str(self.id).unwrap_or(Value::Null)
     }
 
     /// What the 2026-07-28 ladder ([`era::check`]) reads of a request, as a tree.
@@ -239,7 +238,7 @@ async fn dispatch(state: &AppState, scope: &Scope, call: &mut Call<'_>, modern: 
         Ok(RawAnswer::Result(result)) => {
             write_answer(call.id, "result", &shaped(&result, call.method, modern))
         }
-        Ok(RawAnswer::Error(error)) => write_answer(call.id, "error", error.get()),
+        Ok(RawAnswer::Error(error)) => write_answer(call.id, "error", &error),
         Ok(RawAnswer::Value(answer)) => {
             tree_answer(with_id(answer, call.id_value()), call.method, modern)
         }
@@ -254,10 +253,10 @@ fn tree_answer(mut answer: Value, method: &str, modern: bool) -> Vec<u8> {
     serde_json::to_vec(&answer).unwrap_or_default()
 }
 
-fn write_answer(id: &RawValue, member: &str, value: &str) -> Vec<u8> {
-    let mut out = Vec::with_capacity(value.len() + id.get().len() + 40);
+fn write_answer(id: &str, member: &str, value: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len() + id.len() + 40);
     out.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
-    out.extend_from_slice(id.get().as_bytes());
+    out.extend_from_slice(id.as_bytes());
     out.push(b',');
     raw::push_str(&mut out, member);
     out.push(b':');
@@ -270,8 +269,7 @@ fn write_answer(id: &RawValue, member: &str, value: &str) -> Vec<u8> {
 /// tree (neither method's result is cacheable): a 2026-07-28 client gets `resultType`; a
 /// session-era client gets none of the 2026-07-28 fields. Copied as it came when nothing
 /// changes, which is the common case.
-fn shaped<'r>(result: &'r RawValue, method: &str, modern: bool) -> Cow<'r, str> {
-    let text = result.get();
+fn shaped<'r>(text: &'r str, method: &str, modern: bool) -> Cow<'r, str> {
     let mentions = |key: &str| memchr::memmem::find(text.as_bytes(), key.as_bytes()).is_some();
     // The common cases, decided by a byte search instead of a parse: a result that names none
     // of the 2026-07-28 fields anywhere is passed to a session-era client as it is, and gets
@@ -347,7 +345,7 @@ mod tests {
         ];
         for result in &results {
             for modern in [true, false] {
-                let raw = RawValue::from_string(result.to_string()).unwrap();
+                let raw = result.to_string();
                 let got: Value = serde_json::from_str(&shaped(&raw, "tools/call", modern)).unwrap();
                 assert_eq!(got, tree_shaped(result, modern), "{result} modern={modern}");
             }
@@ -357,14 +355,12 @@ mod tests {
     #[test]
     fn an_unchanged_result_is_copied_byte_for_byte() {
         let text = r#"{"content": [{"type":"text","text":"1e2 \u00e9"}], "isError":false}"#;
-        let raw = RawValue::from_string(text.to_owned()).unwrap();
-        assert_eq!(shaped(&raw, "tools/call", false), text);
+        assert_eq!(shaped(text, "tools/call", false), text);
     }
 
     #[test]
     fn answers_carry_the_client_id_as_written() {
-        let id = RawValue::from_string(r#""abc-1""#.to_owned()).unwrap();
-        let out = write_answer(&id, "result", r#"{"ok":true}"#);
+        let out = write_answer(r#""abc-1""#, "result", r#"{"ok":true}"#);
         assert_eq!(
             serde_json::from_slice::<Value>(&out).unwrap(),
             json!({"jsonrpc": "2.0", "id": "abc-1", "result": {"ok": true}})
@@ -376,7 +372,7 @@ mod tests {
         let ok = br#"{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"a__b","arguments":{}}}"#;
         let call = Call::parse(ok).unwrap();
         assert_eq!(
-            (call.id.get(), call.method, call.params.name()),
+            (call.id, call.method, call.params.name()),
             ("7", "tools/call", "a__b")
         );
         for body in [
