@@ -7,6 +7,7 @@ pub mod bounded;
 pub mod clients;
 pub mod connection;
 pub mod diagnose;
+pub mod h1;
 pub mod identity;
 pub mod pool;
 pub mod raw;

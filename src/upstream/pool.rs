@@ -13,24 +13,20 @@
 //! connection's I/O until the answer's body ends ([`Driven`]). That saves the hand-over to a
 //! connection task and back (two wake-ups, often across threads) on every call.
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response};
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Body as _, Incoming};
-use hyper::client::conn::TrySendError;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use http::{HeaderValue, Response};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use url::Url;
+
+use super::h1::{Framing, Head, Io, Wire};
 
 /// How long a new TCP connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -63,14 +59,15 @@ pub enum PoolError {
         /// `host:port`.
         target: String,
     },
-    /// HTTP failed on an open connection.
+    /// HTTP failed on an open connection (the socket's or TLS's error, or what was wrong
+    /// with the answer).
     #[error("HTTP exchange with {target} failed: {source}")]
     Http {
         /// `host:port`.
         target: String,
-        /// hyper's error.
+        /// What went wrong.
         #[source]
-        source: hyper::Error,
+        source: std::io::Error,
     },
 }
 
@@ -81,21 +78,21 @@ impl PoolError {
     }
 }
 
-type Sender = SendRequest<Full<Bytes>>;
+/// Why a request on a connection got no response head.
+enum SendError {
+    /// The connection closed (or was reset) before a byte of an answer came: on a reused
+    /// connection, the upstream closed it while it sat idle and never read the request
+    /// (servers close only idle keep-alive connections), so it may go again on a fresh one,
+    /// as browsers do. An upstream that crashed half-way through on a reused connection would
+    /// see the request again.
+    Unanswered(std::io::Error),
+    /// Anything else.
+    Failed(std::io::Error),
+}
 
-/// Any byte stream a connection runs on (TCP or TLS over TCP).
-trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
-impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
-
-type Driver = Pin<Box<hyper::client::conn::http1::Connection<TokioIo<Box<dyn Io>>, Full<Bytes>>>>;
-
-/// One HTTP/1.1 connection: the handle requests go in by, and the state machine that moves
-/// its bytes, polled by whoever is using the connection.
+/// One HTTP/1.1 connection, used by one request at a time.
 struct Conn {
-    sender: Sender,
-    driver: Driver,
-    /// The driver finished (the connection is closed); it must not be polled again.
-    ended: bool,
+    wire: Wire,
     /// A duplicate of the socket, to wait for the answer on without tokio (see [`spin`]).
     watch: Option<std::os::fd::OwnedFd>,
     /// Tells the socket that [`spin`] saw it readable (see [`Tcp`]).
@@ -103,67 +100,66 @@ struct Conn {
 }
 
 impl Conn {
-    /// Move the connection's bytes; true once it has closed.
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.ended && self.driver.as_mut().poll(cx).is_ready() {
-            self.ended = true;
-        }
-        self.ended
-    }
-
-    /// Whether an idle connection is still open (its close may not have been read yet).
-    fn is_open(&mut self) -> bool {
-        !self.drive(&mut Context::from_waker(Waker::noop())) && !self.sender.is_closed()
-    }
-
     /// Whether an idle connection, idle since `since`, may still be used.
     fn reusable(&mut self, since: Instant) -> bool {
-        since.elapsed() < IDLE_TIMEOUT && self.is_open()
+        since.elapsed() < IDLE_TIMEOUT && self.wire.idle_and_open()
     }
 
-    /// Wait until the connection can take a request; false if it closed instead.
-    async fn ready(&mut self) -> bool {
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = self.sender.poll_ready(cx) {
-                return Poll::Ready(r.is_ok());
-            }
-            if self.drive(cx) {
-                return Poll::Ready(false);
-            }
-            Poll::Pending
-        })
-        .await
-    }
-
-    /// Send a request and drive the connection until the response head is in.
-    async fn send(
-        &mut self,
-        request: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<Full<Bytes>>>> {
-        let mut sent = std::pin::pin!(self.sender.try_send_request(request));
+    /// Write a request and read until its response head is in.
+    async fn send(&mut self, request: &[u8]) -> Result<Head, SendError> {
+        self.wire.rewind();
+        self.wire
+            .write(request)
+            .await
+            .map_err(SendError::Unanswered)?;
         let mut waited = false;
-        std::future::poll_fn(|cx| {
-            if let Poll::Ready(r) = sent.as_mut().poll(cx) {
-                return Poll::Ready(r);
+        loop {
+            if let Some(head) = self.wire.parse_head().map_err(SendError::Failed)? {
+                return Ok(head);
             }
-            // The request is written here, on the first poll.
-            self.drive(cx);
-            let r = sent.as_mut().poll(cx);
-            if r.is_pending()
-                && !std::mem::replace(&mut waited, true)
-                && let Some(fd) = &self.watch
-                && spin::wait(fd)
-            {
-                // The answer is here: read it now, on this thread, instead of waiting for the
-                // I/O driver to hear of it (see [`Tcp`]).
-                self.seen.store(true, Ordering::Relaxed);
-                self.drive(cx);
-                return sent.as_mut().poll(cx);
+            let filled = std::future::poll_fn(|cx| {
+                let r = self.wire.poll_fill(cx);
+                if r.is_pending()
+                    && !std::mem::replace(&mut waited, true)
+                    && let Some(fd) = &self.watch
+                    && spin::wait(fd)
+                {
+                    // The answer is here: read it now, on this thread, instead of waiting for
+                    // the I/O driver to hear of it (see [`Tcp`]).
+                    self.seen.store(true, Ordering::Relaxed);
+                    return self.wire.poll_fill(cx);
+                }
+                r
+            })
+            .await;
+            let nothing_yet = !self.wire.buffered();
+            match filled {
+                Ok(0) if nothing_yet => {
+                    return Err(SendError::Unanswered(closed("before answering")));
+                }
+                Ok(0) => return Err(SendError::Failed(closed("in the middle of its answer"))),
+                Ok(_) => {}
+                Err(e) if nothing_yet && is_reset(&e) => return Err(SendError::Unanswered(e)),
+                Err(e) => return Err(SendError::Failed(e)),
             }
-            r
-        })
-        .await
+        }
     }
+}
+
+fn closed(when: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::UnexpectedEof,
+        format!("the upstream closed the connection {when}"),
+    )
+}
+
+/// Whether a read failed because the peer closed or reset the connection.
+fn is_reset(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+    )
 }
 
 /// Connections to one origin with one TLS identity.
@@ -234,49 +230,45 @@ impl Pool {
         &self.authority
     }
 
-    /// Send a request made by `make` (called again if a pooled connection turns out dead
-    /// before the request was written). The connection goes back to the pool when the
-    /// response's body has been read to its end; dropping the body unfinished closes it.
-    pub async fn send(
-        self: &Arc<Self>,
-        make: impl Fn() -> Request<Full<Bytes>>,
-    ) -> Result<Response<Driven>, PoolError> {
+    /// Send `request` (a serialized HTTP/1.1 request, head and body). It goes again on a
+    /// fresh connection if a pooled one turns out closed before answering. The connection goes
+    /// back to the pool when the response's body has been read to its end; dropping the body
+    /// unfinished closes it.
+    pub async fn send(self: &Arc<Self>, request: &[u8]) -> Result<Response<Driven>, PoolError> {
         let _busy = spin::Busy::enter();
         while let Some(mut conn) = self.take_idle() {
-            if !conn.ready().await {
-                continue;
-            }
-            match conn.send(make()).await {
-                Ok(response) => return Ok(self.driven(response, conn)),
-                // Not written at all: the connection was closing. Try the next one.
-                Err(err) if err.message().is_some() => continue,
-                // Written to a connection the upstream was closing while idle: it never read it
-                // (servers close only idle keep-alive connections), so send it again.
-                Err(err) if closed_under_us(err.error()) => continue,
-                Err(err) => {
-                    return Err(PoolError::Http {
-                        target: self.target.clone(),
-                        source: err.into_error(),
-                    });
-                }
+            match conn.send(request).await {
+                Ok(head) => return Ok(self.driven(head, conn)),
+                Err(SendError::Unanswered(_)) => continue,
+                Err(SendError::Failed(source)) => return Err(self.failed(source)),
             }
         }
         let mut conn = self.connect().await?;
-        match conn.send(make()).await {
-            Ok(response) => Ok(self.driven(response, conn)),
-            Err(err) => Err(PoolError::Http {
-                target: self.target.clone(),
-                source: err.into_error(),
-            }),
+        match conn.send(request).await {
+            Ok(head) => Ok(self.driven(head, conn)),
+            Err(SendError::Unanswered(source) | SendError::Failed(source)) => {
+                Err(self.failed(source))
+            }
         }
     }
 
-    fn driven(self: &Arc<Self>, response: Response<Incoming>, conn: Conn) -> Response<Driven> {
-        response.map(|body| Driven {
-            body,
+    fn failed(&self, source: std::io::Error) -> PoolError {
+        PoolError::Http {
+            target: self.target.clone(),
+            source,
+        }
+    }
+
+    fn driven(self: &Arc<Self>, head: Head, conn: Conn) -> Response<Driven> {
+        let mut response = Response::new(Driven {
             conn: Some(conn),
+            framing: head.framing,
+            close: head.close,
             pool: self.clone(),
-        })
+        });
+        *response.status_mut() = head.status;
+        *response.headers_mut() = head.headers;
+        response
     }
 
     fn take_idle(&self) -> Option<Conn> {
@@ -289,10 +281,8 @@ impl Pool {
         None
     }
 
-    fn put(&self, mut conn: Conn) {
-        if !conn.is_open() {
-            return;
-        }
+    /// Pool a connection whose last answer ended cleanly.
+    fn put(&self, conn: Conn) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         // Stale entries are dropped when taken, by the health round's sweep, or here when they
         // fill the pool; not on every return, which would poll every idle connection per call.
@@ -349,17 +339,8 @@ impl Pool {
                     .map_err(connect_err)?,
             ),
         };
-        let (sender, driver) = hyper::client::conn::http1::Builder::new()
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|source| PoolError::Http {
-                target: self.target.clone(),
-                source,
-            })?;
         Ok(Conn {
-            sender,
-            driver: Box::pin(driver),
-            ended: false,
+            wire: Wire::new(io),
             watch,
             seen,
         })
@@ -432,46 +413,31 @@ impl tokio::io::AsyncWrite for Tcp {
     }
 }
 
-/// Whether a request on a reused connection failed because the upstream closed that connection
-/// before answering: a close before a complete response, or a reset (it closed with our request
-/// unread in its buffer). Servers close only idle keep-alive connections, so the request was not
-/// handled and a fresh connection may carry it (browsers resend in the same case). An upstream
-/// that crashed half-way through answering on a reused connection would see the request again.
-fn closed_under_us(err: &hyper::Error) -> bool {
-    use std::error::Error as _;
-    if err.is_incomplete_message() || err.is_canceled() {
-        return true;
-    }
-    let io = err
-        .source()
-        .and_then(|e| e.downcast_ref::<std::io::Error>());
-    io.is_some_and(|io| {
-        matches!(
-            io.kind(),
-            std::io::ErrorKind::ConnectionReset
-                | std::io::ErrorKind::ConnectionAborted
-                | std::io::ErrorKind::BrokenPipe
-        )
-    })
-}
-
-/// A response body that drives its connection while it is read, and puts the connection back
-/// in the pool once it has ended. Dropped before its end, it closes the connection.
+/// A response body that reads its connection as it is read, and puts the connection back in
+/// the pool once it has ended. Dropped before its end, it closes the connection.
 pub struct Driven {
-    body: Incoming,
     conn: Option<Conn>,
+    framing: Framing,
+    /// The connection ends with this response.
+    close: bool,
     pool: Arc<Pool>,
 }
 
 impl std::fmt::Debug for Driven {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Driven").finish_non_exhaustive()
+        f.debug_struct("Driven")
+            .field("framing", &self.framing)
+            .finish_non_exhaustive()
     }
 }
 
 impl Driven {
+    /// The body has ended: pool its connection, if it is fit for another request.
     fn release(&mut self) {
-        if let Some(conn) = self.conn.take() {
+        if let Some(conn) = self.conn.take()
+            && !self.close
+            && !conn.wire.buffered()
+        {
             self.pool.put(conn);
         }
     }
@@ -479,13 +445,13 @@ impl Driven {
     /// The caller is done with a body that may still be arriving: read the rest in the
     /// background (bounded in bytes and time) so the connection can be reused if it ends.
     pub fn finish(mut self) {
-        if self.body.is_end_stream() {
+        if self.framing == Framing::Done {
             return self.release();
         }
         tokio::spawn(async move {
             let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
                 let mut seen = 0usize;
-                while let Some(Ok(frame)) = self.frame().await {
+                while let Some(Ok(frame)) = http_body_util::BodyExt::frame(&mut self).await {
                     seen += frame.data_ref().map_or(0, Bytes::len);
                     if seen > DRAIN_LIMIT {
                         return;
@@ -499,32 +465,44 @@ impl Driven {
 
 impl hyper::body::Body for Driven {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = std::io::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
         let this = &mut *self;
-        if let Some(conn) = this.conn.as_mut() {
-            conn.drive(cx);
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(conn.wire.poll_body(&mut this.framing, cx)) {
+            Ok(Some(data)) => {
+                if this.framing == Framing::Done {
+                    this.release();
+                }
+                Poll::Ready(Some(Ok(hyper::body::Frame::data(data))))
+            }
+            Ok(None) => {
+                this.release();
+                Poll::Ready(None)
+            }
+            Err(e) => {
+                this.conn = None;
+                Poll::Ready(Some(Err(e)))
+            }
         }
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.release(),
-            Poll::Ready(Some(Err(_))) => this.conn = None,
-            _ => {}
-        }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.framing == Framing::Done || self.conn.is_none()
     }
 
     fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
+        match self.framing {
+            Framing::Length(n) => hyper::body::SizeHint::with_exact(n),
+            Framing::Done => hyper::body::SizeHint::with_exact(0),
+            _ => hyper::body::SizeHint::default(),
+        }
     }
 }
 
@@ -551,7 +529,9 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http_body_util::BodyExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Waker;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -599,17 +579,13 @@ mod tests {
         (url, accepts)
     }
 
-    fn request(pool: &Pool) -> Request<Full<Bytes>> {
-        let mut r = Request::new(Full::new(Bytes::from_static(b"{}")));
-        *r.method_mut() = http::Method::POST;
-        *r.uri_mut() = "/mcp".parse().unwrap();
-        r.headers_mut()
-            .insert(http::header::HOST, pool.authority().clone());
-        r
+    fn request(pool: &Pool) -> Vec<u8> {
+        let host = pool.authority().to_str().unwrap();
+        format!("POST /mcp HTTP/1.1\r\nhost: {host}\r\ncontent-length: 2\r\n\r\n{{}}").into_bytes()
     }
 
     async fn call(pool: &Arc<Pool>) -> Bytes {
-        let response = pool.send(|| request(pool)).await.unwrap();
+        let response = pool.send(&request(pool)).await.unwrap();
         response.into_body().collect().await.unwrap().to_bytes()
     }
 
@@ -660,7 +636,7 @@ mod tests {
     async fn idle_connections_the_upstream_closed_are_expired() {
         let (url, _) = server(Some(Duration::from_millis(200))).await;
         let pool = Arc::new(Pool::new(&url, None, None).unwrap());
-        let response = pool.send(|| request(&pool)).await.unwrap();
+        let response = pool.send(&request(&pool)).await.unwrap();
         let body = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "ok");
         // Still open: pooled, and a sweep keeps it.
@@ -683,7 +659,7 @@ mod tests {
         let (url, accepts) = server(None).await;
         let pool = Arc::new(Pool::new(&url, None, None).unwrap());
         for _ in 0..10 {
-            let response = pool.send(|| request(&pool)).await.unwrap();
+            let response = pool.send(&request(&pool)).await.unwrap();
             response.into_body().finish();
             // The drain runs in the background; wait for the connection to come back.
             for _ in 0..100 {
@@ -738,7 +714,7 @@ mod tests {
         let url = Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap())).unwrap();
         drop(listener);
         let pool = Arc::new(Pool::new(&url, None, None).unwrap());
-        let err = pool.send(|| request(&pool)).await.unwrap_err();
+        let err = pool.send(&request(&pool)).await.unwrap_err();
         assert!(err.to_string().contains("Connection refused"), "{err}");
         assert!(!err.is_timeout());
     }

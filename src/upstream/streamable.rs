@@ -6,9 +6,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
-use http::header::{ACCEPT, CONTENT_TYPE, HOST, USER_AGENT};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyDataStream, BodyExt, Full};
+use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING, USER_AGENT};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyDataStream, BodyExt};
 use serde_json::Value;
 
 use super::UpstreamError;
@@ -89,31 +89,14 @@ pub async fn post_raw(
     on_message: &(dyn Fn(Value) + Send + Sync),
 ) -> Result<Answer, UpstreamError> {
     let pool = &client.pool;
-    let make = || {
-        let mut request = Request::new(Full::new(out.body.clone()));
-        *request.method_mut() = Method::POST;
-        *request.uri_mut() = target.clone();
-        let h = request.headers_mut();
-        h.reserve(out.headers.len() + out.extra.len() + 4);
-        for (name, value) in out.headers {
-            h.append(name.clone(), value.clone());
-        }
-        for (name, value) in out.extra {
-            h.insert(name.clone(), value.clone());
-        }
-        h.insert(HOST, pool.authority().clone());
-        h.insert(
-            ACCEPT,
-            HeaderValue::from_static("application/json, text/event-stream"),
-        );
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        h.insert(USER_AGENT, HeaderValue::from_static(AGENT));
-        request
-    };
+    let request = serialize(target, pool.authority(), &out);
     let send = async {
-        let response = pool.send(make).await.map_err(|e| UpstreamError::Connect {
-            diagnosis: diagnose(&e, e.is_timeout(), client),
-        })?;
+        let response = pool
+            .send(&request)
+            .await
+            .map_err(|e| UpstreamError::Connect {
+                diagnosis: diagnose(&e, e.is_timeout(), client),
+            })?;
         read_answer(
             client,
             response,
@@ -132,6 +115,55 @@ pub async fn post_raw(
 
 /// The `User-Agent` of every request upstream.
 const AGENT: &str = concat!("mcpgw/", env!("CARGO_PKG_VERSION"));
+
+/// Header fields the request writes itself, whatever the connection's headers say.
+const OWN_HEADERS: [HeaderName; 6] = [
+    HOST,
+    ACCEPT,
+    CONTENT_TYPE,
+    USER_AGENT,
+    CONTENT_LENGTH,
+    TRANSFER_ENCODING,
+];
+
+/// `out` as an HTTP/1.1 POST to `target` on `host`: the connection's headers, then this
+/// message's own (which replace any of the same name), then the fixed ones, then the body.
+/// Header values cannot hold CR or LF (`HeaderValue` refuses them), so nothing put in a
+/// header can end it early.
+fn serialize(target: &http::Uri, host: &HeaderValue, out: &Outgoing<'_>) -> Vec<u8> {
+    let path = target.path_and_query().map_or("/", |p| p.as_str());
+    let mut req = Vec::with_capacity(320 + out.body.len());
+    let field = |req: &mut Vec<u8>, name: &[u8], value: &[u8]| {
+        req.extend_from_slice(name);
+        req.extend_from_slice(b": ");
+        req.extend_from_slice(value);
+        req.extend_from_slice(b"\r\n");
+    };
+    req.extend_from_slice(b"POST ");
+    req.extend_from_slice(path.as_bytes());
+    req.extend_from_slice(b" HTTP/1.1\r\n");
+    field(&mut req, b"host", host.as_bytes());
+    for (name, value) in out.headers {
+        if OWN_HEADERS.contains(name) || out.extra.iter().any(|(n, _)| n == name) {
+            continue;
+        }
+        field(&mut req, name.as_str().as_bytes(), value.as_bytes());
+    }
+    for (name, value) in out.extra {
+        field(&mut req, name.as_str().as_bytes(), value.as_bytes());
+    }
+    field(&mut req, b"accept", b"application/json, text/event-stream");
+    field(&mut req, b"content-type", b"application/json");
+    field(&mut req, b"user-agent", AGENT.as_bytes());
+    field(
+        &mut req,
+        b"content-length",
+        out.body.len().to_string().as_bytes(),
+    );
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(&out.body);
+    req
+}
 
 async fn read_answer(
     client: &UpstreamClient,
