@@ -839,10 +839,19 @@ pub mod spin {
             let parked = parked_since_last();
             let now = now_us();
             let idle = others == 0 && parked;
+            // Written only when they change (the crowd's time at most once a millisecond):
+            // under load every request comes here, from every worker, and a store each time
+            // would bounce their cache lines between cores.
             if !idle {
-                LAST_CROWD_US.store(now, Ordering::Relaxed);
+                let last = LAST_CROWD_US.load(Ordering::Relaxed);
+                if last == 0 || now.saturating_sub(last) >= 1000 {
+                    LAST_CROWD_US.store(now, Ordering::Relaxed);
+                }
             }
-            QUIET.store(idle && !crowded_lately(now), Ordering::Relaxed);
+            let quiet = idle && !crowded_lately(now);
+            if QUIET.load(Ordering::Relaxed) != quiet {
+                QUIET.store(quiet, Ordering::Relaxed);
+            }
             Self
         }
     }
