@@ -343,22 +343,24 @@ impl Wire {
 
 /// How the body of a response with this head is delimited (RFC 9112, section 6.3).
 fn framing(status: StatusCode, headers: HeaderMap, http10: bool) -> io::Result<Head> {
+    // The comma-separated tokens of every field named `name`, trimmed.
     let tokens = |name| {
         headers
             .get_all(name)
-            .iter()
+            .into_iter()
             .flat_map(|v| v.to_str().unwrap_or("").split(','))
-            .map(|t| t.trim().to_ascii_lowercase())
-            .collect::<Vec<_>>()
+            .map(str::trim)
     };
-    let connection = tokens(http::header::CONNECTION);
-    let mut close = connection.iter().any(|t| t == "close")
-        || (http10 && !connection.iter().any(|t| t == "keep-alive"));
+    let connection =
+        |token: &str| tokens(http::header::CONNECTION).any(|t| t.eq_ignore_ascii_case(token));
+    let mut close = connection("close") || (http10 && !connection("keep-alive"));
     let framing = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         Framing::Done
     } else if headers.contains_key(http::header::TRANSFER_ENCODING) {
-        let codings = tokens(http::header::TRANSFER_ENCODING);
-        if codings.last().map(String::as_str) == Some("chunked") && !http10 {
+        let chunked = tokens(http::header::TRANSFER_ENCODING)
+            .last()
+            .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
+        if chunked && !http10 {
             // With Content-Length too, the length is ignored, and the connection not reused.
             close |= headers.contains_key(http::header::CONTENT_LENGTH);
             Framing::Chunked(Chunk::Size)
@@ -367,20 +369,17 @@ fn framing(status: StatusCode, headers: HeaderMap, http10: bool) -> io::Result<H
             Framing::UntilClose
         }
     } else if headers.contains_key(http::header::CONTENT_LENGTH) {
-        let mut lengths = headers
-            .get_all(http::header::CONTENT_LENGTH)
-            .iter()
-            .flat_map(|v| v.to_str().unwrap_or("x").split(','))
-            .map(|t| {
-                t.trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|_| !t.trim().starts_with('+'))
-            });
+        let mut lengths = tokens(http::header::CONTENT_LENGTH)
+            .map(|t| t.parse::<u64>().ok().filter(|_| !t.starts_with('+')));
         let first = lengths.next().flatten();
         match first {
-            Some(0) if lengths.all(|l| l == Some(0)) => Framing::Done,
-            Some(n) if lengths.all(|l| l == Some(n)) => Framing::Length(n),
+            Some(n) if lengths.all(|l| l == Some(n)) => {
+                if n == 0 {
+                    Framing::Done
+                } else {
+                    Framing::Length(n)
+                }
+            }
             _ => return Err(invalid("the upstream sent an invalid Content-Length")),
         }
     } else {
@@ -511,10 +510,14 @@ mod tests {
                 Ok(mut h) => body(&mut w, &mut h.framing).await.unwrap_err().to_string(),
             }
         };
-        let cases: [(&'static [u8], &str); 7] = [
+        let cases: [(&'static [u8], &str); 8] = [
             (b"SSH-2.0-OpenSSH\r\n\r\n", "not HTTP/1.1"),
             (
                 b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+                "Content-Length",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0, 5\r\n\r\n",
                 "Content-Length",
             ),
             (
