@@ -358,7 +358,7 @@ fn framing(status: StatusCode, headers: HeaderMap, http10: bool) -> io::Result<H
         Framing::Done
     } else if headers.contains_key(http::header::TRANSFER_ENCODING) {
         let chunked = tokens(http::header::TRANSFER_ENCODING)
-            .last()
+            .next_back()
             .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
         if chunked && !http10 {
             // With Content-Length too, the length is ignored, and the connection not reused.
