@@ -470,6 +470,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_a_last_coding_of_chunked_frames_by_chunks() {
+        let mut w = wire(vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: Chunked\r\n\r\n",
+        ])
+        .await;
+        let h = head(&mut w).await.unwrap();
+        assert_eq!(h.framing, Framing::Chunked(Chunk::Size));
+        assert!(!h.close);
+        let mut w = wire(vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+        ])
+        .await;
+        let h = head(&mut w).await.unwrap();
+        assert_eq!(h.framing, Framing::UntilClose);
+        assert!(h.close);
+    }
+
+    #[tokio::test]
     async fn an_answer_without_length_runs_to_the_close() {
         let mut w = wire(vec![b"HTTP/1.1 200 OK\r\n\r\nall ", b"of it"]).await;
         let mut h = head(&mut w).await.unwrap();
