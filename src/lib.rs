@@ -11,6 +11,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod docs;
+pub mod hash;
 pub mod headers;
 pub mod http;
 pub mod jsonrpc;

@@ -12,7 +12,9 @@
 //! Gauges that mirror state owned elsewhere (sessions, upstream health, certificate expiry) are
 //! not kept in sync here: the `/metrics` handler reads them and passes them in a [`Snapshot`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use crate::hash::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};

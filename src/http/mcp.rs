@@ -8,7 +8,7 @@
 mod call;
 mod route;
 
-use std::collections::HashMap;
+use crate::hash::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::Json;

@@ -1,7 +1,7 @@
 //! Downstream Streamable-HTTP sessions: ids issued at `initialize`, when each was last used,
 //! their server-to-client event logs, and the bounds (how many, how long idle).
 
-use std::collections::HashMap;
+use crate::hash::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

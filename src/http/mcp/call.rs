@@ -8,11 +8,12 @@
 //! string or number) goes back to the tree path untouched.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use memchr::memmem::Finder;
 use serde_json::Value;
 
 use super::route::{call_error, resolve_name, tracked, with_id};
@@ -56,6 +57,23 @@ impl<'a> Call<'a> {
         serde_json::from_str(self.id).unwrap_or(Value::Null)
     }
 
+    /// The id as the table of requests in flight files it: its JSON text as serde_json prints
+    /// it (as a cancellation's `requestId` will be printed). A small integer, or a string with
+    /// no escapes, is already printed so: its text is taken as written, without a parse.
+    fn id_key(&self) -> String {
+        let t = self.id;
+        let small_int = t == "0"
+            || (t.len() <= 18
+                && t.starts_with(|c: char| c.is_ascii_digit() && c != '0')
+                && t.bytes().all(|b| b.is_ascii_digit()));
+        let plain_str = t.len() >= 2 && t.starts_with('"') && !t.contains('\\');
+        if small_int || plain_str {
+            t.to_owned()
+        } else {
+            self.id_value().to_string()
+        }
+    }
+
     /// What the 2026-07-28 ladder ([`era::check`]) reads of a request, as a tree.
     fn ladder_view(&self) -> Value {
         let mut params = serde_json::Map::new();
@@ -67,11 +85,25 @@ impl<'a> Call<'a> {
     }
 }
 
+/// The byte searches of this path, built once: `memmem::find` builds its searcher on every
+/// call, which costs more than searching a body of a few hundred bytes.
+struct Needles {
+    methods: [Finder<'static>; 2],
+    result_type: Finder<'static>,
+    ttl: Finder<'static>,
+    cache_scope: Finder<'static>,
+}
+
+static NEEDLES: LazyLock<Needles> = LazyLock::new(|| Needles {
+    methods: METHODS.map(Finder::new),
+    result_type: Finder::new("\"resultType\""),
+    ttl: Finder::new("\"ttlMs\""),
+    cache_scope: Finder::new("\"cacheScope\""),
+});
+
 /// Whether `body` may be a call this path carries (a byte search, before any parsing).
 fn candidate(body: &[u8]) -> bool {
-    METHODS
-        .iter()
-        .any(|m| memchr::memmem::find(body, m.as_bytes()).is_some())
+    NEEDLES.methods.iter().any(|m| m.find(body).is_some())
 }
 
 /// What became of a request on this path.
@@ -234,7 +266,7 @@ async fn dispatch(state: &AppState, scope: &Scope, call: &mut Call<'_>, modern: 
     call.params.rename(original);
     let (method, params) = (call.method, &call.params);
     let send = up.request_raw(method, params);
-    match tracked(state, &up, || call.id_value().to_string(), method, send).await {
+    match tracked(state, &up, || call.id_key(), method, send).await {
         Ok(RawAnswer::Result(result)) => {
             write_answer(call.id, "result", &shaped(&result, call.method, modern))
         }
@@ -270,12 +302,13 @@ fn write_answer(id: &str, member: &str, value: &str) -> Vec<u8> {
 /// session-era client gets none of the 2026-07-28 fields. Copied as it came when nothing
 /// changes, which is the common case.
 fn shaped<'r>(text: &'r str, method: &str, modern: bool) -> Cow<'r, str> {
-    let mentions = |key: &str| memchr::memmem::find(text.as_bytes(), key.as_bytes()).is_some();
+    let needles = &*NEEDLES;
+    let mentions = |key: &Finder<'_>| key.find(text.as_bytes()).is_some();
     // The common cases, decided by a byte search instead of a parse: a result that names none
     // of the 2026-07-28 fields anywhere is passed to a session-era client as it is, and gets
     // `resultType` put first for a 2026-07-28 client.
-    if !mentions("\"resultType\"") {
-        if !modern && !mentions("\"ttlMs\"") && !mentions("\"cacheScope\"") {
+    if !mentions(&needles.result_type) {
+        if !modern && !mentions(&needles.ttl) && !mentions(&needles.cache_scope) {
             return Cow::Borrowed(text);
         }
         if modern && let Some(rest) = text.trim_start().strip_prefix('{') {
@@ -365,6 +398,30 @@ mod tests {
             serde_json::from_slice::<Value>(&out).unwrap(),
             json!({"jsonrpc": "2.0", "id": "abc-1", "result": {"ok": true}})
         );
+    }
+
+    #[test]
+    fn ids_are_filed_as_serde_json_prints_them() {
+        for id in [
+            "0",
+            "7",
+            "123456789012345678",
+            "1234567890123456789012",
+            "-3",
+            "1e2",
+            "1.50",
+            r#""abc-1""#,
+            r#""é ☃""#,
+            r#""a\u0041""#,
+            r#""tab\t""#,
+            r#""""#,
+        ] {
+            let body = format!(
+                r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"x"}}}}"#
+            );
+            let call = Call::parse(body.as_bytes()).unwrap();
+            assert_eq!(call.id_key(), call.id_value().to_string(), "{id}");
+        }
     }
 
     #[test]

@@ -1,0 +1,10 @@
+//! The hash map of the request path's tables (sessions, requests in flight, metrics series).
+//!
+//! std's default hasher (SipHash-1-3) took about 1,400 instructions per forwarded call over
+//! these lookups (`benches/instructions.sh`). foldhash, which hashbrown already builds here, is
+//! several times faster on short keys and still seeded at random per process. The keys of these
+//! tables are made by mcpgw (session ids, route templates, upstream names) or bounded per
+//! session (ids of requests in flight), so flooding one bucket is not within a client's reach.
+
+/// A `HashMap` with foldhash's randomly seeded fast hasher.
+pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
