@@ -54,6 +54,14 @@ impl<'a> Members<'a> {
 
 /// Append `s` as a JSON string.
 pub fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Names and keys rarely need escapes: copied between quotes when none is needed.
+    if super::scan::plain_run(s.as_bytes()) == s.len() {
+        out.reserve(s.len() + 2);
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+        return;
+    }
     // Writing a `str` into a `Vec` cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
 }
@@ -315,6 +323,28 @@ mod tests {
         assert_eq!(m.get("c").unwrap(), r#"{"d": 1.50}"#);
         assert_eq!(m.get_str("aA").as_deref(), Some("x"));
         assert_eq!(m.get_str("b"), None);
+    }
+
+    #[test]
+    fn strings_are_written_as_serde_json_writes_them() {
+        for text in [
+            "",
+            "echo",
+            "up__echo",
+            "a\"b",
+            "back\\slash",
+            "tab\there",
+            "nul\u{0}",
+            "é ☃ 😀",
+            "del\u{7f}",
+        ] {
+            let mut out = Vec::new();
+            push_str(&mut out, text);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                serde_json::to_string(text).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -235,7 +235,7 @@ impl Scan<'_> {
 
 /// How many bytes at the start of `b` need no attention inside a string: not a quote, not a
 /// backslash, not a control character. Eight bytes at a time while it can.
-fn plain_run(b: &[u8]) -> usize {
+pub fn plain_run(b: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // High bit of each byte of `w` that is below `n` (exact for the lowest such byte; bytes of
