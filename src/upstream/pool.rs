@@ -243,7 +243,9 @@ impl Pool {
                 Err(SendError::Failed(source)) => return Err(self.failed(source)),
             }
         }
-        let mut conn = self.connect().await?;
+        // Dialling (and a TLS handshake) is rare once the pool is warm, and its future large:
+        // boxed, so that every request's future does not carry its space.
+        let mut conn = Box::pin(self.connect()).await?;
         match conn.send(request).await {
             Ok(head) => Ok(self.driven(head, conn)),
             Err(SendError::Unanswered(source) | SendError::Failed(source)) => {

@@ -265,7 +265,7 @@ async fn dispatch(state: &AppState, scope: &Scope, call: &mut Call<'_>, modern: 
     };
     call.params.rename(original);
     let (method, params) = (call.method, &call.params);
-    let send = up.request_raw(method, params);
+    let send = || up.request_raw(method, params);
     match tracked(state, &up, || call.id_key(), method, send).await {
         Ok(RawAnswer::Result(result)) => {
             write_answer(call.id, "result", &shaped(&result, call.method, modern))

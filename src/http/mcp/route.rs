@@ -258,7 +258,7 @@ async fn forward(
     method: &str,
     params: Value,
 ) -> Value {
-    let send = up.request(method, Some(params));
+    let send = || up.request(method, Some(params));
     let outcome = tracked(state, up, || id.to_string(), method, send).await;
     match outcome {
         Ok(answer) => with_id(answer, id),
@@ -266,14 +266,18 @@ async fn forward(
     }
 }
 
-/// Send a request upstream (`send`), remembering it while it is in flight (under the
-/// session and `client_id`) so that the client can cancel it, and log how it went.
+/// Send a request upstream (the future `send` makes), remembering it while it is in flight
+/// (under the session and `client_id`) so that the client can cancel it, and log how it went.
+///
+/// `send` makes the future here rather than being one: a future passed in would be stored
+/// twice in this one's (as the argument, and moved into the task-local scope), which doubled
+/// the size of every forwarded call's future.
 pub(super) async fn tracked<T, F>(
     state: &AppState,
     up: &Arc<Upstream>,
     client_id: impl FnOnce() -> String,
     method: &str,
-    send: F,
+    send: impl FnOnce() -> F,
 ) -> Result<T, CallError>
 where
     F: std::future::Future<Output = Result<T, CallError>>,
@@ -300,10 +304,10 @@ where
                     .insert(entry.key.clone(), (entry.upstream.clone(), upstream_id));
             });
             crate::upstream::connection::UPSTREAM_ID_HOOK
-                .scope(hook, send)
+                .scope(hook, send())
                 .await
         }
-        None => send.await,
+        None => send().await,
     };
     drop(tracked);
     match &outcome {
