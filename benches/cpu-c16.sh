@@ -17,16 +17,9 @@ start_gateways "${flags[@]}"
 for url in "${urls[@]}"; do
   "$gen" load --url "$url/mcp" -c 16 -n 2000 --tool up__echo >/dev/null
 done
-# utime + stime of a process, in clock ticks.
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-hz=$(getconf CLK_TCK)
 for r in $(seq 1 "$rounds"); do
   echo "round $r"
   for i in 0 1 2 3; do
-    before=$(ticks "${gws[$i]}")
-    line=$("$gen" load --url "${urls[$i]}/mcp" -c 16 -d "$secs" --tool up__echo | tail -1)
-    after=$(ticks "${gws[$i]}")
-    echo "$line" | awk -v name="${names[$i]}" -v t=$((after - before)) -v hz="$hz" \
-      '{ printf "  %s  %6.0f calls/s  p50 %4d us  gateway %5.1f us CPU/call\n", name, $1, $2, t / hz * 1e6 / $6 }'
+    cpu_c16 "${names[$i]}" "${urls[$i]}" "${gws[$i]}" "$secs"
   done
 done

@@ -53,3 +53,15 @@ start_gateways() {
     urls+=("$url")
   done
 }
+
+# cpu_c16 NAME URL PID [SECONDS]: one run of 16 clients calling `up__echo` through the gateway
+# at URL (pid PID) for SECONDS (default 3); prints calls/s, p50 and the gateway's CPU per call
+# (utime + stime from /proc, in clock ticks, over the run's calls).
+cpu_c16() {
+  local before after line
+  before=$(awk '{print $14 + $15}' "/proc/$3/stat")
+  line=$("$gen" load --url "$2/mcp" -c 16 -d "${4:-3}" --tool up__echo | tail -1)
+  after=$(awk '{print $14 + $15}' "/proc/$3/stat")
+  echo "$line" | awk -v name="$1" -v t=$((after - before)) -v hz="$(getconf CLK_TCK)" \
+    '{ printf "  %s  %6.0f calls/s  p50 %4d us  gateway %5.1f us CPU/call\n", name, $1, $2, t / hz * 1e6 / $6 }'
+}
