@@ -26,7 +26,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use url::Url;
 
-use super::h1::{Framing, Head, Io, Wire};
+use super::h1::{Framing, Head, Io, Wire, closed};
 
 /// How long a new TCP connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -107,7 +107,6 @@ impl Conn {
 
     /// Write a request and read until its response head is in.
     async fn send(&mut self, request: &[u8]) -> Result<Head, SendError> {
-        self.wire.rewind();
         self.wire
             .write(request)
             .await
@@ -144,13 +143,6 @@ impl Conn {
             }
         }
     }
-}
-
-fn closed(when: &str) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::UnexpectedEof,
-        format!("the upstream closed the connection {when}"),
-    )
 }
 
 /// Whether a read failed because the peer closed or reset the connection.
@@ -436,10 +428,11 @@ impl std::fmt::Debug for Driven {
 impl Driven {
     /// The body has ended: pool its connection, if it is fit for another request.
     fn release(&mut self) {
-        if let Some(conn) = self.conn.take()
+        if let Some(mut conn) = self.conn.take()
             && !self.close
             && !conn.wire.buffered()
         {
+            conn.wire.rewind();
             self.pool.put(conn);
         }
     }
