@@ -114,3 +114,78 @@ fn typescript_sdk_client_lists_and_calls_tools_of_mtls_upstreams_through_mcpgw()
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
 }
+
+/// A child process killed when the test ends, however it ends.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The official TypeScript SDK as an upstream, on node's own HTTP/1.1 server (the third HTTP
+/// implementation the pool talks to, after hyper and uvicorn): plain calls, progress streamed
+/// back through mcpgw, and a call after node closed the idle pooled connection (its keep-alive
+/// timeout is 5 s). Both of the SDK's answer modes: an event stream, and plain JSON.
+#[test]
+fn typescript_sdk_server_upstream_answers_through_mcpgw() {
+    use std::io::BufRead;
+    let Some(client) = ts_client() else { return };
+    let server = client.with_file_name("server.mjs");
+    for json_mode in [false, true] {
+        let dir = Dir::new();
+        let mut cmd = Command::new("node");
+        cmd.arg(&server)
+            .args(json_mode.then_some("--json"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        let mut up = Child(cmd.spawn().unwrap());
+        let mut ready = String::new();
+        std::io::BufReader::new(up.0.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        let base = ready.trim().strip_prefix("READY ").unwrap().to_owned();
+        let gw = Gateway::start(&dir, &["--no-auth"]);
+        dir.run_expect(&["gateway", "add", "ts", &format!("{base}/mcp")], 0);
+        let post = |body: Value| {
+            let (status, text) = common::curl(&[
+                "-X",
+                "POST",
+                &format!("http://{}/mcp", gw.addr),
+                "-H",
+                "content-type: application/json",
+                "-H",
+                "accept: application/json, text/event-stream",
+                "-d",
+                &body.to_string(),
+            ]);
+            assert_eq!(status, 200, "{text}");
+            text
+        };
+        let echo = |id: u32, text: &str| {
+            let answer = post(
+                serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "ts__echo", "arguments": {"text": text}}}),
+            );
+            let v: Value = serde_json::from_str(&answer).unwrap();
+            assert_eq!(v["result"]["content"][0]["text"], text, "{v}");
+        };
+        for i in 0..3 {
+            echo(i, &format!("hi {i}"));
+        }
+        let counted = post(
+            serde_json::json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+            "params": {"name": "ts__count", "arguments": {"n": 3}, "_meta": {"progressToken": "p"}}}),
+        );
+        assert!(counted.contains("counted to 3"), "{counted}");
+        // In its JSON mode the SDK cannot stream, so only the event-stream mode has progress.
+        let progress = counted.matches("notifications/progress").count();
+        assert_eq!(progress, if json_mode { 0 } else { 3 }, "{counted}");
+        if !json_mode {
+            std::thread::sleep(std::time::Duration::from_secs(6));
+            echo(10, "after node closed the idle connection");
+        }
+    }
+}
