@@ -704,6 +704,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_with_bytes_after_its_answer_is_not_reused() {
+        // Each connection answers once, with junk after the answer's end: a connection out of
+        // step with its requests must be closed, not handed to the next request.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap())).unwrap();
+        let accepts = Arc::new(AtomicUsize::new(0));
+        let counter = accepts.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    if sock.read(&mut buf).await.unwrap_or(0) > 0 {
+                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokJUNK";
+                        let _ = sock.write_all(answer).await;
+                        // Held open: only the junk tells the pool something is wrong.
+                        let _ = sock.read(&mut buf).await;
+                    }
+                });
+            }
+        });
+        let pool = Arc::new(Pool::new(&url, None, None).unwrap());
+        for _ in 0..3 {
+            assert_eq!(call(&pool).await, "ok");
+        }
+        assert_eq!(accepts.load(Ordering::SeqCst), 3);
+        assert_eq!(pool.idle_count(), 0);
+    }
+
+    #[tokio::test]
     async fn refused_connections_say_so() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap())).unwrap();
