@@ -530,48 +530,59 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    /// A raw HTTP/1.1 server on 127.0.0.1 answering `ok` to every request; counts accepted
-    /// connections and, with `close_after = Some(d)`, closes each connection `d` after its first
-    /// answer without saying so (as a server does with an idle keep-alive connection).
-    async fn server(close_after: Option<Duration>) -> (Url, Arc<AtomicUsize>) {
+    /// A TCP server on 127.0.0.1 that hands each connection to `handle`; its URL, and the
+    /// count of connections it accepted.
+    async fn serve_each<F, Fut>(handle: F) -> (Url, Arc<AtomicUsize>)
+    where
+        F: Fn(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap())).unwrap();
         let accepts = Arc::new(AtomicUsize::new(0));
         let counter = accepts.clone();
         tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
+            while let Ok((sock, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    loop {
-                        let Ok(n) = sock.read(&mut chunk).await else {
-                            return;
-                        };
-                        if n == 0 {
-                            return;
-                        }
-                        buf.extend_from_slice(&chunk[..n]);
-                        // Requests here carry a 2-byte body after the blank line.
-                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            if buf.len() < end + 4 + 2 {
-                                break;
-                            }
-                            buf.drain(..end + 4 + 2);
-                            let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                            if sock.write_all(answer).await.is_err() {
-                                return;
-                            }
-                            if let Some(delay) = close_after {
-                                tokio::time::sleep(delay).await;
-                                return;
-                            }
-                        }
-                    }
-                });
+                tokio::spawn(handle(sock));
             }
         });
         (url, accepts)
+    }
+
+    /// A raw HTTP/1.1 server on 127.0.0.1 answering `ok` to every request; counts accepted
+    /// connections and, with `close_after = Some(d)`, closes each connection `d` after its first
+    /// answer without saying so (as a server does with an idle keep-alive connection).
+    async fn server(close_after: Option<Duration>) -> (Url, Arc<AtomicUsize>) {
+        serve_each(move |mut sock| async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            loop {
+                let Ok(n) = sock.read(&mut chunk).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                // Requests here carry a 2-byte body after the blank line.
+                while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                    if buf.len() < end + 4 + 2 {
+                        break;
+                    }
+                    buf.drain(..end + 4 + 2);
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if sock.write_all(answer).await.is_err() {
+                        return;
+                    }
+                    if let Some(delay) = close_after {
+                        tokio::time::sleep(delay).await;
+                        return;
+                    }
+                }
+            }
+        })
+        .await
     }
 
     fn request(pool: &Pool) -> Vec<u8> {
@@ -707,24 +718,16 @@ mod tests {
     async fn a_connection_with_bytes_after_its_answer_is_not_reused() {
         // Each connection answers once, with junk after the answer's end: a connection out of
         // step with its requests must be closed, not handed to the next request.
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap())).unwrap();
-        let accepts = Arc::new(AtomicUsize::new(0));
-        let counter = accepts.clone();
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 4096];
-                    if sock.read(&mut buf).await.unwrap_or(0) > 0 {
-                        let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokJUNK";
-                        let _ = sock.write_all(answer).await;
-                        // Held open: only the junk tells the pool something is wrong.
-                        let _ = sock.read(&mut buf).await;
-                    }
-                });
+        let (url, accepts) = serve_each(|mut sock| async move {
+            let mut buf = [0u8; 4096];
+            if sock.read(&mut buf).await.unwrap_or(0) > 0 {
+                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokJUNK";
+                let _ = sock.write_all(answer).await;
+                // Held open: only the junk tells the pool something is wrong.
+                let _ = sock.read(&mut buf).await;
             }
-        });
+        })
+        .await;
         let pool = Arc::new(Pool::new(&url, None, None).unwrap());
         for _ in 0..3 {
             assert_eq!(call(&pool).await, "ok");
