@@ -50,7 +50,7 @@ pub struct Head {
 /// How a body is delimited, and how much of it is left.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Framing {
-    /// This many bytes are left.
+    /// This many bytes are left, never 0 (an empty body is [`Framing::Done`]).
     Length(u64),
     /// Chunked, at this step.
     Chunked(Chunk),
@@ -227,10 +227,6 @@ impl Wire {
         loop {
             match *framing {
                 Framing::Done => return Poll::Ready(Ok(None)),
-                Framing::Length(0) => {
-                    *framing = Framing::Done;
-                    return Poll::Ready(Ok(None));
-                }
                 Framing::Length(left) => {
                     if self.buf.is_empty() && ready!(self.poll_fill(cx))? == 0 {
                         return Poll::Ready(Err(closed("before the end of its answer")));

@@ -54,14 +54,6 @@ impl<'a> Members<'a> {
 
 /// Append `s` as a JSON string.
 pub fn push_str(out: &mut Vec<u8>, s: &str) {
-    // Names and keys rarely need escapes: copied between quotes when none is needed.
-    if super::scan::plain_run(s.as_bytes()) == s.len() {
-        out.reserve(s.len() + 2);
-        out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
-        out.push(b'"');
-        return;
-    }
     // Writing a `str` into a `Vec` cannot fail.
     let _ = serde_json::to_writer(&mut *out, s);
 }

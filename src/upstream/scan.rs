@@ -21,52 +21,33 @@ pub const MAX_DEPTH: usize = 100;
 /// The members of the object `text`, in order: each key (unescaped) and its value's text (no
 /// surrounding whitespace). `None` when `text` is not exactly one valid JSON object.
 pub fn members(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
-    let mut s = Scan {
-        b: text.as_bytes(),
-        i: 0,
-    };
+    let mut s = Scan { text, i: 0 };
     s.ws();
-    s.eat(b'{')?;
-    let mut out = Vec::with_capacity(6);
-    s.ws();
-    if s.peek() == Some(b'}') {
-        s.i += 1;
-    } else {
-        loop {
-            let key_start = s.i;
-            let escaped = s.string()?;
-            let raw_key = &text[key_start + 1..s.i - 1];
-            let key = if escaped {
-                Cow::Owned(serde_json::from_str::<String>(&text[key_start..s.i]).ok()?)
-            } else {
-                Cow::Borrowed(raw_key)
-            };
-            s.ws();
-            s.eat(b':')?;
-            s.ws();
-            let start = s.i;
-            s.value(1)?;
-            out.push((key, &text[start..s.i]));
-            s.ws();
-            match s.next()? {
-                b',' => s.ws(),
-                b'}' => break,
-                _ => return None,
-            }
-        }
+    if s.peek() != Some(b'{') {
+        return None;
     }
+    let mut out = Vec::with_capacity(6);
+    s.object(1, |key, escaped, value| {
+        let key = if escaped {
+            Cow::Owned(serde_json::from_str::<String>(key).ok()?)
+        } else {
+            Cow::Borrowed(&key[1..key.len() - 1])
+        };
+        out.push((key, value));
+        Some(())
+    })?;
     s.ws();
-    (s.i == s.b.len()).then_some(out)
+    (s.i == text.len()).then_some(out)
 }
 
 struct Scan<'a> {
-    b: &'a [u8],
+    text: &'a str,
     i: usize,
 }
 
-impl Scan<'_> {
+impl<'a> Scan<'a> {
     fn peek(&self) -> Option<u8> {
-        self.b.get(self.i).copied()
+        self.text.as_bytes().get(self.i).copied()
     }
 
     fn next(&mut self) -> Option<u8> {
@@ -89,8 +70,8 @@ impl Scan<'_> {
     fn value(&mut self, depth: usize) -> Option<()> {
         match self.peek()? {
             b'"' => self.string().map(drop),
-            b'{' => self.object(depth + 1),
-            b'[' => self.array(depth + 1),
+            b'{' => self.object(depth + 1, |_, _, _| Some(())),
+            b'[' => self.seq(depth + 1, b']', |s| s.value(depth + 1)),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
@@ -101,50 +82,52 @@ impl Scan<'_> {
 
     fn literal(&mut self, word: &[u8]) -> Option<()> {
         let end = self.i + word.len();
-        (self.b.get(self.i..end)? == word).then(|| self.i = end)
+        (self.text.as_bytes().get(self.i..end)? == word).then(|| self.i = end)
     }
 
-    fn object(&mut self, depth: usize) -> Option<()> {
+    /// An object, from its `{`: each member's key (its text, quotes included, and whether it
+    /// has escapes) and value text go to `member`.
+    fn object(
+        &mut self,
+        depth: usize,
+        mut member: impl FnMut(&'a str, bool, &'a str) -> Option<()>,
+    ) -> Option<()> {
+        self.seq(depth, b'}', |s| {
+            let key_start = s.i;
+            let escaped = s.string()?;
+            let key = &s.text[key_start..s.i];
+            s.ws();
+            s.eat(b':')?;
+            s.ws();
+            let start = s.i;
+            s.value(depth)?;
+            member(key, escaped, &s.text[start..s.i])
+        })
+    }
+
+    /// An object or array, from its opening byte to its `close`, at nesting `depth`: `item`
+    /// reads each member or element, the commas and white space between are read here.
+    fn seq(
+        &mut self,
+        depth: usize,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
         if depth > MAX_DEPTH {
             return None;
         }
         self.i += 1;
         self.ws();
-        if self.peek() == Some(b'}') {
+        if self.peek() == Some(close) {
             self.i += 1;
             return Some(());
         }
         loop {
-            self.string()?;
-            self.ws();
-            self.eat(b':')?;
-            self.ws();
-            self.value(depth)?;
+            item(self)?;
             self.ws();
             match self.next()? {
                 b',' => self.ws(),
-                b'}' => return Some(()),
-                _ => return None,
-            }
-        }
-    }
-
-    fn array(&mut self, depth: usize) -> Option<()> {
-        if depth > MAX_DEPTH {
-            return None;
-        }
-        self.i += 1;
-        self.ws();
-        if self.peek() == Some(b']') {
-            self.i += 1;
-            return Some(());
-        }
-        loop {
-            self.value(depth)?;
-            self.ws();
-            match self.next()? {
-                b',' => self.ws(),
-                b']' => return Some(()),
+                c if c == close => return Some(()),
                 _ => return None,
             }
         }
@@ -191,7 +174,7 @@ impl Scan<'_> {
         self.eat(b'"')?;
         let mut escaped = false;
         loop {
-            self.i += plain_run(&self.b[self.i..]);
+            self.i += plain_run(&self.text.as_bytes()[self.i..]);
             match self.next()? {
                 b'"' => return Some(escaped),
                 b'\\' => {
@@ -223,7 +206,7 @@ impl Scan<'_> {
     }
 
     fn hex4(&mut self) -> Option<u16> {
-        let digits = self.b.get(self.i..self.i + 4)?;
+        let digits = self.text.as_bytes().get(self.i..self.i + 4)?;
         let mut v = 0u16;
         for &d in digits {
             v = v << 4 | u16::from(char::from(d).to_digit(16)? as u8);
@@ -235,7 +218,7 @@ impl Scan<'_> {
 
 /// How many bytes at the start of `b` need no attention inside a string: not a quote, not a
 /// backslash, not a control character. Eight bytes at a time while it can.
-pub fn plain_run(b: &[u8]) -> usize {
+fn plain_run(b: &[u8]) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     // High bit of each byte of `w` that is below `n` (exact for the lowest such byte; bytes of

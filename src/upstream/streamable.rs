@@ -332,3 +332,48 @@ where
         std::future::ready(out)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_request_is_written_once_per_header_with_the_fixed_ones_last() {
+        let mut headers = HeaderMap::new();
+        headers.insert("authorization", HeaderValue::from_static("Bearer t"));
+        // Fields the request writes itself, and one this message replaces.
+        headers.insert(ACCEPT, HeaderValue::from_static("text/plain"));
+        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("999"));
+        headers.insert("mcp-name", HeaderValue::from_static("old"));
+        let extra = [(
+            HeaderName::from_static("mcp-name"),
+            HeaderValue::from_static("new"),
+        )];
+        let out = Outgoing {
+            headers: &headers,
+            extra: &extra,
+            body: Bytes::from_static(b"{\"a\":1}"),
+            expect_id: None,
+        };
+        let target: http::Uri = "/mcp?x=1".parse().unwrap();
+        let written = serialize(&target, &HeaderValue::from_static("h:1"), &out);
+        let text = String::from_utf8(written).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert_eq!(body, "{\"a\":1}");
+        let mut lines = head.split("\r\n");
+        assert_eq!(lines.next(), Some("POST /mcp?x=1 HTTP/1.1"));
+        let fields: Vec<&str> = lines.collect();
+        assert_eq!(
+            fields,
+            [
+                "host: h:1",
+                "authorization: Bearer t",
+                "mcp-name: new",
+                "accept: application/json, text/event-stream",
+                "content-type: application/json",
+                &format!("user-agent: {AGENT}"),
+                "content-length: 7",
+            ]
+        );
+    }
+}
