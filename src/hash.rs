@@ -8,3 +8,6 @@
 
 /// A `HashMap` with foldhash's randomly seeded fast hasher.
 pub type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// A `HashSet` with the same hasher.
+pub type HashSet<T> = std::collections::HashSet<T, foldhash::fast::RandomState>;

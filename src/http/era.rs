@@ -103,7 +103,7 @@ pub fn check(headers: Option<&HeaderMap>, msg: &Value) -> Result<(), (StatusCode
                 .get("params")
                 .and_then(|p| p.get(key))
                 .and_then(Value::as_str)
-            && header(headers, &names::NAME) != Some(header_safe(value).as_str())
+            && header(headers, &names::NAME) != Some(&*header_safe(value))
         {
             return reject(
                 code::HEADER_MISMATCH,

@@ -8,7 +8,7 @@
 mod call;
 mod route;
 
-use crate::hash::HashMap;
+use crate::hash::HashSet;
 use std::sync::{Arc, Mutex};
 
 use axum::Json;
@@ -25,14 +25,14 @@ use crate::upstream::connection::{MODERN_VERSION, SESSION_VERSIONS};
 use crate::upstream::registry::Upstream;
 use route::{cancel_upstream, route_completion, route_named, route_uri};
 
-/// Requests in flight upstream: (session, client id) -> (upstream, upstream id).
-pub type Inflight = Arc<Mutex<HashMap<(String, String), (String, u64)>>>;
+/// Requests in flight upstream, found by (session, client id).
+pub type Inflight = Arc<Mutex<HashSet<route::ByKey>>>;
 
 tokio::task_local! {
     /// The downstream session a request belongs to ("-" without one): requests in flight are
     /// remembered per session so that the client's `notifications/cancelled` finds them.
     /// Unset on connection-bound transports (SSE, WebSocket), which do not track them.
-    static CURRENT_SESSION: String;
+    static CURRENT_SESSION: Arc<str>;
 }
 
 /// Which upstreams a request sees.
@@ -116,7 +116,7 @@ pub(super) async fn post(
         );
     }
     // Calls go upstream without a JSON tree when they can (see `call`).
-    let session = session_header(&headers).map(str::to_owned);
+    let session = session_header(&headers).map(Arc::<str>::from);
     let (headers, body) = match call::post(&state, &scope, headers, body, session).await {
         Ok(answered) => return answered,
         Err(not_a_call) => not_a_call,
@@ -199,7 +199,7 @@ async fn post_tree(
         && jsonrpc::kind(&msg) == Kind::Request
         && accepts_event_stream(&headers)
     {
-        let session = session.unwrap_or("-").to_owned();
+        let session = session.unwrap_or("-").into();
         return stream_answer(state, scope, msg, decorate, session, span).await;
     }
     if method == "initialize" && state.sessions.is_full() && state.sessions.sweep() == 0 {
@@ -226,7 +226,7 @@ async fn post_tree(
             single => handle(&state, &scope, single, &mut new_session).await,
         }
     };
-    let work = CURRENT_SESSION.scope(session.unwrap_or("-").to_owned(), work);
+    let work = CURRENT_SESSION.scope(session.unwrap_or("-").into(), work);
     let answer = match span {
         Some(span) => tracing::Instrument::instrument(work, span).await,
         None => work.await,
@@ -282,7 +282,7 @@ async fn stream_answer(
     scope: Scope,
     msg: Value,
     decorate: Option<String>,
-    session: String,
+    session: Arc<str>,
     span: Option<tracing::Span>,
 ) -> Response {
     let worker = state.clone();

@@ -5,6 +5,7 @@
 //! session-era `initialize` handshake instead. Requests get ids assigned here, so many downstream
 //! clients can share one upstream session without their ids colliding; callers map them back.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -70,7 +71,13 @@ tokio::task_local! {
 
     /// Told the id this connection gives the request it is about to send, so the caller can
     /// later cancel it upstream (`notifications/cancelled` names the upstream's id).
-    pub static UPSTREAM_ID_HOOK: Arc<dyn Fn(u64) + Send + Sync>;
+    pub static UPSTREAM_ID_HOOK: Arc<dyn IdSink>;
+}
+
+/// Told the id a connection gives a request ([`UPSTREAM_ID_HOOK`]).
+pub trait IdSink: Send + Sync {
+    /// The request about to be sent goes as `id`.
+    fn sent_as(&self, id: u64);
 }
 
 enum Wire {
@@ -370,7 +377,7 @@ impl Connection {
     /// The id of the next request, told to whoever waits for it ([`UPSTREAM_ID_HOOK`]).
     fn request_id(&self) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let _ = UPSTREAM_ID_HOOK.try_with(|hook| hook(id));
+        let _ = UPSTREAM_ID_HOOK.try_with(|sink| sink.sent_as(id));
         id
     }
 
@@ -526,17 +533,33 @@ fn routing_headers(
     name: Option<&str>,
 ) -> Vec<(HeaderName, HeaderValue)> {
     let mut extra = Vec::with_capacity(3);
-    let mut header = |name: &HeaderName, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
+    let mut header = |name: &HeaderName, value: Option<HeaderValue>| {
+        if let Some(v) = value {
             extra.push((name.clone(), v));
         }
     };
-    header(&names::PROTOCOL_VERSION, version);
-    header(&names::METHOD, method);
+    let versions = std::iter::once(&MODERN_VERSION).chain(&SESSION_VERSIONS);
+    header(&names::PROTOCOL_VERSION, known_value(version, versions));
+    header(&names::METHOD, known_value(method, &ROUTED_METHODS));
     if let Some(name) = name {
-        header(&names::NAME, &header_safe(name));
+        header(&names::NAME, HeaderValue::from_str(&header_safe(name)).ok());
     }
     extra
+}
+
+/// Methods whose `Mcp-Method` header is made without a copy.
+const ROUTED_METHODS: [&str; 4] = ["tools/call", "prompts/get", "resources/read", "ping"];
+
+/// `value` as a header value: one of `known` without a copy, anything else copied (`None` when
+/// a header cannot carry it).
+fn known_value<'k>(
+    value: &str,
+    known: impl IntoIterator<Item = &'k &'static str>,
+) -> Option<HeaderValue> {
+    match known.into_iter().find(|k| **k == value) {
+        Some(k) => Some(HeaderValue::from_static(k)),
+        None => HeaderValue::from_str(value).ok(),
+    }
 }
 
 fn no_answer(method: &str) -> UpstreamError {
@@ -591,14 +614,14 @@ pub fn strip_envelope(params: &mut Value) {
 }
 
 /// A header value as 2026-07-28 wants it: verbatim if printable ASCII, else `=?base64?…?=`.
-pub fn header_safe(value: &str) -> String {
+pub fn header_safe(value: &str) -> Cow<'_, str> {
     if value.bytes().all(|b| (0x20..=0x7e).contains(&b)) && !value.starts_with("=?base64?") {
-        value.to_owned()
+        Cow::Borrowed(value)
     } else {
         use base64::Engine;
-        format!(
+        Cow::Owned(format!(
             "=?base64?{}?=",
             base64::engine::general_purpose::STANDARD.encode(value)
-        )
+        ))
     }
 }

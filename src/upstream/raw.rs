@@ -11,6 +11,7 @@
 //! the caller falls back to the `Value` path, which answers it as before.
 
 use std::borrow::Cow;
+use std::ops::Range;
 
 use bytes::Bytes;
 use serde_json::{Map, Value};
@@ -27,12 +28,23 @@ pub struct Members<'a>(pub Vec<(Cow<'a, str>, &'a str)>);
 impl<'a> Members<'a> {
     /// Parse the members of the object `text`.
     pub fn parse(text: &'a str) -> Option<Self> {
-        let m = Self(super::scan::members(text)?);
-        let unique =
-            m.0.iter()
-                .enumerate()
-                .all(|(i, (k, _))| m.0[..i].iter().all(|(other, _)| other != k));
-        unique.then_some(m)
+        Self::unique(super::scan::members(text)?)
+    }
+
+    /// [`Members::parse`], with the members of the object under key `inner` read in the same
+    /// pass: `(top, None)` when that member is absent, not an object or repeats a key (then
+    /// `Members::parse` of its text says `None` too).
+    pub fn parse_with(text: &'a str, inner: &str) -> Option<(Self, Option<Self>)> {
+        let (top, nested) = super::scan::members_with(text, Some(inner))?;
+        Some((Self::unique(top)?, nested.and_then(Self::unique)))
+    }
+
+    fn unique(members: Vec<super::scan::Member<'a>>) -> Option<Self> {
+        let unique = members
+            .iter()
+            .enumerate()
+            .all(|(i, (k, _))| members[..i].iter().all(|(other, _)| other != k));
+        unique.then_some(Self(members))
     }
 
     /// The JSON text of member `key`.
@@ -160,9 +172,13 @@ impl<'a> RawParams<'a> {
         let name = String::from_utf8(name).unwrap_or_default();
         let has_meta = self.meta.is_some();
         let stamp_new = envelope.is_some() && !has_meta;
-        let extra: Vec<(&str, &str)> = match (&meta_text, stamp_new) {
-            (Some(text), true) => vec![("_meta", text.as_str())],
-            _ => Vec::new(),
+        let stamp;
+        let extra: &[(&str, &str)] = match (&meta_text, stamp_new) {
+            (Some(text), true) => {
+                stamp = [("_meta", &**text)];
+                &stamp
+            }
+            _ => &[],
         };
         push_object(
             out,
@@ -176,26 +192,26 @@ impl<'a> RawParams<'a> {
                     None
                 }
             },
-            &extra,
+            extra,
         );
     }
 
     /// The `_meta` text to send, `None` to send none.
-    fn meta_text(&self, envelope: Option<&Envelope>) -> Option<String> {
+    fn meta_text<'e>(&self, envelope: Option<&'e Envelope>) -> Option<Cow<'e, str>> {
         match (envelope, &self.meta) {
-            (Some(stamp), None) => Some(stamp.text.clone()),
+            (Some(stamp), None) => Some(Cow::Borrowed(&stamp.text)),
             (Some(stamp), Some(meta)) => {
                 let mut meta = meta.clone();
                 for (k, v) in &stamp.keys {
                     meta.insert(k.clone(), v.clone());
                 }
-                serde_json::to_string(&meta).ok()
+                serde_json::to_string(&meta).ok().map(Cow::Owned)
             }
             (None, meta) => {
                 let mut meta = meta.clone()?;
                 meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
                 (!meta.is_empty())
-                    .then(|| serde_json::to_string(&meta).ok())
+                    .then(|| serde_json::to_string(&meta).ok().map(Cow::Owned))
                     .flatten()
             }
         }
@@ -247,7 +263,7 @@ impl Reply {
         let text = std::str::from_utf8(&body).map_err(|e| UpstreamError::Protocol {
             detail: format!("the answer is not JSON ({e})"),
         })?;
-        let Some(members) = Members::parse(text) else {
+        let Some((members, result_members)) = Members::parse_with(text, "result") else {
             return serde_json::from_str(text)
                 .map(RawAnswer::Value)
                 .map_err(not_json);
@@ -267,7 +283,7 @@ impl Reply {
             }
         }
         Ok(match (result, error) {
-            (Some(r), None) => RawAnswer::Result(r.into()),
+            (Some(r), None) => RawAnswer::Result(RawResult::new(r, result_members)),
             (None, Some(e)) => RawAnswer::Error(e.into()),
             _ => RawAnswer::Value(serde_json::from_str(text).map_err(not_json)?),
         })
@@ -280,11 +296,76 @@ fn not_json(e: serde_json::Error) -> UpstreamError {
     }
 }
 
+/// A `result` as the upstream wrote it, with where its top-level members are when it is an
+/// object without repeated keys: found in the answer's own scan, so that shaping it for the
+/// client does not scan it again.
+#[derive(Debug)]
+pub struct RawResult {
+    text: Box<str>,
+    members: Option<Vec<(Key, Range<usize>)>>,
+}
+
+/// A member's key in [`RawResult`]: where it is written, or unescaped when it has escapes.
+#[derive(Debug)]
+enum Key {
+    At(Range<usize>),
+    Unescaped(String),
+}
+
+impl RawResult {
+    /// The result `text` (a slice of the answer), and its members as the scan found them.
+    fn new(text: &str, members: Option<Members<'_>>) -> Self {
+        let base = text.as_ptr() as usize;
+        let at = |part: &str| {
+            let start = part.as_ptr() as usize - base;
+            start..start + part.len()
+        };
+        let members = members.map(|m| {
+            m.0.into_iter()
+                .map(|(key, value)| {
+                    let key = match key {
+                        Cow::Borrowed(k) => Key::At(at(k)),
+                        Cow::Owned(k) => Key::Unescaped(k),
+                    };
+                    (key, at(value))
+                })
+                .collect()
+        });
+        Self {
+            text: text.into(),
+            members,
+        }
+    }
+
+    /// The result's JSON text.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// Its members, as [`Members::parse`] of [`RawResult::text`] gives them, without a scan.
+    pub fn members(&self) -> Option<Members<'_>> {
+        let members = self.members.as_ref()?;
+        let text = &*self.text;
+        Some(Members(
+            members
+                .iter()
+                .map(|(key, value)| {
+                    let key = match key {
+                        Key::At(r) => &text[r.clone()],
+                        Key::Unescaped(k) => k.as_str(),
+                    };
+                    (Cow::Borrowed(key), &text[value.clone()])
+                })
+                .collect(),
+        ))
+    }
+}
+
 /// An upstream's answer to a forwarded request.
 #[derive(Debug)]
 pub enum RawAnswer {
     /// `result`, as the upstream wrote it.
-    Result(Box<str>),
+    Result(RawResult),
     /// `error`, as the upstream wrote it.
     Error(Box<str>),
     /// Any other answer, parsed.
@@ -420,6 +501,45 @@ mod tests {
     }
 
     #[test]
+    fn a_result_keeps_the_members_its_answers_scan_found() {
+        let results = [
+            r#"{"a":1,"b\u0041":[2, {"x":3}],"c":{"d":"e"}}"#,
+            r#"{ "x" : "y" , "z":null }"#,
+            "{}",
+            r#"{"a":1,"a":2}"#,
+            "[1,2]",
+            r#""s""#,
+        ];
+        for result in results {
+            let text = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{result}}}"#);
+            let RawAnswer::Result(r) = Reply::Json(Bytes::from(text)).into_answer().unwrap() else {
+                panic!("{result}: not a result");
+            };
+            assert_eq!(r.text(), result);
+            let want = Members::parse(result).map(|m| m.0);
+            assert_eq!(r.members().map(|m| m.0), want, "{result}");
+        }
+    }
+
+    #[test]
+    fn params_are_read_in_the_top_levels_pass() {
+        let cases = [
+            (r#"{"params":{"name":"a","n":[1]},"id":1}"#, true),
+            (r#"{"params":{"a":1,"a":2}}"#, false),
+            (r#"{"params":[1]}"#, false),
+            (r#"{"id":1}"#, false),
+        ];
+        for (text, nested) in cases {
+            let (top, params) = Members::parse_with(text, "params").unwrap();
+            assert_eq!(top.0, Members::parse(text).unwrap().0);
+            let again = top.get("params").and_then(Members::parse);
+            assert_eq!(params.is_some(), nested, "{text}");
+            assert_eq!(params.map(|m| m.0), again.map(|m| m.0), "{text}");
+        }
+        assert!(Members::parse_with(r#"{"params":{"a":1}} x"#, "params").is_none());
+    }
+
+    #[test]
     fn answers_split_at_the_top_level() {
         let answer = |text: &str| {
             Reply::Json(Bytes::from(text.to_owned()))
@@ -427,7 +547,7 @@ mod tests {
                 .unwrap()
         };
         match answer(r#"{"jsonrpc":"2.0","id":3,"result":{"content":[]}}"#) {
-            RawAnswer::Result(r) => assert_eq!(&*r, r#"{"content":[]}"#),
+            RawAnswer::Result(r) => assert_eq!(r.text(), r#"{"content":[]}"#),
             other => panic!("{other:?}"),
         }
         let err = answer(r#"{"jsonrpc":"2.0","id":3,"error":{"code":-1,"message":"m"}}"#);

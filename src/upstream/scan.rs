@@ -18,26 +18,31 @@ use std::borrow::Cow;
 /// Deepest nesting scanned (serde_json stops at 128; anything deeper is left to it).
 pub const MAX_DEPTH: usize = 100;
 
-/// The members of the object `text`, in order: each key (unescaped) and its value's text (no
-/// surrounding whitespace). `None` when `text` is not exactly one valid JSON object.
-pub fn members(text: &str) -> Option<Vec<(Cow<'_, str>, &str)>> {
+/// A member of an object: its key (unescaped) and its value's text (no surrounding white space).
+pub type Member<'t> = (Cow<'t, str>, &'t str);
+
+/// The members of the object `text`, in order. `None` when `text` is not exactly one valid JSON
+/// object.
+pub fn members(text: &str) -> Option<Vec<Member<'_>>> {
+    members_with(text, None).map(|(top, _)| top)
+}
+
+/// [`members`], and those of the object under key `inner` too, in the same pass: `Some` when
+/// that member is an object (the last such member if the key repeats).
+pub fn members_with<'t>(
+    text: &'t str,
+    inner: Option<&str>,
+) -> Option<(Vec<Member<'t>>, Option<Vec<Member<'t>>>)> {
     let mut s = Scan { text, i: 0 };
     s.ws();
     if s.peek() != Some(b'{') {
         return None;
     }
-    let mut out = Vec::with_capacity(6);
-    s.object(1, |key, escaped, value| {
-        let key = if escaped {
-            Cow::Owned(serde_json::from_str::<String>(key).ok()?)
-        } else {
-            Cow::Borrowed(&key[1..key.len() - 1])
-        };
-        out.push((key, value));
-        Some(())
-    })?;
+    let mut top = Vec::with_capacity(6);
+    let mut nested = None;
+    s.collect(1, &mut top, inner.map(|key| (key, &mut nested)))?;
     s.ws();
-    (s.i == text.len()).then_some(out)
+    (s.i == text.len()).then_some((top, nested))
 }
 
 struct Scan<'a> {
@@ -70,7 +75,7 @@ impl<'a> Scan<'a> {
     fn value(&mut self, depth: usize) -> Option<()> {
         match self.peek()? {
             b'"' => self.string().map(drop),
-            b'{' => self.object(depth + 1, |_, _, _| Some(())),
+            b'{' => self.object(depth + 1),
             b'[' => self.seq(depth + 1, b']', |s| s.value(depth + 1)),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
@@ -85,23 +90,48 @@ impl<'a> Scan<'a> {
         (self.text.as_bytes().get(self.i..end)? == word).then(|| self.i = end)
     }
 
-    /// An object, from its `{`: each member's key (its text, quotes included, and whether it
-    /// has escapes) and value text go to `member`.
-    fn object(
+    /// An object, from its `{`, read through.
+    fn object(&mut self, depth: usize) -> Option<()> {
+        self.seq(depth, b'}', |s| {
+            s.string()?;
+            s.ws();
+            s.eat(b':')?;
+            s.ws();
+            s.value(depth)
+        })
+    }
+
+    /// An object's members into `out`, from its `{`; with `inner`, the members of the object
+    /// under that key go to its slot.
+    fn collect(
         &mut self,
         depth: usize,
-        mut member: impl FnMut(&'a str, bool, &'a str) -> Option<()>,
+        out: &mut Vec<Member<'a>>,
+        mut inner: Option<(&str, &mut Option<Vec<Member<'a>>>)>,
     ) -> Option<()> {
         self.seq(depth, b'}', |s| {
             let key_start = s.i;
             let escaped = s.string()?;
             let key = &s.text[key_start..s.i];
+            let key = if escaped {
+                Cow::Owned(serde_json::from_str::<String>(key).ok()?)
+            } else {
+                Cow::Borrowed(&key[1..key.len() - 1])
+            };
             s.ws();
             s.eat(b':')?;
             s.ws();
             let start = s.i;
-            s.value(depth)?;
-            member(key, escaped, &s.text[start..s.i])
+            match &mut inner {
+                Some((want, slot)) if key == *want && s.peek() == Some(b'{') => {
+                    let mut members = Vec::with_capacity(6);
+                    s.collect(depth + 1, &mut members, None)?;
+                    **slot = Some(members);
+                }
+                _ => s.value(depth)?,
+            }
+            out.push((key, &s.text[start..s.i]));
+            Some(())
         })
     }
 

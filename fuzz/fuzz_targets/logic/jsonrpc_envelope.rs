@@ -80,7 +80,7 @@ fn version(msg: &Value) -> Option<&str> {
 
 fn name(msg: &Value, method: &str) -> Option<String> {
     let key = name_key(method)?;
-    Some(header_safe(msg.get("params")?.get(key)?.as_str()?))
+    Some(header_safe(msg.get("params")?.get(key)?.as_str()?).into_owned())
 }
 
 /// How many headers a fully representable body yields.

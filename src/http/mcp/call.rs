@@ -37,7 +37,7 @@ struct Call<'a> {
 impl<'a> Call<'a> {
     fn parse(body: &'a [u8]) -> Option<Self> {
         let text = std::str::from_utf8(body).ok()?;
-        let top = Members::parse(text)?;
+        let (top, params) = Members::parse_with(text, "params")?;
         if top.get_str("jsonrpc").as_deref() != Some("2.0") {
             return None;
         }
@@ -47,7 +47,12 @@ impl<'a> Call<'a> {
         if !matches!(id.as_bytes().first(), Some(b'"' | b'-' | b'0'..=b'9')) {
             return None;
         }
-        let params = Members::parse(top.get("params")?)?;
+        // Read in the top level's pass when it is an object without repeated keys; parsed
+        // again only to come to the same `None` otherwise.
+        let params = match params {
+            Some(params) => params,
+            None => Members::parse(top.get("params")?)?,
+        };
         let params = RawParams::new(params, "name")?;
         Some(Self { id, method, params })
     }
@@ -133,7 +138,7 @@ pub(super) async fn post(
     scope: &Scope,
     headers: HeaderMap,
     body: Bytes,
-    session: Option<String>,
+    session: Option<Arc<str>>,
 ) -> Result<Response, (HeaderMap, Bytes)> {
     if !candidate(&body) {
         return Err((headers, body));
@@ -145,7 +150,7 @@ pub(super) async fn post(
     let streams = accept.contains("text/event-stream");
     let sse_only = streams && !accept.contains("application/json");
     let has_session = session.is_some();
-    let session = session.unwrap_or_else(|| "-".to_owned());
+    let session = session.unwrap_or_else(|| "-".into());
     let (worker, scope) = (state.clone(), scope.clone());
     // Boxed where it is made: the forwarding chain is a large future, and moving it by value
     // (into the relay, into a task-local scope) copied it several times per call.
@@ -243,7 +248,7 @@ async fn forward(
         ));
     }
     let span = CURRENT_SESSION
-        .try_with(|s| request_span(Some(s.as_str()).filter(|s| *s != "-"), call.method))
+        .try_with(|s| request_span(Some(&**s).filter(|s| *s != "-"), call.method))
         .ok()
         .flatten();
     let work = dispatch(state, scope, &mut call, modern);
@@ -268,7 +273,8 @@ async fn dispatch(state: &AppState, scope: &Scope, call: &mut Call<'_>, modern: 
     let send = || up.request_raw(method, params);
     match tracked(state, &up, || call.id_key(), method, send).await {
         Ok(RawAnswer::Result(result)) => {
-            write_answer(call.id, "result", &shaped(&result, call.method, modern))
+            let shaped = shaped(result.text(), || result.members(), call.method, modern);
+            write_answer(call.id, "result", &shaped)
         }
         Ok(RawAnswer::Error(error)) => write_answer(call.id, "error", &error),
         Ok(RawAnswer::Value(answer)) => {
@@ -301,7 +307,12 @@ fn write_answer(id: &str, member: &str, value: &str) -> Vec<u8> {
 /// tree (neither method's result is cacheable): a 2026-07-28 client gets `resultType`; a
 /// session-era client gets none of the 2026-07-28 fields. Copied as it came when nothing
 /// changes, which is the common case.
-fn shaped<'r>(text: &'r str, method: &str, modern: bool) -> Cow<'r, str> {
+fn shaped<'r>(
+    text: &'r str,
+    members: impl FnOnce() -> Option<Members<'r>>,
+    method: &str,
+    modern: bool,
+) -> Cow<'r, str> {
     let needles = &*NEEDLES;
     let mentions = |key: &Finder<'_>| key.find(text.as_bytes()).is_some();
     // The common cases, decided by a byte search instead of a parse: a result that names none
@@ -320,7 +331,7 @@ fn shaped<'r>(text: &'r str, method: &str, modern: bool) -> Cow<'r, str> {
             return Cow::Owned(format!("{{\"resultType\":\"complete\"{sep}{rest}"));
         }
     }
-    let Some(members) = Members::parse(text) else {
+    let Some(members) = members() else {
         // Not an object (or repeated keys): shaped as a tree.
         let mut answer = serde_json::json!({"result": serde_json::from_str::<Value>(text).unwrap_or(Value::Null)});
         finish(modern.then_some(method), &mut answer);
@@ -379,7 +390,13 @@ mod tests {
         for result in &results {
             for modern in [true, false] {
                 let raw = result.to_string();
-                let got: Value = serde_json::from_str(&shaped(&raw, "tools/call", modern)).unwrap();
+                let got: Value = serde_json::from_str(&shaped(
+                    &raw,
+                    || Members::parse(&raw),
+                    "tools/call",
+                    modern,
+                ))
+                .unwrap();
                 assert_eq!(got, tree_shaped(result, modern), "{result} modern={modern}");
             }
         }
@@ -388,7 +405,10 @@ mod tests {
     #[test]
     fn an_unchanged_result_is_copied_byte_for_byte() {
         let text = r#"{"content": [{"type":"text","text":"1e2 \u00e9"}], "isError":false}"#;
-        assert_eq!(shaped(text, "tools/call", false), text);
+        assert_eq!(
+            shaped(text, || Members::parse(text), "tools/call", false),
+            text
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! per session here so that a client's `notifications/cancelled` reaches the upstream working on it.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value};
 
@@ -212,8 +213,14 @@ pub(super) async fn cancel_upstream(state: &AppState, msg: &Value) {
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .get(&(session, request_id.to_string()))
-        .cloned();
-    let Some((upstream, upstream_id)) = found else {
+        .map(|entry| {
+            (
+                entry.0.upstream.name(),
+                entry.0.upstream_id.load(Ordering::Relaxed),
+            )
+        });
+    // Not yet sent: the upstream has no id for it to cancel.
+    let Some((upstream, upstream_id)) = found.filter(|(_, id)| *id != NOT_SENT) else {
         return;
     };
     let Some(up) = state.registry.get(&upstream) else {
@@ -228,11 +235,53 @@ pub(super) async fn cancel_upstream(state: &AppState, msg: &Value) {
     }
 }
 
+/// `upstream_id` of a request not sent yet.
+const NOT_SENT: u64 = u64::MAX;
+
 /// A request in flight upstream, as the table of requests in flight knows it.
-struct InFlight {
+pub struct InFlight {
     /// (session, client id).
-    key: (String, String),
-    upstream: String,
+    key: (Arc<str>, String),
+    /// Where it went (looked up by name again when cancelling: it may have been re-registered).
+    upstream: Arc<Upstream>,
+    /// The id the upstream knows it by, once the connection picked one.
+    upstream_id: AtomicU64,
+}
+
+impl crate::upstream::connection::IdSink for InFlight {
+    fn sent_as(&self, id: u64) {
+        self.upstream_id.store(id, Ordering::Relaxed);
+    }
+}
+
+/// An entry of the table, hashed and compared by its key alone, so that the table can be
+/// searched by (session, client id) without a second copy of the key.
+pub struct ByKey(Arc<InFlight>);
+
+impl std::borrow::Borrow<(Arc<str>, String)> for ByKey {
+    fn borrow(&self) -> &(Arc<str>, String) {
+        &self.0.key
+    }
+}
+
+impl std::hash::Hash for ByKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.key.hash(state);
+    }
+}
+
+impl PartialEq for ByKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.key == other.0.key
+    }
+}
+
+impl Eq for ByKey {}
+
+impl std::fmt::Debug for ByKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ByKey").field(&self.0.key).finish()
+    }
 }
 
 /// Removes the request from the table when the forwarding ends, however it ends (answered,
@@ -244,10 +293,14 @@ struct InFlightGuard<'a> {
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
-        self.table
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.entry.key);
+        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+        // Only this request's own entry: a later request reusing the client id keeps its own.
+        if table
+            .get(&self.entry.key)
+            .is_some_and(|e| Arc::ptr_eq(&e.0, &self.entry))
+        {
+            table.remove(&self.entry.key);
+        }
     }
 }
 
@@ -284,27 +337,30 @@ where
 {
     let started = std::time::Instant::now();
     // Remember (session, client id) -> (upstream, upstream id) while the request is in flight;
-    // the upstream id is known once the connection picks it (the hook).
+    // the upstream id is known once the connection picks it (the sink).
     let tracked = CURRENT_SESSION
-        .try_with(|session| InFlightGuard {
-            table: &state.inflight,
-            entry: Arc::new(InFlight {
+        .try_with(|session| {
+            let entry = Arc::new(InFlight {
                 key: (session.clone(), client_id()),
-                upstream: up.name(),
-            }),
+                upstream: up.clone(),
+                upstream_id: AtomicU64::new(NOT_SENT),
+            });
+            state
+                .inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .replace(ByKey(entry.clone()));
+            InFlightGuard {
+                table: &state.inflight,
+                entry,
+            }
         })
         .ok();
     let outcome = match &tracked {
         Some(guard) => {
-            let (entry, table) = (guard.entry.clone(), guard.table.clone());
-            let hook: Arc<dyn Fn(u64) + Send + Sync> = Arc::new(move |upstream_id| {
-                table
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(entry.key.clone(), (entry.upstream.clone(), upstream_id));
-            });
+            let sink: Arc<dyn crate::upstream::connection::IdSink> = guard.entry.clone();
             crate::upstream::connection::UPSTREAM_ID_HOOK
-                .scope(hook, send())
+                .scope(sink, send())
                 .await
         }
         None => send().await,
