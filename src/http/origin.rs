@@ -36,7 +36,12 @@ fn host_only(authority: &str) -> &str {
 
 impl OriginPolicy {
     fn host_ok(&self, host: &str) -> bool {
-        let host = host.to_ascii_lowercase();
+        // Lowered only when it has capitals (seldom): this runs on every request.
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            std::borrow::Cow::Owned(host.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(host)
+        };
         if self
             .allowed_hosts
             .iter()

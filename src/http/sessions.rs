@@ -90,10 +90,11 @@ impl Sessions {
 
     /// Whether a session is open (and not idle past the limit); marks it used.
     pub(crate) fn touch(&self, id: &str) -> bool {
+        let now = Instant::now();
         let mut ids = self.lock();
         match ids.get_mut(id) {
-            Some(seen) if seen.elapsed() < self.limits.idle => {
-                *seen = Instant::now();
+            Some(seen) if now.saturating_duration_since(*seen) < self.limits.idle => {
+                *seen = now;
                 true
             }
             Some(_) => {

@@ -203,12 +203,23 @@ impl Wire {
                 self.buf.advance(len);
                 continue;
             }
+            // The values are slices of one copy of the head, not a copy each.
+            let head = Bytes::copy_from_slice(&self.buf[..len]);
+            let base = self.buf.as_ptr() as usize;
             let mut headers = HeaderMap::with_capacity(response.headers.len());
             for field in response.headers.iter() {
                 let name = HeaderName::from_bytes(field.name.as_bytes())
                     .map_err(|_| invalid(format!("invalid header name '{}'", field.name)))?;
-                let value = HeaderValue::from_bytes(field.value)
-                    .map_err(|_| invalid(format!("invalid value of header '{name}'")))?;
+                // httparse's slices lie within the head; anything else is copied.
+                let span = (field.value.as_ptr() as usize)
+                    .checked_sub(base)
+                    .map(|at| at..at + field.value.len())
+                    .filter(|span| span.end <= len);
+                let value = match span {
+                    Some(span) => HeaderValue::from_maybe_shared(head.slice(span)),
+                    None => HeaderValue::from_bytes(field.value),
+                }
+                .map_err(|_| invalid(format!("invalid value of header '{name}'")))?;
                 headers.append(name, value);
             }
             let http10 = response.version == Some(0);
@@ -454,6 +465,23 @@ mod tests {
         );
         assert_eq!(h.framing, Framing::Done);
         assert!(!w.buffered());
+    }
+
+    #[tokio::test]
+    async fn header_values_come_through_as_sent() {
+        let mut w = wire(vec![
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\nMcp-Session-Id: abc\r\n",
+            b"X-Empty:\r\nX-Two: 1\r\nX-Two: 2\r\nX-Bin: caf\xe9\r\nContent-Length: 0\r\n\r\n",
+        ])
+        .await;
+        let h = head(&mut w).await.unwrap();
+        assert_eq!(h.headers["mcp-session-id"], "abc");
+        assert_eq!(h.headers["x-empty"], "");
+        let two: Vec<&[u8]> = h.headers.get_all("x-two").iter().map(|v| v.as_bytes()).collect();
+        assert_eq!(two, [b"1", b"2"]);
+        assert_eq!(h.headers["x-bin"].as_bytes(), b"caf\xe9");
+        assert!(h.headers.get("link").is_none());
+        assert_eq!(h.framing, Framing::Done);
     }
 
     #[tokio::test]

@@ -22,6 +22,10 @@ use super::UpstreamError;
 /// parsed: see [`super::scan`]). `None` from [`Members::parse`] when the text is not an object
 /// or repeats a key (a `Value` keeps the last of repeated keys; copying both would forward
 /// something else than the slow path does).
+///
+/// A key is `Cow::Borrowed` exactly when it is the text between its quotes as written (it had
+/// no escapes, so it has no quote, backslash or control character either), and is then copied
+/// back between quotes as it is.
 #[derive(Debug, Default)]
 pub struct Members<'a>(pub Vec<(Cow<'a, str>, &'a str)>);
 
@@ -92,7 +96,15 @@ pub fn push_object<'m>(
             Some(Some(text)) => text,
         };
         sep(out);
-        push_str(out, key);
+        match key {
+            // As written, and without escapes: copied between its quotes.
+            Cow::Borrowed(key) => {
+                out.push(b'"');
+                out.extend_from_slice(key.as_bytes());
+                out.push(b'"');
+            }
+            Cow::Owned(key) => push_str(out, key),
+        }
         out.push(b':');
         out.extend_from_slice(text.as_bytes());
     }
@@ -351,10 +363,10 @@ impl RawResult {
                 .iter()
                 .map(|(key, value)| {
                     let key = match key {
-                        Key::At(r) => &text[r.clone()],
-                        Key::Unescaped(k) => k.as_str(),
+                        Key::At(r) => Cow::Borrowed(&text[r.clone()]),
+                        Key::Unescaped(k) => Cow::Owned(k.clone()),
                     };
-                    (Cow::Borrowed(key), &text[value.clone()])
+                    (key, &text[value.clone()])
                 })
                 .collect(),
         ))

@@ -397,12 +397,13 @@ impl Upstream {
         // its name, so the client's answer can be routed back here.
         let caller = connection::REQUEST_SINK.try_with(Clone::clone).ok();
         let tagged: Option<connection::MessageSink> = caller.map(|caller| {
-            let upstream = self.name();
+            // The name is read when such a request comes, which is seldom.
+            let upstream = self.clone();
             Arc::new(move |mut m: Value| {
                 if m.get("id").is_some()
                     && let Some(obj) = m.as_object_mut()
                 {
-                    obj.insert(UPSTREAM_TAG.into(), Value::String(upstream.clone()));
+                    obj.insert(UPSTREAM_TAG.into(), Value::String(upstream.name()));
                 }
                 caller(m);
             }) as connection::MessageSink

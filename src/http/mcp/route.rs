@@ -335,7 +335,8 @@ pub(super) async fn tracked<T, F>(
 where
     F: std::future::Future<Output = Result<T, CallError>>,
 {
-    let started = std::time::Instant::now();
+    // Timed for the debug line only.
+    let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
     // Remember (session, client id) -> (upstream, upstream id) while the request is in flight;
     // the upstream id is known once the connection picks it (the sink).
     let tracked = CURRENT_SESSION
@@ -370,7 +371,8 @@ where
         // Per request, so debug: with RUST_LOG=debug every forwarded call is one line that
         // carries the downstream session (from the span) and the upstream.
         Ok(_) => {
-            tracing::debug!(upstream = %up.name(), method, elapsed_us = started.elapsed().as_micros() as u64, "forwarded")
+            let elapsed_us = started.map_or(0, |t| t.elapsed().as_micros() as u64);
+            tracing::debug!(upstream = %up.name(), method, elapsed_us, "forwarded");
         }
         Err(err) => {
             tracing::warn!(upstream = %up.name(), method, error = %err, "forwarding failed")
