@@ -452,3 +452,137 @@ fn a_clients_cancellation_reaches_the_upstream_with_the_upstreams_id() {
         assert_eq!(named[1], 1500, "the cancellation reached the other session's request: {stats}");
     });
 }
+
+/// The events of a `GET /mcp` stream, read as they come.
+struct EventReader {
+    stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>>>>,
+    buf: String,
+}
+
+impl EventReader {
+    fn new(resp: reqwest::Response) -> Self {
+        assert_eq!(resp.status().as_u16(), 200);
+        Self {
+            stream: Box::pin(resp.bytes_stream()),
+            buf: String::new(),
+        }
+    }
+
+    /// The next message with `method` within `wait` (others are skipped), or `None`.
+    async fn next_of(&mut self, method: &str, wait: Duration) -> Option<Value> {
+        use futures_util::StreamExt;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let data = frame
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data:"))
+                    .map(|v| serde_json::from_str::<Value>(v.trim()).unwrap());
+                if let Some(data) = data
+                    && data["method"] == method
+                {
+                    return Some(data);
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()??
+                .unwrap();
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}
+
+#[test]
+fn resource_updates_reach_the_sessions_that_subscribed_and_no_others() {
+    let dir = Dir::new();
+    // A session-era upstream: it sends updates on its own GET stream, outside any request.
+    let up = Upstream::start(&["--session-only"]);
+    let modern = Upstream::start(&[]);
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    dir.run_expect(
+        &["gateway", "add", "modern", &format!("{}/mcp", modern.base)],
+        0,
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let base = format!("http://{}", gw.addr);
+    let http = clients::http(None);
+    let uri = "test://watched-resource";
+    let updated = "notifications/resources/updated";
+    rt.block_on(async {
+        let url = format!("{base}/servers/up/mcp");
+        let (a, b) = (
+            Streamable::open(http.clone(), &url, None).await.unwrap(),
+            Streamable::open(http.clone(), &url, None).await.unwrap(),
+        );
+        // One session table: the GET stream of a session opened on /servers/up/mcp is /mcp's.
+        let stream = |s: &str| {
+            http.get(format!("{base}/mcp"))
+                .header("accept", "text/event-stream")
+                .header("mcp-session-id", s)
+                .timeout(Duration::from_secs(60))
+                .send()
+        };
+        let mut a_events = EventReader::new(stream(&a.session).await.unwrap());
+        let mut b_events = EventReader::new(stream(&b.session).await.unwrap());
+        let subscribe = json!({"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe", "params": {"uri": uri}});
+        let answer = a.request(&subscribe).await.unwrap();
+        assert!(answer.get("result").is_some(), "{answer}");
+
+        // The upstream tells its sessions; the gateway's GET stream opens with the first
+        // subscription, so the fixture is asked until the stream is there.
+        let touch = || async {
+            http.post(format!("{}/touch?uri={uri}", up.base))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let told = touch().await;
+            assert_eq!(told["subscribed"], 1, "the upstream must hold the subscription: {told}");
+            if told["sent"] == 1 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the gateway never listened: {told}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let note = a_events.next_of(updated, Duration::from_secs(10)).await;
+        let note = note.expect("the subscribed session must get the update");
+        assert_eq!(note["params"]["uri"], uri, "{note}");
+        assert!(
+            b_events.next_of(updated, Duration::from_millis(1500)).await.is_none(),
+            "a session that did not subscribe must not get it"
+        );
+
+        // Unsubscribed: the upstream forgets it, and nothing more comes.
+        let unsubscribe = json!({"jsonrpc": "2.0", "id": 2, "method": "resources/unsubscribe", "params": {"uri": uri}});
+        let answer = a.request(&unsubscribe).await.unwrap();
+        assert!(answer.get("result").is_some(), "{answer}");
+        assert_eq!(touch().await["subscribed"], 0);
+        assert!(a_events.next_of(updated, Duration::from_millis(1000)).await.is_none());
+
+        // Subscriptions are announced only where their updates can be relayed: not for a
+        // 2026-07-28 upstream, which has no stream outside a request.
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
+        for (scope, subscribe) in [("up", true), ("modern", false)] {
+            let answer: Value = http
+                .post(format!("{base}/servers/{scope}/mcp"))
+                .header("accept", "application/json, text/event-stream")
+                .json(&init)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let caps = &answer["result"]["capabilities"];
+            assert_eq!(caps["resources"]["subscribe"], subscribe, "{scope}: {caps}");
+        }
+    });
+}

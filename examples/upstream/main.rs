@@ -9,7 +9,9 @@
 //! upstream [--listen 127.0.0.1:0] [--tls-cert F --tls-key F [--client-ca F]] [--name N]
 //! ```
 //! Prints `READY <url-base>` once listening. `GET /stats` returns request counters and the
-//! number of accepted connections.
+//! number of accepted connections. A session's `GET /mcp` stream carries
+//! `notifications/resources/updated` for the URIs it subscribed to, sent when a test posts
+//! `/touch?uri=U`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -45,6 +47,10 @@ struct Args {
     client_ca: Option<PathBuf>,
     #[arg(long, default_value = "rust-upstream")]
     name: String,
+    /// Speak the session era only: refuse the 2026-07-28 `server/discover` probe (HTTP 400,
+    /// as a session-era server without a session does).
+    #[arg(long)]
+    session_only: bool,
 }
 
 #[derive(Default)]
@@ -58,6 +64,7 @@ struct Stats {
 
 struct AppState {
     name: String,
+    session_only: bool,
     sessions: Mutex<HashSet<String>>,
     sse: Mutex<HashMap<String, mpsc::Sender<Value>>>,
     stats: Stats,
@@ -68,6 +75,10 @@ struct AppState {
     sleeps: Mutex<Vec<(Value, u64)>>,
     /// Requests this server sent to a client, waiting for the client's POSTed answer.
     asks: Mutex<HashMap<String, oneshot::Sender<Value>>>,
+    /// The open `GET /mcp` stream of each session.
+    standing: Mutex<HashMap<String, mpsc::UnboundedSender<Value>>>,
+    /// Sessions subscribed to each resource URI.
+    subscribed: Mutex<HashMap<String, HashSet<String>>>,
 }
 
 /// Subject CN of the client certificate on this connection.
@@ -238,6 +249,23 @@ async fn mcp_post(
         }
         return StatusCode::ACCEPTED.into_response();
     }
+    if state.session_only && msg.get("method").and_then(Value::as_str) == Some("server/discover") {
+        return (StatusCode::BAD_REQUEST, "missing Mcp-Session-Id").into_response();
+    }
+    if let (Some(method @ ("resources/subscribe" | "resources/unsubscribe")), Some(sid)) =
+        (msg.get("method").and_then(Value::as_str), &session)
+    {
+        let uri = msg.pointer("/params/uri").and_then(Value::as_str);
+        let mut subscribed = state.subscribed.lock().unwrap();
+        let sessions = subscribed
+            .entry(uri.unwrap_or_default().to_owned())
+            .or_default();
+        if method == "resources/subscribe" {
+            sessions.insert(sid.clone());
+        } else {
+            sessions.remove(sid);
+        }
+    }
     if msg.get("method").and_then(Value::as_str) == Some("tools/call") {
         let params = msg.get("params").cloned().unwrap_or_default();
         let name = params
@@ -366,6 +394,58 @@ fn stream_call(state: Arc<AppState>, id: Value, action: conformance::Action) -> 
     Sse::new(events).into_response()
 }
 
+/// `GET /mcp`: the session's stream of messages sent outside any request.
+async fn mcp_get(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let Some(sid) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    };
+    if !state.sessions.lock().unwrap().contains(sid) {
+        return (StatusCode::NOT_FOUND, "unknown session").into_response();
+    }
+    let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+    state.standing.lock().unwrap().insert(sid.to_owned(), tx);
+    let events = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|m| {
+            m.map(|v| {
+                Ok::<_, std::convert::Infallible>(
+                    Event::default().event("message").data(v.to_string()),
+                )
+            })
+        })
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+#[derive(serde::Deserialize)]
+struct Touch {
+    uri: String,
+}
+
+/// `POST /touch?uri=U` (test control): tell every session subscribed to `U`, on its `GET`
+/// stream, that the resource changed. Answers how many streams it went to.
+async fn touch(State(state): State<Arc<AppState>>, Query(t): Query<Touch>) -> Json<Value> {
+    let sessions: Vec<String> = state
+        .subscribed
+        .lock()
+        .unwrap()
+        .get(&t.uri)
+        .map(|s| s.iter().cloned().collect())
+        .unwrap_or_default();
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": t.uri}});
+    let standing = state.standing.lock().unwrap();
+    let sent = sessions
+        .iter()
+        .filter(|sid| {
+            standing
+                .get(*sid)
+                .is_some_and(|tx| tx.send(note.clone()).is_ok())
+        })
+        .count();
+    Json(json!({"subscribed": sessions.len(), "sent": sent}))
+}
+
 async fn mcp_delete(State(state): State<Arc<AppState>>, headers: HeaderMap) -> StatusCode {
     let sid = headers
         .get("mcp-session-id")
@@ -478,6 +558,7 @@ async fn main() {
     let args = Args::parse();
     let state = Arc::new(AppState {
         name: args.name.clone(),
+        session_only: args.session_only,
         sessions: Mutex::default(),
         sse: Mutex::default(),
         stats: Stats::default(),
@@ -485,9 +566,12 @@ async fn main() {
         asks: Mutex::default(),
         cancelled: Mutex::default(),
         sleeps: Mutex::default(),
+        standing: Mutex::default(),
+        subscribed: Mutex::default(),
     });
     let app = Router::new()
-        .route("/mcp", post(mcp_post).delete(mcp_delete))
+        .route("/mcp", post(mcp_post).get(mcp_get).delete(mcp_delete))
+        .route("/touch", post(touch))
         .route("/sse", get(sse_open))
         .route("/message", post(sse_message))
         .route("/stats", get(stats))

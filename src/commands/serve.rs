@@ -144,6 +144,41 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             }
         });
     }
+    // An upstream's resource update goes to the sessions that subscribed to it there.
+    {
+        let (state, registry, mut updates) = (
+            state.clone(),
+            registry.clone(),
+            registry.subscribe_updates(),
+        );
+        tokio::spawn(async move {
+            loop {
+                let update = match updates.recv().await {
+                    Ok(update) => update,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(
+                            missed = n,
+                            "resource updates came faster than they were relayed"
+                        );
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                };
+                let Some(up) = registry.get(&update.upstream) else {
+                    continue;
+                };
+                let uri = update
+                    .message
+                    .pointer("/params/uri")
+                    .and_then(|u| u.as_str());
+                for session in up.subscribers(uri.unwrap_or_default()) {
+                    if !state.sessions.notify(&session, &update.message) {
+                        up.unsubscribe(uri.unwrap_or_default(), &session);
+                    }
+                }
+            }
+        });
+    }
     let reload = spawn_reloader(serving.clone(), registry.clone(), metrics);
     let health = registry.spawn_health_loop(stop.clone());
 

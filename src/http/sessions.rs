@@ -137,6 +137,20 @@ impl Sessions {
         }
     }
 
+    /// Queue a server-to-client message for one session; `false` when it is not open.
+    pub fn notify(&self, id: &str, msg: &Value) -> bool {
+        if !self.lock().contains_key(id) {
+            return false;
+        }
+        match self.logs_lock().get(id) {
+            Some(log) => {
+                log.0.push(super::events::shared(msg));
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Forget sessions idle past the limit; returns how many went.
     pub fn sweep(&self) -> usize {
         let idle = self.limits.idle;

@@ -103,6 +103,8 @@ pub struct Connection {
     sink: MessageSink,
     /// The stateless era's `_meta` envelope, built at the first forwarded call.
     envelope: std::sync::OnceLock<Envelope>,
+    /// Ends the standing `GET` stream (if one was opened) with the connection.
+    listening: std::sync::OnceLock<tokio_util::sync::DropGuard>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -177,6 +179,42 @@ impl Connection {
             next_id: AtomicU64::new(1),
             sink,
             envelope: std::sync::OnceLock::new(),
+            listening: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Whether what the upstream sends outside any request can reach mcpgw ([`Self::listen`]).
+    pub fn relays_updates(&self) -> bool {
+        !matches!(
+            (&self.wire, &self.era),
+            (Wire::Http { .. }, Era::Stateless { .. })
+        )
+    }
+
+    /// Make sure what the upstream sends outside any request (resource updates) reaches the
+    /// connection's sink: a legacy SSE upstream sends it on the stream that is already open;
+    /// a session-era Streamable-HTTP upstream on a standing `GET` stream, opened here once.
+    /// `false` for a 2026-07-28 upstream, whose sessionless era has no such stream.
+    pub fn listen(&self) -> bool {
+        if !self.relays_updates() {
+            return false;
+        }
+        match (&self.wire, &self.era) {
+            (Wire::Http { target, headers }, Era::Session { .. }) => {
+                self.listening.get_or_init(|| {
+                    let stop = tokio_util::sync::CancellationToken::new();
+                    tokio::spawn(streamable::listen(
+                        self.client.clone(),
+                        target.clone(),
+                        headers.clone(),
+                        self.sink.clone(),
+                        stop.clone(),
+                    ));
+                    stop.drop_guard()
+                });
+                true
+            }
+            _ => true,
         }
     }
 

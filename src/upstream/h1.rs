@@ -477,7 +477,12 @@ mod tests {
         let h = head(&mut w).await.unwrap();
         assert_eq!(h.headers["mcp-session-id"], "abc");
         assert_eq!(h.headers["x-empty"], "");
-        let two: Vec<&[u8]> = h.headers.get_all("x-two").iter().map(|v| v.as_bytes()).collect();
+        let two: Vec<&[u8]> = h
+            .headers
+            .get_all("x-two")
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
         assert_eq!(two, [b"1", b"2"]);
         assert_eq!(h.headers["x-bin"].as_bytes(), b"caf\xe9");
         assert!(h.headers.get("link").is_none());

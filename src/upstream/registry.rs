@@ -6,7 +6,7 @@
 
 mod collection;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
@@ -88,6 +88,15 @@ pub struct Catalog {
     pub prompts: Vec<Value>,
 }
 
+/// An upstream said that a resource changed.
+#[derive(Debug, Clone)]
+pub struct ResourceUpdate {
+    /// The upstream's registered name.
+    pub upstream: String,
+    /// Its `notifications/resources/updated`, as it sent it.
+    pub message: Value,
+}
+
 /// One registered upstream at run time.
 pub struct Upstream {
     reg: ArcSwap<Registration>,
@@ -105,6 +114,8 @@ pub struct Upstream {
     backoff: Mutex<Option<(std::time::Instant, UpstreamError)>>,
     /// Wakes this upstream's catalog refresher (list_changed notifications).
     refresh: tokio::sync::mpsc::Sender<()>,
+    /// Downstream sessions subscribed to each resource URI here (`resources/subscribe`).
+    subscriptions: Mutex<HashMap<String, HashSet<Arc<str>>>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -167,6 +178,40 @@ fn rfc3339(ts: i64) -> String {
 }
 
 impl Upstream {
+    /// Downstream `session` subscribed to `uri` here (the upstream accepted it): its updates
+    /// are relayed to that session from now on. `false` when this upstream cannot send them
+    /// outside a request (a 2026-07-28 upstream), or has no connection.
+    pub fn subscribe(&self, uri: &str, session: Arc<str>) -> bool {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(uri.to_owned())
+            .or_default()
+            .insert(session);
+        self.conn.load().as_ref().is_some_and(|conn| conn.listen())
+    }
+
+    /// `session` no longer wants updates of `uri` (unsubscribed, or gone).
+    pub fn unsubscribe(&self, uri: &str, session: &str) {
+        let mut subscriptions = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(sessions) = subscriptions.get_mut(uri) {
+            sessions.remove(session);
+            if sessions.is_empty() {
+                subscriptions.remove(uri);
+            }
+        }
+    }
+
+    /// The sessions subscribed to `uri`.
+    pub fn subscribers(&self, uri: &str) -> Vec<Arc<str>> {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(uri)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// Registered name.
     pub fn name(&self) -> String {
         self.reg.load().name.clone()
@@ -177,13 +222,20 @@ impl Upstream {
         self.reg.load_full()
     }
 
-    /// The capabilities the upstream announced (null before the first connection).
+    /// The capabilities the upstream announced (null before the first connection), but for
+    /// resource subscriptions where mcpgw cannot relay their updates (a 2026-07-28 upstream).
     pub fn capabilities(&self) -> Value {
-        self.conn
-            .load()
-            .as_ref()
-            .map(|c| c.capabilities.clone())
-            .unwrap_or(Value::Null)
+        let conn = self.conn.load();
+        let Some(conn) = conn.as_ref() else {
+            return Value::Null;
+        };
+        let mut caps = conn.capabilities.clone();
+        if !conn.relays_updates()
+            && let Some(subscribe) = caps.pointer_mut("/resources/subscribe")
+        {
+            *subscribe = Value::Bool(false);
+        }
+        caps
     }
 
     /// Current catalog.
@@ -277,11 +329,18 @@ impl Upstream {
         let headers = connection::auth_headers(&reg.auth)
             .map_err(|diagnosis| UpstreamError::Connect { diagnosis })?;
         let refresh = self.refresh.clone();
+        let (updates, name) = (registry.updates.clone(), reg.name.clone());
         let sink: connection::MessageSink = Arc::new(move |msg: Value| {
             let method = crate::jsonrpc::method(&msg).unwrap_or_default();
             if method.ends_with("/list_changed") {
                 // A full channel already holds a pending refresh; one is enough.
                 let _ = refresh.try_send(());
+            } else if method == "notifications/resources/updated" {
+                // Nobody listening (no session subscribed anywhere) is not an error.
+                let _ = updates.send(ResourceUpdate {
+                    upstream: name.clone(),
+                    message: msg,
+                });
             }
         });
         let conn = Connection::open(
@@ -300,6 +359,26 @@ impl Upstream {
             && !self.legacy_warned.swap(true, Ordering::Relaxed)
         {
             tracing::warn!(upstream = %reg.name, "legacy CN-only certificate accepted; reissue with SANs");
+        }
+        // A new upstream session knows nothing of the old one's subscriptions: made again.
+        let uris: Vec<String> = {
+            let subscriptions = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+            subscriptions.keys().cloned().collect()
+        };
+        if !uris.is_empty() && conn.listen() {
+            for uri in uris {
+                let params = Some(json!({"uri": uri}));
+                if let Err(err) = conn
+                    .request(
+                        "resources/subscribe",
+                        params,
+                        registry.settings.request_timeout,
+                    )
+                    .await
+                {
+                    tracing::warn!(upstream = %reg.name, %uri, error = %err, "could not subscribe again after reconnecting");
+                }
+            }
         }
         Ok(conn)
     }
@@ -634,6 +713,8 @@ async fn list_all(
 struct RegistryInner {
     /// Fires when any upstream's catalog (or the set of upstreams) changes.
     changes: tokio::sync::broadcast::Sender<()>,
+    /// `notifications/resources/updated` from any upstream.
+    updates: tokio::sync::broadcast::Sender<ResourceUpdate>,
     upstreams: RwLock<BTreeMap<String, Arc<Upstream>>>,
     clients: ClientCache,
     store: Arc<dyn Store>,

@@ -286,6 +286,147 @@ async fn read_limited(client: &UpstreamClient, body: Driven) -> Result<Bytes, Up
     }
 }
 
+/// How one `GET` stream of [`listen`] ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Listened {
+    /// The upstream offers no such stream (405, or not an event stream): nothing to retry.
+    Unsupported,
+    /// The session is gone (404): the next request opens a new one, and its own stream.
+    SessionGone,
+    /// The stream ended or broke: open it again.
+    Ended,
+}
+
+/// The standing `GET` stream of a session-era upstream: what it sends outside any request
+/// (resource updates, list changes) goes to `on_message`, until `stop`. A stream that ends or
+/// breaks is opened again, after a pause that grows with each failure in a row (1 s to 30 s);
+/// an upstream that offers none (405) or a session that ended (404) ends the listening.
+pub async fn listen(
+    client: UpstreamClient,
+    target: http::Uri,
+    headers: HeaderMap,
+    on_message: super::connection::MessageSink,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let request = serialize_get(&target, client.pool.authority(), &headers);
+    let mut failures = 0u32;
+    loop {
+        let listened = tokio::select! {
+            () = stop.cancelled() => return,
+            listened = listen_once(&client, &request, &headers, &*on_message) => listened,
+        };
+        match listened {
+            Ok(Listened::Unsupported) => {
+                tracing::debug!(url = %client.url, "the upstream offers no GET stream");
+                return;
+            }
+            Ok(Listened::SessionGone) => return,
+            Ok(Listened::Ended) => failures = 0,
+            Err(err) => {
+                failures = failures.saturating_add(1);
+                tracing::debug!(url = %client.url, error = %err, "the upstream's GET stream broke");
+            }
+        }
+        let pause = Duration::from_secs(1)
+            .saturating_mul(1 << failures.min(5))
+            .min(Duration::from_secs(30));
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+async fn listen_once(
+    client: &UpstreamClient,
+    request: &[u8],
+    sent_headers: &HeaderMap,
+    on_message: &(dyn Fn(Value) + Send + Sync),
+) -> Result<Listened, UpstreamError> {
+    let response = client
+        .pool
+        .send(request)
+        .await
+        .map_err(|e| UpstreamError::Connect {
+            diagnosis: diagnose(&e, e.is_timeout(), client),
+        })?;
+    let (parts, body) = response.into_parts();
+    match parts.status {
+        StatusCode::METHOD_NOT_ALLOWED => return Ok(Listened::Unsupported),
+        StatusCode::NOT_FOUND if sent_headers.contains_key(&crate::headers::SESSION_ID) => {
+            return Ok(Listened::SessionGone);
+        }
+        status if !status.is_success() => {
+            return Err(UpstreamError::Status {
+                status: status.as_u16(),
+                detail: String::new(),
+            });
+        }
+        _ => {}
+    }
+    let event_stream = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.to_ascii_lowercase().starts_with("text/event-stream"));
+    if !event_stream {
+        return Ok(Listened::Unsupported);
+    }
+    // Bounded per event, not in all: the stream is meant to stay open.
+    let mut events = without_bom(super::bounded::Bounded::new(
+        BodyDataStream::new(body),
+        MAX_BODY,
+    ))
+    .eventsource();
+    while let Some(event) = events.next().await {
+        let event = event.map_err(|e| UpstreamError::Protocol {
+            detail: format!("broken event stream ({e})"),
+        })?;
+        if event.data.len() > MAX_BODY {
+            return Err(UpstreamError::Protocol {
+                detail: "an event exceeds the size limit".into(),
+            });
+        }
+        if event.data.is_empty() {
+            continue;
+        }
+        match serde_json::from_str::<Value>(&event.data) {
+            Ok(message) => on_message(message),
+            Err(_) => {
+                tracing::debug!(url = %client.url, "an event's data on the GET stream is not JSON")
+            }
+        }
+    }
+    Ok(Listened::Ended)
+}
+
+/// A `GET` of `target` for its event stream, with the connection's headers.
+fn serialize_get(target: &http::Uri, host: &HeaderValue, headers: &HeaderMap) -> Vec<u8> {
+    let path = target.path_and_query().map_or("/", |p| p.as_str());
+    let mut req = Vec::with_capacity(256);
+    let mut field = |name: &[u8], value: &[u8]| {
+        req.extend_from_slice(name);
+        req.extend_from_slice(b": ");
+        req.extend_from_slice(value);
+        req.extend_from_slice(b"\r\n");
+    };
+    field(b"host", host.as_bytes());
+    for (name, value) in headers {
+        if !OWN_HEADERS.contains(name) {
+            field(name.as_str().as_bytes(), value.as_bytes());
+        }
+    }
+    field(b"accept", b"text/event-stream");
+    field(b"user-agent", AGENT.as_bytes());
+    let mut out = Vec::with_capacity(req.len() + path.len() + 20);
+    out.extend_from_slice(b"GET ");
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    out.extend_from_slice(&req);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
 /// A short, printable excerpt of a body for error messages.
 pub fn excerpt(body: &[u8]) -> String {
     if body.is_empty() {

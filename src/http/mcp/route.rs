@@ -183,20 +183,43 @@ pub(super) async fn route_uri(
         .cloned();
     match owner {
         Some(up) => {
-            forward(
+            let answer = forward(
                 state,
                 &up,
                 id,
                 method,
                 params.unwrap_or_else(|| Value::Object(Map::new())),
             )
-            .await
+            .await;
+            if answer.get("result").is_some() {
+                track_subscription(&up, method, &uri);
+            }
+            answer
         }
         None => jsonrpc::error(
             id,
             code::INVALID_PARAMS,
             format!("no online upstream offers resource '{uri}'"),
         ),
+    }
+}
+
+/// Remember (or forget) which session subscribed to `uri` on `up`, once the upstream accepted,
+/// so that its `notifications/resources/updated` reach that session. Streamable-HTTP sessions
+/// only: the connection-bound transports (SSE, WebSocket) have no session here.
+fn track_subscription(up: &Upstream, method: &str, uri: &str) {
+    let Ok(session) = CURRENT_SESSION.try_with(Clone::clone) else {
+        return;
+    };
+    if &*session == "-" {
+        return;
+    }
+    match method {
+        "resources/subscribe" if !up.subscribe(uri, session.clone()) => {
+            tracing::debug!(upstream = %up.name(), %uri, "subscribed, but this upstream cannot send updates outside a request");
+        }
+        "resources/unsubscribe" => up.unsubscribe(uri, &session),
+        _ => {}
     }
 }
 

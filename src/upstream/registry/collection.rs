@@ -53,6 +53,7 @@ impl Registry {
         Self {
             inner: Arc::new(RegistryInner {
                 changes: tokio::sync::broadcast::channel(16).0,
+                updates: tokio::sync::broadcast::channel(256).0,
                 upstreams: RwLock::default(),
                 clients,
                 store,
@@ -65,6 +66,11 @@ impl Registry {
     /// Notified whenever a catalog or the set of upstreams changes.
     pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<()> {
         self.inner.changes.subscribe()
+    }
+
+    /// Every `notifications/resources/updated` an upstream sends.
+    pub fn subscribe_updates(&self) -> tokio::sync::broadcast::Receiver<super::ResourceUpdate> {
+        self.inner.updates.subscribe()
     }
 
     /// Settings in force.
@@ -91,6 +97,7 @@ impl Registry {
             backoff: Mutex::new(None),
             registry: Arc::downgrade(&self.inner),
             refresh: tx,
+            subscriptions: Mutex::default(),
         });
         // The refresher holds only a weak reference: it ends when the upstream is dropped.
         let weak = Arc::downgrade(&up);
