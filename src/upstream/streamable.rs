@@ -218,15 +218,9 @@ async fn read_answer(
         });
     }
     if content_type.starts_with("text/event-stream") {
-        let mut events = without_bom(super::bounded::Bounded::new(
-            BodyDataStream::new(body),
-            MAX_BODY,
-        ))
-        .eventsource();
+        let mut events = events(body);
         while let Some(event) = events.next().await {
-            let event = event.map_err(|e| UpstreamError::Protocol {
-                detail: format!("broken event stream ({e})"),
-            })?;
+            let event = event?;
             if event.data.is_empty() {
                 continue;
             }
@@ -284,6 +278,23 @@ async fn read_limited(client: &UpstreamClient, body: Driven) -> Result<Bytes, Up
             diagnosis: diagnose(&*err, false, client),
         }),
     }
+}
+
+/// The SSE events of a response body: a leading BOM skipped, each event at most [`MAX_BODY`]
+/// bytes, a broken stream as a protocol error.
+fn events(
+    body: Driven,
+) -> impl futures_util::Stream<Item = Result<eventsource_stream::Event, UpstreamError>> {
+    without_bom(super::bounded::Bounded::new(
+        BodyDataStream::new(body),
+        MAX_BODY,
+    ))
+    .eventsource()
+    .map(|event| {
+        event.map_err(|e| UpstreamError::Protocol {
+            detail: format!("broken event stream ({e})"),
+        })
+    })
 }
 
 /// How one `GET` stream of [`listen`] ended.
@@ -373,20 +384,9 @@ async fn listen_once(
         return Ok(Listened::Unsupported);
     }
     // Bounded per event, not in all: the stream is meant to stay open.
-    let mut events = without_bom(super::bounded::Bounded::new(
-        BodyDataStream::new(body),
-        MAX_BODY,
-    ))
-    .eventsource();
+    let mut events = events(body);
     while let Some(event) = events.next().await {
-        let event = event.map_err(|e| UpstreamError::Protocol {
-            detail: format!("broken event stream ({e})"),
-        })?;
-        if event.data.len() > MAX_BODY {
-            return Err(UpstreamError::Protocol {
-                detail: "an event exceeds the size limit".into(),
-            });
-        }
+        let event = event?;
         if event.data.is_empty() {
             continue;
         }
