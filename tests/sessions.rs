@@ -494,13 +494,48 @@ impl EventReader {
     }
 }
 
+/// Ask the fixture to tell its sessions subscribed to `uri` that it changed.
+async fn touch(http: &reqwest::Client, up_base: &str, uri: &str) -> Value {
+    http.post(format!("{up_base}/touch?uri={uri}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// [`touch`] until one update went out on the gateway's stream (the stream opens with the
+/// first subscription). `subscribed` is checked at once unless `resubscribing`: after a restart
+/// the upstream learns of the subscription again first.
+async fn touch_until_sent(http: &reqwest::Client, up_base: &str, uri: &str, resubscribing: bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let told = touch(http, up_base, uri).await;
+        if !resubscribing {
+            assert_eq!(
+                told["subscribed"], 1,
+                "the upstream must hold the subscription: {told}"
+            );
+        }
+        if told["sent"] == 1 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no update went out: {told}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[test]
 fn resource_updates_reach_the_sessions_that_subscribed_and_no_others() {
     let dir = Dir::new();
     // A session-era upstream: it sends updates on its own GET stream, outside any request.
     let up = Upstream::start(&["--session-only"]);
     let modern = Upstream::start(&[]);
-    let gw = Gateway::start(&dir, &["--no-auth"]);
+    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "1"]);
     dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
     dir.run_expect(
         &["gateway", "add", "modern", &format!("{}/mcp", modern.base)],
@@ -533,25 +568,7 @@ fn resource_updates_reach_the_sessions_that_subscribed_and_no_others() {
 
         // The upstream tells its sessions; the gateway's GET stream opens with the first
         // subscription, so the fixture is asked until the stream is there.
-        let touch = || async {
-            http.post(format!("{}/touch?uri={uri}", up.base))
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        loop {
-            let told = touch().await;
-            assert_eq!(told["subscribed"], 1, "the upstream must hold the subscription: {told}");
-            if told["sent"] == 1 {
-                break;
-            }
-            assert!(std::time::Instant::now() < deadline, "the gateway never listened: {told}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        touch_until_sent(&http, &up.base, uri, false).await;
         let note = a_events.next_of(updated, Duration::from_secs(10)).await;
         let note = note.expect("the subscribed session must get the update");
         assert_eq!(note["params"]["uri"], uri, "{note}");
@@ -564,8 +581,19 @@ fn resource_updates_reach_the_sessions_that_subscribed_and_no_others() {
         let unsubscribe = json!({"jsonrpc": "2.0", "id": 2, "method": "resources/unsubscribe", "params": {"uri": uri}});
         let answer = a.request(&unsubscribe).await.unwrap();
         assert!(answer.get("result").is_some(), "{answer}");
-        assert_eq!(touch().await["subscribed"], 0);
+        assert_eq!(touch(&http, &up.base, uri).await["subscribed"], 0);
         assert!(a_events.next_of(updated, Duration::from_millis(1000)).await.is_none());
+
+        // The upstream restarts and forgets its sessions: the gateway reconnects (its health
+        // check finds the session gone) and subscribes again on its own.
+        let answer = b.request(&subscribe).await.unwrap();
+        assert!(answer.get("result").is_some(), "{answer}");
+        let port = up.port();
+        drop(up);
+        let up = Upstream::start(&["--session-only", "--listen", &format!("127.0.0.1:{port}")]);
+        touch_until_sent(&http, &up.base, uri, true).await;
+        let note = b_events.next_of(updated, Duration::from_secs(10)).await;
+        assert_eq!(note.expect("b subscribed before the restart")["params"]["uri"], uri);
 
         // Subscriptions are announced only where their updates can be relayed: not for a
         // 2026-07-28 upstream, which has no stream outside a request.
