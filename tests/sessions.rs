@@ -187,15 +187,7 @@ fn two_clients_with_colliding_ids_get_their_own_answers() {
         1000 - ok
     });
     assert_eq!(wrong, 0, "{wrong} of 1000 answers were crossed or wrong");
-    let stats: Value = rt.block_on(async {
-        http.get(format!("{}/stats", up.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    });
+    let stats = rt.block_on(json_of(http.get(format!("{}/stats", up.base))));
     // One upstream session for all of it: initialize once (at registration).
     assert_eq!(
         stats["initializes"], 0,
@@ -494,15 +486,14 @@ impl EventReader {
     }
 }
 
+/// The JSON answer to `request`.
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
 /// Ask the fixture to tell its sessions subscribed to `uri` that it changed.
 async fn touch(http: &reqwest::Client, up_base: &str, uri: &str) -> Value {
-    http.post(format!("{up_base}/touch?uri={uri}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    json_of(http.post(format!("{up_base}/touch?uri={uri}"))).await
 }
 
 /// [`touch`] until one update went out on the gateway's stream (the stream opens with the
