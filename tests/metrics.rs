@@ -542,18 +542,7 @@ fn assert_expiry_matches(e: &Exposition, cert: &std::path::Path) {
 fn metrics_certificate_expiry_and_reloads_follow_cert_rotate_reread_and_sighup() {
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
-    let gw = Gateway::start(
-        &dir,
-        &[
-            "--no-auth",
-            "--tls-cert",
-            &pki.s("server.crt"),
-            "--tls-key",
-            &pki.s("server.key"),
-            "--tls-ca",
-            &pki.s("ca.crt"),
-        ],
-    );
+    let gw = Gateway::start_tls(&dir, &pki, &["--no-auth", "--tls-ca", &pki.s("ca.crt")]);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let before = tls_scrape(&rt, &gw, &pki);
     assert_expiry_matches(&before, &pki.file("server.crt"));

@@ -605,3 +605,46 @@ fn resource_updates_reach_the_sessions_that_subscribed_and_no_others() {
         }
     });
 }
+
+#[test]
+fn resource_updates_reach_sse_and_websocket_sessions_too() {
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let up = Upstream::start(&["--session-only"]);
+    let gw = Gateway::start_tls(&dir, &pki, &["--no-auth"]);
+    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let base = format!("https://localhost:{}", gw.addr.port());
+    let http = clients::http(Some(&pki.file("ca.crt")));
+    let (uri, updated) = ("test://watched-resource", "notifications/resources/updated");
+    rt.block_on(async {
+        let mut sse = SseSession::open(http.clone(), &base, "/sse", None).await.unwrap();
+        let mut ws = WsSession::open(gw.addr, &pki.file("ca.crt"), None).await.unwrap();
+        let mut bystander = SseSession::open(http.clone(), &base, "/sse", None).await.unwrap();
+        for (id, init) in [(0, true), (1, false)] {
+            let msg = if init {
+                json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+            } else {
+                json!({"jsonrpc": "2.0", "id": id, "method": "resources/subscribe", "params": {"uri": uri}})
+            };
+            let (a, b) = (sse.request(&msg).await.unwrap(), ws.request(&msg).await.unwrap());
+            assert!(a.get("result").is_some() && b.get("result").is_some(), "{a} {b}");
+            if init {
+                assert_eq!(a["result"]["capabilities"]["resources"]["subscribe"], true, "{a}");
+            }
+        }
+        touch_until_sent(&http, &up.base, uri, false).await;
+        let wait = Duration::from_secs(10);
+        let on_sse = sse.next_of(updated, wait).await.expect("the SSE session subscribed");
+        let on_ws = ws.next_of(updated, wait).await.expect("the WebSocket session subscribed");
+        assert_eq!(on_sse["params"]["uri"], uri, "{on_sse}");
+        assert_eq!(on_ws["params"]["uri"], uri, "{on_ws}");
+        assert!(bystander.next_of(updated, Duration::from_millis(1500)).await.is_none());
+
+        // The WebSocket goes away; the SSE session still gets updates.
+        drop(ws);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        touch_until_sent(&http, &up.base, uri, false).await;
+        assert!(sse.next_of(updated, wait).await.is_some());
+    });
+}

@@ -172,7 +172,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                     .pointer("/params/uri")
                     .and_then(|u| u.as_str());
                 for session in up.subscribers(uri.unwrap_or_default()) {
-                    if !state.sessions.notify(&session, &update.message) {
+                    if !http::mcp::notify_session(&state, &session, &update.message) {
                         up.unsubscribe(uri.unwrap_or_default(), &session);
                     }
                 }

@@ -30,8 +30,9 @@ pub type Inflight = Arc<Mutex<HashSet<route::ByKey>>>;
 
 tokio::task_local! {
     /// The downstream session a request belongs to ("-" without one): requests in flight are
-    /// remembered per session so that the client's `notifications/cancelled` finds them.
-    /// Unset on connection-bound transports (SSE, WebSocket), which do not track them.
+    /// remembered per session so that the client's `notifications/cancelled` finds them, and
+    /// resource subscriptions so that updates reach it. On the connection-bound transports the
+    /// connection is the session ([`SSE_SESSION`], [`WS_SESSION`]).
     static CURRENT_SESSION: Arc<str>;
 }
 
@@ -524,11 +525,37 @@ fn listing(
 
 /// Answer a message or batch that arrived on a connection-bound transport (SSE, WebSocket), the
 /// way `/mcp` does; `None` when nothing needs an answer.
+/// Session keys of the connection-bound transports, as [`CURRENT_SESSION`] and the tables
+/// that hold sessions (requests in flight, resource subscriptions) name them.
+pub const SSE_SESSION: &str = "sse:";
+/// See [`SSE_SESSION`].
+pub const WS_SESSION: &str = "ws:";
+
+/// Queue a server-to-client notification for the session `key` names, on whichever transport
+/// it is: `false` when that session is gone.
+pub fn notify_session(state: &AppState, key: &str, msg: &Value) -> bool {
+    if let Some(id) = key.strip_prefix(SSE_SESSION) {
+        state.sse.notify(id, msg)
+    } else if key.starts_with(WS_SESSION) {
+        super::ws::notify(state, key, msg)
+    } else {
+        state.sessions.notify(key, msg)
+    }
+}
+
+/// Answer a message that came on an SSE or WebSocket connection, which is the session `key`.
 pub(super) async fn answer_on_connection(
     state: &AppState,
     scope: &Scope,
+    key: impl Into<Arc<str>>,
     msg: Value,
 ) -> Option<Value> {
+    CURRENT_SESSION
+        .scope(key.into(), answer_on_connection_all(state, scope, msg))
+        .await
+}
+
+async fn answer_on_connection_all(state: &AppState, scope: &Scope, msg: Value) -> Option<Value> {
     match msg {
         Value::Array(batch) if batch.is_empty() => Some(jsonrpc::error(
             Value::Null,

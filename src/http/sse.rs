@@ -87,6 +87,23 @@ impl SseSessions {
         }
     }
 
+    /// Queue a server-to-client message (a notification) for a session's stream: `false`
+    /// when the session is gone. A full queue drops this message but keeps the session (its
+    /// answers have their slots reserved).
+    pub fn notify(&self, id: &str, msg: &Value) -> bool {
+        let Some(session) = self.get(id) else {
+            return false;
+        };
+        match session.tx.try_send(Box::new(msg.clone())) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(session = %id, "SSE client is not reading its stream; a notification was dropped");
+                true
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
     /// Number of open SSE streams.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -251,7 +268,8 @@ pub async fn post_message(
         }
     };
     tokio::spawn(async move {
-        if let Some(answer) = mcp::answer_on_connection(&state, &session.scope, msg).await {
+        let key = format!("{}{id}", mcp::SSE_SESSION);
+        if let Some(answer) = mcp::answer_on_connection(&state, &session.scope, key, msg).await {
             permit.send(Box::new(answer));
         }
     });

@@ -94,6 +94,11 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, scope: Scope) {
     let _open = OpenSocket(state.clone());
     let (mut sink, mut stream) = socket.split();
     let (out_tx, mut out_rx) = mpsc::channel::<Message>(OUTBOX_CAPACITY);
+    // The connection is the session: notifications for it go through its outbox.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let key: Arc<str> = format!("{}{id}", mcp::WS_SESSION).into();
+    let _outlet = Outlet::register(&state, key.clone(), out_tx.clone());
     // One writer owns the sink, so concurrent answers and pings never interleave mid-frame.
     let writer = tokio::spawn(async move {
         while let Some(msg) = out_rx.recv().await {
@@ -167,8 +172,9 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, scope: Scope) {
         let state = state.clone();
         let scope = scope.clone();
         let out_tx = out_tx.clone();
+        let key = key.clone();
         tokio::spawn(async move {
-            if let Some(answer) = mcp::answer_on_connection(&state, &scope, msg).await {
+            if let Some(answer) = mcp::answer_on_connection(&state, &scope, key, msg).await {
                 let _ = out_tx.send(Message::Text(answer.to_string().into())).await;
             }
             drop(permit);
@@ -177,6 +183,58 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, scope: Scope) {
     // In-flight answers still hold senders; the writer ends when they are done or the peer is gone.
     drop(out_tx);
     let _ = writer.await;
+}
+
+/// A WebSocket session's entry in [`AppState::ws_outlets`], removed when the socket ends.
+struct Outlet {
+    state: Arc<AppState>,
+    key: Arc<str>,
+}
+
+impl Outlet {
+    fn register(state: &Arc<AppState>, key: Arc<str>, out: mpsc::Sender<Message>) -> Self {
+        state
+            .ws_outlets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.clone(), out);
+        Self {
+            state: state.clone(),
+            key,
+        }
+    }
+}
+
+impl Drop for Outlet {
+    fn drop(&mut self) {
+        self.state
+            .ws_outlets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
+    }
+}
+
+/// Queue a notification on WebSocket session `key`'s outbox: `false` when it is gone. A full
+/// outbox drops this message and keeps the session.
+pub fn notify(state: &AppState, key: &str, msg: &Value) -> bool {
+    let out = state
+        .ws_outlets
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(key)
+        .cloned();
+    let Some(out) = out else {
+        return false;
+    };
+    match out.try_send(Message::Text(msg.to_string().into())) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::warn!(session = %key, "WebSocket client is not reading; a notification was dropped");
+            true
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
 }
 
 fn close(code: u16, reason: &'static str) -> Message {

@@ -187,6 +187,20 @@ impl SseSession {
     pub async fn call(&mut self, id: Value, tool: &str, args: Value) -> anyhow::Result<Value> {
         self.request(&call(id, tool, args)).await
     }
+
+    /// The next message on the stream with `method` within `wait` (others are skipped).
+    #[allow(dead_code)]
+    pub async fn next_of(&mut self, method: &str, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.events.recv())
+                .await
+                .ok()??;
+            if msg["method"] == method {
+                return Some(msg);
+            }
+        }
+    }
 }
 
 type Ws =
@@ -242,6 +256,25 @@ impl WsSession {
     /// `tools/call`.
     pub async fn call(&mut self, id: Value, tool: &str, args: Value) -> anyhow::Result<Value> {
         self.request(&call(id, tool, args)).await
+    }
+
+    /// The next text frame with `method` within `wait` (others are skipped).
+    #[allow(dead_code)]
+    pub async fn next_of(&mut self, method: &str, wait: Duration) -> Option<Value> {
+        use tokio_tungstenite::tungstenite::Message;
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??
+                .ok()?;
+            if let Message::Text(text) = frame
+                && let Ok(msg) = serde_json::from_str::<Value>(&text)
+                && msg["method"] == method
+            {
+                return Some(msg);
+            }
+        }
     }
 }
 

@@ -156,6 +156,14 @@ impl Gateway {
         Self::spawn(cmd)
     }
 
+    /// [`Gateway::start`] serving `pki`'s server certificate, with `args` after.
+    pub fn start_tls(dir: &Dir, pki: &Pki, args: &[&str]) -> Self {
+        let (cert, key) = (pki.s("server.crt"), pki.s("server.key"));
+        let mut all = vec!["--tls-cert", &cert, "--tls-key", &key];
+        all.extend_from_slice(args);
+        Self::start(dir, &all)
+    }
+
     /// Spawn a prepared serve command and wait for its ready line.
     pub fn spawn(mut cmd: Command) -> Self {
         cmd.stdin(Stdio::null())

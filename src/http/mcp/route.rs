@@ -205,8 +205,8 @@ pub(super) async fn route_uri(
 }
 
 /// Remember (or forget) which session subscribed to `uri` on `up`, once the upstream accepted,
-/// so that its `notifications/resources/updated` reach that session. Streamable-HTTP sessions
-/// only: the connection-bound transports (SSE, WebSocket) have no session here.
+/// so that its `notifications/resources/updated` reach that session, on whichever transport
+/// it is ([`super::notify_session`]). 2026-07-28 requests have no session ("-").
 fn track_subscription(up: &Upstream, method: &str, uri: &str) {
     let Ok(session) = CURRENT_SESSION.try_with(Clone::clone) else {
         return;
