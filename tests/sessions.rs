@@ -445,6 +445,36 @@ fn a_clients_cancellation_reaches_the_upstream_with_the_upstreams_id() {
     });
 }
 
+#[test]
+fn a_cancellation_on_an_sse_connection_reaches_the_upstream_too() {
+    let dir = Dir::new();
+    let up = Upstream::start(&[]);
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(&["gateway", "add", "rs", &format!("{}/mcp", up.base)], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let base = format!("http://{}", gw.addr);
+    let http = clients::http(None);
+    rt.block_on(async {
+        // Two connections, each with a request 42 in flight; only the first cancels its own.
+        let a = SseSession::open(http.clone(), &base, "/sse", None).await.unwrap();
+        let b = SseSession::open(http.clone(), &base, "/sse", None).await.unwrap();
+        let sleep = |ms: u64| json!({"jsonrpc": "2.0", "id": 42, "method": "tools/call", "params": {"name": "rs__sleep", "arguments": {"ms": ms}}});
+        a.send(&sleep(1500)).await.unwrap();
+        b.send(&sleep(1501)).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        a.send(&json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 42}}))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        let stats = json_of(http.get(format!("{}/stats", up.base))).await;
+        let cancelled = stats["cancelled"].as_array().unwrap();
+        assert_eq!(cancelled.len(), 1, "exactly one cancellation must reach the upstream: {stats}");
+        let sleeps = stats["sleeps"].as_array().unwrap();
+        let named = sleeps.iter().find(|s| s[0] == cancelled[0]).expect("not a request of the upstream");
+        assert_eq!(named[1], 1500, "the cancellation reached the other connection's request: {stats}");
+    });
+}
+
 /// The events of a `GET /mcp` stream, read as they come.
 struct EventReader {
     stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>>>>,

@@ -169,14 +169,20 @@ impl SseSession {
         })
     }
 
-    /// POST one request and wait for its answer on the stream.
-    pub async fn request(&mut self, msg: &Value) -> anyhow::Result<Value> {
+    /// POST one message without waiting for anything on the stream.
+    pub async fn send(&self, msg: &Value) -> anyhow::Result<()> {
         let mut req = self.http.post(&self.endpoint).json(msg);
         if let Some(b) = &self.bearer {
             req = req.bearer_auth(b);
         }
         let status = req.send().await?.status();
         anyhow::ensure!(status.as_u16() == 202, "POST message: HTTP {status}");
+        Ok(())
+    }
+
+    /// POST one request and wait for its answer on the stream.
+    pub async fn request(&mut self, msg: &Value) -> anyhow::Result<Value> {
+        self.send(msg).await?;
         let answer = tokio::time::timeout(Duration::from_secs(30), self.events.recv())
             .await?
             .ok_or_else(|| anyhow::anyhow!("SSE stream closed"))?;
