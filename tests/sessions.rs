@@ -530,8 +530,7 @@ async fn touch(http: &reqwest::Client, up_base: &str, uri: &str) -> Value {
 /// first subscription). `subscribed` is checked at once unless `resubscribing`: after a restart
 /// the upstream learns of the subscription again first.
 async fn touch_until_sent(http: &reqwest::Client, up_base: &str, uri: &str, resubscribing: bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
+    until_sent("no update went out", || async {
         let told = touch(http, up_base, uri).await;
         if !resubscribing {
             assert_eq!(
@@ -539,13 +538,23 @@ async fn touch_until_sent(http: &reqwest::Client, up_base: &str, uri: &str, resu
                 "the upstream must hold the subscription: {told}"
             );
         }
+        told
+    })
+    .await;
+}
+
+/// Ask with `ask` every 50 ms, for at most 30 s, until an answer says `"sent": 1`.
+async fn until_sent<F: std::future::Future<Output = Value>>(
+    what: &str,
+    mut ask: impl FnMut() -> F,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let told = ask().await;
         if told["sent"] == 1 {
             return;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no update went out: {told}"
-        );
+        assert!(std::time::Instant::now() < deadline, "{what}: {told}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -676,5 +685,52 @@ fn resource_updates_reach_sse_and_websocket_sessions_too() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         touch_until_sent(&http, &up.base, uri, false).await;
         assert!(sse.next_of(updated, wait).await.is_some());
+    });
+}
+
+#[test]
+fn an_upstreams_list_change_outside_a_call_refreshes_the_catalog() {
+    let dir = Dir::new();
+    let up = Upstream::start(&["--session-only", "--list-changed"]);
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("http://{}/mcp", gw.addr);
+    let http = clients::http(None);
+    rt.block_on(async {
+        let session = Streamable::open(http.clone(), &url, None).await.unwrap();
+        let stream = http
+            .get(&url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session.session)
+            .timeout(Duration::from_secs(60))
+            .send();
+        let mut events = EventReader::new(stream.await.unwrap());
+        // The upstream announces list changes, so the gateway keeps its GET stream open.
+        let changed = format!("{}/tools-changed", up.base);
+        until_sent("the gateway never listened", || {
+            json_of(http.post(&changed))
+        })
+        .await;
+        let note = events
+            .next_of("notifications/tools/list_changed", Duration::from_secs(10))
+            .await;
+        assert!(note.is_some(), "the client must hear of the change");
+        // (A change notice may also come from the registration's first listing: asked until
+        // the new tool is there.)
+        let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let tools = session.request(&list).await.unwrap();
+            let tools = tools["result"]["tools"].as_array().unwrap().clone();
+            if tools.iter().any(|t| t["name"] == "up__extra") {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the new tool must be listed: {tools:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     });
 }

@@ -11,7 +11,8 @@
 //! Prints `READY <url-base>` once listening. `GET /stats` returns request counters and the
 //! number of accepted connections. A session's `GET /mcp` stream carries
 //! `notifications/resources/updated` for the URIs it subscribed to, sent when a test posts
-//! `/touch?uri=U`.
+//! `/touch?uri=U`, and (with `--list-changed`) `notifications/tools/list_changed` when it
+//! posts `/tools-changed`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -51,6 +52,10 @@ struct Args {
     /// as a session-era server without a session does).
     #[arg(long)]
     session_only: bool,
+    /// Announce `tools.listChanged`; `POST /tools-changed` then adds the tool `extra` and says
+    /// so on every session's `GET` stream.
+    #[arg(long)]
+    list_changed: bool,
 }
 
 #[derive(Default)]
@@ -65,6 +70,9 @@ struct Stats {
 struct AppState {
     name: String,
     session_only: bool,
+    list_changed: bool,
+    /// Whether `POST /tools-changed` added the tool `extra`.
+    extra_tool: std::sync::atomic::AtomicBool,
     sessions: Mutex<HashSet<String>>,
     sse: Mutex<HashMap<String, mpsc::Sender<Value>>>,
     stats: Stats,
@@ -120,8 +128,12 @@ async fn answer(state: &AppState, peer: &PeerCn, msg: &Value) -> Option<Value> {
     let mut result = match method {
         "initialize" => {
             state.stats.initializes.fetch_add(1, Ordering::Relaxed);
+            let mut caps = capabilities();
+            if state.list_changed {
+                caps["tools"]["listChanged"] = json!(true);
+            }
             json!({"protocolVersion": params.get("protocolVersion").and_then(Value::as_str).unwrap_or("2025-11-25"),
-                   "capabilities": capabilities(), "serverInfo": {"name": state.name, "version": "1"}})
+                   "capabilities": caps, "serverInfo": {"name": state.name, "version": "1"}})
         }
         "server/discover" => json!({"supportedVersions": ["2025-11-25", "2026-07-28"],
                                     "capabilities": capabilities(), "serverInfo": {"name": state.name, "version": "1"}}),
@@ -158,7 +170,16 @@ async fn answer(state: &AppState, peer: &PeerCn, msg: &Value) -> Option<Value> {
             }
         },
         "ping" => json!({}),
-        "tools/list" => json!({"tools": tools()}),
+        "tools/list" => {
+            let mut all = tools();
+            if state.extra_tool.load(Ordering::Relaxed) {
+                all.as_array_mut()
+                    .unwrap()
+                    .push(json!({"name": "extra", "description": "Added later.",
+                    "inputSchema": {"type": "object", "properties": {}}}));
+            }
+            json!({"tools": all})
+        }
         "tools/call" => {
             state.stats.calls.fetch_add(1, Ordering::Relaxed);
             let args = params.get("arguments").cloned().unwrap_or(json!({}));
@@ -446,6 +467,19 @@ async fn touch(State(state): State<Arc<AppState>>, Query(t): Query<Touch>) -> Js
     Json(json!({"subscribed": sessions.len(), "sent": sent}))
 }
 
+/// `POST /tools-changed` (test control): add the tool `extra` and tell every open `GET`
+/// stream. Answers how many streams it went to.
+async fn tools_changed(State(state): State<Arc<AppState>>) -> Json<Value> {
+    state.extra_tool.store(true, Ordering::Relaxed);
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
+    let standing = state.standing.lock().unwrap();
+    let sent = standing
+        .values()
+        .filter(|tx| tx.send(note.clone()).is_ok())
+        .count();
+    Json(json!({"sent": sent}))
+}
+
 async fn mcp_delete(State(state): State<Arc<AppState>>, headers: HeaderMap) -> StatusCode {
     let sid = headers
         .get("mcp-session-id")
@@ -559,6 +593,8 @@ async fn main() {
     let state = Arc::new(AppState {
         name: args.name.clone(),
         session_only: args.session_only,
+        list_changed: args.list_changed,
+        extra_tool: std::sync::atomic::AtomicBool::new(false),
         sessions: Mutex::default(),
         sse: Mutex::default(),
         stats: Stats::default(),
@@ -572,6 +608,7 @@ async fn main() {
     let app = Router::new()
         .route("/mcp", post(mcp_post).get(mcp_get).delete(mcp_delete))
         .route("/touch", post(touch))
+        .route("/tools-changed", post(tools_changed))
         .route("/sse", get(sse_open))
         .route("/message", post(sse_message))
         .route("/stats", get(stats))

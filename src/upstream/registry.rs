@@ -365,6 +365,13 @@ impl Upstream {
             let subscriptions = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
             subscriptions.keys().cloned().collect()
         };
+        // An upstream that announces list changes sends them on its GET stream too.
+        let announces = ["tools", "prompts", "resources"].iter().any(|kind| {
+            conn.capabilities.pointer(&format!("/{kind}/listChanged")) == Some(&Value::Bool(true))
+        });
+        if announces {
+            conn.listen();
+        }
         if !uris.is_empty() && conn.listen() {
             for uri in uris {
                 let params = Some(json!({"uri": uri}));
