@@ -565,7 +565,8 @@ fn resource_updates_reach_the_sessions_that_subscribed_and_no_others() {
     // A session-era upstream: it sends updates on its own GET stream, outside any request.
     let up = Upstream::start(&["--session-only"]);
     let modern = Upstream::start(&[]);
-    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "1"]);
+    // Health checks out of the way: after a restart the gateway must reconnect on its own.
+    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
     dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
     dir.run_expect(
         &["gateway", "add", "modern", &format!("{}/mcp", modern.base)],
@@ -614,8 +615,8 @@ fn resource_updates_reach_the_sessions_that_subscribed_and_no_others() {
         assert_eq!(touch(&http, &up.base, uri).await["subscribed"], 0);
         assert!(a_events.next_of(updated, Duration::from_millis(1000)).await.is_none());
 
-        // The upstream restarts and forgets its sessions: the gateway reconnects (its health
-        // check finds the session gone) and subscribes again on its own.
+        // The upstream restarts and forgets its sessions: the gateway's GET stream finds its
+        // session gone (404), and the gateway reconnects and subscribes again on its own.
         let answer = b.request(&subscribe).await.unwrap();
         assert!(answer.get("result").is_some(), "{answer}");
         let port = up.port();

@@ -74,6 +74,11 @@ tokio::task_local! {
     pub static UPSTREAM_ID_HOOK: Arc<dyn IdSink>;
 }
 
+/// The method of a notice a connection's sink gets (from mcpgw itself, never from the upstream
+/// or for a client) when the upstream's standing `GET` stream finds the session gone: the
+/// owner reconnects now rather than at its next request or health check.
+pub const SESSION_GONE: &str = "mcpgw/upstream-session-gone";
+
 /// Told the id a connection gives a request ([`UPSTREAM_ID_HOOK`]).
 pub trait IdSink: Send + Sync {
     /// The request about to be sent goes as `id`.

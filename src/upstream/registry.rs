@@ -330,9 +330,16 @@ impl Upstream {
             .map_err(|diagnosis| UpstreamError::Connect { diagnosis })?;
         let refresh = self.refresh.clone();
         let (updates, name) = (registry.updates.clone(), reg.name.clone());
+        let this = Arc::downgrade(self);
         let sink: connection::MessageSink = Arc::new(move |msg: Value| {
             let method = crate::jsonrpc::method(&msg).unwrap_or_default();
-            if method.ends_with("/list_changed") {
+            if method == connection::SESSION_GONE {
+                // Reconnected by the refresh (which subscribes again), not at the next call.
+                if let Some(up) = this.upgrade() {
+                    up.invalidate();
+                }
+                let _ = refresh.try_send(());
+            } else if method.ends_with("/list_changed") {
                 // A full channel already holds a pending refresh; one is enough.
                 let _ = refresh.try_send(());
             } else if method == "notifications/resources/updated" {

@@ -331,7 +331,12 @@ pub async fn listen(
                 tracing::debug!(url = %client.url, "the upstream offers no GET stream");
                 return;
             }
-            Ok(Listened::SessionGone) => return,
+            Ok(Listened::SessionGone) => {
+                on_message(
+                    serde_json::json!({"jsonrpc": "2.0", "method": super::connection::SESSION_GONE}),
+                );
+                return;
+            }
             Ok(Listened::Ended) => failures = 0,
             Err(err) => {
                 failures = failures.saturating_add(1);
