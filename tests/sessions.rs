@@ -735,3 +735,27 @@ fn an_upstreams_list_change_outside_a_call_refreshes_the_catalog() {
         }
     });
 }
+
+#[test]
+fn an_upstream_that_serves_no_get_stream_is_not_asked_again_nor_reconnected() {
+    let dir = Dir::new();
+    let up = Upstream::start(&["--session-only", "--list-changed", "--get-404"]);
+    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
+    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("http://{}/mcp", gw.addr);
+    let http = clients::http(None);
+    rt.block_on(async {
+        // Its 404 to the first GET means "not served here", not "your session is gone".
+        tokio::time::sleep(Duration::from_secs(4)).await;
+        let stats = json_of(http.get(format!("{}/stats", up.base))).await;
+        assert_eq!(stats["gets"], 1, "asked once: {stats}");
+        assert_eq!(stats["initializes"], 1, "no reconnection: {stats}");
+        let session = Streamable::open(http.clone(), &url, None).await.unwrap();
+        let answer = session
+            .call(json!(1), "up__echo", json!({"text": "still here"}))
+            .await
+            .unwrap();
+        assert_eq!(clients::text(&answer), "still here");
+    });
+}

@@ -56,6 +56,9 @@ struct Args {
     /// so on every session's `GET` stream.
     #[arg(long)]
     list_changed: bool,
+    /// Answer every `GET /mcp` with 404, as servers that route only `POST` do.
+    #[arg(long)]
+    get_404: bool,
 }
 
 #[derive(Default)]
@@ -65,12 +68,15 @@ struct Stats {
     calls: AtomicU64,
     /// TCP connections accepted (benchmarks count TLS handshakes with it).
     accepts: AtomicU64,
+    /// `GET /mcp` requests.
+    gets: AtomicU64,
 }
 
 struct AppState {
     name: String,
     session_only: bool,
     list_changed: bool,
+    get_404: bool,
     /// Whether `POST /tools-changed` added the tool `extra`.
     extra_tool: std::sync::atomic::AtomicBool,
     sessions: Mutex<HashSet<String>>,
@@ -417,6 +423,10 @@ fn stream_call(state: Arc<AppState>, id: Value, action: conformance::Action) -> 
 
 /// `GET /mcp`: the session's stream of messages sent outside any request.
 async fn mcp_get(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    state.stats.gets.fetch_add(1, Ordering::Relaxed);
+    if state.get_404 {
+        return StatusCode::NOT_FOUND.into_response();
+    }
     let Some(sid) = headers.get("mcp-session-id").and_then(|v| v.to_str().ok()) else {
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     };
@@ -551,6 +561,7 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
         "cancelled": *state.cancelled.lock().unwrap(),
         "sleeps": *state.sleeps.lock().unwrap(),
         "accepts": state.stats.accepts.load(Ordering::Relaxed),
+        "gets": state.stats.gets.load(Ordering::Relaxed),
     }))
 }
 
@@ -594,6 +605,7 @@ async fn main() {
         name: args.name.clone(),
         session_only: args.session_only,
         list_changed: args.list_changed,
+        get_404: args.get_404,
         extra_tool: std::sync::atomic::AtomicBool::new(false),
         sessions: Mutex::default(),
         sse: Mutex::default(),

@@ -302,16 +302,21 @@ fn events(
 enum Listened {
     /// The upstream offers no such stream (405, or not an event stream): nothing to retry.
     Unsupported,
-    /// The session is gone (404): the next request opens a new one, and its own stream.
-    SessionGone,
+    /// Refused with this 4xx status.
+    Refused(StatusCode),
     /// The stream ended or broke: open it again.
     Ended,
 }
 
 /// The standing `GET` stream of a session-era upstream: what it sends outside any request
 /// (resource updates, list changes) goes to `on_message`, until `stop`. A stream that ends or
-/// breaks is opened again, after a pause that grows with each failure in a row (1 s to 30 s);
-/// an upstream that offers none (405) or a session that ended (404) ends the listening.
+/// breaks is opened again, after a pause that grows with each failure in a row (1 s to 30 s).
+/// An upstream that offers none (405, or any 4xx before a stream was ever opened: some
+/// servers answer a `GET` they do not serve with 400 or 404) is not asked again; a 404 after
+/// a stream was open means the session is gone, and the sink is told ([`SESSION_GONE`]) so
+/// that its owner reconnects.
+///
+/// [`SESSION_GONE`]: super::connection::SESSION_GONE
 pub async fn listen(
     client: UpstreamClient,
     target: http::Uri,
@@ -321,23 +326,32 @@ pub async fn listen(
 ) {
     let request = serialize_get(&target, client.pool.authority(), &headers);
     let mut failures = 0u32;
+    let mut opened = false;
     loop {
         let listened = tokio::select! {
             () = stop.cancelled() => return,
-            listened = listen_once(&client, &request, &headers, &*on_message) => listened,
+            listened = listen_once(&client, &request, &*on_message, &mut opened) => listened,
         };
         match listened {
             Ok(Listened::Unsupported) => {
                 tracing::debug!(url = %client.url, "the upstream offers no GET stream");
                 return;
             }
-            Ok(Listened::SessionGone) => {
+            Ok(Listened::Refused(status)) if !opened => {
+                tracing::debug!(url = %client.url, %status, "the upstream offers no GET stream");
+                return;
+            }
+            Ok(Listened::Refused(StatusCode::NOT_FOUND)) => {
                 on_message(
                     serde_json::json!({"jsonrpc": "2.0", "method": super::connection::SESSION_GONE}),
                 );
                 return;
             }
             Ok(Listened::Ended) => failures = 0,
+            Ok(Listened::Refused(status)) => {
+                failures = failures.saturating_add(1);
+                tracing::debug!(url = %client.url, %status, "the upstream refused its GET stream");
+            }
             Err(err) => {
                 failures = failures.saturating_add(1);
                 tracing::debug!(url = %client.url, error = %err, "the upstream's GET stream broke");
@@ -353,11 +367,12 @@ pub async fn listen(
     }
 }
 
+/// One `GET` stream, read to its end; `opened` is set once a stream was open.
 async fn listen_once(
     client: &UpstreamClient,
     request: &[u8],
-    sent_headers: &HeaderMap,
     on_message: &(dyn Fn(Value) + Send + Sync),
+    opened: &mut bool,
 ) -> Result<Listened, UpstreamError> {
     let response = client
         .pool
@@ -369,9 +384,7 @@ async fn listen_once(
     let (parts, body) = response.into_parts();
     match parts.status {
         StatusCode::METHOD_NOT_ALLOWED => return Ok(Listened::Unsupported),
-        StatusCode::NOT_FOUND if sent_headers.contains_key(&crate::headers::SESSION_ID) => {
-            return Ok(Listened::SessionGone);
-        }
+        status if status.is_client_error() => return Ok(Listened::Refused(status)),
         status if !status.is_success() => {
             return Err(UpstreamError::Status {
                 status: status.as_u16(),
@@ -388,6 +401,7 @@ async fn listen_once(
     if !event_stream {
         return Ok(Listened::Unsupported);
     }
+    *opened = true;
     // Bounded per event, not in all: the stream is meant to stay open.
     let mut events = events(body);
     while let Some(event) = events.next().await {
