@@ -759,3 +759,38 @@ fn an_upstream_that_serves_no_get_stream_is_not_asked_again_nor_reconnected() {
         assert_eq!(clients::text(&answer), "still here");
     });
 }
+
+#[test]
+fn an_update_sent_while_the_gateways_stream_was_down_arrives_after_it_resumes() {
+    let dir = Dir::new();
+    let up = Upstream::start(&["--session-only"]);
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let base = format!("http://{}", gw.addr);
+    let http = clients::http(None);
+    let (uri, updated) = ("test://watched-resource", "notifications/resources/updated");
+    rt.block_on(async {
+        let a = Streamable::open(http.clone(), &format!("{base}/servers/up/mcp"), None).await.unwrap();
+        let stream = http
+            .get(format!("{base}/mcp"))
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &a.session)
+            .timeout(Duration::from_secs(60))
+            .send();
+        let mut events = EventReader::new(stream.await.unwrap());
+        let subscribe = json!({"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe", "params": {"uri": uri}});
+        assert!(a.request(&subscribe).await.unwrap().get("result").is_some());
+        touch_until_sent(&http, &up.base, uri, false).await;
+        assert!(events.next_of(updated, Duration::from_secs(10)).await.is_some());
+
+        // The upstream ends the gateway's stream and sends an update before it is back: the
+        // gateway resumes with Last-Event-ID and gets it then.
+        let dropped = json_of(http.post(format!("{}/drop-streams", up.base))).await;
+        assert_eq!(dropped["dropped"], 1, "{dropped}");
+        let told = touch(&http, &up.base, uri).await;
+        assert_eq!(told["sent"], 0, "sent while no stream was open: {told}");
+        let note = events.next_of(updated, Duration::from_secs(15)).await;
+        assert!(note.is_some(), "the update sent meanwhile must arrive after the resume");
+    });
+}

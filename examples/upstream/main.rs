@@ -12,7 +12,8 @@
 //! number of accepted connections. A session's `GET /mcp` stream carries
 //! `notifications/resources/updated` for the URIs it subscribed to, sent when a test posts
 //! `/touch?uri=U`, and (with `--list-changed`) `notifications/tools/list_changed` when it
-//! posts `/tools-changed`.
+//! posts `/tools-changed`; its events have ids, and a `GET` with `Last-Event-ID` gets those it
+//! missed first. `POST /drop-streams` ends every `GET` stream.
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -90,7 +91,9 @@ struct AppState {
     /// Requests this server sent to a client, waiting for the client's POSTed answer.
     asks: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     /// The open `GET /mcp` stream of each session.
-    standing: Mutex<HashMap<String, mpsc::UnboundedSender<Value>>>,
+    standing: Mutex<HashMap<String, mpsc::UnboundedSender<(u64, Value)>>>,
+    /// What each session's `GET` stream was sent, by event id, for a resume (`Last-Event-ID`).
+    history: Mutex<HashMap<String, Vec<(u64, Value)>>>,
     /// Sessions subscribed to each resource URI.
     subscribed: Mutex<HashMap<String, HashSet<String>>>,
 }
@@ -433,13 +436,28 @@ async fn mcp_get(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     if !state.sessions.lock().unwrap().contains(sid) {
         return (StatusCode::NOT_FOUND, "unknown session").into_response();
     }
-    let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<(u64, Value)>();
+    // A resume gets what was sent after the last event it saw, first.
+    let after = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if let Some(after) = after {
+        let history = state.history.lock().unwrap();
+        for (id, msg) in history.get(sid).into_iter().flatten() {
+            if *id > after {
+                let _ = tx.send((*id, msg.clone()));
+            }
+        }
+    }
     state.standing.lock().unwrap().insert(sid.to_owned(), tx);
     let events = futures_util::stream::poll_fn(move |cx| {
         rx.poll_recv(cx).map(|m| {
-            m.map(|v| {
+            m.map(|(id, v)| {
                 Ok::<_, std::convert::Infallible>(
-                    Event::default().event("message").data(v.to_string()),
+                    Event::default()
+                        .event("message")
+                        .id(id.to_string())
+                        .data(v.to_string()),
                 )
             })
         })
@@ -465,16 +483,35 @@ async fn touch(State(state): State<Arc<AppState>>, Query(t): Query<Touch>) -> Js
         .map(|s| s.iter().cloned().collect())
         .unwrap_or_default();
     let note = json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": t.uri}});
-    let standing = state.standing.lock().unwrap();
     let sent = sessions
         .iter()
-        .filter(|sid| {
-            standing
-                .get(*sid)
-                .is_some_and(|tx| tx.send(note.clone()).is_ok())
-        })
+        .filter(|sid| send_standing(&state, sid, &note))
         .count();
     Json(json!({"subscribed": sessions.len(), "sent": sent}))
+}
+
+/// Send `msg` on session `sid`'s `GET` stream, keeping it for a resume: whether a stream was
+/// open to take it.
+fn send_standing(state: &AppState, sid: &str, msg: &Value) -> bool {
+    let id = state.next.fetch_add(1, Ordering::Relaxed);
+    let mut history = state.history.lock().unwrap();
+    let kept = history.entry(sid.to_owned()).or_default();
+    kept.push((id, msg.clone()));
+    if kept.len() > 100 {
+        kept.remove(0);
+    }
+    state
+        .standing
+        .lock()
+        .unwrap()
+        .get(sid)
+        .is_some_and(|tx| tx.send((id, msg.clone())).is_ok())
+}
+
+/// `POST /drop-streams` (test control): end every open `GET` stream.
+async fn drop_streams(State(state): State<Arc<AppState>>) -> Json<Value> {
+    let dropped = std::mem::take(&mut *state.standing.lock().unwrap()).len();
+    Json(json!({"dropped": dropped}))
 }
 
 /// `POST /tools-changed` (test control): add the tool `extra` and tell every open `GET`
@@ -482,10 +519,10 @@ async fn touch(State(state): State<Arc<AppState>>, Query(t): Query<Touch>) -> Js
 async fn tools_changed(State(state): State<Arc<AppState>>) -> Json<Value> {
     state.extra_tool.store(true, Ordering::Relaxed);
     let note = json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"});
-    let standing = state.standing.lock().unwrap();
-    let sent = standing
-        .values()
-        .filter(|tx| tx.send(note.clone()).is_ok())
+    let sessions: Vec<String> = state.standing.lock().unwrap().keys().cloned().collect();
+    let sent = sessions
+        .iter()
+        .filter(|sid| send_standing(&state, sid, &note))
         .count();
     Json(json!({"sent": sent}))
 }
@@ -615,12 +652,14 @@ async fn main() {
         cancelled: Mutex::default(),
         sleeps: Mutex::default(),
         standing: Mutex::default(),
+        history: Mutex::default(),
         subscribed: Mutex::default(),
     });
     let app = Router::new()
         .route("/mcp", post(mcp_post).get(mcp_get).delete(mcp_delete))
         .route("/touch", post(touch))
         .route("/tools-changed", post(tools_changed))
+        .route("/drop-streams", post(drop_streams))
         .route("/sse", get(sse_open))
         .route("/message", post(sse_message))
         .route("/stats", get(stats))

@@ -324,13 +324,21 @@ pub async fn listen(
     on_message: super::connection::MessageSink,
     stop: tokio_util::sync::CancellationToken,
 ) {
-    let request = serialize_get(&target, client.pool.authority(), &headers);
     let mut failures = 0u32;
     let mut opened = false;
+    // The id of the last event that came, sent back on a reconnect so that a server that keeps
+    // its events replays those sent meanwhile.
+    let mut last_id: Option<HeaderValue> = None;
     loop {
+        let mut headers = headers.clone();
+        if let Some(id) = &last_id {
+            headers.insert(http::HeaderName::from_static("last-event-id"), id.clone());
+        }
+        let request = serialize_get(&target, client.pool.authority(), &headers);
+        let stream = listen_once(&client, &request, &*on_message, &mut opened, &mut last_id);
         let listened = tokio::select! {
             () = stop.cancelled() => return,
-            listened = listen_once(&client, &request, &*on_message, &mut opened) => listened,
+            listened = stream => listened,
         };
         match listened {
             Ok(Listened::Unsupported) => {
@@ -367,12 +375,14 @@ pub async fn listen(
     }
 }
 
-/// One `GET` stream, read to its end; `opened` is set once a stream was open.
+/// One `GET` stream, read to its end; `opened` is set once a stream was open, `last_id` to
+/// each event's id as it comes.
 async fn listen_once(
     client: &UpstreamClient,
     request: &[u8],
     on_message: &(dyn Fn(Value) + Send + Sync),
     opened: &mut bool,
+    last_id: &mut Option<HeaderValue>,
 ) -> Result<Listened, UpstreamError> {
     let response = client
         .pool
@@ -406,6 +416,11 @@ async fn listen_once(
     let mut events = events(body);
     while let Some(event) = events.next().await {
         let event = event?;
+        if !event.id.is_empty()
+            && let Ok(id) = HeaderValue::from_str(&event.id)
+        {
+            *last_id = Some(id);
+        }
         if event.data.is_empty() {
             continue;
         }
