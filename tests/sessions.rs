@@ -608,12 +608,20 @@ fn resource_updates_reach_the_sessions_that_subscribed_and_no_others() {
             "a session that did not subscribe must not get it"
         );
 
-        // Unsubscribed: the upstream forgets it, and nothing more comes.
+        // b subscribes too, then a leaves: the one upstream session keeps the subscription
+        // for b, and only b gets what comes next.
         let unsubscribe = json!({"jsonrpc": "2.0", "id": 2, "method": "resources/unsubscribe", "params": {"uri": uri}});
-        let answer = a.request(&unsubscribe).await.unwrap();
-        assert!(answer.get("result").is_some(), "{answer}");
-        assert_eq!(touch(&http, &up.base, uri).await["subscribed"], 0);
+        let ok = |answer: Value| assert!(answer.get("result").is_some(), "{answer}");
+        ok(b.request(&subscribe).await.unwrap());
+        ok(a.request(&unsubscribe).await.unwrap());
+        let told = touch(&http, &up.base, uri).await;
+        assert_eq!((&told["subscribed"], &told["sent"]), (&json!(1), &json!(1)), "{told}");
+        let note = b_events.next_of(updated, Duration::from_secs(10)).await;
+        assert!(note.is_some(), "b is still subscribed");
         assert!(a_events.next_of(updated, Duration::from_millis(1000)).await.is_none());
+        // The last subscriber leaves: now the upstream forgets it.
+        ok(b.request(&unsubscribe).await.unwrap());
+        assert_eq!(touch(&http, &up.base, uri).await["subscribed"], 0);
 
         // The upstream restarts and forgets its sessions: the gateway's GET stream finds its
         // session gone (404), and the gateway reconnects and subscribes again on its own.

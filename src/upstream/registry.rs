@@ -191,15 +191,19 @@ impl Upstream {
         self.conn.load().as_ref().is_some_and(|conn| conn.listen())
     }
 
-    /// `session` no longer wants updates of `uri` (unsubscribed, or gone).
-    pub fn unsubscribe(&self, uri: &str, session: &str) {
+    /// `session` no longer wants updates of `uri` (unsubscribed, or gone). Whether other
+    /// sessions still do.
+    pub fn unsubscribe(&self, uri: &str, session: &str) -> bool {
         let mut subscriptions = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(sessions) = subscriptions.get_mut(uri) {
-            sessions.remove(session);
-            if sessions.is_empty() {
-                subscriptions.remove(uri);
-            }
+        let Some(sessions) = subscriptions.get_mut(uri) else {
+            return false;
+        };
+        sessions.remove(session);
+        if sessions.is_empty() {
+            subscriptions.remove(uri);
+            return false;
         }
+        true
     }
 
     /// The sessions subscribed to `uri`.

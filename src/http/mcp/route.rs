@@ -183,6 +183,14 @@ pub(super) async fn route_uri(
         .cloned();
     match owner {
         Some(up) => {
+            // One upstream session carries every client's subscriptions: the upstream is told
+            // to stop only when the last subscriber of the URI leaves.
+            if method == "resources/unsubscribe"
+                && let Some(session) = current_session()
+                && up.unsubscribe(&uri, &session)
+            {
+                return jsonrpc::result(id, Value::Object(Map::new()));
+            }
             let answer = forward(
                 state,
                 &up,
@@ -208,19 +216,26 @@ pub(super) async fn route_uri(
 /// so that its `notifications/resources/updated` reach that session, on whichever transport
 /// it is ([`super::notify_session`]). 2026-07-28 requests have no session ("-").
 fn track_subscription(up: &Upstream, method: &str, uri: &str) {
-    let Ok(session) = CURRENT_SESSION.try_with(Clone::clone) else {
+    let Some(session) = current_session() else {
         return;
     };
-    if &*session == "-" {
-        return;
-    }
     match method {
         "resources/subscribe" if !up.subscribe(uri, session.clone()) => {
             tracing::debug!(upstream = %up.name(), %uri, "subscribed, but this upstream cannot send updates outside a request");
         }
-        "resources/unsubscribe" => up.unsubscribe(uri, &session),
+        "resources/unsubscribe" => {
+            up.unsubscribe(uri, &session);
+        }
         _ => {}
     }
+}
+
+/// The session of the request being handled, if it has one.
+fn current_session() -> Option<Arc<str>> {
+    CURRENT_SESSION
+        .try_with(Clone::clone)
+        .ok()
+        .filter(|s| &**s != "-")
 }
 
 /// A client cancels a request: tell the upstream working on it, in the upstream's own id.
