@@ -543,6 +543,22 @@ async fn touch_until_sent(http: &reqwest::Client, up_base: &str, uri: &str, resu
     .await;
 }
 
+/// [`touch`] until the upstream holds no subscription to `uri` (at most 10 s).
+async fn until_unsubscribed(http: &reqwest::Client, up_base: &str, uri: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let told = touch(http, up_base, uri).await;
+        if told["subscribed"] == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still subscribed upstream: {told}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Ask with `ask` every 50 ms, for at most 30 s, until an answer says `"sent": 1`.
 async fn until_sent<F: std::future::Future<Output = Value>>(
     what: &str,
@@ -634,6 +650,11 @@ fn resource_updates_reach_the_sessions_that_subscribed_and_no_others() {
         let note = b_events.next_of(updated, Duration::from_secs(10)).await;
         assert_eq!(note.expect("b subscribed before the restart")["params"]["uri"], uri);
 
+        // b's session ends without unsubscribing: the gateway unsubscribes for it.
+        let deleted = http.delete(&url).header("mcp-session-id", &b.session).send().await.unwrap();
+        assert_eq!(deleted.status().as_u16(), 204);
+        until_unsubscribed(&http, &up.base, uri).await;
+
         // Subscriptions are announced only where their updates can be relayed: not for a
         // 2026-07-28 upstream, which has no stream outside a request.
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
@@ -694,6 +715,9 @@ fn resource_updates_reach_sse_and_websocket_sessions_too() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         touch_until_sent(&http, &up.base, uri, false).await;
         assert!(sse.next_of(updated, wait).await.is_some());
+        // The last subscriber hangs up: the gateway unsubscribes upstream.
+        drop(sse);
+        until_unsubscribed(&http, &up.base, uri).await;
     });
 }
 

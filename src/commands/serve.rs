@@ -111,6 +111,8 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                         if gone > 0 {
                             tracing::debug!(sessions = gone, "idle MCP sessions expired");
                         }
+                        // Also those that expired on a lookup since the last tick.
+                        http::mcp::prune_subscriptions(&state);
                     }
                 }
             }

@@ -74,7 +74,10 @@ pub async fn post_one(
 /// `DELETE /mcp`: end a session.
 pub async fn delete(State(state): State<Arc<AppState>>, headers: HeaderMap) -> StatusCode {
     match session_header(&headers) {
-        Some(id) if state.sessions.close(id) => StatusCode::NO_CONTENT,
+        Some(id) if state.sessions.close(id) => {
+            prune_subscriptions(&state);
+            StatusCode::NO_CONTENT
+        }
         Some(_) => StatusCode::NOT_FOUND,
         None => StatusCode::BAD_REQUEST,
     }
@@ -540,6 +543,40 @@ pub fn notify_session(state: &AppState, key: &str, msg: &Value) -> bool {
         super::ws::notify(state, key, msg)
     } else {
         state.sessions.notify(key, msg)
+    }
+}
+
+/// Whether the session `key` names is still open, on whichever transport it is.
+fn session_open(state: &AppState, key: &str) -> bool {
+    if let Some(id) = key.strip_prefix(SSE_SESSION) {
+        state.sse.contains(id)
+    } else if key.starts_with(WS_SESSION) {
+        state
+            .ws_outlets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(key)
+    } else {
+        state.sessions.contains(key)
+    }
+}
+
+/// Drop the resource subscriptions of sessions that ended (closed, expired, disconnected); an
+/// upstream left with no subscriber for a URI is told to unsubscribe, in the background.
+pub fn prune_subscriptions(state: &AppState) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    for up in state.registry.list() {
+        for uri in up.retain_subscribers(|key| session_open(state, key)) {
+            let up = up.clone();
+            runtime.spawn(async move {
+                let params = serde_json::json!({ "uri": uri });
+                if let Err(err) = up.request("resources/unsubscribe", Some(params)).await {
+                    tracing::debug!(upstream = %up.name(), %uri, error = %err, "could not unsubscribe");
+                }
+            });
+        }
     }
 }
 

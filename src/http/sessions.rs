@@ -106,6 +106,11 @@ impl Sessions {
         }
     }
 
+    /// Whether a session is open (without marking it used).
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
     pub(crate) fn is_full(&self) -> bool {
         self.lock().len() >= self.limits.max
     }

@@ -81,6 +81,11 @@ impl SseSessions {
         self.lock().get(id).cloned()
     }
 
+    /// Whether the session `id` is open.
+    pub fn contains(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
     fn remove(&self, id: &str) {
         if let Some(session) = self.lock().remove(id) {
             session.close.cancel();
@@ -124,6 +129,7 @@ struct Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         self.state.sse.remove(&self.id);
+        mcp::prune_subscriptions(&self.state);
         tracing::debug!(session = %self.id, "SSE session closed");
     }
 }

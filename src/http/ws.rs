@@ -212,6 +212,7 @@ impl Drop for Outlet {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.key);
+        mcp::prune_subscriptions(&self.state);
     }
 }
 

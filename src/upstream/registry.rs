@@ -206,6 +206,21 @@ impl Upstream {
         true
     }
 
+    /// Keep only the subscribers `keep` says are still there; the URIs left without any (the
+    /// upstream may be told to stop sending their updates).
+    pub fn retain_subscribers(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut subscriptions = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut emptied = Vec::new();
+        subscriptions.retain(|uri, sessions| {
+            sessions.retain(|s| keep(s));
+            if sessions.is_empty() {
+                emptied.push(uri.clone());
+            }
+            !sessions.is_empty()
+        });
+        emptied
+    }
+
     /// The sessions subscribed to `uri`.
     pub fn subscribers(&self, uri: &str) -> Vec<Arc<str>> {
         self.subscriptions

@@ -209,6 +209,13 @@ impl SseSession {
     }
 }
 
+impl Drop for SseSession {
+    /// Hangs up: the reader owns the stream's response.
+    fn drop(&mut self) {
+        self._reader.abort();
+    }
+}
+
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
