@@ -571,6 +571,10 @@ pub fn prune_subscriptions(state: &AppState) {
         for uri in up.retain_subscribers(|key| session_open(state, key)) {
             let up = up.clone();
             runtime.spawn(async move {
+                // Someone may have subscribed again meanwhile.
+                if !up.subscribers(&uri).is_empty() {
+                    return;
+                }
                 let params = serde_json::json!({ "uri": uri });
                 if let Err(err) = up.request("resources/unsubscribe", Some(params)).await {
                     tracing::debug!(upstream = %up.name(), %uri, error = %err, "could not unsubscribe");
