@@ -1,6 +1,7 @@
 //! Interop with clients nobody here wrote: the official Python MCP SDK client (`mcp` 2.x) in
 //! its modern (2026-07-28) and legacy (2025-11-25) modes, through mcpgw over HTTPS with a
-//! bearer token, calling tools of mTLS upstreams of both eras (official Python SDK servers).
+//! bearer token, calling tools of mTLS upstreams of both eras (official Python SDK servers); and
+//! an official Python SDK server's resource updates relayed to a subscribed client.
 
 mod common;
 
@@ -178,4 +179,88 @@ fn python_sdk_client_over_legacy_sse_reaches_both_eras_of_upstream() {
         r#"{"text": "one upstream"}"#,
     );
     assert_eq!(out["result"], "one upstream", "{out}");
+}
+
+/// The official Python SDK as a session-era upstream with resource subscriptions: its update,
+/// sent outside any request on the SDK's standalone `GET` stream, reaches the subscribed client
+/// through mcpgw, and only after it subscribed.
+#[test]
+fn python_sdk_server_resource_updates_reach_the_subscribed_client_through_mcpgw() {
+    use common::clients::{self, Streamable};
+    use std::time::Duration;
+    let Some(py) = py::python() else { return };
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let port = py::free_port();
+    let extra = [
+        "--transport",
+        "streamable-http",
+        "--mode",
+        "legacy",
+        "--subscriptions",
+    ];
+    let _up = PyUpstream::with_pki(&py, port, &pki, &extra);
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    dir.gateway_add_mtls("py", &format!("https://localhost:{port}/mcp"), &pki);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let base = format!("http://{}", gw.addr);
+    let http = clients::http(None);
+    let uri = "fixture://info";
+    rt.block_on(async {
+        let session = Streamable::open(http.clone(), &format!("{base}/servers/py/mcp"), None)
+            .await
+            .unwrap();
+        let resp = http
+            .get(format!("{base}/mcp"))
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session.session)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let (tx, mut notes) = tokio::sync::mpsc::unbounded_channel::<Value>();
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let (mut stream, mut buf) = (resp.bytes_stream(), String::new());
+            while let Some(Ok(chunk)) = stream.next().await {
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buf.find("\n\n") {
+                    let frame: String = buf.drain(..end + 2).collect();
+                    let data = frame.lines().find_map(|l| l.strip_prefix("data:"));
+                    if let Some(v) = data.and_then(|d| serde_json::from_str::<Value>(d.trim()).ok()) {
+                        let _ = tx.send(v);
+                    }
+                }
+            }
+        });
+        let call = |id: u64| serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "touch", "arguments": {"uri": uri}}});
+        let before = session.request(&call(1)).await.unwrap();
+        assert_eq!(clients::text(&before), "not subscribed", "{before}");
+        let subscribe = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "resources/subscribe", "params": {"uri": uri}});
+        let answer = session.request(&subscribe).await.unwrap();
+        assert!(answer.get("result").is_some(), "{answer}");
+        // The gateway opens its GET stream with the subscription: touched until an update
+        // comes through.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let mut id = 3;
+        let note = loop {
+            let answer = session.request(&call(id)).await.unwrap();
+            assert_eq!(clients::text(&answer), "sent", "{answer}");
+            id += 1;
+            let wait = tokio::time::timeout(Duration::from_millis(500), async {
+                while let Some(v) = notes.recv().await {
+                    if v["method"] == "notifications/resources/updated" {
+                        return Some(v);
+                    }
+                }
+                None
+            });
+            if let Ok(Some(note)) = wait.await {
+                break note;
+            }
+            assert!(std::time::Instant::now() < deadline, "no update came through");
+        };
+        assert_eq!(note["params"]["uri"], uri, "{note}");
+    });
 }
