@@ -218,22 +218,7 @@ fn python_sdk_server_resource_updates_reach_the_subscribed_client_through_mcpgw(
             .send()
             .await
             .unwrap();
-        assert_eq!(resp.status().as_u16(), 200);
-        let (tx, mut notes) = tokio::sync::mpsc::unbounded_channel::<Value>();
-        tokio::spawn(async move {
-            use futures_util::StreamExt;
-            let (mut stream, mut buf) = (resp.bytes_stream(), String::new());
-            while let Some(Ok(chunk)) = stream.next().await {
-                buf.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buf.find("\n\n") {
-                    let frame: String = buf.drain(..end + 2).collect();
-                    let data = frame.lines().find_map(|l| l.strip_prefix("data:"));
-                    if let Some(v) = data.and_then(|d| serde_json::from_str::<Value>(d.trim()).ok()) {
-                        let _ = tx.send(v);
-                    }
-                }
-            }
-        });
+        let mut notes = clients::EventReader::new(resp);
         let call = |id: u64| serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "touch", "arguments": {"uri": uri}}});
         let before = session.request(&call(1)).await.unwrap();
         assert_eq!(clients::text(&before), "not subscribed", "{before}");
@@ -248,15 +233,8 @@ fn python_sdk_server_resource_updates_reach_the_subscribed_client_through_mcpgw(
             let answer = session.request(&call(id)).await.unwrap();
             assert_eq!(clients::text(&answer), "sent", "{answer}");
             id += 1;
-            let wait = tokio::time::timeout(Duration::from_millis(500), async {
-                while let Some(v) = notes.recv().await {
-                    if v["method"] == "notifications/resources/updated" {
-                        return Some(v);
-                    }
-                }
-                None
-            });
-            if let Ok(Some(note)) = wait.await {
+            let updated = "notifications/resources/updated";
+            if let Some(note) = notes.next_of(updated, Duration::from_millis(500)).await {
                 break note;
             }
             assert!(std::time::Instant::now() < deadline, "no update came through");

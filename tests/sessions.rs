@@ -7,7 +7,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::clients::{self, SseSession, Streamable, WsSession};
+use common::clients::{self, EventReader, SseSession, Streamable, WsSession};
 use common::upstream::Upstream;
 use common::{Dir, Gateway, SIGHUP};
 use serde_json::{Value, json};
@@ -473,47 +473,6 @@ fn a_cancellation_on_an_sse_connection_reaches_the_upstream_too() {
         let named = sleeps.iter().find(|s| s[0] == cancelled[0]).expect("not a request of the upstream");
         assert_eq!(named[1], 1500, "the cancellation reached the other connection's request: {stats}");
     });
-}
-
-/// The events of a `GET /mcp` stream, read as they come.
-struct EventReader {
-    stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>>>>,
-    buf: String,
-}
-
-impl EventReader {
-    fn new(resp: reqwest::Response) -> Self {
-        assert_eq!(resp.status().as_u16(), 200);
-        Self {
-            stream: Box::pin(resp.bytes_stream()),
-            buf: String::new(),
-        }
-    }
-
-    /// The next message with `method` within `wait` (others are skipped), or `None`.
-    async fn next_of(&mut self, method: &str, wait: Duration) -> Option<Value> {
-        use futures_util::StreamExt;
-        let deadline = tokio::time::Instant::now() + wait;
-        loop {
-            while let Some(end) = self.buf.find("\n\n") {
-                let frame: String = self.buf.drain(..end + 2).collect();
-                let data = frame
-                    .lines()
-                    .find_map(|l| l.strip_prefix("data:"))
-                    .map(|v| serde_json::from_str::<Value>(v.trim()).unwrap());
-                if let Some(data) = data
-                    && data["method"] == method
-                {
-                    return Some(data);
-                }
-            }
-            let chunk = tokio::time::timeout_at(deadline, self.stream.next())
-                .await
-                .ok()??
-                .unwrap();
-            self.buf.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
 }
 
 /// The JSON answer to `request`.

@@ -166,17 +166,21 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 };
-                let Some(up) = registry.get(&update.upstream) else {
-                    continue;
-                };
                 let uri = update
                     .message
                     .pointer("/params/uri")
                     .and_then(|u| u.as_str());
-                for session in up.subscribers(uri.unwrap_or_default()) {
-                    if !http::mcp::notify_session(&state, &session, &update.message) {
-                        up.unsubscribe(uri.unwrap_or_default(), &session);
-                    }
+                let (Some(up), Some(uri)) = (registry.get(&update.upstream), uri) else {
+                    continue;
+                };
+                let mut ended = false;
+                for session in up.subscribers(uri) {
+                    ended |= !http::mcp::notify_session(&state, &session, &update.message);
+                }
+                // A session found gone: cleared as any that ended (and the upstream told, if
+                // it was the last subscriber).
+                if ended {
+                    http::mcp::prune_subscriptions(&state);
                 }
             }
         });

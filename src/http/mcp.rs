@@ -540,9 +540,26 @@ pub fn notify_session(state: &AppState, key: &str, msg: &Value) -> bool {
     if let Some(id) = key.strip_prefix(SSE_SESSION) {
         state.sse.notify(id, msg)
     } else if key.starts_with(WS_SESSION) {
-        super::ws::notify(state, key, msg)
+        state.ws_outlets.notify(key, msg)
     } else {
         state.sessions.notify(key, msg)
+    }
+}
+
+/// Whether a notification offered to session `session`'s queue was taken: a full queue (a
+/// client not reading) drops this one notification and keeps the session; a closed one means
+/// the session is gone.
+pub(super) fn offered<T>(
+    sent: Result<(), tokio::sync::mpsc::error::TrySendError<T>>,
+    session: &str,
+) -> bool {
+    match sent {
+        Ok(()) => true,
+        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
+            tracing::warn!(%session, "the client is not reading its stream; a notification was dropped");
+            true
+        }
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
 
@@ -551,11 +568,7 @@ fn session_open(state: &AppState, key: &str) -> bool {
     if let Some(id) = key.strip_prefix(SSE_SESSION) {
         state.sse.contains(id)
     } else if key.starts_with(WS_SESSION) {
-        state
-            .ws_outlets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains_key(key)
+        state.ws_outlets.contains(key)
     } else {
         state.sessions.contains(key)
     }

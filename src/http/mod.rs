@@ -69,9 +69,7 @@ pub struct AppState {
     /// Open WebSocket sessions (for the sessions gauge).
     pub ws_open: std::sync::atomic::AtomicUsize,
     /// The outbox of each open WebSocket session, for notifications (resource updates).
-    pub ws_outlets: std::sync::Mutex<
-        std::collections::HashMap<Arc<str>, tokio::sync::mpsc::Sender<axum::extract::ws::Message>>,
-    >,
+    pub ws_outlets: ws::WsOutlets,
     ready: AtomicBool,
     /// Long-lived streams (SSE, WebSocket) end when this fires: graceful shutdown waits for
     /// responses to finish, and these never would.
@@ -101,7 +99,7 @@ impl AppState {
             sse: sse::SseSessions::from_env(),
             ws: ws::WsSettings::from_env(),
             ws_open: std::sync::atomic::AtomicUsize::new(0),
-            ws_outlets: std::sync::Mutex::default(),
+            ws_outlets: ws::WsOutlets::default(),
             client_requests: std::sync::Mutex::default(),
             inflight: mcp::Inflight::default(),
             next_client_request: std::sync::atomic::AtomicU64::new(1),

@@ -93,20 +93,12 @@ impl SseSessions {
     }
 
     /// Queue a server-to-client message (a notification) for a session's stream: `false`
-    /// when the session is gone. A full queue drops this message but keeps the session (its
-    /// answers have their slots reserved).
+    /// when the session is gone (see [`mcp::offered`]; its answers have their slots reserved).
     pub fn notify(&self, id: &str, msg: &Value) -> bool {
         let Some(session) = self.get(id) else {
             return false;
         };
-        match session.tx.try_send(Box::new(msg.clone())) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(session = %id, "SSE client is not reading its stream; a notification was dropped");
-                true
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
-        }
+        mcp::offered(session.tx.try_send(Box::new(msg.clone())), id)
     }
 
     /// Number of open SSE streams.

@@ -185,7 +185,34 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, scope: Scope) {
     let _ = writer.await;
 }
 
-/// A WebSocket session's entry in [`AppState::ws_outlets`], removed when the socket ends.
+/// The outbox of each open WebSocket session, by its session key, for notifications (resource
+/// updates).
+#[derive(Debug, Default)]
+pub struct WsOutlets(std::sync::Mutex<Outboxes>);
+
+type Outboxes = std::collections::HashMap<Arc<str>, mpsc::Sender<Message>>;
+
+impl WsOutlets {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Outboxes> {
+        // Single inserts and removes: a poisoned lock still holds a whole map.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the session `key` is open.
+    pub fn contains(&self, key: &str) -> bool {
+        self.lock().contains_key(key)
+    }
+
+    /// Queue a notification on session `key`'s outbox: `false` when it is gone.
+    pub fn notify(&self, key: &str, msg: &Value) -> bool {
+        let Some(out) = self.lock().get(key).cloned() else {
+            return false;
+        };
+        mcp::offered(out.try_send(Message::Text(msg.to_string().into())), key)
+    }
+}
+
+/// A WebSocket session's entry in [`WsOutlets`], removed when the socket ends.
 struct Outlet {
     state: Arc<AppState>,
     key: Arc<str>,
@@ -193,11 +220,7 @@ struct Outlet {
 
 impl Outlet {
     fn register(state: &Arc<AppState>, key: Arc<str>, out: mpsc::Sender<Message>) -> Self {
-        state
-            .ws_outlets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key.clone(), out);
+        state.ws_outlets.lock().insert(key.clone(), out);
         Self {
             state: state.clone(),
             key,
@@ -207,34 +230,8 @@ impl Outlet {
 
 impl Drop for Outlet {
     fn drop(&mut self) {
-        self.state
-            .ws_outlets
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.key);
+        self.state.ws_outlets.lock().remove(&self.key);
         mcp::prune_subscriptions(&self.state);
-    }
-}
-
-/// Queue a notification on WebSocket session `key`'s outbox: `false` when it is gone. A full
-/// outbox drops this message and keeps the session.
-pub fn notify(state: &AppState, key: &str, msg: &Value) -> bool {
-    let out = state
-        .ws_outlets
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(key)
-        .cloned();
-    let Some(out) = out else {
-        return false;
-    };
-    match out.try_send(Message::Text(msg.to_string().into())) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            tracing::warn!(session = %key, "WebSocket client is not reading; a notification was dropped");
-            true
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
     }
 }
 

@@ -201,10 +201,9 @@ impl Connection {
     /// a session-era Streamable-HTTP upstream on a standing `GET` stream, opened here once.
     /// `false` for a 2026-07-28 upstream, whose sessionless era has no such stream.
     pub fn listen(&self) -> bool {
-        if !self.relays_updates() {
-            return false;
-        }
         match (&self.wire, &self.era) {
+            (Wire::Sse(_), _) => true,
+            (Wire::Http { .. }, Era::Stateless { .. }) => false,
             (Wire::Http { target, headers }, Era::Session { .. }) => {
                 self.listening.get_or_init(|| {
                     let stop = tokio_util::sync::CancellationToken::new();
@@ -219,7 +218,6 @@ impl Connection {
                 });
                 true
             }
-            _ => true,
         }
     }
 

@@ -131,37 +131,62 @@ const OWN_HEADERS: [HeaderName; 6] = [
 /// Header values cannot hold CR or LF (`HeaderValue` refuses them), so nothing put in a
 /// header can end it early.
 fn serialize(target: &http::Uri, host: &HeaderValue, out: &Outgoing<'_>) -> Vec<u8> {
+    let length = out.body.len().to_string();
+    let own: [(&[u8], &[u8]); 4] = [
+        (b"accept", b"application/json, text/event-stream"),
+        (b"content-type", b"application/json"),
+        (b"user-agent", AGENT.as_bytes()),
+        (b"content-length", length.as_bytes()),
+    ];
+    write_request(
+        "POST",
+        target,
+        host,
+        out.headers,
+        out.extra,
+        &own,
+        &out.body,
+    )
+}
+
+/// An HTTP/1.1 request to `target` on `host`: `headers` (but the [`OWN_HEADERS`] and those
+/// `extra` replaces), then `extra`, then `own`, then `body`.
+fn write_request(
+    method: &str,
+    target: &http::Uri,
+    host: &HeaderValue,
+    headers: &HeaderMap,
+    extra: &[(HeaderName, HeaderValue)],
+    own: &[(&[u8], &[u8])],
+    body: &[u8],
+) -> Vec<u8> {
     let path = target.path_and_query().map_or("/", |p| p.as_str());
-    let mut req = Vec::with_capacity(320 + out.body.len());
+    let mut req = Vec::with_capacity(320 + body.len());
     let field = |req: &mut Vec<u8>, name: &[u8], value: &[u8]| {
         req.extend_from_slice(name);
         req.extend_from_slice(b": ");
         req.extend_from_slice(value);
         req.extend_from_slice(b"\r\n");
     };
-    req.extend_from_slice(b"POST ");
+    req.extend_from_slice(method.as_bytes());
+    req.push(b' ');
     req.extend_from_slice(path.as_bytes());
     req.extend_from_slice(b" HTTP/1.1\r\n");
     field(&mut req, b"host", host.as_bytes());
-    for (name, value) in out.headers {
-        if OWN_HEADERS.contains(name) || out.extra.iter().any(|(n, _)| n == name) {
+    for (name, value) in headers {
+        if OWN_HEADERS.contains(name) || extra.iter().any(|(n, _)| n == name) {
             continue;
         }
         field(&mut req, name.as_str().as_bytes(), value.as_bytes());
     }
-    for (name, value) in out.extra {
+    for (name, value) in extra {
         field(&mut req, name.as_str().as_bytes(), value.as_bytes());
     }
-    field(&mut req, b"accept", b"application/json, text/event-stream");
-    field(&mut req, b"content-type", b"application/json");
-    field(&mut req, b"user-agent", AGENT.as_bytes());
-    field(
-        &mut req,
-        b"content-length",
-        out.body.len().to_string().as_bytes(),
-    );
+    for (name, value) in own {
+        field(&mut req, name, value);
+    }
     req.extend_from_slice(b"\r\n");
-    req.extend_from_slice(&out.body);
+    req.extend_from_slice(body);
     req
 }
 
@@ -329,12 +354,16 @@ pub async fn listen(
     // The id of the last event that came, sent back on a reconnect so that a server that keeps
     // its events replays those sent meanwhile.
     let mut last_id: Option<HeaderValue> = None;
+    let own: [(&[u8], &[u8]); 2] = [
+        (b"accept", b"text/event-stream"),
+        (b"user-agent", AGENT.as_bytes()),
+    ];
     loop {
-        let mut headers = headers.clone();
-        if let Some(id) = &last_id {
-            headers.insert(http::HeaderName::from_static("last-event-id"), id.clone());
-        }
-        let request = serialize_get(&target, client.pool.authority(), &headers);
+        let resume: Vec<_> = (last_id.iter())
+            .map(|id| (HeaderName::from_static("last-event-id"), id.clone()))
+            .collect();
+        let authority = client.pool.authority();
+        let request = write_request("GET", &target, authority, &headers, &resume, &own, b"");
         let stream = listen_once(&client, &request, &*on_message, &mut opened, &mut last_id);
         let listened = tokio::select! {
             () = stop.cancelled() => return,
@@ -432,33 +461,6 @@ async fn listen_once(
         }
     }
     Ok(Listened::Ended)
-}
-
-/// A `GET` of `target` for its event stream, with the connection's headers.
-fn serialize_get(target: &http::Uri, host: &HeaderValue, headers: &HeaderMap) -> Vec<u8> {
-    let path = target.path_and_query().map_or("/", |p| p.as_str());
-    let mut req = Vec::with_capacity(256);
-    let mut field = |name: &[u8], value: &[u8]| {
-        req.extend_from_slice(name);
-        req.extend_from_slice(b": ");
-        req.extend_from_slice(value);
-        req.extend_from_slice(b"\r\n");
-    };
-    field(b"host", host.as_bytes());
-    for (name, value) in headers {
-        if !OWN_HEADERS.contains(name) {
-            field(name.as_str().as_bytes(), value.as_bytes());
-        }
-    }
-    field(b"accept", b"text/event-stream");
-    field(b"user-agent", AGENT.as_bytes());
-    let mut out = Vec::with_capacity(req.len() + path.len() + 20);
-    out.extend_from_slice(b"GET ");
-    out.extend_from_slice(path.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    out.extend_from_slice(&req);
-    out.extend_from_slice(b"\r\n");
-    out
 }
 
 /// A short, printable excerpt of a body for error messages.

@@ -298,3 +298,44 @@ pub fn text(answer: &Value) -> String {
         .unwrap_or_else(|| panic!("no text in {answer}"))
         .to_owned()
 }
+
+/// The events of a `GET /mcp` stream, read as they come.
+pub struct EventReader {
+    stream: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>>>>,
+    buf: String,
+}
+
+#[allow(dead_code)]
+impl EventReader {
+    pub fn new(resp: reqwest::Response) -> Self {
+        assert_eq!(resp.status().as_u16(), 200);
+        Self {
+            stream: Box::pin(resp.bytes_stream()),
+            buf: String::new(),
+        }
+    }
+
+    /// The next message with `method` within `wait` (others are skipped), or `None`.
+    pub async fn next_of(&mut self, method: &str, wait: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            while let Some(end) = self.buf.find("\n\n") {
+                let frame: String = self.buf.drain(..end + 2).collect();
+                let data = frame
+                    .lines()
+                    .find_map(|l| l.strip_prefix("data:"))
+                    .map(|v| serde_json::from_str::<Value>(v.trim()).unwrap());
+                if let Some(data) = data
+                    && data["method"] == method
+                {
+                    return Some(data);
+                }
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()??
+                .unwrap();
+            self.buf.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+}

@@ -199,8 +199,8 @@ pub(super) async fn route_uri(
                 params.unwrap_or_else(|| Value::Object(Map::new())),
             )
             .await;
-            if answer.get("result").is_some() {
-                track_subscription(&up, method, &uri);
+            if method == "resources/subscribe" && answer.get("result").is_some() {
+                track_subscription(&up, &uri);
             }
             answer
         }
@@ -212,21 +212,15 @@ pub(super) async fn route_uri(
     }
 }
 
-/// Remember (or forget) which session subscribed to `uri` on `up`, once the upstream accepted,
-/// so that its `notifications/resources/updated` reach that session, on whichever transport
-/// it is ([`super::notify_session`]). 2026-07-28 requests have no session ("-").
-fn track_subscription(up: &Upstream, method: &str, uri: &str) {
-    let Some(session) = current_session() else {
-        return;
-    };
-    match method {
-        "resources/subscribe" if !up.subscribe(uri, session.clone()) => {
-            tracing::debug!(upstream = %up.name(), %uri, "subscribed, but this upstream cannot send updates outside a request");
-        }
-        "resources/unsubscribe" => {
-            up.unsubscribe(uri, &session);
-        }
-        _ => {}
+/// Remember which session subscribed to `uri` on `up`, once the upstream accepted, so that its
+/// `notifications/resources/updated` reach that session, on whichever transport it is
+/// ([`super::notify_session`]). 2026-07-28 requests have no session ("-"). (Unsubscribing is
+/// settled before forwarding, in [`route_uri`].)
+fn track_subscription(up: &Upstream, uri: &str) {
+    if let Some(session) = current_session()
+        && !up.subscribe(uri, session)
+    {
+        tracing::debug!(upstream = %up.name(), %uri, "subscribed, but this upstream cannot send updates outside a request");
     }
 }
 
