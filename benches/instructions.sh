@@ -29,6 +29,8 @@ callgrind_control -i on "$gw" >/dev/null 2>&1
 "$gen" load --url "$gwurl/mcp" -c "$conc" -n "$calls" --tool up__echo | tail -2
 callgrind_control -d "$gw" >/dev/null 2>&1
 sleep 0.5
+# CG_KEEP=FILE keeps the profile for callgrind_annotate.
+if [ -n "${CG_KEEP:-}" ]; then cp "$work/cg.out.1" "$CG_KEEP"; fi
 callgrind_annotate "$work/cg.out.1" 2>/dev/null | awk -v n="$calls" '
   /PROGRAM TOTALS/ { gsub(",", "", $1); t = $1 }
   /__memcpy_avx_unaligned_erms|__memmove_avx_unaligned_erms/ && !m { gsub(",", "", $1); m = $1 }

@@ -23,13 +23,36 @@ pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent HTTP/2 streams per connection: a flood of streams queues instead of fanning out.
 const H2_MAX_STREAMS: u32 = 128;
 
-/// Serve `app` on one connection until it closes or shutdown drains it.
+pub mod h1;
+
+/// Serve `app` on one connection until it closes or shutdown drains it: on the listener
+/// (where `POST /mcp` skips the router) through [`h1`], which serves that route itself and
+/// hands anything else to hyper; elsewhere (the control socket) through hyper alone.
 pub async fn serve_connection<S>(
     io: S,
     app: crate::http::App,
     watcher: Watcher,
     header_timeout: Duration,
+    stop: CancellationToken,
 ) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    match app.direct().cloned() {
+        Some(state) => {
+            let limits = h1::Limits {
+                header_timeout,
+                body_timeout: state.body_timeout,
+                stop,
+            };
+            h1::serve(io, app, state, watcher, limits).await;
+        }
+        None => serve_hyper(io, app, watcher, header_timeout).await,
+    }
+}
+
+/// Serve `app` on one connection with hyper (HTTP/1.1 or HTTP/2).
+async fn serve_hyper<S>(io: S, app: crate::http::App, watcher: Watcher, header_timeout: Duration)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -75,15 +98,22 @@ pub async fn run_listener(
         let watcher = graceful.watcher();
         match &tls {
             None => {
-                tokio::spawn(serve_connection(stream, app, watcher, header_timeout));
+                tokio::spawn(serve_connection(
+                    stream,
+                    app,
+                    watcher,
+                    header_timeout,
+                    stop.clone(),
+                ));
             }
             Some(serving) => {
                 let config = serving.current().config.clone();
+                let stop = stop.clone();
                 tokio::spawn(async move {
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
-                            serve_connection(tls_stream, app, watcher, header_timeout).await;
+                            serve_connection(tls_stream, app, watcher, header_timeout, stop).await;
                         }
                         Ok(Err(err)) => {
                             tracing::debug!(%peer, error = %err, "TLS handshake failed")

@@ -71,6 +71,8 @@ struct Stats {
     accepts: AtomicU64,
     /// `GET /mcp` requests.
     gets: AtomicU64,
+    /// `sleep` calls that slept their whole time (a cancelled one does not).
+    slept: AtomicU64,
 }
 
 struct AppState {
@@ -204,6 +206,7 @@ async fn answer(state: &AppState, peer: &PeerCn, msg: &Value) -> Option<Value> {
                         .min(60_000);
                     state.sleeps.lock().unwrap().push((id.clone(), ms));
                     tokio::time::sleep(Duration::from_millis(ms)).await;
+                    state.stats.slept.fetch_add(1, Ordering::Relaxed);
                     text_result(format!("slept {ms} ms"))
                 }
                 Some("whoami") => text_result(
@@ -599,6 +602,7 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
         "sleeps": *state.sleeps.lock().unwrap(),
         "accepts": state.stats.accepts.load(Ordering::Relaxed),
         "gets": state.stats.gets.load(Ordering::Relaxed),
+        "slept": state.stats.slept.load(Ordering::Relaxed),
     }))
 }
 

@@ -138,6 +138,7 @@ impl ControlSocket {
                 app.clone(),
                 graceful.watcher(),
                 crate::server::HEADER_TIMEOUT,
+                stop.clone(),
             ));
         }
         let _ = std::fs::remove_file(&self.path);

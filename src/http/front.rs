@@ -13,7 +13,9 @@
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 
@@ -37,8 +39,17 @@ pub async fn gate(State(state): State<Arc<AppState>>, request: Request, next: Ne
 /// `POST /mcp` past the same gate as [`gate`], without the router: metrics (as route
 /// `/mcp`), `Host`/`Origin`, the bounded body, bearer auth, then the MCP handler.
 pub async fn post_mcp(state: Arc<AppState>, request: Request) -> Response {
-    let tracked = metrics::Tracked::fixed(&request, MCP_ROUTE);
+    let tracked = metrics::Tracked::fixed(request.method(), MCP_ROUTE);
     let response = admit_mcp(&state, request).await;
+    tracked.finish(&state.metrics, &response);
+    response
+}
+
+/// [`post_mcp`] for a request whose body the server already read whole, within
+/// [`limits::MAX_BODY`] and the body timeout (`crate::server::h1`).
+pub async fn post_mcp_read(state: Arc<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    let tracked = metrics::Tracked::fixed(&Method::POST, MCP_ROUTE);
+    let response = admit_read(&state, headers, body).await;
     tracked.finish(&state.metrics, &response);
     response
 }
@@ -56,6 +67,16 @@ async fn admit_mcp(state: &Arc<AppState>, request: Request) -> Response {
         return refused;
     }
     super::mcp::post(state.clone(), super::mcp::Scope::All, parts.headers, body).await
+}
+
+async fn admit_read(state: &Arc<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(refused) = origin::refusal(&state.origin, &headers) {
+        return refused;
+    }
+    if let Some(refused) = auth::refusal(&state.auth, &headers) {
+        return refused;
+    }
+    super::mcp::post(state.clone(), super::mcp::Scope::All, headers, body).await
 }
 
 async fn admit(state: &AppState, route: Option<&str>, request: Request, next: Next) -> Response {

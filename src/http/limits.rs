@@ -36,12 +36,19 @@ pub async fn collect(timeout: Duration, body: Body) -> Result<Bytes, Response> {
         )
             .into_response()),
         Ok(Err(_)) => Err(StatusCode::BAD_REQUEST.into_response()),
-        Err(_) => Err((
-            StatusCode::REQUEST_TIMEOUT,
-            axum::Json(serde_json::json!({"error": {"code": "body_timeout", "message": format!(
-                "the request body did not arrive within {} s", timeout.as_secs()
-            )}})),
-        )
-            .into_response()),
+        Err(_) => Err(too_slow(timeout)),
     }
+}
+
+/// The refusal of a body that did not arrive within `timeout` (408).
+pub fn too_slow(timeout: Duration) -> Response {
+    (
+        StatusCode::REQUEST_TIMEOUT,
+        axum::Json(
+            serde_json::json!({"error": {"code": "body_timeout", "message": format!(
+                "the request body did not arrive within {} s", timeout.as_secs()
+            )}}),
+        ),
+    )
+        .into_response()
 }

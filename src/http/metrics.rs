@@ -79,11 +79,11 @@ impl Tracked {
         }
     }
 
-    /// Start timing `request`, which `route` serves without the router.
-    pub fn fixed(request: &Request, route: &'static str) -> Self {
+    /// Start timing a request with `method`, which `route` serves without the router.
+    pub fn fixed(method: &Method, route: &'static str) -> Self {
         Self {
             started: Instant::now(),
-            method: request.method().clone(),
+            method: method.clone(),
             route: Some(Route::Fixed(route)),
         }
     }

@@ -177,6 +177,12 @@ impl App {
             direct: (surface == Surface::Listener).then_some(state),
         }
     }
+
+    /// The state when `POST /mcp` skips the router (the listener), for the server's own
+    /// HTTP/1.1 path (`crate::server::h1`).
+    pub fn direct(&self) -> Option<&Arc<AppState>> {
+        self.direct.as_ref()
+    }
 }
 
 impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for App {

@@ -1,0 +1,583 @@
+//! HTTP/1.1 for the listener's hot route, `POST /mcp`, served without hyper.
+//!
+//! Nearly every forwarded call is a `POST /mcp` with a `Content-Length` body on a kept-alive
+//! HTTP/1.1 connection. hyper's server spent about 13k instructions on each (a quarter of the
+//! gateway's user time per call; docs/PERFORMANCE.md). This loop parses the head with httparse,
+//! takes the body by its length, passes the request through the same gate and handler as
+//! hyper's path ([`front::post_mcp_read`]) and writes the answer itself.
+//!
+//! Everything else is hyper's: the first request this loop does not take hands the connection,
+//! with every byte read so far, to hyper for the rest of its life. Not taken: other methods and
+//! paths, HTTP/1.0 and HTTP/2, `Transfer-Encoding`, `Expect`, `Upgrade`, a missing, repeated or
+//! malformed `Content-Length` or one over [`limits::MAX_BODY`], more than [`MAX_HEADERS`] headers,
+//! a head over [`MAX_HEAD`] bytes, and whatever httparse refuses. So every refusal (400, 413, ...)
+//! and every rarer feature keeps one implementation, and this loop only has to get the common
+//! case right.
+//!
+//! Kept as hyper does it: the header timeout runs from the moment the connection waits for a
+//! head (so it also bounds an idle kept-alive connection); a body that does not arrive within
+//! the body timeout gets 408; a client that closes its connection mid-request cancels the
+//! handler; answers carry `Date`; a body of unknown length is sent chunked, each part as soon as
+//! it is ready; on graceful shutdown an idle connection closes at once and a busy one after its
+//! answer.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::Response;
+use bytes::{Buf, Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper_util::server::graceful::Watcher;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{App, AppState, front, limits};
+
+/// Headers of a request this loop takes; more go to hyper.
+pub const MAX_HEADERS: usize = 32;
+/// Bytes of a request head this loop waits for; a longer head goes to hyper.
+pub const MAX_HEAD: usize = 16 * 1024;
+/// Free space ensured before each read.
+const READ_SPACE: usize = 4 * 1024;
+/// Bytes of the next (pipelined) requests read ahead while an answer is pending; past this the
+/// connection is not read until the answer is written.
+const MAX_AHEAD: usize = 64 * 1024;
+/// Answers up to this size are written with their head in one write.
+const ONE_WRITE: usize = 64 * 1024;
+
+/// Timeouts and the shutdown signal of the listener.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// How long a client may take to send a request head (from when the connection waits).
+    pub header_timeout: Duration,
+    /// How long a request body may take to arrive after its head.
+    pub body_timeout: Duration,
+    /// Fires when the listener stops: idle connections close, busy ones after their answer.
+    pub stop: CancellationToken,
+}
+
+/// Serve one connection of the listener: `POST /mcp` here, the rest through hyper.
+///
+/// `watcher` is held until the connection ends (graceful shutdown waits for it) and is handed
+/// to hyper with the connection.
+pub async fn serve<S>(io: S, app: App, state: Arc<AppState>, watcher: Watcher, limits: Limits)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut conn = Conn {
+        io,
+        buf: BytesMut::with_capacity(2 * READ_SPACE),
+        out: Vec::new(),
+        fields: Vec::with_capacity(MAX_HEADERS),
+        clock: Clock::new(Instant::now() + limits.header_timeout),
+    };
+    match conn.run(&state, &limits).await {
+        Next::Close => {
+            let _ = conn.io.shutdown().await;
+        }
+        Next::Drop => {}
+        Next::Hyper => {
+            let io = Prefixed {
+                prefix: conn.buf.freeze(),
+                io: conn.io,
+            };
+            super::serve_hyper(io, app, watcher, limits.header_timeout).await;
+        }
+    }
+}
+
+/// How a connection's loop ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// Close it cleanly (answered with `connection: close`, or shutdown).
+    Close,
+    /// Drop it: the client went away, broke the protocol or timed out.
+    Drop,
+    /// Hand it to hyper, with what was read.
+    Hyper,
+}
+
+struct Conn<S> {
+    io: S,
+    /// Bytes read and not yet taken by a request.
+    buf: BytesMut,
+    /// The answer being written.
+    out: Vec<u8>,
+    /// The head's fields: name, and where the value lies in the head.
+    fields: Vec<(HeaderName, usize, usize)>,
+    clock: Clock,
+}
+
+/// What a head in the buffer is.
+#[derive(Debug, PartialEq, Eq)]
+enum Head {
+    /// A `POST /mcp` this loop takes: the head's length, the body's, and whether the client
+    /// asked to close after it. Its fields are in [`Conn::fields`].
+    Post {
+        len: usize,
+        body: usize,
+        close: bool,
+    },
+    /// Not all of it has arrived.
+    Partial,
+    /// For hyper.
+    Other,
+}
+
+impl<S> Conn<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    async fn run(&mut self, state: &Arc<AppState>, limits: &Limits) -> Next {
+        loop {
+            let waiting_since = Instant::now();
+            let (len, body, close) = loop {
+                match parse(&self.buf, &mut self.fields) {
+                    Head::Post { len, body, close } => break (len, body, close),
+                    Head::Other => return Next::Hyper,
+                    Head::Partial => {}
+                }
+                let deadline = waiting_since + limits.header_timeout;
+                tokio::select! {
+                    biased;
+                    read = read_more(&mut self.io, &mut self.buf) => match read {
+                        Ok(0) | Err(_) => return Next::Drop,
+                        Ok(_) => {}
+                    },
+                    () = limits.stop.cancelled(), if self.buf.is_empty() => return Next::Close,
+                    expired = self.clock.until(deadline) => if expired {
+                        return Next::Drop;
+                    },
+                }
+            };
+            if self.buf.len() < len + body {
+                let deadline = Instant::now() + limits.body_timeout;
+                while self.buf.len() < len + body {
+                    tokio::select! {
+                        biased;
+                        read = read_more(&mut self.io, &mut self.buf) => match read {
+                            Ok(0) | Err(_) => return Next::Drop,
+                            Ok(_) => {}
+                        },
+                        expired = self.clock.until(deadline) => if expired {
+                            let refused = limits::too_slow(limits.body_timeout);
+                            let _ = self.answer(refused, true).await;
+                            return Next::Close;
+                        },
+                    }
+                }
+            }
+            let head = self.buf.split_to(len).freeze();
+            let body = self.buf.split_to(body).freeze();
+            let Some(headers) = self.headers(&head) else {
+                let refused = StatusCode::BAD_REQUEST;
+                let _ = self
+                    .answer(axum::response::IntoResponse::into_response(refused), true)
+                    .await;
+                return Next::Close;
+            };
+            drop(head);
+            let handled = async {
+                let _serving = crate::upstream::pool::spin::Serving::enter();
+                front::post_mcp_read(state.clone(), headers, body).await
+            };
+            let Some(response) = watching(&mut self.io, &mut self.buf, handled).await else {
+                return Next::Drop;
+            };
+            let close = close || limits.stop.is_cancelled();
+            if self.answer(response, close).await.is_err() {
+                return Next::Drop;
+            }
+            if close {
+                return Next::Close;
+            }
+        }
+    }
+
+    /// The header map of a head [`parse`] took, its values sharing `head`'s bytes.
+    fn headers(&mut self, head: &Bytes) -> Option<HeaderMap> {
+        let mut map = HeaderMap::with_capacity(self.fields.len());
+        for (name, start, end) in self.fields.drain(..) {
+            let value = HeaderValue::from_maybe_shared(head.slice(start..end)).ok()?;
+            map.append(name, value);
+        }
+        Some(map)
+    }
+
+    /// Write `response`; with `close`, say so in its head.
+    async fn answer(&mut self, response: Response, close: bool) -> io::Result<()> {
+        let (parts, mut body) = response.into_parts();
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(parts.status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(
+            parts
+                .status
+                .canonical_reason()
+                .unwrap_or("Unknown")
+                .as_bytes(),
+        );
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in &parts.headers {
+            if name == CONNECTION || name == TRANSFER_ENCODING {
+                continue;
+            }
+            push_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        if !parts.headers.contains_key(DATE) {
+            push_date(out);
+        }
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        let status = parts.status;
+        if status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            out.extend_from_slice(b"\r\n");
+            return self.flush_out().await;
+        }
+        if let Some(size) = axum::body::HttpBody::size_hint(&body).exact() {
+            if !parts.headers.contains_key(CONTENT_LENGTH) {
+                push_field(out, b"content-length", size.to_string().as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+            while let Some(data) = self.frame(&mut body).await? {
+                if self.out.len() + data.len() > ONE_WRITE {
+                    self.flush_out().await?;
+                    self.io.write_all(&data).await?;
+                } else {
+                    self.out.extend_from_slice(&data);
+                }
+            }
+            return self.flush_out().await;
+        }
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+        self.flush_out().await?;
+        while let Some(data) = self.frame(&mut body).await? {
+            if data.is_empty() {
+                continue;
+            }
+            self.out
+                .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            self.out.extend_from_slice(&data);
+            self.out.extend_from_slice(b"\r\n");
+            self.flush_out().await?;
+        }
+        self.out.extend_from_slice(b"0\r\n\r\n");
+        self.flush_out().await
+    }
+
+    /// The body's next data (trailers are dropped), watching the connection meanwhile.
+    async fn frame(&mut self, body: &mut Body) -> io::Result<Option<Bytes>> {
+        loop {
+            let next = watching(&mut self.io, &mut self.buf, body.frame()).await;
+            match next {
+                None => return Err(io::ErrorKind::ConnectionAborted.into()),
+                Some(None) => return Ok(None),
+                Some(Some(Err(err))) => return Err(io::Error::other(err)),
+                Some(Some(Ok(frame))) => {
+                    if let Ok(data) = frame.into_data() {
+                        return Ok(Some(data));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn flush_out(&mut self) -> io::Result<()> {
+        self.io.write_all(&self.out).await?;
+        self.out.clear();
+        self.io.flush().await
+    }
+}
+
+/// Read what the connection has into `buf`, first making room.
+async fn read_more<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut) -> io::Result<usize> {
+    if buf.capacity() - buf.len() < READ_SPACE {
+        buf.reserve(READ_SPACE);
+    }
+    io.read_buf(buf).await
+}
+
+/// Run `work` while reading ahead on the connection: `None` when the client closed it (or it
+/// failed) first, which drops `work` (hyper does the same for a request whose client left).
+async fn watching<S, F>(io: &mut S, buf: &mut BytesMut, work: F) -> Option<F::Output>
+where
+    S: AsyncRead + Unpin,
+    F: Future,
+{
+    let mut work = std::pin::pin!(work);
+    loop {
+        tokio::select! {
+            biased;
+            done = &mut work => return Some(done),
+            read = read_more(io, buf), if buf.len() < MAX_AHEAD => match read {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            },
+        }
+    }
+}
+
+/// Classify the head at the start of `buf`; for a [`Head::Post`], `fields` gets its fields.
+fn parse(buf: &[u8], fields: &mut Vec<(HeaderName, usize, usize)>) -> Head {
+    fields.clear();
+    if buf.is_empty() {
+        return Head::Partial;
+    }
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut slots);
+    let len = match request.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Head::Partial,
+        Ok(httparse::Status::Partial) | Err(_) => return Head::Other,
+    };
+    if request.method != Some("POST")
+        || request.path != Some(front::MCP_ROUTE)
+        || request.version != Some(1)
+    {
+        return Head::Other;
+    }
+    let mut body = None;
+    let mut close = false;
+    let base = buf.as_ptr() as usize;
+    for field in request.headers.iter() {
+        let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
+            return Head::Other;
+        };
+        if name == CONTENT_LENGTH {
+            match (body, decimal(field.value)) {
+                (None, Some(n)) if n <= limits::MAX_BODY => body = Some(n),
+                _ => return Head::Other,
+            }
+        } else if name == TRANSFER_ENCODING || name == EXPECT || name == UPGRADE {
+            return Head::Other;
+        } else if name == CONNECTION {
+            for token in field.value.split(|b| *b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    return Head::Other;
+                }
+            }
+        }
+        let start = field.value.as_ptr() as usize - base;
+        fields.push((name, start, start + field.value.len()));
+    }
+    match body {
+        Some(body) => Head::Post { len, body, close },
+        None => Head::Other,
+    }
+}
+
+/// A `Content-Length` value: ASCII digits only (no sign, no space, no list).
+fn decimal(value: &[u8]) -> Option<usize> {
+    if value.is_empty() || value.len() > 12 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        value
+            .iter()
+            .fold(0usize, |n, d| n * 10 + usize::from(d - b'0')),
+    )
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `date: <IMF-fixdate>`, formatted once a second per thread.
+fn push_date(out: &mut Vec<u8>) {
+    use std::cell::RefCell;
+    use std::time::{SystemTime, UNIX_EPOCH};
+    thread_local! {
+        static CACHED: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    CACHED.with_borrow_mut(|(at, text)| {
+        if *at != secs || text.is_empty() {
+            *at = secs;
+            *text = httpdate::fmt_http_date(now);
+        }
+        push_field(out, b"date", text.as_bytes());
+    });
+}
+
+/// One timer per connection for its header and body deadlines. It is only ever set earlier
+/// than the deadline waited for, so most requests reuse it as it is: when it fires before the
+/// deadline it is moved to it (a timer registered once per timeout period, not per request).
+struct Clock {
+    sleep: Pin<Box<Sleep>>,
+    at: Instant,
+}
+
+impl Clock {
+    fn new(at: Instant) -> Self {
+        Self {
+            sleep: Box::pin(tokio::time::sleep_until(at)),
+            at,
+        }
+    }
+
+    /// Wait for the timer; `true` once `deadline` has passed, `false` when it fired early (it
+    /// is then moved to `deadline`).
+    async fn until(&mut self, deadline: Instant) -> bool {
+        if self.at > deadline {
+            self.at = deadline;
+            self.sleep.as_mut().reset(deadline);
+        }
+        self.sleep.as_mut().await;
+        if Instant::now() >= deadline {
+            return true;
+        }
+        self.at = deadline;
+        self.sleep.as_mut().reset(deadline);
+        false
+    }
+}
+
+/// The connection as hyper gets it: the bytes this loop read first, then the socket.
+struct Prefixed<S> {
+    prefix: Bytes,
+    io: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.is_empty() {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
+        }
+        let n = self.prefix.len().min(buf.remaining());
+        buf.put_slice(&self.prefix[..n]);
+        self.prefix.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn classify(text: &str) -> Head {
+        let mut fields = Vec::new();
+        parse(text.as_bytes(), &mut fields)
+    }
+
+    #[test]
+    fn only_a_plain_post_to_mcp_with_a_length_is_taken() {
+        let post = "POST /mcp HTTP/1.1\r\nhost: a\r\ncontent-length: 7\r\n\r\n";
+        assert_eq!(
+            classify(post),
+            Head::Post {
+                len: post.len(),
+                body: 7,
+                close: false
+            }
+        );
+        let close =
+            "POST /mcp HTTP/1.1\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n";
+        assert!(matches!(classify(close), Head::Post { close: true, .. }));
+        assert_eq!(
+            classify("POST /mcp HTTP/1.1\r\nhost: a\r\ncontent"),
+            Head::Partial
+        );
+        assert_eq!(classify(""), Head::Partial);
+        for other in [
+            "GET /mcp HTTP/1.1\r\n\r\n",
+            "POST /mcp?x=1 HTTP/1.1\r\ncontent-length: 1\r\n\r\n",
+            "POST /mcp/http HTTP/1.1\r\ncontent-length: 1\r\n\r\n",
+            "POST /mcp HTTP/1.0\r\ncontent-length: 1\r\n\r\n",
+            "POST /mcp HTTP/1.1\r\n\r\n",
+            "POST /mcp HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n",
+            "POST /mcp HTTP/1.1\r\ncontent-length: 1\r\ntransfer-encoding: chunked\r\n\r\n",
+            "POST /mcp HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 1\r\n\r\n",
+            "POST /mcp HTTP/1.1\r\ncontent-length: 1, 1\r\n\r\n",
+            "POST /mcp HTTP/1.1\r\ncontent-length: +1\r\n\r\n",
+            "POST /mcp HTTP/1.1\r\ncontent-length: 99999999\r\n\r\n",
+            "POST /mcp HTTP/1.1\r\ncontent-length: 5\r\nexpect: 100-continue\r\n\r\n",
+            "POST /mcp HTTP/1.1\r\ncontent-length: 5\r\nconnection: upgrade\r\nupgrade: h2c\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "\x16\x03\x01\x02\x00",
+            "POST /mcp HTTP/1.1\r\nbad header\r\n\r\n",
+        ] {
+            assert_eq!(classify(other), Head::Other, "{other:?}");
+        }
+    }
+
+    #[test]
+    fn too_many_headers_or_too_long_a_head_go_to_hyper() {
+        let mut many = String::from("POST /mcp HTTP/1.1\r\ncontent-length: 0\r\n");
+        for i in 0..MAX_HEADERS {
+            many.push_str(&format!("x-{i}: 1\r\n"));
+        }
+        many.push_str("\r\n");
+        assert_eq!(classify(&many), Head::Other);
+        let long = format!("POST /mcp HTTP/1.1\r\nx-long: {}", "a".repeat(MAX_HEAD));
+        assert_eq!(classify(&long), Head::Other);
+    }
+
+    #[test]
+    fn field_values_are_found_where_they_lie_in_the_head() {
+        let text = "POST /mcp HTTP/1.1\r\nMcp-Session-Id:  abc \r\ncontent-length: 2\r\n\r\n";
+        let mut fields = Vec::new();
+        assert!(matches!(
+            parse(text.as_bytes(), &mut fields),
+            Head::Post { body: 2, .. }
+        ));
+        let values: Vec<(&str, &str)> = fields
+            .iter()
+            .map(|(name, start, end)| (name.as_str(), &text[*start..*end]))
+            .collect();
+        assert_eq!(values, [("mcp-session-id", "abc"), ("content-length", "2")]);
+    }
+}

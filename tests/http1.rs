@@ -1,0 +1,296 @@
+//! The listener's own HTTP/1.1 path for `POST /mcp` (`src/server/h1.rs`), over raw sockets to a
+//! real `mcpgw` on 127.0.0.1: what it takes itself, what it hands to hyper mid-connection, and
+//! the behaviours it must keep from hyper (pipelining, `Connection: close`, timeouts, a client
+//! that hangs up mid-call).
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::upstream::Upstream;
+use common::{Dir, Gateway};
+use serde_json::{Value, json};
+
+/// One HTTP/1.1 answer read off a connection.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    /// Field names lowercased.
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+}
+
+/// Read one answer: its head, then its body by `Content-Length` or chunked framing. Interim
+/// (1xx) answers are returned like any other.
+fn read_answer(r: &mut BufReader<TcpStream>) -> Answer {
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 "), "status line {line:?}");
+    let status = line[9..12].parse().unwrap();
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        let field = line.trim_end();
+        if field.is_empty() {
+            break;
+        }
+        let (name, value) = field.split_once(':').unwrap();
+        headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
+    }
+    let mut answer = Answer {
+        status,
+        headers,
+        body: Vec::new(),
+    };
+    if status < 200 {
+        return answer;
+    }
+    if let Some(len) = answer.header("content-length") {
+        let mut body = vec![0; len.parse().unwrap()];
+        r.read_exact(&mut body).unwrap();
+        answer.body = body;
+    } else if answer.header("transfer-encoding") == Some("chunked") {
+        loop {
+            line.clear();
+            r.read_line(&mut line).unwrap();
+            let size = usize::from_str_radix(line.trim_end(), 16).unwrap();
+            let mut chunk = vec![0; size + 2];
+            r.read_exact(&mut chunk).unwrap();
+            if size == 0 {
+                break;
+            }
+            answer.body.extend_from_slice(&chunk[..size]);
+        }
+    }
+    answer
+}
+
+fn post(body: &Value, extra: &str) -> String {
+    let body = body.to_string();
+    format!(
+        "POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\n{extra}content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn ping(id: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "ping"})
+}
+
+fn connect(gw: &Gateway) -> (TcpStream, BufReader<TcpStream>) {
+    let s = TcpStream::connect(gw.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let r = BufReader::new(s.try_clone().unwrap());
+    (s, r)
+}
+
+/// Whether the peer closed: the next read ends without a byte.
+fn closed(r: &mut BufReader<TcpStream>) -> bool {
+    let mut rest = Vec::new();
+    matches!(r.read_to_end(&mut rest), Ok(0))
+}
+
+#[test]
+fn pipelined_requests_are_answered_in_order_and_a_route_after_them_is_served_too() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    let (mut s, mut r) = connect(&gw);
+    // Two calls this path takes, a route it hands to hyper, then a call hyper now serves: all
+    // in one write, so the gateway reads them ahead of its answers.
+    let mut wire = post(&ping(1), "") + &post(&ping(2), "");
+    wire.push_str("GET /health HTTP/1.1\r\nhost: localhost\r\n\r\n");
+    wire.push_str(&post(&ping(3), ""));
+    s.write_all(wire.as_bytes()).unwrap();
+    let answers: Vec<Answer> = (0..4).map(|_| read_answer(&mut r)).collect();
+    assert_eq!(
+        answers.iter().map(|a| a.status).collect::<Vec<_>>(),
+        [200; 4]
+    );
+    assert_eq!(answers[0].json()["id"], 1);
+    assert_eq!(answers[1].json()["id"], 2);
+    assert_eq!(answers[2].json()["status"], "ok", "{:?}", answers[2]);
+    assert_eq!(answers[3].json()["id"], 3);
+    for a in &answers {
+        assert!(
+            a.header("date").is_some_and(|d| d.ends_with(" GMT")),
+            "{a:?}"
+        );
+    }
+    // Still open and kept alive after the hand-over.
+    s.write_all(post(&ping(4), "").as_bytes()).unwrap();
+    assert_eq!(read_answer(&mut r).json()["id"], 4);
+}
+
+#[test]
+fn a_request_trickled_in_pieces_is_still_one_request() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    let (mut s, mut r) = connect(&gw);
+    s.set_nodelay(true).unwrap();
+    let wire = post(&ping(7), "");
+    for piece in wire.as_bytes().chunks(9) {
+        s.write_all(piece).unwrap();
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    let answer = read_answer(&mut r);
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["id"], 7);
+    // The head alone, then the body a moment later.
+    let wire = post(&ping(8), "");
+    let split = wire.find("\r\n\r\n").unwrap() + 4;
+    s.write_all(&wire.as_bytes()[..split]).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    s.write_all(&wire.as_bytes()[split..]).unwrap();
+    assert_eq!(read_answer(&mut r).json()["id"], 8);
+}
+
+#[test]
+fn chunked_and_expect_continue_requests_reach_the_same_handler() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    let (mut s, mut r) = connect(&gw);
+    let body = ping(11).to_string();
+    write!(
+        s,
+        "POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\naccept: application/json\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    let answer = read_answer(&mut r);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.json()["id"], 11);
+
+    let (mut s, mut r) = connect(&gw);
+    let body = ping(12).to_string();
+    write!(
+        s,
+        "POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\naccept: application/json\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    assert_eq!(read_answer(&mut r).status, 100);
+    s.write_all(body.as_bytes()).unwrap();
+    let answer = read_answer(&mut r);
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["id"], 12);
+}
+
+#[test]
+fn refusals_on_the_hot_route_come_as_before() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &[]);
+    let (mut s, mut r) = connect(&gw);
+    // No token: 401, and the connection stays usable.
+    s.write_all(post(&ping(1), "").as_bytes()).unwrap();
+    let answer = read_answer(&mut r);
+    assert_eq!(answer.status, 401, "{answer:?}");
+    // A foreign Host (DNS rebinding) is refused before the token is asked for.
+    s.write_all(
+        post(&ping(2), "")
+            .replace("host: localhost", "host: evil.example")
+            .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(read_answer(&mut r).status, 403);
+    // A malformed length goes to hyper, which refuses it and closes.
+    s.write_all(b"POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1x\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_answer(&mut r).status, 400);
+    assert!(closed(&mut r));
+}
+
+#[test]
+fn connection_close_is_honoured_after_the_answer() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    let (mut s, mut r) = connect(&gw);
+    s.write_all(post(&ping(5), "connection: close\r\n").as_bytes())
+        .unwrap();
+    let answer = read_answer(&mut r);
+    assert_eq!(answer.json()["id"], 5);
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(closed(&mut r), "the gateway kept the connection open");
+}
+
+#[test]
+fn an_idle_kept_alive_connection_is_closed_at_the_header_timeout() {
+    let dir = Dir::new();
+    std::fs::write(dir.join("mcpgw.toml"), "[http]\nheader_timeout_secs = 1\n").unwrap();
+    let gw = Gateway::start(&dir, &["--no-auth", "--config", "mcpgw.toml"]);
+    let (mut s, mut r) = connect(&gw);
+    // Several answers within the timeout of each other keep it open.
+    for id in 0..4 {
+        s.write_all(post(&ping(id), "").as_bytes()).unwrap();
+        assert_eq!(read_answer(&mut r).json()["id"], id);
+        std::thread::sleep(Duration::from_millis(400));
+    }
+    let idle = Instant::now();
+    assert!(closed(&mut r), "the idle connection was not closed");
+    let waited = idle.elapsed();
+    assert!(
+        waited > Duration::from_millis(300) && waited < Duration::from_secs(5),
+        "closed after {waited:?} idle (header timeout 1 s)"
+    );
+}
+
+#[test]
+fn a_client_that_hangs_up_mid_call_cancels_it_upstream() {
+    let dir = Dir::new();
+    let up = Upstream::start(&[]);
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    let sleep = |id: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+               "params": {"name": "up__sleep", "arguments": {"ms": 1500}}})
+    };
+    let stats = || -> Value {
+        let (status, body) = common::curl(&[&format!("{}/stats", up.base)]);
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).unwrap()
+    };
+    // A call whose client stays: it sleeps its whole time.
+    let (mut s, mut r) = connect(&gw);
+    s.write_all(post(&sleep(1), "").as_bytes()).unwrap();
+    let answer = read_answer(&mut r);
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(stats()["slept"], 1);
+    // A call whose client leaves once the upstream has it: the gateway drops its request, and
+    // the upstream's handler with it.
+    let (mut s, r) = connect(&gw);
+    s.write_all(post(&sleep(2), "").as_bytes()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats()["sleeps"].as_array().unwrap().len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the second call never reached the upstream"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(r);
+    s.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(s);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        stats()["slept"],
+        1,
+        "the abandoned call slept on: {}",
+        stats()
+    );
+}
