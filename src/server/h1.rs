@@ -71,6 +71,22 @@ pub async fn serve<S>(io: S, app: App, state: Arc<AppState>, watcher: Watcher, l
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // Boxed: the loop's state (its buffers, its timer, a request's handler) is freed once it
+    // hands over, so a connection that hyper then holds open for hours (an SSE stream) keeps
+    // only its socket and the few bytes read ahead.
+    let Some((io, read)) = Box::pin(fast(io, &state, &limits)).await else {
+        return;
+    };
+    let io = Prefixed { prefix: read, io };
+    super::serve_hyper(io, app, watcher, limits.header_timeout).await;
+}
+
+/// Serve `POST /mcp` requests until the connection ends (`None`) or has something else to
+/// serve: then the socket and the bytes read of it so far, for hyper.
+async fn fast<S>(io: S, state: &Arc<AppState>, limits: &Limits) -> Option<(S, Bytes)>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut conn = Conn {
         io,
         buf: BytesMut::with_capacity(2 * READ_SPACE),
@@ -78,18 +94,14 @@ where
         fields: Vec::with_capacity(MAX_HEADERS),
         clock: Clock::new(Instant::now() + limits.header_timeout),
     };
-    match conn.run(&state, &limits).await {
+    match conn.run(state, limits).await {
         Next::Close => {
             let _ = conn.io.shutdown().await;
+            None
         }
-        Next::Drop => {}
-        Next::Hyper => {
-            let io = Prefixed {
-                prefix: conn.buf.freeze(),
-                io: conn.io,
-            };
-            super::serve_hyper(io, app, watcher, limits.header_timeout).await;
-        }
+        Next::Drop => None,
+        // A copy of its own size, rather than the read buffer's whole allocation.
+        Next::Hyper => Some((conn.io, Bytes::copy_from_slice(&conn.buf))),
     }
 }
 
@@ -353,7 +365,7 @@ fn parse(buf: &[u8], fields: &mut Vec<(HeaderName, usize, usize)>) -> Head {
     let mut close = false;
     let base = buf.as_ptr() as usize;
     for field in request.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(field.name.as_bytes()) else {
+        let Some(name) = name_of(field.name) else {
             return Head::Other;
         };
         if name == CONTENT_LENGTH {
@@ -380,6 +392,28 @@ fn parse(buf: &[u8], fields: &mut Vec<(HeaderName, usize, usize)>) -> Head {
         Some(body) => Head::Post { len, body, close },
         None => Head::Other,
     }
+}
+
+/// A field's name; MCP's own names are shared copies of [`crate::headers`]' (parsing a name
+/// outside HTTP's standard set allocates).
+fn name_of(raw: &str) -> Option<HeaderName> {
+    use crate::headers::{LAST_EVENT_ID, METHOD, NAME, PROTOCOL_VERSION, SESSION_ID};
+    if raw.len() >= 8 && raw.as_bytes()[..4].eq_ignore_ascii_case(b"mcp-")
+        || raw.len() == LAST_EVENT_ID.as_str().len()
+    {
+        for known in [
+            &SESSION_ID,
+            &PROTOCOL_VERSION,
+            &METHOD,
+            &NAME,
+            &LAST_EVENT_ID,
+        ] {
+            if raw.eq_ignore_ascii_case(known.as_str()) {
+                return Some(known.clone());
+            }
+        }
+    }
+    HeaderName::from_bytes(raw.as_bytes()).ok()
 }
 
 /// A `Content-Length` value: ASCII digits only (no sign, no space, no list).
@@ -470,6 +504,9 @@ impl<S: AsyncRead + Unpin> AsyncRead for Prefixed<S> {
         let n = self.prefix.len().min(buf.remaining());
         buf.put_slice(&self.prefix[..n]);
         self.prefix.advance(n);
+        if self.prefix.is_empty() {
+            self.prefix = Bytes::new();
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -579,5 +616,15 @@ mod tests {
             .map(|(name, start, end)| (name.as_str(), &text[*start..*end]))
             .collect();
         assert_eq!(values, [("mcp-session-id", "abc"), ("content-length", "2")]);
+        for (raw, name) in [
+            ("MCP-Protocol-Version", "mcp-protocol-version"),
+            ("mcp-name", "mcp-name"),
+            ("Mcp-Session-Idx", "mcp-session-idx"),
+            ("Last-Event-ID", "last-event-id"),
+            ("X-Forwarded-For", "x-forwarded-for"),
+        ] {
+            assert_eq!(name_of(raw).unwrap().as_str(), name);
+        }
+        assert!(name_of("bad name").is_none());
     }
 }
