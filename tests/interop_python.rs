@@ -57,6 +57,25 @@ fn py_client(
     tool: &str,
     args: &str,
 ) -> Value {
+    py_client_with(
+        py,
+        bed,
+        path,
+        transport,
+        mode,
+        &["--call", tool, "--args", args],
+    )
+}
+
+/// `tests/fixtures/py_client.py` against the bed's gateway, with `extra` arguments.
+fn py_client_with(
+    py: &std::path::Path,
+    bed: &Bed,
+    path: &str,
+    transport: &str,
+    mode: &str,
+    extra: &[&str],
+) -> Value {
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/py_client.py");
     let url = format!("https://localhost:{}{path}", bed.gw.addr.port());
@@ -72,13 +91,14 @@ fn py_client(
             "--ca",
             bed.dir.join("pki/ca.crt").to_str().unwrap(),
         ])
-        .args(["--bearer", &bed.token, "--call", tool, "--args", args])
+        .args(["--bearer", &bed.token])
+        .args(extra)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
-        "python client ({mode}, {transport}) calling {tool} failed: {}\n{stdout}\n--- gateway log\n{}",
+        "python client ({mode}, {transport}) with {extra:?} failed: {}\n{stdout}\n--- gateway log\n{}",
         String::from_utf8_lossy(&out.stderr),
         bed.gw.log()
     );
@@ -181,6 +201,19 @@ fn python_sdk_client_over_legacy_sse_reaches_both_eras_of_upstream() {
     assert_eq!(out["result"], "one upstream", "{out}");
 }
 
+/// A session-era Python SDK server (mTLS) serving resource subscriptions, and its port.
+fn subscriptions_upstream(py: &std::path::Path, pki: &common::Pki) -> (PyUpstream, u16) {
+    let port = py::free_port();
+    let extra = [
+        "--transport",
+        "streamable-http",
+        "--mode",
+        "legacy",
+        "--subscriptions",
+    ];
+    (PyUpstream::with_pki(py, port, pki, &extra), port)
+}
+
 /// The official Python SDK as a session-era upstream with resource subscriptions: its update,
 /// sent outside any request on the SDK's standalone `GET` stream, reaches the subscribed client
 /// through mcpgw, and only after it subscribed.
@@ -191,15 +224,7 @@ fn python_sdk_server_resource_updates_reach_the_subscribed_client_through_mcpgw(
     let Some(py) = py::python() else { return };
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
-    let port = py::free_port();
-    let extra = [
-        "--transport",
-        "streamable-http",
-        "--mode",
-        "legacy",
-        "--subscriptions",
-    ];
-    let _up = PyUpstream::with_pki(&py, port, &pki, &extra);
+    let (_up, port) = subscriptions_upstream(&py, &pki);
     let gw = Gateway::start(&dir, &["--no-auth"]);
     dir.gateway_add_mtls("py", &format!("https://localhost:{port}/mcp"), &pki);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -241,4 +266,38 @@ fn python_sdk_server_resource_updates_reach_the_subscribed_client_through_mcpgw(
         };
         assert_eq!(note["params"]["uri"], uri, "{note}");
     });
+}
+
+/// Both ends official: the Python SDK client subscribes through mcpgw (HTTPS, bearer token) to
+/// a resource of a Python SDK server behind it (mTLS), and the server's update reaches the
+/// client's message handler on the SDK client's own standalone `GET` stream.
+#[test]
+fn python_sdk_client_gets_the_resource_updates_it_subscribed_to_through_mcpgw() {
+    let Some(py) = py::python() else { return };
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let (up, port) = subscriptions_upstream(&py, &pki);
+    let gw = Gateway::start_tls(&dir, &pki, &[]);
+    dir.gateway_add_mtls("py", &format!("https://localhost:{port}/mcp"), &pki);
+    let (token, _) = dir.run_expect(&["token", "create"], 0);
+    let bed = Bed {
+        dir,
+        gw,
+        token: token.trim().to_owned(),
+        _ups: vec![up],
+    };
+    let uri = "fixture://info";
+    let args = ["--subscribe", uri, "--touch", "touch"];
+    let out = py_client_with(
+        &py,
+        &bed,
+        "/servers/py/mcp",
+        "streamable-http",
+        "legacy",
+        &args,
+    );
+    assert_eq!(out["protocol_version"], "2025-11-25", "{out}");
+    assert_eq!(out["touch_before"], "not subscribed", "{out}");
+    assert_eq!(out["updated"], uri, "{out}");
+    assert!(out["touches"].as_u64().is_some_and(|n| n >= 1), "{out}");
 }

@@ -127,6 +127,32 @@ struct TwoSessions {
     b: Arc<Streamable>,
 }
 
+/// The fixture registered as `rs` behind a gateway without auth, and what tests reach it with.
+struct Plain {
+    dir: Dir,
+    up: Upstream,
+    gw: Gateway,
+    rt: tokio::runtime::Runtime,
+    /// `http://ADDR` of the gateway.
+    base: String,
+    http: reqwest::Client,
+}
+
+fn plain() -> Plain {
+    let dir = Dir::new();
+    let up = Upstream::start(&[]);
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(&["gateway", "add", "rs", &format!("{}/mcp", up.base)], 0);
+    Plain {
+        rt: tokio::runtime::Runtime::new().unwrap(),
+        base: format!("http://{}", gw.addr),
+        http: clients::http(None),
+        dir,
+        up,
+        gw,
+    }
+}
+
 fn two_sessions(dir: &Dir) -> TwoSessions {
     let up = Upstream::start(&[]);
     let gw = Gateway::start(dir, &["--no-auth"]);
@@ -198,13 +224,15 @@ fn two_clients_with_colliding_ids_get_their_own_answers() {
 
 #[test]
 fn bad_input_gets_its_error_and_a_healthy_session_is_unaffected() {
-    let dir = Dir::new();
-    let up = Upstream::start(&[]);
-    let gw = Gateway::start(&dir, &["--no-auth"]);
-    dir.run_expect(&["gateway", "add", "rs", &format!("{}/mcp", up.base)], 0);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let url = format!("http://{}/mcp", gw.addr);
-    let http = clients::http(None);
+    let Plain {
+        dir: _dir,
+        up: _up,
+        gw,
+        rt,
+        base,
+        http,
+    } = plain();
+    let url = format!("{base}/mcp");
     let healthy = rt
         .block_on(Streamable::open(http.clone(), &url, None))
         .unwrap();
@@ -447,13 +475,14 @@ fn a_clients_cancellation_reaches_the_upstream_with_the_upstreams_id() {
 
 #[test]
 fn a_cancellation_on_an_sse_connection_reaches_the_upstream_too() {
-    let dir = Dir::new();
-    let up = Upstream::start(&[]);
-    let gw = Gateway::start(&dir, &["--no-auth"]);
-    dir.run_expect(&["gateway", "add", "rs", &format!("{}/mcp", up.base)], 0);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let base = format!("http://{}", gw.addr);
-    let http = clients::http(None);
+    let Plain {
+        dir: _dir,
+        up,
+        gw: _gw,
+        rt,
+        base,
+        http,
+    } = plain();
     rt.block_on(async {
         // Two connections, each with a request 42 in flight; only the first cancels its own.
         let a = SseSession::open(http.clone(), &base, "/sse", None).await.unwrap();
@@ -783,5 +812,34 @@ fn an_update_sent_while_the_gateways_stream_was_down_arrives_after_it_resumes() 
         assert_eq!(told["sent"], 0, "sent while no stream was open: {told}");
         let note = events.next_of(updated, Duration::from_secs(15)).await;
         assert!(note.is_some(), "the update sent meanwhile must arrive after the resume");
+    });
+}
+
+/// Every MCP endpoint serves its session's `GET` stream, not only `/mcp`: a client that
+/// opened its session on `/servers/{name}/mcp` (official SDK clients open the stream on the
+/// URL they were given) gets it there; an unknown upstream's endpoint is 404.
+#[test]
+fn every_mcp_endpoint_serves_the_sessions_get_stream() {
+    let p = plain();
+    let (base, http) = (&p.base, &p.http);
+    p.rt.block_on(async {
+        let session = Streamable::open(http.clone(), &format!("{base}/servers/rs/mcp"), None)
+            .await
+            .unwrap();
+        for path in ["/servers/rs/mcp", "/mcp/http", "/mcp", "/servers/nope/mcp"] {
+            let resp = http
+                .get(format!("{base}{path}"))
+                .header("accept", "text/event-stream")
+                .header("mcp-session-id", &session.session)
+                .send()
+                .await
+                .unwrap();
+            let expected = if path.contains("nope") { 404 } else { 200 };
+            assert_eq!(resp.status().as_u16(), expected, "GET {path}");
+            if expected == 200 {
+                let kind = resp.headers()["content-type"].to_str().unwrap().to_owned();
+                assert!(kind.starts_with("text/event-stream"), "GET {path}: {kind}");
+            }
+        }
     });
 }

@@ -16,7 +16,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -153,13 +153,34 @@ pub(crate) fn shared(msg: &Value) -> Arc<str> {
 
 /// `GET /mcp`: the session's server-to-client stream.
 pub async fn stream(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    open(&state, &headers)
+}
+
+/// `GET /servers/{name}/mcp`: the same stream (a session's notifications do not depend on the
+/// endpoint it was opened on), for a registered upstream's endpoint.
+pub async fn stream_one(
+    State(state): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if state.registry.get(&name).is_none() {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no upstream named '{name}' is registered"),
+        )
+            .into_response();
+    }
+    open(&state, &headers)
+}
+
+fn open(state: &Arc<AppState>, headers: &HeaderMap) -> Response {
     let Some(id) = headers
         .get(&crate::headers::SESSION_ID)
         .and_then(|v| v.to_str().ok())
     else {
         return (
             StatusCode::BAD_REQUEST,
-            "GET /mcp needs an Mcp-Session-Id header (initialize first)",
+            "a GET stream needs an Mcp-Session-Id header (initialize first)",
         )
             .into_response();
     };

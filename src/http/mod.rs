@@ -233,10 +233,15 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
             "/mcp",
             post(mcp::post_all).get(events::stream).delete(mcp::delete),
         )
-        .route("/mcp/http", post(mcp::post_all).delete(mcp::delete))
+        .route(
+            "/mcp/http",
+            post(mcp::post_all).get(events::stream).delete(mcp::delete),
+        )
         .route(
             "/servers/{name}/mcp",
-            post(mcp::post_one).delete(mcp::delete),
+            post(mcp::post_one)
+                .get(events::stream_one)
+                .delete(mcp::delete),
         )
         // Legacy HTTP+SSE: the scope chosen at GET is kept in the session, so one POST route.
         .route("/sse", get(sse::stream_all))
