@@ -51,6 +51,8 @@ const READ_SPACE: usize = 4 * 1024;
 const MAX_AHEAD: usize = 64 * 1024;
 /// Answers up to this size are written with their head in one write.
 const ONE_WRITE: usize = 64 * 1024;
+/// Buffer capacity a connection keeps between requests; larger buffers are given back.
+const KEEP_BUFFER: usize = 16 * 1024;
 
 /// Timeouts and the shutdown signal of the listener.
 #[derive(Clone, Debug)]
@@ -210,6 +212,19 @@ where
             if close {
                 return Next::Close;
             }
+            self.shrink();
+        }
+    }
+
+    /// Give back what one large request or answer grew the buffers to: a kept-alive connection
+    /// then idles with its usual few KiB, not with its largest message's size.
+    fn shrink(&mut self) {
+        if self.out.capacity() > KEEP_BUFFER {
+            self.out = Vec::new();
+        }
+        if self.buf.capacity() > KEEP_BUFFER && self.buf.len() <= 2 * READ_SPACE {
+            let ahead = BytesMut::from(&self.buf[..]);
+            self.buf = ahead;
         }
     }
 
@@ -589,6 +604,32 @@ mod tests {
         ] {
             assert_eq!(classify(other), Head::Other, "{other:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_connection_gives_back_what_a_large_message_grew_its_buffers_to() {
+        let (io, _peer) = tokio::io::duplex(64);
+        let mut conn = Conn {
+            io,
+            buf: BytesMut::with_capacity(4 * 1024 * 1024),
+            out: Vec::with_capacity(ONE_WRITE + 1024),
+            fields: Vec::new(),
+            clock: Clock::new(Instant::now() + Duration::from_secs(30)),
+        };
+        conn.buf.extend_from_slice(b"POST /mcp HTTP/1.1\r\n");
+        conn.shrink();
+        assert!(conn.out.capacity() <= KEEP_BUFFER);
+        assert!(conn.buf.capacity() <= KEEP_BUFFER);
+        assert_eq!(
+            &conn.buf[..],
+            b"POST /mcp HTTP/1.1\r\n",
+            "bytes read ahead are kept"
+        );
+        // Usual sizes are kept as they are.
+        conn.out.reserve(4096);
+        let kept = conn.out.capacity();
+        conn.shrink();
+        assert_eq!(conn.out.capacity(), kept);
     }
 
     #[test]
