@@ -843,3 +843,37 @@ fn every_mcp_endpoint_serves_the_sessions_get_stream() {
         }
     });
 }
+
+/// One upstream session carries every client's subscriptions, so a subscribe and the last
+/// subscriber's unsubscribe of the same URI must not cross on their way upstream: here the
+/// upstream takes 600 ms over the unsubscribe, and a second session subscribes meanwhile.
+/// The subscribe waits for the unsubscribe, and the upstream ends subscribed.
+#[test]
+fn a_subscribe_racing_the_last_unsubscribe_is_not_undone_by_it() {
+    let dir = Dir::new();
+    let up = Upstream::start(&["--session-only", "--slow-unsubscribe-ms", "600"]);
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (base, http) = (format!("http://{}", gw.addr), clients::http(None));
+    let uri = "test://raced-resource";
+    rt.block_on(async {
+        let url = format!("{base}/servers/up/mcp");
+        let a = Arc::new(Streamable::open(http.clone(), &url, None).await.unwrap());
+        let b = Streamable::open(http.clone(), &url, None).await.unwrap();
+        let subscribe = json!({"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe", "params": {"uri": uri}});
+        let unsubscribe = json!({"jsonrpc": "2.0", "id": 2, "method": "resources/unsubscribe", "params": {"uri": uri}});
+        let ok = |answer: Value| assert!(answer.get("result").is_some(), "{answer}");
+        ok(a.request(&subscribe).await.unwrap());
+        assert_eq!(touch(&http, &up.base, uri).await["subscribed"], 1);
+        let leaving = tokio::spawn({
+            let a = a.clone();
+            async move { a.request(&unsubscribe).await.unwrap() }
+        });
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        ok(b.request(&subscribe).await.unwrap());
+        ok(leaving.await.unwrap());
+        let told = touch(&http, &up.base, uri).await;
+        assert_eq!(told["subscribed"], 1, "a's unsubscribe undid b's subscribe: {told}");
+    });
+}

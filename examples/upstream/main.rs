@@ -60,6 +60,10 @@ struct Args {
     /// Answer every `GET /mcp` with 404, as servers that route only `POST` do.
     #[arg(long)]
     get_404: bool,
+    /// Take this many milliseconds over each `resources/unsubscribe`, applying it at the end
+    /// (a subscribe sent meanwhile is applied first).
+    #[arg(long, default_value_t = 0)]
+    slow_unsubscribe_ms: u64,
 }
 
 #[derive(Default)]
@@ -80,6 +84,7 @@ struct AppState {
     session_only: bool,
     list_changed: bool,
     get_404: bool,
+    slow_unsubscribe_ms: u64,
     /// Whether `POST /tools-changed` added the tool `extra`.
     extra_tool: std::sync::atomic::AtomicBool,
     sessions: Mutex<HashSet<String>>,
@@ -289,6 +294,9 @@ async fn mcp_post(
         (msg.get("method").and_then(Value::as_str), &session)
     {
         let uri = msg.pointer("/params/uri").and_then(Value::as_str);
+        if method == "resources/unsubscribe" && state.slow_unsubscribe_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(state.slow_unsubscribe_ms)).await;
+        }
         let mut subscribed = state.subscribed.lock().unwrap();
         let sessions = subscribed
             .entry(uri.unwrap_or_default().to_owned())
@@ -647,6 +655,7 @@ async fn main() {
         session_only: args.session_only,
         list_changed: args.list_changed,
         get_404: args.get_404,
+        slow_unsubscribe_ms: args.slow_unsubscribe_ms,
         extra_tool: std::sync::atomic::AtomicBool::new(false),
         sessions: Mutex::default(),
         sse: Mutex::default(),

@@ -584,7 +584,9 @@ pub fn prune_subscriptions(state: &AppState) {
         for uri in up.retain_subscribers(|key| session_open(state, key)) {
             let up = up.clone();
             runtime.spawn(async move {
-                // Someone may have subscribed again meanwhile.
+                // Someone may have subscribed again meanwhile; one who is subscribing now
+                // waits for this change to be done.
+                let _change = up.subscription_change().await;
                 if !up.subscribers(&uri).is_empty() {
                     return;
                 }

@@ -116,6 +116,8 @@ pub struct Upstream {
     refresh: tokio::sync::mpsc::Sender<()>,
     /// Downstream sessions subscribed to each resource URI here (`resources/subscribe`).
     subscriptions: Mutex<HashMap<String, HashSet<Arc<str>>>>,
+    /// Held while a subscription change goes upstream ([`Upstream::subscription_change`]).
+    subscription_gate: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -178,6 +180,16 @@ fn rfc3339(ts: i64) -> String {
 }
 
 impl Upstream {
+    /// Wait for the right to send a subscription change (`resources/subscribe` or
+    /// `resources/unsubscribe`) to this upstream; hold it until the answer is in and the table
+    /// updated. One session carries every client's subscriptions, so a subscribe and an
+    /// unsubscribe of the same URI by different clients must not cross on the way: the
+    /// upstream would be left in whichever state it happened to apply last. Changes are rare;
+    /// one at a time per upstream.
+    pub async fn subscription_change(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.subscription_gate.lock().await
+    }
+
     /// Downstream `session` subscribed to `uri` here (the upstream accepted it): its updates
     /// are relayed to that session from now on. `false` when this upstream cannot send them
     /// outside a request (a 2026-07-28 upstream), or has no connection.

@@ -183,6 +183,12 @@ pub(super) async fn route_uri(
         .cloned();
     match owner {
         Some(up) => {
+            let _change = match method {
+                "resources/subscribe" | "resources/unsubscribe" => {
+                    Some(up.subscription_change().await)
+                }
+                _ => None,
+            };
             // One upstream session carries every client's subscriptions: the upstream is told
             // to stop only when the last subscriber of the URI leaves.
             if method == "resources/unsubscribe"

@@ -98,6 +98,7 @@ impl Registry {
             registry: Arc::downgrade(&self.inner),
             refresh: tx,
             subscriptions: Mutex::default(),
+            subscription_gate: tokio::sync::Mutex::default(),
         });
         // The refresher holds only a weak reference: it ends when the upstream is dropped.
         let weak = Arc::downgrade(&up);
