@@ -201,19 +201,6 @@ fn python_sdk_client_over_legacy_sse_reaches_both_eras_of_upstream() {
     assert_eq!(out["result"], "one upstream", "{out}");
 }
 
-/// A session-era Python SDK server (mTLS) serving resource subscriptions, and its port.
-fn subscriptions_upstream(py: &std::path::Path, pki: &common::Pki) -> (PyUpstream, u16) {
-    let port = py::free_port();
-    let extra = [
-        "--transport",
-        "streamable-http",
-        "--mode",
-        "legacy",
-        "--subscriptions",
-    ];
-    (PyUpstream::with_pki(py, port, pki, &extra), port)
-}
-
 /// The official Python SDK as a session-era upstream with resource subscriptions: its update,
 /// sent outside any request on the SDK's standalone `GET` stream, reaches the subscribed client
 /// through mcpgw, and only after it subscribed.
@@ -224,7 +211,7 @@ fn python_sdk_server_resource_updates_reach_the_subscribed_client_through_mcpgw(
     let Some(py) = py::python() else { return };
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
-    let (_up, port) = subscriptions_upstream(&py, &pki);
+    let (_up, port) = py::subscriptions_upstream(&py, &pki);
     let gw = Gateway::start(&dir, &["--no-auth"]);
     dir.gateway_add_mtls("py", &format!("https://localhost:{port}/mcp"), &pki);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -276,7 +263,7 @@ fn python_sdk_client_gets_the_resource_updates_it_subscribed_to_through_mcpgw() 
     let Some(py) = py::python() else { return };
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
-    let (up, port) = subscriptions_upstream(&py, &pki);
+    let (up, port) = py::subscriptions_upstream(&py, &pki);
     let gw = Gateway::start_tls(&dir, &pki, &[]);
     dir.gateway_add_mtls("py", &format!("https://localhost:{port}/mcp"), &pki);
     let (token, _) = dir.run_expect(&["token", "create"], 0);

@@ -13,6 +13,16 @@ use common::upstream::Upstream;
 use common::{Dir, Gateway};
 use serde_json::Value;
 
+/// Run the SDK client script with `args`, trusting `pki`'s CA.
+fn node(client: &Path, pki: &common::Pki, args: &[&str]) -> std::process::Output {
+    Command::new("node")
+        .arg(client)
+        .args(args)
+        .env("NODE_EXTRA_CA_CERTS", pki.file("ca.crt"))
+        .output()
+        .unwrap()
+}
+
 fn ts_client() -> Option<std::path::PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ts");
     if dir.join("node_modules/@modelcontextprotocol/sdk").exists() {
@@ -70,21 +80,21 @@ fn typescript_sdk_client_lists_and_calls_tools_of_mtls_upstreams_through_mcpgw()
         calls.push(("py__whoami", "{}", "mcpgw-client"));
     }
     for (tool, args, expected) in calls {
-        let out = Command::new("node")
-            .arg(&client)
-            .args([
+        let url = format!("https://localhost:{}/mcp", gw.addr.port());
+        let out = node(
+            &client,
+            &pki,
+            &[
                 "--url",
-                &format!("https://localhost:{}/mcp", gw.addr.port()),
+                &url,
                 "--bearer",
                 token.trim(),
                 "--call",
                 tool,
                 "--args",
                 args,
-            ])
-            .env("NODE_EXTRA_CA_CERTS", pki.file("ca.crt"))
-            .output()
-            .unwrap();
+            ],
+        );
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -102,17 +112,45 @@ fn typescript_sdk_client_lists_and_calls_tools_of_mtls_upstreams_through_mcpgw()
         assert!(tools.contains(&"rs__echo"), "{tools:?}");
     }
     // Without the token the SDK gets a 401 and the client fails.
-    let out = Command::new("node")
-        .arg(&client)
-        .args([
-            "--url",
-            &format!("https://localhost:{}/mcp", gw.addr.port()),
-        ])
-        .env("NODE_EXTRA_CA_CERTS", pki.file("ca.crt"))
-        .output()
-        .unwrap();
+    let url = format!("https://localhost:{}/mcp", gw.addr.port());
+    let out = node(&client, &pki, &["--url", &url]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("401"));
+}
+
+/// The official TypeScript SDK client subscribes through mcpgw (HTTPS, bearer token) to a
+/// resource of an official Python SDK server behind it (mTLS): the update reaches the client's
+/// notification handler on the TypeScript SDK's own standalone `GET` stream, which it opens on
+/// the endpoint it was given (`/servers/py/mcp`).
+#[test]
+fn typescript_sdk_client_gets_the_resource_updates_it_subscribed_to_through_mcpgw() {
+    let Some(client) = ts_client() else { return };
+    let Some(py) = py::python() else { return };
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let (_up, port) = py::subscriptions_upstream(&py, &pki);
+    let gw = Gateway::start_tls(&dir, &pki, &[]);
+    dir.gateway_add_mtls("py", &format!("https://localhost:{port}/mcp"), &pki);
+    let (token, _) = dir.run_expect(&["token", "create"], 0);
+    let uri = "fixture://info";
+    let url = format!("https://localhost:{}/servers/py/mcp", gw.addr.port());
+    let args = ["--url", &url, "--bearer", token.trim()];
+    let out = node(
+        &client,
+        &pki,
+        &[&args[..], &["--subscribe", uri, "--touch", "touch"]].concat(),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "node client subscribing: {}\n{stdout}\n--- gateway log\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["touch_before"], "not subscribed", "{v}");
+    assert_eq!(v["updated"], uri, "{v}");
+    assert!(v["touches"].as_u64().is_some_and(|n| n >= 1), "{v}");
 }
 
 /// A child process killed when the test ends, however it ends.

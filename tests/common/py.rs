@@ -155,3 +155,17 @@ impl Drop for PyUpstream {
         let _ = self.child.wait();
     }
 }
+
+/// A session-era Python SDK server (mTLS) serving resource subscriptions (its tool `touch(uri)`
+/// sends `notifications/resources/updated` outside any request), and its port.
+pub fn subscriptions_upstream(py: &Path, pki: &super::Pki) -> (PyUpstream, u16) {
+    let port = free_port();
+    let extra = [
+        "--transport",
+        "streamable-http",
+        "--mode",
+        "legacy",
+        "--subscriptions",
+    ];
+    (PyUpstream::with_pki(py, port, pki, &extra), port)
+}
