@@ -1,5 +1,6 @@
 //! Accept loops: the TCP listener (TLS or plain) and the control socket share one way of serving
-//! an axum router on a connection, and one graceful-shutdown watcher.
+//! an axum router on a connection, and one graceful-shutdown watcher. On the listener, `POST /mcp`
+//! over HTTP/1.1 is served by [`h1`] before hyper sees the connection.
 //!
 //! Each TLS accept takes the serving config current at that instant, so a swap affects only
 //! handshakes that start after it; open connections are never touched by a reload.
