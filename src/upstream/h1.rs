@@ -151,6 +151,21 @@ impl Wire {
         Poll::Ready(Ok(n))
     }
 
+    /// A complete response head that already arrived (read without waiting), e.g. sent by a
+    /// peer that answered before reading all of a request and then reset the connection.
+    pub fn answer_already_in(&mut self) -> Option<Head> {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        loop {
+            if let Ok(Some(head)) = self.parse_head() {
+                return Some(head);
+            }
+            match self.poll_fill(&mut cx) {
+                Poll::Ready(Ok(n)) if n > 0 => {}
+                _ => return None,
+            }
+        }
+    }
+
     /// Whether bytes are buffered.
     pub fn buffered(&self) -> bool {
         !self.buf.is_empty()

@@ -107,10 +107,18 @@ impl Conn {
 
     /// Write a request and read until its response head is in.
     async fn send(&mut self, request: &[u8]) -> Result<Head, SendError> {
-        self.wire
-            .write(request)
-            .await
-            .map_err(SendError::Unanswered)?;
+        if let Err(e) = self.wire.write(request).await {
+            // An upstream may refuse a large body from its head alone (413, 401) and close
+            // without reading the rest: the write then fails, but its answer came first and is
+            // already here. The connection is not reused after it.
+            return match self.wire.answer_already_in() {
+                Some(mut head) => {
+                    head.close = true;
+                    Ok(head)
+                }
+                None => Err(SendError::Unanswered(e)),
+            };
+        }
         let mut waited = false;
         loop {
             if let Some(head) = self.wire.parse_head().map_err(SendError::Failed)? {
@@ -593,6 +601,47 @@ mod tests {
     async fn call(pool: &Arc<Pool>) -> Bytes {
         let response = pool.send(&request(pool)).await.unwrap();
         response.into_body().collect().await.unwrap().to_bytes()
+    }
+
+    /// An upstream that refuses a large body from its head alone (413, 401, ...) answers and
+    /// closes before reading the rest; the write then fails with a reset, but the answer came
+    /// first and is what the caller gets.
+    #[tokio::test]
+    async fn an_answer_sent_before_a_large_body_was_read_is_heard() {
+        let (url, _) = serve_each(|mut sock| async move {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                match sock.read(&mut chunk).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let refusal = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large";
+            let _ = sock.write_all(refusal).await;
+            // Dropped with the body unread: the kernel resets the connection.
+        })
+        .await;
+        let pool = Arc::new(Pool::new(&url, None, None).unwrap());
+        let host = pool.authority().to_str().unwrap().to_owned();
+        let body = vec![b'x'; 16 << 20];
+        let mut request = format!(
+            "POST /mcp HTTP/1.1\r\nhost: {host}\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        request.extend_from_slice(&body);
+        let response = pool
+            .send(&request)
+            .await
+            .expect("the upstream's answer, not the reset of the write");
+        assert_eq!(response.status(), 413);
+        let text = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&text[..], b"too large");
+        assert!(
+            pool.take_idle().is_none(),
+            "a connection cut mid-request is not pooled"
+        );
     }
 
     #[tokio::test]
