@@ -526,23 +526,41 @@ fn listing(
     out
 }
 
-/// Answer a message or batch that arrived on a connection-bound transport (SSE, WebSocket), the
-/// way `/mcp` does; `None` when nothing needs an answer.
 /// Session keys of the connection-bound transports, as [`CURRENT_SESSION`] and the tables
 /// that hold sessions (requests in flight, resource subscriptions) name them.
 pub const SSE_SESSION: &str = "sse:";
 /// See [`SSE_SESSION`].
 pub const WS_SESSION: &str = "ws:";
 
+/// Which transport's table holds the session a key names, and its name there.
+enum SessionKey<'k> {
+    /// A legacy SSE session, by its id (the key without [`SSE_SESSION`]).
+    Sse(&'k str),
+    /// A WebSocket connection, by its whole key.
+    Ws(&'k str),
+    /// A Streamable-HTTP session, by its `Mcp-Session-Id`.
+    Streamable(&'k str),
+}
+
+impl<'k> SessionKey<'k> {
+    fn of(key: &'k str) -> Self {
+        if let Some(id) = key.strip_prefix(SSE_SESSION) {
+            Self::Sse(id)
+        } else if key.starts_with(WS_SESSION) {
+            Self::Ws(key)
+        } else {
+            Self::Streamable(key)
+        }
+    }
+}
+
 /// Queue a server-to-client notification for the session `key` names, on whichever transport
 /// it is: `false` when that session is gone.
 pub fn notify_session(state: &AppState, key: &str, msg: &Value) -> bool {
-    if let Some(id) = key.strip_prefix(SSE_SESSION) {
-        state.sse.notify(id, msg)
-    } else if key.starts_with(WS_SESSION) {
-        state.ws_outlets.notify(key, msg)
-    } else {
-        state.sessions.notify(key, msg)
+    match SessionKey::of(key) {
+        SessionKey::Sse(id) => state.sse.notify(id, msg),
+        SessionKey::Ws(key) => state.ws_outlets.notify(key, msg),
+        SessionKey::Streamable(id) => state.sessions.notify(id, msg),
     }
 }
 
@@ -565,12 +583,10 @@ pub(super) fn offered<T>(
 
 /// Whether the session `key` names is still open, on whichever transport it is.
 fn session_open(state: &AppState, key: &str) -> bool {
-    if let Some(id) = key.strip_prefix(SSE_SESSION) {
-        state.sse.contains(id)
-    } else if key.starts_with(WS_SESSION) {
-        state.ws_outlets.contains(key)
-    } else {
-        state.sessions.contains(key)
+    match SessionKey::of(key) {
+        SessionKey::Sse(id) => state.sse.contains(id),
+        SessionKey::Ws(key) => state.ws_outlets.contains(key),
+        SessionKey::Streamable(id) => state.sessions.contains(id),
     }
 }
 
@@ -611,6 +627,8 @@ pub(super) async fn answer_on_connection(
         .await
 }
 
+/// [`answer_on_connection`] within its session: answered the way `/mcp` does; `None` when
+/// nothing needs an answer.
 async fn answer_on_connection_all(state: &AppState, scope: &Scope, msg: Value) -> Option<Value> {
     match msg {
         Value::Array(batch) if batch.is_empty() => Some(jsonrpc::error(

@@ -21,7 +21,7 @@
 //! it is ready; on graceful shutdown an idle connection closes at once and a busy one after its
 //! answer.
 
-use std::io;
+use std::io::{self, Write};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -295,8 +295,7 @@ where
             if data.is_empty() {
                 continue;
             }
-            self.out
-                .extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+            write!(self.out, "{:x}\r\n", data.len())?;
             self.out.extend_from_slice(&data);
             self.out.extend_from_slice(b"\r\n");
             self.flush_out().await?;

@@ -360,7 +360,7 @@ pub async fn listen(
     ];
     loop {
         let resume: Vec<_> = (last_id.iter())
-            .map(|id| (HeaderName::from_static("last-event-id"), id.clone()))
+            .map(|id| (crate::headers::LAST_EVENT_ID.clone(), id.clone()))
             .collect();
         let authority = client.pool.authority();
         let request = write_request("GET", &target, authority, &headers, &resume, &own, b"");

@@ -195,7 +195,6 @@ impl SseSession {
     }
 
     /// The next message on the stream with `method` within `wait` (others are skipped).
-    #[allow(dead_code)]
     pub async fn next_of(&mut self, method: &str, wait: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -272,7 +271,6 @@ impl WsSession {
     }
 
     /// The next text frame with `method` within `wait` (others are skipped).
-    #[allow(dead_code)]
     pub async fn next_of(&mut self, method: &str, wait: Duration) -> Option<Value> {
         use tokio_tungstenite::tungstenite::Message;
         let deadline = tokio::time::Instant::now() + wait;
@@ -305,7 +303,6 @@ pub struct EventReader {
     buf: String,
 }
 
-#[allow(dead_code)]
 impl EventReader {
     pub fn new(resp: reqwest::Response) -> Self {
         assert_eq!(resp.status().as_u16(), 200);
