@@ -9,7 +9,7 @@ use std::process::Command;
 
 use common::py::{self, PyUpstream};
 use common::{Dir, Gateway};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 struct Bed {
     dir: Dir,
@@ -255,24 +255,30 @@ fn python_sdk_server_resource_updates_reach_the_subscribed_client_through_mcpgw(
     });
 }
 
+/// mcpgw (HTTPS, bearer token) in front of a session-era Python SDK server with resource
+/// subscriptions (mTLS), registered as `py`.
+fn subscriptions_bed(py: &std::path::Path) -> Bed {
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let (up, port) = py::subscriptions_upstream(py, &pki);
+    let gw = Gateway::start_tls(&dir, &pki, &[]);
+    dir.gateway_add_mtls("py", &format!("https://localhost:{port}/mcp"), &pki);
+    let (token, _) = dir.run_expect(&["token", "create"], 0);
+    Bed {
+        dir,
+        gw,
+        token: token.trim().to_owned(),
+        _ups: vec![up],
+    }
+}
+
 /// Both ends official: the Python SDK client subscribes through mcpgw (HTTPS, bearer token) to
 /// a resource of a Python SDK server behind it (mTLS), and the server's update reaches the
 /// client's message handler on the SDK client's own standalone `GET` stream.
 #[test]
 fn python_sdk_client_gets_the_resource_updates_it_subscribed_to_through_mcpgw() {
     let Some(py) = py::python() else { return };
-    let dir = Dir::new();
-    let pki = dir.cert_gen("pki", &[]);
-    let (up, port) = py::subscriptions_upstream(&py, &pki);
-    let gw = Gateway::start_tls(&dir, &pki, &[]);
-    dir.gateway_add_mtls("py", &format!("https://localhost:{port}/mcp"), &pki);
-    let (token, _) = dir.run_expect(&["token", "create"], 0);
-    let bed = Bed {
-        dir,
-        gw,
-        token: token.trim().to_owned(),
-        _ups: vec![up],
-    };
+    let bed = subscriptions_bed(&py);
     let uri = "fixture://info";
     let args = ["--subscribe", uri, "--touch", "touch"];
     let out = py_client_with(
@@ -287,4 +293,31 @@ fn python_sdk_client_gets_the_resource_updates_it_subscribed_to_through_mcpgw() 
     assert_eq!(out["touch_before"], "not subscribed", "{out}");
     assert_eq!(out["updated"], uri, "{out}");
     assert!(out["touches"].as_u64().is_some_and(|n| n >= 1), "{out}");
+}
+
+/// The same with a 2026-07-28 client: the official Python SDK's `Client.listen` opens a
+/// `subscriptions/listen` stream through mcpgw, is told the URI is granted, and the session-era
+/// server's update arrives on that stream as a typed event.
+#[test]
+fn python_sdk_client_hears_resource_updates_on_a_listen_stream_through_mcpgw() {
+    let Some(py) = py::python() else { return };
+    let bed = subscriptions_bed(&py);
+    let uri = "fixture://info";
+    let args = ["--listen", uri, "--touch", "touch"];
+    let out = py_client_with(
+        &py,
+        &bed,
+        "/servers/py/mcp",
+        "streamable-http",
+        "modern",
+        &args,
+    );
+    assert_eq!(out["protocol_version"], "2026-07-28", "{out}");
+    assert_eq!(
+        out["honored"],
+        json!({"resourceSubscriptions": [uri]}),
+        "{out}"
+    );
+    assert_eq!(out["event"], "ResourceUpdated", "{out}");
+    assert_eq!(out["updated"], uri, "{out}");
 }

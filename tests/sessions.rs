@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::clients::{self, EventReader, SseSession, Streamable, WsSession};
 use common::upstream::Upstream;
-use common::{Dir, Gateway, SIGHUP};
+use common::{Dir, Gateway, SIGHUP, SIGTERM};
 use serde_json::{Value, json};
 
 #[test]
@@ -131,6 +131,8 @@ struct TwoSessions {
 struct Plain {
     dir: Dir,
     up: Upstream,
+    /// Other upstreams it holds for as long as it lives.
+    others: Vec<Upstream>,
     gw: Gateway,
     rt: tokio::runtime::Runtime,
     /// `http://ADDR` of the gateway.
@@ -149,6 +151,7 @@ fn plain() -> Plain {
         http: clients::http(None),
         dir,
         up,
+        others: Vec::new(),
         gw,
     }
 }
@@ -228,6 +231,7 @@ fn bad_input_gets_its_error_and_a_healthy_session_is_unaffected() {
         dir: _dir,
         up: _up,
         gw,
+        others: _others,
         rt,
         base,
         http,
@@ -479,6 +483,7 @@ fn a_cancellation_on_an_sse_connection_reaches_the_upstream_too() {
         dir: _dir,
         up,
         gw: _gw,
+        others: _others,
         rt,
         base,
         http,
@@ -563,22 +568,39 @@ async fn until_sent<F: std::future::Future<Output = Value>>(
     }
 }
 
-#[test]
-fn resource_updates_reach_the_sessions_that_subscribed_and_no_others() {
+/// A gateway (health checks out of the way: after a restart it must reconnect on its own) in
+/// front of two fixtures: `up`, session-era (it sends updates on its own GET stream, outside
+/// any request), and `modern`, 2026-07-28, which cannot.
+fn both_eras() -> Plain {
     let dir = Dir::new();
-    // A session-era upstream: it sends updates on its own GET stream, outside any request.
     let up = Upstream::start(&["--session-only"]);
     let modern = Upstream::start(&[]);
-    // Health checks out of the way: after a restart the gateway must reconnect on its own.
     let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
     dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
-    dir.run_expect(
-        &["gateway", "add", "modern", &format!("{}/mcp", modern.base)],
-        0,
-    );
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let base = format!("http://{}", gw.addr);
-    let http = clients::http(None);
+    let url = format!("{}/mcp", modern.base);
+    dir.run_expect(&["gateway", "add", "modern", &url], 0);
+    Plain {
+        others: vec![modern],
+        rt: tokio::runtime::Runtime::new().unwrap(),
+        base: format!("http://{}", gw.addr),
+        http: clients::http(None),
+        dir,
+        up,
+        gw,
+    }
+}
+
+#[test]
+fn resource_updates_reach_the_sessions_that_subscribed_and_no_others() {
+    let Plain {
+        rt,
+        base,
+        http,
+        dir: _dir,
+        up,
+        gw: _gw,
+        others: _others,
+    } = both_eras();
     let uri = "test://watched-resource";
     let updated = "notifications/resources/updated";
     rt.block_on(async {
@@ -875,5 +897,126 @@ fn a_subscribe_racing_the_last_unsubscribe_is_not_undone_by_it() {
         ok(leaving.await.unwrap());
         let told = touch(&http, &up.base, uri).await;
         assert_eq!(told["subscribed"], 1, "a's unsubscribe undid b's subscribe: {told}");
+    });
+}
+
+/// POST a 2026-07-28 `subscriptions/listen` to `url` with `filter`, request id `id`.
+async fn listen(
+    http: &reqwest::Client,
+    url: &str,
+    id: &str,
+    filter: Value,
+    accept: &str,
+) -> reqwest::Response {
+    let msg = json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen", "params": {
+        "notifications": filter,
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+        },
+    }});
+    http.post(url)
+        .header("accept", accept)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .timeout(Duration::from_secs(60))
+        .json(&msg)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The acknowledgement that opens a listen stream.
+async fn acknowledged(events: &mut EventReader) -> Value {
+    let ack = events
+        .next(Duration::from_secs(10))
+        .await
+        .expect("no acknowledgement");
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    ack
+}
+
+const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+
+#[test]
+fn a_2026_07_28_client_hears_list_changes_and_resource_updates_on_its_listen_stream() {
+    let Plain {
+        rt,
+        base,
+        http,
+        dir,
+        up,
+        gw,
+        others: _others,
+    } = both_eras();
+    let (uri, updated) = ("test://watched-resource", "notifications/resources/updated");
+    let both = "application/json, text/event-stream";
+    let wait = Duration::from_secs(10);
+    rt.block_on(async {
+        // Refused with a reason: no stream accepted, a malformed filter.
+        let resp = listen(&http, &format!("{base}/mcp"), "x", json!({}), "application/json").await;
+        assert_eq!(resp.status(), 406);
+        let resp = listen(&http, &format!("{base}/mcp"), "x", json!({"toolsListChanged": "yes"}), both).await;
+        assert_eq!(resp.status(), 400);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], -32602, "{body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("toolsListChanged"), "{body}");
+
+        // a: tool changes and a resource of the session-era upstream, which relays updates.
+        let filter = json!({"toolsListChanged": true, "resourceSubscriptions": [uri]});
+        let mut a = EventReader::new(listen(&http, &format!("{base}/servers/up/mcp"), "L1", filter, both).await);
+        let ack = acknowledged(&mut a).await;
+        assert_eq!(ack["params"]["_meta"][SUBSCRIPTION_ID], "L1", "{ack}");
+        assert_eq!(
+            ack["params"]["notifications"],
+            json!({"toolsListChanged": true, "resourceSubscriptions": [uri]}),
+            "{ack}"
+        );
+        // b: the same URI on the 2026-07-28 upstream, which cannot send updates yet: not granted.
+        let filter = json!({"resourceSubscriptions": [uri]});
+        let mut b = EventReader::new(listen(&http, &format!("{base}/servers/modern/mcp"), "L2", filter, both).await);
+        assert_eq!(acknowledged(&mut b).await["params"]["notifications"], json!({}));
+        // c: prompt changes, and a URI no upstream offers, on the federated endpoint: only
+        // what can be delivered is acknowledged.
+        let filter = json!({"promptsListChanged": true, "resourceSubscriptions": ["test://nobody-has-this"]});
+        let mut c = EventReader::new(listen(&http, &format!("{base}/mcp"), "L3", filter, both).await);
+        let ack = acknowledged(&mut c).await;
+        assert_eq!(ack["params"]["notifications"], json!({"promptsListChanged": true}), "{ack}");
+
+        touch_until_sent(&http, &up.base, uri, false).await;
+        let note = a.next_of(updated, wait).await.expect("a subscribed to the resource");
+        assert_eq!(note["params"]["uri"], uri, "{note}");
+        assert_eq!(note["params"]["_meta"][SUBSCRIPTION_ID], "L1", "{note}");
+
+        // A catalog change: a hears of tools, c of prompts and nothing before it.
+        let third = Upstream::start(&[]);
+        dir.run_expect(&["gateway", "add", "third", &format!("{}/mcp", third.base)], 0);
+        let note = a.next_of("notifications/tools/list_changed", wait).await.expect("a wants tool changes");
+        assert_eq!(note["params"]["_meta"][SUBSCRIPTION_ID], "L1", "{note}");
+        let note = c.next(wait).await.expect("c wants prompt changes");
+        assert_eq!(note["method"], "notifications/prompts/list_changed", "{note}");
+        assert_eq!(note["params"]["_meta"][SUBSCRIPTION_ID], "L3", "{note}");
+
+        // a hangs up: the upstream subscription it held is released, without waiting for
+        // an update to find it gone.
+        drop(a);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let stats = json_of(http.get(format!("{}/stats", up.base))).await;
+            if stats["subscribed"] == 0 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "still subscribed: {stats}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+
+        // Shutdown ends the open streams gracefully, with the listen request's result.
+        gw.signal(SIGTERM);
+        let end = c.next_where(|m| m.get("id").is_some(), wait).await.expect("a graceful end");
+        assert_eq!(end["id"], "L3", "{end}");
+        assert_eq!(end["result"]["_meta"][SUBSCRIPTION_ID], "L3", "{end}");
     });
 }

@@ -611,6 +611,8 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
         "accepts": state.stats.accepts.load(Ordering::Relaxed),
         "gets": state.stats.gets.load(Ordering::Relaxed),
         "slept": state.stats.slept.load(Ordering::Relaxed),
+        // Subscriptions held, (URI, session) pairs: read without touching anything.
+        "subscribed": state.subscribed.lock().unwrap().values().map(HashSet::len).sum::<usize>(),
     }))
 }
 

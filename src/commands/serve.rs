@@ -139,9 +139,11 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                 changes.recv().await
             {
                 for kind in ["tools", "prompts", "resources"] {
-                    state.sessions.broadcast(&serde_json::json!({
+                    let change = serde_json::json!({
                         "jsonrpc": "2.0", "method": format!("notifications/{kind}/list_changed")
-                    }));
+                    });
+                    state.sessions.broadcast(&change);
+                    state.listens.broadcast(&change);
                 }
             }
         });

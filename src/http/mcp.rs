@@ -32,8 +32,9 @@ tokio::task_local! {
     /// The downstream session a request belongs to ("-" without one): requests in flight are
     /// remembered per session so that the client's `notifications/cancelled` finds them, and
     /// resource subscriptions so that updates reach it. On the connection-bound transports the
-    /// connection is the session ([`SSE_SESSION`], [`WS_SESSION`]).
-    static CURRENT_SESSION: Arc<str>;
+    /// connection is the session ([`SSE_SESSION`], [`WS_SESSION`]); a 2026-07-28
+    /// `subscriptions/listen` stream is one too ([`super::listen::LISTEN_SESSION`]).
+    pub(super) static CURRENT_SESSION: Arc<str>;
 }
 
 /// Which upstreams a request sees.
@@ -199,6 +200,9 @@ async fn post_tree(
     // Only 2026-07-28 answers need the method once the message is consumed (`era::decorate`).
     let decorate = modern.then(|| method.to_owned());
     let span = request_span(session, method);
+    if modern && method == "subscriptions/listen" && jsonrpc::kind(&msg) == Kind::Request {
+        return super::listen::open(state, scope, msg, accepts_event_stream(&headers)).await;
+    }
     if streams_notifications(method)
         && jsonrpc::kind(&msg) == Kind::Request
         && accepts_event_stream(&headers)
@@ -540,6 +544,8 @@ enum SessionKey<'k> {
     Ws(&'k str),
     /// A Streamable-HTTP session, by its `Mcp-Session-Id`.
     Streamable(&'k str),
+    /// A `subscriptions/listen` stream, by its whole key.
+    Listen(&'k str),
 }
 
 impl<'k> SessionKey<'k> {
@@ -548,6 +554,8 @@ impl<'k> SessionKey<'k> {
             Self::Sse(id)
         } else if key.starts_with(WS_SESSION) {
             Self::Ws(key)
+        } else if key.starts_with(super::listen::LISTEN_SESSION) {
+            Self::Listen(key)
         } else {
             Self::Streamable(key)
         }
@@ -561,6 +569,7 @@ pub fn notify_session(state: &AppState, key: &str, msg: &Value) -> bool {
         SessionKey::Sse(id) => state.sse.notify(id, msg),
         SessionKey::Ws(key) => state.ws_outlets.notify(key, msg),
         SessionKey::Streamable(id) => state.sessions.notify(id, msg),
+        SessionKey::Listen(key) => state.listens.notify(key, msg),
     }
 }
 
@@ -587,6 +596,7 @@ fn session_open(state: &AppState, key: &str) -> bool {
         SessionKey::Sse(id) => state.sse.contains(id),
         SessionKey::Ws(key) => state.ws_outlets.contains(key),
         SessionKey::Streamable(id) => state.sessions.contains(id),
+        SessionKey::Listen(key) => state.listens.contains(key),
     }
 }
 

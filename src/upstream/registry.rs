@@ -203,6 +203,12 @@ impl Upstream {
         self.conn.load().as_ref().is_some_and(|conn| conn.listen())
     }
 
+    /// Whether this upstream can send resource updates outside a request (see
+    /// [`Upstream::subscribe`]).
+    pub fn relays_updates(&self) -> bool {
+        self.conn.load().as_ref().is_some_and(|conn| conn.listen())
+    }
+
     /// `session` no longer wants updates of `uri` (unsubscribed, or gone). Whether other
     /// sessions still do.
     pub fn unsubscribe(&self, uri: &str, session: &str) -> bool {

@@ -314,6 +314,20 @@ impl EventReader {
 
     /// The next message with `method` within `wait` (others are skipped), or `None`.
     pub async fn next_of(&mut self, method: &str, wait: Duration) -> Option<Value> {
+        self.next_where(|m| m["method"] == method, wait).await
+    }
+
+    /// The next message, whatever it is, within `wait`, or `None`.
+    pub async fn next(&mut self, wait: Duration) -> Option<Value> {
+        self.next_where(|_| true, wait).await
+    }
+
+    /// The next message `pick` takes within `wait` (others are skipped), or `None`.
+    pub async fn next_where(
+        &mut self,
+        pick: impl Fn(&Value) -> bool,
+        wait: Duration,
+    ) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             while let Some(end) = self.buf.find("\n\n") {
@@ -323,7 +337,7 @@ impl EventReader {
                     .find_map(|l| l.strip_prefix("data:"))
                     .map(|v| serde_json::from_str::<Value>(v.trim()).unwrap());
                 if let Some(data) = data
-                    && data["method"] == method
+                    && pick(&data)
                 {
                     return Some(data);
                 }

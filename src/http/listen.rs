@@ -1,0 +1,470 @@
+//! `subscriptions/listen` (protocol 2026-07-28): the sessionless era's only way to hear of
+//! changes. The request's answer is the stream: a `notifications/subscriptions/acknowledged`
+//! event naming what the gateway will deliver, then `notifications/{tools,prompts,resources}/
+//! list_changed` and `notifications/resources/updated` as they happen, each stamped with the
+//! request's id under `_meta["io.modelcontextprotocol/subscriptionId"]`. It ends when the
+//! client hangs up (nothing to resume: the client listens again and refetches) or, gracefully,
+//! with the request's result when the gateway shuts down.
+//!
+//! Each open stream is a subscriber like a session of the other transports, under a key of its
+//! own ([`LISTEN_SESSION`]): resource subscriptions go upstream through the same path as a
+//! `resources/subscribe` (one upstream subscription per URI whoever wants it), and are dropped
+//! when the stream ends. A URI is acknowledged only when the gateway can deliver its updates:
+//! it is offered by an upstream that took the subscription and can send updates outside a
+//! request (a 2026-07-28 upstream cannot yet).
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+
+use super::AppState;
+use super::mcp::{self, CURRENT_SESSION, Scope};
+use crate::jsonrpc::{self, code};
+
+/// Prefix of the subscriber key of a listen stream.
+pub const LISTEN_SESSION: &str = "listen:";
+/// The `_meta` key every frame of a listen stream carries.
+pub const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+/// Listen streams open at once; one more is refused before its acknowledgement.
+const MAX_LISTENERS: usize = 1024;
+/// Events queued for a client that does not read; past this the stream is ended (the client
+/// listens again and refetches, as after any drop).
+const BACKLOG: usize = 256;
+
+/// What one stream asked for and was granted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Filter {
+    tools: bool,
+    prompts: bool,
+    resources: bool,
+    uris: Vec<String>,
+}
+
+impl Filter {
+    /// The `notifications` filter of a request: `Err` says what is wrong with it.
+    fn parse(params: Option<&Value>) -> Result<Self, String> {
+        let Some(wanted) = params.and_then(|p| p.get("notifications")) else {
+            return Err("subscriptions/listen needs params.notifications (an object)".into());
+        };
+        let Some(wanted) = wanted.as_object() else {
+            return Err("params.notifications must be an object".into());
+        };
+        let flag = |name: &str| match wanted.get(name) {
+            None | Some(Value::Null) => Ok(false),
+            Some(Value::Bool(b)) => Ok(*b),
+            Some(_) => Err(format!("params.notifications.{name} must be true or false")),
+        };
+        let uris = match wanted.get("resourceSubscriptions") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|u| u.as_str().map(str::to_owned))
+                .collect::<Option<Vec<_>>>()
+                .ok_or("params.notifications.resourceSubscriptions must be a list of URIs")?,
+            Some(_) => {
+                return Err(
+                    "params.notifications.resourceSubscriptions must be a list of URIs".into(),
+                );
+            }
+        };
+        Ok(Self {
+            tools: flag("toolsListChanged")?,
+            prompts: flag("promptsListChanged")?,
+            resources: flag("resourcesListChanged")?,
+            uris,
+        })
+    }
+
+    /// The filter as the acknowledgement names it: only what is granted.
+    fn to_json(&self) -> Value {
+        let mut out = Map::new();
+        for (name, on) in [
+            ("toolsListChanged", self.tools),
+            ("promptsListChanged", self.prompts),
+            ("resourcesListChanged", self.resources),
+        ] {
+            if on {
+                out.insert(name.into(), Value::Bool(true));
+            }
+        }
+        if !self.uris.is_empty() {
+            out.insert("resourceSubscriptions".into(), json!(self.uris));
+        }
+        Value::Object(out)
+    }
+
+    fn wants(&self, msg: &Value) -> bool {
+        match jsonrpc::method(msg).unwrap_or_default() {
+            "notifications/tools/list_changed" => self.tools,
+            "notifications/prompts/list_changed" => self.prompts,
+            "notifications/resources/list_changed" => self.resources,
+            "notifications/resources/updated" => msg
+                .pointer("/params/uri")
+                .and_then(Value::as_str)
+                .is_some_and(|uri| self.uris.iter().any(|u| u == uri)),
+            _ => false,
+        }
+    }
+}
+
+/// An open stream's entry.
+#[derive(Debug)]
+struct Listener {
+    filter: Filter,
+    /// The listen request's id, stamped on every frame.
+    id: Value,
+    out: mpsc::Sender<Arc<str>>,
+}
+
+/// The open listen streams, by key.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    open: std::sync::Mutex<HashMap<Arc<str>, Listener>>,
+    next: AtomicU64,
+}
+
+impl Listeners {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Listener>> {
+        // Single inserts and removes: a poisoned lock still holds a whole map.
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many streams are open.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the stream `key` names is open.
+    pub fn contains(&self, key: &str) -> bool {
+        self.lock().contains_key(key)
+    }
+
+    /// Offer a notification to the stream `key` names, if its filter takes it: `false` when
+    /// the stream is gone.
+    pub fn notify(&self, key: &str, msg: &Value) -> bool {
+        let open = self.lock();
+        let Some(listener) = open.get(key) else {
+            return false;
+        };
+        if !listener.filter.wants(msg) {
+            return true;
+        }
+        let frame = stamped(msg, &listener.id);
+        let out = listener.out.clone();
+        drop(open);
+        offer(&out, frame, key) || self.end(key)
+    }
+
+    /// Drop the stream `key` from the table (its queue closes once drained): `false`.
+    fn end(&self, key: &str) -> bool {
+        self.lock().remove(key);
+        false
+    }
+
+    /// Offer a notification to every open stream whose filter takes it (list changes).
+    pub fn broadcast(&self, msg: &Value) {
+        let takers: Vec<_> = self
+            .lock()
+            .iter()
+            .filter(|(_, l)| l.filter.wants(msg))
+            .map(|(k, l)| (k.clone(), l.out.clone(), stamped(msg, &l.id)))
+            .collect();
+        for (key, out, frame) in takers {
+            if !offer(&out, frame, &key) {
+                self.end(&key);
+            }
+        }
+    }
+}
+
+/// Whether the frame was queued. A full queue ends the stream (the caller drops its sender
+/// from the table, so the stream sees the queue close once it drains): better than a stream
+/// that silently misses changes.
+fn offer(out: &mpsc::Sender<Arc<str>>, frame: Arc<str>, key: &str) -> bool {
+    match out.try_send(frame) {
+        Ok(()) => true,
+        Err(mpsc::error::TrySendError::Full(_)) => {
+            tracing::warn!(subscription = %key, "the client is not reading its listen stream; ending it");
+            false
+        }
+        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    }
+}
+
+/// `msg` with `_meta[subscriptionId]` set to `id`, as the text of one event.
+fn stamped(msg: &Value, id: &Value) -> Arc<str> {
+    let mut msg = msg.clone();
+    if let Some(obj) = msg.as_object_mut() {
+        let params = obj
+            .entry("params")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if let Some(params) = params.as_object_mut() {
+            let meta = params
+                .entry("_meta")
+                .or_insert_with(|| Value::Object(Map::new()));
+            if let Some(meta) = meta.as_object_mut() {
+                meta.insert(SUBSCRIPTION_ID.into(), id.clone());
+            }
+        }
+    }
+    Arc::from(msg.to_string())
+}
+
+/// The table entry of a stream, removed (and its upstream subscriptions released) when the
+/// stream ends, however it ends.
+struct Entry {
+    state: Arc<AppState>,
+    key: Arc<str>,
+}
+
+impl Drop for Entry {
+    fn drop(&mut self) {
+        self.state.listens.lock().remove(&self.key);
+        mcp::prune_subscriptions(&self.state);
+    }
+}
+
+fn refusal(status: StatusCode, id: Value, code: i64, message: impl Into<String>) -> Response {
+    (status, Json(jsonrpc::error(id, code, message))).into_response()
+}
+
+/// Answer a `subscriptions/listen` request (already checked as a 2026-07-28 request) posted to
+/// an MCP endpoint: the stream, or the refusal.
+pub(super) async fn open(
+    state: Arc<AppState>,
+    scope: Scope,
+    msg: Value,
+    accepts_stream: bool,
+) -> Response {
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    if !accepts_stream {
+        return refusal(
+            StatusCode::NOT_ACCEPTABLE,
+            id,
+            code::INVALID_REQUEST,
+            "subscriptions/listen answers with a stream: Accept must include text/event-stream",
+        );
+    }
+    let asked = match Filter::parse(msg.get("params")) {
+        Ok(f) => f,
+        Err(why) => return refusal(StatusCode::BAD_REQUEST, id, code::INVALID_PARAMS, why),
+    };
+    if state.listens.len() >= MAX_LISTENERS {
+        return refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            id,
+            code::INTERNAL_ERROR,
+            format!("too many listen streams are open (at most {MAX_LISTENERS})"),
+        );
+    }
+    let n = state.listens.next.fetch_add(1, Ordering::Relaxed);
+    let key: Arc<str> = Arc::from(format!("{LISTEN_SESSION}{n}"));
+    let (tx, rx) = mpsc::channel::<Arc<str>>(BACKLOG);
+    // In the table before subscribing, so that an update arriving meanwhile is not lost, but
+    // with nothing granted until the upstreams have answered.
+    state.listens.lock().insert(
+        key.clone(),
+        Listener {
+            filter: Filter::default(),
+            id: id.clone(),
+            out: tx.clone(),
+        },
+    );
+    let entry = Entry {
+        state: state.clone(),
+        key: key.clone(),
+    };
+    let granted = Filter {
+        uris: subscribe_all(&state, &scope, &key, &asked.uris).await,
+        ..asked
+    };
+    let ack = json!({
+        "jsonrpc": "2.0",
+        "method": "notifications/subscriptions/acknowledged",
+        "params": {"_meta": {SUBSCRIPTION_ID: id.clone()}, "notifications": granted.to_json()},
+    });
+    match state.listens.lock().get_mut(&key) {
+        Some(listener) => listener.filter = granted,
+        // Pruned meanwhile: cannot happen while `entry` lives, but a stream without its
+        // entry would hear nothing.
+        None => {
+            return refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                id,
+                code::INTERNAL_ERROR,
+                "the listen stream closed before it was acknowledged",
+            );
+        }
+    }
+    drop(tx);
+    let last = json!({
+        "jsonrpc": "2.0",
+        "id": id.clone(),
+        "result": {"_meta": {SUBSCRIPTION_ID: id}},
+    });
+    let stream = Stream {
+        ack: Some(ack),
+        last: Some(last),
+        rx,
+        stop: state.streams_closing(),
+        _entry: entry,
+    };
+    let events = futures_util::stream::unfold(stream, |mut s| async move {
+        let event = s.next().await?;
+        Some((Ok::<_, Infallible>(event), s))
+    });
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+/// What an open stream still has to send.
+struct Stream {
+    ack: Option<Value>,
+    /// The request's result, the graceful end.
+    last: Option<Value>,
+    rx: mpsc::Receiver<Arc<str>>,
+    stop: tokio_util::sync::CancellationToken,
+    _entry: Entry,
+}
+
+impl Stream {
+    async fn next(&mut self) -> Option<Event> {
+        let message = |text: &str| Event::default().event("message").data(text);
+        if let Some(ack) = self.ack.take() {
+            return Some(message(&ack.to_string()));
+        }
+        let frame = tokio::select! {
+            frame = self.rx.recv() => frame,
+            () = self.stop.cancelled() => None,
+        };
+        match frame {
+            Some(text) => Some(message(&text)),
+            // The gateway is shutting down, or the stream was ended for not reading: the
+            // graceful end, the request's result, then nothing.
+            None => self.last.take().map(|result| message(&result.to_string())),
+        }
+    }
+}
+
+/// Subscribe the stream `key` to each URI upstream, the way a `resources/subscribe` is: the
+/// URIs the gateway can deliver updates of.
+async fn subscribe_all(
+    state: &AppState,
+    scope: &Scope,
+    key: &Arc<str>,
+    uris: &[String],
+) -> Vec<String> {
+    let mut granted = Vec::new();
+    let mut seen = HashSet::new();
+    for (n, uri) in uris.iter().enumerate() {
+        if !seen.insert(uri.as_str()) {
+            continue;
+        }
+        let request = json!({
+            "jsonrpc": "2.0", "id": format!("{key}/{n}"),
+            "method": "resources/subscribe", "params": {"uri": uri},
+        });
+        let answer = CURRENT_SESSION
+            .scope(key.clone(), mcp::handle(state, scope, request, &mut None))
+            .await;
+        let taken = answer.as_ref().is_some_and(|a| a.get("result").is_some());
+        let relayed = state
+            .registry
+            .list()
+            .iter()
+            .any(|up| up.subscribers(uri).contains(key) && up.relays_updates());
+        if taken && relayed {
+            granted.push(uri.clone());
+        } else {
+            let why = answer
+                .as_ref()
+                .and_then(|a| a.pointer("/error/message"))
+                .and_then(Value::as_str)
+                .unwrap_or("its upstream cannot send updates outside a request");
+            tracing::debug!(subscription = %key, %uri, reason = why, "resource subscription not granted");
+        }
+    }
+    granted
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_is_read_strictly_and_acknowledged_with_only_what_is_granted() {
+        let f = Filter::parse(Some(&json!({"notifications": {
+            "toolsListChanged": true, "promptsListChanged": false,
+            "resourceSubscriptions": ["a://1", "b://2"]
+        }})))
+        .unwrap();
+        assert!(f.tools && !f.prompts && !f.resources);
+        assert_eq!(f.uris, ["a://1", "b://2"]);
+        assert_eq!(
+            f.to_json(),
+            json!({"toolsListChanged": true, "resourceSubscriptions": ["a://1", "b://2"]})
+        );
+        assert_eq!(Filter::default().to_json(), json!({}));
+        for bad in [
+            json!({}),
+            json!({"notifications": []}),
+            json!({"notifications": {"toolsListChanged": "yes"}}),
+            json!({"notifications": {"resourceSubscriptions": "a://1"}}),
+            json!({"notifications": {"resourceSubscriptions": [1]}}),
+        ] {
+            assert!(Filter::parse(Some(&bad)).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_stream_gets_only_the_changes_it_asked_for() {
+        let f = Filter {
+            tools: true,
+            uris: vec!["a://1".into()],
+            ..Filter::default()
+        };
+        let n = |m: &str, uri: Option<&str>| match uri {
+            Some(u) => json!({"jsonrpc": "2.0", "method": m, "params": {"uri": u}}),
+            None => json!({"jsonrpc": "2.0", "method": m}),
+        };
+        assert!(f.wants(&n("notifications/tools/list_changed", None)));
+        assert!(!f.wants(&n("notifications/prompts/list_changed", None)));
+        assert!(!f.wants(&n("notifications/resources/list_changed", None)));
+        assert!(f.wants(&n("notifications/resources/updated", Some("a://1"))));
+        assert!(!f.wants(&n("notifications/resources/updated", Some("a://2"))));
+        assert!(!f.wants(&n("notifications/message", None)));
+    }
+
+    #[test]
+    fn every_frame_carries_the_subscription_id() {
+        let framed = stamped(
+            &json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "a://1", "_meta": {"k": 1}}}),
+            &json!("listen-1"),
+        );
+        let v: Value = serde_json::from_str(&framed).unwrap();
+        assert_eq!(v["params"]["_meta"][SUBSCRIPTION_ID], "listen-1");
+        assert_eq!(v["params"]["_meta"]["k"], 1);
+        assert_eq!(v["params"]["uri"], "a://1");
+        let bare: Value = serde_json::from_str(&stamped(
+            &json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
+            &json!(7),
+        ))
+        .unwrap();
+        assert_eq!(bare["params"]["_meta"][SUBSCRIPTION_ID], 7);
+    }
+}
