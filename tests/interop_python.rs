@@ -211,7 +211,7 @@ fn python_sdk_server_resource_updates_reach_the_subscribed_client_through_mcpgw(
     let Some(py) = py::python() else { return };
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
-    let (_up, port) = py::subscriptions_upstream(&py, &pki);
+    let (_up, port) = py::subscriptions_upstream(&py, &pki, "legacy");
     let gw = Gateway::start(&dir, &["--no-auth"]);
     dir.gateway_add_mtls("py", &format!("https://localhost:{port}/mcp"), &pki);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -255,12 +255,12 @@ fn python_sdk_server_resource_updates_reach_the_subscribed_client_through_mcpgw(
     });
 }
 
-/// mcpgw (HTTPS, bearer token) in front of a session-era Python SDK server with resource
+/// mcpgw (HTTPS, bearer token) in front of a Python SDK server of the era `mode` with resource
 /// subscriptions (mTLS), registered as `py`.
-fn subscriptions_bed(py: &std::path::Path) -> Bed {
+fn subscriptions_bed(py: &std::path::Path, mode: &str) -> Bed {
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
-    let (up, port) = py::subscriptions_upstream(py, &pki);
+    let (up, port) = py::subscriptions_upstream(py, &pki, mode);
     let gw = Gateway::start_tls(&dir, &pki, &[]);
     dir.gateway_add_mtls("py", &format!("https://localhost:{port}/mcp"), &pki);
     let (token, _) = dir.run_expect(&["token", "create"], 0);
@@ -278,7 +278,7 @@ fn subscriptions_bed(py: &std::path::Path) -> Bed {
 #[test]
 fn python_sdk_client_gets_the_resource_updates_it_subscribed_to_through_mcpgw() {
     let Some(py) = py::python() else { return };
-    let bed = subscriptions_bed(&py);
+    let bed = subscriptions_bed(&py, "legacy");
     let uri = "fixture://info";
     let args = ["--subscribe", uri, "--touch", "touch"];
     let out = py_client_with(
@@ -301,23 +301,43 @@ fn python_sdk_client_gets_the_resource_updates_it_subscribed_to_through_mcpgw() 
 #[test]
 fn python_sdk_client_hears_resource_updates_on_a_listen_stream_through_mcpgw() {
     let Some(py) = py::python() else { return };
-    let bed = subscriptions_bed(&py);
-    let uri = "fixture://info";
+    let bed = subscriptions_bed(&py, "legacy");
+    listen_hears_update(&py, &bed, "fixture://info");
+}
+
+/// The Python SDK client (2026-07-28) listens through `/servers/py/mcp` for `uri`, is granted
+/// it, and hears of its update.
+fn listen_hears_update(py: &std::path::Path, bed: &Bed, uri: &str) {
     let args = ["--listen", uri, "--touch", "touch"];
     let out = py_client_with(
-        &py,
-        &bed,
+        py,
+        bed,
         "/servers/py/mcp",
         "streamable-http",
         "modern",
         &args,
     );
     assert_eq!(out["protocol_version"], "2026-07-28", "{out}");
-    assert_eq!(
-        out["honored"],
-        json!({"resourceSubscriptions": [uri]}),
-        "{out}"
-    );
+    let granted = json!({"resourceSubscriptions": [uri]});
+    assert_eq!(out["honored"], granted, "{out}");
     assert_eq!(out["event"], "ResourceUpdated", "{out}");
     assert_eq!(out["updated"], uri, "{out}");
+}
+
+/// A 2026-07-28 server has no `resources/subscribe` and no stream outside a request: mcpgw
+/// holds a `subscriptions/listen` stream to it naming the URIs its clients subscribed to. The
+/// official Python SDK server behind it, the official Python SDK client in front, in both eras:
+/// a session-era client's `resources/subscribe` (its update on the client's own `GET` stream),
+/// and a 2026-07-28 client's `Client.listen`.
+#[test]
+fn python_sdk_clients_of_both_eras_hear_a_2026_07_28_servers_resource_updates_through_mcpgw() {
+    let Some(py) = py::python() else { return };
+    let bed = subscriptions_bed(&py, "modern");
+    let uri = "fixture://info";
+    let path = "/servers/py/mcp";
+    let args = ["--subscribe", uri, "--touch", "touch"];
+    let out = py_client_with(&py, &bed, path, "streamable-http", "legacy", &args);
+    assert_eq!(out["protocol_version"], "2025-11-25", "{out}");
+    assert_eq!(out["updated"], uri, "{out}");
+    listen_hears_update(&py, &bed, uri);
 }

@@ -128,7 +128,7 @@ fn typescript_sdk_client_gets_the_resource_updates_it_subscribed_to_through_mcpg
     let Some(py) = py::python() else { return };
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
-    let (_up, port) = py::subscriptions_upstream(&py, &pki);
+    let (_up, port) = py::subscriptions_upstream(&py, &pki, "legacy");
     let gw = Gateway::start_tls(&dir, &pki, &[]);
     dir.gateway_add_mtls("py", &format!("https://localhost:{port}/mcp"), &pki);
     let (token, _) = dir.run_expect(&["token", "create"], 0);

@@ -666,7 +666,7 @@ fn resource_updates_reach_the_sessions_that_subscribed_and_no_others() {
         until_unsubscribed(&http, &up.base, uri).await;
 
         // Subscriptions are announced only where their updates can be relayed: not for a
-        // 2026-07-28 upstream, which has no stream outside a request.
+        // 2026-07-28 upstream that does not serve subscriptions/listen (this fixture).
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
         for (scope, subscribe) in [("up", true), ("modern", false)] {
             let answer: Value = http
@@ -680,7 +680,7 @@ fn resource_updates_reach_the_sessions_that_subscribed_and_no_others() {
                 .await
                 .unwrap();
             let caps = &answer["result"]["capabilities"];
-            assert_eq!(caps["resources"]["subscribe"], subscribe, "{scope}: {caps}");
+            assert_eq!(caps["resources"]["subscribe"] == true, subscribe, "{scope}: {caps}");
         }
     });
 }

@@ -151,8 +151,14 @@ async fn answer(state: &AppState, peer: &PeerCn, msg: &Value) -> Option<Value> {
             json!({"protocolVersion": params.get("protocolVersion").and_then(Value::as_str).unwrap_or("2025-11-25"),
                    "capabilities": caps, "serverInfo": {"name": state.name, "version": "1"}})
         }
-        "server/discover" => json!({"supportedVersions": ["2025-11-25", "2026-07-28"],
-                                    "capabilities": capabilities(), "serverInfo": {"name": state.name, "version": "1"}}),
+        "server/discover" => {
+            // On 2026-07-28, `subscribe` means "served by subscriptions/listen", which this
+            // fixture does not serve.
+            let mut caps = capabilities();
+            caps["resources"] = json!({});
+            json!({"supportedVersions": ["2025-11-25", "2026-07-28"],
+                   "capabilities": caps, "serverInfo": {"name": state.name, "version": "1"}})
+        }
         "logging/setLevel" | "resources/subscribe" | "resources/unsubscribe" => json!({}),
         "completion/complete" => json!({"completion": {"values": [], "hasMore": false}}),
         "resources/list" => json!({"resources": conformance::resources()}),

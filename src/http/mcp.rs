@@ -613,7 +613,8 @@ pub fn prune_subscriptions(state: &AppState) {
                 // Someone may have subscribed again meanwhile; one who is subscribing now
                 // waits for this change to be done.
                 let _change = up.subscription_change().await;
-                if !up.subscribers(&uri).is_empty() {
+                // A 2026-07-28 upstream's listen stream already follows the table.
+                if !up.subscribers(&uri).is_empty() || up.subscribes_by_listening() {
                     return;
                 }
                 let params = serde_json::json!({ "uri": uri });

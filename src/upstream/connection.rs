@@ -108,8 +108,16 @@ pub struct Connection {
     sink: MessageSink,
     /// The stateless era's `_meta` envelope, built at the first forwarded call.
     envelope: std::sync::OnceLock<Envelope>,
-    /// Ends the standing `GET` stream (if one was opened) with the connection.
-    listening: std::sync::OnceLock<tokio_util::sync::DropGuard>,
+    /// The standing stream (if one was opened), which ends with the connection.
+    listening: std::sync::OnceLock<Listening>,
+}
+
+/// A standing stream of what the upstream sends outside any request.
+struct Listening {
+    /// Ends it.
+    _stop: tokio_util::sync::DropGuard,
+    /// On 2026-07-28, the resource URIs its `subscriptions/listen` asks for.
+    uris: Option<tokio::sync::watch::Sender<Vec<String>>>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -188,22 +196,60 @@ impl Connection {
         }
     }
 
-    /// Whether what the upstream sends outside any request can reach mcpgw ([`Self::listen`]).
-    pub fn relays_updates(&self) -> bool {
-        !matches!(
-            (&self.wire, &self.era),
-            (Wire::Http { .. }, Era::Stateless { .. })
-        )
-    }
-
-    /// Make sure what the upstream sends outside any request (resource updates) reaches the
-    /// connection's sink: a legacy SSE upstream sends it on the stream that is already open;
-    /// a session-era Streamable-HTTP upstream on a standing `GET` stream, opened here once.
-    /// `false` for a 2026-07-28 upstream, whose sessionless era has no such stream.
+    /// Make sure what the upstream sends outside any request (list changes, resource updates)
+    /// reaches the connection's sink: a legacy SSE upstream sends it on the stream that is
+    /// already open; a session-era Streamable-HTTP upstream on a standing `GET` stream, a
+    /// 2026-07-28 one on a `subscriptions/listen` stream, opened here once. Whether resource
+    /// updates can come (a 2026-07-28 upstream must announce `resources.subscribe`).
     pub fn listen(&self) -> bool {
         match (&self.wire, &self.era) {
             (Wire::Sse(_), _) => true,
-            (Wire::Http { .. }, Era::Stateless { .. }) => false,
+            (Wire::Http { target, headers }, Era::Stateless { version }) => {
+                let subscribe =
+                    self.capabilities.pointer("/resources/subscribe") == Some(&Value::Bool(true));
+                let mut notifications = Map::new();
+                for (kind, key) in [
+                    ("tools", "toolsListChanged"),
+                    ("prompts", "promptsListChanged"),
+                    ("resources", "resourcesListChanged"),
+                ] {
+                    if self.capabilities.pointer(&format!("/{kind}/listChanged"))
+                        == Some(&Value::Bool(true))
+                    {
+                        notifications.insert(key.into(), Value::Bool(true));
+                    }
+                }
+                if !subscribe && notifications.is_empty() {
+                    return false;
+                }
+                self.listening.get_or_init(|| {
+                    let stop = tokio_util::sync::CancellationToken::new();
+                    let (uris, wanted) = tokio::sync::watch::channel(Vec::new());
+                    let ask = streamable::ListenAsk {
+                        notifications,
+                        meta: json!({
+                            META_PROTOCOL_VERSION: version,
+                            META_CLIENT_CAPABILITIES: {},
+                            META_CLIENT_INFO: client_info(),
+                        }),
+                        extra: routing_headers(version, "subscriptions/listen", None),
+                    };
+                    tokio::spawn(streamable::listen_modern(
+                        self.client.clone(),
+                        target.clone(),
+                        headers.clone(),
+                        ask,
+                        wanted,
+                        self.sink.clone(),
+                        stop.clone(),
+                    ));
+                    Listening {
+                        _stop: stop.drop_guard(),
+                        uris: Some(uris),
+                    }
+                });
+                subscribe
+            }
             (Wire::Http { target, headers }, Era::Session { .. }) => {
                 self.listening.get_or_init(|| {
                     let stop = tokio_util::sync::CancellationToken::new();
@@ -214,10 +260,38 @@ impl Connection {
                         self.sink.clone(),
                         stop.clone(),
                     ));
-                    stop.drop_guard()
+                    Listening {
+                        _stop: stop.drop_guard(),
+                        uris: None,
+                    }
                 });
                 true
             }
+        }
+    }
+
+    /// Whether resource subscriptions are made by listening (2026-07-28, [`Self::listen_for`])
+    /// rather than by `resources/subscribe` requests.
+    pub fn subscribes_by_listening(&self) -> bool {
+        matches!(
+            (&self.wire, &self.era),
+            (Wire::Http { .. }, Era::Stateless { .. })
+        )
+    }
+
+    /// On 2026-07-28, the resource URIs the `subscriptions/listen` stream must ask for (opened
+    /// by [`Self::listen`]); the stream is replaced when they change.
+    pub fn listen_for(&self, mut uris: Vec<String>) {
+        uris.sort();
+        if let Some(Listening {
+            uris: Some(wanted), ..
+        }) = self.listening.get()
+        {
+            wanted.send_if_modified(|now| {
+                let changed = *now != uris;
+                *now = std::mem::take(&mut uris);
+                changed
+            });
         }
     }
 

@@ -200,7 +200,34 @@ impl Upstream {
             .entry(uri.to_owned())
             .or_default()
             .insert(session);
-        self.conn.load().as_ref().is_some_and(|conn| conn.listen())
+        let relayed = self.relays_updates();
+        self.sync_listened();
+        relayed
+    }
+
+    /// Whether subscriptions to this upstream are made by listening (2026-07-28: no
+    /// `resources/subscribe`; the gateway's `subscriptions/listen` stream names the URIs).
+    pub fn subscribes_by_listening(&self) -> bool {
+        self.conn
+            .load()
+            .as_ref()
+            .is_some_and(|conn| conn.subscribes_by_listening())
+    }
+
+    /// On 2026-07-28, tell the connection's listen stream which URIs are subscribed now.
+    fn sync_listened(&self) {
+        let conn = self.conn.load();
+        let Some(conn) = conn.as_ref().filter(|c| c.subscribes_by_listening()) else {
+            return;
+        };
+        let uris = self
+            .subscriptions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        conn.listen_for(uris);
     }
 
     /// Whether this upstream can send resource updates outside a request (see
@@ -219,6 +246,8 @@ impl Upstream {
         sessions.remove(session);
         if sessions.is_empty() {
             subscriptions.remove(uri);
+            drop(subscriptions);
+            self.sync_listened();
             return false;
         }
         true
@@ -236,6 +265,10 @@ impl Upstream {
             }
             !sessions.is_empty()
         });
+        drop(subscriptions);
+        if !emptied.is_empty() {
+            self.sync_listened();
+        }
         emptied
     }
 
@@ -259,20 +292,13 @@ impl Upstream {
         self.reg.load_full()
     }
 
-    /// The capabilities the upstream announced (null before the first connection), but for
-    /// resource subscriptions where mcpgw cannot relay their updates (a 2026-07-28 upstream).
+    /// The capabilities the upstream announced (null before the first connection). Resource
+    /// updates are relayed on every transport and era ([`Connection::listen`]), so
+    /// `resources.subscribe` is passed on as it came.
     pub fn capabilities(&self) -> Value {
         let conn = self.conn.load();
-        let Some(conn) = conn.as_ref() else {
-            return Value::Null;
-        };
-        let mut caps = conn.capabilities.clone();
-        if !conn.relays_updates()
-            && let Some(subscribe) = caps.pointer_mut("/resources/subscribe")
-        {
-            *subscribe = Value::Bool(false);
-        }
-        caps
+        conn.as_ref()
+            .map_or(Value::Null, |conn| conn.capabilities.clone())
     }
 
     /// Current catalog.
@@ -416,7 +442,9 @@ impl Upstream {
         if announces {
             conn.listen();
         }
-        if !uris.is_empty() && conn.listen() {
+        if !uris.is_empty() && conn.listen() && conn.subscribes_by_listening() {
+            conn.listen_for(uris);
+        } else if !uris.is_empty() && conn.listen() {
             for uri in uris {
                 let params = Some(json!({"uri": uri}));
                 if let Err(err) = conn

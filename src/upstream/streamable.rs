@@ -404,15 +404,12 @@ pub async fn listen(
     }
 }
 
-/// One `GET` stream, read to its end; `opened` is set once a stream was open, `last_id` to
-/// each event's id as it comes.
-async fn listen_once(
+/// Send the request of a standing stream: its body when the answer is an event stream, else
+/// why there is none (405 or not an event stream: not offered; another 4xx: refused).
+async fn open_stream(
     client: &UpstreamClient,
     request: &[u8],
-    on_message: &(dyn Fn(Value) + Send + Sync),
-    opened: &mut bool,
-    last_id: &mut Option<HeaderValue>,
-) -> Result<Listened, UpstreamError> {
+) -> Result<Result<Driven, Listened>, UpstreamError> {
     let response = client
         .pool
         .send(request)
@@ -422,8 +419,8 @@ async fn listen_once(
         })?;
     let (parts, body) = response.into_parts();
     match parts.status {
-        StatusCode::METHOD_NOT_ALLOWED => return Ok(Listened::Unsupported),
-        status if status.is_client_error() => return Ok(Listened::Refused(status)),
+        StatusCode::METHOD_NOT_ALLOWED => return Ok(Err(Listened::Unsupported)),
+        status if status.is_client_error() => return Ok(Err(Listened::Refused(status))),
         status if !status.is_success() => {
             return Err(UpstreamError::Status {
                 status: status.as_u16(),
@@ -437,9 +434,27 @@ async fn listen_once(
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.to_ascii_lowercase().starts_with("text/event-stream"));
-    if !event_stream {
-        return Ok(Listened::Unsupported);
-    }
+    // A JSON answer (an error, or an immediate end) is not a stream.
+    Ok(if event_stream {
+        Ok(body)
+    } else {
+        Err(Listened::Unsupported)
+    })
+}
+
+/// One `GET` stream, read to its end; `opened` is set once a stream was open, `last_id` to
+/// each event's id as it comes.
+async fn listen_once(
+    client: &UpstreamClient,
+    request: &[u8],
+    on_message: &(dyn Fn(Value) + Send + Sync),
+    opened: &mut bool,
+    last_id: &mut Option<HeaderValue>,
+) -> Result<Listened, UpstreamError> {
+    let body = match open_stream(client, request).await? {
+        Ok(body) => body,
+        Err(refused) => return Ok(refused),
+    };
     *opened = true;
     // Bounded per event, not in all: the stream is meant to stay open.
     let mut events = events(body);
@@ -458,6 +473,202 @@ async fn listen_once(
             Err(_) => {
                 tracing::debug!(url = %client.url, "an event's data on the GET stream is not JSON")
             }
+        }
+    }
+    Ok(Listened::Ended)
+}
+
+/// What a 2026-07-28 `subscriptions/listen` to an upstream asks for, but for the URIs.
+#[derive(Debug)]
+pub struct ListenAsk {
+    /// The list-change flags of the filter (what the upstream announced).
+    pub notifications: serde_json::Map<String, Value>,
+    /// The request's `_meta` envelope.
+    pub meta: Value,
+    /// Its routing headers.
+    pub extra: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// The `subscriptions/listen` stream of a 2026-07-28 upstream: what it sends on it (list
+/// changes, updates of the URIs in `uris`) goes to `on_message` without the stream's
+/// `_meta` stamp, until `stop`. When `uris` change, a stream asking for the new set is opened,
+/// and the one it replaces is closed only once the new one is acknowledged (or fails), so that
+/// no update falls between the two. A stream that ends or breaks is opened again with a
+/// backoff (1 s doubling to 30 s); one refused before it was ever acknowledged (the upstream
+/// does not serve it after all) is asked again only when the URIs change.
+pub async fn listen_modern(
+    client: UpstreamClient,
+    target: http::Uri,
+    headers: HeaderMap,
+    ask: ListenAsk,
+    mut uris: tokio::sync::watch::Receiver<Vec<String>>,
+    on_message: super::connection::MessageSink,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let mut failures = 0u32;
+    let mut n = 0u64;
+    // The stream being replaced, kept until its successor is acknowledged.
+    let mut previous: Option<tokio_util::sync::CancellationToken> = None;
+    let mut ever_acknowledged = false;
+    loop {
+        n += 1;
+        let mut filter = ask.notifications.clone();
+        let wanted = uris.borrow_and_update().clone();
+        if !wanted.is_empty() {
+            filter.insert("resourceSubscriptions".into(), serde_json::json!(wanted));
+        }
+        let body = serde_json::json!({
+            "jsonrpc": "2.0", "id": format!("mcpgw-listen-{n}"), "method": "subscriptions/listen",
+            "params": {"notifications": filter, "_meta": ask.meta},
+        })
+        .to_string();
+        let length = body.len().to_string();
+        let own: [(&[u8], &[u8]); 4] = [
+            (b"accept", b"application/json, text/event-stream"),
+            (b"content-type", b"application/json"),
+            (b"content-length", length.as_bytes()),
+            (b"user-agent", AGENT.as_bytes()),
+        ];
+        let authority = client.pool.authority();
+        let request = write_request(
+            "POST",
+            &target,
+            authority,
+            &headers,
+            &ask.extra,
+            &own,
+            body.as_bytes(),
+        );
+        let this = stop.child_token();
+        let (acked_tx, mut acked) = tokio::sync::oneshot::channel();
+        let mut stream = tokio::spawn({
+            let (client, on_message, this) = (client.clone(), on_message.clone(), this.clone());
+            async move {
+                tokio::select! {
+                    () = this.cancelled() => Ok(Listened::Ended),
+                    listened = listen_modern_once(&client, &request, &*on_message, acked_tx) => listened,
+                }
+            }
+        });
+        let mut acknowledged = false;
+        let next = loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                ack = &mut acked, if !acknowledged => {
+                    acknowledged = true;
+                    if ack.is_ok() {
+                        failures = 0;
+                        ever_acknowledged = true;
+                        if let Some(old) = previous.take() {
+                            old.cancel();
+                        }
+                    }
+                }
+                changed = uris.changed() => {
+                    if changed.is_err() {
+                        // The connection is gone.
+                        this.cancel();
+                        return;
+                    }
+                    // An unacknowledged stream is no use to keep; an acknowledged one is kept
+                    // until the next is.
+                    if acknowledged {
+                        if let Some(old) = previous.replace(this) {
+                            old.cancel();
+                        }
+                    } else {
+                        this.cancel();
+                    }
+                    break Next::Now;
+                }
+                listened = &mut stream => {
+                    if let Some(old) = previous.take() {
+                        old.cancel();
+                    }
+                    match listened {
+                        Ok(Ok(Listened::Ended)) if acknowledged => failures = 0,
+                        Ok(Ok(refused @ (Listened::Unsupported | Listened::Refused(_))))
+                            if !ever_acknowledged =>
+                        {
+                            tracing::debug!(url = %client.url, outcome = ?refused, "the upstream does not serve subscriptions/listen");
+                            break Next::OnChange;
+                        }
+                        Ok(Ok(other)) => {
+                            failures = failures.saturating_add(1);
+                            tracing::debug!(url = %client.url, outcome = ?other, "the upstream's listen stream ended");
+                        }
+                        Ok(Err(err)) => {
+                            failures = failures.saturating_add(1);
+                            tracing::debug!(url = %client.url, error = %err, "the upstream's listen stream broke");
+                        }
+                        Err(_) => return,
+                    }
+                    break Next::After(
+                        Duration::from_secs(1)
+                            .saturating_mul(1 << failures.min(5))
+                            .min(Duration::from_secs(30)),
+                    );
+                }
+            }
+        };
+        match next {
+            Next::Now => {}
+            Next::After(pause) => tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(pause) => {}
+            },
+            Next::OnChange => tokio::select! {
+                () = stop.cancelled() => return,
+                changed = uris.changed() => if changed.is_err() { return },
+            },
+        }
+    }
+}
+
+/// When [`listen_modern`] opens its next stream.
+enum Next {
+    Now,
+    After(Duration),
+    OnChange,
+}
+
+/// One `subscriptions/listen` stream, read to its end: its acknowledgement goes to `acked`,
+/// the rest to `on_message`.
+async fn listen_modern_once(
+    client: &UpstreamClient,
+    request: &[u8],
+    on_message: &(dyn Fn(Value) + Send + Sync),
+    acked: tokio::sync::oneshot::Sender<()>,
+) -> Result<Listened, UpstreamError> {
+    let body = match open_stream(client, request).await? {
+        Ok(body) => body,
+        Err(refused) => return Ok(refused),
+    };
+    let mut acked = Some(acked);
+    let mut events = events(body);
+    while let Some(event) = events.next().await {
+        let event = event?;
+        if event.data.is_empty() {
+            continue;
+        }
+        let Ok(mut message) = serde_json::from_str::<Value>(&event.data) else {
+            tracing::debug!(url = %client.url, "an event's data on the listen stream is not JSON");
+            continue;
+        };
+        match crate::jsonrpc::method(&message) {
+            Some("notifications/subscriptions/acknowledged") => {
+                if let Some(acked) = acked.take() {
+                    let _ = acked.send(());
+                }
+            }
+            Some(_) => {
+                if let Some(params) = message.get_mut("params") {
+                    super::connection::strip_envelope(params);
+                }
+                on_message(message);
+            }
+            // The request's answer: the stream's end (a result), or its refusal.
+            None => break,
         }
     }
     Ok(Listened::Ended)

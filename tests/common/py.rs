@@ -156,15 +156,17 @@ impl Drop for PyUpstream {
     }
 }
 
-/// A session-era Python SDK server (mTLS) serving resource subscriptions (its tool `touch(uri)`
-/// sends `notifications/resources/updated` outside any request), and its port.
-pub fn subscriptions_upstream(py: &Path, pki: &super::Pki) -> (PyUpstream, u16) {
+/// A Python SDK server (mTLS) of the era `mode` ("legacy" or "modern") serving resource
+/// subscriptions (its tool `touch(uri)` sends `notifications/resources/updated` outside any
+/// request: on a session's standalone `GET` stream, and on `subscriptions/listen` streams),
+/// and its port.
+pub fn subscriptions_upstream(py: &Path, pki: &super::Pki, mode: &str) -> (PyUpstream, u16) {
     let port = free_port();
     let extra = [
         "--transport",
         "streamable-http",
         "--mode",
-        "legacy",
+        mode,
         "--subscriptions",
     ];
     (PyUpstream::with_pki(py, port, pki, &extra), port)

@@ -189,6 +189,11 @@ pub(super) async fn route_uri(
                 }
                 _ => None,
             };
+            // A 2026-07-28 upstream has no resources/subscribe: its URIs are named by the
+            // gateway's listen stream, which follows the table.
+            if _change.is_some() && up.subscribes_by_listening() {
+                return subscribe_by_listening(&up, id, method, &uri);
+            }
             // One upstream session carries every client's subscriptions: the upstream is told
             // to stop only when the last subscriber of the URI leaves.
             if method == "resources/unsubscribe"
@@ -216,6 +221,26 @@ pub(super) async fn route_uri(
             format!("no online upstream offers resource '{uri}'"),
         ),
     }
+}
+
+/// `resources/subscribe` or `resources/unsubscribe` of `uri` on a 2026-07-28 upstream, answered
+/// here: the table changes and the listen stream follows it. An upstream that does not serve
+/// `subscriptions/listen` takes the subscription as a session-era upstream that never sends
+/// an update would (`subscribe` is not announced for it).
+fn subscribe_by_listening(up: &Upstream, id: Value, method: &str, uri: &str) -> Value {
+    let Some(session) = current_session() else {
+        return jsonrpc::error(
+            id,
+            code::INVALID_REQUEST,
+            "resource subscriptions need a session (on 2026-07-28, use subscriptions/listen)",
+        );
+    };
+    if method == "resources/unsubscribe" {
+        up.unsubscribe(uri, &session);
+    } else if !up.subscribe(uri, session) {
+        tracing::debug!(upstream = %up.name(), %uri, "subscribed, but this upstream does not serve subscriptions/listen");
+    }
+    jsonrpc::result(id, Value::Object(Map::new()))
 }
 
 /// Remember which session subscribed to `uri` on `up`, once the upstream accepted, so that its
