@@ -341,3 +341,61 @@ fn python_sdk_clients_of_both_eras_hear_a_2026_07_28_servers_resource_updates_th
     assert_eq!(out["updated"], uri, "{out}");
     listen_hears_update(&py, &bed, uri);
 }
+
+/// A 2026-07-28 server's own list change (a tool added outside any listing, told on the
+/// gateway's `subscriptions/listen` stream to it) reaches the gateway's catalog, and a
+/// 2026-07-28 client listening to the gateway for tool changes hears of it.
+#[test]
+fn a_2026_07_28_servers_tool_list_change_reaches_the_catalog_and_the_gateways_listeners() {
+    use common::clients::{self, EventReader, Streamable};
+    use std::time::Duration;
+    let Some(py) = py::python() else { return };
+    let bed = subscriptions_bed(&py, "modern");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let base = format!("https://localhost:{}", bed.gw.addr.port());
+    let http = clients::http(Some(&bed.dir.join("pki/ca.crt")));
+    let wait = Duration::from_secs(10);
+    rt.block_on(async {
+        let listen = json!({"jsonrpc": "2.0", "id": "L", "method": "subscriptions/listen", "params": {
+            "notifications": {"toolsListChanged": true},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
+        }});
+        let resp = http
+            .post(format!("{base}/mcp"))
+            .bearer_auth(&bed.token)
+            .header("accept", "application/json, text/event-stream")
+            .header("mcp-protocol-version", "2026-07-28")
+            .header("mcp-method", "subscriptions/listen")
+            .timeout(Duration::from_secs(60))
+            .json(&listen)
+            .send()
+            .await
+            .unwrap();
+        let mut events = EventReader::new(resp);
+        let ack = events.next(wait).await.expect("an acknowledgement");
+        assert_eq!(ack["method"], "notifications/subscriptions/acknowledged", "{ack}");
+
+        let session = Streamable::open(http.clone(), &format!("{base}/mcp"), Some(&bed.token))
+            .await
+            .unwrap();
+        let grow = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "py__grow", "arguments": {}}});
+        let answer = session.request(&grow).await.unwrap();
+        assert_eq!(clients::text(&answer), "grown", "{answer}");
+        let note = events.next_of("notifications/tools/list_changed", wait).await;
+        assert!(note.is_some(), "the listener must hear of the change");
+        let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"});
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            let tools = session.request(&list).await.unwrap();
+            let names: Vec<Value> = tools["result"]["tools"].as_array().unwrap().iter().map(|t| t["name"].clone()).collect();
+            if names.contains(&json!("py__extra")) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the new tool must be listed: {names:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+}
