@@ -872,6 +872,20 @@ fn every_mcp_endpoint_serves_the_sessions_get_stream() {
 /// The subscribe waits for the unsubscribe, and the upstream ends subscribed.
 #[test]
 fn a_subscribe_racing_the_last_unsubscribe_is_not_undone_by_it() {
+    subscribe_racing_the_last_subscriber(false);
+}
+
+/// The same race with the last subscriber's session ending (the gateway's clean-up
+/// unsubscribes for it).
+#[test]
+fn a_subscribe_racing_the_clean_up_of_an_ended_session_is_not_undone_by_it() {
+    subscribe_racing_the_last_subscriber(true);
+}
+
+/// Session a, the only subscriber of a URI, leaves (unsubscribes, or its session ends); the
+/// upstream takes 600 ms over the unsubscribe; session b subscribes 150 ms in. The upstream must
+/// end subscribed.
+fn subscribe_racing_the_last_subscriber(session_ends: bool) {
     let dir = Dir::new();
     let up = Upstream::start(&["--session-only", "--slow-unsubscribe-ms", "600"]);
     let gw = Gateway::start(&dir, &["--no-auth"]);
@@ -889,12 +903,21 @@ fn a_subscribe_racing_the_last_unsubscribe_is_not_undone_by_it() {
         ok(a.request(&subscribe).await.unwrap());
         assert_eq!(touch(&http, &up.base, uri).await["subscribed"], 1);
         let leaving = tokio::spawn({
-            let a = a.clone();
-            async move { a.request(&unsubscribe).await.unwrap() }
+            let (a, http, url) = (a.clone(), http.clone(), url.clone());
+            async move {
+                if !session_ends {
+                    return a.request(&unsubscribe).await.unwrap();
+                }
+                let ended = http.delete(&url).header("mcp-session-id", &a.session).send();
+                assert_eq!(ended.await.unwrap().status().as_u16(), 204);
+                json!({"result": {}})
+            }
         });
         tokio::time::sleep(Duration::from_millis(150)).await;
         ok(b.request(&subscribe).await.unwrap());
         ok(leaving.await.unwrap());
+        // The clean-up runs in the background: past its slow unsubscribe, whatever the order.
+        tokio::time::sleep(Duration::from_millis(800)).await;
         let told = touch(&http, &up.base, uri).await;
         assert_eq!(told["subscribed"], 1, "a's unsubscribe undid b's subscribe: {told}");
     });
