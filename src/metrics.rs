@@ -325,7 +325,7 @@ impl Metrics {
     fn render_sessions(&self, out: &mut Encoder) {
         out.family(
             "mcpgw_sessions_open",
-            "Open downstream MCP sessions, by transport.",
+            "Open downstream MCP sessions, by transport (subscriptions-listen: open 2026-07-28 subscriptions/listen streams).",
             "gauge",
         );
         let sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());

@@ -1009,6 +1009,10 @@ fn a_2026_07_28_client_hears_list_changes_and_resource_updates_on_its_listen_str
         let ack = acknowledged(&mut c).await;
         assert_eq!(ack["params"]["notifications"], json!({"promptsListChanged": true}), "{ack}");
 
+        let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+        let gauge = "mcpgw_sessions_open{transport=\"subscriptions-listen\"} 3";
+        assert!(metrics.contains(gauge), "{metrics}");
+
         touch_until_sent(&http, &up.base, uri, false).await;
         let note = a.next_of(updated, wait).await.expect("a subscribed to the resource");
         assert_eq!(note["params"]["uri"], uri, "{note}");

@@ -22,6 +22,10 @@ pub async fn scrape(State(state): State<Arc<AppState>>) -> Response {
         "websocket",
         state.ws_open.load(std::sync::atomic::Ordering::Relaxed),
     );
+    // A 2026-07-28 client has no session; its open listen streams are what it holds.
+    state
+        .metrics
+        .sessions_gauge("subscriptions-listen", state.listens.len());
     let snapshot = Snapshot {
         serving_not_after: state
             .serving
