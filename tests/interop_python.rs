@@ -308,15 +308,13 @@ fn python_sdk_client_hears_resource_updates_on_a_listen_stream_through_mcpgw() {
 /// The Python SDK client (2026-07-28) listens through `/servers/py/mcp` for `uri`, is granted
 /// it, and hears of its update.
 fn listen_hears_update(py: &std::path::Path, bed: &Bed, uri: &str) {
+    listen_hears_update_on(py, bed, uri, "/servers/py/mcp", "streamable-http");
+}
+
+/// [`listen_hears_update`] on `path` over `transport`.
+fn listen_hears_update_on(py: &std::path::Path, bed: &Bed, uri: &str, path: &str, transport: &str) {
     let args = ["--listen", uri, "--touch", "touch"];
-    let out = py_client_with(
-        py,
-        bed,
-        "/servers/py/mcp",
-        "streamable-http",
-        "modern",
-        &args,
-    );
+    let out = py_client_with(py, bed, path, transport, "modern", &args);
     assert_eq!(out["protocol_version"], "2026-07-28", "{out}");
     let granted = json!({"resourceSubscriptions": [uri]});
     assert_eq!(out["honored"], granted, "{out}");
@@ -398,4 +396,14 @@ fn a_2026_07_28_servers_tool_list_change_reaches_the_catalog_and_the_gateways_li
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     });
+}
+
+/// `subscriptions/listen` over legacy SSE: the official Python SDK client in 2026-07-28 mode on
+/// `/servers/py/sse` (the envelope in each message, no headers) listens for a resource of a
+/// session-era server behind mcpgw; the acknowledgement and the update come on its SSE stream.
+#[test]
+fn python_sdk_client_listens_over_legacy_sse_through_mcpgw() {
+    let Some(py) = py::python() else { return };
+    let bed = subscriptions_bed(&py, "legacy");
+    listen_hears_update_on(&py, &bed, "fixture://info", "/servers/py/sse", "sse");
 }

@@ -1047,3 +1047,80 @@ fn a_2026_07_28_client_hears_list_changes_and_resource_updates_on_its_listen_str
         assert_eq!(end["result"]["_meta"][SUBSCRIPTION_ID], "L3", "{end}");
     });
 }
+
+/// `subscriptions/listen` on a WebSocket connection (2026-07-28 envelope, no headers): the
+/// acknowledgement and the frames come on the socket; a `notifications/cancelled` of the listen
+/// request ends that stream (its upstream subscription released, the socket kept), and so does
+/// the socket's end.
+#[test]
+fn a_listen_stream_on_a_websocket_ends_with_its_cancellation_or_its_socket() {
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let up = Upstream::start(&["--session-only"]);
+    let gw = Gateway::start_tls(&dir, &pki, &["--no-auth", "--health-interval", "3600"]);
+    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = clients::http(Some(&pki.file("ca.crt")));
+    let (uri, wait) = ("test://watched-resource", Duration::from_secs(10));
+    let listen = |id: &str| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen", "params": {
+            "notifications": {"toolsListChanged": true, "resourceSubscriptions": [uri]},
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
+        }})
+    };
+    let held = |http: reqwest::Client| {
+        let url = format!("{}/stats", up.base);
+        async move { json_of(http.get(url)).await["subscribed"].clone() }
+    };
+    let acked = "notifications/subscriptions/acknowledged";
+    rt.block_on(async {
+        let mut ws = WsSession::open(gw.addr, &pki.file("ca.crt"), None).await.unwrap();
+        ws.send(&listen("W1")).await.unwrap();
+        let ack = ws.next_of(acked, wait).await.expect("an acknowledgement");
+        assert_eq!(ack["method"], "notifications/subscriptions/acknowledged", "{ack}");
+        assert_eq!(ack["params"]["_meta"][SUBSCRIPTION_ID], "W1", "{ack}");
+        let granted = json!({"toolsListChanged": true, "resourceSubscriptions": [uri]});
+        assert_eq!(ack["params"]["notifications"], granted, "{ack}");
+
+        touch_until_sent(&http, &up.base, uri, false).await;
+        let note = ws.next_of("notifications/resources/updated", wait).await.expect("an update");
+        assert_eq!(note["params"]["_meta"][SUBSCRIPTION_ID], "W1", "{note}");
+        let other = Upstream::start(&[]);
+        dir.run_expect(&["gateway", "add", "other", &format!("{}/mcp", other.base)], 0);
+        let note = ws.next_of("notifications/tools/list_changed", wait).await.expect("a list change");
+        assert_eq!(note["params"]["_meta"][SUBSCRIPTION_ID], "W1", "{note}");
+        // (Both upstreams offer the URI: the next subscription must find it on `up` alone.)
+        dir.run_expect(&["gateway", "remove", "other"], 0);
+
+        // Cancelled: released upstream, and the socket still answers.
+        let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "W1"}});
+        ws.send(&cancel).await.unwrap();
+        let deadline = std::time::Instant::now() + wait;
+        while held(http.clone()).await != 0 {
+            assert!(std::time::Instant::now() < deadline, "the cancelled stream's subscription is still held");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let ping = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list", "params": {"_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+        }}});
+        ws.send(&ping).await.unwrap();
+        let answer = ws.next_where(|m| m["id"] == 9, wait).await.expect("an answer");
+        assert!(answer.get("result").is_some(), "{answer}");
+
+        // Listening again, then the socket goes: released too.
+        ws.send(&listen("W2")).await.unwrap();
+        let ack = ws.next_of(acked, wait).await.expect("an acknowledgement");
+        assert_eq!(ack["params"]["_meta"][SUBSCRIPTION_ID], "W2", "{ack}");
+        assert_eq!(held(http.clone()).await, 1, "{ack}");
+        drop(ws);
+        let deadline = std::time::Instant::now() + wait;
+        while held(http.clone()).await != 0 {
+            assert!(std::time::Instant::now() < deadline, "the closed socket's subscription is still held");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}

@@ -143,7 +143,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                         "jsonrpc": "2.0", "method": format!("notifications/{kind}/list_changed")
                     });
                     state.sessions.broadcast(&change);
-                    state.listens.broadcast(&change);
+                    state.listens.broadcast(&state, &change);
                 }
             }
         });

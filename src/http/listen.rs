@@ -122,7 +122,16 @@ struct Listener {
     filter: Filter,
     /// The listen request's id, stamped on every frame.
     id: Value,
-    out: mpsc::Sender<Arc<str>>,
+    out: Out,
+}
+
+/// Where a stream's frames go.
+#[derive(Debug, Clone)]
+enum Out {
+    /// The response of a POST: its own queue.
+    Stream(mpsc::Sender<Arc<str>>),
+    /// A connection-bound session (SSE, WebSocket), by its key: the connection's own queue.
+    Connection(Arc<str>),
 }
 
 /// The open listen streams, by key.
@@ -155,7 +164,7 @@ impl Listeners {
 
     /// Offer a notification to the stream `key` names, if its filter takes it: `false` when
     /// the stream is gone.
-    pub fn notify(&self, key: &str, msg: &Value) -> bool {
+    pub fn notify(&self, state: &AppState, key: &str, msg: &Value) -> bool {
         let open = self.lock();
         let Some(listener) = open.get(key) else {
             return false;
@@ -163,20 +172,19 @@ impl Listeners {
         if !listener.filter.wants(msg) {
             return true;
         }
-        let frame = stamped(msg, &listener.id);
-        let out = listener.out.clone();
+        let (frame, out) = (stamped(msg, &listener.id), listener.out.clone());
         drop(open);
-        offer(&out, frame, key) || self.end(key)
+        deliver(state, &out, &frame, key) || self.end(key)
     }
 
-    /// Drop the stream `key` from the table (its queue closes once drained): `false`.
+    /// Drop the stream `key` from the table (a POST's queue closes once drained): `false`.
     fn end(&self, key: &str) -> bool {
         self.lock().remove(key);
         false
     }
 
     /// Offer a notification to every open stream whose filter takes it (list changes).
-    pub fn broadcast(&self, msg: &Value) {
+    pub fn broadcast(&self, state: &AppState, msg: &Value) {
         let takers: Vec<_> = self
             .lock()
             .iter()
@@ -184,29 +192,49 @@ impl Listeners {
             .map(|(k, l)| (k.clone(), l.out.clone(), stamped(msg, &l.id)))
             .collect();
         for (key, out, frame) in takers {
-            if !offer(&out, frame, &key) {
+            if !deliver(state, &out, &frame, &key) {
                 self.end(&key);
             }
         }
     }
-}
 
-/// Whether the frame was queued. A full queue ends the stream (the caller drops its sender
-/// from the table, so the stream sees the queue close once it drains): better than a stream
-/// that silently misses changes.
-fn offer(out: &mpsc::Sender<Arc<str>>, frame: Arc<str>, key: &str) -> bool {
-    match out.try_send(frame) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            tracing::warn!(subscription = %key, "the client is not reading its listen stream; ending it");
-            false
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
+    /// Drop the streams of connections that `open` says are gone.
+    pub fn retain_connected(&self, open: impl Fn(&str) -> bool) {
+        self.lock().retain(|_, l| match &l.out {
+            Out::Stream(_) => true,
+            Out::Connection(conn) => open(conn),
+        });
+    }
+
+    /// The client of connection `conn` cancelled its listen request `id`: its stream ends.
+    /// Whether there was one.
+    pub fn cancel(&self, conn: &str, id: &Value) -> bool {
+        let mut open = self.lock();
+        let before = open.len();
+        open.retain(|_, l| !matches!(&l.out, Out::Connection(c) if &**c == conn) || l.id != *id);
+        before != open.len()
     }
 }
 
-/// `msg` with `_meta[subscriptionId]` set to `id`, as the text of one event.
-fn stamped(msg: &Value, id: &Value) -> Arc<str> {
+/// Hand a frame to a stream's queue: whether it was taken. A full queue ends the stream (the
+/// caller drops it from the table, so a POST's stream sees its queue close once drained):
+/// better than a stream that silently misses changes.
+fn deliver(state: &AppState, out: &Out, frame: &Value, key: &str) -> bool {
+    match out {
+        Out::Connection(conn) => mcp::notify_session(state, conn, frame),
+        Out::Stream(queue) => match queue.try_send(Arc::from(frame.to_string())) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(subscription = %key, "the client is not reading its listen stream; ending it");
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        },
+    }
+}
+
+/// `msg` with `_meta[subscriptionId]` set to `id`.
+fn stamped(msg: &Value, id: &Value) -> Value {
     let mut msg = msg.clone();
     if let Some(obj) = msg.as_object_mut() {
         let params = obj
@@ -221,25 +249,88 @@ fn stamped(msg: &Value, id: &Value) -> Arc<str> {
             }
         }
     }
-    Arc::from(msg.to_string())
+    msg
 }
 
 /// The table entry of a stream, removed (and its upstream subscriptions released) when the
-/// stream ends, however it ends.
-struct Entry {
-    state: Arc<AppState>,
+/// stream ends, however it ends, unless disarmed (a connection-bound stream, which ends with
+/// its connection or its cancellation).
+struct Entry<S: std::ops::Deref<Target = AppState>> {
+    state: S,
     key: Arc<str>,
+    armed: bool,
 }
 
-impl Drop for Entry {
+impl<S: std::ops::Deref<Target = AppState>> Drop for Entry<S> {
     fn drop(&mut self) {
-        self.state.listens.lock().remove(&self.key);
-        mcp::prune_subscriptions(&self.state);
+        if self.armed {
+            self.state.listens.lock().remove(&self.key);
+            mcp::prune_subscriptions(&self.state);
+        }
     }
 }
 
-fn refusal(status: StatusCode, id: Value, code: i64, message: impl Into<String>) -> Response {
-    (status, Json(jsonrpc::error(id, code, message))).into_response()
+impl Listeners {
+    /// A new stream in the table, granted nothing yet: in the table before its URIs are
+    /// subscribed, so that an update arriving meanwhile is not lost.
+    fn reserve(&self, id: Value, out: Out) -> Arc<str> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let key: Arc<str> = Arc::from(format!("{LISTEN_SESSION}{n}"));
+        let listener = Listener {
+            filter: Filter::default(),
+            id,
+            out,
+        };
+        self.lock().insert(key.clone(), listener);
+        key
+    }
+
+    /// From now on, the stream `key` gets what `granted` names.
+    fn grant(&self, key: &str, granted: Filter) {
+        if let Some(listener) = self.lock().get_mut(key) {
+            listener.filter = granted;
+        }
+    }
+}
+
+/// The request's id and filter, or its refusal (status for HTTP, and the error).
+fn check(state: &AppState, msg: &Value) -> Result<(Value, Filter), (StatusCode, Value)> {
+    let id = msg.get("id").cloned().unwrap_or(Value::Null);
+    let refuse = |status, code, why: String| Err((status, jsonrpc::error(id.clone(), code, why)));
+    let asked = match Filter::parse(msg.get("params")) {
+        Ok(f) => f,
+        Err(why) => return refuse(StatusCode::BAD_REQUEST, code::INVALID_PARAMS, why),
+    };
+    if state.listens.len() >= MAX_LISTENERS {
+        let why = format!("too many listen streams are open (at most {MAX_LISTENERS})");
+        return refuse(StatusCode::SERVICE_UNAVAILABLE, code::INTERNAL_ERROR, why);
+    }
+    Ok((id, asked))
+}
+
+/// Subscribe the stream `key` to what `asked` names: what is granted, and the acknowledgement
+/// that says so.
+async fn subscribe(
+    state: &AppState,
+    scope: &Scope,
+    key: &Arc<str>,
+    id: &Value,
+    asked: Filter,
+) -> (Filter, Value) {
+    let granted = Filter {
+        uris: subscribe_all(state, scope, key, &asked.uris).await,
+        ..asked
+    };
+    let ack = json!({
+        "jsonrpc": "2.0",
+        "method": "notifications/subscriptions/acknowledged",
+        "params": {"_meta": {SUBSCRIPTION_ID: id}, "notifications": granted.to_json()},
+    });
+    (granted, ack)
+}
+
+fn refusal(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
 }
 
 /// Answer a `subscriptions/listen` request (already checked as a 2026-07-28 request) posted to
@@ -250,67 +341,27 @@ pub(super) async fn open(
     msg: Value,
     accepts_stream: bool,
 ) -> Response {
-    let id = msg.get("id").cloned().unwrap_or(Value::Null);
     if !accepts_stream {
-        return refusal(
-            StatusCode::NOT_ACCEPTABLE,
-            id,
-            code::INVALID_REQUEST,
-            "subscriptions/listen answers with a stream: Accept must include text/event-stream",
-        );
+        let id = msg.get("id").cloned().unwrap_or(Value::Null);
+        let why =
+            "subscriptions/listen answers with a stream: Accept must include text/event-stream";
+        let body = jsonrpc::error(id, code::INVALID_REQUEST, why);
+        return refusal(StatusCode::NOT_ACCEPTABLE, body);
     }
-    let asked = match Filter::parse(msg.get("params")) {
-        Ok(f) => f,
-        Err(why) => return refusal(StatusCode::BAD_REQUEST, id, code::INVALID_PARAMS, why),
+    let (id, asked) = match check(&state, &msg) {
+        Ok(checked) => checked,
+        Err((status, body)) => return refusal(status, body),
     };
-    if state.listens.len() >= MAX_LISTENERS {
-        return refusal(
-            StatusCode::SERVICE_UNAVAILABLE,
-            id,
-            code::INTERNAL_ERROR,
-            format!("too many listen streams are open (at most {MAX_LISTENERS})"),
-        );
-    }
-    let n = state.listens.next.fetch_add(1, Ordering::Relaxed);
-    let key: Arc<str> = Arc::from(format!("{LISTEN_SESSION}{n}"));
     let (tx, rx) = mpsc::channel::<Arc<str>>(BACKLOG);
-    // In the table before subscribing, so that an update arriving meanwhile is not lost, but
-    // with nothing granted until the upstreams have answered.
-    state.listens.lock().insert(
-        key.clone(),
-        Listener {
-            filter: Filter::default(),
-            id: id.clone(),
-            out: tx.clone(),
-        },
-    );
+    let key = state.listens.reserve(id.clone(), Out::Stream(tx));
     let entry = Entry {
         state: state.clone(),
         key: key.clone(),
+        armed: true,
     };
-    let granted = Filter {
-        uris: subscribe_all(&state, &scope, &key, &asked.uris).await,
-        ..asked
-    };
-    let ack = json!({
-        "jsonrpc": "2.0",
-        "method": "notifications/subscriptions/acknowledged",
-        "params": {"_meta": {SUBSCRIPTION_ID: id.clone()}, "notifications": granted.to_json()},
-    });
-    match state.listens.lock().get_mut(&key) {
-        Some(listener) => listener.filter = granted,
-        // Pruned meanwhile: cannot happen while `entry` lives, but a stream without its
-        // entry would hear nothing.
-        None => {
-            return refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                id,
-                code::INTERNAL_ERROR,
-                "the listen stream closed before it was acknowledged",
-            );
-        }
-    }
-    drop(tx);
+    // The acknowledgement is the stream's first event whatever is queued meanwhile.
+    let (granted, ack) = subscribe(&state, &scope, &key, &id, asked).await;
+    state.listens.grant(&key, granted);
     let last = json!({
         "jsonrpc": "2.0",
         "id": id.clone(),
@@ -339,7 +390,37 @@ struct Stream {
     last: Option<Value>,
     rx: mpsc::Receiver<Arc<str>>,
     stop: tokio_util::sync::CancellationToken,
-    _entry: Entry,
+    _entry: Entry<Arc<AppState>>,
+}
+
+/// Answer a `subscriptions/listen` request (already checked as a 2026-07-28 request) that came
+/// on an SSE or WebSocket connection, the session `conn`: its frames go on the connection, the
+/// acknowledgement first; `None` then (the request is answered when the stream ends, which is
+/// when the connection ends or the client cancels it), else the refusal.
+pub(super) async fn open_on_connection(
+    state: &AppState,
+    scope: &Scope,
+    conn: Arc<str>,
+    msg: Value,
+) -> Option<Value> {
+    let (id, asked) = match check(state, &msg) {
+        Ok(checked) => checked,
+        Err((_, body)) => return Some(body),
+    };
+    let key = state
+        .listens
+        .reserve(id.clone(), Out::Connection(conn.clone()));
+    let mut entry = Entry {
+        state,
+        key: key.clone(),
+        armed: true,
+    };
+    let (granted, ack) = subscribe(state, scope, &key, &id, asked).await;
+    // From here the stream ends with its connection or its cancellation, not with this call.
+    entry.armed = false;
+    mcp::notify_session(state, &conn, &ack);
+    state.listens.grant(&key, granted);
+    None
 }
 
 impl Stream {
@@ -359,6 +440,22 @@ impl Stream {
             None => self.last.take().map(|result| message(&result.to_string())),
         }
     }
+}
+
+/// A client's `notifications/cancelled` of a listen request it sent on its connection: that
+/// stream ends and its subscriptions are released. Whether it was one.
+pub(super) fn cancelled(state: &AppState, msg: &Value) -> bool {
+    let Some(id) = msg.pointer("/params/requestId") else {
+        return false;
+    };
+    let Ok(conn) = CURRENT_SESSION.try_with(Clone::clone) else {
+        return false;
+    };
+    if !state.listens.cancel(&conn, id) {
+        return false;
+    }
+    mcp::prune_subscriptions(state);
+    true
 }
 
 /// Subscribe the stream `key` to each URI upstream, the way a `resources/subscribe` is: the
@@ -456,15 +553,14 @@ mod tests {
             &json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "a://1", "_meta": {"k": 1}}}),
             &json!("listen-1"),
         );
-        let v: Value = serde_json::from_str(&framed).unwrap();
+        let v = framed;
         assert_eq!(v["params"]["_meta"][SUBSCRIPTION_ID], "listen-1");
         assert_eq!(v["params"]["_meta"]["k"], 1);
         assert_eq!(v["params"]["uri"], "a://1");
-        let bare: Value = serde_json::from_str(&stamped(
+        let bare = stamped(
             &json!({"jsonrpc": "2.0", "method": "notifications/tools/list_changed"}),
             &json!(7),
-        ))
-        .unwrap();
+        );
         assert_eq!(bare["params"]["_meta"][SUBSCRIPTION_ID], 7);
     }
 }

@@ -350,7 +350,9 @@ pub async fn handle(
     match jsonrpc::kind(&msg) {
         Kind::Request => {}
         Kind::Notification => {
-            if jsonrpc::method(&msg) == Some("notifications/cancelled") {
+            if jsonrpc::method(&msg) == Some("notifications/cancelled")
+                && !super::listen::cancelled(state, &msg)
+            {
                 cancel_upstream(state, &msg).await;
             }
             return None;
@@ -569,7 +571,7 @@ pub fn notify_session(state: &AppState, key: &str, msg: &Value) -> bool {
         SessionKey::Sse(id) => state.sse.notify(id, msg),
         SessionKey::Ws(key) => state.ws_outlets.notify(key, msg),
         SessionKey::Streamable(id) => state.sessions.notify(id, msg),
-        SessionKey::Listen(key) => state.listens.notify(key, msg),
+        SessionKey::Listen(key) => state.listens.notify(state, key, msg),
     }
 }
 
@@ -606,6 +608,10 @@ pub fn prune_subscriptions(state: &AppState) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
+    // Listen streams on connections that ended go first, so that theirs are released too.
+    state
+        .listens
+        .retain_connected(|conn| session_open(state, conn));
     for up in state.registry.list() {
         for uri in up.retain_subscribers(|key| session_open(state, key)) {
             let up = up.clone();
@@ -669,6 +675,13 @@ async fn answer_on_connection_one(state: &AppState, scope: &Scope, msg: Value) -
         && let Err((_, body)) = super::era::check(None, &msg)
     {
         return Some(body);
+    }
+    if modern
+        && jsonrpc::kind(&msg) == Kind::Request
+        && jsonrpc::method(&msg) == Some("subscriptions/listen")
+        && let Ok(conn) = CURRENT_SESSION.try_with(Clone::clone)
+    {
+        return super::listen::open_on_connection(state, scope, conn, msg).await;
     }
     let decorate = modern.then(|| jsonrpc::method(&msg).unwrap_or_default().to_owned());
     let mut new_session = None;

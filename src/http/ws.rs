@@ -98,7 +98,7 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, scope: Scope) {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let key: Arc<str> = format!("{}{id}", mcp::WS_SESSION).into();
-    let _outlet = Outlet::register(&state, key.clone(), out_tx.clone());
+    let outlet = Outlet::register(&state, key.clone(), out_tx.clone());
     // One writer owns the sink, so concurrent answers and pings never interleave mid-frame.
     let writer = tokio::spawn(async move {
         while let Some(msg) = out_rx.recv().await {
@@ -180,6 +180,9 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, scope: Scope) {
             drop(permit);
         });
     }
+    // The session ends now: its subscriptions are released at once (the outlet's own sender
+    // would otherwise keep the writer, and with it the session, alive until a send failed).
+    drop(outlet);
     // In-flight answers still hold senders; the writer ends when they are done or the peer is gone.
     drop(out_tx);
     let _ = writer.await;

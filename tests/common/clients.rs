@@ -251,6 +251,12 @@ impl WsSession {
         Ok(Self { ws })
     }
 
+    /// Send one message (a notification: nothing waited for).
+    pub async fn send(&mut self, msg: &Value) -> anyhow::Result<()> {
+        use tokio_tungstenite::tungstenite::Message;
+        Ok(self.ws.send(Message::Text(msg.to_string().into())).await?)
+    }
+
     /// Send one request and wait for the frame that answers it (skipping pings).
     pub async fn request(&mut self, msg: &Value) -> anyhow::Result<Value> {
         use tokio_tungstenite::tungstenite::Message;
@@ -272,6 +278,15 @@ impl WsSession {
 
     /// The next text frame with `method` within `wait` (others are skipped).
     pub async fn next_of(&mut self, method: &str, wait: Duration) -> Option<Value> {
+        self.next_where(|m| m["method"] == method, wait).await
+    }
+
+    /// The next text frame `pick` takes within `wait` (others are skipped).
+    pub async fn next_where(
+        &mut self,
+        pick: impl Fn(&Value) -> bool,
+        wait: Duration,
+    ) -> Option<Value> {
         use tokio_tungstenite::tungstenite::Message;
         let deadline = tokio::time::Instant::now() + wait;
         loop {
@@ -281,7 +296,7 @@ impl WsSession {
                 .ok()?;
             if let Message::Text(text) = frame
                 && let Ok(msg) = serde_json::from_str::<Value>(&text)
-                && msg["method"] == method
+                && pick(&msg)
             {
                 return Some(msg);
             }
