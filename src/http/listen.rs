@@ -272,7 +272,8 @@ impl<S: std::ops::Deref<Target = AppState>> Drop for Entry<S> {
 
 impl Listeners {
     /// A new stream in the table, granted nothing yet: in the table before its URIs are
-    /// subscribed, so that an update arriving meanwhile is not lost.
+    /// subscribed upstream, so that a clean-up meanwhile does not take their subscriber for
+    /// gone (it hears nothing until [`Self::grant`]).
     fn reserve(&self, id: Value, out: Out) -> Arc<str> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let key: Arc<str> = Arc::from(format!("{LISTEN_SESSION}{n}"));
