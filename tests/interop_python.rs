@@ -206,7 +206,7 @@ fn python_sdk_client_over_legacy_sse_reaches_both_eras_of_upstream() {
 /// through mcpgw, and only after it subscribed.
 #[test]
 fn python_sdk_server_resource_updates_reach_the_subscribed_client_through_mcpgw() {
-    use common::clients::{self, Streamable};
+    use common::clients;
     use std::time::Duration;
     let Some(py) = py::python() else { return };
     let dir = Dir::new();
@@ -215,22 +215,9 @@ fn python_sdk_server_resource_updates_reach_the_subscribed_client_through_mcpgw(
     let gw = Gateway::start(&dir, &["--no-auth"]);
     dir.gateway_add_mtls("py", &format!("https://localhost:{port}/mcp"), &pki);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let base = format!("http://{}", gw.addr);
-    let http = clients::http(None);
     let uri = "fixture://info";
     rt.block_on(async {
-        let session = Streamable::open(http.clone(), &format!("{base}/servers/py/mcp"), None)
-            .await
-            .unwrap();
-        let resp = http
-            .get(format!("{base}/mcp"))
-            .header("accept", "text/event-stream")
-            .header("mcp-session-id", &session.session)
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await
-            .unwrap();
-        let mut notes = clients::EventReader::new(resp);
+        let (session, mut notes) = session_and_stream(&gw).await;
         let call = |id: u64| serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "touch", "arguments": {"uri": uri}}});
         let before = session.request(&call(1)).await.unwrap();
         assert_eq!(clients::text(&before), "not subscribed", "{before}");
@@ -253,6 +240,24 @@ fn python_sdk_server_resource_updates_reach_the_subscribed_client_through_mcpgw(
         };
         assert_eq!(note["params"]["uri"], uri, "{note}");
     });
+}
+
+/// A session on `/servers/py/mcp` of the plain-HTTP gateway `gw` (no auth), and its `GET` stream.
+async fn session_and_stream(
+    gw: &Gateway,
+) -> (common::clients::Streamable, common::clients::EventReader) {
+    use common::clients::{self, EventReader, Streamable};
+    let (base, http) = (format!("http://{}", gw.addr), clients::http(None));
+    let session = Streamable::open(http.clone(), &format!("{base}/servers/py/mcp"), None)
+        .await
+        .unwrap();
+    let stream = http
+        .get(format!("{base}/mcp"))
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &session.session)
+        .timeout(std::time::Duration::from_secs(90))
+        .send();
+    (session, EventReader::new(stream.await.unwrap()))
 }
 
 /// mcpgw (HTTPS, bearer token) in front of a Python SDK server of the era `mode` with resource
@@ -406,4 +411,48 @@ fn python_sdk_client_listens_over_legacy_sse_through_mcpgw() {
     let Some(py) = py::python() else { return };
     let bed = subscriptions_bed(&py, "legacy");
     listen_hears_update_on(&py, &bed, "fixture://info", "/servers/py/sse", "sse");
+}
+
+/// The gateway's `subscriptions/listen` stream to a 2026-07-28 server outlives the server: when
+/// it restarts (and forgets every stream), the stream is opened again with the same URIs, and a
+/// session-era client subscribed through mcpgw hears the next update without doing anything.
+#[test]
+fn the_listen_stream_to_a_2026_07_28_server_is_opened_again_after_it_restarts() {
+    use std::time::Duration;
+    let Some(py) = py::python() else { return };
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let (up, port) = py::subscriptions_upstream(&py, &pki, "modern");
+    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
+    dir.gateway_add_mtls("py", &format!("https://localhost:{port}/mcp"), &pki);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let uri = "fixture://info";
+    rt.block_on(async {
+        let (session, mut notes) = session_and_stream(&gw).await;
+        let subscribe = json!({"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe", "params": {"uri": uri}});
+        let answer = session.request(&subscribe).await.unwrap();
+        assert!(answer.get("result").is_some(), "{answer}");
+        // Touched through mcpgw until an update comes back (the stream opens with the first
+        // subscription).
+        let mut id = 2;
+        let mut touch_until_heard = async |what: &str| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            loop {
+                let touch = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "touch", "arguments": {"uri": uri}}});
+                id += 1;
+                let answer = session.request(&touch).await.unwrap();
+                assert!(answer.get("result").is_some(), "{answer}");
+                let updated = "notifications/resources/updated";
+                if let Some(note) = notes.next_of(updated, Duration::from_millis(500)).await {
+                    assert_eq!(note["params"]["uri"], uri, "{note}");
+                    return;
+                }
+                assert!(std::time::Instant::now() < deadline, "{what}: no update came through");
+            }
+        };
+        touch_until_heard("before the restart").await;
+        drop(up);
+        let _up = py::subscriptions_upstream_at(&py, &pki, "modern", port);
+        touch_until_heard("after the restart").await;
+    });
 }

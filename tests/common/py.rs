@@ -162,6 +162,11 @@ impl Drop for PyUpstream {
 /// and its port.
 pub fn subscriptions_upstream(py: &Path, pki: &super::Pki, mode: &str) -> (PyUpstream, u16) {
     let port = free_port();
+    (subscriptions_upstream_at(py, pki, mode, port), port)
+}
+
+/// [`subscriptions_upstream`] on `port` (to start one again where it was).
+pub fn subscriptions_upstream_at(py: &Path, pki: &super::Pki, mode: &str, port: u16) -> PyUpstream {
     let extra = [
         "--transport",
         "streamable-http",
@@ -169,5 +174,5 @@ pub fn subscriptions_upstream(py: &Path, pki: &super::Pki, mode: &str) -> (PyUps
         mode,
         "--subscriptions",
     ];
-    (PyUpstream::with_pki(py, port, pki, &extra), port)
+    PyUpstream::with_pki(py, port, pki, &extra)
 }
