@@ -1123,3 +1123,119 @@ fn a_listen_stream_on_a_websocket_ends_with_its_cancellation_or_its_socket() {
         until_released(&http, &up.base, "the socket closed").await;
     });
 }
+
+/// An update that comes while a listen stream is being set up (the upstream took its first URI,
+/// the second is still on its way, the acknowledgement not yet out) follows the acknowledgement
+/// instead of being lost or coming before it: on a POST's stream and on a WebSocket.
+#[test]
+fn an_update_during_a_listen_streams_set_up_follows_its_acknowledgement() {
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    // Each subscribe holds at once upstream and is answered a second later.
+    let up = Upstream::start(&["--session-only", "--slow-subscribe-ms", "1000"]);
+    let gw = Gateway::start_tls(&dir, &pki, &["--no-auth", "--health-interval", "3600"]);
+    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("https://localhost:{}/servers/up/mcp", gw.addr.port());
+    let http = clients::http(Some(&pki.file("ca.crt")));
+    let filter = |first: &str, second: &str| json!({"resourceSubscriptions": [first, second]});
+    // Touched until an update goes out: once the gateway has the first URI (and its stream to
+    // the upstream), while the second is still being subscribed.
+    let touch_first = async |first: &str| {
+        let started = std::time::Instant::now();
+        loop {
+            let told = touch(&http, &up.base, first).await;
+            if told["sent"] == 1 {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "never sent: {told}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let wait = Duration::from_secs(10);
+    rt.block_on(async {
+        let (first, second) = ("test://first", "test://second");
+        let opening = tokio::spawn({
+            let (http, url, filter) = (http.clone(), url.clone(), filter(first, second));
+            async move {
+                listen(
+                    &http,
+                    &url,
+                    "S",
+                    filter,
+                    "application/json, text/event-stream",
+                )
+                .await
+            }
+        });
+        touch_first(first).await;
+        assert!(
+            !opening.is_finished(),
+            "the update must come while the stream is set up"
+        );
+        let mut events = EventReader::new(opening.await.unwrap());
+        let ack = acknowledged(&mut events).await;
+        assert_eq!(
+            ack["params"]["notifications"]["resourceSubscriptions"],
+            json!([first, second]),
+            "{ack}"
+        );
+        let note = events.next(wait).await.expect("the held update");
+        assert_eq!(note["method"], "notifications/resources/updated", "{note}");
+        assert_eq!(
+            (
+                &note["params"]["uri"],
+                &note["params"]["_meta"][SUBSCRIPTION_ID]
+            ),
+            (&json!(first), &json!("S")),
+            "{note}"
+        );
+
+        // The same on a WebSocket, where the frames share the connection with the ack.
+        let (first, second) = ("test://third", "test://fourth");
+        let mut ws = WsSession::open(gw.addr, &pki.file("ca.crt"), None)
+            .await
+            .unwrap();
+        let mut msg = filter(first, second);
+        msg = json!({"jsonrpc": "2.0", "id": "W", "method": "subscriptions/listen", "params": {
+            "notifications": msg,
+            "_meta": {
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {},
+            },
+        }});
+        ws.send(&msg).await.unwrap();
+        // The gateway's stream to the upstream is open already: an update sent before the
+        // first URI is answered would come before the gateway knows of it (not owed). Sent
+        // once it is answered (1 s), while the second is not (2 s).
+        let sent = std::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        touch_first(first).await;
+        let took = sent.elapsed();
+        assert!(
+            took < Duration::from_millis(1900),
+            "the update must come while the stream is set up ({took:?})"
+        );
+        let frame = ws.next_where(|_| true, wait).await.expect("a frame");
+        assert_eq!(
+            frame["method"], "notifications/subscriptions/acknowledged",
+            "the ack comes first: {frame}"
+        );
+        let note = ws
+            .next_where(|_| true, wait)
+            .await
+            .expect("the held update");
+        assert_eq!(note["method"], "notifications/resources/updated", "{note}");
+        assert_eq!(
+            (
+                &note["params"]["uri"],
+                &note["params"]["_meta"][SUBSCRIPTION_ID]
+            ),
+            (&json!(first), &json!("W")),
+            "{note}"
+        );
+    });
+}

@@ -64,6 +64,10 @@ struct Args {
     /// (a subscribe sent meanwhile is applied first).
     #[arg(long, default_value_t = 0)]
     slow_unsubscribe_ms: u64,
+    /// Take this many milliseconds over each `resources/subscribe`, applying it at the start
+    /// (the subscription holds, and updates go out, before the answer).
+    #[arg(long, default_value_t = 0)]
+    slow_subscribe_ms: u64,
 }
 
 #[derive(Default)]
@@ -85,6 +89,7 @@ struct AppState {
     list_changed: bool,
     get_404: bool,
     slow_unsubscribe_ms: u64,
+    slow_subscribe_ms: u64,
     /// Whether `POST /tools-changed` added the tool `extra`.
     extra_tool: std::sync::atomic::AtomicBool,
     sessions: Mutex<HashSet<String>>,
@@ -303,14 +308,19 @@ async fn mcp_post(
         if method == "resources/unsubscribe" && state.slow_unsubscribe_ms > 0 {
             tokio::time::sleep(Duration::from_millis(state.slow_unsubscribe_ms)).await;
         }
-        let mut subscribed = state.subscribed.lock().unwrap();
-        let sessions = subscribed
-            .entry(uri.unwrap_or_default().to_owned())
-            .or_default();
-        if method == "resources/subscribe" {
-            sessions.insert(sid.clone());
-        } else {
-            sessions.remove(sid);
+        {
+            let mut subscribed = state.subscribed.lock().unwrap();
+            let sessions = subscribed
+                .entry(uri.unwrap_or_default().to_owned())
+                .or_default();
+            if method == "resources/subscribe" {
+                sessions.insert(sid.clone());
+            } else {
+                sessions.remove(sid);
+            }
+        }
+        if method == "resources/subscribe" && state.slow_subscribe_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(state.slow_subscribe_ms)).await;
         }
     }
     if msg.get("method").and_then(Value::as_str) == Some("tools/call") {
@@ -664,6 +674,7 @@ async fn main() {
         list_changed: args.list_changed,
         get_404: args.get_404,
         slow_unsubscribe_ms: args.slow_unsubscribe_ms,
+        slow_subscribe_ms: args.slow_subscribe_ms,
         extra_tool: std::sync::atomic::AtomicBool::new(false),
         sessions: Mutex::default(),
         sse: Mutex::default(),

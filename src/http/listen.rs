@@ -123,6 +123,8 @@ struct Listener {
     /// The listen request's id, stamped on every frame.
     id: Value,
     out: Out,
+    /// Until the acknowledgement is out, what comes is kept here, to follow it.
+    held: Option<Vec<Value>>,
 }
 
 /// Where a stream's frames go.
@@ -165,14 +167,19 @@ impl Listeners {
     /// Offer a notification to the stream `key` names, if its filter takes it: `false` when
     /// the stream is gone.
     pub fn notify(&self, state: &AppState, key: &str, msg: &Value) -> bool {
-        let open = self.lock();
-        let Some(listener) = open.get(key) else {
+        let mut open = self.lock();
+        let Some(listener) = open.get_mut(key) else {
             return false;
         };
         if !listener.filter.wants(msg) {
             return true;
         }
-        let (frame, out) = (stamped(msg, &listener.id), listener.out.clone());
+        let frame = stamped(msg, &listener.id);
+        if let Some(held) = listener.held.as_mut() {
+            hold(held, frame, key);
+            return true;
+        }
+        let out = listener.out.clone();
         drop(open);
         deliver(state, &out, &frame, key) || self.end(key)
     }
@@ -185,12 +192,19 @@ impl Listeners {
 
     /// Offer a notification to every open stream whose filter takes it (list changes).
     pub fn broadcast(&self, state: &AppState, msg: &Value) {
-        let takers: Vec<_> = self
-            .lock()
-            .iter()
-            .filter(|(_, l)| l.filter.wants(msg))
-            .map(|(k, l)| (k.clone(), l.out.clone(), stamped(msg, &l.id)))
-            .collect();
+        let mut open = self.lock();
+        let mut takers = Vec::new();
+        for (key, listener) in open.iter_mut() {
+            if !listener.filter.wants(msg) {
+                continue;
+            }
+            let frame = stamped(msg, &listener.id);
+            match listener.held.as_mut() {
+                Some(held) => hold(held, frame, key),
+                None => takers.push((key.clone(), listener.out.clone(), frame)),
+            }
+        }
+        drop(open);
         for (key, out, frame) in takers {
             if !deliver(state, &out, &frame, &key) {
                 self.end(&key);
@@ -213,6 +227,16 @@ impl Listeners {
         let before = open.len();
         open.retain(|_, l| !matches!(&l.out, Out::Connection(c) if &**c == conn) || l.id != *id);
         before != open.len()
+    }
+}
+
+/// Keep a frame until the acknowledgement is out (at most [`BACKLOG`]; past that, the stream
+/// would be ended for not reading anyway, so the frame is dropped and said so).
+fn hold(held: &mut Vec<Value>, frame: Value, key: &str) {
+    if held.len() < BACKLOG {
+        held.push(frame);
+    } else {
+        tracing::warn!(subscription = %key, "too much came before the listen stream was acknowledged; a frame was dropped");
     }
 }
 
@@ -271,25 +295,41 @@ impl<S: std::ops::Deref<Target = AppState>> Drop for Entry<S> {
 }
 
 impl Listeners {
-    /// A new stream in the table, granted nothing yet: in the table before its URIs are
-    /// subscribed upstream, so that a clean-up meanwhile does not take their subscriber for
-    /// gone (it hears nothing until [`Self::grant`]).
-    fn reserve(&self, id: Value, out: Out) -> Arc<str> {
+    /// A new stream in the table, with the list changes `asked` names and no URI yet: in the
+    /// table before its URIs are subscribed upstream, so that a clean-up meanwhile does not
+    /// take their subscriber for gone. What comes for it is held until [`Self::grant`].
+    fn reserve(&self, id: Value, out: Out, asked: &Filter) -> Arc<str> {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let key: Arc<str> = Arc::from(format!("{LISTEN_SESSION}{n}"));
         let listener = Listener {
-            filter: Filter::default(),
+            filter: Filter {
+                uris: Vec::new(),
+                ..asked.clone()
+            },
             id,
             out,
+            held: Some(Vec::new()),
         };
         self.lock().insert(key.clone(), listener);
         key
     }
 
-    /// From now on, the stream `key` gets what `granted` names.
-    fn grant(&self, key: &str, granted: Filter) {
+    /// The URI the upstream just took: its updates are kept from now on.
+    fn allow(&self, key: &str, uri: &str) {
         if let Some(listener) = self.lock().get_mut(key) {
-            listener.filter = granted;
+            listener.filter.uris.push(uri.to_owned());
+        }
+    }
+
+    /// The acknowledgement is out (or queued first): from now on the stream `key` gets what
+    /// `granted` names as it comes. What was held meanwhile, to be sent now.
+    fn grant(&self, key: &str, granted: Filter) -> Vec<Value> {
+        match self.lock().get_mut(key) {
+            Some(listener) => {
+                listener.filter = granted;
+                listener.held.take().unwrap_or_default()
+            }
+            None => Vec::new(),
         }
     }
 }
@@ -354,15 +394,21 @@ pub(super) async fn open(
         Err((status, body)) => return refusal(status, body),
     };
     let (tx, rx) = mpsc::channel::<Arc<str>>(BACKLOG);
-    let key = state.listens.reserve(id.clone(), Out::Stream(tx));
+    let out = Out::Stream(tx);
+    let key = state.listens.reserve(id.clone(), out.clone(), &asked);
     let entry = Entry {
         state: state.clone(),
         key: key.clone(),
         armed: true,
     };
-    // The acknowledgement is the stream's first event whatever is queued meanwhile.
+    // The acknowledgement is the stream's first event, before anything queued.
     let (granted, ack) = subscribe(&state, &scope, &key, &id, asked).await;
-    state.listens.grant(&key, granted);
+    for frame in state.listens.grant(&key, granted) {
+        if !deliver(&state, &out, &frame, &key) {
+            break;
+        }
+    }
+    drop(out);
     let last = json!({
         "jsonrpc": "2.0",
         "id": id.clone(),
@@ -408,9 +454,8 @@ pub(super) async fn open_on_connection(
         Ok(checked) => checked,
         Err((_, body)) => return Some(body),
     };
-    let key = state
-        .listens
-        .reserve(id.clone(), Out::Connection(conn.clone()));
+    let out = Out::Connection(conn.clone());
+    let key = state.listens.reserve(id.clone(), out.clone(), &asked);
     let mut entry = Entry {
         state,
         key: key.clone(),
@@ -420,7 +465,11 @@ pub(super) async fn open_on_connection(
     // From here the stream ends with its connection or its cancellation, not with this call.
     entry.armed = false;
     mcp::notify_session(state, &conn, &ack);
-    state.listens.grant(&key, granted);
+    for frame in state.listens.grant(&key, granted) {
+        if !deliver(state, &out, &frame, &key) {
+            break;
+        }
+    }
     None
 }
 
@@ -487,6 +536,7 @@ async fn subscribe_all(
             .iter()
             .any(|up| up.subscribers(uri).contains(key) && up.relays_updates());
         if taken && relayed {
+            state.listens.allow(key, uri);
             granted.push(uri.clone());
         } else {
             let why = answer
