@@ -347,6 +347,16 @@ fn sessions_are_bounded_and_expire_when_idle() {
         let _s2 = common::clients::SseSession::open(http.clone(), &base, "/sse", None).await.unwrap();
         let third = http.get(format!("{base}/sse")).send().await.unwrap();
         assert_eq!(third.status().as_u16(), 503);
+        // And 2026-07-28 listen streams.
+        let both = "application/json, text/event-stream";
+        let filter = || json!({"toolsListChanged": true});
+        let _l1 = listen(&http, &url, "L1", filter(), both).await;
+        let _l2 = listen(&http, &url, "L2", filter(), both).await;
+        let third = listen(&http, &url, "L3", filter(), both).await;
+        assert_eq!(third.status().as_u16(), 503);
+        let body: Value = third.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("at most 2; [mcp] max_sessions"), "{body}");
     });
 }
 

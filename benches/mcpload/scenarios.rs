@@ -286,6 +286,8 @@ enum Standing {
     Sse,
     /// `initialize` on `POST /mcp`, then `GET /mcp` with the session id (Streamable HTTP).
     StreamableGet,
+    /// A 2026-07-28 `subscriptions/listen` on `POST /mcp`, read up to its acknowledgement.
+    Listen,
 }
 
 impl Standing {
@@ -293,6 +295,7 @@ impl Standing {
         match self {
             Standing::Sse => "SSE",
             Standing::StreamableGet => "Streamable-HTTP GET",
+            Standing::Listen => "2026-07-28 listen",
         }
     }
 
@@ -300,6 +303,7 @@ impl Standing {
         match self {
             Standing::Sse => "sse",
             Standing::StreamableGet => "streamable_get",
+            Standing::Listen => "listen",
         }
     }
 }
@@ -352,6 +356,7 @@ async fn hold(lab: &Lab, upstream: &str, kind: Standing, n: usize) -> Result<Hel
             match kind {
                 Standing::Sse => open_sse(&target).await,
                 Standing::StreamableGet => load::Worker::open(&target).await?.listen().await,
+                Standing::Listen => open_listen(&target).await,
             }
         })
         .buffer_unordered(128)
@@ -388,7 +393,7 @@ async fn idle(mode: Mode) -> Result<Outcome> {
     let mut out = Outcome::default();
     let mut figures = serde_json::Map::new();
     figures.insert("sessions".into(), json!(n));
-    for kind in [Standing::Sse, Standing::StreamableGet] {
+    for kind in [Standing::Sse, Standing::StreamableGet, Standing::Listen] {
         let h = hold(&lab, &upstream, kind, n).await?;
         let per = h.per_session();
         out.table.push_str(&format!(
@@ -415,6 +420,10 @@ async fn idle(mode: Mode) -> Result<Outcome> {
                 mib(h.before) <= 20.0,
             );
         }
+        // The target is about sessions; a listen stream (no session) is reported beside them.
+        if let Standing::Listen = kind {
+            continue;
+        }
         verdict(
             &mut out,
             &format!(
@@ -431,22 +440,55 @@ async fn idle(mode: Mode) -> Result<Outcome> {
 
 /// Open `GET /sse` and read up to its `endpoint` event; the returned body keeps it open.
 async fn open_sse(target: &Target) -> Result<hyper::body::Incoming> {
-    let mut conn = load::dial(target).await?;
     let req = hyper::Request::get("/sse")
         .header(hyper::header::HOST, target.authority.clone())
         .header(hyper::header::ACCEPT, "text/event-stream")
         .body(http_body_util::Full::new(bytes::Bytes::new()))?;
+    open_stream(target, req, b"endpoint").await
+}
+
+/// Open a 2026-07-28 `subscriptions/listen` stream (tool list changes) and read up to its
+/// acknowledgement; the returned body keeps it open.
+async fn open_listen(target: &Target) -> Result<hyper::body::Incoming> {
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "subscriptions/listen", "params": {
+        "notifications": {"toolsListChanged": true},
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {},
+        },
+    }});
+    let req = hyper::Request::post(target.path.as_str())
+        .header(hyper::header::HOST, target.authority.clone())
+        .header(hyper::header::ACCEPT, "application/json, text/event-stream")
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            body.to_string(),
+        )))?;
+    open_stream(target, req, b"acknowledged").await
+}
+
+/// Send `req` on a new connection and read its event stream until `until` was seen; the
+/// returned body keeps the stream open.
+async fn open_stream(
+    target: &Target,
+    req: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+    until: &[u8],
+) -> Result<hyper::body::Incoming> {
+    let what = format!("{} {}", req.method(), req.uri());
+    let mut conn = load::dial(target).await?;
     conn.ready().await?;
     let resp = conn.send_request(req).await?;
     if resp.status() != 200 {
-        bail!("GET /sse answered {}", resp.status());
+        bail!("{what} answered {}", resp.status());
     }
     let mut body = resp.into_body();
     let mut seen = Vec::new();
-    while !seen.windows(8).any(|w| w == b"endpoint") {
+    while !seen.windows(until.len()).any(|w| w == until) {
         let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
             .await
-            .context("no endpoint event within 10 s")?
+            .with_context(|| format!("{what}: nothing within 10 s"))?
             .context("stream ended")??;
         if let Some(data) = frame.data_ref() {
             seen.extend_from_slice(data);

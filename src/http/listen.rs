@@ -34,8 +34,6 @@ use crate::jsonrpc::{self, code};
 pub const LISTEN_SESSION: &str = "listen:";
 /// The `_meta` key every frame of a listen stream carries.
 pub const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
-/// Listen streams open at once; one more is refused before its acknowledgement.
-const MAX_LISTENERS: usize = 1024;
 /// Events queued for a client that does not read; past this the stream is ended (the client
 /// listens again and refetches, as after any drop).
 const BACKLOG: usize = 256;
@@ -342,8 +340,10 @@ fn check(state: &AppState, msg: &Value) -> Result<(Value, Filter), (StatusCode, 
         Ok(f) => f,
         Err(why) => return refuse(StatusCode::BAD_REQUEST, code::INVALID_PARAMS, why),
     };
-    if state.listens.len() >= MAX_LISTENERS {
-        let why = format!("too many listen streams are open (at most {MAX_LISTENERS})");
+    // Bounded like the sessions of each transport (`[mcp] max_sessions`).
+    let max = state.sessions.limits().max;
+    if state.listens.len() >= max {
+        let why = format!("too many listen streams are open (at most {max}; [mcp] max_sessions)");
         return refuse(StatusCode::SERVICE_UNAVAILABLE, code::INTERNAL_ERROR, why);
     }
     Ok((id, asked))
