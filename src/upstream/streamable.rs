@@ -550,13 +550,16 @@ pub async fn listen_modern(
                 }
             }
         });
-        let mut acknowledged = false;
+        // Whether the acknowledgement came; whether its channel is settled (it came, or the
+        // stream ended without it).
+        let (mut acknowledged, mut settled) = (false, false);
         let next = loop {
             tokio::select! {
                 () = stop.cancelled() => return,
-                ack = &mut acked, if !acknowledged => {
-                    acknowledged = true;
+                ack = &mut acked, if !settled => {
+                    settled = true;
                     if ack.is_ok() {
+                        acknowledged = true;
                         failures = 0;
                         ever_acknowledged = true;
                         if let Some(old) = previous.take() {
