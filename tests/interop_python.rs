@@ -209,15 +209,11 @@ fn python_sdk_server_resource_updates_reach_the_subscribed_client_through_mcpgw(
     use common::clients;
     use std::time::Duration;
     let Some(py) = py::python() else { return };
-    let dir = Dir::new();
-    let pki = dir.cert_gen("pki", &[]);
-    let (_up, port) = py::subscriptions_upstream(&py, &pki, "legacy");
-    let gw = Gateway::start(&dir, &["--no-auth"]);
-    dir.gateway_add_mtls("py", &format!("https://localhost:{port}/mcp"), &pki);
+    let bed = plain_subscriptions(&py, "legacy");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let uri = "fixture://info";
     rt.block_on(async {
-        let (session, mut notes) = session_and_stream(&gw).await;
+        let (session, mut notes) = session_and_stream(&bed.gw).await;
         let call = |id: u64| serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": "touch", "arguments": {"uri": uri}}});
         let before = session.request(&call(1)).await.unwrap();
         assert_eq!(clients::text(&before), "not subscribed", "{before}");
@@ -240,6 +236,31 @@ fn python_sdk_server_resource_updates_reach_the_subscribed_client_through_mcpgw(
         };
         assert_eq!(note["params"]["uri"], uri, "{note}");
     });
+}
+
+/// A plain-HTTP gateway (no auth, health checks hourly) in front of a Python SDK server of the
+/// era `mode` with resource subscriptions (mTLS), registered as `py`.
+struct Plain {
+    _dir: Dir,
+    pki: common::Pki,
+    up: PyUpstream,
+    port: u16,
+    gw: Gateway,
+}
+
+fn plain_subscriptions(py: &std::path::Path, mode: &str) -> Plain {
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let (up, port) = py::subscriptions_upstream(py, &pki, mode);
+    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
+    dir.gateway_add_mtls("py", &format!("https://localhost:{port}/mcp"), &pki);
+    Plain {
+        _dir: dir,
+        pki,
+        up,
+        port,
+        gw,
+    }
 }
 
 /// A session on `/servers/py/mcp` of the plain-HTTP gateway `gw` (no auth), and its `GET` stream.
@@ -359,24 +380,14 @@ fn a_2026_07_28_servers_tool_list_change_reaches_the_catalog_and_the_gateways_li
     let http = clients::http(Some(&bed.dir.join("pki/ca.crt")));
     let wait = Duration::from_secs(10);
     rt.block_on(async {
-        let listen = json!({"jsonrpc": "2.0", "id": "L", "method": "subscriptions/listen", "params": {
-            "notifications": {"toolsListChanged": true},
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {},
-            },
-        }});
-        let resp = http
-            .post(format!("{base}/mcp"))
-            .bearer_auth(&bed.token)
-            .header("accept", "application/json, text/event-stream")
-            .header("mcp-protocol-version", "2026-07-28")
-            .header("mcp-method", "subscriptions/listen")
-            .timeout(Duration::from_secs(60))
-            .json(&listen)
-            .send()
-            .await
-            .unwrap();
+        let resp = clients::listen(
+            &http,
+            &format!("{base}/mcp"),
+            Some(&bed.token),
+            ("L", json!({"toolsListChanged": true})),
+            "application/json, text/event-stream",
+        )
+        .await;
         let mut events = EventReader::new(resp);
         let ack = events.next(wait).await.expect("an acknowledgement");
         assert_eq!(ack["method"], "notifications/subscriptions/acknowledged", "{ack}");
@@ -420,15 +431,11 @@ fn python_sdk_client_listens_over_legacy_sse_through_mcpgw() {
 fn the_listen_stream_to_a_2026_07_28_server_is_opened_again_after_it_restarts() {
     use std::time::Duration;
     let Some(py) = py::python() else { return };
-    let dir = Dir::new();
-    let pki = dir.cert_gen("pki", &[]);
-    let (up, port) = py::subscriptions_upstream(&py, &pki, "modern");
-    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
-    dir.gateway_add_mtls("py", &format!("https://localhost:{port}/mcp"), &pki);
+    let bed = plain_subscriptions(&py, "modern");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let uri = "fixture://info";
     rt.block_on(async {
-        let (session, mut notes) = session_and_stream(&gw).await;
+        let (session, mut notes) = session_and_stream(&bed.gw).await;
         let subscribe = json!({"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe", "params": {"uri": uri}});
         let answer = session.request(&subscribe).await.unwrap();
         assert!(answer.get("result").is_some(), "{answer}");
@@ -451,8 +458,8 @@ fn the_listen_stream_to_a_2026_07_28_server_is_opened_again_after_it_restarts() 
             }
         };
         touch_until_heard("before the restart").await;
-        drop(up);
-        let _up = py::subscriptions_upstream_at(&py, &pki, "modern", port);
+        drop(bed.up);
+        let _up = py::subscriptions_upstream_at(&py, &bed.pki, "modern", bed.port);
         touch_until_heard("after the restart").await;
     });
 }

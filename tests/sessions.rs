@@ -546,22 +546,6 @@ async fn touch_until_sent(http: &reqwest::Client, up_base: &str, uri: &str, resu
     .await;
 }
 
-/// [`touch`] until the upstream holds no subscription to `uri` (at most 10 s).
-async fn until_unsubscribed(http: &reqwest::Client, up_base: &str, uri: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let told = touch(http, up_base, uri).await;
-        if told["subscribed"] == 0 {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still subscribed upstream: {told}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Until the upstream holds no subscription at all (at most 10 s), read from its `/stats`
 /// without touching anything: a release that waits for an update to find its session gone
 /// does not pass.
@@ -691,7 +675,7 @@ fn resource_updates_reach_the_sessions_that_subscribed_and_no_others() {
         // b's session ends without unsubscribing: the gateway unsubscribes for it.
         let deleted = http.delete(&url).header("mcp-session-id", &b.session).send().await.unwrap();
         assert_eq!(deleted.status().as_u16(), 204);
-        until_unsubscribed(&http, &up.base, uri).await;
+        until_released(&http, &up.base, "b's session was closed").await;
 
         // Subscriptions are announced only where their updates can be relayed: not for a
         // 2026-07-28 upstream that does not serve subscriptions/listen (this fixture).
@@ -959,22 +943,7 @@ async fn listen(
     filter: Value,
     accept: &str,
 ) -> reqwest::Response {
-    let msg = json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen", "params": {
-        "notifications": filter,
-        "_meta": {
-            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {},
-        },
-    }});
-    http.post(url)
-        .header("accept", accept)
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "subscriptions/listen")
-        .timeout(Duration::from_secs(60))
-        .json(&msg)
-        .send()
-        .await
-        .unwrap()
+    clients::listen(http, url, None, (id, filter), accept).await
 }
 
 /// The acknowledgement that opens a listen stream.
@@ -1083,13 +1052,8 @@ fn a_listen_stream_on_a_websocket_ends_with_its_cancellation_or_its_socket() {
     let http = clients::http(Some(&pki.file("ca.crt")));
     let (uri, wait) = ("test://watched-resource", Duration::from_secs(10));
     let listen = |id: &str| {
-        json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen", "params": {
-            "notifications": {"toolsListChanged": true, "resourceSubscriptions": [uri]},
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {},
-            },
-        }})
+        let filter = json!({"toolsListChanged": true, "resourceSubscriptions": [uri]});
+        clients::listen_request(id, filter)
     };
     let acked = "notifications/subscriptions/acknowledged";
     rt.block_on(async {
@@ -1115,10 +1079,7 @@ fn a_listen_stream_on_a_websocket_ends_with_its_cancellation_or_its_socket() {
         let cancel = json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": "W1"}});
         ws.send(&cancel).await.unwrap();
         until_released(&http, &up.base, "the listen stream was cancelled").await;
-        let ping = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list", "params": {"_meta": {
-            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientCapabilities": {},
-        }}});
+        let ping = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list", "params": {"_meta": clients::modern_meta()}});
         ws.send(&ping).await.unwrap();
         let answer = ws.next_where(|m| m["id"] == 9, wait).await.expect("an answer");
         assert!(answer.get("result").is_some(), "{answer}");
@@ -1209,14 +1170,7 @@ fn an_update_during_a_listen_streams_set_up_follows_its_acknowledgement() {
         let mut ws = WsSession::open(gw.addr, &pki.file("ca.crt"), None)
             .await
             .unwrap();
-        let mut msg = filter(first, second);
-        msg = json!({"jsonrpc": "2.0", "id": "W", "method": "subscriptions/listen", "params": {
-            "notifications": msg,
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
-                "io.modelcontextprotocol/clientCapabilities": {},
-            },
-        }});
+        let msg = clients::listen_request("W", filter(first, second));
         ws.send(&msg).await.unwrap();
         // The gateway's stream to the upstream is open already: an update sent before the
         // first URI is answered would come before the gateway knows of it (not owed). Sent

@@ -11,7 +11,9 @@
 //! `resources/subscribe` (one upstream subscription per URI whoever wants it), and are dropped
 //! when the stream ends. A URI is acknowledged only when the gateway can deliver its updates:
 //! it is offered by an upstream that took the subscription and can send updates outside a
-//! request (a 2026-07-28 upstream cannot yet).
+//! request (a 2026-07-28 upstream only if it serves `subscriptions/listen` itself). On SSE and
+//! WebSocket the frames go on the connection, and the stream ends with it or with the client's
+//! `notifications/cancelled` of the listen request.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -62,18 +64,14 @@ impl Filter {
             Some(_) => Err(format!("params.notifications.{name} must be true or false")),
         };
         let uris = match wanted.get("resourceSubscriptions") {
-            None | Some(Value::Null) => Vec::new(),
+            None | Some(Value::Null) => Some(Vec::new()),
             Some(Value::Array(items)) => items
                 .iter()
                 .map(|u| u.as_str().map(str::to_owned))
-                .collect::<Option<Vec<_>>>()
-                .ok_or("params.notifications.resourceSubscriptions must be a list of URIs")?,
-            Some(_) => {
-                return Err(
-                    "params.notifications.resourceSubscriptions must be a list of URIs".into(),
-                );
-            }
-        };
+                .collect(),
+            Some(_) => None,
+        }
+        .ok_or("params.notifications.resourceSubscriptions must be a list of URIs")?;
         Ok(Self {
             tools: flag("toolsListChanged")?,
             prompts: flag("promptsListChanged")?,
@@ -188,25 +186,11 @@ impl Listeners {
         false
     }
 
-    /// Offer a notification to every open stream whose filter takes it (list changes).
+    /// Offer a notification to every open stream ([`Self::notify`]: list changes).
     pub fn broadcast(&self, state: &AppState, msg: &Value) {
-        let mut open = self.lock();
-        let mut takers = Vec::new();
-        for (key, listener) in open.iter_mut() {
-            if !listener.filter.wants(msg) {
-                continue;
-            }
-            let frame = stamped(msg, &listener.id);
-            match listener.held.as_mut() {
-                Some(held) => hold(held, frame, key),
-                None => takers.push((key.clone(), listener.out.clone(), frame)),
-            }
-        }
-        drop(open);
-        for (key, out, frame) in takers {
-            if !deliver(state, &out, &frame, &key) {
-                self.end(&key);
-            }
+        let keys: Vec<Arc<str>> = self.lock().keys().cloned().collect();
+        for key in keys {
+            self.notify(state, &key, msg);
         }
     }
 
@@ -319,15 +303,23 @@ impl Listeners {
         }
     }
 
-    /// The acknowledgement is out (or queued first): from now on the stream `key` gets what
-    /// `granted` names as it comes. What was held meanwhile, to be sent now.
-    fn grant(&self, key: &str, granted: Filter) -> Vec<Value> {
-        match self.lock().get_mut(key) {
-            Some(listener) => {
-                listener.filter = granted;
-                listener.held.take().unwrap_or_default()
+    /// The acknowledgement is out (or queued first): what was held meanwhile follows it, and
+    /// from now on the stream `key` gets what `granted` names as it comes.
+    fn grant(&self, state: &AppState, key: &str, granted: Filter) {
+        let mut open = self.lock();
+        let Some(listener) = open.get_mut(key) else {
+            return;
+        };
+        listener.filter = granted;
+        let held = listener.held.take().unwrap_or_default();
+        let out = listener.out.clone();
+        // Under the lock, so that nothing that comes next overtakes them (a connection's
+        // queue is locked after this table, as in `retain_connected`).
+        for frame in held {
+            if !deliver(state, &out, &frame, key) {
+                open.remove(key);
+                return;
             }
-            None => Vec::new(),
         }
     }
 }
@@ -394,8 +386,8 @@ pub(super) async fn open(
         Err((status, body)) => return refusal(status, body),
     };
     let (tx, rx) = mpsc::channel::<Arc<str>>(BACKLOG);
-    let out = Out::Stream(tx);
-    let key = state.listens.reserve(id.clone(), out.clone(), &asked);
+    // The table holds the only sender: a stream dropped from it sees its queue close.
+    let key = state.listens.reserve(id.clone(), Out::Stream(tx), &asked);
     let entry = Entry {
         state: state.clone(),
         key: key.clone(),
@@ -403,12 +395,7 @@ pub(super) async fn open(
     };
     // The acknowledgement is the stream's first event, before anything queued.
     let (granted, ack) = subscribe(&state, &scope, &key, &id, asked).await;
-    for frame in state.listens.grant(&key, granted) {
-        if !deliver(&state, &out, &frame, &key) {
-            break;
-        }
-    }
-    drop(out);
+    state.listens.grant(&state, &key, granted);
     let last = json!({
         "jsonrpc": "2.0",
         "id": id.clone(),
@@ -454,8 +441,9 @@ pub(super) async fn open_on_connection(
         Ok(checked) => checked,
         Err((_, body)) => return Some(body),
     };
-    let out = Out::Connection(conn.clone());
-    let key = state.listens.reserve(id.clone(), out.clone(), &asked);
+    let key = state
+        .listens
+        .reserve(id.clone(), Out::Connection(conn.clone()), &asked);
     let mut entry = Entry {
         state,
         key: key.clone(),
@@ -465,11 +453,7 @@ pub(super) async fn open_on_connection(
     // From here the stream ends with its connection or its cancellation, not with this call.
     entry.armed = false;
     mcp::notify_session(state, &conn, &ack);
-    for frame in state.listens.grant(&key, granted) {
-        if !deliver(state, &out, &frame, &key) {
-            break;
-        }
-    }
+    state.listens.grant(state, &key, granted);
     None
 }
 

@@ -613,14 +613,18 @@ pub fn prune_subscriptions(state: &AppState) {
         .listens
         .retain_connected(|conn| session_open(state, conn));
     for up in state.registry.list() {
-        for uri in up.retain_subscribers(|key| session_open(state, key)) {
+        let emptied = up.retain_subscribers(|key| session_open(state, key));
+        // A 2026-07-28 upstream's listen stream already follows the table.
+        if up.subscribes_by_listening() {
+            continue;
+        }
+        for uri in emptied {
             let up = up.clone();
             runtime.spawn(async move {
                 // Someone may have subscribed again meanwhile; one who is subscribing now
                 // waits for this change to be done.
                 let _change = up.subscription_change().await;
-                // A 2026-07-28 upstream's listen stream already follows the table.
-                if !up.subscribers(&uri).is_empty() || up.subscribes_by_listening() {
+                if !up.subscribers(&uri).is_empty() {
                     return;
                 }
                 let params = serde_json::json!({ "uri": uri });

@@ -394,9 +394,7 @@ pub async fn listen(
                 tracing::debug!(url = %client.url, error = %err, "the upstream's GET stream broke");
             }
         }
-        let pause = Duration::from_secs(1)
-            .saturating_mul(1 << failures.min(5))
-            .min(Duration::from_secs(30));
+        let pause = backoff(failures);
         tokio::select! {
             () = stop.cancelled() => return,
             () = tokio::time::sleep(pause) => {}
@@ -606,11 +604,7 @@ pub async fn listen_modern(
                         }
                         Err(_) => return,
                     }
-                    break Next::After(
-                        Duration::from_secs(1)
-                            .saturating_mul(1 << failures.min(5))
-                            .min(Duration::from_secs(30)),
-                    );
+                    break Next::After(backoff(failures));
                 }
             }
         };
@@ -626,6 +620,14 @@ pub async fn listen_modern(
             },
         }
     }
+}
+
+/// The pause before a standing stream is opened again after `failures` failures in a row:
+/// 1 s doubling to 30 s.
+fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1)
+        .saturating_mul(1 << failures.min(5))
+        .min(Duration::from_secs(30))
 }
 
 /// When [`listen_modern`] opens its next stream.

@@ -8,6 +8,43 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+/// The `_meta` envelope of a 2026-07-28 request (no client capabilities).
+pub fn modern_meta() -> Value {
+    json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {},
+    })
+}
+
+/// A 2026-07-28 `subscriptions/listen` request with id `id` asking for `filter`.
+pub fn listen_request(id: &str, filter: Value) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen", "params": {
+        "notifications": filter,
+        "_meta": modern_meta(),
+    }})
+}
+
+/// POST [`listen_request`] to `url` with its routing headers, `accept` as given.
+pub async fn listen(
+    http: &reqwest::Client,
+    url: &str,
+    bearer: Option<&str>,
+    (id, filter): (&str, Value),
+    accept: &str,
+) -> reqwest::Response {
+    let mut request = http
+        .post(url)
+        .header("accept", accept)
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "subscriptions/listen")
+        .timeout(Duration::from_secs(60))
+        .json(&listen_request(id, filter));
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    request.send().await.unwrap()
+}
+
 /// An HTTP client trusting `ca` (if any), with an optional bearer token.
 pub fn http(ca: Option<&Path>) -> reqwest::Client {
     super::tls::install_provider();
