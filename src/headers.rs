@@ -1,9 +1,11 @@
-//! The HTTP header names of MCP's transports, made once.
+//! The HTTP header names of MCP's transports, made once, and the header fields of the
+//! forwarding path ([`Fields`], read through [`Lookup`]).
 //!
 //! A header map looked up by `&str` parses the name (checks and lower-cases every byte) on every
 //! lookup; looked up by a `HeaderName` it only hashes. These are on every forwarded call.
 
-use http::HeaderName;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// `Mcp-Session-Id`.
 pub static SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
@@ -15,3 +17,254 @@ pub static METHOD: HeaderName = HeaderName::from_static("mcp-method");
 pub static NAME: HeaderName = HeaderName::from_static("mcp-name");
 /// `Last-Event-ID`.
 pub static LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+
+/// Reading a request's or an answer's header fields by name, whatever holds them.
+pub trait Lookup {
+    /// The first value of the field `name`.
+    fn value(&self, name: &HeaderName) -> Option<&[u8]>;
+
+    /// That value as text: `None` unless it is visible ASCII (tabs and spaces allowed), as
+    /// [`HeaderValue::to_str`] decides.
+    fn text(&self, name: &HeaderName) -> Option<&str> {
+        self.value(name).and_then(visible)
+    }
+
+    /// Whether the field `name` is present.
+    fn contains(&self, name: &HeaderName) -> bool {
+        self.value(name).is_some()
+    }
+}
+
+impl Lookup for HeaderMap {
+    fn value(&self, name: &HeaderName) -> Option<&[u8]> {
+        self.get(name).map(HeaderValue::as_bytes)
+    }
+
+    fn text(&self, name: &HeaderName) -> Option<&str> {
+        self.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// `value` as text when it is visible ASCII, tab or space.
+pub fn visible(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
+}
+
+/// Header fields as they came on the wire: one copy of the head, and where each field's name
+/// and value lie in it. Building an `http::HeaderMap` (hashing, a `HeaderName` per field,
+/// two allocations) cost about a tenth of the instructions of a forwarded call, twice per
+/// call; the few fields a call reads are found by a scan of a dozen instead, which compares
+/// one word per field ([`key`]) before it compares a name.
+///
+/// Names compare without regard to case. The parser that found the fields (httparse) has
+/// checked them: names are tokens, values hold no control byte but tab.
+#[derive(Clone, Debug, Default)]
+pub struct Fields {
+    head: Bytes,
+    spans: Vec<Span>,
+}
+
+/// Where one field lies in the head.
+#[derive(Clone, Copy, Debug)]
+struct Span {
+    /// Its name's [`key`].
+    key: u32,
+    /// Its name's start (its length is in `key`).
+    name: u32,
+    /// Its value's start and end.
+    value: [u32; 2],
+}
+
+/// A word that two names equal without regard to case share: their length, and their first
+/// and last bytes lowered. The names of one head differ in it nearly always.
+fn key(name: &[u8]) -> u32 {
+    match name {
+        [] => 0,
+        [first, .., last] | [first @ last] => {
+            (name.len() as u32) << 16
+                | u32::from(first.to_ascii_lowercase()) << 8
+                | u32::from(last.to_ascii_lowercase())
+        }
+    }
+}
+
+impl Fields {
+    /// The fields of `head` at `spans`: per field, where its name and its value start and
+    /// end in `head` (a span outside it is a bug of the caller and panics).
+    pub fn new(head: Bytes, spans: impl IntoIterator<Item = [u32; 4]>) -> Self {
+        let spans = spans
+            .into_iter()
+            .map(|[ns, ne, vs, ve]| Span {
+                key: key(&head[ns as usize..ne as usize]),
+                name: ns,
+                value: [vs, ve],
+            })
+            .collect();
+        Self { head, spans }
+    }
+
+    /// Every value of the field `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
+        let wanted = key(name.as_str().as_bytes());
+        let name = name.clone();
+        self.spans
+            .iter()
+            .filter(move |span| self.is(span, wanted, &name))
+            .map(|span| self.value_of(span))
+    }
+
+    /// Whether the field at `span` is `name`, whose key is `wanted`.
+    fn is(&self, span: &Span, wanted: u32, name: &HeaderName) -> bool {
+        span.key == wanted
+            && self
+                .name(span)
+                .eq_ignore_ascii_case(name.as_str().as_bytes())
+    }
+
+    fn name(&self, span: &Span) -> &[u8] {
+        let start = span.name as usize;
+        &self.head[start..start + (span.key >> 16) as usize]
+    }
+
+    fn value_of(&self, span: &Span) -> &[u8] {
+        &self.head[span.value[0] as usize..span.value[1] as usize]
+    }
+
+    /// Every field, name (as sent) and value, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans
+            .iter()
+            .map(|span| (self.name(span), self.value_of(span)))
+    }
+
+    /// How many fields there are.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// The same fields as a header map (for what needs one; not on the forwarding path).
+    /// Fields whose name or value a map refuses are left out.
+    pub fn to_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.len());
+        for (name, value) in self.iter() {
+            if let (Ok(name), Ok(value)) =
+                (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
+            {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+}
+
+impl Lookup for Fields {
+    fn value(&self, name: &HeaderName) -> Option<&[u8]> {
+        let wanted = key(name.as_str().as_bytes());
+        let span = self.spans.iter().find(|span| self.is(span, wanted, name))?;
+        Some(self.value_of(span))
+    }
+
+    fn text(&self, name: &HeaderName) -> Option<&str> {
+        // httparse let no control byte but tab through: ASCII is visible text here.
+        std::str::from_utf8(self.value(name)?)
+            .ok()
+            .filter(|text| text.is_ascii())
+    }
+}
+
+/// A request's headers as its server read them: a map from hyper, or the fields of a head the
+/// listener's own HTTP/1.1 loop parsed.
+#[derive(Debug)]
+pub enum Incoming {
+    /// From hyper (every route but the listener's hot one, and every other transport).
+    Map(HeaderMap),
+    /// From `crate::server::h1`.
+    Wire(Fields),
+}
+
+impl Lookup for Incoming {
+    fn value(&self, name: &HeaderName) -> Option<&[u8]> {
+        match self {
+            Self::Map(map) => map.value(name),
+            Self::Wire(fields) => fields.value(name),
+        }
+    }
+
+    fn text(&self, name: &HeaderName) -> Option<&str> {
+        match self {
+            Self::Map(map) => map.text(name),
+            Self::Wire(fields) => fields.text(name),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parsed(head: &'static [u8]) -> Fields {
+        let mut slots = [httparse::EMPTY_HEADER; 16];
+        let mut response = httparse::Response::new(&mut slots);
+        assert!(response.parse(head).unwrap().is_complete());
+        let at = |s: &[u8]| (s.as_ptr() as usize - head.as_ptr() as usize) as u32;
+        let spans: Vec<[u32; 4]> = response
+            .headers
+            .iter()
+            .map(|f| {
+                let (n, v) = (at(f.name.as_bytes()), at(f.value));
+                [n, n + f.name.len() as u32, v, v + f.value.len() as u32]
+            })
+            .collect();
+        Fields::new(Bytes::from_static(head), spans)
+    }
+
+    #[test]
+    fn fields_are_found_by_name_without_regard_to_case_first_value_first() {
+        let f = parsed(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nMCP-Session-Id: abc\r\n\
+              Vary: a\r\nvary: b\r\nX-Bin: caf\xe9\r\nX-Empty:\r\n\r\n",
+        );
+        assert_eq!(f.len(), 6);
+        assert_eq!(
+            f.text(&http::header::CONTENT_TYPE),
+            Some("application/json")
+        );
+        assert_eq!(f.text(&SESSION_ID), Some("abc"));
+        let vary: Vec<_> = f.get_all(&http::header::VARY).collect();
+        assert_eq!(vary, [b"a".as_slice(), b"b".as_slice()]);
+        assert_eq!(f.text(&http::header::VARY), Some("a"));
+        // Not visible ASCII: there as bytes, not as text (as HeaderValue::to_str says).
+        let bin = HeaderName::from_static("x-bin");
+        assert_eq!(f.value(&bin), Some(b"caf\xe9".as_slice()));
+        assert_eq!(f.text(&bin), None);
+        assert_eq!(f.text(&HeaderName::from_static("x-empty")), Some(""));
+        assert!(!f.contains(&http::header::LINK));
+        // A name that is a prefix of another is not it.
+        assert!(!f.contains(&HeaderName::from_static("content")));
+    }
+
+    #[test]
+    fn a_map_and_the_wire_fields_of_one_head_answer_alike() {
+        let f =
+            parsed(b"HTTP/1.1 200 OK\r\nHost: a\r\nAccept: b\r\nAccept: c\r\nX-Tab: d\te\r\n\r\n");
+        let map = f.to_map();
+        assert_eq!(map.len(), 4);
+        for name in ["host", "accept", "x-tab", "absent"] {
+            let name = HeaderName::from_static(name);
+            assert_eq!(Lookup::value(&map, &name), f.value(&name), "{name}");
+            assert_eq!(Lookup::text(&map, &name), f.text(&name), "{name}");
+            let wire = Incoming::Wire(f.clone());
+            let hyper = Incoming::Map(map.clone());
+            assert_eq!(wire.text(&name), hyper.text(&name), "{name}");
+        }
+    }
+}

@@ -4,14 +4,15 @@
 //!
 //! Tokens are compared in constant time, and neither a token nor the header is ever logged.
 
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::config::AuthConfig;
+use crate::headers::Lookup;
 
 /// The 401 for a request without an accepted bearer token; `None` lets it through (as
 /// every request when auth is off).
-pub fn refusal(auth: &AuthConfig, headers: &HeaderMap) -> Option<Response> {
+pub fn refusal(auth: &AuthConfig, headers: &dyn Lookup) -> Option<Response> {
     if !auth.enabled {
         return None;
     }
@@ -28,8 +29,8 @@ pub fn refusal(auth: &AuthConfig, headers: &HeaderMap) -> Option<Response> {
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+fn bearer(headers: &dyn Lookup) -> Option<&str> {
+    let value = headers.text(&header::AUTHORIZATION)?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
         .eq_ignore_ascii_case("bearer")

@@ -7,10 +7,10 @@
 //! name-bearing methods) `Mcp-Name` headers agree with the body (-32020); the version is one
 //! mcpgw speaks (-32022, with the supported list).
 
-use axum::http::{HeaderMap, HeaderName, StatusCode};
+use axum::http::{HeaderName, StatusCode};
 use serde_json::{Value, json};
 
-use crate::headers as names;
+use crate::headers::{self as names, Lookup};
 use crate::jsonrpc::{self, code};
 use crate::upstream::connection::{
     META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, MODERN_VERSION, SESSION_VERSIONS, header_safe,
@@ -21,18 +21,24 @@ pub fn is_supported(version: &str) -> bool {
     SESSION_VERSIONS.contains(&version) || version == MODERN_VERSION
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
+fn header<'a>(headers: &'a dyn Lookup, name: &HeaderName) -> Option<&'a str> {
+    headers.text(name)
 }
 
 /// Whether a request's `MCP-Protocol-Version` header names a version after the session era.
-pub fn header_is_modern(headers: &HeaderMap) -> bool {
-    header(headers, &names::PROTOCOL_VERSION).is_some_and(|v| !SESSION_VERSIONS.contains(&v))
+pub fn header_is_modern(headers: &dyn Lookup) -> bool {
+    header(headers, &names::PROTOCOL_VERSION).is_some_and(version_is_modern)
 }
 
-/// Whether a request speaks 2026-07-28: by its header or by its `_meta` envelope.
-pub fn is_modern(headers: &HeaderMap, msg: &Value) -> bool {
-    header_is_modern(headers)
+/// Whether `version` is after the session era.
+pub fn version_is_modern(version: &str) -> bool {
+    !SESSION_VERSIONS.contains(&version)
+}
+
+/// Whether a request speaks 2026-07-28: by its header (on transports with per-message
+/// headers) or by its `_meta` envelope.
+pub fn is_modern(headers: Option<&dyn Lookup>, msg: &Value) -> bool {
+    headers.is_some_and(header_is_modern)
         || msg
             .get("params")
             .and_then(|p| p.get("_meta"))
@@ -42,7 +48,7 @@ pub fn is_modern(headers: &HeaderMap, msg: &Value) -> bool {
 
 /// Run the ladder; `Err` is the HTTP status and JSON-RPC error to answer with. `headers` is
 /// `None` on transports without per-message headers (SSE, WebSocket): that rung is skipped.
-pub fn check(headers: Option<&HeaderMap>, msg: &Value) -> Result<(), (StatusCode, Value)> {
+pub fn check(headers: Option<&dyn Lookup>, msg: &Value) -> Result<(), (StatusCode, Value)> {
     let id = msg.get("id").cloned().unwrap_or(Value::Null);
     let reject = |c: i64, m: String, data: Option<Value>| {
         let mut e = jsonrpc::error(id.clone(), c, m);

@@ -15,11 +15,12 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::{HeaderMap, Method};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 
 use super::{AppState, auth, limits, metrics, origin};
+use crate::headers::Incoming;
 
 /// Route templates served without a bearer token (liveness probes carry none).
 pub const UNPROTECTED: &[&str] = &["/health"];
@@ -47,7 +48,7 @@ pub async fn post_mcp(state: Arc<AppState>, request: Request) -> Response {
 
 /// [`post_mcp`] for a request whose body the server already read whole, within
 /// [`limits::MAX_BODY`] and the body timeout (`crate::server::h1`).
-pub async fn post_mcp_read(state: Arc<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn post_mcp_read(state: Arc<AppState>, headers: Incoming, body: Bytes) -> Response {
     let tracked = metrics::Tracked::fixed(&Method::POST, MCP_ROUTE);
     let response = admit_read(&state, headers, body).await;
     tracked.finish(&state.metrics, &response);
@@ -66,10 +67,11 @@ async fn admit_mcp(state: &Arc<AppState>, request: Request) -> Response {
     if let Some(refused) = auth::refusal(&state.auth, &parts.headers) {
         return refused;
     }
-    super::mcp::post(state.clone(), super::mcp::Scope::All, parts.headers, body).await
+    let headers = Incoming::Map(parts.headers);
+    super::mcp::post(state.clone(), super::mcp::Scope::All, headers, body).await
 }
 
-async fn admit_read(state: &Arc<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn admit_read(state: &Arc<AppState>, headers: Incoming, body: Bytes) -> Response {
     if let Some(refused) = origin::refusal(&state.origin, &headers) {
         return refused;
     }

@@ -14,7 +14,10 @@ use std::sync::{Arc, Mutex};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
+use axum::http::header::ACCEPT;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+
+use crate::headers::{Incoming, Lookup};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -51,7 +54,7 @@ pub use super::sessions::{SessionLimits, Sessions, too_many_sessions};
 /// `POST /mcp` and `/mcp/http`.
 pub async fn post_all(State(state): State<Arc<AppState>>, request: Request) -> Response {
     match split(request).await {
-        Ok((headers, body)) => post(state, Scope::All, headers, body).await,
+        Ok((headers, body)) => post(state, Scope::All, Incoming::Map(headers), body).await,
         Err(refused) => refused,
     }
 }
@@ -69,7 +72,7 @@ pub async fn post_one(
     if state.registry.get(&name).is_none() {
         return (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "not_found", "message": format!("no upstream named '{name}' is registered")}}))).into_response();
     }
-    post(state, Scope::One(name), headers, body).await
+    post(state, Scope::One(name), Incoming::Map(headers), body).await
 }
 
 /// `DELETE /mcp`: end a session.
@@ -95,20 +98,19 @@ async fn split(mut request: Request) -> Result<(HeaderMap, Bytes), Response> {
     Ok((headers, body))
 }
 
-fn session_header(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(&crate::headers::SESSION_ID)
-        .and_then(|v| v.to_str().ok())
+fn session_header(headers: &impl Lookup) -> Option<&str> {
+    headers.text(&crate::headers::SESSION_ID)
 }
 
 /// Answer a message posted to an MCP endpoint (the body already read, within its limits).
 pub(super) async fn post(
     state: Arc<AppState>,
     scope: Scope,
-    headers: HeaderMap,
+    headers: Incoming,
     body: Bytes,
 ) -> Response {
-    if let Some(id) = session_header(&headers)
+    let session = session_header(&headers);
+    if let Some(id) = session
         && !state.sessions.touch(id)
     {
         return rpc_http(
@@ -121,7 +123,7 @@ pub(super) async fn post(
         );
     }
     // Calls go upstream without a JSON tree when they can (see `call`).
-    let session = session_header(&headers).map(Arc::<str>::from);
+    let session = session.map(Arc::<str>::from);
     let (headers, body) = match call::post(&state, &scope, headers, body, session).await {
         Ok(answered) => return answered,
         Err(not_a_call) => not_a_call,
@@ -131,12 +133,7 @@ pub(super) async fn post(
 }
 
 /// [`post`] for what `call` does not carry: the message parsed as a tree.
-async fn post_tree(
-    state: Arc<AppState>,
-    scope: Scope,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn post_tree(state: Arc<AppState>, scope: Scope, headers: Incoming, body: Bytes) -> Response {
     let session = session_header(&headers);
     let msg: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
@@ -147,9 +144,7 @@ async fn post_tree(
             );
         }
     };
-    if let Some(v) = headers
-        .get(&crate::headers::PROTOCOL_VERSION)
-        .and_then(|v| v.to_str().ok())
+    if let Some(v) = headers.text(&crate::headers::PROTOCOL_VERSION)
         && !super::era::is_supported(v)
     {
         return rpc_http(
@@ -161,7 +156,7 @@ async fn post_tree(
             ),
         );
     }
-    let modern = super::era::is_modern(&headers, &msg);
+    let modern = super::era::is_modern(Some(&headers), &msg);
     if modern {
         if msg.is_array() {
             return rpc_http(
@@ -179,7 +174,7 @@ async fn post_tree(
             return rpc_http(status, body);
         }
     } else if session.is_none()
-        && headers.contains_key(&crate::headers::PROTOCOL_VERSION)
+        && headers.contains(&crate::headers::PROTOCOL_VERSION)
         && jsonrpc::method(&msg).is_some_and(|m| m != "initialize")
         && jsonrpc::kind(&msg) == Kind::Request
     {
@@ -276,10 +271,9 @@ fn streams_notifications(method: &str) -> bool {
     )
 }
 
-fn accepts_event_stream(headers: &HeaderMap) -> bool {
+fn accepts_event_stream(headers: &impl Lookup) -> bool {
     headers
-        .get("accept")
-        .and_then(|v| v.to_str().ok())
+        .text(&ACCEPT)
         .is_some_and(|a| a.contains("text/event-stream"))
 }
 
@@ -320,11 +314,8 @@ fn rpc_http(status: StatusCode, body: Value) -> Response {
 }
 
 /// JSON, or a one-event SSE stream for a client that accepts only that.
-fn respond(headers: &HeaderMap, answer: Value) -> Response {
-    let accept = headers
-        .get("accept")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+fn respond(headers: &impl Lookup, answer: Value) -> Response {
+    let accept = headers.text(&ACCEPT).unwrap_or("");
     if accept.contains("text/event-stream") && !accept.contains("application/json") {
         let body = format!("event: message\ndata: {answer}\n\n");
         return (
@@ -673,7 +664,7 @@ async fn answer_on_connection_all(state: &AppState, scope: &Scope, msg: Value) -
 async fn answer_on_connection_one(state: &AppState, scope: &Scope, msg: Value) -> Option<Value> {
     // 2026-07-28 requests may come over these transports too (the envelope says so); there
     // are no per-message headers to check, the rest of the ladder applies.
-    let modern = super::era::is_modern(&HeaderMap::new(), &msg);
+    let modern = super::era::is_modern(None, &msg);
     if modern
         && jsonrpc::kind(&msg) == Kind::Request
         && let Err((_, body)) = super::era::check(None, &msg)

@@ -8,7 +8,9 @@
 //! have a host that passes the same `Host` rule, or be listed in `allowed_origins`. Requests
 //! without `Origin` (every non-browser client) pass the Origin rule.
 
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
+
+use crate::headers::{Lookup, visible};
 use axum::response::{IntoResponse, Response};
 
 /// Which hosts and origins are accepted.
@@ -57,21 +59,17 @@ impl OriginPolicy {
     }
 
     /// `Ok` or the reason for a 403.
-    pub fn check(&self, headers: &HeaderMap) -> Result<(), String> {
-        if let Some(host) = headers.get(header::HOST) {
-            let host = host
-                .to_str()
-                .map_err(|_| "the Host header is not text".to_owned())?;
+    pub fn check(&self, headers: &dyn Lookup) -> Result<(), String> {
+        if let Some(host) = headers.value(&header::HOST) {
+            let host = visible(host).ok_or("the Host header is not text")?;
             if !self.host_ok(host_only(host)) {
                 return Err(format!(
                     "Host '{host}' is not accepted by this gateway (DNS-rebinding protection; see allowed_hosts)"
                 ));
             }
         }
-        if let Some(origin) = headers.get(header::ORIGIN) {
-            let origin = origin
-                .to_str()
-                .map_err(|_| "the Origin header is not text".to_owned())?;
+        if let Some(origin) = headers.value(&header::ORIGIN) {
+            let origin = visible(origin).ok_or("the Origin header is not text")?;
             if self.allowed_origins.iter().any(|o| o == origin) {
                 return Ok(());
             }
@@ -98,7 +96,7 @@ impl OriginPolicy {
 }
 
 /// The 403 for a foreign `Host` or `Origin`; `None` lets the request through.
-pub fn refusal(policy: &OriginPolicy, headers: &HeaderMap) -> Option<Response> {
+pub fn refusal(policy: &OriginPolicy, headers: &dyn Lookup) -> Option<Response> {
     policy.check(headers).err().map(|reason| {
         tracing::warn!(%reason, "request refused");
         (
@@ -112,6 +110,7 @@ pub fn refusal(policy: &OriginPolicy, headers: &HeaderMap) -> Option<Response> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderMap;
 
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();

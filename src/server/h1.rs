@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TRANSFER_ENCODING, UPGRADE};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::http::{HeaderName, StatusCode};
 use axum::response::Response;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body_util::BodyExt;
@@ -38,6 +38,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use crate::headers::{Fields, Incoming};
 use crate::http::{App, AppState, front, limits};
 
 /// Headers of a request this loop takes; more go to hyper.
@@ -124,8 +125,8 @@ struct Conn<S> {
     buf: BytesMut,
     /// The answer being written.
     out: Vec<u8>,
-    /// The head's fields: name, and where the value lies in the head.
-    fields: Vec<(HeaderName, usize, usize)>,
+    /// The head's fields: where each name and value lies in the head.
+    fields: Vec<[u32; 4]>,
     clock: Clock,
 }
 
@@ -190,14 +191,8 @@ where
             }
             let head = self.buf.split_to(len).freeze();
             let body = self.buf.split_to(body).freeze();
-            let Some(headers) = self.headers(&head) else {
-                let refused = StatusCode::BAD_REQUEST;
-                let _ = self
-                    .answer(axum::response::IntoResponse::into_response(refused), true)
-                    .await;
-                return Next::Close;
-            };
-            drop(head);
+            // httparse has checked the names and values: every one is a valid header field.
+            let headers = Incoming::Wire(Fields::new(head, self.fields.iter().copied()));
             let handled = async {
                 let _serving = crate::upstream::pool::spin::Serving::enter();
                 front::post_mcp_read(state.clone(), headers, body).await
@@ -226,16 +221,6 @@ where
             let ahead = BytesMut::from(&self.buf[..]);
             self.buf = ahead;
         }
-    }
-
-    /// The header map of a head [`parse`] took, its values sharing `head`'s bytes.
-    fn headers(&mut self, head: &Bytes) -> Option<HeaderMap> {
-        let mut map = HeaderMap::with_capacity(self.fields.len());
-        for (name, start, end) in self.fields.drain(..) {
-            let value = HeaderValue::from_maybe_shared(head.slice(start..end)).ok()?;
-            map.append(name, value);
-        }
-        Some(map)
     }
 
     /// Write `response`; with `close`, say so in its head.
@@ -356,8 +341,9 @@ where
     }
 }
 
-/// Classify the head at the start of `buf`; for a [`Head::Post`], `fields` gets its fields.
-fn parse(buf: &[u8], fields: &mut Vec<(HeaderName, usize, usize)>) -> Head {
+/// Classify the head at the start of `buf`; for a [`Head::Post`], `fields` gets where its
+/// fields' names and values lie in `buf`.
+fn parse(buf: &[u8], fields: &mut Vec<[u32; 4]>) -> Head {
     fields.clear();
     if buf.is_empty() {
         return Head::Partial;
@@ -379,17 +365,16 @@ fn parse(buf: &[u8], fields: &mut Vec<(HeaderName, usize, usize)>) -> Head {
     let mut close = false;
     let base = buf.as_ptr() as usize;
     for field in request.headers.iter() {
-        let Some(name) = name_of(field.name) else {
-            return Head::Other;
-        };
-        if name == CONTENT_LENGTH {
+        let name = field.name.as_bytes();
+        let is = |known: &HeaderName| name.eq_ignore_ascii_case(known.as_str().as_bytes());
+        if is(&CONTENT_LENGTH) {
             match (body, decimal(field.value)) {
                 (None, Some(n)) if n <= limits::MAX_BODY => body = Some(n),
                 _ => return Head::Other,
             }
-        } else if name == TRANSFER_ENCODING || name == EXPECT || name == UPGRADE {
+        } else if is(&TRANSFER_ENCODING) || is(&EXPECT) || is(&UPGRADE) {
             return Head::Other;
-        } else if name == CONNECTION {
+        } else if is(&CONNECTION) {
             for token in field.value.split(|b| *b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
@@ -399,35 +384,20 @@ fn parse(buf: &[u8], fields: &mut Vec<(HeaderName, usize, usize)>) -> Head {
                 }
             }
         }
-        let start = field.value.as_ptr() as usize - base;
-        fields.push((name, start, start + field.value.len()));
+        // Heads longer than MAX_HEAD (16 KiB) are not taken: offsets fit in u32.
+        let at = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+        let (name_at, value_at) = (at(name), at(field.value));
+        fields.push([
+            name_at,
+            name_at + name.len() as u32,
+            value_at,
+            value_at + field.value.len() as u32,
+        ]);
     }
     match body {
         Some(body) => Head::Post { len, body, close },
         None => Head::Other,
     }
-}
-
-/// A field's name; MCP's own names are shared copies of [`crate::headers`]' (parsing a name
-/// outside HTTP's standard set allocates).
-fn name_of(raw: &str) -> Option<HeaderName> {
-    use crate::headers::{LAST_EVENT_ID, METHOD, NAME, PROTOCOL_VERSION, SESSION_ID};
-    if raw.len() >= 8 && raw.as_bytes()[..4].eq_ignore_ascii_case(b"mcp-")
-        || raw.len() == LAST_EVENT_ID.as_str().len()
-    {
-        for known in [
-            &SESSION_ID,
-            &PROTOCOL_VERSION,
-            &METHOD,
-            &NAME,
-            &LAST_EVENT_ID,
-        ] {
-            if raw.eq_ignore_ascii_case(known.as_str()) {
-                return Some(known.clone());
-            }
-        }
-    }
-    HeaderName::from_bytes(raw.as_bytes()).ok()
 }
 
 /// A `Content-Length` value: ASCII digits only (no sign, no space, no list).
@@ -558,6 +528,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::headers::Lookup;
 
     fn classify(text: &str) -> Head {
         let mut fields = Vec::new();
@@ -653,18 +624,14 @@ mod tests {
         ));
         let values: Vec<(&str, &str)> = fields
             .iter()
-            .map(|(name, start, end)| (name.as_str(), &text[*start..*end]))
+            .map(|&[ns, ne, vs, ve]| {
+                let at = |a: u32, b: u32| &text[a as usize..b as usize];
+                (at(ns, ne), at(vs, ve))
+            })
             .collect();
-        assert_eq!(values, [("mcp-session-id", "abc"), ("content-length", "2")]);
-        for (raw, name) in [
-            ("MCP-Protocol-Version", "mcp-protocol-version"),
-            ("mcp-name", "mcp-name"),
-            ("Mcp-Session-Idx", "mcp-session-idx"),
-            ("Last-Event-ID", "last-event-id"),
-            ("X-Forwarded-For", "x-forwarded-for"),
-        ] {
-            assert_eq!(name_of(raw).unwrap().as_str(), name);
-        }
-        assert!(name_of("bad name").is_none());
+        assert_eq!(values, [("Mcp-Session-Id", "abc"), ("content-length", "2")]);
+        let fields = Fields::new(Bytes::from(text), fields);
+        assert_eq!(fields.text(&crate::headers::SESSION_ID), Some("abc"));
+        assert_eq!(fields.text(&CONTENT_LENGTH), Some("2"));
     }
 }

@@ -18,7 +18,7 @@ use super::clients::UpstreamClient;
 use super::raw::{self, Envelope, RawParams, Reply};
 use super::sse::SseConn;
 use super::streamable;
-use crate::headers as names;
+use crate::headers::{self as names, Lookup};
 use crate::jsonrpc;
 use crate::store::{Transport, UpstreamAuth};
 
@@ -352,11 +352,7 @@ impl Connection {
                 let sink = self.sink.clone();
                 let a =
                     streamable::post(&self.client, target, headers, &msg, timeout, &*sink).await?;
-                let sid = a
-                    .headers
-                    .get(&names::SESSION_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
+                let sid = a.headers.text(&names::SESSION_ID).map(str::to_owned);
                 (a.response.map(Reply::into_value).transpose()?, sid)
             }
             Wire::Sse(conn) => (conn.send(&msg, timeout).await?, None),

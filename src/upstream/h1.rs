@@ -15,7 +15,9 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, StatusCode};
+
+use crate::headers::{Fields, Lookup, visible};
 
 /// Largest response head.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -40,7 +42,7 @@ pub struct Head {
     /// The final status.
     pub status: StatusCode,
     /// Its header fields.
-    pub headers: HeaderMap,
+    pub headers: Fields,
     /// How its body is delimited.
     pub framing: Framing,
     /// Whether the connection ends with this response.
@@ -218,25 +220,16 @@ impl Wire {
                 self.buf.advance(len);
                 continue;
             }
-            // The values are slices of one copy of the head, not a copy each.
-            let head = Bytes::copy_from_slice(&self.buf[..len]);
+            // One copy of the head; the fields are where httparse found them in the buffer,
+            // which is where they lie in the copy (httparse has checked names and values).
             let base = self.buf.as_ptr() as usize;
-            let mut headers = HeaderMap::with_capacity(response.headers.len());
-            for field in response.headers.iter() {
-                let name = HeaderName::from_bytes(field.name.as_bytes())
-                    .map_err(|_| invalid(format!("invalid header name '{}'", field.name)))?;
-                // httparse's slices lie within the head; anything else is copied.
-                let span = (field.value.as_ptr() as usize)
-                    .checked_sub(base)
-                    .map(|at| at..at + field.value.len())
-                    .filter(|span| span.end <= len);
-                let value = match span {
-                    Some(span) => HeaderValue::from_maybe_shared(head.slice(span)),
-                    None => HeaderValue::from_bytes(field.value),
-                }
-                .map_err(|_| invalid(format!("invalid value of header '{name}'")))?;
-                headers.append(name, value);
-            }
+            let at = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
+            let spans = response.headers.iter().map(|f| {
+                let (name, value) = (f.name.as_bytes(), f.value);
+                let (n, v) = (at(name), at(value));
+                [n, n + name.len() as u32, v, v + value.len() as u32]
+            });
+            let headers = Fields::new(Bytes::copy_from_slice(&self.buf[..len]), spans);
             let http10 = response.version == Some(0);
             self.buf.advance(len);
             return framing(status, headers, http10).map(Some);
@@ -372,34 +365,33 @@ impl Wire {
 }
 
 /// How the body of a response with this head is delimited (RFC 9112, section 6.3).
-fn framing(status: StatusCode, headers: HeaderMap, http10: bool) -> io::Result<Head> {
+fn framing(status: StatusCode, headers: Fields, http10: bool) -> io::Result<Head> {
     // The comma-separated tokens of every field named `name`, trimmed.
-    let tokens = |name| {
+    let tokens = |name: &'static HeaderName| {
         headers
             .get_all(name)
-            .into_iter()
-            .flat_map(|v| v.to_str().unwrap_or("").split(','))
+            .flat_map(|v| visible(v).unwrap_or("").split(','))
             .map(str::trim)
     };
     let connection =
-        |token: &str| tokens(http::header::CONNECTION).any(|t| t.eq_ignore_ascii_case(token));
+        |token: &str| tokens(&http::header::CONNECTION).any(|t| t.eq_ignore_ascii_case(token));
     let mut close = connection("close") || (http10 && !connection("keep-alive"));
     let framing = if status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         Framing::Done
-    } else if headers.contains_key(http::header::TRANSFER_ENCODING) {
-        let chunked = tokens(http::header::TRANSFER_ENCODING)
-            .next_back()
+    } else if headers.contains(&http::header::TRANSFER_ENCODING) {
+        let chunked = tokens(&http::header::TRANSFER_ENCODING)
+            .last()
             .is_some_and(|t| t.eq_ignore_ascii_case("chunked"));
         if chunked && !http10 {
             // With Content-Length too, the length is ignored, and the connection not reused.
-            close |= headers.contains_key(http::header::CONTENT_LENGTH);
+            close |= headers.contains(&http::header::CONTENT_LENGTH);
             Framing::Chunked(Chunk::Size)
         } else {
             close = true;
             Framing::UntilClose
         }
-    } else if headers.contains_key(http::header::CONTENT_LENGTH) {
-        let mut lengths = tokens(http::header::CONTENT_LENGTH)
+    } else if headers.contains(&http::header::CONTENT_LENGTH) {
+        let mut lengths = tokens(&http::header::CONTENT_LENGTH)
             .map(|t| t.parse::<u64>().ok().filter(|_| !t.starts_with('+')));
         let first = lengths.next().flatten();
         match first {
@@ -472,7 +464,10 @@ mod tests {
         .await;
         let mut h = head(&mut w).await.unwrap();
         assert_eq!(h.status, StatusCode::OK);
-        assert_eq!(h.headers["content-type"], "application/json");
+        assert_eq!(
+            h.headers.text(&http::header::CONTENT_TYPE),
+            Some("application/json")
+        );
         assert!(!h.close);
         assert_eq!(
             body(&mut w, &mut h.framing).await.unwrap(),
@@ -490,17 +485,13 @@ mod tests {
         ])
         .await;
         let h = head(&mut w).await.unwrap();
-        assert_eq!(h.headers["mcp-session-id"], "abc");
-        assert_eq!(h.headers["x-empty"], "");
-        let two: Vec<&[u8]> = h
-            .headers
-            .get_all("x-two")
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
+        let name = HeaderName::from_static;
+        assert_eq!(h.headers.text(&crate::headers::SESSION_ID), Some("abc"));
+        assert_eq!(h.headers.text(&name("x-empty")), Some(""));
+        let two: Vec<&[u8]> = h.headers.get_all(&name("x-two")).collect();
         assert_eq!(two, [b"1", b"2"]);
-        assert_eq!(h.headers["x-bin"].as_bytes(), b"caf\xe9");
-        assert!(h.headers.get("link").is_none());
+        assert_eq!(h.headers.value(&name("x-bin")), Some(b"caf\xe9".as_slice()));
+        assert!(!h.headers.contains(&http::header::LINK));
         assert_eq!(h.framing, Framing::Done);
     }
 

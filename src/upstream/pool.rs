@@ -21,7 +21,9 @@ use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Response};
+use http::{HeaderValue, StatusCode};
+
+use crate::headers::Fields;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use url::Url;
@@ -234,7 +236,7 @@ impl Pool {
     /// fresh connection if a pooled one turns out closed before answering. The connection goes
     /// back to the pool when the response's body has been read to its end; dropping the body
     /// unfinished closes it.
-    pub async fn send(self: &Arc<Self>, request: &[u8]) -> Result<Response<Driven>, PoolError> {
+    pub async fn send(self: &Arc<Self>, request: &[u8]) -> Result<Answered, PoolError> {
         let _busy = spin::Busy::enter();
         while let Some(mut conn) = self.take_idle() {
             match conn.send(request).await {
@@ -261,16 +263,17 @@ impl Pool {
         }
     }
 
-    fn driven(self: &Arc<Self>, head: Head, conn: Conn) -> Response<Driven> {
-        let mut response = Response::new(Driven {
-            conn: Some(conn),
-            framing: head.framing,
-            close: head.close,
-            pool: self.clone(),
-        });
-        *response.status_mut() = head.status;
-        *response.headers_mut() = head.headers;
-        response
+    fn driven(self: &Arc<Self>, head: Head, conn: Conn) -> Answered {
+        Answered {
+            status: head.status,
+            headers: head.headers,
+            body: Driven {
+                conn: Some(conn),
+                framing: head.framing,
+                close: head.close,
+                pool: self.clone(),
+            },
+        }
     }
 
     fn take_idle(&self) -> Option<Conn> {
@@ -412,6 +415,24 @@ impl tokio::io::AsyncWrite for Tcp {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// An upstream's answer: its status and header fields, and its body still to be read.
+#[derive(Debug)]
+pub struct Answered {
+    /// The final status.
+    pub status: StatusCode,
+    /// The head's fields.
+    pub headers: Fields,
+    /// The body, read from the connection as it is polled.
+    pub body: Driven,
+}
+
+impl Answered {
+    /// The body alone.
+    pub fn into_body(self) -> Driven {
+        self.body
     }
 }
 
@@ -635,7 +656,7 @@ mod tests {
             .send(&request)
             .await
             .expect("the upstream's answer, not the reset of the write");
-        assert_eq!(response.status(), 413);
+        assert_eq!(response.status, 413);
         let text = response.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(&text[..], b"too large");
         assert!(

@@ -7,15 +7,16 @@ use bytes::Bytes;
 use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING, USER_AGENT};
-use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::{BodyDataStream, BodyExt};
 use serde_json::Value;
 
 use super::UpstreamError;
 use super::clients::UpstreamClient;
 use super::diagnose::diagnose;
-use super::pool::Driven;
+use super::pool::{Answered, Driven};
 use super::raw::Reply;
+use crate::headers::{Fields, Lookup};
 
 /// Largest JSON answer accepted from an upstream.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
@@ -26,7 +27,7 @@ pub struct Answer {
     /// The response to our request, if one was expected and came.
     pub response: Option<Reply>,
     /// Response headers (the session id arrives here at initialize).
-    pub headers: HeaderMap,
+    pub headers: Fields,
 }
 
 /// POST `msg` and wait for the response with `msg`'s id (if it has one). Messages that arrive
@@ -192,14 +193,16 @@ fn write_request(
 
 async fn read_answer(
     client: &UpstreamClient,
-    response: Response<Driven>,
+    response: Answered,
     expect_id: Option<&Value>,
     on_message: &(dyn Fn(Value) + Send + Sync),
     sent_headers: &HeaderMap,
 ) -> Result<Answer, UpstreamError> {
-    let (parts, body) = response.into_parts();
-    let status = parts.status;
-    let headers = parts.headers;
+    let Answered {
+        status,
+        headers,
+        body,
+    } = response;
     if status == StatusCode::NOT_FOUND && sent_headers.contains_key(&crate::headers::SESSION_ID) {
         body.finish();
         return Err(UpstreamError::SessionExpired);
@@ -222,8 +225,7 @@ async fn read_answer(
         });
     }
     let content_type = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+        .text(&CONTENT_TYPE)
         .unwrap_or("")
         .to_ascii_lowercase();
     if expect_id.is_none() {
@@ -415,8 +417,12 @@ async fn open_stream(
         .map_err(|e| UpstreamError::Connect {
             diagnosis: diagnose(&e, e.is_timeout(), client),
         })?;
-    let (parts, body) = response.into_parts();
-    match parts.status {
+    let Answered {
+        status,
+        headers,
+        body,
+    } = response;
+    match status {
         StatusCode::METHOD_NOT_ALLOWED => return Ok(Err(Listened::Unsupported)),
         status if status.is_client_error() => return Ok(Err(Listened::Refused(status))),
         status if !status.is_success() => {
@@ -427,10 +433,8 @@ async fn open_stream(
         }
         _ => {}
     }
-    let event_stream = parts
-        .headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
+    let event_stream = headers
+        .text(&CONTENT_TYPE)
         .is_some_and(|t| t.to_ascii_lowercase().starts_with("text/event-stream"));
     // A JSON answer (an error, or an immediate end) is not a stream.
     Ok(if event_stream {

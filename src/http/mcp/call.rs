@@ -11,13 +11,14 @@ use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};
 
 use axum::body::Bytes;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use memchr::memmem::Finder;
 use serde_json::Value;
 
 use super::route::{call_error, resolve_name, tracked, with_id};
 use super::{AppState, CURRENT_SESSION, Scope, finish, request_span, rpc_http};
+use crate::headers::{Incoming, Lookup};
 use crate::http::era;
 use crate::jsonrpc::{self, code};
 use crate::upstream::connection::{META_PROTOCOL_VERSION, REQUEST_SINK};
@@ -114,7 +115,7 @@ fn candidate(body: &[u8]) -> bool {
 /// What became of a request on this path.
 enum Outcome {
     /// Not a call this path carries: the tree path answers it.
-    NotMine(HeaderMap, Bytes),
+    NotMine(Incoming, Bytes),
     /// Refused before dispatch (the 2026-07-28 ladder, a missing session header).
     Refused(Response),
     /// The JSON-RPC answer, serialized.
@@ -136,17 +137,14 @@ impl Outcome {
 pub(super) async fn post(
     state: &Arc<AppState>,
     scope: &Scope,
-    headers: HeaderMap,
+    headers: Incoming,
     body: Bytes,
     session: Option<Arc<str>>,
-) -> Result<Response, (HeaderMap, Bytes)> {
+) -> Result<Response, (Incoming, Bytes)> {
     if !candidate(&body) {
         return Err((headers, body));
     }
-    let accept = headers
-        .get(header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
+    let accept = headers.text(&header::ACCEPT).unwrap_or("");
     let streams = accept.contains("text/event-stream");
     let sse_only = streams && !accept.contains("application/json");
     let has_session = session.is_some();
@@ -205,16 +203,15 @@ fn respond(answer: Vec<u8>, sse_only: bool) -> Response {
 async fn forward(
     state: &AppState,
     scope: &Scope,
-    headers: HeaderMap,
+    headers: Incoming,
     body: Bytes,
     has_session: bool,
 ) -> Outcome {
     let Some(mut call) = Call::parse(&body) else {
         return Outcome::NotMine(headers, body);
     };
-    let version = headers
-        .get(&crate::headers::PROTOCOL_VERSION)
-        .and_then(|v| v.to_str().ok());
+    let version_field = headers.value(&crate::headers::PROTOCOL_VERSION);
+    let version = version_field.and_then(crate::headers::visible);
     if let Some(v) = version
         && !era::is_supported(v)
     {
@@ -227,7 +224,7 @@ async fn forward(
             ),
         ));
     }
-    let modern = era::header_is_modern(&headers)
+    let modern = version.is_some_and(era::version_is_modern)
         || call
             .params
             .meta()
@@ -236,7 +233,7 @@ async fn forward(
         if let Err((status, body)) = era::check(Some(&headers), &call.ladder_view()) {
             return Outcome::Refused(rpc_http(status, body));
         }
-    } else if !has_session && headers.contains_key(&crate::headers::PROTOCOL_VERSION) {
+    } else if !has_session && version_field.is_some() {
         // A session-era client past initialize must name its session.
         return Outcome::Refused(rpc_http(
             StatusCode::BAD_REQUEST,
