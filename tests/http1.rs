@@ -294,3 +294,80 @@ fn a_client_that_hangs_up_mid_call_cancels_it_upstream() {
         stats()
     );
 }
+
+/// A forwarded call's answer is written by the loop itself, without a response being built;
+/// it must come out as hyper writes the same answer (`/mcp/http` is served by hyper): the same
+/// status, body, content type (JSON, or one SSE event for a client that accepts only that),
+/// `cache-control` for the event, a correct `content-length` and a `date`.
+#[test]
+fn a_forwarded_answer_is_written_as_hyper_writes_it() {
+    let dir = Dir::new();
+    let up = Upstream::start(&[]);
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    let echo = |id: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+               "params": {"name": "up__echo", "arguments": {"text": "héllo \"both\""}}})
+    };
+    for accept in ["application/json, text/event-stream", "text/event-stream"] {
+        let mut answers = Vec::new();
+        for path in ["/mcp", "/mcp/http"] {
+            let (mut s, mut r) = connect(&gw);
+            let body = echo(21).to_string();
+            let request = format!(
+                "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\naccept: {accept}\r\ncontent-length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(request.as_bytes()).unwrap();
+            let answer = read_answer(&mut r);
+            assert_eq!(answer.status, 200, "{path} {accept}: {answer:?}");
+            assert_eq!(
+                answer.header("content-length"),
+                Some(answer.body.len().to_string().as_str()),
+                "{path} {accept}"
+            );
+            assert!(
+                answer.header("date").is_some_and(|d| d.ends_with(" GMT")),
+                "{path} {accept}: {answer:?}"
+            );
+            answers.push(answer);
+        }
+        let [fast, hyper] = &answers[..] else {
+            unreachable!()
+        };
+        for name in ["content-type", "cache-control"] {
+            assert_eq!(fast.header(name), hyper.header(name), "{name} for {accept}");
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&fast.body),
+            String::from_utf8_lossy(&hyper.body),
+            "{accept}"
+        );
+        let text = String::from_utf8(fast.body.clone()).unwrap();
+        let json = if accept == "text/event-stream" {
+            assert_eq!(fast.header("content-type"), Some("text/event-stream"));
+            assert_eq!(fast.header("cache-control"), Some("no-cache"));
+            text.strip_prefix("event: message\ndata: ")
+                .and_then(|t| t.strip_suffix("\n\n"))
+                .unwrap_or_else(|| panic!("not one SSE event: {text:?}"))
+                .to_owned()
+        } else {
+            assert_eq!(fast.header("content-type"), Some("application/json"));
+            text
+        };
+        let answer: Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(answer["id"], 21);
+        assert_eq!(
+            answer["result"]["content"][0]["text"], "héllo \"both\"",
+            "{answer}"
+        );
+    }
+    // And with `Connection: close`: said in the head, then the connection ends.
+    let (mut s, mut r) = connect(&gw);
+    s.write_all(post(&echo(22), "connection: close\r\n").as_bytes())
+        .unwrap();
+    let answer = read_answer(&mut r);
+    assert_eq!(answer.json()["id"], 22);
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(closed(&mut r), "the gateway kept the connection open");
+}

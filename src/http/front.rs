@@ -17,8 +17,9 @@ use axum::body::Bytes;
 use axum::extract::{Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
+use super::mcp::Reply;
 use super::{AppState, auth, limits, metrics, origin};
 use crate::headers::Incoming;
 
@@ -33,7 +34,7 @@ pub const MCP_ROUTE: &str = "/mcp";
 pub async fn gate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let tracked = metrics::Tracked::start(&request);
     let response = admit(&state, tracked.route(), request, next).await;
-    tracked.finish(&state.metrics, &response);
+    tracked.finish(&state.metrics, response.status());
     response
 }
 
@@ -41,42 +42,42 @@ pub async fn gate(State(state): State<Arc<AppState>>, request: Request, next: Ne
 /// `/mcp`), `Host`/`Origin`, the bounded body, bearer auth, then the MCP handler.
 pub async fn post_mcp(state: Arc<AppState>, request: Request) -> Response {
     let tracked = metrics::Tracked::fixed(request.method(), MCP_ROUTE);
-    let response = admit_mcp(&state, request).await;
-    tracked.finish(&state.metrics, &response);
-    response
+    let reply = admit_mcp(&state, request).await;
+    tracked.finish(&state.metrics, reply.status());
+    reply.into_response()
 }
 
 /// [`post_mcp`] for a request whose body the server already read whole, within
 /// [`limits::MAX_BODY`] and the body timeout (`crate::server::h1`).
-pub async fn post_mcp_read(state: Arc<AppState>, headers: Incoming, body: Bytes) -> Response {
+pub async fn post_mcp_read(state: Arc<AppState>, headers: Incoming, body: Bytes) -> Reply {
     let tracked = metrics::Tracked::fixed(&Method::POST, MCP_ROUTE);
-    let response = admit_read(&state, headers, body).await;
-    tracked.finish(&state.metrics, &response);
-    response
+    let reply = admit_read(&state, headers, body).await;
+    tracked.finish(&state.metrics, reply.status());
+    reply
 }
 
-async fn admit_mcp(state: &Arc<AppState>, request: Request) -> Response {
+async fn admit_mcp(state: &Arc<AppState>, request: Request) -> Reply {
     if let Some(refused) = origin::refusal(&state.origin, request.headers()) {
-        return refused;
+        return refused.into();
     }
     let (parts, body) = request.into_parts();
     let body = match limits::collect(state.body_timeout, body).await {
         Ok(body) => body,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into(),
     };
     if let Some(refused) = auth::refusal(&state.auth, &parts.headers) {
-        return refused;
+        return refused.into();
     }
     let headers = Incoming::Map(parts.headers);
     super::mcp::post(state.clone(), super::mcp::Scope::All, headers, body).await
 }
 
-async fn admit_read(state: &Arc<AppState>, headers: Incoming, body: Bytes) -> Response {
+async fn admit_read(state: &Arc<AppState>, headers: Incoming, body: Bytes) -> Reply {
     if let Some(refused) = origin::refusal(&state.origin, &headers) {
-        return refused;
+        return refused.into();
     }
     if let Some(refused) = auth::refusal(&state.auth, &headers) {
-        return refused;
+        return refused.into();
     }
     super::mcp::post(state.clone(), super::mcp::Scope::All, headers, body).await
 }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::header::ACCEPT;
+use axum::http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 
 use crate::headers::{Incoming, Lookup};
@@ -54,7 +54,9 @@ pub use super::sessions::{SessionLimits, Sessions, too_many_sessions};
 /// `POST /mcp` and `/mcp/http`.
 pub async fn post_all(State(state): State<Arc<AppState>>, request: Request) -> Response {
     match split(request).await {
-        Ok((headers, body)) => post(state, Scope::All, Incoming::Map(headers), body).await,
+        Ok((headers, body)) => post(state, Scope::All, Incoming::Map(headers), body)
+            .await
+            .into_response(),
         Err(refused) => refused,
     }
 }
@@ -72,7 +74,9 @@ pub async fn post_one(
     if state.registry.get(&name).is_none() {
         return (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "not_found", "message": format!("no upstream named '{name}' is registered")}}))).into_response();
     }
-    post(state, Scope::One(name), Incoming::Map(headers), body).await
+    post(state, Scope::One(name), Incoming::Map(headers), body)
+        .await
+        .into_response()
 }
 
 /// `DELETE /mcp`: end a session.
@@ -102,25 +106,86 @@ fn session_header(headers: &impl Lookup) -> Option<&str> {
     headers.text(&crate::headers::SESSION_ID)
 }
 
+/// What a message posted to an MCP endpoint is answered with.
+#[derive(Debug)]
+pub enum Reply {
+    /// A JSON-RPC answer, serialized: as JSON, or (`sse_only`, for a client that accepts only
+    /// an event stream) as one SSE event. What nearly every forwarded call gets; the
+    /// listener's own HTTP/1.1 loop writes it without building a response.
+    Answer {
+        /// The answer.
+        json: Vec<u8>,
+        /// Whether to frame it as one SSE event.
+        sse_only: bool,
+    },
+    /// Any other response.
+    Response(Response),
+}
+
+impl Reply {
+    /// The status it is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::Answer { .. } => StatusCode::OK,
+            Self::Response(response) => response.status(),
+        }
+    }
+
+    /// The content type and body of an [`Reply::Answer`].
+    pub fn framed(json: Vec<u8>, sse_only: bool) -> (&'static str, Vec<u8>) {
+        if !sse_only {
+            return ("application/json", json);
+        }
+        let mut framed = Vec::with_capacity(json.len() + 24);
+        framed.extend_from_slice(b"event: message\ndata: ");
+        framed.extend_from_slice(&json);
+        framed.extend_from_slice(b"\n\n");
+        ("text/event-stream", framed)
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> Response {
+        let (json, sse_only) = match self {
+            Self::Answer { json, sse_only } => (json, sse_only),
+            Self::Response(response) => return response,
+        };
+        let (content_type, body) = Self::framed(json, sse_only);
+        let mut response = Bytes::from(body).into_response();
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        if sse_only {
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        }
+        response
+    }
+}
+
+impl From<Response> for Reply {
+    fn from(response: Response) -> Self {
+        Self::Response(response)
+    }
+}
+
 /// Answer a message posted to an MCP endpoint (the body already read, within its limits).
 pub(super) async fn post(
     state: Arc<AppState>,
     scope: Scope,
     headers: Incoming,
     body: Bytes,
-) -> Response {
+) -> Reply {
     let session = session_header(&headers);
     if let Some(id) = session
         && !state.sessions.touch(id)
     {
-        return rpc_http(
+        return Reply::Response(rpc_http(
             StatusCode::NOT_FOUND,
             jsonrpc::error(
                 Value::Null,
                 code::INVALID_REQUEST,
                 "session not found (it ended or expired); initialize a new one",
             ),
-        );
+        ));
     }
     // Calls go upstream without a JSON tree when they can (see `call`).
     let session = session.map(Arc::<str>::from);
@@ -129,7 +194,7 @@ pub(super) async fn post(
         Err(not_a_call) => not_a_call,
     };
     // Boxed, so that its (large) future is not part of every call's.
-    Box::pin(post_tree(state, scope, headers, body)).await
+    Reply::Response(Box::pin(post_tree(state, scope, headers, body)).await)
 }
 
 /// [`post`] for what `call` does not carry: the message parsed as a tree.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Method, header};
+use axum::http::{Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
@@ -101,11 +101,11 @@ impl Tracked {
     }
 
     /// Count the request with the status it was answered with.
-    pub fn finish(self, metrics: &Metrics, response: &Response) {
+    pub fn finish(self, metrics: &Metrics, status: StatusCode) {
         metrics.http_request(
             self.route().unwrap_or(UNMATCHED_ROUTE),
             &self.method,
-            response.status().as_u16(),
+            status.as_u16(),
             self.started.elapsed(),
         );
     }

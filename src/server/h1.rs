@@ -39,6 +39,7 @@ use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
 use crate::headers::{Fields, Incoming};
+use crate::http::mcp::Reply;
 use crate::http::{App, AppState, front, limits};
 
 /// Headers of a request this loop takes; more go to hyper.
@@ -201,7 +202,7 @@ where
                 return Next::Drop;
             };
             let close = close || limits.stop.is_cancelled();
-            if self.answer(response, close).await.is_err() {
+            if self.reply(response, close).await.is_err() {
                 return Next::Drop;
             }
             if close {
@@ -221,6 +222,37 @@ where
             let ahead = BytesMut::from(&self.buf[..]);
             self.buf = ahead;
         }
+    }
+
+    /// Write `reply`; with `close`, say so in its head. A serialized answer goes out as the
+    /// hyper path would send it (`content-type`, `cache-control` for an event, `date`,
+    /// `content-length`) without a response being built.
+    async fn reply(&mut self, reply: Reply, close: bool) -> io::Result<()> {
+        let (json, sse_only) = match reply {
+            Reply::Answer { json, sse_only } => (json, sse_only),
+            Reply::Response(response) => return self.answer(response, close).await,
+        };
+        let (content_type, body) = Reply::framed(json, sse_only);
+        let out = &mut self.out;
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        push_field(out, b"content-type", content_type.as_bytes());
+        if sse_only {
+            push_field(out, b"cache-control", b"no-cache");
+        }
+        push_date(out);
+        if close {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        push_length(out, body.len());
+        out.extend_from_slice(b"\r\n");
+        if out.len() + body.len() > ONE_WRITE {
+            self.flush_out().await?;
+            self.io.write_all(&body).await?;
+            return self.io.flush().await;
+        }
+        out.extend_from_slice(&body);
+        self.flush_out().await
     }
 
     /// Write `response`; with `close`, say so in its head.
@@ -261,7 +293,7 @@ where
         }
         if let Some(size) = axum::body::HttpBody::size_hint(&body).exact() {
             if !parts.headers.contains_key(CONTENT_LENGTH) {
-                push_field(out, b"content-length", size.to_string().as_bytes());
+                push_length(out, usize::try_from(size).unwrap_or(usize::MAX));
             }
             out.extend_from_slice(b"\r\n");
             while let Some(data) = self.frame(&mut body).await? {
@@ -417,6 +449,22 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     out.extend_from_slice(b": ");
     out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
+}
+
+/// `content-length: N`.
+fn push_length(out: &mut Vec<u8>, n: usize) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    push_field(out, b"content-length", &digits[at..]);
 }
 
 /// `date: <IMF-fixdate>`, formatted once a second per thread.

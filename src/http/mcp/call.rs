@@ -11,13 +11,13 @@ use std::borrow::Cow;
 use std::sync::{Arc, LazyLock};
 
 use axum::body::Bytes;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{StatusCode, header};
+use axum::response::Response;
 use memchr::memmem::Finder;
 use serde_json::Value;
 
 use super::route::{call_error, resolve_name, tracked, with_id};
-use super::{AppState, CURRENT_SESSION, Scope, finish, request_span, rpc_http};
+use super::{AppState, CURRENT_SESSION, Reply, Scope, finish, request_span, rpc_http};
 use crate::headers::{Incoming, Lookup};
 use crate::http::era;
 use crate::jsonrpc::{self, code};
@@ -140,7 +140,7 @@ pub(super) async fn post(
     headers: Incoming,
     body: Bytes,
     session: Option<Arc<str>>,
-) -> Result<Response, (Incoming, Bytes)> {
+) -> Result<Reply, (Incoming, Bytes)> {
     if !candidate(&body) {
         return Err((headers, body));
     }
@@ -163,39 +163,16 @@ pub(super) async fn post(
             .await
         {
             Ok(outcome) => outcome,
-            Err(streamed) => return Ok(streamed),
+            Err(streamed) => return Ok(Reply::Response(streamed)),
         }
     } else {
         work.await
     };
     match outcome {
         Outcome::NotMine(headers, body) => Err((headers, body)),
-        Outcome::Refused(response) => Ok(response),
-        Outcome::Answer(bytes) => Ok(respond(bytes, sse_only)),
+        Outcome::Refused(response) => Ok(Reply::Response(response)),
+        Outcome::Answer(json) => Ok(Reply::Answer { json, sse_only }),
     }
-}
-
-/// JSON, or a one-event SSE stream for a client that accepts only that.
-fn respond(answer: Vec<u8>, sse_only: bool) -> Response {
-    let (content_type, body) = if sse_only {
-        let mut framed = Vec::with_capacity(answer.len() + 24);
-        framed.extend_from_slice(b"event: message\ndata: ");
-        framed.extend_from_slice(&answer);
-        framed.extend_from_slice(b"\n\n");
-        ("text/event-stream", framed)
-    } else {
-        ("application/json", answer)
-    };
-    let mut response = Bytes::from(body).into_response();
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if sse_only {
-        response
-            .headers_mut()
-            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    }
-    response
 }
 
 /// Check, route and forward one call; runs with the session set (the table of requests in
