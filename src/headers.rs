@@ -45,6 +45,14 @@ impl Lookup for HeaderMap {
     }
 }
 
+/// Whether `value` can be sent as a header's value as it is: what `HeaderValue::from_str`
+/// accepts (no control byte but tab).
+pub fn can_carry(value: &str) -> bool {
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (b >= b' ' && b != 0x7f))
+}
+
 /// `value` as text when it is visible ASCII, tab or space.
 pub fn visible(value: &[u8]) -> Option<&str> {
     value
@@ -81,6 +89,14 @@ struct Span {
 
 /// A word that two names equal without regard to case share: their length, and their first
 /// and last bytes lowered. The names of one head differ in it nearly always.
+/// Whether the name `field` came as is `want` (lower case): most clients send names in lower
+/// case, so a plain comparison first, and one without regard to case only if that fails.
+#[inline]
+fn same_name(field: &[u8], want: &[u8]) -> bool {
+    field == want || field.eq_ignore_ascii_case(want)
+}
+
+#[inline]
 fn key(name: &[u8]) -> u32 {
     match name {
         [] => 0,
@@ -109,27 +125,21 @@ impl Fields {
 
     /// Every value of the field `name`, in order.
     pub fn get_all<'a>(&'a self, name: &HeaderName) -> impl Iterator<Item = &'a [u8]> {
-        let wanted = key(name.as_str().as_bytes());
-        let name = name.clone();
+        let want = name.as_str().as_bytes();
+        let wanted = key(want);
         self.spans
             .iter()
-            .filter(move |span| self.is(span, wanted, &name))
+            .filter(move |span| span.key == wanted && same_name(self.name(span), want))
             .map(|span| self.value_of(span))
     }
 
-    /// Whether the field at `span` is `name`, whose key is `wanted`.
-    fn is(&self, span: &Span, wanted: u32, name: &HeaderName) -> bool {
-        span.key == wanted
-            && self
-                .name(span)
-                .eq_ignore_ascii_case(name.as_str().as_bytes())
-    }
-
+    #[inline]
     fn name(&self, span: &Span) -> &[u8] {
         let start = span.name as usize;
         &self.head[start..start + (span.key >> 16) as usize]
     }
 
+    #[inline]
     fn value_of(&self, span: &Span) -> &[u8] {
         &self.head[span.value[0] as usize..span.value[1] as usize]
     }
@@ -168,9 +178,15 @@ impl Fields {
 
 impl Lookup for Fields {
     fn value(&self, name: &HeaderName) -> Option<&[u8]> {
-        let wanted = key(name.as_str().as_bytes());
-        let span = self.spans.iter().find(|span| self.is(span, wanted, name))?;
-        Some(self.value_of(span))
+        // A plain loop: as `get_all(name).next()` the test of each field was a call of its own.
+        let want = name.as_str().as_bytes();
+        let wanted = key(want);
+        for span in &self.spans {
+            if span.key == wanted && same_name(self.name(span), want) {
+                return Some(self.value_of(span));
+            }
+        }
+        None
     }
 
     fn text(&self, name: &HeaderName) -> Option<&str> {

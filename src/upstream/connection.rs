@@ -17,7 +17,7 @@ use super::UpstreamError;
 use super::clients::UpstreamClient;
 use super::raw::{self, Envelope, RawParams, Reply};
 use super::sse::SseConn;
-use super::streamable;
+use super::streamable::{self, Extra};
 use crate::headers::{self as names, Lookup};
 use crate::jsonrpc;
 use crate::store::{Transport, UpstreamAuth};
@@ -232,7 +232,7 @@ impl Connection {
                             META_CLIENT_CAPABILITIES: {},
                             META_CLIENT_INFO: client_info(),
                         }),
-                        extra: routing_headers(version, "subscriptions/listen", None),
+                        extra: routing_headers(version, "subscriptions/listen", None).into_owned(),
                     };
                     tokio::spawn(streamable::listen_modern(
                         self.client.clone(),
@@ -425,7 +425,7 @@ impl Connection {
         let answer = match &self.wire {
             Wire::Http { target, headers } => {
                 let body = outgoing(Some(id), method, params.as_ref())?;
-                self.post_request(target, headers, &extra, body, id, timeout)
+                self.post_request(target, headers, extra.as_slice(), body, id, timeout)
                     .await?
                     .map(Reply::into_value)
                     .transpose()?
@@ -469,7 +469,7 @@ impl Connection {
                     Some(envelope),
                 )
             }
-            Era::Session { .. } => (Vec::new(), None),
+            Era::Session { .. } => (Routing::default(), None),
         };
         let mut body = Vec::with_capacity(128);
         body.extend_from_slice(br#"{"jsonrpc":"2.0","id":"#);
@@ -480,7 +480,7 @@ impl Connection {
         body.extend_from_slice(br#","params":"#);
         params.write(&mut body, envelope);
         body.push(b'}');
-        self.post_request(target, headers, &extra, body.into(), id, timeout)
+        self.post_request(target, headers, extra.as_slice(), body.into(), id, timeout)
             .await?
             .ok_or_else(|| no_answer(method))
     }
@@ -498,7 +498,7 @@ impl Connection {
         &self,
         target: &http::Uri,
         headers: &HeaderMap,
-        extra: &[(HeaderName, HeaderValue)],
+        extra: &[Extra<'_>],
         body: bytes::Bytes,
         id: u64,
         timeout: Duration,
@@ -540,7 +540,7 @@ impl Connection {
             Wire::Http { target, headers } => {
                 let out = streamable::Outgoing {
                     headers,
-                    extra: &extra,
+                    extra: extra.as_slice(),
                     body: outgoing(None, method, params.as_ref())?,
                     expect_id: None,
                 };
@@ -605,15 +605,15 @@ impl Connection {
         method: &str,
         params: &mut Option<Value>,
         is_request: bool,
-    ) -> Vec<(HeaderName, HeaderValue)> {
+    ) -> Routing<'static> {
         let Era::Stateless { version } = &self.era else {
             if let Some(params) = params.as_mut() {
                 strip_envelope(params);
             }
-            return Vec::new();
+            return Routing::default();
         };
         if !is_request {
-            return routing_headers(version, method, None);
+            return routing_headers(version, method, None).into_owned();
         }
         let params = params.get_or_insert_with(|| Value::Object(Map::new()));
         if let Some(obj) = params.as_object_mut() {
@@ -632,44 +632,67 @@ impl Connection {
             _ => None,
         };
         let name = name_key.and_then(|k| params.get(k)).and_then(Value::as_str);
-        routing_headers(version, method, name)
+        routing_headers(version, method, name).into_owned()
     }
 }
 
 /// The 2026-07-28 routing headers of a message: version, method and (for requests that name
-/// a tool, prompt or resource) the name.
-fn routing_headers(
-    version: &str,
-    method: &str,
-    name: Option<&str>,
-) -> Vec<(HeaderName, HeaderValue)> {
-    let mut extra = Vec::with_capacity(3);
-    let mut header = |name: &HeaderName, value: Option<HeaderValue>| {
-        if let Some(v) = value {
-            extra.push((name.clone(), v));
-        }
-    };
-    let versions = std::iter::once(&MODERN_VERSION).chain(&SESSION_VERSIONS);
-    header(&names::PROTOCOL_VERSION, known_value(version, versions));
-    header(&names::METHOD, known_value(method, &ROUTED_METHODS));
-    if let Some(name) = name {
-        header(&names::NAME, HeaderValue::from_str(&header_safe(name)).ok());
+/// a tool, prompt or resource) the name. A version or method a header cannot carry is left
+/// out; a name is made header-safe ([`header_safe`]).
+fn routing_headers<'a>(version: &'a str, method: &'a str, name: Option<&'a str>) -> Routing<'a> {
+    let mut routing = Routing::default();
+    // Known versions and methods, and names made header-safe, need no check.
+    let known_version = version == MODERN_VERSION || SESSION_VERSIONS.contains(&version);
+    if known_version || names::can_carry(version) {
+        routing.push(&names::PROTOCOL_VERSION, Cow::Borrowed(version));
     }
-    extra
+    if ROUTED_METHODS.contains(&method) || names::can_carry(method) {
+        routing.push(&names::METHOD, Cow::Borrowed(method));
+    }
+    if let Some(name) = name {
+        routing.push(&names::NAME, header_safe(name));
+    }
+    routing
 }
 
-/// Methods whose `Mcp-Method` header is made without a copy.
+/// Methods whose `Mcp-Method` header needs no check.
 const ROUTED_METHODS: [&str; 4] = ["tools/call", "prompts/get", "resources/read", "ping"];
 
-/// `value` as a header value: one of `known` without a copy, anything else copied (`None` when
-/// a header cannot carry it).
-fn known_value<'k>(
-    value: &str,
-    known: impl IntoIterator<Item = &'k &'static str>,
-) -> Option<HeaderValue> {
-    match known.into_iter().find(|k| **k == value) {
-        Some(k) => Some(HeaderValue::from_static(k)),
-        None => HeaderValue::from_str(value).ok(),
+/// A message's routing headers, without an allocation: at most three.
+#[derive(Debug)]
+pub struct Routing<'a> {
+    fields: [Extra<'a>; 3],
+    len: usize,
+}
+
+impl Default for Routing<'_> {
+    fn default() -> Self {
+        let empty = || (&names::METHOD, Cow::Borrowed(""));
+        Self {
+            fields: [empty(), empty(), empty()],
+            len: 0,
+        }
+    }
+}
+
+impl<'a> Routing<'a> {
+    fn push(&mut self, name: &'static HeaderName, value: Cow<'a, str>) {
+        self.fields[self.len] = (name, value);
+        self.len += 1;
+    }
+
+    /// The headers, in order.
+    pub fn as_slice(&self) -> &[Extra<'a>] {
+        &self.fields[..self.len]
+    }
+
+    /// The same headers, owning their values.
+    pub fn into_owned(self) -> Routing<'static> {
+        let Self { fields, len } = self;
+        Routing {
+            fields: fields.map(|(name, value)| (name, Cow::Owned(value.into_owned()))),
+            len,
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! Streamable HTTP, client side: POST one JSON-RPC message, read the answer as JSON or as an
 //! SSE stream that ends with it.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use serde_json::Value;
 
 use super::UpstreamError;
 use super::clients::UpstreamClient;
+use super::connection::Routing;
 use super::diagnose::diagnose;
 use super::pool::{Answered, Driven};
 use super::raw::Reply;
@@ -58,13 +60,17 @@ pub async fn post(
     post_raw(client, target, out, timeout, on_message).await
 }
 
+/// A header of one message only: a 2026-07-28 routing header, its value already checked to
+/// be one a header can carry.
+pub type Extra<'a> = (&'static HeaderName, Cow<'a, str>);
+
 /// A message ready to POST.
 #[derive(Debug)]
 pub struct Outgoing<'a> {
     /// The connection's headers (auth, session, version).
     pub headers: &'a HeaderMap,
     /// Headers of this message only (2026-07-28 routing headers).
-    pub extra: &'a [(HeaderName, HeaderValue)],
+    pub extra: &'a [Extra<'a>],
     /// The serialized JSON-RPC message.
     pub body: Bytes,
     /// The id of the answer to wait for; `None` for notifications and responses.
@@ -157,7 +163,7 @@ fn write_request(
     target: &http::Uri,
     host: &HeaderValue,
     headers: &HeaderMap,
-    extra: &[(HeaderName, HeaderValue)],
+    extra: &[Extra<'_>],
     own: &[(&[u8], &[u8])],
     body: &[u8],
 ) -> Vec<u8> {
@@ -175,7 +181,7 @@ fn write_request(
     req.extend_from_slice(b" HTTP/1.1\r\n");
     field(&mut req, b"host", host.as_bytes());
     for (name, value) in headers {
-        if OWN_HEADERS.contains(name) || extra.iter().any(|(n, _)| n == name) {
+        if OWN_HEADERS.contains(name) || extra.iter().any(|(n, _)| *n == name) {
             continue;
         }
         field(&mut req, name.as_str().as_bytes(), value.as_bytes());
@@ -355,14 +361,14 @@ pub async fn listen(
     let mut opened = false;
     // The id of the last event that came, sent back on a reconnect so that a server that keeps
     // its events replays those sent meanwhile.
-    let mut last_id: Option<HeaderValue> = None;
+    let mut last_id: Option<String> = None;
     let own: [(&[u8], &[u8]); 2] = [
         (b"accept", b"text/event-stream"),
         (b"user-agent", AGENT.as_bytes()),
     ];
     loop {
-        let resume: Vec<_> = (last_id.iter())
-            .map(|id| (crate::headers::LAST_EVENT_ID.clone(), id.clone()))
+        let resume: Vec<Extra<'_>> = (last_id.iter())
+            .map(|id| (&crate::headers::LAST_EVENT_ID, Cow::Borrowed(id.as_str())))
             .collect();
         let authority = client.pool.authority();
         let request = write_request("GET", &target, authority, &headers, &resume, &own, b"");
@@ -451,7 +457,7 @@ async fn listen_once(
     request: &[u8],
     on_message: &(dyn Fn(Value) + Send + Sync),
     opened: &mut bool,
-    last_id: &mut Option<HeaderValue>,
+    last_id: &mut Option<String>,
 ) -> Result<Listened, UpstreamError> {
     let body = match open_stream(client, request).await? {
         Ok(body) => body,
@@ -462,10 +468,8 @@ async fn listen_once(
     let mut events = events(body);
     while let Some(event) = events.next().await {
         let event = event?;
-        if !event.id.is_empty()
-            && let Ok(id) = HeaderValue::from_str(&event.id)
-        {
-            *last_id = Some(id);
+        if !event.id.is_empty() && crate::headers::can_carry(&event.id) {
+            *last_id = Some(event.id);
         }
         if event.data.is_empty() {
             continue;
@@ -488,7 +492,7 @@ pub struct ListenAsk {
     /// The request's `_meta` envelope.
     pub meta: Value,
     /// Its routing headers.
-    pub extra: Vec<(HeaderName, HeaderValue)>,
+    pub extra: Routing<'static>,
 }
 
 /// The `subscriptions/listen` stream of a 2026-07-28 upstream: what it sends on it (list
@@ -537,7 +541,7 @@ pub async fn listen_modern(
             &target,
             authority,
             &headers,
-            &ask.extra,
+            ask.extra.as_slice(),
             &own,
             body.as_bytes(),
         );
@@ -742,10 +746,7 @@ mod tests {
         headers.insert(ACCEPT, HeaderValue::from_static("text/plain"));
         headers.insert(CONTENT_LENGTH, HeaderValue::from_static("999"));
         headers.insert("mcp-name", HeaderValue::from_static("old"));
-        let extra = [(
-            HeaderName::from_static("mcp-name"),
-            HeaderValue::from_static("new"),
-        )];
+        let extra = [(&crate::headers::NAME, Cow::Borrowed("new"))];
         let out = Outgoing {
             headers: &headers,
             extra: &extra,
