@@ -152,6 +152,9 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     async fn run(&mut self, state: &Arc<AppState>, limits: &Limits) -> Next {
+        // One wait for the stop signal for the connection's life, rather than one registered
+        // with the token and taken off it again for each request.
+        let mut stop = std::pin::pin!(limits.stop.cancelled());
         loop {
             let waiting_since = Instant::now();
             let (len, body, close) = loop {
@@ -167,7 +170,7 @@ where
                         Ok(0) | Err(_) => return Next::Drop,
                         Ok(_) => {}
                     },
-                    () = limits.stop.cancelled(), if self.buf.is_empty() => return Next::Close,
+                    () = &mut stop, if self.buf.is_empty() => return Next::Close,
                     expired = self.clock.until(deadline) => if expired {
                         return Next::Drop;
                     },
