@@ -4,6 +4,8 @@
 #
 #   cargo build --release --bin mcpgw --example upstream && cargo bench --bench mcpload --no-run
 #   benches/instructions.sh [CALLS] [CONCURRENCY]        # default 2000 calls, 4 at a time
+#   AUTH=token benches/instructions.sh                   # with bearer auth: a static token,
+#   AUTH=jwt benches/instructions.sh                     # or a JWT from `mcpgw token create`
 #
 # Starts the fixture and mcpgw (under callgrind, --no-auth) on 127.0.0.1, registers the fixture,
 # warms up with 400 calls, then counts only the measured calls (--instr-atstart=no, switched on
@@ -15,18 +17,39 @@ calls=${1:-2000}
 conc=${2:-4}
 # shellcheck source=benches/prelude.sh
 . "$(dirname "$0")/prelude.sh"
+# The token goes in a file: the generator reads it there, curl reads the header from one.
+auth=(--no-auth)
+case ${AUTH:-none} in
+  none) ;;
+  token)
+    echo "bench-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')" >"$work/token"
+    printf '[auth]\ntokens = ["%s"]\n' "$(cat "$work/token")" >"$work/config.toml"
+    auth=(--config "$work/config.toml")
+    ;;
+  jwt) auth=() ;;
+  *) echo "AUTH is none, token or jwt" >&2; exit 2 ;;
+esac
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/cg.out" \
-  "$rel/mcpgw" --data-dir "$work/data" serve --listen 127.0.0.1:0 --no-auth \
+  "$rel/mcpgw" --data-dir "$work/data" serve --listen 127.0.0.1:0 "${auth[@]}" \
   >"$work/gw.out" 2>"$work/gw.err" &
 gw=$!
 pids+=($gw)
 gwurl=$(listening "$work/gw.out")
 up=$(sed -n 's/^READY //p' "$work/up.out")
-curl -sf -XPOST "$gwurl/gateways" -H 'content-type: application/json' \
+[ "${AUTH:-none}" = jwt ] && "$rel/mcpgw" --data-dir "$work/data" token create >"$work/token"
+bearer=()
+if [ -f "$work/token" ]; then
+  echo "authorization: Bearer $(cat "$work/token")" >"$work/auth.header"
+  bearer=(-H "@$work/auth.header")
+  tokenfile=(--token-file "$work/token")
+else
+  tokenfile=()
+fi
+curl -sf -XPOST "$gwurl/gateways" -H 'content-type: application/json' "${bearer[@]}" \
   -d "{\"name\":\"up\",\"url\":\"$up/mcp\"}" >/dev/null
-"$gen" load --url "$gwurl/mcp" -c "$conc" -n 400 --tool up__echo >/dev/null
+"$gen" load --url "$gwurl/mcp" -c "$conc" -n 400 --tool up__echo "${tokenfile[@]}" >/dev/null
 callgrind_control -i on "$gw" >/dev/null 2>&1
-"$gen" load --url "$gwurl/mcp" -c "$conc" -n "$calls" --tool up__echo | tail -2
+"$gen" load --url "$gwurl/mcp" -c "$conc" -n "$calls" --tool up__echo "${tokenfile[@]}" | tail -2
 callgrind_control -d "$gw" >/dev/null 2>&1
 sleep 0.5
 # CG_KEEP=FILE keeps the profile for callgrind_annotate.

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo bench --bench mcpload -- all|SCENARIO... [--quick] [--json FILE]
-//! cargo bench --bench mcpload -- load --url URL [--ca F] [--cert F --key F] [-c N] [-n CALLS | -d SECS] [--tool T] [--json FILE]
+//! cargo bench --bench mcpload -- load --url URL [--ca F] [--cert F --key F] [-c N] [-n CALLS | -d SECS] [--tool T] [--json FILE] [--token-file F]
 //! ```
 //!
 //! The scenario driver starts the upstream fixture (`examples/upstream.rs`) and `mcpgw serve` as
@@ -72,6 +72,10 @@ struct LoadArgs {
     /// Write the report as JSON here.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Send `Authorization: Bearer <the file's first line>` (a file, so that the token is not
+    /// on the command line).
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
 }
 
 fn main() {
@@ -97,7 +101,17 @@ fn main() {
 
 async fn run_load(args: LoadArgs) -> Result<()> {
     let client = args.cert.as_deref().zip(args.key.as_deref());
-    let target = load::Target::new(&args.url, args.ca.as_deref(), client)?;
+    let mut target = load::Target::new(&args.url, args.ca.as_deref(), client)?;
+    if let Some(file) = &args.token_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read the token file {}", file.display()))?;
+        let token = text.lines().next().unwrap_or("").trim();
+        let mut bearer = http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
+            anyhow::anyhow!("the token in {} is not a header value", file.display())
+        })?;
+        bearer.set_sensitive(true);
+        target.bearer = Some(bearer);
+    }
     let plan = load::Plan {
         concurrency: args.concurrency,
         calls: args.calls,

@@ -158,7 +158,7 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and not __fish_seen_s
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and not __fish_seen_subcommand_from create help" -s V -l version -d 'Print version'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and not __fish_seen_subcommand_from create help" -f -a "create" -d 'Print a bearer token (HS256 JWT) that the gateway using this data dir accepts'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and not __fish_seen_subcommand_from create help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -l ttl -d 'Lifetime, e.g. 30m, 12h, 7d [default: 24h]' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -l ttl -d 'Lifetime, e.g. 30m, 12h, 7d' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -l sub -d 'Subject of the token' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F

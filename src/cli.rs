@@ -168,7 +168,7 @@ pub struct GatewayAddArgs {
 pub enum TokenCommand {
     /// Print a bearer token (HS256 JWT) that the gateway using this data dir accepts.
     Create {
-        /// Lifetime, e.g. 30m, 12h, 7d [default: 24h].
+        /// Lifetime, e.g. 30m, 12h, 7d.
         #[arg(long, default_value = "24h")]
         ttl: String,
         /// Subject of the token.

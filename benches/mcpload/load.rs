@@ -32,6 +32,8 @@ pub struct Target {
     pub server_name: ServerName<'static>,
     /// Value of the Host header.
     pub authority: HeaderValue,
+    /// `Authorization` of every request (`Bearer <token>`), if any.
+    pub bearer: Option<HeaderValue>,
 }
 
 impl Target {
@@ -66,6 +68,7 @@ impl Target {
             tls,
             server_name: ServerName::IpAddress(ip.into()),
             authority: HeaderValue::from_str(&format!("{ip}:{port}"))?,
+            bearer: None,
         })
     }
 }
@@ -203,6 +206,9 @@ async fn post(
         .header(ACCEPT, "application/json, text/event-stream");
     if let Some(s) = session {
         req = req.header("mcp-session-id", s.clone());
+    }
+    if let Some(bearer) = &target.bearer {
+        req = req.header(hyper::header::AUTHORIZATION, bearer.clone());
     }
     let req = req.body(Full::new(Bytes::from(body)))?;
     conn.ready().await?;

@@ -44,7 +44,7 @@ pub struct AppState {
     /// The serving certificate, when the listener is HTTPS.
     pub serving: Option<Arc<ServingCert>>,
     /// Listener auth.
-    pub auth: AuthConfig,
+    pub auth: auth::Verifier,
     /// Upstreams.
     pub registry: crate::upstream::registry::Registry,
     /// Downstream MCP sessions.
@@ -95,7 +95,7 @@ impl AppState {
             listen,
             control_socket,
             serving,
-            auth,
+            auth: auth::Verifier::new(&auth),
             registry,
             sessions: mcp::Sessions::new(listener.sessions),
             metrics,
