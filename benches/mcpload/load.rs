@@ -411,12 +411,15 @@ pub async fn request(
     body: Option<String>,
 ) -> Result<(u16, Bytes)> {
     let mut conn = dial(target).await?;
-    let req = hyper::Request::builder()
+    let mut req = hyper::Request::builder()
         .method(method)
         .uri(path)
         .header(HOST, target.authority.clone())
-        .header(CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        .header(CONTENT_TYPE, "application/json");
+    if let Some(bearer) = &target.bearer {
+        req = req.header(hyper::header::AUTHORIZATION, bearer.clone());
+    }
+    let req = req.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
     conn.ready().await?;
     let resp = conn.send_request(req).await?;
     let status = resp.status().as_u16();

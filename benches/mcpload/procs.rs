@@ -206,19 +206,23 @@ impl Lab {
         Ok(Upstream { proc, base })
     }
 
-    /// Start `mcpgw serve` on its own data dir `data-TAG` with `extra` serve flags.
+    /// Start `mcpgw serve` on its own data dir `data-TAG` with `extra` serve flags, bearer
+    /// auth off.
     pub fn gateway(&self, tag: &str, extra: &[&str]) -> Result<Gateway> {
+        self.gateway_with(tag, &["--no-auth"], extra)
+    }
+
+    /// [`Lab::gateway`] with bearer auth on, as `serve` starts by default.
+    pub fn gateway_with_auth(&self, tag: &str, extra: &[&str]) -> Result<Gateway> {
+        self.gateway_with(tag, &[], extra)
+    }
+
+    fn gateway_with(&self, tag: &str, auth: &[&str], extra: &[&str]) -> Result<Gateway> {
         let data = self.s(&format!("data-{tag}"));
         let mut cmd = Command::new(mcpgw_bin());
-        cmd.args([
-            "--data-dir",
-            &data,
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--no-auth",
-        ])
-        .args(extra);
+        cmd.args(["--data-dir", &data, "serve", "--listen", "127.0.0.1:0"])
+            .args(auth)
+            .args(extra);
         let started = Instant::now();
         let proc = Proc::spawn(
             cmd,

@@ -118,6 +118,25 @@ fn targets(lab: &Lab, up: &Upstream, gw: &Gateway, mtls: bool) -> Result<(Target
     Ok((direct, through))
 }
 
+/// `Authorization: Bearer <JWT>` for the gateway `gw` (bearer auth on): a token from
+/// `mcpgw token create` on its data dir.
+fn bearer_for(gw: &Gateway) -> Result<http::HeaderValue> {
+    let out = std::process::Command::new(crate::procs::mcpgw_bin())
+        .args(["--data-dir", &gw.data, "token", "create"])
+        .output()
+        .context("mcpgw token create")?;
+    if !out.status.success() {
+        bail!(
+            "mcpgw token create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let mut value = http::HeaderValue::from_str(&format!("Bearer {token}"))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 /// Direct vs through mcpgw at concurrency 1 and 16; `tls`: HTTPS downstream, mTLS upstream.
 async fn compare(mode: Mode, tls: bool) -> Result<Outcome> {
     let lab = Lab::new()?;
@@ -130,6 +149,12 @@ async fn compare(mode: Mode, tls: bool) -> Result<Outcome> {
     let gw = lab.gateway("g", &flags)?;
     let (direct, through) = targets(&lab, &up, &gw, tls)?;
     register(&through, "up", &format!("{}/mcp", up.base), &lab, tls).await?;
+    // The same with bearer auth on (as `serve` starts by default), its clients presenting a
+    // JWT from `mcpgw token create`; for comparison, as the next one.
+    let gwa = lab.gateway_with_auth("ga", &flags)?;
+    let (_, mut through_auth) = targets(&lab, &up, &gwa, tls)?;
+    through_auth.bearer = Some(bearer_for(&gwa)?);
+    register(&through_auth, "up", &format!("{}/mcp", up.base), &lab, tls).await?;
     // The same with one runtime thread, for comparison (the verdicts use the default's rows).
     flags.extend(["--workers", "1"]);
     let gw1 = lab.gateway("g1", &flags)?;
@@ -138,13 +163,14 @@ async fn compare(mode: Mode, tls: bool) -> Result<Outcome> {
 
     let mut rows = Vec::new();
     let mut table = String::from(
-        "path      c   calls/s   p50µs   p90µs   p99µs    maxµs  errors  gw µs/call  up µs/call  gen µs/call  up req/call\n",
+        "path       c   calls/s   p50µs   p90µs   p99µs    maxµs  errors  gw µs/call  up µs/call  gen µs/call  up req/call\n",
     );
     for c in [1usize, 16] {
         let paths = [
             ("direct", &direct, "echo", None),
             ("mcpgw", &through, "up__echo", Some(&gw)),
             ("mcpgw-w1", &through1, "up__echo", Some(&gw1)),
+            ("mcpgw-jwt", &through_auth, "up__echo", Some(&gwa)),
         ];
         for (path, target, tool, gateway) in paths {
             let plan = Plan {
@@ -173,7 +199,7 @@ async fn compare(mode: Mode, tls: bool) -> Result<Outcome> {
             // Less the connection of the second /stats read itself.
             let up_conns = (count(&s1, "accepts") - count(&s0, "accepts")).saturating_sub(1);
             table.push_str(&format!(
-                "{path:<8} {c:>2} {:>9.0} {:>7.0} {:>7.0} {:>7.0} {:>8.0} {:>7} {:>11} {:>11.1} {:>12.1} {:>12.2}\n",
+                "{path:<9} {c:>2} {:>9.0} {:>7.0} {:>7.0} {:>7.0} {:>8.0} {:>7} {:>11} {:>11.1} {:>12.1} {:>12.2}\n",
                 report.rate(),
                 report.p50_us,
                 report.p90_us,
