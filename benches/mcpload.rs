@@ -106,10 +106,7 @@ async fn run_load(args: LoadArgs) -> Result<()> {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read the token file {}", file.display()))?;
         let token = text.lines().next().unwrap_or("").trim();
-        let mut bearer = http::HeaderValue::from_str(&format!("Bearer {token}")).map_err(|_| {
-            anyhow::anyhow!("the token in {} is not a header value", file.display())
-        })?;
-        bearer.set_sensitive(true);
+        let bearer = load::bearer(token).with_context(|| format!("in {}", file.display()))?;
         target.bearer = Some(bearer);
     }
     let plan = load::Plan {

@@ -101,6 +101,15 @@ fn connect(gw: &Gateway) -> (TcpStream, BufReader<TcpStream>) {
     (s, r)
 }
 
+/// A gateway (no auth) with the Rust fixture registered as `up`; the dir holds its state.
+fn with_upstream() -> (Dir, Upstream, Gateway) {
+    let dir = Dir::new();
+    let up = Upstream::start(&[]);
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    (dir, up, gw)
+}
+
 /// Whether the peer closed: the next read ends without a byte.
 fn closed(r: &mut BufReader<TcpStream>) -> bool {
     let mut rest = Vec::new();
@@ -252,10 +261,7 @@ fn an_idle_kept_alive_connection_is_closed_at_the_header_timeout() {
 
 #[test]
 fn a_client_that_hangs_up_mid_call_cancels_it_upstream() {
-    let dir = Dir::new();
-    let up = Upstream::start(&[]);
-    let gw = Gateway::start(&dir, &["--no-auth"]);
-    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    let (_dir, up, gw) = with_upstream();
     let sleep = |id: u64| {
         json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
                "params": {"name": "up__sleep", "arguments": {"ms": 1500}}})
@@ -301,10 +307,7 @@ fn a_client_that_hangs_up_mid_call_cancels_it_upstream() {
 /// `cache-control` for the event, a correct `content-length` and a `date`.
 #[test]
 fn a_forwarded_answer_is_written_as_hyper_writes_it() {
-    let dir = Dir::new();
-    let up = Upstream::start(&[]);
-    let gw = Gateway::start(&dir, &["--no-auth"]);
-    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    let (_dir, _up, gw) = with_upstream();
     let echo = |id: u64| {
         json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
                "params": {"name": "up__echo", "arguments": {"text": "héllo \"both\""}}})

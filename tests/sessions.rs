@@ -1095,6 +1095,19 @@ fn a_listen_stream_on_a_websocket_ends_with_its_cancellation_or_its_socket() {
     });
 }
 
+/// `note` is a resource update of `uri`, stamped with the listen stream `stream`'s id.
+fn assert_update_of(note: &Value, uri: &str, stream: &str) {
+    assert_eq!(note["method"], "notifications/resources/updated", "{note}");
+    assert_eq!(
+        (
+            &note["params"]["uri"],
+            &note["params"]["_meta"][SUBSCRIPTION_ID]
+        ),
+        (&json!(uri), &json!(stream)),
+        "{note}"
+    );
+}
+
 /// An update that comes while a listen stream is being set up (the upstream took its first URI,
 /// the second is still on its way, the acknowledgement not yet out) follows the acknowledgement
 /// instead of being lost or coming before it: on a POST's stream and on a WebSocket.
@@ -1155,15 +1168,7 @@ fn an_update_during_a_listen_streams_set_up_follows_its_acknowledgement() {
             "{ack}"
         );
         let note = events.next(wait).await.expect("the held update");
-        assert_eq!(note["method"], "notifications/resources/updated", "{note}");
-        assert_eq!(
-            (
-                &note["params"]["uri"],
-                &note["params"]["_meta"][SUBSCRIPTION_ID]
-            ),
-            (&json!(first), &json!("S")),
-            "{note}"
-        );
+        assert_update_of(&note, first, "S");
 
         // The same on a WebSocket, where the frames share the connection with the ack.
         let (first, second) = ("test://third", "test://fourth");
@@ -1192,14 +1197,6 @@ fn an_update_during_a_listen_streams_set_up_follows_its_acknowledgement() {
             .next_where(|_| true, wait)
             .await
             .expect("the held update");
-        assert_eq!(note["method"], "notifications/resources/updated", "{note}");
-        assert_eq!(
-            (
-                &note["params"]["uri"],
-                &note["params"]["_meta"][SUBSCRIPTION_ID]
-            ),
-            (&json!(first), &json!("W")),
-            "{note}"
-        );
+        assert_update_of(&note, first, "W");
     });
 }

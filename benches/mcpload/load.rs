@@ -164,6 +164,14 @@ pub struct Worker {
     next_id: u64,
 }
 
+/// `Authorization: Bearer <token>`, marked sensitive.
+pub fn bearer(token: &str) -> Result<HeaderValue> {
+    let mut value = HeaderValue::from_str(&format!("Bearer {token}"))
+        .map_err(|_| anyhow!("the token is not a header value"))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
 /// Dial `target` and run the HTTP/1.1 handshake.
 pub async fn dial(target: &Target) -> Result<Conn> {
     let tcp = tokio::net::TcpStream::connect(target.addr)

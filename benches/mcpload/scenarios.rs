@@ -131,10 +131,7 @@ fn bearer_for(gw: &Gateway) -> Result<http::HeaderValue> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let mut value = http::HeaderValue::from_str(&format!("Bearer {token}"))?;
-    value.set_sensitive(true);
-    Ok(value)
+    load::bearer(String::from_utf8_lossy(&out.stdout).trim())
 }
 
 /// Direct vs through mcpgw at concurrency 1 and 16; `tls`: HTTPS downstream, mTLS upstream.

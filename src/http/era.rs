@@ -18,7 +18,7 @@ use crate::upstream::connection::{
 
 /// Whether mcpgw answers `version` (the same list, without building it).
 pub fn is_supported(version: &str) -> bool {
-    SESSION_VERSIONS.contains(&version) || version == MODERN_VERSION
+    crate::upstream::connection::is_known_version(version)
 }
 
 fn header<'a>(headers: &'a dyn Lookup, name: &HeaderName) -> Option<&'a str> {

@@ -26,6 +26,11 @@ use crate::store::{Transport, UpstreamAuth};
 pub const MODERN_VERSION: &str = "2026-07-28";
 /// Session-era revisions mcpgw speaks, newest first.
 pub const SESSION_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+
+/// Whether mcpgw speaks protocol `version` (a session-era one or [`MODERN_VERSION`]).
+pub fn is_known_version(version: &str) -> bool {
+    SESSION_VERSIONS.contains(&version) || version == MODERN_VERSION
+}
 /// `_meta` key of the per-request protocol version (2026-07-28).
 pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
 /// `_meta` key of the per-request client capabilities (2026-07-28).
@@ -642,8 +647,7 @@ impl Connection {
 fn routing_headers<'a>(version: &'a str, method: &'a str, name: Option<&'a str>) -> Routing<'a> {
     let mut routing = Routing::default();
     // Known versions and methods, and names made header-safe, need no check.
-    let known_version = version == MODERN_VERSION || SESSION_VERSIONS.contains(&version);
-    if known_version || names::can_carry(version) {
+    if is_known_version(version) || names::can_carry(version) {
         routing.push(&names::PROTOCOL_VERSION, Cow::Borrowed(version));
     }
     if ROUTED_METHODS.contains(&method) || names::can_carry(method) {

@@ -429,13 +429,6 @@ pub struct Answered {
     pub body: Driven,
 }
 
-impl Answered {
-    /// The body alone.
-    pub fn into_body(self) -> Driven {
-        self.body
-    }
-}
-
 /// A response body that reads its connection as it is read, and puts the connection back in
 /// the pool once it has ended. Dropped before its end, it closes the connection.
 pub struct Driven {
@@ -621,7 +614,7 @@ mod tests {
 
     async fn call(pool: &Arc<Pool>) -> Bytes {
         let response = pool.send(&request(pool)).await.unwrap();
-        response.into_body().collect().await.unwrap().to_bytes()
+        response.body.collect().await.unwrap().to_bytes()
     }
 
     /// An upstream that refuses a large body from its head alone (413, 401, ...) answers and
@@ -657,7 +650,7 @@ mod tests {
             .await
             .expect("the upstream's answer, not the reset of the write");
         assert_eq!(response.status, 413);
-        let text = response.into_body().collect().await.unwrap().to_bytes();
+        let text = response.body.collect().await.unwrap().to_bytes();
         assert_eq!(&text[..], b"too large");
         assert!(
             pool.take_idle().is_none(),
@@ -713,7 +706,7 @@ mod tests {
         let (url, _) = server(Some(Duration::from_millis(200))).await;
         let pool = Arc::new(Pool::new(&url, None, None).unwrap());
         let response = pool.send(&request(&pool)).await.unwrap();
-        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = response.body.collect().await.unwrap().to_bytes();
         assert_eq!(body, "ok");
         // Still open: pooled, and a sweep keeps it.
         pool.expire_idle();
@@ -736,7 +729,7 @@ mod tests {
         let pool = Arc::new(Pool::new(&url, None, None).unwrap());
         for _ in 0..10 {
             let response = pool.send(&request(&pool)).await.unwrap();
-            response.into_body().finish();
+            response.body.finish();
             // The drain runs in the background; wait for the connection to come back.
             for _ in 0..100 {
                 if pool.idle_count() == 1 {
