@@ -51,11 +51,16 @@ pub fn can_carry(value: &str) -> bool {
         .all(|b| b == b'\t' || (b >= b' ' && b != 0x7f))
 }
 
-/// `value` as text when it is visible ASCII, tab or space.
-pub fn visible(value: &[u8]) -> Option<&str> {
+/// Whether `value` is visible ASCII, tab or space.
+pub fn is_visible(value: &[u8]) -> bool {
     value
         .iter()
         .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+}
+
+/// `value` as text when it is visible ASCII, tab or space.
+pub fn visible(value: &[u8]) -> Option<&str> {
+    is_visible(value)
         .then(|| std::str::from_utf8(value).ok())
         .flatten()
 }

@@ -10,7 +10,7 @@
 
 use axum::http::{StatusCode, header};
 
-use crate::headers::{Lookup, visible};
+use crate::headers::{Lookup, is_visible, visible};
 use axum::response::{IntoResponse, Response};
 
 /// Which hosts and origins are accepted.
@@ -24,35 +24,37 @@ pub struct OriginPolicy {
     pub allowed_origins: Vec<String>,
 }
 
-fn is_loopback_name(host: &str) -> bool {
-    matches!(host, "localhost" | "127.0.0.1" | "[::1]" | "::1") || host.ends_with(".localhost")
+// Host names are compared as bytes, without regard to ASCII case: this runs on every request,
+// and a `Host` that passes needs no conversion to text.
+
+fn is_loopback_name(host: &[u8]) -> bool {
+    const SUFFIX: &[u8] = b".localhost";
+    ["localhost", "127.0.0.1", "[::1]", "::1"]
+        .iter()
+        .any(|name| host.eq_ignore_ascii_case(name.as_bytes()))
+        || (host.len() >= SUFFIX.len()
+            && host[host.len() - SUFFIX.len()..].eq_ignore_ascii_case(SUFFIX))
 }
 
 /// The host part of `host[:port]` (IPv6 in brackets kept).
-fn host_only(authority: &str) -> &str {
-    if authority.starts_with('[') {
-        return authority.split_inclusive(']').next().unwrap_or(authority);
+fn host_only(authority: &[u8]) -> &[u8] {
+    if authority.first() == Some(&b'[') {
+        return memchr::memchr(b']', authority).map_or(authority, |end| &authority[..=end]);
     }
-    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    memchr::memrchr(b':', authority).map_or(authority, |at| &authority[..at])
 }
 
 impl OriginPolicy {
-    fn host_ok(&self, host: &str) -> bool {
-        // Lowered only when it has capitals (seldom): this runs on every request.
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            std::borrow::Cow::Owned(host.to_ascii_lowercase())
-        } else {
-            std::borrow::Cow::Borrowed(host)
-        };
+    fn host_ok(&self, host: &[u8]) -> bool {
         if self
             .allowed_hosts
             .iter()
-            .any(|h| h.eq_ignore_ascii_case(&host))
+            .any(|h| h.as_bytes().eq_ignore_ascii_case(host))
         {
             return true;
         }
         if self.loopback {
-            is_loopback_name(&host)
+            is_loopback_name(host)
         } else {
             self.allowed_hosts.is_empty()
         }
@@ -61,8 +63,11 @@ impl OriginPolicy {
     /// `Ok` or the reason for a 403.
     pub fn check(&self, headers: &dyn Lookup) -> Result<(), String> {
         if let Some(host) = headers.value(&header::HOST) {
-            let host = visible(host).ok_or("the Host header is not text")?;
+            if !is_visible(host) {
+                return Err("the Host header is not text".into());
+            }
             if !self.host_ok(host_only(host)) {
+                let host = String::from_utf8_lossy(host);
                 return Err(format!(
                     "Host '{host}' is not accepted by this gateway (DNS-rebinding protection; see allowed_hosts)"
                 ));
@@ -83,7 +88,7 @@ impl OriginPolicy {
                 })
             });
             match host {
-                Some(h) if self.host_ok(&h) => {}
+                Some(h) if self.host_ok(h.as_bytes()) => {}
                 _ => {
                     return Err(format!(
                         "Origin '{origin}' is not allowed (see allowed_origins)"
@@ -139,6 +144,23 @@ mod tests {
         );
         assert!(p.check(&headers(&[("host", "[::1]:4444")])).is_ok());
         assert!(p.check(&headers(&[("host", "evil.example.com")])).is_err());
+        // Names compare without regard to case; a port, or an IPv6 literal's brackets, aside.
+        for host in ["LOCALHOST:1", "App.LocalHost", "[::1]", "127.0.0.1"] {
+            assert!(p.check(&headers(&[("host", host)])).is_ok(), "{host}");
+        }
+        for host in [
+            "localhost.evil.com",
+            "xlocalhost",
+            "[::2]:1",
+            "[::1",
+            "127.0.0.2:80",
+        ] {
+            let refused = p.check(&headers(&[("host", host)])).unwrap_err();
+            assert!(
+                refused.contains(host),
+                "the reason names the Host: {refused}"
+            );
+        }
         assert!(
             p.check(&headers(&[
                 ("host", "localhost"),
@@ -160,6 +182,7 @@ mod tests {
             allowed_origins: vec!["https://app.example.com".into()],
         };
         assert!(p.check(&headers(&[("host", "gw.example.com:443")])).is_ok());
+        assert!(p.check(&headers(&[("host", "GW.Example.com")])).is_ok());
         assert!(p.check(&headers(&[("host", "other.example.com")])).is_err());
         assert!(
             p.check(&headers(&[

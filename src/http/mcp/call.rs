@@ -98,6 +98,9 @@ struct Needles {
     result_type: Finder<'static>,
     ttl: Finder<'static>,
     cache_scope: Finder<'static>,
+    /// In `Accept`, searched as bytes: the value needs no check that it is text for this.
+    event_stream: Finder<'static>,
+    json: Finder<'static>,
 }
 
 static NEEDLES: LazyLock<Needles> = LazyLock::new(|| Needles {
@@ -105,6 +108,8 @@ static NEEDLES: LazyLock<Needles> = LazyLock::new(|| Needles {
     result_type: Finder::new("\"resultType\""),
     ttl: Finder::new("\"ttlMs\""),
     cache_scope: Finder::new("\"cacheScope\""),
+    event_stream: Finder::new("text/event-stream"),
+    json: Finder::new("application/json"),
 });
 
 /// Whether `body` may be a call this path carries (a byte search, before any parsing).
@@ -144,9 +149,9 @@ pub(super) async fn post(
     if !candidate(&body) {
         return Err((headers, body));
     }
-    let accept = headers.text(&header::ACCEPT).unwrap_or("");
-    let streams = accept.contains("text/event-stream");
-    let sse_only = streams && !accept.contains("application/json");
+    let accept = headers.value(&header::ACCEPT).unwrap_or_default();
+    let streams = NEEDLES.event_stream.find(accept).is_some();
+    let sse_only = streams && NEEDLES.json.find(accept).is_none();
     let has_session = session.is_some();
     let session = session.unwrap_or_else(|| "-".into());
     let (worker, scope) = (state.clone(), scope.clone());
