@@ -78,7 +78,9 @@ where
     // Boxed: the loop's state (its buffers, its timer, a request's handler) is freed once it
     // hands over, so a connection that hyper then holds open for hours (an SSE stream) keeps
     // only its socket and the few bytes read ahead.
-    let Some((io, read)) = Box::pin(fast(io, &state, &limits)).await else {
+    // Its forwarded calls borrow one upstream-timeout timer in turn (see `deadline`).
+    let fast = crate::upstream::deadline::scope(fast(io, &state, &limits));
+    let Some((io, read)) = Box::pin(fast).await else {
         return;
     };
     let io = Prefixed { prefix: read, io };

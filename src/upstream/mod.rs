@@ -6,6 +6,7 @@
 pub mod bounded;
 pub mod clients;
 pub mod connection;
+pub mod deadline;
 pub mod diagnose;
 pub mod h1;
 pub mod identity;

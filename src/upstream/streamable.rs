@@ -113,9 +113,9 @@ pub async fn post_raw(
         )
         .await
     };
-    tokio::time::timeout(timeout, send)
+    super::deadline::within(timeout, send)
         .await
-        .map_err(|_| UpstreamError::Timeout {
+        .ok_or(UpstreamError::Timeout {
             secs: timeout.as_secs(),
         })?
 }
