@@ -230,10 +230,8 @@ async fn read_answer(
             detail: excerpt(&body),
         });
     }
-    let content_type = headers
-        .text(&CONTENT_TYPE)
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let content_type = headers.value(&CONTENT_TYPE).unwrap_or_default();
+    let is = |media_type| starts_with_media_type(content_type, media_type);
     if expect_id.is_none() {
         // A notification or response we sent: 202 with no body is the norm.
         body.finish();
@@ -242,7 +240,7 @@ async fn read_answer(
             headers,
         });
     }
-    if content_type.starts_with("application/json") {
+    if is("application/json") {
         // Parsed by whoever needs it, as a tree or (forwarded calls) only at its top level.
         let body = read_limited(client, body).await?;
         return Ok(Answer {
@@ -250,7 +248,7 @@ async fn read_answer(
             headers,
         });
     }
-    if content_type.starts_with("text/event-stream") {
+    if is("text/event-stream") {
         let mut events = events(body);
         while let Some(event) = events.next().await {
             let event = event?;
@@ -282,16 +280,25 @@ async fn read_answer(
         }
         return Err(UpstreamError::Closed);
     }
+    let shown = String::from_utf8_lossy(content_type);
     Err(UpstreamError::Protocol {
         detail: format!(
             "expected application/json or text/event-stream, got '{}'",
             if content_type.is_empty() {
                 "no content type"
             } else {
-                &content_type
+                &shown
             }
         ),
     })
+}
+
+/// Whether a `Content-Type` value starts with `media_type` (lower case), in any case: read as
+/// bytes, without a copy lowered for the comparison.
+fn starts_with_media_type(content_type: &[u8], media_type: &str) -> bool {
+    content_type
+        .get(..media_type.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(media_type.as_bytes()))
 }
 
 /// The whole body, at most [`MAX_BODY`] bytes; the connection goes back to the pool after.
@@ -737,6 +744,31 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn media_types_match_in_any_case_with_or_without_parameters() {
+        for (value, json, sse) in [
+            (&b"application/json"[..], true, false),
+            (b"Application/JSON; charset=utf-8", true, false),
+            (b"TEXT/EVENT-STREAM", false, true),
+            (b"text/event-stream;charset=UTF-8", false, true),
+            (b"application/jso", false, false),
+            (b"text/html", false, false),
+            (b"", false, false),
+        ] {
+            let shown = String::from_utf8_lossy(value);
+            assert_eq!(
+                starts_with_media_type(value, "application/json"),
+                json,
+                "{shown}"
+            );
+            assert_eq!(
+                starts_with_media_type(value, "text/event-stream"),
+                sse,
+                "{shown}"
+            );
+        }
+    }
 
     #[test]
     fn a_request_is_written_once_per_header_with_the_fixed_ones_last() {
