@@ -51,6 +51,20 @@ pub fn can_carry(value: &str) -> bool {
         .all(|b| b == b'\t' || (b >= b' ' && b != 0x7f))
 }
 
+/// `n` in decimal, written into `digits` (a `Content-Length` value without an allocation).
+pub fn decimal(n: usize, digits: &mut [u8; 20]) -> &[u8] {
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &digits[at..];
+        }
+    }
+}
+
 /// Whether `value` is visible ASCII, tab or space.
 pub fn is_visible(value: &[u8]) -> bool {
     value
@@ -213,6 +227,13 @@ mod tests {
             })
             .collect();
         Fields::new(Bytes::from_static(head), spans)
+    }
+
+    #[test]
+    fn decimals_are_written_as_display_writes_them() {
+        for n in [0, 7, 10, 99, 100, 1_234_567, usize::MAX] {
+            assert_eq!(decimal(n, &mut [0; 20]), n.to_string().as_bytes());
+        }
     }
 
     #[test]

@@ -458,18 +458,11 @@ fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 
 /// `content-length: N`.
 fn push_length(out: &mut Vec<u8>, n: usize) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut n = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    push_field(out, b"content-length", &digits[at..]);
+    push_field(
+        out,
+        b"content-length",
+        crate::headers::decimal(n, &mut [0; 20]),
+    );
 }
 
 /// `date: <IMF-fixdate>`, formatted once a second per thread.

@@ -138,12 +138,15 @@ const OWN_HEADERS: [HeaderName; 6] = [
 /// Header values cannot hold CR or LF (`HeaderValue` refuses them), so nothing put in a
 /// header can end it early.
 fn serialize(target: &http::Uri, host: &HeaderValue, out: &Outgoing<'_>) -> Vec<u8> {
-    let length = out.body.len().to_string();
+    let mut digits = [0; 20];
     let own: [(&[u8], &[u8]); 4] = [
         (b"accept", b"application/json, text/event-stream"),
         (b"content-type", b"application/json"),
         (b"user-agent", AGENT.as_bytes()),
-        (b"content-length", length.as_bytes()),
+        (
+            b"content-length",
+            crate::headers::decimal(out.body.len(), &mut digits),
+        ),
     ];
     write_request(
         "POST",
