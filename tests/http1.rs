@@ -374,3 +374,50 @@ fn a_forwarded_answer_is_written_as_hyper_writes_it() {
     assert_eq!(answer.header("connection"), Some("close"));
     assert!(closed(&mut r), "the gateway kept the connection open");
 }
+
+/// Calls on one connection borrow one upstream-timeout timer in turn (`upstream::deadline`),
+/// set for the earliest deadline it has waited for: a call that starts after another must still
+/// get its whole timeout when the timer fires for the earlier call's deadline in its midst, and
+/// a call that outlasts its own timeout is cut at it.
+#[test]
+fn calls_in_turn_on_a_connection_each_get_their_whole_upstream_timeout() {
+    let dir = Dir::new();
+    let up = Upstream::start(&[]);
+    let gw = Gateway::start(&dir, &["--no-auth", "--request-timeout", "3"]);
+    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    let sleep = |id: u64, ms: u64| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+               "params": {"name": "up__sleep", "arguments": {"ms": ms}}})
+    };
+    let (mut s, mut r) = connect(&gw);
+    // t = 0: the connection's timer is set for its first call's deadline, t = 3 s.
+    s.write_all(post(&sleep(1, 0), "").as_bytes()).unwrap();
+    let first = read_answer(&mut r).json();
+    assert!(first.get("result").is_some(), "{first}");
+    std::thread::sleep(Duration::from_secs(2));
+    // t = 2 s: a call of 1.8 s, due by t = 5 s; the timer fires at t = 3 s while it runs.
+    let started = Instant::now();
+    s.write_all(post(&sleep(2, 1800), "").as_bytes()).unwrap();
+    let second = read_answer(&mut r).json();
+    assert!(
+        second.get("result").is_some(),
+        "cut off at the earlier call's deadline: {second}"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(1800));
+    // A call longer than its own timeout is cut at it, on the same connection.
+    let started = Instant::now();
+    s.write_all(post(&sleep(3, 6_000), "").as_bytes()).unwrap();
+    let third = read_answer(&mut r).json();
+    let took = started.elapsed();
+    assert_eq!(third["error"]["code"], -32002, "{third}");
+    assert!(
+        third["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("did not answer within 3 s")),
+        "{third}"
+    );
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(8),
+        "cut after {took:?}"
+    );
+}
