@@ -38,7 +38,7 @@ pub async fn serve_connection<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    match app.direct().cloned() {
+    match app.listener().cloned() {
         Some(state) => {
             let limits = h1::Limits {
                 header_timeout,

@@ -1,32 +1,50 @@
-//! The MCP front door over Streamable HTTP: `/mcp` (every online upstream, names prefixed with
-//! `<upstream><separator>`) and `/servers/{name}/mcp` (one upstream, names as it gives them).
+//! The MCP pipeline: every JSON-RPC message a client sends, whatever carried it, runs down one
+//! sequence of named stages, each written once.
 //!
-//! Both protocol eras are answered: `initialize` opens a session-era session (`Mcp-Session-Id`);
-//! a request without a session header is served statelessly, which is how 2026-07-28 clients
-//! (and the NET-01 report's bare `curl` of `tools/list`) talk.
+//! | stage | where | what |
+//! | --- | --- | --- |
+//! | gate | [`super::front`] | `Host`/`Origin`, bearer auth, body limits (HTTP transports) |
+//! | session | [`post`] | an `Mcp-Session-Id` must name an open session (404 otherwise) |
+//! | decode | [`message`] | the body becomes a [`Message`]: a call read at its top level, or a tree |
+//! | era rules | [`rules`] | protocol version, the 2026-07-28 ladder, a missing session |
+//! | route | [`dispatch`], [`route`] | catalog answers, or the upstream that serves a name or URI |
+//! | forward | [`call`], [`route`] | sent upstream, tracked for cancellation, id restored |
+//! | encode | [`Reply`] | JSON, one SSE event, or an SSE stream when the upstream streamed |
+//!
+//! Entrances: Streamable HTTP `POST` ([`post`]: the listener's HTTP/1.1 loop, hyper's HTTP/1.1
+//! and HTTP/2, the control socket) and the connection-bound transports, legacy SSE's
+//! `POST /message` and WebSocket ([`on_connection`]), whose connection is the session and
+//! which have no per-message headers. `/mcp` serves every online upstream, names prefixed
+//! with `<upstream><separator>`; `/servers/{name}/mcp` one upstream, names as it gives them.
+//! A request without a session header is served statelessly, which is how 2026-07-28
+//! clients (and the NET-01 report's bare `curl` of `tools/list`) talk.
 
 mod call;
+mod dispatch;
+mod message;
 mod route;
+mod rules;
 
 use crate::hash::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
-
-use crate::headers::{Incoming, Lookup};
 use axum::response::{IntoResponse, Response};
+use memchr::memmem::Finder;
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::relay::relay_to_upstream;
+use crate::headers::{Incoming, Lookup};
 use crate::jsonrpc::{self, Kind, code};
-use crate::upstream::connection::{MODERN_VERSION, SESSION_VERSIONS};
-use crate::upstream::registry::Upstream;
-use route::{cancel_upstream, route_completion, route_named, route_uri};
+use crate::upstream::connection::{MessageSink, REQUEST_SINK};
+pub use dispatch::handle;
+pub use message::Message;
+use rules::Era;
 
 /// Requests in flight upstream, found by (session, client id).
 pub type Inflight = Arc<Mutex<HashSet<route::ByKey>>>;
@@ -106,7 +124,7 @@ fn session_header(headers: &impl Lookup) -> Option<&str> {
     headers.text(&crate::headers::SESSION_ID)
 }
 
-/// What a message posted to an MCP endpoint is answered with.
+/// Stage **encode**: what a message posted to an MCP endpoint is answered with.
 #[derive(Debug)]
 pub enum Reply {
     /// A JSON-RPC answer, serialized: as JSON, or (`sse_only`, for a client that accepts only
@@ -142,6 +160,19 @@ impl Reply {
         framed.extend_from_slice(b"\n\n");
         ("text/event-stream", framed)
     }
+
+    /// A JSON-RPC message mcpgw answers with `status` (a refusal, an error).
+    fn rpc(status: StatusCode, body: Value) -> Self {
+        Self::Response((status, Json(body)).into_response())
+    }
+
+    /// The answer as a message, for the SSE stream of a request whose upstream streamed.
+    fn into_message(self) -> Option<Value> {
+        match self {
+            Self::Answer { json, .. } => serde_json::from_slice(&json).ok(),
+            Self::Response(_) => None,
+        }
+    }
 }
 
 impl IntoResponse for Reply {
@@ -167,149 +198,204 @@ impl From<Response> for Reply {
     }
 }
 
-/// Answer a message posted to an MCP endpoint (the body already read, within its limits).
+impl From<rules::Refusal> for Reply {
+    fn from(refused: rules::Refusal) -> Self {
+        Self::rpc(refused.status, refused.body)
+    }
+}
+
+/// What a client's `Accept` lets the answer be.
+#[derive(Debug, Clone, Copy)]
+struct Accept {
+    /// An SSE stream is accepted: the upstream's notifications can be relayed before the answer.
+    streams: bool,
+    /// Only an SSE stream is: even a plain answer is framed as one event.
+    sse_only: bool,
+}
+
+/// The searches of `Accept`, built once (as bytes: the value needs no check that it is text).
+static ACCEPT_FINDERS: LazyLock<[Finder<'static>; 2]> = LazyLock::new(|| {
+    [
+        Finder::new("text/event-stream"),
+        Finder::new("application/json"),
+    ]
+});
+
+impl Accept {
+    fn of(headers: &impl Lookup) -> Self {
+        let accept = headers.value(&ACCEPT).unwrap_or_default();
+        let [event_stream, json] = &*ACCEPT_FINDERS;
+        let streams = event_stream.find(accept).is_some();
+        Self {
+            streams,
+            sse_only: streams && json.find(accept).is_none(),
+        }
+    }
+}
+
+/// The pipeline for a message posted to a Streamable-HTTP endpoint (past the gate, the body
+/// read within its limits).
 pub(super) async fn post(
     state: Arc<AppState>,
     scope: Scope,
     headers: Incoming,
     body: Bytes,
 ) -> Reply {
+    let _serving = crate::upstream::pool::spin::Serving::enter();
+    // Stage: session.
     let session = session_header(&headers);
     if let Some(id) = session
         && !state.sessions.touch(id)
     {
-        return Reply::Response(rpc_http(
+        return Reply::rpc(
             StatusCode::NOT_FOUND,
             jsonrpc::error(
                 Value::Null,
                 code::INVALID_REQUEST,
                 "session not found (it ended or expired); initialize a new one",
             ),
-        ));
+        );
     }
-    // Calls go upstream without a JSON tree when they can (see `call`).
     let session = session.map(Arc::<str>::from);
-    let (headers, body) = match call::post(&state, &scope, headers, body, session).await {
-        Ok(answered) => return answered,
-        Err(not_a_call) => not_a_call,
+    let accept = Accept::of(&headers);
+    let message = Posted {
+        state: state.clone(),
+        scope,
+        headers,
+        session,
+        accept,
     };
-    // Boxed, so that its (large) future is not part of every call's.
-    Reply::Response(Box::pin(post_tree(state, scope, headers, body)).await)
+    if !accept.streams {
+        // Boxed where it is made: the pipeline is a large future, and moving it by value
+        // copied it several times per call.
+        return Box::pin(message.run(body, None)).await;
+    }
+    // The upstream may stream notifications before it answers: relayed as an SSE stream.
+    let work = move |sink| message.run(body, Some(sink));
+    match super::relay::answer_or_stream(state, work, Reply::into_message).await {
+        Ok(reply) => reply,
+        Err(streamed) => Reply::Response(streamed),
+    }
 }
 
-/// [`post`] for what `call` does not carry: the message parsed as a tree.
-async fn post_tree(state: Arc<AppState>, scope: Scope, headers: Incoming, body: Bytes) -> Response {
-    let session = session_header(&headers);
-    let msg: Value = match serde_json::from_slice(&body) {
-        Ok(v) => v,
-        Err(e) => {
-            return rpc_http(
-                StatusCode::BAD_REQUEST,
-                jsonrpc::error(Value::Null, code::PARSE_ERROR, format!("parse error: {e}")),
-            );
-        }
-    };
-    if let Some(v) = headers.text(&crate::headers::PROTOCOL_VERSION)
-        && !super::era::is_supported(v)
-    {
-        return rpc_http(
-            StatusCode::BAD_REQUEST,
-            jsonrpc::error(
-                msg.get("id").cloned().unwrap_or(Value::Null),
-                code::UNSUPPORTED_VERSION,
-                format!("unsupported MCP-Protocol-Version {v}"),
-            ),
-        );
-    }
-    let modern = super::era::is_modern(Some(&headers), &msg);
-    if modern {
-        if msg.is_array() {
-            return rpc_http(
-                StatusCode::BAD_REQUEST,
-                jsonrpc::error(
-                    Value::Null,
-                    code::INVALID_REQUEST,
-                    "batches are not part of protocol version 2026-07-28",
-                ),
-            );
-        }
-        if jsonrpc::kind(&msg) == Kind::Request
-            && let Err((status, body)) = super::era::check(Some(&headers), &msg)
-        {
-            return rpc_http(status, body);
-        }
-    } else if session.is_none()
-        && headers.contains(&crate::headers::PROTOCOL_VERSION)
-        && jsonrpc::method(&msg).is_some_and(|m| m != "initialize")
-        && jsonrpc::kind(&msg) == Kind::Request
-    {
-        // A session-era client past initialize must name its session.
-        return rpc_http(
-            StatusCode::BAD_REQUEST,
-            jsonrpc::error(
-                msg.get("id").cloned().unwrap_or(Value::Null),
-                code::INVALID_REQUEST,
-                "missing Mcp-Session-Id header (initialize first)",
-            ),
-        );
-    }
-    if let Some(done) = relay_to_upstream(&state, &msg).await {
-        return done;
-    }
-    let method = jsonrpc::method(&msg).unwrap_or_default();
-    // Only 2026-07-28 answers need the method once the message is consumed (`era::decorate`).
-    let decorate = modern.then(|| method.to_owned());
-    let span = request_span(session, method);
-    if modern && method == "subscriptions/listen" && jsonrpc::kind(&msg) == Kind::Request {
-        return super::listen::open(state, scope, msg, accepts_event_stream(&headers)).await;
-    }
-    if streams_notifications(method)
-        && jsonrpc::kind(&msg) == Kind::Request
-        && accepts_event_stream(&headers)
-    {
-        let session = session.unwrap_or("-").into();
-        return stream_answer(state, scope, msg, decorate, session, span).await;
-    }
-    if method == "initialize" && state.sessions.is_full() && state.sessions.sweep() == 0 {
-        return too_many_sessions(state.sessions.limits(), "Streamable HTTP");
-    }
-    if msg.as_array().is_some_and(Vec::is_empty) {
-        return rpc_http(
-            StatusCode::BAD_REQUEST,
-            jsonrpc::error(Value::Null, code::INVALID_REQUEST, "empty batch"),
-        );
-    }
-    let mut new_session = None;
-    let work = async {
-        match msg {
-            Value::Array(batch) => {
-                let mut out = Vec::new();
-                for item in batch {
-                    if let Some(a) = handle(&state, &scope, item, &mut new_session).await {
-                        out.push(a);
-                    }
-                }
-                (!out.is_empty()).then_some(Value::Array(out))
+/// A message posted over Streamable HTTP, past the session stage.
+struct Posted {
+    state: Arc<AppState>,
+    scope: Scope,
+    headers: Incoming,
+    /// The session it names, checked open.
+    session: Option<Arc<str>>,
+    accept: Accept,
+}
+
+impl Posted {
+    /// The stages after the session: decode, era rules, route, forward, encode. `sink` takes
+    /// what the upstream sends while it works, when the client accepts a stream.
+    async fn run(self, body: Bytes, sink: Option<MessageSink>) -> Reply {
+        // Stage: decode.
+        let msg = match Message::decode(&body) {
+            Ok(msg) => msg,
+            Err(e) => {
+                return Reply::rpc(
+                    StatusCode::BAD_REQUEST,
+                    jsonrpc::error(Value::Null, code::PARSE_ERROR, format!("parse error: {e}")),
+                );
             }
-            single => handle(&state, &scope, single, &mut new_session).await,
+        };
+        // Stage: era rules.
+        let era = match rules::admit(Some(&self.headers), &msg, self.session.is_some()) {
+            Ok(era) => era,
+            Err(refused) => return refused.into(),
+        };
+        let span = request_span(self.session.as_deref(), msg.method().unwrap_or_default());
+        let key: Arc<str> = self.session.clone().unwrap_or_else(|| "-".into());
+        // Stages: route, forward, encode.
+        let work = CURRENT_SESSION.scope(key, self.dispatch(msg, era, sink));
+        match span {
+            Some(span) => tracing::Instrument::instrument(work, span).await,
+            None => work.await,
         }
-    };
-    let work = CURRENT_SESSION.scope(session.unwrap_or("-").into(), work);
-    let answer = match span {
-        Some(span) => tracing::Instrument::instrument(work, span).await,
-        None => work.await,
-    };
-    let Some(mut answer) = answer else {
-        return StatusCode::ACCEPTED.into_response();
-    };
-    finish(decorate.as_deref(), &mut answer);
-    let mut response = respond(&headers, answer);
-    if let Some(id) = new_session.and_then(|id| HeaderValue::from_str(&id).ok()) {
+    }
+
+    async fn dispatch(&self, msg: Message<'_>, era: Era, sink: Option<MessageSink>) -> Reply {
+        let (state, scope) = (&*self.state, &self.scope);
+        let sse_only = self.accept.sse_only;
+        let tree = match msg {
+            Message::Call(mut call) => {
+                let forward = call::forward(state, scope, &mut call, era);
+                let json = match sink {
+                    Some(sink) => REQUEST_SINK.scope(sink, forward).await,
+                    None => forward.await,
+                };
+                return Reply::Answer { json, sse_only };
+            }
+            Message::Tree(tree) => tree,
+        };
+        // A client's answer to a request an upstream made of it.
+        if let Some(done) = relay_to_upstream(state, &tree).await {
+            return done.into();
+        }
+        let is_request = jsonrpc::kind(&tree) == Kind::Request;
+        let method = jsonrpc::method(&tree).unwrap_or_default();
+        if era.is_modern() && is_request && method == "subscriptions/listen" {
+            let listen =
+                super::listen::open(self.state.clone(), scope.clone(), tree, self.accept.streams);
+            return Reply::Response(listen.await);
+        }
+        if method == "initialize" && state.sessions.is_full() && state.sessions.sweep() == 0 {
+            return too_many_sessions(state.sessions.limits(), "Streamable HTTP").into();
+        }
+        if tree.as_array().is_some_and(Vec::is_empty) {
+            return Reply::rpc(
+                StatusCode::BAD_REQUEST,
+                jsonrpc::error(Value::Null, code::INVALID_REQUEST, "empty batch"),
+            );
+        }
+        // Only 2026-07-28 answers need the method once the message is consumed (`era::decorate`).
+        let decorate = era.is_modern().then(|| method.to_owned());
+        let sink = sink.filter(|_| is_request && streams_notifications(method));
+        let mut new_session = None;
+        let work = handle_all(state, scope, tree, &mut new_session);
+        let answer = match sink {
+            Some(sink) => REQUEST_SINK.scope(sink, work).await,
+            None => work.await,
+        };
+        let Some(mut answer) = answer else {
+            return StatusCode::ACCEPTED.into_response().into();
+        };
+        finish(decorate.as_deref(), &mut answer);
+        let json = serde_json::to_vec(&answer).unwrap_or_default();
+        let reply = Reply::Answer { json, sse_only };
+        let Some(id) = new_session.and_then(|id| HeaderValue::from_str(&id).ok()) else {
+            return reply;
+        };
+        let mut response = reply.into_response();
         response
             .headers_mut()
             .insert(crate::headers::SESSION_ID.clone(), id);
+        Reply::Response(response)
     }
-    response
+}
+
+/// A message or a batch through [`handle`], the batch's answers gathered.
+async fn handle_all(
+    state: &AppState,
+    scope: &Scope,
+    msg: Value,
+    new_session: &mut Option<String>,
+) -> Option<Value> {
+    match msg {
+        Value::Array(batch) => {
+            let mut out = Vec::new();
+            for item in batch {
+                if let Some(a) = handle(state, scope, item, new_session).await {
+                    out.push(a);
+                }
+            }
+            (!out.is_empty()).then_some(Value::Array(out))
+        }
+        single => handle(state, scope, single, new_session).await,
+    }
 }
 
 /// The span a request's work runs in, which puts the session on its log lines (the
@@ -334,258 +420,6 @@ fn streams_notifications(method: &str) -> bool {
         method,
         "tools/call" | "prompts/get" | "resources/read" | "completion/complete"
     )
-}
-
-fn accepts_event_stream(headers: &impl Lookup) -> bool {
-    headers
-        .text(&ACCEPT)
-        .is_some_and(|a| a.contains("text/event-stream"))
-}
-
-/// Answer with JSON when the upstream just answers, or as an SSE stream when it streams
-/// (see [`super::relay::answer_or_stream`]).
-async fn stream_answer(
-    state: Arc<AppState>,
-    scope: Scope,
-    msg: Value,
-    decorate: Option<String>,
-    session: Arc<str>,
-    span: Option<tracing::Span>,
-) -> Response {
-    let worker = state.clone();
-    let work = move |sink| async move {
-        let mut new_session = None;
-        let work = handle(&worker, &scope, msg, &mut new_session);
-        let work = crate::upstream::connection::REQUEST_SINK
-            .scope(sink, CURRENT_SESSION.scope(session, work));
-        let answer = match span {
-            Some(span) => tracing::Instrument::instrument(work, span).await,
-            None => work.await,
-        };
-        answer.map(|mut answer| {
-            finish(decorate.as_deref(), &mut answer);
-            answer
-        })
-    };
-    match super::relay::answer_or_stream(state, work, |answer| answer).await {
-        Ok(Some(answer)) => Json(answer).into_response(),
-        Ok(None) => StatusCode::ACCEPTED.into_response(),
-        Err(streamed) => streamed,
-    }
-}
-
-fn rpc_http(status: StatusCode, body: Value) -> Response {
-    (status, Json(body)).into_response()
-}
-
-/// JSON, or a one-event SSE stream for a client that accepts only that.
-fn respond(headers: &impl Lookup, answer: Value) -> Response {
-    let accept = headers.text(&ACCEPT).unwrap_or("");
-    if accept.contains("text/event-stream") && !accept.contains("application/json") {
-        let body = format!("event: message\ndata: {answer}\n\n");
-        return (
-            [
-                ("content-type", "text/event-stream"),
-                ("cache-control", "no-cache"),
-            ],
-            body,
-        )
-            .into_response();
-    }
-    Json(answer).into_response()
-}
-
-/// Answer one JSON-RPC message for any transport; `None` for notifications and responses.
-/// `new_session` is set when the message was an `initialize` that opened a session.
-pub async fn handle(
-    state: &AppState,
-    scope: &Scope,
-    mut msg: Value,
-    new_session: &mut Option<String>,
-) -> Option<Value> {
-    match jsonrpc::kind(&msg) {
-        Kind::Request => {}
-        Kind::Notification => {
-            if jsonrpc::method(&msg) == Some("notifications/cancelled")
-                && !super::listen::cancelled(state, &msg)
-            {
-                cancel_upstream(state, &msg).await;
-            }
-            return None;
-        }
-        Kind::Response => return None,
-        Kind::Invalid => {
-            let id = msg
-                .get("id")
-                .filter(|i| i.is_string() || i.is_number())
-                .cloned()
-                .unwrap_or(Value::Null);
-            return Some(jsonrpc::error(
-                id,
-                code::INVALID_REQUEST,
-                "invalid request: expected a JSON-RPC 2.0 request object",
-            ));
-        }
-    }
-    // A request is an object. Its id and params are taken out, not copied: params can be large,
-    // and they are forwarded as they are.
-    let Value::Object(request) = &mut msg else {
-        return None;
-    };
-    let id = request.remove("id").unwrap_or(Value::Null);
-    let params = request.remove("params");
-    let method = request
-        .get("method")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let sep = state.registry.settings().separator.as_str();
-    let result = match method {
-        "initialize" => {
-            let requested = params
-                .as_ref()
-                .and_then(|p| p.get("protocolVersion"))
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let version = if SESSION_VERSIONS.contains(&requested) {
-                requested
-            } else {
-                SESSION_VERSIONS[0]
-            };
-            match state.sessions.open() {
-                Some(id) => *new_session = Some(id),
-                None => {
-                    return Some(jsonrpc::error(
-                        id,
-                        -32000,
-                        "too many open sessions; close one or try again later",
-                    ));
-                }
-            }
-            Ok(
-                json!({"protocolVersion": version, "capabilities": capabilities(state, scope), "serverInfo": server_info()}),
-            )
-        }
-        "server/discover" => {
-            let mut versions: Vec<&str> = SESSION_VERSIONS.iter().rev().copied().collect();
-            versions.push(MODERN_VERSION);
-            Ok(
-                json!({"supportedVersions": versions, "capabilities": capabilities(state, scope), "serverInfo": server_info()}),
-            )
-        }
-        "ping" => Ok(json!({})),
-        "logging/setLevel" => {
-            for up in in_scope(state, scope) {
-                if up.capabilities().get("logging").is_some() {
-                    // Best effort: one upstream refusing does not fail the others.
-                    let _ = up.request("logging/setLevel", params.clone()).await;
-                }
-            }
-            Ok(json!({}))
-        }
-        "completion/complete" => {
-            return Some(route_completion(state, scope, sep, id, params).await);
-        }
-        "tools/list" => Ok(json!({"tools": listing(state, scope, sep, |c| &c.tools, "name")})),
-        "prompts/list" => {
-            Ok(json!({"prompts": listing(state, scope, sep, |c| &c.prompts, "name")}))
-        }
-        "resources/list" => {
-            Ok(json!({"resources": listing(state, scope, sep, |c| &c.resources, "")}))
-        }
-        "resources/templates/list" => Ok(
-            json!({"resourceTemplates": listing(state, scope, sep, |c| &c.resource_templates, "")}),
-        ),
-        "tools/call" | "prompts/get" => {
-            return Some(route_named(state, scope, sep, id, method, params).await);
-        }
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-            return Some(route_uri(state, scope, id, method, params).await);
-        }
-        _ => Err((
-            code::METHOD_NOT_FOUND,
-            format!("method not found: {method}"),
-        )),
-    };
-    Some(match result {
-        Ok(r) => jsonrpc::result(id, r),
-        Err((c, m)) => jsonrpc::error(id, c, m),
-    })
-}
-
-/// What this scope can do: for one upstream, what it announced (plus logging, which mcpgw
-/// answers); for all, the union, with list changes always announced since upstreams come and go.
-fn capabilities(state: &AppState, scope: &Scope) -> Value {
-    let ups = match scope {
-        Scope::All => state.registry.list(),
-        Scope::One(name) => state.registry.get(name).into_iter().collect(),
-    };
-    let caps: Vec<Value> = ups.iter().map(|u| u.capabilities()).collect();
-    let any = |f: &dyn Fn(&Value) -> bool| caps.iter().any(f);
-    if let Scope::One(_) = scope
-        && let Some(Value::Object(one)) = caps.first()
-    {
-        let mut one = one.clone();
-        one.entry("logging").or_insert_with(|| json!({}));
-        return Value::Object(one);
-    }
-    let mut out = json!({
-        "tools": {"listChanged": true},
-        "resources": {"listChanged": true, "subscribe": any(&|c| c.pointer("/resources/subscribe") == Some(&json!(true)))},
-        "prompts": {"listChanged": true},
-        "logging": {},
-    });
-    if any(&|c| c.get("completions").is_some()) {
-        out["completions"] = json!({});
-    }
-    out
-}
-
-fn server_info() -> Value {
-    json!({"name": "mcpgw", "version": env!("CARGO_PKG_VERSION")})
-}
-
-fn in_scope(state: &AppState, scope: &Scope) -> Vec<Arc<Upstream>> {
-    match scope {
-        Scope::All => state
-            .registry
-            .list()
-            .into_iter()
-            .filter(|u| u.is_online())
-            .collect(),
-        Scope::One(name) => state
-            .registry
-            .get(name)
-            .filter(|u| u.is_online())
-            .into_iter()
-            .collect(),
-    }
-}
-
-/// Merge one kind of catalog entry; with `Scope::All`, prefix `name_field` with the upstream.
-fn listing(
-    state: &AppState,
-    scope: &Scope,
-    sep: &str,
-    pick: impl Fn(&crate::upstream::registry::Catalog) -> &Vec<Value>,
-    name_field: &str,
-) -> Vec<Value> {
-    let prefix = matches!(scope, Scope::All);
-    let mut out = Vec::new();
-    for up in in_scope(state, scope) {
-        let upstream = up.name();
-        let catalog = up.catalog();
-        for item in pick(&catalog) {
-            let mut item = item.clone();
-            if prefix
-                && !name_field.is_empty()
-                && let Some(Value::String(name)) = item.get_mut(name_field)
-            {
-                *name = format!("{upstream}{sep}{name}");
-            }
-            out.push(item);
-        }
-    }
-    out
 }
 
 /// Session keys of the connection-bound transports, as [`CURRENT_SESSION`] and the tables
@@ -692,58 +526,58 @@ pub fn prune_subscriptions(state: &AppState) {
     }
 }
 
-/// Answer a message that came on an SSE or WebSocket connection, which is the session `key`.
-pub(super) async fn answer_on_connection(
+/// The pipeline for a message that came on a legacy SSE or WebSocket connection, which is the
+/// session `key` (so the session stage has nothing to check, and there are no per-message
+/// headers); `None` when nothing needs an answer. A batch runs item by item.
+pub(super) async fn on_connection(
     state: &AppState,
     scope: &Scope,
     key: impl Into<Arc<str>>,
     msg: Value,
 ) -> Option<Value> {
-    CURRENT_SESSION
-        .scope(key.into(), answer_on_connection_all(state, scope, msg))
-        .await
-}
-
-/// [`answer_on_connection`] within its session: answered the way `/mcp` does; `None` when
-/// nothing needs an answer.
-async fn answer_on_connection_all(state: &AppState, scope: &Scope, msg: Value) -> Option<Value> {
-    match msg {
-        Value::Array(batch) if batch.is_empty() => Some(jsonrpc::error(
-            Value::Null,
-            code::INVALID_REQUEST,
-            "empty batch",
-        )),
-        Value::Array(batch) => {
-            let mut out = Vec::new();
-            for item in batch {
-                if let Some(a) = answer_on_connection_one(state, scope, item).await {
-                    out.push(a);
+    let work = async {
+        match msg {
+            Value::Array(batch) if batch.is_empty() => Some(jsonrpc::error(
+                Value::Null,
+                code::INVALID_REQUEST,
+                "empty batch",
+            )),
+            Value::Array(batch) => {
+                let mut out = Vec::new();
+                for item in batch {
+                    if let Some(a) = on_connection_one(state, scope, item).await {
+                        out.push(a);
+                    }
                 }
+                (!out.is_empty()).then_some(Value::Array(out))
             }
-            (!out.is_empty()).then_some(Value::Array(out))
+            single => on_connection_one(state, scope, single).await,
         }
-        single => answer_on_connection_one(state, scope, single).await,
-    }
+    };
+    CURRENT_SESSION.scope(key.into(), work).await
 }
 
-async fn answer_on_connection_one(state: &AppState, scope: &Scope, msg: Value) -> Option<Value> {
-    // 2026-07-28 requests may come over these transports too (the envelope says so); there
-    // are no per-message headers to check, the rest of the ladder applies.
-    let modern = super::era::is_modern(None, &msg);
-    if modern
-        && jsonrpc::kind(&msg) == Kind::Request
-        && let Err((_, body)) = super::era::check(None, &msg)
-    {
-        return Some(body);
-    }
-    if modern
+async fn on_connection_one(state: &AppState, scope: &Scope, msg: Value) -> Option<Value> {
+    // Stage: era rules (the message came decoded, as a tree).
+    let msg = Message::Tree(msg);
+    let era = match rules::admit(None, &msg, true) {
+        Ok(era) => era,
+        Err(refused) => return Some(refused.body),
+    };
+    let Message::Tree(msg) = msg else {
+        return None;
+    };
+    // Stages: route, forward, encode.
+    if era.is_modern()
         && jsonrpc::kind(&msg) == Kind::Request
         && jsonrpc::method(&msg) == Some("subscriptions/listen")
         && let Ok(conn) = CURRENT_SESSION.try_with(Clone::clone)
     {
         return super::listen::open_on_connection(state, scope, conn, msg).await;
     }
-    let decorate = modern.then(|| jsonrpc::method(&msg).unwrap_or_default().to_owned());
+    let decorate = era
+        .is_modern()
+        .then(|| jsonrpc::method(&msg).unwrap_or_default().to_owned());
     let mut new_session = None;
     let mut answer = handle(state, scope, msg, &mut new_session).await;
     if let Some(a) = answer.as_mut() {

@@ -161,16 +161,12 @@ pub enum Surface {
     Control,
 }
 
-/// What serves one surface: its router and, on the listener, the route that skips it.
-///
-/// `POST /mcp` carries nearly every forwarded call. On the listener it goes straight to
-/// [`front::post_mcp`], which applies the same gate in the same order as every routed request;
-/// what it skips is the router's per-request work (path match, a clone of two boxed layers,
-/// two boxed futures). Everything else, including other methods on `/mcp`, is routed.
+/// What serves one surface: its router, and on the listener the state that the listener's
+/// own HTTP/1.1 loop needs for `POST /mcp` (`crate::server::h1`).
 #[derive(Clone, Debug)]
 pub struct App {
     router: Router,
-    direct: Option<Arc<AppState>>,
+    listener: Option<Arc<AppState>>,
 }
 
 impl App {
@@ -178,41 +174,23 @@ impl App {
     pub fn new(state: Arc<AppState>, surface: Surface) -> Self {
         Self {
             router: router(state.clone(), surface),
-            direct: (surface == Surface::Listener).then_some(state),
+            listener: (surface == Surface::Listener).then_some(state),
         }
     }
 
-    /// The state when `POST /mcp` skips the router (the listener), for the server's own
-    /// HTTP/1.1 path (`crate::server::h1`).
-    pub fn direct(&self) -> Option<&Arc<AppState>> {
-        self.direct.as_ref()
+    /// The state, on the listener (whose HTTP/1.1 loop serves `POST /mcp` itself).
+    pub fn listener(&self) -> Option<&Arc<AppState>> {
+        self.listener.as_ref()
     }
 }
 
 impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for App {
     type Response = axum::response::Response;
     type Error = std::convert::Infallible;
-    type Future = futures_util::future::Either<
-        std::pin::Pin<
-            Box<dyn std::future::Future<Output = Result<Self::Response, Self::Error>> + Send>,
-        >,
-        tower::util::Oneshot<Router, hyper::Request<hyper::body::Incoming>>,
-    >;
+    type Future = tower::util::Oneshot<Router, hyper::Request<hyper::body::Incoming>>;
 
     fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
-        use futures_util::future::Either;
-        if let Some(state) = &self.direct
-            && request.method() == axum::http::Method::POST
-            && request.uri().path() == front::MCP_ROUTE
-        {
-            let state = state.clone();
-            let request = request.map(axum::body::Body::new);
-            return Either::Left(Box::pin(async move {
-                let _serving = crate::upstream::pool::spin::Serving::enter();
-                Ok(front::post_mcp(state, request).await)
-            }));
-        }
-        Either::Right(tower::ServiceExt::oneshot(self.router.clone(), request))
+        tower::ServiceExt::oneshot(self.router.clone(), request)
     }
 }
 

@@ -267,7 +267,7 @@ pub async fn post_message(
     };
     tokio::spawn(async move {
         let key = format!("{}{id}", mcp::SSE_SESSION);
-        if let Some(answer) = mcp::answer_on_connection(&state, &session.scope, key, msg).await {
+        if let Some(answer) = mcp::on_connection(&state, &session.scope, key, msg).await {
             permit.send(Box::new(answer));
         }
     });

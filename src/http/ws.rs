@@ -174,7 +174,7 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, scope: Scope) {
         let out_tx = out_tx.clone();
         let key = key.clone();
         tokio::spawn(async move {
-            if let Some(answer) = mcp::answer_on_connection(&state, &scope, key, msg).await {
+            if let Some(answer) = mcp::on_connection(&state, &scope, key, msg).await {
                 let _ = out_tx.send(Message::Text(answer.to_string().into())).await;
             }
             drop(permit);

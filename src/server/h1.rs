@@ -199,10 +199,7 @@ where
             let body = self.buf.split_to(body).freeze();
             // httparse has checked the names and values: every one is a valid header field.
             let headers = Incoming::Wire(Fields::new(head, self.fields.iter().copied()));
-            let handled = async {
-                let _serving = crate::upstream::pool::spin::Serving::enter();
-                front::post_mcp_read(state.clone(), headers, body).await
-            };
+            let handled = front::post_mcp_read(state.clone(), headers, body);
             let Some(response) = watching(&mut self.io, &mut self.buf, handled).await else {
                 return Next::Drop;
             };

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value};
 
-use super::{AppState, CURRENT_SESSION, Inflight, Scope, in_scope};
+use super::dispatch::in_scope;
+use super::{AppState, CURRENT_SESSION, Inflight, Scope};
 use crate::jsonrpc::{self, code};
 use crate::upstream::registry::{CallError, Upstream};
 
