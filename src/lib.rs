@@ -19,6 +19,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod server;
+pub mod session;
 pub mod signals;
 pub mod store;
 pub mod tls;

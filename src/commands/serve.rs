@@ -112,7 +112,7 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                             tracing::debug!(sessions = gone, "idle MCP sessions expired");
                         }
                         // Also those that expired on a lookup since the last tick.
-                        http::mcp::prune_subscriptions(&state);
+                        http::delivery::prune_subscriptions(&state);
                     }
                 }
             }
@@ -177,12 +177,12 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
                 };
                 let mut ended = false;
                 for session in up.subscribers(uri) {
-                    ended |= !http::mcp::notify_session(&state, &session, &update.message);
+                    ended |= !http::delivery::notify_session(&state, &session, &update.message);
                 }
                 // A session found gone: cleared as any that ended (and the upstream told, if
                 // it was the last subscriber).
                 if ended {
-                    http::mcp::prune_subscriptions(&state);
+                    http::delivery::prune_subscriptions(&state);
                 }
             }
         });

@@ -7,7 +7,7 @@
 //! with the request's result when the gateway shuts down.
 //!
 //! Each open stream is a subscriber like a session of the other transports, under a key of its
-//! own ([`LISTEN_SESSION`]): resource subscriptions go upstream through the same path as a
+//! own ([`SessionKey::Listen`]): resource subscriptions go upstream through the same path as a
 //! `resources/subscribe` (one upstream subscription per URI whoever wants it), and are dropped
 //! when the stream ends. A URI is acknowledged only when the gateway can deliver its updates:
 //! it is offered by an upstream that took the subscription and can send updates outside a
@@ -29,11 +29,11 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use super::AppState;
-use super::mcp::{self, CURRENT_SESSION, Scope};
+use super::delivery;
+use super::mcp::{self, Scope};
 use crate::jsonrpc::{self, code};
+use crate::session::SessionKey;
 
-/// Prefix of the subscriber key of a listen stream.
-pub const LISTEN_SESSION: &str = "listen:";
 /// The `_meta` key every frame of a listen stream carries.
 pub const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
 /// Events queued for a client that does not read; past this the stream is ended (the client
@@ -129,18 +129,18 @@ enum Out {
     /// The response of a POST: its own queue.
     Stream(mpsc::Sender<Arc<str>>),
     /// A connection-bound session (SSE, WebSocket), by its key: the connection's own queue.
-    Connection(Arc<str>),
+    Connection(SessionKey),
 }
 
 /// The open listen streams, by key.
 #[derive(Debug, Default)]
 pub struct Listeners {
-    open: std::sync::Mutex<HashMap<Arc<str>, Listener>>,
+    open: std::sync::Mutex<HashMap<u64, Listener>>,
     next: AtomicU64,
 }
 
 impl Listeners {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Listener>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Listener>> {
         // Single inserts and removes: a poisoned lock still holds a whole map.
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -156,15 +156,15 @@ impl Listeners {
     }
 
     /// Whether the stream `key` names is open.
-    pub fn contains(&self, key: &str) -> bool {
-        self.lock().contains_key(key)
+    pub fn contains(&self, key: u64) -> bool {
+        self.lock().contains_key(&key)
     }
 
     /// Offer a notification to the stream `key` names, if its filter takes it: `false` when
     /// the stream is gone.
-    pub fn notify(&self, state: &AppState, key: &str, msg: &Value) -> bool {
+    pub fn notify(&self, state: &AppState, key: u64, msg: &Value) -> bool {
         let mut open = self.lock();
-        let Some(listener) = open.get_mut(key) else {
+        let Some(listener) = open.get_mut(&key) else {
             return false;
         };
         if !listener.filter.wants(msg) {
@@ -181,21 +181,21 @@ impl Listeners {
     }
 
     /// Drop the stream `key` from the table (a POST's queue closes once drained): `false`.
-    fn end(&self, key: &str) -> bool {
-        self.lock().remove(key);
+    fn end(&self, key: u64) -> bool {
+        self.lock().remove(&key);
         false
     }
 
     /// Offer a notification to every open stream ([`Self::notify`]: list changes).
     pub fn broadcast(&self, state: &AppState, msg: &Value) {
-        let keys: Vec<Arc<str>> = self.lock().keys().cloned().collect();
+        let keys: Vec<u64> = self.lock().keys().copied().collect();
         for key in keys {
-            self.notify(state, &key, msg);
+            self.notify(state, key, msg);
         }
     }
 
     /// Drop the streams of connections that `open` says are gone.
-    pub fn retain_connected(&self, open: impl Fn(&str) -> bool) {
+    pub fn retain_connected(&self, open: impl Fn(&SessionKey) -> bool) {
         self.lock().retain(|_, l| match &l.out {
             Out::Stream(_) => true,
             Out::Connection(conn) => open(conn),
@@ -204,34 +204,34 @@ impl Listeners {
 
     /// The client of connection `conn` cancelled its listen request `id`: its stream ends.
     /// Whether there was one.
-    pub fn cancel(&self, conn: &str, id: &Value) -> bool {
+    pub fn cancel(&self, conn: &SessionKey, id: &Value) -> bool {
         let mut open = self.lock();
         let before = open.len();
-        open.retain(|_, l| !matches!(&l.out, Out::Connection(c) if &**c == conn) || l.id != *id);
+        open.retain(|_, l| !matches!(&l.out, Out::Connection(c) if c == conn) || l.id != *id);
         before != open.len()
     }
 }
 
 /// Keep a frame until the acknowledgement is out (at most [`BACKLOG`]; past that, the stream
 /// would be ended for not reading anyway, so the frame is dropped and said so).
-fn hold(held: &mut Vec<Value>, frame: Value, key: &str) {
+fn hold(held: &mut Vec<Value>, frame: Value, key: u64) {
     if held.len() < BACKLOG {
         held.push(frame);
     } else {
-        tracing::warn!(subscription = %key, "too much came before the listen stream was acknowledged; a frame was dropped");
+        tracing::warn!(subscription = %SessionKey::Listen(key), "too much came before the listen stream was acknowledged; a frame was dropped");
     }
 }
 
 /// Hand a frame to a stream's queue: whether it was taken. A full queue ends the stream (the
 /// caller drops it from the table, so a POST's stream sees its queue close once drained):
 /// better than a stream that silently misses changes.
-fn deliver(state: &AppState, out: &Out, frame: &Value, key: &str) -> bool {
+fn deliver(state: &AppState, out: &Out, frame: &Value, key: u64) -> bool {
     match out {
-        Out::Connection(conn) => mcp::notify_session(state, conn, frame),
+        Out::Connection(conn) => delivery::notify_session(state, conn, frame),
         Out::Stream(queue) => match queue.try_send(Arc::from(frame.to_string())) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(subscription = %key, "the client is not reading its listen stream; ending it");
+                tracing::warn!(subscription = %SessionKey::Listen(key), "the client is not reading its listen stream; ending it");
                 false
             }
             Err(mpsc::error::TrySendError::Closed(_)) => false,
@@ -263,7 +263,7 @@ fn stamped(msg: &Value, id: &Value) -> Value {
 /// its connection or its cancellation).
 struct Entry<S: std::ops::Deref<Target = AppState>> {
     state: S,
-    key: Arc<str>,
+    key: u64,
     armed: bool,
 }
 
@@ -271,7 +271,7 @@ impl<S: std::ops::Deref<Target = AppState>> Drop for Entry<S> {
     fn drop(&mut self) {
         if self.armed {
             self.state.listens.lock().remove(&self.key);
-            mcp::prune_subscriptions(&self.state);
+            delivery::prune_subscriptions(&self.state);
         }
     }
 }
@@ -280,9 +280,8 @@ impl Listeners {
     /// A new stream in the table, with the list changes `asked` names and no URI yet: in the
     /// table before its URIs are subscribed upstream, so that a clean-up meanwhile does not
     /// take their subscriber for gone. What comes for it is held until [`Self::grant`].
-    fn reserve(&self, id: Value, out: Out, asked: &Filter) -> Arc<str> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed);
-        let key: Arc<str> = Arc::from(format!("{LISTEN_SESSION}{n}"));
+    fn reserve(&self, id: Value, out: Out, asked: &Filter) -> u64 {
+        let key = self.next.fetch_add(1, Ordering::Relaxed);
         let listener = Listener {
             filter: Filter {
                 uris: Vec::new(),
@@ -292,22 +291,22 @@ impl Listeners {
             out,
             held: Some(Vec::new()),
         };
-        self.lock().insert(key.clone(), listener);
+        self.lock().insert(key, listener);
         key
     }
 
     /// The URI the upstream just took: its updates are kept from now on.
-    fn allow(&self, key: &str, uri: &str) {
-        if let Some(listener) = self.lock().get_mut(key) {
+    fn allow(&self, key: u64, uri: &str) {
+        if let Some(listener) = self.lock().get_mut(&key) {
             listener.filter.uris.push(uri.to_owned());
         }
     }
 
     /// The acknowledgement is out (or queued first): what was held meanwhile follows it, and
     /// from now on the stream `key` gets what `granted` names as it comes.
-    fn grant(&self, state: &AppState, key: &str, granted: Filter) {
+    fn grant(&self, state: &AppState, key: u64, granted: Filter) {
         let mut open = self.lock();
-        let Some(listener) = open.get_mut(key) else {
+        let Some(listener) = open.get_mut(&key) else {
             return;
         };
         listener.filter = granted;
@@ -317,7 +316,7 @@ impl Listeners {
         // queue is locked after this table, as in `retain_connected`).
         for frame in held {
             if !deliver(state, &out, &frame, key) {
-                open.remove(key);
+                open.remove(&key);
                 return;
             }
         }
@@ -346,7 +345,7 @@ fn check(state: &AppState, msg: &Value) -> Result<(Value, Filter), (StatusCode, 
 async fn subscribe(
     state: &AppState,
     scope: &Scope,
-    key: &Arc<str>,
+    key: u64,
     id: &Value,
     asked: Filter,
 ) -> (Filter, Value) {
@@ -390,12 +389,12 @@ pub(super) async fn open(
     let key = state.listens.reserve(id.clone(), Out::Stream(tx), &asked);
     let entry = Entry {
         state: state.clone(),
-        key: key.clone(),
+        key,
         armed: true,
     };
     // The acknowledgement is the stream's first event, before anything queued.
-    let (granted, ack) = subscribe(&state, &scope, &key, &id, asked).await;
-    state.listens.grant(&state, &key, granted);
+    let (granted, ack) = subscribe(&state, &scope, key, &id, asked).await;
+    state.listens.grant(&state, key, granted);
     let last = json!({
         "jsonrpc": "2.0",
         "id": id.clone(),
@@ -434,7 +433,7 @@ struct Stream {
 pub(super) async fn open_on_connection(
     state: &AppState,
     scope: &Scope,
-    conn: Arc<str>,
+    conn: SessionKey,
     msg: Value,
 ) -> Option<Value> {
     let (id, asked) = match check(state, &msg) {
@@ -446,14 +445,14 @@ pub(super) async fn open_on_connection(
         .reserve(id.clone(), Out::Connection(conn.clone()), &asked);
     let mut entry = Entry {
         state,
-        key: key.clone(),
+        key,
         armed: true,
     };
-    let (granted, ack) = subscribe(state, scope, &key, &id, asked).await;
+    let (granted, ack) = subscribe(state, scope, key, &id, asked).await;
     // From here the stream ends with its connection or its cancellation, not with this call.
     entry.armed = false;
-    mcp::notify_session(state, &conn, &ack);
-    state.listens.grant(state, &key, granted);
+    delivery::notify_session(state, &conn, &ack);
+    state.listens.grant(state, key, granted);
     None
 }
 
@@ -478,28 +477,24 @@ impl Stream {
 
 /// A client's `notifications/cancelled` of a listen request it sent on its connection: that
 /// stream ends and its subscriptions are released. Whether it was one.
-pub(super) fn cancelled(state: &AppState, msg: &Value) -> bool {
+pub(super) fn cancelled(state: &AppState, session: Option<&SessionKey>, msg: &Value) -> bool {
     let Some(id) = msg.pointer("/params/requestId") else {
         return false;
     };
-    let Ok(conn) = CURRENT_SESSION.try_with(Clone::clone) else {
+    let Some(conn) = session else {
         return false;
     };
-    if !state.listens.cancel(&conn, id) {
+    if !state.listens.cancel(conn, id) {
         return false;
     }
-    mcp::prune_subscriptions(state);
+    delivery::prune_subscriptions(state);
     true
 }
 
 /// Subscribe the stream `key` to each URI upstream, the way a `resources/subscribe` is: the
 /// URIs the gateway can deliver updates of.
-async fn subscribe_all(
-    state: &AppState,
-    scope: &Scope,
-    key: &Arc<str>,
-    uris: &[String],
-) -> Vec<String> {
+async fn subscribe_all(state: &AppState, scope: &Scope, key: u64, uris: &[String]) -> Vec<String> {
+    let session = SessionKey::Listen(key);
     let mut granted = Vec::new();
     let mut seen = HashSet::new();
     for (n, uri) in uris.iter().enumerate() {
@@ -507,18 +502,16 @@ async fn subscribe_all(
             continue;
         }
         let request = json!({
-            "jsonrpc": "2.0", "id": format!("{key}/{n}"),
+            "jsonrpc": "2.0", "id": format!("{session}/{n}"),
             "method": "resources/subscribe", "params": {"uri": uri},
         });
-        let answer = CURRENT_SESSION
-            .scope(key.clone(), mcp::handle(state, scope, request, &mut None))
-            .await;
+        let answer = mcp::handle(state, scope, Some(&session), request, &mut None).await;
         let taken = answer.as_ref().is_some_and(|a| a.get("result").is_some());
         let relayed = state
             .registry
             .list()
             .iter()
-            .any(|up| up.subscribers(uri).contains(key) && up.relays_updates());
+            .any(|up| up.subscribers(uri).contains(&session) && up.relays_updates());
         if taken && relayed {
             state.listens.allow(key, uri);
             granted.push(uri.clone());
@@ -528,7 +521,7 @@ async fn subscribe_all(
                 .and_then(|a| a.pointer("/error/message"))
                 .and_then(Value::as_str)
                 .unwrap_or("its upstream cannot send updates outside a request");
-            tracing::debug!(subscription = %key, %uri, reason = why, "resource subscription not granted");
+            tracing::debug!(subscription = %session, %uri, reason = why, "resource subscription not granted");
         }
     }
     granted

@@ -41,6 +41,7 @@ use super::AppState;
 use super::relay::relay_to_upstream;
 use crate::headers::{Incoming, Lookup};
 use crate::jsonrpc::{self, Kind, code};
+use crate::session::SessionKey;
 use crate::upstream::connection::{MessageSink, REQUEST_SINK};
 pub use dispatch::handle;
 pub use message::Message;
@@ -48,15 +49,6 @@ use rules::Era;
 
 /// Requests in flight upstream, found by (session, client id).
 pub type Inflight = Arc<Mutex<HashSet<route::ByKey>>>;
-
-tokio::task_local! {
-    /// The downstream session a request belongs to ("-" without one): requests in flight are
-    /// remembered per session so that the client's `notifications/cancelled` finds them, and
-    /// resource subscriptions so that updates reach it. On the connection-bound transports the
-    /// connection is the session ([`SSE_SESSION`], [`WS_SESSION`]); a 2026-07-28
-    /// `subscriptions/listen` stream is one too ([`super::listen::LISTEN_SESSION`]).
-    pub(super) static CURRENT_SESSION: Arc<str>;
-}
 
 /// Which upstreams a request sees.
 #[derive(Debug, Clone)]
@@ -101,7 +93,7 @@ pub async fn post_one(
 pub async fn delete(State(state): State<Arc<AppState>>, headers: HeaderMap) -> StatusCode {
     match session_header(&headers) {
         Some(id) if state.sessions.close(id) => {
-            prune_subscriptions(&state);
+            super::delivery::prune_subscriptions(&state);
             StatusCode::NO_CONTENT
         }
         Some(_) => StatusCode::NOT_FOUND,
@@ -308,21 +300,27 @@ impl Posted {
             Err(refused) => return refused.into(),
         };
         let span = request_span(self.session.as_deref(), msg.method().unwrap_or_default());
-        let key: Arc<str> = self.session.clone().unwrap_or_else(|| "-".into());
+        let key = self.session.clone().map(SessionKey::Streamable);
         // Stages: route, forward, encode.
-        let work = CURRENT_SESSION.scope(key, self.dispatch(msg, era, sink));
+        let work = self.dispatch(msg, era, key.as_ref(), sink);
         match span {
             Some(span) => tracing::Instrument::instrument(work, span).await,
             None => work.await,
         }
     }
 
-    async fn dispatch(&self, msg: Message<'_>, era: Era, sink: Option<MessageSink>) -> Reply {
+    async fn dispatch(
+        &self,
+        msg: Message<'_>,
+        era: Era,
+        session: Option<&SessionKey>,
+        sink: Option<MessageSink>,
+    ) -> Reply {
         let (state, scope) = (&*self.state, &self.scope);
         let sse_only = self.accept.sse_only;
         let tree = match msg {
             Message::Call(mut call) => {
-                let forward = call::forward(state, scope, &mut call, era);
+                let forward = call::forward(state, scope, session, &mut call, era);
                 let json = match sink {
                     Some(sink) => REQUEST_SINK.scope(sink, forward).await,
                     None => forward.await,
@@ -355,7 +353,7 @@ impl Posted {
         let decorate = era.is_modern().then(|| method.to_owned());
         let sink = sink.filter(|_| is_request && streams_notifications(method));
         let mut new_session = None;
-        let work = handle_all(state, scope, tree, &mut new_session);
+        let work = handle_all(state, scope, session, tree, &mut new_session);
         let answer = match sink {
             Some(sink) => REQUEST_SINK.scope(sink, work).await,
             None => work.await,
@@ -381,6 +379,7 @@ impl Posted {
 async fn handle_all(
     state: &AppState,
     scope: &Scope,
+    session: Option<&SessionKey>,
     msg: Value,
     new_session: &mut Option<String>,
 ) -> Option<Value> {
@@ -388,13 +387,13 @@ async fn handle_all(
         Value::Array(batch) => {
             let mut out = Vec::new();
             for item in batch {
-                if let Some(a) = handle(state, scope, item, new_session).await {
+                if let Some(a) = handle(state, scope, session, item, new_session).await {
                     out.push(a);
                 }
             }
             (!out.is_empty()).then_some(Value::Array(out))
         }
-        single => handle(state, scope, single, new_session).await,
+        single => handle(state, scope, session, single, new_session).await,
     }
 }
 
@@ -422,142 +421,40 @@ fn streams_notifications(method: &str) -> bool {
     )
 }
 
-/// Session keys of the connection-bound transports, as [`CURRENT_SESSION`] and the tables
-/// that hold sessions (requests in flight, resource subscriptions) name them.
-pub const SSE_SESSION: &str = "sse:";
-/// See [`SSE_SESSION`].
-pub const WS_SESSION: &str = "ws:";
-
-/// Which transport's table holds the session a key names, and its name there.
-enum SessionKey<'k> {
-    /// A legacy SSE session, by its id (the key without [`SSE_SESSION`]).
-    Sse(&'k str),
-    /// A WebSocket connection, by its whole key.
-    Ws(&'k str),
-    /// A Streamable-HTTP session, by its `Mcp-Session-Id`.
-    Streamable(&'k str),
-    /// A `subscriptions/listen` stream, by its whole key.
-    Listen(&'k str),
-}
-
-impl<'k> SessionKey<'k> {
-    fn of(key: &'k str) -> Self {
-        if let Some(id) = key.strip_prefix(SSE_SESSION) {
-            Self::Sse(id)
-        } else if key.starts_with(WS_SESSION) {
-            Self::Ws(key)
-        } else if key.starts_with(super::listen::LISTEN_SESSION) {
-            Self::Listen(key)
-        } else {
-            Self::Streamable(key)
-        }
-    }
-}
-
-/// Queue a server-to-client notification for the session `key` names, on whichever transport
-/// it is: `false` when that session is gone.
-pub fn notify_session(state: &AppState, key: &str, msg: &Value) -> bool {
-    match SessionKey::of(key) {
-        SessionKey::Sse(id) => state.sse.notify(id, msg),
-        SessionKey::Ws(key) => state.ws_outlets.notify(key, msg),
-        SessionKey::Streamable(id) => state.sessions.notify(id, msg),
-        SessionKey::Listen(key) => state.listens.notify(state, key, msg),
-    }
-}
-
-/// Whether a notification offered to session `session`'s queue was taken: a full queue (a
-/// client not reading) drops this one notification and keeps the session; a closed one means
-/// the session is gone.
-pub(super) fn offered<T>(
-    sent: Result<(), tokio::sync::mpsc::error::TrySendError<T>>,
-    session: &str,
-) -> bool {
-    match sent {
-        Ok(()) => true,
-        Err(tokio::sync::mpsc::error::TrySendError::Full(_)) => {
-            tracing::warn!(%session, "the client is not reading its stream; a notification was dropped");
-            true
-        }
-        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => false,
-    }
-}
-
-/// Whether the session `key` names is still open, on whichever transport it is.
-fn session_open(state: &AppState, key: &str) -> bool {
-    match SessionKey::of(key) {
-        SessionKey::Sse(id) => state.sse.contains(id),
-        SessionKey::Ws(key) => state.ws_outlets.contains(key),
-        SessionKey::Streamable(id) => state.sessions.contains(id),
-        SessionKey::Listen(key) => state.listens.contains(key),
-    }
-}
-
-/// Drop the resource subscriptions of sessions that ended (closed, expired, disconnected); an
-/// upstream left with no subscriber for a URI is told to unsubscribe, in the background.
-pub fn prune_subscriptions(state: &AppState) {
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    // Listen streams on connections that ended go first, so that theirs are released too.
-    state
-        .listens
-        .retain_connected(|conn| session_open(state, conn));
-    for up in state.registry.list() {
-        let emptied = up.retain_subscribers(|key| session_open(state, key));
-        // A 2026-07-28 upstream's listen stream already follows the table.
-        if up.subscribes_by_listening() {
-            continue;
-        }
-        for uri in emptied {
-            let up = up.clone();
-            runtime.spawn(async move {
-                // Someone may have subscribed again meanwhile; one who is subscribing now
-                // waits for this change to be done.
-                let _change = up.subscription_change().await;
-                if !up.subscribers(&uri).is_empty() {
-                    return;
-                }
-                let params = serde_json::json!({ "uri": uri });
-                if let Err(err) = up.request("resources/unsubscribe", Some(params)).await {
-                    tracing::debug!(upstream = %up.name(), %uri, error = %err, "could not unsubscribe");
-                }
-            });
-        }
-    }
-}
-
 /// The pipeline for a message that came on a legacy SSE or WebSocket connection, which is the
 /// session `key` (so the session stage has nothing to check, and there are no per-message
 /// headers); `None` when nothing needs an answer. A batch runs item by item.
 pub(super) async fn on_connection(
     state: &AppState,
     scope: &Scope,
-    key: impl Into<Arc<str>>,
+    key: &SessionKey,
     msg: Value,
 ) -> Option<Value> {
-    let work = async {
-        match msg {
-            Value::Array(batch) if batch.is_empty() => Some(jsonrpc::error(
-                Value::Null,
-                code::INVALID_REQUEST,
-                "empty batch",
-            )),
-            Value::Array(batch) => {
-                let mut out = Vec::new();
-                for item in batch {
-                    if let Some(a) = on_connection_one(state, scope, item).await {
-                        out.push(a);
-                    }
+    match msg {
+        Value::Array(batch) if batch.is_empty() => Some(jsonrpc::error(
+            Value::Null,
+            code::INVALID_REQUEST,
+            "empty batch",
+        )),
+        Value::Array(batch) => {
+            let mut out = Vec::new();
+            for item in batch {
+                if let Some(a) = on_connection_one(state, scope, key, item).await {
+                    out.push(a);
                 }
-                (!out.is_empty()).then_some(Value::Array(out))
             }
-            single => on_connection_one(state, scope, single).await,
+            (!out.is_empty()).then_some(Value::Array(out))
         }
-    };
-    CURRENT_SESSION.scope(key.into(), work).await
+        single => on_connection_one(state, scope, key, single).await,
+    }
 }
 
-async fn on_connection_one(state: &AppState, scope: &Scope, msg: Value) -> Option<Value> {
+async fn on_connection_one(
+    state: &AppState,
+    scope: &Scope,
+    key: &SessionKey,
+    msg: Value,
+) -> Option<Value> {
     // Stage: era rules (the message came decoded, as a tree).
     let msg = Message::Tree(msg);
     let era = match rules::admit(None, &msg, true) {
@@ -571,15 +468,14 @@ async fn on_connection_one(state: &AppState, scope: &Scope, msg: Value) -> Optio
     if era.is_modern()
         && jsonrpc::kind(&msg) == Kind::Request
         && jsonrpc::method(&msg) == Some("subscriptions/listen")
-        && let Ok(conn) = CURRENT_SESSION.try_with(Clone::clone)
     {
-        return super::listen::open_on_connection(state, scope, conn, msg).await;
+        return super::listen::open_on_connection(state, scope, key.clone(), msg).await;
     }
     let decorate = era
         .is_modern()
         .then(|| jsonrpc::method(&msg).unwrap_or_default().to_owned());
     let mut new_session = None;
-    let mut answer = handle(state, scope, msg, &mut new_session).await;
+    let mut answer = handle(state, scope, Some(key), msg, &mut new_session).await;
     if let Some(a) = answer.as_mut() {
         finish(decorate.as_deref(), a);
     }

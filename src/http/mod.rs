@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod delivery;
 pub mod era;
 pub mod events;
 pub mod front;

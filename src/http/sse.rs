@@ -27,8 +27,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
+use super::delivery;
 use super::mcp::{self, Scope};
 use crate::jsonrpc::{self, code};
+use crate::session::SessionKey;
 
 /// Answers a session may have queued or in flight before it is dropped as too slow.
 pub const QUEUE_CAPACITY: usize = 256;
@@ -93,12 +95,15 @@ impl SseSessions {
     }
 
     /// Queue a server-to-client message (a notification) for a session's stream: `false`
-    /// when the session is gone (see [`mcp::offered`]; its answers have their slots reserved).
+    /// when the session is gone (see [`delivery::offered`]; its answers have their slots reserved).
     pub fn notify(&self, id: &str, msg: &Value) -> bool {
         let Some(session) = self.get(id) else {
             return false;
         };
-        mcp::offered(session.tx.try_send(Box::new(msg.clone())), id)
+        delivery::offered(
+            session.tx.try_send(Box::new(msg.clone())),
+            &SessionKey::Sse(id.into()),
+        )
     }
 
     /// Number of open SSE streams.
@@ -121,7 +126,7 @@ struct Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         self.state.sse.remove(&self.id);
-        mcp::prune_subscriptions(&self.state);
+        delivery::prune_subscriptions(&self.state);
         tracing::debug!(session = %self.id, "SSE session closed");
     }
 }
@@ -266,8 +271,8 @@ pub async fn post_message(
         }
     };
     tokio::spawn(async move {
-        let key = format!("{}{id}", mcp::SSE_SESSION);
-        if let Some(answer) = mcp::on_connection(&state, &session.scope, key, msg).await {
+        let key = SessionKey::Sse(id.into());
+        if let Some(answer) = mcp::on_connection(&state, &session.scope, &key, msg).await {
             permit.send(Box::new(answer));
         }
     });

@@ -19,8 +19,10 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 
 use super::AppState;
+use super::delivery;
 use super::mcp::{self, Scope};
 use crate::jsonrpc::{self, code};
+use crate::session::SessionKey;
 
 /// The subprotocol echoed back when the client offers it.
 pub const SUBPROTOCOL: &str = "mcp";
@@ -97,8 +99,8 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, scope: Scope) {
     // The connection is the session: notifications for it go through its outbox.
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let key: Arc<str> = format!("{}{id}", mcp::WS_SESSION).into();
-    let outlet = Outlet::register(&state, key.clone(), out_tx.clone());
+    let key = SessionKey::Ws(id);
+    let outlet = Outlet::register(&state, id, out_tx.clone());
     // One writer owns the sink, so concurrent answers and pings never interleave mid-frame.
     let writer = tokio::spawn(async move {
         while let Some(msg) = out_rx.recv().await {
@@ -174,7 +176,7 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, scope: Scope) {
         let out_tx = out_tx.clone();
         let key = key.clone();
         tokio::spawn(async move {
-            if let Some(answer) = mcp::on_connection(&state, &scope, key, msg).await {
+            if let Some(answer) = mcp::on_connection(&state, &scope, &key, msg).await {
                 let _ = out_tx.send(Message::Text(answer.to_string().into())).await;
             }
             drop(permit);
@@ -193,7 +195,7 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, scope: Scope) {
 #[derive(Debug, Default)]
 pub struct WsOutlets(std::sync::Mutex<Outboxes>);
 
-type Outboxes = std::collections::HashMap<Arc<str>, mpsc::Sender<Message>>;
+type Outboxes = std::collections::HashMap<u64, mpsc::Sender<Message>>;
 
 impl WsOutlets {
     fn lock(&self) -> std::sync::MutexGuard<'_, Outboxes> {
@@ -202,28 +204,29 @@ impl WsOutlets {
     }
 
     /// Whether the session `key` is open.
-    pub fn contains(&self, key: &str) -> bool {
-        self.lock().contains_key(key)
+    pub fn contains(&self, key: u64) -> bool {
+        self.lock().contains_key(&key)
     }
 
     /// Queue a notification on session `key`'s outbox: `false` when it is gone.
-    pub fn notify(&self, key: &str, msg: &Value) -> bool {
-        let Some(out) = self.lock().get(key).cloned() else {
+    pub fn notify(&self, key: u64, msg: &Value) -> bool {
+        let Some(out) = self.lock().get(&key).cloned() else {
             return false;
         };
-        mcp::offered(out.try_send(Message::Text(msg.to_string().into())), key)
+        let sent = out.try_send(Message::Text(msg.to_string().into()));
+        delivery::offered(sent, &SessionKey::Ws(key))
     }
 }
 
 /// A WebSocket session's entry in [`WsOutlets`], removed when the socket ends.
 struct Outlet {
     state: Arc<AppState>,
-    key: Arc<str>,
+    key: u64,
 }
 
 impl Outlet {
-    fn register(state: &Arc<AppState>, key: Arc<str>, out: mpsc::Sender<Message>) -> Self {
-        state.ws_outlets.lock().insert(key.clone(), out);
+    fn register(state: &Arc<AppState>, key: u64, out: mpsc::Sender<Message>) -> Self {
+        state.ws_outlets.lock().insert(key, out);
         Self {
             state: state.clone(),
             key,
@@ -234,7 +237,7 @@ impl Outlet {
 impl Drop for Outlet {
     fn drop(&mut self) {
         self.state.ws_outlets.lock().remove(&self.key);
-        mcp::prune_subscriptions(&self.state);
+        delivery::prune_subscriptions(&self.state);
     }
 }
 

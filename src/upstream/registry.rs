@@ -6,6 +6,7 @@
 
 mod collection;
 
+use crate::session::SessionKey;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -115,7 +116,7 @@ pub struct Upstream {
     /// Wakes this upstream's catalog refresher (list_changed notifications).
     refresh: tokio::sync::mpsc::Sender<()>,
     /// Downstream sessions subscribed to each resource URI here (`resources/subscribe`).
-    subscriptions: Mutex<HashMap<String, HashSet<Arc<str>>>>,
+    subscriptions: Mutex<HashMap<String, HashSet<SessionKey>>>,
     /// Held while a subscription change goes upstream ([`Upstream::subscription_change`]).
     subscription_gate: tokio::sync::Mutex<()>,
 }
@@ -193,7 +194,7 @@ impl Upstream {
     /// Downstream `session` subscribed to `uri` here (the upstream accepted it): its updates
     /// are relayed to that session from now on. `false` when this upstream cannot send them
     /// outside a request (a 2026-07-28 upstream), or has no connection.
-    pub fn subscribe(&self, uri: &str, session: Arc<str>) -> bool {
+    pub fn subscribe(&self, uri: &str, session: SessionKey) -> bool {
         self.subscriptions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -238,7 +239,7 @@ impl Upstream {
 
     /// `session` no longer wants updates of `uri` (unsubscribed, or gone). Whether other
     /// sessions still do.
-    pub fn unsubscribe(&self, uri: &str, session: &str) -> bool {
+    pub fn unsubscribe(&self, uri: &str, session: &SessionKey) -> bool {
         let mut subscriptions = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
         let Some(sessions) = subscriptions.get_mut(uri) else {
             return false;
@@ -255,7 +256,7 @@ impl Upstream {
 
     /// Keep only the subscribers `keep` says are still there; the URIs left without any (the
     /// upstream may be told to stop sending their updates).
-    pub fn retain_subscribers(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+    pub fn retain_subscribers(&self, keep: impl Fn(&SessionKey) -> bool) -> Vec<String> {
         let mut subscriptions = self.subscriptions.lock().unwrap_or_else(|p| p.into_inner());
         let mut emptied = Vec::new();
         subscriptions.retain(|uri, sessions| {
@@ -273,7 +274,7 @@ impl Upstream {
     }
 
     /// The sessions subscribed to `uri`.
-    pub fn subscribers(&self, uri: &str) -> Vec<Arc<str>> {
+    pub fn subscribers(&self, uri: &str) -> Vec<SessionKey> {
         self.subscriptions
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -15,6 +15,7 @@ use super::route::{call_error, resolve_name, tracked, with_id};
 use super::rules::Era;
 use super::{AppState, Scope, finish};
 use crate::jsonrpc::{self, code};
+use crate::session::SessionKey;
 use crate::upstream::raw::{self, Members, RawAnswer};
 
 /// The byte searches of [`shaped`], built once: `memmem::find` builds its searcher on every
@@ -35,6 +36,7 @@ static NEEDLES: LazyLock<Needles> = LazyLock::new(|| Needles {
 pub(super) async fn forward(
     state: &AppState,
     scope: &Scope,
+    session: Option<&SessionKey>,
     call: &mut Call<'_>,
     era: Era,
 ) -> Vec<u8> {
@@ -50,7 +52,7 @@ pub(super) async fn forward(
     call.params.rename(original);
     let (method, params) = (call.method, &call.params);
     let send = || up.request_raw(method, params);
-    match tracked(state, &up, || call.id_key(), method, send).await {
+    match tracked(state, session, &up, || call.id_key(), method, send).await {
         Ok(RawAnswer::Result(result)) => {
             let shaped = shaped(result.text(), || result.members(), call.method, modern);
             write_answer(call.id, "result", &shaped)

@@ -9,14 +9,17 @@ use serde_json::{Value, json};
 use super::route::{cancel_upstream, route_completion, route_named, route_uri};
 use super::{AppState, Scope};
 use crate::jsonrpc::{self, Kind, code};
+use crate::session::SessionKey;
 use crate::upstream::connection::{MODERN_VERSION, SESSION_VERSIONS};
 use crate::upstream::registry::Upstream;
 
 /// Answer one JSON-RPC message for any transport; `None` for notifications and responses.
-/// `new_session` is set when the message was an `initialize` that opened a session.
+/// `session` is the downstream session it came in (`None`: a stateless request); `new_session`
+/// is set when the message was an `initialize` that opened a session.
 pub async fn handle(
     state: &AppState,
     scope: &Scope,
+    session: Option<&SessionKey>,
     mut msg: Value,
     new_session: &mut Option<String>,
 ) -> Option<Value> {
@@ -24,9 +27,9 @@ pub async fn handle(
         Kind::Request => {}
         Kind::Notification => {
             if jsonrpc::method(&msg) == Some("notifications/cancelled")
-                && !crate::http::listen::cancelled(state, &msg)
+                && !crate::http::listen::cancelled(state, session, &msg)
             {
-                cancel_upstream(state, &msg).await;
+                cancel_upstream(state, session, &msg).await;
             }
             return None;
         }
@@ -100,7 +103,7 @@ pub async fn handle(
             Ok(json!({}))
         }
         "completion/complete" => {
-            return Some(route_completion(state, scope, sep, id, params).await);
+            return Some(route_completion(state, scope, session, sep, id, params).await);
         }
         "tools/list" => Ok(json!({"tools": listing(state, scope, sep, |c| &c.tools, "name")})),
         "prompts/list" => {
@@ -113,10 +116,10 @@ pub async fn handle(
             json!({"resourceTemplates": listing(state, scope, sep, |c| &c.resource_templates, "")}),
         ),
         "tools/call" | "prompts/get" => {
-            return Some(route_named(state, scope, sep, id, method, params).await);
+            return Some(route_named(state, scope, session, sep, id, method, params).await);
         }
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-            return Some(route_uri(state, scope, id, method, params).await);
+            return Some(route_uri(state, scope, session, id, method, params).await);
         }
         _ => Err((
             code::METHOD_NOT_FOUND,

@@ -9,8 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{Map, Value};
 
 use super::dispatch::in_scope;
-use super::{AppState, CURRENT_SESSION, Inflight, Scope};
+use super::{AppState, Inflight, Scope};
 use crate::jsonrpc::{self, code};
+use crate::session::SessionKey;
 use crate::upstream::registry::{CallError, Upstream};
 
 pub(super) fn call_error(id: Value, err: &CallError) -> Value {
@@ -35,6 +36,7 @@ pub(super) fn with_id(mut answer: Value, id: Value) -> Value {
 pub(super) async fn route_named(
     state: &AppState,
     scope: &Scope,
+    session: Option<&SessionKey>,
     sep: &str,
     id: Value,
     method: &str,
@@ -60,7 +62,7 @@ pub(super) async fn route_named(
     };
     // The upstream's own name: the prefix cut off in place.
     name.drain(..prefix);
-    forward(state, &up, id, method, Value::Object(params)).await
+    forward(state, session, &up, id, method, Value::Object(params)).await
 }
 
 /// The upstream a (possibly prefixed) tool or prompt name belongs to, and its own name there
@@ -98,6 +100,7 @@ fn split_once<'n>(name: &'n str, sep: &str) -> Option<(&'n str, &'n str)> {
 pub(super) async fn route_completion(
     state: &AppState,
     scope: &Scope,
+    session: Option<&SessionKey>,
     sep: &str,
     id: Value,
     params: Option<Value>,
@@ -115,7 +118,7 @@ pub(super) async fn route_completion(
                 Err(message) => return jsonrpc::error(id, code::INVALID_PARAMS, message),
             };
             params["ref"]["name"] = Value::String(original);
-            forward(state, &up, id, "completion/complete", params).await
+            forward(state, session, &up, id, "completion/complete", params).await
         }
         Some("ref/resource") => {
             let uri = params
@@ -136,7 +139,7 @@ pub(super) async fn route_completion(
                     })
             });
             match owner {
-                Some(up) => forward(state, &up, id, "completion/complete", params).await,
+                Some(up) => forward(state, session, &up, id, "completion/complete", params).await,
                 None => jsonrpc::error(
                     id,
                     code::INVALID_PARAMS,
@@ -155,6 +158,7 @@ pub(super) async fn route_completion(
 pub(super) async fn route_uri(
     state: &AppState,
     scope: &Scope,
+    session: Option<&SessionKey>,
     id: Value,
     method: &str,
     params: Option<Value>,
@@ -204,18 +208,19 @@ pub(super) async fn route_uri(
             // A 2026-07-28 upstream has no resources/subscribe: its URIs are named by the
             // gateway's listen stream, which follows the table.
             if _change.is_some() && up.subscribes_by_listening() {
-                return subscribe_by_listening(&up, id, method, &uri);
+                return subscribe_by_listening(&up, session, id, method, &uri);
             }
             // One upstream session carries every client's subscriptions: the upstream is told
             // to stop only when the last subscriber of the URI leaves.
             if method == "resources/unsubscribe"
-                && let Some(session) = current_session()
-                && up.unsubscribe(&uri, &session)
+                && let Some(session) = session
+                && up.unsubscribe(&uri, session)
             {
                 return jsonrpc::result(id, Value::Object(Map::new()));
             }
             let answer = forward(
                 state,
+                session,
                 &up,
                 id,
                 method,
@@ -223,7 +228,7 @@ pub(super) async fn route_uri(
             )
             .await;
             if method == "resources/subscribe" && answer.get("result").is_some() {
-                track_subscription(&up, &uri);
+                track_subscription(&up, session, &uri);
             }
             answer
         }
@@ -239,8 +244,14 @@ pub(super) async fn route_uri(
 /// here: the table changes and the listen stream follows it. An upstream that does not serve
 /// `subscriptions/listen` takes the subscription as a session-era upstream that never sends
 /// an update would (`subscribe` is not announced for it).
-fn subscribe_by_listening(up: &Upstream, id: Value, method: &str, uri: &str) -> Value {
-    let Some(session) = current_session() else {
+fn subscribe_by_listening(
+    up: &Upstream,
+    session: Option<&SessionKey>,
+    id: Value,
+    method: &str,
+    uri: &str,
+) -> Value {
+    let Some(session) = session else {
         return jsonrpc::error(
             id,
             code::INVALID_REQUEST,
@@ -248,8 +259,8 @@ fn subscribe_by_listening(up: &Upstream, id: Value, method: &str, uri: &str) -> 
         );
     };
     if method == "resources/unsubscribe" {
-        up.unsubscribe(uri, &session);
-    } else if !up.subscribe(uri, session) {
+        up.unsubscribe(uri, session);
+    } else if !up.subscribe(uri, session.clone()) {
         tracing::debug!(upstream = %up.name(), %uri, "subscribed, but this upstream does not serve subscriptions/listen");
     }
     jsonrpc::result(id, Value::Object(Map::new()))
@@ -257,32 +268,22 @@ fn subscribe_by_listening(up: &Upstream, id: Value, method: &str, uri: &str) -> 
 
 /// Remember which session subscribed to `uri` on `up`, once the upstream accepted, so that its
 /// `notifications/resources/updated` reach that session, on whichever transport it is
-/// ([`super::notify_session`]). 2026-07-28 requests have no session ("-"). (Unsubscribing is
+/// ([`crate::http::delivery::notify_session`]). 2026-07-28 requests have no session. (Unsubscribing is
 /// settled before forwarding, in [`route_uri`].)
-fn track_subscription(up: &Upstream, uri: &str) {
-    if let Some(session) = current_session()
-        && !up.subscribe(uri, session)
+fn track_subscription(up: &Upstream, session: Option<&SessionKey>, uri: &str) {
+    if let Some(session) = session
+        && !up.subscribe(uri, session.clone())
     {
         tracing::debug!(upstream = %up.name(), %uri, "subscribed, but this upstream cannot send updates outside a request");
     }
 }
 
-/// The session of the request being handled, if it has one.
-fn current_session() -> Option<Arc<str>> {
-    CURRENT_SESSION
-        .try_with(Clone::clone)
-        .ok()
-        .filter(|s| &**s != "-")
-}
-
 /// A client cancels a request: tell the upstream working on it, in the upstream's own id.
-pub(super) async fn cancel_upstream(state: &AppState, msg: &Value) {
+pub(super) async fn cancel_upstream(state: &AppState, session: Option<&SessionKey>, msg: &Value) {
     let Some(request_id) = msg.pointer("/params/requestId") else {
         return;
     };
-    let Ok(session) = CURRENT_SESSION.try_with(Clone::clone) else {
-        return;
-    };
+    let session = session.cloned();
     let found = state
         .inflight
         .lock()
@@ -315,8 +316,8 @@ const NOT_SENT: u64 = u64::MAX;
 
 /// A request in flight upstream, as the table of requests in flight knows it.
 pub struct InFlight {
-    /// (session, client id).
-    key: (Arc<str>, String),
+    /// (session, client id); a stateless request's session is `None`.
+    key: (Option<SessionKey>, String),
     /// Where it went (looked up by name again when cancelling: it may have been re-registered).
     upstream: Arc<Upstream>,
     /// The id the upstream knows it by, once the connection picked one.
@@ -333,8 +334,8 @@ impl crate::upstream::connection::IdSink for InFlight {
 /// searched by (session, client id) without a second copy of the key.
 pub struct ByKey(Arc<InFlight>);
 
-impl std::borrow::Borrow<(Arc<str>, String)> for ByKey {
-    fn borrow(&self) -> &(Arc<str>, String) {
+impl std::borrow::Borrow<(Option<SessionKey>, String)> for ByKey {
+    fn borrow(&self) -> &(Option<SessionKey>, String) {
         &self.0.key
     }
 }
@@ -381,13 +382,14 @@ impl Drop for InFlightGuard<'_> {
 
 async fn forward(
     state: &AppState,
+    session: Option<&SessionKey>,
     up: &Arc<Upstream>,
     id: Value,
     method: &str,
     params: Value,
 ) -> Value {
     let send = || up.request(method, Some(params));
-    let outcome = tracked(state, up, || id.to_string(), method, send).await;
+    let outcome = tracked(state, session, up, || id.to_string(), method, send).await;
     match outcome {
         Ok(answer) => with_id(answer, id),
         Err(err) => call_error(id, &err),
@@ -402,6 +404,7 @@ async fn forward(
 /// the size of every forwarded call's future.
 pub(super) async fn tracked<T, F>(
     state: &AppState,
+    session: Option<&SessionKey>,
     up: &Arc<Upstream>,
     client_id: impl FnOnce() -> String,
     method: &str,
@@ -414,33 +417,24 @@ where
     let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
     // Remember (session, client id) -> (upstream, upstream id) while the request is in flight;
     // the upstream id is known once the connection picks it (the sink).
-    let tracked = CURRENT_SESSION
-        .try_with(|session| {
-            let entry = Arc::new(InFlight {
-                key: (session.clone(), client_id()),
-                upstream: up.clone(),
-                upstream_id: AtomicU64::new(NOT_SENT),
-            });
-            state
-                .inflight
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .replace(ByKey(entry.clone()));
-            InFlightGuard {
-                table: &state.inflight,
-                entry,
-            }
-        })
-        .ok();
-    let outcome = match &tracked {
-        Some(guard) => {
-            let sink: Arc<dyn crate::upstream::connection::IdSink> = guard.entry.clone();
-            crate::upstream::connection::UPSTREAM_ID_HOOK
-                .scope(sink, send())
-                .await
-        }
-        None => send().await,
+    let entry = Arc::new(InFlight {
+        key: (session.cloned(), client_id()),
+        upstream: up.clone(),
+        upstream_id: AtomicU64::new(NOT_SENT),
+    });
+    state
+        .inflight
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .replace(ByKey(entry.clone()));
+    let tracked = InFlightGuard {
+        table: &state.inflight,
+        entry,
     };
+    let sink: Arc<dyn crate::upstream::connection::IdSink> = tracked.entry.clone();
+    let outcome = crate::upstream::connection::UPSTREAM_ID_HOOK
+        .scope(sink, send())
+        .await;
     drop(tracked);
     match &outcome {
         // Per request, so debug: with RUST_LOG=debug every forwarded call is one line that
