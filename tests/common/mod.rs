@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod prereq;
 pub mod py;
 pub mod tls;
 pub mod upstream;
