@@ -2,7 +2,7 @@
 //! that subscribed (Streamable HTTP, SSE, WebSocket) and no others, list changes outside a call
 //! refresh the catalog, a subscribe racing the last unsubscribe is not undone by it, and
 //! 2026-07-28 `subscriptions/listen` streams (on POST and on WebSocket) carry their updates.
-//! Moved out of `tests/sessions.rs`, which keeps the session lifecycle itself.
+//! The session lifecycle itself is tested in `tests/sessions.rs`.
 
 mod common;
 
