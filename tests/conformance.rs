@@ -1,8 +1,9 @@
 //! The official MCP conformance suite (`@modelcontextprotocol/conformance`, server scenarios,
 //! every spec version it offers), run against the Rust upstream fixture directly and through
 //! mcpgw's `/servers/{name}/mcp`, compared scenario by scenario: every scenario that passes
-//! directly must pass through the gateway. `.ci/setup-conformance` installs Node 22 and the
-//! suite; without them the test is skipped, except under CI (`MCPGW_CI`), where it fails.
+//! directly must pass through the gateway. Node 22 and the suite are installed on first use
+//! (`.ci/setup-conformance`, through `common::prereq`); the test fails with the reason when they
+//! cannot be installed.
 
 mod common;
 
@@ -12,23 +13,6 @@ use std::process::Command;
 
 use common::upstream::Upstream;
 use common::{Dir, Gateway};
-
-fn installed() -> bool {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let ok = root
-        .join("tests/fixtures/conformance/node_modules/@modelcontextprotocol/conformance")
-        .exists()
-        && root.join("target/node22").exists();
-    if !ok {
-        if std::env::var_os("MCPGW_CI").is_some() {
-            panic!("the conformance suite is not installed: run `bash .ci/setup-conformance`");
-        }
-        eprintln!(
-            "skipping: the conformance suite is not installed (run `bash .ci/setup-conformance`)"
-        );
-    }
-    ok
-}
 
 /// (version, scenario) -> passed, and the runner's closing line.
 fn run(url: &str) -> (BTreeMap<(String, String), bool>, String) {
@@ -59,9 +43,9 @@ fn run(url: &str) -> (BTreeMap<(String, String), bool>, String) {
 
 #[test]
 fn every_scenario_the_upstream_passes_directly_passes_through_mcpgw() {
-    if !installed() {
-        return;
-    }
+    // run.sh finds them itself; installing here first puts an install failure's reason in the
+    // test's panic instead of behind run.sh's exit status.
+    common::prereq::conformance_node();
     let dir = Dir::new();
     let up = Upstream::start(&[]);
     // The suite cannot send a bearer token: --no-auth, which mcpgw allows on loopback only.

@@ -107,7 +107,7 @@ fn py_client_with(
 
 #[test]
 fn python_sdk_client_both_eras_over_streamable_http_reaches_both_eras_of_upstream() {
-    let Some(py) = py::python() else { return };
+    let py = py::python();
     let bed = bed(&py);
     for (mode, version) in [("modern", "2026-07-28"), ("legacy", "2025-11-25")] {
         for upstream in ["modern", "legacy"] {
@@ -165,7 +165,7 @@ fn python_sdk_client_both_eras_over_streamable_http_reaches_both_eras_of_upstrea
 
 #[test]
 fn python_sdk_client_over_legacy_sse_reaches_both_eras_of_upstream() {
-    let Some(py) = py::python() else { return };
+    let py = py::python();
     let bed = bed(&py);
     for upstream in ["modern", "legacy"] {
         let out = py_client(
@@ -208,7 +208,7 @@ fn python_sdk_client_over_legacy_sse_reaches_both_eras_of_upstream() {
 fn python_sdk_server_resource_updates_reach_the_subscribed_client_through_mcpgw() {
     use common::clients;
     use std::time::Duration;
-    let Some(py) = py::python() else { return };
+    let py = py::python();
     let bed = plain_subscriptions(&py, "legacy");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let uri = "fixture://info";
@@ -303,7 +303,7 @@ fn subscriptions_bed(py: &std::path::Path, mode: &str) -> Bed {
 /// client's message handler on the SDK client's own standalone `GET` stream.
 #[test]
 fn python_sdk_client_gets_the_resource_updates_it_subscribed_to_through_mcpgw() {
-    let Some(py) = py::python() else { return };
+    let py = py::python();
     let bed = subscriptions_bed(&py, "legacy");
     let uri = "fixture://info";
     let args = ["--subscribe", uri, "--touch", "touch"];
@@ -326,7 +326,7 @@ fn python_sdk_client_gets_the_resource_updates_it_subscribed_to_through_mcpgw() 
 /// server's update arrives on that stream as a typed event.
 #[test]
 fn python_sdk_client_hears_resource_updates_on_a_listen_stream_through_mcpgw() {
-    let Some(py) = py::python() else { return };
+    let py = py::python();
     let bed = subscriptions_bed(&py, "legacy");
     listen_hears_update(&py, &bed, "fixture://info");
 }
@@ -355,7 +355,7 @@ fn listen_hears_update_on(py: &std::path::Path, bed: &Bed, uri: &str, path: &str
 /// and a 2026-07-28 client's `Client.listen`.
 #[test]
 fn python_sdk_clients_of_both_eras_hear_a_2026_07_28_servers_resource_updates_through_mcpgw() {
-    let Some(py) = py::python() else { return };
+    let py = py::python();
     let bed = subscriptions_bed(&py, "modern");
     let uri = "fixture://info";
     let path = "/servers/py/mcp";
@@ -373,7 +373,7 @@ fn python_sdk_clients_of_both_eras_hear_a_2026_07_28_servers_resource_updates_th
 fn a_2026_07_28_servers_tool_list_change_reaches_the_catalog_and_the_gateways_listeners() {
     use common::clients::{self, EventReader, Streamable};
     use std::time::Duration;
-    let Some(py) = py::python() else { return };
+    let py = py::python();
     let bed = subscriptions_bed(&py, "modern");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let base = format!("https://localhost:{}", bed.gw.addr.port());
@@ -419,7 +419,7 @@ fn a_2026_07_28_servers_tool_list_change_reaches_the_catalog_and_the_gateways_li
 /// session-era server behind mcpgw; the acknowledgement and the update come on its SSE stream.
 #[test]
 fn python_sdk_client_listens_over_legacy_sse_through_mcpgw() {
-    let Some(py) = py::python() else { return };
+    let py = py::python();
     let bed = subscriptions_bed(&py, "legacy");
     listen_hears_update_on(&py, &bed, "fixture://info", "/servers/py/sse", "sse");
 }
@@ -430,7 +430,7 @@ fn python_sdk_client_listens_over_legacy_sse_through_mcpgw() {
 #[test]
 fn the_listen_stream_to_a_2026_07_28_server_is_opened_again_after_it_restarts() {
     use std::time::Duration;
-    let Some(py) = py::python() else { return };
+    let py = py::python();
     let bed = plain_subscriptions(&py, "modern");
     let rt = tokio::runtime::Runtime::new().unwrap();
     let uri = "fixture://info";

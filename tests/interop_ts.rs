@@ -1,7 +1,8 @@
 //! Interop with the official TypeScript MCP SDK client (`@modelcontextprotocol/sdk` from npm)
 //! over Streamable HTTP, through mcpgw over HTTPS with a bearer token, to mTLS upstreams of
-//! both protocol eras. `.ci/setup-node` installs the client; without it the test is skipped,
-//! except under CI (`MCPGW_CI`), where it fails.
+//! both protocol eras. The client's SDK is installed on first use (`.ci/setup-node`, through
+//! `common::prereq`), and so is the Python SDK for the upstreams; a test fails with the reason
+//! when either cannot be installed.
 
 mod common;
 
@@ -23,25 +24,18 @@ fn node(client: &Path, pki: &common::Pki, args: &[&str]) -> std::process::Output
         .unwrap()
 }
 
-fn ts_client() -> Option<std::path::PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ts");
-    if dir.join("node_modules/@modelcontextprotocol/sdk").exists() {
-        return Some(dir.join("client.mjs"));
-    }
-    if std::env::var_os("MCPGW_CI").is_some() {
-        panic!("the TypeScript SDK is not installed: run `bash .ci/setup-node`");
-    }
-    eprintln!("skipping: the TypeScript SDK is not installed (run `bash .ci/setup-node`)");
-    None
+/// The SDK client script, its SDK installed on first use.
+fn ts_client() -> std::path::PathBuf {
+    common::prereq::typescript_sdk().join("client.mjs")
 }
 
 #[test]
 fn typescript_sdk_client_lists_and_calls_tools_of_mtls_upstreams_through_mcpgw() {
-    let Some(client) = ts_client() else { return };
+    let client = ts_client();
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
-    // A session-era upstream (the Rust fixture over mTLS) and, when available, a 2026-07-28
-    // official Python SDK upstream.
+    // A session-era upstream (the Rust fixture over mTLS) and a 2026-07-28 official Python SDK
+    // upstream.
     let rust = Upstream::start(&[
         "--tls-cert",
         &pki.s("server.crt"),
@@ -64,21 +58,16 @@ fn typescript_sdk_client_lists_and_calls_tools_of_mtls_upstreams_through_mcpgw()
     };
     add("rs", &format!("https://localhost:{}/mcp", rust.port()));
     let py = py::python();
-    let _py_up = py.as_ref().map(|py| {
-        let port = py::free_port();
-        let up = PyUpstream::with_pki(py, port, &pki, &["--transport", "streamable-http"]);
-        add("py", &format!("https://localhost:{port}/mcp"));
-        up
-    });
+    let port = py::free_port();
+    let _py_up = PyUpstream::with_pki(&py, port, &pki, &["--transport", "streamable-http"]);
+    add("py", &format!("https://localhost:{port}/mcp"));
     let (token, _) = dir.run_expect(&["token", "create"], 0);
-    let mut calls = vec![
+    let calls = [
         ("rs__whoami", "{}", "mcpgw-client"),
         ("rs__echo", r#"{"text":"from node"}"#, "from node"),
+        ("py__add", r#"{"a":40,"b":2}"#, "42"),
+        ("py__whoami", "{}", "mcpgw-client"),
     ];
-    if py.is_some() {
-        calls.push(("py__add", r#"{"a":40,"b":2}"#, "42"));
-        calls.push(("py__whoami", "{}", "mcpgw-client"));
-    }
     for (tool, args, expected) in calls {
         let url = format!("https://localhost:{}/mcp", gw.addr.port());
         let out = node(
@@ -124,8 +113,8 @@ fn typescript_sdk_client_lists_and_calls_tools_of_mtls_upstreams_through_mcpgw()
 /// the endpoint it was given (`/servers/py/mcp`).
 #[test]
 fn typescript_sdk_client_gets_the_resource_updates_it_subscribed_to_through_mcpgw() {
-    let Some(client) = ts_client() else { return };
-    let Some(py) = py::python() else { return };
+    let client = ts_client();
+    let py = py::python();
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     let (_up, port) = py::subscriptions_upstream(&py, &pki, "legacy");
@@ -170,7 +159,7 @@ impl Drop for Child {
 #[test]
 fn typescript_sdk_server_upstream_answers_through_mcpgw() {
     use std::io::BufRead;
-    let Some(client) = ts_client() else { return };
+    let client = ts_client();
     let server = client.with_file_name("server.mjs");
     for json_mode in [false, true] {
         let dir = Dir::new();

@@ -118,11 +118,19 @@ fn control_socket_is_owner_only() {
     let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(status["listen"], gw.addr.to_string());
     assert_eq!(status["scheme"], "http");
+}
 
-    if rustix::process::geteuid().as_raw() != 0 {
-        eprintln!("not root: cannot run a client as another uid; skipping the peer-uid half");
-        return;
-    }
+/// Needs root, to run the client as `nobody` (uid 65534); fails without it (CI runs as root).
+#[test]
+fn control_socket_refuses_a_client_with_another_uid_even_when_file_modes_let_it_in() {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test needs root, to run a client as another uid (uid 65534); \
+         run it as root, or leave it out with `--skip control_socket_refuses_a_client`"
+    );
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &[]);
+    let socket = dir.data_dir().join("mcpgw.sock");
     // Open the file-mode guards so only the peer-uid check stands between `nobody` and the API.
     for path in [dir.path(), dir.data_dir().as_path()] {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();

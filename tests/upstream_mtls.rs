@@ -81,7 +81,7 @@ fn s(p: &Path) -> &str {
 
 #[test]
 fn report_steps_verbatim_register_stay_online_list_and_call() {
-    let Some(py) = py::python() else { return };
+    let py = py::python();
     let dir = Dir::new();
     let certs = dir.join("certs");
     common::report_pki(&certs);
@@ -230,7 +230,7 @@ fn second_client(pki: &Pki, cn: &str) -> (std::path::PathBuf, std::path::PathBuf
 
 #[test]
 fn gateway_add_streamable_http_both_eras_and_client_blind_regression() {
-    let Some(py) = py::python() else { return };
+    let py = py::python();
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     let (bob_crt, bob_key) = second_client(&pki, "bob");
@@ -363,7 +363,7 @@ fn gateway_add_streamable_http_both_eras_and_client_blind_regression() {
 
 #[test]
 fn client_certificate_is_sent_when_trust_comes_from_the_system_store() {
-    let Some(py) = py::python() else { return };
+    let py = py::python();
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     let port = py::free_port();
@@ -393,7 +393,7 @@ fn client_certificate_is_sent_when_trust_comes_from_the_system_store() {
 
 #[test]
 fn missing_client_certificate_and_ip_name_mismatch_are_diagnosed() {
-    let Some(py) = py::python() else { return };
+    let py = py::python();
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     // A server certificate for localhost only (no IP SANs).
@@ -491,7 +491,7 @@ fn missing_client_certificate_and_ip_name_mismatch_are_diagnosed() {
 
 #[test]
 fn rotated_client_certificate_is_used_after_sighup() {
-    let Some(py) = py::python() else { return };
+    let py = py::python();
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     let port = py::free_port();
@@ -542,7 +542,7 @@ fn rotated_client_certificate_is_used_after_sighup() {
 
 #[test]
 fn killed_upstream_goes_offline_and_comes_back_and_registrations_survive_restart() {
-    let Some(py) = py::python() else { return };
+    let py = py::python();
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     let port = py::free_port();
@@ -595,7 +595,7 @@ fn killed_upstream_goes_offline_and_comes_back_and_registrations_survive_restart
 /// answered on a new connection, with the client certificate, and never see the closed one.
 #[test]
 fn a_pooled_connection_the_upstream_closed_while_idle_is_replaced() {
-    let Some(py) = py::python() else { return };
+    let py = py::python();
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     let port = py::free_port();

@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod plain;
+pub mod prereq;
 pub mod py;
 pub mod tls;
 pub mod upstream;

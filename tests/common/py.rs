@@ -1,7 +1,7 @@
 //! The Python MCP SDK upstream fixture (`tests/fixtures/py_upstream.py`), run as a real process.
 //!
-//! `.ci/setup-python` installs the SDK into `target/py-venv`. Without it, tests that need the
-//! fixture are skipped with a message, except under CI (`MCPGW_CI` set), where they fail.
+//! The SDK is installed into `target/py-venv` on first use ([`super::prereq::python`]); a test
+//! that needs it fails with the reason when it cannot be installed.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -9,20 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The venv's python, or `None` (test skipped) outside CI.
-pub fn python() -> Option<PathBuf> {
-    let py = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py-venv/bin/python");
-    if py.exists() {
-        return Some(py);
-    }
-    if std::env::var_os("MCPGW_CI").is_some() {
-        panic!("{} is missing: run `bash .ci/setup-python`", py.display());
-    }
-    eprintln!(
-        "skipping: {} is missing (run `bash .ci/setup-python`)",
-        py.display()
-    );
-    None
+/// The venv's python, installed on first use (panics with the reason if it cannot be).
+pub fn python() -> PathBuf {
+    super::prereq::python()
 }
 
 /// A free TCP port on 127.0.0.1 (the fixture binds it right after).
