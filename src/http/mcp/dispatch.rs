@@ -60,46 +60,17 @@ pub async fn handle(
         .unwrap_or_default();
     let sep = state.registry.settings().separator.as_str();
     let result = match method {
-        "initialize" => {
-            let requested = params
-                .as_ref()
-                .and_then(|p| p.get("protocolVersion"))
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            let version = if SESSION_VERSIONS.contains(&requested) {
-                requested
-            } else {
-                SESSION_VERSIONS[0]
-            };
-            match state.sessions.open() {
-                Some(id) => *new_session = Some(id),
-                None => {
-                    return Some(jsonrpc::error(
-                        id,
-                        -32000,
-                        "too many open sessions; close one or try again later",
-                    ));
-                }
+        "initialize" => match initialize(state, scope, params.as_ref(), new_session) {
+            Some(result) => Ok(result),
+            None => {
+                let busy = "too many open sessions; close one or try again later";
+                return Some(jsonrpc::error(id, -32000, busy));
             }
-            Ok(
-                json!({"protocolVersion": version, "capabilities": capabilities(state, scope), "serverInfo": server_info()}),
-            )
-        }
-        "server/discover" => {
-            let mut versions: Vec<&str> = SESSION_VERSIONS.iter().rev().copied().collect();
-            versions.push(MODERN_VERSION);
-            Ok(
-                json!({"supportedVersions": versions, "capabilities": capabilities(state, scope), "serverInfo": server_info()}),
-            )
-        }
+        },
+        "server/discover" => Ok(discover(state, scope)),
         "ping" => Ok(json!({})),
         "logging/setLevel" => {
-            for up in in_scope(state, scope) {
-                if up.capabilities().get("logging").is_some() {
-                    // Best effort: one upstream refusing does not fail the others.
-                    let _ = up.request("logging/setLevel", params.clone()).await;
-                }
-            }
+            set_level(state, scope, params).await;
             Ok(json!({}))
         }
         "completion/complete" => {
@@ -130,6 +101,46 @@ pub async fn handle(
         Ok(r) => jsonrpc::result(id, r),
         Err((c, m)) => jsonrpc::error(id, c, m),
     })
+}
+
+/// `initialize`: a new session-era session (its id in `new_session`), in the version asked for
+/// when mcpgw speaks it; `None` when the session table is full.
+fn initialize(
+    state: &AppState,
+    scope: &Scope,
+    params: Option<&Value>,
+    new_session: &mut Option<String>,
+) -> Option<Value> {
+    let requested = params
+        .and_then(|p| p.get("protocolVersion"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let version = if SESSION_VERSIONS.contains(&requested) {
+        requested
+    } else {
+        SESSION_VERSIONS[0]
+    };
+    *new_session = Some(state.sessions.open()?);
+    Some(
+        json!({"protocolVersion": version, "capabilities": capabilities(state, scope), "serverInfo": server_info()}),
+    )
+}
+
+/// `server/discover` (2026-07-28): every version mcpgw speaks, newest last.
+fn discover(state: &AppState, scope: &Scope) -> Value {
+    let mut versions: Vec<&str> = SESSION_VERSIONS.iter().rev().copied().collect();
+    versions.push(MODERN_VERSION);
+    json!({"supportedVersions": versions, "capabilities": capabilities(state, scope), "serverInfo": server_info()})
+}
+
+/// `logging/setLevel`, passed to every upstream in scope that announced logging. Best effort:
+/// one upstream refusing does not fail the others.
+async fn set_level(state: &AppState, scope: &Scope, params: Option<Value>) {
+    for up in in_scope(state, scope) {
+        if up.capabilities().get("logging").is_some() {
+            let _ = up.request("logging/setLevel", params.clone()).await;
+        }
+    }
 }
 
 /// What this scope can do: for one upstream, what it announced (plus logging, which mcpgw
