@@ -236,6 +236,37 @@ fn admin_cert_reload_on_plain_http_still_rereads_upstream_identities() {
 }
 
 #[test]
+fn cert_rotate_on_plain_http_rereads_upstream_identities_and_refuses_a_new_pair() {
+    let s = Setup::start(false);
+    s.rotate_client_certificate("rotated-by-cert-rotate-on-plain-http");
+    let (stdout, _) = s.dir.run_expect(&["cert", "rotate"], 0);
+    assert!(
+        stdout.contains("no serving certificate to rotate"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("upstream rot: new TLS identity"),
+        "{stdout}"
+    );
+    s.assert_logged_once(CHANGED, "control");
+    s.assert_logged_once("no serving certificate to reload", "control");
+    assert_eq!(s.whoami(), "rotated-by-cert-rotate-on-plain-http");
+    // A new pair needs an HTTPS listener to serve it.
+    let (ca, key) = (s.pki.s("ca.crt"), s.pki.s("ca.key"));
+    let args = [
+        "cert",
+        "rotate",
+        "--issue",
+        "--ca-cert",
+        &ca,
+        "--ca-key",
+        &key,
+    ];
+    let (_, stderr) = s.dir.run_expect(&args, 1);
+    assert!(stderr.contains("no certificate to rotate"), "{stderr}");
+}
+
+#[test]
 fn refused_admin_reload_says_why_counts_one_failure_and_still_rereads_upstream_identities() {
     let s = Setup::start(true);
     let served_before = common::fingerprint_pem(&std::fs::read(s.dir.join("gw.crt")).unwrap());

@@ -133,7 +133,8 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
 
 /// `cert rotate`: install (or mint, or re-read) a serving certificate in the running gateway,
 /// then prove with a real handshake that it is served. Every form is one reload in the gateway,
-/// which also re-reads each upstream's TLS identity.
+/// which also re-reads each upstream's TLS identity; on a plain-HTTP gateway only the re-read
+/// form is possible, and that is all it does.
 pub async fn rotate(
     args: &CertRotateArgs,
     globals: &GlobalPaths,
@@ -141,20 +142,29 @@ pub async fn rotate(
 ) -> anyhow::Result<()> {
     let client = ControlClient::new(config::client_socket(globals));
     let status: Status = serde_json::from_value(client.get("/admin/status").await?)?;
-    let Some(current) = status.certificate.as_ref() else {
-        bail!(
+    let body = match status.certificate.as_ref() {
+        Some(current) => install_body(args, current)?,
+        None if args.issue || args.cert.is_some() => bail!(
             "the gateway serves plain HTTP (no --tls-cert/--tls-key); there is no certificate to rotate"
-        );
+        ),
+        None => None,
     };
-    let answer = match install_body(args, current)? {
+    let answer = match body {
         Some(body) => client.post("/admin/cert/install", Some(&body)).await?,
         None => client.post("/admin/cert/reload", None).await?,
     };
     let report: ReloadReport = serde_json::from_value(answer)?;
-    let swap = report
-        .certificate
-        .as_ref()
-        .context("the gateway answered without a certificate swap report")?;
+    let Some(swap) = report.certificate.as_ref() else {
+        if json {
+            return super::print_json(&json!({"certificate": null, "upstreams": report.upstreams}));
+        }
+        writeln!(
+            std::io::stdout().lock(),
+            "plain HTTP: no serving certificate to rotate; {} upstream TLS identities re-read",
+            report.upstreams.checked
+        )?;
+        return print_upstreams(&report.upstreams);
+    };
     let verified = if args.no_verify_handshake {
         None
     } else {
@@ -168,7 +178,8 @@ pub async fn rotate(
             "upstreams": report.upstreams,
         }));
     }
-    print_rotation(swap, &report.upstreams, verified)
+    print_rotation(swap, verified)?;
+    print_upstreams(&report.upstreams)
 }
 
 /// The `POST /admin/cert/install` body for `--cert/--key` or `--issue`; `None` means re-read
@@ -234,11 +245,7 @@ async fn verify_handshake(listen: &str, swap: &SwapReport) -> anyhow::Result<Soc
     Ok(addr)
 }
 
-fn print_rotation(
-    swap: &SwapReport,
-    upstreams: &IdentityReport,
-    verified: Option<SocketAddr>,
-) -> anyhow::Result<()> {
+fn print_rotation(swap: &SwapReport, verified: Option<SocketAddr>) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "rotated: {} -> {}", swap.old.sha256, swap.new.sha256)?;
     writeln!(
@@ -258,6 +265,12 @@ fn print_rotation(
             swap.new.sha256
         )?;
     }
+    Ok(())
+}
+
+/// What the reload did to each upstream whose identity changed or became unusable.
+fn print_upstreams(upstreams: &IdentityReport) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
     for name in &upstreams.changed {
         writeln!(
             out,
