@@ -87,6 +87,15 @@ pub enum ReloadError {
     },
 }
 
+/// A reload whose certificate step failed: why, and what the upstream step still did.
+#[derive(Debug)]
+pub struct Refused {
+    /// Why the old certificate keeps serving.
+    pub error: ReloadError,
+    /// The upstream TLS identities, re-read all the same.
+    pub upstreams: IdentityReport,
+}
+
 /// Runs reloads, one at a time, for every trigger.
 #[derive(Debug)]
 pub struct Reloader {
@@ -119,16 +128,19 @@ impl Reloader {
         &self,
         trigger: ReloadTrigger,
         action: Action,
-    ) -> Result<ReloadReport, ReloadError> {
+    ) -> Result<ReloadReport, Refused> {
         let _turn = self.turn.lock().await;
         let _reloading = crate::notify::reloading();
         let certificate = self.certificate_step(action).await;
         let upstreams = self.identity_step().await;
         self.record(trigger, &certificate, &upstreams);
-        Ok(ReloadReport {
-            certificate: certificate?,
-            upstreams,
-        })
+        match certificate {
+            Ok(certificate) => Ok(ReloadReport {
+                certificate,
+                upstreams,
+            }),
+            Err(error) => Err(Refused { error, upstreams }),
+        }
     }
 
     /// Start the task that reloads on SIGHUP and return the handle that wakes it. `Notify`

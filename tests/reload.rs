@@ -278,6 +278,9 @@ fn refused_admin_reload_says_why_counts_one_failure_and_still_rereads_upstream_i
         text.contains("gw.crt"),
         "the answer must name the refused file: {text}"
     );
+    let answer: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(answer["error"]["code"], "certificate_rejected", "{answer}");
+    assert_eq!(answer["upstreams"]["changed"], json!(["rot"]), "{answer}");
     s.assert_logged_once(REFUSED, "control");
     s.assert_logged_once(CHANGED, "control");
     assert!(!s.gw.log().contains(SWAPPED));

@@ -12,7 +12,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::metrics::ReloadTrigger;
-use crate::reload::{Action, NewPair, ReloadError, ReloadReport};
+use crate::reload::{Action, NewPair, Refused, ReloadError, ReloadReport};
 use crate::tls::serving::{CertError, ReloadCounts};
 use crate::tls::x509::CertInfo;
 
@@ -147,28 +147,28 @@ pub async fn install(
     )
 }
 
-/// The reload's report, or why the certificate was refused (the reload logged and counted it).
-fn answer(outcome: Result<ReloadReport, ReloadError>) -> Response {
-    match outcome {
-        Ok(report) => Json(report).into_response(),
-        Err(ReloadError::Certificate(err)) => cert_error(&err),
-        Err(err) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Json(json!({"error": {"code": "internal", "message": err.to_string()}})),
-        )
-            .into_response(),
-    }
+/// The reload's report, or why the certificate was refused and what was still done to the
+/// upstreams (the reload logged and counted it).
+fn answer(outcome: Result<ReloadReport, Refused>) -> Response {
+    let Refused { error, upstreams } = match outcome {
+        Ok(report) => return Json(report).into_response(),
+        Err(refused) => refused,
+    };
+    let (status, code) = match &error {
+        ReloadError::Certificate(err) => cert_status(err),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    let body = json!({
+        "error": {"code": code, "message": error.to_string()},
+        "upstreams": upstreams,
+    });
+    (status, Json(body)).into_response()
 }
 
-fn cert_error(err: &CertError) -> Response {
-    let (status, code) = match err {
+fn cert_status(err: &CertError) -> (StatusCode, &'static str) {
+    match err {
         CertError::NoTls => (StatusCode::CONFLICT, "no_tls"),
         CertError::Write { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "write_failed"),
         _ => (StatusCode::UNPROCESSABLE_ENTITY, "certificate_rejected"),
-    };
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": err.to_string()}})),
-    )
-        .into_response()
+    }
 }
