@@ -227,13 +227,32 @@ pub struct ServeConfig {
     /// Where upstream certificate files may be read from.
     pub cert_dirs: Vec<PathBuf>,
     /// Downstream session bounds.
-    pub sessions: crate::http::mcp::SessionLimits,
+    pub sessions: SessionLimits,
     /// Extra accepted hosts and origins.
     pub allowed_hosts: Vec<String>,
     /// Exact accepted origins.
     pub allowed_origins: Vec<String>,
     /// Request header read timeout on the listener.
     pub header_timeout: Duration,
+}
+
+/// Bounds on downstream sessions (every transport counts against `max` on its own table).
+/// Owned here, where the configuration sets it; the HTTP layer that enforces it imports it.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionLimits {
+    /// Most sessions open at once; past it new ones get 503.
+    pub max: usize,
+    /// A Streamable-HTTP session unused this long is forgotten.
+    pub idle: Duration,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            max: 10_000,
+            idle: Duration::from_secs(30 * 60),
+        }
+    }
 }
 
 /// Global options that matter to `serve` (they live on the top-level command).
@@ -275,155 +294,21 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
     Ok(file)
 }
 
-/// Merge the layers and validate.
+/// Merge the layers and validate, one part of the configuration after another (each step
+/// below reads its flag, then the file, then the default, and names the file on an error).
 pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, ConfigError> {
     let (file, origin) = match &args.config {
         Some(path) => (read_file(path)?, path.display().to_string()),
         None => (FileConfig::default(), "defaults".to_owned()),
     };
-
-    let listen = match (args.listen, &file.listen) {
-        (Some(addr), _) => addr,
-        (None, Some(text)) => text.parse().map_err(|_| ConfigError::Field {
-            origin: origin.clone(),
-            key: "listen",
-            expected: "an ADDR:PORT socket address such as \"127.0.0.1:4444\"",
-            got: text.clone(),
-        })?,
-        (None, None) => DEFAULT_LISTEN
-            .parse()
-            .expect("default listen address parses"),
-    };
-
-    let cert = args.tls_cert.clone().or(file.tls.cert);
-    let key = args.tls_key.clone().or(file.tls.key);
-    let tls = match (cert, key) {
-        (Some(cert), Some(key)) => Some(TlsFiles {
-            cert,
-            key,
-            ca: args.tls_ca.clone().or(file.tls.ca),
-            client_ca: args.client_ca.clone().or(file.tls.client_ca),
-        }),
-        (None, None) => None,
-        _ => return Err(ConfigError::TlsIncomplete { origin }),
-    };
-
-    let allow_insecure = args.allow_insecure_bind || file.allow_insecure_bind.unwrap_or(false);
-    if tls.is_none() && !listen.ip().is_loopback() && !allow_insecure {
-        return Err(ConfigError::InsecureBind { addr: listen });
-    }
-    let no_auth = args.no_auth || file.no_auth.unwrap_or(false);
-    if no_auth && !listen.ip().is_loopback() {
-        return Err(ConfigError::NoAuthNotLoopback { addr: listen });
-    }
-
-    let grace = args
-        .shutdown_grace
-        .or(file.shutdown_grace_secs)
-        .unwrap_or(30);
-    if grace > 3600 {
-        return Err(ConfigError::Field {
-            origin,
-            key: "shutdown_grace_secs",
-            expected: "a number of seconds from 0 to 3600",
-            got: grace.to_string(),
-        });
-    }
-    let workers = args.workers.or(file.workers);
-    if workers.is_some_and(|w| !(1..=1024).contains(&w)) {
-        return Err(ConfigError::Field {
-            origin,
-            key: "workers",
-            expected: "a number of threads from 1 to 1024",
-            got: workers.unwrap_or_default().to_string(),
-        });
-    }
-    let workers = workers.map(usize::from);
-    let spin = args
-        .upstream_spin_us
-        .or(file.upstream_spin_us)
-        .unwrap_or(100);
-    if spin > 10_000 {
-        return Err(ConfigError::Field {
-            origin,
-            key: "upstream_spin_us",
-            expected: "a number of microseconds from 0 to 10000",
-            got: spin.to_string(),
-        });
-    }
-    if let Some(bad) = file
-        .auth
-        .tokens
-        .iter()
-        .find(|t| t.len() < 16 || t.chars().any(char::is_whitespace))
-    {
-        return Err(ConfigError::Field {
-            origin,
-            key: "auth.tokens",
-            expected: "tokens of at least 16 characters without white space",
-            // Never echo a token, even a bad one.
-            got: format!("a token of {} characters", bad.len()),
-        });
-    }
-
-    let interval = args
-        .health_interval
-        .or(file.upstreams.health_interval_secs)
-        .unwrap_or(30);
-    let threshold = args
-        .health_threshold
-        .or(file.upstreams.health_threshold)
-        .unwrap_or(3);
-    let timeout = args
-        .request_timeout
-        .or(file.upstreams.request_timeout_secs)
-        .unwrap_or(30);
-    if interval == 0 || threshold == 0 || timeout == 0 {
-        return Err(ConfigError::Field {
-            origin,
-            key: "upstreams",
-            expected: "health_interval_secs, health_threshold and request_timeout_secs of at least 1",
-            got: format!("{interval}, {threshold}, {timeout}"),
-        });
-    }
-    let separator = file.upstreams.separator.unwrap_or_else(|| "__".into());
-    if separator.is_empty() || separator.chars().any(|c| c.is_whitespace()) {
-        return Err(ConfigError::Field {
-            origin,
-            key: "upstreams.separator",
-            expected: "a non-empty separator without white space",
-            got: separator,
-        });
-    }
-    let base = args
-        .config
-        .as_ref()
-        .and_then(|p| p.parent().map(Path::to_path_buf))
-        .unwrap_or_default();
-    let cert_dirs = file
-        .upstreams
-        .cert_dirs
-        .iter()
-        .map(|d| {
-            if d.is_relative() {
-                base.join(d)
-            } else {
-                d.clone()
-            }
-        })
-        .collect();
-
-    let max_sessions = file.mcp.max_sessions.unwrap_or(10_000);
-    let session_idle = file.mcp.session_idle_secs.unwrap_or(1800);
-    if max_sessions == 0 || session_idle == 0 {
-        return Err(ConfigError::Field {
-            origin,
-            key: "mcp",
-            expected: "max_sessions and session_idle_secs of at least 1",
-            got: format!("{max_sessions}, {session_idle}"),
-        });
-    }
-
+    let listen = resolve_listen(args, &file, &origin)?;
+    let tls = resolve_tls(args, &file.tls, &origin)?;
+    let no_auth = check_exposure(args, &file, listen, tls.is_some())?;
+    let runtime = resolve_runtime(args, &file, &origin)?;
+    check_tokens(&file.auth.tokens, &origin)?;
+    let upstreams = resolve_upstreams(args, &file.upstreams, &origin)?;
+    let cert_dirs = resolve_cert_dirs(args, &file.upstreams);
+    let sessions = resolve_sessions(&file.mcp, &origin)?;
     let data_dir = globals
         .data_dir
         .clone()
@@ -444,30 +329,242 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
             .log_format
             .or(file.log_format)
             .unwrap_or(LogFormat::Text),
-        workers,
-        upstream_spin: Duration::from_micros(u64::from(spin)),
-        shutdown_grace: Duration::from_secs(grace),
+        workers: runtime.workers,
+        upstream_spin: runtime.upstream_spin,
+        shutdown_grace: runtime.shutdown_grace,
         auth: AuthConfig {
             enabled: !no_auth,
             tokens: file.auth.tokens,
             jwt_secret: None,
         },
-        upstreams: crate::upstream::registry::Settings {
-            request_timeout: Duration::from_secs(timeout),
-            health_interval: Duration::from_secs(interval),
-            health_threshold: threshold,
-            separator,
-        },
+        upstreams,
         cert_dirs,
         header_timeout: Duration::from_secs(
             file.http.header_timeout_secs.unwrap_or(30).clamp(1, 3600),
         ),
         allowed_hosts: file.http.allowed_hosts,
         allowed_origins: file.http.allowed_origins,
-        sessions: crate::http::mcp::SessionLimits {
-            max: max_sessions,
-            idle: Duration::from_secs(session_idle),
-        },
+        sessions,
+    })
+}
+
+/// A [`ConfigError::Field`] for `key` of `origin`.
+fn field_error(
+    origin: &str,
+    key: &'static str,
+    expected: &'static str,
+    got: String,
+) -> ConfigError {
+    ConfigError::Field {
+        origin: origin.to_owned(),
+        key,
+        expected,
+        got,
+    }
+}
+
+fn resolve_listen(
+    args: &ServeArgs,
+    file: &FileConfig,
+    origin: &str,
+) -> Result<SocketAddr, ConfigError> {
+    Ok(match (args.listen, &file.listen) {
+        (Some(addr), _) => addr,
+        (None, Some(text)) => text.parse().map_err(|_| {
+            field_error(
+                origin,
+                "listen",
+                "an ADDR:PORT socket address such as \"127.0.0.1:4444\"",
+                text.clone(),
+            )
+        })?,
+        (None, None) => DEFAULT_LISTEN
+            .parse()
+            .expect("default listen address parses"),
+    })
+}
+
+/// The serving files: both of certificate and key, or neither.
+fn resolve_tls(
+    args: &ServeArgs,
+    file: &FileTls,
+    origin: &str,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let cert = args.tls_cert.clone().or_else(|| file.cert.clone());
+    let key = args.tls_key.clone().or_else(|| file.key.clone());
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert,
+            key,
+            ca: args.tls_ca.clone().or_else(|| file.ca.clone()),
+            client_ca: args.client_ca.clone().or_else(|| file.client_ca.clone()),
+        })),
+        (None, None) => Ok(None),
+        _ => Err(ConfigError::TlsIncomplete {
+            origin: origin.to_owned(),
+        }),
+    }
+}
+
+/// Off loopback, plain HTTP needs an explicit yes and auth cannot be turned off. Returns
+/// whether auth is off.
+fn check_exposure(
+    args: &ServeArgs,
+    file: &FileConfig,
+    listen: SocketAddr,
+    tls: bool,
+) -> Result<bool, ConfigError> {
+    let allow_insecure = args.allow_insecure_bind || file.allow_insecure_bind.unwrap_or(false);
+    if !tls && !listen.ip().is_loopback() && !allow_insecure {
+        return Err(ConfigError::InsecureBind { addr: listen });
+    }
+    let no_auth = args.no_auth || file.no_auth.unwrap_or(false);
+    if no_auth && !listen.ip().is_loopback() {
+        return Err(ConfigError::NoAuthNotLoopback { addr: listen });
+    }
+    Ok(no_auth)
+}
+
+/// How the process runs: drain time, worker threads, upstream wait.
+struct Runtime {
+    shutdown_grace: Duration,
+    workers: Option<usize>,
+    upstream_spin: Duration,
+}
+
+fn resolve_runtime(
+    args: &ServeArgs,
+    file: &FileConfig,
+    origin: &str,
+) -> Result<Runtime, ConfigError> {
+    let grace = args
+        .shutdown_grace
+        .or(file.shutdown_grace_secs)
+        .unwrap_or(30);
+    if grace > 3600 {
+        return Err(field_error(
+            origin,
+            "shutdown_grace_secs",
+            "a number of seconds from 0 to 3600",
+            grace.to_string(),
+        ));
+    }
+    let workers = args.workers.or(file.workers);
+    if workers.is_some_and(|w| !(1..=1024).contains(&w)) {
+        return Err(field_error(
+            origin,
+            "workers",
+            "a number of threads from 1 to 1024",
+            workers.unwrap_or_default().to_string(),
+        ));
+    }
+    let spin = args
+        .upstream_spin_us
+        .or(file.upstream_spin_us)
+        .unwrap_or(100);
+    if spin > 10_000 {
+        return Err(field_error(
+            origin,
+            "upstream_spin_us",
+            "a number of microseconds from 0 to 10000",
+            spin.to_string(),
+        ));
+    }
+    Ok(Runtime {
+        shutdown_grace: Duration::from_secs(grace),
+        workers: workers.map(usize::from),
+        upstream_spin: Duration::from_micros(u64::from(spin)),
+    })
+}
+
+fn check_tokens(tokens: &[String], origin: &str) -> Result<(), ConfigError> {
+    match tokens
+        .iter()
+        .find(|t| t.len() < 16 || t.chars().any(char::is_whitespace))
+    {
+        Some(bad) => Err(field_error(
+            origin,
+            "auth.tokens",
+            "tokens of at least 16 characters without white space",
+            // Never echo a token, even a bad one.
+            format!("a token of {} characters", bad.len()),
+        )),
+        None => Ok(()),
+    }
+}
+
+fn resolve_upstreams(
+    args: &ServeArgs,
+    file: &FileUpstreams,
+    origin: &str,
+) -> Result<crate::upstream::registry::Settings, ConfigError> {
+    let interval = args
+        .health_interval
+        .or(file.health_interval_secs)
+        .unwrap_or(30);
+    let threshold = args.health_threshold.or(file.health_threshold).unwrap_or(3);
+    let timeout = args
+        .request_timeout
+        .or(file.request_timeout_secs)
+        .unwrap_or(30);
+    if interval == 0 || threshold == 0 || timeout == 0 {
+        return Err(field_error(
+            origin,
+            "upstreams",
+            "health_interval_secs, health_threshold and request_timeout_secs of at least 1",
+            format!("{interval}, {threshold}, {timeout}"),
+        ));
+    }
+    let separator = file.separator.clone().unwrap_or_else(|| "__".into());
+    if separator.is_empty() || separator.chars().any(|c| c.is_whitespace()) {
+        return Err(field_error(
+            origin,
+            "upstreams.separator",
+            "a non-empty separator without white space",
+            separator,
+        ));
+    }
+    Ok(crate::upstream::registry::Settings {
+        request_timeout: Duration::from_secs(timeout),
+        health_interval: Duration::from_secs(interval),
+        health_threshold: threshold,
+        separator,
+    })
+}
+
+/// `cert_dirs` relative to the config file's directory.
+fn resolve_cert_dirs(args: &ServeArgs, file: &FileUpstreams) -> Vec<PathBuf> {
+    let base = args
+        .config
+        .as_ref()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+        .unwrap_or_default();
+    file.cert_dirs
+        .iter()
+        .map(|d| {
+            if d.is_relative() {
+                base.join(d)
+            } else {
+                d.clone()
+            }
+        })
+        .collect()
+}
+
+fn resolve_sessions(file: &FileMcp, origin: &str) -> Result<SessionLimits, ConfigError> {
+    let max_sessions = file.max_sessions.unwrap_or(10_000);
+    let session_idle = file.session_idle_secs.unwrap_or(1800);
+    if max_sessions == 0 || session_idle == 0 {
+        return Err(field_error(
+            origin,
+            "mcp",
+            "max_sessions and session_idle_secs of at least 1",
+            format!("{max_sessions}, {session_idle}"),
+        ));
+    }
+    Ok(SessionLimits {
+        max: max_sessions,
+        idle: Duration::from_secs(session_idle),
     })
 }
 

@@ -18,6 +18,7 @@ pub mod jsonrpc;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod signals;

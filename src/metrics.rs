@@ -117,7 +117,7 @@ impl UpstreamOutcome {
     }
 }
 
-/// What asked for a serving certificate reload.
+/// What asked for a reload ([`crate::reload`]): the `trigger` of its log line and metric.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReloadTrigger {
     /// SIGHUP to the process.

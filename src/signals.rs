@@ -1,5 +1,5 @@
-//! Process signals mapped to one small enum: SIGHUP reloads certificates, SIGTERM and SIGINT
-//! stop the gateway gracefully. Nothing else in the program touches signals.
+//! Process signals mapped to one small enum: SIGHUP reloads ([`crate::reload`]), SIGTERM and
+//! SIGINT stop the gateway gracefully. Nothing else in the program touches signals.
 //!
 //! Installing the handlers replaces the default action, which for SIGHUP is to terminate the
 //! process: exactly the NET-02 failure of the gateway mcpgw replaces.
@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 /// What a signal asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Signal {
-    /// Re-read and swap the serving certificate.
+    /// Re-read the serving certificate and every upstream TLS identity.
     Reload,
     /// Stop accepting, drain, exit 0.
     Shutdown,

@@ -13,8 +13,10 @@ use crate::cli::{CertGenArgs, CertRotateArgs};
 use crate::config::{self, GlobalPaths};
 use crate::control::client::ControlClient;
 use crate::http::admin::Status;
+use crate::reload::ReloadReport;
 use crate::tls::serving::SwapReport;
 use crate::tls::{peek, pem, pki, x509};
+use crate::upstream::registry::IdentityReport;
 
 const FILES: [&str; 6] = [
     "ca.crt",
@@ -130,7 +132,9 @@ fn write_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
 }
 
 /// `cert rotate`: install (or mint, or re-read) a serving certificate in the running gateway,
-/// then prove with a real handshake that it is served.
+/// then prove with a real handshake that it is served. Every form is one reload in the gateway,
+/// which also re-reads each upstream's TLS identity; on a plain-HTTP gateway only the re-read
+/// form is possible, and that is all it does.
 pub async fn rotate(
     args: &CertRotateArgs,
     globals: &GlobalPaths,
@@ -138,105 +142,146 @@ pub async fn rotate(
 ) -> anyhow::Result<()> {
     let client = ControlClient::new(config::client_socket(globals));
     let status: Status = serde_json::from_value(client.get("/admin/status").await?)?;
-    let Some(current) = status.certificate.as_ref() else {
-        bail!(
+    let body = match status.certificate.as_ref() {
+        Some(current) => install_body(args, current)?,
+        None if args.issue || args.cert.is_some() => bail!(
             "the gateway serves plain HTTP (no --tls-cert/--tls-key); there is no certificate to rotate"
-        );
+        ),
+        None => None,
     };
-
-    let answer = if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
-        let cert_pem = read_text(cert)?;
-        let key_pem = read_text(key)?;
-        client
-            .post("/admin/cert/install", Some(&json!({
-                "cert_pem": cert_pem, "key_pem": key_pem,
-                "cert_source": cert.display().to_string(), "key_source": key.display().to_string(),
-            })))
-            .await?
-    } else if args.issue {
-        let (ca_cert, ca_key) = (
-            args.ca_cert.as_deref().context("--issue needs --ca-cert")?,
-            args.ca_key.as_deref().context("--issue needs --ca-key")?,
-        );
-        let issuer = pki::load_issuer(
-            &ca_cert.display().to_string(),
-            &pem::read(ca_cert)?,
-            &ca_key.display().to_string(),
-            &pem::read(ca_key)?,
+    let answer = match body {
+        Some(body) => client.post("/admin/cert/install", Some(&body)).await?,
+        None => client.post("/admin/cert/reload", None).await?,
+    };
+    let report: ReloadReport = serde_json::from_value(answer)?;
+    let Some(swap) = report.certificate.as_ref() else {
+        if json {
+            return super::print_json(&json!({"certificate": null, "upstreams": report.upstreams}));
+        }
+        writeln!(
+            std::io::stdout().lock(),
+            "plain HTTP: no serving certificate to rotate; {} upstream TLS identities re-read",
+            report.upstreams.checked
         )?;
-        let sans = if args.sans.is_empty() {
-            current.sans.clone()
-        } else {
-            args.sans.clone()
-        };
-        let cn = common_name(&current.subject).unwrap_or_else(|| "localhost".to_owned());
-        let minted = pki::issue_server(&issuer, &cn, &sans, args.days, args.key_type)?;
-        client
-            .post("/admin/cert/install", Some(&json!({
-                "cert_pem": minted.cert_pem, "key_pem": minted.key_pem,
-                "cert_source": "the certificate minted by --issue", "key_source": "the key minted by --issue",
-            })))
-            .await?
-    } else {
-        client.post("/admin/cert/reload", None).await?
+        return print_upstreams(&report.upstreams);
     };
-    let report: SwapReport = serde_json::from_value(answer)?;
-
     let verified = if args.no_verify_handshake {
         None
     } else {
-        let addr = dial_address(&status.listen)?;
-        let name = report
-            .new
-            .sans
-            .iter()
-            .find(|s| s.parse::<std::net::IpAddr>().is_err())
-            .cloned()
-            .or_else(|| common_name(&report.new.subject))
-            .unwrap_or_else(|| "localhost".to_owned());
-        let der = peek::presented_certificate(addr, &name, Duration::from_secs(10))
-            .await
-            .with_context(|| {
-                format!("rotated, but could not confirm with a handshake to {addr}")
-            })?;
-        let seen = x509::fingerprint(&der);
-        if seen != report.new.sha256 {
-            bail!(
-                "the gateway reported {} as installed, but a new handshake to {addr} presented {seen}",
-                report.new.sha256
-            );
-        }
-        Some(addr)
+        Some(verify_handshake(&status.listen, swap).await?)
     };
-
     if json {
         return super::print_json(&json!({
-            "old": report.old, "new": report.new,
-            "prepare_us": report.prepare_us, "swap_us": report.swap_us,
+            "old": swap.old, "new": swap.new,
+            "prepare_us": swap.prepare_us, "swap_us": swap.swap_us,
             "verified_handshake": verified.map(|a| a.to_string()),
+            "upstreams": report.upstreams,
         }));
     }
-    let mut out = std::io::stdout().lock();
-    writeln!(
-        out,
-        "rotated: {} -> {}",
-        report.old.sha256, report.new.sha256
+    print_rotation(swap, verified)?;
+    print_upstreams(&report.upstreams)
+}
+
+/// The `POST /admin/cert/install` body for `--cert/--key` or `--issue`; `None` means re-read
+/// the served files.
+fn install_body(
+    args: &CertRotateArgs,
+    current: &x509::CertInfo,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    if let (Some(cert), Some(key)) = (&args.cert, &args.key) {
+        return Ok(Some(json!({
+            "cert_pem": read_text(cert)?, "key_pem": read_text(key)?,
+            "cert_source": cert.display().to_string(), "key_source": key.display().to_string(),
+        })));
+    }
+    if !args.issue {
+        return Ok(None);
+    }
+    let (ca_cert, ca_key) = (
+        args.ca_cert.as_deref().context("--issue needs --ca-cert")?,
+        args.ca_key.as_deref().context("--issue needs --ca-key")?,
+    );
+    let issuer = pki::load_issuer(
+        &ca_cert.display().to_string(),
+        &pem::read(ca_cert)?,
+        &ca_key.display().to_string(),
+        &pem::read(ca_key)?,
     )?;
+    // The new certificate names what the current one names, unless told otherwise.
+    let sans = if args.sans.is_empty() {
+        current.sans.clone()
+    } else {
+        args.sans.clone()
+    };
+    let cn = common_name(&current.subject).unwrap_or_else(|| "localhost".to_owned());
+    let minted = pki::issue_server(&issuer, &cn, &sans, args.days, args.key_type)?;
+    Ok(Some(json!({
+        "cert_pem": minted.cert_pem, "key_pem": minted.key_pem,
+        "cert_source": "the certificate minted by --issue", "key_source": "the key minted by --issue",
+    })))
+}
+
+/// Open a new TLS connection to the listener and require that it presents the new certificate.
+async fn verify_handshake(listen: &str, swap: &SwapReport) -> anyhow::Result<SocketAddr> {
+    let addr = dial_address(listen)?;
+    let name = swap
+        .new
+        .sans
+        .iter()
+        .find(|s| s.parse::<std::net::IpAddr>().is_err())
+        .cloned()
+        .or_else(|| common_name(&swap.new.subject))
+        .unwrap_or_else(|| "localhost".to_owned());
+    let der = peek::presented_certificate(addr, &name, Duration::from_secs(10))
+        .await
+        .with_context(|| format!("rotated, but could not confirm with a handshake to {addr}"))?;
+    let seen = x509::fingerprint(&der);
+    if seen != swap.new.sha256 {
+        bail!(
+            "the gateway reported {} as installed, but a new handshake to {addr} presented {seen}",
+            swap.new.sha256
+        );
+    }
+    Ok(addr)
+}
+
+fn print_rotation(swap: &SwapReport, verified: Option<SocketAddr>) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "rotated: {} -> {}", swap.old.sha256, swap.new.sha256)?;
     writeln!(
         out,
         "  subject {}; not after {}",
-        report.new.subject, report.new.not_after
+        swap.new.subject, swap.new.not_after
     )?;
     writeln!(
         out,
         "  validated in {} µs, swapped in {} µs",
-        report.prepare_us, report.swap_us
+        swap.prepare_us, swap.swap_us
     )?;
     if let Some(addr) = verified {
         writeln!(
             out,
             "verified: a new handshake to {addr} presents {}",
-            report.new.sha256
+            swap.new.sha256
+        )?;
+    }
+    Ok(())
+}
+
+/// What the reload did to each upstream whose identity changed or became unusable.
+fn print_upstreams(upstreams: &IdentityReport) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    for name in &upstreams.changed {
+        writeln!(
+            out,
+            "upstream {name}: new TLS identity, reconnects on its next request"
+        )?;
+    }
+    for unusable in &upstreams.unusable {
+        writeln!(
+            out,
+            "upstream {}: TLS files unusable, current connection kept ({})",
+            unusable.upstream, unusable.reason
         )?;
     }
     Ok(())

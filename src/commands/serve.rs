@@ -11,6 +11,9 @@ use anyhow::Context;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServeArgs;
@@ -39,27 +42,74 @@ pub fn run(args: &ServeArgs, globals: &GlobalPaths) -> anyhow::Result<()> {
     runtime.block_on(serve(cfg))
 }
 
+/// Everything `serve` starts, in the order it happens; each step is a function below.
 async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     crate::upstream::pool::spin::set_budget(cfg.upstream_spin);
     crate::upstream::pool::spin::watch_runtime(&tokio::runtime::Handle::current());
     prepare_data_dir(&cfg.data_dir)?;
-    let serving = match &cfg.tls {
-        Some(files) => Some(Arc::new(
-            ServingCert::load(files.clone()).context("cannot load the serving certificate")?,
-        )),
-        None => None,
-    };
-    let listener = TcpListener::bind(cfg.listen).await.map_err(|err| {
-        if err.kind() == std::io::ErrorKind::AddrInUse {
-            anyhow::anyhow!("cannot listen on {}: the address is already in use (another process holds the port; choose another with --listen)", cfg.listen)
-        } else {
-            anyhow::anyhow!("cannot listen on {}: {err}", cfg.listen)
-        }
-    })?;
+    let serving = load_serving(&cfg)?;
+    let listener = bind_listener(cfg.listen).await?;
     let local = listener.local_addr()?;
     let control = ControlSocket::bind(&cfg.control_socket)?;
-    let mut signal_rx = signals::install().context("cannot install signal handlers")?;
+    let signal_rx = signals::install().context("cannot install signal handlers")?;
+    let state = build_state(&cfg, local, control.path(), serving).await?;
 
+    let graceful = Arc::new(GracefulShutdown::new());
+    let stop = CancellationToken::new();
+    let tasks = Tasks {
+        sweeper: spawn_session_sweeper(state.clone(), stop.clone()),
+        listener: tokio::spawn(crate::server::run_listener(
+            listener,
+            http::App::new(state.clone(), Surface::Listener),
+            state.serving.clone(),
+            stop.clone(),
+            graceful.clone(),
+            cfg.header_timeout,
+        )),
+        control: tokio::spawn(control.run(
+            http::App::new(state.clone(), Surface::Control),
+            stop.clone(),
+            graceful.clone(),
+        )),
+        health: state.registry.spawn_health_loop(stop.clone()),
+    };
+    relay_catalog_changes(state.clone());
+    relay_resource_updates(state.clone());
+    let reload = state.reload.spawn_signal_worker();
+
+    announce_ready(&state, &cfg, local);
+    wait_for_shutdown(signal_rx, &reload).await;
+    crate::notify::stopping();
+    drain(&state, tasks, stop, graceful, cfg.shutdown_grace).await
+}
+
+/// The serving certificate, when the listener is HTTPS; a refused certificate stops start-up.
+fn load_serving(cfg: &ServeConfig) -> anyhow::Result<Option<Arc<ServingCert>>> {
+    let Some(files) = &cfg.tls else {
+        return Ok(None);
+    };
+    let cert = ServingCert::load(files.clone()).context("cannot load the serving certificate")?;
+    Ok(Some(Arc::new(cert)))
+}
+
+async fn bind_listener(listen: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(listen).await.map_err(|err| {
+        if err.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!("cannot listen on {listen}: the address is already in use (another process holds the port; choose another with --listen)")
+        } else {
+            anyhow::anyhow!("cannot listen on {listen}: {err}")
+        }
+    })
+}
+
+/// The store, the upstream registry (with its stored upstreams loaded), metrics and auth,
+/// gathered into the state every surface serves from.
+async fn build_state(
+    cfg: &ServeConfig,
+    local: std::net::SocketAddr,
+    control_socket: &std::path::Path,
+    serving: Option<Arc<ServingCert>>,
+) -> anyhow::Result<Arc<AppState>> {
     let store_path = cfg.data_dir.join("mcpgw.db");
     let store: Arc<dyn crate::store::Store> =
         Arc::new(crate::store::sqlite::SqliteStore::open(&store_path)?);
@@ -80,14 +130,13 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     }
     let mut auth = cfg.auth.clone();
     auth.jwt_secret = Some(crate::http::auth::load_or_create_secret(&cfg.data_dir)?);
-
-    let state = Arc::new(AppState::new(
+    Ok(Arc::new(AppState::new(
         local,
-        control.path().to_owned(),
-        serving.clone(),
+        control_socket.to_owned(),
+        serving,
         auth,
-        registry.clone(),
-        metrics.clone(),
+        registry,
+        metrics,
         http::ListenerSettings {
             sessions: cfg.sessions,
             // The same bound for a slow body as for slow headers.
@@ -95,173 +144,147 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
             allowed_hosts: cfg.allowed_hosts.clone(),
             allowed_origins: cfg.allowed_origins.clone(),
         },
-    ));
-    let graceful = Arc::new(GracefulShutdown::new());
-    let stop = CancellationToken::new();
-    // Forget idle Streamable-HTTP sessions now and then (lookups also expire them lazily).
-    let sweeper = {
-        let (state, stop) = (state.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => break,
-                    _ = tick.tick() => {
-                        let gone = state.sessions.sweep();
-                        if gone > 0 {
-                            tracing::debug!(sessions = gone, "idle MCP sessions expired");
-                        }
-                        // Also those that expired on a lookup since the last tick.
-                        http::delivery::prune_subscriptions(&state);
+    )))
+}
+
+/// The tasks shutdown waits for.
+struct Tasks {
+    listener: JoinHandle<()>,
+    control: JoinHandle<()>,
+    health: JoinHandle<()>,
+    sweeper: JoinHandle<()>,
+}
+
+/// Forget idle Streamable-HTTP sessions now and then (lookups also expire them lazily).
+fn spawn_session_sweeper(state: Arc<AppState>, stop: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => break,
+                _ = tick.tick() => {
+                    let gone = state.sessions.sweep();
+                    if gone > 0 {
+                        tracing::debug!(sessions = gone, "idle MCP sessions expired");
                     }
-                }
-            }
-        })
-    };
-    let listener_task = tokio::spawn(crate::server::run_listener(
-        listener,
-        http::App::new(state.clone(), Surface::Listener),
-        serving.clone(),
-        stop.clone(),
-        graceful.clone(),
-        cfg.header_timeout,
-    ));
-    let control_task = tokio::spawn(control.run(
-        http::App::new(state.clone(), Surface::Control),
-        stop.clone(),
-        graceful.clone(),
-    ));
-    // Catalog changes become list_changed notifications on every session's GET stream.
-    {
-        let (state, mut changes) = (state.clone(), registry.subscribe_changes());
-        tokio::spawn(async move {
-            while let Ok(()) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) =
-                changes.recv().await
-            {
-                for kind in ["tools", "prompts", "resources"] {
-                    let change = serde_json::json!({
-                        "jsonrpc": "2.0", "method": format!("notifications/{kind}/list_changed")
-                    });
-                    state.sessions.broadcast(&change);
-                    state.listens.broadcast(&state, &change);
-                }
-            }
-        });
-    }
-    // An upstream's resource update goes to the sessions that subscribed to it there.
-    {
-        let (state, registry, mut updates) = (
-            state.clone(),
-            registry.clone(),
-            registry.subscribe_updates(),
-        );
-        tokio::spawn(async move {
-            loop {
-                let update = match updates.recv().await {
-                    Ok(update) => update,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                        tracing::warn!(
-                            missed = n,
-                            "resource updates came faster than they were relayed"
-                        );
-                        continue;
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
-                };
-                let uri = update
-                    .message
-                    .pointer("/params/uri")
-                    .and_then(|u| u.as_str());
-                let (Some(up), Some(uri)) = (registry.get(&update.upstream), uri) else {
-                    continue;
-                };
-                let mut ended = false;
-                for session in up.subscribers(uri) {
-                    ended |= !http::delivery::notify_session(&state, &session, &update.message);
-                }
-                // A session found gone: cleared as any that ended (and the upstream told, if
-                // it was the last subscriber).
-                if ended {
+                    // Also those that expired on a lookup since the last tick.
                     http::delivery::prune_subscriptions(&state);
                 }
             }
-        });
-    }
-    let reload = spawn_reloader(serving.clone(), registry.clone(), metrics);
-    let health = registry.spawn_health_loop(stop.clone());
+        }
+    })
+}
 
+/// Catalog changes become list_changed notifications on every session's GET stream.
+fn relay_catalog_changes(state: Arc<AppState>) {
+    let mut changes = state.registry.subscribe_changes();
+    tokio::spawn(async move {
+        while let Ok(()) | Err(RecvError::Lagged(_)) = changes.recv().await {
+            for kind in ["tools", "prompts", "resources"] {
+                let change = serde_json::json!({
+                    "jsonrpc": "2.0", "method": format!("notifications/{kind}/list_changed")
+                });
+                state.sessions.broadcast(&change);
+                state.listens.broadcast(&state, &change);
+            }
+        }
+    });
+}
+
+/// An upstream's resource update goes to the sessions that subscribed to it there.
+fn relay_resource_updates(state: Arc<AppState>) {
+    let mut updates = state.registry.subscribe_updates();
+    tokio::spawn(async move {
+        loop {
+            let update = match updates.recv().await {
+                Ok(update) => update,
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(
+                        missed = n,
+                        "resource updates came faster than they were relayed"
+                    );
+                    continue;
+                }
+                Err(RecvError::Closed) => break,
+            };
+            let uri = update
+                .message
+                .pointer("/params/uri")
+                .and_then(|u| u.as_str());
+            let (Some(up), Some(uri)) = (state.registry.get(&update.upstream), uri) else {
+                continue;
+            };
+            let mut ended = false;
+            for session in up.subscribers(uri) {
+                ended |= !http::delivery::notify_session(&state, &session, &update.message);
+            }
+            // A session found gone: cleared as any that ended (and the upstream told, if
+            // it was the last subscriber).
+            if ended {
+                http::delivery::prune_subscriptions(&state);
+            }
+        }
+    });
+}
+
+/// Mark ready and say so: in the log, on stdout (the line scripts and tests wait for) and to
+/// systemd.
+fn announce_ready(state: &AppState, cfg: &ServeConfig, local: std::net::SocketAddr) {
     state.set_ready(true);
-    let scheme = if serving.is_some() { "https" } else { "http" };
+    let scheme = if state.serving.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     tracing::info!(listen = %local, scheme, control_socket = %cfg.control_socket.display(), auth = cfg.auth.enabled, "mcpgw ready");
-    // A machine-readable ready line for scripts and tests.
     let mut stdout = std::io::stdout().lock();
     let _ = writeln!(stdout, "mcpgw: listening on {scheme}://{local}");
     let _ = stdout.flush();
     drop(stdout);
     crate::notify::ready();
+}
 
+/// Serve until SIGTERM/SIGINT; SIGHUP wakes the reload worker.
+async fn wait_for_shutdown(mut signal_rx: UnboundedReceiver<Signal>, reload: &Notify) {
     while let Some(signal) = signal_rx.recv().await {
         match signal {
             Signal::Reload => reload.notify_one(),
             Signal::Shutdown => break,
         }
     }
-    crate::notify::stopping();
+}
 
+/// Stop accepting, end long-lived streams, wait for the tasks, then give in-flight
+/// connections `grace` to finish.
+async fn drain(
+    state: &AppState,
+    tasks: Tasks,
+    stop: CancellationToken,
+    graceful: Arc<GracefulShutdown>,
+    grace: std::time::Duration,
+) -> anyhow::Result<()> {
     tracing::info!(
-        grace_s = cfg.shutdown_grace.as_secs(),
+        grace_s = grace.as_secs(),
         "shutting down: no new connections, draining"
     );
     state.set_ready(false);
     state.close_streams();
     stop.cancel();
-    let _ = listener_task.await;
-    let _ = control_task.await;
-    let _ = health.await;
-    let _ = sweeper.await;
+    let _ = tasks.listener.await;
+    let _ = tasks.control.await;
+    let _ = tasks.health.await;
+    let _ = tasks.sweeper.await;
     // The accept loops held the only other references; they have returned.
     let graceful = Arc::try_unwrap(graceful)
         .map_err(|_| anyhow::anyhow!("internal error: accept loop still running after shutdown"))?;
-    match tokio::time::timeout(cfg.shutdown_grace, graceful.shutdown()).await {
+    match tokio::time::timeout(grace, graceful.shutdown()).await {
         Ok(()) => tracing::info!("all connections drained"),
         Err(_) => tracing::warn!(
-            grace_s = cfg.shutdown_grace.as_secs(),
+            grace_s = grace.as_secs(),
             "grace period over; closing the remaining connections"
         ),
     }
     Ok(())
-}
-
-/// One worker performs reloads, one at a time. `Notify` keeps at most one pending wake-up,
-/// so a burst of SIGHUPs collapses into a reload that sees the latest files.
-fn spawn_reloader(
-    serving: Option<Arc<ServingCert>>,
-    registry: crate::upstream::registry::Registry,
-    metrics: Arc<crate::metrics::Metrics>,
-) -> Arc<Notify> {
-    let notify = Arc::new(Notify::new());
-    let wake = notify.clone();
-    tokio::spawn(async move {
-        loop {
-            wake.notified().await;
-            let _reloading = crate::notify::reloading();
-            // Upstream client certificates rotated on disk are picked up for new connections.
-            registry.reload_identities();
-            let Some(serving) = serving.clone() else {
-                tracing::info!("SIGHUP: plain HTTP listener, no serving certificate to reload");
-                continue;
-            };
-            let trigger = crate::metrics::ReloadTrigger::Sighup;
-            let outcome = tokio::task::spawn_blocking(move || serving.reload()).await;
-            metrics.certificate_reload(trigger, matches!(outcome, Ok(Ok(_))));
-            match outcome {
-                Ok(Ok(report)) => http::admin::log_swap(trigger.as_str(), &report),
-                Ok(Err(err)) => http::admin::log_refused(trigger.as_str(), &err),
-                Err(err) => tracing::error!(error = %err, "certificate reload task failed"),
-            }
-        }
-    });
-    notify
 }
 
 /// `serve --check-config`: every check start-up makes before it binds or writes anything.

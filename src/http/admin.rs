@@ -11,8 +11,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::AppState;
-use crate::metrics::{Metrics, ReloadTrigger};
-use crate::tls::serving::{CertError, ReloadCounts, ServingCert, SwapReport};
+use crate::metrics::ReloadTrigger;
+use crate::reload::{Action, NewPair, Refused, ReloadError, ReloadReport};
+use crate::tls::serving::{CertError, ReloadCounts};
 use crate::tls::x509::CertInfo;
 
 /// `GET /admin/status` body.
@@ -112,97 +113,62 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Json<Status> {
     })
 }
 
-/// `POST /admin/cert/reload`: re-read the served files.
+/// `POST /admin/cert/reload`: re-read the served files and every upstream TLS identity.
 pub async fn reload(State(state): State<Arc<AppState>>) -> Response {
-    let Some(serving) = state.serving.clone() else {
-        return cert_error(&CertError::NoTls);
-    };
-    run_swap(serving, &state.metrics, ReloadTrigger::Control, |s| {
-        s.reload()
-    })
-    .await
+    answer(
+        state
+            .reload
+            .reload(ReloadTrigger::Control, Action::Reread)
+            .await,
+    )
 }
 
-/// `POST /admin/cert/install`: validate, write over the served files, swap.
+/// `POST /admin/cert/install`: validate, write over the served files, swap; then re-read every
+/// upstream TLS identity, as any reload does.
 pub async fn install(
     State(state): State<Arc<AppState>>,
     Json(request): Json<InstallRequest>,
 ) -> Response {
-    let Some(serving) = state.serving.clone() else {
-        return cert_error(&CertError::NoTls);
+    let pair = NewPair {
+        cert_source: request
+            .cert_source
+            .unwrap_or_else(|| "the submitted certificate".to_owned()),
+        cert_pem: request.cert_pem.into_bytes(),
+        key_source: request
+            .key_source
+            .unwrap_or_else(|| "the submitted key".to_owned()),
+        key_pem: request.key_pem.into_bytes(),
     };
-    run_swap(serving, &state.metrics, ReloadTrigger::Install, move |s| {
-        s.install(
-            request
-                .cert_source
-                .as_deref()
-                .unwrap_or("the submitted certificate"),
-            request.cert_pem.as_bytes(),
-            request.key_source.as_deref().unwrap_or("the submitted key"),
-            request.key_pem.as_bytes(),
-        )
-    })
-    .await
+    answer(
+        state
+            .reload
+            .reload(ReloadTrigger::Install, Action::Install(pair))
+            .await,
+    )
 }
 
-/// Run a reload or install off the async threads (it reads files and verifies signatures),
-/// log and count its outcome, and answer with the swap report or the reason.
-async fn run_swap(
-    serving: Arc<ServingCert>,
-    metrics: &Metrics,
-    trigger: ReloadTrigger,
-    op: impl FnOnce(&ServingCert) -> Result<SwapReport, CertError> + Send + 'static,
-) -> Response {
-    let result = tokio::task::spawn_blocking(move || op(&serving)).await;
-    match result {
-        Ok(Ok(report)) => {
-            metrics.certificate_reload(trigger, true);
-            log_swap(trigger.as_str(), &report);
-            Json(report).into_response()
-        }
-        Ok(Err(err)) => {
-            metrics.certificate_reload(trigger, false);
-            log_refused(trigger.as_str(), &err);
-            cert_error(&err)
-        }
-        Err(join) => {
-            metrics.certificate_reload(trigger, false);
-            (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                Json(json!({"error": {"code": "internal", "message": join.to_string()}})),
-            )
-                .into_response()
-        }
-    }
+/// The reload's report, or why the certificate was refused and what was still done to the
+/// upstreams (the reload logged and counted it).
+fn answer(outcome: Result<ReloadReport, Refused>) -> Response {
+    let Refused { error, upstreams } = match outcome {
+        Ok(report) => return Json(report).into_response(),
+        Err(refused) => refused,
+    };
+    let (status, code) = match &error {
+        ReloadError::Certificate(err) => cert_status(err),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    let body = json!({
+        "error": {"code": code, "message": error.to_string()},
+        "upstreams": upstreams,
+    });
+    (status, Json(body)).into_response()
 }
 
-/// One log line for a successful swap.
-pub fn log_swap(trigger: &str, report: &SwapReport) {
-    tracing::info!(
-        trigger,
-        old = %report.old.sha256,
-        new = %report.new.sha256,
-        not_after = %report.new.not_after,
-        prepare_us = report.prepare_us,
-        swap_us = report.swap_us,
-        "serving certificate swapped"
-    );
-}
-
-/// One log line for a refused reload.
-pub fn log_refused(trigger: &str, err: &CertError) {
-    tracing::error!(trigger, reason = %err, "certificate reload refused; still serving the previous certificate");
-}
-
-fn cert_error(err: &CertError) -> Response {
-    let (status, code) = match err {
+fn cert_status(err: &CertError) -> (StatusCode, &'static str) {
+    match err {
         CertError::NoTls => (StatusCode::CONFLICT, "no_tls"),
         CertError::Write { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "write_failed"),
         _ => (StatusCode::UNPROCESSABLE_ENTITY, "certificate_rejected"),
-    };
-    (
-        status,
-        Json(json!({"error": {"code": code, "message": err.to_string()}})),
-    )
-        .into_response()
+    }
 }

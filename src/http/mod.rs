@@ -44,6 +44,8 @@ pub struct AppState {
     pub control_socket: std::path::PathBuf,
     /// The serving certificate, when the listener is HTTPS.
     pub serving: Option<Arc<ServingCert>>,
+    /// The one reload path (serving certificate and upstream identities), for every trigger.
+    pub reload: Arc<crate::reload::Reloader>,
     /// Listener auth.
     pub auth: auth::Verifier,
     /// Upstreams.
@@ -95,6 +97,11 @@ impl AppState {
             started: Instant::now(),
             listen,
             control_socket,
+            reload: Arc::new(crate::reload::Reloader::new(
+                serving.clone(),
+                registry.clone(),
+                metrics.clone(),
+            )),
             serving,
             auth: auth::Verifier::new(&auth),
             registry,

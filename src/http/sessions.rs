@@ -3,7 +3,9 @@
 
 use crate::hash::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+pub use crate::config::SessionLimits;
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -11,24 +13,6 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::events::EventLog;
-
-/// Bounds on downstream sessions (every transport counts against `max` on its own table).
-#[derive(Debug, Clone, Copy)]
-pub struct SessionLimits {
-    /// Most sessions open at once; past it new ones get 503.
-    pub max: usize,
-    /// A Streamable-HTTP session unused this long is forgotten.
-    pub idle: Duration,
-}
-
-impl Default for SessionLimits {
-    fn default() -> Self {
-        Self {
-            max: 10_000,
-            idle: Duration::from_secs(30 * 60),
-        }
-    }
-}
 
 /// Session ids issued at `initialize`, with when each was last used.
 #[derive(Debug, Default)]

@@ -10,6 +10,7 @@
 //! downstream client-CA verifier (`--client-ca`) is reloaded together with the certificate.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -151,8 +152,13 @@ pub struct ReloadCounts {
 pub struct ServingCert {
     files: TlsFiles,
     current: ArcSwap<Served>,
-    /// Serializes reloads and installs: a burst of SIGHUPs and a concurrent `cert rotate` take turns.
-    reload_lock: Mutex<ReloadCounts>,
+    /// Serializes reloads and installs even for callers outside [`crate::reload`], which
+    /// already takes turns.
+    reload_lock: Mutex<()>,
+    /// Outcomes so far. Apart from the lock, so that `GET /admin/status` never waits on a
+    /// reload that is reading files.
+    ok: AtomicU64,
+    failed: AtomicU64,
 }
 
 impl ServingCert {
@@ -162,7 +168,9 @@ impl ServingCert {
         Ok(Self {
             files,
             current: ArcSwap::from_pointee(served),
-            reload_lock: Mutex::new(ReloadCounts::default()),
+            reload_lock: Mutex::new(()),
+            ok: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
         })
     }
 
@@ -178,15 +186,18 @@ impl ServingCert {
 
     /// Reload outcome counters.
     pub fn counts(&self) -> ReloadCounts {
-        *self.lock()
+        ReloadCounts {
+            ok: self.ok.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
     }
 
     /// Re-read the configured files and swap if they pass every check.
     pub fn reload(&self) -> Result<SwapReport, CertError> {
-        let mut counts = self.lock();
+        let _turn = self.lock();
         let started = Instant::now();
         let outcome = prepare_from_files(&self.files);
-        self.finish(&mut counts, started, outcome)
+        self.finish(started, outcome)
     }
 
     /// Validate a new pair, write it atomically over the served files, then swap.
@@ -199,7 +210,7 @@ impl ServingCert {
         key_source: &str,
         key_pem: &[u8],
     ) -> Result<SwapReport, CertError> {
-        let mut counts = self.lock();
+        let _turn = self.lock();
         let started = Instant::now();
         let outcome = Bundles::read(&self.files)
             .and_then(|bundles| {
@@ -214,12 +225,12 @@ impl ServingCert {
                 write_pair(&self.files.cert, cert_pem, &self.files.key, key_pem)?;
                 Ok(served)
             });
-        self.finish(&mut counts, started, outcome)
+        self.finish(started, outcome)
     }
 
+    /// Publish a prepared generation (or count the refusal); the caller holds the turn.
     fn finish(
         &self,
-        counts: &mut ReloadCounts,
         started: Instant,
         outcome: Result<Served, CertError>,
     ) -> Result<SwapReport, CertError> {
@@ -230,7 +241,7 @@ impl ServingCert {
                 let swap_started = Instant::now();
                 let old = self.current.swap(Arc::new(served));
                 let swap = swap_started.elapsed();
-                counts.ok += 1;
+                self.ok.fetch_add(1, Ordering::Relaxed);
                 Ok(SwapReport {
                     old: old.info.clone(),
                     new,
@@ -239,14 +250,14 @@ impl ServingCert {
                 })
             }
             Err(err) => {
-                counts.failed += 1;
+                self.failed.fetch_add(1, Ordering::Relaxed);
                 Err(err)
             }
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ReloadCounts> {
-        // A panic while holding the lock cannot leave the counters inconsistent; keep going.
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The lock guards no data, so a panic while holding it leaves nothing inconsistent.
         self.reload_lock.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

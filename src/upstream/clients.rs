@@ -110,101 +110,14 @@ impl ClientCache {
         url: &str,
         settings: &TlsSettings,
     ) -> Result<UpstreamClient, ClientError> {
-        let url_err = |detail: &str| ClientError::Url {
-            url: url.to_owned(),
-            detail: detail.to_owned(),
-        };
-        let mut parsed = Url::parse(url).map_err(|e| url_err(&e.to_string()))?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(url_err("expected an http:// or https:// URL"));
-        }
-        let host = parsed
-            .host_str()
-            .ok_or_else(|| url_err("no host"))?
-            .to_owned();
+        let mut parsed = parse_url(url)?;
         let identity = TlsIdentity::load(settings, &self.policy)?;
-
-        // Dialling an IP while verifying a name: keep the name in the URL (reqwest verifies and
-        // sends SNI for the URL host) and pin the name to the IP for this client.
-        let mut pin: Option<(String, SocketAddr)> = None;
-        if let Some(name) = identity.server_name.as_ref().filter(|n| **n != host) {
-            let ip: IpAddr = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse()
-                .map_err(|_| {
-                    url_err("server_name can only be combined with an IP address in the URL")
-                })?;
-            let port = parsed.port_or_known_default().unwrap_or(443);
-            parsed
-                .set_host(Some(name))
-                .map_err(|e| url_err(&e.to_string()))?;
-            pin = Some((name.clone(), SocketAddr::new(ip, port)));
-        }
-
-        let mut key_ctx = ring::digest::Context::new(&ring::digest::SHA256);
-        key_ctx.update(&identity.cache_key());
-        if let Some((name, addr)) = &pin {
-            key_ctx.update(format!("pin:{name}={addr}").as_bytes());
-        }
-        let mut key = [0u8; 32];
-        key.copy_from_slice(key_ctx.finish().as_ref());
-
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        let (http, observations, h1_config) = match clients.get(&key) {
-            Some(found) => found.clone(),
-            None => {
-                let observations = Arc::new(TlsObservations {
-                    has_client_cert: identity.client.is_some(),
-                    ..TlsObservations::default()
-                });
-                let config = tls::client_config(&identity, observations.clone())?;
-                // The same identity, verifier and session cache; only the ALPN differs, since
-                // the pool speaks HTTP/1.1 alone.
-                let mut h1_config = config.clone();
-                h1_config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                let h1_config = Arc::new(h1_config);
-                let mut builder = reqwest::Client::builder()
-                    .tls_backend_preconfigured(config)
-                    .connect_timeout(Duration::from_secs(10))
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .pool_max_idle_per_host(64)
-                    .tcp_nodelay(true)
-                    // Like the pool (which dials directly), never through HTTP(S)_PROXY: every
-                    // upstream connection goes to the upstream itself, whichever transport.
-                    .no_proxy()
-                    .user_agent(concat!("mcpgw/", env!("CARGO_PKG_VERSION")));
-                if let Some((name, addr)) = &pin {
-                    builder = builder.resolve(name, *addr);
-                }
-                let http = builder.build().map_err(|e| ClientError::Build {
-                    detail: e.to_string(),
-                })?;
-                self.builds
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                clients.insert(key, (http.clone(), observations.clone(), h1_config.clone()));
-                (http, observations, h1_config)
-            }
-        };
-        drop(clients);
-        let pool = {
-            let mut pool_key = ring::digest::Context::new(&ring::digest::SHA256);
-            pool_key.update(&key);
-            pool_key.update(parsed.origin().ascii_serialization().as_bytes());
-            let mut pool_key_bytes = [0u8; 32];
-            pool_key_bytes.copy_from_slice(pool_key.finish().as_ref());
-            let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-            match pools.get(&pool_key_bytes) {
-                Some(pool) => pool.clone(),
-                None => {
-                    let pool = Pool::new(&parsed, pin.map(|(_, addr)| addr), Some(h1_config))
-                        .map(Arc::new)
-                        .map_err(|detail| url_err(&detail))?;
-                    pools.insert(pool_key_bytes, pool.clone());
-                    pool
-                }
-            }
-        };
+        let pin = pin_server_name(url, &mut parsed, &identity)?;
+        let key = client_key(&identity, pin.as_ref());
+        let (http, observations, h1_config) = self.cached_client(key, &identity, pin.as_ref())?;
+        let pool = self
+            .pool_for(key, &parsed, pin.map(|(_, addr)| addr), h1_config)
+            .map_err(|detail| url_error(url, &detail))?;
         Ok(UpstreamClient {
             http,
             observations,
@@ -213,6 +126,132 @@ impl ClientCache {
             pool,
         })
     }
+
+    /// The client built for `key`, building it (one TLS context) the first time.
+    fn cached_client(
+        &self,
+        key: [u8; 32],
+        identity: &TlsIdentity,
+        pin: Option<&(String, SocketAddr)>,
+    ) -> Result<CachedClient, ClientError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = clients.get(&key) {
+            return Ok(found.clone());
+        }
+        let observations = Arc::new(TlsObservations {
+            has_client_cert: identity.client.is_some(),
+            ..TlsObservations::default()
+        });
+        let config = tls::client_config(identity, observations.clone())?;
+        // The same identity, verifier and session cache; only the ALPN differs, since
+        // the pool speaks HTTP/1.1 alone.
+        let mut h1_config = config.clone();
+        h1_config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let h1_config = Arc::new(h1_config);
+        let mut builder = reqwest::Client::builder()
+            .tls_backend_preconfigured(config)
+            .connect_timeout(Duration::from_secs(10))
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            // Like the pool (which dials directly), never through HTTP(S)_PROXY: every
+            // upstream connection goes to the upstream itself, whichever transport.
+            .no_proxy()
+            .user_agent(concat!("mcpgw/", env!("CARGO_PKG_VERSION")));
+        if let Some((name, addr)) = pin {
+            builder = builder.resolve(name, *addr);
+        }
+        let http = builder.build().map_err(|e| ClientError::Build {
+            detail: e.to_string(),
+        })?;
+        self.builds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let built = (http, observations, h1_config);
+        clients.insert(key, built.clone());
+        Ok(built)
+    }
+
+    /// The connection pool for this identity and the URL's origin, created on first use (the
+    /// error is the pool's description of what is wrong with the URL).
+    fn pool_for(
+        &self,
+        key: [u8; 32],
+        url: &Url,
+        pinned: Option<SocketAddr>,
+        h1_config: Arc<rustls::ClientConfig>,
+    ) -> Result<Arc<Pool>, String> {
+        let mut pool_key = ring::digest::Context::new(&ring::digest::SHA256);
+        pool_key.update(&key);
+        pool_key.update(url.origin().ascii_serialization().as_bytes());
+        let mut pool_key_bytes = [0u8; 32];
+        pool_key_bytes.copy_from_slice(pool_key.finish().as_ref());
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pool) = pools.get(&pool_key_bytes) {
+            return Ok(pool.clone());
+        }
+        let pool = Pool::new(url, pinned, Some(h1_config)).map(Arc::new)?;
+        pools.insert(pool_key_bytes, pool.clone());
+        Ok(pool)
+    }
+}
+
+fn url_error(url: &str, detail: &str) -> ClientError {
+    ClientError::Url {
+        url: url.to_owned(),
+        detail: detail.to_owned(),
+    }
+}
+
+/// An `http://` or `https://` URL with a host.
+fn parse_url(url: &str) -> Result<Url, ClientError> {
+    let parsed = Url::parse(url).map_err(|e| url_error(url, &e.to_string()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(url_error(url, "expected an http:// or https:// URL"));
+    }
+    if parsed.host_str().is_none() {
+        return Err(url_error(url, "no host"));
+    }
+    Ok(parsed)
+}
+
+/// Dialling an IP while verifying a name: keep the name in the URL (reqwest verifies and sends
+/// SNI for the URL host) and return the name pinned to the IP, for this client only.
+fn pin_server_name(
+    url: &str,
+    parsed: &mut Url,
+    identity: &TlsIdentity,
+) -> Result<Option<(String, SocketAddr)>, ClientError> {
+    let host = parsed.host_str().unwrap_or_default().to_owned();
+    let Some(name) = identity.server_name.as_ref().filter(|n| **n != host) else {
+        return Ok(None);
+    };
+    let ip: IpAddr = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| {
+            url_error(
+                url,
+                "server_name can only be combined with an IP address in the URL",
+            )
+        })?;
+    let port = parsed.port_or_known_default().unwrap_or(443);
+    parsed
+        .set_host(Some(name))
+        .map_err(|e| url_error(url, &e.to_string()))?;
+    Ok(Some((name.clone(), SocketAddr::new(ip, port))))
+}
+
+/// The cache key of a client: its identity's contents and any pinned address.
+fn client_key(identity: &TlsIdentity, pin: Option<&(String, SocketAddr)>) -> [u8; 32] {
+    let mut key_ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    key_ctx.update(&identity.cache_key());
+    if let Some((name, addr)) = pin {
+        key_ctx.update(format!("pin:{name}={addr}").as_bytes());
+    }
+    let mut key = [0u8; 32];
+    key.copy_from_slice(key_ctx.finish().as_ref());
+    key
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use super::raw::{RawAnswer, RawParams, Reply};
 use crate::metrics::{Metrics, UpstreamOutcome};
 use crate::store::{Health, HealthStatus, PemSource, Registration, Store};
 
-pub use collection::{RegisterError, Registry};
+pub use collection::{IdentityReport, RegisterError, Registry, UnusableIdentity};
 
 /// Field added to a request an upstream sends to a client, naming the upstream (removed
 /// before the client sees it).

@@ -30,6 +30,26 @@ pub enum RegisterError {
     },
 }
 
+/// What re-reading the upstream TLS identities found.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct IdentityReport {
+    /// Upstreams with an open connection whose files were re-read.
+    pub checked: usize,
+    /// Upstreams whose identity changed: their connection was dropped.
+    pub changed: Vec<String>,
+    /// Upstreams whose files are unusable now: their connection was kept.
+    pub unusable: Vec<UnusableIdentity>,
+}
+
+/// An upstream whose TLS files could not be loaded on reload, and why.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct UnusableIdentity {
+    /// The upstream's name.
+    pub upstream: String,
+    /// The loading error.
+    pub reason: String,
+}
+
 /// The registry handle.
 #[derive(Clone)]
 pub struct Registry {
@@ -288,23 +308,31 @@ impl Registry {
         })
     }
 
-    /// Re-read every upstream's TLS files; an upstream whose identity changed reconnects.
-    pub fn reload_identities(&self) {
+    /// Re-read every connected upstream's TLS files and rebuild its client; an upstream whose
+    /// identity changed drops its connection, so its next request opens one with the new
+    /// identity. Files that no longer make a usable identity leave the connection as it is.
+    /// Blocking (file reads, key parsing): the reload path runs it on the blocking pool.
+    /// Logs nothing: the caller ([`crate::reload`]) logs the report it returns.
+    pub fn reload_identities(&self) -> IdentityReport {
+        let mut report = IdentityReport::default();
         for up in self.list() {
             let reg = up.registration();
             let Some(conn) = up.conn.load_full() else {
                 continue;
             };
+            report.checked += 1;
             match self.inner.clients.client_for(&reg.url, &reg.tls) {
                 Ok(fresh) if fresh.identity.cache_key() != conn.client().identity.cache_key() => {
-                    tracing::info!(upstream = %reg.name, "upstream TLS identity changed on disk; reconnecting");
                     up.invalidate();
+                    report.changed.push(reg.name.clone());
                 }
                 Ok(_) => {}
-                Err(err) => {
-                    tracing::error!(upstream = %reg.name, error = %err, "upstream TLS files unusable; keeping the current connection");
-                }
+                Err(err) => report.unusable.push(UnusableIdentity {
+                    upstream: reg.name.clone(),
+                    reason: err.to_string(),
+                }),
             }
         }
+        report
     }
 }
