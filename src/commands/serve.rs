@@ -31,17 +31,18 @@ pub fn run(args: &ServeArgs, globals: &GlobalPaths) -> anyhow::Result<()> {
     if let Some(n) = cfg.workers {
         builder.worker_threads(n);
     }
+    let wait = Arc::new(crate::h1::client::Wait::new(cfg.upstream_spin));
+    let parked = wait.clone();
     let runtime = builder
-        .on_thread_park(crate::upstream::pool::spin::parked)
+        .on_thread_park(move || parked.parked())
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(cfg))
+    wait.watch_runtime(runtime.handle());
+    runtime.block_on(serve(cfg, wait))
 }
 
-async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
-    crate::upstream::pool::spin::set_budget(cfg.upstream_spin);
-    crate::upstream::pool::spin::watch_runtime(&tokio::runtime::Handle::current());
+async fn serve(cfg: ServeConfig, wait: Arc<crate::h1::client::Wait>) -> anyhow::Result<()> {
     prepare_data_dir(&cfg.data_dir)?;
     let serving = match &cfg.tls {
         Some(files) => Some(Arc::new(
@@ -66,7 +67,8 @@ async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
     let clients =
         crate::upstream::clients::ClientCache::new(crate::upstream::identity::PathPolicy {
             allowed_dirs: cfg.cert_dirs.clone(),
-        });
+        })
+        .with_wait(wait);
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let registry = crate::upstream::registry::Registry::new(
         store,

@@ -21,7 +21,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::mcp::Reply;
 use super::{AppState, auth, limits, metrics, origin};
-use crate::headers::Incoming;
+use crate::h1::fields::Incoming;
 
 /// Route templates served without a bearer token (liveness probes carry none).
 pub const UNPROTECTED: &[&str] = &["/health"];
@@ -48,7 +48,7 @@ pub async fn post_mcp(state: Arc<AppState>, request: Request) -> Response {
 }
 
 /// [`post_mcp`] for a request whose body the server already read whole, within
-/// [`limits::MAX_BODY`] and the body timeout (`crate::server::h1`).
+/// [`limits::MAX_BODY`] and the body timeout (`crate::h1::server`).
 pub async fn post_mcp_read(state: Arc<AppState>, headers: Incoming, body: Bytes) -> Reply {
     let tracked = metrics::Tracked::fixed(&Method::POST, MCP_ROUTE);
     let reply = admit_read(&state, headers, body).await;

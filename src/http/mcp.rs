@@ -17,7 +17,7 @@ use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 
-use crate::headers::{Incoming, Lookup};
+use crate::h1::fields::{Incoming, Lookup};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
@@ -103,7 +103,7 @@ async fn split(mut request: Request) -> Result<(HeaderMap, Bytes), Response> {
 }
 
 fn session_header(headers: &impl Lookup) -> Option<&str> {
-    headers.text(&crate::headers::SESSION_ID)
+    headers.text(&crate::h1::fields::SESSION_ID)
 }
 
 /// What a message posted to an MCP endpoint is answered with.
@@ -209,7 +209,7 @@ async fn post_tree(state: Arc<AppState>, scope: Scope, headers: Incoming, body: 
             );
         }
     };
-    if let Some(v) = headers.text(&crate::headers::PROTOCOL_VERSION)
+    if let Some(v) = headers.text(&crate::h1::fields::PROTOCOL_VERSION)
         && !super::era::is_supported(v)
     {
         return rpc_http(
@@ -239,7 +239,7 @@ async fn post_tree(state: Arc<AppState>, scope: Scope, headers: Incoming, body: 
             return rpc_http(status, body);
         }
     } else if session.is_none()
-        && headers.contains(&crate::headers::PROTOCOL_VERSION)
+        && headers.contains(&crate::h1::fields::PROTOCOL_VERSION)
         && jsonrpc::method(&msg).is_some_and(|m| m != "initialize")
         && jsonrpc::kind(&msg) == Kind::Request
     {
@@ -307,7 +307,7 @@ async fn post_tree(state: Arc<AppState>, scope: Scope, headers: Incoming, body: 
     if let Some(id) = new_session.and_then(|id| HeaderValue::from_str(&id).ok()) {
         response
             .headers_mut()
-            .insert(crate::headers::SESSION_ID.clone(), id);
+            .insert(crate::h1::fields::SESSION_ID.clone(), id);
     }
     response
 }

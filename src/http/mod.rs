@@ -183,7 +183,7 @@ impl App {
     }
 
     /// The state when `POST /mcp` skips the router (the listener), for the server's own
-    /// HTTP/1.1 path (`crate::server::h1`).
+    /// HTTP/1.1 path (`crate::h1::server`).
     pub fn direct(&self) -> Option<&Arc<AppState>> {
         self.direct.as_ref()
     }
@@ -208,7 +208,8 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for App {
             let state = state.clone();
             let request = request.map(axum::body::Body::new);
             return Either::Left(Box::pin(async move {
-                let _serving = crate::upstream::pool::spin::Serving::enter();
+                let wait = state.registry.wait().clone();
+                let _serving = wait.serving();
                 Ok(front::post_mcp(state, request).await)
             }));
         }

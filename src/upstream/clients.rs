@@ -7,13 +7,12 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use url::Url;
 
 use super::identity::{IdentityError, PathPolicy, TlsIdentity};
-use super::pool::Pool;
 use super::tls::{self, TlsBuildError, TlsObservations};
+use crate::h1::client::{Pool, Wait};
 use crate::store::TlsSettings;
 
 /// Why no client could be had.
@@ -34,35 +33,24 @@ pub enum ClientError {
         /// What is wrong.
         detail: String,
     },
-    /// reqwest refused the builder.
-    #[error("cannot build the HTTP client: {detail}")]
-    Build {
-        /// reqwest's description.
-        detail: String,
-    },
 }
 
 /// An HTTP client bound to one TLS identity, and what its handshakes have seen.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
-    /// The general client (cheap to clone; shares its pool): the legacy SSE transport.
-    pub http: reqwest::Client,
     /// Handshake observations for diagnosis.
     pub observations: Arc<TlsObservations>,
     /// The identity it was built for.
     pub identity: Arc<TlsIdentity>,
     /// The URL to send requests to (host replaced by the server name when dialling an IP).
     pub url: Url,
-    /// Pooled HTTP/1.1 connections to the URL's origin with this identity (Streamable HTTP).
+    /// Pooled HTTP/1.1 connections to the URL's origin with this identity: every request of
+    /// either transport goes through it.
     pub pool: Arc<Pool>,
 }
 
-/// A built client, the observations its TLS config records into, and that config for HTTP/1.1.
-type CachedClient = (
-    reqwest::Client,
-    Arc<TlsObservations>,
-    Arc<rustls::ClientConfig>,
-);
+/// A built TLS context: the observations its config records into, and the config.
+type CachedClient = (Arc<TlsObservations>, Arc<rustls::ClientConfig>);
 
 /// Clients by identity.
 #[derive(Debug, Default)]
@@ -72,6 +60,8 @@ pub struct ClientCache {
     pools: Mutex<HashMap<[u8; 32], Arc<Pool>>>,
     policy: PathPolicy,
     builds: std::sync::atomic::AtomicU64,
+    /// The upstream wait every pool uses.
+    wait: Arc<Wait>,
 }
 
 impl ClientCache {
@@ -81,6 +71,16 @@ impl ClientCache {
             policy,
             ..Self::default()
         }
+    }
+
+    /// The same cache, its pools using `wait` (the gateway's, set up with its runtime).
+    pub fn with_wait(self, wait: Arc<Wait>) -> Self {
+        Self { wait, ..self }
+    }
+
+    /// The upstream wait of every pool made here.
+    pub fn wait(&self) -> &Arc<Wait> {
+        &self.wait
     }
 
     /// Close idle connections past their idle time in every pool, and forget the pools that
@@ -118,101 +118,88 @@ impl ClientCache {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(url_err("expected an http:// or https:// URL"));
         }
-        let host = parsed
-            .host_str()
-            .ok_or_else(|| url_err("no host"))?
-            .to_owned();
         let identity = TlsIdentity::load(settings, &self.policy)?;
-
-        // Dialling an IP while verifying a name: keep the name in the URL (reqwest verifies and
-        // sends SNI for the URL host) and pin the name to the IP for this client.
-        let mut pin: Option<(String, SocketAddr)> = None;
-        if let Some(name) = identity.server_name.as_ref().filter(|n| **n != host) {
-            let ip: IpAddr = host
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse()
-                .map_err(|_| {
-                    url_err("server_name can only be combined with an IP address in the URL")
-                })?;
-            let port = parsed.port_or_known_default().unwrap_or(443);
-            parsed
-                .set_host(Some(name))
-                .map_err(|e| url_err(&e.to_string()))?;
-            pin = Some((name.clone(), SocketAddr::new(ip, port)));
-        }
+        let pin = pin_server_name(&mut parsed, &identity).map_err(|e| url_err(&e))?;
 
         let mut key_ctx = ring::digest::Context::new(&ring::digest::SHA256);
         key_ctx.update(&identity.cache_key());
-        if let Some((name, addr)) = &pin {
-            key_ctx.update(format!("pin:{name}={addr}").as_bytes());
+        if let Some(addr) = &pin {
+            key_ctx.update(format!("pin:{}={addr}", parsed.host_str().unwrap_or("")).as_bytes());
         }
         let mut key = [0u8; 32];
         key.copy_from_slice(key_ctx.finish().as_ref());
 
-        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
-        let (http, observations, h1_config) = match clients.get(&key) {
-            Some(found) => found.clone(),
-            None => {
-                let observations = Arc::new(TlsObservations {
-                    has_client_cert: identity.client.is_some(),
-                    ..TlsObservations::default()
-                });
-                let config = tls::client_config(&identity, observations.clone())?;
-                // The same identity, verifier and session cache; only the ALPN differs, since
-                // the pool speaks HTTP/1.1 alone.
-                let mut h1_config = config.clone();
-                h1_config.alpn_protocols = vec![b"http/1.1".to_vec()];
-                let h1_config = Arc::new(h1_config);
-                let mut builder = reqwest::Client::builder()
-                    .tls_backend_preconfigured(config)
-                    .connect_timeout(Duration::from_secs(10))
-                    .pool_idle_timeout(Duration::from_secs(90))
-                    .pool_max_idle_per_host(64)
-                    .tcp_nodelay(true)
-                    // Like the pool (which dials directly), never through HTTP(S)_PROXY: every
-                    // upstream connection goes to the upstream itself, whichever transport.
-                    .no_proxy()
-                    .user_agent(concat!("mcpgw/", env!("CARGO_PKG_VERSION")));
-                if let Some((name, addr)) = &pin {
-                    builder = builder.resolve(name, *addr);
-                }
-                let http = builder.build().map_err(|e| ClientError::Build {
-                    detail: e.to_string(),
-                })?;
-                self.builds
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                clients.insert(key, (http.clone(), observations.clone(), h1_config.clone()));
-                (http, observations, h1_config)
-            }
-        };
-        drop(clients);
-        let pool = {
-            let mut pool_key = ring::digest::Context::new(&ring::digest::SHA256);
-            pool_key.update(&key);
-            pool_key.update(parsed.origin().ascii_serialization().as_bytes());
-            let mut pool_key_bytes = [0u8; 32];
-            pool_key_bytes.copy_from_slice(pool_key.finish().as_ref());
-            let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
-            match pools.get(&pool_key_bytes) {
-                Some(pool) => pool.clone(),
-                None => {
-                    let pool = Pool::new(&parsed, pin.map(|(_, addr)| addr), Some(h1_config))
-                        .map(Arc::new)
-                        .map_err(|detail| url_err(&detail))?;
-                    pools.insert(pool_key_bytes, pool.clone());
-                    pool
-                }
-            }
-        };
+        let (observations, config) = self.tls_for(key, &identity)?;
+        let pool = self
+            .pool_for(key, &parsed, pin, config)
+            .map_err(|detail| url_err(&detail))?;
         Ok(UpstreamClient {
-            http,
             observations,
             identity: Arc::new(identity),
             url: parsed,
             pool,
         })
     }
+
+    /// The TLS context of the identity hashed as `key`, built at its first use.
+    fn tls_for(&self, key: [u8; 32], identity: &TlsIdentity) -> Result<CachedClient, ClientError> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = clients.get(&key) {
+            return Ok(found.clone());
+        }
+        let observations = Arc::new(TlsObservations {
+            has_client_cert: identity.client.is_some(),
+            ..TlsObservations::default()
+        });
+        let mut config = tls::client_config(identity, observations.clone())?;
+        // The pool speaks HTTP/1.1 alone.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let built = (observations, Arc::new(config));
+        self.builds
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        clients.insert(key, built.clone());
+        Ok(built)
+    }
+
+    /// The pool of the identity hashed as `key` for `url`'s origin, made at its first use.
+    fn pool_for(
+        &self,
+        key: [u8; 32],
+        url: &Url,
+        pin: Option<SocketAddr>,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Result<Arc<Pool>, String> {
+        let mut pool_key = ring::digest::Context::new(&ring::digest::SHA256);
+        pool_key.update(&key);
+        pool_key.update(url.origin().ascii_serialization().as_bytes());
+        let mut pool_key_bytes = [0u8; 32];
+        pool_key_bytes.copy_from_slice(pool_key.finish().as_ref());
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(pool) = pools.get(&pool_key_bytes) {
+            return Ok(pool.clone());
+        }
+        let pool = Arc::new(Pool::new(url, pin, Some(config), self.wait.clone())?);
+        pools.insert(pool_key_bytes, pool.clone());
+        Ok(pool)
+    }
+}
+
+/// Dialling an IP while verifying a name (`server_name`): put the name in `url` (the pool
+/// verifies it, sends it as SNI and `Host`) and return the address to dial instead of
+/// resolving it.
+fn pin_server_name(url: &mut Url, identity: &TlsIdentity) -> Result<Option<SocketAddr>, String> {
+    let host = url.host_str().ok_or("no host")?.to_owned();
+    let Some(name) = identity.server_name.as_ref().filter(|n| **n != host) else {
+        return Ok(None);
+    };
+    let ip: IpAddr = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .map_err(|_| "server_name can only be combined with an IP address in the URL")?;
+    let port = url.port_or_known_default().unwrap_or(443);
+    url.set_host(Some(name)).map_err(|e| e.to_string())?;
+    Ok(Some(SocketAddr::new(ip, port)))
 }
 
 #[cfg(test)]

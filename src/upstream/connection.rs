@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 
 use super::UpstreamError;
@@ -18,7 +18,7 @@ use super::clients::UpstreamClient;
 use super::raw::{self, Envelope, RawParams, Reply};
 use super::sse::SseConn;
 use super::streamable::{self, Extra};
-use crate::headers::{self as names, Lookup};
+use crate::h1::fields::{self as names, Lookup};
 use crate::jsonrpc;
 use crate::store::{Transport, UpstreamAuth};
 
@@ -96,7 +96,7 @@ enum Wire {
         target: http::Uri,
         headers: HeaderMap,
     },
-    Sse(SseConn),
+    Sse(Box<SseConn>),
 }
 
 /// An initialized (or discovered) upstream.
@@ -149,7 +149,7 @@ pub fn auth_headers(auth: &UpstreamAuth) -> Result<HeaderMap, String> {
         let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
             .map_err(|_| "invalid bearer token (control characters are not allowed)".to_owned())?;
         v.set_sensitive(true);
-        headers.insert(reqwest::header::AUTHORIZATION, v);
+        headers.insert(http::header::AUTHORIZATION, v);
     }
     Ok(headers)
 }
@@ -170,7 +170,7 @@ impl Connection {
         match transport {
             Transport::Sse => {
                 let conn = SseConn::open(client.clone(), headers, timeout, sink.clone()).await?;
-                let mut this = Self::new(client, Wire::Sse(conn), sink);
+                let mut this = Self::new(client, Wire::Sse(Box::new(conn)), sink);
                 this.initialize(timeout).await?;
                 Ok(this)
             }

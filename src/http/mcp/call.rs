@@ -18,7 +18,7 @@ use serde_json::Value;
 
 use super::route::{call_error, resolve_name, tracked, with_id};
 use super::{AppState, CURRENT_SESSION, Reply, Scope, finish, request_span, rpc_http};
-use crate::headers::{Incoming, Lookup};
+use crate::h1::fields::{Incoming, Lookup};
 use crate::http::era;
 use crate::jsonrpc::{self, code};
 use crate::upstream::connection::{META_PROTOCOL_VERSION, REQUEST_SINK};
@@ -192,8 +192,8 @@ async fn forward(
     let Some(mut call) = Call::parse(&body) else {
         return Outcome::NotMine(headers, body);
     };
-    let version_field = headers.value(&crate::headers::PROTOCOL_VERSION);
-    let version = version_field.and_then(crate::headers::visible);
+    let version_field = headers.value(&crate::h1::fields::PROTOCOL_VERSION);
+    let version = version_field.and_then(crate::h1::fields::visible);
     if let Some(v) = version
         && !era::is_supported(v)
     {

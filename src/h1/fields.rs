@@ -189,7 +189,7 @@ impl Lookup for Fields {
 pub enum Incoming {
     /// From hyper (every route but the listener's hot one, and every other transport).
     Map(HeaderMap),
-    /// From `crate::server::h1`.
+    /// From `crate::h1::server`.
     Wire(Fields),
 }
 

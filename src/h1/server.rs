@@ -38,7 +38,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::headers::{Fields, Incoming};
+use crate::h1::fields::{Fields, Incoming};
 use crate::http::mcp::Reply;
 use crate::http::{App, AppState, front, limits};
 
@@ -84,7 +84,7 @@ where
         return;
     };
     let io = Prefixed { prefix: read, io };
-    super::serve_hyper(io, app, watcher, limits.header_timeout).await;
+    crate::server::serve_hyper(io, app, watcher, limits.header_timeout).await;
 }
 
 /// Serve `POST /mcp` requests until the connection ends (`None`) or has something else to
@@ -200,7 +200,7 @@ where
             // httparse has checked the names and values: every one is a valid header field.
             let headers = Incoming::Wire(Fields::new(head, self.fields.iter().copied()));
             let handled = async {
-                let _serving = crate::upstream::pool::spin::Serving::enter();
+                let _serving = state.registry.wait().serving();
                 front::post_mcp_read(state.clone(), headers, body).await
             };
             let Some(response) = watching(&mut self.io, &mut self.buf, handled).await else {
@@ -461,7 +461,7 @@ fn push_length(out: &mut Vec<u8>, n: usize) {
     push_field(
         out,
         b"content-length",
-        crate::headers::decimal(n, &mut [0; 20]),
+        crate::h1::fields::decimal(n, &mut [0; 20]),
     );
 }
 
@@ -574,7 +574,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::headers::Lookup;
+    use crate::h1::fields::Lookup;
 
     fn classify(text: &str) -> Head {
         let mut fields = Vec::new();
@@ -677,7 +677,7 @@ mod tests {
             .collect();
         assert_eq!(values, [("Mcp-Session-Id", "abc"), ("content-length", "2")]);
         let fields = Fields::new(Bytes::from(text), fields);
-        assert_eq!(fields.text(&crate::headers::SESSION_ID), Some("abc"));
+        assert_eq!(fields.text(&crate::h1::fields::SESSION_ID), Some("abc"));
         assert_eq!(fields.text(&CONTENT_LENGTH), Some("2"));
     }
 }

@@ -17,7 +17,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderName, StatusCode};
 
-use crate::headers::{Fields, Lookup, visible};
+use crate::h1::fields::{Fields, Lookup, visible};
 
 /// Largest response head.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -486,7 +486,7 @@ mod tests {
         .await;
         let h = head(&mut w).await.unwrap();
         let name = HeaderName::from_static;
-        assert_eq!(h.headers.text(&crate::headers::SESSION_ID), Some("abc"));
+        assert_eq!(h.headers.text(&crate::h1::fields::SESSION_ID), Some("abc"));
         assert_eq!(h.headers.text(&name("x-empty")), Some(""));
         let two: Vec<&[u8]> = h.headers.get_all(&name("x-two")).collect();
         assert_eq!(two, [b"1", b"2"]);
