@@ -1,8 +1,8 @@
 //! HTTP/1.1 for the listener's hot route, `POST /mcp`, served without hyper.
 //!
 //! Nearly every forwarded call is a `POST /mcp` with a `Content-Length` body on a kept-alive
-//! HTTP/1.1 connection. hyper's server spent about 13k instructions on each (a quarter of the
-//! gateway's user time per call; docs/PERFORMANCE.md). This loop parses the head with httparse,
+//! HTTP/1.1 connection, and hyper's general server was the largest item of the gateway's user
+//! time on it (docs/PERFORMANCE.md, seventh pass). This loop parses the head with httparse,
 //! takes the body by its length, passes the request through the same gate and handler as
 //! hyper's path ([`front::post_mcp_read`]) and writes the answer itself.
 //!

@@ -340,7 +340,7 @@ impl Upstream {
             return Ok(conn);
         }
         // Opening is rare and its future large (an initialize handshake): boxed, so that the
-        // future of every call does not carry its space (it took 3.7 of a call's 8.9 KiB).
+        // future of every call does not carry its space (docs/PERFORMANCE.md, fifth pass).
         Box::pin(self.reconnect()).await
     }
 

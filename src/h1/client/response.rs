@@ -3,8 +3,7 @@
 //!
 //! This is all the pool needs of HTTP, done on the task that sent the request: no connection
 //! task, no channel between the two, no request or header map built only to be serialized
-//! again. hyper's client did the same job with about 13,000 more instructions per forwarded
-//! call (`benches/instructions.sh`), a fifth of what mcpgw then executed per call.
+//! again (what a general client does on every call; docs/PERFORMANCE.md, fifth pass).
 //!
 //! What it reads: a status line, up to [`MAX_HEADERS`] header fields within [`MAX_HEAD`]
 //! bytes, interim 1xx responses (skipped), and a body framed by `Transfer-Encoding: chunked`,
