@@ -12,7 +12,7 @@ use url::Url;
 
 use super::identity::{IdentityError, PathPolicy, TlsIdentity};
 use super::tls::{self, TlsBuildError, TlsObservations};
-use crate::h1::client::{Pool, Wait};
+use crate::h1::client::{OriginError, Pool, Wait};
 use crate::store::TlsSettings;
 
 /// Why no client could be had.
@@ -132,7 +132,7 @@ impl ClientCache {
         let (observations, config) = self.tls_for(key, &identity)?;
         let pool = self
             .pool_for(key, &parsed, pin, config)
-            .map_err(|detail| url_err(&detail))?;
+            .map_err(|e| url_err(&e.to_string()))?;
         Ok(UpstreamClient {
             observations,
             identity: Arc::new(identity),
@@ -168,7 +168,7 @@ impl ClientCache {
         url: &Url,
         pin: Option<SocketAddr>,
         config: Arc<rustls::ClientConfig>,
-    ) -> Result<Arc<Pool>, String> {
+    ) -> Result<Arc<Pool>, OriginError> {
         let mut pool_key = ring::digest::Context::new(&ring::digest::SHA256);
         pool_key.update(&key);
         pool_key.update(url.origin().ascii_serialization().as_bytes());

@@ -10,6 +10,7 @@ pub mod connection;
 pub mod deadline;
 pub mod diagnose;
 pub mod identity;
+pub mod message;
 pub mod raw;
 pub mod registry;
 pub mod scan;

@@ -71,7 +71,7 @@ impl SseConn {
             .map_err(|_| UpstreamError::Timeout {
                 secs: timeout.as_secs(),
             })??;
-        let post_target = super::streamable::target(&post_url)?;
+        let post_target = super::message::target(&post_url)?;
         let pending: Pending = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
         let reader = tokio::spawn(read_answers(
@@ -102,13 +102,25 @@ impl SseConn {
         msg: &Value,
         timeout: Duration,
     ) -> Result<Option<Value>, UpstreamError> {
+        let expect = msg.get("id").filter(|_| msg.get("method").is_some());
+        let body = serde_json::to_vec(msg).map_err(|e| UpstreamError::Protocol {
+            detail: format!("cannot serialize the message ({e})"),
+        })?;
+        self.send_raw(&body, expect, timeout).await
+    }
+
+    /// Send an already serialized message; for a request (`expect` is its id), wait for its
+    /// answer on the stream.
+    pub async fn send_raw(
+        &self,
+        body: &[u8],
+        expect: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<Option<Value>, UpstreamError> {
         if !self.is_alive() {
             return Err(UpstreamError::Closed);
         }
-        let expect = msg
-            .get("id")
-            .filter(|_| msg.get("method").is_some())
-            .map(key);
+        let expect = expect.map(key);
         let rx = expect.as_ref().map(|k| {
             let (tx, rx) = oneshot::channel();
             if let Ok(mut p) = self.pending.lock() {
@@ -117,16 +129,13 @@ impl SseConn {
             rx
         });
         let result = tokio::time::timeout(timeout, async {
-            let body = serde_json::to_vec(msg).map_err(|e| UpstreamError::Protocol {
-                detail: format!("cannot serialize the message ({e})"),
-            })?;
             let pool = &self.client.pool;
             let request = request::post_json(
                 &self.post_target,
                 pool.authority(),
                 &self.headers,
                 &[],
-                &body,
+                body,
             );
             let Answered {
                 status,
@@ -217,7 +226,7 @@ async fn open_stream(
     headers: &HeaderMap,
 ) -> Result<Driven, UpstreamError> {
     let url = &client.url;
-    let target = super::streamable::target(url)?;
+    let target = super::message::target(url)?;
     let request = request::get_events(&target, client.pool.authority(), headers, &[]);
     let Answered {
         status,

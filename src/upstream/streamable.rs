@@ -13,8 +13,8 @@ use serde_json::Value;
 use super::UpstreamError;
 use super::answer::{self, events, read_limited, starts_with_media_type};
 use super::clients::UpstreamClient;
-use super::connection::Routing;
 use super::diagnose::diagnose;
+use super::message::Routing;
 use super::raw::Reply;
 use crate::h1::client::pool::{self, Answered, Driven};
 use crate::h1::client::request;
@@ -72,16 +72,6 @@ pub struct Outgoing<'a> {
     pub body: Bytes,
     /// The id of the answer to wait for; `None` for notifications and responses.
     pub expect_id: Option<Value>,
-}
-
-/// The request target for an upstream URL: its path and query (origin-form), parsed once per
-/// connection rather than per request.
-pub fn target(url: &url::Url) -> Result<http::Uri, UpstreamError> {
-    url[url::Position::BeforePath..]
-        .parse()
-        .map_err(|e| UpstreamError::Connect {
-            diagnosis: format!("invalid upstream URL '{url}': {e}"),
-        })
 }
 
 /// POST an already serialized message; see [`post`].
@@ -234,12 +224,12 @@ enum Listened {
 /// a stream was open means the session is gone, and the sink is told ([`SESSION_GONE`]) so
 /// that its owner reconnects.
 ///
-/// [`SESSION_GONE`]: super::connection::SESSION_GONE
+/// [`SESSION_GONE`]: super::message::SESSION_GONE
 pub async fn listen(
     client: UpstreamClient,
     target: http::Uri,
     headers: HeaderMap,
-    on_message: super::connection::MessageSink,
+    on_message: super::message::MessageSink,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut failures = 0u32;
@@ -274,7 +264,7 @@ pub async fn listen(
             }
             Ok(Listened::Refused(StatusCode::NOT_FOUND)) => {
                 on_message(
-                    serde_json::json!({"jsonrpc": "2.0", "method": super::connection::SESSION_GONE}),
+                    serde_json::json!({"jsonrpc": "2.0", "method": super::message::SESSION_GONE}),
                 );
                 return;
             }
@@ -391,7 +381,7 @@ pub async fn listen_modern(
     headers: HeaderMap,
     ask: ListenAsk,
     mut uris: tokio::sync::watch::Receiver<Vec<String>>,
-    on_message: super::connection::MessageSink,
+    on_message: super::message::MessageSink,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut failures = 0u32;
@@ -401,24 +391,8 @@ pub async fn listen_modern(
     let mut ever_acknowledged = false;
     loop {
         n += 1;
-        let mut filter = ask.notifications.clone();
         let wanted = uris.borrow_and_update().clone();
-        if !wanted.is_empty() {
-            filter.insert("resourceSubscriptions".into(), serde_json::json!(wanted));
-        }
-        let body = serde_json::json!({
-            "jsonrpc": "2.0", "id": format!("mcpgw-listen-{n}"), "method": "subscriptions/listen",
-            "params": {"notifications": filter, "_meta": ask.meta},
-        })
-        .to_string();
-        let authority = client.pool.authority();
-        let request = request::post_json(
-            &target,
-            authority,
-            &headers,
-            ask.extra.as_slice(),
-            body.as_bytes(),
-        );
+        let request = listen_request(&client, &target, &headers, &ask, n, wanted);
         let this = stop.child_token();
         let (acked_tx, mut acked) = tokio::sync::oneshot::channel();
         let mut stream = tokio::spawn({
@@ -504,6 +478,34 @@ pub async fn listen_modern(
     }
 }
 
+/// The bytes of `subscriptions/listen` request number `n`: `ask`'s list changes, and updates
+/// of `wanted`.
+fn listen_request(
+    client: &UpstreamClient,
+    target: &http::Uri,
+    headers: &HeaderMap,
+    ask: &ListenAsk,
+    n: u64,
+    wanted: Vec<String>,
+) -> Vec<u8> {
+    let mut filter = ask.notifications.clone();
+    if !wanted.is_empty() {
+        filter.insert("resourceSubscriptions".into(), serde_json::json!(wanted));
+    }
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": format!("mcpgw-listen-{n}"), "method": "subscriptions/listen",
+        "params": {"notifications": filter, "_meta": ask.meta},
+    })
+    .to_string();
+    request::post_json(
+        target,
+        client.pool.authority(),
+        headers,
+        ask.extra.as_slice(),
+        body.as_bytes(),
+    )
+}
+
 /// The pause before a standing stream is opened again after `failures` failures in a row:
 /// 1 s doubling to 30 s.
 fn backoff(failures: u32) -> Duration {
@@ -550,7 +552,7 @@ async fn listen_modern_once(
             }
             Some(_) => {
                 if let Some(params) = message.get_mut("params") {
-                    super::connection::strip_envelope(params);
+                    super::message::strip_envelope(params);
                 }
                 on_message(message);
             }

@@ -9,5 +9,5 @@ pub mod request;
 pub mod response;
 pub mod wait;
 
-pub use pool::{Answered, Driven, Pool, PoolError};
+pub use pool::{Answered, Driven, OriginError, Pool, PoolError};
 pub use wait::Wait;

@@ -81,6 +81,32 @@ impl PoolError {
     }
 }
 
+/// Why no pool can be made for a URL.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    /// The URL names no host.
+    #[error("no host")]
+    NoHost,
+    /// The URL has no port and its scheme no default one.
+    #[error("no port")]
+    NoPort,
+    /// The host and port cannot be sent as a `Host` header.
+    #[error("'{authority}' cannot be sent as a Host header")]
+    Authority {
+        /// `host[:port]` as it would be sent.
+        authority: String,
+    },
+    /// The host is not a name (or address) a certificate can be verified for.
+    #[error("'{host}' is not a name a certificate can be verified for")]
+    ServerName {
+        /// The URL's host.
+        host: String,
+    },
+    /// An `https` URL without a TLS configuration.
+    #[error("https needs a TLS configuration")]
+    NoTls,
+}
+
 /// Why a request on a connection got no response head.
 enum SendError {
     /// The connection closed (or was reset) before a byte of an answer came: on a reused
@@ -203,21 +229,25 @@ impl Pool {
         pin: Option<SocketAddr>,
         tls: Option<Arc<rustls::ClientConfig>>,
         wait: Arc<Wait>,
-    ) -> Result<Self, String> {
-        let host = url.host_str().ok_or("no host")?;
-        let port = url.port_or_known_default().ok_or("no port")?;
+    ) -> Result<Self, OriginError> {
+        let host = url.host_str().ok_or(OriginError::NoHost)?;
+        let port = url.port_or_known_default().ok_or(OriginError::NoPort)?;
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let authority = match url.port() {
             Some(p) => format!("{host}:{p}"),
             None => host.to_owned(),
         };
-        let authority = HeaderValue::from_str(&authority).map_err(|e| e.to_string())?;
+        let authority =
+            HeaderValue::from_str(&authority).map_err(|_| OriginError::Authority { authority })?;
         let tls = match (url.scheme(), tls) {
             ("https", Some(config)) => {
-                let name = ServerName::try_from(bare.to_owned()).map_err(|e| e.to_string())?;
+                let name =
+                    ServerName::try_from(bare.to_owned()).map_err(|_| OriginError::ServerName {
+                        host: bare.to_owned(),
+                    })?;
                 Some((tokio_rustls::TlsConnector::from(config), name))
             }
-            ("https", None) => return Err("https needs a TLS configuration".into()),
+            ("https", None) => return Err(OriginError::NoTls),
             _ => None,
         };
         Ok(Self {
