@@ -295,3 +295,77 @@ async fn read_answers(
         p.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::clients::ClientCache;
+    use crate::upstream::identity::PathPolicy;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server on 127.0.0.1 that answers every request on every connection with `answer`.
+    async fn answering(answer: &'static [u8]) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while sock.read(&mut buf).await.unwrap_or(0) > 0 {
+                        if sock.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        format!("http://{addr}/sse")
+    }
+
+    #[tokio::test]
+    async fn a_redirected_event_stream_is_refused_naming_only_the_origin() {
+        let url = answering(
+            b"HTTP/1.1 302 Found\r\nlocation: https://elsewhere.example:8443/sse?token=secret\r\ncontent-length: 0\r\n\r\n",
+        )
+        .await;
+        let client = ClientCache::new(PathPolicy::default())
+            .client_for(&url, &crate::store::TlsSettings::default())
+            .unwrap();
+        let err = SseConn::open(
+            client,
+            HeaderMap::new(),
+            Duration::from_secs(5),
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "the upstream answered HTTP 302: a redirect to https://elsewhere.example:8443, which mcpgw does not follow"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_not_an_event_stream_says_what_it_was() {
+        let url =
+            answering(b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 2\r\n\r\nhi")
+                .await;
+        let client = ClientCache::new(PathPolicy::default())
+            .client_for(&url, &crate::store::TlsSettings::default())
+            .unwrap();
+        let err = SseConn::open(
+            client,
+            HeaderMap::new(),
+            Duration::from_secs(5),
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.ends_with("answered 'text/html', not an event stream"),
+            "{err}"
+        );
+    }
+}

@@ -562,3 +562,49 @@ async fn listen_modern_once(
     }
     Ok(Listened::Ended)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::clients::ClientCache;
+    use crate::upstream::identity::PathPolicy;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_and_names_only_the_origin() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: /other?key=secret\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let url = format!("http://{addr}/mcp");
+        let client = ClientCache::new(PathPolicy::default())
+            .client_for(&url, &crate::store::TlsSettings::default())
+            .unwrap();
+        let target = super::super::message::target(&client.url).unwrap();
+        let msg = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+        let err = post(
+            &client,
+            &target,
+            &HeaderMap::new(),
+            &msg,
+            Duration::from_secs(5),
+            &|_| {},
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "the upstream answered HTTP 307: a redirect to http://{addr}, which mcpgw does not follow"
+            )
+        );
+    }
+}
