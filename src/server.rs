@@ -1,6 +1,6 @@
 //! Accept loops: the TCP listener (TLS or plain) and the control socket share one way of serving
 //! an axum router on a connection, and one graceful-shutdown watcher. On the listener, `POST /mcp`
-//! over HTTP/1.1 is served by [`h1`] before hyper sees the connection.
+//! over HTTP/1.1 is served by [`crate::h1::server`] before hyper sees the connection.
 //!
 //! Each TLS accept takes the serving config current at that instant, so a swap affects only
 //! handshakes that start after it; open connections are never touched by a reload.
@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::h1::server as h1;
 use crate::tls::serving::ServingCert;
 
 /// How long a client may take to finish its TLS handshake.
@@ -23,8 +24,6 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// Concurrent HTTP/2 streams per connection: a flood of streams queues instead of fanning out.
 const H2_MAX_STREAMS: u32 = 128;
-
-pub mod h1;
 
 /// Serve `app` on one connection until it closes or shutdown drains it: on the listener
 /// (where `POST /mcp` skips the router) through [`h1`], which serves that route itself and
@@ -52,8 +51,12 @@ pub async fn serve_connection<S>(
 }
 
 /// Serve `app` on one connection with hyper (HTTP/1.1 or HTTP/2).
-async fn serve_hyper<S>(io: S, app: crate::http::App, watcher: Watcher, header_timeout: Duration)
-where
+pub(crate) async fn serve_hyper<S>(
+    io: S,
+    app: crate::http::App,
+    watcher: Watcher,
+    header_timeout: Duration,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());

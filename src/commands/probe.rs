@@ -548,7 +548,7 @@ async fn mcp(target: &Target, report: &mut Report) -> Result<(), ProbeFailed> {
     let conn = Connection::open(
         client,
         target.transport,
-        reqwest::header::HeaderMap::new(),
+        http::HeaderMap::new(),
         target.timeout,
         sink,
     )

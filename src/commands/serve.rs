@@ -34,25 +34,25 @@ pub fn run(args: &ServeArgs, globals: &GlobalPaths) -> anyhow::Result<()> {
     if let Some(n) = cfg.workers {
         builder.worker_threads(n);
     }
+    let wait = Arc::new(crate::h1::client::Wait::new(cfg.upstream_spin));
+    let parked = wait.clone();
     let runtime = builder
-        .on_thread_park(crate::upstream::pool::spin::parked)
+        .on_thread_park(move || parked.parked())
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(cfg))
+    wait.watch_runtime(runtime.handle());
+    runtime.block_on(serve(cfg, wait))
 }
 
-/// Everything `serve` starts, in the order it happens; each step is a function below.
-async fn serve(cfg: ServeConfig) -> anyhow::Result<()> {
-    crate::upstream::pool::spin::set_budget(cfg.upstream_spin);
-    crate::upstream::pool::spin::watch_runtime(&tokio::runtime::Handle::current());
+async fn serve(cfg: ServeConfig, wait: Arc<crate::h1::client::Wait>) -> anyhow::Result<()> {
     prepare_data_dir(&cfg.data_dir)?;
     let serving = load_serving(&cfg)?;
     let listener = bind_listener(cfg.listen).await?;
     let local = listener.local_addr()?;
     let control = ControlSocket::bind(&cfg.control_socket)?;
     let signal_rx = signals::install().context("cannot install signal handlers")?;
-    let state = build_state(&cfg, local, control.path(), serving).await?;
+    let state = build_state(&cfg, local, control.path(), serving, wait).await?;
 
     let graceful = Arc::new(GracefulShutdown::new());
     let stop = CancellationToken::new();
@@ -109,6 +109,7 @@ async fn build_state(
     local: std::net::SocketAddr,
     control_socket: &std::path::Path,
     serving: Option<Arc<ServingCert>>,
+    wait: Arc<crate::h1::client::Wait>,
 ) -> anyhow::Result<Arc<AppState>> {
     let store_path = cfg.data_dir.join("mcpgw.db");
     let store: Arc<dyn crate::store::Store> =
@@ -116,7 +117,8 @@ async fn build_state(
     let clients =
         crate::upstream::clients::ClientCache::new(crate::upstream::identity::PathPolicy {
             allowed_dirs: cfg.cert_dirs.clone(),
-        });
+        })
+        .with_wait(wait);
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let registry = crate::upstream::registry::Registry::new(
         store,

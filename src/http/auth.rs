@@ -17,8 +17,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::config::AuthConfig;
+use crate::h1::fields::Lookup;
 use crate::hash::HashMap;
-use crate::headers::Lookup;
 
 /// Seconds a JWT is still accepted after its `exp` (clock skew).
 const LEEWAY: u64 = 5;

@@ -10,7 +10,7 @@
 use axum::http::{HeaderName, StatusCode};
 use serde_json::{Value, json};
 
-use crate::headers::{self as names, Lookup};
+use crate::h1::fields::{self as names, Lookup};
 use crate::jsonrpc::{self, code};
 use crate::upstream::connection::{
     META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, MODERN_VERSION, SESSION_VERSIONS, header_safe,

@@ -175,7 +175,7 @@ pub async fn stream_one(
 
 fn open(state: &Arc<AppState>, headers: &HeaderMap) -> Response {
     let Some(id) = headers
-        .get(&crate::headers::SESSION_ID)
+        .get(&crate::h1::fields::SESSION_ID)
         .and_then(|v| v.to_str().ok())
     else {
         return (
@@ -192,7 +192,7 @@ fn open(state: &Arc<AppState>, headers: &HeaderMap) -> Response {
             .into_response();
     };
     let last = headers
-        .get(&crate::headers::LAST_EVENT_ID)
+        .get(&crate::h1::fields::LAST_EVENT_ID)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);

@@ -23,7 +23,7 @@ use axum::response::Response;
 
 use super::mcp::Reply;
 use super::{AppState, auth, limits, metrics, origin};
-use crate::headers::{Incoming, Lookup};
+use crate::h1::fields::{Incoming, Lookup};
 
 /// Route templates served without a bearer token (liveness probes carry none).
 pub const UNPROTECTED: &[&str] = &["/health"];
@@ -40,7 +40,7 @@ pub async fn gate(State(state): State<Arc<AppState>>, request: Request, next: Ne
     response
 }
 
-/// `POST /mcp` read by the listener's own HTTP/1.1 loop (`crate::server::h1`), its body
+/// `POST /mcp` read by the listener's own HTTP/1.1 loop (`crate::h1::server`), its body
 /// already read whole within [`limits::MAX_BODY`] and the body timeout: the same checks as
 /// [`gate`], counted under the same route, then the pipeline.
 pub async fn post_mcp_read(state: Arc<AppState>, headers: Incoming, body: Bytes) -> Reply {

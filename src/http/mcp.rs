@@ -39,7 +39,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::relay::relay_to_upstream;
-use crate::headers::{Incoming, Lookup};
+use crate::h1::fields::{Incoming, Lookup};
 use crate::jsonrpc::{self, Kind, code};
 use crate::session::SessionKey;
 use crate::upstream::connection::{MessageSink, REQUEST_SINK};
@@ -113,7 +113,7 @@ async fn split(mut request: Request) -> Result<(HeaderMap, Bytes), Response> {
 }
 
 fn session_header(headers: &impl Lookup) -> Option<&str> {
-    headers.text(&crate::headers::SESSION_ID)
+    headers.text(&crate::h1::fields::SESSION_ID)
 }
 
 /// Stage **encode**: what a message posted to an MCP endpoint is answered with.
@@ -233,7 +233,8 @@ pub(super) async fn post(
     headers: Incoming,
     body: Bytes,
 ) -> Reply {
-    let _serving = crate::upstream::pool::spin::Serving::enter();
+    let wait = state.registry.wait().clone();
+    let _serving = wait.serving();
     // Stage: session.
     let session = session_header(&headers);
     if let Some(id) = session
@@ -370,7 +371,7 @@ impl Posted {
         let mut response = reply.into_response();
         response
             .headers_mut()
-            .insert(crate::headers::SESSION_ID.clone(), id);
+            .insert(crate::h1::fields::SESSION_ID.clone(), id);
         Reply::Response(response)
     }
 }

@@ -170,7 +170,7 @@ pub enum Surface {
 }
 
 /// What serves one surface: its router, and on the listener the state that the listener's
-/// own HTTP/1.1 loop needs for `POST /mcp` (`crate::server::h1`).
+/// own HTTP/1.1 loop needs for `POST /mcp` (`crate::h1::server`).
 #[derive(Clone, Debug)]
 pub struct App {
     router: Router,

@@ -10,7 +10,7 @@
 
 use axum::http::{StatusCode, header};
 
-use crate::headers::{Lookup, is_visible, visible};
+use crate::h1::fields::{Lookup, is_visible, visible};
 use axum::response::{IntoResponse, Response};
 
 /// Which hosts and origins are accepted.

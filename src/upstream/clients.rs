@@ -7,13 +7,12 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use url::Url;
 
 use super::identity::{IdentityError, PathPolicy, TlsIdentity};
-use super::pool::Pool;
 use super::tls::{self, TlsBuildError, TlsObservations};
+use crate::h1::client::{OriginError, Pool, Wait};
 use crate::store::TlsSettings;
 
 /// Why no client could be had.
@@ -34,35 +33,24 @@ pub enum ClientError {
         /// What is wrong.
         detail: String,
     },
-    /// reqwest refused the builder.
-    #[error("cannot build the HTTP client: {detail}")]
-    Build {
-        /// reqwest's description.
-        detail: String,
-    },
 }
 
 /// An HTTP client bound to one TLS identity, and what its handshakes have seen.
 #[derive(Debug, Clone)]
 pub struct UpstreamClient {
-    /// The general client (cheap to clone; shares its pool): the legacy SSE transport.
-    pub http: reqwest::Client,
     /// Handshake observations for diagnosis.
     pub observations: Arc<TlsObservations>,
     /// The identity it was built for.
     pub identity: Arc<TlsIdentity>,
     /// The URL to send requests to (host replaced by the server name when dialling an IP).
     pub url: Url,
-    /// Pooled HTTP/1.1 connections to the URL's origin with this identity (Streamable HTTP).
+    /// Pooled HTTP/1.1 connections to the URL's origin with this identity: every request of
+    /// either transport goes through it.
     pub pool: Arc<Pool>,
 }
 
-/// A built client, the observations its TLS config records into, and that config for HTTP/1.1.
-type CachedClient = (
-    reqwest::Client,
-    Arc<TlsObservations>,
-    Arc<rustls::ClientConfig>,
-);
+/// A built TLS context: the observations its config records into, and the config.
+type CachedClient = (Arc<TlsObservations>, Arc<rustls::ClientConfig>);
 
 /// Clients by identity.
 #[derive(Debug, Default)]
@@ -72,6 +60,8 @@ pub struct ClientCache {
     pools: Mutex<HashMap<[u8; 32], Arc<Pool>>>,
     policy: PathPolicy,
     builds: std::sync::atomic::AtomicU64,
+    /// The upstream wait every pool uses.
+    wait: Arc<Wait>,
 }
 
 impl ClientCache {
@@ -81,6 +71,16 @@ impl ClientCache {
             policy,
             ..Self::default()
         }
+    }
+
+    /// The same cache, its pools using `wait` (the gateway's, set up with its runtime).
+    pub fn with_wait(self, wait: Arc<Wait>) -> Self {
+        Self { wait, ..self }
+    }
+
+    /// The upstream wait of every pool made here.
+    pub fn wait(&self) -> &Arc<Wait> {
+        &self.wait
     }
 
     /// Close idle connections past their idle time in every pool, and forget the pools that
@@ -110,16 +110,30 @@ impl ClientCache {
         url: &str,
         settings: &TlsSettings,
     ) -> Result<UpstreamClient, ClientError> {
-        let mut parsed = parse_url(url)?;
+        let url_err = |detail: &str| ClientError::Url {
+            url: url.to_owned(),
+            detail: detail.to_owned(),
+        };
+        let mut parsed = Url::parse(url).map_err(|e| url_err(&e.to_string()))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(url_err("expected an http:// or https:// URL"));
+        }
         let identity = TlsIdentity::load(settings, &self.policy)?;
-        let pin = pin_server_name(url, &mut parsed, &identity)?;
-        let key = client_key(&identity, pin.as_ref());
-        let (http, observations, h1_config) = self.cached_client(key, &identity, pin.as_ref())?;
+        let pin = pin_server_name(&mut parsed, &identity).map_err(|e| url_err(&e))?;
+
+        let mut key_ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        key_ctx.update(&identity.cache_key());
+        if let Some(addr) = &pin {
+            key_ctx.update(format!("pin:{}={addr}", parsed.host_str().unwrap_or("")).as_bytes());
+        }
+        let mut key = [0u8; 32];
+        key.copy_from_slice(key_ctx.finish().as_ref());
+
+        let (observations, config) = self.tls_for(key, &identity)?;
         let pool = self
-            .pool_for(key, &parsed, pin.map(|(_, addr)| addr), h1_config)
-            .map_err(|detail| url_error(url, &detail))?;
+            .pool_for(key, &parsed, pin, config)
+            .map_err(|e| url_err(&e.to_string()))?;
         Ok(UpstreamClient {
-            http,
             observations,
             identity: Arc::new(identity),
             url: parsed,
@@ -127,13 +141,8 @@ impl ClientCache {
         })
     }
 
-    /// The client built for `key`, building it (one TLS context) the first time.
-    fn cached_client(
-        &self,
-        key: [u8; 32],
-        identity: &TlsIdentity,
-        pin: Option<&(String, SocketAddr)>,
-    ) -> Result<CachedClient, ClientError> {
+    /// The TLS context of the identity hashed as `key`, built at its first use.
+    fn tls_for(&self, key: [u8; 32], identity: &TlsIdentity) -> Result<CachedClient, ClientError> {
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(found) = clients.get(&key) {
             return Ok(found.clone());
@@ -142,44 +151,24 @@ impl ClientCache {
             has_client_cert: identity.client.is_some(),
             ..TlsObservations::default()
         });
-        let config = tls::client_config(identity, observations.clone())?;
-        // The same identity, verifier and session cache; only the ALPN differs, since
-        // the pool speaks HTTP/1.1 alone.
-        let mut h1_config = config.clone();
-        h1_config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let h1_config = Arc::new(h1_config);
-        let mut builder = reqwest::Client::builder()
-            .tls_backend_preconfigured(config)
-            .connect_timeout(Duration::from_secs(10))
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(64)
-            .tcp_nodelay(true)
-            // Like the pool (which dials directly), never through HTTP(S)_PROXY: every
-            // upstream connection goes to the upstream itself, whichever transport.
-            .no_proxy()
-            .user_agent(concat!("mcpgw/", env!("CARGO_PKG_VERSION")));
-        if let Some((name, addr)) = pin {
-            builder = builder.resolve(name, *addr);
-        }
-        let http = builder.build().map_err(|e| ClientError::Build {
-            detail: e.to_string(),
-        })?;
+        let mut config = tls::client_config(identity, observations.clone())?;
+        // The pool speaks HTTP/1.1 alone.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let built = (observations, Arc::new(config));
         self.builds
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let built = (http, observations, h1_config);
         clients.insert(key, built.clone());
         Ok(built)
     }
 
-    /// The connection pool for this identity and the URL's origin, created on first use (the
-    /// error is the pool's description of what is wrong with the URL).
+    /// The pool of the identity hashed as `key` for `url`'s origin, made at its first use.
     fn pool_for(
         &self,
         key: [u8; 32],
         url: &Url,
-        pinned: Option<SocketAddr>,
-        h1_config: Arc<rustls::ClientConfig>,
-    ) -> Result<Arc<Pool>, String> {
+        pin: Option<SocketAddr>,
+        config: Arc<rustls::ClientConfig>,
+    ) -> Result<Arc<Pool>, OriginError> {
         let mut pool_key = ring::digest::Context::new(&ring::digest::SHA256);
         pool_key.update(&key);
         pool_key.update(url.origin().ascii_serialization().as_bytes());
@@ -189,39 +178,17 @@ impl ClientCache {
         if let Some(pool) = pools.get(&pool_key_bytes) {
             return Ok(pool.clone());
         }
-        let pool = Pool::new(url, pinned, Some(h1_config)).map(Arc::new)?;
+        let pool = Arc::new(Pool::new(url, pin, Some(config), self.wait.clone())?);
         pools.insert(pool_key_bytes, pool.clone());
         Ok(pool)
     }
 }
 
-fn url_error(url: &str, detail: &str) -> ClientError {
-    ClientError::Url {
-        url: url.to_owned(),
-        detail: detail.to_owned(),
-    }
-}
-
-/// An `http://` or `https://` URL with a host.
-fn parse_url(url: &str) -> Result<Url, ClientError> {
-    let parsed = Url::parse(url).map_err(|e| url_error(url, &e.to_string()))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(url_error(url, "expected an http:// or https:// URL"));
-    }
-    if parsed.host_str().is_none() {
-        return Err(url_error(url, "no host"));
-    }
-    Ok(parsed)
-}
-
-/// Dialling an IP while verifying a name: keep the name in the URL (reqwest verifies and sends
-/// SNI for the URL host) and return the name pinned to the IP, for this client only.
-fn pin_server_name(
-    url: &str,
-    parsed: &mut Url,
-    identity: &TlsIdentity,
-) -> Result<Option<(String, SocketAddr)>, ClientError> {
-    let host = parsed.host_str().unwrap_or_default().to_owned();
+/// Dialling an IP while verifying a name (`server_name`): put the name in `url` (the pool
+/// verifies it, sends it as SNI and `Host`) and return the address to dial instead of
+/// resolving it.
+fn pin_server_name(url: &mut Url, identity: &TlsIdentity) -> Result<Option<SocketAddr>, String> {
+    let host = url.host_str().ok_or("no host")?.to_owned();
     let Some(name) = identity.server_name.as_ref().filter(|n| **n != host) else {
         return Ok(None);
     };
@@ -229,29 +196,10 @@ fn pin_server_name(
         .trim_start_matches('[')
         .trim_end_matches(']')
         .parse()
-        .map_err(|_| {
-            url_error(
-                url,
-                "server_name can only be combined with an IP address in the URL",
-            )
-        })?;
-    let port = parsed.port_or_known_default().unwrap_or(443);
-    parsed
-        .set_host(Some(name))
-        .map_err(|e| url_error(url, &e.to_string()))?;
-    Ok(Some((name.clone(), SocketAddr::new(ip, port))))
-}
-
-/// The cache key of a client: its identity's contents and any pinned address.
-fn client_key(identity: &TlsIdentity, pin: Option<&(String, SocketAddr)>) -> [u8; 32] {
-    let mut key_ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    key_ctx.update(&identity.cache_key());
-    if let Some((name, addr)) = pin {
-        key_ctx.update(format!("pin:{name}={addr}").as_bytes());
-    }
-    let mut key = [0u8; 32];
-    key.copy_from_slice(key_ctx.finish().as_ref());
-    key
+        .map_err(|_| "server_name can only be combined with an IP address in the URL")?;
+    let port = url.port_or_known_default().unwrap_or(443);
+    url.set_host(Some(name)).map_err(|e| e.to_string())?;
+    Ok(Some(SocketAddr::new(ip, port)))
 }
 
 #[cfg(test)]

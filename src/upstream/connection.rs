@@ -5,40 +5,28 @@
 //! session-era `initialize` handshake instead. Requests get ids assigned here, so many downstream
 //! clients can share one upstream session without their ids colliding; callers map them back.
 
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Map, Value, json};
 
 use super::UpstreamError;
 use super::clients::UpstreamClient;
+use super::message::routing_headers;
+pub use super::message::{
+    META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_PROTOCOL_VERSION, META_SERVER_INFO,
+    MODERN_VERSION, MessageSink, Routing, SESSION_GONE, SESSION_VERSIONS, header_safe,
+    is_known_version, strip_envelope,
+};
 use super::raw::{self, Envelope, RawParams, Reply};
 use super::sse::SseConn;
-use super::streamable::{self, Extra};
-use crate::headers::{self as names, Lookup};
+use super::streamable;
+use crate::h1::client::request::Extra;
+use crate::h1::fields::{self as names, Lookup};
 use crate::jsonrpc;
 use crate::store::{Transport, UpstreamAuth};
-
-/// The stateless revision.
-pub const MODERN_VERSION: &str = "2026-07-28";
-/// Session-era revisions mcpgw speaks, newest first.
-pub const SESSION_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
-
-/// Whether mcpgw speaks protocol `version` (a session-era one or [`MODERN_VERSION`]).
-pub fn is_known_version(version: &str) -> bool {
-    SESSION_VERSIONS.contains(&version) || version == MODERN_VERSION
-}
-/// `_meta` key of the per-request protocol version (2026-07-28).
-pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
-/// `_meta` key of the per-request client capabilities (2026-07-28).
-pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
-/// `_meta` key of the server info in results (2026-07-28).
-pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
-/// `_meta` key of the per-request client info (2026-07-28).
-pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
 
 /// Which protocol era an upstream speaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,9 +52,6 @@ impl Era {
     }
 }
 
-/// Handler for messages an upstream sends that are not answers to our requests.
-pub type MessageSink = Arc<dyn Fn(Value) + Send + Sync>;
-
 tokio::task_local! {
     /// Where notifications that an upstream streams *while answering a request* go (progress,
     /// logging): set by the downstream handler around the request it forwards, so they reach
@@ -78,11 +63,6 @@ tokio::task_local! {
     /// later cancel it upstream (`notifications/cancelled` names the upstream's id).
     pub static UPSTREAM_ID_HOOK: Arc<dyn IdSink>;
 }
-
-/// The method of a notice a connection's sink gets (from mcpgw itself, never from the upstream
-/// or for a client) when the upstream's standing `GET` stream finds the session gone: the
-/// owner reconnects now rather than at its next request or health check.
-pub const SESSION_GONE: &str = "mcpgw/upstream-session-gone";
 
 /// Told the id a connection gives a request ([`UPSTREAM_ID_HOOK`]).
 pub trait IdSink: Send + Sync {
@@ -96,7 +76,7 @@ enum Wire {
         target: http::Uri,
         headers: HeaderMap,
     },
-    Sse(SseConn),
+    Sse(Box<SseConn>),
 }
 
 /// An initialized (or discovered) upstream.
@@ -134,22 +114,41 @@ impl std::fmt::Debug for Connection {
     }
 }
 
+/// Why an upstream's configured headers cannot be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthHeaderError {
+    /// A configured header name is not a valid field name.
+    #[error("invalid header name '{name}'")]
+    Name {
+        /// The name as configured.
+        name: String,
+    },
+    /// A configured header value holds a byte a field value cannot.
+    #[error("invalid value for header '{name}' (control characters are not allowed)")]
+    Value {
+        /// The header's name (never its value, which may be a secret).
+        name: String,
+    },
+    /// The bearer token holds a byte a field value cannot.
+    #[error("invalid bearer token (control characters are not allowed)")]
+    Bearer,
+}
+
 /// Static request headers: upstream auth and extra headers.
-pub fn auth_headers(auth: &UpstreamAuth) -> Result<HeaderMap, String> {
+pub fn auth_headers(auth: &UpstreamAuth) -> Result<HeaderMap, AuthHeaderError> {
     let mut headers = HeaderMap::new();
     for (name, value) in &auth.headers {
         let n = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| format!("invalid header name '{name}'"))?;
-        let v = HeaderValue::from_str(value).map_err(|_| {
-            format!("invalid value for header '{name}' (control characters are not allowed)")
-        })?;
+            .map_err(|_| AuthHeaderError::Name { name: name.clone() })?;
+        let v = HeaderValue::from_str(value)
+            .map_err(|_| AuthHeaderError::Value { name: name.clone() })?;
         headers.append(n, v);
     }
     if let Some(token) = &auth.bearer {
         let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| "invalid bearer token (control characters are not allowed)".to_owned())?;
+            .map_err(|_| AuthHeaderError::Bearer)?;
         v.set_sensitive(true);
-        headers.insert(reqwest::header::AUTHORIZATION, v);
+        headers.insert(http::header::AUTHORIZATION, v);
     }
     Ok(headers)
 }
@@ -170,12 +169,12 @@ impl Connection {
         match transport {
             Transport::Sse => {
                 let conn = SseConn::open(client.clone(), headers, timeout, sink.clone()).await?;
-                let mut this = Self::new(client, Wire::Sse(conn), sink);
+                let mut this = Self::new(client, Wire::Sse(Box::new(conn)), sink);
                 this.initialize(timeout).await?;
                 Ok(this)
             }
             Transport::StreamableHttp => {
-                let target = streamable::target(&client.url)?;
+                let target = super::message::target(&client.url)?;
                 let mut this = Self::new(client, Wire::Http { target, headers }, sink);
                 if !this.discover(timeout).await? {
                     this.initialize(timeout).await?;
@@ -427,20 +426,10 @@ impl Connection {
     ) -> Result<Value, UpstreamError> {
         let id = self.request_id();
         let extra = self.stamp(method, params, true);
-        let answer = match &self.wire {
-            Wire::Http { target, headers } => {
-                let body = outgoing(Some(id), method, params.as_ref())?;
-                self.post_request(target, headers, extra.as_slice(), body, id, timeout)
-                    .await?
-                    .map(Reply::into_value)
-                    .transpose()?
-            }
-            Wire::Sse(conn) => {
-                let msg = jsonrpc::request(id, method, params.clone());
-                conn.send(&msg, timeout).await?
-            }
-        };
-        answer.ok_or_else(|| no_answer(method))
+        let body = outgoing(Some(id), method, params.as_ref())?;
+        self.send_request(method, id, body, extra.as_slice(), timeout)
+            .await?
+            .into_value()
     }
 
     /// Forward a request whose params are copied as they came (see [`super::raw`]), stamped or
@@ -452,13 +441,6 @@ impl Connection {
         params: &RawParams<'_>,
         timeout: Duration,
     ) -> Result<Reply, UpstreamError> {
-        let Wire::Http { target, headers } = &self.wire else {
-            let mut value = Some(params.to_value()?);
-            return self
-                .request_with(method, &mut value, timeout)
-                .await
-                .map(Reply::Value);
-        };
         let id = self.request_id();
         let (extra, envelope) = match &self.era {
             Era::Stateless { version } => {
@@ -485,9 +467,32 @@ impl Connection {
         body.extend_from_slice(br#","params":"#);
         params.write(&mut body, envelope);
         body.push(b'}');
-        self.post_request(target, headers, extra.as_slice(), body.into(), id, timeout)
-            .await?
-            .ok_or_else(|| no_answer(method))
+        self.send_request(method, id, body.into(), extra.as_slice(), timeout)
+            .await
+    }
+
+    /// Send request `id`, serialized in `body`, on whichever transport the upstream speaks, and
+    /// wait for its answer: the one way every request goes upstream ([`Self::request_with`]
+    /// and [`Self::request_raw`] only serialize it).
+    async fn send_request(
+        &self,
+        method: &str,
+        id: u64,
+        body: bytes::Bytes,
+        extra: &[Extra<'_>],
+        timeout: Duration,
+    ) -> Result<Reply, UpstreamError> {
+        let answer = match &self.wire {
+            Wire::Http { target, headers } => {
+                self.post_request(target, headers, extra, body, id, timeout)
+                    .await?
+            }
+            Wire::Sse(conn) => conn
+                .send_raw(&body, Some(&Value::from(id)), timeout)
+                .await?
+                .map(Reply::Value),
+        };
+        answer.ok_or_else(|| no_answer(method))
     }
 
     /// The id of the next request, told to whoever waits for it ([`UPSTREAM_ID_HOOK`]).
@@ -641,65 +646,6 @@ impl Connection {
     }
 }
 
-/// The 2026-07-28 routing headers of a message: version, method and (for requests that name
-/// a tool, prompt or resource) the name. A version or method a header cannot carry is left
-/// out; a name is made header-safe ([`header_safe`]).
-fn routing_headers<'a>(version: &'a str, method: &'a str, name: Option<&'a str>) -> Routing<'a> {
-    let mut routing = Routing::default();
-    // Known versions and methods, and names made header-safe, need no check.
-    if is_known_version(version) || names::can_carry(version) {
-        routing.push(&names::PROTOCOL_VERSION, Cow::Borrowed(version));
-    }
-    if ROUTED_METHODS.contains(&method) || names::can_carry(method) {
-        routing.push(&names::METHOD, Cow::Borrowed(method));
-    }
-    if let Some(name) = name {
-        routing.push(&names::NAME, header_safe(name));
-    }
-    routing
-}
-
-/// Methods whose `Mcp-Method` header needs no check.
-const ROUTED_METHODS: [&str; 4] = ["tools/call", "prompts/get", "resources/read", "ping"];
-
-/// A message's routing headers, without an allocation: at most three.
-#[derive(Debug)]
-pub struct Routing<'a> {
-    fields: [Extra<'a>; 3],
-    len: usize,
-}
-
-impl Default for Routing<'_> {
-    fn default() -> Self {
-        let empty = || (&names::METHOD, Cow::Borrowed(""));
-        Self {
-            fields: [empty(), empty(), empty()],
-            len: 0,
-        }
-    }
-}
-
-impl<'a> Routing<'a> {
-    fn push(&mut self, name: &'static HeaderName, value: Cow<'a, str>) {
-        self.fields[self.len] = (name, value);
-        self.len += 1;
-    }
-
-    /// The headers, in order.
-    pub fn as_slice(&self) -> &[Extra<'a>] {
-        &self.fields[..self.len]
-    }
-
-    /// The same headers, owning their values.
-    pub fn into_owned(self) -> Routing<'static> {
-        let Self { fields, len } = self;
-        Routing {
-            fields: fields.map(|(name, value)| (name, Cow::Owned(value.into_owned()))),
-            len,
-        }
-    }
-}
-
 fn no_answer(method: &str) -> UpstreamError {
     UpstreamError::Protocol {
         detail: format!("no answer to {method}"),
@@ -732,34 +678,4 @@ fn outgoing(
         .map_err(|e| UpstreamError::Protocol {
             detail: format!("cannot serialize {method} ({e})"),
         })
-}
-
-/// Remove the 2026-07-28 envelope keys (`io.modelcontextprotocol/...`) from `params._meta`.
-pub fn strip_envelope(params: &mut Value) {
-    let Some(obj) = params.as_object_mut() else {
-        return;
-    };
-    let empty = match obj.get_mut("_meta").and_then(Value::as_object_mut) {
-        Some(meta) => {
-            meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
-            meta.is_empty()
-        }
-        None => false,
-    };
-    if empty {
-        obj.remove("_meta");
-    }
-}
-
-/// A header value as 2026-07-28 wants it: verbatim if printable ASCII, else `=?base64?…?=`.
-pub fn header_safe(value: &str) -> Cow<'_, str> {
-    if value.bytes().all(|b| (0x20..=0x7e).contains(&b)) && !value.starts_with("=?base64?") {
-        Cow::Borrowed(value)
-    } else {
-        use base64::Engine;
-        Cow::Owned(format!(
-            "=?base64?{}?=",
-            base64::engine::general_purpose::STANDARD.encode(value)
-        ))
-    }
 }

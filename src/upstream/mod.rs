@@ -3,14 +3,14 @@
 //! Every byte mcpgw sends upstream goes through [`clients::ClientCache::client_for`], which
 //! carries the upstream's full TLS identity. That single path is the structural fix for NET-01.
 
+pub mod answer;
 pub mod bounded;
 pub mod clients;
 pub mod connection;
 pub mod deadline;
 pub mod diagnose;
-pub mod h1;
 pub mod identity;
-pub mod pool;
+pub mod message;
 pub mod raw;
 pub mod registry;
 pub mod scan;

@@ -4,8 +4,8 @@
 //! it, then to strip the upstream prefix), the `_meta` envelope (stamped or stripped for the
 //! upstream's era), and, on the way back, the id and the result's top-level fields. Everything
 //! else (the arguments, the content of the result) is copied as the bytes it came in, rather
-//! than parsed into a `serde_json::Value` and serialized again, which cost about a third of the
-//! gateway's own instructions per call.
+//! than parsed into a `serde_json::Value` and serialized again (the largest share of the
+//! gateway's own work per call when it was; docs/PERFORMANCE.md).
 //!
 //! Anything unusual (duplicate keys, a body that is not the expected shape) is not handled here:
 //! the caller falls back to the `Value` path, which answers it as before.

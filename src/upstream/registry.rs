@@ -5,6 +5,7 @@
 //! concurrent callers wait for one initialize instead of each starting their own.
 
 mod collection;
+mod view;
 
 use crate::session::SessionKey;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -21,7 +22,7 @@ use super::clients::ClientCache;
 use super::connection::{self, Connection};
 use super::raw::{RawAnswer, RawParams, Reply};
 use crate::metrics::{Metrics, UpstreamOutcome};
-use crate::store::{Health, HealthStatus, PemSource, Registration, Store};
+use crate::store::{Health, HealthStatus, Registration, Store};
 
 pub use collection::{IdentityReport, RegisterError, Registry, UnusableIdentity};
 
@@ -341,7 +342,7 @@ impl Upstream {
             return Ok(conn);
         }
         // Opening is rare and its future large (an initialize handshake): boxed, so that the
-        // future of every call does not carry its space (it took 3.7 of a call's 8.9 KiB).
+        // future of every call does not carry its space (docs/PERFORMANCE.md, fifth pass).
         Box::pin(self.reconnect()).await
     }
 
@@ -390,8 +391,9 @@ impl Upstream {
             .map_err(|e| UpstreamError::Connect {
                 diagnosis: e.to_string(),
             })?;
-        let headers = connection::auth_headers(&reg.auth)
-            .map_err(|diagnosis| UpstreamError::Connect { diagnosis })?;
+        let headers = connection::auth_headers(&reg.auth).map_err(|e| UpstreamError::Connect {
+            diagnosis: e.to_string(),
+        })?;
         let refresh = self.refresh.clone();
         let (updates, name) = (registry.updates.clone(), reg.name.clone());
         let this = Arc::downgrade(self);
@@ -701,58 +703,6 @@ impl Upstream {
         let (chain, _) = conn.client().identity.client.as_ref()?;
         let leaf = crate::tls::x509::parse("client certificate", chain.first()?).ok()?;
         Some(leaf.validity().not_after.timestamp())
-    }
-
-    /// A JSON view without secrets.
-    pub fn view(&self) -> Value {
-        let reg = self.reg.load();
-        let conn = self.conn.load_full();
-        let catalog = self.catalog.load();
-        let source = |s: &Option<PemSource>| match s {
-            Some(PemSource::Path(p)) => json!(p.display().to_string()),
-            Some(PemSource::Inline(_)) => json!("(inline PEM)"),
-            None => Value::Null,
-        };
-        let legacy = conn.as_ref().is_some_and(|c| {
-            c.client()
-                .observations
-                .legacy_cn_accepted
-                .load(Ordering::Relaxed)
-        }) || self.legacy_warned.load(Ordering::Relaxed);
-        let h = self.health();
-        json!({
-            "name": reg.name,
-            "url": reg.url,
-            "transport": reg.transport.as_str(),
-            "enabled": reg.enabled,
-            "tls": {
-                "ca_cert": source(&reg.tls.ca),
-                "client_cert": source(&reg.tls.client_cert),
-                "client_key": source(&reg.tls.client_key).as_str().map(|_| "(set)"),
-                "server_name": reg.tls.server_name,
-                "client_subject": conn.as_ref().and_then(|c| c.client().identity.client_subject()),
-            },
-            "auth": {
-                "bearer": reg.auth.bearer.is_some(),
-                "headers": reg.auth.headers.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
-            },
-            "health": {
-                "status": h.status.as_str(),
-                "since": rfc3339(h.since),
-                "last_success": h.last_success.map(rfc3339),
-                "last_error": h.last_error,
-                "consecutive_failures": h.consecutive_failures,
-            },
-            "protocol_version": conn.as_ref().map(|c| c.era.version().to_owned()),
-            "era": conn.as_ref().map(|c| match c.era { connection::Era::Session { .. } => "session", connection::Era::Stateless { .. } => "stateless" }),
-            "server_info": conn.as_ref().map(|c| c.server_info.clone()),
-            "tools": catalog.tools.iter().filter_map(|t| t.get("name").cloned()).collect::<Vec<_>>(),
-            "resources": catalog.resources.len(),
-            "prompts": catalog.prompts.len(),
-            "warnings": if legacy { vec!["legacy CN-only certificate accepted; reissue with SANs"] } else { Vec::new() },
-            "created_at": rfc3339(reg.created_at),
-            "updated_at": rfc3339(reg.updated_at),
-        })
     }
 }
 

@@ -3,8 +3,8 @@
 //!
 //! This is what [`super::raw::Members`] needs on every forwarded call, three times per call
 //! (the request, its params, the answer). serde_json did it through a visitor and `RawValue`,
-//! which cost about 10,000 instructions per call in `benches/instructions.sh`, more than any
-//! other part of mcpgw's own code. The scan here checks the same grammar (RFC 8259: no
+//! more work than any other part of mcpgw's own code at the time (docs/PERFORMANCE.md, fifth
+//! pass). The scan here checks the same grammar (RFC 8259: no
 //! trailing commas or garbage, no control characters in strings, valid escapes and surrogate
 //! pairs) in one pass, eight string bytes at a time.
 //!

@@ -1,21 +1,28 @@
 //! Legacy HTTP+SSE, client side: one long GET carries every answer; requests are POSTed to the
 //! `endpoint` the stream announces first. Answers are matched to waiting callers by id.
+//!
+//! Both go through the upstream's pool (`crate::h1::client`), like Streamable HTTP: the same
+//! TLS identity, the same connections, no redirects. The stream holds one pooled connection
+//! for as long as it is open; the POSTs take others.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
-use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue};
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 use tokio::sync::oneshot;
 
 use super::UpstreamError;
+use super::answer::{self, MAX_BODY, events};
 use super::clients::UpstreamClient;
 use super::diagnose::diagnose;
-use super::streamable::{MAX_BODY, excerpt, without_bom};
+use crate::h1::client::request;
+use crate::h1::client::{Answered, Driven};
+use crate::h1::fields::Lookup;
 
 type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
 type Sink = Arc<dyn Fn(Value) + Send + Sync>;
@@ -24,6 +31,8 @@ type Sink = Arc<dyn Fn(Value) + Send + Sync>;
 pub struct SseConn {
     client: UpstreamClient,
     post_url: url::Url,
+    /// `post_url`'s path and query, the target of every POST.
+    post_target: http::Uri,
     headers: HeaderMap,
     pending: Pending,
     alive: Arc<AtomicBool>,
@@ -57,107 +66,24 @@ impl SseConn {
         timeout: Duration,
         on_message: Sink,
     ) -> Result<Self, UpstreamError> {
-        let url = client.url.clone();
-        let open = async {
-            let response = client
-                .http
-                .get(url.clone())
-                .headers(headers.clone())
-                .header(ACCEPT, HeaderValue::from_static("text/event-stream"))
-                .send()
-                .await
-                .map_err(|e| UpstreamError::Connect {
-                    diagnosis: diagnose(&e, e.is_timeout(), &client),
-                })?;
-            let status = response.status();
-            if !status.is_success() {
-                let body = response.bytes().await.unwrap_or_default();
-                return Err(UpstreamError::Status {
-                    status: status.as_u16(),
-                    detail: excerpt(&body),
-                });
-            }
-            let ct = response
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
-            if !ct.starts_with("text/event-stream") {
-                return Err(UpstreamError::Protocol {
-                    detail: format!("GET {url} answered '{ct}', not an event stream"),
-                });
-            }
-            let mut events = without_bom(super::bounded::Bounded::new(
-                response.bytes_stream(),
-                MAX_BODY,
-            ))
-            .eventsource();
-            while let Some(event) = events.next().await {
-                let event = event.map_err(|e| UpstreamError::Protocol {
-                    detail: format!("broken event stream ({e})"),
-                })?;
-                if event.event == "endpoint" {
-                    let post_url =
-                        url.join(event.data.trim())
-                            .map_err(|e| UpstreamError::Protocol {
-                                detail: format!("bad endpoint event ({e})"),
-                            })?;
-                    return Ok((post_url, events));
-                }
-            }
-            Err(UpstreamError::Protocol {
-                detail: "the event stream ended before an `endpoint` event".into(),
-            })
-        };
-        let (post_url, mut events) =
-            tokio::time::timeout(timeout, open)
-                .await
-                .map_err(|_| UpstreamError::Timeout {
-                    secs: timeout.as_secs(),
-                })??;
-        if post_url.origin() != url.origin() {
-            return Err(UpstreamError::Protocol {
-                detail: format!("the endpoint event points to another origin ({post_url})"),
-            });
-        }
-
+        let (post_url, events) = tokio::time::timeout(timeout, endpoint(&client, &headers))
+            .await
+            .map_err(|_| UpstreamError::Timeout {
+                secs: timeout.as_secs(),
+            })??;
+        let post_target = super::message::target(&post_url)?;
         let pending: Pending = Arc::default();
         let alive = Arc::new(AtomicBool::new(true));
-        let reader = {
-            let (pending, alive) = (pending.clone(), alive.clone());
-            tokio::spawn(async move {
-                while let Some(event) = events.next().await {
-                    let Ok(event) = event else { break };
-                    if event.data.is_empty() || event.data.len() > MAX_BODY {
-                        continue;
-                    }
-                    let Ok(value) = serde_json::from_str::<Value>(&event.data) else {
-                        continue;
-                    };
-                    let is_answer = value.get("method").is_none()
-                        && (value.get("result").is_some() || value.get("error").is_some());
-                    if is_answer {
-                        let waiter = value
-                            .get("id")
-                            .and_then(|id| pending.lock().ok()?.remove(&key(id)));
-                        if let Some(tx) = waiter {
-                            let _ = tx.send(value);
-                        }
-                    } else {
-                        on_message(value);
-                    }
-                }
-                alive.store(false, Ordering::Release);
-                // Wake every waiter: their answers can no longer arrive.
-                if let Ok(mut p) = pending.lock() {
-                    p.clear();
-                }
-            })
-        };
+        let reader = tokio::spawn(read_answers(
+            events,
+            pending.clone(),
+            alive.clone(),
+            on_message,
+        ));
         Ok(Self {
             client,
             post_url,
+            post_target,
             headers,
             pending,
             alive,
@@ -176,13 +102,25 @@ impl SseConn {
         msg: &Value,
         timeout: Duration,
     ) -> Result<Option<Value>, UpstreamError> {
+        let expect = msg.get("id").filter(|_| msg.get("method").is_some());
+        let body = serde_json::to_vec(msg).map_err(|e| UpstreamError::Protocol {
+            detail: format!("cannot serialize the message ({e})"),
+        })?;
+        self.send_raw(&body, expect, timeout).await
+    }
+
+    /// Send an already serialized message; for a request (`expect` is its id), wait for its
+    /// answer on the stream.
+    pub async fn send_raw(
+        &self,
+        body: &[u8],
+        expect: Option<&Value>,
+        timeout: Duration,
+    ) -> Result<Option<Value>, UpstreamError> {
         if !self.is_alive() {
             return Err(UpstreamError::Closed);
         }
-        let expect = msg
-            .get("id")
-            .filter(|_| msg.get("method").is_some())
-            .map(key);
+        let expect = expect.map(key);
         let rx = expect.as_ref().map(|k| {
             let (tx, rx) = oneshot::channel();
             if let Ok(mut p) = self.pending.lock() {
@@ -191,29 +129,41 @@ impl SseConn {
             rx
         });
         let result = tokio::time::timeout(timeout, async {
-            let response = self
-                .client
-                .http
-                .post(self.post_url.clone())
-                .headers(self.headers.clone())
-                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                .json(msg)
-                .send()
+            let pool = &self.client.pool;
+            let request = request::post_json(
+                &self.post_target,
+                pool.authority(),
+                &self.headers,
+                &[],
+                body,
+            );
+            let Answered {
+                status,
+                headers,
+                body,
+            } = pool
+                .send(&request)
                 .await
                 .map_err(|e| UpstreamError::Connect {
                     diagnosis: diagnose(&e, e.is_timeout(), &self.client),
                 })?;
-            let status = response.status();
-            if status == reqwest::StatusCode::NOT_FOUND {
+            if status == StatusCode::NOT_FOUND {
+                body.finish();
                 return Err(UpstreamError::SessionExpired);
             }
             if !status.is_success() {
-                let body = response.bytes().await.unwrap_or_default();
-                return Err(UpstreamError::Status {
-                    status: status.as_u16(),
-                    detail: excerpt(&body),
-                });
+                let body = if status.is_redirection() {
+                    body.finish();
+                    bytes::Bytes::new()
+                } else {
+                    answer::read_limited(&self.client, body)
+                        .await
+                        .unwrap_or_default()
+                };
+                return Err(answer::refused(status, &headers, &body, &self.post_url));
             }
+            // The answer comes on the stream; this body is an acknowledgement ("Accepted").
+            body.finish();
             match rx {
                 Some(rx) => rx.await.map(Some).map_err(|_| UpstreamError::Closed),
                 None => Ok(None),
@@ -232,5 +182,190 @@ impl SseConn {
             p.remove(&k);
         }
         outcome
+    }
+}
+
+/// The events of the legacy stream, each a parsed SSE event or why the stream broke.
+type Events = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<eventsource_stream::Event, UpstreamError>> + Send>,
+>;
+
+/// GET the event stream and read it up to its `endpoint` event: the URL to POST to (on the
+/// stream's own origin), and the rest of the stream.
+async fn endpoint(
+    client: &UpstreamClient,
+    headers: &HeaderMap,
+) -> Result<(url::Url, Events), UpstreamError> {
+    let url = &client.url;
+    let body = open_stream(client, headers).await?;
+    let mut events: Events = Box::pin(events(body));
+    while let Some(event) = events.next().await {
+        let event = event?;
+        if event.event == "endpoint" {
+            let post_url = url
+                .join(event.data.trim())
+                .map_err(|e| UpstreamError::Protocol {
+                    detail: format!("bad endpoint event ({e})"),
+                })?;
+            if post_url.origin() != url.origin() {
+                return Err(UpstreamError::Protocol {
+                    detail: format!("the endpoint event points to another origin ({post_url})"),
+                });
+            }
+            return Ok((post_url, events));
+        }
+    }
+    Err(UpstreamError::Protocol {
+        detail: "the event stream ended before an `endpoint` event".into(),
+    })
+}
+
+/// Send the stream's `GET`; its body, once the answer says it is an event stream.
+async fn open_stream(
+    client: &UpstreamClient,
+    headers: &HeaderMap,
+) -> Result<Driven, UpstreamError> {
+    let url = &client.url;
+    let target = super::message::target(url)?;
+    let request = request::get_events(&target, client.pool.authority(), headers, &[]);
+    let Answered {
+        status,
+        headers: fields,
+        body,
+    } = client
+        .pool
+        .send(&request)
+        .await
+        .map_err(|e| UpstreamError::Connect {
+            diagnosis: diagnose(&e, e.is_timeout(), client),
+        })?;
+    if !status.is_success() {
+        let body = if status.is_redirection() {
+            body.finish();
+            bytes::Bytes::new()
+        } else {
+            answer::read_limited(client, body).await.unwrap_or_default()
+        };
+        return Err(answer::refused(status, &fields, &body, url));
+    }
+    let content_type = fields.value(&CONTENT_TYPE).unwrap_or_default();
+    if !answer::starts_with_media_type(content_type, "text/event-stream") {
+        return Err(UpstreamError::Protocol {
+            detail: format!(
+                "GET {url} answered '{}', not an event stream",
+                String::from_utf8_lossy(content_type)
+            ),
+        });
+    }
+    Ok(body)
+}
+
+/// Read the stream to its end: answers go to the callers waiting for them, anything else to
+/// `on_message`. When it ends, the connection is no longer alive and every waiter is let go.
+async fn read_answers(
+    mut events: Events,
+    pending: Pending,
+    alive: Arc<AtomicBool>,
+    on_message: Sink,
+) {
+    while let Some(event) = events.next().await {
+        let Ok(event) = event else { break };
+        if event.data.is_empty() || event.data.len() > MAX_BODY {
+            continue;
+        }
+        let Ok(value) = serde_json::from_str::<Value>(&event.data) else {
+            continue;
+        };
+        let is_answer = value.get("method").is_none()
+            && (value.get("result").is_some() || value.get("error").is_some());
+        if is_answer {
+            let waiter = value
+                .get("id")
+                .and_then(|id| pending.lock().ok()?.remove(&key(id)));
+            if let Some(tx) = waiter {
+                let _ = tx.send(value);
+            }
+        } else {
+            on_message(value);
+        }
+    }
+    alive.store(false, Ordering::Release);
+    // Wake every waiter: their answers can no longer arrive.
+    if let Ok(mut p) = pending.lock() {
+        p.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::clients::ClientCache;
+    use crate::upstream::identity::PathPolicy;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server on 127.0.0.1 that answers every request on every connection with `answer`.
+    async fn answering(answer: &'static [u8]) -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    while sock.read(&mut buf).await.unwrap_or(0) > 0 {
+                        if sock.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        format!("http://{addr}/sse")
+    }
+
+    #[tokio::test]
+    async fn a_redirected_event_stream_is_refused_naming_only_the_origin() {
+        let url = answering(
+            b"HTTP/1.1 302 Found\r\nlocation: https://elsewhere.example:8443/sse?token=secret\r\ncontent-length: 0\r\n\r\n",
+        )
+        .await;
+        let client = ClientCache::new(PathPolicy::default())
+            .client_for(&url, &crate::store::TlsSettings::default())
+            .unwrap();
+        let err = SseConn::open(
+            client,
+            HeaderMap::new(),
+            Duration::from_secs(5),
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "the upstream answered HTTP 302: a redirect to https://elsewhere.example:8443, which mcpgw does not follow"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_that_is_not_an_event_stream_says_what_it_was() {
+        let url =
+            answering(b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 2\r\n\r\nhi")
+                .await;
+        let client = ClientCache::new(PathPolicy::default())
+            .client_for(&url, &crate::store::TlsSettings::default())
+            .unwrap();
+        let err = SseConn::open(
+            client,
+            HeaderMap::new(),
+            Duration::from_secs(5),
+            Arc::new(|_| {}),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.ends_with("answered 'text/html', not an event stream"),
+            "{err}"
+        );
     }
 }

@@ -5,23 +5,20 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
-use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
-use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HOST, TRANSFER_ENCODING, USER_AGENT};
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use http_body_util::{BodyDataStream, BodyExt};
+use http::header::CONTENT_TYPE;
+use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
 use super::UpstreamError;
+use super::answer::{self, events, read_limited, starts_with_media_type};
 use super::clients::UpstreamClient;
-use super::connection::Routing;
 use super::diagnose::diagnose;
-use super::pool::{Answered, Driven};
+use super::message::Routing;
 use super::raw::Reply;
-use crate::headers::{Fields, Lookup};
-
-/// Largest JSON answer accepted from an upstream.
-pub const MAX_BODY: usize = 16 * 1024 * 1024;
+use crate::h1::client::pool::{self, Answered, Driven};
+use crate::h1::client::request;
+use crate::h1::fields::{Fields, Lookup};
 
 /// What a POST brought back.
 #[derive(Debug)]
@@ -60,9 +57,9 @@ pub async fn post(
     post_raw(client, target, out, timeout, on_message).await
 }
 
-/// A header of one message only: a 2026-07-28 routing header, its value already checked to
-/// be one a header can carry.
-pub type Extra<'a> = (&'static HeaderName, Cow<'a, str>);
+// Where the fuzz targets and `tests/fuzz_corpus.rs` reach the event-stream pieces.
+pub use super::answer::{MAX_BODY, excerpt, without_bom};
+pub use crate::h1::client::request::Extra;
 
 /// A message ready to POST.
 #[derive(Debug)]
@@ -77,16 +74,6 @@ pub struct Outgoing<'a> {
     pub expect_id: Option<Value>,
 }
 
-/// The request target for an upstream URL: its path and query (origin-form), parsed once per
-/// connection rather than per request.
-pub fn target(url: &url::Url) -> Result<http::Uri, UpstreamError> {
-    url[url::Position::BeforePath..]
-        .parse()
-        .map_err(|e| UpstreamError::Connect {
-            diagnosis: format!("invalid upstream URL '{url}': {e}"),
-        })
-}
-
 /// POST an already serialized message; see [`post`].
 pub async fn post_raw(
     client: &UpstreamClient,
@@ -96,7 +83,7 @@ pub async fn post_raw(
     on_message: &(dyn Fn(Value) + Send + Sync),
 ) -> Result<Answer, UpstreamError> {
     let pool = &client.pool;
-    let request = serialize(target, pool.authority(), &out);
+    let request = request::post_json(target, pool.authority(), out.headers, out.extra, &out.body);
     let send = async {
         let response = pool
             .send(&request)
@@ -120,86 +107,6 @@ pub async fn post_raw(
         })?
 }
 
-/// The `User-Agent` of every request upstream.
-const AGENT: &str = concat!("mcpgw/", env!("CARGO_PKG_VERSION"));
-
-/// Header fields the request writes itself, whatever the connection's headers say.
-const OWN_HEADERS: [HeaderName; 6] = [
-    HOST,
-    ACCEPT,
-    CONTENT_TYPE,
-    USER_AGENT,
-    CONTENT_LENGTH,
-    TRANSFER_ENCODING,
-];
-
-/// `out` as an HTTP/1.1 POST to `target` on `host`: the connection's headers, then this
-/// message's own (which replace any of the same name), then the fixed ones, then the body.
-/// Header values cannot hold CR or LF (`HeaderValue` refuses them), so nothing put in a
-/// header can end it early.
-fn serialize(target: &http::Uri, host: &HeaderValue, out: &Outgoing<'_>) -> Vec<u8> {
-    let mut digits = [0; 20];
-    let own: [(&[u8], &[u8]); 4] = [
-        (b"accept", b"application/json, text/event-stream"),
-        (b"content-type", b"application/json"),
-        (b"user-agent", AGENT.as_bytes()),
-        (
-            b"content-length",
-            crate::headers::decimal(out.body.len(), &mut digits),
-        ),
-    ];
-    write_request(
-        "POST",
-        target,
-        host,
-        out.headers,
-        out.extra,
-        &own,
-        &out.body,
-    )
-}
-
-/// An HTTP/1.1 request to `target` on `host`: `headers` (but the [`OWN_HEADERS`] and those
-/// `extra` replaces), then `extra`, then `own`, then `body`.
-fn write_request(
-    method: &str,
-    target: &http::Uri,
-    host: &HeaderValue,
-    headers: &HeaderMap,
-    extra: &[Extra<'_>],
-    own: &[(&[u8], &[u8])],
-    body: &[u8],
-) -> Vec<u8> {
-    let path = target.path_and_query().map_or("/", |p| p.as_str());
-    let mut req = Vec::with_capacity(320 + body.len());
-    let field = |req: &mut Vec<u8>, name: &[u8], value: &[u8]| {
-        req.extend_from_slice(name);
-        req.extend_from_slice(b": ");
-        req.extend_from_slice(value);
-        req.extend_from_slice(b"\r\n");
-    };
-    req.extend_from_slice(method.as_bytes());
-    req.push(b' ');
-    req.extend_from_slice(path.as_bytes());
-    req.extend_from_slice(b" HTTP/1.1\r\n");
-    field(&mut req, b"host", host.as_bytes());
-    for (name, value) in headers {
-        if OWN_HEADERS.contains(name) || extra.iter().any(|(n, _)| *n == name) {
-            continue;
-        }
-        field(&mut req, name.as_str().as_bytes(), value.as_bytes());
-    }
-    for (name, value) in extra {
-        field(&mut req, name.as_str().as_bytes(), value.as_bytes());
-    }
-    for (name, value) in own {
-        field(&mut req, name, value);
-    }
-    req.extend_from_slice(b"\r\n");
-    req.extend_from_slice(body);
-    req
-}
-
 async fn read_answer(
     client: &UpstreamClient,
     response: Answered,
@@ -212,9 +119,14 @@ async fn read_answer(
         headers,
         body,
     } = response;
-    if status == StatusCode::NOT_FOUND && sent_headers.contains_key(&crate::headers::SESSION_ID) {
+    if status == StatusCode::NOT_FOUND && sent_headers.contains_key(&crate::h1::fields::SESSION_ID)
+    {
         body.finish();
         return Err(UpstreamError::SessionExpired);
+    }
+    if status.is_redirection() {
+        body.finish();
+        return Err(answer::refused(status, &headers, b"", &client.url));
     }
     if !status.is_success() {
         let body = read_limited(client, body).await.unwrap_or_default();
@@ -228,10 +140,7 @@ async fn read_answer(
                 headers,
             });
         }
-        return Err(UpstreamError::Status {
-            status: status.as_u16(),
-            detail: excerpt(&body),
-        });
+        return Err(answer::refused(status, &headers, &body, &client.url));
     }
     let content_type = headers.value(&CONTENT_TYPE).unwrap_or_default();
     let is = |media_type| starts_with_media_type(content_type, media_type);
@@ -273,7 +182,7 @@ async fn read_answer(
             if is_answer && value.get("id") == expect_id {
                 // The stream normally ends right after the answer; its connection is reused
                 // once it has.
-                super::pool::finish_events(Box::pin(events));
+                pool::finish_events(Box::pin(events));
                 return Ok(Answer {
                     response: Some(Reply::Value(value)),
                     headers,
@@ -296,50 +205,6 @@ async fn read_answer(
     })
 }
 
-/// Whether a `Content-Type` value starts with `media_type` (lower case), in any case: read as
-/// bytes, without a copy lowered for the comparison.
-fn starts_with_media_type(content_type: &[u8], media_type: &str) -> bool {
-    content_type
-        .get(..media_type.len())
-        .is_some_and(|start| start.eq_ignore_ascii_case(media_type.as_bytes()))
-}
-
-/// The whole body, at most [`MAX_BODY`] bytes; the connection goes back to the pool after.
-async fn read_limited(client: &UpstreamClient, body: Driven) -> Result<Bytes, UpstreamError> {
-    match http_body_util::Limited::new(body, MAX_BODY).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(err)
-            if err
-                .downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some() =>
-        {
-            Err(UpstreamError::Protocol {
-                detail: format!("the answer exceeds {MAX_BODY} bytes"),
-            })
-        }
-        Err(err) => Err(UpstreamError::Connect {
-            diagnosis: diagnose(&*err, false, client),
-        }),
-    }
-}
-
-/// The SSE events of a response body: a leading BOM skipped, each event at most [`MAX_BODY`]
-/// bytes, a broken stream as a protocol error.
-fn events(
-    body: Driven,
-) -> impl futures_util::Stream<Item = Result<eventsource_stream::Event, UpstreamError>> {
-    without_bom(super::bounded::Bounded::new(
-        BodyDataStream::new(body),
-        MAX_BODY,
-    ))
-    .eventsource()
-    .map(|event| {
-        event.map_err(|e| UpstreamError::Protocol {
-            detail: format!("broken event stream ({e})"),
-        })
-    })
-}
-
 /// How one `GET` stream of [`listen`] ended.
 #[derive(Debug, PartialEq, Eq)]
 enum Listened {
@@ -359,12 +224,12 @@ enum Listened {
 /// a stream was open means the session is gone, and the sink is told ([`SESSION_GONE`]) so
 /// that its owner reconnects.
 ///
-/// [`SESSION_GONE`]: super::connection::SESSION_GONE
+/// [`SESSION_GONE`]: super::message::SESSION_GONE
 pub async fn listen(
     client: UpstreamClient,
     target: http::Uri,
     headers: HeaderMap,
-    on_message: super::connection::MessageSink,
+    on_message: super::message::MessageSink,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut failures = 0u32;
@@ -372,16 +237,17 @@ pub async fn listen(
     // The id of the last event that came, sent back on a reconnect so that a server that keeps
     // its events replays those sent meanwhile.
     let mut last_id: Option<String> = None;
-    let own: [(&[u8], &[u8]); 2] = [
-        (b"accept", b"text/event-stream"),
-        (b"user-agent", AGENT.as_bytes()),
-    ];
     loop {
         let resume: Vec<Extra<'_>> = (last_id.iter())
-            .map(|id| (&crate::headers::LAST_EVENT_ID, Cow::Borrowed(id.as_str())))
+            .map(|id| {
+                (
+                    &crate::h1::fields::LAST_EVENT_ID,
+                    Cow::Borrowed(id.as_str()),
+                )
+            })
             .collect();
         let authority = client.pool.authority();
-        let request = write_request("GET", &target, authority, &headers, &resume, &own, b"");
+        let request = request::get_events(&target, authority, &headers, &resume);
         let stream = listen_once(&client, &request, &*on_message, &mut opened, &mut last_id);
         let listened = tokio::select! {
             () = stop.cancelled() => return,
@@ -398,7 +264,7 @@ pub async fn listen(
             }
             Ok(Listened::Refused(StatusCode::NOT_FOUND)) => {
                 on_message(
-                    serde_json::json!({"jsonrpc": "2.0", "method": super::connection::SESSION_GONE}),
+                    serde_json::json!({"jsonrpc": "2.0", "method": super::message::SESSION_GONE}),
                 );
                 return;
             }
@@ -442,10 +308,7 @@ async fn open_stream(
         StatusCode::METHOD_NOT_ALLOWED => return Ok(Err(Listened::Unsupported)),
         status if status.is_client_error() => return Ok(Err(Listened::Refused(status))),
         status if !status.is_success() => {
-            return Err(UpstreamError::Status {
-                status: status.as_u16(),
-                detail: String::new(),
-            });
+            return Err(answer::refused(status, &headers, b"", &client.url));
         }
         _ => {}
     }
@@ -478,7 +341,7 @@ async fn listen_once(
     let mut events = events(body);
     while let Some(event) = events.next().await {
         let event = event?;
-        if !event.id.is_empty() && crate::headers::can_carry(&event.id) {
+        if !event.id.is_empty() && crate::h1::fields::can_carry(&event.id) {
             *last_id = Some(event.id);
         }
         if event.data.is_empty() {
@@ -518,7 +381,7 @@ pub async fn listen_modern(
     headers: HeaderMap,
     ask: ListenAsk,
     mut uris: tokio::sync::watch::Receiver<Vec<String>>,
-    on_message: super::connection::MessageSink,
+    on_message: super::message::MessageSink,
     stop: tokio_util::sync::CancellationToken,
 ) {
     let mut failures = 0u32;
@@ -528,33 +391,8 @@ pub async fn listen_modern(
     let mut ever_acknowledged = false;
     loop {
         n += 1;
-        let mut filter = ask.notifications.clone();
         let wanted = uris.borrow_and_update().clone();
-        if !wanted.is_empty() {
-            filter.insert("resourceSubscriptions".into(), serde_json::json!(wanted));
-        }
-        let body = serde_json::json!({
-            "jsonrpc": "2.0", "id": format!("mcpgw-listen-{n}"), "method": "subscriptions/listen",
-            "params": {"notifications": filter, "_meta": ask.meta},
-        })
-        .to_string();
-        let length = body.len().to_string();
-        let own: [(&[u8], &[u8]); 4] = [
-            (b"accept", b"application/json, text/event-stream"),
-            (b"content-type", b"application/json"),
-            (b"content-length", length.as_bytes()),
-            (b"user-agent", AGENT.as_bytes()),
-        ];
-        let authority = client.pool.authority();
-        let request = write_request(
-            "POST",
-            &target,
-            authority,
-            &headers,
-            ask.extra.as_slice(),
-            &own,
-            body.as_bytes(),
-        );
+        let request = listen_request(&client, &target, &headers, &ask, n, wanted);
         let this = stop.child_token();
         let (acked_tx, mut acked) = tokio::sync::oneshot::channel();
         let mut stream = tokio::spawn({
@@ -640,6 +478,34 @@ pub async fn listen_modern(
     }
 }
 
+/// The bytes of `subscriptions/listen` request number `n`: `ask`'s list changes, and updates
+/// of `wanted`.
+fn listen_request(
+    client: &UpstreamClient,
+    target: &http::Uri,
+    headers: &HeaderMap,
+    ask: &ListenAsk,
+    n: u64,
+    wanted: Vec<String>,
+) -> Vec<u8> {
+    let mut filter = ask.notifications.clone();
+    if !wanted.is_empty() {
+        filter.insert("resourceSubscriptions".into(), serde_json::json!(wanted));
+    }
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": format!("mcpgw-listen-{n}"), "method": "subscriptions/listen",
+        "params": {"notifications": filter, "_meta": ask.meta},
+    })
+    .to_string();
+    request::post_json(
+        target,
+        client.pool.authority(),
+        headers,
+        ask.extra.as_slice(),
+        body.as_bytes(),
+    )
+}
+
 /// The pause before a standing stream is opened again after `failures` failures in a row:
 /// 1 s doubling to 30 s.
 fn backoff(failures: u32) -> Duration {
@@ -686,7 +552,7 @@ async fn listen_modern_once(
             }
             Some(_) => {
                 if let Some(params) = message.get_mut("params") {
-                    super::connection::strip_envelope(params);
+                    super::message::strip_envelope(params);
                 }
                 on_message(message);
             }
@@ -697,116 +563,48 @@ async fn listen_modern_once(
     Ok(Listened::Ended)
 }
 
-/// A short, printable excerpt of a body for error messages.
-pub fn excerpt(body: &[u8]) -> String {
-    if body.is_empty() {
-        return String::new();
-    }
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
-    let text: String = text.chars().filter(|c| !c.is_control()).collect();
-    format!(": {}", text.trim())
-}
-
-/// The UTF-8 byte-order mark, which the SSE spec says to ignore at the start of a stream.
-const BOM: &[u8] = b"\xEF\xBB\xBF";
-
-/// An upstream's event-stream body with its leading byte-order mark(s) removed, even when split
-/// across chunks. eventsource-stream 0.2.3 panics on a stream that starts with one (it slices one
-/// byte off the three-byte char), which killed the request task: found by `fuzz/` (sse_parser).
-pub fn without_bom<S, E>(body: S) -> impl futures_util::Stream<Item = Result<bytes::Bytes, E>>
-where
-    S: futures_util::Stream<Item = Result<bytes::Bytes, E>>,
-{
-    // `Some` until the first three bytes (or the end) decide whether a BOM is there.
-    let mut head: Option<Vec<u8>> = Some(Vec::new());
-    body.filter_map(move |item| {
-        let out = match (item, head.take()) {
-            (Ok(chunk), Some(mut buf)) => {
-                buf.extend_from_slice(&chunk);
-                // Every leading BOM: after one is stripped, a second would hit the same panic.
-                let mut rest: &[u8] = &buf;
-                while let Some(after) = rest.strip_prefix(BOM) {
-                    rest = after;
-                }
-                if rest.len() < BOM.len() && BOM.starts_with(rest) {
-                    head = Some(rest.to_vec());
-                    None
-                } else {
-                    Some(Ok(bytes::Bytes::copy_from_slice(rest)))
-                }
-            }
-            (item, pending) => {
-                head = pending;
-                Some(item)
-            }
-        };
-        std::future::ready(out)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::clients::ClientCache;
+    use crate::upstream::identity::PathPolicy;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[test]
-    fn media_types_match_in_any_case_with_or_without_parameters() {
-        for (value, json, sse) in [
-            (&b"application/json"[..], true, false),
-            (b"Application/JSON; charset=utf-8", true, false),
-            (b"TEXT/EVENT-STREAM", false, true),
-            (b"text/event-stream;charset=UTF-8", false, true),
-            (b"application/jso", false, false),
-            (b"text/html", false, false),
-            (b"", false, false),
-        ] {
-            let shown = String::from_utf8_lossy(value);
-            assert_eq!(
-                starts_with_media_type(value, "application/json"),
-                json,
-                "{shown}"
-            );
-            assert_eq!(
-                starts_with_media_type(value, "text/event-stream"),
-                sse,
-                "{shown}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_request_is_written_once_per_header_with_the_fixed_ones_last() {
-        let mut headers = HeaderMap::new();
-        headers.insert("authorization", HeaderValue::from_static("Bearer t"));
-        // Fields the request writes itself, and one this message replaces.
-        headers.insert(ACCEPT, HeaderValue::from_static("text/plain"));
-        headers.insert(CONTENT_LENGTH, HeaderValue::from_static("999"));
-        headers.insert("mcp-name", HeaderValue::from_static("old"));
-        let extra = [(&crate::headers::NAME, Cow::Borrowed("new"))];
-        let out = Outgoing {
-            headers: &headers,
-            extra: &extra,
-            body: Bytes::from_static(b"{\"a\":1}"),
-            expect_id: None,
-        };
-        let target: http::Uri = "/mcp?x=1".parse().unwrap();
-        let written = serialize(&target, &HeaderValue::from_static("h:1"), &out);
-        let text = String::from_utf8(written).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert_eq!(body, "{\"a\":1}");
-        let mut lines = head.split("\r\n");
-        assert_eq!(lines.next(), Some("POST /mcp?x=1 HTTP/1.1"));
-        let fields: Vec<&str> = lines.collect();
+    #[tokio::test]
+    async fn a_redirect_is_not_followed_and_names_only_the_origin() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = sock.read(&mut buf).await;
+                let _ = sock
+                    .write_all(b"HTTP/1.1 307 Temporary Redirect\r\nlocation: /other?key=secret\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        let url = format!("http://{addr}/mcp");
+        let client = ClientCache::new(PathPolicy::default())
+            .client_for(&url, &crate::store::TlsSettings::default())
+            .unwrap();
+        let target = super::super::message::target(&client.url).unwrap();
+        let msg = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "ping"});
+        let err = post(
+            &client,
+            &target,
+            &HeaderMap::new(),
+            &msg,
+            Duration::from_secs(5),
+            &|_| {},
+        )
+        .await
+        .unwrap_err()
+        .to_string();
         assert_eq!(
-            fields,
-            [
-                "host: h:1",
-                "authorization: Bearer t",
-                "mcp-name: new",
-                "accept: application/json, text/event-stream",
-                "content-type: application/json",
-                &format!("user-agent: {AGENT}"),
-                "content-length: 7",
-            ]
+            err,
+            format!(
+                "the upstream answered HTTP 307: a redirect to http://{addr}, which mcpgw does not follow"
+            )
         );
     }
 }

@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use memchr::memmem::Finder;
 use serde_json::Value;
 
-use crate::headers::Lookup;
+use crate::h1::fields::Lookup;
 use crate::http::era;
 use crate::jsonrpc::{self, Kind};
 use crate::upstream::connection::META_PROTOCOL_VERSION;

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use serde_json::Value;
 
 use super::message::Message;
-use crate::headers::{Lookup, PROTOCOL_VERSION};
+use crate::h1::fields::{Lookup, PROTOCOL_VERSION};
 use crate::http::era;
 use crate::jsonrpc::{self, Kind, code};
 
@@ -59,7 +59,7 @@ pub fn admit(
     has_session: bool,
 ) -> Result<Era, Refusal> {
     let version = headers.and_then(|h| h.value(&PROTOCOL_VERSION));
-    let version_text = version.and_then(crate::headers::visible);
+    let version_text = version.and_then(crate::h1::fields::visible);
     if let Some(v) = version_text
         && !era::is_supported(v)
     {

@@ -98,6 +98,12 @@ impl Registry {
         &self.inner.settings
     }
 
+    /// The upstream wait its pools use: a downstream request counts itself in with
+    /// `wait().serving()`, so that the wait can tell a lone request from a crowd.
+    pub fn wait(&self) -> &Arc<crate::h1::client::Wait> {
+        self.inner.clients.wait()
+    }
+
     /// The client cache (for diagnostics and metrics).
     pub fn clients(&self) -> &ClientCache {
         &self.inner.clients

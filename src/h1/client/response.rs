@@ -3,8 +3,7 @@
 //!
 //! This is all the pool needs of HTTP, done on the task that sent the request: no connection
 //! task, no channel between the two, no request or header map built only to be serialized
-//! again. hyper's client did the same job with about 13,000 more instructions per forwarded
-//! call (`benches/instructions.sh`), a fifth of what mcpgw then executed per call.
+//! again (what a general client does on every call; docs/PERFORMANCE.md, fifth pass).
 //!
 //! What it reads: a status line, up to [`MAX_HEADERS`] header fields within [`MAX_HEAD`]
 //! bytes, interim 1xx responses (skipped), and a body framed by `Transfer-Encoding: chunked`,
@@ -17,7 +16,7 @@ use std::task::{Context, Poll, ready};
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderName, StatusCode};
 
-use crate::headers::{Fields, Lookup, visible};
+use crate::h1::fields::{Fields, Lookup, visible};
 
 /// Largest response head.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -486,7 +485,7 @@ mod tests {
         .await;
         let h = head(&mut w).await.unwrap();
         let name = HeaderName::from_static;
-        assert_eq!(h.headers.text(&crate::headers::SESSION_ID), Some("abc"));
+        assert_eq!(h.headers.text(&crate::h1::fields::SESSION_ID), Some("abc"));
         assert_eq!(h.headers.text(&name("x-empty")), Some(""));
         let two: Vec<&[u8]> = h.headers.get_all(&name("x-two")).collect();
         assert_eq!(two, [b"1", b"2"]);

@@ -1,8 +1,8 @@
 //! HTTP/1.1 for the listener's hot route, `POST /mcp`, served without hyper.
 //!
 //! Nearly every forwarded call is a `POST /mcp` with a `Content-Length` body on a kept-alive
-//! HTTP/1.1 connection. hyper's server spent about 13k instructions on each (a quarter of the
-//! gateway's user time per call; docs/PERFORMANCE.md). This loop parses the head with httparse,
+//! HTTP/1.1 connection, and hyper's general server was the largest item of the gateway's user
+//! time on it (docs/PERFORMANCE.md, seventh pass). This loop parses the head with httparse,
 //! takes the body by its length, passes the request through the same gate and handler as
 //! hyper's path ([`front::post_mcp_read`]) and writes the answer itself.
 //!
@@ -38,7 +38,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
-use crate::headers::{Fields, Incoming};
+use crate::h1::fields::{Fields, Incoming};
 use crate::http::mcp::Reply;
 use crate::http::{App, AppState, front, limits};
 
@@ -84,7 +84,7 @@ where
         return;
     };
     let io = Prefixed { prefix: read, io };
-    super::serve_hyper(io, app, watcher, limits.header_timeout).await;
+    crate::server::serve_hyper(io, app, watcher, limits.header_timeout).await;
 }
 
 /// Serve `POST /mcp` requests until the connection ends (`None`) or has something else to
@@ -458,7 +458,7 @@ fn push_length(out: &mut Vec<u8>, n: usize) {
     push_field(
         out,
         b"content-length",
-        crate::headers::decimal(n, &mut [0; 20]),
+        crate::h1::fields::decimal(n, &mut [0; 20]),
     );
 }
 
@@ -571,7 +571,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::headers::Lookup;
+    use crate::h1::fields::Lookup;
 
     fn classify(text: &str) -> Head {
         let mut fields = Vec::new();
@@ -674,7 +674,7 @@ mod tests {
             .collect();
         assert_eq!(values, [("Mcp-Session-Id", "abc"), ("content-length", "2")]);
         let fields = Fields::new(Bytes::from(text), fields);
-        assert_eq!(fields.text(&crate::headers::SESSION_ID), Some("abc"));
+        assert_eq!(fields.text(&crate::h1::fields::SESSION_ID), Some("abc"));
         assert_eq!(fields.text(&CONTENT_LENGTH), Some("2"));
     }
 }

@@ -1,7 +1,7 @@
-//! Pooled HTTP/1.1 connections to one upstream origin, for the Streamable HTTP POSTs that carry
-//! every call, listing and health check.
+//! Pooled HTTP/1.1 connections to one upstream origin, for every request mcpgw sends upstream
+//! (calls, listings, health checks, and the streams of both upstream transports).
 //!
-//! A pool is made by [`super::clients::ClientCache`] for one TLS identity and one origin, and
+//! A pool is made by `crate::upstream::clients::ClientCache` for one TLS identity and one origin, and
 //! shares that identity's rustls config (so its handshakes carry the client certificate and
 //! record what they saw, exactly like every other upstream connection). Compared with a general
 //! purpose client it does only what the hot path needs: take an idle connection (or dial one),
@@ -23,12 +23,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
-use crate::headers::Fields;
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use url::Url;
 
-use super::h1::{Framing, Head, Io, Wire, closed};
+use super::response::{Framing, Head, Io, Wire, closed};
+use super::wait::{Tcp, Wait};
+use crate::h1::fields::Fields;
 
 /// How long a new TCP connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -80,6 +81,32 @@ impl PoolError {
     }
 }
 
+/// Why no pool can be made for a URL.
+#[derive(Debug, thiserror::Error)]
+pub enum OriginError {
+    /// The URL names no host.
+    #[error("no host")]
+    NoHost,
+    /// The URL has no port and its scheme no default one.
+    #[error("no port")]
+    NoPort,
+    /// The host and port cannot be sent as a `Host` header.
+    #[error("'{authority}' cannot be sent as a Host header")]
+    Authority {
+        /// `host[:port]` as it would be sent.
+        authority: String,
+    },
+    /// The host is not a name (or address) a certificate can be verified for.
+    #[error("'{host}' is not a name a certificate can be verified for")]
+    ServerName {
+        /// The URL's host.
+        host: String,
+    },
+    /// An `https` URL without a TLS configuration.
+    #[error("https needs a TLS configuration")]
+    NoTls,
+}
+
 /// Why a request on a connection got no response head.
 enum SendError {
     /// The connection closed (or was reset) before a byte of an answer came: on a reused
@@ -95,9 +122,9 @@ enum SendError {
 /// One HTTP/1.1 connection, used by one request at a time.
 struct Conn {
     wire: Wire,
-    /// A duplicate of the socket, to wait for the answer on without tokio (see [`spin`]).
+    /// A duplicate of the socket, to wait for the answer on without tokio (see [`Wait`]).
     watch: Option<std::os::fd::OwnedFd>,
-    /// Tells the socket that [`spin`] saw it readable (see [`Tcp`]).
+    /// Tells the socket that the wait saw it readable (see [`Tcp`]).
     seen: Arc<AtomicBool>,
 }
 
@@ -108,7 +135,7 @@ impl Conn {
     }
 
     /// Write a request and read until its response head is in.
-    async fn send(&mut self, request: &[u8]) -> Result<Head, SendError> {
+    async fn send(&mut self, request: &[u8], wait: &Wait) -> Result<Head, SendError> {
         if let Err(e) = self.wire.write(request).await {
             // An upstream may refuse a large body from its head alone (413, 401) and close
             // without reading the rest: the write then fails, but its answer came first and is
@@ -131,7 +158,7 @@ impl Conn {
                 if r.is_pending()
                     && !std::mem::replace(&mut waited, true)
                     && let Some(fd) = &self.watch
-                    && spin::wait(fd)
+                    && wait.wait(fd)
                 {
                     // The answer is here: read it now, on this thread, instead of waiting for
                     // the I/O driver to hear of it (see [`Tcp`]).
@@ -175,6 +202,8 @@ pub struct Pool {
     /// The `Host` header.
     authority: HeaderValue,
     idle: Mutex<Vec<(Conn, Instant)>>,
+    /// The upstream wait, shared by every pool of the gateway.
+    wait: Arc<Wait>,
 }
 
 enum Dial {
@@ -193,26 +222,32 @@ impl std::fmt::Debug for Pool {
 
 impl Pool {
     /// A pool for `url`'s origin. `url`'s host is the name verified and sent as `Host`;
-    /// `pin` dials an address instead of resolving it. `tls` is used for `https`.
+    /// `pin` dials an address instead of resolving it. `tls` is used for `https`; answers are
+    /// waited for with `wait`.
     pub fn new(
         url: &Url,
         pin: Option<SocketAddr>,
         tls: Option<Arc<rustls::ClientConfig>>,
-    ) -> Result<Self, String> {
-        let host = url.host_str().ok_or("no host")?;
-        let port = url.port_or_known_default().ok_or("no port")?;
+        wait: Arc<Wait>,
+    ) -> Result<Self, OriginError> {
+        let host = url.host_str().ok_or(OriginError::NoHost)?;
+        let port = url.port_or_known_default().ok_or(OriginError::NoPort)?;
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let authority = match url.port() {
             Some(p) => format!("{host}:{p}"),
             None => host.to_owned(),
         };
-        let authority = HeaderValue::from_str(&authority).map_err(|e| e.to_string())?;
+        let authority =
+            HeaderValue::from_str(&authority).map_err(|_| OriginError::Authority { authority })?;
         let tls = match (url.scheme(), tls) {
             ("https", Some(config)) => {
-                let name = ServerName::try_from(bare.to_owned()).map_err(|e| e.to_string())?;
+                let name =
+                    ServerName::try_from(bare.to_owned()).map_err(|_| OriginError::ServerName {
+                        host: bare.to_owned(),
+                    })?;
                 Some((tokio_rustls::TlsConnector::from(config), name))
             }
-            ("https", None) => return Err("https needs a TLS configuration".into()),
+            ("https", None) => return Err(OriginError::NoTls),
             _ => None,
         };
         Ok(Self {
@@ -224,6 +259,7 @@ impl Pool {
             tls,
             authority,
             idle: Mutex::new(Vec::new()),
+            wait,
         })
     }
 
@@ -237,9 +273,9 @@ impl Pool {
     /// back to the pool when the response's body has been read to its end; dropping the body
     /// unfinished closes it.
     pub async fn send(self: &Arc<Self>, request: &[u8]) -> Result<Answered, PoolError> {
-        let _busy = spin::Busy::enter();
+        let _busy = self.wait.busy();
         while let Some(mut conn) = self.take_idle() {
-            match conn.send(request).await {
+            match conn.send(request, &self.wait).await {
                 Ok(head) => return Ok(self.driven(head, conn)),
                 Err(SendError::Unanswered(_)) => continue,
                 Err(SendError::Failed(source)) => return Err(self.failed(source)),
@@ -248,7 +284,7 @@ impl Pool {
         // Dialling (and a TLS handshake) is rare once the pool is warm, and its future large:
         // boxed, so that every request's future does not carry its space.
         let mut conn = Box::pin(self.connect()).await?;
-        match conn.send(request).await {
+        match conn.send(request, &self.wait).await {
             Ok(head) => Ok(self.driven(head, conn)),
             Err(SendError::Unanswered(source) | SendError::Failed(source)) => {
                 Err(self.failed(source))
@@ -349,72 +385,6 @@ impl Pool {
             watch,
             seen,
         })
-    }
-}
-
-/// The TCP stream under a pooled connection (and under its TLS, if any).
-///
-/// tokio learns that a socket is readable only from its I/O driver's next `epoll_wait`, which
-/// with two workers is often running on the other one: after [`spin`] saw the answer arrive, a
-/// read through tokio alone would find the socket "not ready", park, and leave the answer to the
-/// other worker (two cross-thread wake-ups per call, as `strace` shows). So when the spin saw the
-/// socket readable and tokio says it is not, this reads the socket directly, once. Should the
-/// read find nothing after all, the waker tokio just registered still stands.
-struct Tcp {
-    stream: TcpStream,
-    seen: Arc<AtomicBool>,
-}
-
-impl tokio::io::AsyncRead for Tcp {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if !this.seen.swap(false, Ordering::Relaxed) || polled.is_ready() || buf.remaining() == 0 {
-            return polled;
-        }
-        match rustix::io::read(&this.stream, buf.initialize_unfilled()) {
-            Ok(n) => {
-                buf.advance(n);
-                Poll::Ready(Ok(()))
-            }
-            // Nothing after all (or a signal came first): tokio's driver will report the data.
-            Err(rustix::io::Errno::AGAIN | rustix::io::Errno::INTR) => Poll::Pending,
-            Err(e) => Poll::Ready(Err(e.into())),
-        }
-    }
-}
-
-impl tokio::io::AsyncWrite for Tcp {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -548,7 +518,6 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Waker;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -636,7 +605,7 @@ mod tests {
             // Dropped with the body unread: the kernel resets the connection.
         })
         .await;
-        let pool = Arc::new(Pool::new(&url, None, None).unwrap());
+        let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
         let host = pool.authority().to_str().unwrap().to_owned();
         let body = vec![b'x'; 16 << 20];
         let mut request = format!(
@@ -661,7 +630,7 @@ mod tests {
     #[tokio::test]
     async fn sequential_requests_share_one_connection() {
         let (url, accepts) = server(None).await;
-        let pool = Arc::new(Pool::new(&url, None, None).unwrap());
+        let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
         for _ in 0..50 {
             assert_eq!(call(&pool).await, "ok");
         }
@@ -672,7 +641,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_requests_open_connections_then_reuse_them() {
         let (url, accepts) = server(None).await;
-        let pool = Arc::new(Pool::new(&url, None, None).unwrap());
+        let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
         for _ in 0..5 {
             let calls: Vec<_> = (0..4)
                 .map(|_| {
@@ -694,7 +663,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_closed_while_idle_is_replaced_not_reported() {
         let (url, accepts) = server(Some(Duration::ZERO)).await;
-        let pool = Arc::new(Pool::new(&url, None, None).unwrap());
+        let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
         for _ in 0..20 {
             assert_eq!(call(&pool).await, "ok");
         }
@@ -704,7 +673,7 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_the_upstream_closed_are_expired() {
         let (url, _) = server(Some(Duration::from_millis(200))).await;
-        let pool = Arc::new(Pool::new(&url, None, None).unwrap());
+        let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
         let response = pool.send(&request(&pool)).await.unwrap();
         let body = response.body.collect().await.unwrap().to_bytes();
         assert_eq!(body, "ok");
@@ -726,7 +695,7 @@ mod tests {
     #[tokio::test]
     async fn an_unanswered_body_is_drained_before_reuse() {
         let (url, accepts) = server(None).await;
-        let pool = Arc::new(Pool::new(&url, None, None).unwrap());
+        let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
         for _ in 0..10 {
             let response = pool.send(&request(&pool)).await.unwrap();
             response.body.finish();
@@ -739,42 +708,6 @@ mod tests {
             }
         }
         assert_eq!(accepts.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn a_socket_the_spin_saw_readable_is_read_before_tokio_hears_of_it() {
-        use tokio::io::AsyncRead as _;
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let mut peer = TcpStream::connect(listener.local_addr().unwrap())
-            .await
-            .unwrap();
-        let (stream, _) = listener.accept().await.unwrap();
-        let seen = Arc::new(AtomicBool::new(false));
-        let mut tcp = Tcp {
-            stream,
-            seen: seen.clone(),
-        };
-        let mut space = [0u8; 64];
-        let mut cx = Context::from_waker(Waker::noop());
-        // A first exchange through tokio, read until "would block": tokio now knows the socket
-        // is not readable.
-        peer.write_all(b"first").await.unwrap();
-        let mut first = [0u8; 5];
-        tcp.read_exact(&mut first).await.unwrap();
-        let mut buf = tokio::io::ReadBuf::new(&mut space);
-        assert!(Pin::new(&mut tcp).poll_read(&mut cx, &mut buf).is_pending());
-        peer.write_all(b"answer").await.unwrap();
-        assert!(spin::readable_within(&tcp.stream, Duration::from_secs(5)));
-        // Polled without yielding, tokio's driver has not run since the bytes came: on its own
-        // the stream still says "not ready"...
-        assert!(Pin::new(&mut tcp).poll_read(&mut cx, &mut buf).is_pending());
-        // ...but told by the spin, it reads them at once, and only once.
-        seen.store(true, Ordering::Relaxed);
-        assert!(Pin::new(&mut tcp).poll_read(&mut cx, &mut buf).is_ready());
-        assert_eq!(buf.filled(), b"answer");
-        assert!(!seen.load(Ordering::Relaxed));
-        let mut buf = tokio::io::ReadBuf::new(&mut space);
-        assert!(Pin::new(&mut tcp).poll_read(&mut cx, &mut buf).is_pending());
     }
 
     #[tokio::test]
@@ -791,7 +724,7 @@ mod tests {
             }
         })
         .await;
-        let pool = Arc::new(Pool::new(&url, None, None).unwrap());
+        let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
         for _ in 0..3 {
             assert_eq!(call(&pool).await, "ok");
         }
@@ -804,246 +737,9 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap())).unwrap();
         drop(listener);
-        let pool = Arc::new(Pool::new(&url, None, None).unwrap());
+        let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
         let err = pool.send(&request(&pool)).await.unwrap_err();
         assert!(err.to_string().contains("Connection refused"), "{err}");
         assert!(!err.is_timeout());
-    }
-}
-
-/// Waiting for a quick upstream without going to sleep.
-///
-/// When mcpgw has one request in flight and nothing else to do, the worker that sent it would
-/// park in `epoll_wait` and the kernel would idle its CPU; the answer, often back within tens
-/// of microseconds on loopback, then has to wake that CPU first, which on a virtual machine
-/// costs about as much as the upstream's own work. So at low load the sender watches the socket
-/// for a short, bounded while before it parks, and reads the answer itself when it comes (see
-/// [`Tcp`]).
-///
-/// "Low load" must be judged before the watch, because a watching worker admits nothing else:
-/// counting what is in flight at that moment would always find one. So each downstream request
-/// notes, when it is admitted, whether the gateway was idle just before it: no other request in
-/// service, the worker that took it had parked since its previous one, and no request found the
-/// gateway otherwise in the last 20 ms. The watch happens only for the request so noted, while
-/// it is the only one in service and in flight and the other workers are parked. Under load (a
-/// worker going from one request straight to the next, or requests overlapping, now or a moment
-/// ago) nobody watches: the CPU it would burn is what the queued work, and on a shared machine
-/// the upstream, need.
-pub mod spin {
-    use std::cell::Cell;
-    use std::os::fd::AsFd;
-    use std::sync::OnceLock;
-    use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-    use std::time::{Duration, Instant};
-
-    /// The longest wait, in microseconds (`serve --upstream-spin-us`); 0 never waits.
-    static BUDGET_US: AtomicU64 = AtomicU64::new(100);
-
-    /// Upstream requests in flight through the pools.
-    static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
-
-    /// Downstream `POST /mcp` requests being served (admitted, not yet answered).
-    static SERVING: AtomicUsize = AtomicUsize::new(0);
-
-    /// Whether the latest request admitted found the gateway idle.
-    static QUIET: AtomicBool = AtomicBool::new(true);
-
-    /// When a request was last admitted into a busy gateway ([`now_us`]; 0: never).
-    static LAST_CROWD_US: AtomicU64 = AtomicU64::new(0);
-
-    /// How long after a crowd nobody watches. At concurrency 16 on a shared machine the gateway
-    /// often holds a single request for a moment, between its clients' turns, and a watch then
-    /// burns the CPU the upstream and the clients are waiting for (1.6 watches per call and 8 µs
-    /// more CPU per call, measured with `perf stat`); such moments come within microseconds of a
-    /// crowded one. A single client never crowds the gateway.
-    const CROWD_WINDOW_US: u64 = 20_000;
-
-    /// The serving runtime's counters, to see whether its other workers are parked.
-    static RUNTIME: OnceLock<tokio::runtime::RuntimeMetrics> = OnceLock::new();
-
-    thread_local! {
-        /// Whether this worker parked since the previous request it admitted (see [`parked`]).
-        static PARKED: Cell<bool> = const { Cell::new(false) };
-    }
-
-    /// Set the longest wait for the whole process.
-    pub fn set_budget(budget: Duration) {
-        BUDGET_US.store(
-            u64::try_from(budget.as_micros()).unwrap_or(u64::MAX),
-            Ordering::Relaxed,
-        );
-    }
-
-    /// Watch this runtime's workers: its builder must call [`parked`] before each park. Without
-    /// it (tests, tools), a request alone in service and in flight is enough.
-    pub fn watch_runtime(runtime: &tokio::runtime::Handle) {
-        let _ = RUNTIME.set(runtime.metrics());
-    }
-
-    /// The runtime's `on_thread_park` hook: this worker is about to park.
-    pub fn parked() {
-        PARKED.set(true);
-    }
-
-    /// Whether this worker parked since the previous request it admitted.
-    fn parked_since_last() -> bool {
-        RUNTIME.get().is_none() || PARKED.replace(false)
-    }
-
-    /// Microseconds since this clock's first reading, from 1.
-    fn now_us() -> u64 {
-        static START: OnceLock<Instant> = OnceLock::new();
-        let since = START.get_or_init(Instant::now).elapsed().as_micros();
-        u64::try_from(since).unwrap_or(u64::MAX).saturating_add(1)
-    }
-
-    /// Whether the gateway was crowded within [`CROWD_WINDOW_US`] before `now`.
-    fn crowded_lately(now: u64) -> bool {
-        let last = LAST_CROWD_US.load(Ordering::Relaxed);
-        last != 0 && now.saturating_sub(last) < CROWD_WINDOW_US
-    }
-
-    /// One upstream request in flight, for as long as it lives.
-    pub(super) struct Busy;
-
-    impl Busy {
-        pub(super) fn enter() -> Self {
-            IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
-            Self
-        }
-    }
-
-    impl Drop for Busy {
-        fn drop(&mut self) {
-            IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    /// One downstream request being served, for as long as it lives.
-    #[derive(Debug)]
-    pub struct Serving;
-
-    impl Serving {
-        /// Count a request in, noting whether the gateway was idle just before it.
-        pub fn enter() -> Self {
-            let others = SERVING.fetch_add(1, Ordering::Relaxed);
-            let parked = parked_since_last();
-            let now = now_us();
-            let idle = others == 0 && parked;
-            // Written only when they change (the crowd's time at most once a millisecond):
-            // under load every request comes here, from every worker, and a store each time
-            // would bounce their cache lines between cores.
-            if !idle {
-                let last = LAST_CROWD_US.load(Ordering::Relaxed);
-                if last == 0 || now.saturating_sub(last) >= 1000 {
-                    LAST_CROWD_US.store(now, Ordering::Relaxed);
-                }
-            }
-            let quiet = idle && !crowded_lately(now);
-            if QUIET.load(Ordering::Relaxed) != quiet {
-                QUIET.store(quiet, Ordering::Relaxed);
-            }
-            Self
-        }
-    }
-
-    impl Drop for Serving {
-        fn drop(&mut self) {
-            SERVING.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Wait until `fd` is readable or the budget is spent, if the gateway is at low load (see
-    /// the module's text); true if it became readable.
-    pub(super) fn wait(fd: &impl AsFd) -> bool {
-        let budget = Duration::from_micros(BUDGET_US.load(Ordering::Relaxed));
-        !budget.is_zero()
-            && IN_FLIGHT.load(Ordering::Relaxed) == 1
-            && SERVING.load(Ordering::Relaxed) <= 1
-            && QUIET.load(Ordering::Relaxed)
-            && alone()
-            && readable_within(fd, budget)
-    }
-
-    /// Whether every other worker of the runtime is parked, with nothing queued for them.
-    fn alone() -> bool {
-        let Some(runtime) = RUNTIME.get() else {
-            return true;
-        };
-        // An odd park/unpark count means the worker is parked.
-        let busy = (0..runtime.num_workers())
-            .filter(|&w| runtime.worker_park_unpark_count(w) % 2 == 0)
-            .count();
-        busy <= 1 && runtime.global_queue_depth() == 0
-    }
-
-    /// Whether `fd` became readable within `budget`, watched without sleeping.
-    pub(super) fn readable_within(fd: &impl AsFd, budget: Duration) -> bool {
-        use rustix::event::{PollFd, PollFlags, Timespec, poll};
-        let zero = Timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        let started = Instant::now();
-        loop {
-            let mut fds = [PollFd::new(fd, PollFlags::IN)];
-            if poll(&mut fds, Some(&zero)).is_ok_and(|n| n > 0) {
-                return true;
-            }
-            if started.elapsed() >= budget {
-                return false;
-            }
-            std::hint::spin_loop();
-        }
-    }
-
-    #[cfg(test)]
-    mod tests {
-        use super::*;
-        use std::io::Write;
-
-        #[test]
-        fn a_request_admitted_beside_another_is_not_quiet() {
-            // No runtime is watched here, so every worker counts as having parked.
-            let first = Serving::enter();
-            assert!(QUIET.load(Ordering::Relaxed));
-            let second = Serving::enter();
-            assert!(!QUIET.load(Ordering::Relaxed));
-            drop((first, second));
-            // Alone now, but a moment after a crowd: still not quiet.
-            let third = Serving::enter();
-            assert!(!QUIET.load(Ordering::Relaxed));
-            drop(third);
-            // Once the crowd is older than the window, a lone request is quiet again.
-            LAST_CROWD_US.store(now_us().saturating_sub(CROWD_WINDOW_US), Ordering::Relaxed);
-            let _fourth = Serving::enter();
-            assert!(QUIET.load(Ordering::Relaxed));
-        }
-
-        #[test]
-        fn a_worker_that_went_from_request_to_request_without_parking_is_busy() {
-            // Each test has a thread of its own, so this flag is this test's.
-            assert!(!PARKED.replace(false));
-            parked();
-            parked();
-            assert!(PARKED.replace(false));
-            assert!(
-                !PARKED.replace(false),
-                "one park answers for one request only"
-            );
-        }
-
-        #[test]
-        fn a_waiting_answer_ends_the_watch_and_silence_spends_the_budget() {
-            let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
-            let started = Instant::now();
-            assert!(!readable_within(&b, Duration::from_millis(2)));
-            assert!(started.elapsed() >= Duration::from_millis(2));
-            a.write_all(b"x").unwrap();
-            // Already readable: it returns at once, not after the (long) budget.
-            let started = Instant::now();
-            assert!(readable_within(&b, Duration::from_secs(30)));
-            assert!(started.elapsed() < Duration::from_secs(10));
-        }
     }
 }

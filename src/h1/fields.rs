@@ -80,10 +80,10 @@ pub fn visible(value: &[u8]) -> Option<&str> {
 }
 
 /// Header fields as they came on the wire: one copy of the head, and where each field's name
-/// and value lie in it. The two `http::HeaderMap`s a forwarded call used to build (the
-/// client's request, the upstream's answer: hashing, a `HeaderName` per field, allocations)
-/// cost about a tenth of its instructions; the few fields a call reads are found by a scan of
-/// a dozen instead, which compares one word per field ([`key`]) before it compares a name.
+/// and value lie in it, rather than an `http::HeaderMap` per head (hashing, a `HeaderName` per
+/// field, allocations, for the few fields a call reads; docs/PERFORMANCE.md, ninth pass): those
+/// few are found by a scan of a dozen, which compares one word per field ([`key`]) before it
+/// compares a name.
 ///
 /// Names compare without regard to case. The parser that found the fields (httparse) has
 /// checked them: names are tokens, values hold no control byte but tab.
@@ -189,7 +189,7 @@ impl Lookup for Fields {
 pub enum Incoming {
     /// From hyper (every route but the listener's hot one, and every other transport).
     Map(HeaderMap),
-    /// From `crate::server::h1`.
+    /// From `crate::h1::server`.
     Wire(Fields),
 }
 

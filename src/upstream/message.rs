@@ -1,0 +1,143 @@
+//! What travels with a message to an upstream, whichever transport carries it: the protocol
+//! revisions and their `_meta` keys, the 2026-07-28 routing headers and envelope, the sink for
+//! what an upstream sends outside an answer, and the request target of a URL. Both transports
+//! (`streamable`, `sse`) and the connection that picks one use it; it uses none of them.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use http::HeaderName;
+use serde_json::Value;
+
+use super::UpstreamError;
+use crate::h1::client::request::Extra;
+use crate::h1::fields as names;
+
+/// The stateless revision.
+pub const MODERN_VERSION: &str = "2026-07-28";
+/// Session-era revisions mcpgw speaks, newest first.
+pub const SESSION_VERSIONS: [&str; 4] = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"];
+
+/// Whether mcpgw speaks protocol `version` (a session-era one or [`MODERN_VERSION`]).
+pub fn is_known_version(version: &str) -> bool {
+    SESSION_VERSIONS.contains(&version) || version == MODERN_VERSION
+}
+/// `_meta` key of the per-request protocol version (2026-07-28).
+pub const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+/// `_meta` key of the per-request client capabilities (2026-07-28).
+pub const META_CLIENT_CAPABILITIES: &str = "io.modelcontextprotocol/clientCapabilities";
+/// `_meta` key of the server info in results (2026-07-28).
+pub const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
+/// `_meta` key of the per-request client info (2026-07-28).
+pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
+
+/// Handler for messages an upstream sends that are not answers to our requests.
+pub type MessageSink = Arc<dyn Fn(Value) + Send + Sync>;
+
+/// The method of a notice a connection's sink gets (from mcpgw itself, never from the upstream
+/// or for a client) when the upstream's standing `GET` stream finds the session gone: the
+/// owner reconnects now rather than at its next request or health check.
+pub const SESSION_GONE: &str = "mcpgw/upstream-session-gone";
+
+/// The request target for an upstream URL: its path and query (origin-form), parsed once per
+/// connection (or endpoint) rather than per request.
+pub fn target(url: &url::Url) -> Result<http::Uri, UpstreamError> {
+    url[url::Position::BeforePath..]
+        .parse()
+        .map_err(|e| UpstreamError::Connect {
+            diagnosis: format!("invalid upstream URL '{url}': {e}"),
+        })
+}
+
+/// The 2026-07-28 routing headers of a message: version, method and (for requests that name
+/// a tool, prompt or resource) the name. A version or method a header cannot carry is left
+/// out; a name is made header-safe ([`header_safe`]).
+pub fn routing_headers<'a>(
+    version: &'a str,
+    method: &'a str,
+    name: Option<&'a str>,
+) -> Routing<'a> {
+    let mut routing = Routing::default();
+    // Known versions and methods, and names made header-safe, need no check.
+    if is_known_version(version) || names::can_carry(version) {
+        routing.push(&names::PROTOCOL_VERSION, Cow::Borrowed(version));
+    }
+    if ROUTED_METHODS.contains(&method) || names::can_carry(method) {
+        routing.push(&names::METHOD, Cow::Borrowed(method));
+    }
+    if let Some(name) = name {
+        routing.push(&names::NAME, header_safe(name));
+    }
+    routing
+}
+
+/// Methods whose `Mcp-Method` header needs no check.
+const ROUTED_METHODS: [&str; 4] = ["tools/call", "prompts/get", "resources/read", "ping"];
+
+/// A message's routing headers, without an allocation: at most three.
+#[derive(Debug)]
+pub struct Routing<'a> {
+    fields: [Extra<'a>; 3],
+    len: usize,
+}
+
+impl Default for Routing<'_> {
+    fn default() -> Self {
+        let empty = || (&names::METHOD, Cow::Borrowed(""));
+        Self {
+            fields: [empty(), empty(), empty()],
+            len: 0,
+        }
+    }
+}
+
+impl<'a> Routing<'a> {
+    fn push(&mut self, name: &'static HeaderName, value: Cow<'a, str>) {
+        self.fields[self.len] = (name, value);
+        self.len += 1;
+    }
+
+    /// The headers, in order.
+    pub fn as_slice(&self) -> &[Extra<'a>] {
+        &self.fields[..self.len]
+    }
+
+    /// The same headers, owning their values.
+    pub fn into_owned(self) -> Routing<'static> {
+        let Self { fields, len } = self;
+        Routing {
+            fields: fields.map(|(name, value)| (name, Cow::Owned(value.into_owned()))),
+            len,
+        }
+    }
+}
+
+/// Remove the 2026-07-28 envelope keys (`io.modelcontextprotocol/...`) from `params._meta`.
+pub fn strip_envelope(params: &mut Value) {
+    let Some(obj) = params.as_object_mut() else {
+        return;
+    };
+    let empty = match obj.get_mut("_meta").and_then(Value::as_object_mut) {
+        Some(meta) => {
+            meta.retain(|k, _| !k.starts_with("io.modelcontextprotocol/"));
+            meta.is_empty()
+        }
+        None => false,
+    };
+    if empty {
+        obj.remove("_meta");
+    }
+}
+
+/// A header value as 2026-07-28 wants it: verbatim if printable ASCII, else `=?base64?…?=`.
+pub fn header_safe(value: &str) -> Cow<'_, str> {
+    if value.bytes().all(|b| (0x20..=0x7e).contains(&b)) && !value.starts_with("=?base64?") {
+        Cow::Borrowed(value)
+    } else {
+        use base64::Engine;
+        Cow::Owned(format!(
+            "=?base64?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(value)
+        ))
+    }
+}
