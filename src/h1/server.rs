@@ -135,7 +135,7 @@ struct Conn<S> {
 
 /// What a head in the buffer is.
 #[derive(Debug, PartialEq, Eq)]
-enum Head {
+enum Parsed {
     /// A `POST /mcp` this loop takes: the head's length, the body's, and whether the client
     /// asked to close after it. Its fields are in [`Conn::fields`].
     Post {
@@ -161,9 +161,9 @@ where
             let waiting_since = Instant::now();
             let (len, body, close) = loop {
                 match parse(&self.buf, &mut self.fields) {
-                    Head::Post { len, body, close } => break (len, body, close),
-                    Head::Other => return Next::Hyper,
-                    Head::Partial => {}
+                    Parsed::Post { len, body, close } => break (len, body, close),
+                    Parsed::Other => return Next::Hyper,
+                    Parsed::Partial => {}
                 }
                 let deadline = waiting_since + limits.header_timeout;
                 tokio::select! {
@@ -375,25 +375,25 @@ where
     }
 }
 
-/// Classify the head at the start of `buf`; for a [`Head::Post`], `fields` gets where its
+/// Classify the head at the start of `buf`; for a [`Parsed::Post`], `fields` gets where its
 /// fields' names and values lie in `buf`.
-fn parse(buf: &[u8], fields: &mut Vec<[u32; 4]>) -> Head {
+fn parse(buf: &[u8], fields: &mut Vec<[u32; 4]>) -> Parsed {
     fields.clear();
     if buf.is_empty() {
-        return Head::Partial;
+        return Parsed::Partial;
     }
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut slots);
     let len = match request.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Head::Partial,
-        Ok(httparse::Status::Partial) | Err(_) => return Head::Other,
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Parsed::Partial,
+        Ok(httparse::Status::Partial) | Err(_) => return Parsed::Other,
     };
     if request.method != Some("POST")
         || request.path != Some(front::MCP_ROUTE)
         || request.version != Some(1)
     {
-        return Head::Other;
+        return Parsed::Other;
     }
     let mut body = None;
     let mut close = false;
@@ -404,17 +404,17 @@ fn parse(buf: &[u8], fields: &mut Vec<[u32; 4]>) -> Head {
         if is(&CONTENT_LENGTH) {
             match (body, decimal(field.value)) {
                 (None, Some(n)) if n <= limits::MAX_BODY => body = Some(n),
-                _ => return Head::Other,
+                _ => return Parsed::Other,
             }
         } else if is(&TRANSFER_ENCODING) || is(&EXPECT) || is(&UPGRADE) {
-            return Head::Other;
+            return Parsed::Other;
         } else if is(&CONNECTION) {
             for token in field.value.split(|b| *b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
                     close = true;
                 } else if token.eq_ignore_ascii_case(b"upgrade") {
-                    return Head::Other;
+                    return Parsed::Other;
                 }
             }
         }
@@ -429,8 +429,8 @@ fn parse(buf: &[u8], fields: &mut Vec<[u32; 4]>) -> Head {
         ]);
     }
     match body {
-        Some(body) => Head::Post { len, body, close },
-        None => Head::Other,
+        Some(body) => Parsed::Post { len, body, close },
+        None => Parsed::Other,
     }
 }
 
@@ -573,7 +573,7 @@ mod tests {
     use super::*;
     use crate::h1::fields::Lookup;
 
-    fn classify(text: &str) -> Head {
+    fn classify(text: &str) -> Parsed {
         let mut fields = Vec::new();
         parse(text.as_bytes(), &mut fields)
     }
@@ -583,7 +583,7 @@ mod tests {
         let post = "POST /mcp HTTP/1.1\r\nhost: a\r\ncontent-length: 7\r\n\r\n";
         assert_eq!(
             classify(post),
-            Head::Post {
+            Parsed::Post {
                 len: post.len(),
                 body: 7,
                 close: false
@@ -591,12 +591,12 @@ mod tests {
         );
         let close =
             "POST /mcp HTTP/1.1\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n";
-        assert!(matches!(classify(close), Head::Post { close: true, .. }));
+        assert!(matches!(classify(close), Parsed::Post { close: true, .. }));
         assert_eq!(
             classify("POST /mcp HTTP/1.1\r\nhost: a\r\ncontent"),
-            Head::Partial
+            Parsed::Partial
         );
-        assert_eq!(classify(""), Head::Partial);
+        assert_eq!(classify(""), Parsed::Partial);
         for other in [
             "GET /mcp HTTP/1.1\r\n\r\n",
             "POST /mcp?x=1 HTTP/1.1\r\ncontent-length: 1\r\n\r\n",
@@ -615,7 +615,7 @@ mod tests {
             "\x16\x03\x01\x02\x00",
             "POST /mcp HTTP/1.1\r\nbad header\r\n\r\n",
         ] {
-            assert_eq!(classify(other), Head::Other, "{other:?}");
+            assert_eq!(classify(other), Parsed::Other, "{other:?}");
         }
     }
 
@@ -652,9 +652,9 @@ mod tests {
             many.push_str(&format!("x-{i}: 1\r\n"));
         }
         many.push_str("\r\n");
-        assert_eq!(classify(&many), Head::Other);
+        assert_eq!(classify(&many), Parsed::Other);
         let long = format!("POST /mcp HTTP/1.1\r\nx-long: {}", "a".repeat(MAX_HEAD));
-        assert_eq!(classify(&long), Head::Other);
+        assert_eq!(classify(&long), Parsed::Other);
     }
 
     #[test]
@@ -663,7 +663,7 @@ mod tests {
         let mut fields = Vec::new();
         assert!(matches!(
             parse(text.as_bytes(), &mut fields),
-            Head::Post { body: 2, .. }
+            Parsed::Post { body: 2, .. }
         ));
         let values: Vec<(&str, &str)> = fields
             .iter()

@@ -22,7 +22,7 @@ pub use super::message::{
 };
 use super::raw::{self, Envelope, RawParams, Reply};
 use super::sse::SseConn;
-use super::streamable;
+use super::streamable::{self, Endpoint};
 use crate::h1::client::request::Extra;
 use crate::h1::fields::{self as names, Lookup};
 use crate::jsonrpc;
@@ -70,19 +70,19 @@ pub trait IdSink: Send + Sync {
     fn sent_as(&self, id: u64);
 }
 
-enum Wire {
-    Http {
-        /// The path (and query) requests are POSTed to.
-        target: http::Uri,
-        headers: HeaderMap,
-    },
+/// What carries a connection's messages: one transport per variant, each in its own module.
+enum Carrier {
+    /// Streamable HTTP ([`streamable`]): every message a POST to one endpoint.
+    Http(Endpoint),
+    /// Legacy HTTP+SSE ([`super::sse`]): POSTs to the endpoint a long `GET` announced, answers
+    /// on that stream.
     Sse(Box<SseConn>),
 }
 
 /// An initialized (or discovered) upstream.
 pub struct Connection {
     client: UpstreamClient,
-    wire: Wire,
+    carrier: Carrier,
     /// Protocol era and version.
     pub era: Era,
     /// `serverInfo` from initialize/discover.
@@ -169,13 +169,13 @@ impl Connection {
         match transport {
             Transport::Sse => {
                 let conn = SseConn::open(client.clone(), headers, timeout, sink.clone()).await?;
-                let mut this = Self::new(client, Wire::Sse(Box::new(conn)), sink);
+                let mut this = Self::new(client, Carrier::Sse(Box::new(conn)), sink);
                 this.initialize(timeout).await?;
                 Ok(this)
             }
             Transport::StreamableHttp => {
                 let target = super::message::target(&client.url)?;
-                let mut this = Self::new(client, Wire::Http { target, headers }, sink);
+                let mut this = Self::new(client, Carrier::Http(Endpoint { target, headers }), sink);
                 if !this.discover(timeout).await? {
                     this.initialize(timeout).await?;
                 }
@@ -184,10 +184,10 @@ impl Connection {
         }
     }
 
-    fn new(client: UpstreamClient, wire: Wire, sink: MessageSink) -> Self {
+    fn new(client: UpstreamClient, carrier: Carrier, sink: MessageSink) -> Self {
         Self {
             client,
-            wire,
+            carrier,
             era: Era::Session {
                 version: SESSION_VERSIONS[0].into(),
             },
@@ -206,9 +206,9 @@ impl Connection {
     /// 2026-07-28 one on a `subscriptions/listen` stream, opened here once. Whether resource
     /// updates can come (a 2026-07-28 upstream must announce `resources.subscribe`).
     pub fn listen(&self) -> bool {
-        match (&self.wire, &self.era) {
-            (Wire::Sse(_), _) => true,
-            (Wire::Http { target, headers }, Era::Stateless { version }) => {
+        match (&self.carrier, &self.era) {
+            (Carrier::Sse(_), _) => true,
+            (Carrier::Http(Endpoint { target, headers }), Era::Stateless { version }) => {
                 let subscribe =
                     self.capabilities.pointer("/resources/subscribe") == Some(&Value::Bool(true));
                 let mut notifications = Map::new();
@@ -254,7 +254,7 @@ impl Connection {
                 });
                 subscribe
             }
-            (Wire::Http { target, headers }, Era::Session { .. }) => {
+            (Carrier::Http(Endpoint { target, headers }), Era::Session { .. }) => {
                 self.listening.get_or_init(|| {
                     let stop = tokio_util::sync::CancellationToken::new();
                     tokio::spawn(streamable::listen(
@@ -278,8 +278,8 @@ impl Connection {
     /// rather than by `resources/subscribe` requests.
     pub fn subscribes_by_listening(&self) -> bool {
         matches!(
-            (&self.wire, &self.era),
-            (Wire::Http { .. }, Era::Stateless { .. })
+            (&self.carrier, &self.era),
+            (Carrier::Http(_), Era::Stateless { .. })
         )
     }
 
@@ -351,15 +351,15 @@ impl Connection {
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let msg = jsonrpc::request(id, "initialize", Some(params));
-        let (answer, session_id) = match &self.wire {
-            Wire::Http { target, headers } => {
+        let (answer, session_id) = match &self.carrier {
+            Carrier::Http(Endpoint { target, headers }) => {
                 let sink = self.sink.clone();
                 let a =
                     streamable::post(&self.client, target, headers, &msg, timeout, &*sink).await?;
                 let sid = a.headers.text(&names::SESSION_ID).map(str::to_owned);
                 (a.response.map(Reply::into_value).transpose()?, sid)
             }
-            Wire::Sse(conn) => (conn.send(&msg, timeout).await?, None),
+            Carrier::Sse(conn) => (conn.send(&msg, timeout).await?, None),
         };
         let answer = answer.ok_or_else(|| UpstreamError::Protocol {
             detail: "no answer to initialize".into(),
@@ -392,7 +392,7 @@ impl Connection {
         self.era = Era::Session {
             version: version.clone(),
         };
-        if let Wire::Http { headers, .. } = &mut self.wire {
+        if let Carrier::Http(Endpoint { headers, .. }) = &mut self.carrier {
             if let Some(sid) = session_id.and_then(|s| HeaderValue::from_str(&s).ok()) {
                 headers.insert(names::SESSION_ID.clone(), sid);
             }
@@ -482,12 +482,12 @@ impl Connection {
         extra: &[Extra<'_>],
         timeout: Duration,
     ) -> Result<Reply, UpstreamError> {
-        let answer = match &self.wire {
-            Wire::Http { target, headers } => {
+        let answer = match &self.carrier {
+            Carrier::Http(Endpoint { target, headers }) => {
                 self.post_request(target, headers, extra, body, id, timeout)
                     .await?
             }
-            Wire::Sse(conn) => conn
+            Carrier::Sse(conn) => conn
                 .send_raw(&body, Some(&Value::from(id)), timeout)
                 .await?
                 .map(Reply::Value),
@@ -546,8 +546,8 @@ impl Connection {
     ) -> Result<(), UpstreamError> {
         let mut params = params;
         let extra = self.stamp(method, &mut params, false);
-        match &self.wire {
-            Wire::Http { target, headers } => {
+        match &self.carrier {
+            Carrier::Http(Endpoint { target, headers }) => {
                 let out = streamable::Outgoing {
                     headers,
                     extra: extra.as_slice(),
@@ -556,7 +556,7 @@ impl Connection {
                 };
                 streamable::post_raw(&self.client, target, out, timeout, &*self.sink).await?;
             }
-            Wire::Sse(conn) => {
+            Carrier::Sse(conn) => {
                 conn.send(&jsonrpc::notification(method, params), timeout)
                     .await?;
             }
@@ -566,12 +566,12 @@ impl Connection {
 
     /// Send a client's answer to a request the upstream made (sampling, elicitation).
     pub async fn respond(&self, msg: &Value, timeout: Duration) -> Result<(), UpstreamError> {
-        match &self.wire {
-            Wire::Http { target, headers } => {
+        match &self.carrier {
+            Carrier::Http(Endpoint { target, headers }) => {
                 let sink = self.sink.clone();
                 streamable::post(&self.client, target, headers, msg, timeout, &*sink).await?;
             }
-            Wire::Sse(conn) => {
+            Carrier::Sse(conn) => {
                 conn.send(msg, timeout).await?;
             }
         }
@@ -580,9 +580,9 @@ impl Connection {
 
     /// Whether the connection can still carry requests.
     pub fn is_usable(&self) -> bool {
-        match &self.wire {
-            Wire::Http { .. } => true,
-            Wire::Sse(conn) => conn.is_alive(),
+        match &self.carrier {
+            Carrier::Http(_) => true,
+            Carrier::Sse(conn) => conn.is_alive(),
         }
     }
 

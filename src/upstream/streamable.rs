@@ -20,6 +20,16 @@ use crate::h1::client::pool::{self, Answered, Driven};
 use crate::h1::client::request;
 use crate::h1::fields::{Fields, Lookup};
 
+/// A Streamable HTTP upstream's endpoint, as one connection to it sends: where every message is
+/// POSTed, and the connection's headers (auth, then session and version once initialized).
+#[derive(Debug)]
+pub struct Endpoint {
+    /// The path (and query) messages are POSTed to.
+    pub target: http::Uri,
+    /// The connection's headers.
+    pub headers: HeaderMap,
+}
+
 /// What a POST brought back.
 #[derive(Debug)]
 pub struct Answer {

@@ -27,7 +27,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use url::Url;
 
-use super::response::{Framing, Head, Io, Wire, closed};
+use super::response::{Buffered, Framing, Head, Io, closed};
 use super::wait::{Tcp, Wait};
 use crate::h1::fields::Fields;
 
@@ -120,15 +120,15 @@ enum SendError {
 }
 
 /// One HTTP/1.1 connection, used by one request at a time.
-struct Conn {
-    wire: Wire,
+struct Pooled {
+    wire: Buffered,
     /// A duplicate of the socket, to wait for the answer on without tokio (see [`Wait`]).
     watch: Option<std::os::fd::OwnedFd>,
     /// Tells the socket that the wait saw it readable (see [`Tcp`]).
     seen: Arc<AtomicBool>,
 }
 
-impl Conn {
+impl Pooled {
     /// Whether an idle connection, idle since `since`, may still be used.
     fn reusable(&mut self, since: Instant) -> bool {
         since.elapsed() < IDLE_TIMEOUT && self.wire.idle_and_open()
@@ -201,7 +201,7 @@ pub struct Pool {
     tls: Option<(tokio_rustls::TlsConnector, ServerName<'static>)>,
     /// The `Host` header.
     authority: HeaderValue,
-    idle: Mutex<Vec<(Conn, Instant)>>,
+    idle: Mutex<Vec<(Pooled, Instant)>>,
     /// The upstream wait, shared by every pool of the gateway.
     wait: Arc<Wait>,
 }
@@ -299,7 +299,7 @@ impl Pool {
         }
     }
 
-    fn driven(self: &Arc<Self>, head: Head, conn: Conn) -> Answered {
+    fn driven(self: &Arc<Self>, head: Head, conn: Pooled) -> Answered {
         Answered {
             status: head.status,
             headers: head.headers,
@@ -312,7 +312,7 @@ impl Pool {
         }
     }
 
-    fn take_idle(&self) -> Option<Conn> {
+    fn take_idle(&self) -> Option<Pooled> {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some((mut conn, since)) = idle.pop() {
             if conn.reusable(since) {
@@ -323,7 +323,7 @@ impl Pool {
     }
 
     /// Pool a connection whose last answer ended cleanly.
-    fn put(&self, conn: Conn) {
+    fn put(&self, conn: Pooled) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         // Stale entries are dropped when taken, by the health round's sweep, or here when they
         // fill the pool; not on every return, which would poll every idle connection per call.
@@ -347,7 +347,7 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    async fn connect(&self) -> Result<Conn, PoolError> {
+    async fn connect(&self) -> Result<Pooled, PoolError> {
         let connect_err = |source| PoolError::Connect {
             target: self.target.clone(),
             source,
@@ -380,8 +380,8 @@ impl Pool {
                     .map_err(connect_err)?,
             ),
         };
-        Ok(Conn {
-            wire: Wire::new(io),
+        Ok(Pooled {
+            wire: Buffered::new(io),
             watch,
             seen,
         })
@@ -402,7 +402,7 @@ pub struct Answered {
 /// A response body that reads its connection as it is read, and puts the connection back in
 /// the pool once it has ended. Dropped before its end, it closes the connection.
 pub struct Driven {
-    conn: Option<Conn>,
+    conn: Option<Pooled>,
     framing: Framing,
     /// The connection ends with this response.
     close: bool,

@@ -97,22 +97,22 @@ pub fn closed(what: &str) -> io::Error {
 }
 
 /// A connection's byte stream with what has been read from it and not used yet.
-pub struct Wire {
+pub struct Buffered {
     io: Box<dyn Io>,
     buf: BytesMut,
     /// What the next read asks for.
     read_size: usize,
 }
 
-impl std::fmt::Debug for Wire {
+impl std::fmt::Debug for Buffered {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Wire")
+        f.debug_struct("Buffered")
             .field("buffered", &self.buf.len())
             .finish_non_exhaustive()
     }
 }
 
-impl Wire {
+impl Buffered {
     /// A wire over `io`.
     pub fn new(io: Box<dyn Io>) -> Self {
         Self {
@@ -421,7 +421,7 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     /// A wire whose peer writes `parts` one by one (each its own read), then closes.
-    async fn wire(parts: Vec<&'static [u8]>) -> Wire {
+    async fn wire(parts: Vec<&'static [u8]>) -> Buffered {
         let (ours, mut theirs) = tokio::io::duplex(64 * 1024);
         tokio::spawn(async move {
             for p in parts {
@@ -431,10 +431,10 @@ mod tests {
                 tokio::task::yield_now().await;
             }
         });
-        Wire::new(Box::new(ours))
+        Buffered::new(Box::new(ours))
     }
 
-    async fn head(w: &mut Wire) -> io::Result<Head> {
+    async fn head(w: &mut Buffered) -> io::Result<Head> {
         loop {
             if let Some(head) = w.parse_head()? {
                 return Ok(head);
@@ -445,7 +445,7 @@ mod tests {
         }
     }
 
-    async fn body(w: &mut Wire, framing: &mut Framing) -> io::Result<Vec<u8>> {
+    async fn body(w: &mut Buffered, framing: &mut Framing) -> io::Result<Vec<u8>> {
         let mut out = Vec::new();
         while let Some(piece) = std::future::poll_fn(|cx| w.poll_body(framing, cx)).await? {
             out.extend_from_slice(&piece);
