@@ -93,7 +93,7 @@ async fn fast<S>(io: S, state: &Arc<AppState>, limits: &Limits) -> Option<(S, By
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut conn = Conn {
+    let mut conn = ServerConn {
         io,
         buf: BytesMut::with_capacity(2 * READ_SPACE),
         out: Vec::new(),
@@ -122,7 +122,7 @@ enum Next {
     Hyper,
 }
 
-struct Conn<S> {
+struct ServerConn<S> {
     io: S,
     /// Bytes read and not yet taken by a request.
     buf: BytesMut,
@@ -137,7 +137,7 @@ struct Conn<S> {
 #[derive(Debug, PartialEq, Eq)]
 enum Parsed {
     /// A `POST /mcp` this loop takes: the head's length, the body's, and whether the client
-    /// asked to close after it. Its fields are in [`Conn::fields`].
+    /// asked to close after it. Its fields are in [`ServerConn::fields`].
     Post {
         len: usize,
         body: usize,
@@ -149,7 +149,7 @@ enum Parsed {
     Other,
 }
 
-impl<S> Conn<S>
+impl<S> ServerConn<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -622,7 +622,7 @@ mod tests {
     #[tokio::test]
     async fn a_connection_gives_back_what_a_large_message_grew_its_buffers_to() {
         let (io, _peer) = tokio::io::duplex(64);
-        let mut conn = Conn {
+        let mut conn = ServerConn {
             io,
             buf: BytesMut::with_capacity(4 * 1024 * 1024),
             out: Vec::with_capacity(ONE_WRITE + 1024),

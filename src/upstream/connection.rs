@@ -20,7 +20,7 @@ pub use super::message::{
     MODERN_VERSION, MessageSink, Routing, SESSION_GONE, SESSION_VERSIONS, header_safe,
     is_known_version, strip_envelope,
 };
-use super::raw::{self, Envelope, RawParams, Reply};
+use super::raw::{self, Envelope, RawParams, Received};
 use super::sse::SseConn;
 use super::streamable::{self, Endpoint};
 use crate::h1::client::request::Extra;
@@ -357,7 +357,7 @@ impl Connection {
                 let a =
                     streamable::post(&self.client, target, headers, &msg, timeout, &*sink).await?;
                 let sid = a.headers.text(&names::SESSION_ID).map(str::to_owned);
-                (a.response.map(Reply::into_value).transpose()?, sid)
+                (a.response.map(Received::into_value).transpose()?, sid)
             }
             Carrier::Sse(conn) => (conn.send(&msg, timeout).await?, None),
         };
@@ -440,7 +440,7 @@ impl Connection {
         method: &str,
         params: &RawParams<'_>,
         timeout: Duration,
-    ) -> Result<Reply, UpstreamError> {
+    ) -> Result<Received, UpstreamError> {
         let id = self.request_id();
         let (extra, envelope) = match &self.era {
             Era::Stateless { version } => {
@@ -481,7 +481,7 @@ impl Connection {
         body: bytes::Bytes,
         extra: &[Extra<'_>],
         timeout: Duration,
-    ) -> Result<Reply, UpstreamError> {
+    ) -> Result<Received, UpstreamError> {
         let answer = match &self.carrier {
             Carrier::Http(Endpoint { target, headers }) => {
                 self.post_request(target, headers, extra, body, id, timeout)
@@ -490,7 +490,7 @@ impl Connection {
             Carrier::Sse(conn) => conn
                 .send_raw(&body, Some(&Value::from(id)), timeout)
                 .await?
-                .map(Reply::Value),
+                .map(Received::Value),
         };
         answer.ok_or_else(|| no_answer(method))
     }
@@ -512,7 +512,7 @@ impl Connection {
         body: bytes::Bytes,
         id: u64,
         timeout: Duration,
-    ) -> Result<Option<Reply>, UpstreamError> {
+    ) -> Result<Option<Received>, UpstreamError> {
         let shared = self.sink.clone();
         let caller = REQUEST_SINK.try_with(Clone::clone).ok();
         let sink = move |m: Value| {

@@ -259,14 +259,14 @@ impl Envelope {
 /// An upstream's answer as it came off the wire: the JSON body of a plain answer, or a message
 /// already parsed (from an event stream, or a JSON-RPC error on an HTTP error status).
 #[derive(Debug)]
-pub enum Reply {
+pub enum Received {
     /// An `application/json` body, not parsed yet.
     Json(Bytes),
     /// A parsed message.
     Value(Value),
 }
 
-impl Reply {
+impl Received {
     /// The answer as a `Value`.
     pub fn into_value(self) -> Result<Value, UpstreamError> {
         match self {
@@ -534,7 +534,8 @@ mod tests {
         ];
         for result in results {
             let text = format!(r#"{{"jsonrpc":"2.0","id":1,"result":{result}}}"#);
-            let RawAnswer::Result(r) = Reply::Json(Bytes::from(text)).into_answer().unwrap() else {
+            let RawAnswer::Result(r) = Received::Json(Bytes::from(text)).into_answer().unwrap()
+            else {
                 panic!("{result}: not a result");
             };
             assert_eq!(r.text(), result);
@@ -564,7 +565,7 @@ mod tests {
     #[test]
     fn answers_split_at_the_top_level() {
         let answer = |text: &str| {
-            Reply::Json(Bytes::from(text.to_owned()))
+            Received::Json(Bytes::from(text.to_owned()))
                 .into_answer()
                 .unwrap()
         };
@@ -585,7 +586,7 @@ mod tests {
             RawAnswer::Value(v) if v["result"] == 2
         ));
         assert!(
-            Reply::Json(Bytes::from_static(b"not json"))
+            Received::Json(Bytes::from_static(b"not json"))
                 .into_answer()
                 .is_err()
         );

@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 use super::UpstreamError;
 use super::clients::ClientCache;
 use super::connection::{self, Connection};
-use super::raw::{RawAnswer, RawParams, Reply};
+use super::raw::{RawAnswer, RawParams, Received};
 use crate::metrics::{Metrics, UpstreamOutcome};
 use crate::store::{Health, HealthStatus, Registration, Store};
 
@@ -143,13 +143,13 @@ async fn send_on(
     payload: &mut Payload<'_, '_>,
     timeout: Duration,
     tagged: Option<connection::MessageSink>,
-) -> Result<Reply, UpstreamError> {
+) -> Result<Received, UpstreamError> {
     let send = async {
         match payload {
             Payload::Tree(params) => conn
                 .request_with(method, params, timeout)
                 .await
-                .map(Reply::Value),
+                .map(Received::Value),
             Payload::Raw(params) => conn.request_raw(method, params, timeout).await,
         }
     };
@@ -539,7 +539,7 @@ impl Upstream {
         self: &Arc<Self>,
         method: &str,
         mut payload: Payload<'_, '_>,
-    ) -> Result<Reply, CallError> {
+    ) -> Result<Received, CallError> {
         if !self.is_online() {
             let h = self.health();
             return Err(CallError::Offline {

@@ -15,7 +15,7 @@ use super::answer::{self, events, read_limited, starts_with_media_type};
 use super::clients::UpstreamClient;
 use super::diagnose::diagnose;
 use super::message::Routing;
-use super::raw::Reply;
+use super::raw::Received;
 use crate::h1::client::pool::{self, Answered, Driven};
 use crate::h1::client::request;
 use crate::h1::fields::{Fields, Lookup};
@@ -34,7 +34,7 @@ pub struct Endpoint {
 #[derive(Debug)]
 pub struct Answer {
     /// The response to our request, if one was expected and came.
-    pub response: Option<Reply>,
+    pub response: Option<Received>,
     /// Response headers (the session id arrives here at initialize).
     pub headers: Fields,
 }
@@ -146,7 +146,7 @@ async fn read_answer(
             && value.get("jsonrpc").is_some()
         {
             return Ok(Answer {
-                response: Some(Reply::Value(value)),
+                response: Some(Received::Value(value)),
                 headers,
             });
         }
@@ -166,7 +166,7 @@ async fn read_answer(
         // Parsed by whoever needs it, as a tree or (forwarded calls) only at its top level.
         let body = read_limited(client, body).await?;
         return Ok(Answer {
-            response: Some(Reply::Json(body)),
+            response: Some(Received::Json(body)),
             headers,
         });
     }
@@ -194,7 +194,7 @@ async fn read_answer(
                 // once it has.
                 pool::finish_events(Box::pin(events));
                 return Ok(Answer {
-                    response: Some(Reply::Value(value)),
+                    response: Some(Received::Value(value)),
                     headers,
                 });
             }
