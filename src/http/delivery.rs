@@ -6,6 +6,7 @@ use serde_json::Value;
 
 use super::AppState;
 use crate::session::SessionKey;
+use crate::upstream::connection::Caller;
 
 /// Queue a server-to-client notification for the session `key` names, on whichever transport
 /// it is: `false` when that session is gone.
@@ -71,7 +72,7 @@ pub fn prune_subscriptions(state: &AppState) {
                     return;
                 }
                 let params = serde_json::json!({ "uri": uri });
-                if let Err(err) = up.request("resources/unsubscribe", Some(params)).await {
+                if let Err(err) = up.request(&Caller::default(), "resources/unsubscribe", Some(params)).await {
                     tracing::debug!(upstream = %up.name(), %uri, error = %err, "could not unsubscribe");
                 }
             });

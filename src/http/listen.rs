@@ -505,7 +505,11 @@ async fn subscribe_all(state: &AppState, scope: &Scope, key: u64, uris: &[String
             "jsonrpc": "2.0", "id": format!("{session}/{n}"),
             "method": "resources/subscribe", "params": {"uri": uri},
         });
-        let answer = mcp::handle(state, scope, Some(&session), request, &mut None).await;
+        let ctx = mcp::Ctx {
+            session: Some(&session),
+            sink: None,
+        };
+        let answer = mcp::handle(state, scope, &ctx, request, &mut None).await;
         let taken = answer.as_ref().is_some_and(|a| a.get("result").is_some());
         let relayed = state
             .registry

@@ -42,13 +42,32 @@ use super::relay::relay_to_upstream;
 use crate::h1::fields::{Incoming, Lookup};
 use crate::jsonrpc::{self, Kind, code};
 use crate::session::SessionKey;
-use crate::upstream::connection::{MessageSink, REQUEST_SINK};
+use crate::upstream::connection::MessageSink;
 pub use dispatch::handle;
 pub use message::Message;
 use rules::Era;
 
 /// Requests in flight upstream, found by (session, client id).
 pub type Inflight = Arc<Mutex<HashSet<route::ByKey>>>;
+
+/// What a message carries through the stages besides itself.
+#[derive(Default)]
+pub struct Ctx<'s> {
+    /// The downstream session it came in; `None` for a stateless request.
+    pub session: Option<&'s SessionKey>,
+    /// Where what the upstream streams while answering goes, for a request whose client
+    /// accepts an event stream.
+    pub sink: Option<MessageSink>,
+}
+
+impl std::fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("session", &self.session)
+            .field("sink", &self.sink.is_some())
+            .finish()
+    }
+}
 
 /// Which upstreams a request sees.
 #[derive(Debug, Clone)]
@@ -321,11 +340,8 @@ impl Posted {
         let sse_only = self.accept.sse_only;
         let tree = match msg {
             Message::Call(mut call) => {
-                let forward = call::forward(state, scope, session, &mut call, era);
-                let json = match sink {
-                    Some(sink) => REQUEST_SINK.scope(sink, forward).await,
-                    None => forward.await,
-                };
+                let ctx = Ctx { session, sink };
+                let json = call::forward(state, scope, &ctx, &mut call, era).await;
                 return Reply::Answer { json, sse_only };
             }
             Message::Tree(tree) => tree,
@@ -352,13 +368,12 @@ impl Posted {
         }
         // Only 2026-07-28 answers need the method once the message is consumed (`era::decorate`).
         let decorate = era.is_modern().then(|| method.to_owned());
-        let sink = sink.filter(|_| is_request && streams_notifications(method));
-        let mut new_session = None;
-        let work = handle_all(state, scope, session, tree, &mut new_session);
-        let answer = match sink {
-            Some(sink) => REQUEST_SINK.scope(sink, work).await,
-            None => work.await,
+        let ctx = Ctx {
+            session,
+            sink: sink.filter(|_| is_request && streams_notifications(method)),
         };
+        let mut new_session = None;
+        let answer = handle_all(state, scope, &ctx, tree, &mut new_session).await;
         let Some(mut answer) = answer else {
             return StatusCode::ACCEPTED.into_response().into();
         };
@@ -380,7 +395,7 @@ impl Posted {
 async fn handle_all(
     state: &AppState,
     scope: &Scope,
-    session: Option<&SessionKey>,
+    ctx: &Ctx<'_>,
     msg: Value,
     new_session: &mut Option<String>,
 ) -> Option<Value> {
@@ -388,13 +403,13 @@ async fn handle_all(
         Value::Array(batch) => {
             let mut out = Vec::new();
             for item in batch {
-                if let Some(a) = handle(state, scope, session, item, new_session).await {
+                if let Some(a) = handle(state, scope, ctx, item, new_session).await {
                     out.push(a);
                 }
             }
             (!out.is_empty()).then_some(Value::Array(out))
         }
-        single => handle(state, scope, session, single, new_session).await,
+        single => handle(state, scope, ctx, single, new_session).await,
     }
 }
 
@@ -476,7 +491,11 @@ async fn on_connection_one(
         .is_modern()
         .then(|| jsonrpc::method(&msg).unwrap_or_default().to_owned());
     let mut new_session = None;
-    let mut answer = handle(state, scope, Some(key), msg, &mut new_session).await;
+    let ctx = Ctx {
+        session: Some(key),
+        sink: None,
+    };
+    let mut answer = handle(state, scope, &ctx, msg, &mut new_session).await;
     if let Some(a) = answer.as_mut() {
         finish(decorate.as_deref(), a);
     }

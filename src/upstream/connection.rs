@@ -5,7 +5,6 @@
 //! session-era `initialize` handshake instead. Requests get ids assigned here, so many downstream
 //! clients can share one upstream session without their ids colliding; callers map them back.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -16,9 +15,9 @@ use super::UpstreamError;
 use super::clients::UpstreamClient;
 use super::message::routing_headers;
 pub use super::message::{
-    META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_PROTOCOL_VERSION, META_SERVER_INFO,
-    MODERN_VERSION, MessageSink, Routing, SESSION_GONE, SESSION_VERSIONS, header_safe,
-    is_known_version, strip_envelope,
+    Caller, IdSink, META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_PROTOCOL_VERSION,
+    META_SERVER_INFO, MODERN_VERSION, MessageSink, Routing, SESSION_GONE, SESSION_VERSIONS,
+    header_safe, is_known_version, strip_envelope,
 };
 use super::raw::{self, Envelope, RawParams, Received};
 use super::sse::SseConn;
@@ -50,24 +49,6 @@ impl Era {
             Self::Session { version } | Self::Stateless { version } => version,
         }
     }
-}
-
-tokio::task_local! {
-    /// Where notifications that an upstream streams *while answering a request* go (progress,
-    /// logging): set by the downstream handler around the request it forwards, so they reach
-    /// the client that caused them and nobody else. A task-local rather than a parameter
-    /// because it only matters at the two ends of a long call chain.
-    pub static REQUEST_SINK: MessageSink;
-
-    /// Told the id this connection gives the request it is about to send, so the caller can
-    /// later cancel it upstream (`notifications/cancelled` names the upstream's id).
-    pub static UPSTREAM_ID_HOOK: Arc<dyn IdSink>;
-}
-
-/// Told the id a connection gives a request ([`UPSTREAM_ID_HOOK`]).
-pub trait IdSink: Send + Sync {
-    /// The request about to be sent goes as `id`.
-    fn sent_as(&self, id: u64);
 }
 
 /// What carries a connection's messages: one transport per variant, each in its own module.
@@ -413,7 +394,8 @@ impl Connection {
         timeout: Duration,
     ) -> Result<Value, UpstreamError> {
         let mut params = params;
-        self.request_with(method, &mut params, timeout).await
+        self.request_with(method, &mut params, timeout, &Caller::default())
+            .await
     }
 
     /// [`Connection::request`] with borrowed params, so a caller can send them again (after a
@@ -423,11 +405,12 @@ impl Connection {
         method: &str,
         params: &mut Option<Value>,
         timeout: Duration,
+        caller: &Caller,
     ) -> Result<Value, UpstreamError> {
-        let id = self.request_id();
+        let id = self.request_id(caller);
         let extra = self.stamp(method, params, true);
         let body = outgoing(Some(id), method, params.as_ref())?;
-        self.send_request(method, id, body, extra.as_slice(), timeout)
+        self.send_request(method, id, body, extra.as_slice(), timeout, caller)
             .await?
             .into_value()
     }
@@ -440,8 +423,9 @@ impl Connection {
         method: &str,
         params: &RawParams<'_>,
         timeout: Duration,
+        caller: &Caller,
     ) -> Result<Received, UpstreamError> {
-        let id = self.request_id();
+        let id = self.request_id(caller);
         let (extra, envelope) = match &self.era {
             Era::Stateless { version } => {
                 let envelope = self.envelope.get_or_init(|| {
@@ -467,7 +451,7 @@ impl Connection {
         body.extend_from_slice(br#","params":"#);
         params.write(&mut body, envelope);
         body.push(b'}');
-        self.send_request(method, id, body.into(), extra.as_slice(), timeout)
+        self.send_request(method, id, body.into(), extra.as_slice(), timeout, caller)
             .await
     }
 
@@ -481,10 +465,12 @@ impl Connection {
         body: bytes::Bytes,
         extra: &[Extra<'_>],
         timeout: Duration,
+        caller: &Caller,
     ) -> Result<Received, UpstreamError> {
         let answer = match &self.carrier {
-            Carrier::Http(Endpoint { target, headers }) => {
-                self.post_request(target, headers, extra, body, id, timeout)
+            Carrier::Http(endpoint) => {
+                let sink = caller.sink.clone();
+                self.post_request(endpoint, extra, body, id, timeout, sink)
                     .await?
             }
             Carrier::Sse(conn) => conn
@@ -495,26 +481,27 @@ impl Connection {
         answer.ok_or_else(|| no_answer(method))
     }
 
-    /// The id of the next request, told to whoever waits for it ([`UPSTREAM_ID_HOOK`]).
-    fn request_id(&self) -> u64 {
+    /// The id of the next request, told to the caller if it asked ([`Caller::id_hook`]).
+    fn request_id(&self, caller: &Caller) -> u64 {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let _ = UPSTREAM_ID_HOOK.try_with(|sink| sink.sent_as(id));
+        if let Some(hook) = &caller.id_hook {
+            hook.sent_as(id);
+        }
         id
     }
 
     /// POST request `id` over Streamable HTTP; messages that stream in before the answer go to
-    /// the caller ([`REQUEST_SINK`]) and to the connection's sink.
+    /// the caller's sink (`caller`) and to the connection's sink.
     async fn post_request(
         &self,
-        target: &http::Uri,
-        headers: &HeaderMap,
+        Endpoint { target, headers }: &Endpoint,
         extra: &[Extra<'_>],
         body: bytes::Bytes,
         id: u64,
         timeout: Duration,
+        caller: Option<MessageSink>,
     ) -> Result<Option<Received>, UpstreamError> {
         let shared = self.sink.clone();
-        let caller = REQUEST_SINK.try_with(Clone::clone).ok();
         let sink = move |m: Value| {
             // Notifications and requests (sampling, elicitation) go to the caller.
             if let Some(caller) = &caller

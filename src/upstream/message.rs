@@ -34,6 +34,34 @@ pub const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
 /// Handler for messages an upstream sends that are not answers to our requests.
 pub type MessageSink = Arc<dyn Fn(Value) + Send + Sync>;
 
+/// Told the id a connection gives a request.
+pub trait IdSink: Send + Sync {
+    /// The request about to be sent goes as `id`.
+    fn sent_as(&self, id: u64);
+}
+
+/// Who a request is sent for, handed down with it: what the caller wants to hear while the
+/// upstream works on it. The default is nobody (health checks, discovery, the gateway's own
+/// bookkeeping).
+#[derive(Clone, Default)]
+pub struct Caller {
+    /// Where what the upstream streams while answering goes (progress, logging, and its own
+    /// requests such as sampling), so that it reaches the client that caused it and nobody else.
+    pub sink: Option<MessageSink>,
+    /// Told the id the connection gives the request, so that the client's cancellation can
+    /// name it upstream.
+    pub id_hook: Option<Arc<dyn IdSink>>,
+}
+
+impl std::fmt::Debug for Caller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Caller")
+            .field("sink", &self.sink.is_some())
+            .field("id_hook", &self.id_hook.is_some())
+            .finish()
+    }
+}
+
 /// The method of a notice a connection's sink gets (from mcpgw itself, never from the upstream
 /// or for a client) when the upstream's standing `GET` stream finds the session gone: the
 /// owner reconnects now rather than at its next request or health check.

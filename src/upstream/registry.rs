@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use super::UpstreamError;
 use super::clients::ClientCache;
 use super::connection::{self, Connection};
+use super::message::Caller;
 use super::raw::{RawAnswer, RawParams, Received};
 use crate::metrics::{Metrics, UpstreamOutcome};
 use crate::store::{Health, HealthStatus, Registration, Store};
@@ -136,26 +137,20 @@ enum Payload<'p, 'a> {
     Raw(&'p RawParams<'a>),
 }
 
-/// Send one request on `conn`, with `tagged` as the sink for what the upstream sends meanwhile.
+/// Send one request on `conn` for `caller`.
 async fn send_on(
     conn: &Connection,
     method: &str,
     payload: &mut Payload<'_, '_>,
     timeout: Duration,
-    tagged: Option<connection::MessageSink>,
+    caller: &Caller,
 ) -> Result<Received, UpstreamError> {
-    let send = async {
-        match payload {
-            Payload::Tree(params) => conn
-                .request_with(method, params, timeout)
-                .await
-                .map(Received::Value),
-            Payload::Raw(params) => conn.request_raw(method, params, timeout).await,
-        }
-    };
-    match tagged {
-        Some(sink) => connection::REQUEST_SINK.scope(sink, send).await,
-        None => send.await,
+    match payload {
+        Payload::Tree(params) => conn
+            .request_with(method, params, timeout, caller)
+            .await
+            .map(Received::Value),
+        Payload::Raw(params) => conn.request_raw(method, params, timeout, caller).await,
     }
 }
 
@@ -470,17 +465,19 @@ impl Upstream {
         self.conn.store(None);
     }
 
-    /// Send a request and return the upstream's answer message, reconnecting once if the
-    /// upstream expired the session. Every call is counted in the registry's metrics.
+    /// Send a request for `caller` and return the upstream's answer message, reconnecting
+    /// once if the upstream expired the session. Every call is counted in the registry's
+    /// metrics.
     pub async fn request(
         self: &Arc<Self>,
+        caller: &Caller,
         method: &str,
         params: Option<Value>,
     ) -> Result<Value, CallError> {
         let started = std::time::Instant::now();
         let mut params = params;
         let result = self
-            .request_uncounted(method, Payload::Tree(&mut params))
+            .request_uncounted(caller, method, Payload::Tree(&mut params))
             .await
             .and_then(|reply| reply.into_value().map_err(|e| self.failed(e)));
         self.count(started, &result, |answer| answer.get("error").is_some());
@@ -491,12 +488,13 @@ impl Upstream {
     /// answer is split at its top level only.
     pub async fn request_raw(
         self: &Arc<Self>,
+        caller: &Caller,
         method: &str,
         params: &RawParams<'_>,
     ) -> Result<RawAnswer, CallError> {
         let started = std::time::Instant::now();
         let result = self
-            .request_uncounted(method, Payload::Raw(params))
+            .request_uncounted(caller, method, Payload::Raw(params))
             .await
             .and_then(|reply| reply.into_answer().map_err(|e| self.failed(e)));
         self.count(started, &result, RawAnswer::is_error);
@@ -537,6 +535,7 @@ impl Upstream {
 
     async fn request_uncounted(
         self: &Arc<Self>,
+        caller: &Caller,
         method: &str,
         mut payload: Payload<'_, '_>,
     ) -> Result<Received, CallError> {
@@ -556,8 +555,7 @@ impl Upstream {
         let conn = self.connection().await.map_err(fail)?;
         // Requests the upstream makes while answering (sampling, elicitation) are tagged with
         // its name, so the client's answer can be routed back here.
-        let caller = connection::REQUEST_SINK.try_with(Clone::clone).ok();
-        let tagged: Option<connection::MessageSink> = caller.map(|caller| {
+        let tagged: Option<connection::MessageSink> = caller.sink.clone().map(|caller| {
             // The name is read when such a request comes, which is seldom.
             let upstream = self.clone();
             Arc::new(move |mut m: Value| {
@@ -569,11 +567,15 @@ impl Upstream {
                 caller(m);
             }) as connection::MessageSink
         });
-        match send_on(&conn, method, &mut payload, timeout, tagged.clone()).await {
+        let caller = Caller {
+            sink: tagged,
+            id_hook: caller.id_hook.clone(),
+        };
+        match send_on(&conn, method, &mut payload, timeout, &caller).await {
             Err(UpstreamError::SessionExpired | UpstreamError::Closed) => {
                 self.invalidate();
                 let conn = self.connection().await.map_err(fail)?;
-                send_on(&conn, method, &mut payload, timeout, tagged)
+                send_on(&conn, method, &mut payload, timeout, &caller)
                     .await
                     .map_err(fail)
             }

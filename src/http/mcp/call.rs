@@ -10,12 +10,13 @@ use std::sync::LazyLock;
 use memchr::memmem::Finder;
 use serde_json::Value;
 
+use super::Ctx;
 use super::message::Call;
 use super::route::{call_error, resolve_name, tracked, with_id};
 use super::rules::Era;
 use super::{AppState, Scope, finish};
 use crate::jsonrpc::{self, code};
-use crate::session::SessionKey;
+use crate::upstream::connection::Caller;
 use crate::upstream::raw::{self, Members, RawAnswer};
 
 /// The byte searches of [`shaped`], built once: `memmem::find` builds its searcher on every
@@ -36,7 +37,7 @@ static NEEDLES: LazyLock<Needles> = LazyLock::new(|| Needles {
 pub(super) async fn forward(
     state: &AppState,
     scope: &Scope,
-    session: Option<&SessionKey>,
+    ctx: &Ctx<'_>,
     call: &mut Call<'_>,
     era: Era,
 ) -> Vec<u8> {
@@ -51,8 +52,9 @@ pub(super) async fn forward(
     };
     call.params.rename(original);
     let (method, params) = (call.method, &call.params);
-    let send = || up.request_raw(method, params);
-    match tracked(state, session, &up, || call.id_key(), method, send).await {
+    let upstream = &up;
+    let send = |caller: Caller| async move { upstream.request_raw(&caller, method, params).await };
+    match tracked(state, ctx, &up, || call.id_key(), method, send).await {
         Ok(RawAnswer::Result(result)) => {
             let shaped = shaped(result.text(), || result.members(), call.method, modern);
             write_answer(call.id, "result", &shaped)

@@ -6,20 +6,21 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
+use super::Ctx;
 use super::route::{cancel_upstream, route_completion, route_named, route_uri};
 use super::{AppState, Scope};
 use crate::jsonrpc::{self, Kind, code};
-use crate::session::SessionKey;
+use crate::upstream::connection::Caller;
 use crate::upstream::connection::{MODERN_VERSION, SESSION_VERSIONS};
 use crate::upstream::registry::Upstream;
 
 /// Answer one JSON-RPC message for any transport; `None` for notifications and responses.
-/// `session` is the downstream session it came in (`None`: a stateless request); `new_session`
+/// `ctx` names the downstream session it came in and where the upstream's notifications go; `new_session`
 /// is set when the message was an `initialize` that opened a session.
 pub async fn handle(
     state: &AppState,
     scope: &Scope,
-    session: Option<&SessionKey>,
+    ctx: &Ctx<'_>,
     mut msg: Value,
     new_session: &mut Option<String>,
 ) -> Option<Value> {
@@ -27,9 +28,9 @@ pub async fn handle(
         Kind::Request => {}
         Kind::Notification => {
             if jsonrpc::method(&msg) == Some("notifications/cancelled")
-                && !crate::http::listen::cancelled(state, session, &msg)
+                && !crate::http::listen::cancelled(state, ctx.session, &msg)
             {
-                cancel_upstream(state, session, &msg).await;
+                cancel_upstream(state, ctx.session, &msg).await;
             }
             return None;
         }
@@ -74,7 +75,7 @@ pub async fn handle(
             Ok(json!({}))
         }
         "completion/complete" => {
-            return Some(route_completion(state, scope, session, sep, id, params).await);
+            return Some(route_completion(state, scope, ctx, sep, id, params).await);
         }
         "tools/list" => Ok(json!({"tools": listing(state, scope, sep, |c| &c.tools, "name")})),
         "prompts/list" => {
@@ -87,10 +88,10 @@ pub async fn handle(
             json!({"resourceTemplates": listing(state, scope, sep, |c| &c.resource_templates, "")}),
         ),
         "tools/call" | "prompts/get" => {
-            return Some(route_named(state, scope, session, sep, id, method, params).await);
+            return Some(route_named(state, scope, ctx, sep, id, method, params).await);
         }
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
-            return Some(route_uri(state, scope, session, id, method, params).await);
+            return Some(route_uri(state, scope, ctx, id, method, params).await);
         }
         _ => Err((
             code::METHOD_NOT_FOUND,
@@ -138,7 +139,9 @@ fn discover(state: &AppState, scope: &Scope) -> Value {
 async fn set_level(state: &AppState, scope: &Scope, params: Option<Value>) {
     for up in in_scope(state, scope) {
         if up.capabilities().get("logging").is_some() {
-            let _ = up.request("logging/setLevel", params.clone()).await;
+            let _ = up
+                .request(&Caller::default(), "logging/setLevel", params.clone())
+                .await;
         }
     }
 }

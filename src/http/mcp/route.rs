@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde_json::{Map, Value};
 
+use super::Ctx;
 use super::dispatch::in_scope;
 use super::{AppState, Inflight, Scope};
 use crate::jsonrpc::{self, code};
 use crate::session::SessionKey;
+use crate::upstream::connection::Caller;
 use crate::upstream::registry::{CallError, Upstream};
 
 pub(super) fn call_error(id: Value, err: &CallError) -> Value {
@@ -36,7 +38,7 @@ pub(super) fn with_id(mut answer: Value, id: Value) -> Value {
 pub(super) async fn route_named(
     state: &AppState,
     scope: &Scope,
-    session: Option<&SessionKey>,
+    ctx: &Ctx<'_>,
     sep: &str,
     id: Value,
     method: &str,
@@ -62,7 +64,7 @@ pub(super) async fn route_named(
     };
     // The upstream's own name: the prefix cut off in place.
     name.drain(..prefix);
-    forward(state, session, &up, id, method, Value::Object(params)).await
+    forward(state, ctx, &up, id, method, Value::Object(params)).await
 }
 
 /// The upstream a (possibly prefixed) tool or prompt name belongs to, and its own name there
@@ -100,7 +102,7 @@ fn split_once<'n>(name: &'n str, sep: &str) -> Option<(&'n str, &'n str)> {
 pub(super) async fn route_completion(
     state: &AppState,
     scope: &Scope,
-    session: Option<&SessionKey>,
+    ctx: &Ctx<'_>,
     sep: &str,
     id: Value,
     params: Option<Value>,
@@ -118,7 +120,7 @@ pub(super) async fn route_completion(
                 Err(message) => return jsonrpc::error(id, code::INVALID_PARAMS, message),
             };
             params["ref"]["name"] = Value::String(original);
-            forward(state, session, &up, id, "completion/complete", params).await
+            forward(state, ctx, &up, id, "completion/complete", params).await
         }
         Some("ref/resource") => {
             let uri = params
@@ -139,7 +141,7 @@ pub(super) async fn route_completion(
                     })
             });
             match owner {
-                Some(up) => forward(state, session, &up, id, "completion/complete", params).await,
+                Some(up) => forward(state, ctx, &up, id, "completion/complete", params).await,
                 None => jsonrpc::error(
                     id,
                     code::INVALID_PARAMS,
@@ -158,7 +160,7 @@ pub(super) async fn route_completion(
 pub(super) async fn route_uri(
     state: &AppState,
     scope: &Scope,
-    session: Option<&SessionKey>,
+    ctx: &Ctx<'_>,
     id: Value,
     method: &str,
     params: Option<Value>,
@@ -208,19 +210,19 @@ pub(super) async fn route_uri(
             // A 2026-07-28 upstream has no resources/subscribe: its URIs are named by the
             // gateway's listen stream, which follows the table.
             if _change.is_some() && up.subscribes_by_listening() {
-                return subscribe_by_listening(&up, session, id, method, &uri);
+                return subscribe_by_listening(&up, ctx.session, id, method, &uri);
             }
             // One upstream session carries every client's subscriptions: the upstream is told
             // to stop only when the last subscriber of the URI leaves.
             if method == "resources/unsubscribe"
-                && let Some(session) = session
+                && let Some(session) = ctx.session
                 && up.unsubscribe(&uri, session)
             {
                 return jsonrpc::result(id, Value::Object(Map::new()));
             }
             let answer = forward(
                 state,
-                session,
+                ctx,
                 &up,
                 id,
                 method,
@@ -228,7 +230,7 @@ pub(super) async fn route_uri(
             )
             .await;
             if method == "resources/subscribe" && answer.get("result").is_some() {
-                track_subscription(&up, session, &uri);
+                track_subscription(&up, ctx.session, &uri);
             }
             answer
         }
@@ -382,14 +384,14 @@ impl Drop for InFlightGuard<'_> {
 
 async fn forward(
     state: &AppState,
-    session: Option<&SessionKey>,
+    ctx: &Ctx<'_>,
     up: &Arc<Upstream>,
     id: Value,
     method: &str,
     params: Value,
 ) -> Value {
-    let send = || up.request(method, Some(params));
-    let outcome = tracked(state, session, up, || id.to_string(), method, send).await;
+    let send = |caller: Caller| async move { up.request(&caller, method, Some(params)).await };
+    let outcome = tracked(state, ctx, up, || id.to_string(), method, send).await;
     match outcome {
         Ok(answer) => with_id(answer, id),
         Err(err) => call_error(id, &err),
@@ -404,11 +406,11 @@ async fn forward(
 /// the size of every forwarded call's future.
 pub(super) async fn tracked<T, F>(
     state: &AppState,
-    session: Option<&SessionKey>,
+    ctx: &Ctx<'_>,
     up: &Arc<Upstream>,
     client_id: impl FnOnce() -> String,
     method: &str,
-    send: impl FnOnce() -> F,
+    send: impl FnOnce(Caller) -> F,
 ) -> Result<T, CallError>
 where
     F: std::future::Future<Output = Result<T, CallError>>,
@@ -418,7 +420,7 @@ where
     // Remember (session, client id) -> (upstream, upstream id) while the request is in flight;
     // the upstream id is known once the connection picks it (the sink).
     let entry = Arc::new(InFlight {
-        key: (session.cloned(), client_id()),
+        key: (ctx.session.cloned(), client_id()),
         upstream: up.clone(),
         upstream_id: AtomicU64::new(NOT_SENT),
     });
@@ -431,10 +433,11 @@ where
         table: &state.inflight,
         entry,
     };
-    let sink: Arc<dyn crate::upstream::connection::IdSink> = tracked.entry.clone();
-    let outcome = crate::upstream::connection::UPSTREAM_ID_HOOK
-        .scope(sink, send())
-        .await;
+    let caller = Caller {
+        sink: ctx.sink.clone(),
+        id_hook: Some(tracked.entry.clone()),
+    };
+    let outcome = send(caller).await;
     drop(tracked);
     match &outcome {
         // Per request, so debug: with RUST_LOG=debug every forwarded call is one line that
