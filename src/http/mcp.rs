@@ -21,6 +21,7 @@
 
 mod call;
 mod dispatch;
+pub mod listen;
 mod message;
 mod route;
 mod rules;
@@ -353,8 +354,7 @@ impl Posted {
         let is_request = jsonrpc::kind(&tree) == Kind::Request;
         let method = jsonrpc::method(&tree).unwrap_or_default();
         if era.is_modern() && is_request && method == "subscriptions/listen" {
-            let listen =
-                super::listen::open(self.state.clone(), scope.clone(), tree, self.accept.streams);
+            let listen = listen::open(self.state.clone(), scope.clone(), tree, self.accept.streams);
             return Reply::Response(listen.await);
         }
         if method == "initialize" && state.sessions.is_full() && state.sessions.sweep() == 0 {
@@ -485,7 +485,7 @@ async fn on_connection_one(
         && jsonrpc::kind(&msg) == Kind::Request
         && jsonrpc::method(&msg) == Some("subscriptions/listen")
     {
-        return super::listen::open_on_connection(state, scope, key.clone(), msg).await;
+        return listen::open_on_connection(state, scope, key.clone(), msg).await;
     }
     let decorate = era
         .is_modern()

@@ -10,7 +10,6 @@ pub mod front;
 pub mod gateways;
 pub mod health;
 pub mod limits;
-pub mod listen;
 pub mod mcp;
 pub mod metrics;
 pub mod origin;
@@ -75,7 +74,7 @@ pub struct AppState {
     /// The outbox of each open WebSocket session, for notifications (resource updates).
     pub ws_outlets: ws::WsOutlets,
     /// Open `subscriptions/listen` streams (2026-07-28 clients).
-    pub listens: listen::Listeners,
+    pub listens: mcp::listen::Listeners,
     ready: AtomicBool,
     /// Long-lived streams (SSE, WebSocket) end when this fires: graceful shutdown waits for
     /// responses to finish, and these never would.
@@ -111,7 +110,7 @@ impl AppState {
             ws: ws::WsSettings::from_env(),
             ws_open: std::sync::atomic::AtomicUsize::new(0),
             ws_outlets: ws::WsOutlets::default(),
-            listens: listen::Listeners::default(),
+            listens: mcp::listen::Listeners::default(),
             client_requests: std::sync::Mutex::default(),
             inflight: mcp::Inflight::default(),
             next_client_request: std::sync::atomic::AtomicU64::new(1),

@@ -28,7 +28,7 @@ pub async fn handle(
         Kind::Request => {}
         Kind::Notification => {
             if jsonrpc::method(&msg) == Some("notifications/cancelled")
-                && !crate::http::listen::cancelled(state, ctx.session, &msg)
+                && !super::listen::cancelled(state, ctx.session, &msg)
             {
                 cancel_upstream(state, ctx.session, &msg).await;
             }

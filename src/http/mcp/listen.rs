@@ -28,9 +28,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use super::AppState;
-use super::delivery;
-use super::mcp::{self, Scope};
+use super::{AppState, Ctx, Scope, handle};
+use crate::http::delivery;
 use crate::jsonrpc::{self, code};
 use crate::session::SessionKey;
 
@@ -505,11 +504,11 @@ async fn subscribe_all(state: &AppState, scope: &Scope, key: u64, uris: &[String
             "jsonrpc": "2.0", "id": format!("{session}/{n}"),
             "method": "resources/subscribe", "params": {"uri": uri},
         });
-        let ctx = mcp::Ctx {
+        let ctx = Ctx {
             session: Some(&session),
             sink: None,
         };
-        let answer = mcp::handle(state, scope, &ctx, request, &mut None).await;
+        let answer = handle(state, scope, &ctx, request, &mut None).await;
         let taken = answer.as_ref().is_some_and(|a| a.get("result").is_some());
         let relayed = state
             .registry
