@@ -341,6 +341,8 @@ const REQUESTS: &str = "mcpgw_http_requests_total";
 
 #[test]
 fn metrics_count_requests_by_route_template_method_and_status() {
+    // Over 100 lines on purpose: one end-to-end scenario whose steps depend on the ones
+    // before (the same gateway, sessions and upstreams throughout), read top to bottom.
     let dir = Dir::new();
     let gw = Gateway::start(&dir, &["--no-auth"]);
     let before = scrape(gw.addr);

@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 
 #[test]
 fn sse_websocket_and_streamable_sessions_survive_twenty_rotations() {
+    // Over 100 lines on purpose: one end-to-end scenario whose steps depend on the ones
+    // before (the same gateway, sessions and upstreams throughout), read top to bottom.
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     let up = Upstream::start(&[

@@ -81,6 +81,8 @@ fn s(p: &Path) -> &str {
 
 #[test]
 fn report_steps_verbatim_register_stay_online_list_and_call() {
+    // Over 100 lines on purpose: one end-to-end scenario whose steps depend on the ones
+    // before (the same gateway, sessions and upstreams throughout), read top to bottom.
     let py = py::python();
     let dir = Dir::new();
     let certs = dir.join("certs");
@@ -230,6 +232,8 @@ fn second_client(pki: &Pki, cn: &str) -> (std::path::PathBuf, std::path::PathBuf
 
 #[test]
 fn gateway_add_streamable_http_both_eras_and_client_blind_regression() {
+    // Over 100 lines on purpose: one end-to-end scenario whose steps depend on the ones
+    // before (the same gateway, sessions and upstreams throughout), read top to bottom.
     let py = py::python();
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);

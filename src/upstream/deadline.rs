@@ -21,6 +21,11 @@ use std::time::Duration;
 
 use tokio::time::{Instant, Sleep};
 
+// A task-local rather than a parameter, the one left on the request path: the timer belongs to
+// the listener's connection task (`h1::server`) and is borrowed at the far end of the call, in
+// the upstream client, through every stage of the pipeline between them. Passed down, it would
+// be a `&mut` slot in every stage's signature for the one transport that keeps a timer, and the
+// stages could not lend it on safely (a request that is still waiting must not lose it).
 tokio::task_local! {
     /// The connection task's timer: `Some(None)` before its first request, `Some(timer)` between
     /// requests, `None` while a request has it.
