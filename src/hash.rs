@@ -1,8 +1,9 @@
 //! The hash map of the request path's tables (sessions, requests in flight, metrics series).
 //!
-//! std's default hasher (SipHash-1-3) took about 1,400 instructions per forwarded call over
-//! these lookups (`benches/instructions.sh`). foldhash, which hashbrown already builds here, is
-//! several times faster on short keys and still seeded at random per process. The keys of these
+//! std's default hasher (SipHash-1-3) is built to resist flooding by whoever chooses the keys, at
+//! a price paid on every lookup of every forwarded call (measured in docs/PERFORMANCE.md).
+//! foldhash, which hashbrown already builds here, is several times faster on short keys and
+//! still seeded at random per process. The keys of these
 //! tables are made by mcpgw (session ids, route templates, upstream names) or bounded per
 //! session (ids of requests in flight), so flooding one bucket is not within a client's reach.
 
