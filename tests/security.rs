@@ -211,3 +211,28 @@ fn hostile_registrations_are_refused_without_echoing_secrets_or_files() {
     );
     assert!(!answer.contains(bearer), "{answer}");
 }
+
+/// The gate checks the token on the request head: a client without one that announces a large
+/// body is refused at once, without the gateway waiting for (or buffering) a byte of it.
+#[test]
+fn a_request_without_a_token_is_refused_before_its_body_is_read() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &[]);
+    for path in ["/gateways", "/admin/cert/reload", "/servers/any/mcp"] {
+        let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+        // 4 MiB announced, none of it sent.
+        write!(
+            s,
+            "POST {path} HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: 4000000\r\n\r\n"
+        )
+        .unwrap();
+        // Well under the 30 s body timeout: a gateway that read the body first would still be
+        // waiting for it here.
+        s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head)
+            .unwrap_or_else(|e| panic!("{path}: no answer before the body came: {e}"));
+        assert_eq!(&head, b"HTTP/1.1 401", "{path}");
+    }
+}
