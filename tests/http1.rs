@@ -1,4 +1,4 @@
-//! The listener's own HTTP/1.1 path for `POST /mcp` (`src/server/h1.rs`), over raw sockets to a
+//! The listener's own HTTP/1.1 path for `POST /mcp` (`src/h1/server.rs`), over raw sockets to a
 //! real `mcpgw` on 127.0.0.1: what it takes itself, what it hands to hyper mid-connection, and
 //! the behaviours it must keep from hyper (pipelining, `Connection: close`, timeouts, a client
 //! that hangs up mid-call).
@@ -420,4 +420,60 @@ fn calls_in_turn_on_a_connection_each_get_their_whole_upstream_timeout() {
         took >= Duration::from_millis(2900) && took < Duration::from_secs(8),
         "cut after {took:?}"
     );
+}
+
+/// Both entrances of `POST /mcp` (the listener's own loop, and hyper for a chunked body it
+/// hands over) run the one pipeline: each rule answers alike through either, call or not.
+#[test]
+fn the_loop_and_hyper_give_every_rule_the_same_answer() {
+    let (_dir, _up, gw) = with_upstream();
+    let call = |id: u64, name: &str| {
+        json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+               "params": {"name": name, "arguments": {"text": "x"}}})
+    };
+    let list = json!({"jsonrpc": "2.0", "id": 5, "method": "tools/list"});
+    let cases: Vec<(Value, &str, u16)> = vec![
+        // Unsupported version, on a call (read without a tree) and on another method.
+        (
+            call(1, "up__echo"),
+            "mcp-protocol-version: 1999-01-01\r\n",
+            400,
+        ),
+        (list.clone(), "mcp-protocol-version: 1999-01-01\r\n", 400),
+        // A session-era client past initialize without its session.
+        (
+            call(2, "up__echo"),
+            "mcp-protocol-version: 2025-06-18\r\n",
+            400,
+        ),
+        (list.clone(), "mcp-protocol-version: 2025-06-18\r\n", 400),
+        // 2026-07-28 by its header, without the envelope the ladder requires.
+        (
+            call(3, "up__echo"),
+            "mcp-protocol-version: 2026-07-28\r\n",
+            400,
+        ),
+        // A session that does not exist.
+        (call(4, "up__echo"), "mcp-session-id: nobody\r\n", 404),
+        // Routing: an unknown upstream, then a call that goes through.
+        (call(6, "nope__echo"), "", 200),
+        (call(7, "up__echo"), "", 200),
+    ];
+    for (body, extra, status) in cases {
+        let (mut s, mut r) = connect(&gw);
+        s.write_all(post(&body, extra).as_bytes()).unwrap();
+        let looped = read_answer(&mut r);
+        let text = body.to_string();
+        let (mut s, mut r) = connect(&gw);
+        write!(
+            s,
+            "POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\naccept: application/json, text/event-stream\r\n{extra}transfer-encoding: chunked\r\n\r\n{:x}\r\n{text}\r\n0\r\n\r\n",
+            text.len()
+        )
+        .unwrap();
+        let hyper = read_answer(&mut r);
+        assert_eq!(looped.status, status, "{text} {extra}");
+        assert_eq!(hyper.status, status, "{text} {extra}");
+        assert_eq!(looped.json(), hyper.json(), "{text} {extra}");
+    }
 }
