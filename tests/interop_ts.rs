@@ -216,3 +216,87 @@ fn typescript_sdk_server_upstream_answers_through_mcpgw() {
         }
     }
 }
+
+/// What an upstream streams while it answers reaches the client on the connection transports
+/// too: progress from the official TypeScript SDK server, through the gateway's legacy SSE
+/// (`/sse` + `POST /message`) and WebSocket (`/ws`) front doors, arrives before the answer.
+#[test]
+fn progress_reaches_sse_and_websocket_clients_before_the_answer() {
+    use futures_util::{SinkExt, StreamExt};
+    use std::io::BufRead;
+    use std::time::Duration;
+    use tokio_tungstenite::tungstenite::Message;
+    let server = ts_client().with_file_name("server.mjs");
+    let dir = Dir::new();
+    let mut cmd = Command::new("node");
+    cmd.arg(&server)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut up = Child(cmd.spawn().unwrap());
+    let mut ready = String::new();
+    std::io::BufReader::new(up.0.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let base = ready.trim().strip_prefix("READY ").unwrap().to_owned();
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(&["gateway", "add", "ts", &format!("{base}/mcp")], 0);
+    let call = serde_json::json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",
+        "params": {"name": "ts__count", "arguments": {"n": 3}, "_meta": {"progressToken": "p"}}});
+    // Every message up to the answer (id 9), in the order it came.
+    let until_answer = |seen: &[Value]| seen.last().is_some_and(|m| m["id"] == 9);
+    let check = |door: &str, seen: &[Value]| {
+        let methods: Vec<&str> = seen.iter().filter_map(|m| m["method"].as_str()).collect();
+        let progress = methods
+            .iter()
+            .filter(|m| **m == "notifications/progress")
+            .count();
+        assert_eq!(progress, 3, "{door}: {seen:?}");
+        let answer = seen.last().unwrap();
+        assert!(
+            answer.to_string().contains("counted to 3"),
+            "{door}: {answer}"
+        );
+        for m in &seen[..seen.len() - 1] {
+            assert_eq!(m["params"]["progressToken"], "p", "{door}: {m}");
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = format!("http://{}", gw.addr);
+        let mut sse =
+            common::clients::SseSession::open(common::clients::http(None), &url, "/sse", None)
+                .await
+                .unwrap();
+        sse.send(&call).await.unwrap();
+        let mut seen = Vec::new();
+        while !until_answer(&seen) {
+            let next = sse.next(Duration::from_secs(30)).await;
+            seen.push(next.unwrap_or_else(|| panic!("SSE: no answer; so far {seen:?}")));
+        }
+        check("SSE", &seen);
+
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = format!("ws://{}/ws", gw.addr)
+            .into_client_request()
+            .unwrap();
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", "mcp".parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        ws.send(Message::Text(call.to_string().into()))
+            .await
+            .unwrap();
+        let mut seen = Vec::new();
+        while !until_answer(&seen) {
+            let frame = tokio::time::timeout(Duration::from_secs(30), ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("WebSocket: no answer; so far {seen:?}"))
+                .unwrap()
+                .unwrap();
+            if let Message::Text(text) = frame {
+                seen.push(serde_json::from_str(&text).unwrap());
+            }
+        }
+        check("WebSocket", &seen);
+    });
+}

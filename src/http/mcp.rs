@@ -439,9 +439,11 @@ fn streams_notifications(method: &str) -> bool {
 
 /// The pipeline for a message that came on a legacy SSE or WebSocket connection, which is the
 /// session `key` (so the session stage has nothing to check, and there are no per-message
-/// headers); `None` when nothing needs an answer. A batch runs item by item.
+/// headers); `None` when nothing needs an answer. A batch runs item by item. What an upstream
+/// sends while it answers (progress, logging, its own requests) goes on the same connection,
+/// ahead of the answer; the client's answers to those requests go back to that upstream.
 pub(super) async fn on_connection(
-    state: &AppState,
+    state: &Arc<AppState>,
     scope: &Scope,
     key: &SessionKey,
     msg: Value,
@@ -466,7 +468,7 @@ pub(super) async fn on_connection(
 }
 
 async fn on_connection_one(
-    state: &AppState,
+    state: &Arc<AppState>,
     scope: &Scope,
     key: &SessionKey,
     msg: Value,
@@ -481,19 +483,21 @@ async fn on_connection_one(
         return None;
     };
     // Stages: route, forward, encode.
-    if era.is_modern()
-        && jsonrpc::kind(&msg) == Kind::Request
-        && jsonrpc::method(&msg) == Some("subscriptions/listen")
-    {
+    if relay_to_upstream(state, &msg).await.is_some() {
+        return None;
+    }
+    let is_request = jsonrpc::kind(&msg) == Kind::Request;
+    if era.is_modern() && is_request && jsonrpc::method(&msg) == Some("subscriptions/listen") {
         return listen::open_on_connection(state, scope, key.clone(), msg).await;
     }
     let decorate = era
         .is_modern()
         .then(|| jsonrpc::method(&msg).unwrap_or_default().to_owned());
     let mut new_session = None;
+    let streams = is_request && streams_notifications(jsonrpc::method(&msg).unwrap_or_default());
     let ctx = Ctx {
         session: Some(key),
-        sink: None,
+        sink: streams.then(|| connection_sink(state, key)),
     };
     let mut answer = handle(state, scope, &ctx, msg, &mut new_session).await;
     if let Some(a) = answer.as_mut() {
@@ -505,4 +509,14 @@ async fn on_connection_one(
         state.sessions.close(&id);
     }
     answer
+}
+
+/// The sink of a request that came on a connection: what the upstream sends meanwhile is
+/// queued on that connection (a request of the upstream's under an id of the gateway's own).
+fn connection_sink(state: &Arc<AppState>, key: &SessionKey) -> MessageSink {
+    let (state, key) = (state.clone(), key.clone());
+    Arc::new(move |msg: Value| {
+        let msg = super::relay::relay_to_client(&state, msg);
+        super::delivery::notify_session(&state, &key, &msg);
+    })
 }

@@ -18,7 +18,7 @@ use crate::jsonrpc::{self, Kind};
 /// Prepare a message an upstream sent during a request for the client: a request (sampling,
 /// elicitation) gets an id of the gateway's own, remembered with the upstream and its id, so
 /// that the client's answer can be routed back and never collides with another client's.
-fn relay_to_client(state: &AppState, mut msg: Value) -> Value {
+pub(super) fn relay_to_client(state: &AppState, mut msg: Value) -> Value {
     use std::sync::atomic::Ordering;
     let Some(obj) = msg.as_object_mut() else {
         return msg;

@@ -231,6 +231,11 @@ impl SseSession {
         self.request(&call(id, tool, args)).await
     }
 
+    /// The next message on the stream, whatever it is, within `wait`.
+    pub async fn next(&mut self, wait: Duration) -> Option<Value> {
+        tokio::time::timeout(wait, self.events.recv()).await.ok()?
+    }
+
     /// The next message on the stream with `method` within `wait` (others are skipped).
     pub async fn next_of(&mut self, method: &str, wait: Duration) -> Option<Value> {
         let deadline = tokio::time::Instant::now() + wait;
