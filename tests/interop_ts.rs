@@ -29,6 +29,25 @@ fn ts_client() -> std::path::PathBuf {
     common::prereq::typescript_sdk().join("client.mjs")
 }
 
+/// The official TypeScript SDK server fixture (`server.mjs`, `--json` for its JSON answer mode)
+/// on 127.0.0.1, and its base URL.
+fn ts_server(json_mode: bool) -> (Child, String) {
+    use std::io::BufRead;
+    let server = ts_client().with_file_name("server.mjs");
+    let mut cmd = Command::new("node");
+    cmd.arg(&server)
+        .args(json_mode.then_some("--json"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null());
+    let mut up = Child(cmd.spawn().unwrap());
+    let mut ready = String::new();
+    std::io::BufReader::new(up.0.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let base = ready.trim().strip_prefix("READY ").unwrap().to_owned();
+    (up, base)
+}
+
 #[test]
 fn typescript_sdk_client_lists_and_calls_tools_of_mtls_upstreams_through_mcpgw() {
     let client = ts_client();
@@ -158,22 +177,9 @@ impl Drop for Child {
 /// timeout is 5 s). Both of the SDK's answer modes: an event stream, and plain JSON.
 #[test]
 fn typescript_sdk_server_upstream_answers_through_mcpgw() {
-    use std::io::BufRead;
-    let client = ts_client();
-    let server = client.with_file_name("server.mjs");
     for json_mode in [false, true] {
         let dir = Dir::new();
-        let mut cmd = Command::new("node");
-        cmd.arg(&server)
-            .args(json_mode.then_some("--json"))
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null());
-        let mut up = Child(cmd.spawn().unwrap());
-        let mut ready = String::new();
-        std::io::BufReader::new(up.0.stdout.take().unwrap())
-            .read_line(&mut ready)
-            .unwrap();
-        let base = ready.trim().strip_prefix("READY ").unwrap().to_owned();
+        let (_up, base) = ts_server(json_mode);
         let gw = Gateway::start(&dir, &["--no-auth"]);
         dir.run_expect(&["gateway", "add", "ts", &format!("{base}/mcp")], 0);
         let post = |body: Value| {
@@ -223,21 +229,10 @@ fn typescript_sdk_server_upstream_answers_through_mcpgw() {
 #[test]
 fn progress_reaches_sse_and_websocket_clients_before_the_answer() {
     use futures_util::{SinkExt, StreamExt};
-    use std::io::BufRead;
     use std::time::Duration;
     use tokio_tungstenite::tungstenite::Message;
-    let server = ts_client().with_file_name("server.mjs");
     let dir = Dir::new();
-    let mut cmd = Command::new("node");
-    cmd.arg(&server)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-    let mut up = Child(cmd.spawn().unwrap());
-    let mut ready = String::new();
-    std::io::BufReader::new(up.0.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    let base = ready.trim().strip_prefix("READY ").unwrap().to_owned();
+    let (_up, base) = ts_server(false);
     let gw = Gateway::start(&dir, &["--no-auth"]);
     dir.run_expect(&["gateway", "add", "ts", &format!("{base}/mcp")], 0);
     let call = serde_json::json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call",

@@ -209,24 +209,30 @@ impl Lookup for Incoming {
     }
 }
 
+/// The fields of a complete response head, for tests that need a [`Fields`].
+#[cfg(test)]
+pub(crate) fn response_fields(head: &'static [u8]) -> Fields {
+    let mut slots = [httparse::EMPTY_HEADER; 16];
+    let mut response = httparse::Response::new(&mut slots);
+    assert!(response.parse(head).unwrap().is_complete());
+    let at = |s: &[u8]| (s.as_ptr() as usize - head.as_ptr() as usize) as u32;
+    let spans: Vec<[u32; 4]> = response
+        .headers
+        .iter()
+        .map(|f| {
+            let (n, v) = (at(f.name.as_bytes()), at(f.value));
+            [n, n + f.name.len() as u32, v, v + f.value.len() as u32]
+        })
+        .collect();
+    Fields::new(Bytes::from_static(head), spans)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn parsed(head: &'static [u8]) -> Fields {
-        let mut slots = [httparse::EMPTY_HEADER; 16];
-        let mut response = httparse::Response::new(&mut slots);
-        assert!(response.parse(head).unwrap().is_complete());
-        let at = |s: &[u8]| (s.as_ptr() as usize - head.as_ptr() as usize) as u32;
-        let spans: Vec<[u32; 4]> = response
-            .headers
-            .iter()
-            .map(|f| {
-                let (n, v) = (at(f.name.as_bytes()), at(f.value));
-                [n, n + f.name.len() as u32, v, v + f.value.len() as u32]
-            })
-            .collect();
-        Fields::new(Bytes::from_static(head), spans)
+        response_fields(head)
     }
 
     #[test]
