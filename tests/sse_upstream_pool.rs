@@ -17,23 +17,7 @@ fn a_legacy_sse_upstream_dialled_by_ip_with_a_server_name_gets_the_client_certif
     let pki = dir.cert_gen("pki", &[]);
     // A server certificate for localhost only (no IP SANs): dialling 127.0.0.1 works only if the
     // name verified is the override.
-    let issuer = mcpgw::tls::pki::load_issuer(
-        "ca",
-        &std::fs::read(pki.file("ca.crt")).unwrap(),
-        "ca.key",
-        &std::fs::read(pki.file("ca.key")).unwrap(),
-    )
-    .unwrap();
-    let only = mcpgw::tls::pki::issue_server(
-        &issuer,
-        "localhost",
-        &["localhost".into()],
-        30,
-        mcpgw::cli::KeyType::EcdsaP256,
-    )
-    .unwrap();
-    std::fs::write(pki.file("lh.crt"), only.cert_pem).unwrap();
-    std::fs::write(pki.file("lh.key"), only.key_pem).unwrap();
+    pki.localhost_only();
     let port = py::free_port();
     let _up = PyUpstream::start(
         &py,

@@ -401,23 +401,7 @@ fn missing_client_certificate_and_ip_name_mismatch_are_diagnosed() {
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     // A server certificate for localhost only (no IP SANs).
-    let issuer = mcpgw::tls::pki::load_issuer(
-        "ca",
-        &std::fs::read(pki.file("ca.crt")).unwrap(),
-        "ca.key",
-        &std::fs::read(pki.file("ca.key")).unwrap(),
-    )
-    .unwrap();
-    let only = mcpgw::tls::pki::issue_server(
-        &issuer,
-        "localhost",
-        &["localhost".into()],
-        30,
-        mcpgw::cli::KeyType::EcdsaP256,
-    )
-    .unwrap();
-    std::fs::write(pki.file("lh.crt"), only.cert_pem).unwrap();
-    std::fs::write(pki.file("lh.key"), only.key_pem).unwrap();
+    pki.localhost_only();
     let port = py::free_port();
     let _up = PyUpstream::start(
         &py,

@@ -140,6 +140,29 @@ impl Pki {
     pub fn s(&self, name: &str) -> String {
         self.file(name).display().to_string()
     }
+
+    /// A server certificate for `localhost` only (no IP SANs), signed by this CA, written as
+    /// `lh.crt` and `lh.key`: dialling 127.0.0.1 verifies only with a server-name override.
+    pub fn localhost_only(&self) -> (PathBuf, PathBuf) {
+        let issuer = mcpgw::tls::pki::load_issuer(
+            "ca",
+            &std::fs::read(self.file("ca.crt")).unwrap(),
+            "ca.key",
+            &std::fs::read(self.file("ca.key")).unwrap(),
+        )
+        .unwrap();
+        let only = mcpgw::tls::pki::issue_server(
+            &issuer,
+            "localhost",
+            &["localhost".into()],
+            30,
+            mcpgw::cli::KeyType::EcdsaP256,
+        )
+        .unwrap();
+        std::fs::write(self.file("lh.crt"), only.cert_pem).unwrap();
+        std::fs::write(self.file("lh.key"), only.key_pem).unwrap();
+        (self.file("lh.crt"), self.file("lh.key"))
+    }
 }
 
 /// A running `mcpgw serve`, killed on drop.
