@@ -60,6 +60,8 @@ impl Verifier {
             validation.set_audience(&[AUDIENCE]);
             validation.set_required_spec_claims(&["exp", "aud", "sub"]);
             validation.leeway = LEEWAY;
+            // A token that says it is not valid yet is refused until then (with the leeway).
+            validation.validate_nbf = true;
             (jsonwebtoken::DecodingKey::from_secret(secret), validation)
         });
         Self {
@@ -269,6 +271,30 @@ mod tests {
         // No secret: nothing is remembered, a JWT-looking token is refused.
         assert!(!v.accepts("a.b.c"));
         assert_eq!(v.remembered(), 0);
+    }
+
+    #[test]
+    fn a_jwt_not_valid_yet_is_refused_until_its_nbf() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let v = Verifier::new(&config(&[], Some(secret)));
+        let now = unix_now();
+        let with_nbf = |nbf: u64| {
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &serde_json::json!({"sub": "t", "aud": AUDIENCE, "iat": now, "exp": now + 600, "nbf": nbf}),
+                &jsonwebtoken::EncodingKey::from_secret(secret),
+            )
+            .unwrap()
+        };
+        assert!(
+            !v.accepts(&with_nbf(now + 600)),
+            "valid only in ten minutes"
+        );
+        assert_eq!(v.remembered(), 0, "a refused token is not remembered");
+        assert!(
+            v.accepts(&with_nbf(now - 10)),
+            "valid since ten seconds ago"
+        );
     }
 
     #[test]

@@ -78,16 +78,9 @@ impl OriginPolicy {
             if self.allowed_origins.iter().any(|o| o == origin) {
                 return Ok(());
             }
-            let host = url::Url::parse(origin).ok().and_then(|u| {
-                u.host_str().map(|h| {
-                    if h.contains(':') {
-                        format!("[{h}]")
-                    } else {
-                        h.to_owned()
-                    }
-                })
-            });
-            match host {
+            // `host_str` keeps an IPv6 literal's brackets, as `Host` carries them.
+            let url = url::Url::parse(origin).ok();
+            match url.as_ref().and_then(url::Url::host_str) {
                 Some(h) if self.host_ok(h.as_bytes()) => {}
                 _ => {
                     return Err(format!(
@@ -143,6 +136,21 @@ mod tests {
             .is_ok()
         );
         assert!(p.check(&headers(&[("host", "[::1]:4444")])).is_ok());
+        // An IPv6 loopback origin, as a browser on http://[::1] sends it.
+        for origin in ["http://[::1]:80", "http://[::1]", "https://[::1]:4444"] {
+            assert!(
+                p.check(&headers(&[("host", "[::1]:4444"), ("origin", origin)]))
+                    .is_ok(),
+                "{origin}"
+            );
+        }
+        assert!(
+            p.check(&headers(&[
+                ("host", "[::1]:4444"),
+                ("origin", "http://[::2]:80")
+            ]))
+            .is_err()
+        );
         assert!(p.check(&headers(&[("host", "evil.example.com")])).is_err());
         // Names compare without regard to case; a port, or an IPv6 literal's brackets, aside.
         for host in ["LOCALHOST:1", "App.LocalHost", "[::1]", "127.0.0.1"] {
