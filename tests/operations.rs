@@ -336,3 +336,34 @@ fn gateway_without_notify_socket_starts_as_before() {
     gateway.signal(SIGTERM);
     assert_eq!(gateway.wait_exit(Duration::from_secs(30)), Some(0));
 }
+
+#[test]
+fn serve_refuses_a_data_dir_others_can_write_to() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Dir::new();
+    let data = dir.join("shared");
+    std::fs::create_dir(&data).unwrap();
+    // A planted signing secret the gateway must not adopt.
+    std::fs::write(data.join("jwt.secret"), "00".repeat(32)).unwrap();
+    for mode in [0o777, 0o770, 0o1777] {
+        std::fs::set_permissions(&data, std::fs::Permissions::from_mode(mode)).unwrap();
+        let mut cmd = dir.cmd();
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data);
+        let (code, _, stderr) = run_bounded(cmd);
+        assert_eq!(code, Some(1), "mode {mode:o}: {stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "data directory {} is writable by its group or by others",
+                data.display()
+            )),
+            "mode {mode:o}: {stderr}"
+        );
+    }
+    // Restricted, the same directory is served.
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::remove_file(data.join("jwt.secret")).unwrap();
+    let gw = Gateway::start(&dir, &["--no-auth", "--data-dir", data.to_str().unwrap()]);
+    let (status, _) = common::curl(&[&format!("http://{}/health", gw.addr)]);
+    assert_eq!(status, 200);
+}

@@ -332,6 +332,27 @@ fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     if !dir.is_dir() {
         anyhow::bail!("data directory {shown} exists but is not a directory ({DATA_DIR_HINT})");
     }
+    // Whoever else can write here can plant a signing secret or a symlink at one of the
+    // gateway's own file names: refuse such a directory rather than trust what is in it.
+    let meta = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read data directory {shown} ({DATA_DIR_HINT})"))?;
+    let mode = std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o7777;
+    if mode & 0o022 != 0 {
+        anyhow::bail!(
+            "data directory {shown} is writable by its group or by others (mode {mode:o}); \
+             restrict it (chmod go-w {shown}) or choose another ({DATA_DIR_HINT})"
+        );
+    }
+    let (owner, me) = (
+        std::os::unix::fs::MetadataExt::uid(&meta),
+        rustix::process::geteuid().as_raw(),
+    );
+    if owner != me {
+        anyhow::bail!(
+            "data directory {shown} belongs to uid {owner}, not to the gateway's user (uid {me}); \
+             use a directory of its own ({DATA_DIR_HINT})"
+        );
+    }
     // Prove it is writable now rather than failing later on the first registration.
     let probe = dir.join(".mcpgw-write-test");
     std::fs::write(&probe, b"")
