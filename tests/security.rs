@@ -236,3 +236,37 @@ fn a_request_without_a_token_is_refused_before_its_body_is_read() {
         assert_eq!(&head, b"HTTP/1.1 401", "{path}");
     }
 }
+
+/// Credentials in an upstream URL would be stored and shown with it: refused, pointing to where
+/// they belong, without echoing them; nothing is registered.
+#[test]
+fn credentials_in_an_upstream_url_are_refused_without_being_echoed() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    for (url, says) in [
+        ("http://alice:pa55word@127.0.0.1:1/mcp", "user:password@"),
+        ("http://alice@127.0.0.1:1/mcp", "user:password@"),
+        ("http://127.0.0.1:1/mcp?api_key=pa55word", "'api_key'"),
+        ("http://127.0.0.1:1/mcp?x=1&Token=pa55word", "'Token'"),
+    ] {
+        let body = json!({"name": "creds", "url": url}).to_string();
+        let (status, answer) = request(gw.addr, "POST", "/gateways", None, &body);
+        assert_eq!(status, 400, "{url}: {answer}");
+        assert!(answer.contains(says), "{url}: {answer}");
+        assert!(answer.contains("--bearer"), "{url}: {answer}");
+        assert!(!answer.contains("pa55word"), "{url}: {answer}");
+    }
+    // The CLI goes through the same route.
+    let out = dir.run(&[
+        "gateway",
+        "add",
+        "creds",
+        "http://bob:pa55word@127.0.0.1:1/mcp",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("user:password@"), "{stderr}");
+    assert!(!stderr.contains("pa55word"), "{stderr}");
+    let (_, listed) = request(gw.addr, "GET", "/gateways", None, "");
+    assert_eq!(listed, "[]", "nothing was registered");
+}

@@ -160,6 +160,7 @@ impl RegisterBody {
                 message: "expected an http:// or https:// URL".into(),
             });
         }
+        refuse_credentials_in(&url)?;
         let transport = parse_transport(self.transport.as_deref(), &self.url)?;
         let nested = self.tls_config.unwrap_or_default();
         let ca = nested.ca_cert.or(self.ca_cert).or(self.ca_certificate);
@@ -350,4 +351,41 @@ pub async fn remove(State(state): State<Arc<AppState>>, Path(name): Path<String>
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => store_error(&e),
     }
+}
+
+/// Query parameters that carry a credential by their name (compared without regard to case).
+const CREDENTIAL_PARAMS: &[&str] = &[
+    "api_key",
+    "apikey",
+    "api-key",
+    "access_token",
+    "token",
+    "auth",
+    "password",
+    "secret",
+    "client_secret",
+];
+
+/// A URL is stored and shown (`GET /gateways`, `gateway list`, logs) as it is: credentials in it
+/// would be too. Refused, naming where they belong instead; the value is never echoed.
+fn refuse_credentials_in(url: &url::Url) -> Result<(), BodyError> {
+    let instead = "pass it as a bearer token (\"bearer\", `gateway add --bearer`) or a header (\"headers\", `gateway add --header`)";
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(BodyError {
+            field: "url",
+            message: format!("credentials in the URL (user:password@) are not accepted: {instead}"),
+        });
+    }
+    if let Some((key, _)) = url
+        .query_pairs()
+        .find(|(k, _)| CREDENTIAL_PARAMS.iter().any(|c| c.eq_ignore_ascii_case(k)))
+    {
+        return Err(BodyError {
+            field: "url",
+            message: format!(
+                "the URL's query parameter '{key}' looks like a credential, which is not accepted in a URL: {instead}"
+            ),
+        });
+    }
+    Ok(())
 }
