@@ -270,3 +270,45 @@ fn credentials_in_an_upstream_url_are_refused_without_being_echoed() {
     let (_, listed) = request(gw.addr, "GET", "/gateways", None, "");
     assert_eq!(listed, "[]", "nothing was registered");
 }
+
+/// An upstream's error page is not echoed to whoever registers it (it may be an internal
+/// service's, with what is not theirs to see); the admin's `probe` still shows it.
+#[test]
+fn an_upstream_error_body_is_not_echoed_by_registration_but_probe_shows_it() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let page = "db_password=hunter2";
+    // Every request gets a 500 with the page; bounded: the test makes a handful.
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(20) {
+            let Ok(mut stream) = stream else { break };
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf);
+            let _ = write!(
+                stream,
+                "HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+                page.len()
+            );
+        }
+    });
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let body = json!({"name": "internal", "url": url}).to_string();
+    let (status, answer) = request(gw.addr, "POST", "/gateways", None, &body);
+    assert_eq!(status, 502, "{answer}");
+    assert!(answer.contains("HTTP 500"), "{answer}");
+    assert!(!answer.contains("hunter2"), "{answer}");
+    let out = dir.run(&["probe", &url, "--timeout", "5"]);
+    let printed = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(out.status.code(), Some(0), "{printed}");
+    assert!(printed.contains("HTTP 500"), "{printed}");
+    assert!(
+        printed.contains(page),
+        "the admin's probe shows the body: {printed}"
+    );
+}

@@ -627,5 +627,10 @@ fn mcp_failure(step: &str, err: &UpstreamError) -> (Cause, String) {
         UpstreamError::Status { .. } => Cause::NotMcp,
         _ => Cause::Mcp,
     };
-    (cause, format!("MCP {step} failed: {err}"))
+    // The admin's own diagnosis: what the upstream's body said too.
+    let excerpt = match err {
+        UpstreamError::Status { excerpt, .. } => excerpt.as_str(),
+        _ => "",
+    };
+    (cause, format!("MCP {step} failed: {err}{excerpt}"))
 }

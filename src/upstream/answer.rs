@@ -21,7 +21,8 @@ pub const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// What a status other than 2xx means: a redirect (never followed, on any transport: the
 /// request was meant for this upstream and carries its credentials) names the status and the
-/// origin it points to, nothing more of the URL; any other status an excerpt of `body`.
+/// origin it points to, nothing more of the URL; any other status keeps an excerpt of `body`
+/// apart.
 /// `base` is the URL the request went to, against which a relative `Location` is read.
 pub fn refused(
     status: StatusCode,
@@ -29,25 +30,27 @@ pub fn refused(
     body: &[u8],
     base: &url::Url,
 ) -> UpstreamError {
-    let detail = if status.is_redirection() {
+    let (detail, excerpt) = if status.is_redirection() {
         let origin = headers
             .text(&LOCATION)
             .and_then(|to| base.join(to).ok())
             .map(|to| to.origin())
             .filter(url::Origin::is_tuple);
-        match origin {
+        let detail = match origin {
             Some(origin) => format!(
                 ": a redirect to {}, which mcpgw does not follow",
                 origin.ascii_serialization()
             ),
             None => ": a redirect, which mcpgw does not follow".to_owned(),
-        }
+        };
+        (detail, String::new())
     } else {
-        excerpt(body)
+        (String::new(), excerpt(body))
     };
     UpstreamError::Status {
         status: status.as_u16(),
         detail,
+        excerpt,
     }
 }
 
@@ -205,7 +208,7 @@ mod tests {
     }
 
     #[test]
-    fn another_refusal_carries_an_excerpt_of_its_body() {
+    fn another_refusal_says_its_status_and_keeps_an_excerpt_of_its_body_apart() {
         let base = url::Url::parse("http://127.0.0.1:1/mcp").unwrap();
         let head = b"HTTP/1.1 500 Internal Server Error\r\n\r\n";
         let err = refused(
@@ -214,6 +217,11 @@ mod tests {
             b"boom\n",
             &base,
         );
-        assert_eq!(err.to_string(), "the upstream answered HTTP 500: boom");
+        // What the body said is not in the message a caller sees, only for `probe`.
+        assert_eq!(err.to_string(), "the upstream answered HTTP 500");
+        let UpstreamError::Status { excerpt, .. } = err else {
+            panic!("{err:?}");
+        };
+        assert_eq!(excerpt, ": boom");
     }
 }

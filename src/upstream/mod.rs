@@ -28,13 +28,17 @@ pub enum UpstreamError {
         /// One sentence on what is wrong.
         diagnosis: String,
     },
-    /// The upstream answered HTTP with an unexpected status.
+    /// The upstream answered HTTP with an unexpected status. The message says the status (and
+    /// for a redirect where it pointed); what the body said is kept apart, for `probe` only:
+    /// an upstream's error page may carry what is not the API caller's to see.
     #[error("the upstream answered HTTP {status}{detail}")]
     Status {
         /// HTTP status.
         status: u16,
-        /// A short excerpt or explanation.
+        /// An explanation of ours (a redirect not followed), or empty.
         detail: String,
+        /// A short excerpt of the body, for the admin's `probe`.
+        excerpt: String,
     },
     /// The upstream's answer is not MCP.
     #[error("not an MCP endpoint: {detail}")]

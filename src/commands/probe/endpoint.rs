@@ -24,6 +24,8 @@ pub(super) struct Answer {
     version: &'static str,
     /// The body, when it is JSON (at most 64 KiB); event streams are not read.
     json_body: Option<Value>,
+    /// What an error page said (`: ` and its first printable characters).
+    excerpt: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,15 +60,25 @@ where
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or(v).trim().to_ascii_lowercase());
-        let json_body = if content_type.as_deref() == Some("application/json") {
+        let json = content_type.as_deref() == Some("application/json");
+        // A JSON answer is read to check it; an error page (a status that is not 2xx, not an
+        // event stream) for what it says, shown to the admin running the probe.
+        let error_page =
+            !(200..300).contains(&status) && content_type.as_deref() != Some("text/event-stream");
+        let body = if json || error_page {
             let body = Limited::new(response.into_body(), 64 * 1024);
-            body.collect()
-                .await
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b.to_bytes()).ok())
+            body.collect().await.ok().map(|b| b.to_bytes())
         } else {
             None
         };
+        let json_body = body
+            .as_ref()
+            .filter(|_| json)
+            .and_then(|b| serde_json::from_slice(b).ok());
+        let excerpt = body
+            .filter(|_| error_page)
+            .map(|b| crate::upstream::answer::excerpt(&b))
+            .filter(|e| !e.is_empty());
         // An event stream stays open; the probe has what it needs.
         driver.abort();
         Ok(Answer {
@@ -74,6 +86,7 @@ where
             content_type,
             version: if h2 { "HTTP/2" } else { "HTTP/1.1" },
             json_body,
+            excerpt,
         })
     };
     tokio::time::timeout(target.timeout, fut)
@@ -195,6 +208,10 @@ pub(super) fn check_http(
         );
         if matches!(answer.status, 401 | 403) {
             diagnosis.push_str("; the endpoint wants credentials, which probe does not send");
+        }
+        if let Some(excerpt) = &answer.excerpt {
+            diagnosis.push_str("; its body");
+            diagnosis.push_str(excerpt);
         }
         return Err(report.fail("http", started, Cause::NotMcp, diagnosis, vec![summary]));
     }
