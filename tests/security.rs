@@ -312,3 +312,73 @@ fn an_upstream_error_body_is_not_echoed_by_registration_but_probe_shows_it() {
         "the admin's probe shows the body: {printed}"
     );
 }
+
+/// A session id lets whoever holds it use the session: the log names sessions by a fingerprint,
+/// never by their id, even at debug level (Streamable HTTP and legacy SSE).
+#[test]
+fn session_ids_are_never_written_to_the_log() {
+    let dir = Dir::new();
+    let mut cmd = dir.cmd();
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--no-auth"])
+        .env("RUST_LOG", "debug");
+    let gw = Gateway::spawn(cmd);
+    // A Streamable-HTTP session, used once.
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}})
+    .to_string();
+    write!(s, "POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\naccept: application/json\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{init}", init.len()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let id = answer
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("mcp-session-id:")
+                .then(|| l.split_once(':').unwrap().1.trim().to_owned())
+        })
+        .unwrap_or_else(|| panic!("no session id: {answer}"));
+    let list = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string();
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    write!(s, "POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\naccept: application/json\r\nmcp-session-id: {id}\r\nmcp-protocol-version: 2025-06-18\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{list}", list.len()).unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A legacy SSE session: its id is in the endpoint event.
+    let mut sse = std::net::TcpStream::connect(gw.addr).unwrap();
+    write!(
+        sse,
+        "GET /sse HTTP/1.1\r\nhost: localhost\r\naccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    sse.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 1024];
+    while !seen.contains("session_id=") || !seen[seen.find("session_id=").unwrap()..].contains('\n')
+    {
+        let n = sse.read(&mut buf).unwrap();
+        assert!(n > 0, "{seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let at = seen.find("session_id=").unwrap() + "session_id=".len();
+    let sse_id: String = seen[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    assert!(sse_id.len() >= 16, "{seen}");
+    drop(sse);
+    let log = gw.wait_log_count("SSE session closed", 1, std::time::Duration::from_secs(10));
+    assert!(
+        log.contains("session"),
+        "the debug log names sessions: {log}"
+    );
+    assert!(
+        !log.contains(&id),
+        "the Streamable session id is in the log:\n{log}"
+    );
+    assert!(
+        !log.contains(&sse_id),
+        "the SSE session id is in the log:\n{log}"
+    );
+}

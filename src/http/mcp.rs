@@ -416,8 +416,10 @@ async fn handle_all(
 /// The span a request's work runs in, which puts the session on its log lines (the
 /// "forwarded" debug line); `None` unless debug logging is on, so that it costs nothing then.
 fn request_span(session: Option<&str>, method: &str) -> Option<tracing::Span> {
-    tracing::enabled!(tracing::Level::DEBUG)
-        .then(|| tracing::debug_span!("mcp", session = session.unwrap_or("-"), %method))
+    tracing::enabled!(tracing::Level::DEBUG).then(|| {
+        let session = session.map_or_else(|| "-".to_owned(), crate::session::fingerprint);
+        tracing::debug_span!("mcp", %session, %method)
+    })
 }
 
 /// Shape an answer for the client's era: the fields 2026-07-28 requires (given the method) or,

@@ -127,7 +127,7 @@ impl Drop for Guard {
     fn drop(&mut self) {
         self.state.sse.remove(&self.id);
         delivery::prune_subscriptions(&self.state);
-        tracing::debug!(session = %self.id, "SSE session closed");
+        tracing::debug!(session = %crate::session::fingerprint(&self.id), "SSE session closed");
     }
 }
 
@@ -164,7 +164,7 @@ fn open(state: Arc<AppState>, scope: Scope) -> Response {
             close: close.clone(),
         },
     );
-    tracing::debug!(session = %id, "SSE session opened");
+    tracing::debug!(session = %crate::session::fingerprint(&id), "SSE session opened");
     let period = state.sse.keepalive;
     // The first tick of a plain `interval` is immediate; a keep-alive is only useful after a pause.
     let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -258,7 +258,7 @@ pub async fn post_message(
     let permit = match session.tx.clone().try_reserve_owned() {
         Ok(permit) => permit,
         Err(mpsc::error::TrySendError::Full(_)) => {
-            tracing::warn!(session = %id, capacity = QUEUE_CAPACITY, "SSE client is not reading its stream; dropping the session");
+            tracing::warn!(session = %crate::session::fingerprint(&id), capacity = QUEUE_CAPACITY, "SSE client is not reading its stream; dropping the session");
             state.sse.remove(&id);
             return (
                 StatusCode::SERVICE_UNAVAILABLE,
