@@ -8,7 +8,7 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -80,29 +80,6 @@ fn probe(dir: &Dir, args: &[&str], code: i32) -> (String, String) {
     dir.run_expect(&all, code)
 }
 
-/// A certificate for `localhost` only (no IP SAN), from `pki`'s CA.
-fn localhost_only(dir: &Dir, pki: &Pki) -> (PathBuf, PathBuf) {
-    let issuer = mcpgw::tls::pki::load_issuer(
-        "ca.crt",
-        &std::fs::read(pki.file("ca.crt")).unwrap(),
-        "ca.key",
-        &std::fs::read(pki.file("ca.key")).unwrap(),
-    )
-    .unwrap();
-    let minted = mcpgw::tls::pki::issue_server(
-        &issuer,
-        "localhost",
-        &["localhost".into()],
-        30,
-        mcpgw::cli::KeyType::EcdsaP256,
-    )
-    .unwrap();
-    let (cert, key) = (dir.join("lo.crt"), dir.join("lo.key"));
-    std::fs::write(&cert, minted.cert_pem).unwrap();
-    std::fs::write(&key, minted.key_pem).unwrap();
-    (cert, key)
-}
-
 #[test]
 fn missing_client_certificate_is_named_not_reported_as_a_reset() {
     let dir = Dir::new();
@@ -140,7 +117,7 @@ fn certificate_from_another_ca_is_an_unknown_ca() {
 fn dialling_an_ip_against_a_localhost_certificate_suggests_server_name() {
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
-    let (cert, key) = localhost_only(&dir, &pki);
+    let (cert, key) = pki.localhost_only();
     let port = tls_server(&cert, &key, None);
     let url = format!("https://127.0.0.1:{port}/mcp");
     let (_, stderr) = probe(&dir, &[&url, "--ca-cert", &pki.s("ca.crt")], 22);
