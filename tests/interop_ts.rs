@@ -55,14 +55,7 @@ fn typescript_sdk_client_lists_and_calls_tools_of_mtls_upstreams_through_mcpgw()
     let pki = dir.cert_gen("pki", &[]);
     // A session-era upstream (the Rust fixture over mTLS) and a 2026-07-28 official Python SDK
     // upstream.
-    let rust = Upstream::start(&[
-        "--tls-cert",
-        &pki.s("server.crt"),
-        "--tls-key",
-        &pki.s("server.key"),
-        "--client-ca",
-        &pki.s("ca.crt"),
-    ]);
+    let rust = Upstream::start_mtls(&pki);
     let gw = Gateway::start(
         &dir,
         &[

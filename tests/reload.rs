@@ -32,14 +32,7 @@ impl Setup {
     fn start(https: bool) -> Self {
         let dir = Dir::new();
         let pki = dir.cert_gen("pki", &[]);
-        let upstream = Upstream::start(&[
-            "--tls-cert",
-            &pki.s("server.crt"),
-            "--tls-key",
-            &pki.s("server.key"),
-            "--client-ca",
-            &pki.s("ca.crt"),
-        ]);
+        let upstream = Upstream::start_mtls(&pki);
         let (gw_crt, gw_key) = (dir.join("gw.crt"), dir.join("gw.key"));
         std::fs::copy(pki.file("server.crt"), &gw_crt).unwrap();
         std::fs::copy(pki.file("server.key"), &gw_key).unwrap();
@@ -252,17 +245,7 @@ fn cert_rotate_on_plain_http_rereads_upstream_identities_and_refuses_a_new_pair(
     s.assert_logged_once("no serving certificate to reload", "control");
     assert_eq!(s.whoami(), "rotated-by-cert-rotate-on-plain-http");
     // A new pair needs an HTTPS listener to serve it.
-    let (ca, key) = (s.pki.s("ca.crt"), s.pki.s("ca.key"));
-    let args = [
-        "cert",
-        "rotate",
-        "--issue",
-        "--ca-cert",
-        &ca,
-        "--ca-key",
-        &key,
-    ];
-    let (_, stderr) = s.dir.run_expect(&args, 1);
+    let (_, stderr) = s.dir.rotate_issue_expect(&s.pki, 1);
     assert!(stderr.contains("no certificate to rotate"), "{stderr}");
 }
 

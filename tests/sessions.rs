@@ -21,14 +21,7 @@ fn sse_websocket_and_streamable_sessions_survive_twenty_rotations() {
     // before (the same gateway, sessions and upstreams throughout), read top to bottom.
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
-    let up = Upstream::start(&[
-        "--tls-cert",
-        &pki.s("server.crt"),
-        "--tls-key",
-        &pki.s("server.key"),
-        "--client-ca",
-        &pki.s("ca.crt"),
-    ]);
+    let up = Upstream::start_mtls(&pki);
     // The gateway serves copies of the files, so rotating them leaves the upstream's alone.
     std::fs::copy(pki.file("server.crt"), dir.join("gw.crt")).unwrap();
     std::fs::copy(pki.file("server.key"), dir.join("gw.key")).unwrap();

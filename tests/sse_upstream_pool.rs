@@ -17,14 +17,14 @@ fn a_legacy_sse_upstream_dialled_by_ip_with_a_server_name_gets_the_client_certif
     let pki = dir.cert_gen("pki", &[]);
     // A server certificate for localhost only (no IP SANs): dialling 127.0.0.1 works only if the
     // name verified is the override.
-    pki.localhost_only();
+    let (lh_crt, lh_key) = pki.localhost_only();
     let port = py::free_port();
     let _up = PyUpstream::start(
         &py,
         port,
         &pki.file("ca.crt"),
-        &pki.file("lh.crt"),
-        &pki.file("lh.key"),
+        &lh_crt,
+        &lh_key,
         &["--transport", "sse"],
     );
     let gw = Gateway::start(&dir, &["--no-auth", "--request-timeout", "10"]);

@@ -401,14 +401,14 @@ fn missing_client_certificate_and_ip_name_mismatch_are_diagnosed() {
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     // A server certificate for localhost only (no IP SANs).
-    pki.localhost_only();
+    let (lh_crt, lh_key) = pki.localhost_only();
     let port = py::free_port();
     let _up = PyUpstream::start(
         &py,
         port,
         &pki.file("ca.crt"),
-        &pki.file("lh.crt"),
-        &pki.file("lh.key"),
+        &lh_crt,
+        &lh_key,
         &["--transport", "streamable-http"],
     );
     let _gw = plain_gateway(&dir, &[]);

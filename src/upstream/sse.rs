@@ -322,16 +322,12 @@ mod tests {
         format!("http://{addr}/sse")
     }
 
-    #[tokio::test]
-    async fn a_redirected_event_stream_is_refused_naming_only_the_origin() {
-        let url = answering(
-            b"HTTP/1.1 302 Found\r\nlocation: https://elsewhere.example:8443/sse?token=secret\r\ncontent-length: 0\r\n\r\n",
-        )
-        .await;
+    /// What opening an event stream at `url` fails with.
+    async fn open_error(url: &str) -> String {
         let client = ClientCache::new(PathPolicy::default())
-            .client_for(&url, &crate::store::TlsSettings::default())
+            .client_for(url, &crate::store::TlsSettings::default())
             .unwrap();
-        let err = SseConn::open(
+        SseConn::open(
             client,
             HeaderMap::new(),
             Duration::from_secs(5),
@@ -339,7 +335,16 @@ mod tests {
         )
         .await
         .unwrap_err()
-        .to_string();
+        .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_redirected_event_stream_is_refused_naming_only_the_origin() {
+        let url = answering(
+            b"HTTP/1.1 302 Found\r\nlocation: https://elsewhere.example:8443/sse?token=secret\r\ncontent-length: 0\r\n\r\n",
+        )
+        .await;
+        let err = open_error(&url).await;
         assert_eq!(
             err,
             "the upstream answered HTTP 302: a redirect to https://elsewhere.example:8443, which mcpgw does not follow"
@@ -351,18 +356,7 @@ mod tests {
         let url =
             answering(b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: 2\r\n\r\nhi")
                 .await;
-        let client = ClientCache::new(PathPolicy::default())
-            .client_for(&url, &crate::store::TlsSettings::default())
-            .unwrap();
-        let err = SseConn::open(
-            client,
-            HeaderMap::new(),
-            Duration::from_secs(5),
-            Arc::new(|_| {}),
-        )
-        .await
-        .unwrap_err()
-        .to_string();
+        let err = open_error(&url).await;
         assert!(
             err.ends_with("answered 'text/html', not an event stream"),
             "{err}"

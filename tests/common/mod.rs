@@ -91,6 +91,11 @@ impl Dir {
 
     /// `mcpgw cert rotate --issue` with `pki`'s CA (must succeed); its stdout.
     pub fn rotate_issue(&self, pki: &Pki) -> String {
+        self.rotate_issue_expect(pki, 0).0
+    }
+
+    /// `mcpgw cert rotate --issue` with `pki`'s CA, which must exit with `code`; stdout, stderr.
+    pub fn rotate_issue_expect(&self, pki: &Pki, code: i32) -> (String, String) {
         let (ca, key) = (pki.s("ca.crt"), pki.s("ca.key"));
         let args = [
             "cert",
@@ -101,7 +106,7 @@ impl Dir {
             "--ca-key",
             &key,
         ];
-        self.run_expect(&args, 0).0
+        self.run_expect(&args, code)
     }
 
     pub fn run_expect(&self, args: &[&str], code: i32) -> (String, String) {

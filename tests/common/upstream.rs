@@ -33,6 +33,19 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// Start over HTTPS with `pki`'s server certificate, requiring a client certificate from
+    /// its CA (`CERT_REQUIRED`).
+    pub fn start_mtls(pki: &super::Pki) -> Self {
+        Self::start(&[
+            "--tls-cert",
+            &pki.s("server.crt"),
+            "--tls-key",
+            &pki.s("server.key"),
+            "--client-ca",
+            &pki.s("ca.crt"),
+        ])
+    }
+
     /// Start with extra arguments (e.g. `--tls-cert F --tls-key F --client-ca F`).
     pub fn start(args: &[&str]) -> Self {
         let mut child = Command::new(binary())
