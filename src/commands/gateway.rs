@@ -76,7 +76,13 @@ fn absolute(path: &Path) -> anyhow::Result<String> {
 }
 
 fn add_body(args: &GatewayAddArgs) -> anyhow::Result<Value> {
-    let mut body = json!({"name": args.name, "url": args.url, "defer": args.defer});
+    let mut body = json!({
+        "name": args.name,
+        "url": args.url,
+        "defer": args.defer,
+        "era": args.era.as_str(),
+        "shared_session": args.shared_session,
+    });
     if let Some(t) = args.transport {
         body["transport"] = json!(t.as_str());
     }

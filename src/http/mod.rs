@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod clients;
 pub mod delivery;
 pub mod era;
 pub mod events;
@@ -75,6 +76,8 @@ pub struct AppState {
     pub ws_outlets: ws::WsOutlets,
     /// Open `subscriptions/listen` streams (2026-07-28 clients).
     pub listens: mcp::listen::Listeners,
+    /// What each session's client said of itself at `initialize`.
+    pub clients: clients::ClientProfiles,
     ready: AtomicBool,
     /// Long-lived streams (SSE, WebSocket) end when this fires: graceful shutdown waits for
     /// responses to finish, and these never would.
@@ -111,6 +114,7 @@ impl AppState {
             ws_open: std::sync::atomic::AtomicUsize::new(0),
             ws_outlets: ws::WsOutlets::default(),
             listens: mcp::listen::Listeners::default(),
+            clients: clients::ClientProfiles::default(),
             client_requests: std::sync::Mutex::default(),
             inflight: mcp::Inflight::default(),
             next_client_request: std::sync::atomic::AtomicU64::new(1),

@@ -200,6 +200,20 @@ pub(super) async fn route_uri(
         })
         .cloned();
     match owner {
+        // A client with an upstream session of its own subscribes there, as it would
+        // directly: the server keeps subscriptions per session, and sends the updates on that
+        // session's stream, which reaches this client alone.
+        Some(up) if ctx.owner.is_some() && up.gives_clients_sessions() => {
+            let params = params.unwrap_or_else(|| Value::Object(Map::new()));
+            let answer = forward(state, ctx, &up, id, method, params).await;
+            if method == "resources/subscribe"
+                && answer.get("result").is_some()
+                && let Some(session) = ctx.session
+            {
+                up.client_listens(session);
+            }
+            answer
+        }
         Some(up) => {
             let _change = match method {
                 "resources/subscribe" | "resources/unsubscribe" => {
@@ -285,12 +299,12 @@ pub(super) async fn cancel_upstream(state: &AppState, session: Option<&SessionKe
     let Some(request_id) = msg.pointer("/params/requestId") else {
         return;
     };
-    let session = session.cloned();
+    let key = (session.cloned(), request_id.to_string());
     let found = state
         .inflight
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .get(&(session, request_id.to_string()))
+        .get(&key)
         .map(|entry| {
             (
                 entry.0.upstream.name(),
@@ -304,11 +318,15 @@ pub(super) async fn cancel_upstream(state: &AppState, session: Option<&SessionKe
     let Some(up) = state.registry.get(&upstream) else {
         return;
     };
+    let session = key.0;
     let mut params = serde_json::json!({"requestId": upstream_id});
     if let Some(reason) = msg.pointer("/params/reason") {
         params["reason"] = reason.clone();
     }
-    if let Err(err) = up.notify("notifications/cancelled", params).await {
+    if let Err(err) = up
+        .notify(session.as_ref(), "notifications/cancelled", params)
+        .await
+    {
         tracing::debug!(%upstream, error = %err, "could not forward a cancellation");
     }
 }
@@ -382,7 +400,8 @@ impl Drop for InFlightGuard<'_> {
     }
 }
 
-async fn forward(
+/// Forward a request to `up` and answer with the client's id.
+pub(super) async fn forward(
     state: &AppState,
     ctx: &Ctx<'_>,
     up: &Arc<Upstream>,
@@ -436,6 +455,7 @@ where
     let caller = Caller {
         sink: ctx.sink.clone(),
         id_hook: Some(tracked.entry.clone()),
+        owner: ctx.owner(),
     };
     let outcome = send(caller).await;
     drop(tracked);
