@@ -44,20 +44,12 @@ fn every_scenario_the_upstream_passes_directly_passes_through_mcpgw() {
     assert_eq!(via.passed.get(&rebinding), Some(&true));
 }
 
-/// The official Python SDK (mcp 2.x) in its default configuration answers `server/discover`, so
-/// mcpgw talks 2026-07-28 to it, while the suite is a session-era client. Until mcpgw bridges
-/// the eras (issue 19, items 1 and 3), what needs the server->client back-channel regresses, in
-/// both spec versions' runs (details in tests/fixtures/conformance/SCENARIOS.md):
-/// * tools-call-sampling, tools-call-elicitation, elicitation-sep1034-defaults and
-///   elicitation-sep1330-enums: -32021, since mcpgw's envelope declares no client capabilities;
-///   with them the SDK would answer `input_required`, which mcpgw must turn into requests to the
-///   client and a retry with `inputResponses`;
-/// * tools-call-with-logging: no log notifications, since mcpgw puts no `logLevel` in the
-///   envelope.
+/// The official Python SDK (mcp 2.x) in its default configuration answers `server/discover`
+/// too, so the gateway's own connection to it is 2026-07-28, while the suite is a session-era
+/// client. Each of the suite's sessions gets an upstream session of its own, initialized with
+/// its capabilities (sampling, elicitation), so the server asks it directly, and its log level
+/// is that session's: every scenario passes as it does directly.
 #[test]
-#[ignore = "issue 19: tools-call-sampling, tools-call-elicitation, elicitation-sep1034-defaults, \
-            elicitation-sep1330-enums and tools-call-with-logging regress through mcpgw until \
-            era bridging lands"]
 fn python_sdk_upstream_passes_through_mcpgw_every_scenario_it_passes_directly() {
     let py = py::python();
     let lost = sdk_direct_and_through_mcpgw("py", |pki, mutual| {

@@ -61,6 +61,10 @@ struct Args {
     /// Answer every `GET /mcp` with 404, as servers that route only `POST` do.
     #[arg(long)]
     get_404: bool,
+    /// Refuse a request naming an unknown session with 400 "Bad Request: No valid session ID
+    /// provided", as the official TypeScript SDK's server does (the spec says 404).
+    #[arg(long)]
+    unknown_session_400: bool,
     /// Take this many milliseconds over each `resources/unsubscribe`, applying it at the end
     /// (a subscribe sent meanwhile is applied first).
     #[arg(long, default_value_t = 0)]
@@ -89,6 +93,7 @@ struct AppState {
     session_only: bool,
     list_changed: bool,
     get_404: bool,
+    unknown_session_400: bool,
     slow_unsubscribe_ms: u64,
     slow_subscribe_ms: u64,
     /// Whether `POST /tools-changed` added the tool `extra`.
@@ -317,6 +322,11 @@ async fn mcp_post(
     if let Some(sid) = &session
         && !state.sessions.lock().unwrap().contains(sid)
     {
+        if state.unknown_session_400 {
+            let refusal = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000,
+                "message": "Bad Request: No valid session ID provided"}});
+            return (StatusCode::BAD_REQUEST, Json(refusal)).into_response();
+        }
         return (StatusCode::NOT_FOUND, "unknown session").into_response();
     }
     if msg.get("method").and_then(Value::as_str) == Some("notifications/cancelled") {
@@ -718,6 +728,7 @@ async fn main() {
         session_only: args.session_only,
         list_changed: args.list_changed,
         get_404: args.get_404,
+        unknown_session_400: args.unknown_session_400,
         slow_unsubscribe_ms: args.slow_unsubscribe_ms,
         slow_subscribe_ms: args.slow_subscribe_ms,
         extra_tool: std::sync::atomic::AtomicBool::new(false),
