@@ -78,6 +78,8 @@ pub struct AppState {
     pub listens: mcp::listen::Listeners,
     /// What each session's client said of itself at `initialize`.
     pub clients: clients::ClientProfiles,
+    /// 2026-07-28 calls held while their clients answer an upstream's questions.
+    pub held: mcp::held::HeldCalls,
     ready: AtomicBool,
     /// Long-lived streams (SSE, WebSocket) end when this fires: graceful shutdown waits for
     /// responses to finish, and these never would.
@@ -115,6 +117,7 @@ impl AppState {
             ws_outlets: ws::WsOutlets::default(),
             listens: mcp::listen::Listeners::default(),
             clients: clients::ClientProfiles::default(),
+            held: mcp::held::HeldCalls::default(),
             client_requests: std::sync::Mutex::default(),
             inflight: mcp::Inflight::default(),
             next_client_request: std::sync::atomic::AtomicU64::new(1),
