@@ -26,6 +26,7 @@ pub mod listen;
 mod message;
 mod route;
 mod rules;
+pub mod tasks;
 
 use crate::hash::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
