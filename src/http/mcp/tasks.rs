@@ -21,17 +21,18 @@ use crate::session::SessionKey;
 /// Task ids remembered on `/mcp` at most (the oldest half goes when full).
 const REMEMBERED: usize = 10_000;
 
+/// (session, task id) -> (when it was learned, upstream).
+type Owners = HashMap<(Option<SessionKey>, String), (u64, String)>;
+
 /// Which upstream runs each task, by (session, task id).
 #[derive(Debug, Default)]
 pub struct TaskOwners {
-    owners: Mutex<HashMap<(Option<SessionKey>, String), (u64, String)>>,
+    owners: Mutex<Owners>,
     next: std::sync::atomic::AtomicU64,
 }
 
 impl TaskOwners {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<(Option<SessionKey>, String), (u64, String)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Owners> {
         self.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
