@@ -104,3 +104,71 @@ fn a_2026_07_28_client_answers_a_session_era_upstreams_questions_through_input_r
         assert_eq!(clients::text(&plain), "hi", "{plain}");
     });
 }
+
+/// The other way: a session-era client (legacy SSE here) of an upstream spoken to in
+/// 2026-07-28 (the official Python SDK, registered with `--era 2026-07-28`) whose tool answers
+/// `input_required` is asked the question as a request on its own stream, and the call is sent
+/// again with its answer; the client sees the finished result only.
+#[test]
+fn a_session_era_client_is_asked_a_2026_07_28_upstreams_questions_as_requests() {
+    use common::clients::SseSession;
+    use common::py::{self, PyUpstream};
+    use std::time::Duration;
+    let py = py::python();
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let args = ["--transport", "streamable-http", "--input-tool"];
+    let up = PyUpstream::with_pki(&py, py::free_port(), &pki, &args);
+    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
+    let (ca, crt, key) = (pki.s("ca.crt"), pki.s("client.crt"), pki.s("client.key"));
+    let url = format!("https://localhost:{}/mcp", up.port);
+    let add = [
+        "gateway",
+        "add",
+        "py",
+        &url,
+        "--ca-cert",
+        &ca,
+        "--client-cert",
+        &crt,
+        "--client-key",
+        &key,
+        "--era",
+        "2026-07-28",
+    ];
+    dir.run_expect(&add, 0);
+    let base = format!("http://{}", gw.addr);
+    let http = clients::http(None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut sse = SseSession::open(http.clone(), &base, "/servers/py/sse", None)
+            .await
+            .unwrap();
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {"form": {}}},
+            "clientInfo": {"name": "old-client", "version": "1"}}});
+        sse.request(&init).await.unwrap();
+        let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "confirm", "arguments": {"question": "ship it?"}}});
+        sse.send(&call).await.unwrap();
+        let asked = sse
+            .next_of("elicitation/create", Duration::from_secs(20))
+            .await
+            .expect("the upstream's question must reach the client as a request");
+        assert_eq!(asked["params"]["message"], "ship it?", "{asked}");
+        let answer = json!({"jsonrpc": "2.0", "id": asked["id"],
+            "result": {"action": "accept", "content": {"ok": true}}});
+        sse.send(&answer).await.unwrap();
+        let done = loop {
+            let msg = sse
+                .next(Duration::from_secs(20))
+                .await
+                .expect("the call's answer");
+            if msg["id"] == 7 {
+                break msg;
+            }
+        };
+        assert_eq!(clients::text(&done), "confirmed=True", "{done}");
+        assert!(done["result"].get("resultType").is_none(), "{done}");
+    });
+}

@@ -6,6 +6,7 @@
 
 mod collection;
 mod own;
+mod send;
 mod view;
 
 use crate::session::SessionKey;
@@ -25,6 +26,7 @@ use super::message::Caller;
 use super::raw::{RawAnswer, RawParams, Received};
 use crate::metrics::{Metrics, UpstreamOutcome};
 use crate::store::{Health, HealthStatus, Registration, Store};
+use send::Payload;
 
 pub use collection::{IdentityReport, RegisterError, Registry, UnusableIdentity};
 
@@ -124,6 +126,8 @@ pub struct Upstream {
     subscription_gate: tokio::sync::Mutex<()>,
     /// Each downstream session's own upstream session ([`own`]).
     own: own::ClientSessions,
+    /// Questions put to clients for this upstream ([`send`]), waiting for their answers.
+    questions: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Value>>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -131,29 +135,6 @@ impl std::fmt::Debug for Upstream {
         f.debug_struct("Upstream")
             .field("name", &self.name())
             .finish()
-    }
-}
-
-/// What a request carries: params as a tree, or (forwarded calls) copied as they came.
-enum Payload<'p, 'a> {
-    Tree(&'p mut Option<Value>),
-    Raw(&'p RawParams<'a>),
-}
-
-/// Send one request on `conn` for `caller`.
-async fn send_on(
-    conn: &Connection,
-    method: &str,
-    payload: &mut Payload<'_, '_>,
-    timeout: Duration,
-    caller: &Caller,
-) -> Result<Received, UpstreamError> {
-    match payload {
-        Payload::Tree(params) => conn
-            .request_with(method, params, timeout, caller)
-            .await
-            .map(Received::Value),
-        Payload::Raw(params) => conn.request_raw(method, params, timeout, caller).await,
     }
 }
 
@@ -280,6 +261,12 @@ impl Upstream {
             .get(uri)
             .map(|s| s.iter().cloned().collect())
             .unwrap_or_default()
+    }
+
+    fn questions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, tokio::sync::oneshot::Sender<Value>>> {
+        self.questions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Registered name.
@@ -575,6 +562,7 @@ impl Upstream {
             sink: tagged,
             id_hook: caller.id_hook.clone(),
             owner: caller.owner.clone(),
+            asks_as_requests: caller.asks_as_requests,
         };
         match self.own_slot(caller.owner.as_ref()) {
             Some(slot) => {
@@ -587,88 +575,6 @@ impl Upstream {
                 .send_shared(&caller, method, &mut payload, timeout)
                 .await
                 .map_err(fail),
-        }
-    }
-
-    /// Send on the upstream's own connection: reconnected and sent once more if the upstream
-    /// says the session is gone (the request was not run).
-    async fn send_shared(
-        self: &Arc<Self>,
-        caller: &Caller,
-        method: &str,
-        payload: &mut Payload<'_, '_>,
-        timeout: Duration,
-    ) -> Result<Received, UpstreamError> {
-        let conn = self.connection().await?;
-        match send_on(&conn, method, payload, timeout, caller).await {
-            Err(UpstreamError::SessionExpired) => {
-                self.session_lost(None);
-                self.invalidate();
-                let conn = self.connection().await?;
-                send_on(&conn, method, payload, timeout, caller).await
-            }
-            Err(UpstreamError::Closed) => {
-                self.invalidate();
-                let conn = self.connection().await?;
-                send_on(&conn, method, payload, timeout, caller).await
-            }
-            Err(error @ UpstreamError::Connect { .. }) => {
-                // The transport failed: the next call reconnects, through the backoff, instead
-                // of every call dialling a dead upstream.
-                self.invalidate();
-                Err(error)
-            }
-            other => other,
-        }
-    }
-
-    /// Send on the caller's own upstream session (in `slot`), opened if needed; once more on a
-    /// new session if the upstream says the session is gone (a restarted upstream).
-    async fn send_own(
-        self: &Arc<Self>,
-        slot: &Arc<own::Slot>,
-        caller: &Caller,
-        method: &str,
-        payload: &mut Payload<'_, '_>,
-        timeout: Duration,
-    ) -> Result<Received, UpstreamError> {
-        let Some(owner) = caller.owner.as_ref() else {
-            return self.send_shared(caller, method, payload, timeout).await;
-        };
-        let Some(conn) = self.own_connection(slot, owner).await? else {
-            return self.send_shared(caller, method, payload, timeout).await;
-        };
-        match send_on(&conn, method, payload, timeout, caller).await {
-            Err(UpstreamError::SessionExpired | UpstreamError::Closed) => {
-                self.session_lost(Some(&owner.key));
-                slot.invalidate();
-                match self.own_connection(slot, owner).await? {
-                    Some(conn) => send_on(&conn, method, payload, timeout, caller).await,
-                    None => self.send_shared(caller, method, payload, timeout).await,
-                }
-            }
-            Err(error @ UpstreamError::Connect { .. }) => {
-                slot.invalidate();
-                Err(error)
-            }
-            other => other,
-        }
-    }
-
-    /// The upstream said a session is gone (it restarted, or expired the session): logged and
-    /// counted; the caller opens a new one and sends the request again, which was not run.
-    fn session_lost(&self, session: Option<&SessionKey>) {
-        let name = self.name();
-        match session {
-            Some(session) => {
-                tracing::info!(upstream = %name, %session, "the upstream lost a client's session (restarted?); initializing a new one")
-            }
-            None => {
-                tracing::info!(upstream = %name, "the upstream lost the gateway's session (restarted?); initializing a new one")
-            }
-        }
-        if let Some(registry) = self.registry.upgrade() {
-            registry.metrics.upstream_session_lost(&name);
         }
     }
 
@@ -699,12 +605,15 @@ impl Upstream {
     }
 
     /// Deliver `session`'s answer to a request this upstream made of it, on the upstream
-    /// session that asked.
+    /// session that asked (or to the gateway, when it asked for the upstream).
     pub async fn respond(
         self: &Arc<Self>,
         session: Option<&SessionKey>,
         msg: &Value,
     ) -> Result<(), UpstreamError> {
+        if self.answers_question(msg) {
+            return Ok(());
+        }
         let timeout = self.settings().request_timeout;
         self.connection_of(session)
             .await?
