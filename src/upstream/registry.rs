@@ -126,6 +126,8 @@ pub struct Upstream {
     subscription_gate: tokio::sync::Mutex<()>,
     /// Each downstream session's own upstream session ([`own`]).
     own: own::ClientSessions,
+    /// Requests in flight on the upstream's own connection, when it is a legacy SSE one.
+    shared_calls: Arc<own::Calls>,
     /// Questions put to clients for this upstream ([`send`]), waiting for their answers.
     questions: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Value>>>,
 }
@@ -381,6 +383,7 @@ impl Upstream {
         })?;
         let refresh = self.refresh.clone();
         let (updates, name) = (registry.updates.clone(), reg.name.clone());
+        let one_stream = reg.transport == crate::store::Transport::Sse;
         let this = Arc::downgrade(self);
         let sink: connection::MessageSink = Arc::new(move |msg: Value| {
             let method = crate::jsonrpc::method(&msg).unwrap_or_default();
@@ -399,6 +402,8 @@ impl Upstream {
                     upstream: name.clone(),
                     message: msg,
                 });
+            } else if one_stream && let Some(up) = this.upgrade() {
+                up.on_shared_stream(msg);
             }
         });
         let conn = Connection::open(
@@ -450,6 +455,34 @@ impl Upstream {
             }
         }
         Ok(conn)
+    }
+
+    /// A message that came on the legacy SSE stream of the upstream's own connection, outside
+    /// any answer: progress, logging, or a question for a client. It goes with the one call in
+    /// flight there; with several (clients sharing the session) which one it concerns cannot be
+    /// told, so a question is refused at once rather than left unanswered, and a notification
+    /// dropped.
+    fn on_shared_stream(self: &Arc<Self>, mut msg: Value) {
+        let is_request = msg.get("id").is_some();
+        if let Some(call) = self.shared_calls.only() {
+            if is_request && let Some(obj) = msg.as_object_mut() {
+                obj.insert(UPSTREAM_TAG.into(), Value::String(self.name()));
+            }
+            call(msg);
+            return;
+        }
+        if !is_request {
+            return;
+        }
+        let refusal = crate::jsonrpc::error(
+            msg.get("id").cloned().unwrap_or(Value::Null),
+            crate::jsonrpc::code::INTERNAL_ERROR,
+            "mcpgw cannot tell which client to ask: several calls are in flight on this shared session",
+        );
+        let up = self.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { up.respond(None, &refusal).await });
+        }
     }
 
     /// Drop the connection so the next use opens a new one.
@@ -566,15 +599,22 @@ impl Upstream {
         };
         match self.own_slot(caller.owner.as_ref()) {
             Some(slot) => {
-                let _active = slot.enter(caller.sink.as_ref());
+                let _active = slot.calls.enter(caller.sink.as_ref());
                 self.send_own(&slot, &caller, method, &mut payload, timeout)
                     .await
                     .map_err(fail)
             }
-            None => self
-                .send_shared(&caller, method, &mut payload, timeout)
-                .await
-                .map_err(fail),
+            None => {
+                // A legacy SSE upstream's questions and notifications come on its one stream:
+                // the call in flight is told who may get them.
+                let one_stream = self.reg.load().transport == crate::store::Transport::Sse;
+                let _active = one_stream
+                    .then(|| self.shared_calls.enter(caller.sink.as_ref()))
+                    .flatten();
+                self.send_shared(&caller, method, &mut payload, timeout)
+                    .await
+                    .map_err(fail)
+            }
         }
     }
 
