@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::clients::{self, Streamable};
+use common::raw::{Behaviour, RawUpstream};
 use common::upstream::Upstream;
 use common::{Dir, Gateway, SIGHUP, SIGTERM};
 use serde_json::{Value, json};
@@ -78,11 +79,67 @@ fn upstream_dying_mid_call_fails_that_call_only() {
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["id"], "slow");
     let msg = answer["error"]["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("upstream 'doomed'"), "{answer}");
+    assert!(
+        msg.starts_with("upstream 'doomed': the upstream closed the connection during the call"),
+        "{answer}"
+    );
     assert_eq!(
         clients::text(&call(&gw, "healthy__echo", json!({"text": "fine"}))),
         "fine"
     );
+}
+
+/// Issue 19: a call the upstream read whole and then died on (it closed the connection without
+/// answering) may have run there; it is not sent again, and the client hears what happened.
+#[test]
+fn a_call_the_upstream_read_then_died_on_runs_once_and_says_so() {
+    let dir = Dir::new();
+    let up = RawUpstream::start(Behaviour::CrashOnAsk);
+    // Health checks out of the way: only calls reach the upstream.
+    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
+    dir.run_expect(&["gateway", "add", "raw", &up.url], 0);
+    // Answered: its connection goes back to the gateway's pool, and the next call is sent on it.
+    assert_eq!(clients::text(&call(&gw, "raw__run", json!({}))), "ran");
+    let reused = up.calls_on_reused.load(Ordering::SeqCst);
+    let answer = call(&gw, "raw__run", json!({"crash": true}));
+    let msg = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.starts_with("upstream 'raw': the upstream closed the connection during the call"),
+        "{answer}"
+    );
+    assert_eq!(
+        up.calls.load(Ordering::SeqCst),
+        2,
+        "each call reached the upstream once"
+    );
+    assert_eq!(
+        up.calls_on_reused.load(Ordering::SeqCst),
+        reused + 1,
+        "the call that crashed it came on a pooled connection"
+    );
+    // The next call goes on a new connection and is answered.
+    assert_eq!(clients::text(&call(&gw, "raw__run", json!({}))), "ran");
+    assert_eq!(up.calls.load(Ordering::SeqCst), 3);
+}
+
+/// The ordinary keep-alive race must not become failed calls now that nothing is sent twice: a
+/// pooled connection the upstream closed while it sat idle is seen closed before it is reused.
+#[test]
+fn a_pooled_connection_the_upstream_closed_while_idle_is_not_a_failed_call() {
+    let dir = Dir::new();
+    let up = RawUpstream::start(Behaviour::CloseIdleAfter(Duration::from_millis(200)));
+    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
+    dir.run_expect(&["gateway", "add", "raw", &up.url], 0);
+    for round in 0..3 {
+        assert_eq!(clients::text(&call(&gw, "raw__run", json!({}))), "ran");
+        // Every connection the gateway pooled is closed by the upstream before the next call.
+        up.wait_all_closed();
+        eprintln!(
+            "round {round}: {} connections, all closed while idle",
+            up.connections.load(Ordering::SeqCst)
+        );
+    }
+    assert_eq!(up.calls.load(Ordering::SeqCst), 3);
 }
 
 #[test]
