@@ -126,26 +126,7 @@ fn serve(mut sock: TcpStream, behaviour: Behaviour, counts: &Counts) {
                 return;
             }
         }
-        let answer = match msg.get("id") {
-            None => None,
-            Some(id) => Some(match method {
-                "initialize" => json!({"jsonrpc": "2.0", "id": id, "result": {
-                    "protocolVersion": msg["params"]["protocolVersion"],
-                    "capabilities": {"tools": {}},
-                    "serverInfo": {"name": "raw", "version": "1"},
-                }}),
-                "tools/list" => json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [
-                    {"name": "run", "inputSchema": {"type": "object"}},
-                ]}}),
-                "tools/call" => json!({"jsonrpc": "2.0", "id": id, "result": {
-                    "content": [{"type": "text", "text": "ran"}],
-                }}),
-                "ping" => json!({"jsonrpc": "2.0", "id": id, "result": {}}),
-                _ => json!({"jsonrpc": "2.0", "id": id, "error": {
-                    "code": -32601, "message": "method not found",
-                }}),
-            }),
-        };
+        let answer = msg.get("id").map(|id| answer(&msg, method, id));
         let reply = match answer {
             None => "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n".to_owned(),
             Some(answer) => {
@@ -159,6 +140,27 @@ fn serve(mut sock: TcpStream, behaviour: Behaviour, counts: &Counts) {
         if sock.write_all(reply.as_bytes()).is_err() {
             return;
         }
+    }
+}
+
+/// The answer to request `msg` (its `method` and `id` given).
+fn answer(msg: &Value, method: &str, id: &Value) -> Value {
+    match method {
+        "initialize" => json!({"jsonrpc": "2.0", "id": id, "result": {
+            "protocolVersion": msg["params"]["protocolVersion"],
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "raw", "version": "1"},
+        }}),
+        "tools/list" => json!({"jsonrpc": "2.0", "id": id, "result": {"tools": [
+            {"name": "run", "inputSchema": {"type": "object"}},
+        ]}}),
+        "tools/call" => json!({"jsonrpc": "2.0", "id": id, "result": {
+            "content": [{"type": "text", "text": "ran"}],
+        }}),
+        "ping" => json!({"jsonrpc": "2.0", "id": id, "result": {}}),
+        _ => json!({"jsonrpc": "2.0", "id": id, "error": {
+            "code": -32601, "message": "method not found",
+        }}),
     }
 }
 
