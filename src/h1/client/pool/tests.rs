@@ -69,6 +69,18 @@ async fn server(close_after: Option<Duration>) -> (Url, Arc<AtomicUsize>) {
     .await
 }
 
+/// A pool for `url` without TLS.
+fn plain_pool(url: &Url) -> Arc<Pool> {
+    Arc::new(Pool::new(url, None, None, Arc::default()).unwrap())
+}
+
+/// Make `n` calls one after the other, each answered `ok`.
+async fn calls_answered(pool: &Arc<Pool>, n: usize) {
+    for _ in 0..n {
+        assert_eq!(call(pool).await, "ok");
+    }
+}
+
 fn request(pool: &Pool) -> Vec<u8> {
     let host = pool.authority().to_str().unwrap();
     format!("POST /mcp HTTP/1.1\r\nhost: {host}\r\ncontent-length: 2\r\n\r\n{{}}").into_bytes()
@@ -98,7 +110,7 @@ async fn an_answer_sent_before_a_large_body_was_read_is_heard() {
         // Dropped with the body unread: the kernel resets the connection.
     })
     .await;
-    let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
+    let pool = plain_pool(&url);
     let host = pool.authority().to_str().unwrap().to_owned();
     let body = vec![b'x'; 16 << 20];
     let mut request = format!(
@@ -123,10 +135,8 @@ async fn an_answer_sent_before_a_large_body_was_read_is_heard() {
 #[tokio::test]
 async fn sequential_requests_share_one_connection() {
     let (url, accepts) = server(None).await;
-    let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
-    for _ in 0..50 {
-        assert_eq!(call(&pool).await, "ok");
-    }
+    let pool = plain_pool(&url);
+    calls_answered(&pool, 50).await;
     assert_eq!(accepts.load(Ordering::SeqCst), 1);
     assert_eq!(pool.idle_count(), 1);
 }
@@ -134,7 +144,7 @@ async fn sequential_requests_share_one_connection() {
 #[tokio::test]
 async fn concurrent_requests_open_connections_then_reuse_them() {
     let (url, accepts) = server(None).await;
-    let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
+    let pool = plain_pool(&url);
     for _ in 0..5 {
         let calls: Vec<_> = (0..4)
             .map(|_| {
@@ -156,10 +166,8 @@ async fn concurrent_requests_open_connections_then_reuse_them() {
 #[tokio::test]
 async fn a_connection_closed_while_idle_is_replaced_not_reported() {
     let (url, accepts) = server(Some(Duration::ZERO)).await;
-    let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
-    for _ in 0..20 {
-        assert_eq!(call(&pool).await, "ok");
-    }
+    let pool = plain_pool(&url);
+    calls_answered(&pool, 20).await;
     assert_eq!(accepts.load(Ordering::SeqCst), 20);
 }
 
@@ -185,7 +193,7 @@ async fn a_request_the_upstream_read_and_left_unanswered_is_not_sent_again() {
         }
     })
     .await;
-    let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
+    let pool = plain_pool(&url);
     assert_eq!(call(&pool).await, "ok");
     assert_eq!(pool.idle_count(), 1);
     let err = pool.send(&request(&pool)).await.unwrap_err();
@@ -201,7 +209,7 @@ async fn a_request_the_upstream_read_and_left_unanswered_is_not_sent_again() {
 #[tokio::test]
 async fn idle_connections_the_upstream_closed_are_expired() {
     let (url, _) = server(Some(Duration::from_millis(200))).await;
-    let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
+    let pool = plain_pool(&url);
     let response = pool.send(&request(&pool)).await.unwrap();
     let body = response.body.collect().await.unwrap().to_bytes();
     assert_eq!(body, "ok");
@@ -223,7 +231,7 @@ async fn idle_connections_the_upstream_closed_are_expired() {
 #[tokio::test]
 async fn an_unanswered_body_is_drained_before_reuse() {
     let (url, accepts) = server(None).await;
-    let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
+    let pool = plain_pool(&url);
     for _ in 0..10 {
         let response = pool.send(&request(&pool)).await.unwrap();
         response.body.finish();
@@ -252,10 +260,8 @@ async fn a_connection_with_bytes_after_its_answer_is_not_reused() {
         }
     })
     .await;
-    let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
-    for _ in 0..3 {
-        assert_eq!(call(&pool).await, "ok");
-    }
+    let pool = plain_pool(&url);
+    calls_answered(&pool, 3).await;
     assert_eq!(accepts.load(Ordering::SeqCst), 3);
     assert_eq!(pool.idle_count(), 0);
 }
@@ -265,7 +271,7 @@ async fn refused_connections_say_so() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap())).unwrap();
     drop(listener);
-    let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
+    let pool = plain_pool(&url);
     let err = pool.send(&request(&pool)).await.unwrap_err();
     assert!(err.to_string().contains("Connection refused"), "{err}");
     assert!(!err.is_timeout());
