@@ -1,13 +1,14 @@
-//! A Streamable-HTTP upstream written by hand on raw sockets, for the faults the Rust fixture
-//! cannot make on cue: it answers what a gateway asks to register it (`initialize`,
-//! `tools/list`, `ping`; the 2026-07-28 probe is refused, so the session era is used) and does to
-//! each `tools/call` what [`Behaviour`] says, counting the calls it read and the connections it
-//! accepted and saw end.
+//! An MCP upstream written by hand on raw sockets, for the faults the Rust fixture cannot make
+//! on cue. It speaks Streamable HTTP at `/mcp` and legacy HTTP+SSE at `/sse` (one event stream
+//! at a time, the endpoint `/message`), answers what a gateway asks to register it
+//! (`initialize`, `tools/list`, `ping`; the 2026-07-28 probe is refused, so the session era is
+//! used) and does to each `tools/call` what [`Behaviour`] says, counting the calls it read and
+//! the connections it accepted and saw end.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -16,8 +17,9 @@ use serde_json::{Value, json};
 #[derive(Clone, Copy, Debug)]
 pub enum Behaviour {
     /// A `tools/call` whose arguments carry `"crash": true` is read whole, counted, and its
-    /// connection closed without an answer (an upstream that died half-way through); every
-    /// other one is answered.
+    /// connection closed without an answer (an upstream that died half-way through); on the
+    /// legacy transport, its POST is accepted (202) and then the event stream closed. Every
+    /// other call is answered.
     CrashOnAsk,
     /// Every request is answered; a connection then idle for this long is closed without a
     /// word (a server's keep-alive timeout).
@@ -28,6 +30,8 @@ pub enum Behaviour {
 pub struct RawUpstream {
     /// `http://127.0.0.1:PORT/mcp`
     pub url: String,
+    /// `http://127.0.0.1:PORT/sse`, the legacy transport's event stream.
+    pub sse_url: String,
     /// `tools/call` requests read whole.
     pub calls: Arc<AtomicUsize>,
     /// Those read on a connection that had carried a request before (a pooled one).
@@ -42,28 +46,30 @@ pub struct RawUpstream {
 impl RawUpstream {
     pub fn start(behaviour: Behaviour) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        let addr = listener.local_addr().unwrap();
         let calls = Arc::new(AtomicUsize::new(0));
         let calls_on_reused = Arc::new(AtomicUsize::new(0));
         let connections = Arc::new(AtomicUsize::new(0));
         let ended = Arc::new(AtomicUsize::new(0));
-        let counts = Counts {
+        let shared = Shared {
             calls: calls.clone(),
             calls_on_reused: calls_on_reused.clone(),
+            stream: Arc::default(),
         };
         let (n, e) = (connections.clone(), ended.clone());
         std::thread::spawn(move || {
             for sock in listener.incoming().map_while(Result::ok) {
                 n.fetch_add(1, Ordering::SeqCst);
-                let (counts, e) = (counts.clone(), e.clone());
+                let (shared, e) = (shared.clone(), e.clone());
                 std::thread::spawn(move || {
-                    serve(sock, behaviour, &counts);
+                    serve(sock, behaviour, &shared);
                     e.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
         Self {
-            url,
+            url: format!("http://{addr}/mcp"),
+            sse_url: format!("http://{addr}/sse"),
             calls,
             calls_on_reused,
             connections,
@@ -84,15 +90,16 @@ impl RawUpstream {
     }
 }
 
-/// What each connection counts into.
+/// What the connections share: the counts, and the legacy event stream answers go on.
 #[derive(Clone)]
-struct Counts {
+struct Shared {
     calls: Arc<AtomicUsize>,
     calls_on_reused: Arc<AtomicUsize>,
+    stream: Arc<Mutex<Option<TcpStream>>>,
 }
 
 /// Serve one connection's requests until it closes or the behaviour closes it.
-fn serve(mut sock: TcpStream, behaviour: Behaviour, counts: &Counts) {
+fn serve(mut sock: TcpStream, behaviour: Behaviour, shared: &Shared) {
     let mut buf = Vec::new();
     for served in 0.. {
         if let Behaviour::CloseIdleAfter(idle) = behaviour {
@@ -101,6 +108,15 @@ fn serve(mut sock: TcpStream, behaviour: Behaviour, counts: &Counts) {
         let Some((head, body)) = read_request(&mut sock, &mut buf) else {
             return;
         };
+        let target = head.split_whitespace().nth(1).unwrap_or_default();
+        if head.starts_with("GET") && target == "/sse" {
+            let open = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\nevent: endpoint\ndata: /message\n\n";
+            if sock.write_all(open.as_bytes()).is_err() {
+                return;
+            }
+            *shared.stream.lock().unwrap() = sock.try_clone().ok();
+            continue;
+        }
         if !head.starts_with("POST") {
             let status = if head.starts_with("DELETE") {
                 "200 OK"
@@ -113,32 +129,47 @@ fn serve(mut sock: TcpStream, behaviour: Behaviour, counts: &Counts) {
             }
             continue;
         }
+        let legacy = target == "/message";
         let msg: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let method = msg["method"].as_str().unwrap_or_default();
+        let mut crash = false;
         if method == "tools/call" {
-            counts.calls.fetch_add(1, Ordering::SeqCst);
+            shared.calls.fetch_add(1, Ordering::SeqCst);
             if served > 0 {
-                counts.calls_on_reused.fetch_add(1, Ordering::SeqCst);
+                shared.calls_on_reused.fetch_add(1, Ordering::SeqCst);
             }
-            if matches!(behaviour, Behaviour::CrashOnAsk)
-                && msg["params"]["arguments"]["crash"] == true
-            {
-                return;
-            }
+            crash = matches!(behaviour, Behaviour::CrashOnAsk)
+                && msg["params"]["arguments"]["crash"] == true;
+        }
+        if crash && !legacy {
+            return;
         }
         let answer = msg.get("id").map(|id| answer(&msg, method, id));
-        let reply = match answer {
-            None => "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n".to_owned(),
-            Some(answer) => {
+        let reply = match &answer {
+            Some(answer) if !legacy => {
                 let body = answer.to_string();
                 format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                     body.len()
                 )
             }
+            _ => "HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n".to_owned(),
         };
         if sock.write_all(reply.as_bytes()).is_err() {
             return;
+        }
+        if legacy {
+            let mut stream = shared.stream.lock().unwrap();
+            match (crash, stream.as_mut(), answer) {
+                (true, Some(events), _) => {
+                    let _ = events.shutdown(std::net::Shutdown::Both);
+                    *stream = None;
+                }
+                (false, Some(events), Some(answer)) => {
+                    let _ = write!(events, "event: message\ndata: {answer}\n\n");
+                }
+                _ => {}
+            }
         }
     }
 }
