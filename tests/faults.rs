@@ -102,6 +102,7 @@ fn assert_died_during_call(answer: &Value, name: &str) {
     let msg = answer["error"]["message"].as_str().unwrap_or_default();
     let expected = format!("upstream '{name}': the upstream closed the connection during the call");
     assert!(msg.starts_with(&expected), "{answer}");
+    eprintln!("the client read: {msg}");
 }
 
 /// Issue 19: a call the upstream read whole and then died on (it closed the connection without
@@ -126,6 +127,16 @@ fn a_call_the_upstream_read_then_died_on_runs_once_and_says_so() {
     // The next call goes on a new connection and is answered.
     assert_eq!(clients::text(&call(&gw, "raw__run", json!({}))), "ran");
     assert_eq!(up.calls.load(Ordering::SeqCst), 3);
+}
+
+/// The same when the upstream begins its answer as an event stream and dies mid-stream: before,
+/// "not an MCP endpoint: broken event stream".
+#[test]
+fn a_call_whose_answer_stream_broke_off_runs_once_and_says_so() {
+    let (_dir, up, gw) = crashing("raw", |up| &up.url);
+    let answer = call(&gw, "raw__run", json!({"crash": "events"}));
+    assert_died_during_call(&answer, "raw");
+    assert_eq!(up.calls.load(Ordering::SeqCst), 2, "each call sent once");
 }
 
 /// The same on a legacy SSE upstream: its POST accepted, the event stream that was to carry the

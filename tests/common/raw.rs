@@ -1,6 +1,6 @@
 //! An MCP upstream written by hand on raw sockets, for the faults the Rust fixture cannot make
-//! on cue. It speaks Streamable HTTP at `/mcp` and legacy HTTP+SSE at `/sse` (one event stream
-//! at a time, the endpoint `/message`), answers what a gateway asks to register it
+//! on cue. It speaks Streamable HTTP at `/mcp` and legacy HTTP+SSE at `/sse` (each event stream
+//! announcing its own endpoint, `/message?stream=N`), answers what a gateway asks to register it
 //! (`initialize`, `tools/list`, `ping`; the 2026-07-28 probe is refused, so the session era is
 //! used) and does to each `tools/call` what [`Behaviour`] says, counting the calls it read and
 //! the connections it accepted and saw end.
@@ -18,8 +18,10 @@ use serde_json::{Value, json};
 pub enum Behaviour {
     /// A `tools/call` whose arguments carry `"crash": true` is read whole, counted, and its
     /// connection closed without an answer (an upstream that died half-way through); on the
-    /// legacy transport, its POST is accepted (202) and then the event stream closed. Every
-    /// other call is answered.
+    /// legacy transport, its POST is accepted (202) and then the event stream closed. With
+    /// `"crash": "events"` (Streamable HTTP), an event stream is begun as the answer, one
+    /// progress notification sent on it, and the connection closed mid-stream. Every other call
+    /// is answered.
     CrashOnAsk,
     /// Every request is answered; a connection then idle for this long is closed without a
     /// word (a server's keep-alive timeout).
@@ -54,7 +56,7 @@ impl RawUpstream {
         let shared = Shared {
             calls: calls.clone(),
             calls_on_reused: calls_on_reused.clone(),
-            stream: Arc::default(),
+            streams: Arc::default(),
         };
         let (n, e) = (connections.clone(), ended.clone());
         std::thread::spawn(move || {
@@ -90,12 +92,13 @@ impl RawUpstream {
     }
 }
 
-/// What the connections share: the counts, and the legacy event stream answers go on.
+/// What the connections share: the counts, and the legacy event streams answers go on (by
+/// number).
 #[derive(Clone)]
 struct Shared {
     calls: Arc<AtomicUsize>,
     calls_on_reused: Arc<AtomicUsize>,
-    stream: Arc<Mutex<Option<TcpStream>>>,
+    streams: Arc<Mutex<Vec<Option<TcpStream>>>>,
 }
 
 /// Serve one connection's requests until it closes or the behaviour closes it.
@@ -110,11 +113,15 @@ fn serve(mut sock: TcpStream, behaviour: Behaviour, shared: &Shared) {
         };
         let target = head.split_whitespace().nth(1).unwrap_or_default();
         if head.starts_with("GET") && target == "/sse" {
-            let open = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\nevent: endpoint\ndata: /message\n\n";
+            let mut streams = shared.streams.lock().unwrap();
+            let open = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\r\nevent: endpoint\ndata: /message?stream={}\n\n",
+                streams.len()
+            );
             if sock.write_all(open.as_bytes()).is_err() {
                 return;
             }
-            *shared.stream.lock().unwrap() = sock.try_clone().ok();
+            streams.push(sock.try_clone().ok());
             continue;
         }
         if !head.starts_with("POST") {
@@ -129,24 +136,40 @@ fn serve(mut sock: TcpStream, behaviour: Behaviour, shared: &Shared) {
             }
             continue;
         }
-        let legacy = target == "/message";
+        // The legacy stream this POST's answer goes on.
+        let legacy = target
+            .strip_prefix("/message?stream=")
+            .map(|n| n.parse::<usize>().unwrap());
         let msg: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let method = msg["method"].as_str().unwrap_or_default();
-        let mut crash = false;
+        let mut crash = Value::Null;
         if method == "tools/call" {
             shared.calls.fetch_add(1, Ordering::SeqCst);
             if served > 0 {
                 shared.calls_on_reused.fetch_add(1, Ordering::SeqCst);
             }
-            crash = matches!(behaviour, Behaviour::CrashOnAsk)
-                && msg["params"]["arguments"]["crash"] == true;
+            if matches!(behaviour, Behaviour::CrashOnAsk) {
+                crash = msg["params"]["arguments"]["crash"].clone();
+            }
         }
-        if crash && !legacy {
+        if crash == "events" {
+            let event = json!({"jsonrpc": "2.0", "method": "notifications/progress",
+                "params": {"progressToken": 1, "progress": 1}});
+            let event = format!("event: message\ndata: {event}\n\n");
+            let _ = write!(
+                sock,
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{event}\r\n",
+                event.len()
+            );
+            return;
+        }
+        let crash = crash == true;
+        if crash && legacy.is_none() {
             return;
         }
         let answer = msg.get("id").map(|id| answer(&msg, method, id));
         let reply = match &answer {
-            Some(answer) if !legacy => {
+            Some(answer) if legacy.is_none() => {
                 let body = answer.to_string();
                 format!(
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
@@ -158,8 +181,9 @@ fn serve(mut sock: TcpStream, behaviour: Behaviour, shared: &Shared) {
         if sock.write_all(reply.as_bytes()).is_err() {
             return;
         }
-        if legacy {
-            let mut stream = shared.stream.lock().unwrap();
+        if let Some(n) = legacy {
+            let mut streams = shared.streams.lock().unwrap();
+            let stream = &mut streams[n];
             match (crash, stream.as_mut(), answer) {
                 (true, Some(events), _) => {
                     let _ = events.shutdown(std::net::Shutdown::Both);
