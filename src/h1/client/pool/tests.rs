@@ -276,3 +276,85 @@ async fn refused_connections_say_so() {
     assert!(err.to_string().contains("Connection refused"), "{err}");
     assert!(!err.is_timeout());
 }
+
+/// A pooled connection whose socket refuses every write: it never reads, and `accepted` says
+/// whether its socket took bytes before failing (as [`Tcp`] notes in [`Marks::wrote`]).
+struct FailingWrites {
+    marks: Arc<Marks>,
+    accepted: bool,
+}
+
+impl tokio::io::AsyncRead for FailingWrites {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Poll::Pending
+    }
+}
+
+impl tokio::io::AsyncWrite for FailingWrites {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        _: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.accepted {
+            self.marks.wrote.store(true, Ordering::Relaxed);
+        }
+        Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// A pool for `url` holding one idle connection whose writes fail (see [`FailingWrites`]).
+fn pool_with_failing_connection(url: &Url, accepted: bool) -> Arc<Pool> {
+    let pool = plain_pool(url);
+    let marks = Arc::new(Marks::default());
+    let io = FailingWrites {
+        marks: marks.clone(),
+        accepted,
+    };
+    pool.put(Pooled {
+        wire: Buffered::new(Box::new(io)),
+        watch: None,
+        marks,
+    });
+    pool
+}
+
+/// The one case a request goes again: its write on a pooled connection failed before the
+/// socket took a byte, so it never reached the upstream.
+#[tokio::test]
+async fn a_request_whose_write_failed_before_a_byte_left_goes_on_another_connection() {
+    let (url, accepts) = server(None).await;
+    let pool = pool_with_failing_connection(&url, false);
+    assert_eq!(call(&pool).await, "ok");
+    assert_eq!(
+        accepts.load(Ordering::SeqCst),
+        1,
+        "sent on a new connection"
+    );
+}
+
+/// Once the socket took bytes of it, a failed write may have delivered the request: it is
+/// reported, not sent again.
+#[tokio::test]
+async fn a_request_whose_write_failed_after_bytes_left_is_not_sent_again() {
+    let (url, accepts) = server(None).await;
+    let pool = pool_with_failing_connection(&url, true);
+    let err = pool.send(&request(&pool)).await.unwrap_err();
+    assert!(
+        matches!(&err, PoolError::Cut { fresh: false, .. }),
+        "{err:?}"
+    );
+    assert_eq!(accepts.load(Ordering::SeqCst), 0, "not sent again");
+}
