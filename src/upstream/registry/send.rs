@@ -74,8 +74,11 @@ impl Upstream {
                 self.send_bridged(&conn, method, payload, timeout, caller)
                     .await
             }
-            Err(error @ UpstreamError::Connect { .. }) => {
-                // The transport failed: the next call reconnects, through the backoff, instead
+            Err(
+                error @ (UpstreamError::Connect { .. } | UpstreamError::ClosedDuringCall { .. }),
+            ) => {
+                // The transport failed (or the upstream died on the call, which it may have
+                // run: not sent again): the next call reconnects, through the backoff, instead
                 // of every call dialling a dead upstream.
                 self.invalidate();
                 Err(error)
@@ -115,7 +118,9 @@ impl Upstream {
                     None => self.send_shared(caller, method, payload, timeout).await,
                 }
             }
-            Err(error @ UpstreamError::Connect { .. }) => {
+            Err(
+                error @ (UpstreamError::Connect { .. } | UpstreamError::ClosedDuringCall { .. }),
+            ) => {
                 slot.invalidate();
                 Err(error)
             }
