@@ -448,12 +448,16 @@ fn a_clients_cancellation_reaches_the_upstream_with_the_upstreams_id() {
         let _ = ta.await;
         let _ = tb.await;
         let stats: Value = http.get(format!("{}/stats", up.base)).send().await.unwrap().json().await.unwrap();
-        let cancelled = stats["cancelled"].as_array().unwrap();
+        let cancelled = stats["cancelled_in"].as_array().unwrap();
         assert_eq!(cancelled.len(), 1, "exactly one cancellation must reach the upstream: {stats}");
-        // It names the upstream request of session a (its sleep of 1500 ms), in the upstream's ids.
-        let sleeps = stats["sleeps"].as_array().unwrap();
-        let named = sleeps.iter().find(|s| s[0] == cancelled[0]).expect("the cancelled id is no request of the upstream");
-        assert_eq!(named[1], 1500, "the cancellation reached the other session's request: {stats}");
+        // It names the upstream request of session a (its sleep of 1500 ms), in the upstream's
+        // ids, on the upstream session that carries it (each client has its own).
+        let sleeps = stats["sleeps_in"].as_array().unwrap();
+        let named = sleeps
+            .iter()
+            .find(|s| s[0] == cancelled[0][0] && s[1] == cancelled[0][1])
+            .expect("the cancelled id is no request of that upstream session");
+        assert_eq!(named[2], 1500, "the cancellation reached the other session's request: {stats}");
     });
 }
 

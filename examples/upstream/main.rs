@@ -113,6 +113,10 @@ struct AppState {
     cancelled: Mutex<Vec<Value>>,
     /// (request id, ms) of every `sleep` call, to tell which request a cancellation named.
     sleeps: Mutex<Vec<(Value, u64)>>,
+    /// The same with the session each came in (ids are per session): (session, id, ms).
+    sleeps_in: Mutex<Vec<(Value, Value, u64)>>,
+    /// (session, request id) of every `notifications/cancelled`.
+    cancelled_in: Mutex<Vec<(Value, Value)>>,
     /// Requests this server sent to a client, waiting for the client's POSTed answer.
     asks: Mutex<HashMap<String, oneshot::Sender<Value>>>,
     /// The open `GET /mcp` stream of each session.
@@ -266,6 +270,11 @@ async fn answer(
                         .unwrap_or(0)
                         .min(60_000);
                     state.sleeps.lock().unwrap().push((id.clone(), ms));
+                    state
+                        .sleeps_in
+                        .lock()
+                        .unwrap()
+                        .push((json!(session), id.clone(), ms));
                     tokio::time::sleep(Duration::from_millis(ms)).await;
                     state.stats.slept.fetch_add(1, Ordering::Relaxed);
                     text_result(format!("slept {ms} ms"))
@@ -355,7 +364,12 @@ async fn mcp_post(
             .pointer("/params/requestId")
             .cloned()
             .unwrap_or_default();
-        state.cancelled.lock().unwrap().push(id);
+        state.cancelled.lock().unwrap().push(id.clone());
+        state
+            .cancelled_in
+            .lock()
+            .unwrap()
+            .push((json!(session), id));
         return StatusCode::ACCEPTED.into_response();
     }
     // A client's answer to a request this server sent it (sampling, elicitation).
@@ -742,6 +756,8 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
         "calls": state.stats.calls.load(Ordering::Relaxed),
         "cancelled": *state.cancelled.lock().unwrap(),
         "sleeps": *state.sleeps.lock().unwrap(),
+        "sleeps_in": *state.sleeps_in.lock().unwrap(),
+        "cancelled_in": *state.cancelled_in.lock().unwrap(),
         "accepts": state.stats.accepts.load(Ordering::Relaxed),
         "gets": state.stats.gets.load(Ordering::Relaxed),
         "slept": state.stats.slept.load(Ordering::Relaxed),
@@ -808,6 +824,8 @@ async fn main() {
         history: Mutex::default(),
         subscribed: Mutex::default(),
         hellos: Mutex::default(),
+        sleeps_in: Mutex::default(),
+        cancelled_in: Mutex::default(),
         notes: Mutex::default(),
         deleted: AtomicU64::new(0),
     });

@@ -208,11 +208,16 @@ pub(super) async fn route_uri(
         Some(up) if ctx.owner.is_some() && up.gives_clients_sessions() => {
             let params = params.unwrap_or_else(|| Value::Object(Map::new()));
             let answer = forward(state, ctx, &up, id, method, params).await;
-            if method == "resources/subscribe"
-                && answer.get("result").is_some()
+            if answer.get("result").is_some()
                 && let Some(session) = ctx.session
             {
-                up.client_listens(session);
+                let subscribed = method == "resources/subscribe";
+                if method != "resources/read" {
+                    up.client_subscription(session, &uri, subscribed);
+                }
+                if subscribed {
+                    up.client_listens(session);
+                }
             }
             answer
         }

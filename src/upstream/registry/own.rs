@@ -44,6 +44,9 @@ pub(super) struct Slot {
     connecting: tokio::sync::Mutex<()>,
     /// Its requests in flight.
     pub(super) calls: Arc<Calls>,
+    /// The resource URIs its client subscribed to there: a new session after a restart of the
+    /// upstream subscribes to them again.
+    subscribed: Mutex<std::collections::BTreeSet<String>>,
 }
 
 /// The sinks of the requests in flight on one upstream session, oldest first: what the upstream
@@ -102,6 +105,7 @@ impl Slot {
             conn: ArcSwapOption::empty(),
             connecting: tokio::sync::Mutex::new(()),
             calls: Arc::default(),
+            subscribed: Mutex::default(),
         }
     }
 
@@ -166,6 +170,7 @@ impl Upstream {
         match Box::pin(self.open_own(slot, owner)).await {
             Ok(conn) => {
                 let conn = Arc::new(conn);
+                Box::pin(self.subscribe_again(slot, &conn)).await;
                 slot.conn.store(Some(conn.clone()));
                 self.own.opened.fetch_add(1, Ordering::Relaxed);
                 Ok(Some(conn))
@@ -266,6 +271,40 @@ impl Upstream {
     pub fn has_client_session(&self, session: &SessionKey) -> bool {
         self.slot_of(Some(session))
             .is_some_and(|s| s.conn().is_some())
+    }
+
+    /// A new session for a client who had subscribed to resources on the one it replaces (the
+    /// upstream restarted): subscribed again, and listening for the updates.
+    async fn subscribe_again(&self, slot: &Slot, conn: &Connection) {
+        let uris: Vec<String> = {
+            let subscribed = slot.subscribed.lock().unwrap_or_else(|p| p.into_inner());
+            subscribed.iter().cloned().collect()
+        };
+        if uris.is_empty() {
+            return;
+        }
+        conn.listen();
+        let timeout = self.request_timeout();
+        for uri in uris {
+            let params = Some(serde_json::json!({ "uri": uri }));
+            if let Err(err) = conn.request("resources/subscribe", params, timeout).await {
+                tracing::warn!(upstream = %self.name(), %uri, error = %err, "could not subscribe a client again on its new session");
+            }
+        }
+    }
+
+    /// The client of `session` subscribed to `uri` here (`subscribed`), or unsubscribed, on its
+    /// own session.
+    pub fn client_subscription(&self, session: &SessionKey, uri: &str, subscribed: bool) {
+        let Some(slot) = self.slot_of(Some(session)) else {
+            return;
+        };
+        let mut uris = slot.subscribed.lock().unwrap_or_else(|p| p.into_inner());
+        if subscribed {
+            uris.insert(uri.to_owned());
+        } else {
+            uris.remove(uri);
+        }
     }
 
     /// The client of `session` opened a stream for what servers send outside a request: its
