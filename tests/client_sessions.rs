@@ -288,3 +288,69 @@ fn tasks_are_followed_on_the_upstream_session_that_runs_them() {
         }
     });
 }
+
+#[test]
+fn what_an_upstream_session_sends_outside_a_request_reaches_its_client_alone() {
+    use common::clients::EventReader;
+    let dir = Dir::new();
+    let up = Upstream::start(&["--session-only"]);
+    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
+    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    let base = format!("http://{}", gw.addr);
+    let http = clients::http(None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let stream = |session: &str| {
+        http.get(format!("{base}/mcp"))
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", session)
+            .timeout(Duration::from_secs(60))
+            .send()
+    };
+    rt.block_on(async {
+        let one = format!("{base}/servers/up/mcp");
+        let a = Streamable::open(http.clone(), &one, None).await.unwrap();
+        let b = Streamable::open(http.clone(), &one, None).await.unwrap();
+        // a listens before its upstream session exists, b after.
+        let mut a_events = EventReader::new(stream(&a.session).await.unwrap());
+        a.call(json!(1), "remember", json!({"text": "alpha"}))
+            .await
+            .unwrap();
+        b.call(json!(1), "remember", json!({"text": "beta"}))
+            .await
+            .unwrap();
+        let mut b_events = EventReader::new(stream(&b.session).await.unwrap());
+        let log = |to: &'static str, text: &'static str| {
+            let url = format!("{}/log?to={to}&text={text}", up.base);
+            let http = http.clone();
+            async move { json_of(http.post(url)).await }
+        };
+        for (to, text, events) in [
+            ("alpha", "for-a", &mut a_events),
+            ("beta", "for-b", &mut b_events),
+        ] {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            let note = loop {
+                let told = log(to, text).await;
+                if let Some(note) = events
+                    .next_of("notifications/message", Duration::from_millis(500))
+                    .await
+                {
+                    break note;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{to}: no log came through: {told}"
+                );
+            };
+            assert_eq!(note["params"]["data"], text, "{note}");
+        }
+        // Nothing of b's reached a.
+        let stray = a_events
+            .next_where(
+                |m| m["params"]["data"] == "for-b",
+                Duration::from_millis(800),
+            )
+            .await;
+        assert!(stray.is_none(), "a got b's log: {stray:?}");
+    });
+}

@@ -644,6 +644,33 @@ async fn touch(State(state): State<Arc<AppState>>, Query(t): Query<Touch>) -> Js
     Json(json!({"subscribed": sessions.len(), "sent": sent}))
 }
 
+#[derive(serde::Deserialize)]
+struct Log {
+    /// The note (`remember`) of the sessions to tell.
+    to: String,
+    text: String,
+}
+
+/// `POST /log?to=NOTE&text=T` (test control): a `notifications/message` on the `GET` stream of
+/// every session whose note is NOTE, outside any request.
+async fn log_to(State(state): State<Arc<AppState>>, Query(l): Query<Log>) -> Json<Value> {
+    let sessions: Vec<String> = state
+        .notes
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, note)| **note == l.to)
+        .map(|(sid, _)| sid.clone())
+        .collect();
+    let note = json!({"jsonrpc": "2.0", "method": "notifications/message",
+        "params": {"level": "info", "logger": "fixture", "data": l.text}});
+    let sent = sessions
+        .iter()
+        .filter(|sid| send_standing(&state, sid, &note))
+        .count();
+    Json(json!({"sessions": sessions.len(), "sent": sent}))
+}
+
 /// Send `msg` on session `sid`'s `GET` stream, keeping it for a resume: whether a stream was
 /// open to take it.
 fn send_standing(state: &AppState, sid: &str, msg: &Value) -> bool {
@@ -832,6 +859,7 @@ async fn main() {
     let app = Router::new()
         .route("/mcp", post(mcp_post).get(mcp_get).delete(mcp_delete))
         .route("/touch", post(touch))
+        .route("/log", post(log_to))
         .route("/tools-changed", post(tools_changed))
         .route("/drop-streams", post(drop_streams))
         .route("/sse", get(sse_open))
