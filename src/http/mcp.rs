@@ -21,10 +21,12 @@
 
 mod call;
 mod dispatch;
+mod identity;
 pub mod listen;
 mod message;
 mod route;
 mod rules;
+mod uris;
 
 use crate::hash::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};

@@ -70,6 +70,8 @@ pub struct Connection {
     pub server_info: Value,
     /// Server capabilities.
     pub capabilities: Value,
+    /// `instructions` from initialize/discover, if the upstream gave any.
+    pub instructions: Option<String>,
     next_id: AtomicU64,
     sink: MessageSink,
     /// The stateless era's `_meta` envelope, built at the first forwarded call.
@@ -174,6 +176,7 @@ impl Connection {
             },
             server_info: Value::Null,
             capabilities: Value::Null,
+            instructions: None,
             next_id: AtomicU64::new(1),
             sink,
             envelope: std::sync::OnceLock::new(),
@@ -318,6 +321,7 @@ impl Connection {
             .cloned()
             .unwrap_or(Value::Null);
         self.capabilities = result.get("capabilities").cloned().unwrap_or(Value::Null);
+        self.instructions = instructions(&result);
         Ok(true)
     }
 
@@ -370,6 +374,7 @@ impl Connection {
         }
         self.server_info = result.get("serverInfo").cloned().unwrap_or(Value::Null);
         self.capabilities = result.get("capabilities").cloned().unwrap_or(Value::Null);
+        self.instructions = instructions(&result);
         self.era = Era::Session {
             version: version.clone(),
         };
@@ -631,6 +636,14 @@ impl Connection {
         let name = name_key.and_then(|k| params.get(k)).and_then(Value::as_str);
         routing_headers(version, method, name).into_owned()
     }
+}
+
+/// The `instructions` of an initialize or discover result (the same field in both eras).
+fn instructions(result: &Value) -> Option<String> {
+    result
+        .get("instructions")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 fn no_answer(method: &str) -> UpstreamError {

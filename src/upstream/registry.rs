@@ -298,6 +298,20 @@ impl Upstream {
             .map_or(Value::Null, |conn| conn.capabilities.clone())
     }
 
+    /// The `serverInfo` the upstream gave (null before the first connection, or when a
+    /// 2026-07-28 upstream did not identify itself).
+    pub fn server_info(&self) -> Value {
+        let conn = self.conn.load();
+        conn.as_ref()
+            .map_or(Value::Null, |conn| conn.server_info.clone())
+    }
+
+    /// The `instructions` the upstream gave, if any (none before the first connection).
+    pub fn instructions(&self) -> Option<String> {
+        let conn = self.conn.load();
+        conn.as_ref().and_then(|conn| conn.instructions.clone())
+    }
+
     /// Current catalog.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.load_full()
