@@ -68,6 +68,10 @@ struct Args {
     /// (the subscription holds, and updates go out, before the answer).
     #[arg(long, default_value_t = 0)]
     slow_subscribe_ms: u64,
+    /// Also announce `tasks` and an `experimental` capability, neither of which it serves
+    /// (what a gateway must not pass on).
+    #[arg(long)]
+    tasks: bool,
 }
 
 #[derive(Default)]
@@ -88,6 +92,7 @@ struct AppState {
     session_only: bool,
     list_changed: bool,
     get_404: bool,
+    tasks: bool,
     slow_unsubscribe_ms: u64,
     slow_subscribe_ms: u64,
     /// Whether `POST /tools-changed` added the tool `extra`.
@@ -153,6 +158,10 @@ async fn answer(state: &AppState, peer: &PeerCn, msg: &Value) -> Option<Value> {
             let mut caps = capabilities();
             if state.list_changed {
                 caps["tools"]["listChanged"] = json!(true);
+            }
+            if state.tasks {
+                caps["tasks"] = json!({"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}});
+                caps["experimental"] = json!({"dev.example/x": {}});
             }
             json!({"protocolVersion": params.get("protocolVersion").and_then(Value::as_str).unwrap_or("2025-11-25"),
                    "capabilities": caps, "serverInfo": {"name": state.name, "version": "1"}})
@@ -674,6 +683,7 @@ async fn main() {
         session_only: args.session_only,
         list_changed: args.list_changed,
         get_404: args.get_404,
+        tasks: args.tasks,
         slow_unsubscribe_ms: args.slow_unsubscribe_ms,
         slow_subscribe_ms: args.slow_subscribe_ms,
         extra_tool: std::sync::atomic::AtomicBool::new(false),
