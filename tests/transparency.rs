@@ -47,7 +47,14 @@ async fn post_modern(http: &reqwest::Client, url: &str, method: &str, mut params
         request = request.header("mcp-name", name);
     }
     let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
-    request.json(&body).send().await.unwrap().json().await.unwrap()
+    request
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// A plain-HTTP gateway (no auth, health checks hourly) in front of two official Python SDK
@@ -69,7 +76,14 @@ impl Bed {
         let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
         let mut ups = Vec::new();
         for (name, mode) in [("a", "modern"), ("b", "legacy")] {
-            let args = ["--transport", "streamable-http", "--mode", mode, "--name", name];
+            let args = [
+                "--transport",
+                "streamable-http",
+                "--mode",
+                mode,
+                "--name",
+                name,
+            ];
             let up = PyUpstream::with_pki(&py, py::free_port(), &pki, &args);
             let url = format!("https://localhost:{}/mcp", up.port);
             dir.gateway_add_mtls(name, &url, &pki);
@@ -124,7 +138,10 @@ fn servers_name_answers_with_the_upstreams_server_info_instructions_and_capabili
             "## b\n\nmcpgw test upstream b",
         );
         assert!(merged.contains(a) && merged.contains(b), "{merged}");
-        assert!(merged.find(a) < merged.find(b), "in the order upstreams are listed: {merged}");
+        assert!(
+            merged.find(a) < merged.find(b),
+            "in the order upstreams are listed: {merged}"
+        );
         assert!(merged.contains("`<server>__<name>`"), "{merged}");
     });
 }
@@ -232,7 +249,10 @@ fn servers_name_announces_the_upstreams_capabilities_less_what_the_gateway_canno
         ("changes", &["--session-only", "--list-changed"]),
         ("tasks", &["--session-only", "--tasks"]),
     ];
-    let ups: Vec<Upstream> = kinds.iter().map(|(_, args)| Upstream::start(args)).collect();
+    let ups: Vec<Upstream> = kinds
+        .iter()
+        .map(|(_, args)| Upstream::start(args))
+        .collect();
     for ((name, _), up) in kinds.iter().zip(&ups) {
         dir.run_expect(&["gateway", "add", name, &format!("{}/mcp", up.base)], 0);
     }
@@ -251,7 +271,10 @@ fn servers_name_announces_the_upstreams_capabilities_less_what_the_gateway_canno
 
         let init = post(&http, &format!("http://{}/mcp", gw.addr), &initialize()).await;
         let caps = &init["result"]["capabilities"];
-        assert!(caps.get("tasks").is_none() && caps.get("experimental").is_none(), "{init}");
+        assert!(
+            caps.get("tasks").is_none() && caps.get("experimental").is_none(),
+            "{init}"
+        );
     });
 
     // Between a restart of the upstream and the gateway's next connection to it, what the
@@ -261,11 +284,21 @@ fn servers_name_announces_the_upstreams_capabilities_less_what_the_gateway_canno
     drop(ups.remove(1));
     rt.block_on(async {
         let url = format!("http://{}/servers/changes/mcp", gw.addr);
-        let session = clients::Streamable::open(http.clone(), &url, None).await.unwrap();
-        let call = session.call(json!(1), "echo", json!({"text": "x"})).await.unwrap();
+        let session = clients::Streamable::open(http.clone(), &url, None)
+            .await
+            .unwrap();
+        let call = session
+            .call(json!(1), "echo", json!({"text": "x"}))
+            .await
+            .unwrap();
         assert!(call.get("error").is_some(), "the upstream is down: {call}");
     });
-    let up = Upstream::start(&["--session-only", "--list-changed", "--listen", &format!("127.0.0.1:{port}")]);
+    let up = Upstream::start(&[
+        "--session-only",
+        "--list-changed",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ]);
     rt.block_on(async {
         let direct = direct_capabilities(&http, &up).await;
         let url = format!("http://{}/servers/changes/mcp", gw.addr);
@@ -277,9 +310,22 @@ fn servers_name_announces_the_upstreams_capabilities_less_what_the_gateway_canno
             }
             // Refused while the gateway waits out its reconnection backoff, and said so.
             assert_eq!(init["error"]["code"], -32001, "{init}");
-            assert!(std::time::Instant::now() < deadline, "never reconnected: {init}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "never reconnected: {init}"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
         assert_eq!(init["result"]["capabilities"], direct, "{init}");
+        // Ours and the gateway's: its connection was opened again for that answer.
+        let stats: Value = http
+            .get(format!("{}/stats", up.base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(stats["initializes"], 2, "{stats}");
     });
 }

@@ -160,7 +160,8 @@ async fn answer(state: &AppState, peer: &PeerCn, msg: &Value) -> Option<Value> {
                 caps["tools"]["listChanged"] = json!(true);
             }
             if state.tasks {
-                caps["tasks"] = json!({"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}});
+                caps["tasks"] =
+                    json!({"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}});
                 caps["experimental"] = json!({"dev.example/x": {}});
             }
             json!({"protocolVersion": params.get("protocolVersion").and_then(Value::as_str).unwrap_or("2025-11-25"),
