@@ -8,6 +8,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::plain::json_of;
 use common::py::{self, PyUpstream};
 use common::upstream::Upstream;
 use common::{Dir, Gateway, clients};
@@ -23,14 +24,8 @@ fn initialize() -> Value {
 
 /// POST `msg` to `url` without a session (an `initialize`), the JSON answer.
 async fn post(http: &reqwest::Client, url: &str, msg: &Value) -> Value {
-    let resp = http
-        .post(url)
-        .header("accept", "application/json, text/event-stream")
-        .json(msg)
-        .send()
-        .await
-        .unwrap();
-    resp.json().await.unwrap()
+    let accept = "application/json, text/event-stream";
+    json_of(http.post(url).header("accept", accept).json(msg)).await
 }
 
 /// A 2026-07-28 request for `method` with `params` (the envelope added), with its routing
@@ -318,14 +313,7 @@ fn servers_name_announces_the_upstreams_capabilities_less_what_the_gateway_canno
         };
         assert_eq!(init["result"]["capabilities"], direct, "{init}");
         // Ours and the gateway's: its connection was opened again for that answer.
-        let stats: Value = http
-            .get(format!("{}/stats", up.base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let stats = json_of(http.get(format!("{}/stats", up.base))).await;
         assert_eq!(stats["initializes"], 2, "{stats}");
     });
 }
