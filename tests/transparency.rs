@@ -317,3 +317,65 @@ fn servers_name_announces_the_upstreams_capabilities_less_what_the_gateway_canno
         assert_eq!(stats["initializes"], 2, "{stats}");
     });
 }
+
+/// Two official Python SDK servers (session era, resource subscriptions) that both offer
+/// `fixture://info`: through `/mcp`, a session-era client subscribed to `b`'s by its `mcpgw://`
+/// URI, and a 2026-07-28 client listening for it, hear of `b`'s update under that URI.
+#[test]
+fn an_update_reaches_a_client_under_the_gateway_uri_it_subscribed_by() {
+    use clients::{EventReader, Streamable};
+    let py = py::python();
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
+    let mut ups = Vec::new();
+    for name in ["a", "b"] {
+        let (up, port) = py::subscriptions_upstream(&py, &pki, "legacy");
+        dir.gateway_add_mtls(name, &format!("https://localhost:{port}/mcp"), &pki);
+        ups.push(up);
+    }
+    let (http, url) = (clients::http(None), format!("http://{}/mcp", gw.addr));
+    let uri = "mcpgw://b/fixture://info";
+    let updated = "notifications/resources/updated";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let session = Streamable::open(http.clone(), &url, None).await.unwrap();
+        // Touches `b`'s resource until `events` hears of it (the gateway's stream to the
+        // upstream opens with the first subscription).
+        let touch_until_heard = async |events: &mut EventReader| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let args = json!({"uri": "fixture://info"});
+                let answer = session.call(json!(9), "b__touch", args).await.unwrap();
+                assert!(answer.get("result").is_some(), "{answer}");
+                let wait = Duration::from_millis(500);
+                if let Some(note) = events.next_of(updated, wait).await {
+                    return note;
+                }
+                assert!(std::time::Instant::now() < deadline, "no update came through");
+            }
+        };
+
+        let stream = http
+            .get(&url)
+            .header("accept", "text/event-stream")
+            .header("mcp-session-id", &session.session)
+            .timeout(Duration::from_secs(90))
+            .send();
+        let mut notes = EventReader::new(stream.await.unwrap());
+        let subscribe = json!({"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe", "params": {"uri": uri}});
+        let answer = session.request(&subscribe).await.unwrap();
+        assert!(answer.get("result").is_some(), "{answer}");
+        let note = touch_until_heard(&mut notes).await;
+        assert_eq!(note["params"]["uri"], uri, "{note}");
+
+        let filter = json!({"resourceSubscriptions": [uri]});
+        let accept = "application/json, text/event-stream";
+        let listen = clients::listen(&http, &url, None, ("L", filter.clone()), accept).await;
+        let mut events = EventReader::new(listen);
+        let ack = events.next(Duration::from_secs(10)).await.expect("an acknowledgement");
+        assert_eq!(ack["params"]["notifications"], filter, "granted: {ack}");
+        let note = touch_until_heard(&mut events).await;
+        assert_eq!(note["params"]["uri"], uri, "{note}");
+    });
+}

@@ -56,6 +56,9 @@ pub fn prune_subscriptions(state: &AppState) {
     state
         .listens
         .retain_connected(|conn| session_open(state, conn));
+    state
+        .subscribed_as
+        .retain(|session| session_open(state, session));
     for up in state.registry.list() {
         let emptied = up.retain_subscribers(|key| session_open(state, key));
         // A 2026-07-28 upstream's listen stream already follows the table.

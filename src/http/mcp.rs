@@ -49,6 +49,7 @@ use crate::upstream::connection::MessageSink;
 pub use dispatch::handle;
 pub use message::Message;
 use rules::Era;
+pub use uris::SubscribedAs;
 
 /// Requests in flight upstream, found by (session, client id).
 pub type Inflight = Arc<Mutex<HashSet<route::ByKey>>>;

@@ -75,6 +75,8 @@ pub struct AppState {
     pub ws_outlets: ws::WsOutlets,
     /// Open `subscriptions/listen` streams (2026-07-28 clients).
     pub listens: mcp::listen::Listeners,
+    /// Resource subscriptions made through `/mcp`'s `mcpgw://` URIs, whose updates are named so.
+    pub subscribed_as: mcp::SubscribedAs,
     ready: AtomicBool,
     /// Long-lived streams (SSE, WebSocket) end when this fires: graceful shutdown waits for
     /// responses to finish, and these never would.
@@ -111,6 +113,7 @@ impl AppState {
             ws_open: std::sync::atomic::AtomicUsize::new(0),
             ws_outlets: ws::WsOutlets::default(),
             listens: mcp::listen::Listeners::default(),
+            subscribed_as: mcp::SubscribedAs::default(),
             client_requests: std::sync::Mutex::default(),
             inflight: mcp::Inflight::default(),
             next_client_request: std::sync::atomic::AtomicU64::new(1),

@@ -169,22 +169,33 @@ pub(super) async fn route_uri(
         "resources/subscribe" | "resources/unsubscribe" => Some(up.subscription_change().await),
         _ => None,
     };
-    // A 2026-07-28 upstream has no resources/subscribe: its URIs are named by the gateway's
-    // listen stream, which follows the table.
-    if _change.is_some() && up.subscribes_by_listening() {
-        return subscribe_by_listening(&up, ctx.session, id, method, &uri);
-    }
-    // One upstream session carries every client's subscriptions: the upstream is told to stop
-    // only when the last subscriber of the URI leaves.
-    if method == "resources/unsubscribe"
+    let mut answer = if _change.is_some() && up.subscribes_by_listening() {
+        // A 2026-07-28 upstream has no resources/subscribe: its URIs are named by the
+        // gateway's listen stream, which follows the table.
+        subscribe_by_listening(&up, ctx.session, id, method, &uri)
+    } else if method == "resources/unsubscribe"
         && let Some(session) = ctx.session
         && up.unsubscribe(&uri, session)
     {
-        return jsonrpc::result(id, Value::Object(Map::new()));
-    }
-    let mut answer = forward(state, ctx, &up, id, method, params).await;
-    if method == "resources/subscribe" && answer.get("result").is_some() {
-        track_subscription(&up, ctx.session, &uri);
+        // One upstream session carries every client's subscriptions: the upstream is told to
+        // stop only when the last subscriber of the URI leaves.
+        jsonrpc::result(id, Value::Object(Map::new()))
+    } else {
+        let answer = forward(state, ctx, &up, id, method, params).await;
+        if method == "resources/subscribe" && answer.get("result").is_some() {
+            track_subscription(&up, ctx.session, &uri);
+        }
+        answer
+    };
+    // Remembered once the change is made: a subscribe the upstream refused changes nothing.
+    let made = method == "resources/unsubscribe" || answer.get("result").is_some();
+    if _change.is_some()
+        && made
+        && let Some(session) = ctx.session
+    {
+        let subscribed = method == "resources/subscribe";
+        let subscribed_as = &state.subscribed_as;
+        subscribed_as.record(session, &up.name(), &uri, subscribed, uri != asked);
     }
     if uri != asked {
         as_asked(&mut answer, &uri, &asked);

@@ -11,15 +11,18 @@
 //!
 //! Resource templates follow the same rule on their `uriTemplate`: a client that fills a
 //! rewritten template gets a URI in the gateway's scheme. `/servers/{name}/mcp` passes URIs as
-//! the upstream gives them.
+//! the upstream gives them. A session that subscribed through a URI in the gateway's scheme
+//! hears of its updates under that URI ([`SubscribedAs`]).
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
 use super::dispatch::in_scope;
 use super::{AppState, Scope};
+use crate::session::SessionKey;
 use crate::upstream::registry::Upstream;
 
 /// The scheme of the gateway's own resource URIs.
@@ -123,6 +126,60 @@ pub(super) fn owner(
     }
 }
 
+/// The resource subscriptions sessions made through a URI in the gateway's scheme, as
+/// (session, upstream, the upstream's own URI): the upstream names its updates by its own URI,
+/// and they reach such a session under the URI it subscribed by.
+#[derive(Debug, Default)]
+pub struct SubscribedAs(Mutex<HashSet<(SessionKey, String, String)>>);
+
+impl SubscribedAs {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashSet<(SessionKey, String, String)>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `session` subscribed to `own` of `upstream` (`by_gateway`: through the gateway's
+    /// scheme), or unsubscribed (`subscribed` false).
+    pub(super) fn record(
+        &self,
+        session: &SessionKey,
+        upstream: &str,
+        own: &str,
+        subscribed: bool,
+        by_gateway: bool,
+    ) {
+        let key = (session.clone(), upstream.to_owned(), own.to_owned());
+        if subscribed && by_gateway {
+            self.table().insert(key);
+        } else {
+            self.table().remove(&key);
+        }
+    }
+
+    /// Keep only the sessions `keep` says are still there.
+    pub fn retain(&self, keep: impl Fn(&SessionKey) -> bool) {
+        self.table().retain(|(session, _, _)| keep(session));
+    }
+
+    /// `upstream`'s `notifications/resources/updated`, named for `session`.
+    pub fn named_for<'m>(
+        &self,
+        session: &SessionKey,
+        upstream: &str,
+        msg: &'m Value,
+    ) -> Cow<'m, Value> {
+        let Some(own) = msg.pointer("/params/uri").and_then(Value::as_str) else {
+            return Cow::Borrowed(msg);
+        };
+        let key = (session.clone(), upstream.to_owned(), own.to_owned());
+        if !self.table().contains(&key) {
+            return Cow::Borrowed(msg);
+        }
+        let mut named = msg.clone();
+        named["params"]["uri"] = Value::String(gateway_uri(upstream, own));
+        Cow::Owned(named)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +200,25 @@ mod tests {
         let mut got: Vec<&str> = shared.iter().map(String::as_str).collect();
         got.sort_unstable();
         assert_eq!(got, ["fixture://info", "mcpgw://x/y://z"]);
+    }
+
+    #[test]
+    fn updates_are_named_as_the_session_subscribed() {
+        let table = SubscribedAs::default();
+        let (s1, s2) = (SessionKey::Ws(1), SessionKey::Ws(2));
+        table.record(&s1, "b", "fixture://info", true, true);
+        table.record(&s2, "b", "fixture://info", true, false);
+        let update = json!({"jsonrpc": "2.0", "method": "notifications/resources/updated", "params": {"uri": "fixture://info"}});
+        let named =
+            |s: &SessionKey, up: &str| table.named_for(s, up, &update)["params"]["uri"].clone();
+        assert_eq!(named(&s1, "b"), "mcpgw://b/fixture://info");
+        assert_eq!(named(&s2, "b"), "fixture://info");
+        assert_eq!(named(&s1, "a"), "fixture://info");
+        table.record(&s1, "b", "fixture://info", false, true);
+        assert_eq!(named(&s1, "b"), "fixture://info");
+        table.record(&s2, "b", "x://y", true, true);
+        table.retain(|s| *s != s2);
+        assert!(table.table().is_empty());
     }
 
     #[test]
