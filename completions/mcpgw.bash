@@ -424,7 +424,7 @@ _mcpgw() {
             return 0
             ;;
         mcpgw__subcmd__gateway__subcmd__add)
-            opts="-h -V --transport --ca-cert --client-cert --client-key --server-name --bearer --header --defer --control-socket --data-dir --json --help --version"
+            opts="-h -V --transport --ca-cert --client-cert --client-key --server-name --bearer --header --defer --era --shared-session --control-socket --data-dir --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -456,6 +456,10 @@ _mcpgw() {
                     ;;
                 --header)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --era)
+                    COMPREPLY=($(compgen -W "auto 2025-11-25 2026-07-28" -- "${cur}"))
                     return 0
                     ;;
                 --control-socket)

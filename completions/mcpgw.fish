@@ -125,9 +125,13 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_sub
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l server-name -d 'Name to verify the upstream\'s certificate against when the URL holds an IP address' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l bearer -d 'Bearer token to send upstream' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l header -d 'Extra header to send upstream, \'Name: value\'; repeatable' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l era -d 'Protocol era to speak upstream; auto follows each client\'s era where the upstream speaks both' -r -f -a "auto\t'Ask `server/discover` first and fall back to `initialize`; where the upstream speaks both, each client gets the era it speaks itself (a session-era client its own `initialize`d upstream session, a 2026-07-28 client stateless requests)'
+2025-11-25\t'Always the session era (`initialize`, `Mcp-Session-Id`), never `server/discover`'
+2026-07-28\t'Always the stateless 2026-07-28 era: no sessions, so no per-client upstream sessions'"
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l defer -d 'Store the upstream even if it cannot be reached now (it starts offline)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l shared-session -d 'One upstream session shared by every client, for a server known to keep no state per session [default: one upstream session per downstream session]'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l json -d 'Print data as JSON'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -s V -l version -d 'Print version'

@@ -161,6 +161,14 @@ pub struct GatewayAddArgs {
     /// Store the upstream even if it cannot be reached now (it starts offline).
     #[arg(long)]
     pub defer: bool,
+    /// Protocol era to speak upstream; auto follows each client's era where the upstream
+    /// speaks both.
+    #[arg(long, value_enum, default_value_t = crate::store::EraChoice::Auto)]
+    pub era: crate::store::EraChoice,
+    /// One upstream session shared by every client, for a server known to keep no state per
+    /// session [default: one upstream session per downstream session].
+    #[arg(long)]
+    pub shared_session: bool,
 }
 
 /// `mcpgw token ...`

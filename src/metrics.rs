@@ -155,6 +155,8 @@ struct UpstreamSeries {
     /// Indexed like [`UpstreamOutcome::ALL`].
     requests: [AtomicU64; 5],
     duration: Histogram,
+    /// Times the upstream said a session of its was gone (restarted, or expired it).
+    sessions_lost: AtomicU64,
 }
 
 /// Gauges read from the live state at scrape time.
@@ -175,6 +177,10 @@ pub struct UpstreamSnapshot {
     pub online: bool,
     /// `notAfter` (Unix seconds) of the client certificate it presents, if any.
     pub client_not_after: Option<i64>,
+    /// Upstream sessions open there for downstream sessions now.
+    pub client_sessions: usize,
+    /// Upstream sessions opened there for downstream sessions, ever.
+    pub client_sessions_opened: u64,
 }
 
 /// Every series mcpgw exports. One per process, shared by the router and the upstream registry.
@@ -231,6 +237,13 @@ impl Metrics {
         if outcome != UpstreamOutcome::Offline {
             series.duration.observe(elapsed);
         }
+    }
+
+    /// Count an upstream saying one of its sessions is gone.
+    pub fn upstream_session_lost(&self, upstream: &str) {
+        series_for(&self.upstreams, upstream)
+            .sessions_lost
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     /// Count one serving certificate reload or install.
@@ -376,6 +389,42 @@ impl Metrics {
                 "mcpgw_upstream_request_duration_seconds",
                 &[("upstream", name)],
                 &s.duration,
+            );
+        }
+        out.family(
+            "mcpgw_upstream_sessions_lost_total",
+            "Times an upstream answered that a session was gone (restarted or expired); each time the gateway initialized a new one and sent the request again.",
+            "counter",
+        );
+        for (name, s) in &series {
+            out.sample(
+                "mcpgw_upstream_sessions_lost_total",
+                &[("upstream", name)],
+                s.sessions_lost.load(Ordering::Relaxed) as f64,
+            );
+        }
+        out.family(
+            "mcpgw_upstream_client_sessions",
+            "Upstream sessions open for downstream sessions (one per downstream session and upstream).",
+            "gauge",
+        );
+        for up in &snapshot.upstreams {
+            out.sample(
+                "mcpgw_upstream_client_sessions",
+                &[("upstream", &up.name)],
+                up.client_sessions as f64,
+            );
+        }
+        out.family(
+            "mcpgw_upstream_client_sessions_opened_total",
+            "Upstream sessions opened for downstream sessions.",
+            "counter",
+        );
+        for up in &snapshot.upstreams {
+            out.sample(
+                "mcpgw_upstream_client_sessions_opened_total",
+                &[("upstream", &up.name)],
+                up.client_sessions_opened as f64,
             );
         }
         out.family(

@@ -9,6 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::node::NodeServer;
 use common::py::{self, PyUpstream};
 use common::upstream::Upstream;
 use common::{Dir, Gateway};
@@ -31,20 +32,9 @@ fn ts_client() -> std::path::PathBuf {
 
 /// The official TypeScript SDK server fixture (`server.mjs`, `--json` for its JSON answer mode)
 /// on 127.0.0.1, and its base URL.
-fn ts_server(json_mode: bool) -> (Child, String) {
-    use std::io::BufRead;
-    let server = ts_client().with_file_name("server.mjs");
-    let mut cmd = Command::new("node");
-    cmd.arg(&server)
-        .args(json_mode.then_some("--json"))
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null());
-    let mut up = Child(cmd.spawn().unwrap());
-    let mut ready = String::new();
-    std::io::BufReader::new(up.0.stdout.take().unwrap())
-        .read_line(&mut ready)
-        .unwrap();
-    let base = ready.trim().strip_prefix("READY ").unwrap().to_owned();
+fn ts_server(json_mode: bool) -> (NodeServer, String) {
+    let up = NodeServer::start("server.mjs", if json_mode { &["--json"] } else { &[] });
+    let base = up.url.clone();
     (up, base)
 }
 
@@ -152,16 +142,6 @@ fn typescript_sdk_client_gets_the_resource_updates_it_subscribed_to_through_mcpg
     assert_eq!(v["touch_before"], "not subscribed", "{v}");
     assert_eq!(v["updated"], uri, "{v}");
     assert!(v["touches"].as_u64().is_some_and(|n| n >= 1), "{v}");
-}
-
-/// A child process killed when the test ends, however it ends.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// The official TypeScript SDK as an upstream, on node's own HTTP/1.1 server (the third HTTP

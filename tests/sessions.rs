@@ -186,10 +186,11 @@ fn two_clients_with_colliding_ids_get_their_own_answers() {
     });
     assert_eq!(wrong, 0, "{wrong} of 1000 answers were crossed or wrong");
     let stats = rt.block_on(json_of(http.get(format!("{}/stats", up.base))));
-    // One upstream session for all of it: initialize once (at registration).
+    // Each downstream session gets an upstream session of its own, opened once, on its first
+    // call; the gateway's own connection needed none (the 2026-07-28 probe answered).
     assert_eq!(
-        stats["initializes"], 0,
-        "the 2026-07-28 probe answered, so no initialize is needed: {stats}"
+        stats["initializes"], 2,
+        "one upstream initialize per downstream session, no more: {stats}"
     );
     assert_eq!(stats["calls"], 1000, "{stats}");
 }

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mcpgw::store::sqlite::SqliteStore;
 use mcpgw::store::{
-    Health, HealthStatus, PemSource, Registration, Store, TlsSettings, Transport, UpstreamAuth,
+    EraChoice, Health, HealthStatus, PemSource, Registration, Store, TlsSettings, Transport,
+    UpstreamAuth,
 };
 
 /// Set in the child: the directory holding the database and the acknowledgement file.
@@ -46,6 +47,8 @@ fn expected(name: &str) -> Registration {
             headers: vec![("x-upstream".to_owned(), name.to_owned())],
         },
         enabled: true,
+        era: EraChoice::Auto,
+        shared_session: false,
         created_at: 1_700_000_000 + seed,
         updated_at: 1_700_000_000 + seed,
         health: Health {

@@ -3,6 +3,11 @@
 //! refresh the catalog, a subscribe racing the last unsubscribe is not undone by it, and
 //! 2026-07-28 `subscriptions/listen` streams (on POST and on WebSocket) carry their updates.
 //! The session lifecycle itself is tested in `tests/sessions.rs`.
+//!
+//! The session-era upstreams here are registered with `--shared-session`: one upstream session
+//! holds every client's subscriptions and the gateway fans its updates out, which is what these
+//! tests check. A client with an upstream session of its own (the default) subscribes on it, as
+//! it would directly (`tests/client_sessions.rs`).
 
 mod common;
 
@@ -79,7 +84,16 @@ fn both_eras() -> Plain {
     let up = Upstream::start(&["--session-only"]);
     let modern = Upstream::start(&[]);
     let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
-    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    dir.run_expect(
+        &[
+            "gateway",
+            "add",
+            "up",
+            &format!("{}/mcp", up.base),
+            "--shared-session",
+        ],
+        0,
+    );
     let url = format!("{}/mcp", modern.base);
     dir.run_expect(&["gateway", "add", "modern", &url], 0);
     Plain {
@@ -194,7 +208,16 @@ fn resource_updates_reach_sse_and_websocket_sessions_too() {
     let pki = dir.cert_gen("pki", &[]);
     let up = Upstream::start(&["--session-only"]);
     let gw = Gateway::start_tls(&dir, &pki, &["--no-auth"]);
-    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    dir.run_expect(
+        &[
+            "gateway",
+            "add",
+            "up",
+            &format!("{}/mcp", up.base),
+            "--shared-session",
+        ],
+        0,
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let base = format!("https://localhost:{}", gw.addr.port());
     let http = clients::http(Some(&pki.file("ca.crt")));
@@ -239,7 +262,16 @@ fn an_upstreams_list_change_outside_a_call_refreshes_the_catalog() {
     let dir = Dir::new();
     let up = Upstream::start(&["--session-only", "--list-changed"]);
     let gw = Gateway::start(&dir, &["--no-auth"]);
-    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    dir.run_expect(
+        &[
+            "gateway",
+            "add",
+            "up",
+            &format!("{}/mcp", up.base),
+            "--shared-session",
+        ],
+        0,
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = format!("http://{}/mcp", gw.addr);
     let http = clients::http(None);
@@ -286,7 +318,16 @@ fn an_upstream_that_serves_no_get_stream_is_not_asked_again_nor_reconnected() {
     let dir = Dir::new();
     let up = Upstream::start(&["--session-only", "--list-changed", "--get-404"]);
     let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
-    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    dir.run_expect(
+        &[
+            "gateway",
+            "add",
+            "up",
+            &format!("{}/mcp", up.base),
+            "--shared-session",
+        ],
+        0,
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = format!("http://{}/mcp", gw.addr);
     let http = clients::http(None);
@@ -310,7 +351,16 @@ fn an_update_sent_while_the_gateways_stream_was_down_arrives_after_it_resumes() 
     let dir = Dir::new();
     let up = Upstream::start(&["--session-only"]);
     let gw = Gateway::start(&dir, &["--no-auth"]);
-    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    dir.run_expect(
+        &[
+            "gateway",
+            "add",
+            "up",
+            &format!("{}/mcp", up.base),
+            "--shared-session",
+        ],
+        0,
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let base = format!("http://{}", gw.addr);
     let http = clients::http(None);
@@ -363,7 +413,16 @@ fn subscribe_racing_the_last_subscriber(session_ends: bool) {
     let dir = Dir::new();
     let up = Upstream::start(&["--session-only", "--slow-unsubscribe-ms", "600"]);
     let gw = Gateway::start(&dir, &["--no-auth"]);
-    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    dir.run_expect(
+        &[
+            "gateway",
+            "add",
+            "up",
+            &format!("{}/mcp", up.base),
+            "--shared-session",
+        ],
+        0,
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (base, http) = (format!("http://{}", gw.addr), clients::http(None));
     let uri = "test://raced-resource";
@@ -509,7 +568,16 @@ fn a_listen_stream_on_a_websocket_ends_with_its_cancellation_or_its_socket() {
     let pki = dir.cert_gen("pki", &[]);
     let up = Upstream::start(&["--session-only"]);
     let gw = Gateway::start_tls(&dir, &pki, &["--no-auth", "--health-interval", "3600"]);
-    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    dir.run_expect(
+        &[
+            "gateway",
+            "add",
+            "up",
+            &format!("{}/mcp", up.base),
+            "--shared-session",
+        ],
+        0,
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = clients::http(Some(&pki.file("ca.crt")));
     let (uri, wait) = ("test://watched-resource", Duration::from_secs(10));
@@ -580,7 +648,16 @@ fn an_update_during_a_listen_streams_set_up_follows_its_acknowledgement() {
     // Each subscribe holds at once upstream and is answered a second later.
     let up = Upstream::start(&["--session-only", "--slow-subscribe-ms", "1000"]);
     let gw = Gateway::start_tls(&dir, &pki, &["--no-auth", "--health-interval", "3600"]);
-    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    dir.run_expect(
+        &[
+            "gateway",
+            "add",
+            "up",
+            &format!("{}/mcp", up.base),
+            "--shared-session",
+        ],
+        0,
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = format!("https://localhost:{}/servers/up/mcp", gw.addr.port());
     let http = clients::http(Some(&pki.file("ca.crt")));

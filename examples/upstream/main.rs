@@ -1,6 +1,7 @@
 //! A small, fast MCP upstream for tests and benchmarks: Streamable HTTP at `/mcp` (session era,
 //! plus stateless 2026-07-28 requests), legacy HTTP+SSE at `/sse` + `/message`, optional TLS
-//! with required client certificates, and the tools `echo`, `sleep` and `whoami`.
+//! with required client certificates, and the tools `echo`, `sleep`, `whoami`, and per session
+//! `client` (its `initialize` params), `remember` and `recall` (a note kept in the session).
 //!
 //! It is an example (built by `cargo test`) rather than a second binary of the package:
 //! it is test equipment, not part of what mcpgw ships.
@@ -60,6 +61,10 @@ struct Args {
     /// Answer every `GET /mcp` with 404, as servers that route only `POST` do.
     #[arg(long)]
     get_404: bool,
+    /// Refuse a request naming an unknown session with 400 "Bad Request: No valid session ID
+    /// provided", as the official TypeScript SDK's server does (the spec says 404).
+    #[arg(long)]
+    unknown_session_400: bool,
     /// Take this many milliseconds over each `resources/unsubscribe`, applying it at the end
     /// (a subscribe sent meanwhile is applied first).
     #[arg(long, default_value_t = 0)]
@@ -93,6 +98,7 @@ struct AppState {
     list_changed: bool,
     get_404: bool,
     tasks: bool,
+    unknown_session_400: bool,
     slow_unsubscribe_ms: u64,
     slow_subscribe_ms: u64,
     /// Whether `POST /tools-changed` added the tool `extra`.
@@ -113,6 +119,12 @@ struct AppState {
     history: Mutex<HashMap<String, Vec<(u64, Value)>>>,
     /// Sessions subscribed to each resource URI.
     subscribed: Mutex<HashMap<String, HashSet<String>>>,
+    /// The `initialize` params of each session (the tool `client` shows them).
+    hellos: Mutex<HashMap<String, Value>>,
+    /// What the tool `remember` kept, per session (`recall` reads it back).
+    notes: Mutex<HashMap<String, String>>,
+    /// Sessions ended by `DELETE /mcp`.
+    deleted: AtomicU64,
 }
 
 /// Subject CN of the client certificate on this connection.
@@ -132,6 +144,12 @@ fn base_tools() -> Value {
         {"name": "sleep", "description": "Wait ms milliseconds, then answer.",
          "inputSchema": {"type": "object", "properties": {"ms": {"type": "integer"}}, "required": ["ms"]}},
         {"name": "whoami", "description": "Subject CN of the TLS client certificate.",
+         "inputSchema": {"type": "object", "properties": {}}},
+        {"name": "client", "description": "The initialize params of this session.",
+         "inputSchema": {"type": "object", "properties": {}}},
+        {"name": "remember", "description": "Keep a note in this session.",
+         "inputSchema": {"type": "object", "properties": {"text": {"type": "string"}}, "required": ["text"]}},
+        {"name": "recall", "description": "The note this session kept.",
          "inputSchema": {"type": "object", "properties": {}}}
     ])
 }
@@ -144,7 +162,12 @@ fn text_result(text: impl Into<String>) -> Value {
     json!({"content": [{"type": "text", "text": text.into()}], "isError": false})
 }
 
-async fn answer(state: &AppState, peer: &PeerCn, msg: &Value) -> Option<Value> {
+async fn answer(
+    state: &AppState,
+    peer: &PeerCn,
+    session: Option<&str>,
+    msg: &Value,
+) -> Option<Value> {
     // Over 100 lines on purpose: one match arm per method the fixture serves, each a few lines.
     let id = msg.get("id")?.clone();
     let method = msg.get("method")?.as_str()?;
@@ -241,6 +264,25 @@ async fn answer(state: &AppState, peer: &PeerCn, msg: &Value) -> Option<Value> {
                         .clone()
                         .unwrap_or_else(|| "<no client certificate>".into()),
                 ),
+                // Per-session state, as servers keep it: what the session's client said at
+                // `initialize`, and a note it left.
+                Some("client") => text_result(
+                    session
+                        .and_then(|s| state.hellos.lock().unwrap().get(s).cloned())
+                        .map_or_else(|| "<no session>".into(), |v| v.to_string()),
+                ),
+                Some("remember") => {
+                    let text = args.get("text").and_then(Value::as_str).unwrap_or_default();
+                    if let Some(s) = session {
+                        state.notes.lock().unwrap().insert(s.into(), text.into());
+                    }
+                    text_result("kept")
+                }
+                Some("recall") => text_result(
+                    session
+                        .and_then(|s| state.notes.lock().unwrap().get(s).cloned())
+                        .unwrap_or_else(|| "<nothing>".into()),
+                ),
                 Some(name)
                     if let conformance::Action::Result(r) = conformance::call(
                         name,
@@ -290,6 +332,11 @@ async fn mcp_post(
     if let Some(sid) = &session
         && !state.sessions.lock().unwrap().contains(sid)
     {
+        if state.unknown_session_400 {
+            let refusal = json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32000,
+                "message": "Bad Request: No valid session ID provided"}});
+            return (StatusCode::BAD_REQUEST, Json(refusal)).into_response();
+        }
         return (StatusCode::NOT_FOUND, "unknown session").into_response();
     }
     if msg.get("method").and_then(Value::as_str) == Some("notifications/cancelled") {
@@ -353,13 +400,15 @@ async fn mcp_post(
             return stream_call(state, msg.get("id").cloned().unwrap_or_default(), action);
         }
     }
-    let Some(reply) = answer(&state, &peer, &msg).await else {
+    let Some(reply) = answer(&state, &peer, session.as_deref(), &msg).await else {
         return StatusCode::ACCEPTED.into_response();
     };
     let mut response = Json(reply).into_response();
     if msg.get("method").and_then(Value::as_str) == Some("initialize") {
         let sid = format!("s{}", state.next.fetch_add(1, Ordering::Relaxed));
         state.sessions.lock().unwrap().insert(sid.clone());
+        let hello = msg.get("params").cloned().unwrap_or_default();
+        state.hellos.lock().unwrap().insert(sid.clone(), hello);
         response
             .headers_mut()
             .insert("mcp-session-id", sid.parse().unwrap());
@@ -571,6 +620,7 @@ async fn mcp_delete(State(state): State<Arc<AppState>>, headers: HeaderMap) -> S
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     if state.sessions.lock().unwrap().remove(sid) {
+        state.deleted.fetch_add(1, Ordering::Relaxed);
         StatusCode::NO_CONTENT
     } else {
         StatusCode::NOT_FOUND
@@ -611,17 +661,19 @@ async fn sse_message(
     body: Bytes,
 ) -> StatusCode {
     state.stats.posts.fetch_add(1, Ordering::Relaxed);
-    let Some(tx) = q
-        .get("session_id")
-        .and_then(|sid| state.sse.lock().unwrap().get(sid).cloned())
-    else {
+    let sid = q.get("session_id").cloned().unwrap_or_default();
+    let Some(tx) = state.sse.lock().unwrap().get(&sid).cloned() else {
         return StatusCode::NOT_FOUND;
     };
     let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
         return StatusCode::BAD_REQUEST;
     };
+    if msg.get("method").and_then(Value::as_str) == Some("initialize") {
+        let hello = msg.get("params").cloned().unwrap_or_default();
+        state.hellos.lock().unwrap().insert(sid.clone(), hello);
+    }
     tokio::spawn(async move {
-        if let Some(reply) = answer(&state, &peer, &msg).await {
+        if let Some(reply) = answer(&state, &peer, Some(&sid), &msg).await {
             let _ = tx.send(reply).await;
         }
     });
@@ -632,6 +684,8 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
     Json(json!({
         "posts": state.stats.posts.load(Ordering::Relaxed),
         "initializes": state.stats.initializes.load(Ordering::Relaxed),
+        "sessions": state.sessions.lock().unwrap().len(),
+        "deleted": state.deleted.load(Ordering::Relaxed),
         "calls": state.stats.calls.load(Ordering::Relaxed),
         "cancelled": *state.cancelled.lock().unwrap(),
         "sleeps": *state.sleeps.lock().unwrap(),
@@ -685,6 +739,7 @@ async fn main() {
         list_changed: args.list_changed,
         get_404: args.get_404,
         tasks: args.tasks,
+        unknown_session_400: args.unknown_session_400,
         slow_unsubscribe_ms: args.slow_unsubscribe_ms,
         slow_subscribe_ms: args.slow_subscribe_ms,
         extra_tool: std::sync::atomic::AtomicBool::new(false),
@@ -698,6 +753,9 @@ async fn main() {
         standing: Mutex::default(),
         history: Mutex::default(),
         subscribed: Mutex::default(),
+        hellos: Mutex::default(),
+        notes: Mutex::default(),
+        deleted: AtomicU64::new(0),
     });
     let app = Router::new()
         .route("/mcp", post(mcp_post).get(mcp_get).delete(mcp_delete))

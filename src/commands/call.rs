@@ -89,6 +89,8 @@ async fn direct(
         headers,
         timeout,
         std::sync::Arc::new(|_| {}),
+        crate::store::EraChoice::Auto,
+        std::sync::Arc::new(connection::gateway_hello()),
     )
     .await?;
     Ok(conn.request(&args.method, params, timeout).await?)

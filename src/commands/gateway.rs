@@ -76,7 +76,13 @@ fn absolute(path: &Path) -> anyhow::Result<String> {
 }
 
 fn add_body(args: &GatewayAddArgs) -> anyhow::Result<Value> {
-    let mut body = json!({"name": args.name, "url": args.url, "defer": args.defer});
+    let mut body = json!({
+        "name": args.name,
+        "url": args.url,
+        "defer": args.defer,
+        "era": args.era.as_str(),
+        "shared_session": args.shared_session,
+    });
     if let Some(t) = args.transport {
         body["transport"] = json!(t.as_str());
     }
@@ -131,6 +137,16 @@ fn print_show(view: &Value) -> anyhow::Result<()> {
         s(&view["era"]),
         s(&view["protocol_version"])
     )?;
+    let sessions = if view["shared_session"] == Value::Bool(true) {
+        "shared by every client (--shared-session)".to_owned()
+    } else {
+        format!(
+            "one per client ({} open)",
+            view["client_sessions"].as_u64().unwrap_or(0)
+        )
+    };
+    writeln!(out, "era setting {}", s(&view["era_setting"]))?;
+    writeln!(out, "sessions    {sessions}")?;
     writeln!(
         out,
         "health      {} since {}",

@@ -551,6 +551,8 @@ async fn mcp(target: &Target, report: &mut Report) -> Result<(), ProbeFailed> {
         http::HeaderMap::new(),
         target.timeout,
         sink,
+        crate::store::EraChoice::Auto,
+        Arc::new(crate::upstream::connection::gateway_hello()),
     )
     .await
     .map_err(|e| {

@@ -170,7 +170,7 @@ fn spawn_session_sweeper(state: Arc<AppState>, stop: CancellationToken) -> JoinH
                         tracing::debug!(sessions = gone, "idle MCP sessions expired");
                     }
                     // Also those that expired on a lookup since the last tick.
-                    http::delivery::prune_subscriptions(&state);
+                    http::delivery::sessions_ended(&state);
                 }
             }
         }
@@ -227,7 +227,7 @@ fn relay_resource_updates(state: Arc<AppState>) {
             // A session found gone: cleared as any that ended (and the upstream told, if
             // it was the last subscriber).
             if ended {
-                http::delivery::prune_subscriptions(&state);
+                http::delivery::sessions_ended(&state);
             }
         }
     });

@@ -46,9 +46,10 @@ fn session_open(state: &AppState, key: &SessionKey) -> bool {
     }
 }
 
-/// Drop the resource subscriptions of sessions that ended (closed, expired, disconnected); an
-/// upstream left with no subscriber for a URI is told to unsubscribe, in the background.
-pub fn prune_subscriptions(state: &AppState) {
+/// Clean up after sessions that ended (closed, expired, disconnected): their client profiles
+/// go, their own upstream sessions are ended, and their resource subscriptions dropped (an
+/// upstream left with no subscriber for a URI is told to unsubscribe), in the background.
+pub fn sessions_ended(state: &AppState) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
@@ -59,7 +60,9 @@ pub fn prune_subscriptions(state: &AppState) {
     state
         .subscribed_as
         .retain(|session| session_open(state, session));
+    state.clients.retain(|key| session_open(state, key));
     for up in state.registry.list() {
+        up.end_client_sessions(|key| session_open(state, key));
         let emptied = up.retain_subscribers(|key| session_open(state, key));
         // A 2026-07-28 upstream's listen stream already follows the table.
         if up.subscribes_by_listening() {

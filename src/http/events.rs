@@ -35,6 +35,9 @@ pub struct EventLog {
     inner: Mutex<Inner>,
     /// Wakes the session's open streams on a new event and when the session ends.
     wake: Notify,
+    /// A `GET` stream was opened on the session (its client reads what servers send outside a
+    /// request, so its upstream sessions listen for such messages too).
+    listened: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +84,11 @@ impl EventLog {
     pub(crate) fn close(&self) {
         self.lock().closed = true;
         self.wake.notify_waiters();
+    }
+
+    /// Whether a `GET` stream was ever opened on the session.
+    pub(crate) fn listened(&self) -> bool {
+        self.listened.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// `last` as a client sent it, but never past the newest event: ids from elsewhere (another
@@ -196,6 +204,15 @@ fn open(state: &Arc<AppState>, headers: &HeaderMap) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
+    if !log
+        .listened
+        .swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        let key = crate::session::SessionKey::Streamable(id.into());
+        for up in state.registry.list() {
+            up.client_listens(&key);
+        }
+    }
     // The stream ends when the gateway shuts down or the session leaves the table.
     let cursor = Cursor {
         last: log.clamp(last),

@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use crate::store::{
-    Health, PemSource, Registration, StoreError, TlsSettings, Transport, UpstreamAuth, valid_name,
+    EraChoice, Health, PemSource, Registration, StoreError, TlsSettings, Transport, UpstreamAuth,
+    valid_name,
 };
 use crate::upstream::registry::RegisterError;
 
@@ -77,6 +78,11 @@ pub struct RegisterBody {
     pub headers: Option<HeadersBody>,
     /// Enabled (default true).
     pub enabled: Option<bool>,
+    /// Protocol era: `auto` (default), `2025-11-25` or `2026-07-28`.
+    pub era: Option<String>,
+    /// One upstream session for every client (default false: one per downstream session).
+    #[serde(default)]
+    pub shared_session: bool,
     /// Store even if the upstream cannot be reached now.
     #[serde(default)]
     pub defer: bool,
@@ -224,6 +230,13 @@ impl RegisterBody {
                 message: "the token contains control characters".into(),
             });
         }
+        let era = match self.era.as_deref() {
+            None => EraChoice::Auto,
+            Some(text) => EraChoice::parse(text).ok_or_else(|| BodyError {
+                field: "era",
+                message: format!("'{text}' is not an era; expected auto, 2025-11-25 or 2026-07-28"),
+            })?,
+        };
         let reg = Registration {
             name: self.name,
             url: self.url,
@@ -231,6 +244,8 @@ impl RegisterBody {
             tls,
             auth: UpstreamAuth { bearer, headers },
             enabled: self.enabled.unwrap_or(true),
+            era,
+            shared_session: self.shared_session,
             created_at: 0,
             updated_at: 0,
             health: Health::unknown(0),

@@ -45,7 +45,7 @@ use super::relay::relay_to_upstream;
 use crate::h1::fields::{Incoming, Lookup};
 use crate::jsonrpc::{self, Kind, code};
 use crate::session::SessionKey;
-use crate::upstream::connection::MessageSink;
+use crate::upstream::connection::{MessageSink, Owner};
 pub use dispatch::handle;
 pub use message::Message;
 use rules::Era;
@@ -62,6 +62,16 @@ pub struct Ctx<'s> {
     /// Where what the upstream streams while answering goes, for a request whose client
     /// accepts an event stream.
     pub sink: Option<MessageSink>,
+    /// The session's client as upstreams are to see it (its own upstream sessions), when it
+    /// initialized one.
+    pub owner: Option<Owner>,
+}
+
+impl Ctx<'_> {
+    /// The owner requests forwarded for this message carry.
+    pub(super) fn owner(&self) -> Option<Owner> {
+        self.owner.clone()
+    }
 }
 
 impl std::fmt::Debug for Ctx<'_> {
@@ -69,6 +79,7 @@ impl std::fmt::Debug for Ctx<'_> {
         f.debug_struct("Ctx")
             .field("session", &self.session)
             .field("sink", &self.sink.is_some())
+            .field("owner", &self.owner.is_some())
             .finish()
     }
 }
@@ -116,7 +127,7 @@ pub async fn post_one(
 pub async fn delete(State(state): State<Arc<AppState>>, headers: HeaderMap) -> StatusCode {
     match session_header(&headers) {
         Some(id) if state.sessions.close(id) => {
-            super::delivery::prune_subscriptions(&state);
+            super::delivery::sessions_ended(&state);
             StatusCode::NO_CONTENT
         }
         Some(_) => StatusCode::NOT_FOUND,
@@ -344,14 +355,19 @@ impl Posted {
         let sse_only = self.accept.sse_only;
         let tree = match msg {
             Message::Call(mut call) => {
-                let ctx = Ctx { session, sink };
+                let owner = super::clients::owner(&self.state, session);
+                let ctx = Ctx {
+                    session,
+                    sink,
+                    owner,
+                };
                 let json = call::forward(state, scope, &ctx, &mut call, era).await;
                 return Reply::Answer { json, sse_only };
             }
             Message::Tree(tree) => tree,
         };
         // A client's answer to a request an upstream made of it.
-        if let Some(done) = relay_to_upstream(state, &tree).await {
+        if let Some(done) = relay_to_upstream(state, session, &tree).await {
             return done.into();
         }
         let is_request = jsonrpc::kind(&tree) == Kind::Request;
@@ -374,6 +390,7 @@ impl Posted {
         let ctx = Ctx {
             session,
             sink: sink.filter(|_| is_request && streams_notifications(method)),
+            owner: super::clients::owner(&self.state, session),
         };
         let mut new_session = None;
         let answer = handle_all(state, scope, &ctx, tree, &mut new_session).await;
@@ -488,7 +505,7 @@ async fn on_connection_one(
         return None;
     };
     // Stages: route, forward, encode.
-    if relay_to_upstream(state, &msg).await.is_some() {
+    if relay_to_upstream(state, Some(key), &msg).await.is_some() {
         return None;
     }
     let is_request = jsonrpc::kind(&msg) == Kind::Request;
@@ -502,7 +519,8 @@ async fn on_connection_one(
     let streams = is_request && streams_notifications(jsonrpc::method(&msg).unwrap_or_default());
     let ctx = Ctx {
         session: Some(key),
-        sink: streams.then(|| connection_sink(state, key)),
+        sink: streams.then(|| super::clients::session_sink(state, key)),
+        owner: super::clients::owner(state, Some(key)),
     };
     let mut answer = handle(state, scope, &ctx, msg, &mut new_session).await;
     if let Some(a) = answer.as_mut() {
@@ -514,14 +532,4 @@ async fn on_connection_one(
         state.sessions.close(&id);
     }
     answer
-}
-
-/// The sink of a request that came on a connection: what the upstream sends meanwhile is
-/// queued on that connection (a request of the upstream's under an id of the gateway's own).
-fn connection_sink(state: &Arc<AppState>, key: &SessionKey) -> MessageSink {
-    let (state, key) = (state.clone(), key.clone());
-    Arc::new(move |msg: Value| {
-        let msg = super::relay::relay_to_client(&state, msg);
-        super::delivery::notify_session(&state, &key, &msg);
-    })
 }

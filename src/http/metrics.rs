@@ -35,10 +35,15 @@ pub async fn scrape(State(state): State<Arc<AppState>>) -> Response {
             .registry
             .list()
             .iter()
-            .map(|up| UpstreamSnapshot {
-                name: up.name(),
-                online: up.is_online(),
-                client_not_after: up.client_certificate_not_after(),
+            .map(|up| {
+                let (client_sessions, client_sessions_opened) = up.client_sessions();
+                UpstreamSnapshot {
+                    name: up.name(),
+                    online: up.is_online(),
+                    client_not_after: up.client_certificate_not_after(),
+                    client_sessions,
+                    client_sessions_opened,
+                }
             })
             .collect(),
     };

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod clients;
 pub mod delivery;
 pub mod era;
 pub mod events;
@@ -77,6 +78,8 @@ pub struct AppState {
     pub listens: mcp::listen::Listeners,
     /// Resource subscriptions made through `/mcp`'s `mcpgw://` URIs, whose updates are named so.
     pub subscribed_as: mcp::SubscribedAs,
+    /// What each session's client said of itself at `initialize`.
+    pub clients: clients::ClientProfiles,
     ready: AtomicBool,
     /// Long-lived streams (SSE, WebSocket) end when this fires: graceful shutdown waits for
     /// responses to finish, and these never would.
@@ -114,6 +117,7 @@ impl AppState {
             ws_outlets: ws::WsOutlets::default(),
             listens: mcp::listen::Listeners::default(),
             subscribed_as: mcp::SubscribedAs::default(),
+            clients: clients::ClientProfiles::default(),
             client_requests: std::sync::Mutex::default(),
             inflight: mcp::Inflight::default(),
             next_client_request: std::sync::atomic::AtomicU64::new(1),

@@ -39,9 +39,14 @@ pub(super) fn relay_to_client(state: &AppState, mut msg: Value) -> Value {
     msg
 }
 
-/// A client's answer to a request an upstream made: back to that upstream with its own id.
-/// `None` when the message is not such an answer.
-pub(super) async fn relay_to_upstream(state: &AppState, msg: &Value) -> Option<Response> {
+/// A client's answer to a request an upstream made: back to that upstream with its own id, on
+/// the upstream session of `session` (the client's) that asked. `None` when the message is
+/// not such an answer.
+pub(super) async fn relay_to_upstream(
+    state: &AppState,
+    session: Option<&crate::session::SessionKey>,
+    msg: &Value,
+) -> Option<Response> {
     if jsonrpc::kind(msg) != Kind::Response {
         return None;
     }
@@ -56,7 +61,7 @@ pub(super) async fn relay_to_upstream(state: &AppState, msg: &Value) -> Option<R
     };
     let mut answer = msg.clone();
     answer["id"] = their_id;
-    if let Err(err) = up.respond(&answer).await {
+    if let Err(err) = up.respond(session, &answer).await {
         tracing::warn!(upstream = %upstream, error = %err, "could not deliver a client's answer upstream");
     }
     Some(StatusCode::ACCEPTED.into_response())

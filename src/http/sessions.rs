@@ -90,6 +90,11 @@ impl Sessions {
         }
     }
 
+    /// Whether the client of an open session has opened a `GET` stream on it.
+    pub(crate) fn listened(&self, id: &str) -> bool {
+        self.logs_lock().get(id).is_some_and(|log| log.0.listened())
+    }
+
     /// Whether a session is open (without marking it used).
     pub(crate) fn contains(&self, id: &str) -> bool {
         self.lock().contains_key(id)

@@ -126,7 +126,7 @@ struct Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         self.state.sse.remove(&self.id);
-        delivery::prune_subscriptions(&self.state);
+        delivery::sessions_ended(&self.state);
         tracing::debug!(session = %crate::session::fingerprint(&self.id), "SSE session closed");
     }
 }

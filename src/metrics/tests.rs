@@ -112,6 +112,8 @@ fn render_groups_series_by_family_and_counts_by_label() {
             name: "up\"1".into(),
             online: true,
             client_not_after: Some(400),
+            client_sessions: 0,
+            client_sessions_opened: 0,
         }],
     };
     let text = m.render(&snapshot, 100);

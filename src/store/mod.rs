@@ -85,6 +85,44 @@ impl Transport {
     }
 }
 
+/// Which protocol era the gateway speaks to an upstream (`gateway add --era`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum EraChoice {
+    /// Ask `server/discover` first and fall back to `initialize`; where the upstream speaks
+    /// both, each client gets the era it speaks itself (a session-era client its own
+    /// `initialize`d upstream session, a 2026-07-28 client stateless requests).
+    #[default]
+    #[serde(rename = "auto")]
+    #[value(name = "auto")]
+    Auto,
+    /// Always the session era (`initialize`, `Mcp-Session-Id`), never `server/discover`.
+    #[serde(rename = "2025-11-25")]
+    #[value(name = "2025-11-25")]
+    Session,
+    /// Always the stateless 2026-07-28 era: no sessions, so no per-client upstream sessions.
+    #[serde(rename = "2026-07-28")]
+    #[value(name = "2026-07-28")]
+    Stateless,
+}
+
+impl EraChoice {
+    /// Stable text form, as stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::Session => "2025-11-25",
+            Self::Stateless => "2026-07-28",
+        }
+    }
+
+    /// The choice [`Self::as_str`] names.
+    pub fn parse(text: &str) -> Option<Self> {
+        [Self::Auto, Self::Session, Self::Stateless]
+            .into_iter()
+            .find(|c| c.as_str() == text)
+    }
+}
+
 /// PEM material given either as a file path (re-read on reload) or inline.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -193,6 +231,13 @@ pub struct Registration {
     pub auth: UpstreamAuth,
     /// Whether the gateway uses it.
     pub enabled: bool,
+    /// The protocol era spoken to it.
+    #[serde(default)]
+    pub era: EraChoice,
+    /// One upstream session shared by every client (for servers known to keep no per-session
+    /// state), instead of one per downstream session.
+    #[serde(default)]
+    pub shared_session: bool,
     /// Creation time (unix seconds).
     pub created_at: i64,
     /// Last update (unix seconds).

@@ -24,8 +24,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    Health, HealthStatus, Registration, Store, StoreError, TlsSettings, Transport, UpstreamAuth,
-    valid_name,
+    EraChoice, Health, HealthStatus, Registration, Store, StoreError, TlsSettings, Transport,
+    UpstreamAuth, valid_name,
 };
 
 /// How long a statement waits for another connection's lock (a second mcpgw process, or the CLI
@@ -52,6 +52,11 @@ const MIGRATIONS: &[&str] = &[
         health_last_error TEXT,
         health_consecutive_failures INTEGER NOT NULL CHECK (health_consecutive_failures >= 0)
     ) STRICT;",
+    // 2: per-upstream protocol era and whether one upstream session is shared (issue 19).
+    "ALTER TABLE registrations ADD COLUMN era TEXT NOT NULL DEFAULT 'auto'
+        CHECK (era IN ('auto', '2025-11-25', '2026-07-28'));
+     ALTER TABLE registrations ADD COLUMN shared_session INTEGER NOT NULL DEFAULT 0
+        CHECK (shared_session IN (0, 1));",
 ];
 
 /// Newest schema version this build understands.
@@ -61,7 +66,8 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 macro_rules! columns {
     () => {
         "name, url, transport, tls, auth, enabled, created_at, updated_at, health_status, \
-         health_since, health_last_success, health_last_error, health_consecutive_failures"
+         health_since, health_last_success, health_last_error, health_consecutive_failures, era, \
+         shared_session"
     };
 }
 
@@ -70,11 +76,12 @@ const SELECT_ONE: &str = concat!("SELECT ", columns!(), " FROM registrations WHE
 const INSERT: &str = concat!(
     "INSERT INTO registrations (",
     columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
 );
 // Deliberately leaves created_at and the health columns alone (see `Store::update`).
 const UPDATE: &str = "UPDATE registrations SET url = ?2, transport = ?3, tls = ?4, auth = ?5, \
-                      enabled = ?6, updated_at = ?7 WHERE name = ?1";
+                      enabled = ?6, updated_at = ?7, era = ?8, shared_session = ?9 \
+                      WHERE name = ?1";
 const SET_HEALTH: &str = "UPDATE registrations SET health_status = ?2, health_since = ?3, \
                           health_last_success = ?4, health_last_error = ?5, \
                           health_consecutive_failures = ?6 WHERE name = ?1";
@@ -191,6 +198,8 @@ impl Store for SqliteStore {
                     h.last_success,
                     h.last_error,
                     h.consecutive_failures,
+                    r.era.as_str(),
+                    r.shared_session,
                 ],
             )
             .map_err(|e| {
@@ -220,6 +229,8 @@ impl Store for SqliteStore {
                     auth,
                     r.enabled,
                     r.updated_at,
+                    r.era.as_str(),
+                    r.shared_session,
                 ],
             )
             .map_err(query_err)?;
@@ -335,6 +346,8 @@ struct RawRow {
     health_last_success: Option<i64>,
     health_last_error: Option<String>,
     health_consecutive_failures: i64,
+    era: String,
+    shared_session: bool,
 }
 
 impl RawRow {
@@ -354,6 +367,8 @@ impl RawRow {
             health_last_success: row.get(10)?,
             health_last_error: row.get(11)?,
             health_consecutive_failures: row.get(12)?,
+            era: row.get(13)?,
+            shared_session: row.get(14)?,
         })
     }
 
@@ -372,6 +387,8 @@ impl RawRow {
         };
         let consecutive_failures = u32::try_from(self.health_consecutive_failures)
             .map_err(|_| corrupt(&name, "health_consecutive_failures", "is out of range"))?;
+        let era = EraChoice::parse(&self.era)
+            .ok_or_else(|| corrupt(&name, "era", "holds an unknown protocol era"))?;
         let tls: TlsSettings = from_json(&name, "tls", &self.tls)?;
         let auth: UpstreamAuth = from_json(&name, "auth", &self.auth)?;
         Ok(Registration {
@@ -380,6 +397,8 @@ impl RawRow {
             tls,
             auth,
             enabled: self.enabled,
+            era,
+            shared_session: self.shared_session,
             created_at: self.created_at,
             updated_at: self.updated_at,
             health: Health {

@@ -15,9 +15,9 @@ use super::UpstreamError;
 use super::clients::UpstreamClient;
 use super::message::routing_headers;
 pub use super::message::{
-    Caller, IdSink, META_CLIENT_CAPABILITIES, META_CLIENT_INFO, META_PROTOCOL_VERSION,
-    META_SERVER_INFO, MODERN_VERSION, MessageSink, Routing, SESSION_GONE, SESSION_VERSIONS,
-    header_safe, is_known_version, strip_envelope,
+    Caller, ClientProfile, IdSink, META_CLIENT_CAPABILITIES, META_CLIENT_INFO,
+    META_PROTOCOL_VERSION, META_SERVER_INFO, MODERN_VERSION, MessageSink, Owner, Routing,
+    SESSION_GONE, SESSION_VERSIONS, header_safe, is_known_version, strip_envelope,
 };
 use super::raw::{self, Envelope, RawParams, Received};
 use super::sse::SseConn;
@@ -25,7 +25,7 @@ use super::streamable::{self, Endpoint};
 use crate::h1::client::request::Extra;
 use crate::h1::fields::{self as names, Lookup};
 use crate::jsonrpc;
-use crate::store::{Transport, UpstreamAuth};
+use crate::store::{EraChoice, Transport, UpstreamAuth};
 
 /// Which protocol era an upstream speaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +74,8 @@ pub struct Connection {
     pub instructions: Option<String>,
     next_id: AtomicU64,
     sink: MessageSink,
+    /// Who the gateway says the client is: at `initialize`, or in each 2026-07-28 envelope.
+    hello: std::sync::Arc<ClientProfile>,
     /// The stateless era's `_meta` envelope, built at the first forwarded call.
     envelope: std::sync::OnceLock<Envelope>,
     /// The standing stream (if one was opened), which ends with the connection.
@@ -136,30 +138,55 @@ pub fn auth_headers(auth: &UpstreamAuth) -> Result<HeaderMap, AuthHeaderError> {
     Ok(headers)
 }
 
-fn client_info() -> Value {
-    json!({"name": "mcpgw", "version": env!("CARGO_PKG_VERSION")})
+/// How the gateway introduces itself on its own upstream sessions (health checks, catalogs,
+/// and every client's requests with `--shared-session`): as mcpgw, asking for no client
+/// capability, since such a session has no one client to ask.
+pub fn gateway_hello() -> ClientProfile {
+    ClientProfile {
+        protocol_version: SESSION_VERSIONS[0].into(),
+        capabilities: Value::Object(Map::new()),
+        client_info: json!({"name": "mcpgw", "version": env!("CARGO_PKG_VERSION")}),
+    }
 }
 
 impl Connection {
-    /// Connect and learn the upstream's era, info and capabilities.
+    /// Connect and learn the upstream's era, info and capabilities. `era` says whether to ask
+    /// `server/discover` first (auto), only (2026-07-28), or never (session era); `hello` is
+    /// who the gateway says the client is.
     pub async fn open(
         client: UpstreamClient,
         transport: Transport,
         headers: HeaderMap,
         timeout: Duration,
         sink: MessageSink,
+        era: EraChoice,
+        hello: std::sync::Arc<ClientProfile>,
     ) -> Result<Self, UpstreamError> {
         match transport {
             Transport::Sse => {
                 let conn = SseConn::open(client.clone(), headers, timeout, sink.clone()).await?;
-                let mut this = Self::new(client, Carrier::Sse(Box::new(conn)), sink);
+                let mut this = Self::new(client, Carrier::Sse(Box::new(conn)), sink, hello);
                 this.initialize(timeout).await?;
                 Ok(this)
             }
             Transport::StreamableHttp => {
                 let target = super::message::target(&client.url)?;
-                let mut this = Self::new(client, Carrier::Http(Endpoint { target, headers }), sink);
-                if !this.discover(timeout).await? {
+                let carrier = Carrier::Http(Endpoint { target, headers });
+                let mut this = Self::new(client, carrier, sink, hello);
+                let modern = match era {
+                    EraChoice::Session => false,
+                    EraChoice::Auto => this.discover(timeout).await?,
+                    EraChoice::Stateless if this.discover(timeout).await? => true,
+                    EraChoice::Stateless => {
+                        return Err(UpstreamError::Protocol {
+                            detail: format!(
+                                "registered with --era {MODERN_VERSION}, but the upstream does not \
+                                 answer server/discover for it"
+                            ),
+                        });
+                    }
+                };
+                if !modern {
                     this.initialize(timeout).await?;
                 }
                 Ok(this)
@@ -167,7 +194,12 @@ impl Connection {
         }
     }
 
-    fn new(client: UpstreamClient, carrier: Carrier, sink: MessageSink) -> Self {
+    fn new(
+        client: UpstreamClient,
+        carrier: Carrier,
+        sink: MessageSink,
+        hello: std::sync::Arc<ClientProfile>,
+    ) -> Self {
         Self {
             client,
             carrier,
@@ -179,6 +211,7 @@ impl Connection {
             instructions: None,
             next_id: AtomicU64::new(1),
             sink,
+            hello,
             envelope: std::sync::OnceLock::new(),
             listening: std::sync::OnceLock::new(),
         }
@@ -217,8 +250,8 @@ impl Connection {
                         notifications,
                         meta: json!({
                             META_PROTOCOL_VERSION: version,
-                            META_CLIENT_CAPABILITIES: {},
-                            META_CLIENT_INFO: client_info(),
+                            META_CLIENT_CAPABILITIES: self.hello.capabilities,
+                            META_CLIENT_INFO: self.hello.client_info,
                         }),
                         extra: routing_headers(version, "subscriptions/listen", None).into_owned(),
                     };
@@ -329,10 +362,15 @@ impl Connection {
         self.era = Era::Session {
             version: SESSION_VERSIONS[0].into(),
         };
+        // The client's own version when mcpgw speaks it, so the upstream answers as it would
+        // answer that client.
+        let asked = Some(self.hello.protocol_version.as_str())
+            .filter(|v| SESSION_VERSIONS.contains(v))
+            .unwrap_or(SESSION_VERSIONS[0]);
         let params = json!({
-            "protocolVersion": SESSION_VERSIONS[0],
-            "capabilities": {},
-            "clientInfo": client_info(),
+            "protocolVersion": asked,
+            "capabilities": self.hello.capabilities,
+            "clientInfo": self.hello.client_info,
         });
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let msg = jsonrpc::request(id, "initialize", Some(params));
@@ -413,7 +451,8 @@ impl Connection {
         caller: &Caller,
     ) -> Result<Value, UpstreamError> {
         let id = self.request_id(caller);
-        let extra = self.stamp(method, params, true);
+        let hello = caller.owner.as_ref().map_or(&*self.hello, |o| &*o.profile);
+        let extra = self.stamp(method, params, Some(hello));
         let body = outgoing(Some(id), method, params.as_ref())?;
         self.send_request(method, id, body, extra.as_slice(), timeout, caller)
             .await?
@@ -431,15 +470,21 @@ impl Connection {
         caller: &Caller,
     ) -> Result<Received, UpstreamError> {
         let id = self.request_id(caller);
+        // A client's own envelope is made per request (its session's requests go on a session
+        // of its own unless the upstream speaks only 2026-07-28, so this is rare); the
+        // gateway's is made once.
+        let own;
         let (extra, envelope) = match &self.era {
             Era::Stateless { version } => {
-                let envelope = self.envelope.get_or_init(|| {
-                    let mut meta = Map::new();
-                    meta.insert(META_PROTOCOL_VERSION.into(), Value::String(version.clone()));
-                    meta.insert(META_CLIENT_CAPABILITIES.into(), Value::Object(Map::new()));
-                    meta.insert(META_CLIENT_INFO.into(), client_info());
-                    Envelope::new(meta)
-                });
+                let envelope = match &caller.owner {
+                    Some(owner) => {
+                        own = Envelope::new(envelope_meta(version, &owner.profile));
+                        &own
+                    }
+                    None => self
+                        .envelope
+                        .get_or_init(|| Envelope::new(envelope_meta(version, &self.hello))),
+                };
                 (
                     routing_headers(version, method, Some(params.name())),
                     Some(envelope),
@@ -508,13 +553,21 @@ impl Connection {
     ) -> Result<Option<Received>, UpstreamError> {
         let shared = self.sink.clone();
         let sink = move |m: Value| {
-            // Notifications and requests (sampling, elicitation) go to the caller.
-            if let Some(caller) = &caller
-                && m.get("method").is_some()
-            {
-                caller(m.clone());
+            // Notifications and requests (sampling, elicitation) go to the caller; the
+            // connection's sink gets what no caller took, and list changes and resource updates
+            // always (the gateway refreshes its catalog and tells subscribers).
+            match &caller {
+                Some(caller) if m.get("method").is_some() => {
+                    let method = jsonrpc::method(&m).unwrap_or_default();
+                    if method.ends_with("/list_changed")
+                        || method == "notifications/resources/updated"
+                    {
+                        shared(m.clone());
+                    }
+                    caller(m);
+                }
+                _ => shared(m),
             }
-            shared(m);
         };
         let out = streamable::Outgoing {
             headers,
@@ -537,7 +590,7 @@ impl Connection {
         timeout: Duration,
     ) -> Result<(), UpstreamError> {
         let mut params = params;
-        let extra = self.stamp(method, &mut params, false);
+        let extra = self.stamp(method, &mut params, None);
         match &self.carrier {
             Carrier::Http(Endpoint { target, headers }) => {
                 let out = streamable::Outgoing {
@@ -568,6 +621,24 @@ impl Connection {
             }
         }
         Ok(())
+    }
+
+    /// End the upstream session, as a client that is done with it does: a Streamable-HTTP
+    /// session is `DELETE`d (best effort: an upstream that does not allow it keeps it until it
+    /// expires); a legacy SSE session ends when its stream is dropped with the connection.
+    pub async fn close(&self, timeout: Duration) {
+        let Carrier::Http(Endpoint { target, headers }) = &self.carrier else {
+            return;
+        };
+        if !headers.contains_key(&names::SESSION_ID) {
+            return;
+        }
+        let request =
+            crate::h1::client::request::delete(target, self.client.pool.authority(), headers);
+        let sent = super::deadline::within(timeout, self.client.pool.send(&request)).await;
+        if let Some(Ok(answered)) = sent {
+            answered.body.finish();
+        }
     }
 
     /// Whether the connection can still carry requests.
@@ -602,11 +673,12 @@ impl Connection {
     /// return the routing headers. A session-era upstream refuses (or misreads) a 2026-07-28
     /// envelope that a modern downstream client put in `_meta`; it has no use for it, so it goes.
     /// Stamping twice gives the same result (a request may be sent again after a reconnect).
+    /// `hello` is who the request is for; `None` for a notification.
     fn stamp(
         &self,
         method: &str,
         params: &mut Option<Value>,
-        is_request: bool,
+        hello: Option<&ClientProfile>,
     ) -> Routing<'static> {
         let Era::Stateless { version } = &self.era else {
             if let Some(params) = params.as_mut() {
@@ -614,18 +686,16 @@ impl Connection {
             }
             return Routing::default();
         };
-        if !is_request {
+        let Some(hello) = hello else {
             return routing_headers(version, method, None).into_owned();
-        }
+        };
         let params = params.get_or_insert_with(|| Value::Object(Map::new()));
         if let Some(obj) = params.as_object_mut() {
             let meta = obj
                 .entry("_meta")
                 .or_insert_with(|| Value::Object(Map::new()));
             if let Some(meta) = meta.as_object_mut() {
-                meta.insert(META_PROTOCOL_VERSION.into(), Value::String(version.clone()));
-                meta.insert(META_CLIENT_CAPABILITIES.into(), Value::Object(Map::new()));
-                meta.insert(META_CLIENT_INFO.into(), client_info());
+                meta.extend(envelope_meta(version, hello));
             }
         }
         let name_key = match method {
@@ -644,6 +714,15 @@ fn instructions(result: &Value) -> Option<String> {
         .get("instructions")
         .and_then(Value::as_str)
         .map(str::to_owned)
+}
+
+/// The 2026-07-28 `_meta` envelope keys of a request made for `hello` in `version`.
+fn envelope_meta(version: &str, hello: &ClientProfile) -> Map<String, Value> {
+    let mut meta = Map::new();
+    meta.insert(META_PROTOCOL_VERSION.into(), Value::String(version.into()));
+    meta.insert(META_CLIENT_CAPABILITIES.into(), hello.capabilities.clone());
+    meta.insert(META_CLIENT_INFO.into(), hello.client_info.clone());
+    meta
 }
 
 fn no_answer(method: &str) -> UpstreamError {

@@ -51,6 +51,9 @@ pub struct Caller {
     /// Told the id the connection gives the request, so that the client's cancellation can
     /// name it upstream.
     pub id_hook: Option<Arc<dyn IdSink>>,
+    /// The downstream session the request is for, when it has one: its requests go on an
+    /// upstream session of its own (see `registry::own`).
+    pub owner: Option<Owner>,
 }
 
 impl std::fmt::Debug for Caller {
@@ -58,7 +61,69 @@ impl std::fmt::Debug for Caller {
         f.debug_struct("Caller")
             .field("sink", &self.sink.is_some())
             .field("id_hook", &self.id_hook.is_some())
+            .field("owner", &self.owner.as_ref().map(|o| &o.key))
             .finish()
+    }
+}
+
+/// What a downstream client said of itself when it initialized its session, which the upstream
+/// sessions opened for it repeat: so that a server offers it what it would offer it directly
+/// (a tool that needs `roots`, sampling, elicitation).
+#[derive(Debug)]
+pub struct ClientProfile {
+    /// The protocol version the session was opened in.
+    pub protocol_version: String,
+    /// Its capabilities, less those the gateway cannot carry (`tasks`).
+    pub capabilities: Value,
+    /// Its `clientInfo`, as it sent it.
+    pub client_info: Value,
+}
+
+impl ClientProfile {
+    /// The profile of an `initialize` request's params (a client that sent none gets an empty
+    /// one, as a server would read it).
+    pub fn from_initialize(params: Option<&Value>, version: &str) -> Self {
+        let mut capabilities = params
+            .and_then(|p| p.get("capabilities"))
+            .filter(|c| c.is_object())
+            .cloned()
+            .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+        // Task-augmented requests are not relayed yet: a server must not send them.
+        if let Some(caps) = capabilities.as_object_mut() {
+            caps.remove("tasks");
+        }
+        Self {
+            protocol_version: version.to_owned(),
+            capabilities,
+            client_info: params
+                .and_then(|p| p.get("clientInfo"))
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({"name": "unknown", "version": "0"})),
+        }
+    }
+}
+
+/// The downstream session a request is for.
+#[derive(Clone)]
+pub struct Owner {
+    /// The session.
+    pub key: crate::session::SessionKey,
+    /// What its client said of itself.
+    pub profile: Arc<ClientProfile>,
+    /// Where what its upstream sessions send outside any request goes (their `GET` streams:
+    /// log messages, list changes, requests such as `roots/list`).
+    pub deliver: MessageSink,
+    /// Whether the client has a stream for such messages (an SSE or WebSocket connection, or a
+    /// Streamable-HTTP `GET` stream): only then do its upstream sessions open theirs.
+    pub listening: bool,
+}
+
+impl std::fmt::Debug for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Owner")
+            .field("key", &self.key)
+            .field("listening", &self.listening)
+            .finish_non_exhaustive()
     }
 }
 

@@ -5,6 +5,7 @@
 //! concurrent callers wait for one initialize instead of each starting their own.
 
 mod collection;
+mod own;
 mod view;
 
 use crate::session::SessionKey;
@@ -27,8 +28,8 @@ use crate::store::{Health, HealthStatus, Registration, Store};
 
 pub use collection::{IdentityReport, RegisterError, Registry, UnusableIdentity};
 
-/// Field added to a request an upstream sends to a client, naming the upstream (removed
-/// before the client sees it).
+/// Field added to a request an upstream sends to a client (and to a resource update it sends on
+/// a client's own session), naming the upstream (removed before the client sees it).
 pub const UPSTREAM_TAG: &str = "_mcpgw_upstream";
 
 /// Tunables.
@@ -121,6 +122,8 @@ pub struct Upstream {
     subscriptions: Mutex<HashMap<String, HashSet<SessionKey>>>,
     /// Held while a subscription change goes upstream ([`Upstream::subscription_change`]).
     subscription_gate: tokio::sync::Mutex<()>,
+    /// Each downstream session's own upstream session ([`own`]).
+    own: own::ClientSessions,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -431,6 +434,8 @@ impl Upstream {
             headers,
             registry.settings.request_timeout,
             sink,
+            reg.era,
+            Arc::new(connection::gateway_hello()),
         )
         .await?;
         if conn
@@ -566,7 +571,6 @@ impl Upstream {
             name: self.name(),
             error,
         };
-        let conn = self.connection().await.map_err(fail)?;
         // Requests the upstream makes while answering (sampling, elicitation) are tagged with
         // its name, so the client's answer can be routed back here.
         let tagged: Option<connection::MessageSink> = caller.sink.clone().map(|caller| {
@@ -584,42 +588,142 @@ impl Upstream {
         let caller = Caller {
             sink: tagged,
             id_hook: caller.id_hook.clone(),
+            owner: caller.owner.clone(),
         };
-        match send_on(&conn, method, &mut payload, timeout, &caller).await {
-            Err(UpstreamError::SessionExpired | UpstreamError::Closed) => {
-                self.invalidate();
-                let conn = self.connection().await.map_err(fail)?;
-                send_on(&conn, method, &mut payload, timeout, &caller)
+        match self.own_slot(caller.owner.as_ref()) {
+            Some(slot) => {
+                let _active = slot.enter(caller.sink.as_ref());
+                self.send_own(&slot, &caller, method, &mut payload, timeout)
                     .await
                     .map_err(fail)
+            }
+            None => self
+                .send_shared(&caller, method, &mut payload, timeout)
+                .await
+                .map_err(fail),
+        }
+    }
+
+    /// Send on the upstream's own connection: reconnected and sent once more if the upstream
+    /// says the session is gone (the request was not run).
+    async fn send_shared(
+        self: &Arc<Self>,
+        caller: &Caller,
+        method: &str,
+        payload: &mut Payload<'_, '_>,
+        timeout: Duration,
+    ) -> Result<Received, UpstreamError> {
+        let conn = self.connection().await?;
+        match send_on(&conn, method, payload, timeout, caller).await {
+            Err(UpstreamError::SessionExpired) => {
+                self.session_lost(None);
+                self.invalidate();
+                let conn = self.connection().await?;
+                send_on(&conn, method, payload, timeout, caller).await
+            }
+            Err(UpstreamError::Closed) => {
+                self.invalidate();
+                let conn = self.connection().await?;
+                send_on(&conn, method, payload, timeout, caller).await
             }
             Err(error @ UpstreamError::Connect { .. }) => {
                 // The transport failed: the next call reconnects, through the backoff, instead
                 // of every call dialling a dead upstream.
                 self.invalidate();
-                Err(fail(error))
+                Err(error)
             }
-            other => other.map_err(fail),
+            other => other,
         }
     }
 
-    /// Send a notification to this upstream over its current connection.
+    /// Send on the caller's own upstream session (in `slot`), opened if needed; once more on a
+    /// new session if the upstream says the session is gone (a restarted upstream).
+    async fn send_own(
+        self: &Arc<Self>,
+        slot: &Arc<own::Slot>,
+        caller: &Caller,
+        method: &str,
+        payload: &mut Payload<'_, '_>,
+        timeout: Duration,
+    ) -> Result<Received, UpstreamError> {
+        let Some(owner) = caller.owner.as_ref() else {
+            return self.send_shared(caller, method, payload, timeout).await;
+        };
+        let Some(conn) = self.own_connection(slot, owner).await? else {
+            return self.send_shared(caller, method, payload, timeout).await;
+        };
+        match send_on(&conn, method, payload, timeout, caller).await {
+            Err(UpstreamError::SessionExpired | UpstreamError::Closed) => {
+                self.session_lost(Some(&owner.key));
+                slot.invalidate();
+                match self.own_connection(slot, owner).await? {
+                    Some(conn) => send_on(&conn, method, payload, timeout, caller).await,
+                    None => self.send_shared(caller, method, payload, timeout).await,
+                }
+            }
+            Err(error @ UpstreamError::Connect { .. }) => {
+                slot.invalidate();
+                Err(error)
+            }
+            other => other,
+        }
+    }
+
+    /// The upstream said a session is gone (it restarted, or expired the session): logged and
+    /// counted; the caller opens a new one and sends the request again, which was not run.
+    fn session_lost(&self, session: Option<&SessionKey>) {
+        let name = self.name();
+        match session {
+            Some(session) => {
+                tracing::info!(upstream = %name, %session, "the upstream lost a client's session (restarted?); initializing a new one")
+            }
+            None => {
+                tracing::info!(upstream = %name, "the upstream lost the gateway's session (restarted?); initializing a new one")
+            }
+        }
+        if let Some(registry) = self.registry.upgrade() {
+            registry.metrics.upstream_session_lost(&name);
+        }
+    }
+
+    /// The connection that carries `session`'s messages: its own upstream session if it has
+    /// one open, else the upstream's own connection.
+    async fn connection_of(
+        self: &Arc<Self>,
+        session: Option<&SessionKey>,
+    ) -> Result<Arc<Connection>, UpstreamError> {
+        match self.slot_of(session).and_then(|slot| slot.conn()) {
+            Some(conn) => Ok(conn),
+            None => self.connection().await,
+        }
+    }
+
+    /// Send a notification for `session` (its own upstream session, if it has one).
     pub async fn notify(
         self: &Arc<Self>,
+        session: Option<&SessionKey>,
         method: &str,
         params: Value,
     ) -> Result<(), UpstreamError> {
         let timeout = self.settings().request_timeout;
-        self.connection()
+        self.connection_of(session)
             .await?
             .notify(method, Some(params), timeout)
             .await
     }
 
-    /// Deliver a client's answer to a request this upstream made.
-    pub async fn respond(self: &Arc<Self>, msg: &Value) -> Result<(), UpstreamError> {
+    /// Deliver `session`'s answer to a request this upstream made of it, on the upstream
+    /// session that asked.
+    pub async fn respond(
+        self: &Arc<Self>,
+        session: Option<&SessionKey>,
+        msg: &Value,
+    ) -> Result<(), UpstreamError> {
         let timeout = self.settings().request_timeout;
-        self.connection().await?.respond(msg, timeout).await
+        self.connection_of(session)
+            .await?
+            .respond(msg, timeout)
+            .await
     }
 
     /// Fetch tools, resources and prompts and publish them.

@@ -117,6 +117,16 @@ pub async fn post_raw(
         })?
 }
 
+/// Whether a refusal says the session we named is gone, though not with the 404 the spec asks
+/// for: some servers answer 400 naming the session (the official TypeScript SDK's "Bad Request:
+/// No valid session ID provided" after a restart). A 400 is a refusal, so the request was not
+/// run and may be sent again on a new session.
+fn session_refused(status: StatusCode, body: &[u8], sent_headers: &HeaderMap) -> bool {
+    status == StatusCode::BAD_REQUEST
+        && sent_headers.contains_key(&crate::h1::fields::SESSION_ID)
+        && memchr::memmem::find(&body.to_ascii_lowercase(), b"session").is_some()
+}
+
 async fn read_answer(
     client: &UpstreamClient,
     response: Answered,
@@ -140,6 +150,9 @@ async fn read_answer(
     }
     if !status.is_success() {
         let body = read_limited(client, body).await.unwrap_or_default();
+        if session_refused(status, &body, sent_headers) {
+            return Err(UpstreamError::SessionExpired);
+        }
         // A JSON-RPC error body on a 4xx is still an answer (e.g. -32022 on HTTP 400).
         if let Ok(value) = serde_json::from_slice::<Value>(&body)
             && value.get("error").is_some()

@@ -82,14 +82,25 @@ impl Streamable {
         url: &str,
         bearer: Option<&str>,
     ) -> anyhow::Result<Self> {
+        let hello = json!({"protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"}});
+        Self::open_as(http, url, bearer, hello).await
+    }
+
+    /// [`Self::open`] with these `initialize` params.
+    pub async fn open_as(
+        http: reqwest::Client,
+        url: &str,
+        bearer: Option<&str>,
+        hello: Value,
+    ) -> anyhow::Result<Self> {
         let mut this = Self {
             http,
             url: url.to_owned(),
             bearer: bearer.map(str::to_owned),
             session: String::new(),
         };
-        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}});
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": hello});
         let resp = this.post(&init).await?;
         this.session = resp
             .headers()
@@ -131,6 +142,18 @@ impl Streamable {
     /// `tools/call`.
     pub async fn call(&self, id: Value, tool: &str, args: Value) -> anyhow::Result<Value> {
         self.request(&call(id, tool, args)).await
+    }
+
+    /// End the session (`DELETE`); the status.
+    pub async fn close(&self) -> anyhow::Result<reqwest::StatusCode> {
+        let mut req = self
+            .http
+            .delete(&self.url)
+            .header("mcp-session-id", &self.session);
+        if let Some(b) = &self.bearer {
+            req = req.bearer_auth(b);
+        }
+        Ok(req.send().await?.status())
     }
 }
 

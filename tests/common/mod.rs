@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod conformance;
+pub mod node;
 pub mod plain;
 pub mod prereq;
 pub mod py;

@@ -35,7 +35,23 @@ pub struct PyUpstream {
 impl PyUpstream {
     /// Start `py_upstream.py` with TLS material from `certs` (ca.crt, and `server_cert`/`server_key`).
     pub fn start(py: &Path, port: u16, ca: &Path, cert: &Path, key: &Path, extra: &[&str]) -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/py_upstream.py");
+        Self::start_script("py_upstream.py", py, port, ca, cert, key, extra)
+    }
+
+    /// [`PyUpstream::start`] for another fixture script in `tests/fixtures` that takes the same
+    /// listening and TLS options (`py_upstream.add_tls_arguments`).
+    pub fn start_script(
+        script: &str,
+        py: &Path,
+        port: u16,
+        ca: &Path,
+        cert: &Path,
+        key: &Path,
+        extra: &[&str],
+    ) -> Self {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures")
+            .join(script);
         let mut args: Vec<String> = vec![
             script.display().to_string(),
             "--port".into(),

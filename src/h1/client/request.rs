@@ -64,6 +64,12 @@ pub fn get_events(
     write("GET", target, host, headers, extra, &own, b"")
 }
 
+/// A `DELETE` of `target` on `host` (a Streamable-HTTP session's end).
+pub fn delete(target: &http::Uri, host: &HeaderValue, headers: &HeaderMap) -> Vec<u8> {
+    let own: [(&[u8], &[u8]); 2] = [(b"user-agent", AGENT.as_bytes()), (b"content-length", b"0")];
+    write("DELETE", target, host, headers, &[], &own, b"")
+}
+
 /// An HTTP/1.1 request to `target` on `host`: `headers` (but the [`OWN_HEADERS`] and those
 /// `extra` replaces), then `extra`, then `own`, then `body`.
 pub fn write(

@@ -8,10 +8,11 @@ use serde_json::{Value, json};
 
 use super::Ctx;
 use super::identity::Identity;
-use super::route::{cancel_upstream, route_completion, route_named, route_uri};
+use super::route::{cancel_upstream, forward, route_completion, route_named, route_uri};
 use super::{AppState, Scope, uris};
 use crate::jsonrpc::{self, Kind, code};
-use crate::upstream::connection::Caller;
+use crate::session::SessionKey;
+use crate::upstream::connection::{Caller, ClientProfile};
 use crate::upstream::connection::{MODERN_VERSION, SESSION_VERSIONS};
 use crate::upstream::registry::Upstream;
 
@@ -28,10 +29,14 @@ pub async fn handle(
     match jsonrpc::kind(&msg) {
         Kind::Request => {}
         Kind::Notification => {
-            if jsonrpc::method(&msg) == Some("notifications/cancelled")
-                && !super::listen::cancelled(state, ctx.session, &msg)
-            {
-                cancel_upstream(state, ctx.session, &msg).await;
+            match jsonrpc::method(&msg) {
+                Some("notifications/cancelled")
+                    if !super::listen::cancelled(state, ctx.session, &msg) =>
+                {
+                    cancel_upstream(state, ctx.session, &msg).await;
+                }
+                Some("notifications/roots/list_changed") => roots_changed(state, ctx).await,
+                _ => {}
             }
             return None;
         }
@@ -62,7 +67,7 @@ pub async fn handle(
         .unwrap_or_default();
     let sep = state.registry.settings().separator.as_str();
     let result = match method {
-        "initialize" => match initialize(state, scope, params.as_ref(), new_session).await {
+        "initialize" => match initialize(state, scope, ctx, params.as_ref(), new_session).await {
             Ok(Some(result)) => Ok(result),
             Ok(None) => {
                 let busy = "too many open sessions; close one or try again later";
@@ -75,11 +80,17 @@ pub async fn handle(
             .map_err(|message| (code::UPSTREAM_UNAVAILABLE, message)),
         "ping" => Ok(json!({})),
         "logging/setLevel" => {
-            set_level(state, scope, params).await;
+            set_level(state, scope, ctx, params).await;
             Ok(json!({}))
         }
         "completion/complete" => {
             return Some(route_completion(state, scope, ctx, sep, id, params).await);
+        }
+        "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list"
+            if let Some(up) = own_listing(state, scope, ctx) =>
+        {
+            let params = params.unwrap_or_else(|| json!({}));
+            return Some(forward(state, ctx, &up, id, method, params).await);
         }
         "tools/list" => Ok(json!({"tools": listing(state, scope, sep, |c| &c.tools, "name")})),
         "prompts/list" => {
@@ -114,6 +125,7 @@ pub async fn handle(
 async fn initialize(
     state: &AppState,
     scope: &Scope,
+    ctx: &Ctx<'_>,
     params: Option<&Value>,
     new_session: &mut Option<String>,
 ) -> Result<Option<Value>, String> {
@@ -127,10 +139,18 @@ async fn initialize(
         SESSION_VERSIONS[0]
     };
     let identity = Identity::of(state, scope).await?;
-    let Some(session) = state.sessions.open() else {
+    let Some(id) = state.sessions.open() else {
         return Ok(None);
     };
-    *new_session = Some(session);
+    // On SSE and WebSocket the connection is the session; over Streamable HTTP the new id is.
+    let key = ctx
+        .session
+        .cloned()
+        .unwrap_or_else(|| SessionKey::Streamable(id.as_str().into()));
+    state
+        .clients
+        .insert(key, ClientProfile::from_initialize(params, version));
+    *new_session = Some(id);
     Ok(Some(identity.initialize(version)))
 }
 
@@ -142,14 +162,46 @@ async fn discover(state: &AppState, scope: &Scope) -> Result<Value, String> {
     Ok(Identity::of(state, scope).await?.discover(versions))
 }
 
-/// `logging/setLevel`, passed to every upstream in scope that announced logging. Best effort:
-/// one upstream refusing does not fail the others.
-async fn set_level(state: &AppState, scope: &Scope, params: Option<Value>) {
+/// `logging/setLevel`, passed to every upstream in scope that announced logging, on the
+/// client's own upstream session there (a log level is per session). Best effort: one upstream
+/// refusing does not fail the others.
+async fn set_level(state: &AppState, scope: &Scope, ctx: &Ctx<'_>, params: Option<Value>) {
+    let caller = Caller {
+        owner: ctx.owner(),
+        ..Caller::default()
+    };
     for up in in_scope(state, scope) {
         if up.capabilities().get("logging").is_some() {
             let _ = up
-                .request(&Caller::default(), "logging/setLevel", params.clone())
+                .request(&caller, "logging/setLevel", params.clone())
                 .await;
+        }
+    }
+}
+
+/// The upstream whose lists a session's client gets from its own upstream session, as the
+/// server would list them to it directly (what a server offers may depend on the client's
+/// capabilities and on what the session did): one upstream (`/servers/{name}/mcp`) that gives
+/// each client a session of its own. `/mcp` lists the merged catalog.
+fn own_listing(state: &AppState, scope: &Scope, ctx: &Ctx<'_>) -> Option<Arc<Upstream>> {
+    ctx.owner.as_ref()?;
+    let up = in_scope(state, scope).into_iter().next()?;
+    (matches!(scope, Scope::One(_)) && up.gives_clients_sessions()).then_some(up)
+}
+
+/// The client's roots changed: told to each of its own upstream sessions (a server asks for
+/// the roots again when it needs them).
+async fn roots_changed(state: &AppState, ctx: &Ctx<'_>) {
+    let Some(session) = ctx.session else {
+        return;
+    };
+    for up in state.registry.list() {
+        if up.has_client_session(session)
+            && let Err(err) = up
+                .notify(Some(session), "notifications/roots/list_changed", json!({}))
+                .await
+        {
+            tracing::debug!(upstream = %up.name(), error = %err, "could not relay a roots change");
         }
     }
 }

@@ -270,7 +270,7 @@ impl<S: std::ops::Deref<Target = AppState>> Drop for Entry<S> {
     fn drop(&mut self) {
         if self.armed {
             self.state.listens.lock().remove(&self.key);
-            delivery::prune_subscriptions(&self.state);
+            delivery::sessions_ended(&self.state);
         }
     }
 }
@@ -486,7 +486,7 @@ pub(super) fn cancelled(state: &AppState, session: Option<&SessionKey>, msg: &Va
     if !state.listens.cancel(conn, id) {
         return false;
     }
-    delivery::prune_subscriptions(state);
+    delivery::sessions_ended(state);
     true
 }
 
@@ -507,6 +507,7 @@ async fn subscribe_all(state: &AppState, scope: &Scope, key: u64, uris: &[String
         let ctx = Ctx {
             session: Some(&session),
             sink: None,
+            owner: None,
         };
         let answer = handle(state, scope, &ctx, request, &mut None).await;
         let taken = answer.as_ref().is_some_and(|a| a.get("result").is_some());

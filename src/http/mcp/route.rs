@@ -165,31 +165,26 @@ pub(super) async fn route_uri(
     if uri != asked {
         params["uri"] = Value::String(uri.clone());
     }
-    let _change = match method {
-        "resources/subscribe" | "resources/unsubscribe" => Some(up.subscription_change().await),
-        _ => None,
-    };
-    let mut answer = if _change.is_some() && up.subscribes_by_listening() {
-        // A 2026-07-28 upstream has no resources/subscribe: its URIs are named by the
-        // gateway's listen stream, which follows the table.
-        subscribe_by_listening(&up, ctx.session, id, method, &uri)
-    } else if method == "resources/unsubscribe"
-        && let Some(session) = ctx.session
-        && up.unsubscribe(&uri, session)
-    {
-        // One upstream session carries every client's subscriptions: the upstream is told to
-        // stop only when the last subscriber of the URI leaves.
-        jsonrpc::result(id, Value::Object(Map::new()))
-    } else {
+    let mut answer = if ctx.owner.is_some() && up.gives_clients_sessions() {
+        // A client with an upstream session of its own subscribes there, as it would
+        // directly: the server keeps subscriptions per session, and sends the updates on that
+        // session's stream, which reaches this client alone.
         let answer = forward(state, ctx, &up, id, method, params).await;
-        if method == "resources/subscribe" && answer.get("result").is_some() {
-            track_subscription(&up, ctx.session, &uri);
+        if method == "resources/subscribe"
+            && answer.get("result").is_some()
+            && let Some(session) = ctx.session
+        {
+            up.client_listens(session);
         }
         answer
+    } else {
+        on_shared_session(state, ctx, &up, id, method, params, &uri).await
     };
-    // Remembered once the change is made: a subscribe the upstream refused changes nothing.
+    // A subscription made by an `mcpgw://` URI hears of its updates under it; remembered once
+    // the change is made (a subscribe the upstream refused changes nothing).
+    let change = matches!(method, "resources/subscribe" | "resources/unsubscribe");
     let made = method == "resources/unsubscribe" || answer.get("result").is_some();
-    if _change.is_some()
+    if change
         && made
         && let Some(session) = ctx.session
     {
@@ -199,6 +194,41 @@ pub(super) async fn route_uri(
     }
     if uri != asked {
         as_asked(&mut answer, &uri, &asked);
+    }
+    answer
+}
+
+/// A resource request on the upstream's own session, which every client without one of its own
+/// shares (see [`route_uri`]): subscriptions are kept per client here, and the upstream's.
+async fn on_shared_session(
+    state: &AppState,
+    ctx: &Ctx<'_>,
+    up: &Arc<Upstream>,
+    id: Value,
+    method: &str,
+    params: Value,
+    uri: &str,
+) -> Value {
+    let _change = match method {
+        "resources/subscribe" | "resources/unsubscribe" => Some(up.subscription_change().await),
+        _ => None,
+    };
+    // A 2026-07-28 upstream has no resources/subscribe: its URIs are named by the gateway's
+    // listen stream, which follows the table.
+    if _change.is_some() && up.subscribes_by_listening() {
+        return subscribe_by_listening(up, ctx.session, id, method, uri);
+    }
+    // One upstream session carries every client's subscriptions: the upstream is told to stop
+    // only when the last subscriber of the URI leaves.
+    if method == "resources/unsubscribe"
+        && let Some(session) = ctx.session
+        && up.unsubscribe(uri, session)
+    {
+        return jsonrpc::result(id, Value::Object(Map::new()));
+    }
+    let answer = forward(state, ctx, up, id, method, params).await;
+    if method == "resources/subscribe" && answer.get("result").is_some() {
+        track_subscription(up, ctx.session, uri);
     }
     answer
 }
@@ -258,12 +288,12 @@ pub(super) async fn cancel_upstream(state: &AppState, session: Option<&SessionKe
     let Some(request_id) = msg.pointer("/params/requestId") else {
         return;
     };
-    let session = session.cloned();
+    let key = (session.cloned(), request_id.to_string());
     let found = state
         .inflight
         .lock()
         .unwrap_or_else(|p| p.into_inner())
-        .get(&(session, request_id.to_string()))
+        .get(&key)
         .map(|entry| {
             (
                 entry.0.upstream.name(),
@@ -277,11 +307,15 @@ pub(super) async fn cancel_upstream(state: &AppState, session: Option<&SessionKe
     let Some(up) = state.registry.get(&upstream) else {
         return;
     };
+    let session = key.0;
     let mut params = serde_json::json!({"requestId": upstream_id});
     if let Some(reason) = msg.pointer("/params/reason") {
         params["reason"] = reason.clone();
     }
-    if let Err(err) = up.notify("notifications/cancelled", params).await {
+    if let Err(err) = up
+        .notify(session.as_ref(), "notifications/cancelled", params)
+        .await
+    {
         tracing::debug!(%upstream, error = %err, "could not forward a cancellation");
     }
 }
@@ -355,7 +389,8 @@ impl Drop for InFlightGuard<'_> {
     }
 }
 
-async fn forward(
+/// Forward a request to `up` and answer with the client's id.
+pub(super) async fn forward(
     state: &AppState,
     ctx: &Ctx<'_>,
     up: &Arc<Upstream>,
@@ -409,6 +444,7 @@ where
     let caller = Caller {
         sink: ctx.sink.clone(),
         id_hook: Some(tracked.entry.clone()),
+        owner: ctx.owner(),
     };
     let outcome = send(caller).await;
     drop(tracked);

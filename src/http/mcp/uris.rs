@@ -160,14 +160,17 @@ impl SubscribedAs {
         self.table().retain(|(session, _, _)| keep(session));
     }
 
-    /// `upstream`'s `notifications/resources/updated`, named for `session`.
+    /// `upstream`'s `notifications/resources/updated`, named for `session` (any other message
+    /// as it is).
     pub fn named_for<'m>(
         &self,
         session: &SessionKey,
         upstream: &str,
         msg: &'m Value,
     ) -> Cow<'m, Value> {
-        let Some(own) = msg.pointer("/params/uri").and_then(Value::as_str) else {
+        let own = msg.pointer("/params/uri").and_then(Value::as_str);
+        let updated = crate::jsonrpc::method(msg) == Some("notifications/resources/updated");
+        let Some(own) = own.filter(|_| updated) else {
             return Cow::Borrowed(msg);
         };
         let key = (session.clone(), upstream.to_owned(), own.to_owned());

@@ -2,7 +2,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use super::*;
-use crate::store::PemSource;
+use crate::store::{EraChoice, PemSource};
 
 const TOKEN: &str = "tok-9f8e7d6c5b4a";
 const HEADER_VALUE: &str = "hdr-secret-1234";
@@ -37,6 +37,8 @@ fn full(name: &str) -> Registration {
             ],
         },
         enabled: false,
+        era: EraChoice::Session,
+        shared_session: true,
         created_at: 1_700_000_000,
         updated_at: 1_700_000_100,
         health: Health {
@@ -58,6 +60,8 @@ fn minimal(name: &str) -> Registration {
         tls: TlsSettings::default(),
         auth: UpstreamAuth::default(),
         enabled: true,
+        era: EraChoice::Auto,
+        shared_session: false,
         created_at: 10,
         updated_at: 10,
         health: Health::unknown(10),

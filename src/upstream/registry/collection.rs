@@ -125,6 +125,7 @@ impl Registry {
             refresh: tx,
             subscriptions: Mutex::default(),
             subscription_gate: tokio::sync::Mutex::default(),
+            own: Default::default(),
         });
         // The refresher holds only a weak reference: it ends when the upstream is dropped.
         let weak = Arc::downgrade(&up);

@@ -26,6 +26,7 @@ impl Upstream {
                 .load(Ordering::Relaxed)
         }) || self.legacy_warned.load(Ordering::Relaxed);
         let h = self.health();
+        let (client_sessions, _) = self.client_sessions();
         json!({
             "name": reg.name,
             "url": reg.url,
@@ -52,6 +53,9 @@ impl Upstream {
             "protocol_version": conn.as_ref().map(|c| c.era.version().to_owned()),
             "era": conn.as_ref().map(|c| match c.era { connection::Era::Session { .. } => "session", connection::Era::Stateless { .. } => "stateless" }),
             "server_info": conn.as_ref().map(|c| c.server_info.clone()),
+            "era_setting": reg.era.as_str(),
+            "shared_session": reg.shared_session,
+            "client_sessions": client_sessions,
             "tools": catalog.tools.iter().filter_map(|t| t.get("name").cloned()).collect::<Vec<_>>(),
             "resources": catalog.resources.len(),
             "prompts": catalog.prompts.len(),

@@ -1,0 +1,306 @@
+//! Upstream sessions of one client each.
+//!
+//! A server keeps state per session: what a client toggled, the resources it made, its log
+//! level, which of its tools it offers given the client's capabilities. So by default every
+//! downstream session that uses a session-era upstream gets an upstream session of its own,
+//! opened on its first request there with the client's capabilities and `clientInfo`, and
+//! ended (`DELETE`d) when the downstream session ends or expires. They are bounded by the
+//! downstream session table (`max_sessions`), since each belongs to one of its sessions.
+//!
+//! The upstream's own connection ([`Upstream::connection`]) stays: it checks health, fetches the
+//! catalog, holds resource subscriptions, and carries the requests of clients without a session
+//! (2026-07-28 clients) and every request of an upstream registered with `--shared-session`
+//! (a server known to keep nothing per session), or with `--era 2026-07-28` (no sessions).
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
+use serde_json::Value;
+
+use super::super::UpstreamError;
+use super::super::connection::{self, Connection, MessageSink, Owner};
+use super::{UPSTREAM_TAG, Upstream};
+use crate::hash::HashMap;
+use crate::session::SessionKey;
+use crate::store::EraChoice;
+
+/// Every downstream session's upstream session on one upstream.
+#[derive(Default)]
+pub(super) struct ClientSessions {
+    slots: Mutex<HashMap<SessionKey, Arc<Slot>>>,
+    /// Set once the upstream refused a session-era `initialize` while speaking 2026-07-28: its
+    /// clients share its stateless connection, which keeps nothing between requests anyway.
+    stateless_only: AtomicBool,
+    /// Upstream sessions opened for clients, ever (for metrics and the benchmark's check that
+    /// a downstream session opens at most one per upstream).
+    opened: AtomicU64,
+}
+
+/// One client's upstream session.
+pub(super) struct Slot {
+    conn: ArcSwapOption<Connection>,
+    /// Held while (re)opening, so that concurrent requests wait for one `initialize`.
+    connecting: tokio::sync::Mutex<()>,
+    /// Sinks of the requests in flight on it, newest last: what the upstream sends on a stream
+    /// that is not a request's own (a legacy SSE upstream's only stream, or the `GET` stream)
+    /// goes to the newest, so that it arrives inline with the call that caused it.
+    active: Mutex<Vec<(u64, MessageSink)>>,
+    next_call: AtomicU64,
+}
+
+/// A request's place in its slot's [`Slot::active`] list, removed when the request ends.
+pub(super) struct Active {
+    slot: Arc<Slot>,
+    n: u64,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        let mut active = self.slot.active.lock().unwrap_or_else(|p| p.into_inner());
+        active.retain(|(n, _)| *n != self.n);
+    }
+}
+
+impl Slot {
+    fn new() -> Self {
+        Self {
+            conn: ArcSwapOption::empty(),
+            connecting: tokio::sync::Mutex::new(()),
+            active: Mutex::new(Vec::new()),
+            next_call: AtomicU64::new(0),
+        }
+    }
+
+    /// Register a request's sink while it is in flight.
+    pub(super) fn enter(self: &Arc<Self>, sink: Option<&MessageSink>) -> Option<Active> {
+        let sink = sink?.clone();
+        let n = self.next_call.fetch_add(1, Ordering::Relaxed);
+        self.active
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((n, sink));
+        Some(Active {
+            slot: self.clone(),
+            n,
+        })
+    }
+
+    fn newest_active(&self) -> Option<MessageSink> {
+        let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        active.last().map(|(_, sink)| sink.clone())
+    }
+
+    /// Its session's connection, if one is open.
+    pub(super) fn conn(&self) -> Option<Arc<Connection>> {
+        self.conn.load_full()
+    }
+
+    /// Forget the connection: the next request opens a new session.
+    pub(super) fn invalidate(&self) {
+        self.conn.store(None);
+    }
+}
+
+impl Upstream {
+    /// Whether a client that initialized a session gets an upstream session of its own here
+    /// (see the module's documentation).
+    pub fn gives_clients_sessions(&self) -> bool {
+        let reg = self.reg.load();
+        !(reg.shared_session
+            || reg.era == EraChoice::Stateless
+            || self.own.stateless_only.load(Ordering::Relaxed))
+    }
+
+    /// The slot of `owner`'s own upstream session here, made if it has none yet; `None` when
+    /// its requests go on the upstream's own connection.
+    pub(super) fn own_slot(&self, owner: Option<&Owner>) -> Option<Arc<Slot>> {
+        let owner = owner?;
+        if !self.gives_clients_sessions() {
+            return None;
+        }
+        let mut slots = self.own.slots.lock().unwrap_or_else(|p| p.into_inner());
+        Some(
+            slots
+                .entry(owner.key.clone())
+                .or_insert_with(|| Arc::new(Slot::new()))
+                .clone(),
+        )
+    }
+
+    /// The slot of `session`'s upstream session here, if it has one.
+    pub(super) fn slot_of(&self, session: Option<&SessionKey>) -> Option<Arc<Slot>> {
+        let slots = self.own.slots.lock().unwrap_or_else(|p| p.into_inner());
+        slots.get(session?).cloned()
+    }
+
+    /// `owner`'s upstream session in `slot`, opened if it has none. `Ok(None)`: the upstream
+    /// speaks only 2026-07-28 (its `initialize` was refused), so the request goes on the
+    /// upstream's own connection.
+    pub(super) async fn own_connection(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        owner: &Owner,
+    ) -> Result<Option<Arc<Connection>>, UpstreamError> {
+        if let Some(conn) = slot.conn.load_full().filter(|c| c.is_usable()) {
+            return Ok(Some(conn));
+        }
+        let _guard = slot.connecting.lock().await;
+        if let Some(conn) = slot.conn.load_full().filter(|c| c.is_usable()) {
+            return Ok(Some(conn));
+        }
+        match Box::pin(self.open_own(slot, owner)).await {
+            Ok(conn) => {
+                let conn = Arc::new(conn);
+                slot.conn.store(Some(conn.clone()));
+                self.own.opened.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(conn))
+            }
+            // A 2026-07-28-only server refuses `initialize`: its clients share its stateless
+            // connection from now on (it keeps no sessions to leak between them).
+            Err(UpstreamError::Protocol { .. } | UpstreamError::Status { .. })
+                if self.speaks_only_stateless() =>
+            {
+                self.own.stateless_only.store(true, Ordering::Relaxed);
+                tracing::info!(upstream = %self.name(), "the upstream has no session era; its clients share its stateless connection");
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Whether the upstream's own connection is in the 2026-07-28 era.
+    fn speaks_only_stateless(&self) -> bool {
+        self.conn
+            .load()
+            .as_ref()
+            .is_some_and(|c| matches!(c.era, connection::Era::Stateless { .. }))
+    }
+
+    /// Open an upstream session for `owner`: `initialize` with its capabilities and
+    /// `clientInfo`. What the upstream sends outside a request's own answer goes to the newest
+    /// request in flight on it, or else to the client's session (its `GET` stream, its SSE or
+    /// WebSocket connection).
+    async fn open_own(
+        self: &Arc<Self>,
+        slot: &Arc<Slot>,
+        owner: &Owner,
+    ) -> Result<Connection, UpstreamError> {
+        let registry = self.registry.upgrade().ok_or(UpstreamError::Closed)?;
+        let reg = self.reg.load_full();
+        let client = registry
+            .clients
+            .client_for(&reg.url, &reg.tls)
+            .map_err(|e| UpstreamError::Connect {
+                diagnosis: e.to_string(),
+            })?;
+        let headers = connection::auth_headers(&reg.auth).map_err(|e| UpstreamError::Connect {
+            diagnosis: e.to_string(),
+        })?;
+        let weak_slot = Arc::downgrade(slot);
+        let one_stream = reg.transport == crate::store::Transport::Sse;
+        let (refresh, deliver, name) = (
+            self.refresh.clone(),
+            owner.deliver.clone(),
+            reg.name.clone(),
+        );
+        let sink: MessageSink = Arc::new(move |mut msg: Value| {
+            let method = crate::jsonrpc::method(&msg).unwrap_or_default();
+            if method == connection::SESSION_GONE {
+                if let Some(slot) = weak_slot.upgrade() {
+                    slot.invalidate();
+                }
+                return;
+            }
+            if method.ends_with("/list_changed") {
+                let _ = refresh.try_send(());
+            }
+            // A resource update is tagged too: a client may have subscribed to it by a name of
+            // the gateway's that names the upstream (`mcpgw://` URIs on `/mcp`).
+            let tagged = msg.get("id").is_some() || method == "notifications/resources/updated";
+            if tagged && let Some(obj) = msg.as_object_mut() {
+                obj.insert(UPSTREAM_TAG.into(), Value::String(name.clone()));
+            }
+            // A legacy SSE upstream has one stream for everything: what comes while a call is
+            // in flight goes with the call. A Streamable-HTTP upstream sends a call's messages
+            // on the call's own stream, so what reaches this sink came outside any request.
+            let inline = one_stream
+                .then(|| weak_slot.upgrade().and_then(|slot| slot.newest_active()))
+                .flatten();
+            match inline {
+                Some(call) => call(msg),
+                None => deliver(msg),
+            }
+        });
+        let conn = connection::Connection::open(
+            client,
+            reg.transport,
+            headers,
+            registry.settings.request_timeout,
+            sink,
+            EraChoice::Session,
+            owner.profile.clone(),
+        )
+        .await?;
+        if owner.listening {
+            conn.listen();
+        }
+        tracing::debug!(upstream = %reg.name, session = %owner.key, "upstream session opened for a client");
+        Ok(conn)
+    }
+
+    /// Whether `session` has an upstream session open here.
+    pub fn has_client_session(&self, session: &SessionKey) -> bool {
+        self.slot_of(Some(session))
+            .is_some_and(|s| s.conn().is_some())
+    }
+
+    /// The client of `session` opened a stream for what servers send outside a request: its
+    /// upstream session here (if it has one) starts listening for such messages too.
+    pub fn client_listens(&self, session: &SessionKey) {
+        if let Some(conn) = self.slot_of(Some(session)).and_then(|s| s.conn.load_full()) {
+            conn.listen();
+        }
+    }
+
+    /// End the upstream sessions of downstream sessions that `keep` says are gone, in the
+    /// background; how many ended.
+    pub fn end_client_sessions(&self, keep: impl Fn(&SessionKey) -> bool) -> usize {
+        let gone: Vec<Arc<Slot>> = {
+            let mut slots = self.own.slots.lock().unwrap_or_else(|p| p.into_inner());
+            let mut gone = Vec::new();
+            slots.retain(|key, slot| {
+                let kept = keep(key);
+                if !kept {
+                    gone.push(slot.clone());
+                }
+                kept
+            });
+            gone
+        };
+        let ended = gone.len();
+        let timeout = self.request_timeout();
+        for slot in gone {
+            let Some(conn) = slot.conn.swap(None) else {
+                continue;
+            };
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { conn.close(timeout).await });
+            }
+        }
+        ended
+    }
+
+    /// Upstream sessions open here for clients now, and opened ever.
+    pub fn client_sessions(&self) -> (usize, u64) {
+        let open = self
+            .own
+            .slots
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .filter(|s| s.conn.load().is_some())
+            .count();
+        (open, self.own.opened.load(Ordering::Relaxed))
+    }
+}
