@@ -78,10 +78,7 @@ fn each_client_gets_an_upstream_session_of_its_own_that_says_what_the_client_sai
             json!({"listChanged": true})
         );
         assert_eq!(seen_by_a["capabilities"]["sampling"], json!({}));
-        assert!(
-            seen_by_a["capabilities"].get("tasks").is_none(),
-            "the gateway cannot carry tasks yet, so it must not offer them: {seen_by_a}"
-        );
+        assert_eq!(seen_by_a["capabilities"]["tasks"], json!({"list": {}}));
         assert_eq!(seen_by_a["protocolVersion"], "2025-11-25");
         let seen_by_b = json_text(&b.call(json!(1), "client", json!({})).await.unwrap());
         assert_eq!(seen_by_b["clientInfo"]["name"], "client-b");
@@ -235,4 +232,59 @@ fn a_restarted_upstream_is_noticed_by_the_first_call_after_it() {
             );
         });
     }
+}
+
+#[test]
+fn tasks_are_followed_on_the_upstream_session_that_runs_them() {
+    let dir = Dir::new();
+    let up = Upstream::start(&["--session-only", "--tasks"]);
+    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
+    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    let base = format!("http://{}", gw.addr);
+    let http = clients::http(None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rpc = |id: u64, method: &str, params: Value| json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+    rt.block_on(async {
+        for (url, tool) in [
+            (format!("{base}/servers/up/mcp"), "echo"),
+            (format!("{base}/mcp"), "up__echo"),
+        ] {
+            let a = Streamable::open(http.clone(), &url, None).await.unwrap();
+            let b = Streamable::open(http.clone(), &url, None).await.unwrap();
+            let call = rpc(
+                1,
+                "tools/call",
+                json!({"name": tool, "arguments": {"text": "later"}, "task": {"ttl": 60000}}),
+            );
+            let started = a.request(&call).await.unwrap();
+            let task_id = started["result"]["task"]["taskId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{url}: no task: {started}"))
+                .to_owned();
+            let got = a
+                .request(&rpc(2, "tasks/get", json!({"taskId": task_id})))
+                .await
+                .unwrap();
+            assert_eq!(got["result"]["status"], "completed", "{url}: {got}");
+            let result = a
+                .request(&rpc(3, "tasks/result", json!({"taskId": task_id})))
+                .await
+                .unwrap();
+            assert_eq!(clients::text(&result), "later", "{url}: {result}");
+            let listed = a.request(&rpc(4, "tasks/list", json!({}))).await.unwrap();
+            assert_eq!(
+                listed["result"]["tasks"][0]["taskId"],
+                task_id.as_str(),
+                "{url}: {listed}"
+            );
+            // Another client's session does not have it.
+            let theirs = b
+                .request(&rpc(2, "tasks/result", json!({"taskId": task_id})))
+                .await
+                .unwrap();
+            assert!(theirs.get("error").is_some(), "{url}: {theirs}");
+            let listed = b.request(&rpc(4, "tasks/list", json!({}))).await.unwrap();
+            assert_eq!(listed["result"]["tasks"], json!([]), "{url}: {listed}");
+        }
+    });
 }

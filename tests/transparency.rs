@@ -224,14 +224,14 @@ fn two_upstreams_with_the_same_resource_uri_are_listed_apart_on_mcp_and_each_rea
     });
 }
 
-/// The capabilities the Rust fixture started with `args` announces when initialized directly,
-/// less `tasks` and `experimental` (which the gateway does not carry).
+/// The capabilities the Rust fixture announces when initialized directly, less `experimental`
+/// and `extensions` (which the gateway does not carry).
 async fn direct_capabilities(http: &reqwest::Client, up: &Upstream) -> Value {
     let init = post(http, &format!("{}/mcp", up.base), &initialize()).await;
     let mut caps = init["result"]["capabilities"].clone();
     let keys = caps.as_object_mut().unwrap();
-    keys.remove("tasks");
     keys.remove("experimental");
+    keys.remove("extensions");
     caps
 }
 
@@ -239,10 +239,11 @@ async fn direct_capabilities(http: &reqwest::Client, up: &Upstream) -> Value {
 fn servers_name_announces_the_upstreams_capabilities_less_what_the_gateway_cannot_carry() {
     let dir = Dir::new();
     let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
-    let kinds: [(&str, &[&str]); 3] = [
+    let kinds: [(&str, &[&str]); 4] = [
         ("plain", &["--session-only"]),
         ("changes", &["--session-only", "--list-changed"]),
         ("tasks", &["--session-only", "--tasks"]),
+        ("uncarried", &["--session-only", "--uncarried"]),
     ];
     let ups: Vec<Upstream> = kinds
         .iter()
@@ -264,12 +265,27 @@ fn servers_name_announces_the_upstreams_capabilities_less_what_the_gateway_canno
         let direct = direct_capabilities(&http, changes).await;
         assert_eq!(direct["tools"]["listChanged"], true, "{direct}");
 
+        let init = post(
+            &http,
+            &format!("http://{}/servers/uncarried/mcp", gw.addr),
+            &initialize(),
+        )
+        .await;
+        let caps = &init["result"]["capabilities"];
+        assert!(
+            caps.get("experimental").is_none() && caps.get("extensions").is_none(),
+            "{init}"
+        );
+        let tasks = direct_capabilities(&http, &ups[2]).await["tasks"].clone();
+        assert!(tasks["list"].is_object(), "{tasks}");
+
         let init = post(&http, &format!("http://{}/mcp", gw.addr), &initialize()).await;
         let caps = &init["result"]["capabilities"];
         assert!(
-            caps.get("tasks").is_none() && caps.get("experimental").is_none(),
+            caps.get("experimental").is_none() && caps.get("extensions").is_none(),
             "{init}"
         );
+        assert_eq!(caps["tasks"], tasks, "the tasks an upstream runs: {init}");
     });
 
     // Between a restart of the upstream and the gateway's next connection to it, what the

@@ -61,6 +61,10 @@ struct Args {
     /// Answer every `GET /mcp` with 404, as servers that route only `POST` do.
     #[arg(long)]
     get_404: bool,
+    /// Announce tasks: a `tools/call` with `params.task` is answered with a task (done at
+    /// once), which `tasks/get`, `tasks/result` and `tasks/list` then report, per session.
+    #[arg(long)]
+    tasks: bool,
     /// Refuse a request naming an unknown session with 400 "Bad Request: No valid session ID
     /// provided", as the official TypeScript SDK's server does (the spec says 404).
     #[arg(long)]
@@ -73,10 +77,10 @@ struct Args {
     /// (the subscription holds, and updates go out, before the answer).
     #[arg(long, default_value_t = 0)]
     slow_subscribe_ms: u64,
-    /// Also announce `tasks` and an `experimental` capability, neither of which it serves
-    /// (what a gateway must not pass on).
+    /// Also announce an `experimental` capability and an extension, neither of which it
+    /// serves (what a gateway must not pass on).
     #[arg(long)]
-    tasks: bool,
+    uncarried: bool,
 }
 
 #[derive(Default)]
@@ -97,8 +101,11 @@ struct AppState {
     session_only: bool,
     list_changed: bool,
     get_404: bool,
-    tasks: bool,
+    uncarried: bool,
     unknown_session_400: bool,
+    tasks: bool,
+    /// Each session's tasks: (task id, result), in the order they started.
+    task_results: Mutex<HashMap<String, Vec<(String, Value)>>>,
     slow_unsubscribe_ms: u64,
     slow_subscribe_ms: u64,
     /// Whether `POST /tools-changed` added the tool `extra`.
@@ -175,17 +182,30 @@ async fn answer(
     let modern = params
         .pointer("/_meta/io.modelcontextprotocol~1protocolVersion")
         .is_some();
+    if state.tasks
+        && let Some(result) = tasks(state, session.unwrap_or_default(), method, &params)
+    {
+        return Some(match result {
+            Ok(result) => json!({"jsonrpc": "2.0", "id": id, "result": result}),
+            Err(message) => {
+                json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32602, "message": message}})
+            }
+        });
+    }
     let mut result = match method {
         "initialize" => {
             state.stats.initializes.fetch_add(1, Ordering::Relaxed);
             let mut caps = capabilities();
-            if state.list_changed {
-                caps["tools"]["listChanged"] = json!(true);
-            }
             if state.tasks {
                 caps["tasks"] =
                     json!({"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}}});
+            }
+            if state.list_changed {
+                caps["tools"]["listChanged"] = json!(true);
+            }
+            if state.uncarried {
                 caps["experimental"] = json!({"dev.example/x": {}});
+                caps["extensions"] = json!({"dev.example/y": {}});
             }
             json!({"protocolVersion": params.get("protocolVersion").and_then(Value::as_str).unwrap_or("2025-11-25"),
                    "capabilities": caps, "serverInfo": {"name": state.name, "version": "1"}})
@@ -414,6 +434,48 @@ async fn mcp_post(
             .insert("mcp-session-id", sid.parse().unwrap());
     }
     response
+}
+
+/// `--tasks`: a task-augmented `echo` and the `tasks/*` methods; `None` for anything else.
+fn tasks(
+    state: &AppState,
+    session: &str,
+    method: &str,
+    params: &Value,
+) -> Option<Result<Value, String>> {
+    let mut all = state.task_results.lock().unwrap();
+    let mine = all.entry(session.to_owned()).or_default();
+    let status = |task_id: &str| {
+        json!({"taskId": task_id, "status": "completed",
+        "createdAt": "2026-12-07T00:00:00Z", "lastUpdatedAt": "2026-12-07T00:00:00Z", "ttl": 60000})
+    };
+    let find = |mine: &Vec<(String, Value)>| {
+        let task_id = params
+            .get("taskId")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        mine.iter()
+            .find(|(t, _)| t == task_id)
+            .cloned()
+            .ok_or_else(|| format!("no task {task_id} in this session"))
+    };
+    Some(match method {
+        "tools/call" if params.get("task").is_some() => {
+            let text = params
+                .pointer("/arguments/text")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let task_id = format!("task-{}", state.next.fetch_add(1, Ordering::Relaxed));
+            mine.push((task_id.clone(), text_result(text)));
+            Ok(json!({"task": status(&task_id)}))
+        }
+        "tasks/get" => find(mine).map(|(t, _)| status(&t)),
+        "tasks/result" => find(mine).map(|(_, result)| result),
+        "tasks/list" => {
+            Ok(json!({"tasks": mine.iter().map(|(t, _)| status(t)).collect::<Vec<_>>()}))
+        }
+        _ => return None,
+    })
 }
 
 /// Misbehaviour on demand, for the gateway's fault tests.
@@ -738,8 +800,10 @@ async fn main() {
         session_only: args.session_only,
         list_changed: args.list_changed,
         get_404: args.get_404,
-        tasks: args.tasks,
+        uncarried: args.uncarried,
         unknown_session_400: args.unknown_session_400,
+        tasks: args.tasks,
+        task_results: Mutex::default(),
         slow_unsubscribe_ms: args.slow_unsubscribe_ms,
         slow_subscribe_ms: args.slow_subscribe_ms,
         extra_tool: std::sync::atomic::AtomicBool::new(false),

@@ -14,25 +14,55 @@ use crate::upstream::connection::{ClientProfile, MessageSink, Owner};
 use crate::upstream::registry::UPSTREAM_TAG;
 
 /// Profiles by session.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct ClientProfiles {
-    by_session: Mutex<HashMap<SessionKey, Arc<ClientProfile>>>,
+    by_session: Mutex<HashMap<SessionKey, Entry>>,
+}
+
+impl std::fmt::Debug for ClientProfiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientProfiles").finish_non_exhaustive()
+    }
+}
+
+/// One session's profile, and its delivery sink once a request needed it (made once per
+/// session rather than per request). The sink holds the state that holds this table; the
+/// entry, and with it the sink, goes when the session ends.
+struct Entry {
+    profile: Arc<ClientProfile>,
+    deliver: Option<MessageSink>,
 }
 
 impl ClientProfiles {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Arc<ClientProfile>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<SessionKey, Entry>> {
         self.by_session.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The client of `session` initialized with `profile` (again, on a connection that
     /// initializes twice: the newest counts).
     pub fn insert(&self, session: SessionKey, profile: ClientProfile) {
-        self.lock().insert(session, Arc::new(profile));
+        let entry = Entry {
+            profile: Arc::new(profile),
+            deliver: None,
+        };
+        self.lock().insert(session, entry);
     }
 
     /// What the client of `session` said, if it initialized.
     pub fn get(&self, session: &SessionKey) -> Option<Arc<ClientProfile>> {
-        self.lock().get(session).cloned()
+        self.lock().get(session).map(|e| e.profile.clone())
+    }
+
+    /// The profile of `session` and its delivery sink, made by `make` the first time.
+    fn with_sink(
+        &self,
+        session: &SessionKey,
+        make: impl FnOnce() -> MessageSink,
+    ) -> Option<(Arc<ClientProfile>, MessageSink)> {
+        let mut table = self.lock();
+        let entry = table.get_mut(session)?;
+        let deliver = entry.deliver.get_or_insert_with(make).clone();
+        Some((entry.profile.clone(), deliver))
     }
 
     /// Keep only the profiles of sessions `keep` says are open.
@@ -45,7 +75,7 @@ impl ClientProfiles {
 /// or of a session whose client never initialized (a 2026-07-28 client).
 pub fn owner(state: &Arc<AppState>, session: Option<&SessionKey>) -> Option<Owner> {
     let key = session?;
-    let profile = state.clients.get(key)?;
+    let (profile, deliver) = state.clients.with_sink(key, || session_sink(state, key))?;
     let listening = match key {
         SessionKey::Sse(_) | SessionKey::Ws(_) => true,
         SessionKey::Streamable(id) => state.sessions.listened(id),
@@ -54,7 +84,7 @@ pub fn owner(state: &Arc<AppState>, session: Option<&SessionKey>) -> Option<Owne
     Some(Owner {
         key: key.clone(),
         profile,
-        deliver: session_sink(state, key),
+        deliver,
         listening,
     })
 }

@@ -21,11 +21,13 @@
 
 mod call;
 mod dispatch;
+pub mod held;
 mod identity;
 pub mod listen;
 mod message;
 mod route;
 mod rules;
+pub mod tasks;
 mod uris;
 
 use crate::hash::HashSet;
@@ -296,6 +298,21 @@ pub(super) async fn post(
         // Boxed where it is made: the pipeline is a large future, and moving it by value
         // copied it several times per call.
         return Box::pin(message.run(body, None)).await;
+    }
+    if held::candidate(&message.headers) {
+        // A 2026-07-28 call: if its upstream asks the client something, the call is held
+        // and the client asked in its own era ([`held`]).
+        let held_state = state.clone();
+        let work = move |sink| {
+            let run_body = body.clone();
+            held::serve(held_state, sink, body, move |inner| {
+                message.run(run_body, Some(inner))
+            })
+        };
+        return match super::relay::answer_or_stream(state, work, Reply::into_message).await {
+            Ok(reply) => reply,
+            Err(streamed) => Reply::Response(streamed),
+        };
     }
     // The upstream may stream notifications before it answers: relayed as an SSE stream.
     let work = move |sink| message.run(body, Some(sink));

@@ -80,6 +80,10 @@ pub struct AppState {
     pub subscribed_as: mcp::SubscribedAs,
     /// What each session's client said of itself at `initialize`.
     pub clients: clients::ClientProfiles,
+    /// 2026-07-28 calls held while their clients answer an upstream's questions.
+    pub held: mcp::held::HeldCalls,
+    /// Which upstream runs each task started through `/mcp`.
+    pub tasks: mcp::tasks::TaskOwners,
     ready: AtomicBool,
     /// Long-lived streams (SSE, WebSocket) end when this fires: graceful shutdown waits for
     /// responses to finish, and these never would.
@@ -118,6 +122,8 @@ impl AppState {
             listens: mcp::listen::Listeners::default(),
             subscribed_as: mcp::SubscribedAs::default(),
             clients: clients::ClientProfiles::default(),
+            held: mcp::held::HeldCalls::default(),
+            tasks: mcp::tasks::TaskOwners::default(),
             client_requests: std::sync::Mutex::default(),
             inflight: mcp::Inflight::default(),
             next_client_request: std::sync::atomic::AtomicU64::new(1),

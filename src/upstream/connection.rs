@@ -695,7 +695,7 @@ impl Connection {
                 .entry("_meta")
                 .or_insert_with(|| Value::Object(Map::new()));
             if let Some(meta) = meta.as_object_mut() {
-                meta.extend(envelope_meta(version, hello));
+                raw::fill_envelope(meta, &envelope_meta(version, hello));
             }
         }
         let name_key = match method {

@@ -73,7 +73,7 @@ impl std::fmt::Debug for Caller {
 pub struct ClientProfile {
     /// The protocol version the session was opened in.
     pub protocol_version: String,
-    /// Its capabilities, less those the gateway cannot carry (`tasks`).
+    /// Its capabilities, as it declared them.
     pub capabilities: Value,
     /// Its `clientInfo`, as it sent it.
     pub client_info: Value,
@@ -83,15 +83,13 @@ impl ClientProfile {
     /// The profile of an `initialize` request's params (a client that sent none gets an empty
     /// one, as a server would read it).
     pub fn from_initialize(params: Option<&Value>, version: &str) -> Self {
-        let mut capabilities = params
+        // Every capability is carried: what a server asks of the client (task-augmented
+        // requests and `tasks/*` included) is relayed to it as it is, and its answers back.
+        let capabilities = params
             .and_then(|p| p.get("capabilities"))
             .filter(|c| c.is_object())
             .cloned()
             .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
-        // Task-augmented requests are not relayed yet: a server must not send them.
-        if let Some(caps) = capabilities.as_object_mut() {
-            caps.remove("tasks");
-        }
         Self {
             protocol_version: version.to_owned(),
             capabilities,

@@ -224,9 +224,7 @@ impl<'a> RawParams<'a> {
             (Some(stamp), None) => Some(Cow::Borrowed(&stamp.text)),
             (Some(stamp), Some(meta)) => {
                 let mut meta = meta.clone();
-                for (k, v) in &stamp.keys {
-                    meta.insert(k.clone(), v.clone());
-                }
+                fill_envelope(&mut meta, &stamp.keys);
                 serde_json::to_string(&meta).ok().map(Cow::Owned)
             }
             (None, meta) => {
@@ -236,6 +234,17 @@ impl<'a> RawParams<'a> {
                     .then(|| serde_json::to_string(&meta).ok().map(Cow::Owned))
                     .flatten()
             }
+        }
+    }
+}
+
+/// Put the envelope `keys` into a request's own `_meta`: the protocol version always (the
+/// upstream's), the others only where the request has none. A 2026-07-28 client's own envelope
+/// (its capabilities, its `clientInfo`, its log level) reaches the upstream as it sent it.
+pub fn fill_envelope(meta: &mut Map<String, Value>, keys: &Map<String, Value>) {
+    for (k, v) in keys {
+        if k == super::message::META_PROTOCOL_VERSION || !meta.contains_key(k) {
+            meta.insert(k.clone(), v.clone());
         }
     }
 }

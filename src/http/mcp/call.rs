@@ -26,6 +26,7 @@ struct Needles {
     ttl: Finder<'static>,
     cache_scope: Finder<'static>,
     server_info: Finder<'static>,
+    task_id: Finder<'static>,
 }
 
 static NEEDLES: LazyLock<Needles> = LazyLock::new(|| Needles {
@@ -33,6 +34,7 @@ static NEEDLES: LazyLock<Needles> = LazyLock::new(|| Needles {
     ttl: Finder::new("\"ttlMs\""),
     cache_scope: Finder::new("\"cacheScope\""),
     server_info: Finder::new(&format!("\"{META_SERVER_INFO}\"")).into_owned(),
+    task_id: Finder::new("\"taskId\""),
 });
 
 /// Route the call to its upstream, forward it, and write the answer for the client.
@@ -58,6 +60,13 @@ pub(super) async fn forward(
     let send = |caller: Caller| async move { upstream.request_raw(&caller, method, params).await };
     match tracked(state, ctx, &up, || call.id_key(), method, send).await {
         Ok(RawAnswer::Result(result)) => {
+            if matches!(scope, Scope::All)
+                && NEEDLES.task_id.find(result.text().as_bytes()).is_some()
+                && let Ok(result) = serde_json::from_str::<Value>(result.text())
+            {
+                let answer = serde_json::json!({ "result": result });
+                super::tasks::learn(state, scope, ctx, &up.name(), &answer);
+            }
             let shaped = shaped(result.text(), || result.members(), call.method, modern);
             write_answer(call.id, "result", &shaped)
         }

@@ -105,6 +105,9 @@ pub async fn handle(
         "tools/call" | "prompts/get" => {
             return Some(route_named(state, scope, ctx, sep, id, method, params).await);
         }
+        "tasks/get" | "tasks/result" | "tasks/cancel" | "tasks/list" => {
+            return Some(super::tasks::route(state, scope, ctx, id, method, params).await);
+        }
         "resources/read" | "resources/subscribe" | "resources/unsubscribe" => {
             return Some(route_uri(state, scope, ctx, id, method, params).await);
         }

@@ -20,10 +20,17 @@ use crate::upstream::registry::Upstream;
 /// `server/discover`: `{"name": "mcpgw", "version": ...}`.
 pub const META_GATEWAY: &str = "dev.mcpgw/gateway";
 
-/// The capabilities the gateway carries between a client and an upstream: everything else
-/// an upstream announces (`tasks`, `experimental`, `extensions`) names methods the gateway
-/// answers with -32601, so it is never passed on.
-const CARRIED: [&str; 5] = ["tools", "resources", "prompts", "logging", "completions"];
+/// The capabilities the gateway carries between a client and an upstream (`tasks` through
+/// [`super::tasks`]): anything else an upstream announces (`experimental`, `extensions`) names
+/// methods the gateway answers with -32601, so it is never passed on.
+const CARRIED: [&str; 6] = [
+    "tools",
+    "resources",
+    "prompts",
+    "logging",
+    "completions",
+    "tasks",
+];
 
 /// Who answers for a scope.
 pub(super) struct Identity {
@@ -132,7 +139,9 @@ fn carried(caps: &Value) -> Value {
 /// `/mcp`'s capabilities: tools, resources and prompts always, with list changes announced
 /// since upstreams come and go (the gateway tells every session when a catalog changes);
 /// `resources.subscribe`, `logging` and `completions` when an upstream announced them (the
-/// gateway relays subscriptions, passes `logging/setLevel` on, and routes completions).
+/// gateway relays subscriptions, passes `logging/setLevel` on, and routes completions); `tasks`
+/// as the union of what upstreams announced of it (each task is followed on the upstream that
+/// runs it, and `tasks/list` joins them).
 fn union(ups: &[Arc<Upstream>]) -> Value {
     let caps: Vec<Value> = ups.iter().map(|u| u.capabilities()).collect();
     let any = |f: &dyn Fn(&Value) -> bool| caps.iter().any(f);
@@ -146,7 +155,27 @@ fn union(ups: &[Arc<Upstream>]) -> Value {
             out[key] = json!({});
         }
     }
+    let mut tasks = Map::new();
+    for announced in caps.iter().filter_map(|c| c.get("tasks")?.as_object()) {
+        merge(&mut tasks, announced);
+    }
+    if any(&|c| c.get("tasks").is_some()) {
+        out["tasks"] = Value::Object(tasks);
+    }
     out
+}
+
+/// Add to `into` what `from` has that it has not, object members merged at every depth.
+fn merge(into: &mut Map<String, Value>, from: &Map<String, Value>) {
+    for (key, value) in from {
+        match (into.get_mut(key), value) {
+            (Some(Value::Object(mine)), Value::Object(theirs)) => merge(mine, theirs),
+            (Some(_), _) => {}
+            (None, _) => {
+                into.insert(key.clone(), value.clone());
+            }
+        }
+    }
 }
 
 /// `/mcp`'s `instructions`: a line saying what follows, then one section per online upstream
@@ -188,9 +217,25 @@ mod tests {
         });
         assert_eq!(
             carried(&caps),
-            json!({"tools": {"listChanged": false}, "resources": {"subscribe": true}, "completions": {}})
+            json!({"tools": {"listChanged": false}, "resources": {"subscribe": true}, "completions": {},
+                   "tasks": {"list": {}, "requests": {"tools": {"call": {}}}}})
         );
         assert_eq!(carried(&Value::Null), json!({}));
+    }
+
+    #[test]
+    fn task_capabilities_are_merged_at_every_depth() {
+        let mut tasks = Map::new();
+        for one in [
+            json!({"list": {}, "requests": {"tools": {"call": {}}}}),
+            json!({"cancel": {}, "requests": {"sampling": {"createMessage": {}}}}),
+        ] {
+            merge(&mut tasks, one.as_object().unwrap());
+        }
+        assert_eq!(
+            Value::Object(tasks),
+            json!({"list": {}, "cancel": {}, "requests": {"tools": {"call": {}}, "sampling": {"createMessage": {}}}})
+        );
     }
 
     #[test]

@@ -63,7 +63,9 @@ pub(super) async fn route_named(
     };
     // The upstream's own name: the prefix cut off in place.
     name.drain(..prefix);
-    forward(state, ctx, &up, id, method, Value::Object(params)).await
+    let answer = forward(state, ctx, &up, id, method, Value::Object(params)).await;
+    super::tasks::learn(state, scope, ctx, &up.name(), &answer);
+    answer
 }
 
 /// The upstream a (possibly prefixed) tool or prompt name belongs to, and its own name there

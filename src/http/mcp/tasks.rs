@@ -1,0 +1,144 @@
+//! Tasks (2025-11-25): a task-augmented request is answered at once with a task, which the
+//! client then follows with `tasks/get`, `tasks/result`, `tasks/cancel` and `tasks/list`. They
+//! go to the upstream that runs the task, on the client's own upstream session (where a server
+//! keeps its tasks). On `/servers/{name}/mcp` that is the one upstream; on `/mcp` the gateway
+//! remembers which upstream answered a call with a task, by (session, task id), and
+//! `tasks/list` asks every upstream in scope that announced tasks and lists them all.
+//! Status notifications (`notifications/tasks/status`) reach the client as every notification
+//! of its upstream sessions does.
+
+use std::sync::Mutex;
+
+use serde_json::{Map, Value, json};
+
+use super::dispatch::in_scope;
+use super::route::forward;
+use super::{AppState, Ctx, Scope};
+use crate::hash::HashMap;
+use crate::jsonrpc::{self, code};
+use crate::session::SessionKey;
+
+/// Task ids remembered on `/mcp` at most (the oldest half goes when full).
+const REMEMBERED: usize = 10_000;
+
+/// (session, task id) -> (when it was learned, upstream).
+type Owners = HashMap<(Option<SessionKey>, String), (u64, String)>;
+
+/// Which upstream runs each task, by (session, task id).
+#[derive(Debug, Default)]
+pub struct TaskOwners {
+    owners: Mutex<Owners>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+impl TaskOwners {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Owners> {
+        self.owners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `upstream` answered a request of `session` with task `task_id`.
+    fn remember(&self, session: Option<&SessionKey>, task_id: &str, upstream: String) {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut owners = self.lock();
+        if owners.len() >= REMEMBERED {
+            let cut = n.saturating_sub(REMEMBERED as u64 / 2);
+            owners.retain(|_, (at, _)| *at >= cut);
+        }
+        owners.insert((session.cloned(), task_id.to_owned()), (n, upstream));
+    }
+
+    fn owner(&self, session: Option<&SessionKey>, task_id: &str) -> Option<String> {
+        let owners = self.lock();
+        owners
+            .get(&(session.cloned(), task_id.to_owned()))
+            .map(|(_, up)| up.clone())
+    }
+}
+
+/// Remember the task a call's answer names, if any (`/mcp` only: one upstream needs no table).
+pub(super) fn learn(
+    state: &AppState,
+    scope: &Scope,
+    ctx: &Ctx<'_>,
+    upstream: &str,
+    answer: &Value,
+) {
+    if !matches!(scope, Scope::All) {
+        return;
+    }
+    if let Some(task_id) = answer
+        .pointer("/result/task/taskId")
+        .and_then(Value::as_str)
+    {
+        state
+            .tasks
+            .remember(ctx.session, task_id, upstream.to_owned());
+    }
+}
+
+/// Answer a `tasks/*` request.
+pub(super) async fn route(
+    state: &AppState,
+    scope: &Scope,
+    ctx: &Ctx<'_>,
+    id: Value,
+    method: &str,
+    params: Option<Value>,
+) -> Value {
+    let params = params.unwrap_or_else(|| Value::Object(Map::new()));
+    if let Scope::One(_) = scope {
+        return match in_scope(state, scope).into_iter().next() {
+            Some(up) => forward(state, ctx, &up, id, method, params).await,
+            None => jsonrpc::error(id, code::UPSTREAM_UNAVAILABLE, "the upstream is offline"),
+        };
+    }
+    if method == "tasks/list" {
+        return list_all(state, scope, ctx, id, params).await;
+    }
+    let Some(task_id) = params.get("taskId").and_then(Value::as_str) else {
+        return jsonrpc::error(
+            id,
+            code::INVALID_PARAMS,
+            format!("{method} needs params.taskId"),
+        );
+    };
+    let owner = state
+        .tasks
+        .owner(ctx.session, task_id)
+        .and_then(|name| state.registry.get(&name));
+    match owner {
+        Some(up) => forward(state, ctx, &up, id, method, params).await,
+        None => jsonrpc::error(
+            id,
+            code::INVALID_PARAMS,
+            format!("unknown task '{task_id}': no upstream answered this session with it"),
+        ),
+    }
+}
+
+/// `tasks/list` on `/mcp`: every upstream in scope that announced tasks, their lists joined
+/// (each upstream's first page).
+async fn list_all(
+    state: &AppState,
+    scope: &Scope,
+    ctx: &Ctx<'_>,
+    id: Value,
+    params: Value,
+) -> Value {
+    let mut tasks = Vec::new();
+    for up in in_scope(state, scope) {
+        if up.capabilities().pointer("/tasks/list").is_none() {
+            continue;
+        }
+        let answer = forward(state, ctx, &up, Value::Null, "tasks/list", params.clone()).await;
+        if let Some(listed) = answer.pointer("/result/tasks").and_then(Value::as_array) {
+            for task in listed {
+                if let Some(task_id) = task.get("taskId").and_then(Value::as_str) {
+                    state.tasks.remember(ctx.session, task_id, up.name());
+                }
+                tasks.push(task.clone());
+            }
+        }
+    }
+    jsonrpc::result(id, json!({"tasks": tasks}))
+}

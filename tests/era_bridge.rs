@@ -1,0 +1,106 @@
+//! Era bridging (issue 19): a 2026-07-28 client calling a session-era upstream that asks its
+//! client something mid-call gets an `input_required` result instead of a server-to-client
+//! request it could not answer; its retry with `inputResponses` and the `requestState` resumes
+//! the call the gateway held upstream, which then finishes.
+
+mod common;
+
+use common::clients;
+use common::upstream::Upstream;
+use common::{Dir, Gateway};
+use serde_json::{Value, json};
+
+/// POST a 2026-07-28 `tools/call` with its routing headers; the answer (JSON or the last event
+/// of an event stream).
+async fn call_modern(http: &reqwest::Client, url: &str, id: u64, name: &str, args: Value) -> Value {
+    let mut params = json!({"name": name, "arguments": args});
+    params["_meta"] = json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"sampling": {}, "elicitation": {"form": {}}},
+        "io.modelcontextprotocol/clientInfo": {"name": "modern-client", "version": "1"},
+    });
+    post_modern(
+        http,
+        url,
+        &json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}),
+    )
+    .await
+}
+
+async fn post_modern(http: &reqwest::Client, url: &str, msg: &Value) -> Value {
+    let resp = http
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", msg["params"]["name"].as_str().unwrap())
+        .json(msg)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{msg}");
+    let is_stream = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream"));
+    let text = resp.text().await.unwrap();
+    if !is_stream {
+        return serde_json::from_str(&text).unwrap();
+    }
+    let last = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .rfind(|m| m.get("id").is_some() && m.get("method").is_none());
+    last.unwrap_or_else(|| panic!("no answer in the stream: {text}"))
+}
+
+#[test]
+fn a_2026_07_28_client_answers_a_session_era_upstreams_questions_through_input_required() {
+    let dir = Dir::new();
+    let up = Upstream::start(&["--session-only"]);
+    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
+    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    let url = format!("http://{}/servers/up/mcp", gw.addr);
+    let http = clients::http(None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let args = json!({"message": "Please provide your information"});
+        let first = call_modern(&http, &url, 1, "test_elicitation", args.clone()).await;
+        assert_eq!(first["id"], 1, "{first}");
+        let result = &first["result"];
+        assert_eq!(result["resultType"], "input_required", "{first}");
+        let requests = result["inputRequests"].as_object().expect("inputRequests");
+        assert_eq!(requests.len(), 1, "{first}");
+        let (key, asked) = requests.iter().next().unwrap();
+        assert_eq!(asked["method"], "elicitation/create", "{first}");
+        assert_eq!(asked["params"]["message"], "Please provide your information");
+        let state = result["requestState"].as_str().expect("requestState").to_owned();
+
+        // The retry: same method and arguments, the answers, the state echoed.
+        let mut retry = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "test_elicitation", "arguments": args,
+            "inputResponses": {key.as_str(): {"action": "accept", "content": {"username": "ada", "email": "ada@example.com"}}},
+            "requestState": state,
+        }});
+        retry["params"]["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}},
+        });
+        let done = post_modern(&http, &url, &retry).await;
+        assert_eq!(done["id"], 2, "{done}");
+        let text = clients::text(&done);
+        assert!(text.contains("accept") && text.contains("ada"), "{done}");
+        assert_eq!(done["result"]["resultType"], "complete", "{done}");
+
+        // The same state again: the call is over.
+        let stale = post_modern(&http, &url, &retry).await;
+        assert!(
+            stale["error"]["message"].as_str().unwrap_or_default().contains("requestState"),
+            "{stale}"
+        );
+        // A call that asks nothing is answered as before, in one round.
+        let plain = call_modern(&http, &url, 3, "echo", json!({"text": "hi"})).await;
+        assert_eq!(clients::text(&plain), "hi", "{plain}");
+    });
+}
