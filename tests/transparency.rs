@@ -294,14 +294,11 @@ fn servers_name_announces_the_upstreams_capabilities_less_what_the_gateway_canno
     let mut ups = ups;
     drop(ups.remove(1));
     rt.block_on(async {
+        // A request without a session goes on the gateway's own connection to the upstream,
+        // which fails and is dropped.
         let url = format!("http://{}/servers/changes/mcp", gw.addr);
-        let session = clients::Streamable::open(http.clone(), &url, None)
-            .await
-            .unwrap();
-        let call = session
-            .call(json!(1), "echo", json!({"text": "x"}))
-            .await
-            .unwrap();
+        let echo = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "x"}}});
+        let call = post(&http, &url, &echo).await;
         assert!(call.get("error").is_some(), "the upstream is down: {call}");
     });
     let up = Upstream::start(&[
@@ -336,7 +333,8 @@ fn servers_name_announces_the_upstreams_capabilities_less_what_the_gateway_canno
 
 /// Two official Python SDK servers (session era, resource subscriptions) that both offer
 /// `fixture://info`: through `/mcp`, a session-era client subscribed to `b`'s by its `mcpgw://`
-/// URI, and a 2026-07-28 client listening for it, hear of `b`'s update under that URI.
+/// URI (on its own upstream session), and a 2026-07-28 client listening for it (on the
+/// gateway's), hear of `b`'s update under that URI.
 #[test]
 fn an_update_reaches_a_client_under_the_gateway_uri_it_subscribed_by() {
     use clients::{EventReader, Streamable};
@@ -357,13 +355,20 @@ fn an_update_reaches_a_client_under_the_gateway_uri_it_subscribed_by() {
     rt.block_on(async {
         let session = Streamable::open(http.clone(), &url, None).await.unwrap();
         // Touches `b`'s resource until `events` hears of it (the gateway's stream to the
-        // upstream opens with the first subscription).
-        let touch_until_heard = async |events: &mut EventReader| {
+        // upstream opens with the first subscription). The server tells the session that
+        // touches it: the client's own upstream session (`by_session`), or the gateway's.
+        let touch_until_heard = async |events: &mut EventReader, by_session: bool| {
             let deadline = std::time::Instant::now() + Duration::from_secs(20);
             loop {
                 let args = json!({"uri": "fixture://info"});
-                let answer = session.call(json!(9), "b__touch", args).await.unwrap();
-                assert!(answer.get("result").is_some(), "{answer}");
+                let answer = match by_session {
+                    true => session.call(json!(9), "b__touch", args).await.unwrap(),
+                    false => {
+                        let touch = json!({"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {"name": "b__touch", "arguments": args}});
+                        post(&http, &url, &touch).await
+                    }
+                };
+                assert_eq!(clients::text(&answer), "sent", "{answer}");
                 let wait = Duration::from_millis(500);
                 if let Some(note) = events.next_of(updated, wait).await {
                     return note;
@@ -382,7 +387,7 @@ fn an_update_reaches_a_client_under_the_gateway_uri_it_subscribed_by() {
         let subscribe = json!({"jsonrpc": "2.0", "id": 1, "method": "resources/subscribe", "params": {"uri": uri}});
         let answer = session.request(&subscribe).await.unwrap();
         assert!(answer.get("result").is_some(), "{answer}");
-        let note = touch_until_heard(&mut notes).await;
+        let note = touch_until_heard(&mut notes, true).await;
         assert_eq!(note["params"]["uri"], uri, "{note}");
 
         let filter = json!({"resourceSubscriptions": [uri]});
@@ -391,7 +396,7 @@ fn an_update_reaches_a_client_under_the_gateway_uri_it_subscribed_by() {
         let mut events = EventReader::new(listen);
         let ack = events.next(Duration::from_secs(10)).await.expect("an acknowledgement");
         assert_eq!(ack["params"]["notifications"], filter, "granted: {ack}");
-        let note = touch_until_heard(&mut events).await;
+        let note = touch_until_heard(&mut events, false).await;
         assert_eq!(note["params"]["uri"], uri, "{note}");
     });
 }

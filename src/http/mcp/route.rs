@@ -180,7 +180,7 @@ pub(super) async fn route_uri(
         }
         answer
     } else {
-        on_shared_session(state, ctx, &up, id, method, params, &uri).await
+        on_shared_session(state, ctx, &up, &uri, method, id, params).await
     };
     // A subscription made by an `mcpgw://` URI hears of its updates under it; remembered once
     // the change is made (a subscribe the upstream refused changes nothing).
@@ -206,10 +206,10 @@ async fn on_shared_session(
     state: &AppState,
     ctx: &Ctx<'_>,
     up: &Arc<Upstream>,
-    id: Value,
-    method: &str,
-    params: Value,
     uri: &str,
+    method: &str,
+    id: Value,
+    params: Value,
 ) -> Value {
     let _change = match method {
         "resources/subscribe" | "resources/unsubscribe" => Some(up.subscription_change().await),
