@@ -104,3 +104,154 @@ fn a_2026_07_28_client_answers_a_session_era_upstreams_questions_through_input_r
         assert_eq!(clients::text(&plain), "hi", "{plain}");
     });
 }
+
+/// The other way: a session-era client (legacy SSE here) of an upstream spoken to in
+/// 2026-07-28 (the official Python SDK, registered with `--era 2026-07-28`) whose tool answers
+/// `input_required` is asked the question as a request on its own stream, and the call is sent
+/// again with its answer; the client sees the finished result only.
+#[test]
+fn a_session_era_client_is_asked_a_2026_07_28_upstreams_questions_as_requests() {
+    use common::clients::SseSession;
+    use common::py::{self, PyUpstream};
+    use std::time::Duration;
+    let py = py::python();
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let args = ["--transport", "streamable-http", "--input-tool"];
+    let up = PyUpstream::with_pki(&py, py::free_port(), &pki, &args);
+    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
+    let (ca, crt, key) = (pki.s("ca.crt"), pki.s("client.crt"), pki.s("client.key"));
+    let url = format!("https://localhost:{}/mcp", up.port);
+    let add = [
+        "gateway",
+        "add",
+        "py",
+        &url,
+        "--ca-cert",
+        &ca,
+        "--client-cert",
+        &crt,
+        "--client-key",
+        &key,
+        "--era",
+        "2026-07-28",
+    ];
+    dir.run_expect(&add, 0);
+    let base = format!("http://{}", gw.addr);
+    let http = clients::http(None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut sse = SseSession::open(http.clone(), &base, "/servers/py/sse", None)
+            .await
+            .unwrap();
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {"form": {}}},
+            "clientInfo": {"name": "old-client", "version": "1"}}});
+        sse.request(&init).await.unwrap();
+        let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "confirm", "arguments": {"question": "ship it?"}}});
+        sse.send(&call).await.unwrap();
+        let asked = sse
+            .next_of("elicitation/create", Duration::from_secs(20))
+            .await
+            .expect("the upstream's question must reach the client as a request");
+        assert_eq!(asked["params"]["message"], "ship it?", "{asked}");
+        let answer = json!({"jsonrpc": "2.0", "id": asked["id"],
+            "result": {"action": "accept", "content": {"ok": true}}});
+        sse.send(&answer).await.unwrap();
+        let done = loop {
+            let msg = sse
+                .next(Duration::from_secs(20))
+                .await
+                .expect("the call's answer");
+            if msg["id"] == 7 {
+                break msg;
+            }
+        };
+        assert_eq!(clients::text(&done), "confirmed=True", "{done}");
+        assert!(done["result"].get("resultType").is_none(), "{done}");
+    });
+}
+
+/// A legacy SSE upstream (the official Python SDK) asks its question on its one stream: it
+/// reaches the client whose call caused it, a session-era client on its own upstream session
+/// and a 2026-07-28 client (as `input_required`) on the gateway's, instead of hanging until the
+/// timeout.
+#[test]
+fn a_legacy_sse_upstreams_question_reaches_the_client_whose_call_asked_it() {
+    use common::clients::SseSession;
+    use common::py::{self, PyUpstream};
+    use std::time::Duration;
+    let py = py::python();
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let args = ["--transport", "sse", "--input-tool"];
+    let up = PyUpstream::with_pki(&py, py::free_port(), &pki, &args);
+    let gw = Gateway::start(
+        &dir,
+        &[
+            "--no-auth",
+            "--health-interval",
+            "3600",
+            "--request-timeout",
+            "20",
+        ],
+    );
+    dir.gateway_add_mtls("py", &format!("https://localhost:{}/sse", up.port), &pki);
+    let base = format!("http://{}", gw.addr);
+    let http = clients::http(None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        // Session era, on its own upstream session.
+        let mut sse = SseSession::open(http.clone(), &base, "/servers/py/sse", None)
+            .await
+            .unwrap();
+        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {"form": {}}},
+            "clientInfo": {"name": "old-client", "version": "1"}}});
+        sse.request(&init).await.unwrap();
+        let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "confirm", "arguments": {"question": "ship it?"}}});
+        sse.send(&call).await.unwrap();
+        let asked = sse
+            .next_of("elicitation/create", Duration::from_secs(15))
+            .await
+            .expect("the question must reach the client");
+        let answer = json!({"jsonrpc": "2.0", "id": asked["id"],
+            "result": {"action": "accept", "content": {"ok": false}}});
+        sse.send(&answer).await.unwrap();
+        let done = loop {
+            let msg = sse
+                .next(Duration::from_secs(15))
+                .await
+                .expect("the call's answer");
+            if msg["id"] == 7 {
+                break msg;
+            }
+        };
+        assert_eq!(clients::text(&done), "confirmed=False", "{done}");
+
+        // 2026-07-28, on the gateway's own session: input_required, then the retry.
+        let url = format!("{base}/servers/py/mcp");
+        let first = call_modern(&http, &url, 1, "confirm", json!({"question": "really?"})).await;
+        assert_eq!(first["result"]["resultType"], "input_required", "{first}");
+        let (key, asked) = first["result"]["inputRequests"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .next()
+            .unwrap();
+        assert_eq!(asked["params"]["message"], "really?", "{first}");
+        let mut retry = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "confirm", "arguments": {"question": "really?"},
+            "inputResponses": {key.as_str(): {"action": "accept", "content": {"ok": true}}},
+            "requestState": first["result"]["requestState"],
+        }});
+        retry["params"]["_meta"] = json!({
+            "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}},
+        });
+        let done = post_modern(&http, &url, &retry).await;
+        assert_eq!(clients::text(&done), "confirmed=True", "{done}");
+    });
+}

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::clients::{self, Streamable};
+use common::raw::{Behaviour, RawUpstream};
 use common::upstream::Upstream;
 use common::{Dir, Gateway, SIGHUP, SIGTERM};
 use serde_json::{Value, json};
@@ -77,12 +78,97 @@ fn upstream_dying_mid_call_fails_that_call_only() {
     assert_eq!(status, 200);
     let answer: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(answer["id"], "slow");
-    let msg = answer["error"]["message"].as_str().unwrap_or_default();
-    assert!(msg.contains("upstream 'doomed'"), "{answer}");
+    assert_died_during_call(&answer, "doomed");
     assert_eq!(
         clients::text(&call(&gw, "healthy__echo", json!({"text": "fine"}))),
         "fine"
     );
+}
+
+/// A raw upstream that dies on a call asked to crash, registered as `name` at the URL `url`
+/// picks (its transport), health checks out of the way; one call made and answered.
+fn crashing(name: &str, url: fn(&RawUpstream) -> &str) -> (Dir, RawUpstream, Gateway) {
+    let dir = Dir::new();
+    let up = RawUpstream::start(Behaviour::CrashOnAsk);
+    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
+    dir.run_expect(&["gateway", "add", name, url(&up)], 0);
+    let tool = format!("{name}__run");
+    assert_eq!(clients::text(&call(&gw, &tool, json!({}))), "ran");
+    (dir, up, gw)
+}
+
+/// The JSON-RPC error of a call whose upstream `name` died on it.
+fn assert_died_during_call(answer: &Value, name: &str) {
+    let msg = answer["error"]["message"].as_str().unwrap_or_default();
+    let expected = format!("upstream '{name}': the upstream closed the connection during the call");
+    assert!(msg.starts_with(&expected), "{answer}");
+    eprintln!("the client read: {msg}");
+}
+
+/// Issue 19: a call the upstream read whole and then died on (it closed the connection without
+/// answering) may have run there; it is not sent again, and the client hears what happened.
+#[test]
+fn a_call_the_upstream_read_then_died_on_runs_once_and_says_so() {
+    // The first call's connection goes back to the gateway's pool; the next call is sent on it.
+    let (_dir, up, gw) = crashing("raw", |up| &up.url);
+    let reused = up.calls_on_reused.load(Ordering::SeqCst);
+    let answer = call(&gw, "raw__run", json!({"crash": true}));
+    assert_died_during_call(&answer, "raw");
+    assert_eq!(
+        up.calls.load(Ordering::SeqCst),
+        2,
+        "each call reached the upstream once"
+    );
+    assert_eq!(
+        up.calls_on_reused.load(Ordering::SeqCst),
+        reused + 1,
+        "the call that crashed it came on a pooled connection"
+    );
+    // The next call goes on a new connection and is answered.
+    assert_eq!(clients::text(&call(&gw, "raw__run", json!({}))), "ran");
+    assert_eq!(up.calls.load(Ordering::SeqCst), 3);
+}
+
+/// The same when the upstream begins its answer as an event stream and dies mid-stream: before,
+/// "not an MCP endpoint: broken event stream".
+#[test]
+fn a_call_whose_answer_stream_broke_off_runs_once_and_says_so() {
+    let (_dir, up, gw) = crashing("raw", |up| &up.url);
+    let answer = call(&gw, "raw__run", json!({"crash": "events"}));
+    assert_died_during_call(&answer, "raw");
+    assert_eq!(up.calls.load(Ordering::SeqCst), 2, "each call sent once");
+}
+
+/// The same on a legacy SSE upstream: its POST accepted, the event stream that was to carry the
+/// answer closes. The call is not posted again on a new stream.
+#[test]
+fn a_call_whose_legacy_event_stream_died_runs_once_and_says_so() {
+    let (_dir, up, gw) = crashing("legacy", |up| &up.sse_url);
+    let answer = call(&gw, "legacy__run", json!({"crash": true}));
+    assert_died_during_call(&answer, "legacy");
+    assert_eq!(up.calls.load(Ordering::SeqCst), 2, "each call posted once");
+    // A new stream is opened for the next call.
+    assert_eq!(clients::text(&call(&gw, "legacy__run", json!({}))), "ran");
+}
+
+/// The ordinary keep-alive race must not become failed calls now that nothing is sent twice: a
+/// pooled connection the upstream closed while it sat idle is seen closed before it is reused.
+#[test]
+fn a_pooled_connection_the_upstream_closed_while_idle_is_not_a_failed_call() {
+    let dir = Dir::new();
+    let up = RawUpstream::start(Behaviour::CloseIdleAfter(Duration::from_millis(200)));
+    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
+    dir.run_expect(&["gateway", "add", "raw", &up.url], 0);
+    for round in 0..3 {
+        assert_eq!(clients::text(&call(&gw, "raw__run", json!({}))), "ran");
+        // Every connection the gateway pooled is closed by the upstream before the next call.
+        up.wait_all_closed();
+        eprintln!(
+            "round {round}: {} connections, all closed while idle",
+            up.connections.load(Ordering::SeqCst)
+        );
+    }
+    assert_eq!(up.calls.load(Ordering::SeqCst), 3);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The listener's own HTTP/1.1 path for `POST /mcp` (`src/h1/server.rs`), over raw sockets to a
 //! real `mcpgw` on 127.0.0.1: what it takes itself, what it hands to hyper mid-connection, and
 //! the behaviours it must keep from hyper (pipelining, `Connection: close`, timeouts, a client
-//! that hangs up mid-call).
+//! that hangs up mid-call), and the 413 a body over the limit gets, over HTTP/1.1 and HTTP/2.
 
 mod common;
 
@@ -475,5 +475,63 @@ fn the_loop_and_hyper_give_every_rule_the_same_answer() {
         assert_eq!(looped.status, status, "{text} {extra}");
         assert_eq!(hyper.status, status, "{text} {extra}");
         assert_eq!(looped.json(), hyper.json(), "{text} {extra}");
+    }
+}
+
+/// A body over the 4 MiB limit, sent whole before the answer is read (as most clients do): more
+/// than the kernel's socket buffers hold on loopback, so that a gateway that stops reading at
+/// the limit is seen to.
+const OVER_LIMIT: usize = 32 * 1024 * 1024;
+
+/// Issue 19: the 413 must reach a client that sends its whole body before it reads, instead of
+/// a reset: the gateway reads (and drops) the rest of an oversized body before it answers.
+#[test]
+fn a_body_over_the_limit_is_read_then_refused_with_413_on_a_raw_socket() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    let (mut s, mut r) = connect(&gw);
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-type: application/json\r\ncontent-length: {OVER_LIMIT}\r\n\r\n"
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // All of it goes in, on this one thread: the gateway reads it.
+    s.write_all(&vec![b' '; OVER_LIMIT])
+        .expect("the gateway cut the body short");
+    let answer = read_answer(&mut r);
+    assert_eq!(answer.status, 413, "{answer:?}");
+    assert_eq!(answer.json()["error"]["code"], "too_large", "{answer:?}");
+}
+
+/// The same through a general HTTP client, over HTTP/1.1 and over HTTP/2 (where hyper used to
+/// reset the stream of an unread body: curl's exit 92).
+#[test]
+fn a_body_over_the_limit_gets_413_over_http1_and_http2() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    common::tls::install_provider();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("http://{}/mcp", gw.addr);
+    for (version, client) in [
+        ("HTTP/1.1", reqwest::Client::builder().http1_only().build()),
+        (
+            "HTTP/2",
+            reqwest::Client::builder().http2_prior_knowledge().build(),
+        ),
+    ] {
+        let client = client.unwrap();
+        let answer = rt.block_on(async {
+            let response = client
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .body(vec![b' '; OVER_LIMIT])
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{version}: {e:?}"));
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap())
+        });
+        assert_eq!(answer.0, 413, "{version}: {answer:?}");
+        assert!(answer.1.contains("too_large"), "{version}: {answer:?}");
     }
 }

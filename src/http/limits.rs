@@ -1,6 +1,13 @@
 //! Request bodies are read whole, within a time limit: a client that trickles its body (the
 //! slow-body form of slowloris) gets 408 instead of holding a connection and a task forever.
 //! Every route reads its whole body anyway (one JSON document of at most 4 MiB).
+//!
+//! A body over the limit is read to its end (and dropped, up to [`DISCARD_LIMIT`]) before the
+//! 413 goes out. Most clients send their whole body before they read an answer: over HTTP/1.1
+//! a connection closed on the rest of their body resets and takes the 413 with it, and over
+//! HTTP/2 hyper resets the stream of a body left unread (curl: exit 92). Every transport's body
+//! comes through here (the listener's own HTTP/1.1 loop hands a body over the limit to hyper),
+//! so this is the one place the limit answers.
 
 use std::time::Duration;
 
@@ -12,6 +19,10 @@ use http_body_util::BodyExt;
 
 /// Largest body accepted.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
+/// Most bytes of a body over the limit read and dropped so that its 413 reaches the client;
+/// past this (or the body timeout) the 413 goes out at once and the connection or stream may
+/// be reset under it.
+pub const DISCARD_LIMIT: usize = 64 * 1024 * 1024;
 
 /// Buffer the body under `timeout` and the size limit; GET and DELETE pass as they are.
 /// `Err` is the refusal (413, 400 or 408).
@@ -26,17 +37,40 @@ pub async fn buffer(timeout: Duration, request: Request) -> Result<Request, Resp
 }
 
 /// The whole body, under `timeout` and the size limit; `Err` is the refusal (413, 400 or 408).
-pub async fn collect(timeout: Duration, body: Body) -> Result<Bytes, Response> {
-    let limited = http_body_util::Limited::new(body, MAX_BODY);
-    match tokio::time::timeout(timeout, limited.collect()).await {
+pub async fn collect(timeout: Duration, mut body: Body) -> Result<Bytes, Response> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let limited = http_body_util::Limited::new(&mut body, MAX_BODY);
+    match tokio::time::timeout_at(deadline, limited.collect()).await {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(err)) if err.downcast_ref::<http_body_util::LengthLimitError>().is_some() => Err((
-            StatusCode::PAYLOAD_TOO_LARGE,
-            axum::Json(serde_json::json!({"error": {"code": "too_large", "message": format!("request body over {MAX_BODY} bytes")}})),
-        )
-            .into_response()),
+        Ok(Err(err))
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            // Within the same body timeout: a refusal is no reason to wait longer.
+            let _ = tokio::time::timeout_at(deadline, discard(&mut body)).await;
+            Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                axum::Json(serde_json::json!({"error": {"code": "too_large", "message": format!("request body over {MAX_BODY} bytes")}})),
+            )
+                .into_response())
+        }
         Ok(Err(_)) => Err(StatusCode::BAD_REQUEST.into_response()),
         Err(_) => Err(too_slow(timeout)),
+    }
+}
+
+/// Read and drop the rest of a body over the limit, at most [`DISCARD_LIMIT`] bytes of it.
+async fn discard(body: &mut Body) {
+    let mut left = DISCARD_LIMIT;
+    while let Some(Ok(frame)) = body.frame().await {
+        let Some(n) = frame.data_ref().map(Bytes::len) else {
+            continue;
+        };
+        match left.checked_sub(n) {
+            Some(rest) => left = rest,
+            None => return,
+        }
     }
 }
 

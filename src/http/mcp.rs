@@ -67,6 +67,8 @@ pub struct Ctx<'s> {
     /// The session's client as upstreams are to see it (its own upstream sessions), when it
     /// initialized one.
     pub owner: Option<Owner>,
+    /// The client speaks 2026-07-28 (no server-to-client requests).
+    pub modern: bool,
 }
 
 impl Ctx<'_> {
@@ -377,6 +379,7 @@ impl Posted {
                     session,
                     sink,
                     owner,
+                    modern: era.is_modern(),
                 };
                 let json = call::forward(state, scope, &ctx, &mut call, era).await;
                 return Reply::Answer { json, sse_only };
@@ -408,6 +411,7 @@ impl Posted {
             session,
             sink: sink.filter(|_| is_request && streams_notifications(method)),
             owner: super::clients::owner(&self.state, session),
+            modern: era.is_modern(),
         };
         let mut new_session = None;
         let answer = handle_all(state, scope, &ctx, tree, &mut new_session).await;
@@ -538,6 +542,7 @@ async fn on_connection_one(
         session: Some(key),
         sink: streams.then(|| super::clients::session_sink(state, key)),
         owner: super::clients::owner(state, Some(key)),
+        modern: era.is_modern(),
     };
     let mut answer = handle(state, scope, &ctx, msg, &mut new_session).await;
     if let Some(a) = answer.as_mut() {

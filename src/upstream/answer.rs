@@ -12,12 +12,60 @@ use http_body_util::{BodyDataStream, BodyExt};
 
 use super::UpstreamError;
 use super::clients::UpstreamClient;
-use super::diagnose::diagnose;
-use crate::h1::client::Driven;
+use super::diagnose::{closed_after_cert_request, diagnose};
+use crate::h1::client::pool::is_reset;
+use crate::h1::client::response::CLOSED;
+use crate::h1::client::{Driven, PoolError};
 use crate::h1::fields::{Fields, Lookup};
 
 /// Largest JSON answer (or single event) accepted from an upstream.
 pub const MAX_BODY: usize = 16 * 1024 * 1024;
+
+/// Why a request got no answer from the pool, for the caller: a connection cut after the
+/// request went out is a call the upstream may have run ([`UpstreamError::ClosedDuringCall`]);
+/// anything else is diagnosed in one sentence ([`UpstreamError::Connect`]). Every transport's
+/// sends come here.
+pub fn send_failed(client: &UpstreamClient, err: &PoolError) -> UpstreamError {
+    if let PoolError::Cut { fresh, source, .. } = err
+        // A TLS server that refuses the client certificate closes a new connection the same
+        // way, before it reads the request: that is said as such.
+        && !(*fresh && closed_after_cert_request(&client.identity, &client.observations).is_some())
+    {
+        return cut(source);
+    }
+    UpstreamError::Connect {
+        diagnosis: diagnose(err, err.is_timeout(), client),
+    }
+}
+
+/// A connection that closed or was reset while a request's answer was due.
+fn cut(e: &std::io::Error) -> UpstreamError {
+    let text = e.to_string();
+    let how = match text.strip_prefix(CLOSED) {
+        Some(rest) => rest.trim_start().to_owned(),
+        None => text,
+    };
+    UpstreamError::ClosedDuringCall { how }
+}
+
+/// A broken body read: a connection cut mid-answer is a call the upstream may have run;
+/// `otherwise` says what anything else means.
+fn broken_body(
+    err: &(dyn std::error::Error + 'static),
+    otherwise: impl FnOnce() -> UpstreamError,
+) -> UpstreamError {
+    match err.downcast_ref::<std::io::Error>() {
+        Some(io) if is_reset(io) => cut(io),
+        _ => otherwise(),
+    }
+}
+
+/// The answer of a request whose event stream ended before it: the upstream may have run it.
+pub fn stream_ended() -> UpstreamError {
+    UpstreamError::ClosedDuringCall {
+        how: "its event stream ended before the answer".into(),
+    }
+}
 
 /// What a status other than 2xx means: a redirect (never followed, on any transport: the
 /// request was meant for this upstream and carries its credentials) names the status and the
@@ -75,14 +123,15 @@ pub async fn read_limited(client: &UpstreamClient, body: Driven) -> Result<Bytes
                 detail: format!("the answer exceeds {MAX_BODY} bytes"),
             })
         }
-        Err(err) => Err(UpstreamError::Connect {
+        Err(err) => Err(broken_body(&*err, || UpstreamError::Connect {
             diagnosis: diagnose(&*err, false, client),
-        }),
+        })),
     }
 }
 
 /// The SSE events of a response body: a leading BOM skipped, each event at most [`MAX_BODY`]
-/// bytes, a broken stream as a protocol error.
+/// bytes, a connection cut mid-stream as [`UpstreamError::ClosedDuringCall`], any other broken
+/// stream as a protocol error.
 pub fn events(
     body: Driven,
 ) -> impl futures_util::Stream<Item = Result<eventsource_stream::Event, UpstreamError>> {
@@ -92,8 +141,16 @@ pub fn events(
     ))
     .eventsource()
     .map(|event| {
-        event.map_err(|e| UpstreamError::Protocol {
-            detail: format!("broken event stream ({e})"),
+        event.map_err(|e| {
+            let protocol = || UpstreamError::Protocol {
+                detail: format!("broken event stream ({e})"),
+            };
+            match &e {
+                eventsource_stream::EventStreamError::Transport(
+                    super::bounded::BoundedError::Inner(io),
+                ) => broken_body(io, protocol),
+                _ => protocol(),
+            }
         })
     })
 }

@@ -54,6 +54,9 @@ pub struct Caller {
     /// The downstream session the request is for, when it has one: its requests go on an
     /// upstream session of its own (see `registry::own`).
     pub owner: Option<Owner>,
+    /// The client speaks the session era: questions a 2026-07-28 upstream answers with
+    /// (`input_required`) are put to it as requests on `sink` (see `registry::send`).
+    pub asks_as_requests: bool,
 }
 
 impl std::fmt::Debug for Caller {
@@ -62,6 +65,7 @@ impl std::fmt::Debug for Caller {
             .field("sink", &self.sink.is_some())
             .field("id_hook", &self.id_hook.is_some())
             .field("owner", &self.owner.as_ref().map(|o| &o.key))
+            .field("asks_as_requests", &self.asks_as_requests)
             .finish()
     }
 }

@@ -55,7 +55,19 @@ pub enum UpstreamError {
     /// The upstream forgot our session (HTTP 404 with a session id).
     #[error("the upstream ended the session")]
     SessionExpired,
-    /// The SSE stream carrying answers closed.
+    /// The SSE stream that carries answers had closed before the request was sent: the
+    /// request never left, and may go on a new connection.
     #[error("the upstream closed its event stream")]
     Closed,
+    /// The connection (or the event stream) carrying a request closed after the request had
+    /// reached the upstream, before its answer came: the upstream may have acted on it (a
+    /// `tools/call` that crashed it half-way), so it is not sent again.
+    #[error(
+        "the upstream closed the connection during the call ({how}); it may have run, so it is not sent again"
+    )]
+    ClosedDuringCall {
+        /// When or how it closed (`before answering`, `its event stream ended before the
+        /// answer`, a reset).
+        how: String,
+    },
 }

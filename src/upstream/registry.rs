@@ -6,6 +6,7 @@
 
 mod collection;
 mod own;
+mod send;
 mod view;
 
 use crate::session::SessionKey;
@@ -25,6 +26,7 @@ use super::message::Caller;
 use super::raw::{RawAnswer, RawParams, Received};
 use crate::metrics::{Metrics, UpstreamOutcome};
 use crate::store::{Health, HealthStatus, Registration, Store};
+use send::Payload;
 
 pub use collection::{IdentityReport, RegisterError, Registry, UnusableIdentity};
 
@@ -124,6 +126,10 @@ pub struct Upstream {
     subscription_gate: tokio::sync::Mutex<()>,
     /// Each downstream session's own upstream session ([`own`]).
     own: own::ClientSessions,
+    /// Requests in flight on the upstream's own connection, when it is a legacy SSE one.
+    shared_calls: Arc<own::Calls>,
+    /// Questions put to clients for this upstream ([`send`]), waiting for their answers.
+    questions: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Value>>>,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -131,29 +137,6 @@ impl std::fmt::Debug for Upstream {
         f.debug_struct("Upstream")
             .field("name", &self.name())
             .finish()
-    }
-}
-
-/// What a request carries: params as a tree, or (forwarded calls) copied as they came.
-enum Payload<'p, 'a> {
-    Tree(&'p mut Option<Value>),
-    Raw(&'p RawParams<'a>),
-}
-
-/// Send one request on `conn` for `caller`.
-async fn send_on(
-    conn: &Connection,
-    method: &str,
-    payload: &mut Payload<'_, '_>,
-    timeout: Duration,
-    caller: &Caller,
-) -> Result<Received, UpstreamError> {
-    match payload {
-        Payload::Tree(params) => conn
-            .request_with(method, params, timeout, caller)
-            .await
-            .map(Received::Value),
-        Payload::Raw(params) => conn.request_raw(method, params, timeout, caller).await,
     }
 }
 
@@ -282,6 +265,12 @@ impl Upstream {
             .unwrap_or_default()
     }
 
+    fn questions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, tokio::sync::oneshot::Sender<Value>>> {
+        self.questions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Registered name.
     pub fn name(&self) -> String {
         self.reg.load().name.clone()
@@ -408,6 +397,7 @@ impl Upstream {
         })?;
         let refresh = self.refresh.clone();
         let (updates, name) = (registry.updates.clone(), reg.name.clone());
+        let one_stream = reg.transport == crate::store::Transport::Sse;
         let this = Arc::downgrade(self);
         let sink: connection::MessageSink = Arc::new(move |msg: Value| {
             let method = crate::jsonrpc::method(&msg).unwrap_or_default();
@@ -426,6 +416,8 @@ impl Upstream {
                     upstream: name.clone(),
                     message: msg,
                 });
+            } else if one_stream && let Some(up) = this.upgrade() {
+                up.on_shared_stream(msg);
             }
         });
         let conn = Connection::open(
@@ -477,6 +469,34 @@ impl Upstream {
             }
         }
         Ok(conn)
+    }
+
+    /// A message that came on the legacy SSE stream of the upstream's own connection, outside
+    /// any answer: progress, logging, or a question for a client. It goes with the one call in
+    /// flight there; with several (clients sharing the session) which one it concerns cannot be
+    /// told, so a question is refused at once rather than left unanswered, and a notification
+    /// dropped.
+    fn on_shared_stream(self: &Arc<Self>, mut msg: Value) {
+        let is_request = msg.get("id").is_some();
+        if let Some(call) = self.shared_calls.only() {
+            if is_request && let Some(obj) = msg.as_object_mut() {
+                obj.insert(UPSTREAM_TAG.into(), Value::String(self.name()));
+            }
+            call(msg);
+            return;
+        }
+        if !is_request {
+            return;
+        }
+        let refusal = crate::jsonrpc::error(
+            msg.get("id").cloned().unwrap_or(Value::Null),
+            crate::jsonrpc::code::INTERNAL_ERROR,
+            "mcpgw cannot tell which client to ask: several calls are in flight on this shared session",
+        );
+        let up = self.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { up.respond(None, &refusal).await });
+        }
     }
 
     /// Drop the connection so the next use opens a new one.
@@ -589,100 +609,26 @@ impl Upstream {
             sink: tagged,
             id_hook: caller.id_hook.clone(),
             owner: caller.owner.clone(),
+            asks_as_requests: caller.asks_as_requests,
         };
         match self.own_slot(caller.owner.as_ref()) {
             Some(slot) => {
-                let _active = slot.enter(caller.sink.as_ref());
+                let _active = slot.calls.enter(caller.sink.as_ref());
                 self.send_own(&slot, &caller, method, &mut payload, timeout)
                     .await
                     .map_err(fail)
             }
-            None => self
-                .send_shared(&caller, method, &mut payload, timeout)
-                .await
-                .map_err(fail),
-        }
-    }
-
-    /// Send on the upstream's own connection: reconnected and sent once more if the upstream
-    /// says the session is gone (the request was not run).
-    async fn send_shared(
-        self: &Arc<Self>,
-        caller: &Caller,
-        method: &str,
-        payload: &mut Payload<'_, '_>,
-        timeout: Duration,
-    ) -> Result<Received, UpstreamError> {
-        let conn = self.connection().await?;
-        match send_on(&conn, method, payload, timeout, caller).await {
-            Err(UpstreamError::SessionExpired) => {
-                self.session_lost(None);
-                self.invalidate();
-                let conn = self.connection().await?;
-                send_on(&conn, method, payload, timeout, caller).await
-            }
-            Err(UpstreamError::Closed) => {
-                self.invalidate();
-                let conn = self.connection().await?;
-                send_on(&conn, method, payload, timeout, caller).await
-            }
-            Err(error @ UpstreamError::Connect { .. }) => {
-                // The transport failed: the next call reconnects, through the backoff, instead
-                // of every call dialling a dead upstream.
-                self.invalidate();
-                Err(error)
-            }
-            other => other,
-        }
-    }
-
-    /// Send on the caller's own upstream session (in `slot`), opened if needed; once more on a
-    /// new session if the upstream says the session is gone (a restarted upstream).
-    async fn send_own(
-        self: &Arc<Self>,
-        slot: &Arc<own::Slot>,
-        caller: &Caller,
-        method: &str,
-        payload: &mut Payload<'_, '_>,
-        timeout: Duration,
-    ) -> Result<Received, UpstreamError> {
-        let Some(owner) = caller.owner.as_ref() else {
-            return self.send_shared(caller, method, payload, timeout).await;
-        };
-        let Some(conn) = self.own_connection(slot, owner).await? else {
-            return self.send_shared(caller, method, payload, timeout).await;
-        };
-        match send_on(&conn, method, payload, timeout, caller).await {
-            Err(UpstreamError::SessionExpired | UpstreamError::Closed) => {
-                self.session_lost(Some(&owner.key));
-                slot.invalidate();
-                match self.own_connection(slot, owner).await? {
-                    Some(conn) => send_on(&conn, method, payload, timeout, caller).await,
-                    None => self.send_shared(caller, method, payload, timeout).await,
-                }
-            }
-            Err(error @ UpstreamError::Connect { .. }) => {
-                slot.invalidate();
-                Err(error)
-            }
-            other => other,
-        }
-    }
-
-    /// The upstream said a session is gone (it restarted, or expired the session): logged and
-    /// counted; the caller opens a new one and sends the request again, which was not run.
-    fn session_lost(&self, session: Option<&SessionKey>) {
-        let name = self.name();
-        match session {
-            Some(session) => {
-                tracing::info!(upstream = %name, %session, "the upstream lost a client's session (restarted?); initializing a new one")
-            }
             None => {
-                tracing::info!(upstream = %name, "the upstream lost the gateway's session (restarted?); initializing a new one")
+                // A legacy SSE upstream's questions and notifications come on its one stream:
+                // the call in flight is told who may get them.
+                let one_stream = self.reg.load().transport == crate::store::Transport::Sse;
+                let _active = one_stream
+                    .then(|| self.shared_calls.enter(caller.sink.as_ref()))
+                    .flatten();
+                self.send_shared(&caller, method, &mut payload, timeout)
+                    .await
+                    .map_err(fail)
             }
-        }
-        if let Some(registry) = self.registry.upgrade() {
-            registry.metrics.upstream_session_lost(&name);
         }
     }
 
@@ -713,12 +659,15 @@ impl Upstream {
     }
 
     /// Deliver `session`'s answer to a request this upstream made of it, on the upstream
-    /// session that asked.
+    /// session that asked (or to the gateway, when it asked for the upstream).
     pub async fn respond(
         self: &Arc<Self>,
         session: Option<&SessionKey>,
         msg: &Value,
     ) -> Result<(), UpstreamError> {
+        if self.answers_question(msg) {
+            return Ok(());
+        }
         let timeout = self.settings().request_timeout;
         self.connection_of(session)
             .await?

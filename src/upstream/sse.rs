@@ -19,7 +19,6 @@ use tokio::sync::oneshot;
 use super::UpstreamError;
 use super::answer::{self, MAX_BODY, events};
 use super::clients::UpstreamClient;
-use super::diagnose::diagnose;
 use crate::h1::client::request;
 use crate::h1::client::{Answered, Driven};
 use crate::h1::fields::Lookup;
@@ -144,9 +143,7 @@ impl SseConn {
             } = pool
                 .send(&request)
                 .await
-                .map_err(|e| UpstreamError::Connect {
-                    diagnosis: diagnose(&e, e.is_timeout(), &self.client),
-                })?;
+                .map_err(|e| answer::send_failed(&self.client, &e))?;
             if status == StatusCode::NOT_FOUND {
                 body.finish();
                 return Err(UpstreamError::SessionExpired);
@@ -165,7 +162,8 @@ impl SseConn {
             // The answer comes on the stream; this body is an acknowledgement ("Accepted").
             body.finish();
             match rx {
-                Some(rx) => rx.await.map(Some).map_err(|_| UpstreamError::Closed),
+                // The stream ended while the call waited: the upstream had the request.
+                Some(rx) => rx.await.map(Some).map_err(|_| answer::stream_ended()),
                 None => Ok(None),
             }
         })
@@ -236,9 +234,7 @@ async fn open_stream(
         .pool
         .send(&request)
         .await
-        .map_err(|e| UpstreamError::Connect {
-            diagnosis: diagnose(&e, e.is_timeout(), client),
-        })?;
+        .map_err(|e| answer::send_failed(client, &e))?;
     if !status.is_success() {
         let body = if status.is_redirection() {
             body.finish();

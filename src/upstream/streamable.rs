@@ -13,7 +13,6 @@ use serde_json::Value;
 use super::UpstreamError;
 use super::answer::{self, events, read_limited, starts_with_media_type};
 use super::clients::UpstreamClient;
-use super::diagnose::diagnose;
 use super::message::Routing;
 use super::raw::Received;
 use crate::h1::client::pool::{self, Answered, Driven};
@@ -98,9 +97,7 @@ pub async fn post_raw(
         let response = pool
             .send(&request)
             .await
-            .map_err(|e| UpstreamError::Connect {
-                diagnosis: diagnose(&e, e.is_timeout(), client),
-            })?;
+            .map_err(|e| answer::send_failed(client, &e))?;
         read_answer(
             client,
             response,
@@ -213,7 +210,7 @@ async fn read_answer(
             }
             on_message(value);
         }
-        return Err(UpstreamError::Closed);
+        return Err(answer::stream_ended());
     }
     let shown = String::from_utf8_lossy(content_type);
     Err(UpstreamError::Protocol {
@@ -319,9 +316,7 @@ async fn open_stream(
         .pool
         .send(request)
         .await
-        .map_err(|e| UpstreamError::Connect {
-            diagnosis: diagnose(&e, e.is_timeout(), client),
-        })?;
+        .map_err(|e| answer::send_failed(client, &e))?;
     let Answered {
         status,
         headers,

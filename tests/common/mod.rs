@@ -10,6 +10,7 @@ pub mod node;
 pub mod plain;
 pub mod prereq;
 pub mod py;
+pub mod raw;
 pub mod tls;
 pub mod upstream;
 

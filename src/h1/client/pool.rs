@@ -6,8 +6,17 @@
 //! record what they saw, exactly like every other upstream connection). Compared with a general
 //! purpose client it does only what the hot path needs: take an idle connection (or dial one),
 //! write the request, and put the connection back once the answer's body has been read to its
-//! end. A request that an idle connection could not even start (the upstream closed it while it
-//! sat in the pool) is sent again on a fresh connection.
+//! end.
+//!
+//! A request goes upstream at most once. It is sent again (on another connection) only when it
+//! provably never left: its write failed before the socket accepted a byte of it. Once bytes
+//! are out, a connection that closes before answering is an error the caller sees
+//! ([`PoolError::Cut`]): the upstream may have read the request and acted on it (a `tools/call`
+//! that crashed it half-way), and sending it again would run it twice. What keeps the ordinary
+//! keep-alive race (the upstream closes an idle connection as we reuse it) from turning into
+//! such errors is the check before reuse ([`Pooled::reusable`]): the kernel is asked whether a
+//! close (or anything) has arrived, and an idle connection is never kept past [`IDLE_TIMEOUT`],
+//! shorter than the common servers' own idle timeouts.
 //!
 //! A connection has no task of its own: the task that sends a request also drives the
 //! connection's I/O until the answer's body ends ([`Driven`]). That saves the hand-over to a
@@ -15,7 +24,7 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::{Duration, Instant};
@@ -28,13 +37,17 @@ use tokio::net::TcpStream;
 use url::Url;
 
 use super::response::{Buffered, Framing, Head, Io, closed};
-use super::wait::{Tcp, Wait};
+use super::wait::{Marks, Tcp, Wait, readable_within};
 use crate::h1::fields::Fields;
 
 /// How long a new TCP connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// Idle connections older than this are closed instead of reused.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// Idle connections older than this are closed instead of reused. Below the 5 s after which
+/// Node's HTTP server and uvicorn close an idle keep-alive connection: a connection reused
+/// just as its server closes it would fail the request sent on it (it is not sent again, see
+/// the module's text), so the pool lets go first. Dialling again after 4 s of silence costs a
+/// handshake only when calls are that rare.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(4);
 /// Idle connections kept per origin.
 const MAX_IDLE: usize = 64;
 /// What is read of a body nobody needs any more before its connection is reused.
@@ -61,6 +74,19 @@ pub enum PoolError {
     ConnectTimeout {
         /// `host:port`.
         target: String,
+    },
+    /// The connection closed (or was reset) after the request was sent, before a whole answer
+    /// head came: the upstream may have acted on it, so it is not sent again.
+    #[error("the connection to {target} closed during the exchange: {source}")]
+    Cut {
+        /// `host:port`.
+        target: String,
+        /// Whether the connection was new (its first request): a TLS server that refuses the
+        /// client certificate may close it this way too.
+        fresh: bool,
+        /// What the socket said.
+        #[source]
+        source: std::io::Error,
     },
     /// HTTP failed on an open connection (the socket's or TLS's error, or what was wrong
     /// with the answer).
@@ -109,12 +135,12 @@ pub enum OriginError {
 
 /// Why a request on a connection got no response head.
 enum SendError {
-    /// The connection closed (or was reset) before a byte of an answer came: on a reused
-    /// connection, the upstream closed it while it sat idle and never read the request
-    /// (servers close only idle keep-alive connections), so it may go again on a fresh one,
-    /// as browsers do. An upstream that crashed half-way through on a reused connection would
-    /// see the request again.
-    Unanswered(std::io::Error),
+    /// The write failed before the socket accepted a byte of the request: it never reached
+    /// the upstream, and may go again on another connection.
+    Unsent(std::io::Error),
+    /// The connection closed (or was reset) after the socket accepted (some of) the request,
+    /// before a whole answer head came: the upstream may have acted on it.
+    Cut(std::io::Error),
     /// Anything else.
     Failed(std::io::Error),
 }
@@ -124,18 +150,32 @@ struct Pooled {
     wire: Buffered,
     /// A duplicate of the socket, to wait for the answer on without tokio (see [`Wait`]).
     watch: Option<std::os::fd::OwnedFd>,
-    /// Tells the socket that the wait saw it readable (see [`Tcp`]).
-    seen: Arc<AtomicBool>,
+    /// Shared with the socket: whether the wait saw it readable, whether it accepted bytes
+    /// (see [`Tcp`]).
+    marks: Arc<Marks>,
 }
 
 impl Pooled {
-    /// Whether an idle connection, idle since `since`, may still be used.
+    /// Whether an idle connection, idle since `since`, may still be used: not too old, and
+    /// nothing to read on it (no close, no reset, no stray bytes). The kernel is asked
+    /// directly, since tokio hears of a close only at its I/O driver's next turn; what it
+    /// reports is then read through TLS, if any, so that a TLS message that is no answer
+    /// (a session ticket) does not count against the connection.
     fn reusable(&mut self, since: Instant) -> bool {
-        since.elapsed() < IDLE_TIMEOUT && self.wire.idle_and_open()
+        if since.elapsed() >= IDLE_TIMEOUT {
+            return false;
+        }
+        if let Some(fd) = &self.watch
+            && readable_within(fd, Duration::ZERO)
+        {
+            self.marks.seen.store(true, Ordering::Relaxed);
+        }
+        self.wire.idle_and_open()
     }
 
     /// Write a request and read until its response head is in.
     async fn send(&mut self, request: &[u8], wait: &Wait) -> Result<Head, SendError> {
+        self.marks.wrote.store(false, Ordering::Relaxed);
         if let Err(e) = self.wire.write(request).await {
             // An upstream may refuse a large body from its head alone (413, 401) and close
             // without reading the rest: the write then fails, but its answer came first and is
@@ -145,7 +185,8 @@ impl Pooled {
                     head.close = true;
                     Ok(head)
                 }
-                None => Err(SendError::Unanswered(e)),
+                None if self.marks.wrote.load(Ordering::Relaxed) => Err(SendError::Cut(e)),
+                None => Err(SendError::Unsent(e)),
             };
         }
         let mut waited = false;
@@ -162,7 +203,7 @@ impl Pooled {
                 {
                     // The answer is here: read it now, on this thread, instead of waiting for
                     // the I/O driver to hear of it (see [`Tcp`]).
-                    self.seen.store(true, Ordering::Relaxed);
+                    self.marks.seen.store(true, Ordering::Relaxed);
                     return self.wire.poll_fill(cx);
                 }
                 r
@@ -170,20 +211,18 @@ impl Pooled {
             .await;
             let nothing_yet = !self.wire.buffered();
             match filled {
-                Ok(0) if nothing_yet => {
-                    return Err(SendError::Unanswered(closed("before answering")));
-                }
-                Ok(0) => return Err(SendError::Failed(closed("in the middle of its answer"))),
+                Ok(0) if nothing_yet => return Err(SendError::Cut(closed("before answering"))),
+                Ok(0) => return Err(SendError::Cut(closed("in the middle of its answer head"))),
                 Ok(_) => {}
-                Err(e) if nothing_yet && is_reset(&e) => return Err(SendError::Unanswered(e)),
+                Err(e) if is_reset(&e) => return Err(SendError::Cut(e)),
                 Err(e) => return Err(SendError::Failed(e)),
             }
         }
     }
 }
 
-/// Whether a read failed because the peer closed or reset the connection.
-fn is_reset(e: &std::io::Error) -> bool {
+/// Whether a read or write failed because the peer closed or reset the connection.
+pub fn is_reset(e: &std::io::Error) -> bool {
     use std::io::ErrorKind::*;
     matches!(
         e.kind(),
@@ -268,17 +307,17 @@ impl Pool {
         &self.authority
     }
 
-    /// Send `request` (a serialized HTTP/1.1 request, head and body). It goes again on a
-    /// fresh connection if a pooled one turns out closed before answering. The connection goes
-    /// back to the pool when the response's body has been read to its end; dropping the body
-    /// unfinished closes it.
+    /// Send `request` (a serialized HTTP/1.1 request, head and body), at most once: it goes
+    /// again, on another connection, only if a pooled one failed its write before taking a
+    /// byte of it (see the module's text). The connection goes back to the pool when the
+    /// response's body has been read to its end; dropping the body unfinished closes it.
     pub async fn send(self: &Arc<Self>, request: &[u8]) -> Result<Answered, PoolError> {
         let _busy = self.wait.busy();
         while let Some(mut conn) = self.take_idle() {
             match conn.send(request, &self.wait).await {
                 Ok(head) => return Ok(self.driven(head, conn)),
-                Err(SendError::Unanswered(_)) => continue,
-                Err(SendError::Failed(source)) => return Err(self.failed(source)),
+                Err(SendError::Unsent(_)) => continue,
+                Err(e) => return Err(self.failed(e, false)),
             }
         }
         // Dialling (and a TLS handshake) is rare once the pool is warm, and its future large:
@@ -286,16 +325,22 @@ impl Pool {
         let mut conn = Box::pin(self.connect()).await?;
         match conn.send(request, &self.wait).await {
             Ok(head) => Ok(self.driven(head, conn)),
-            Err(SendError::Unanswered(source) | SendError::Failed(source)) => {
-                Err(self.failed(source))
-            }
+            Err(e) => Err(self.failed(e, true)),
         }
     }
 
-    fn failed(&self, source: std::io::Error) -> PoolError {
-        PoolError::Http {
-            target: self.target.clone(),
-            source,
+    /// The error of a request that got no answer head, on a `fresh` connection or a reused one.
+    fn failed(&self, error: SendError, fresh: bool) -> PoolError {
+        let target = self.target.clone();
+        match error {
+            SendError::Cut(source) => PoolError::Cut {
+                target,
+                fresh,
+                source,
+            },
+            SendError::Unsent(source) | SendError::Failed(source) => {
+                PoolError::Http { target, source }
+            }
         }
     }
 
@@ -366,10 +411,10 @@ impl Pool {
             .map_err(connect_err)?;
         tcp.set_nodelay(true).map_err(connect_err)?;
         let watch = std::os::fd::AsFd::as_fd(&tcp).try_clone_to_owned().ok();
-        let seen = Arc::new(AtomicBool::new(false));
+        let marks = Arc::new(Marks::default());
         let tcp = Tcp {
             stream: tcp,
-            seen: seen.clone(),
+            marks: marks.clone(),
         };
         let io: Box<dyn Io> = match &self.tls {
             None => Box::new(tcp),
@@ -383,7 +428,7 @@ impl Pool {
         Ok(Pooled {
             wire: Buffered::new(io),
             watch,
-            seen,
+            marks,
         })
     }
 }
@@ -514,232 +559,4 @@ where
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use http_body_util::BodyExt;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::net::TcpListener;
-
-    /// A TCP server on 127.0.0.1 that hands each connection to `handle`; its URL, and the
-    /// count of connections it accepted.
-    async fn serve_each<F, Fut>(handle: F) -> (Url, Arc<AtomicUsize>)
-    where
-        F: Fn(TcpStream) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()> + Send + 'static,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap())).unwrap();
-        let accepts = Arc::new(AtomicUsize::new(0));
-        let counter = accepts.clone();
-        tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(handle(sock));
-            }
-        });
-        (url, accepts)
-    }
-
-    /// A raw HTTP/1.1 server on 127.0.0.1 answering `ok` to every request; counts accepted
-    /// connections and, with `close_after = Some(d)`, closes each connection `d` after its first
-    /// answer without saying so (as a server does with an idle keep-alive connection).
-    async fn server(close_after: Option<Duration>) -> (Url, Arc<AtomicUsize>) {
-        serve_each(move |mut sock| async move {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            loop {
-                let Ok(n) = sock.read(&mut chunk).await else {
-                    return;
-                };
-                if n == 0 {
-                    return;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                // Requests here carry a 2-byte body after the blank line.
-                while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                    if buf.len() < end + 4 + 2 {
-                        break;
-                    }
-                    buf.drain(..end + 4 + 2);
-                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                    if sock.write_all(answer).await.is_err() {
-                        return;
-                    }
-                    if let Some(delay) = close_after {
-                        tokio::time::sleep(delay).await;
-                        return;
-                    }
-                }
-            }
-        })
-        .await
-    }
-
-    fn request(pool: &Pool) -> Vec<u8> {
-        let host = pool.authority().to_str().unwrap();
-        format!("POST /mcp HTTP/1.1\r\nhost: {host}\r\ncontent-length: 2\r\n\r\n{{}}").into_bytes()
-    }
-
-    async fn call(pool: &Arc<Pool>) -> Bytes {
-        let response = pool.send(&request(pool)).await.unwrap();
-        response.body.collect().await.unwrap().to_bytes()
-    }
-
-    /// An upstream that refuses a large body from its head alone (413, 401, ...) answers and
-    /// closes before reading the rest; the write then fails with a reset, but the answer came
-    /// first and is what the caller gets.
-    #[tokio::test]
-    async fn an_answer_sent_before_a_large_body_was_read_is_heard() {
-        let (url, _) = serve_each(|mut sock| async move {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                match sock.read(&mut chunk).await {
-                    Ok(0) | Err(_) => return,
-                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            let refusal = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 9\r\n\r\ntoo large";
-            let _ = sock.write_all(refusal).await;
-            // Dropped with the body unread: the kernel resets the connection.
-        })
-        .await;
-        let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
-        let host = pool.authority().to_str().unwrap().to_owned();
-        let body = vec![b'x'; 16 << 20];
-        let mut request = format!(
-            "POST /mcp HTTP/1.1\r\nhost: {host}\r\ncontent-length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes();
-        request.extend_from_slice(&body);
-        let response = pool
-            .send(&request)
-            .await
-            .expect("the upstream's answer, not the reset of the write");
-        assert_eq!(response.status, 413);
-        let text = response.body.collect().await.unwrap().to_bytes();
-        assert_eq!(&text[..], b"too large");
-        assert!(
-            pool.take_idle().is_none(),
-            "a connection cut mid-request is not pooled"
-        );
-    }
-
-    #[tokio::test]
-    async fn sequential_requests_share_one_connection() {
-        let (url, accepts) = server(None).await;
-        let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
-        for _ in 0..50 {
-            assert_eq!(call(&pool).await, "ok");
-        }
-        assert_eq!(accepts.load(Ordering::SeqCst), 1);
-        assert_eq!(pool.idle_count(), 1);
-    }
-
-    #[tokio::test]
-    async fn concurrent_requests_open_connections_then_reuse_them() {
-        let (url, accepts) = server(None).await;
-        let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
-        for _ in 0..5 {
-            let calls: Vec<_> = (0..4)
-                .map(|_| {
-                    let pool = pool.clone();
-                    tokio::spawn(async move { call(&pool).await })
-                })
-                .collect();
-            for c in calls {
-                assert_eq!(c.await.unwrap(), "ok");
-            }
-        }
-        let opened = accepts.load(Ordering::SeqCst);
-        assert!(
-            (1..=4).contains(&opened),
-            "{opened} connections for 4 at a time"
-        );
-    }
-
-    #[tokio::test]
-    async fn a_connection_closed_while_idle_is_replaced_not_reported() {
-        let (url, accepts) = server(Some(Duration::ZERO)).await;
-        let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
-        for _ in 0..20 {
-            assert_eq!(call(&pool).await, "ok");
-        }
-        assert_eq!(accepts.load(Ordering::SeqCst), 20);
-    }
-
-    #[tokio::test]
-    async fn idle_connections_the_upstream_closed_are_expired() {
-        let (url, _) = server(Some(Duration::from_millis(200))).await;
-        let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
-        let response = pool.send(&request(&pool)).await.unwrap();
-        let body = response.body.collect().await.unwrap().to_bytes();
-        assert_eq!(body, "ok");
-        // Still open: pooled, and a sweep keeps it.
-        pool.expire_idle();
-        assert_eq!(pool.idle_count(), 1);
-        // The server closes it 200 ms after answering; once that is seen, the sweep drops it.
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        for _ in 0..100 {
-            pool.expire_idle();
-            if pool.idle_count() == 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        assert_eq!(pool.idle_count(), 0);
-    }
-
-    #[tokio::test]
-    async fn an_unanswered_body_is_drained_before_reuse() {
-        let (url, accepts) = server(None).await;
-        let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
-        for _ in 0..10 {
-            let response = pool.send(&request(&pool)).await.unwrap();
-            response.body.finish();
-            // The drain runs in the background; wait for the connection to come back.
-            for _ in 0..100 {
-                if pool.idle_count() == 1 {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        }
-        assert_eq!(accepts.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn a_connection_with_bytes_after_its_answer_is_not_reused() {
-        // Each connection answers once, with junk after the answer's end: a connection out of
-        // step with its requests must be closed, not handed to the next request.
-        let (url, accepts) = serve_each(|mut sock| async move {
-            let mut buf = [0u8; 4096];
-            if sock.read(&mut buf).await.unwrap_or(0) > 0 {
-                let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokJUNK";
-                let _ = sock.write_all(answer).await;
-                // Held open: only the junk tells the pool something is wrong.
-                let _ = sock.read(&mut buf).await;
-            }
-        })
-        .await;
-        let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
-        for _ in 0..3 {
-            assert_eq!(call(&pool).await, "ok");
-        }
-        assert_eq!(accepts.load(Ordering::SeqCst), 3);
-        assert_eq!(pool.idle_count(), 0);
-    }
-
-    #[tokio::test]
-    async fn refused_connections_say_so() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = Url::parse(&format!("http://{}/mcp", listener.local_addr().unwrap())).unwrap();
-        drop(listener);
-        let pool = Arc::new(Pool::new(&url, None, None, Arc::default()).unwrap());
-        let err = pool.send(&request(&pool)).await.unwrap_err();
-        assert!(err.to_string().contains("Connection refused"), "{err}");
-        assert!(!err.is_timeout());
-    }
-}
+mod tests;

@@ -88,12 +88,12 @@ fn invalid(what: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, what.into())
 }
 
+/// How [`closed`] starts its message.
+pub const CLOSED: &str = "the upstream closed the connection";
+
 /// The upstream closed the connection `what` (e.g. "before answering").
 pub fn closed(what: &str) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::UnexpectedEof,
-        format!("the upstream closed the connection {what}"),
-    )
+    io::Error::new(io::ErrorKind::UnexpectedEof, format!("{CLOSED} {what}"))
 }
 
 /// A connection's byte stream with what has been read from it and not used yet.

@@ -216,9 +216,31 @@ pub(super) fn readable_within(fd: &impl AsFd, budget: Duration) -> bool {
 /// other worker (two cross-thread wake-ups per call, as `strace` shows). So when the wait saw the
 /// socket readable (`seen`) and tokio says it is not, this reads the socket directly, once.
 /// Should the read find nothing after all, the waker tokio just registered still stands.
+///
+/// It also notes whether the socket accepted any byte of a request ([`Marks::wrote`]): below
+/// TLS, because a TLS stream may take a request's bytes into its own buffer and then fail to
+/// send any of them, and only what reached the socket can have reached the upstream.
 pub(super) struct Tcp {
     pub(super) stream: TcpStream,
-    pub(super) seen: Arc<AtomicBool>,
+    pub(super) marks: Arc<Marks>,
+}
+
+/// What a pooled connection and the socket under it tell each other (see [`Tcp`]).
+#[derive(Debug, Default)]
+pub(super) struct Marks {
+    /// The wait (or the pool's liveness check) saw the socket readable: read it directly, once.
+    pub(super) seen: AtomicBool,
+    /// The socket accepted bytes since the pool last cleared this (before writing a request).
+    pub(super) wrote: AtomicBool,
+}
+
+impl Tcp {
+    /// Note bytes the socket accepted.
+    fn note(&self, written: &Poll<std::io::Result<usize>>) {
+        if matches!(written, Poll::Ready(Ok(n)) if *n > 0) {
+            self.marks.wrote.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 impl tokio::io::AsyncRead for Tcp {
@@ -229,7 +251,8 @@ impl tokio::io::AsyncRead for Tcp {
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if !this.seen.swap(false, Ordering::Relaxed) || polled.is_ready() || buf.remaining() == 0 {
+        let seen = this.marks.seen.swap(false, Ordering::Relaxed);
+        if !seen || polled.is_ready() || buf.remaining() == 0 {
             return polled;
         }
         match rustix::io::read(&this.stream, buf.initialize_unfilled()) {
@@ -250,7 +273,9 @@ impl tokio::io::AsyncWrite for Tcp {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let written = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.note(&written);
+        written
     }
 
     fn poll_write_vectored(
@@ -258,7 +283,9 @@ impl tokio::io::AsyncWrite for Tcp {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.note(&written);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -362,11 +389,12 @@ mod tests {
             .await
             .unwrap();
         let (stream, _) = listener.accept().await.unwrap();
-        let seen = Arc::new(AtomicBool::new(false));
+        let marks = Arc::new(Marks::default());
         let mut tcp = Tcp {
             stream,
-            seen: seen.clone(),
+            marks: marks.clone(),
         };
+        let seen = &marks.seen;
         let mut space = [0u8; 64];
         let mut cx = Context::from_waker(Waker::noop());
         // A first exchange through tokio, read until "would block": tokio now knows the socket

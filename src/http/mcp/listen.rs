@@ -508,6 +508,7 @@ async fn subscribe_all(state: &AppState, scope: &Scope, key: u64, uris: &[String
             session: Some(&session),
             sink: None,
             owner: None,
+            modern: true,
         };
         let answer = handle(state, scope, &ctx, request, &mut None).await;
         let taken = answer.as_ref().is_some_and(|a| a.get("result").is_some());

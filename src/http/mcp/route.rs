@@ -447,6 +447,7 @@ where
         sink: ctx.sink.clone(),
         id_hook: Some(tracked.entry.clone()),
         owner: ctx.owner(),
+        asks_as_requests: !ctx.modern && ctx.sink.is_some(),
     };
     let outcome = send(caller).await;
     drop(tracked);

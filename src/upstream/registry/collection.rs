@@ -126,6 +126,8 @@ impl Registry {
             subscriptions: Mutex::default(),
             subscription_gate: tokio::sync::Mutex::default(),
             own: Default::default(),
+            questions: Mutex::default(),
+            shared_calls: Arc::default(),
         });
         // The refresher holds only a weak reference: it ends when the upstream is dropped.
         let weak = Arc::downgrade(&up);

@@ -42,23 +42,57 @@ pub(super) struct Slot {
     conn: ArcSwapOption<Connection>,
     /// Held while (re)opening, so that concurrent requests wait for one `initialize`.
     connecting: tokio::sync::Mutex<()>,
-    /// Sinks of the requests in flight on it, newest last: what the upstream sends on a stream
-    /// that is not a request's own (a legacy SSE upstream's only stream, or the `GET` stream)
-    /// goes to the newest, so that it arrives inline with the call that caused it.
-    active: Mutex<Vec<(u64, MessageSink)>>,
-    next_call: AtomicU64,
+    /// Its requests in flight.
+    pub(super) calls: Arc<Calls>,
 }
 
-/// A request's place in its slot's [`Slot::active`] list, removed when the request ends.
+/// The sinks of the requests in flight on one upstream session, oldest first: what the upstream
+/// sends on a stream that is not a request's own (a legacy SSE upstream's only stream) goes
+/// to one of them, so that it arrives inline with the call that caused it.
+#[derive(Default)]
+pub(super) struct Calls {
+    active: Mutex<Vec<(u64, MessageSink)>>,
+    next: AtomicU64,
+}
+
+/// A request's place in its [`Calls`], removed when the request ends.
 pub(super) struct Active {
-    slot: Arc<Slot>,
+    calls: Arc<Calls>,
     n: u64,
 }
 
 impl Drop for Active {
     fn drop(&mut self) {
-        let mut active = self.slot.active.lock().unwrap_or_else(|p| p.into_inner());
-        active.retain(|(n, _)| *n != self.n);
+        self.calls.lock().retain(|(n, _)| *n != self.n);
+    }
+}
+
+impl Calls {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u64, MessageSink)>> {
+        self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Register a request's sink while it is in flight.
+    pub(super) fn enter(self: &Arc<Self>, sink: Option<&MessageSink>) -> Option<Active> {
+        let sink = sink?.clone();
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().push((n, sink));
+        Some(Active {
+            calls: self.clone(),
+            n,
+        })
+    }
+
+    /// The newest request's sink (a client's own session: every call is that client's).
+    pub(super) fn newest(&self) -> Option<MessageSink> {
+        self.lock().last().map(|(_, sink)| sink.clone())
+    }
+
+    /// The sink of the only request in flight; `None` when there are none or several (a
+    /// session shared by clients: which one the upstream means cannot be told).
+    pub(super) fn only(&self) -> Option<MessageSink> {
+        let active = self.lock();
+        (active.len() == 1).then(|| active[0].1.clone())
     }
 }
 
@@ -67,28 +101,8 @@ impl Slot {
         Self {
             conn: ArcSwapOption::empty(),
             connecting: tokio::sync::Mutex::new(()),
-            active: Mutex::new(Vec::new()),
-            next_call: AtomicU64::new(0),
+            calls: Arc::default(),
         }
-    }
-
-    /// Register a request's sink while it is in flight.
-    pub(super) fn enter(self: &Arc<Self>, sink: Option<&MessageSink>) -> Option<Active> {
-        let sink = sink?.clone();
-        let n = self.next_call.fetch_add(1, Ordering::Relaxed);
-        self.active
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((n, sink));
-        Some(Active {
-            slot: self.clone(),
-            n,
-        })
-    }
-
-    fn newest_active(&self) -> Option<MessageSink> {
-        let active = self.active.lock().unwrap_or_else(|p| p.into_inner());
-        active.last().map(|(_, sink)| sink.clone())
     }
 
     /// Its session's connection, if one is open.
@@ -225,7 +239,7 @@ impl Upstream {
             // in flight goes with the call. A Streamable-HTTP upstream sends a call's messages
             // on the call's own stream, so what reaches this sink came outside any request.
             let inline = one_stream
-                .then(|| weak_slot.upgrade().and_then(|slot| slot.newest_active()))
+                .then(|| weak_slot.upgrade().and_then(|slot| slot.calls.newest()))
                 .flatten();
             match inline {
                 Some(call) => call(msg),
