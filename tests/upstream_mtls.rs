@@ -341,9 +341,10 @@ fn gateway_add_streamable_http_both_eras_and_client_blind_regression() {
         .as_str()
         .unwrap()
         .to_owned();
+    // Read where it was listed: both upstreams offer it, so `/mcp` names it `mcpgw://<upstream>/…`.
     let read = mcp(
         &gw,
-        "/servers/alpha/mcp",
+        "/mcp",
         json!({"jsonrpc": "2.0", "id": 4, "method": "resources/read", "params": {"uri": uri}}),
     );
     assert!(read["result"]["contents"][0]["text"].is_string(), "{read}");

@@ -77,6 +77,10 @@ struct Args {
     /// (the subscription holds, and updates go out, before the answer).
     #[arg(long, default_value_t = 0)]
     slow_subscribe_ms: u64,
+    /// Also announce an `experimental` capability and an extension, neither of which it
+    /// serves (what a gateway must not pass on).
+    #[arg(long)]
+    uncarried: bool,
 }
 
 #[derive(Default)]
@@ -97,6 +101,7 @@ struct AppState {
     session_only: bool,
     list_changed: bool,
     get_404: bool,
+    uncarried: bool,
     unknown_session_400: bool,
     tasks: bool,
     /// Each session's tasks: (task id, result), in the order they started.
@@ -201,6 +206,10 @@ async fn answer(
             }
             if state.list_changed {
                 caps["tools"]["listChanged"] = json!(true);
+            }
+            if state.uncarried {
+                caps["experimental"] = json!({"dev.example/x": {}});
+                caps["extensions"] = json!({"dev.example/y": {}});
             }
             json!({"protocolVersion": params.get("protocolVersion").and_then(Value::as_str).unwrap_or("2025-11-25"),
                    "capabilities": caps, "serverInfo": {"name": state.name, "version": "1"}})
@@ -834,6 +843,7 @@ async fn main() {
         session_only: args.session_only,
         list_changed: args.list_changed,
         get_404: args.get_404,
+        uncarried: args.uncarried,
         unknown_session_400: args.unknown_session_400,
         tasks: args.tasks,
         task_results: Mutex::default(),

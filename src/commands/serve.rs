@@ -218,7 +218,11 @@ fn relay_resource_updates(state: Arc<AppState>) {
             };
             let mut ended = false;
             for session in up.subscribers(uri) {
-                ended |= !http::delivery::notify_session(&state, &session, &update.message);
+                let named =
+                    state
+                        .subscribed_as
+                        .named_for(&session, &update.upstream, &update.message);
+                ended |= !http::delivery::notify_session(&state, &session, &named);
             }
             // A session found gone: cleared as any that ended (and the upstream told, if
             // it was the last subscriber).

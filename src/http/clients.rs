@@ -11,6 +11,7 @@ use super::AppState;
 use crate::hash::HashMap;
 use crate::session::SessionKey;
 use crate::upstream::connection::{ClientProfile, MessageSink, Owner};
+use crate::upstream::registry::UPSTREAM_TAG;
 
 /// Profiles by session.
 #[derive(Default)]
@@ -94,7 +95,16 @@ pub fn owner(state: &Arc<AppState>, session: Option<&SessionKey>) -> Option<Owne
 pub fn session_sink(state: &Arc<AppState>, key: &SessionKey) -> MessageSink {
     let (state, key) = (state.clone(), key.clone());
     Arc::new(move |msg: Value| {
+        let upstream = msg
+            .get(UPSTREAM_TAG)
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let msg = super::relay::relay_to_client(&state, msg);
-        super::delivery::notify_session(&state, &key, &msg);
+        // A resource update, named as this session subscribed to it.
+        let named = upstream.and_then(|up| match state.subscribed_as.named_for(&key, &up, &msg) {
+            std::borrow::Cow::Owned(named) => Some(named),
+            std::borrow::Cow::Borrowed(_) => None,
+        });
+        super::delivery::notify_session(&state, &key, named.as_ref().unwrap_or(&msg));
     })
 }

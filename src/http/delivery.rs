@@ -57,6 +57,9 @@ pub fn sessions_ended(state: &AppState) {
     state
         .listens
         .retain_connected(|conn| session_open(state, conn));
+    state
+        .subscribed_as
+        .retain(|session| session_open(state, session));
     state.clients.retain(|key| session_open(state, key));
     for up in state.registry.list() {
         up.end_client_sessions(|key| session_open(state, key));

@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use crate::h1::fields::{self as names, Lookup};
 use crate::jsonrpc::{self, code};
 use crate::upstream::connection::{
-    META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, MODERN_VERSION, SESSION_VERSIONS, header_safe,
+    META_CLIENT_CAPABILITIES, META_PROTOCOL_VERSION, META_SERVER_INFO, MODERN_VERSION,
+    SESSION_VERSIONS, header_safe,
 };
 
 /// Whether mcpgw answers `version` (the same list, without building it).
@@ -163,7 +164,9 @@ pub fn decorate(method: &str, answer: &mut Value) {
 }
 
 /// The reverse of [`decorate`], for a session-era client answered by a 2026-07-28 upstream:
-/// strict session-era clients refuse keys they do not know (an empty result must be `{}`).
+/// strict session-era clients refuse keys they do not know (an empty result must be `{}`), and
+/// the `serverInfo` stamp a 2026-07-28 server puts in every result's `_meta` is not theirs to
+/// see ([`unstamp`]).
 pub fn undecorate(answer: &mut Value) {
     match answer {
         Value::Array(batch) => batch.iter_mut().for_each(undecorate_one),
@@ -180,4 +183,22 @@ fn undecorate_one(item: &mut Value) {
     }
     result.remove("ttlMs");
     result.remove("cacheScope");
+    if let Some(meta) = result.get_mut("_meta")
+        && !unstamp(meta)
+    {
+        result.remove("_meta");
+    }
+}
+
+/// Take the 2026-07-28 `serverInfo` stamp out of a result's `_meta`, for a session-era client
+/// (other keys, such as 2025-11-25's `io.modelcontextprotocol/related-task`, stay); whether
+/// anything is left of it.
+pub fn unstamp(meta: &mut Value) -> bool {
+    match meta.as_object_mut() {
+        Some(keys) => {
+            keys.remove(META_SERVER_INFO);
+            !keys.is_empty()
+        }
+        None => true,
+    }
 }

@@ -22,11 +22,13 @@
 mod call;
 mod dispatch;
 pub mod held;
+mod identity;
 pub mod listen;
 mod message;
 mod route;
 mod rules;
 pub mod tasks;
+mod uris;
 
 use crate::hash::HashSet;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -49,6 +51,7 @@ use crate::upstream::connection::{MessageSink, Owner};
 pub use dispatch::handle;
 pub use message::Message;
 use rules::Era;
+pub use uris::SubscribedAs;
 
 /// Requests in flight upstream, found by (session, client id).
 pub type Inflight = Arc<Mutex<HashSet<route::ByKey>>>;

@@ -76,6 +76,8 @@ pub struct AppState {
     pub ws_outlets: ws::WsOutlets,
     /// Open `subscriptions/listen` streams (2026-07-28 clients).
     pub listens: mcp::listen::Listeners,
+    /// Resource subscriptions made through `/mcp`'s `mcpgw://` URIs, whose updates are named so.
+    pub subscribed_as: mcp::SubscribedAs,
     /// What each session's client said of itself at `initialize`.
     pub clients: clients::ClientProfiles,
     /// 2026-07-28 calls held while their clients answer an upstream's questions.
@@ -118,6 +120,7 @@ impl AppState {
             ws_open: std::sync::atomic::AtomicUsize::new(0),
             ws_outlets: ws::WsOutlets::default(),
             listens: mcp::listen::Listeners::default(),
+            subscribed_as: mcp::SubscribedAs::default(),
             clients: clients::ClientProfiles::default(),
             held: mcp::held::HeldCalls::default(),
             tasks: mcp::tasks::TaskOwners::default(),

@@ -70,6 +70,8 @@ pub struct Connection {
     pub server_info: Value,
     /// Server capabilities.
     pub capabilities: Value,
+    /// `instructions` from initialize/discover, if the upstream gave any.
+    pub instructions: Option<String>,
     next_id: AtomicU64,
     sink: MessageSink,
     /// Who the gateway says the client is: at `initialize`, or in each 2026-07-28 envelope.
@@ -208,6 +210,7 @@ impl Connection {
             },
             server_info: Value::Null,
             capabilities: Value::Null,
+            instructions: None,
             next_id: AtomicU64::new(1),
             sink,
             hello,
@@ -353,6 +356,7 @@ impl Connection {
             .cloned()
             .unwrap_or(Value::Null);
         self.capabilities = result.get("capabilities").cloned().unwrap_or(Value::Null);
+        self.instructions = instructions(&result);
         Ok(true)
     }
 
@@ -410,6 +414,7 @@ impl Connection {
         }
         self.server_info = result.get("serverInfo").cloned().unwrap_or(Value::Null);
         self.capabilities = result.get("capabilities").cloned().unwrap_or(Value::Null);
+        self.instructions = instructions(&result);
         self.era = Era::Session {
             version: version.clone(),
         };
@@ -703,6 +708,14 @@ impl Connection {
         let name = name_key.and_then(|k| params.get(k)).and_then(Value::as_str);
         routing_headers(version, method, name).into_owned()
     }
+}
+
+/// The `instructions` of an initialize or discover result (the same field in both eras).
+fn instructions(result: &Value) -> Option<String> {
+    result
+        .get("instructions")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
 }
 
 /// The 2026-07-28 `_meta` envelope keys of a request made for `hello` in `version`.

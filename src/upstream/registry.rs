@@ -30,8 +30,8 @@ use send::Payload;
 
 pub use collection::{IdentityReport, RegisterError, Registry, UnusableIdentity};
 
-/// Field added to a request an upstream sends to a client, naming the upstream (removed
-/// before the client sees it).
+/// Field added to a request an upstream sends to a client (and to a resource update it sends on
+/// a client's own session), naming the upstream (removed before the client sees it).
 pub const UPSTREAM_TAG: &str = "_mcpgw_upstream";
 
 /// Tunables.
@@ -288,6 +288,20 @@ impl Upstream {
         let conn = self.conn.load();
         conn.as_ref()
             .map_or(Value::Null, |conn| conn.capabilities.clone())
+    }
+
+    /// The `serverInfo` the upstream gave (null before the first connection, or when a
+    /// 2026-07-28 upstream did not identify itself).
+    pub fn server_info(&self) -> Value {
+        let conn = self.conn.load();
+        conn.as_ref()
+            .map_or(Value::Null, |conn| conn.server_info.clone())
+    }
+
+    /// The `instructions` the upstream gave, if any (none before the first connection).
+    pub fn instructions(&self) -> Option<String> {
+        let conn = self.conn.load();
+        conn.as_ref().and_then(|conn| conn.instructions.clone())
     }
 
     /// Current catalog.

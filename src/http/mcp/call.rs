@@ -16,7 +16,7 @@ use super::route::{call_error, resolve_name, tracked, with_id};
 use super::rules::Era;
 use super::{AppState, Scope, finish};
 use crate::jsonrpc::{self, code};
-use crate::upstream::connection::Caller;
+use crate::upstream::connection::{Caller, META_SERVER_INFO};
 use crate::upstream::raw::{self, Members, RawAnswer};
 
 /// The byte searches of [`shaped`], built once: `memmem::find` builds its searcher on every
@@ -25,6 +25,7 @@ struct Needles {
     result_type: Finder<'static>,
     ttl: Finder<'static>,
     cache_scope: Finder<'static>,
+    server_info: Finder<'static>,
     task_id: Finder<'static>,
 }
 
@@ -32,6 +33,7 @@ static NEEDLES: LazyLock<Needles> = LazyLock::new(|| Needles {
     result_type: Finder::new("\"resultType\""),
     ttl: Finder::new("\"ttlMs\""),
     cache_scope: Finder::new("\"cacheScope\""),
+    server_info: Finder::new(&format!("\"{META_SERVER_INFO}\"")).into_owned(),
     task_id: Finder::new("\"taskId\""),
 });
 
@@ -111,7 +113,11 @@ fn shaped<'r>(
     // of the 2026-07-28 fields anywhere is passed to a session-era client as it is, and gets
     // `resultType` put first for a 2026-07-28 client.
     if !mentions(&needles.result_type) {
-        if !modern && !mentions(&needles.ttl) && !mentions(&needles.cache_scope) {
+        if !modern
+            && !mentions(&needles.ttl)
+            && !mentions(&needles.cache_scope)
+            && !mentions(&needles.server_info)
+        {
             return Cow::Borrowed(text);
         }
         if modern && let Some(rest) = text.trim_start().strip_prefix('{') {
@@ -146,10 +152,20 @@ fn shaped<'r>(
             "ttlMs" | "cacheScope" => true,
             _ => false,
         };
-        if !members.0.iter().any(|(k, _)| drop(k)) {
+        // `_meta` without the `serverInfo` stamp (`None`: as it came; `Some(None)`: dropped).
+        let meta = members.get("_meta").and_then(|text| {
+            let mut meta: Value = serde_json::from_str(text).ok()?;
+            meta.get(META_SERVER_INFO)?;
+            Some(crate::http::era::unstamp(&mut meta).then(|| Cow::Owned(meta.to_string())))
+        });
+        if meta.is_none() && !members.0.iter().any(|(k, _)| drop(k)) {
             return Cow::Borrowed(text);
         }
-        raw::push_object(&mut out, &members, |k| drop(k).then_some(None), &[]);
+        let replace = |k: &str| match k {
+            "_meta" => meta.clone(),
+            _ => drop(k).then_some(None),
+        };
+        raw::push_object(&mut out, &members, replace, &[]);
     }
     // Only JSON text and `push_str` output went in.
     Cow::Owned(String::from_utf8(out).unwrap_or_default())
@@ -178,6 +194,9 @@ mod tests {
             json!({"structuredContent": {"ttlMs": 1}}),
             json!([1, 2]),
             json!("text"),
+            json!({"content": [], "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "up"}}}),
+            json!({"content": [], "resultType": "complete", "_meta": {"io.modelcontextprotocol/serverInfo": {"name": "up"}, "k": 1}}),
+            json!({"content": [], "_meta": {"k": {"io.modelcontextprotocol/serverInfo": 1}}}),
         ];
         for result in &results {
             for modern in [true, false] {
@@ -192,6 +211,23 @@ mod tests {
                 assert_eq!(got, tree_shaped(result, modern), "{result} modern={modern}");
             }
         }
+    }
+
+    #[test]
+    fn a_session_era_client_gets_no_server_info_stamp_and_a_2026_07_28_client_keeps_it() {
+        let text =
+            r#"{"content":[],"_meta":{"io.modelcontextprotocol/serverInfo":{"name":"up"},"k":1}}"#;
+        let old: Value =
+            serde_json::from_str(&shaped(text, || Members::parse(text), "tools/call", false))
+                .unwrap();
+        assert_eq!(old, json!({"content": [], "_meta": {"k": 1}}));
+        let new: Value =
+            serde_json::from_str(&shaped(text, || Members::parse(text), "tools/call", true))
+                .unwrap();
+        assert_eq!(new["_meta"][META_SERVER_INFO]["name"], "up", "{new}");
+        let only = r#"{"content":[],"_meta":{"io.modelcontextprotocol/serverInfo":{}}}"#;
+        let old = shaped(only, || Members::parse(only), "tools/call", false);
+        assert_eq!(old, r#"{"content":[]}"#);
     }
 
     #[test]

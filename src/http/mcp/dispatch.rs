@@ -7,8 +7,9 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::Ctx;
+use super::identity::Identity;
 use super::route::{cancel_upstream, forward, route_completion, route_named, route_uri};
-use super::{AppState, Scope};
+use super::{AppState, Scope, uris};
 use crate::jsonrpc::{self, Kind, code};
 use crate::session::SessionKey;
 use crate::upstream::connection::{Caller, ClientProfile};
@@ -66,14 +67,17 @@ pub async fn handle(
         .unwrap_or_default();
     let sep = state.registry.settings().separator.as_str();
     let result = match method {
-        "initialize" => match initialize(state, scope, ctx, params.as_ref(), new_session) {
-            Some(result) => Ok(result),
-            None => {
+        "initialize" => match initialize(state, scope, ctx, params.as_ref(), new_session).await {
+            Ok(Some(result)) => Ok(result),
+            Ok(None) => {
                 let busy = "too many open sessions; close one or try again later";
                 return Some(jsonrpc::error(id, -32000, busy));
             }
+            Err(message) => Err((code::UPSTREAM_UNAVAILABLE, message)),
         },
-        "server/discover" => Ok(discover(state, scope)),
+        "server/discover" => discover(state, scope)
+            .await
+            .map_err(|message| (code::UPSTREAM_UNAVAILABLE, message)),
         "ping" => Ok(json!({})),
         "logging/setLevel" => {
             set_level(state, scope, ctx, params).await;
@@ -93,10 +97,10 @@ pub async fn handle(
             Ok(json!({"prompts": listing(state, scope, sep, |c| &c.prompts, "name")}))
         }
         "resources/list" => {
-            Ok(json!({"resources": listing(state, scope, sep, |c| &c.resources, "")}))
+            Ok(json!({"resources": listing(state, scope, sep, |c| &c.resources, "uri")}))
         }
         "resources/templates/list" => Ok(
-            json!({"resourceTemplates": listing(state, scope, sep, |c| &c.resource_templates, "")}),
+            json!({"resourceTemplates": listing(state, scope, sep, |c| &c.resource_templates, "uriTemplate")}),
         ),
         "tools/call" | "prompts/get" => {
             return Some(route_named(state, scope, ctx, sep, id, method, params).await);
@@ -119,14 +123,15 @@ pub async fn handle(
 }
 
 /// `initialize`: a new session-era session (its id in `new_session`), in the version asked for
-/// when mcpgw speaks it; `None` when the session table is full.
-fn initialize(
+/// when mcpgw speaks it, answered with the scope's [`Identity`]; `Ok(None)` when the session
+/// table is full, `Err` when the one upstream of the scope cannot be reached.
+async fn initialize(
     state: &AppState,
     scope: &Scope,
     ctx: &Ctx<'_>,
     params: Option<&Value>,
     new_session: &mut Option<String>,
-) -> Option<Value> {
+) -> Result<Option<Value>, String> {
     let requested = params
         .and_then(|p| p.get("protocolVersion"))
         .and_then(Value::as_str)
@@ -136,7 +141,10 @@ fn initialize(
     } else {
         SESSION_VERSIONS[0]
     };
-    let id = state.sessions.open()?;
+    let identity = Identity::of(state, scope).await?;
+    let Some(id) = state.sessions.open() else {
+        return Ok(None);
+    };
     // On SSE and WebSocket the connection is the session; over Streamable HTTP the new id is.
     let key = ctx
         .session
@@ -146,16 +154,15 @@ fn initialize(
         .clients
         .insert(key, ClientProfile::from_initialize(params, version));
     *new_session = Some(id);
-    Some(
-        json!({"protocolVersion": version, "capabilities": capabilities(state, scope), "serverInfo": server_info()}),
-    )
+    Ok(Some(identity.initialize(version)))
 }
 
-/// `server/discover` (2026-07-28): every version mcpgw speaks, newest last.
-fn discover(state: &AppState, scope: &Scope) -> Value {
+/// `server/discover` (2026-07-28): every version mcpgw speaks, newest last, and the scope's
+/// [`Identity`].
+async fn discover(state: &AppState, scope: &Scope) -> Result<Value, String> {
     let mut versions: Vec<&str> = SESSION_VERSIONS.iter().rev().copied().collect();
     versions.push(MODERN_VERSION);
-    json!({"supportedVersions": versions, "capabilities": capabilities(state, scope), "serverInfo": server_info()})
+    Ok(Identity::of(state, scope).await?.discover(versions))
 }
 
 /// `logging/setLevel`, passed to every upstream in scope that announced logging, on the
@@ -202,38 +209,6 @@ async fn roots_changed(state: &AppState, ctx: &Ctx<'_>) {
     }
 }
 
-/// What this scope can do: for one upstream, what it announced (plus logging, which mcpgw
-/// answers); for all, the union, with list changes always announced since upstreams come and go.
-fn capabilities(state: &AppState, scope: &Scope) -> Value {
-    let ups = match scope {
-        Scope::All => state.registry.list(),
-        Scope::One(name) => state.registry.get(name).into_iter().collect(),
-    };
-    let caps: Vec<Value> = ups.iter().map(|u| u.capabilities()).collect();
-    let any = |f: &dyn Fn(&Value) -> bool| caps.iter().any(f);
-    if let Scope::One(_) = scope
-        && let Some(Value::Object(one)) = caps.first()
-    {
-        let mut one = one.clone();
-        one.entry("logging").or_insert_with(|| json!({}));
-        return Value::Object(one);
-    }
-    let mut out = json!({
-        "tools": {"listChanged": true},
-        "resources": {"listChanged": true, "subscribe": any(&|c| c.pointer("/resources/subscribe") == Some(&json!(true)))},
-        "prompts": {"listChanged": true},
-        "logging": {},
-    });
-    if any(&|c| c.get("completions").is_some()) {
-        out["completions"] = json!({});
-    }
-    out
-}
-
-fn server_info() -> Value {
-    json!({"name": "mcpgw", "version": env!("CARGO_PKG_VERSION")})
-}
-
 pub(super) fn in_scope(state: &AppState, scope: &Scope) -> Vec<Arc<Upstream>> {
     match scope {
         Scope::All => state
@@ -251,26 +226,34 @@ pub(super) fn in_scope(state: &AppState, scope: &Scope) -> Vec<Arc<Upstream>> {
     }
 }
 
-/// Merge one kind of catalog entry; with `Scope::All`, prefix `name_field` with the upstream.
+/// Merge one kind of catalog entry. With `Scope::All`, a name (`field` "name") is prefixed
+/// with its upstream, and a URI or template (`field` "uri" or "uriTemplate") that upstreams
+/// share is put in the gateway's scheme ([`super::uris`]).
 fn listing(
     state: &AppState,
     scope: &Scope,
     sep: &str,
     pick: impl Fn(&crate::upstream::registry::Catalog) -> &Vec<Value>,
-    name_field: &str,
+    field: &str,
 ) -> Vec<Value> {
-    let prefix = matches!(scope, Scope::All);
+    let ups = in_scope(state, scope);
+    let catalogs: Vec<_> = ups.iter().map(|up| up.catalog()).collect();
+    let all = matches!(scope, Scope::All);
+    let shared = match field {
+        "uri" | "uriTemplate" if all => uris::shared(catalogs.iter().map(|c| pick(c)), field),
+        _ => Default::default(),
+    };
     let mut out = Vec::new();
-    for up in in_scope(state, scope) {
+    for (up, catalog) in ups.iter().zip(&catalogs) {
         let upstream = up.name();
-        let catalog = up.catalog();
-        for item in pick(&catalog) {
+        for item in pick(catalog) {
             let mut item = item.clone();
-            if prefix
-                && !name_field.is_empty()
-                && let Some(Value::String(name)) = item.get_mut(name_field)
-            {
-                *name = format!("{upstream}{sep}{name}");
+            if all && let Some(Value::String(value)) = item.get_mut(field) {
+                if field == "name" {
+                    *value = format!("{upstream}{sep}{value}");
+                } else if shared.contains(value.as_str()) {
+                    *value = uris::gateway_uri(&upstream, value);
+                }
             }
             out.push(item);
         }

@@ -512,11 +512,9 @@ async fn subscribe_all(state: &AppState, scope: &Scope, key: u64, uris: &[String
         };
         let answer = handle(state, scope, &ctx, request, &mut None).await;
         let taken = answer.as_ref().is_some_and(|a| a.get("result").is_some());
-        let relayed = state
-            .registry
-            .list()
-            .iter()
-            .any(|up| up.subscribers(uri).contains(&session) && up.relays_updates());
+        // The upstream's own URI: `uri` may be in `/mcp`'s `mcpgw://` scheme.
+        let relayed = super::uris::owner(state, scope, uri)
+            .is_ok_and(|(up, own)| up.subscribers(&own).contains(&session) && up.relays_updates());
         if taken && relayed {
             state.listens.allow(key, uri);
             granted.push(uri.clone());

@@ -9,8 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde_json::{Map, Value};
 
 use super::Ctx;
-use super::dispatch::in_scope;
-use super::{AppState, Inflight, Scope};
+use super::{AppState, Inflight, Scope, uris};
 use crate::jsonrpc::{self, code};
 use crate::session::SessionKey;
 use crate::upstream::connection::Caller;
@@ -130,25 +129,12 @@ pub(super) async fn route_completion(
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_owned();
-            let owner = in_scope(state, scope).into_iter().find(|u| {
-                let c = u.catalog();
-                c.resources
-                    .iter()
-                    .chain(c.resource_templates.iter())
-                    .any(|r| {
-                        r.get("uri")
-                            .or_else(|| r.get("uriTemplate"))
-                            .and_then(Value::as_str)
-                            == Some(&uri)
-                    })
-            });
-            match owner {
-                Some(up) => forward(state, ctx, &up, id, "completion/complete", params).await,
-                None => jsonrpc::error(
-                    id,
-                    code::INVALID_PARAMS,
-                    format!("no online upstream offers '{uri}'"),
-                ),
+            match uris::owner(state, scope, &uri) {
+                Ok((up, own)) => {
+                    params["ref"]["uri"] = Value::String(own);
+                    forward(state, ctx, &up, id, "completion/complete", params).await
+                }
+                Err(message) => jsonrpc::error(id, code::INVALID_PARAMS, message),
             }
         }
         _ => jsonrpc::error(
@@ -167,99 +153,102 @@ pub(super) async fn route_uri(
     method: &str,
     params: Option<Value>,
 ) -> Value {
-    let uri = params
+    let asked = params
         .as_ref()
         .and_then(|p| p.get("uri"))
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let candidates = in_scope(state, scope);
-    let owner = candidates
-        .iter()
-        .find(|u| {
-            u.catalog()
-                .resources
-                .iter()
-                .any(|r| r.get("uri").and_then(Value::as_str) == Some(&uri))
-        })
-        .or_else(|| {
-            // A URI made from a template: match the template's literal prefix.
-            candidates.iter().find(|u| {
-                u.catalog().resource_templates.iter().any(|t| {
-                    t.get("uriTemplate")
-                        .and_then(Value::as_str)
-                        .and_then(|tpl| tpl.split('{').next())
-                        .is_some_and(|prefix| !prefix.is_empty() && uri.starts_with(prefix))
-                })
-            })
-        })
-        .or_else(|| {
-            if candidates.len() == 1 {
-                candidates.first()
-            } else {
-                None
-            }
-        })
-        .cloned();
-    match owner {
+    let (up, uri) = match uris::owner(state, scope, &asked) {
+        Ok(found) => found,
+        Err(message) => return jsonrpc::error(id, code::INVALID_PARAMS, message),
+    };
+    let mut params = params.unwrap_or_else(|| Value::Object(Map::new()));
+    if uri != asked {
+        params["uri"] = Value::String(uri.clone());
+    }
+    let mut answer = if ctx.owner.is_some() && up.gives_clients_sessions() {
         // A client with an upstream session of its own subscribes there, as it would
         // directly: the server keeps subscriptions per session, and sends the updates on that
         // session's stream, which reaches this client alone.
-        Some(up) if ctx.owner.is_some() && up.gives_clients_sessions() => {
-            let params = params.unwrap_or_else(|| Value::Object(Map::new()));
-            let answer = forward(state, ctx, &up, id, method, params).await;
-            if answer.get("result").is_some()
-                && let Some(session) = ctx.session
-            {
-                let subscribed = method == "resources/subscribe";
-                if method != "resources/read" {
-                    up.client_subscription(session, &uri, subscribed);
-                }
-                if subscribed {
-                    up.client_listens(session);
-                }
+        let answer = forward(state, ctx, &up, id, method, params).await;
+        if answer.get("result").is_some()
+            && let Some(session) = ctx.session
+        {
+            let subscribed = method == "resources/subscribe";
+            if method != "resources/read" {
+                up.client_subscription(session, &uri, subscribed);
             }
-            answer
+            if subscribed {
+                up.client_listens(session);
+            }
         }
-        Some(up) => {
-            let _change = match method {
-                "resources/subscribe" | "resources/unsubscribe" => {
-                    Some(up.subscription_change().await)
-                }
-                _ => None,
-            };
-            // A 2026-07-28 upstream has no resources/subscribe: its URIs are named by the
-            // gateway's listen stream, which follows the table.
-            if _change.is_some() && up.subscribes_by_listening() {
-                return subscribe_by_listening(&up, ctx.session, id, method, &uri);
-            }
-            // One upstream session carries every client's subscriptions: the upstream is told
-            // to stop only when the last subscriber of the URI leaves.
-            if method == "resources/unsubscribe"
-                && let Some(session) = ctx.session
-                && up.unsubscribe(&uri, session)
-            {
-                return jsonrpc::result(id, Value::Object(Map::new()));
-            }
-            let answer = forward(
-                state,
-                ctx,
-                &up,
-                id,
-                method,
-                params.unwrap_or_else(|| Value::Object(Map::new())),
-            )
-            .await;
-            if method == "resources/subscribe" && answer.get("result").is_some() {
-                track_subscription(&up, ctx.session, &uri);
-            }
-            answer
+        answer
+    } else {
+        on_shared_session(state, ctx, &up, &uri, method, id, params).await
+    };
+    // A subscription made by an `mcpgw://` URI hears of its updates under it; remembered once
+    // the change is made (a subscribe the upstream refused changes nothing).
+    let change = matches!(method, "resources/subscribe" | "resources/unsubscribe");
+    let made = method == "resources/unsubscribe" || answer.get("result").is_some();
+    if change
+        && made
+        && let Some(session) = ctx.session
+    {
+        let subscribed = method == "resources/subscribe";
+        let subscribed_as = &state.subscribed_as;
+        subscribed_as.record(session, &up.name(), &uri, subscribed, uri != asked);
+    }
+    if uri != asked {
+        as_asked(&mut answer, &uri, &asked);
+    }
+    answer
+}
+
+/// A resource request on the upstream's own session, which every client without one of its own
+/// shares (see [`route_uri`]): subscriptions are kept per client here, and the upstream's.
+async fn on_shared_session(
+    state: &AppState,
+    ctx: &Ctx<'_>,
+    up: &Arc<Upstream>,
+    uri: &str,
+    method: &str,
+    id: Value,
+    params: Value,
+) -> Value {
+    let _change = match method {
+        "resources/subscribe" | "resources/unsubscribe" => Some(up.subscription_change().await),
+        _ => None,
+    };
+    // A 2026-07-28 upstream has no resources/subscribe: its URIs are named by the gateway's
+    // listen stream, which follows the table.
+    if _change.is_some() && up.subscribes_by_listening() {
+        return subscribe_by_listening(up, ctx.session, id, method, uri);
+    }
+    // One upstream session carries every client's subscriptions: the upstream is told to stop
+    // only when the last subscriber of the URI leaves.
+    if method == "resources/unsubscribe"
+        && let Some(session) = ctx.session
+        && up.unsubscribe(uri, session)
+    {
+        return jsonrpc::result(id, Value::Object(Map::new()));
+    }
+    let answer = forward(state, ctx, up, id, method, params).await;
+    if method == "resources/subscribe" && answer.get("result").is_some() {
+        track_subscription(up, ctx.session, uri);
+    }
+    answer
+}
+
+/// The contents of a resource read by its gateway URI name it as the client did.
+fn as_asked(answer: &mut Value, own: &str, asked: &str) {
+    let contents = answer
+        .pointer_mut("/result/contents")
+        .and_then(Value::as_array_mut);
+    for content in contents.into_iter().flatten() {
+        if let Some(uri) = content.get_mut("uri").filter(|u| *u == own) {
+            *uri = Value::String(asked.to_owned());
         }
-        None => jsonrpc::error(
-            id,
-            code::INVALID_PARAMS,
-            format!("no online upstream offers resource '{uri}'"),
-        ),
     }
 }
 

@@ -234,9 +234,10 @@ impl Upstream {
             if method.ends_with("/list_changed") {
                 let _ = refresh.try_send(());
             }
-            if msg.get("id").is_some()
-                && let Some(obj) = msg.as_object_mut()
-            {
+            // A resource update is tagged too: a client may have subscribed to it by a name of
+            // the gateway's that names the upstream (`mcpgw://` URIs on `/mcp`).
+            let tagged = msg.get("id").is_some() || method == "notifications/resources/updated";
+            if tagged && let Some(obj) = msg.as_object_mut() {
                 obj.insert(UPSTREAM_TAG.into(), Value::String(name.clone()));
             }
             // A legacy SSE upstream has one stream for everything: what comes while a call is
