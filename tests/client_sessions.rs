@@ -13,6 +13,33 @@ use common::upstream::Upstream;
 use common::{Dir, Gateway};
 use serde_json::{Value, json};
 
+/// A fixture, registered as `up` on a gateway (no auth; health checks out of the way).
+struct Bed {
+    _dir: Dir,
+    up: Upstream,
+    _gw: Gateway,
+    /// `http://ADDR` of the gateway.
+    base: String,
+    http: reqwest::Client,
+    rt: tokio::runtime::Runtime,
+}
+
+/// A [`Bed`] whose fixture runs with `args`.
+fn bed(args: &[&str]) -> Bed {
+    let dir = Dir::new();
+    let up = Upstream::start(args);
+    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
+    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    Bed {
+        base: format!("http://{}", gw.addr),
+        http: clients::http(None),
+        rt: tokio::runtime::Runtime::new().unwrap(),
+        _dir: dir,
+        up,
+        _gw: gw,
+    }
+}
+
 fn hello(name: &str, capabilities: Value) -> Value {
     json!({"protocolVersion": "2025-11-25", "capabilities": capabilities,
            "clientInfo": {"name": name, "version": "7.1"}})
@@ -46,15 +73,11 @@ fn json_text(answer: &Value) -> Value {
 
 #[test]
 fn each_client_gets_an_upstream_session_of_its_own_that_says_what_the_client_said() {
-    let dir = Dir::new();
     // Both eras: the gateway's own connection is stateless (no initialize), so every
     // initialize the fixture counts is a client's.
-    let up = Upstream::start(&[]);
-    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
-    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
-    let base = format!("http://{}", gw.addr);
-    let http = clients::http(None);
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Bed {
+        up, base, http, rt, ..
+    } = bed(&[]);
     rt.block_on(async {
         let one = format!("{base}/servers/up/mcp");
         let a_caps = json!({"roots": {"listChanged": true}, "sampling": {}, "tasks": {"list": {}}});
@@ -157,13 +180,9 @@ fn a_shared_session_upstream_is_one_session_for_every_client() {
 
 #[test]
 fn ending_a_downstream_session_ends_its_upstream_session() {
-    let dir = Dir::new();
-    let up = Upstream::start(&[]);
-    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
-    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
-    let base = format!("http://{}", gw.addr);
-    let http = clients::http(None);
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Bed {
+        up, base, http, rt, ..
+    } = bed(&[]);
     rt.block_on(async {
         let a = Streamable::open(http.clone(), &format!("{base}/mcp"), None)
             .await
@@ -236,13 +255,7 @@ fn a_restarted_upstream_is_noticed_by_the_first_call_after_it() {
 
 #[test]
 fn tasks_are_followed_on_the_upstream_session_that_runs_them() {
-    let dir = Dir::new();
-    let up = Upstream::start(&["--session-only", "--tasks"]);
-    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
-    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
-    let base = format!("http://{}", gw.addr);
-    let http = clients::http(None);
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Bed { base, http, rt, .. } = bed(&["--session-only", "--tasks"]);
     let rpc = |id: u64, method: &str, params: Value| json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
     rt.block_on(async {
         for (url, tool) in [
@@ -292,13 +305,9 @@ fn tasks_are_followed_on_the_upstream_session_that_runs_them() {
 #[test]
 fn what_an_upstream_session_sends_outside_a_request_reaches_its_client_alone() {
     use common::clients::EventReader;
-    let dir = Dir::new();
-    let up = Upstream::start(&["--session-only"]);
-    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
-    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
-    let base = format!("http://{}", gw.addr);
-    let http = clients::http(None);
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let Bed {
+        up, base, http, rt, ..
+    } = bed(&["--session-only"]);
     let stream = |session: &str| {
         http.get(format!("{base}/mcp"))
             .header("accept", "text/event-stream")

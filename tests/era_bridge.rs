@@ -19,7 +19,7 @@ async fn call_modern(http: &reqwest::Client, url: &str, id: u64, name: &str, arg
         "io.modelcontextprotocol/clientCapabilities": {"sampling": {}, "elicitation": {"form": {}}},
         "io.modelcontextprotocol/clientInfo": {"name": "modern-client", "version": "1"},
     });
-    post_modern(
+    clients::post_modern(
         http,
         url,
         &json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": params}),
@@ -27,32 +27,38 @@ async fn call_modern(http: &reqwest::Client, url: &str, id: u64, name: &str, arg
     .await
 }
 
-async fn post_modern(http: &reqwest::Client, url: &str, msg: &Value) -> Value {
-    let resp = http
-        .post(url)
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", msg["params"]["name"].as_str().unwrap())
-        .json(msg)
-        .send()
+/// A session-era client on `/servers/py/sse`: it initializes declaring form elicitation, calls
+/// `confirm` with `question`, answers the question the call brings (`ok`); the call's answer.
+async fn confirm_over_sse(http: &reqwest::Client, base: &str, question: &str, ok: bool) -> Value {
+    use common::clients::SseSession;
+    use std::time::Duration;
+    let mut sse = SseSession::open(http.clone(), base, "/servers/py/sse", None)
         .await
         .unwrap();
-    assert_eq!(resp.status(), 200, "{msg}");
-    let is_stream = resp
-        .headers()
-        .get("content-type")
-        .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream"));
-    let text = resp.text().await.unwrap();
-    if !is_stream {
-        return serde_json::from_str(&text).unwrap();
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {"form": {}}},
+        "clientInfo": {"name": "old-client", "version": "1"}}});
+    sse.request(&init).await.unwrap();
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "confirm", "arguments": {"question": question}}});
+    sse.send(&call).await.unwrap();
+    let asked = sse
+        .next_of("elicitation/create", Duration::from_secs(20))
+        .await
+        .expect("the upstream's question must reach the client as a request");
+    assert_eq!(asked["params"]["message"], question, "{asked}");
+    let answer = json!({"jsonrpc": "2.0", "id": asked["id"],
+        "result": {"action": "accept", "content": {"ok": ok}}});
+    sse.send(&answer).await.unwrap();
+    loop {
+        let msg = sse
+            .next(Duration::from_secs(20))
+            .await
+            .expect("the call's answer");
+        if msg["id"] == 7 {
+            return msg;
+        }
     }
-    let last = text
-        .lines()
-        .filter_map(|l| l.strip_prefix("data:"))
-        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
-        .rfind(|m| m.get("id").is_some() && m.get("method").is_none());
-    last.unwrap_or_else(|| panic!("no answer in the stream: {text}"))
 }
 
 #[test]
@@ -87,14 +93,14 @@ fn a_2026_07_28_client_answers_a_session_era_upstreams_questions_through_input_r
             "io.modelcontextprotocol/protocolVersion": "2026-07-28",
             "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}},
         });
-        let done = post_modern(&http, &url, &retry).await;
+        let done = clients::post_modern(&http, &url, &retry).await;
         assert_eq!(done["id"], 2, "{done}");
         let text = clients::text(&done);
         assert!(text.contains("accept") && text.contains("ada"), "{done}");
         assert_eq!(done["result"]["resultType"], "complete", "{done}");
 
         // The same state again: the call is over.
-        let stale = post_modern(&http, &url, &retry).await;
+        let stale = clients::post_modern(&http, &url, &retry).await;
         assert!(
             stale["error"]["message"].as_str().unwrap_or_default().contains("requestState"),
             "{stale}"
@@ -111,63 +117,20 @@ fn a_2026_07_28_client_answers_a_session_era_upstreams_questions_through_input_r
 /// again with its answer; the client sees the finished result only.
 #[test]
 fn a_session_era_client_is_asked_a_2026_07_28_upstreams_questions_as_requests() {
-    use common::clients::SseSession;
     use common::py::{self, PyUpstream};
-    use std::time::Duration;
     let py = py::python();
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     let args = ["--transport", "streamable-http", "--input-tool"];
     let up = PyUpstream::with_pki(&py, py::free_port(), &pki, &args);
     let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
-    let (ca, crt, key) = (pki.s("ca.crt"), pki.s("client.crt"), pki.s("client.key"));
     let url = format!("https://localhost:{}/mcp", up.port);
-    let add = [
-        "gateway",
-        "add",
-        "py",
-        &url,
-        "--ca-cert",
-        &ca,
-        "--client-cert",
-        &crt,
-        "--client-key",
-        &key,
-        "--era",
-        "2026-07-28",
-    ];
-    dir.run_expect(&add, 0);
+    dir.gateway_add_mtls_with("py", &url, &pki, &["--era", "2026-07-28"]);
     let base = format!("http://{}", gw.addr);
     let http = clients::http(None);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut sse = SseSession::open(http.clone(), &base, "/servers/py/sse", None)
-            .await
-            .unwrap();
-        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {"form": {}}},
-            "clientInfo": {"name": "old-client", "version": "1"}}});
-        sse.request(&init).await.unwrap();
-        let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-            "params": {"name": "confirm", "arguments": {"question": "ship it?"}}});
-        sse.send(&call).await.unwrap();
-        let asked = sse
-            .next_of("elicitation/create", Duration::from_secs(20))
-            .await
-            .expect("the upstream's question must reach the client as a request");
-        assert_eq!(asked["params"]["message"], "ship it?", "{asked}");
-        let answer = json!({"jsonrpc": "2.0", "id": asked["id"],
-            "result": {"action": "accept", "content": {"ok": true}}});
-        sse.send(&answer).await.unwrap();
-        let done = loop {
-            let msg = sse
-                .next(Duration::from_secs(20))
-                .await
-                .expect("the call's answer");
-            if msg["id"] == 7 {
-                break msg;
-            }
-        };
+        let done = confirm_over_sse(&http, &base, "ship it?", true).await;
         assert_eq!(clients::text(&done), "confirmed=True", "{done}");
         assert!(done["result"].get("resultType").is_none(), "{done}");
     });
@@ -179,9 +142,7 @@ fn a_session_era_client_is_asked_a_2026_07_28_upstreams_questions_as_requests() 
 /// timeout.
 #[test]
 fn a_legacy_sse_upstreams_question_reaches_the_client_whose_call_asked_it() {
-    use common::clients::SseSession;
     use common::py::{self, PyUpstream};
-    use std::time::Duration;
     let py = py::python();
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
@@ -203,32 +164,7 @@ fn a_legacy_sse_upstreams_question_reaches_the_client_whose_call_asked_it() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         // Session era, on its own upstream session.
-        let mut sse = SseSession::open(http.clone(), &base, "/servers/py/sse", None)
-            .await
-            .unwrap();
-        let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {"form": {}}},
-            "clientInfo": {"name": "old-client", "version": "1"}}});
-        sse.request(&init).await.unwrap();
-        let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-            "params": {"name": "confirm", "arguments": {"question": "ship it?"}}});
-        sse.send(&call).await.unwrap();
-        let asked = sse
-            .next_of("elicitation/create", Duration::from_secs(15))
-            .await
-            .expect("the question must reach the client");
-        let answer = json!({"jsonrpc": "2.0", "id": asked["id"],
-            "result": {"action": "accept", "content": {"ok": false}}});
-        sse.send(&answer).await.unwrap();
-        let done = loop {
-            let msg = sse
-                .next(Duration::from_secs(15))
-                .await
-                .expect("the call's answer");
-            if msg["id"] == 7 {
-                break msg;
-            }
-        };
+        let done = confirm_over_sse(&http, &base, "ship it?", false).await;
         assert_eq!(clients::text(&done), "confirmed=False", "{done}");
 
         // 2026-07-28, on the gateway's own session: input_required, then the retry.
@@ -251,7 +187,7 @@ fn a_legacy_sse_upstreams_question_reaches_the_client_whose_call_asked_it() {
             "io.modelcontextprotocol/protocolVersion": "2026-07-28",
             "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}},
         });
-        let done = post_modern(&http, &url, &retry).await;
+        let done = clients::post_modern(&http, &url, &retry).await;
         assert_eq!(clients::text(&done), "confirmed=True", "{done}");
     });
 }

@@ -71,22 +71,6 @@ fn modern(msg: &Value) -> Value {
     msg
 }
 
-/// POST a 2026-07-28 request with its routing headers (no session).
-async fn post_modern(http: &reqwest::Client, url: &str, msg: &Value) -> Value {
-    let resp = http
-        .post(url)
-        .header("accept", "application/json, text/event-stream")
-        .header("mcp-protocol-version", MODERN)
-        .header("mcp-method", msg["method"].as_str().unwrap())
-        .header("mcp-name", msg["params"]["name"].as_str().unwrap())
-        .json(msg)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200, "{msg}");
-    resp.json().await.unwrap()
-}
-
 #[test]
 fn a_call_forwarded_without_a_tree_answers_as_the_tree_path_does() {
     let py = py::python();
@@ -124,7 +108,7 @@ fn a_call_forwarded_without_a_tree_answers_as_the_tree_path_does() {
                 );
                 // 2026-07-28 client: the routing headers on POST; SSE has none to check.
                 let msg = modern(&msg);
-                let raw = post_modern(&http, &url, &msg).await;
+                let raw = clients::post_modern(&http, &url, &msg).await;
                 let tree = sse.request(&msg).await.unwrap();
                 assert_eq!(raw, tree, "2026-07-28 client, {msg}");
                 if let Some(result) = raw.get("result") {
@@ -141,7 +125,7 @@ fn a_call_forwarded_without_a_tree_answers_as_the_tree_path_does() {
             "h\u{e9}llo \"quoted\" \\ 1e2",
             "{echo}"
         );
-        let add = post_modern(&http, &url, &modern(&calls("alpha")[1])).await;
+        let add = clients::post_modern(&http, &url, &modern(&calls("alpha")[1])).await;
         assert_eq!(clients::text(&add), "42", "{add}");
         let nobody = streamable.request(&calls("alpha")[4]).await.unwrap();
         assert_eq!(nobody["error"]["code"], -32602, "{nobody}");

@@ -20,6 +20,13 @@ use common::upstream::Upstream;
 use common::{Dir, Gateway, SIGTERM};
 use serde_json::{Value, json};
 
+/// Register `up` as `up`, with one upstream session for every client (see the module's
+/// documentation).
+fn add_shared(dir: &Dir, up: &Upstream) {
+    let url = format!("{}/mcp", up.base);
+    dir.run_expect(&["gateway", "add", "up", &url, "--shared-session"], 0);
+}
+
 /// Ask the fixture to tell its sessions subscribed to `uri` that it changed.
 async fn touch(http: &reqwest::Client, up_base: &str, uri: &str) -> Value {
     json_of(http.post(format!("{up_base}/touch?uri={uri}"))).await
@@ -84,16 +91,7 @@ fn both_eras() -> Plain {
     let up = Upstream::start(&["--session-only"]);
     let modern = Upstream::start(&[]);
     let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
-    dir.run_expect(
-        &[
-            "gateway",
-            "add",
-            "up",
-            &format!("{}/mcp", up.base),
-            "--shared-session",
-        ],
-        0,
-    );
+    add_shared(&dir, &up);
     let url = format!("{}/mcp", modern.base);
     dir.run_expect(&["gateway", "add", "modern", &url], 0);
     Plain {
@@ -208,16 +206,7 @@ fn resource_updates_reach_sse_and_websocket_sessions_too() {
     let pki = dir.cert_gen("pki", &[]);
     let up = Upstream::start(&["--session-only"]);
     let gw = Gateway::start_tls(&dir, &pki, &["--no-auth"]);
-    dir.run_expect(
-        &[
-            "gateway",
-            "add",
-            "up",
-            &format!("{}/mcp", up.base),
-            "--shared-session",
-        ],
-        0,
-    );
+    add_shared(&dir, &up);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let base = format!("https://localhost:{}", gw.addr.port());
     let http = clients::http(Some(&pki.file("ca.crt")));
@@ -262,16 +251,7 @@ fn an_upstreams_list_change_outside_a_call_refreshes_the_catalog() {
     let dir = Dir::new();
     let up = Upstream::start(&["--session-only", "--list-changed"]);
     let gw = Gateway::start(&dir, &["--no-auth"]);
-    dir.run_expect(
-        &[
-            "gateway",
-            "add",
-            "up",
-            &format!("{}/mcp", up.base),
-            "--shared-session",
-        ],
-        0,
-    );
+    add_shared(&dir, &up);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = format!("http://{}/mcp", gw.addr);
     let http = clients::http(None);
@@ -318,16 +298,7 @@ fn an_upstream_that_serves_no_get_stream_is_not_asked_again_nor_reconnected() {
     let dir = Dir::new();
     let up = Upstream::start(&["--session-only", "--list-changed", "--get-404"]);
     let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
-    dir.run_expect(
-        &[
-            "gateway",
-            "add",
-            "up",
-            &format!("{}/mcp", up.base),
-            "--shared-session",
-        ],
-        0,
-    );
+    add_shared(&dir, &up);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = format!("http://{}/mcp", gw.addr);
     let http = clients::http(None);
@@ -351,16 +322,7 @@ fn an_update_sent_while_the_gateways_stream_was_down_arrives_after_it_resumes() 
     let dir = Dir::new();
     let up = Upstream::start(&["--session-only"]);
     let gw = Gateway::start(&dir, &["--no-auth"]);
-    dir.run_expect(
-        &[
-            "gateway",
-            "add",
-            "up",
-            &format!("{}/mcp", up.base),
-            "--shared-session",
-        ],
-        0,
-    );
+    add_shared(&dir, &up);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let base = format!("http://{}", gw.addr);
     let http = clients::http(None);
@@ -413,16 +375,7 @@ fn subscribe_racing_the_last_subscriber(session_ends: bool) {
     let dir = Dir::new();
     let up = Upstream::start(&["--session-only", "--slow-unsubscribe-ms", "600"]);
     let gw = Gateway::start(&dir, &["--no-auth"]);
-    dir.run_expect(
-        &[
-            "gateway",
-            "add",
-            "up",
-            &format!("{}/mcp", up.base),
-            "--shared-session",
-        ],
-        0,
-    );
+    add_shared(&dir, &up);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (base, http) = (format!("http://{}", gw.addr), clients::http(None));
     let uri = "test://raced-resource";
@@ -568,16 +521,7 @@ fn a_listen_stream_on_a_websocket_ends_with_its_cancellation_or_its_socket() {
     let pki = dir.cert_gen("pki", &[]);
     let up = Upstream::start(&["--session-only"]);
     let gw = Gateway::start_tls(&dir, &pki, &["--no-auth", "--health-interval", "3600"]);
-    dir.run_expect(
-        &[
-            "gateway",
-            "add",
-            "up",
-            &format!("{}/mcp", up.base),
-            "--shared-session",
-        ],
-        0,
-    );
+    add_shared(&dir, &up);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = clients::http(Some(&pki.file("ca.crt")));
     let (uri, wait) = ("test://watched-resource", Duration::from_secs(10));
@@ -648,16 +592,7 @@ fn an_update_during_a_listen_streams_set_up_follows_its_acknowledgement() {
     // Each subscribe holds at once upstream and is answered a second later.
     let up = Upstream::start(&["--session-only", "--slow-subscribe-ms", "1000"]);
     let gw = Gateway::start_tls(&dir, &pki, &["--no-auth", "--health-interval", "3600"]);
-    dir.run_expect(
-        &[
-            "gateway",
-            "add",
-            "up",
-            &format!("{}/mcp", up.base),
-            "--shared-session",
-        ],
-        0,
-    );
+    add_shared(&dir, &up);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = format!("https://localhost:{}/servers/up/mcp", gw.addr.port());
     let http = clients::http(Some(&pki.file("ca.crt")));

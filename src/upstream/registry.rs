@@ -383,7 +383,9 @@ impl Upstream {
         }
     }
 
-    async fn open(self: &Arc<Self>) -> Result<Connection, UpstreamError> {
+    /// What opening a connection here takes: the registry, the registration, the client for
+    /// its URL and TLS identity, and its configured headers.
+    fn dial(&self) -> Result<Dial, UpstreamError> {
         let registry = self.registry.upgrade().ok_or(UpstreamError::Closed)?;
         let reg = self.reg.load_full();
         let client = registry
@@ -395,6 +397,21 @@ impl Upstream {
         let headers = connection::auth_headers(&reg.auth).map_err(|e| UpstreamError::Connect {
             diagnosis: e.to_string(),
         })?;
+        Ok(Dial {
+            registry,
+            reg,
+            client,
+            headers,
+        })
+    }
+
+    async fn open(self: &Arc<Self>) -> Result<Connection, UpstreamError> {
+        let Dial {
+            registry,
+            reg,
+            client,
+            headers,
+        } = self.dial()?;
         let refresh = self.refresh.clone();
         let (updates, name) = (registry.updates.clone(), reg.name.clone());
         let one_stream = reg.transport == crate::store::Transport::Sse;
@@ -807,6 +824,14 @@ async fn list_all(
         }
     }
     Ok(out)
+}
+
+/// See [`Upstream::dial`].
+struct Dial {
+    registry: Arc<RegistryInner>,
+    reg: Arc<Registration>,
+    client: super::clients::UpstreamClient,
+    headers: http::HeaderMap,
 }
 
 struct RegistryInner {

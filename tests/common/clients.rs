@@ -16,6 +16,35 @@ pub fn modern_meta() -> Value {
     })
 }
 
+/// POST a 2026-07-28 request with its routing headers (no session); the answer, from a JSON
+/// body or as the last answer of an event stream.
+pub async fn post_modern(http: &reqwest::Client, url: &str, msg: &Value) -> Value {
+    let mut req = http
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", msg["method"].as_str().unwrap_or_default());
+    if let Some(name) = msg["params"]["name"].as_str() {
+        req = req.header("mcp-name", name);
+    }
+    let resp = req.json(msg).send().await.unwrap();
+    assert_eq!(resp.status(), 200, "{msg}");
+    let is_stream = resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("text/event-stream"));
+    let text = resp.text().await.unwrap();
+    if !is_stream {
+        return serde_json::from_str(&text).unwrap();
+    }
+    let answer = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .rfind(|m| m.get("id").is_some() && m.get("method").is_none());
+    answer.unwrap_or_else(|| panic!("no answer in the stream: {text}"))
+}
+
 /// A 2026-07-28 `subscriptions/listen` request with id `id` asking for `filter`.
 pub fn listen_request(id: &str, filter: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen", "params": {

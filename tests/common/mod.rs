@@ -74,22 +74,32 @@ impl Dir {
     /// Run and require exit code `code`; returns (stdout, stderr).
     /// `mcpgw gateway add NAME URL` with `pki`'s CA and client certificate (must succeed).
     pub fn gateway_add_mtls(&self, name: &str, url: &str, pki: &Pki) -> (String, String) {
+        self.gateway_add_mtls_with(name, url, pki, &[])
+    }
+
+    /// [`Dir::gateway_add_mtls`] with more options (`--era ...`).
+    pub fn gateway_add_mtls_with(
+        &self,
+        name: &str,
+        url: &str,
+        pki: &Pki,
+        more: &[&str],
+    ) -> (String, String) {
         let (ca, crt, key) = (pki.s("ca.crt"), pki.s("client.crt"), pki.s("client.key"));
-        self.run_expect(
-            &[
-                "gateway",
-                "add",
-                name,
-                url,
-                "--ca-cert",
-                &ca,
-                "--client-cert",
-                &crt,
-                "--client-key",
-                &key,
-            ],
-            0,
-        )
+        let mut args = vec![
+            "gateway",
+            "add",
+            name,
+            url,
+            "--ca-cert",
+            &ca,
+            "--client-cert",
+            &crt,
+            "--client-key",
+            &key,
+        ];
+        args.extend_from_slice(more);
+        self.run_expect(&args, 0)
     }
 
     /// `mcpgw cert rotate --issue` with `pki`'s CA (must succeed); its stdout.

@@ -205,17 +205,12 @@ impl Upstream {
         slot: &Arc<Slot>,
         owner: &Owner,
     ) -> Result<Connection, UpstreamError> {
-        let registry = self.registry.upgrade().ok_or(UpstreamError::Closed)?;
-        let reg = self.reg.load_full();
-        let client = registry
-            .clients
-            .client_for(&reg.url, &reg.tls)
-            .map_err(|e| UpstreamError::Connect {
-                diagnosis: e.to_string(),
-            })?;
-        let headers = connection::auth_headers(&reg.auth).map_err(|e| UpstreamError::Connect {
-            diagnosis: e.to_string(),
-        })?;
+        let super::Dial {
+            registry,
+            reg,
+            client,
+            headers,
+        } = self.dial()?;
         let weak_slot = Arc::downgrade(slot);
         let one_stream = reg.transport == crate::store::Transport::Sse;
         let (refresh, deliver, name) = (
