@@ -29,6 +29,7 @@ use crate::store::{Health, HealthStatus, Registration, Store};
 use send::Payload;
 
 pub use collection::{IdentityReport, RegisterError, Registry, UnusableIdentity};
+pub use own::SessionIdentity;
 
 /// Field added to a request an upstream sends to a client (and to a resource update it sends on
 /// a client's own session), naming the upstream (removed before the client sees it).

@@ -141,7 +141,7 @@ async fn initialize(
     } else {
         SESSION_VERSIONS[0]
     };
-    let identity = Identity::of(state, scope).await?;
+    let identity = Identity::of(state, scope, true).await?;
     let Some(id) = state.sessions.open() else {
         return Ok(None);
     };
@@ -162,7 +162,7 @@ async fn initialize(
 async fn discover(state: &AppState, scope: &Scope) -> Result<Value, String> {
     let mut versions: Vec<&str> = SESSION_VERSIONS.iter().rev().copied().collect();
     versions.push(MODERN_VERSION);
-    Ok(Identity::of(state, scope).await?.discover(versions))
+    Ok(Identity::of(state, scope, false).await?.discover(versions))
 }
 
 /// `logging/setLevel`, passed to every upstream in scope that announced logging, on the

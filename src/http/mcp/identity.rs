@@ -42,9 +42,14 @@ pub(super) struct Identity {
 }
 
 impl Identity {
-    /// The identity of `scope`. For one upstream, its connection is opened if there is none,
-    /// so that what it announces is known; `Err` says why it cannot be.
-    pub(super) async fn of(state: &AppState, scope: &Scope) -> Result<Self, String> {
+    /// The identity of `scope`, for a client of the session era (`initialize`) or not
+    /// (`server/discover`). For one upstream, its connection is opened if there is none, so
+    /// that what it announces is known; `Err` says why it cannot be.
+    pub(super) async fn of(
+        state: &AppState,
+        scope: &Scope,
+        session_era: bool,
+    ) -> Result<Self, String> {
         let name = match scope {
             Scope::All => return Ok(Self::gateway(state)),
             Scope::One(name) => name,
@@ -59,14 +64,22 @@ impl Identity {
         up.connection()
             .await
             .map_err(|e| format!("upstream '{name}': {e}"))?;
-        let server_info = match up.server_info() {
-            // A 2026-07-28 upstream need not identify itself; `serverInfo` is required in
-            // `initialize`, so it is named by its registration.
-            Value::Null => json!({"name": name, "version": "unknown"}),
-            info => info,
+        // A client that initializes gets a session-era session of its own: what the upstream
+        // says there is what it would say to the client directly.
+        let own = match session_era {
+            true => up.session_identity().await,
+            false => Ok(None),
         };
+        if let Some(own) = own.map_err(|e| format!("upstream '{name}': {e}"))? {
+            return Ok(Self {
+                server_info: named(&own.server_info, name),
+                instructions: own.instructions.clone(),
+                capabilities: carried(&own.capabilities),
+                behind: true,
+            });
+        }
         Ok(Self {
-            server_info,
+            server_info: named(&up.server_info(), name),
             instructions: up.instructions(),
             capabilities: carried(&up.capabilities()),
             behind: true,
@@ -116,6 +129,15 @@ impl Identity {
             out["instructions"] = Value::String(text);
         }
         out
+    }
+}
+
+/// `info` as the upstream gave it, or (a 2026-07-28 upstream need not identify itself, and
+/// `serverInfo` is required in `initialize`) named by its registration.
+fn named(info: &Value, name: &str) -> Value {
+    match info {
+        Value::Null => json!({"name": name, "version": "unknown"}),
+        info => info.clone(),
     }
 }
 

@@ -35,6 +35,31 @@ pub(super) struct ClientSessions {
     /// Upstream sessions opened for clients, ever (for metrics and the benchmark's check that
     /// a downstream session opens at most one per upstream).
     opened: AtomicU64,
+    /// What the upstream says of itself in a session-era `initialize`, which its clients'
+    /// sessions get (it may differ from what it says in 2026-07-28 on the gateway's own
+    /// connection: `listChanged`, for one).
+    identity: ArcSwapOption<SessionIdentity>,
+}
+
+/// An upstream's `initialize` answer, as a client's session gets it.
+#[derive(Debug)]
+pub struct SessionIdentity {
+    /// `serverInfo`.
+    pub server_info: Value,
+    /// `instructions`.
+    pub instructions: Option<String>,
+    /// `capabilities`.
+    pub capabilities: Value,
+}
+
+impl SessionIdentity {
+    fn of(conn: &Connection) -> Self {
+        Self {
+            server_info: conn.server_info.clone(),
+            instructions: conn.instructions.clone(),
+            capabilities: conn.capabilities.clone(),
+        }
+    }
 }
 
 /// One client's upstream session.
@@ -170,6 +195,9 @@ impl Upstream {
         match Box::pin(self.open_own(slot, owner)).await {
             Ok(conn) => {
                 let conn = Arc::new(conn);
+                self.own
+                    .identity
+                    .store(Some(Arc::new(SessionIdentity::of(&conn))));
                 Box::pin(self.subscribe_again(slot, &conn)).await;
                 slot.conn.store(Some(conn.clone()));
                 self.own.opened.fetch_add(1, Ordering::Relaxed);
@@ -261,6 +289,55 @@ impl Upstream {
         }
         tracing::debug!(upstream = %reg.name, session = %owner.key, "upstream session opened for a client");
         Ok(conn)
+    }
+
+    /// What the upstream says of itself to a client's session: learned from the last one
+    /// opened, or (when the gateway's own connection speaks 2026-07-28, whose answer may
+    /// differ) from a session opened to ask and closed again. `None` when its clients share the
+    /// gateway's connection, whose answer is theirs.
+    pub async fn session_identity(
+        self: &Arc<Self>,
+    ) -> Result<Option<Arc<SessionIdentity>>, UpstreamError> {
+        if !self.gives_clients_sessions() {
+            return Ok(None);
+        }
+        if let Some(known) = self.own.identity.load_full() {
+            return Ok(Some(known));
+        }
+        if !self.speaks_only_stateless() {
+            return Ok(None);
+        }
+        let super::Dial {
+            registry,
+            reg,
+            client,
+            headers,
+        } = self.dial()?;
+        let timeout = registry.settings.request_timeout;
+        let opened = connection::Connection::open(
+            client,
+            reg.transport,
+            headers,
+            timeout,
+            Arc::new(|_| {}),
+            EraChoice::Session,
+            Arc::new(connection::gateway_hello()),
+        )
+        .await;
+        match opened {
+            Ok(conn) => {
+                let identity = Arc::new(SessionIdentity::of(&conn));
+                self.own.identity.store(Some(identity.clone()));
+                conn.close(timeout).await;
+                Ok(Some(identity))
+            }
+            // Not a session-era server after all: the gateway's connection speaks for it.
+            Err(UpstreamError::Protocol { .. } | UpstreamError::Status { .. }) => {
+                self.own.stateless_only.store(true, Ordering::Relaxed);
+                Ok(None)
+            }
+            Err(error) => Err(error),
+        }
     }
 
     /// Whether `session` has an upstream session open here.
