@@ -6,6 +6,7 @@
 #   benches/instructions.sh [CALLS] [CONCURRENCY]        # default 2000 calls, 4 at a time
 #   AUTH=token benches/instructions.sh                   # with bearer auth: a static token,
 #   AUTH=jwt benches/instructions.sh                     # or a JWT from `mcpgw token create`
+#   BIN=/tmp/mcpgw-before benches/instructions.sh        # another mcpgw build (this tree's fixture)
 #
 # Starts the fixture and mcpgw (under callgrind, --no-auth) on 127.0.0.1, registers the fixture,
 # warms up with 400 calls, then counts only the measured calls (--instr-atstart=no, switched on
@@ -29,14 +30,15 @@ case ${AUTH:-none} in
   jwt) auth=() ;;
   *) echo "AUTH is none, token or jwt" >&2; exit 2 ;;
 esac
+bin=${BIN:-$rel/mcpgw}
 valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$work/cg.out" \
-  "$rel/mcpgw" --data-dir "$work/data" serve --listen 127.0.0.1:0 "${auth[@]}" \
+  "$bin" --data-dir "$work/data" serve --listen 127.0.0.1:0 "${auth[@]}" \
   >"$work/gw.out" 2>"$work/gw.err" &
 gw=$!
 pids+=($gw)
 gwurl=$(listening "$work/gw.out")
 up=$(sed -n 's/^READY //p' "$work/up.out")
-[ "${AUTH:-none}" = jwt ] && "$rel/mcpgw" --data-dir "$work/data" token create >"$work/token"
+[ "${AUTH:-none}" = jwt ] && "$bin" --data-dir "$work/data" token create >"$work/token"
 bearer=()
 if [ -f "$work/token" ]; then
   echo "authorization: Bearer $(cat "$work/token")" >"$work/auth.header"

@@ -27,7 +27,7 @@ use serde_json::{Value, json};
 #[derive(Parser)]
 #[command(name = "mcpload", about = "mcpgw benchmark scenarios")]
 struct DriverArgs {
-    /// `all`, or any of: plain tls idle rotation health startup.
+    /// `all`, or any of: plain tls idle client-sessions rotation health startup.
     #[arg(required = true)]
     scenarios: Vec<String>,
     /// Shorter runs, fewer sessions and upstreams (about 2 minutes for `all`).

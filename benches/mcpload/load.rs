@@ -275,6 +275,16 @@ impl Worker {
         Ok(())
     }
 
+    /// `DELETE` the endpoint with the session id: the client ends its session.
+    pub async fn close(mut self) -> Result<()> {
+        delete(&mut self.conn, &self.target, &self.session).await
+    }
+
+    /// Its session id.
+    pub fn session(&self) -> HeaderValue {
+        self.session.clone()
+    }
+
     /// `GET` the endpoint with the session id: the session's server-to-client stream. Returns
     /// once the `200` head has arrived; the body keeps the stream (and its connection) open.
     pub async fn listen(mut self) -> Result<hyper::body::Incoming> {
@@ -299,6 +309,27 @@ impl Worker {
         self.conn = dial(&self.target).await?;
         Ok(())
     }
+}
+
+/// `DELETE` the endpoint with `session` on `conn`: the client ends its session.
+async fn delete(conn: &mut Conn, target: &Target, session: &HeaderValue) -> Result<()> {
+    let req = hyper::Request::delete(target.path.as_str())
+        .header(HOST, target.authority.clone())
+        .header("mcp-session-id", session.clone())
+        .body(Full::new(Bytes::new()))?;
+    conn.ready().await?;
+    let resp = conn.send_request(req).await?;
+    let status = resp.status();
+    resp.into_body().collect().await?;
+    if !status.is_success() {
+        bail!("DELETE {} answered {status}", target.path);
+    }
+    Ok(())
+}
+
+/// End `session` on a connection of its own (its worker's carries its `GET` stream).
+pub async fn end_session(target: &Target, session: &HeaderValue) -> Result<()> {
+    delete(&mut dial(target).await?, target, session).await
 }
 
 /// Open `plan.concurrency` workers and warm them up.

@@ -17,9 +17,12 @@ pub fn release_dir() -> PathBuf {
         .to_path_buf()
 }
 
-/// The mcpgw binary.
+/// The mcpgw binary: the one this bench was built with, or `MCPLOAD_MCPGW` (another build, to
+/// run a scenario against it side by side; the fixture stays this tree's).
 pub fn mcpgw_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_mcpgw"))
+    std::env::var_os("MCPLOAD_MCPGW")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_mcpgw")))
 }
 
 /// The upstream fixture, built with `cargo build --release --example upstream` if missing.

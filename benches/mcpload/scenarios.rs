@@ -16,10 +16,21 @@ use crate::procs::{Gateway, Lab, Upstream, cpu_of};
 
 #[path = "scenarios/operations.rs"]
 mod operations;
+#[path = "scenarios/sessions.rs"]
+mod sessions;
 use operations::{health, rotation, startup};
+use sessions::client_sessions;
 
 /// Every scenario, in the order `all` runs them.
-pub const ALL: &[&str] = &["plain", "tls", "idle", "rotation", "health", "startup"];
+pub const ALL: &[&str] = &[
+    "plain",
+    "tls",
+    "idle",
+    "client-sessions",
+    "rotation",
+    "health",
+    "startup",
+];
 
 /// Run-length knobs.
 #[derive(Clone, Copy)]
@@ -73,6 +84,7 @@ pub async fn run(name: &str, mode: Mode) -> Result<Outcome> {
         "plain" => compare(mode, false).await,
         "tls" => compare(mode, true).await,
         "idle" => idle(mode).await,
+        "client-sessions" => client_sessions(mode).await,
         "rotation" => rotation(mode).await,
         "health" => health(mode).await,
         "startup" => startup(mode).await,
