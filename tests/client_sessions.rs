@@ -73,10 +73,14 @@ fn json_text(answer: &Value) -> Value {
 
 #[test]
 fn each_client_gets_an_upstream_session_of_its_own_that_says_what_the_client_said() {
-    // Both eras: the gateway's own connection is stateless (no initialize), so every
-    // initialize the fixture counts is a client's.
+    // Both eras: the gateway's own connection is stateless (no initialize).
     let Bed {
-        up, base, http, rt, ..
+        _dir,
+        _gw,
+        up,
+        base,
+        http,
+        rt,
     } = bed(&[]);
     rt.block_on(async {
         let one = format!("{base}/servers/up/mcp");
@@ -88,8 +92,10 @@ fn each_client_gets_an_upstream_session_of_its_own_that_says_what_the_client_sai
         let b = Streamable::open_as(http.clone(), &one, None, hello("client-b", b_caps))
             .await
             .unwrap();
-        // Nothing is opened upstream before a client uses the upstream.
-        assert_eq!(stats(&http, &up).await["initializes"], 0);
+        // No client's session is opened before it uses the upstream; to answer their
+        // `initialize`, the gateway asked once (a session opened and closed) what the upstream
+        // says in the session era, since its own connection speaks 2026-07-28.
+        assert_eq!(stats(&http, &up).await["initializes"], 1);
 
         let seen_by_a = json_text(&a.call(json!(1), "client", json!({})).await.unwrap());
         assert_eq!(
@@ -130,7 +136,7 @@ fn each_client_gets_an_upstream_session_of_its_own_that_says_what_the_client_sai
         let recalled = c.call(json!(1), "up__recall", json!({})).await.unwrap();
         assert_eq!(clients::text(&recalled), "<nothing>");
         // One initialize per downstream session that used the upstream, however many calls.
-        assert_eq!(stats(&http, &up).await["initializes"], 3);
+        assert_eq!(stats(&http, &up).await["initializes"], 1 + 3);
         // /servers/up/mcp lists what the client's own session lists.
         let listed = a
             .request(&json!({"jsonrpc": "2.0", "id": 9, "method": "tools/list"}))
@@ -181,7 +187,12 @@ fn a_shared_session_upstream_is_one_session_for_every_client() {
 #[test]
 fn ending_a_downstream_session_ends_its_upstream_session() {
     let Bed {
-        up, base, http, rt, ..
+        _dir,
+        _gw,
+        up,
+        base,
+        http,
+        rt,
     } = bed(&[]);
     rt.block_on(async {
         let a = Streamable::open(http.clone(), &format!("{base}/mcp"), None)
@@ -255,7 +266,14 @@ fn a_restarted_upstream_is_noticed_by_the_first_call_after_it() {
 
 #[test]
 fn tasks_are_followed_on_the_upstream_session_that_runs_them() {
-    let Bed { base, http, rt, .. } = bed(&["--session-only", "--tasks"]);
+    let Bed {
+        _dir,
+        _gw,
+        up: _up,
+        base,
+        http,
+        rt,
+    } = bed(&["--session-only", "--tasks"]);
     let rpc = |id: u64, method: &str, params: Value| json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
     rt.block_on(async {
         for (url, tool) in [
@@ -306,7 +324,12 @@ fn tasks_are_followed_on_the_upstream_session_that_runs_them() {
 fn what_an_upstream_session_sends_outside_a_request_reaches_its_client_alone() {
     use common::clients::EventReader;
     let Bed {
-        up, base, http, rt, ..
+        _dir,
+        _gw,
+        up,
+        base,
+        http,
+        rt,
     } = bed(&["--session-only"]);
     let stream = |session: &str| {
         http.get(format!("{base}/mcp"))

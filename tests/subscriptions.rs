@@ -180,10 +180,11 @@ fn resource_updates_reach_the_sessions_that_subscribed_and_no_others() {
         assert_eq!(deleted.status().as_u16(), 204);
         until_released(&http, &up.base, "b's session was closed").await;
 
-        // Subscriptions are announced only where their updates can be relayed: not for a
-        // 2026-07-28 upstream that does not serve subscriptions/listen (this fixture).
+        // A session-era client is announced what the upstream announces in the session era,
+        // where its own upstream session subscribes: both fixtures say `subscribe` there
+        // (`modern` does not in 2026-07-28, having no subscriptions/listen).
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
-        for (scope, subscribe) in [("up", true), ("modern", false)] {
+        for (scope, subscribe) in [("up", true), ("modern", true)] {
             let answer: Value = http
                 .post(format!("{base}/servers/{scope}/mcp"))
                 .header("accept", "application/json, text/event-stream")

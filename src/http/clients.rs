@@ -65,6 +65,11 @@ impl ClientProfiles {
         Some((entry.profile.clone(), deliver))
     }
 
+    /// Forget the profile of `session`, which ended.
+    pub fn remove(&self, session: &SessionKey) {
+        self.lock().remove(session);
+    }
+
     /// Keep only the profiles of sessions `keep` says are open.
     pub fn retain(&self, keep: impl Fn(&SessionKey) -> bool) {
         self.lock().retain(|key, _| keep(key));

@@ -46,10 +46,30 @@ fn session_open(state: &AppState, key: &SessionKey) -> bool {
     }
 }
 
+/// Clean up after the session `key` names, which ended (closed or disconnected): as
+/// [`sessions_ended`], but its profile and upstream sessions are found by its key rather than by
+/// a walk over every session's (a `DELETE` among 10,000 sessions stays cheap).
+pub fn session_ended(state: &AppState, key: &SessionKey) {
+    state.clients.remove(key);
+    for up in state.registry.list() {
+        up.end_client_session(key);
+    }
+    prune_subscriptions(state);
+}
+
 /// Clean up after sessions that ended (closed, expired, disconnected): their client profiles
 /// go, their own upstream sessions are ended, and their resource subscriptions dropped (an
 /// upstream left with no subscriber for a URI is told to unsubscribe), in the background.
 pub fn sessions_ended(state: &AppState) {
+    state.clients.retain(|key| session_open(state, key));
+    for up in state.registry.list() {
+        up.end_client_sessions(|key| session_open(state, key));
+    }
+    prune_subscriptions(state);
+}
+
+/// Drop the subscriptions (listen streams, resource subscriptions) of sessions that ended.
+fn prune_subscriptions(state: &AppState) {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
@@ -60,9 +80,7 @@ pub fn sessions_ended(state: &AppState) {
     state
         .subscribed_as
         .retain(|session| session_open(state, session));
-    state.clients.retain(|key| session_open(state, key));
     for up in state.registry.list() {
-        up.end_client_sessions(|key| session_open(state, key));
         let emptied = up.retain_subscribers(|key| session_open(state, key));
         // A 2026-07-28 upstream's listen stream already follows the table.
         if up.subscribes_by_listening() {

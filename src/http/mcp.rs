@@ -131,7 +131,7 @@ pub async fn post_one(
 pub async fn delete(State(state): State<Arc<AppState>>, headers: HeaderMap) -> StatusCode {
     match session_header(&headers) {
         Some(id) if state.sessions.close(id) => {
-            super::delivery::sessions_ended(&state);
+            super::delivery::session_ended(&state, &SessionKey::Streamable(id.into()));
             StatusCode::NO_CONTENT
         }
         Some(_) => StatusCode::NOT_FOUND,

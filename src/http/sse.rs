@@ -126,7 +126,8 @@ struct Guard {
 impl Drop for Guard {
     fn drop(&mut self) {
         self.state.sse.remove(&self.id);
-        delivery::sessions_ended(&self.state);
+        let key = crate::session::SessionKey::Sse(self.id.as_str().into());
+        delivery::session_ended(&self.state, &key);
         tracing::debug!(session = %crate::session::fingerprint(&self.id), "SSE session closed");
     }
 }

@@ -237,7 +237,7 @@ impl Outlet {
 impl Drop for Outlet {
     fn drop(&mut self) {
         self.state.ws_outlets.lock().remove(&self.key);
-        delivery::sessions_ended(&self.state);
+        delivery::session_ended(&self.state, &SessionKey::Ws(self.key));
     }
 }
 

@@ -388,6 +388,15 @@ impl Upstream {
         }
     }
 
+    /// End the upstream session of `session`, which ended, in the background.
+    pub fn end_client_session(&self, session: &SessionKey) {
+        let gone = {
+            let mut slots = self.own.slots.lock().unwrap_or_else(|p| p.into_inner());
+            slots.remove(session)
+        };
+        self.end_slots(gone.into_iter().collect());
+    }
+
     /// End the upstream sessions of downstream sessions that `keep` says are gone, in the
     /// background; how many ended.
     pub fn end_client_sessions(&self, keep: impl Fn(&SessionKey) -> bool) -> usize {
@@ -403,6 +412,11 @@ impl Upstream {
             });
             gone
         };
+        self.end_slots(gone)
+    }
+
+    /// End these sessions' upstream sessions (`DELETE`), in the background; how many.
+    fn end_slots(&self, gone: Vec<Arc<Slot>>) -> usize {
         let ended = gone.len();
         let timeout = self.request_timeout();
         for slot in gone {
