@@ -9,7 +9,7 @@
 //!
 //! What differs today is listed in [`GAPS`], each with its cause: the tests CI runs compare every
 //! other case, and `every_case_matches_through_mcpgw_with_no_exemption` (ignored until issue 19
-//! closes them) compares all of them, and the tasks.
+//! closes them) compares all of them.
 //!
 //! Node and the TypeScript fixtures (the server included, pinned in tests/fixtures/ts/package.json)
 //! and the Python SDK are installed on first use (`common::prereq`); the test fails with the
@@ -41,9 +41,10 @@ const GAPS: &[(&str, &str, &str)] = &[
     (
         "ts websocket /ws",
         "tools/list",
-        "the aggregated endpoints list the catalog mcpgw took with its own capability-less session \
-         at registration, not the client's own upstream session: the tools the server offers only \
-         to clients with sampling, elicitation or roots are missing",
+        "the aggregated endpoints list the catalog mcpgw took on its own upstream session at \
+         registration (which declares sampling and form elicitation only), not the client's own \
+         session's: get-roots-list and trigger-url-elicitation, which the server offers only to \
+         clients with roots or URL elicitation, are missing",
     ),
     (
         "ts websocket /ws",
@@ -64,23 +65,13 @@ const GAPS: &[(&str, &str, &str)] = &[
     (
         "py 2026-07-28 *",
         "tools/list",
-        "a 2026-07-28 client has no session, and mcpgw gives its requests no upstream session \
-         initialized with the capabilities its envelope declares: the server offers the tools \
-         that need sampling, elicitation or roots only to sessions that declared them",
+        "a 2026-07-28 client's calls to a session-era upstream go on mcpgw's own upstream \
+         session, which declares sampling and form elicitation only: the server does not offer \
+         the tools that need roots (get-roots-list) or URL elicitation (trigger-url-elicitation)",
     ),
     (
         "py 2026-07-28 *",
         "tools/call get-roots-list",
-        "not offered (above)",
-    ),
-    (
-        "py 2026-07-28 *",
-        "tools/call trigger-sampling-request",
-        "not offered (above)",
-    ),
-    (
-        "py 2026-07-28 *",
-        "tools/call trigger-elicitation-request",
         "not offered (above)",
     ),
     (
@@ -91,14 +82,19 @@ const GAPS: &[(&str, &str, &str)] = &[
     (
         "py 2026-07-28 *",
         "logs",
-        "the envelope's logLevel opt-in does not become a logging/setLevel on an upstream \
-         session, and no roots sync runs (no session with roots)",
+        "the envelope's logLevel opt-in does not reach the server as a logging/setLevel on the \
+         session the client's calls go on, and no roots sync runs (that session has no roots)",
     ),
     (
-        "py 2026-07-28 *",
-        "tools/call trigger-long-running-operation",
-        "from a legacy-SSE upstream, progress does not reach a 2026-07-28 client (from a \
-         Streamable-HTTP one it does)",
+        "py 2026-07-28 sse *",
+        "tools/call trigger-sampling-request",
+        "over the legacy SSE front door a 2026-07-28 client is not asked (no input_required): \
+         the server's sampling request is answered -32601 Method not found",
+    ),
+    (
+        "py 2026-07-28 sse *",
+        "tools/call trigger-elicitation-request",
+        "the same, for the server's elicitation request",
     ),
 ];
 
@@ -344,7 +340,10 @@ fn known_gap(run: &str, case: &str) -> bool {
     })
 }
 
-/// Every driver and front door, each compared with the same driver run directly; the Python
+/// Every driver and front door, each compared with the same driver run directly (the tasks
+/// group too: the task-required tool `simulate-research-query`, with and without an elicitation
+/// on the side, and the `trigger-*-async` tools the server offers to clients that run its
+/// requests as tasks); the Python
 /// client in 2026-07-28 through the gateway is compared with its session-era run directly (the
 /// server speaks only the session era), its era's own cases (`ping`, `logging/setLevel`) aside.
 fn compare(rig: &Rig) -> Comparison {
@@ -359,6 +358,9 @@ fn compare(rig: &Rig) -> Comparison {
     }
     let via = ts(&rig.ws(), "websocket", &format!("{NAME}__"), "main");
     cmp.add("ts websocket /ws", &ts_direct, &via, &[]);
+    let tasks_direct = ts(&rig.server.url, direct, "", "tasks");
+    let via = ts(&rig.via(&mcp), "streamable-http", "", "tasks");
+    cmp.add("ts tasks /servers/every/mcp", &tasks_direct, &via, &[]);
 
     let py_direct = py(&rig.server.url, direct, "legacy");
     for (transport, path) in [("streamable-http", &mcp), ("sse", &sse)] {
@@ -462,30 +464,19 @@ fn two_clients_toggling_state_through_mcpgw_see_only_their_own() {
     }
 }
 
-/// Everything [`GAPS`] lists, and the tasks (the task-required tool `simulate-research-query`,
-/// with and without an elicitation on the side, and `trigger-*-async`, which the server offers
-/// to clients that run its requests as tasks), compared with no exemption.
+/// Every case, [`GAPS`] included, compared with no exemption.
 #[test]
 #[ignore = "issue 19: differs through mcpgw today: initialize (mcpgw's serverInfo, no \
-            instructions); /ws tools/list and resources/list (registration-time catalog, not the client's own \
-            session); simulate-research-query (tasks/get, tasks/list answer -32601); \
-            trigger-sampling-request-async and trigger-elicitation-request-async (not offered: \
-            mcpgw initializes the client's upstream session without its tasks capability); the Python \
-            client in 2026-07-28 (no upstream session with its capabilities: the sampling, \
-            elicitation and roots tools are missing, no logs; no progress from an SSE upstream)"]
+            instructions); /ws tools/list and resources/list (the registration-time catalog, not \
+            the client's own session's); the Python client in 2026-07-28 (its calls go on \
+            mcpgw's own upstream session: get-roots-list and trigger-url-elicitation not \
+            offered, no logs; over /servers/NAME/sse the server's sampling and elicitation \
+            requests answered -32601)"]
 fn every_case_matches_through_mcpgw_with_no_exemption() {
     let mut failures = Vec::new();
     for mode in ["streamableHttp", "sse"] {
         let rig = Rig::start(mode);
-        let mut cmp = compare(&rig);
-        let direct = ts(&rig.server.url, rig.direct_transport(), "", "tasks");
-        let via = ts(
-            &rig.via(&format!("/servers/{NAME}/mcp")),
-            "streamable-http",
-            "",
-            "tasks",
-        );
-        cmp.add("ts tasks /servers/every/mcp", &direct, &via, &[]);
+        let cmp = compare(&rig);
         if let Some(report) = cmp.unexplained(|_, _| false) {
             failures.push(format!("--- {mode} upstream: {report}"));
         }
