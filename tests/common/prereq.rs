@@ -32,8 +32,8 @@ pub fn python() -> PathBuf {
     ready(&DONE, "setup-python")
 }
 
-/// The TypeScript SDK fixture directory, `tests/fixtures/ts`, with its `node_modules`
-/// (`.ci/setup-node`; runs on the `node` found on `PATH`).
+/// The TypeScript SDK fixture directory, `tests/fixtures/ts`, with its `node_modules` (the SDK
+/// and the official everything server; `.ci/setup-node`; runs on the `node` found on `PATH`).
 pub fn typescript_sdk() -> PathBuf {
     static DONE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     ready(&DONE, "setup-node")

@@ -1,0 +1,485 @@
+//! The official "everything" MCP server (`@modelcontextprotocol/server-everything`, in its
+//! Streamable-HTTP and legacy-SSE modes) behind mcpgw, driven by the official TypeScript and
+//! Python SDK clients (`tests/fixtures/ts/everything_client.mjs`, `tests/fixtures/everything_client.py`):
+//! every tool (sampling, elicitation, roots, progress and logging included), resource, template
+//! and prompt must give the same result through the gateway's front doors (`/servers/NAME/mcp`,
+//! `/servers/NAME/sse`, `/ws`) as directly, case by case, once the drivers have replaced ids,
+//! times and other per-run values by placeholders; and two clients toggling the server's
+//! per-session state through the gateway must each see only their own (issue 19's acceptance).
+//!
+//! What differs today is listed in [`GAPS`], each with its cause: the tests CI runs compare every
+//! other case, and `every_case_matches_through_mcpgw_with_no_exemption` (ignored until issue 19
+//! closes them) compares all of them.
+//!
+//! Node and the TypeScript fixtures (the server included, pinned in tests/fixtures/ts/package.json)
+//! and the Python SDK are installed on first use (`common::prereq`); the test fails with the
+//! reason when they cannot be.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+
+use common::node::NodeServer;
+use common::{Dir, Gateway};
+use serde_json::Value;
+
+/// The gateway's name for the everything server; `/ws` (an aggregated endpoint) names its tools
+/// and prompts `every__<name>`.
+const NAME: &str = "every";
+
+/// Cases known to differ through mcpgw, as (run, case, cause); a run ending in `*` is every run
+/// it starts.
+const GAPS: &[(&str, &str, &str)] = &[
+    (
+        "*",
+        "initialize",
+        "mcpgw answers initialize with its own serverInfo and drops the upstream's instructions \
+         (issue 19, item 5)",
+    ),
+    (
+        "ts websocket /ws",
+        "tools/list",
+        "the aggregated endpoints list the catalog mcpgw took on its own upstream session at \
+         registration (which declares sampling and form elicitation only), not the client's own \
+         session's: get-roots-list and trigger-url-elicitation, which the server offers only to \
+         clients with roots or URL elicitation, are missing",
+    ),
+    (
+        "ts websocket /ws",
+        "resources/list",
+        "the same registration-time catalog: the resources the client's own session created \
+         (gzip-file-as-resource) are missing",
+    ),
+    (
+        "ts websocket /ws",
+        "resources/read demo://resource/session/fixture.txt.gz",
+        "not listed (above), so the driver does not read it",
+    ),
+    (
+        "ts websocket /ws",
+        "resources/read demo://resource/session/linked.txt.gz",
+        "not listed (above), so the driver does not read it",
+    ),
+    (
+        "py 2026-07-28 *",
+        "tools/list",
+        "a 2026-07-28 client's calls to a session-era upstream go on mcpgw's own upstream \
+         session, which declares sampling and form elicitation only: the server does not offer \
+         the tools that need roots (get-roots-list) or URL elicitation (trigger-url-elicitation)",
+    ),
+    (
+        "py 2026-07-28 *",
+        "tools/call get-roots-list",
+        "not offered (above)",
+    ),
+    (
+        "py 2026-07-28 *",
+        "tools/call trigger-url-elicitation",
+        "not offered (above)",
+    ),
+    (
+        "py 2026-07-28 *",
+        "logs",
+        "the envelope's logLevel opt-in does not reach the server as a logging/setLevel on the \
+         session the client's calls go on, and no roots sync runs (that session has no roots)",
+    ),
+    (
+        "py 2026-07-28 sse *",
+        "tools/call trigger-sampling-request",
+        "over the legacy SSE front door a 2026-07-28 client is not asked (no input_required): \
+         the server's sampling request is answered -32601 Method not found",
+    ),
+    (
+        "py 2026-07-28 sse *",
+        "tools/call trigger-elicitation-request",
+        "the same, for the server's elicitation request",
+    ),
+];
+
+/// The everything server in one mode, and a gateway (no auth, loopback) that registered it.
+struct Rig {
+    server: NodeServer,
+    gateway: Gateway,
+    _dir: Dir,
+}
+
+impl Rig {
+    /// `mode`: `streamableHttp` or `sse`.
+    fn start(mode: &str) -> Self {
+        let server = NodeServer::start("everything_server.mjs", &[mode]);
+        let dir = Dir::new();
+        let gateway = Gateway::start(&dir, &["--no-auth"]);
+        dir.run_expect(&["gateway", "add", NAME, &server.url], 0);
+        Self {
+            server,
+            gateway,
+            _dir: dir,
+        }
+    }
+
+    fn via(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.gateway.addr.port())
+    }
+
+    fn ws(&self) -> String {
+        format!("ws://127.0.0.1:{}/ws", self.gateway.addr.port())
+    }
+
+    /// The server's own transport, as the drivers name it.
+    fn direct_transport(&self) -> &'static str {
+        if self.server.url.ends_with("/sse") {
+            "sse"
+        } else {
+            "streamable-http"
+        }
+    }
+}
+
+/// Run a driver; its one line of JSON.
+fn report(mut cmd: Command, what: &str) -> Value {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {what}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{what} failed ({})\n--- stdout\n{stdout}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{what} printed no JSON report ({e}):\n{stdout}"))
+}
+
+/// `everything_client.mjs --url URL --transport T [--prefix P] --group G`.
+fn ts(url: &str, transport: &str, prefix: &str, group: &str) -> Value {
+    let dir = common::prereq::typescript_sdk();
+    let mut cmd = Command::new("node");
+    if transport == "websocket" {
+        // Node 20 has its WebSocket behind this flag (Node 22 has it on by default).
+        cmd.arg("--experimental-websocket");
+    }
+    cmd.arg(dir.join("everything_client.mjs")).args([
+        "--url",
+        url,
+        "--transport",
+        transport,
+        "--group",
+        group,
+    ]);
+    if !prefix.is_empty() {
+        cmd.args(["--prefix", prefix]);
+    }
+    report(
+        cmd,
+        &format!("everything_client.mjs {url} {transport} {group}"),
+    )
+}
+
+/// `everything_client.py --url URL --transport T --mode M`.
+fn py(url: &str, transport: &str, mode: &str) -> Value {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/everything_client.py");
+    let mut cmd = Command::new(common::prereq::python());
+    cmd.args(["-W", "ignore"]).arg(script).args([
+        "--url",
+        url,
+        "--transport",
+        transport,
+        "--mode",
+        mode,
+    ]);
+    report(
+        cmd,
+        &format!("everything_client.py {url} {transport} {mode}"),
+    )
+}
+
+/// A report's cases, its log lines as the case `logs`.
+fn cases(report: &Value) -> BTreeMap<String, Value> {
+    let mut cases: BTreeMap<String, Value> = report["cases"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no cases in {report}"))
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    cases.insert("logs".into(), report["logs"].clone());
+    cases
+}
+
+/// Where `a` and `b` differ, as one line per JSON pointer (values cut at 300 characters).
+fn diff(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let (va, vb) = (
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                );
+                diff(&format!("{path}/{k}"), va, vb, out);
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (va, vb)) in x.iter().zip(y).enumerate() {
+                diff(&format!("{path}/{i}"), va, vb, out);
+            }
+        }
+        // Lists of named things (tools, prompts, resources): which ones each side lacks.
+        (Value::Array(x), Value::Array(y)) if keyed(x).is_some() && keyed(y).is_some() => {
+            let (kx, ky) = (keyed(x).unwrap(), keyed(y).unwrap());
+            let only = |a: &BTreeMap<String, &Value>, b: &BTreeMap<String, &Value>| {
+                a.keys()
+                    .filter(|k| !b.contains_key(*k))
+                    .cloned()
+                    .collect::<Vec<_>>()
+            };
+            out.push(format!(
+                "    at {}: only directly: {:?}; only through mcpgw: {:?}",
+                shown(path),
+                only(&kx, &ky),
+                only(&ky, &kx)
+            ));
+            for (k, va) in &kx {
+                if let Some(vb) = ky.get(k) {
+                    diff(&format!("{path}[{k}]"), va, vb, out);
+                }
+            }
+        }
+        _ if a != b => {
+            let cut = |v: &Value| v.to_string().chars().take(300).collect::<String>();
+            out.push(format!(
+                "    at {}\n      direct:        {}\n      through mcpgw: {}",
+                shown(path),
+                cut(a),
+                cut(b)
+            ));
+        }
+        _ => {}
+    }
+}
+
+/// A JSON pointer as shown in a diff (`/` for the whole value).
+fn shown(path: &str) -> &str {
+    if path.is_empty() { "/" } else { path }
+}
+
+/// The elements of a list by their `name`, `uri` or `uriTemplate`, if each has one.
+fn keyed(list: &[Value]) -> Option<BTreeMap<String, &Value>> {
+    list.iter()
+        .map(|v| {
+            let key = ["name", "uri", "uriTemplate"]
+                .iter()
+                .find_map(|k| v.get(*k)?.as_str())?;
+            Some((key.to_owned(), v))
+        })
+        .collect()
+}
+
+/// The comparisons of one rig's runs.
+#[derive(Default)]
+struct Comparison {
+    /// (run, case) -> readable diff, for every case that differs.
+    differences: BTreeMap<(String, String), String>,
+    /// How many cases were compared.
+    compared: usize,
+}
+
+impl Comparison {
+    /// Compare one run through mcpgw with the run made directly, case by case; `era_only`
+    /// cases exist in one era only and are not compared.
+    fn add(&mut self, run: &str, direct: &Value, via: &Value, era_only: &[&str]) {
+        let (direct, via) = (cases(direct), cases(via));
+        let names: BTreeSet<&String> = direct.keys().chain(via.keys()).collect();
+        for name in names {
+            if era_only.contains(&name.as_str()) {
+                continue;
+            }
+            self.compared += 1;
+            let missing = Value::String("<case missing>".into());
+            let (a, b) = (
+                direct.get(name).unwrap_or(&missing),
+                via.get(name).unwrap_or(&missing),
+            );
+            let mut lines = Vec::new();
+            diff("", a, b, &mut lines);
+            if !lines.is_empty() {
+                self.differences
+                    .insert((run.to_owned(), name.clone()), lines.join("\n"));
+            }
+        }
+    }
+
+    /// Every difference not in `exempt`, as a readable report; `None` when there is none.
+    fn unexplained(&self, exempt: impl Fn(&str, &str) -> bool) -> Option<String> {
+        assert!(self.compared > 0, "nothing was compared");
+        let left: Vec<String> = self
+            .differences
+            .iter()
+            .filter(|((run, case), _)| !exempt(run, case))
+            .map(|((run, case), lines)| format!("  [{run}] {case}\n{lines}"))
+            .collect();
+        (!left.is_empty()).then(|| {
+            format!(
+                "{} of {} cases differ through mcpgw:\n{}",
+                left.len(),
+                self.compared,
+                left.join("\n")
+            )
+        })
+    }
+}
+
+fn known_gap(run: &str, case: &str) -> bool {
+    GAPS.iter().any(|(r, c, _)| {
+        let runs = r
+            .strip_suffix('*')
+            .map_or(*r == run, |start| run.starts_with(start));
+        runs && *c == case
+    })
+}
+
+/// Every driver and front door, each compared with the same driver run directly (the tasks
+/// group too: the task-required tool `simulate-research-query`, with and without an elicitation
+/// on the side, and the `trigger-*-async` tools the server offers to clients that run its
+/// requests as tasks); the Python
+/// client in 2026-07-28 through the gateway is compared with its session-era run directly (the
+/// server speaks only the session era), its era's own cases (`ping`, `logging/setLevel`) aside.
+fn compare(rig: &Rig) -> Comparison {
+    let mut cmp = Comparison::default();
+    let direct = rig.direct_transport();
+    let ts_direct = ts(&rig.server.url, direct, "", "main");
+    let mcp = format!("/servers/{NAME}/mcp");
+    let sse = format!("/servers/{NAME}/sse");
+    for (transport, path) in [("streamable-http", &mcp), ("sse", &sse)] {
+        let via = ts(&rig.via(path), transport, "", "main");
+        cmp.add(&format!("ts {transport} {path}"), &ts_direct, &via, &[]);
+    }
+    let via = ts(&rig.ws(), "websocket", &format!("{NAME}__"), "main");
+    cmp.add("ts websocket /ws", &ts_direct, &via, &[]);
+    let tasks_direct = ts(&rig.server.url, direct, "", "tasks");
+    let via = ts(&rig.via(&mcp), "streamable-http", "", "tasks");
+    cmp.add("ts tasks /servers/every/mcp", &tasks_direct, &via, &[]);
+
+    let py_direct = py(&rig.server.url, direct, "legacy");
+    for (transport, path) in [("streamable-http", &mcp), ("sse", &sse)] {
+        let via = py(&rig.via(path), transport, "legacy");
+        cmp.add(
+            &format!("py legacy {transport} {path}"),
+            &py_direct,
+            &via,
+            &[],
+        );
+        let via = py(&rig.via(path), transport, "2026-07-28");
+        let era_only = ["ping", "logging/setLevel debug"];
+        cmp.add(
+            &format!("py 2026-07-28 {transport} {path}"),
+            &py_direct,
+            &via,
+            &era_only,
+        );
+    }
+    cmp
+}
+
+#[test]
+fn a_streamable_http_everything_server_answers_alike_through_mcpgw_and_directly() {
+    let rig = Rig::start("streamableHttp");
+    if let Some(report) = compare(&rig).unexplained(known_gap) {
+        panic!("{report}");
+    }
+}
+
+#[test]
+fn an_sse_everything_server_answers_alike_through_mcpgw_and_directly() {
+    let rig = Rig::start("sse");
+    if let Some(report) = compare(&rig).unexplained(known_gap) {
+        panic!("{report}");
+    }
+}
+
+/// The session ids (UUIDs) a toggle report's texts and simulated log lines name.
+fn sessions_named(side: &Value) -> BTreeSet<String> {
+    let is_uuid = |w: &[u8]| {
+        w.iter().enumerate().all(|(i, b)| match i {
+            8 | 13 | 18 | 23 => *b == b'-',
+            _ => b.is_ascii_hexdigit(),
+        })
+    };
+    let lines = side["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(side["simulated_logs"].as_array().unwrap())
+        .filter_map(Value::as_str);
+    let mut named = BTreeSet::new();
+    for line in lines {
+        for window in line.as_bytes().windows(36).filter(|w| is_uuid(w)) {
+            named.insert(String::from_utf8_lossy(window).into_owned());
+        }
+    }
+    named
+}
+
+/// Two clients at once toggle the server's per-session state (simulated logging and resource
+/// updates) through mcpgw: each must start and then stop its own, and see only its own
+/// session's simulated log lines (one upstream session per downstream session).
+#[test]
+fn two_clients_toggling_state_through_mcpgw_see_only_their_own() {
+    for mode in ["streamableHttp", "sse"] {
+        let rig = Rig::start(mode);
+        for (transport, path) in [("streamable-http", "mcp"), ("sse", "sse")] {
+            let url = rig.via(&format!("/servers/{NAME}/{path}"));
+            let report = ts(&url, transport, "", "toggle");
+            let what = format!("{mode} upstream, {transport} front door: {report:#}");
+            let mut named = Vec::new();
+            for side in ["a", "b"] {
+                let texts: Vec<&str> = report[side]["texts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect();
+                assert_eq!(texts.len(), 4, "{what}");
+                for (text, want) in texts
+                    .iter()
+                    .zip(["Started", "Started", "Stopped", "Stopped"])
+                {
+                    assert!(text.starts_with(want), "{side} got {text:?}\n{what}");
+                }
+                assert!(
+                    !report[side]["simulated_logs"]
+                        .as_array()
+                        .unwrap()
+                        .is_empty(),
+                    "{side} got no simulated log line\n{what}"
+                );
+                let sessions = sessions_named(&report[side]);
+                assert_eq!(sessions.len(), 1, "{side} saw {sessions:?}\n{what}");
+                named.push(sessions);
+            }
+            assert_ne!(named[0], named[1], "both clients share a session\n{what}");
+        }
+    }
+}
+
+/// Every case, [`GAPS`] included, compared with no exemption.
+#[test]
+#[ignore = "issue 19: differs through mcpgw today: initialize (mcpgw's serverInfo, no \
+            instructions); /ws tools/list and resources/list (the registration-time catalog, not \
+            the client's own session's); the Python client in 2026-07-28 (its calls go on \
+            mcpgw's own upstream session: get-roots-list and trigger-url-elicitation not \
+            offered, no logs; over /servers/NAME/sse the server's sampling and elicitation \
+            requests answered -32601)"]
+fn every_case_matches_through_mcpgw_with_no_exemption() {
+    let mut failures = Vec::new();
+    for mode in ["streamableHttp", "sse"] {
+        let rig = Rig::start(mode);
+        let cmp = compare(&rig);
+        if let Some(report) = cmp.unexplained(|_, _| false) {
+            failures.push(format!("--- {mode} upstream: {report}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
