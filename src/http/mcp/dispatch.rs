@@ -14,7 +14,7 @@ use crate::jsonrpc::{self, Kind, code};
 use crate::session::SessionKey;
 use crate::upstream::connection::{Caller, ClientProfile};
 use crate::upstream::connection::{MODERN_VERSION, SESSION_VERSIONS};
-use crate::upstream::registry::Upstream;
+use crate::upstream::registry::{Catalog, Upstream};
 
 /// Answer one JSON-RPC message for any transport; `None` for notifications and responses.
 /// `ctx` names the downstream session it came in and where the upstream's notifications go; `new_session`
@@ -92,16 +92,10 @@ pub async fn handle(
             let params = params.unwrap_or_else(|| json!({}));
             return Some(forward(state, ctx, &up, id, method, params).await);
         }
-        "tools/list" => Ok(json!({"tools": listing(state, scope, sep, |c| &c.tools, "name")})),
-        "prompts/list" => {
-            Ok(json!({"prompts": listing(state, scope, sep, |c| &c.prompts, "name")}))
-        }
-        "resources/list" => {
-            Ok(json!({"resources": listing(state, scope, sep, |c| &c.resources, "uri")}))
-        }
-        "resources/templates/list" => Ok(
-            json!({"resourceTemplates": listing(state, scope, sep, |c| &c.resource_templates, "uriTemplate")}),
-        ),
+        "tools/list" => Ok(listing(state, scope, ctx, sep, &List::TOOLS).await),
+        "prompts/list" => Ok(listing(state, scope, ctx, sep, &List::PROMPTS).await),
+        "resources/list" => Ok(listing(state, scope, ctx, sep, &List::RESOURCES).await),
+        "resources/templates/list" => Ok(listing(state, scope, ctx, sep, &List::TEMPLATES).await),
         "tools/call" | "prompts/get" => {
             return Some(route_named(state, scope, ctx, sep, id, method, params).await);
         }
@@ -185,7 +179,8 @@ async fn set_level(state: &AppState, scope: &Scope, ctx: &Ctx<'_>, params: Optio
 /// The upstream whose lists a session's client gets from its own upstream session, as the
 /// server would list them to it directly (what a server offers may depend on the client's
 /// capabilities and on what the session did): one upstream (`/servers/{name}/mcp`) that gives
-/// each client a session of its own. `/mcp` lists the merged catalog.
+/// each client a session of its own, its answer passed on whole (cursors included). `/mcp`
+/// merges every upstream's ([`listing`]).
 fn own_listing(state: &AppState, scope: &Scope, ctx: &Ctx<'_>) -> Option<Arc<Upstream>> {
     ctx.owner.as_ref()?;
     let up = in_scope(state, scope).into_iter().next()?;
@@ -226,28 +221,68 @@ pub(super) fn in_scope(state: &AppState, scope: &Scope) -> Vec<Arc<Upstream>> {
     }
 }
 
-/// Merge one kind of catalog entry. With `Scope::All`, a name (`field` "name") is prefixed
-/// with its upstream, and a URI or template (`field` "uri" or "uriTemplate") that upstreams
-/// share is put in the gateway's scheme ([`super::uris`]).
-fn listing(
-    state: &AppState,
-    scope: &Scope,
-    sep: &str,
-    pick: impl Fn(&crate::upstream::registry::Catalog) -> &Vec<Value>,
-    field: &str,
-) -> Vec<Value> {
+/// One kind of list: the method, the member of its result that holds the items, and the
+/// item's field that names it.
+struct List {
+    method: &'static str,
+    member: &'static str,
+    field: &'static str,
+    /// The items in a catalog.
+    pick: fn(&Catalog) -> &Vec<Value>,
+}
+
+impl List {
+    const TOOLS: Self = Self {
+        method: "tools/list",
+        member: "tools",
+        field: "name",
+        pick: |c| &c.tools,
+    };
+    const PROMPTS: Self = Self {
+        method: "prompts/list",
+        member: "prompts",
+        field: "name",
+        pick: |c| &c.prompts,
+    };
+    const RESOURCES: Self = Self {
+        method: "resources/list",
+        member: "resources",
+        field: "uri",
+        pick: |c| &c.resources,
+    };
+    const TEMPLATES: Self = Self {
+        method: "resources/templates/list",
+        member: "resourceTemplates",
+        field: "uriTemplate",
+        pick: |c| &c.resource_templates,
+    };
+}
+
+/// Merge one kind of list over the upstreams in scope. A client with sessions of its own
+/// gets each such upstream's list from its own session (what the server offers *it*, and what
+/// its session made); otherwise the catalog. With `Scope::All`, a name (`field` "name") is
+/// prefixed with its upstream, and a URI or template (`field` "uri" or "uriTemplate") that
+/// upstreams share is put in the gateway's scheme ([`super::uris`]).
+async fn listing(state: &AppState, scope: &Scope, ctx: &Ctx<'_>, sep: &str, list: &List) -> Value {
     let ups = in_scope(state, scope);
-    let catalogs: Vec<_> = ups.iter().map(|up| up.catalog()).collect();
+    let mut lists: Vec<Vec<Value>> = Vec::with_capacity(ups.len());
+    for up in &ups {
+        let own = match ctx.owner.as_ref().filter(|_| up.gives_clients_sessions()) {
+            Some(_) => own_list(ctx, up, list).await,
+            None => None,
+        };
+        lists.push(own.unwrap_or_else(|| (list.pick)(&up.catalog()).clone()));
+    }
+    let field = list.field;
     let all = matches!(scope, Scope::All);
     let shared = match field {
-        "uri" | "uriTemplate" if all => uris::shared(catalogs.iter().map(|c| pick(c)), field),
+        "uri" | "uriTemplate" if all => uris::shared(lists.iter(), field),
         _ => Default::default(),
     };
     let mut out = Vec::new();
-    for (up, catalog) in ups.iter().zip(&catalogs) {
+    for (up, items) in ups.iter().zip(lists) {
         let upstream = up.name();
-        for item in pick(catalog) {
-            let mut item = item.clone();
+        for mut item in items {
             if all && let Some(Value::String(value)) = item.get_mut(field) {
                 if field == "name" {
                     *value = format!("{upstream}{sep}{value}");
@@ -258,5 +293,30 @@ fn listing(
             out.push(item);
         }
     }
-    out
+    let mut result = serde_json::Map::new();
+    result.insert(list.member.into(), Value::Array(out));
+    Value::Object(result)
+}
+
+/// Every page of `list` from the client's own session on `up`; `None` (the catalog is used)
+/// when it cannot be had.
+async fn own_list(ctx: &Ctx<'_>, up: &Arc<Upstream>, list: &List) -> Option<Vec<Value>> {
+    let caller = Caller {
+        owner: ctx.owner(),
+        ..Caller::default()
+    };
+    let mut items = Vec::new();
+    let mut cursor: Option<Value> = None;
+    // Bounded: a misbehaving upstream cannot page forever.
+    for _ in 0..100 {
+        let params = cursor.take().map(|c| json!({ "cursor": c }));
+        let answer = up.request(&caller, list.method, params).await.ok()?;
+        let result = answer.get("result")?;
+        items.extend(result.get(list.member)?.as_array()?.iter().cloned());
+        match result.get("nextCursor").filter(|c| !c.is_null()) {
+            Some(next) => cursor = Some(next.clone()),
+            None => return Some(items),
+        }
+    }
+    Some(items)
 }
