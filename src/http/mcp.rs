@@ -538,6 +538,11 @@ async fn on_connection_one(
         .then(|| jsonrpc::method(&msg).unwrap_or_default().to_owned());
     let mut new_session = None;
     let streams = is_request && streams_notifications(jsonrpc::method(&msg).unwrap_or_default());
+    if era.is_modern() && streams {
+        // A 2026-07-28 client here too: an upstream's question mid-call becomes
+        // `input_required` ([`held`]), as over Streamable HTTP.
+        return on_connection_held(state, scope, key, msg, decorate).await;
+    }
     let ctx = Ctx {
         session: Some(key),
         sink: streams.then(|| super::clients::session_sink(state, key)),
@@ -554,4 +559,37 @@ async fn on_connection_one(
         state.sessions.close(&id);
     }
     answer
+}
+
+/// A 2026-07-28 call that came on a connection, through [`held::serve`].
+async fn on_connection_held(
+    state: &Arc<AppState>,
+    scope: &Scope,
+    key: &SessionKey,
+    msg: Value,
+    decorate: Option<String>,
+) -> Option<Value> {
+    let body = Bytes::from(serde_json::to_vec(&msg).unwrap_or_default());
+    let client = super::clients::session_sink(state, key);
+    let (run_state, scope, key) = (state.clone(), scope.clone(), key.clone());
+    let owner = super::clients::owner(state, Some(&key));
+    let run = move |inner: MessageSink| async move {
+        let ctx = Ctx {
+            session: Some(&key),
+            sink: Some(inner),
+            owner,
+            modern: true,
+        };
+        let mut answer = handle(&run_state, &scope, &ctx, msg, &mut None).await;
+        if let Some(a) = answer.as_mut() {
+            finish(decorate.as_deref(), a);
+        }
+        Reply::Answer {
+            json: serde_json::to_vec(&answer.unwrap_or(Value::Null)).unwrap_or_default(),
+            sse_only: false,
+        }
+    };
+    held::serve(state.clone(), client, body, run)
+        .await
+        .into_message()
 }

@@ -140,13 +140,13 @@ pub fn auth_headers(auth: &UpstreamAuth) -> Result<HeaderMap, AuthHeaderError> {
 
 /// How the gateway introduces itself on its own upstream sessions (health checks, catalogs,
 /// the requests of 2026-07-28 clients, and every client's with `--shared-session`): as mcpgw,
-/// declaring what it can put to the client whose call is in flight (sampling, form
-/// elicitation: as a request, or as `input_required` to a 2026-07-28 client), and not `roots`,
+/// declaring what it can put to the client whose call is in flight (sampling, elicitation in
+/// form and URL modes: as a request, or as `input_required` to a 2026-07-28 client), and not `roots`,
 /// which a server may ask outside any call, when there is no one client to ask.
 pub fn gateway_hello() -> ClientProfile {
     ClientProfile {
         protocol_version: SESSION_VERSIONS[0].into(),
-        capabilities: json!({"sampling": {}, "elicitation": {"form": {}}}),
+        capabilities: json!({"sampling": {}, "elicitation": {"form": {}, "url": {}}}),
         client_info: json!({"name": "mcpgw", "version": env!("CARGO_PKG_VERSION")}),
     }
 }
