@@ -157,13 +157,28 @@ impl Upstream {
         timeout: Duration,
         caller: &Caller,
     ) -> Result<Received, UpstreamError> {
-        let mut received = send_on(conn, method, payload, timeout, caller).await?;
+        let received = send_on(conn, method, payload, timeout, caller).await?;
         if !caller.asks_as_requests
             || caller.sink.is_none()
             || !matches!(conn.era, Era::Stateless { .. })
         {
             return Ok(received);
         }
+        // Boxed: the rounds are rare, and their state would otherwise enlarge every request's
+        // future (docs/PERFORMANCE.md, issue 19).
+        Box::pin(self.bridge(conn, method, payload, timeout, caller, received)).await
+    }
+
+    /// The rounds of [`Self::send_bridged`], from the upstream's first answer `received`.
+    async fn bridge(
+        self: &Arc<Self>,
+        conn: &Connection,
+        method: &str,
+        payload: &mut Payload<'_, '_>,
+        timeout: Duration,
+        caller: &Caller,
+        mut received: Received,
+    ) -> Result<Received, UpstreamError> {
         for _ in 0..MAX_ROUNDS {
             if let Received::Json(body) = &received
                 && memchr::memmem::find(body, b"input_required").is_none()
