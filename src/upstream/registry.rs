@@ -384,9 +384,15 @@ impl Upstream {
         }
     }
 
-    /// What opening a connection here takes: the registry, the registration, the client for
-    /// its URL and TLS identity, and its configured headers.
-    fn dial(&self) -> Result<Dial, UpstreamError> {
+    /// Open a connection here, with the registration's URL, TLS identity and headers:
+    /// `sink` takes what the upstream sends outside an answer, `era` and `hello` say how to
+    /// greet it. The one way every connection to an upstream is opened.
+    async fn dial(
+        &self,
+        sink: connection::MessageSink,
+        era: crate::store::EraChoice,
+        hello: Arc<connection::ClientProfile>,
+    ) -> Result<Connection, UpstreamError> {
         let registry = self.registry.upgrade().ok_or(UpstreamError::Closed)?;
         let reg = self.reg.load_full();
         let client = registry
@@ -398,21 +404,13 @@ impl Upstream {
         let headers = connection::auth_headers(&reg.auth).map_err(|e| UpstreamError::Connect {
             diagnosis: e.to_string(),
         })?;
-        Ok(Dial {
-            registry,
-            reg,
-            client,
-            headers,
-        })
+        let timeout = registry.settings.request_timeout;
+        Connection::open(client, reg.transport, headers, timeout, sink, era, hello).await
     }
 
     async fn open(self: &Arc<Self>) -> Result<Connection, UpstreamError> {
-        let Dial {
-            registry,
-            reg,
-            client,
-            headers,
-        } = self.dial()?;
+        let registry = self.registry.upgrade().ok_or(UpstreamError::Closed)?;
+        let reg = self.reg.load_full();
         let refresh = self.refresh.clone();
         let (updates, name) = (registry.updates.clone(), reg.name.clone());
         let one_stream = reg.transport == crate::store::Transport::Sse;
@@ -438,16 +436,8 @@ impl Upstream {
                 up.on_shared_stream(msg);
             }
         });
-        let conn = Connection::open(
-            client,
-            reg.transport,
-            headers,
-            registry.settings.request_timeout,
-            sink,
-            reg.era,
-            Arc::new(connection::gateway_hello()),
-        )
-        .await?;
+        let hello = Arc::new(connection::gateway_hello());
+        let conn = self.dial(sink, reg.era, hello).await?;
         if conn
             .client()
             .observations
@@ -825,14 +815,6 @@ async fn list_all(
         }
     }
     Ok(out)
-}
-
-/// See [`Upstream::dial`].
-struct Dial {
-    registry: Arc<RegistryInner>,
-    reg: Arc<Registration>,
-    client: super::clients::UpstreamClient,
-    headers: http::HeaderMap,
 }
 
 struct RegistryInner {

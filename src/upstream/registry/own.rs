@@ -233,12 +233,7 @@ impl Upstream {
         slot: &Arc<Slot>,
         owner: &Owner,
     ) -> Result<Connection, UpstreamError> {
-        let super::Dial {
-            registry,
-            reg,
-            client,
-            headers,
-        } = self.dial()?;
+        let reg = self.reg.load_full();
         let weak_slot = Arc::downgrade(slot);
         let one_stream = reg.transport == crate::store::Transport::Sse;
         let (refresh, deliver, name) = (
@@ -274,16 +269,9 @@ impl Upstream {
                 None => deliver(msg),
             }
         });
-        let conn = connection::Connection::open(
-            client,
-            reg.transport,
-            headers,
-            registry.settings.request_timeout,
-            sink,
-            EraChoice::Session,
-            owner.profile.clone(),
-        )
-        .await?;
+        let conn = self
+            .dial(sink, EraChoice::Session, owner.profile.clone())
+            .await?;
         if owner.listening {
             conn.listen();
         }
@@ -307,23 +295,9 @@ impl Upstream {
         if !self.speaks_only_stateless() {
             return Ok(None);
         }
-        let super::Dial {
-            registry,
-            reg,
-            client,
-            headers,
-        } = self.dial()?;
-        let timeout = registry.settings.request_timeout;
-        let opened = connection::Connection::open(
-            client,
-            reg.transport,
-            headers,
-            timeout,
-            Arc::new(|_| {}),
-            EraChoice::Session,
-            Arc::new(connection::gateway_hello()),
-        )
-        .await;
+        let hello = Arc::new(connection::gateway_hello());
+        let opened = self.dial(Arc::new(|_| {}), EraChoice::Session, hello).await;
+        let timeout = self.request_timeout();
         match opened {
             Ok(conn) => {
                 let identity = Arc::new(SessionIdentity::of(&conn));

@@ -61,14 +61,10 @@ impl Upstream {
             .send_bridged(&conn, method, payload, timeout, caller)
             .await
         {
-            Err(UpstreamError::SessionExpired) => {
-                self.session_lost(None);
-                self.invalidate();
-                let conn = self.connection().await?;
-                self.send_bridged(&conn, method, payload, timeout, caller)
-                    .await
-            }
-            Err(UpstreamError::Closed) => {
+            Err(error @ (UpstreamError::SessionExpired | UpstreamError::Closed)) => {
+                if matches!(error, UpstreamError::SessionExpired) {
+                    self.session_lost(None);
+                }
                 self.invalidate();
                 let conn = self.connection().await?;
                 self.send_bridged(&conn, method, payload, timeout, caller)
