@@ -182,7 +182,23 @@ pub enum TokenCommand {
         /// Subject of the token.
         #[arg(long, default_value = "mcpgw-cli")]
         sub: String,
+        /// What the holder may reach: `client` (the MCP endpoints) or `admin` (also the
+        /// registry, certificates and admin routes).
+        #[arg(long, value_enum, default_value = "client")]
+        role: TokenRole,
+        /// A scope the token carries, for policy rules (repeatable).
+        #[arg(long = "scope", value_name = "SCOPE")]
+        scopes: Vec<String>,
     },
+}
+
+/// `token create --role`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TokenRole {
+    /// The MCP endpoints only.
+    Client,
+    /// Everything.
+    Admin,
 }
 
 /// `mcpgw probe`

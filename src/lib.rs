@@ -6,6 +6,7 @@
 // Lints that are not in Cargo.toml's [lints] because they are crate-level attributes.
 #![warn(missing_debug_implementations)]
 
+pub mod access;
 pub mod cli;
 pub mod commands;
 pub mod config;

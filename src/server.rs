@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Connection;
 use crate::h1::server as h1;
 use crate::tls::serving::ServingCert;
 
@@ -98,10 +99,13 @@ pub async fn run_listener(
             },
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
         let watcher = graceful.watcher();
         match &tls {
             None => {
+                let app = app.on(Connection {
+                    peer: Some(peer),
+                    certificate: None,
+                });
                 tokio::spawn(serve_connection(
                     stream,
                     app,
@@ -113,10 +117,23 @@ pub async fn run_listener(
             Some(serving) => {
                 let config = serving.current().config.clone();
                 let stop = stop.clone();
+                let app = app.clone();
                 tokio::spawn(async move {
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {
+                            let certificate = tls_stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(<[_]>::first)
+                                .and_then(|leaf| crate::access::certificate::name_of(leaf))
+                                .zip(app.listener())
+                                .map(|(name, state)| state.auth.certificate(&name));
+                            let app = app.on(Connection {
+                                peer: Some(peer),
+                                certificate,
+                            });
                             serve_connection(tls_stream, app, watcher, header_timeout, stop).await;
                         }
                         Ok(Err(err)) => {

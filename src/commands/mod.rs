@@ -27,9 +27,12 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Status => runtime()?.block_on(status::run(&globals, cli.json)),
         Command::Gateway(cmd) => runtime()?.block_on(gateway::run(cmd, &globals, cli.json)),
         Command::Call(args) => runtime()?.block_on(call::run(&args, &globals, cli.json)),
-        Command::Token(TokenCommand::Create { ttl, sub }) => {
-            token::create(&globals, &ttl, &sub, cli.json)
-        }
+        Command::Token(TokenCommand::Create {
+            ttl,
+            sub,
+            role,
+            scopes,
+        }) => token::create(&globals, &ttl, &sub, role, &scopes, cli.json),
         Command::Probe(args) => runtime()?.block_on(probe::run(&args, cli.json)),
     }
 }

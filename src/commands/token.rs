@@ -2,7 +2,8 @@
 
 use anyhow::bail;
 
-use crate::cli::UsageError;
+use crate::access::Role;
+use crate::cli::{TokenRole, UsageError};
 use crate::config::{DEFAULT_DATA_DIR, GlobalPaths};
 
 /// Parse `30m`, `12h`, `7d`, `3600s` or plain seconds.
@@ -34,19 +35,48 @@ pub fn parse_ttl(text: &str) -> Result<i64, UsageError> {
 }
 
 /// Print a token.
-pub fn create(globals: &GlobalPaths, ttl: &str, sub: &str, json: bool) -> anyhow::Result<()> {
+pub fn create(
+    globals: &GlobalPaths,
+    ttl: &str,
+    sub: &str,
+    role: TokenRole,
+    scopes: &[String],
+    json: bool,
+) -> anyhow::Result<()> {
     let ttl = parse_ttl(ttl)?;
-    if sub.is_empty() {
-        bail!(UsageError("--sub must not be empty".into()));
+    if sub.is_empty() || sub.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        bail!(UsageError(
+            "--sub must be a name without white space".into()
+        ));
     }
+    if let Some(bad) = scopes
+        .iter()
+        .find(|s| s.is_empty() || s.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        bail!(UsageError(format!(
+            "invalid --scope {bad:?}: a scope is one word without white space"
+        )));
+    }
+    let role = match role {
+        TokenRole::Client => Role::Client,
+        TokenRole::Admin => Role::Admin,
+    };
     let data_dir = globals
         .data_dir
         .clone()
         .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
     let secret = crate::http::auth::read_secret(&data_dir)?;
-    let token = crate::http::auth::mint(&secret, sub, ttl)?;
+    let grant = crate::http::auth::Grant {
+        sub,
+        role,
+        scopes,
+        ttl_secs: ttl,
+    };
+    let token = crate::http::auth::mint(&secret, &grant)?;
     if json {
-        return super::print_json(&serde_json::json!({"token": token, "ttl_s": ttl, "sub": sub}));
+        return super::print_json(&serde_json::json!({
+            "token": token, "ttl_s": ttl, "sub": sub, "role": role.as_str(), "scopes": scopes,
+        }));
     }
     println!("{token}");
     Ok(())

@@ -38,6 +38,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::CancellationToken;
 
+use crate::access::Connection;
 use crate::h1::fields::{Fields, Incoming};
 use crate::http::mcp::Reply;
 use crate::http::{App, AppState, front, limits};
@@ -79,7 +80,8 @@ where
     // hands over, so a connection that hyper then holds open for hours (an SSE stream) keeps
     // only its socket and the few bytes read ahead.
     // Its forwarded calls borrow one upstream-timeout timer in turn (see `deadline`).
-    let fast = crate::upstream::deadline::scope(fast(io, &state, &limits));
+    let connection = app.connection().clone();
+    let fast = crate::upstream::deadline::scope(fast(io, &state, &connection, &limits));
     let Some((io, read)) = Box::pin(fast).await else {
         return;
     };
@@ -89,7 +91,12 @@ where
 
 /// Serve `POST /mcp` requests until the connection ends (`None`) or has something else to
 /// serve: then the socket and the bytes read of it so far, for hyper.
-async fn fast<S>(io: S, state: &Arc<AppState>, limits: &Limits) -> Option<(S, Bytes)>
+async fn fast<S>(
+    io: S,
+    state: &Arc<AppState>,
+    connection: &Connection,
+    limits: &Limits,
+) -> Option<(S, Bytes)>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -100,7 +107,7 @@ where
         fields: Vec::with_capacity(MAX_HEADERS),
         clock: Clock::new(Instant::now() + limits.header_timeout),
     };
-    match conn.run(state, limits).await {
+    match conn.run(state, connection, limits).await {
         Next::Close => {
             let _ = conn.io.shutdown().await;
             None
@@ -153,7 +160,12 @@ impl<S> ServerConn<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    async fn run(&mut self, state: &Arc<AppState>, limits: &Limits) -> Next {
+    async fn run(
+        &mut self,
+        state: &Arc<AppState>,
+        connection: &Connection,
+        limits: &Limits,
+    ) -> Next {
         // One wait for the stop signal for the connection's life, rather than one registered
         // with the token and taken off it again for each request.
         let mut stop = std::pin::pin!(limits.stop.cancelled());
@@ -178,9 +190,21 @@ where
                     },
                 }
             };
-            if self.buf.len() < len + body {
+            // httparse has checked the names and values: every one is a valid header field.
+            let head = self.buf.split_to(len).freeze();
+            let headers = Incoming::Wire(Fields::new(head, self.fields.iter().copied()));
+            // Who is asking is settled on the head: no body byte is buffered for a request
+            // the gateway refuses.
+            let principal = match front::post_mcp_head(state, &headers, connection) {
+                Ok(principal) => principal,
+                Err(refused) => {
+                    let _ = self.answer(refused, true).await;
+                    return Next::Close;
+                }
+            };
+            if self.buf.len() < body {
                 let deadline = Instant::now() + limits.body_timeout;
-                while self.buf.len() < len + body {
+                while self.buf.len() < body {
                     tokio::select! {
                         biased;
                         read = read_more(&mut self.io, &mut self.buf) => match read {
@@ -195,11 +219,8 @@ where
                     }
                 }
             }
-            let head = self.buf.split_to(len).freeze();
             let body = self.buf.split_to(body).freeze();
-            // httparse has checked the names and values: every one is a valid header field.
-            let headers = Incoming::Wire(Fields::new(head, self.fields.iter().copied()));
-            let handled = front::post_mcp_read(state.clone(), headers, body);
+            let handled = front::post_mcp_read(state.clone(), principal, headers, body);
             let Some(response) = watching(&mut self.io, &mut self.buf, handled).await else {
                 return Next::Drop;
             };

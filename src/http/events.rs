@@ -16,7 +16,7 @@ use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -25,6 +25,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::AppState;
+use crate::access::Principal;
 
 /// Events kept per session for replay.
 const REPLAY: usize = 128;
@@ -160,14 +161,19 @@ pub(crate) fn shared(msg: &Value) -> Arc<str> {
 }
 
 /// `GET /mcp`: the session's server-to-client stream.
-pub async fn stream(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    open(&state, &headers)
+pub async fn stream(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
+    headers: HeaderMap,
+) -> Response {
+    open(&state, &principal, &headers)
 }
 
 /// `GET /servers/{name}/mcp`: the same stream (a session's notifications do not depend on the
 /// endpoint it was opened on), for a registered upstream's endpoint.
 pub async fn stream_one(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Response {
@@ -178,10 +184,10 @@ pub async fn stream_one(
         )
             .into_response();
     }
-    open(&state, &headers)
+    open(&state, &principal, &headers)
 }
 
-fn open(state: &Arc<AppState>, headers: &HeaderMap) -> Response {
+fn open(state: &Arc<AppState>, principal: &Principal, headers: &HeaderMap) -> Response {
     let Some(id) = headers
         .get(&crate::h1::fields::SESSION_ID)
         .and_then(|v| v.to_str().ok())
@@ -192,7 +198,7 @@ fn open(state: &Arc<AppState>, headers: &HeaderMap) -> Response {
         )
             .into_response();
     };
-    let Some(log) = state.sessions.events(id) else {
+    let Some(log) = state.sessions.events(id, &principal.id) else {
         return (
             StatusCode::NOT_FOUND,
             "session not found (it ended or expired)",

@@ -35,7 +35,7 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::{Extension, FromRequest, Path, Request, State};
 use axum::http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -44,6 +44,7 @@ use serde_json::{Value, json};
 
 use super::AppState;
 use super::relay::relay_to_upstream;
+use crate::access::Principal;
 use crate::h1::fields::{Incoming, Lookup};
 use crate::jsonrpc::{self, Kind, code};
 use crate::session::SessionKey;
@@ -57,8 +58,9 @@ pub use uris::SubscribedAs;
 pub type Inflight = Arc<Mutex<HashSet<route::ByKey>>>;
 
 /// What a message carries through the stages besides itself.
-#[derive(Default)]
 pub struct Ctx<'s> {
+    /// Who sent it.
+    pub principal: Arc<Principal>,
     /// The downstream session it came in; `None` for a stateless request.
     pub session: Option<&'s SessionKey>,
     /// Where what the upstream streams while answering goes, for a request whose client
@@ -81,6 +83,7 @@ impl Ctx<'_> {
 impl std::fmt::Debug for Ctx<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Ctx")
+            .field("principal", &self.principal.id)
             .field("session", &self.session)
             .field("sink", &self.sink.is_some())
             .field("owner", &self.owner.is_some())
@@ -100,9 +103,13 @@ pub enum Scope {
 pub use super::sessions::{SessionLimits, Sessions, too_many_sessions};
 
 /// `POST /mcp` and `/mcp/http`.
-pub async fn post_all(State(state): State<Arc<AppState>>, request: Request) -> Response {
+pub async fn post_all(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
+    request: Request,
+) -> Response {
     match split(request).await {
-        Ok((headers, body)) => post(state, Scope::All, Incoming::Map(headers), body)
+        Ok((headers, body)) => post(state, Scope::All, principal, Incoming::Map(headers), body)
             .await
             .into_response(),
         Err(refused) => refused,
@@ -112,6 +119,7 @@ pub async fn post_all(State(state): State<Arc<AppState>>, request: Request) -> R
 /// `POST /servers/{name}/mcp`.
 pub async fn post_one(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Path(name): Path<String>,
     request: Request,
 ) -> Response {
@@ -122,15 +130,25 @@ pub async fn post_one(
     if state.registry.get(&name).is_none() {
         return (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "not_found", "message": format!("no upstream named '{name}' is registered")}}))).into_response();
     }
-    post(state, Scope::One(name), Incoming::Map(headers), body)
-        .await
-        .into_response()
+    post(
+        state,
+        Scope::One(name),
+        principal,
+        Incoming::Map(headers),
+        body,
+    )
+    .await
+    .into_response()
 }
 
 /// `DELETE /mcp`: end a session.
-pub async fn delete(State(state): State<Arc<AppState>>, headers: HeaderMap) -> StatusCode {
+pub async fn delete(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
+    headers: HeaderMap,
+) -> StatusCode {
     match session_header(&headers) {
-        Some(id) if state.sessions.close(id) => {
+        Some(id) if state.sessions.close(id, &principal.id) => {
             super::delivery::session_ended(&state, &SessionKey::Streamable(id.into()));
             StatusCode::NO_CONTENT
         }
@@ -268,6 +286,7 @@ impl Accept {
 pub(super) async fn post(
     state: Arc<AppState>,
     scope: Scope,
+    principal: Arc<Principal>,
     headers: Incoming,
     body: Bytes,
 ) -> Reply {
@@ -276,7 +295,7 @@ pub(super) async fn post(
     // Stage: session.
     let session = session_header(&headers);
     if let Some(id) = session
-        && !state.sessions.touch(id)
+        && !state.sessions.touch(id, &principal.id)
     {
         return Reply::rpc(
             StatusCode::NOT_FOUND,
@@ -292,6 +311,7 @@ pub(super) async fn post(
     let message = Posted {
         state: state.clone(),
         scope,
+        principal,
         headers,
         session,
         accept,
@@ -328,6 +348,7 @@ pub(super) async fn post(
 struct Posted {
     state: Arc<AppState>,
     scope: Scope,
+    principal: Arc<Principal>,
     headers: Incoming,
     /// The session it names, checked open.
     session: Option<Arc<str>>,
@@ -376,6 +397,7 @@ impl Posted {
             Message::Call(mut call) => {
                 let owner = super::clients::owner(&self.state, session);
                 let ctx = Ctx {
+                    principal: self.principal.clone(),
                     session,
                     sink,
                     owner,
@@ -393,7 +415,13 @@ impl Posted {
         let is_request = jsonrpc::kind(&tree) == Kind::Request;
         let method = jsonrpc::method(&tree).unwrap_or_default();
         if era.is_modern() && is_request && method == "subscriptions/listen" {
-            let listen = listen::open(self.state.clone(), scope.clone(), tree, self.accept.streams);
+            let listen = listen::open(
+                self.state.clone(),
+                scope.clone(),
+                self.principal.clone(),
+                tree,
+                self.accept.streams,
+            );
             return Reply::Response(listen.await);
         }
         if method == "initialize" && state.sessions.is_full() && state.sessions.sweep() == 0 {
@@ -408,6 +436,7 @@ impl Posted {
         // Only 2026-07-28 answers need the method once the message is consumed (`era::decorate`).
         let decorate = era.is_modern().then(|| method.to_owned());
         let ctx = Ctx {
+            principal: self.principal.clone(),
             session,
             sink: sink.filter(|_| is_request && streams_notifications(method)),
             owner: super::clients::owner(&self.state, session),
@@ -488,6 +517,7 @@ fn streams_notifications(method: &str) -> bool {
 pub(super) async fn on_connection(
     state: &Arc<AppState>,
     scope: &Scope,
+    principal: &Arc<Principal>,
     key: &SessionKey,
     msg: Value,
 ) -> Option<Value> {
@@ -500,19 +530,20 @@ pub(super) async fn on_connection(
         Value::Array(batch) => {
             let mut out = Vec::new();
             for item in batch {
-                if let Some(a) = on_connection_one(state, scope, key, item).await {
+                if let Some(a) = on_connection_one(state, scope, principal, key, item).await {
                     out.push(a);
                 }
             }
             (!out.is_empty()).then_some(Value::Array(out))
         }
-        single => on_connection_one(state, scope, key, single).await,
+        single => on_connection_one(state, scope, principal, key, single).await,
     }
 }
 
 async fn on_connection_one(
     state: &Arc<AppState>,
     scope: &Scope,
+    principal: &Arc<Principal>,
     key: &SessionKey,
     msg: Value,
 ) -> Option<Value> {
@@ -531,7 +562,7 @@ async fn on_connection_one(
     }
     let is_request = jsonrpc::kind(&msg) == Kind::Request;
     if era.is_modern() && is_request && jsonrpc::method(&msg) == Some("subscriptions/listen") {
-        return listen::open_on_connection(state, scope, key.clone(), msg).await;
+        return listen::open_on_connection(state, scope, principal, key.clone(), msg).await;
     }
     let decorate = era
         .is_modern()
@@ -541,9 +572,10 @@ async fn on_connection_one(
     if era.is_modern() && streams {
         // A 2026-07-28 client here too: an upstream's question mid-call becomes
         // `input_required` ([`held`]), as over Streamable HTTP.
-        return on_connection_held(state, scope, key, msg, decorate).await;
+        return on_connection_held(state, scope, principal, key, msg, decorate).await;
     }
     let ctx = Ctx {
+        principal: principal.clone(),
         session: Some(key),
         sink: streams.then(|| super::clients::session_sink(state, key)),
         owner: super::clients::owner(state, Some(key)),
@@ -556,7 +588,7 @@ async fn on_connection_one(
     // On SSE and WebSocket the connection is the session; an `Mcp-Session-Id` minted by
     // `initialize` would never be used or deleted, so end it at once rather than leak it.
     if let Some(id) = new_session {
-        state.sessions.close(&id);
+        state.sessions.close(&id, &principal.id);
     }
     answer
 }
@@ -565,6 +597,7 @@ async fn on_connection_one(
 async fn on_connection_held(
     state: &Arc<AppState>,
     scope: &Scope,
+    principal: &Arc<Principal>,
     key: &SessionKey,
     msg: Value,
     decorate: Option<String>,
@@ -572,9 +605,11 @@ async fn on_connection_held(
     let body = Bytes::from(serde_json::to_vec(&msg).unwrap_or_default());
     let client = super::clients::session_sink(state, key);
     let (run_state, scope, key) = (state.clone(), scope.clone(), key.clone());
+    let principal = principal.clone();
     let owner = super::clients::owner(state, Some(&key));
     let run = move |inner: MessageSink| async move {
         let ctx = Ctx {
+            principal,
             session: Some(&key),
             sink: Some(inner),
             owner,

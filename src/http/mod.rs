@@ -187,6 +187,8 @@ pub enum Surface {
 pub struct App {
     router: Router,
     listener: Option<Arc<AppState>>,
+    /// The connection it serves, once [`App::on`] named it; every request carries it.
+    connection: Arc<crate::access::Connection>,
 }
 
 impl App {
@@ -195,7 +197,22 @@ impl App {
         Self {
             router: router(state.clone(), surface),
             listener: (surface == Surface::Listener).then_some(state),
+            connection: Arc::default(),
         }
+    }
+
+    /// The app for one accepted connection.
+    #[must_use]
+    pub fn on(&self, connection: crate::access::Connection) -> Self {
+        Self {
+            connection: Arc::new(connection),
+            ..self.clone()
+        }
+    }
+
+    /// The connection it serves.
+    pub fn connection(&self) -> &Arc<crate::access::Connection> {
+        &self.connection
     }
 
     /// The state, on the listener (whose HTTP/1.1 loop serves `POST /mcp` itself).
@@ -209,7 +226,8 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for App {
     type Error = std::convert::Infallible;
     type Future = tower::util::Oneshot<Router, hyper::Request<hyper::body::Incoming>>;
 
-    fn call(&self, request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&self, mut request: hyper::Request<hyper::body::Incoming>) -> Self::Future {
+        request.extensions_mut().insert(self.connection.clone());
         tower::ServiceExt::oneshot(self.router.clone(), request)
     }
 }
@@ -260,7 +278,8 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
             state.clone(),
             front::gate,
         )),
-        Surface::Control => router,
+        // The CLI's channel: its peer is the gateway's own user, an administrator.
+        Surface::Control => router.layer(axum::Extension(crate::access::Principal::control())),
     }
     .with_state(state)
 }

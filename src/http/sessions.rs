@@ -14,13 +14,23 @@ use serde_json::{Value, json};
 
 use super::events::EventLog;
 
-/// Session ids issued at `initialize`, with when each was last used.
+/// Session ids issued at `initialize`, with when each was last used and whose each is.
 #[derive(Debug, Default)]
 pub struct Sessions {
-    ids: Mutex<HashMap<String, Instant>>,
+    ids: Mutex<HashMap<String, Entry>>,
     /// Server-to-client events of each session (`GET /mcp`).
     logs: Mutex<HashMap<String, Log>>,
     limits: SessionLimits,
+}
+
+/// A session's entry in the id table.
+#[derive(Debug)]
+struct Entry {
+    /// When it was last used.
+    seen: Instant,
+    /// The principal that opened it: the only one it is open to. Anyone else naming it is
+    /// told it does not exist, as if the id were never issued.
+    owner: Arc<str>,
 }
 
 /// A session's entry in the log table. However it leaves the table (DELETE, expiry, sweep),
@@ -49,17 +59,18 @@ impl Sessions {
         self.limits
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Entry>> {
         self.ids.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new session id, or `None` when the table is full even after dropping idle sessions.
-    pub(crate) fn open(&self) -> Option<String> {
+    /// A new session id for `owner`, or `None` when the table is full even after dropping idle
+    /// sessions.
+    pub(crate) fn open(&self, owner: &Arc<str>) -> Option<String> {
         use ring::rand::SecureRandom;
         let mut ids = self.lock();
         if ids.len() >= self.limits.max {
             let idle = self.limits.idle;
-            ids.retain(|_, seen| seen.elapsed() < idle);
+            ids.retain(|_, entry| entry.seen.elapsed() < idle);
             if ids.len() >= self.limits.max {
                 return None;
             }
@@ -67,18 +78,23 @@ impl Sessions {
         let mut bytes = [0u8; 16];
         let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
         let id = hex::encode(bytes);
-        ids.insert(id.clone(), Instant::now());
+        let entry = Entry {
+            seen: Instant::now(),
+            owner: owner.clone(),
+        };
+        ids.insert(id.clone(), entry);
         self.logs_lock().insert(id.clone(), Log::default());
         Some(id)
     }
 
-    /// Whether a session is open (and not idle past the limit); marks it used.
-    pub(crate) fn touch(&self, id: &str) -> bool {
+    /// Whether a session is open to `owner` (and not idle past the limit); marks it used.
+    pub(crate) fn touch(&self, id: &str, owner: &str) -> bool {
         let now = Instant::now();
         let mut ids = self.lock();
         match ids.get_mut(id) {
-            Some(seen) if now.saturating_duration_since(*seen) < self.limits.idle => {
-                *seen = now;
+            Some(entry) if *entry.owner != *owner => false,
+            Some(entry) if now.saturating_duration_since(entry.seen) < self.limits.idle => {
+                entry.seen = now;
                 true
             }
             Some(_) => {
@@ -104,18 +120,25 @@ impl Sessions {
         self.lock().len() >= self.limits.max
     }
 
-    pub(crate) fn close(&self, id: &str) -> bool {
+    /// End a session of `owner`'s; `false` when it has none of that id.
+    pub(crate) fn close(&self, id: &str, owner: &str) -> bool {
+        let mut ids = self.lock();
+        if ids.get(id).is_none_or(|entry| *entry.owner != *owner) {
+            return false;
+        }
+        ids.remove(id);
+        drop(ids);
         self.logs_lock().remove(id);
-        self.lock().remove(id).is_some()
+        true
     }
 
     fn logs_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Log>> {
         self.logs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The event log of an open session (marks it used).
-    pub fn events(&self, id: &str) -> Option<Arc<EventLog>> {
-        if !self.touch(id) {
+    /// The event log of a session open to `owner` (marks it used).
+    pub fn events(&self, id: &str, owner: &str) -> Option<Arc<EventLog>> {
+        if !self.touch(id, owner) {
             return None;
         }
         self.logs_lock().get(id).map(|log| log.0.clone())
@@ -150,7 +173,7 @@ impl Sessions {
         let idle = self.limits.idle;
         let mut ids = self.lock();
         let before = ids.len();
-        ids.retain(|_, seen| seen.elapsed() < idle);
+        ids.retain(|_, entry| entry.seen.elapsed() < idle);
         self.logs_lock().retain(|id, _| ids.contains_key(id));
         before - ids.len()
     }

@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -29,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 use super::AppState;
 use super::delivery;
 use super::mcp::{self, Scope};
+use crate::access::Principal;
 use crate::jsonrpc::{self, code};
 use crate::session::SessionKey;
 
@@ -55,6 +56,8 @@ struct Session {
     /// pointer-sized slot keeps an idle session's first block small.
     tx: mpsc::Sender<Box<Value>>,
     scope: Scope,
+    /// Who opened the stream: the only principal whose `POST /message` it takes.
+    principal: Arc<Principal>,
     /// Fired to end the stream from the POST side (queue overflow).
     close: CancellationToken,
 }
@@ -133,12 +136,19 @@ impl Drop for Guard {
 }
 
 /// `GET /sse`: a stream for every online upstream, names prefixed.
-pub async fn stream_all(State(state): State<Arc<AppState>>) -> Response {
-    open(state, Scope::All)
+pub async fn stream_all(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
+) -> Response {
+    open(state, Scope::All, principal)
 }
 
 /// `GET /servers/{name}/sse`: a stream for one upstream, names as it gives them.
-pub async fn stream_one(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
+pub async fn stream_one(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
+    Path(name): Path<String>,
+) -> Response {
     if state.registry.get(&name).is_none() {
         return (
             StatusCode::NOT_FOUND,
@@ -146,10 +156,10 @@ pub async fn stream_one(State(state): State<Arc<AppState>>, Path(name): Path<Str
         )
             .into_response();
     }
-    open(state, Scope::One(name))
+    open(state, Scope::One(name), principal)
 }
 
-fn open(state: Arc<AppState>, scope: Scope) -> Response {
+fn open(state: Arc<AppState>, scope: Scope, principal: Arc<Principal>) -> Response {
     let limits = state.sessions.limits();
     if state.sse.len() >= limits.max {
         return super::mcp::too_many_sessions(limits, "SSE");
@@ -162,6 +172,7 @@ fn open(state: Arc<AppState>, scope: Scope) -> Response {
         Session {
             tx,
             scope,
+            principal,
             close: close.clone(),
         },
     );
@@ -232,13 +243,19 @@ pub struct MessageQuery {
 /// `POST /message?session_id=…`: accept one JSON-RPC message or batch for a session's stream.
 pub async fn post_message(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Query(query): Query<MessageQuery>,
     body: Bytes,
 ) -> Response {
     let Some(id) = query.session_id.filter(|s| !s.is_empty()) else {
         return (StatusCode::BAD_REQUEST, "session_id is required").into_response();
     };
-    let Some(session) = state.sse.get(&id) else {
+    // Another principal's session is as unknown as one never opened.
+    let Some(session) = state
+        .sse
+        .get(&id)
+        .filter(|s| s.principal.id == principal.id)
+    else {
         return (StatusCode::NOT_FOUND, "could not find session").into_response();
     };
     let msg: Value = match serde_json::from_slice(&body) {
@@ -273,7 +290,8 @@ pub async fn post_message(
     };
     tokio::spawn(async move {
         let key = SessionKey::Sse(id.into());
-        if let Some(answer) = mcp::on_connection(&state, &session.scope, &key, msg).await {
+        let (scope, principal) = (&session.scope, &session.principal);
+        if let Some(answer) = mcp::on_connection(&state, scope, principal, &key, msg).await {
             permit.send(Box::new(answer));
         }
     });

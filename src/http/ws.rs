@@ -10,8 +10,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{Extension, State};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -21,6 +21,7 @@ use tokio::time::Instant;
 use super::AppState;
 use super::delivery;
 use super::mcp::{self, Scope};
+use crate::access::Principal;
 use crate::jsonrpc::{self, code};
 use crate::session::SessionKey;
 
@@ -67,7 +68,11 @@ impl WsSettings {
 }
 
 /// `GET /ws`: upgrade to a WebSocket that sees every online upstream, names prefixed.
-pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
+    ws: WebSocketUpgrade,
+) -> Response {
     let limits = state.sessions.limits();
     if state.ws_open.load(std::sync::atomic::Ordering::Relaxed) >= limits.max {
         return super::mcp::too_many_sessions(limits, "WebSocket");
@@ -75,7 +80,7 @@ pub async fn upgrade(State(state): State<Arc<AppState>>, ws: WebSocketUpgrade) -
     ws.protocols([SUBPROTOCOL])
         .max_message_size(MAX_MESSAGE_SIZE)
         .max_frame_size(MAX_MESSAGE_SIZE)
-        .on_upgrade(move |socket| serve(state, socket, Scope::All))
+        .on_upgrade(move |socket| serve(state, socket, Scope::All, principal))
 }
 
 /// Counts a socket as open for as long as it lives.
@@ -89,7 +94,7 @@ impl Drop for OpenSocket {
     }
 }
 
-async fn serve(state: Arc<AppState>, socket: WebSocket, scope: Scope) {
+async fn serve(state: Arc<AppState>, socket: WebSocket, scope: Scope, principal: Arc<Principal>) {
     state
         .ws_open
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -175,8 +180,9 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, scope: Scope) {
         let scope = scope.clone();
         let out_tx = out_tx.clone();
         let key = key.clone();
+        let principal = principal.clone();
         tokio::spawn(async move {
-            if let Some(answer) = mcp::on_connection(&state, &scope, &key, msg).await {
+            if let Some(answer) = mcp::on_connection(&state, &scope, &principal, &key, msg).await {
                 let _ = out_tx.send(Message::Text(answer.to_string().into())).await;
             }
             drop(permit);

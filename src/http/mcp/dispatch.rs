@@ -136,7 +136,7 @@ async fn initialize(
         SESSION_VERSIONS[0]
     };
     let identity = Identity::of(state, scope, true).await?;
-    let Some(id) = state.sessions.open() else {
+    let Some(id) = state.sessions.open(&ctx.principal.id) else {
         return Ok(None);
     };
     // On SSE and WebSocket the connection is the session; over Streamable HTTP the new id is.

@@ -29,6 +29,7 @@ use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
 use super::{AppState, Ctx, Scope, handle};
+use crate::access::Principal;
 use crate::http::delivery;
 use crate::jsonrpc::{self, code};
 use crate::session::SessionKey;
@@ -344,12 +345,13 @@ fn check(state: &AppState, msg: &Value) -> Result<(Value, Filter), (StatusCode, 
 async fn subscribe(
     state: &AppState,
     scope: &Scope,
+    principal: &Arc<Principal>,
     key: u64,
     id: &Value,
     asked: Filter,
 ) -> (Filter, Value) {
     let granted = Filter {
-        uris: subscribe_all(state, scope, key, &asked.uris).await,
+        uris: subscribe_all(state, scope, principal, key, &asked.uris).await,
         ..asked
     };
     let ack = json!({
@@ -369,6 +371,7 @@ fn refusal(status: StatusCode, body: Value) -> Response {
 pub(super) async fn open(
     state: Arc<AppState>,
     scope: Scope,
+    principal: Arc<Principal>,
     msg: Value,
     accepts_stream: bool,
 ) -> Response {
@@ -392,7 +395,7 @@ pub(super) async fn open(
         armed: true,
     };
     // The acknowledgement is the stream's first event, before anything queued.
-    let (granted, ack) = subscribe(&state, &scope, key, &id, asked).await;
+    let (granted, ack) = subscribe(&state, &scope, &principal, key, &id, asked).await;
     state.listens.grant(&state, key, granted);
     let last = json!({
         "jsonrpc": "2.0",
@@ -432,6 +435,7 @@ struct Stream {
 pub(super) async fn open_on_connection(
     state: &AppState,
     scope: &Scope,
+    principal: &Arc<Principal>,
     conn: SessionKey,
     msg: Value,
 ) -> Option<Value> {
@@ -447,7 +451,7 @@ pub(super) async fn open_on_connection(
         key,
         armed: true,
     };
-    let (granted, ack) = subscribe(state, scope, key, &id, asked).await;
+    let (granted, ack) = subscribe(state, scope, principal, key, &id, asked).await;
     // From here the stream ends with its connection or its cancellation, not with this call.
     entry.armed = false;
     delivery::notify_session(state, &conn, &ack);
@@ -492,7 +496,13 @@ pub(super) fn cancelled(state: &AppState, session: Option<&SessionKey>, msg: &Va
 
 /// Subscribe the stream `key` to each URI upstream, the way a `resources/subscribe` is: the
 /// URIs the gateway can deliver updates of.
-async fn subscribe_all(state: &AppState, scope: &Scope, key: u64, uris: &[String]) -> Vec<String> {
+async fn subscribe_all(
+    state: &AppState,
+    scope: &Scope,
+    principal: &Arc<Principal>,
+    key: u64,
+    uris: &[String],
+) -> Vec<String> {
     let session = SessionKey::Listen(key);
     let mut granted = Vec::new();
     let mut seen = HashSet::new();
@@ -505,6 +515,7 @@ async fn subscribe_all(state: &AppState, scope: &Scope, key: u64, uris: &[String
             "method": "resources/subscribe", "params": {"uri": uri},
         });
         let ctx = Ctx {
+            principal: principal.clone(),
             session: Some(&session),
             sink: None,
             owner: None,

@@ -10,12 +10,13 @@
 //! its SHA-256 digest, with its `exp`, and accepted again until then; the secret and the rules
 //! do not change while the gateway runs, so the answer is the one a new verification would give.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::access::{Method, Principal, Role};
 use crate::config::AuthConfig;
 use crate::h1::fields::Lookup;
 use crate::hash::HashMap;
@@ -33,12 +34,14 @@ type Digest = [u8; 32];
 /// The listener's bearer check, made once from the config.
 pub struct Verifier {
     enabled: bool,
-    /// Digests of the static tokens.
-    tokens: Vec<Digest>,
+    /// Digests of the static tokens, with whom each stands for.
+    tokens: Vec<(Digest, Arc<Principal>)>,
     /// The JWT key and the rules its tokens are checked by.
     jwt: Option<(jsonwebtoken::DecodingKey, jsonwebtoken::Validation)>,
-    /// Digests of JWTs that passed, with their `exp`.
-    verified: Mutex<HashMap<Digest, u64>>,
+    /// Digests of JWTs that passed, with their `exp` and principal.
+    verified: Mutex<HashMap<Digest, (u64, Arc<Principal>)>>,
+    /// Client-certificate names that are administrators.
+    certificate_admins: Vec<String>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -64,47 +67,76 @@ impl Verifier {
             validation.validate_nbf = true;
             (jsonwebtoken::DecodingKey::from_secret(secret), validation)
         });
+        let tokens = auth
+            .tokens
+            .iter()
+            .map(|t| {
+                let principal = Principal::new(t.id.as_str(), t.role, Method::StaticToken)
+                    .with_scopes(t.scopes.iter().map(String::as_str));
+                (digest(&t.secret), Arc::new(principal))
+            })
+            .collect();
         Self {
             enabled: auth.enabled,
-            tokens: auth.tokens.iter().map(|t| digest(t)).collect(),
+            tokens,
             jwt,
             verified: Mutex::default(),
+            certificate_admins: auth.certificate_admins.clone(),
         }
     }
 
-    /// Whether `token` is accepted: one of the static tokens, or a valid JWT.
-    fn accepts(&self, token: &str) -> bool {
+    /// Whether the listener asks for credentials at all (`--no-auth` turns it off).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Who `token` stands for: one of the static tokens, or a valid JWT.
+    fn accepts(&self, token: &str) -> Option<Arc<Principal>> {
         let presented = digest(token);
-        if matches_any(&self.tokens, &presented) {
-            return true;
+        if let Some(principal) = matching(&self.tokens, &presented) {
+            return Some(principal.clone());
         }
-        let Some((key, validation)) = &self.jwt else {
-            return false;
-        };
+        let (key, validation) = self.jwt.as_ref()?;
         let now = unix_now();
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if verified
-            .get(&presented)
-            .is_some_and(|&exp| now <= exp.saturating_add(LEEWAY))
+        if let Some((exp, principal)) = verified.get(&presented)
+            && now <= exp.saturating_add(LEEWAY)
         {
-            return true;
+            return Some(principal.clone());
         }
         drop(verified);
-        let Ok(data) = jsonwebtoken::decode::<Claims>(token, key, validation) else {
-            return false;
-        };
-        let Ok(exp) = u64::try_from(data.claims.exp) else {
-            return true;
-        };
+        let data = jsonwebtoken::decode::<Claims>(token, key, validation).ok()?;
+        let principal = Arc::new(data.claims.principal());
+        let exp = u64::try_from(data.claims.exp).ok()?;
         verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         if verified.len() >= MAX_VERIFIED {
-            verified.retain(|_, &mut exp| now <= exp.saturating_add(LEEWAY));
+            verified.retain(|_, (exp, _)| now <= exp.saturating_add(LEEWAY));
             if verified.len() >= MAX_VERIFIED {
                 verified.clear();
             }
         }
-        verified.insert(presented, exp);
-        true
+        verified.insert(presented, (exp, principal.clone()));
+        Some(principal)
+    }
+
+    /// The principal a verified client certificate named `name` is.
+    pub fn certificate(&self, name: &str) -> Arc<Principal> {
+        let role = if self.certificate_admins.iter().any(|a| a == name) {
+            Role::Admin
+        } else {
+            Role::Client
+        };
+        Arc::new(Principal::new(
+            format!("cert:{name}"),
+            role,
+            Method::Certificate,
+        ))
+    }
+
+    /// Whether `token` is accepted at all.
+    #[cfg(test)]
+    fn accepts_any(&self, token: &str) -> bool {
+        self.accepts(token).is_some()
     }
 
     /// How many verified JWTs are remembered.
@@ -130,18 +162,68 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The 401 for a request without an accepted bearer token; `None` lets it through (as
-/// every request when auth is off).
-pub fn refusal(auth: &Verifier, headers: &dyn Lookup) -> Option<Response> {
+/// Who a request is from, or the 401 that refuses it. A bearer token, when there is one, is
+/// what counts (and a bad one is refused, even on a connection with a certificate); without
+/// one, the connection's verified client certificate (`certificate`) is the principal. With
+/// auth off every request is [`Principal::anonymous`].
+pub fn authenticate(
+    auth: &Verifier,
+    headers: &dyn Lookup,
+    certificate: Option<&Arc<Principal>>,
+) -> Result<Arc<Principal>, Refused> {
     if !auth.enabled {
-        return None;
+        return Ok(Principal::anonymous());
     }
     match bearer(headers) {
-        Some(token) if auth.accepts(token) => None,
-        Some(_) => Some(unauthorized("invalid bearer token")),
-        None => Some(unauthorized(
-            "missing bearer token (Authorization: Bearer <token>)",
-        )),
+        Some(token) => auth.accepts(token).ok_or(Refused::Invalid),
+        None => certificate.cloned().ok_or(Refused::Missing),
+    }
+}
+
+/// Why a request was refused before any handler ran.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refused {
+    /// No credential at all.
+    #[error("missing bearer token (Authorization: Bearer <token>)")]
+    Missing,
+    /// A bearer token that is not accepted.
+    #[error("invalid bearer token")]
+    Invalid,
+    /// A principal whose role does not reach the route.
+    #[error("this route needs the {needed} role; {principal} has the {role} role")]
+    Forbidden {
+        /// Who asked.
+        principal: Arc<str>,
+        /// Their role.
+        role: Role,
+        /// The role the route needs.
+        needed: Role,
+    },
+}
+
+impl Refused {
+    /// The refusal of `principal` on a route that needs `needed`.
+    pub fn forbidden(principal: &Principal, needed: Role) -> Self {
+        Self::Forbidden {
+            principal: principal.id.clone(),
+            role: principal.role,
+            needed,
+        }
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        let message = self.to_string();
+        match self {
+            Self::Missing | Self::Invalid => unauthorized(&message),
+            Self::Forbidden { .. } => (
+                StatusCode::FORBIDDEN,
+                axum::Json(serde_json::json!({"error": {"code": "forbidden", "message": message}})),
+            )
+                .into_response(),
+        }
     }
 }
 
@@ -153,17 +235,20 @@ fn bearer(headers: &dyn Lookup) -> Option<&str> {
         .then_some(token.trim())
 }
 
-/// Whether `presented` is one of `tokens`. Fixed-size digests compared with a branch-free
-/// fold, every token checked, so the time taken depends neither on where a guess goes wrong
-/// nor on which token matched.
-fn matches_any(tokens: &[Digest], presented: &Digest) -> bool {
-    tokens.iter().fold(false, |hit, t| {
-        let diff = t
+/// The entry whose digest is `presented`. Fixed-size digests compared with a branch-free fold,
+/// every token checked, so the time taken depends neither on where a guess goes wrong nor on
+/// which token matched.
+fn matching<'t, T>(tokens: &'t [(Digest, T)], presented: &Digest) -> Option<&'t T> {
+    let mut found = None;
+    for (digest, value) in tokens {
+        let diff = digest
             .iter()
             .zip(presented)
             .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-        hit | (diff == 0)
-    })
+        // Every entry is compared; only the selection depends on the outcome.
+        found = if diff == 0 { Some(value) } else { found };
+    }
+    found
 }
 
 fn unauthorized(reason: &str) -> Response {
@@ -191,16 +276,50 @@ pub struct Claims {
     pub iat: i64,
     /// Expires at (unix seconds).
     pub exp: i64,
+    /// `admin` or `client`; a token without one (minted before roles) is a client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// Scopes, space-separated as in OAuth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
-/// Mint a token valid for `ttl_secs`.
-pub fn mint(secret: &[u8], sub: &str, ttl_secs: i64) -> anyhow::Result<String> {
+impl Claims {
+    /// Whom the token stands for. An unknown role is the least one.
+    fn principal(&self) -> Principal {
+        let role = self
+            .role
+            .as_deref()
+            .and_then(Role::parse)
+            .unwrap_or(Role::Client);
+        Principal::new(format!("jwt:{}", self.sub), role, Method::Jwt)
+            .with_scopes(self.scope.as_deref().unwrap_or("").split_whitespace())
+    }
+}
+
+/// What a minted token says of its holder.
+#[derive(Debug, Clone)]
+pub struct Grant<'a> {
+    /// Subject.
+    pub sub: &'a str,
+    /// Role.
+    pub role: Role,
+    /// Scopes.
+    pub scopes: &'a [String],
+    /// Lifetime in seconds.
+    pub ttl_secs: i64,
+}
+
+/// Mint a token for `grant`.
+pub fn mint(secret: &[u8], grant: &Grant<'_>) -> anyhow::Result<String> {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let claims = Claims {
-        sub: sub.to_owned(),
+        sub: grant.sub.to_owned(),
         aud: AUDIENCE.to_owned(),
         iat: now,
-        exp: now + ttl_secs,
+        exp: now + grant.ttl_secs,
+        role: Some(grant.role.as_str().to_owned()),
+        scope: (!grant.scopes.is_empty()).then(|| grant.scopes.join(" ")),
     };
     Ok(jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
@@ -252,10 +371,50 @@ mod tests {
 
     fn config(tokens: &[&str], secret: Option<&[u8]>) -> AuthConfig {
         AuthConfig {
-            enabled: true,
-            tokens: tokens.iter().map(|t| (*t).to_owned()).collect(),
             jwt_secret: secret.map(<[u8]>::to_vec),
+            ..AuthConfig::with_tokens(tokens)
         }
+    }
+
+    fn mint(secret: &[u8], sub: &str, ttl_secs: i64) -> anyhow::Result<String> {
+        let grant = Grant {
+            sub,
+            role: Role::Client,
+            scopes: &[],
+            ttl_secs,
+        };
+        super::mint(secret, &grant)
+    }
+
+    #[test]
+    fn a_minted_token_carries_its_role_and_scopes_and_an_old_one_is_a_client() {
+        let secret = b"0123456789abcdef0123456789abcdef";
+        let v = Verifier::new(&config(&[], Some(secret)));
+        let scopes = ["upstream:alpha".to_owned(), "read".to_owned()];
+        let grant = Grant {
+            sub: "ops",
+            role: Role::Admin,
+            scopes: &scopes,
+            ttl_secs: 600,
+        };
+        let admin = v.accepts(&super::mint(secret, &grant).unwrap()).unwrap();
+        assert_eq!(&*admin.id, "jwt:ops");
+        assert_eq!(admin.role, Role::Admin);
+        assert!(admin.has_scope("upstream:alpha") && admin.has_scope("read"));
+        // Minted before roles existed: no `role` claim.
+        let now = unix_now();
+        let old = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &serde_json::json!({"sub": "old", "aud": AUDIENCE, "iat": now, "exp": now + 600}),
+            &jsonwebtoken::EncodingKey::from_secret(secret),
+        )
+        .unwrap();
+        assert_eq!(v.accepts(&old).unwrap().role, Role::Client);
+        // A bare static token is the operator's.
+        let v = Verifier::new(&config(&["first-token-0123456789"], None));
+        let op = v.accepts("first-token-0123456789").unwrap();
+        assert_eq!((op.role, op.method), (Role::Admin, Method::StaticToken));
+        assert!(op.id.starts_with("token:") && !op.id.contains("first"));
     }
 
     #[test]
@@ -264,12 +423,12 @@ mod tests {
             &["first-token-0123456789", "second-token-0123456789"],
             None,
         ));
-        assert!(v.accepts("first-token-0123456789"));
-        assert!(v.accepts("second-token-0123456789"));
-        assert!(!v.accepts("second-token-012345678"));
-        assert!(!v.accepts(""));
+        assert!(v.accepts_any("first-token-0123456789"));
+        assert!(v.accepts_any("second-token-0123456789"));
+        assert!(!v.accepts_any("second-token-012345678"));
+        assert!(!v.accepts_any(""));
         // No secret: nothing is remembered, a JWT-looking token is refused.
-        assert!(!v.accepts("a.b.c"));
+        assert!(!v.accepts_any("a.b.c"));
         assert_eq!(v.remembered(), 0);
     }
 
@@ -287,12 +446,12 @@ mod tests {
             .unwrap()
         };
         assert!(
-            !v.accepts(&with_nbf(now + 600)),
+            !v.accepts_any(&with_nbf(now + 600)),
             "valid only in ten minutes"
         );
         assert_eq!(v.remembered(), 0, "a refused token is not remembered");
         assert!(
-            v.accepts(&with_nbf(now - 10)),
+            v.accepts_any(&with_nbf(now - 10)),
             "valid since ten seconds ago"
         );
     }
@@ -302,15 +461,15 @@ mod tests {
         let secret = b"0123456789abcdef0123456789abcdef";
         let v = Verifier::new(&config(&[], Some(secret)));
         let token = mint(secret, "t", 3600).unwrap();
-        assert!(v.accepts(&token));
+        assert!(v.accepts_any(&token));
         assert_eq!(v.remembered(), 1);
-        assert!(v.accepts(&token), "accepted again from memory");
+        assert!(v.accepts_any(&token), "accepted again from memory");
         assert_eq!(v.remembered(), 1);
         // Signed with another secret, or expired past the leeway: refused, not remembered.
         let forged = mint(b"another-secret-another-secret-00", "t", 3600).unwrap();
-        assert!(!v.accepts(&forged));
+        assert!(!v.accepts_any(&forged));
         let expired = mint(secret, "t", -60).unwrap();
-        assert!(!v.accepts(&expired));
+        assert!(!v.accepts_any(&expired));
         assert_eq!(v.remembered(), 1);
         // What is remembered holds only until `exp` and the leeway.
         let now = unix_now();
@@ -318,12 +477,12 @@ mod tests {
             v.verified
                 .lock()
                 .unwrap()
-                .insert(digest("remembered-only"), exp);
+                .insert(digest("remembered-only"), (exp, Principal::anonymous()));
         };
         entry(now + 60);
-        assert!(v.accepts("remembered-only"));
+        assert!(v.accepts_any("remembered-only"));
         entry(now - LEEWAY - 2);
-        assert!(!v.accepts("remembered-only"));
+        assert!(!v.accepts_any("remembered-only"));
     }
 
     #[test]
@@ -336,18 +495,21 @@ mod tests {
             for i in 0..MAX_VERIFIED {
                 // Half expired, half not.
                 let exp = if i % 2 == 0 { now - 3600 } else { now + 3600 };
-                verified.insert(digest(&i.to_string()), exp);
+                verified.insert(digest(&i.to_string()), (exp, Principal::anonymous()));
             }
         }
-        assert!(v.accepts(&mint(secret, "t", 3600).unwrap()));
+        assert!(v.accepts_any(&mint(secret, "t", 3600).unwrap()));
         assert_eq!(v.remembered(), MAX_VERIFIED / 2 + 1, "expired ones dropped");
         {
             let mut verified = v.verified.lock().unwrap();
             for i in 0..MAX_VERIFIED {
-                verified.insert(digest(&format!("live-{i}")), now + 3600);
+                verified.insert(
+                    digest(&format!("live-{i}")),
+                    (now + 3600, Principal::anonymous()),
+                );
             }
         }
-        assert!(v.accepts(&mint(secret, "u", 3600).unwrap()));
+        assert!(v.accepts_any(&mint(secret, "u", 3600).unwrap()));
         assert_eq!(
             v.remembered(),
             1,

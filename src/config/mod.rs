@@ -14,6 +14,9 @@ use serde::Deserialize;
 use crate::cli::{LogFormat, ServeArgs};
 use crate::tls::serving::TlsFiles;
 
+mod auth;
+pub use auth::{AuthConfig, FileAuth, StaticToken};
+
 /// Default listen address (DESIGN.md).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4444";
 /// Default data directory, relative to the working directory.
@@ -171,36 +174,6 @@ pub struct FileTls {
     pub client_ca: Option<PathBuf>,
 }
 
-/// `[auth]` of `mcpgw.toml`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileAuth {
-    /// Static bearer tokens accepted on the listener.
-    #[serde(default)]
-    pub tokens: Vec<String>,
-}
-
-/// Bearer auth on the HTTP listener.
-#[derive(Clone, Default)]
-pub struct AuthConfig {
-    /// Whether the listener requires a token.
-    pub enabled: bool,
-    /// Accepted static tokens.
-    pub tokens: Vec<String>,
-    /// HS256 secret for JWT bearer tokens (loaded from the data dir at start).
-    pub jwt_secret: Option<Vec<u8>>,
-}
-
-impl std::fmt::Debug for AuthConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Tokens are secrets: never in logs or errors.
-        f.debug_struct("AuthConfig")
-            .field("enabled", &self.enabled)
-            .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
-            .finish()
-    }
-}
-
 /// Everything `serve` runs with, validated.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -305,7 +278,7 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
     let tls = resolve_tls(args, &file.tls, &origin)?;
     let no_auth = check_exposure(args, &file, listen, tls.is_some())?;
     let runtime = resolve_runtime(args, &file, &origin)?;
-    check_tokens(&file.auth.tokens, &origin)?;
+    let auth = auth::resolve(file.auth, !no_auth, &origin)?;
     let upstreams = resolve_upstreams(args, &file.upstreams, &origin)?;
     let cert_dirs = resolve_cert_dirs(args, &file.upstreams);
     let sessions = resolve_sessions(&file.mcp, &origin)?;
@@ -332,11 +305,7 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
         workers: runtime.workers,
         upstream_spin: runtime.upstream_spin,
         shutdown_grace: runtime.shutdown_grace,
-        auth: AuthConfig {
-            enabled: !no_auth,
-            tokens: file.auth.tokens,
-            jwt_secret: None,
-        },
+        auth,
         upstreams,
         cert_dirs,
         header_timeout: Duration::from_secs(
@@ -349,7 +318,7 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
 }
 
 /// A [`ConfigError::Field`] for `key` of `origin`.
-fn field_error(
+pub(crate) fn field_error(
     origin: &str,
     key: &'static str,
     expected: &'static str,
@@ -475,22 +444,6 @@ fn resolve_runtime(
         workers: workers.map(usize::from),
         upstream_spin: Duration::from_micros(u64::from(spin)),
     })
-}
-
-fn check_tokens(tokens: &[String], origin: &str) -> Result<(), ConfigError> {
-    match tokens
-        .iter()
-        .find(|t| t.len() < 16 || t.chars().any(char::is_whitespace))
-    {
-        Some(bad) => Err(field_error(
-            origin,
-            "auth.tokens",
-            "tokens of at least 16 characters without white space",
-            // Never echo a token, even a bad one.
-            format!("a token of {} characters", bad.len()),
-        )),
-        None => Ok(()),
-    }
 }
 
 fn resolve_upstreams(
