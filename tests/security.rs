@@ -47,7 +47,7 @@ fn admin_routes_refuse_missing_forged_expired_unsigned_and_foreign_tokens() {
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let good = jwt(
         &secret,
-        json!({"sub": "t", "aud": "mcpgw", "iat": now, "exp": now + 600}),
+        json!({"sub": "t", "aud": "mcpgw", "iat": now, "exp": now + 600, "role": "admin"}),
         jsonwebtoken::Algorithm::HS256,
     );
     assert_eq!(

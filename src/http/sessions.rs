@@ -106,6 +106,13 @@ impl Sessions {
         }
     }
 
+    /// Whether `id` names a session open to `owner` (without marking it used).
+    pub(crate) fn is_owned_by(&self, id: &str, owner: &str) -> bool {
+        self.lock()
+            .get(id)
+            .is_some_and(|entry| *entry.owner == *owner)
+    }
+
     /// Whether the client of an open session has opened a `GET` stream on it.
     pub(crate) fn listened(&self, id: &str) -> bool {
         self.logs_lock().get(id).is_some_and(|log| log.0.listened())

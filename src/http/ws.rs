@@ -71,8 +71,22 @@ impl WsSettings {
 pub async fn upgrade(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Arc<Principal>>,
+    headers: axum::http::HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
+    // A WebSocket is a session of its own; an upgrade that names another one must name one of
+    // its principal's, as on every transport (another's is as unknown as one never opened).
+    if let Some(id) = headers.get(&crate::h1::fields::SESSION_ID)
+        && !id
+            .to_str()
+            .is_ok_and(|id| state.sessions.is_owned_by(id, &principal.id))
+    {
+        let why = "session not found (it ended or expired)";
+        return axum::response::IntoResponse::into_response((
+            axum::http::StatusCode::NOT_FOUND,
+            why,
+        ));
+    }
     let limits = state.sessions.limits();
     if state.ws_open.load(std::sync::atomic::Ordering::Relaxed) >= limits.max {
         return super::mcp::too_many_sessions(limits, "WebSocket");

@@ -258,6 +258,11 @@ impl SseSession {
         })
     }
 
+    /// The URL its messages are posted to (`…/message?session_id=…`).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
     /// POST one message without waiting for anything on the stream.
     pub async fn send(&self, msg: &Value) -> anyhow::Result<()> {
         let mut req = self.http.post(&self.endpoint).json(msg);
