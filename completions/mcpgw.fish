@@ -36,6 +36,7 @@ complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "gateway" -d 'Manage ups
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "token" -d 'Bearer tokens for the gateway\'s HTTP listener'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "call" -d 'Send one MCP/JSON-RPC request and print its result: through the control socket, or as a real MCP client of --url'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "probe" -d 'Check an upstream MCP endpoint phase by phase (DNS, TCP, TLS, HTTP, MCP, tools/list)'
+complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "policy" -d 'Explain what the policy of a config file decides'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l config -d 'Config file (TOML)' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l listen -d 'Address to listen on [default: 127.0.0.1:4444]' -r
@@ -164,10 +165,13 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and not __fish_seen_s
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and not __fish_seen_subcommand_from create help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -l ttl -d 'Lifetime, e.g. 30m, 12h, 7d' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -l sub -d 'Subject of the token' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -l role -d 'What the holder may reach: `client` (the MCP endpoints) or `admin` (also the registry, certificates and admin routes)' -r -f -a "client\t'The MCP endpoints only'
+admin\t'Everything'"
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -l scope -d 'A scope the token carries, for policy rules (repeatable)' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -l json -d 'Print data as JSON'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from create" -s V -l version -d 'Print version'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from help" -f -a "create" -d 'Print a bearer token (HS256 JWT) that the gateway using this data dir accepts'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand token; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -197,14 +201,39 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l data-dir -d 'Direc
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l json -d 'Print data as JSON'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -s V -l version -d 'Print version'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe help" -f -a "serve" -d 'Run the gateway'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe help" -f -a "cert" -d 'Make a test PKI, or rotate the running gateway\'s certificate'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe help" -f -a "status" -d 'Show the running gateway\'s status (through the control socket)'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe help" -f -a "gateway" -d 'Manage upstream MCP servers (through the control socket)'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe help" -f -a "token" -d 'Bearer tokens for the gateway\'s HTTP listener'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe help" -f -a "call" -d 'Send one MCP/JSON-RPC request and print its result: through the control socket, or as a real MCP client of --url'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe help" -f -a "probe" -d 'Check an upstream MCP endpoint phase by phase (DNS, TCP, TLS, HTTP, MCP, tools/list)'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and not __fish_seen_subcommand_from check help" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and not __fish_seen_subcommand_from check help" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and not __fish_seen_subcommand_from check help" -l json -d 'Print data as JSON'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and not __fish_seen_subcommand_from check help" -s h -l help -d 'Print help'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and not __fish_seen_subcommand_from check help" -s V -l version -d 'Print version'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and not __fish_seen_subcommand_from check help" -f -a "check" -d 'Say whether a principal may reach a tool, prompt or resource, and which rule decides'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and not __fish_seen_subcommand_from check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from check" -l config -d 'The config file whose `[policy]` is asked [default: ./mcpgw.toml]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from check" -l principal -d 'The principal, as the gateway names it: `token:NAME`, `jwt:SUB`, `cert:NAME`, `oauth:ISSUER#SUB`' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from check" -l role -d 'Its role' -r -f -a "client\t'The MCP endpoints only'
+admin\t'Everything'"
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from check" -l scope -d 'A scope it carries (repeatable)' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from check" -l claim -d 'A claim of its token, `NAME=VALUE` (repeatable)' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from check" -l tool -d 'A tool: `<upstream><separator><name>` as `/mcp` lists it, or its own name with --upstream' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from check" -l prompt -d 'A prompt, named like --tool' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from check" -l resource -d 'A resource URI (with --upstream)' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from check" -l upstream -d 'The upstream it belongs to' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from check" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from check" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from check" -l json -d 'Print data as JSON'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from check" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from check" -s V -l version -d 'Print version'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "check" -d 'Say whether a principal may reach a tool, prompt or resource, and which rule decides'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "serve" -d 'Run the gateway'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "cert" -d 'Make a test PKI, or rotate the running gateway\'s certificate'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "status" -d 'Show the running gateway\'s status (through the control socket)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "gateway" -d 'Manage upstream MCP servers (through the control socket)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "token" -d 'Bearer tokens for the gateway\'s HTTP listener'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "call" -d 'Send one MCP/JSON-RPC request and print its result: through the control socket, or as a real MCP client of --url'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "probe" -d 'Check an upstream MCP endpoint phase by phase (DNS, TCP, TLS, HTTP, MCP, tools/list)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "policy" -d 'Explain what the policy of a config file decides'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from cert" -f -a "gen" -d 'Write a test PKI: ca.crt ca.key server.crt server.key client.crt client.key'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from cert" -f -a "rotate" -d 'Install a new serving certificate in the running gateway without dropping a connection'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "add" -d 'Register an upstream: connect, initialize, list its catalog, store it'
@@ -212,3 +241,4 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcom
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "show" -d 'Show one upstream: TLS identity, health, protocol, tools, warnings'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "remove" -d 'Remove an upstream'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from token" -f -a "create" -d 'Print a bearer token (HS256 JWT) that the gateway using this data dir accepts'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from policy" -f -a "check" -d 'Say whether a principal may reach a tool, prompt or resource, and which rule decides'

@@ -65,6 +65,52 @@ pub enum Command {
     /// certificate, 21 unknown CA, 22 name mismatch, 23 certificate expired or not yet valid,
     /// 24 client certificate rejected, 25 other TLS error, 30 not an MCP endpoint, 31 MCP error.
     Probe(ProbeArgs),
+    /// Explain what the policy of a config file decides.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+/// `mcpgw policy ...`
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Say whether a principal may reach a tool, prompt or resource, and which rule decides.
+    ///
+    /// Exit 0 when allowed, 1 when denied.
+    Check(PolicyCheckArgs),
+}
+
+/// `mcpgw policy check`
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["tool", "prompt", "resource"])))]
+pub struct PolicyCheckArgs {
+    /// The config file whose `[policy]` is asked [default: ./mcpgw.toml].
+    #[arg(long, env = "MCPGW_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The principal, as the gateway names it: `token:NAME`, `jwt:SUB`, `cert:NAME`,
+    /// `oauth:ISSUER#SUB`.
+    #[arg(long)]
+    pub principal: String,
+    /// Its role.
+    #[arg(long, value_enum, default_value = "client")]
+    pub role: TokenRole,
+    /// A scope it carries (repeatable).
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+    /// A claim of its token, `NAME=VALUE` (repeatable).
+    #[arg(long = "claim", value_name = "NAME=VALUE")]
+    pub claims: Vec<String>,
+    /// A tool: `<upstream><separator><name>` as `/mcp` lists it, or its own name with --upstream.
+    #[arg(long)]
+    pub tool: Option<String>,
+    /// A prompt, named like --tool.
+    #[arg(long)]
+    pub prompt: Option<String>,
+    /// A resource URI (with --upstream).
+    #[arg(long)]
+    pub resource: Option<String>,
+    /// The upstream it belongs to.
+    #[arg(long)]
+    pub upstream: Option<String>,
 }
 
 /// `mcpgw call`

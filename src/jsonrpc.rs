@@ -19,6 +19,8 @@ pub mod code {
     pub const UPSTREAM_UNAVAILABLE: i64 = -32001;
     /// The upstream did not answer in time.
     pub const UPSTREAM_TIMEOUT: i64 = -32002;
+    /// The gateway's policy does not let this principal reach what it asked for.
+    pub const FORBIDDEN: i64 = -32003;
     /// 2026-07-28: `Mcp-Method`/`Mcp-Name` headers disagree with the body.
     pub const HEADER_MISMATCH: i64 = -32020;
     /// 2026-07-28: unsupported protocol version.

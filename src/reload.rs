@@ -8,9 +8,11 @@
 //!    ([`ServingCert`]);
 //! 2. every upstream TLS identity: re-read its files and rebuild its client; an upstream whose
 //!    identity changed drops its connection so the next request opens one with the new identity
-//!    ([`Registry::reload_identities`]).
+//!    ([`Registry::reload_identities`]);
+//! 3. the `[policy]` of the config file `serve` started with: parsed and checked whole, then put
+//!    in force, or refused with the old one kept ([`Live::reload`]).
 //!
-//! Both steps read files and verify signatures, so they run on the blocking pool, never on an
+//! The steps read files and verify signatures, so they run on the blocking pool, never on an
 //! async worker. Reloads take turns: one runs at a time, whoever asked.
 
 use std::sync::Arc;
@@ -18,6 +20,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::access::policy::Live;
 use crate::metrics::{Metrics, ReloadTrigger};
 use crate::tls::serving::{CertError, ServingCert, SwapReport};
 use crate::upstream::registry::{IdentityReport, Registry};
@@ -102,7 +105,8 @@ pub struct Reloader {
     serving: Option<Arc<ServingCert>>,
     registry: Registry,
     metrics: Arc<Metrics>,
-    /// Held for a whole reload (both steps), so triggers never interleave.
+    policy: Arc<Live>,
+    /// Held for a whole reload (every step), so triggers never interleave.
     turn: tokio::sync::Mutex<()>,
 }
 
@@ -112,11 +116,13 @@ impl Reloader {
         serving: Option<Arc<ServingCert>>,
         registry: Registry,
         metrics: Arc<Metrics>,
+        policy: Arc<Live>,
     ) -> Self {
         Self {
             serving,
             registry,
             metrics,
+            policy,
             turn: tokio::sync::Mutex::new(()),
         }
     }
@@ -133,6 +139,7 @@ impl Reloader {
         let _reloading = crate::notify::reloading();
         let certificate = self.certificate_step(action).await;
         let upstreams = self.identity_step().await;
+        self.policy_step(trigger).await;
         self.record(trigger, &certificate, &upstreams);
         match certificate {
             Ok(certificate) => Ok(ReloadReport {
@@ -191,6 +198,22 @@ impl Reloader {
             Err(join) => {
                 tracing::error!(error = %join, "upstream identity reload did not finish; keeping every current connection");
                 IdentityReport::default()
+            }
+        }
+    }
+
+    /// Step 3: the policy, read again off the workers; logged here (it has no report).
+    async fn policy_step(&self, trigger: ReloadTrigger) {
+        let live = self.policy.clone();
+        let trigger = trigger.as_str();
+        match tokio::task::spawn_blocking(move || live.reload()).await {
+            Ok(Ok(Some(rules))) => tracing::info!(trigger, rules, "policy reloaded"),
+            Ok(Ok(None)) => {}
+            Ok(Err(error)) => {
+                tracing::error!(trigger, %error, "policy refused; the one in force stays");
+            }
+            Err(join) => {
+                tracing::error!(trigger, error = %join, "policy reload did not finish; the one in force stays");
             }
         }
     }

@@ -6,6 +6,8 @@
 //! audit log) are written once against this one type.
 
 pub mod certificate;
+pub mod glob;
+pub mod policy;
 
 use std::sync::Arc;
 

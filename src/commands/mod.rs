@@ -4,12 +4,13 @@
 pub mod call;
 pub mod cert;
 pub mod gateway;
+pub mod policy;
 pub mod probe;
 pub mod serve;
 pub mod status;
 pub mod token;
 
-use crate::cli::{CertCommand, Cli, Command, TokenCommand};
+use crate::cli::{CertCommand, Cli, Command, PolicyCommand, TokenCommand};
 use crate::config::GlobalPaths;
 
 /// Run the chosen subcommand.
@@ -33,6 +34,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
             role,
             scopes,
         }) => token::create(&globals, &ttl, &sub, role, &scopes, cli.json),
+        Command::Policy(PolicyCommand::Check(args)) => policy::check(&args, cli.json),
         Command::Probe(args) => runtime()?.block_on(probe::run(&args, cli.json)),
     }
 }

@@ -145,6 +145,10 @@ async fn build_state(
             body_timeout: cfg.header_timeout,
             allowed_hosts: cfg.allowed_hosts.clone(),
             allowed_origins: cfg.allowed_origins.clone(),
+            policy: Arc::new(crate::access::policy::Live::new(
+                cfg.policy.clone(),
+                cfg.config_file.clone(),
+            )),
         },
     )))
 }

@@ -28,6 +28,12 @@ pub const SOCKET_NAME: &str = "mcpgw.sock";
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
+    /// `[policy]` is not a policy.
+    #[error(transparent)]
+    Policy {
+        /// What was wrong.
+        error: crate::access::policy::PolicyError,
+    },
     /// The config file could not be read.
     #[error("cannot read config file {path}: {error}")]
     Read {
@@ -108,6 +114,9 @@ pub struct FileConfig {
     /// `[auth]`.
     #[serde(default)]
     pub auth: FileAuth,
+    /// `[policy]`.
+    #[serde(default)]
+    pub policy: crate::access::policy::FilePolicy,
     /// `[upstreams]`.
     #[serde(default)]
     pub upstreams: FileUpstreams,
@@ -179,6 +188,10 @@ pub struct FileTls {
 pub struct ServeConfig {
     /// Listen address.
     pub listen: SocketAddr,
+    /// The policy of `[policy]`.
+    pub policy: std::sync::Arc<crate::access::policy::Policy>,
+    /// The config file, read again for the policy on reload.
+    pub config_file: Option<PathBuf>,
     /// TLS material, when serving HTTPS.
     pub tls: Option<TlsFiles>,
     /// State directory.
@@ -279,6 +292,8 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
     let no_auth = check_exposure(args, &file, listen, tls.is_some())?;
     let runtime = resolve_runtime(args, &file, &origin)?;
     let auth = auth::resolve(file.auth, !no_auth, &origin)?;
+    let policy = crate::access::policy::Policy::compile(file.policy, &origin)
+        .map_err(|error| ConfigError::Policy { error })?;
     let upstreams = resolve_upstreams(args, &file.upstreams, &origin)?;
     let cert_dirs = resolve_cert_dirs(args, &file.upstreams);
     let sessions = resolve_sessions(&file.mcp, &origin)?;
@@ -306,6 +321,8 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
         upstream_spin: runtime.upstream_spin,
         shutdown_grace: runtime.shutdown_grace,
         auth,
+        policy: std::sync::Arc::new(policy),
+        config_file: args.config.clone(),
         upstreams,
         cert_dirs,
         header_timeout: Duration::from_secs(

@@ -84,6 +84,8 @@ pub struct AppState {
     pub held: mcp::held::HeldCalls,
     /// Which upstream runs each task started through `/mcp`.
     pub tasks: mcp::tasks::TaskOwners,
+    /// Who may reach which upstream, tool, prompt and resource.
+    pub policy: Arc<crate::access::policy::Live>,
     ready: AtomicBool,
     /// Long-lived streams (SSE, WebSocket) end when this fires: graceful shutdown waits for
     /// responses to finish, and these never would.
@@ -109,7 +111,9 @@ impl AppState {
                 serving.clone(),
                 registry.clone(),
                 metrics.clone(),
+                listener.policy.clone(),
             )),
+            policy: listener.policy.clone(),
             serving,
             auth: auth::Verifier::new(&auth),
             registry,
@@ -170,6 +174,8 @@ pub struct ListenerSettings {
     pub allowed_hosts: Vec<String>,
     /// Exact accepted origins.
     pub allowed_origins: Vec<String>,
+    /// The policy, and where it is read again on reload.
+    pub policy: Arc<crate::access::policy::Live>,
 }
 
 /// Which door a request came through.

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::Ctx;
 use super::message::Call;
-use super::route::{call_error, resolve_name, tracked, with_id};
+use super::route::{call_error, named_kind, permitted, resolve_name, tracked, with_id};
 use super::rules::Era;
 use super::{AppState, Scope, finish};
 use crate::jsonrpc::{self, code};
@@ -54,6 +54,10 @@ pub(super) async fn forward(
             return tree_answer(error, call.method, modern);
         }
     };
+    if let Err(why) = permitted(state, ctx, named_kind(call.method), &up, &original) {
+        let error = jsonrpc::error(call.id_value(), code::FORBIDDEN, why);
+        return tree_answer(error, call.method, modern);
+    }
     call.params.rename(original);
     let (method, params) = (call.method, &call.params);
     let upstream = &up;

@@ -8,8 +8,9 @@ use serde_json::{Value, json};
 
 use super::Ctx;
 use super::identity::Identity;
-use super::route::{cancel_upstream, forward, route_completion, route_named, route_uri};
+use super::route::{cancel_upstream, forward, permitted, route_completion, route_named, route_uri};
 use super::{AppState, Scope, uris};
+use crate::access::policy;
 use crate::jsonrpc::{self, Kind, code};
 use crate::session::SessionKey;
 use crate::upstream::connection::{Caller, ClientProfile};
@@ -90,7 +91,14 @@ pub async fn handle(
             if let Some(up) = own_listing(state, scope, ctx) =>
         {
             let params = params.unwrap_or_else(|| json!({}));
-            return Some(forward(state, ctx, &up, id, method, params).await);
+            let mut answer = forward(state, ctx, &up, id, method, params).await;
+            let list = List::of(method);
+            if let Some(Value::Array(items)) =
+                answer.pointer_mut(&format!("/result/{}", list.member))
+            {
+                visible(state, ctx, &up, list, items);
+            }
+            return Some(answer);
         }
         "tools/list" => Ok(listing(state, scope, ctx, sep, &List::TOOLS).await),
         "prompts/list" => Ok(listing(state, scope, ctx, sep, &List::PROMPTS).await),
@@ -227,33 +235,49 @@ struct List {
     method: &'static str,
     member: &'static str,
     field: &'static str,
+    /// What the policy calls its items.
+    kind: policy::Kind,
     /// The items in a catalog.
     pick: fn(&Catalog) -> &Vec<Value>,
 }
 
 impl List {
+    /// The list `method` asks for (one of the four list methods).
+    fn of(method: &str) -> &'static Self {
+        match method {
+            "tools/list" => &Self::TOOLS,
+            "prompts/list" => &Self::PROMPTS,
+            "resources/list" => &Self::RESOURCES,
+            _ => &Self::TEMPLATES,
+        }
+    }
+
     const TOOLS: Self = Self {
         method: "tools/list",
         member: "tools",
         field: "name",
+        kind: policy::Kind::Tool,
         pick: |c| &c.tools,
     };
     const PROMPTS: Self = Self {
         method: "prompts/list",
         member: "prompts",
         field: "name",
+        kind: policy::Kind::Prompt,
         pick: |c| &c.prompts,
     };
     const RESOURCES: Self = Self {
         method: "resources/list",
         member: "resources",
         field: "uri",
+        kind: policy::Kind::Resource,
         pick: |c| &c.resources,
     };
     const TEMPLATES: Self = Self {
         method: "resources/templates/list",
         member: "resourceTemplates",
         field: "uriTemplate",
+        kind: policy::Kind::Resource,
         pick: |c| &c.resource_templates,
     };
 }
@@ -271,7 +295,9 @@ async fn listing(state: &AppState, scope: &Scope, ctx: &Ctx<'_>, sep: &str, list
             Some(_) => own_list(ctx, up, list).await,
             None => None,
         };
-        lists.push(own.unwrap_or_else(|| (list.pick)(&up.catalog()).clone()));
+        let mut items = own.unwrap_or_else(|| (list.pick)(&up.catalog()).clone());
+        visible(state, ctx, up, list, &mut items);
+        lists.push(items);
     }
     let field = list.field;
     let all = matches!(scope, Scope::All);
@@ -296,6 +322,18 @@ async fn listing(state: &AppState, scope: &Scope, ctx: &Ctx<'_>, sep: &str, list
     let mut result = serde_json::Map::new();
     result.insert(list.member.into(), Value::Array(out));
     Value::Object(result)
+}
+
+/// Leave out of `items` (one upstream's list) what the policy does not let the principal reach:
+/// a list shows what its calls would be allowed.
+fn visible(state: &AppState, ctx: &Ctx<'_>, up: &Upstream, list: &List, items: &mut Vec<Value>) {
+    items.retain(|item| {
+        let name = item
+            .get(list.field)
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        permitted(state, ctx, list.kind, up, name).is_ok()
+    });
 }
 
 /// Every page of `list` from the client's own session on `up`; `None` (the catalog is used)

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 use super::Ctx;
 use super::{AppState, Inflight, Scope, uris};
+use crate::access::policy::{Kind, Target};
 use crate::jsonrpc::{self, code};
 use crate::session::SessionKey;
 use crate::upstream::connection::Caller;
@@ -32,6 +33,42 @@ pub(super) fn with_id(mut answer: Value, id: Value) -> Value {
         obj.insert("id".into(), id);
     }
     answer
+}
+
+/// Stage **policy**: whether the principal of `ctx` may reach the `kind` named `name` on `up`;
+/// otherwise why not, naming the rule (a [`code::FORBIDDEN`] error). Every request that names a tool, prompt or
+/// resource passes here once its upstream is known, whatever transport it came by.
+pub(super) fn permitted(
+    state: &AppState,
+    ctx: &Ctx<'_>,
+    kind: Kind,
+    up: &Upstream,
+    name: &str,
+) -> Result<(), String> {
+    let policy = state.policy.current();
+    if policy.lets_everything(&ctx.principal) {
+        return Ok(());
+    }
+    let upstream = up.name();
+    let target = Target {
+        kind,
+        upstream: &upstream,
+        name,
+    };
+    let decision = policy.check(&ctx.principal, &target);
+    if decision.allows() {
+        return Ok(());
+    }
+    Err(decision.explain(&target))
+}
+
+/// The policy's kind for a method that names a tool or prompt.
+pub(super) fn named_kind(method: &str) -> Kind {
+    if method.starts_with("prompts/") {
+        Kind::Prompt
+    } else {
+        Kind::Tool
+    }
 }
 
 pub(super) async fn route_named(
@@ -61,6 +98,9 @@ pub(super) async fn route_named(
         Ok((up, original)) => (up, name.len() - original.len()),
         Err(message) => return jsonrpc::error(id, code::INVALID_PARAMS, message),
     };
+    if let Err(why) = permitted(state, ctx, named_kind(method), &up, &name[prefix..]) {
+        return jsonrpc::error(id, code::FORBIDDEN, why);
+    }
     // The upstream's own name: the prefix cut off in place.
     name.drain(..prefix);
     let answer = forward(state, ctx, &up, id, method, Value::Object(params)).await;
@@ -120,6 +160,9 @@ pub(super) async fn route_completion(
                 Ok((up, original)) => (up, original.to_owned()),
                 Err(message) => return jsonrpc::error(id, code::INVALID_PARAMS, message),
             };
+            if let Err(why) = permitted(state, ctx, Kind::Prompt, &up, &original) {
+                return jsonrpc::error(id, code::FORBIDDEN, why);
+            }
             params["ref"]["name"] = Value::String(original);
             forward(state, ctx, &up, id, "completion/complete", params).await
         }
@@ -131,6 +174,9 @@ pub(super) async fn route_completion(
                 .to_owned();
             match uris::owner(state, scope, &uri) {
                 Ok((up, own)) => {
+                    if let Err(why) = permitted(state, ctx, Kind::Resource, &up, &own) {
+                        return jsonrpc::error(id, code::FORBIDDEN, why);
+                    }
                     params["ref"]["uri"] = Value::String(own);
                     forward(state, ctx, &up, id, "completion/complete", params).await
                 }
@@ -163,6 +209,9 @@ pub(super) async fn route_uri(
         Ok(found) => found,
         Err(message) => return jsonrpc::error(id, code::INVALID_PARAMS, message),
     };
+    if let Err(why) = permitted(state, ctx, Kind::Resource, &up, &uri) {
+        return jsonrpc::error(id, code::FORBIDDEN, why);
+    }
     let mut params = params.unwrap_or_else(|| Value::Object(Map::new()));
     if uri != asked {
         params["uri"] = Value::String(uri.clone());
