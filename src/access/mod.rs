@@ -5,6 +5,7 @@
 //! here, so the rules that follow (roles by route, policy, session ownership, quotas, the
 //! audit log) are written once against this one type.
 
+pub mod audit;
 pub mod certificate;
 pub mod glob;
 pub mod policy;

@@ -149,6 +149,7 @@ async fn build_state(
                 cfg.policy.clone(),
                 cfg.config_file.clone(),
             )),
+            audit: Arc::new(crate::access::audit::Audit::open(cfg.audit.as_ref())?),
         },
     )))
 }

@@ -117,6 +117,9 @@ pub struct FileConfig {
     /// `[policy]`.
     #[serde(default)]
     pub policy: crate::access::policy::FilePolicy,
+    /// `[audit]`.
+    #[serde(default)]
+    pub audit: FileAudit,
     /// `[upstreams]`.
     #[serde(default)]
     pub upstreams: FileUpstreams,
@@ -183,6 +186,14 @@ pub struct FileTls {
     pub client_ca: Option<PathBuf>,
 }
 
+/// `[audit]` of `mcpgw.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAudit {
+    /// Where the audit log goes: a file, or `-` for stdout; none when unset.
+    pub file: Option<String>,
+}
+
 /// Everything `serve` runs with, validated.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -192,6 +203,8 @@ pub struct ServeConfig {
     pub policy: std::sync::Arc<crate::access::policy::Policy>,
     /// The config file, read again for the policy on reload.
     pub config_file: Option<PathBuf>,
+    /// Where the audit log goes, if anywhere.
+    pub audit: Option<crate::access::audit::Target>,
     /// TLS material, when serving HTTPS.
     pub tls: Option<TlsFiles>,
     /// State directory.
@@ -323,6 +336,11 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
         auth,
         policy: std::sync::Arc::new(policy),
         config_file: args.config.clone(),
+        audit: file
+            .audit
+            .file
+            .as_deref()
+            .map(crate::access::audit::Target::parse),
         upstreams,
         cert_dirs,
         header_timeout: Duration::from_secs(

@@ -10,7 +10,9 @@
 //!    head alone: no body byte is buffered for a request from no one. The [`Principal`] found
 //!    goes with the request (an extension) to every stage after;
 //! 4. the route's role ([`crate::access::required_role`]): a client gets 403 on admin routes;
-//! 5. the body is read whole, bounded in size and time ([`super::limits`]).
+//! 5. the body is read whole, bounded in size and time ([`super::limits`]);
+//! 6. on the way out, a request to an administrator's route is written to the audit log
+//!    ([`crate::access::audit`]; MCP requests are recorded by the pipeline's last stage).
 //!
 //! The listener's own HTTP/1.1 loop runs the same head checks ([`post_mcp_head`]) before it
 //! reads a `POST /mcp` body (bounded the same way), then the pipeline ([`post_mcp_read`]).
@@ -19,13 +21,15 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Request, State};
-use axum::http::Method;
+use std::time::Instant;
+
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::mcp::Reply;
 use super::{AppState, auth, limits, metrics, origin};
-use crate::access::{Connection, Principal, required_role};
+use crate::access::{Connection, Principal, Role, audit, required_role};
 use crate::h1::fields::{Incoming, Lookup};
 
 /// Route templates served without a bearer token (liveness probes carry none).
@@ -92,27 +96,6 @@ pub async fn post_mcp_read(
     reply
 }
 
-/// The checks of the request head, first refusal wins: `Host`/`Origin`, then, on a
-/// `protected` route, who is asking and whether the route is open to their role (`None` for a
-/// route that needs no one: `/health`, or one no route matched).
-#[allow(
-    clippy::result_large_err,
-    reason = "a refusal is the response itself, built off the hot path"
-)]
-fn admitted(
-    state: &AppState,
-    headers: &impl Lookup,
-    connection: &Connection,
-    protected: Option<&str>,
-) -> Result<Option<Arc<Principal>>, Response> {
-    origin::refusal(&state.origin, headers).map_or(Ok(()), Err)?;
-    protected
-        .map(|route| {
-            authorized(state, headers, connection, route).map_err(IntoResponse::into_response)
-        })
-        .transpose()
-}
-
 /// Who is asking, and whether `route` is open to their role.
 fn authorized(
     state: &AppState,
@@ -134,20 +117,107 @@ async fn admit(
     mut request: Request,
     next: Next,
 ) -> Response {
-    // Requests no route matched are not asked for a token: they get the 404 anyway.
-    let protected = route.filter(|r| !UNPROTECTED.contains(r));
-    let connection = request.extensions().get::<Arc<Connection>>().cloned();
-    let connection = connection.as_deref().cloned().unwrap_or_default();
-    match admitted(state, request.headers(), &connection, protected) {
-        Ok(principal) => {
-            if let Some(principal) = principal {
-                request.extensions_mut().insert(principal);
-            }
-        }
-        Err(refused) => return refused,
+    if let Some(refused) = origin::refusal(&state.origin, request.headers()) {
+        return refused;
     }
+    // Requests no route matched are not asked for a token: they get the 404 anyway.
+    let Some(route) = route.filter(|r| !UNPROTECTED.contains(r)) else {
+        return buffered(state, request, next).await;
+    };
+    let connection = request.extensions().get::<Arc<Connection>>().cloned();
+    let certificate = connection.as_ref().and_then(|c| c.certificate.as_ref());
+    let principal = match auth::authenticate(&state.auth, request.headers(), certificate) {
+        Ok(principal) => principal,
+        Err(refused) => return refused.into_response(),
+    };
+    let needed = required_role(route);
+    let (started, method) = (Instant::now(), request.method().clone());
+    let response = if principal.may(needed) {
+        request.extensions_mut().insert(principal.clone());
+        buffered(state, request, next).await
+    } else {
+        auth::Refused::forbidden(&principal, needed).into_response()
+    };
+    if needed == Role::Admin {
+        audit_admin(
+            state,
+            &principal,
+            &method,
+            route,
+            response.status(),
+            started,
+        );
+    }
+    response
+}
+
+/// The body read whole within its limits, then the route.
+async fn buffered(state: &AppState, request: Request, next: Next) -> Response {
     match limits::buffer(state.body_timeout, request).await {
         Ok(request) => next.run(request).await,
         Err(refused) => refused,
     }
+}
+
+/// The audit line of a request to an administrator's route, from the listener or the control
+/// socket; scrapes of `/metrics` are not actions and are left out.
+fn audit_admin(
+    state: &AppState,
+    principal: &Principal,
+    method: &Method,
+    route: &str,
+    status: StatusCode,
+    started: Instant,
+) {
+    if !state.audit.enabled() || route == "/metrics" {
+        return;
+    }
+    let (who, auth) = audit::Entry::who(principal);
+    let action = format!("{method} {route}");
+    let decision = if status == StatusCode::FORBIDDEN {
+        "deny"
+    } else {
+        "allow"
+    };
+    state.audit.record(&audit::Entry {
+        kind: audit::Kind::Admin,
+        principal: who,
+        auth,
+        session: None,
+        method: &action,
+        upstream: None,
+        target: None,
+        decision,
+        status: status.as_u16().into(),
+        duration_ms: audit::since(started),
+    });
+}
+
+/// The control socket's one layer: its requests to administrators' routes go in the audit log
+/// like the listener's (the control socket is the CLI's channel: nothing else applies to it).
+pub async fn audit_control(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_owned());
+    let Some(route) = route.filter(|r| required_role(r) == Role::Admin && state.audit.enabled())
+    else {
+        return next.run(request).await;
+    };
+    let (started, method) = (Instant::now(), request.method().clone());
+    let response = next.run(request).await;
+    let control = Principal::control();
+    audit_admin(
+        &state,
+        &control,
+        &method,
+        &route,
+        response.status(),
+        started,
+    );
+    response
 }

@@ -19,6 +19,7 @@
 //! A request without a session header is served statelessly, which is how 2026-07-28
 //! clients (and the NET-01 report's bare `curl` of `tools/list`) talk.
 
+mod audit;
 mod call;
 mod dispatch;
 pub mod held;
@@ -403,7 +404,22 @@ impl Posted {
                     owner,
                     modern: era.is_modern(),
                 };
-                let json = call::forward(state, scope, &ctx, &mut call, era).await;
+                if !state.audit.enabled() {
+                    let (json, _) = call::forward(state, scope, &ctx, &mut call, era).await;
+                    return Reply::Answer { json, sse_only };
+                }
+                let started = std::time::Instant::now();
+                let target = call.params.name().to_owned();
+                let (json, status) = call::forward(state, scope, &ctx, &mut call, era).await;
+                audit::record(
+                    state,
+                    scope,
+                    &ctx,
+                    call.method,
+                    Some(&target),
+                    status,
+                    started,
+                );
                 return Reply::Answer { json, sse_only };
             }
             Message::Tree(tree) => tree,

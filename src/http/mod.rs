@@ -86,6 +86,8 @@ pub struct AppState {
     pub tasks: mcp::tasks::TaskOwners,
     /// Who may reach which upstream, tool, prompt and resource.
     pub policy: Arc<crate::access::policy::Live>,
+    /// The audit log (off unless configured).
+    pub audit: Arc<crate::access::audit::Audit>,
     ready: AtomicBool,
     /// Long-lived streams (SSE, WebSocket) end when this fires: graceful shutdown waits for
     /// responses to finish, and these never would.
@@ -114,6 +116,7 @@ impl AppState {
                 listener.policy.clone(),
             )),
             policy: listener.policy.clone(),
+            audit: listener.audit.clone(),
             serving,
             auth: auth::Verifier::new(&auth),
             registry,
@@ -176,6 +179,8 @@ pub struct ListenerSettings {
     pub allowed_origins: Vec<String>,
     /// The policy, and where it is read again on reload.
     pub policy: Arc<crate::access::policy::Live>,
+    /// The audit log.
+    pub audit: Arc<crate::access::audit::Audit>,
 }
 
 /// Which door a request came through.
@@ -285,7 +290,12 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
             front::gate,
         )),
         // The CLI's channel: its peer is the gateway's own user, an administrator.
-        Surface::Control => router.layer(axum::Extension(crate::access::Principal::control())),
+        Surface::Control => router
+            .layer(axum::middleware::from_fn_with_state(
+                state.clone(),
+                front::audit_control,
+            ))
+            .layer(axum::Extension(crate::access::Principal::control())),
     }
     .with_state(state)
 }

@@ -11,6 +11,7 @@ use memchr::memmem::Finder;
 use serde_json::Value;
 
 use super::Ctx;
+use super::audit::Status;
 use super::message::Call;
 use super::route::{call_error, named_kind, permitted, resolve_name, tracked, with_id};
 use super::rules::Era;
@@ -44,7 +45,7 @@ pub(super) async fn forward(
     ctx: &Ctx<'_>,
     call: &mut Call<'_>,
     era: Era,
-) -> Vec<u8> {
+) -> (Vec<u8>, Status) {
     let modern = era.is_modern();
     let sep = state.registry.settings().separator.as_str();
     let (up, original) = match resolve_name(state, scope, sep, call.params.name()) {
@@ -72,9 +73,11 @@ pub(super) async fn forward(
                 super::tasks::learn(state, scope, ctx, &up.name(), &answer);
             }
             let shaped = shaped(result.text(), || result.members(), call.method, modern);
-            write_answer(call.id, "result", &shaped)
+            (write_answer(call.id, "result", &shaped), Status::Ok)
         }
-        Ok(RawAnswer::Error(error)) => write_answer(call.id, "error", &error),
+        Ok(RawAnswer::Error(error)) => {
+            (write_answer(call.id, "error", &error), Status::Error(None))
+        }
         Ok(RawAnswer::Value(answer)) => {
             tree_answer(with_id(answer, call.id_value()), call.method, modern)
         }
@@ -84,9 +87,10 @@ pub(super) async fn forward(
 
 /// An answer built as a tree (errors mcpgw makes, unusual upstream answers), finished and
 /// serialized as the tree path does.
-fn tree_answer(mut answer: Value, method: &str, modern: bool) -> Vec<u8> {
+fn tree_answer(mut answer: Value, method: &str, modern: bool) -> (Vec<u8>, Status) {
+    let status = Status::of(&answer);
     finish(modern.then_some(method), &mut answer);
-    serde_json::to_vec(&answer).unwrap_or_default()
+    (serde_json::to_vec(&answer).unwrap_or_default(), status)
 }
 
 fn write_answer(id: &str, member: &str, value: &str) -> Vec<u8> {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use super::Ctx;
+use super::audit::Status;
 use super::identity::Identity;
 use super::route::{cancel_upstream, forward, permitted, route_completion, route_named, route_uri};
 use super::{AppState, Scope, uris};
@@ -19,8 +20,36 @@ use crate::upstream::registry::{Catalog, Upstream};
 
 /// Answer one JSON-RPC message for any transport; `None` for notifications and responses.
 /// `ctx` names the downstream session it came in and where the upstream's notifications go; `new_session`
-/// is set when the message was an `initialize` that opened a session.
+/// is set when the message was an `initialize` that opened a session. A request is recorded in
+/// the audit log when there is one ([`super::audit`]).
 pub async fn handle(
+    state: &AppState,
+    scope: &Scope,
+    ctx: &Ctx<'_>,
+    msg: Value,
+    new_session: &mut Option<String>,
+) -> Option<Value> {
+    if !state.audit.enabled() || jsonrpc::kind(&msg) != Kind::Request {
+        return answer(state, scope, ctx, msg, new_session).await;
+    }
+    let started = std::time::Instant::now();
+    let method = jsonrpc::method(&msg).unwrap_or_default().to_owned();
+    let target = super::audit::target_of(msg.get("params"));
+    let answer = answer(state, scope, ctx, msg, new_session).await;
+    let status = answer.as_ref().map_or(Status::Ok, Status::of);
+    super::audit::record(
+        state,
+        scope,
+        ctx,
+        &method,
+        target.as_deref(),
+        status,
+        started,
+    );
+    answer
+}
+
+async fn answer(
     state: &AppState,
     scope: &Scope,
     ctx: &Ctx<'_>,
