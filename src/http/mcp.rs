@@ -3,13 +3,15 @@
 //!
 //! | stage | where | what |
 //! | --- | --- | --- |
-//! | gate | [`super::front`] | `Host`/`Origin`, bearer auth, body limits (HTTP transports) |
-//! | session | [`post`] | an `Mcp-Session-Id` must name an open session (404 otherwise) |
+//! | gate | [`super::front`] | `Host`/`Origin`, who is asking (a [`Principal`]) and their role, body limits |
+//! | session | [`post`] | an `Mcp-Session-Id` must name a session its principal opened (404 otherwise) |
 //! | decode | [`message`] | the body becomes a [`Message`]: a call read at its top level, or a tree |
 //! | era rules | [`rules`] | protocol version, the 2026-07-28 ladder, a missing session |
 //! | route | [`dispatch`], [`route`] | catalog answers, or the upstream that serves a name or URI |
+//! | policy | [`route::permitted`] | may the principal reach that tool, prompt or resource (lists filtered alike) |
 //! | forward | [`call`], [`route`] | sent upstream, tracked for cancellation, id restored |
 //! | encode | [`Reply`] | JSON, one SSE event, or an SSE stream when the upstream streamed |
+//! | audit | [`audit`] | one line per request in the audit log, when there is one |
 //!
 //! Entrances: Streamable HTTP `POST` ([`post`]: the listener's HTTP/1.1 loop, hyper's HTTP/1.1
 //! and HTTP/2, the control socket) and the connection-bound transports, legacy SSE's
