@@ -109,7 +109,8 @@ fn report_steps_verbatim_register_stay_online_list_and_call() {
             "1",
         ],
     );
-    let (token, _) = dir.run_expect(&["token", "create"], 0);
+    // The report's $TOKEN registers upstreams: an administrator's.
+    let (token, _) = dir.run_expect(&["token", "create", "--role", "admin"], 0);
     let token = token.trim();
     let base = format!("https://localhost:{}", gw.addr.port());
     let resolve = format!("localhost:{}:127.0.0.1", gw.addr.port());
