@@ -197,6 +197,16 @@ where
             // the gateway refuses.
             let principal = match front::post_mcp_head(state, &headers, connection) {
                 Ok(principal) => principal,
+                // A body already here in full is dropped and the connection goes on, as for
+                // any answered request; one still to come is never read: the connection ends.
+                Err(refused) if self.buf.len() >= body && !close => {
+                    self.buf.advance(body);
+                    if self.answer(refused, false).await.is_err() {
+                        return Next::Drop;
+                    }
+                    self.shrink();
+                    continue;
+                }
                 Err(refused) => {
                     let _ = self.answer(refused, true).await;
                     return Next::Close;
