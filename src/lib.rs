@@ -12,6 +12,7 @@ pub mod commands;
 pub mod config;
 pub mod control;
 pub mod docs;
+pub mod files;
 pub mod h1;
 pub mod hash;
 pub mod http;

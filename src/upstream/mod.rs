@@ -8,6 +8,7 @@ pub mod bounded;
 pub mod clients;
 pub mod connection;
 pub mod deadline;
+pub mod destination;
 pub mod diagnose;
 pub mod identity;
 pub mod message;
