@@ -27,7 +27,7 @@ pub const MAX_PEM_BYTES: u64 = 1 << 20;
 #[non_exhaustive]
 pub enum FileError {
     /// The operating system refused to open or inspect it.
-    #[error("cannot open {path}: {error}")]
+    #[error("cannot read {path}: {error}")]
     Open {
         /// The file.
         path: String,

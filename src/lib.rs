@@ -11,6 +11,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod destination;
 pub mod docs;
 pub mod files;
 pub mod h1;

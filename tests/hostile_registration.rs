@@ -168,33 +168,24 @@ fn the_gateways_own_serving_key_is_refused_as_an_upstream_client_key() {
     let (listed, _) = dir.run_expect(&["gateway", "list", "--json"], 0);
     assert_eq!(listed.trim(), "[]", "nothing was stored");
     // A client identity of its own is fine.
-    dir.run_expect(
-        &[
-            "gateway",
-            "add",
-            "own",
-            "https://127.0.0.1:1/mcp",
-            "--client-cert",
-            &pki.s("client.crt"),
-            "--client-key",
-            &pki.s("client.key"),
-            "--defer",
-        ],
-        0,
-    );
+    dir.gateway_add_mtls_with("own", "https://127.0.0.1:1/mcp", &pki, &["--defer"]);
+}
+
+/// A gateway without auth whose `[upstreams]` section is `section`.
+fn with_upstreams_config(section: &str) -> (Dir, Gateway) {
+    let dir = Dir::new();
+    std::fs::write(dir.join("mcpgw.toml"), format!("[upstreams]\n{section}\n")).unwrap();
+    let gw = Gateway::start(&dir, &["--no-auth", "--config", "mcpgw.toml"]);
+    (dir, gw)
 }
 
 #[test]
 fn upstream_urls_are_held_to_the_url_policy_at_registration_and_when_dialled() {
     let up = common::upstream::Upstream::start(&[]);
     let port = up.port();
-    let dir = Dir::new();
-    std::fs::write(
-        dir.join("mcpgw.toml"),
-        "[upstreams]\nurl_deny = [\"127.0.0.0/8\", \"*.corp.test\"]\nurl_allow = [\"127.0.0.1\"]\n",
-    )
-    .unwrap();
-    let gw = Gateway::start(&dir, &["--no-auth", "--config", "mcpgw.toml"]);
+    let (_dir, gw) = with_upstreams_config(
+        "url_deny = [\"127.0.0.0/8\", \"*.corp.test\"]\nurl_allow = [\"127.0.0.1\"]",
+    );
     let url = |host: &str| json!({"name": "x", "url": format!("http://{host}/mcp"), "defer": true});
 
     let (status, answer) = register(gw.addr, url("169.254.169.254"));
@@ -221,13 +212,7 @@ fn upstream_urls_are_held_to_the_url_policy_at_registration_and_when_dialled() {
     assert_eq!(status, 201, "allowed by url_allow: {answer}");
 
     // A name passes the name rules, but every address it resolves to is refused: not dialled.
-    let dir = Dir::new();
-    std::fs::write(
-        dir.join("mcpgw.toml"),
-        "[upstreams]\nurl_deny = [\"127.0.0.0/8\", \"::1\"]\n",
-    )
-    .unwrap();
-    let gw = Gateway::start(&dir, &["--no-auth", "--config", "mcpgw.toml"]);
+    let (_dir, gw) = with_upstreams_config("url_deny = [\"127.0.0.0/8\", \"::1\"]");
     let by_name = json!({"name": "named", "url": format!("http://localhost:{port}/mcp")});
     let (status, answer) = register(gw.addr, by_name);
     assert_eq!(status, 502, "{answer}");

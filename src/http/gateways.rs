@@ -17,12 +17,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::destination::UrlPolicy;
 use crate::store::{
     EraChoice, Health, PemSource, Registration, StoreError, TlsSettings, Transport, UpstreamAuth,
     valid_name,
 };
-use crate::upstream::connection::{AuthHeaderError, auth_headers};
-use crate::upstream::destination::UrlPolicy;
+use crate::upstream::headers::{AuthHeaderError, auth_headers};
 use crate::upstream::registry::RegisterError;
 
 /// Nested TLS settings as in the report.

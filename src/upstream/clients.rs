@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use url::Url;
 
-use super::destination::{Refused, UrlPolicy};
 use super::identity::{IdentityError, PathPolicy, TlsIdentity};
 use super::tls::{self, TlsBuildError, TlsObservations};
+use crate::destination::{Refused, UrlPolicy};
 use crate::h1::client::{OriginError, Pool, Wait};
 use crate::store::TlsSettings;
 

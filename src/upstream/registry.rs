@@ -396,9 +396,10 @@ impl Upstream {
         let registry = self.registry.upgrade().ok_or(UpstreamError::Closed)?;
         let reg = self.reg.load_full();
         let client = registry.client_for(reg.clone()).await?;
-        let headers = connection::auth_headers(&reg.auth).map_err(|e| UpstreamError::Connect {
-            diagnosis: e.to_string(),
-        })?;
+        let headers =
+            super::headers::auth_headers(&reg.auth).map_err(|e| UpstreamError::Connect {
+                diagnosis: e.to_string(),
+            })?;
         let timeout = registry.settings.request_timeout;
         Connection::open(client, reg.transport, headers, timeout, sink, era, hello).await
     }
@@ -822,23 +823,6 @@ struct RegistryInner {
     store: Arc<dyn Store>,
     settings: Settings,
     metrics: Arc<Metrics>,
-}
-
-impl RegistryInner {
-    /// The client of `reg` (its URL judged by the URL policy, its TLS files read), got off the
-    /// async workers: a slow disk, or a hostile path, must not hold one, and a TLS context may
-    /// be built.
-    async fn client_for(
-        &self,
-        reg: Arc<Registration>,
-    ) -> Result<super::clients::UpstreamClient, UpstreamError> {
-        let clients = self.clients.clone();
-        tokio::task::spawn_blocking(move || clients.client_for(&reg.url, &reg.tls))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|got| got.map_err(|e| e.to_string()))
-            .map_err(|diagnosis| UpstreamError::Connect { diagnosis })
-    }
 }
 
 #[cfg(test)]

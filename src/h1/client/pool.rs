@@ -38,8 +38,8 @@ use url::Url;
 
 use super::response::{Buffered, Framing, Head, Io, closed};
 use super::wait::{Marks, Tcp, Wait, readable_within};
+use crate::destination::{Refused, UrlPolicy};
 use crate::h1::fields::Fields;
-use crate::upstream::destination::{Refused, UrlPolicy};
 
 /// How long a new TCP connection may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -367,3 +367,20 @@ impl Registry {
         report
     }
 }
+
+impl RegistryInner {
+    /// The client of `reg` (its URL judged by the URL policy, its TLS files read), got off the
+    /// async workers: a slow disk, or a hostile path, must not hold one, and a TLS context may
+    /// be built.
+    pub(super) async fn client_for(
+        &self,
+        reg: Arc<Registration>,
+    ) -> Result<crate::upstream::clients::UpstreamClient, UpstreamError> {
+        let clients = self.clients.clone();
+        tokio::task::spawn_blocking(move || clients.client_for(&reg.url, &reg.tls))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|got| got.map_err(|e| e.to_string()))
+            .map_err(|diagnosis| UpstreamError::Connect { diagnosis })
+    }
+}
