@@ -19,6 +19,10 @@ const BUILTIN_NETS: &[(&str, &str)] = &[
         "IPv4 link-local, where cloud metadata services answer",
     ),
     ("fe80::/10", "IPv6 link-local"),
+    (
+        "64:ff9b::a9fe:0/112",
+        "IPv4 link-local through the well-known NAT64 prefix",
+    ),
     ("fd00:ec2::254/128", "the AWS IPv6 metadata service"),
     ("100.100.100.200/32", "the Alibaba Cloud metadata service"),
 ];
@@ -257,6 +261,7 @@ mod tests {
             "fe80::1",
             "fd00:ec2::254",
             "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
         ] {
             let err = policy.check_ip(ip(refused)).unwrap_err();
             assert!(err.to_string().contains("url_allow"), "{err}");

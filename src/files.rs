@@ -3,8 +3,9 @@
 //!
 //! A file named by someone else (a registrant's certificate path) is opened once, without
 //! following a symbolic link as its last component and without blocking (a FIFO must not hold
-//! a thread in `open`), then judged by `fstat` on the open descriptor: only a regular file under
-//! a size cap is read, so a device (`/dev/zero`), a FIFO, a directory or a huge file is refused
+//! a thread in `open`), then judged by `fstat` on the open descriptor (what is plainly not a
+//! regular file is refused before the open already): only a regular file under a size cap is
+//! read, so a device (`/dev/zero`), a FIFO, a directory or a huge file is refused
 //! without reading a byte. Whatever checks the caller makes on the file's location are made on
 //! what was opened ([`Opened::real_path`]), not on the name, so a swap between a check and the
 //! open cannot escape them.
@@ -90,6 +91,31 @@ pub struct Opened {
 /// Open `path` for reading: once, without blocking, a regular file only; `links` says whether
 /// a symbolic link as its last component is followed.
 pub fn open_regular(path: &Path, links: Links) -> Result<Opened, FileError> {
+    let shown = || path.display().to_string();
+    // Looked at before the open too: opening some devices acts on them (a watchdog starts its
+    // countdown, a tape rewinds), so what is plainly not a regular file is never opened. The
+    // `fstat` after the open is what decides, whatever replaced the name in between.
+    let before = match links {
+        Links::Follow => std::fs::metadata(path),
+        Links::Refuse => std::fs::symlink_metadata(path),
+    };
+    if let Ok(meta) = before {
+        if meta.file_type().is_symlink() {
+            return Err(FileError::Symlink { path: shown() });
+        }
+        if let Some(kind) = not_regular(&meta) {
+            return Err(FileError::NotRegular {
+                path: shown(),
+                kind,
+            });
+        }
+    }
+    open_then_stat(path, links)
+}
+
+/// The open itself (`O_NONBLOCK`, `O_NOFOLLOW` unless `links` follows them) and the judgement on
+/// the open descriptor: a regular file, or a refusal naming what it is.
+fn open_then_stat(path: &Path, links: Links) -> Result<Opened, FileError> {
     let shown = || path.display().to_string();
     let mut flags = OFlags::NONBLOCK;
     if links == Links::Refuse {
@@ -225,6 +251,16 @@ mod tests {
         .unwrap();
         let err = read_pem_file(&fifo, Links::Follow).unwrap_err();
         assert!(err.to_string().contains("is a FIFO"), "{err}");
+        // Should the name become a FIFO after the look before the open: the open does not wait
+        // for a writer, and the open descriptor is refused.
+        let err = open_then_stat(&fifo, Links::Refuse).unwrap_err();
+        assert!(err.to_string().contains("is a FIFO"), "{err}");
+        let err = open_then_stat(Path::new("/dev/zero"), Links::Refuse).unwrap_err();
+        assert!(err.to_string().contains("character device"), "{err}");
+        let link = dir.path().join("fifo-link");
+        std::os::unix::fs::symlink(&fifo, &link).unwrap();
+        let err = open_then_stat(&link, Links::Refuse).unwrap_err();
+        assert!(matches!(err, FileError::Symlink { .. }), "{err}");
         let err = read_pem_file(Path::new("/dev/zero"), Links::Follow).unwrap_err();
         assert!(err.to_string().contains("character device"), "{err}");
         let err = read_pem_file(dir.path(), Links::Follow).unwrap_err();

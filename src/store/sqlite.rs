@@ -112,12 +112,15 @@ impl SqliteStore {
         create_private(path).map_err(|e| open_err(format!("cannot create the file: {e}")))?;
         // No SQLITE_OPEN_CREATE: the file exists now with the mode we chose. No SQLITE_OPEN_URI
         // either, so a data directory named `file:...` is taken literally. NOFOLLOW: a link
-        // planted at the database's name is refused, not written through.
+        // planted at the database's name is refused, not written through; SQLite refuses a link
+        // anywhere in the path with it, so the directory's own (a data directory reached through
+        // a link) are resolved first.
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let real = in_real_dir(path).map_err(|e| open_err(format!("cannot resolve: {e}")))?;
         let mut conn =
-            Connection::open_with_flags(path, flags).map_err(|e| open_err(e.to_string()))?;
+            Connection::open_with_flags(&real, flags).map_err(|e| open_err(e.to_string()))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| open_err(e.to_string()))?;
         // Refuse a newer file before changing anything in it (journal_mode=WAL is persistent).
@@ -271,6 +274,18 @@ fn create_private(path: &Path) -> std::io::Result<()> {
         .truncate(false)
         .open(path)
         .map(drop)
+}
+
+/// `path` with its directory's symbolic links resolved, its own name kept as it is.
+fn in_real_dir(path: &Path) -> std::io::Result<PathBuf> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
+    Ok(std::fs::canonicalize(dir)?.join(name))
 }
 
 /// Per-connection settings (journal_mode is persistent in the file, the others are not).
