@@ -3,7 +3,8 @@
 //! (the registration API must not become a way to read the host's cloud credentials).
 //!
 //! A rule is an address (`169.254.169.254`), a network (`10.0.0.0/8`, `fe80::/10`) or a host
-//! name with `*` globs (`metadata.google.internal`, `*.internal`, `*`). Names are judged by the
+//! name with the policy's globs (`metadata.google.internal`, `*.internal`, `*`; see
+//! [`crate::access::glob`]). Names are judged by the
 //! name rules, addresses by the address rules, and a connection must pass both: the URL's host
 //! at registration ([`UrlPolicy::check_host`]) and, when a name is dialled, every address it
 //! resolves to just before the connection is made ([`UrlPolicy::check_ip`]), so a name that
@@ -11,6 +12,8 @@
 //! over the built-in ones; loopback and private addresses are allowed unless denied.
 
 use std::net::IpAddr;
+
+use crate::access::glob::Glob;
 
 /// Networks refused unless `url_allow` names them, and why.
 const BUILTIN_NETS: &[(&str, &str)] = &[
@@ -67,7 +70,7 @@ enum Source {
 #[derive(Debug, Clone)]
 enum Pattern {
     Net { net: IpAddr, bits: u8 },
-    Host(String),
+    Host(Glob),
 }
 
 #[derive(Debug, Clone)]
@@ -129,7 +132,7 @@ impl UrlPolicy {
     pub fn check_name(&self, name: &str) -> Result<(), Refused> {
         let name = name.trim_end_matches('.').to_ascii_lowercase();
         let matches =
-            |rule: &&Rule| matches!(&rule.pattern, Pattern::Host(glob) if glob_match(glob, &name));
+            |rule: &&Rule| matches!(&rule.pattern, Pattern::Host(glob) if glob.matches(&name));
         self.judge(&name, matches)
     }
 
@@ -197,9 +200,11 @@ fn parse(text: &str, source: Source) -> Result<Rule, RuleError> {
     } else if !trimmed.is_empty()
         && trimmed
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-.*_".contains(&b))
+            .all(|b| b.is_ascii_alphanumeric() || b"-.*?_".contains(&b))
     {
-        Pattern::Host(trimmed.trim_end_matches('.').to_ascii_lowercase())
+        Pattern::Host(Glob::new(
+            &trimmed.trim_end_matches('.').to_ascii_lowercase(),
+        ))
     } else {
         return Err(err());
     };
@@ -219,29 +224,6 @@ fn contains(net: IpAddr, bits: u8, ip: IpAddr) -> bool {
     };
     let shift = width - u32::from(bits);
     bits == 0 || (net >> shift) == (ip >> shift)
-}
-
-/// `*` matches any run of characters, dots included; everything else matches itself.
-fn glob_match(glob: &str, name: &str) -> bool {
-    let (glob, name) = (glob.as_bytes(), name.as_bytes());
-    let (mut g, mut n) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while n < name.len() {
-        if g < glob.len() && glob[g] == b'*' {
-            star = Some((g, n));
-            g += 1;
-        } else if g < glob.len() && glob[g] == name[n] {
-            g += 1;
-            n += 1;
-        } else if let Some((sg, sn)) = star {
-            g = sg + 1;
-            n = sn + 1;
-            star = Some((sg, sn + 1));
-        } else {
-            return false;
-        }
-    }
-    glob[g..].iter().all(|&b| b == b'*')
 }
 
 #[cfg(test)]
@@ -320,14 +302,5 @@ mod tests {
                 "{err}"
             );
         }
-    }
-
-    #[test]
-    fn globs_match_any_run_of_characters() {
-        assert!(glob_match("*.internal", "metadata.google.internal"));
-        assert!(glob_match("a*c", "abbbc"));
-        assert!(!glob_match("*.internal", "internal"));
-        assert!(glob_match("*", "anything"));
-        assert!(!glob_match("a*b", "acbx"));
     }
 }

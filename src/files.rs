@@ -18,8 +18,6 @@ use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::OFlags;
-
 /// The most a certificate or key file may hold: far above any real bundle, far below a problem.
 pub const MAX_PEM_BYTES: u64 = 1 << 20;
 
@@ -117,16 +115,16 @@ pub fn open_regular(path: &Path, links: Links) -> Result<Opened, FileError> {
 /// the open descriptor: a regular file, or a refusal naming what it is.
 fn open_then_stat(path: &Path, links: Links) -> Result<Opened, FileError> {
     let shown = || path.display().to_string();
-    let mut flags = OFlags::NONBLOCK;
+    let mut flags = libc::O_NONBLOCK;
     if links == Links::Refuse {
-        flags |= OFlags::NOFOLLOW;
+        flags |= libc::O_NOFOLLOW;
     }
     let file = std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(flags.bits() as i32)
+        .custom_flags(flags)
         .open(path)
         .map_err(|error| {
-            if error.raw_os_error() == Some(rustix::io::Errno::LOOP.raw_os_error()) {
+            if error.raw_os_error() == Some(libc::ELOOP) {
                 FileError::Symlink { path: shown() }
             } else {
                 FileError::Open {
@@ -227,9 +225,7 @@ pub fn read_pem_file(path: &Path, links: Links) -> Result<Vec<u8>, FileError> {
 /// symbolic link, and created with `mode`.
 pub fn own_file(mode: u32) -> std::fs::OpenOptions {
     let mut options = std::fs::OpenOptions::new();
-    options
-        .mode(mode)
-        .custom_flags(OFlags::NOFOLLOW.bits() as i32);
+    options.mode(mode).custom_flags(libc::O_NOFOLLOW);
     options
 }
 
@@ -309,10 +305,7 @@ mod tests {
             .truncate(true)
             .open(&planted)
             .unwrap_err();
-        assert_eq!(
-            err.raw_os_error(),
-            Some(rustix::io::Errno::LOOP.raw_os_error())
-        );
+        assert_eq!(err.raw_os_error(), Some(libc::ELOOP));
         assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep");
     }
 }
