@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 /// Long enough for any honest answer on a loaded machine, short enough that a registration
 /// stuck in `open()` or reading `/dev/zero` shows up as a timeout rather than a hung test.
-const PATIENCE: Duration = Duration::from_secs(5);
+const PATIENCE: Duration = Duration::from_secs(10);
 
 /// `METHOD PATH` with a JSON `body` on a fresh connection, without a token; the status and body,
 /// or the I/O error (a timeout) if no whole answer came within [`PATIENCE`].
