@@ -178,22 +178,20 @@ fn hostile_registrations_are_refused_without_echoing_secrets_or_files() {
 
     // A deferred registration with secrets: stored, and no secret in any answer or log.
     let bearer = "upstream-bearer-SECRET-0123456789";
-    let inline_key = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF\n-----END PRIVATE KEY-----\n";
+    // A usable inline client identity (an unusable one is refused even deferred).
+    let pki = mcpgw::tls::pki::generate(&mcpgw::tls::pki::PkiSpec::default()).unwrap();
+    let inline_key = pki.client.key_pem.as_str();
+    let key_body = &inline_key.lines().nth(1).unwrap()[..22];
     let (status, body) = post(
         json!({"name": "sec", "url": "http://127.0.0.1:1/mcp", "defer": true, "bearer": bearer,
-        "headers": {"X-Api-Key": "header-SECRET-value"}, "client_cert": inline_key, "client_key": inline_key}),
+        "headers": {"X-Api-Key": "header-SECRET-value"}, "client_cert": pki.client.cert_pem, "client_key": inline_key}),
     );
     assert_eq!(status, 201, "{body}");
     let (_, list) = request(gw.addr, "GET", "/gateways", None, "");
     let (show, _) = dir.run_expect(&["gateway", "show", "sec", "--json"], 0);
     let (text_show, _) = dir.run_expect(&["gateway", "show", "sec"], 0);
     for out in [&body, &list, &show, &text_show, &gw.log()] {
-        for secret in [
-            bearer,
-            "header-SECRET-value",
-            "PRIVATE KEY",
-            "MC4CAQAwBQYDK2VwBCIEIJ",
-        ] {
+        for secret in [bearer, "header-SECRET-value", "PRIVATE KEY", key_body] {
             assert!(
                 !out.contains(secret),
                 "secret {secret:?} printed in:\n{out}"

@@ -78,7 +78,7 @@ async fn direct(
             Transport::StreamableHttp
         });
     let client = ClientCache::new(PathPolicy::default()).client_for(url, &settings)?;
-    let headers = connection::auth_headers(&UpstreamAuth {
+    let headers = crate::upstream::headers::auth_headers(&UpstreamAuth {
         bearer: args.bearer.clone(),
         headers: Vec::new(),
     })

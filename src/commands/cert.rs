@@ -2,7 +2,7 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -116,11 +116,11 @@ pub fn gen_pki(args: &CertGenArgs, json: bool) -> anyhow::Result<()> {
 
 /// Write a file with `mode`, replacing any existing one (the caller checked `--force`).
 fn write_file(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    let mut file = std::fs::OpenOptions::new()
+    // Never written through a link at the name.
+    let mut file = crate::files::own_file(mode)
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(mode)
         .open(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     // An existing file keeps its old mode through open(); set it explicitly.

@@ -111,13 +111,15 @@ async fn build_state(
     serving: Option<Arc<ServingCert>>,
     wait: Arc<crate::h1::client::Wait>,
 ) -> anyhow::Result<Arc<AppState>> {
-    let store_path = cfg.data_dir.join("mcpgw.db");
+    let store_path = cfg.data_dir.join(STORE_FILE);
     let store: Arc<dyn crate::store::Store> =
         Arc::new(crate::store::sqlite::SqliteStore::open(&store_path)?);
     let clients =
         crate::upstream::clients::ClientCache::new(crate::upstream::identity::PathPolicy {
             allowed_dirs: cfg.cert_dirs.clone(),
+            serving: serving.clone(),
         })
+        .with_url_policy(cfg.url_policy.clone())
         .with_wait(wait);
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let registry = crate::upstream::registry::Registry::new(
@@ -326,6 +328,40 @@ fn check_config(cfg: &ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The store's file name in the data directory.
+const STORE_FILE: &str = "mcpgw.db";
+
+/// Refuse a data directory where something other than a regular file sits at one of the
+/// gateway's own file names (a symbolic link to a file elsewhere, to be read as the signing
+/// secret or written through). The store and the control socket's lock are also opened with
+/// `O_NOFOLLOW`; this check covers every name before any of them is opened.
+fn refuse_planted_links(dir: &std::path::Path) -> anyhow::Result<()> {
+    let store_companions = ["-wal", "-shm", "-journal"].map(|end| format!("{STORE_FILE}{end}"));
+    let lock = format!("{}.lock", crate::config::SOCKET_NAME);
+    let own = [crate::http::auth::SECRET_FILE, STORE_FILE, lock.as_str()]
+        .into_iter()
+        .chain(store_companions.iter().map(String::as_str));
+    for name in own {
+        let path = dir.join(name);
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        let what = if meta.file_type().is_symlink() {
+            "a symbolic link"
+        } else if !meta.is_file() {
+            "not a regular file"
+        } else {
+            continue;
+        };
+        anyhow::bail!(
+            "{} is {what}, where the gateway keeps its own file; it follows no link there: \
+             remove it, or choose another data directory ({DATA_DIR_HINT})",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 /// Said after every data-directory failure: the operator's next step.
 const DATA_DIR_HINT: &str =
     "choose a writable directory with --data-dir, MCPGW_DATA_DIR or `data_dir` in the config file";
@@ -362,9 +398,14 @@ fn prepare_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
              use a directory of its own ({DATA_DIR_HINT})"
         );
     }
+    refuse_planted_links(dir)?;
     // Prove it is writable now rather than failing later on the first registration.
     let probe = dir.join(".mcpgw-write-test");
-    std::fs::write(&probe, b"")
+    let _ = std::fs::remove_file(&probe);
+    crate::files::own_file(0o600)
+        .write(true)
+        .create_new(true)
+        .open(&probe)
         .with_context(|| format!("data directory {shown} is not writable ({DATA_DIR_HINT})"))?;
     let _ = std::fs::remove_file(probe);
     Ok(())

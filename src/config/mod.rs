@@ -170,6 +170,12 @@ pub struct FileUpstreams {
     /// Directories certificate paths must lie in (empty: anywhere).
     #[serde(default)]
     pub cert_dirs: Vec<PathBuf>,
+    /// Upstream destinations allowed even where `url_deny` or a built-in rule refuses them.
+    #[serde(default)]
+    pub url_allow: Vec<String>,
+    /// Upstream destinations refused (besides link-local and cloud metadata addresses).
+    #[serde(default)]
+    pub url_deny: Vec<String>,
 }
 
 /// `[tls]` of `mcpgw.toml`.
@@ -225,6 +231,8 @@ pub struct ServeConfig {
     pub upstreams: crate::upstream::registry::Settings,
     /// Where upstream certificate files may be read from.
     pub cert_dirs: Vec<PathBuf>,
+    /// Where upstream connections may go.
+    pub url_policy: crate::destination::UrlPolicy,
     /// Downstream session bounds.
     pub sessions: SessionLimits,
     /// Extra accepted hosts and origins.
@@ -309,6 +317,16 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
         .map_err(|error| ConfigError::Policy { error })?;
     let upstreams = resolve_upstreams(args, &file.upstreams, &origin)?;
     let cert_dirs = resolve_cert_dirs(args, &file.upstreams);
+    let url_policy =
+        crate::destination::UrlPolicy::new(&file.upstreams.url_allow, &file.upstreams.url_deny)
+            .map_err(|e| {
+                field_error(
+                    &origin,
+                    "upstreams.url_allow/url_deny",
+                    "addresses, networks (ADDR/BITS) or host names with * globs",
+                    e.rule,
+                )
+            })?;
     let sessions = resolve_sessions(&file.mcp, &origin)?;
     let data_dir = globals
         .data_dir
@@ -343,6 +361,7 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
             .map(crate::access::audit::Target::parse),
         upstreams,
         cert_dirs,
+        url_policy,
         header_timeout: Duration::from_secs(
             file.http.header_timeout_secs.unwrap_or(30).clamp(1, 3600),
         ),
@@ -688,5 +707,20 @@ mod tests {
             err.contains("auth.tokens") && !err.contains("\"short\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn an_unusable_url_rule_is_named_with_its_key() {
+        let err = with_file("[upstreams]\nurl_deny = [\"10.0.0.0/40\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("upstreams.url_allow/url_deny") && err.contains("10.0.0.0/40"),
+            "{err}"
+        );
+        let cfg = with_file("[upstreams]\nurl_allow = [\"169.254.169.254\"]\n").unwrap();
+        cfg.url_policy
+            .check_ip("169.254.169.254".parse().unwrap())
+            .unwrap();
     }
 }

@@ -64,7 +64,8 @@ impl ControlSocket {
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
         }
         let lock_path = PathBuf::from(format!("{display}.lock"));
-        let lock = File::options()
+        // Never through a link planted at the lock's name.
+        let lock = crate::files::own_file(0o600)
             .create(true)
             .truncate(false)
             .write(true)

@@ -17,10 +17,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::destination::UrlPolicy;
 use crate::store::{
     EraChoice, Health, PemSource, Registration, StoreError, TlsSettings, Transport, UpstreamAuth,
     valid_name,
 };
+use crate::upstream::headers::{AuthHeaderError, auth_headers};
 use crate::upstream::registry::RegisterError;
 
 /// Nested TLS settings as in the report.
@@ -134,19 +136,13 @@ fn parse_transport(text: Option<&str>, url: &str) -> Result<Transport, BodyError
     }
 }
 
-fn header_ok(name: &str, value: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-        && value
-            .bytes()
-            .all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
-}
-
 impl RegisterBody {
-    /// Validate into a registration (health unknown, times set by the registry).
-    pub fn into_registration(self) -> Result<(Registration, bool), BodyError> {
+    /// Validate into a registration (health unknown, times set by the registry), its URL's host
+    /// judged by `destinations`.
+    pub fn into_registration(
+        self,
+        destinations: &UrlPolicy,
+    ) -> Result<(Registration, bool), BodyError> {
         if !valid_name(&self.name) {
             return Err(BodyError {
                 field: "name",
@@ -167,6 +163,14 @@ impl RegisterBody {
             });
         }
         refuse_credentials_in(&url)?;
+        if let Some(host) = url.host() {
+            destinations
+                .check_host(&host)
+                .map_err(|refused| BodyError {
+                    field: "url",
+                    message: refused.to_string(),
+                })?;
+        }
         let transport = parse_transport(self.transport.as_deref(), &self.url)?;
         let nested = self.tls_config.unwrap_or_default();
         let ca = nested.ca_cert.or(self.ca_cert).or(self.ca_certificate);
@@ -210,24 +214,16 @@ impl RegisterBody {
                 })
                 .collect::<Result<_, _>>()?,
         };
-        for (k, v) in &headers {
-            if !header_ok(k, v) {
-                return Err(BodyError {
-                    field: "headers",
-                    message: format!(
-                        "header '{}' has an invalid name or a control character (CR/LF) in its value",
-                        k.escape_debug()
-                    ),
-                });
-            }
-        }
-        if bearer
-            .as_deref()
-            .is_some_and(|t| t.bytes().any(|b| b.is_ascii_control()))
-        {
+        let auth = UpstreamAuth { bearer, headers };
+        // The same check every connection's headers go through.
+        if let Err(err) = auth_headers(&auth) {
             return Err(BodyError {
-                field: "auth_token",
-                message: "the token contains control characters".into(),
+                field: if matches!(err, AuthHeaderError::Bearer) {
+                    "auth_token"
+                } else {
+                    "headers"
+                },
+                message: err.to_string(),
             });
         }
         let era = match self.era.as_deref() {
@@ -242,7 +238,7 @@ impl RegisterBody {
             url: self.url,
             transport,
             tls,
-            auth: UpstreamAuth { bearer, headers },
+            auth,
             enabled: self.enabled.unwrap_or(true),
             era,
             shared_session: self.shared_session,
@@ -288,13 +284,16 @@ pub async fn create(
             );
         }
     };
-    let (reg, defer) = match body.into_registration() {
+    let (reg, defer) = match body.into_registration(state.registry.clients().url_policy()) {
         Ok(r) => r,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
     };
     match state.registry.register(reg, defer).await {
         Ok(up) => (StatusCode::CREATED, Json(up.view())).into_response(),
         Err(RegisterError::Store(e)) => store_error(&e),
+        Err(e @ RegisterError::Invalid { .. }) => {
+            api_error(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+        }
         Err(e @ RegisterError::Unreachable { .. }) => api_error(
             StatusCode::BAD_GATEWAY,
             "upstream_unreachable",
@@ -328,11 +327,14 @@ pub async fn replace(
         return store_error(&StoreError::NotFound { name });
     }
     body.name = name.clone();
-    let (reg, defer) = match body.into_registration() {
+    let (reg, defer) = match body.into_registration(state.registry.clients().url_policy()) {
         Ok(r) => r,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
     };
-    // Validate the new settings against the upstream before touching the stored one.
+    // Validate the new settings (and the upstream) before touching the stored one.
+    if let Err(e) = state.registry.check_settings(&reg).await {
+        return api_error(StatusCode::BAD_REQUEST, "bad_request", e.to_string());
+    }
     if !defer {
         let probe_reg = Registration {
             name: format!("{name}-check"),

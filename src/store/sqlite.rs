@@ -13,8 +13,6 @@
 //! Error messages name registrations and columns but never carry stored values: a row holds
 //! tokens, header values and PEM keys, and some decoders (serde_json) quote the input they reject.
 
-use std::fs::OpenOptions;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -113,10 +111,16 @@ impl SqliteStore {
         };
         create_private(path).map_err(|e| open_err(format!("cannot create the file: {e}")))?;
         // No SQLITE_OPEN_CREATE: the file exists now with the mode we chose. No SQLITE_OPEN_URI
-        // either, so a data directory named `file:...` is taken literally.
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        // either, so a data directory named `file:...` is taken literally. NOFOLLOW: a link
+        // planted at the database's name is refused, not written through; SQLite refuses a link
+        // anywhere in the path with it, so the directory's own (a data directory reached through
+        // a link) are resolved first.
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW;
+        let real = in_real_dir(path).map_err(|e| open_err(format!("cannot resolve: {e}")))?;
         let mut conn =
-            Connection::open_with_flags(path, flags).map_err(|e| open_err(e.to_string()))?;
+            Connection::open_with_flags(&real, flags).map_err(|e| open_err(e.to_string()))?;
         conn.busy_timeout(BUSY_TIMEOUT)
             .map_err(|e| open_err(e.to_string()))?;
         // Refuse a newer file before changing anything in it (journal_mode=WAL is persistent).
@@ -261,15 +265,27 @@ impl Store for SqliteStore {
     }
 }
 
-/// Create `path` with mode 0600 if it does not exist; an existing file is left as it is.
+/// Create `path` with mode 0600 if it does not exist; an existing file is left as it is, and a
+/// symbolic link at its name is refused.
 fn create_private(path: &Path) -> std::io::Result<()> {
-    OpenOptions::new()
+    crate::files::own_file(0o600)
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(0o600)
         .open(path)
         .map(drop)
+}
+
+/// `path` with its directory's symbolic links resolved, its own name kept as it is.
+fn in_real_dir(path: &Path) -> std::io::Result<PathBuf> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no file name"))?;
+    Ok(std::fs::canonicalize(dir)?.join(name))
 }
 
 /// Per-connection settings (journal_mode is persistent in the file, the others are not).

@@ -6,18 +6,15 @@ use std::path::Path;
 use rustls::pki_types::pem::{self, PemObject, SectionKind};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::files::{FileError, Links};
+
 /// Why a PEM input could not be used. `source` names a file path or an inline field.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum PemError {
-    /// The file could not be read.
-    #[error("cannot read {source_name}: {error}")]
-    Read {
-        /// The file.
-        source_name: String,
-        /// The I/O error.
-        error: std::io::Error,
-    },
+    /// The file could not be read, or is not a regular file of a sensible size.
+    #[error(transparent)]
+    File(#[from] FileError),
     /// The input has no bytes at all.
     #[error("{source_name} is empty")]
     Empty {
@@ -50,12 +47,10 @@ pub enum PemError {
     },
 }
 
-/// Read a file for PEM parsing.
+/// Read one of the operator's own files (its configured paths, which may be symbolic links)
+/// for PEM parsing: a regular file, at most [`crate::files::MAX_PEM_BYTES`].
 pub fn read(path: &Path) -> Result<Vec<u8>, PemError> {
-    std::fs::read(path).map_err(|error| PemError::Read {
-        source_name: path.display().to_string(),
-        error,
-    })
+    Ok(crate::files::read_pem_file(path, Links::Follow)?)
 }
 
 /// All certificates in a PEM input, in order.

@@ -123,6 +123,9 @@ pub struct Served {
     pub config: Arc<ServerConfig>,
     /// Facts about the leaf certificate.
     pub info: CertInfo,
+    /// The leaf's public key (SubjectPublicKeyInfo, DER): the key that must never leave as an
+    /// upstream client identity.
+    pub public_key: Vec<u8>,
 }
 
 /// Old and new fingerprints of a successful swap, and what it cost.
@@ -317,6 +320,7 @@ fn prepare(
         .collect::<Result<_, _>>()?;
     let leaf = &parsed[0];
     let info = x509::info_of(leaf, &chain[0]);
+    let public_key = leaf.public_key().raw.to_vec();
 
     let signing_key = signing_key(key.0, key_der)?;
     match signing_key.public_key() {
@@ -390,6 +394,7 @@ fn prepare(
     Ok(Served {
         config: Arc::new(config),
         info,
+        public_key,
     })
 }
 
@@ -436,7 +441,7 @@ fn write_pair(cert_path: &Path, cert: &[u8], key_path: &Path, key: &[u8]) -> Res
 
 fn write_temp(path: &Path, bytes: &[u8], default_mode: u32) -> Result<PathBuf, CertError> {
     use std::io::Write;
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::os::unix::fs::PermissionsExt;
     let write_err = |error| CertError::Write {
         path: path.display().to_string(),
         error,
@@ -449,11 +454,12 @@ fn write_temp(path: &Path, bytes: &[u8], default_mode: u32) -> Result<PathBuf, C
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{file_name}.mcpgw-tmp-{}", std::process::id()));
-    let mut file = std::fs::OpenOptions::new()
+    // A fresh file, never one (or a link) already at the temporary name: whatever is there is
+    // a leftover of ours or planted, and is removed (a link itself, not what it points to).
+    let _ = std::fs::remove_file(&tmp);
+    let mut file = crate::files::own_file(mode)
         .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
+        .create_new(true)
         .open(&tmp)
         .map_err(write_err)?;
     let result = file

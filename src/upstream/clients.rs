@@ -12,6 +12,7 @@ use url::Url;
 
 use super::identity::{IdentityError, PathPolicy, TlsIdentity};
 use super::tls::{self, TlsBuildError, TlsObservations};
+use crate::destination::{Refused, UrlPolicy};
 use crate::h1::client::{OriginError, Pool, Wait};
 use crate::store::TlsSettings;
 
@@ -25,6 +26,9 @@ pub enum ClientError {
     /// The TLS config could not be built.
     #[error(transparent)]
     Tls(#[from] TlsBuildError),
+    /// The upstream URL policy refuses the URL's host.
+    #[error(transparent)]
+    Refused(#[from] Refused),
     /// The URL is not usable.
     #[error("invalid upstream URL '{url}': {detail}")]
     Url {
@@ -59,6 +63,8 @@ pub struct ClientCache {
     /// Connection pools by identity and origin.
     pools: Mutex<HashMap<[u8; 32], Arc<Pool>>>,
     policy: PathPolicy,
+    /// Where upstream connections may go; every pool judges its addresses by it.
+    destinations: Arc<UrlPolicy>,
     builds: std::sync::atomic::AtomicU64,
     /// The upstream wait every pool uses.
     wait: Arc<Wait>,
@@ -76,6 +82,19 @@ impl ClientCache {
     /// The same cache, its pools using `wait` (the gateway's, set up with its runtime).
     pub fn with_wait(self, wait: Arc<Wait>) -> Self {
         Self { wait, ..self }
+    }
+
+    /// The same cache, its clients going only where `destinations` allows.
+    pub fn with_url_policy(self, destinations: UrlPolicy) -> Self {
+        Self {
+            destinations: Arc::new(destinations),
+            ..self
+        }
+    }
+
+    /// Where upstream connections may go.
+    pub fn url_policy(&self) -> &UrlPolicy {
+        &self.destinations
     }
 
     /// The upstream wait of every pool made here.
@@ -118,6 +137,8 @@ impl ClientCache {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err(url_err("expected an http:// or https:// URL"));
         }
+        self.destinations
+            .check_host(&parsed.host().ok_or_else(|| url_err("no host"))?)?;
         let identity = TlsIdentity::load(settings, &self.policy)?;
         let pin = pin_server_name(&mut parsed, &identity).map_err(|e| url_err(&e))?;
 
@@ -178,7 +199,13 @@ impl ClientCache {
         if let Some(pool) = pools.get(&pool_key_bytes) {
             return Ok(pool.clone());
         }
-        let pool = Arc::new(Pool::new(url, pin, Some(config), self.wait.clone())?);
+        let pool = Arc::new(Pool::new(
+            url,
+            pin,
+            Some(config),
+            self.wait.clone(),
+            self.destinations.clone(),
+        )?);
         pools.insert(pool_key_bytes, pool.clone());
         Ok(pool)
     }

@@ -8,7 +8,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 use serde_json::{Map, Value, json};
 
 use super::UpstreamError;
@@ -25,7 +25,7 @@ use super::streamable::{self, Endpoint};
 use crate::h1::client::request::Extra;
 use crate::h1::fields::{self as names, Lookup};
 use crate::jsonrpc;
-use crate::store::{EraChoice, Transport, UpstreamAuth};
+use crate::store::{EraChoice, Transport};
 
 /// Which protocol era an upstream speaks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,45 +97,6 @@ impl std::fmt::Debug for Connection {
             .field("era", &self.era)
             .finish()
     }
-}
-
-/// Why an upstream's configured headers cannot be sent.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthHeaderError {
-    /// A configured header name is not a valid field name.
-    #[error("invalid header name '{name}'")]
-    Name {
-        /// The name as configured.
-        name: String,
-    },
-    /// A configured header value holds a byte a field value cannot.
-    #[error("invalid value for header '{name}' (control characters are not allowed)")]
-    Value {
-        /// The header's name (never its value, which may be a secret).
-        name: String,
-    },
-    /// The bearer token holds a byte a field value cannot.
-    #[error("invalid bearer token (control characters are not allowed)")]
-    Bearer,
-}
-
-/// Static request headers: upstream auth and extra headers.
-pub fn auth_headers(auth: &UpstreamAuth) -> Result<HeaderMap, AuthHeaderError> {
-    let mut headers = HeaderMap::new();
-    for (name, value) in &auth.headers {
-        let n = HeaderName::from_bytes(name.as_bytes())
-            .map_err(|_| AuthHeaderError::Name { name: name.clone() })?;
-        let v = HeaderValue::from_str(value)
-            .map_err(|_| AuthHeaderError::Value { name: name.clone() })?;
-        headers.append(n, v);
-    }
-    if let Some(token) = &auth.bearer {
-        let mut v = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| AuthHeaderError::Bearer)?;
-        v.set_sensitive(true);
-        headers.insert(http::header::AUTHORIZATION, v);
-    }
-    Ok(headers)
 }
 
 /// How the gateway introduces itself on its own upstream sessions (health checks, catalogs,

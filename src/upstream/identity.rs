@@ -3,12 +3,16 @@
 //! key hashes all of it, so two upstreams that share a CA but not a client certificate can never
 //! share a client (the NET-01 "client-blind" cache), and a file rotated on disk yields a new key.
 
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::files::{self, Links, MAX_PEM_BYTES, Opened};
 use crate::store::{PemSource, TlsSettings};
 use crate::tls::pem::{self, PemError};
+use crate::tls::serving::ServingCert;
 use crate::tls::x509::{self, X509Error};
 
 /// Why an upstream's TLS settings cannot be used.
@@ -52,6 +56,21 @@ pub enum IdentityError {
         path: String,
         /// The allowed directories.
         allowed: String,
+    },
+    /// A path no longer names the file that was opened from it (replaced meanwhile).
+    #[error("{path} was replaced while it was being opened; try again")]
+    Replaced {
+        /// The path.
+        path: String,
+    },
+    /// The gateway's own serving key (its file, or the same key elsewhere) given as an
+    /// upstream client identity.
+    #[error(
+        "{source_name} is the gateway's own serving key, which it never presents to an upstream: give the upstream client identity a key of its own (`mcpgw cert gen` issues one)"
+    )]
+    ServingKey {
+        /// The file or field.
+        source_name: String,
     },
     /// The server-name override is not a valid DNS name or IP address.
     #[error("invalid server_name '{name}': expected a DNS name or an IP address")]
@@ -100,23 +119,38 @@ impl std::fmt::Debug for TlsIdentity {
     }
 }
 
-/// Where certificate paths may point, when confined.
+/// What registered certificate paths and keys may be: where the files may lie, and which key
+/// they may not hold (the gateway's own serving key).
 #[derive(Debug, Clone, Default)]
 pub struct PathPolicy {
     /// Allowed directories; empty means anywhere.
     pub allowed_dirs: Vec<PathBuf>,
+    /// The gateway's serving certificate, when it serves HTTPS: neither its key file nor its
+    /// key may become an upstream client identity (the gateway would present its own key to
+    /// whatever URL was registered).
+    pub serving: Option<Arc<ServingCert>>,
 }
 
 impl PathPolicy {
-    fn check(&self, path: &std::path::Path) -> Result<(), IdentityError> {
+    /// Whether the file opened from `path` may be read: judged on what was opened, so a path
+    /// swapped between a check and the open cannot escape.
+    fn check(&self, path: &Path, opened: &Opened) -> Result<(), IdentityError> {
+        let shown = || path.display().to_string();
+        if let Some(serving) = &self.serving {
+            let key = &serving.files().key;
+            if std::fs::metadata(key).is_ok_and(|m| (m.dev(), m.ino()) == opened.id()) {
+                return Err(IdentityError::ServingKey {
+                    source_name: shown(),
+                });
+            }
+        }
         if self.allowed_dirs.is_empty() {
             return Ok(());
         }
-        // Resolve symlinks and `..` so a path cannot escape by spelling.
-        let real = std::fs::canonicalize(path).map_err(|error| PemError::Read {
-            source_name: path.display().to_string(),
-            error,
-        })?;
+        // Links and `..` resolved, and the name still naming the opened file.
+        let real = opened
+            .real_path()
+            .ok_or_else(|| IdentityError::Replaced { path: shown() })?;
         if self
             .allowed_dirs
             .iter()
@@ -125,7 +159,7 @@ impl PathPolicy {
             return Ok(());
         }
         Err(IdentityError::PathNotAllowed {
-            path: path.display().to_string(),
+            path: shown(),
             allowed: self
                 .allowed_dirs
                 .iter()
@@ -134,8 +168,23 @@ impl PathPolicy {
                 .join(", "),
         })
     }
+
+    /// Refuse the serving certificate's key as a client key, whatever file or field it came in.
+    fn check_key(&self, source_name: &str, public_key: Option<&[u8]>) -> Result<(), IdentityError> {
+        let serving = self.serving.as_ref().map(|s| s.current());
+        match (serving, public_key) {
+            (Some(served), Some(key)) if served.public_key == key => {
+                Err(IdentityError::ServingKey {
+                    source_name: source_name.to_owned(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
+/// The bytes of a certificate source: a registrant's path is opened once, without following a
+/// link, a regular file of at most [`MAX_PEM_BYTES`], and checked by `policy` before it is read.
 fn read_source(
     source: &PemSource,
     label: &str,
@@ -143,8 +192,10 @@ fn read_source(
 ) -> Result<(String, Vec<u8>), IdentityError> {
     match source {
         PemSource::Path(path) => {
-            policy.check(path)?;
-            Ok((path.display().to_string(), pem::read(path)?))
+            let opened = files::open_regular(path, Links::Refuse).map_err(PemError::from)?;
+            policy.check(path, &opened)?;
+            let bytes = opened.read_capped(MAX_PEM_BYTES).map_err(PemError::from)?;
+            Ok((path.display().to_string(), bytes))
         }
         PemSource::Inline(text) => Ok((format!("inline {label}"), text.as_bytes().to_vec())),
     }
@@ -189,6 +240,7 @@ impl TlsIdentity {
                         source_name: key_name.clone(),
                         detail: e.to_string(),
                     })?;
+                policy.check_key(&key_name, signing.public_key().as_deref())?;
                 let leaf = x509::parse(&cert_name, &chain[0])?;
                 if signing.public_key().as_deref() != Some(leaf.public_key().raw) {
                     return Err(IdentityError::ClientKeyMismatch {
@@ -312,6 +364,7 @@ mod tests {
     fn paths_outside_allowed_dirs_are_refused_without_reading_them() {
         let policy = PathPolicy {
             allowed_dirs: vec![std::env::temp_dir()],
+            serving: None,
         };
         let s = TlsSettings {
             ca: Some(PemSource::Path("/etc/passwd".into())),

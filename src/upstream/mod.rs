@@ -9,6 +9,7 @@ pub mod clients;
 pub mod connection;
 pub mod deadline;
 pub mod diagnose;
+pub mod headers;
 pub mod identity;
 pub mod message;
 pub mod raw;

@@ -395,15 +395,11 @@ impl Upstream {
     ) -> Result<Connection, UpstreamError> {
         let registry = self.registry.upgrade().ok_or(UpstreamError::Closed)?;
         let reg = self.reg.load_full();
-        let client = registry
-            .clients
-            .client_for(&reg.url, &reg.tls)
-            .map_err(|e| UpstreamError::Connect {
+        let client = registry.client_for(reg.clone()).await?;
+        let headers =
+            super::headers::auth_headers(&reg.auth).map_err(|e| UpstreamError::Connect {
                 diagnosis: e.to_string(),
             })?;
-        let headers = connection::auth_headers(&reg.auth).map_err(|e| UpstreamError::Connect {
-            diagnosis: e.to_string(),
-        })?;
         let timeout = registry.settings.request_timeout;
         Connection::open(client, reg.transport, headers, timeout, sink, era, hello).await
     }
@@ -823,7 +819,7 @@ struct RegistryInner {
     /// `notifications/resources/updated` from any upstream.
     updates: tokio::sync::broadcast::Sender<ResourceUpdate>,
     upstreams: RwLock<BTreeMap<String, Arc<Upstream>>>,
-    clients: ClientCache,
+    clients: Arc<ClientCache>,
     store: Arc<dyn Store>,
     settings: Settings,
     metrics: Arc<Metrics>,

@@ -38,6 +38,7 @@ use url::Url;
 
 use super::response::{Buffered, Framing, Head, Io, closed};
 use super::wait::{Marks, Tcp, Wait, readable_within};
+use crate::destination::{Refused, UrlPolicy};
 use crate::h1::fields::Fields;
 
 /// How long a new TCP connection may take.
@@ -68,6 +69,14 @@ pub enum PoolError {
         /// What the socket or TLS said.
         #[source]
         source: std::io::Error,
+    },
+    /// The upstream URL policy refuses every address the host resolves to (or the pinned one).
+    #[error("not connecting to {target}: {refused}")]
+    Refused {
+        /// `host:port`.
+        target: String,
+        /// The first refusal.
+        refused: Refused,
     },
     /// No TCP connection within [`CONNECT_TIMEOUT`].
     #[error("timed out connecting to {target}")]
@@ -243,6 +252,8 @@ pub struct Pool {
     idle: Mutex<Vec<(Pooled, Instant)>>,
     /// The upstream wait, shared by every pool of the gateway.
     wait: Arc<Wait>,
+    /// Judges every address before it is dialled.
+    policy: Arc<UrlPolicy>,
 }
 
 enum Dial {
@@ -262,12 +273,13 @@ impl std::fmt::Debug for Pool {
 impl Pool {
     /// A pool for `url`'s origin. `url`'s host is the name verified and sent as `Host`;
     /// `pin` dials an address instead of resolving it. `tls` is used for `https`; answers are
-    /// waited for with `wait`.
+    /// waited for with `wait`; `policy` judges each address before it is dialled.
     pub fn new(
         url: &Url,
         pin: Option<SocketAddr>,
         tls: Option<Arc<rustls::ClientConfig>>,
         wait: Arc<Wait>,
+        policy: Arc<UrlPolicy>,
     ) -> Result<Self, OriginError> {
         let host = url.host_str().ok_or(OriginError::NoHost)?;
         let port = url.port_or_known_default().ok_or(OriginError::NoPort)?;
@@ -299,6 +311,7 @@ impl Pool {
             authority,
             idle: Mutex::new(Vec::new()),
             wait,
+            policy,
         })
     }
 
@@ -392,23 +405,50 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
+    /// The addresses the URL policy lets this pool dial, in the order given; an error when it
+    /// lets none (a name that resolves only to a metadata address is never dialled).
+    fn admitted(&self, addrs: Vec<SocketAddr>) -> Result<Vec<SocketAddr>, PoolError> {
+        let mut refused = None;
+        let admitted: Vec<SocketAddr> = addrs
+            .into_iter()
+            .filter(|addr| match self.policy.check_ip(addr.ip()) {
+                Ok(()) => true,
+                Err(why) => {
+                    refused.get_or_insert(why);
+                    false
+                }
+            })
+            .collect();
+        match refused {
+            Some(refused) if admitted.is_empty() => Err(PoolError::Refused {
+                target: self.target.clone(),
+                refused,
+            }),
+            _ => Ok(admitted),
+        }
+    }
+
     async fn connect(&self) -> Result<Pooled, PoolError> {
         let connect_err = |source| PoolError::Connect {
             target: self.target.clone(),
             source,
         };
         let dial = async {
-            match &self.dial {
-                Dial::Name(host, port) => TcpStream::connect((host.as_str(), *port)).await,
-                Dial::Addr(addr) => TcpStream::connect(addr).await,
-            }
+            let addrs = match &self.dial {
+                Dial::Name(host, port) => tokio::net::lookup_host((host.as_str(), *port))
+                    .await
+                    .map_err(connect_err)?
+                    .collect(),
+                Dial::Addr(addr) => vec![*addr],
+            };
+            let admitted = self.admitted(addrs)?;
+            TcpStream::connect(&admitted[..]).await.map_err(connect_err)
         };
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, dial)
             .await
             .map_err(|_| PoolError::ConnectTimeout {
                 target: self.target.clone(),
-            })?
-            .map_err(connect_err)?;
+            })??;
         tcp.set_nodelay(true).map_err(connect_err)?;
         let watch = std::os::fd::AsFd::as_fd(&tcp).try_clone_to_owned().ok();
         let marks = Arc::new(Marks::default());

@@ -424,3 +424,23 @@ fn debug_output_shows_the_path_only() {
     assert!(debug.contains("mcpgw.db"), "{debug}");
     assert_no_secrets(&debug);
 }
+
+#[test]
+fn a_link_at_the_database_name_is_refused_and_a_linked_directory_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let real = dir.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    let through = dir.path().join("through");
+    std::os::unix::fs::symlink(&real, &through).unwrap();
+    let store = SqliteStore::open(&through.join("mcpgw.db")).expect("a linked directory opens");
+    store.insert(&full("a")).unwrap();
+    drop(store);
+    assert!(real.join("mcpgw.db").exists());
+
+    let victim = dir.path().join("victim.db");
+    let planted = real.join("planted.db");
+    std::os::unix::fs::symlink(&victim, &planted).unwrap();
+    let err = SqliteStore::open(&planted).unwrap_err().to_string();
+    assert!(err.contains("planted.db"), "{err}");
+    assert!(!victim.exists(), "the link's target was created");
+}

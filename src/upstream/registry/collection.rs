@@ -20,6 +20,15 @@ pub enum RegisterError {
     /// Store refused it.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The registration can never work here: its URL is refused by the URL policy, or its TLS
+    /// files or settings are unusable.
+    #[error("cannot register '{name}': {reason}")]
+    Invalid {
+        /// Name.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// The upstream could not be reached or is not MCP.
     #[error("cannot register '{name}': {diagnosis}")]
     Unreachable {
@@ -75,7 +84,7 @@ impl Registry {
                 changes: tokio::sync::broadcast::channel(16).0,
                 updates: tokio::sync::broadcast::channel(256).0,
                 upstreams: RwLock::default(),
-                clients,
+                clients: Arc::new(clients),
                 store,
                 settings,
                 metrics,
@@ -211,6 +220,7 @@ impl Registry {
         if self.get(&reg.name).is_some() {
             return Err(StoreError::Exists { name: reg.name }.into());
         }
+        self.check_settings(&reg).await?;
         let ts = now();
         reg.created_at = ts;
         reg.updated_at = ts;
@@ -245,6 +255,18 @@ impl Registry {
             .insert(up.name(), up.clone());
         tracing::info!(upstream = %up.name(), status = up.health().status.as_str(), "upstream registered");
         Ok(up)
+    }
+
+    /// Refuse what can never work, even deferred: a URL the URL policy refuses, TLS files that
+    /// are not usable (read as every connection reads them).
+    pub async fn check_settings(&self, reg: &Registration) -> Result<(), RegisterError> {
+        match self.inner.client_for(Arc::new(reg.clone())).await {
+            Ok(_) => Ok(()),
+            Err(err) => Err(RegisterError::Invalid {
+                name: reg.name.clone(),
+                reason: err.to_string(),
+            }),
+        }
     }
 
     /// Connect to a registration without storing it; the diagnosis on failure.
@@ -343,5 +365,22 @@ impl Registry {
             }
         }
         report
+    }
+}
+
+impl RegistryInner {
+    /// The client of `reg` (its URL judged by the URL policy, its TLS files read), got off the
+    /// async workers: a slow disk, or a hostile path, must not hold one, and a TLS context may
+    /// be built.
+    pub(super) async fn client_for(
+        &self,
+        reg: Arc<Registration>,
+    ) -> Result<crate::upstream::clients::UpstreamClient, UpstreamError> {
+        let clients = self.clients.clone();
+        tokio::task::spawn_blocking(move || clients.client_for(&reg.url, &reg.tls))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|got| got.map_err(|e| e.to_string()))
+            .map_err(|diagnosis| UpstreamError::Connect { diagnosis })
     }
 }

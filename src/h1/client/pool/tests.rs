@@ -71,7 +71,7 @@ async fn server(close_after: Option<Duration>) -> (Url, Arc<AtomicUsize>) {
 
 /// A pool for `url` without TLS.
 fn plain_pool(url: &Url) -> Arc<Pool> {
-    Arc::new(Pool::new(url, None, None, Arc::default()).unwrap())
+    Arc::new(Pool::new(url, None, None, Arc::default(), Arc::default()).unwrap())
 }
 
 /// Make `n` calls one after the other, each answered `ok`.
