@@ -189,12 +189,9 @@ pub fn since(started: Instant) -> f64 {
 
 /// Open `path` for appending: created 0600, never through a symbolic link.
 fn open_append(path: &std::path::Path) -> Result<std::fs::File, AuditError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
+    crate::files::own_file(0o600)
         .append(true)
         .create(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
         .open(path)
         .map_err(|error| AuditError::Open {
             path: path.display().to_string(),

@@ -331,12 +331,15 @@ pub fn mint(secret: &[u8], grant: &Grant<'_>) -> anyhow::Result<String> {
 /// Read the JWT secret from the data dir.
 pub fn read_secret(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     let path = data_dir.join(SECRET_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot read the token secret {}: {e} (has `mcpgw serve` run with this --data-dir?)",
-            path.display()
-        )
-    })?;
+    // One of the gateway's own files: a regular file, never read through a planted link.
+    let bytes = crate::files::open_regular(&path, crate::files::Links::Refuse)
+        .and_then(|opened| opened.read_capped(4096))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot read the token secret: {e} (has `mcpgw serve` run with this --data-dir?)"
+            )
+        })?;
+    let text = String::from_utf8_lossy(&bytes);
     hex::decode(text.trim())
         .map_err(|_| anyhow::anyhow!("{} is not a hex-encoded secret", path.display()))
 }
@@ -344,7 +347,6 @@ pub fn read_secret(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
 /// The data dir's JWT secret, created (32 random bytes, 0600) if missing.
 pub fn load_or_create_secret(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = data_dir.join(SECRET_FILE);
     if path.exists() {
         return read_secret(data_dir);
@@ -354,10 +356,9 @@ pub fn load_or_create_secret(data_dir: &std::path::Path) -> anyhow::Result<Vec<u
     ring::rand::SystemRandom::new()
         .fill(&mut secret)
         .map_err(|_| anyhow::anyhow!("no randomness available for the token secret"))?;
-    let mut file = std::fs::OpenOptions::new()
+    let mut file = crate::files::own_file(0o600)
         .write(true)
         .create_new(true)
-        .mode(0o600)
         .open(&path)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
     file.write_all(hex::encode(secret).as_bytes())?;
