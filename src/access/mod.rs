@@ -151,19 +151,25 @@ pub struct Connection {
     pub certificate: Option<Arc<Principal>>,
 }
 
+/// The listener's MCP endpoints (route templates): what a client may reach, and what an OAuth
+/// client finds protected resource metadata for (`http::auth::metadata`).
+pub const MCP_ENDPOINTS: &[&str] = &[
+    "/mcp",
+    "/mcp/http",
+    "/servers/{name}/mcp",
+    "/sse",
+    "/servers/{name}/sse",
+    "/message",
+    "/ws",
+];
+
 /// The role a route of the listener needs. Written as the list of what a client may reach, so
 /// a route added later is an administrator's until it is listed here.
 pub fn required_role(route: &str) -> Role {
-    match route {
-        "/mcp"
-        | "/mcp/http"
-        | "/servers/{name}/mcp"
-        | "/sse"
-        | "/servers/{name}/sse"
-        | "/message"
-        | "/ws"
-        | "/ready" => Role::Client,
-        _ => Role::Admin,
+    if MCP_ENDPOINTS.contains(&route) || route == "/ready" {
+        Role::Client
+    } else {
+        Role::Admin
     }
 }
 

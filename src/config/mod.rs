@@ -15,7 +15,7 @@ use crate::cli::{LogFormat, ServeArgs};
 use crate::tls::serving::TlsFiles;
 
 mod auth;
-pub use auth::{AuthConfig, FileAuth, StaticToken};
+pub use auth::{AuthConfig, FileAuth, IssuerConfig, StaticToken};
 
 /// Default listen address (DESIGN.md).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4444";
@@ -298,6 +298,7 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
     resolve(&mut file.tls.key);
     resolve(&mut file.tls.ca);
     resolve(&mut file.tls.client_ca);
+    file.auth.resolve_paths(base);
     Ok(file)
 }
 

@@ -195,7 +195,7 @@ where
             let headers = Incoming::Wire(Fields::new(head, self.fields.iter().copied()));
             // Who is asking is settled on the head: no body byte is buffered for a request
             // the gateway refuses.
-            let principal = match front::post_mcp_head(state, &headers, connection) {
+            let principal = match front::post_mcp_head(state, &headers, connection).await {
                 Ok(principal) => principal,
                 // A body already here in full is dropped and the connection goes on, as for
                 // any answered request; one still to come is never read: the connection ends.

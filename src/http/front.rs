@@ -6,10 +6,12 @@
 //! Order, first refusal wins:
 //! 1. metrics: outermost, so refusals below are counted too;
 //! 2. `Host`/`Origin` ([`super::origin`]): a DNS-rebinding page gets nothing, not even a 401;
-//! 3. authentication ([`super::auth`]) on every matched route except [`UNPROTECTED`], on the
-//!    head alone: no body byte is buffered for a request from no one. The [`Principal`] found
-//!    goes with the request (an extension) to every stage after;
-//! 4. the route's role ([`crate::access::required_role`]): a client gets 403 on admin routes;
+//! 3. authentication ([`super::auth`]) on every matched route except the [`unprotected`] ones,
+//!    on the head alone: no body byte is buffered for a request from no one. The [`Principal`]
+//!    found goes with the request (an extension) to every stage after. A refusal is a 401 whose
+//!    `WWW-Authenticate` points at the protected resource metadata (RFC 9728);
+//! 4. the route's role ([`crate::access::required_role`]): a client gets 403
+//!    (`insufficient_scope`) on admin routes;
 //! 5. the body is read whole, bounded in size and time ([`super::limits`]);
 //! 6. on the way out, a request to an administrator's route is written to the audit log
 //!    ([`crate::access::audit`]; MCP requests are recorded by the pipeline's last stage).
@@ -25,15 +27,21 @@ use std::time::Instant;
 
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
 use super::mcp::Reply;
 use super::{AppState, auth, limits, metrics, origin};
 use crate::access::{Connection, Principal, Role, audit, required_role};
-use crate::h1::fields::{Incoming, Lookup};
+use crate::h1::fields::Incoming;
 
 /// Route templates served without a bearer token (liveness probes carry none).
 pub const UNPROTECTED: &[&str] = &["/health"];
+
+/// Whether `route` is served without a bearer token: [`UNPROTECTED`], and the protected
+/// resource metadata, which is how an OAuth client learns where to get a token.
+pub fn unprotected(route: &str) -> bool {
+    UNPROTECTED.contains(&route) || auth::metadata::is_metadata_route(route)
+}
 
 /// The route the listener's HTTP/1.1 loop serves itself.
 pub const MCP_ROUTE: &str = "/mcp";
@@ -54,16 +62,14 @@ pub async fn gate(State(state): State<Arc<AppState>>, request: Request, next: Ne
     clippy::result_large_err,
     reason = "a refusal is the response itself, built off the hot path"
 )]
-pub fn post_mcp_head(
+pub async fn post_mcp_head(
     state: &AppState,
     headers: &Incoming,
     connection: &Connection,
 ) -> Result<Arc<Principal>, Response> {
     let checked = match origin::refusal(&state.origin, headers) {
         Some(refused) => Err(refused),
-        None => {
-            authorized(state, headers, connection, MCP_ROUTE).map_err(IntoResponse::into_response)
-        }
+        None => authorized(state, headers, connection).await,
     };
     match checked {
         Ok(principal) => Ok(principal),
@@ -96,17 +102,23 @@ pub async fn post_mcp_read(
     reply
 }
 
-/// Who is asking, and whether `route` is open to their role.
-fn authorized(
+/// Who is asking on [`MCP_ROUTE`], and whether their role reaches it.
+#[allow(
+    clippy::result_large_err,
+    reason = "a refusal is the response itself, built off the hot path"
+)]
+async fn authorized(
     state: &AppState,
-    headers: &impl Lookup,
+    headers: &Incoming,
     connection: &Connection,
-    route: &str,
-) -> Result<Arc<Principal>, auth::Refused> {
-    let principal = auth::authenticate(&state.auth, headers, connection.certificate.as_ref())?;
-    let needed = required_role(route);
+) -> Result<Arc<Principal>, Response> {
+    let refuse = |refused| state.auth.refusal(&refused, MCP_ROUTE, MCP_ROUTE);
+    let principal = auth::authenticate(&state.auth, headers, connection.certificate.as_ref())
+        .await
+        .map_err(refuse)?;
+    let needed = required_role(MCP_ROUTE);
     if !principal.may(needed) {
-        return Err(auth::Refused::forbidden(&principal, needed));
+        return Err(refuse(auth::Refused::forbidden(&principal, needed)));
     }
     Ok(principal)
 }
@@ -121,14 +133,14 @@ async fn admit(
         return refused;
     }
     // Requests no route matched are not asked for a token: they get the 404 anyway.
-    let Some(route) = route.filter(|r| !UNPROTECTED.contains(r)) else {
+    let Some(route) = route.filter(|r| !unprotected(r)) else {
         return buffered(state, request, next).await;
     };
     let connection = request.extensions().get::<Arc<Connection>>().cloned();
     let certificate = connection.as_ref().and_then(|c| c.certificate.as_ref());
-    let principal = match auth::authenticate(&state.auth, request.headers(), certificate) {
+    let principal = match auth::authenticate(&state.auth, request.headers(), certificate).await {
         Ok(principal) => principal,
-        Err(refused) => return refused.into_response(),
+        Err(refused) => return state.auth.refusal(&refused, route, request.uri().path()),
     };
     let needed = required_role(route);
     let (started, method) = (Instant::now(), request.method().clone());
@@ -136,7 +148,8 @@ async fn admit(
         request.extensions_mut().insert(principal.clone());
         buffered(state, request, next).await
     } else {
-        auth::Refused::forbidden(&principal, needed).into_response()
+        let refused = auth::Refused::forbidden(&principal, needed);
+        state.auth.refusal(&refused, route, request.uri().path())
     };
     if needed == Role::Admin {
         audit_admin(

@@ -105,6 +105,7 @@ impl AppState {
         metrics: Arc<Metrics>,
         listener: ListenerSettings,
     ) -> Self {
+        let https = serving.is_some();
         Self {
             started: Instant::now(),
             listen,
@@ -118,7 +119,7 @@ impl AppState {
             policy: listener.policy.clone(),
             audit: listener.audit.clone(),
             serving,
-            auth: auth::Verifier::new(&auth),
+            auth: auth::Verifier::new(&auth, &default_resource(listen, https)),
             registry,
             sessions: mcp::Sessions::new(listener.sessions),
             metrics,
@@ -163,6 +164,18 @@ impl AppState {
     /// Whether `/ready` answers 200.
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+}
+
+/// The resource URI of a listener on `listen` when the configuration names none: its scheme
+/// and address, with `localhost` for an address that is every interface's (which names no
+/// one host: such a deployment should set `[auth] resource`).
+fn default_resource(listen: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    if listen.ip().is_unspecified() {
+        format!("{scheme}://localhost:{}", listen.port())
+    } else {
+        format!("{scheme}://{listen}")
     }
 }
 
@@ -245,8 +258,11 @@ impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for App {
 
 /// Build the router for one surface.
 pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
-    let router = Router::new()
-        // Served without a token on the listener: see `front::UNPROTECTED`.
+    // Served without a token on the listener: see `front::unprotected`.
+    let metadata = auth::metadata::routes().fold(Router::new(), |router, route| {
+        router.route(&route, get(auth::metadata::document))
+    });
+    let router = metadata
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(metrics::scrape))

@@ -1,6 +1,8 @@
-//! Bearer auth for the network listener: static tokens from the config, or HS256 JWTs signed
+//! Bearer auth for the network listener: static tokens from the config, HS256 JWTs signed
 //! with the gateway's secret (`<data-dir>/jwt.secret`, 0600, made on first start) and carrying
-//! `aud = "mcpgw"` and an `exp`. `mcpgw token create` mints them.
+//! `aud = "mcpgw"` and an `exp` (`mcpgw token create` mints them), or access tokens from the
+//! configured OAuth issuers ([`issuer`]), whose keys are fetched ([`jwks`]). What the listener
+//! tells OAuth clients of itself, and how it refuses, is [`metadata`].
 //!
 //! Tokens are compared in constant time, and neither a token nor the header is ever logged.
 //!
@@ -9,19 +11,25 @@
 //! sends the same token on every request until it expires). A verified JWT is remembered by
 //! its SHA-256 digest, with its `exp`, and accepted again until then; the secret and the rules
 //! do not change while the gateway runs, so the answer is the one a new verification would give.
+//! An issuer's token is remembered the same way: after its first use it costs what a built-in
+//! JWT costs, whatever its signature algorithm, and no key fetch.
+
+pub mod issuer;
+pub mod jwks;
+pub mod metadata;
 
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::header;
+use axum::response::Response;
 
 use crate::access::{Method, Principal, Role};
 use crate::config::AuthConfig;
 use crate::h1::fields::Lookup;
 use crate::hash::HashMap;
 
-/// Seconds a JWT is still accepted after its `exp` (clock skew).
+/// Seconds a JWT is still accepted after its `exp`, or before its `nbf` (clock skew).
 const LEEWAY: u64 = 5;
 
 /// Verified JWTs remembered at most; past it the expired ones are dropped, and if that is not
@@ -42,6 +50,10 @@ pub struct Verifier {
     verified: Mutex<HashMap<Digest, (u64, Arc<Principal>)>>,
     /// Client-certificate names that are administrators.
     certificate_admins: Vec<String>,
+    /// This gateway's resource URI, without a trailing `/`.
+    resource: String,
+    /// The OAuth issuers whose tokens are accepted.
+    issuers: Vec<issuer::Issuer>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -51,13 +63,27 @@ impl std::fmt::Debug for Verifier {
             .field("enabled", &self.enabled)
             .field("tokens", &format_args!("[{} redacted]", self.tokens.len()))
             .field("jwt", &self.jwt.is_some())
+            .field("resource", &self.resource)
+            .field("issuers", &self.issuers)
             .finish_non_exhaustive()
     }
 }
 
 impl Verifier {
-    /// The check `auth` asks for.
-    pub fn new(auth: &AuthConfig) -> Self {
+    /// The check `auth` asks for, on a listener whose resource URI is `resource` unless the
+    /// configuration names one.
+    pub fn new(auth: &AuthConfig, resource: &str) -> Self {
+        let resource = auth
+            .resource
+            .as_deref()
+            .unwrap_or(resource)
+            .trim_end_matches('/')
+            .to_owned();
+        let issuers = auth
+            .issuers
+            .iter()
+            .map(|i| issuer::Issuer::new(i.clone(), &resource))
+            .collect();
         let jwt = auth.jwt_secret.as_deref().map(|secret| {
             let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
             validation.set_audience(&[AUDIENCE]);
@@ -82,7 +108,44 @@ impl Verifier {
             jwt,
             verified: Mutex::default(),
             certificate_admins: auth.certificate_admins.clone(),
+            resource,
+            issuers,
         }
+    }
+
+    /// This gateway's resource URI (RFC 8707), without a trailing `/`.
+    pub fn resource(&self) -> &str {
+        &self.resource
+    }
+
+    /// The OAuth issuers whose tokens are accepted.
+    pub fn issuers(&self) -> impl Iterator<Item = &issuer::Issuer> {
+        self.issuers.iter()
+    }
+
+    /// The scopes the issuers' tokens are read for, each once, administrators' first.
+    pub fn scopes_supported(&self) -> Vec<&str> {
+        let mut scopes: Vec<&str> = Vec::new();
+        let admin = self.issuers.iter().flat_map(|i| &i.config().admin_scopes);
+        let client = self.issuers.iter().flat_map(|i| &i.config().client_scopes);
+        for scope in admin.chain(client) {
+            if !scopes.contains(&scope.as_str()) {
+                scopes.push(scope);
+            }
+        }
+        scopes
+    }
+
+    /// The response refusing a request to `path` (which matched `route`): see
+    /// [`metadata::refusal`].
+    pub fn refusal(&self, refused: &Refused, route: &str, path: &str) -> Response {
+        let admin: Vec<&str> = self
+            .issuers
+            .iter()
+            .flat_map(|i| i.config().admin_scopes.iter().map(String::as_str))
+            .collect();
+        let url = metadata::url_for(&self.resource, route, path);
+        metadata::refusal(refused, &url, &admin.join(" "))
     }
 
     /// Whether the listener asks for credentials at all (`--no-auth` turns it off).
@@ -90,33 +153,60 @@ impl Verifier {
         self.enabled
     }
 
-    /// Who `token` stands for: one of the static tokens, or a valid JWT.
-    fn accepts(&self, token: &str) -> Option<Arc<Principal>> {
+    /// Who `token` stands for: one of the static tokens, or a valid JWT (built-in or an
+    /// issuer's), remembered or verified now.
+    async fn accepts(&self, token: &str) -> Result<Arc<Principal>, Refused> {
         let presented = digest(token);
         if let Some(principal) = matching(&self.tokens, &presented) {
-            return Some(principal.clone());
+            return Ok(principal.clone());
         }
-        let (key, validation) = self.jwt.as_ref()?;
         let now = unix_now();
-        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((exp, principal)) = verified.get(&presented)
-            && now <= exp.saturating_add(LEEWAY)
-        {
-            return Some(principal.clone());
+        if let Some(principal) = self.remembered_as(&presented, now) {
+            return Ok(principal);
         }
-        drop(verified);
-        let data = jsonwebtoken::decode::<Claims>(token, key, validation).ok()?;
-        let principal = Arc::new(data.claims.principal());
-        let exp = u64::try_from(data.claims.exp).ok()?;
-        verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let (principal, exp) = match self.issuer_of(token) {
+            Some(issuer) => {
+                let header = jsonwebtoken::decode_header(token).map_err(|_| Refused::Invalid)?;
+                issuer.verify(token, &header).await?
+            }
+            None => {
+                let (key, validation) = self.jwt.as_ref().ok_or(Refused::Invalid)?;
+                let data = jsonwebtoken::decode::<Claims>(token, key, validation)
+                    .map_err(|_| Refused::Invalid)?;
+                let exp = u64::try_from(data.claims.exp).map_err(|_| Refused::Invalid)?;
+                (data.claims.principal(), exp)
+            }
+        };
+        let principal = Arc::new(principal);
+        self.remember(presented, exp, principal.clone(), now);
+        Ok(principal)
+    }
+
+    /// The issuer whose token `token` claims to be; `None` for a built-in JWT (no `iss`).
+    fn issuer_of(&self, token: &str) -> Option<&issuer::Issuer> {
+        if self.issuers.is_empty() {
+            return None;
+        }
+        let iss = issuer::claimed_issuer(token)?;
+        self.issuers.iter().find(|i| i.id() == iss)
+    }
+
+    /// The principal of a token verified before and not expired since.
+    fn remembered_as(&self, presented: &Digest, now: u64) -> Option<Arc<Principal>> {
+        let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        let (exp, principal) = verified.get(presented)?;
+        (now <= exp.saturating_add(LEEWAY)).then(|| principal.clone())
+    }
+
+    fn remember(&self, presented: Digest, exp: u64, principal: Arc<Principal>, now: u64) {
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
         if verified.len() >= MAX_VERIFIED {
             verified.retain(|_, (exp, _)| now <= exp.saturating_add(LEEWAY));
             if verified.len() >= MAX_VERIFIED {
                 verified.clear();
             }
         }
-        verified.insert(presented, (exp, principal.clone()));
-        Some(principal)
+        verified.insert(presented, (exp, principal));
     }
 
     /// The principal a verified client certificate named `name` is.
@@ -136,7 +226,9 @@ impl Verifier {
     /// Whether `token` is accepted at all.
     #[cfg(test)]
     fn accepts_any(&self, token: &str) -> bool {
-        self.accepts(token).is_some()
+        futures_util::FutureExt::now_or_never(self.accepts(token))
+            .expect("no key fetch needed")
+            .is_ok()
     }
 
     /// How many verified JWTs are remembered.
@@ -162,20 +254,21 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Who a request is from, or the 401 that refuses it. A bearer token, when there is one, is
-/// what counts (and a bad one is refused, even on a connection with a certificate); without
-/// one, the connection's verified client certificate (`certificate`) is the principal. With
-/// auth off every request is [`Principal::anonymous`].
-pub fn authenticate(
+/// Who a request is from, or why it is refused. A bearer token, when there is one, is what
+/// counts (and a bad one is refused, even on a connection with a certificate); without one,
+/// the connection's verified client certificate (`certificate`) is the principal. With auth
+/// off every request is [`Principal::anonymous`]. It awaits only when an issuer's keys must be
+/// fetched (a token never seen before, from an issuer whose keys are not held).
+pub async fn authenticate<L: Lookup + ?Sized>(
     auth: &Verifier,
-    headers: &dyn Lookup,
+    headers: &L,
     certificate: Option<&Arc<Principal>>,
 ) -> Result<Arc<Principal>, Refused> {
     if !auth.enabled {
         return Ok(Principal::anonymous());
     }
     match bearer(headers) {
-        Some(token) => auth.accepts(token).ok_or(Refused::Invalid),
+        Some(token) => auth.accepts(token).await,
         None => certificate.cloned().ok_or(Refused::Missing),
     }
 }
@@ -200,6 +293,14 @@ pub enum Refused {
         /// The role the route needs.
         needed: Role,
     },
+    /// An issuer's valid token that carries no scope granting a role.
+    #[error("the token of {principal} carries none of the scopes that grant access ({scopes})")]
+    Unentitled {
+        /// Who the token is for.
+        principal: Arc<str>,
+        /// The scopes that would grant the client role, space-separated.
+        scopes: String,
+    },
 }
 
 impl Refused {
@@ -213,21 +314,7 @@ impl Refused {
     }
 }
 
-impl IntoResponse for Refused {
-    fn into_response(self) -> Response {
-        let message = self.to_string();
-        match self {
-            Self::Missing | Self::Invalid => unauthorized(&message),
-            Self::Forbidden { .. } => (
-                StatusCode::FORBIDDEN,
-                axum::Json(serde_json::json!({"error": {"code": "forbidden", "message": message}})),
-            )
-                .into_response(),
-        }
-    }
-}
-
-fn bearer(headers: &dyn Lookup) -> Option<&str> {
+fn bearer<L: Lookup + ?Sized>(headers: &L) -> Option<&str> {
     let value = headers.text(&header::AUTHORIZATION)?;
     let (scheme, token) = value.split_once(' ')?;
     scheme
@@ -249,15 +336,6 @@ fn matching<'t, T>(tokens: &'t [(Digest, T)], presented: &Digest) -> Option<&'t 
         found = if diff == 0 { Some(value) } else { found };
     }
     found
-}
-
-fn unauthorized(reason: &str) -> Response {
-    (
-        StatusCode::UNAUTHORIZED,
-        [(header::WWW_AUTHENTICATE, "Bearer")],
-        axum::Json(serde_json::json!({"error": {"code": "unauthorized", "message": reason}})),
-    )
-        .into_response()
 }
 
 /// Audience every mcpgw token carries.
@@ -367,154 +445,4 @@ pub fn load_or_create_secret(data_dir: &std::path::Path) -> anyhow::Result<Vec<u
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config(tokens: &[&str], secret: Option<&[u8]>) -> AuthConfig {
-        AuthConfig {
-            jwt_secret: secret.map(<[u8]>::to_vec),
-            ..AuthConfig::with_tokens(tokens)
-        }
-    }
-
-    fn mint(secret: &[u8], sub: &str, ttl_secs: i64) -> anyhow::Result<String> {
-        let grant = Grant {
-            sub,
-            role: Role::Client,
-            scopes: &[],
-            ttl_secs,
-        };
-        super::mint(secret, &grant)
-    }
-
-    #[test]
-    fn a_minted_token_carries_its_role_and_scopes_and_an_old_one_is_a_client() {
-        let secret = b"0123456789abcdef0123456789abcdef";
-        let v = Verifier::new(&config(&[], Some(secret)));
-        let scopes = ["upstream:alpha".to_owned(), "read".to_owned()];
-        let grant = Grant {
-            sub: "ops",
-            role: Role::Admin,
-            scopes: &scopes,
-            ttl_secs: 600,
-        };
-        let admin = v.accepts(&super::mint(secret, &grant).unwrap()).unwrap();
-        assert_eq!(&*admin.id, "jwt:ops");
-        assert_eq!(admin.role, Role::Admin);
-        assert!(admin.has_scope("upstream:alpha") && admin.has_scope("read"));
-        // Minted before roles existed: no `role` claim.
-        let now = unix_now();
-        let old = jsonwebtoken::encode(
-            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-            &serde_json::json!({"sub": "old", "aud": AUDIENCE, "iat": now, "exp": now + 600}),
-            &jsonwebtoken::EncodingKey::from_secret(secret),
-        )
-        .unwrap();
-        assert_eq!(v.accepts(&old).unwrap().role, Role::Client);
-        // A bare static token is the operator's.
-        let v = Verifier::new(&config(&["first-token-0123456789"], None));
-        let op = v.accepts("first-token-0123456789").unwrap();
-        assert_eq!((op.role, op.method), (Role::Admin, Method::StaticToken));
-        assert!(op.id.starts_with("token:") && !op.id.contains("first"));
-    }
-
-    #[test]
-    fn static_tokens_are_checked_by_digest() {
-        let v = Verifier::new(&config(
-            &["first-token-0123456789", "second-token-0123456789"],
-            None,
-        ));
-        assert!(v.accepts_any("first-token-0123456789"));
-        assert!(v.accepts_any("second-token-0123456789"));
-        assert!(!v.accepts_any("second-token-012345678"));
-        assert!(!v.accepts_any(""));
-        // No secret: nothing is remembered, a JWT-looking token is refused.
-        assert!(!v.accepts_any("a.b.c"));
-        assert_eq!(v.remembered(), 0);
-    }
-
-    #[test]
-    fn a_jwt_not_valid_yet_is_refused_until_its_nbf() {
-        let secret = b"0123456789abcdef0123456789abcdef";
-        let v = Verifier::new(&config(&[], Some(secret)));
-        let now = unix_now();
-        let with_nbf = |nbf: u64| {
-            jsonwebtoken::encode(
-                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-                &serde_json::json!({"sub": "t", "aud": AUDIENCE, "iat": now, "exp": now + 600, "nbf": nbf}),
-                &jsonwebtoken::EncodingKey::from_secret(secret),
-            )
-            .unwrap()
-        };
-        assert!(
-            !v.accepts_any(&with_nbf(now + 600)),
-            "valid only in ten minutes"
-        );
-        assert_eq!(v.remembered(), 0, "a refused token is not remembered");
-        assert!(
-            v.accepts_any(&with_nbf(now - 10)),
-            "valid since ten seconds ago"
-        );
-    }
-
-    #[test]
-    fn a_verified_jwt_is_remembered_until_it_expires_and_a_forged_one_never() {
-        let secret = b"0123456789abcdef0123456789abcdef";
-        let v = Verifier::new(&config(&[], Some(secret)));
-        let token = mint(secret, "t", 3600).unwrap();
-        assert!(v.accepts_any(&token));
-        assert_eq!(v.remembered(), 1);
-        assert!(v.accepts_any(&token), "accepted again from memory");
-        assert_eq!(v.remembered(), 1);
-        // Signed with another secret, or expired past the leeway: refused, not remembered.
-        let forged = mint(b"another-secret-another-secret-00", "t", 3600).unwrap();
-        assert!(!v.accepts_any(&forged));
-        let expired = mint(secret, "t", -60).unwrap();
-        assert!(!v.accepts_any(&expired));
-        assert_eq!(v.remembered(), 1);
-        // What is remembered holds only until `exp` and the leeway.
-        let now = unix_now();
-        let entry = |exp| {
-            v.verified
-                .lock()
-                .unwrap()
-                .insert(digest("remembered-only"), (exp, Principal::anonymous()));
-        };
-        entry(now + 60);
-        assert!(v.accepts_any("remembered-only"));
-        entry(now - LEEWAY - 2);
-        assert!(!v.accepts_any("remembered-only"));
-    }
-
-    #[test]
-    fn the_memory_of_verified_tokens_is_bounded() {
-        let secret = b"0123456789abcdef0123456789abcdef";
-        let v = Verifier::new(&config(&[], Some(secret)));
-        let now = unix_now();
-        {
-            let mut verified = v.verified.lock().unwrap();
-            for i in 0..MAX_VERIFIED {
-                // Half expired, half not.
-                let exp = if i % 2 == 0 { now - 3600 } else { now + 3600 };
-                verified.insert(digest(&i.to_string()), (exp, Principal::anonymous()));
-            }
-        }
-        assert!(v.accepts_any(&mint(secret, "t", 3600).unwrap()));
-        assert_eq!(v.remembered(), MAX_VERIFIED / 2 + 1, "expired ones dropped");
-        {
-            let mut verified = v.verified.lock().unwrap();
-            for i in 0..MAX_VERIFIED {
-                verified.insert(
-                    digest(&format!("live-{i}")),
-                    (now + 3600, Principal::anonymous()),
-                );
-            }
-        }
-        assert!(v.accepts_any(&mint(secret, "u", 3600).unwrap()));
-        assert_eq!(
-            v.remembered(),
-            1,
-            "all live and full: forgotten, the new one kept"
-        );
-    }
-}
+mod tests;
