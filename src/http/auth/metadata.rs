@@ -65,56 +65,44 @@ pub fn url_for(resource: &str, route: &str, path: &str) -> String {
 
 /// The response refusing a request: 401 with a challenge naming the metadata (and
 /// `error="invalid_token"` for a token that was presented); 403 with
-/// `error="insufficient_scope"` and the scopes that would do (RFC 6750 section 3), the JSON
-/// body naming what was missing either way.
-pub fn refusal(refused: &Refused, metadata: &str, admin_scopes: &str) -> Response {
+/// `error="insufficient_scope"` (RFC 6750 section 3). Both name the scopes that would do:
+/// `scopes`, what the route needs (the client scopes on an MCP endpoint, the admin scopes
+/// elsewhere), so that a client asks its authorization server for no more than that. The JSON
+/// body says what was missing either way.
+pub fn refusal(refused: &Refused, metadata: &str, scopes: &str) -> Response {
     let message = refused.to_string();
-    let (status, code, challenge) = match refused {
-        Refused::Missing => (
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            format!("Bearer resource_metadata=\"{metadata}\""),
-        ),
+    let (status, code, error) = match refused {
+        Refused::Missing => (StatusCode::UNAUTHORIZED, "unauthorized", None),
         Refused::Invalid => (
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            format!(
-                "Bearer resource_metadata=\"{metadata}\", error=\"invalid_token\", \
-                 error_description=\"the token is not accepted\""
-            ),
+            Some("invalid_token"),
         ),
-        Refused::Forbidden { .. } => (
+        Refused::Forbidden { .. } | Refused::Unentitled { .. } => (
             StatusCode::FORBIDDEN,
             "forbidden",
-            insufficient(metadata, admin_scopes),
-        ),
-        Refused::Unentitled { scopes, .. } => (
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            insufficient(metadata, scopes),
+            Some("insufficient_scope"),
         ),
     };
+    let mut challenge = format!("Bearer resource_metadata=\"{metadata}\"");
+    if let Some(error) = error {
+        challenge.push_str(&format!(", error=\"{error}\""));
+    }
+    if !scopes.is_empty() {
+        challenge.push_str(&format!(", scope=\"{scopes}\""));
+    }
     let mut response = (
         status,
         axum::Json(serde_json::json!({"error": {"code": code, "message": message}})),
     )
         .into_response();
-    // Every part is the gateway's own text (URLs and configured scope names without quotes).
+    // Every part is the gateway's own text: URLs, and scope names from the configuration.
     if let Ok(value) = HeaderValue::from_str(&challenge) {
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, value);
     }
     response
-}
-
-fn insufficient(metadata: &str, scopes: &str) -> String {
-    let scope = if scopes.is_empty() {
-        String::new()
-    } else {
-        format!(", scope=\"{scopes}\"")
-    };
-    format!("Bearer error=\"insufficient_scope\"{scope}, resource_metadata=\"{metadata}\"")
 }
 
 #[cfg(test)]
@@ -154,12 +142,13 @@ mod tests {
         assert_eq!(response.status(), StatusCode::FORBIDDEN);
         assert_eq!(
             response.headers()[header::WWW_AUTHENTICATE],
-            "Bearer error=\"insufficient_scope\", scope=\"mcpgw:admin\", resource_metadata=\"https://gw/m\""
+            "Bearer resource_metadata=\"https://gw/m\", error=\"insufficient_scope\", scope=\"mcpgw:admin\""
         );
-        let response = refusal(&forbidden, "https://gw/m", "");
+        let response = refusal(&Refused::Missing, "https://gw/m", "");
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(
             response.headers()[header::WWW_AUTHENTICATE],
-            "Bearer error=\"insufficient_scope\", resource_metadata=\"https://gw/m\""
+            "Bearer resource_metadata=\"https://gw/m\""
         );
     }
 }

@@ -137,20 +137,30 @@ impl Verifier {
     }
 
     /// The response refusing a request to `path` (which matched `route`): see
-    /// [`metadata::refusal`].
+    /// [`metadata::refusal`]. The scopes named are those of the role the route needs.
     pub fn refusal(&self, refused: &Refused, route: &str, path: &str) -> Response {
-        let admin: Vec<&str> = self
-            .issuers
-            .iter()
-            .flat_map(|i| i.config().admin_scopes.iter().map(String::as_str))
-            .collect();
+        let needed = match refused {
+            Refused::Unentitled { scopes, .. } => scopes.clone(),
+            _ => {
+                let client = crate::access::required_role(route) == Role::Client;
+                let scopes: Vec<&str> = self
+                    .issuers
+                    .iter()
+                    .map(issuer::Issuer::config)
+                    .flat_map(|c| {
+                        if client {
+                            &c.client_scopes
+                        } else {
+                            &c.admin_scopes
+                        }
+                    })
+                    .map(String::as_str)
+                    .collect();
+                scopes.join(" ")
+            }
+        };
         let url = metadata::url_for(&self.resource, route, path);
-        metadata::refusal(refused, &url, &admin.join(" "))
-    }
-
-    /// Whether the listener asks for credentials at all (`--no-auth` turns it off).
-    pub fn enabled(&self) -> bool {
-        self.enabled
+        metadata::refusal(refused, &url, &needed)
     }
 
     /// Who `token` stands for: one of the static tokens, or a valid JWT (built-in or an
