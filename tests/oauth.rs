@@ -25,8 +25,8 @@ const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 /// The OpenID provider fixture, killed on drop.
 struct Provider {
     child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<std::process::ChildStdout>,
+    /// Its stdin (where `rotate` goes) and stdout (where its answer comes).
+    io: std::sync::Mutex<(ChildStdin, BufReader<std::process::ChildStdout>)>,
     issuer: String,
     keys_file: std::path::PathBuf,
 }
@@ -54,21 +54,21 @@ impl Provider {
             .to_owned();
         Self {
             child,
-            stdin,
-            stdout,
+            io: std::sync::Mutex::new((stdin, stdout)),
             issuer,
             keys_file,
         }
     }
 
     /// Make a new key the signing one (the old one stays published); its `kid`.
-    fn rotate(&mut self) -> String {
-        writeln!(self.stdin, "rotate").unwrap();
+    fn rotate(&self) -> String {
+        let (stdin, stdout) = &mut *self.io.lock().unwrap();
+        writeln!(stdin, "rotate").unwrap();
         // oidc-provider prints notices of its own on stdout.
         loop {
             let mut line = String::new();
             assert!(
-                self.stdout.read_line(&mut line).unwrap() > 0,
+                stdout.read_line(&mut line).unwrap() > 0,
                 "the provider exited"
             );
             if let Some(kid) = line.trim().strip_prefix("ROTATED ") {
@@ -98,7 +98,7 @@ impl Provider {
         scope: &str,
         resource: &str,
     ) -> String {
-        let answer: Value = http
+        let answer = http
             .post(format!("{}/token", self.issuer))
             .basic_auth(client, Some(format!("{client}-secret")))
             .header("content-type", "application/x-www-form-urlencoded")
@@ -111,10 +111,8 @@ impl Provider {
             )
             .send()
             .await
-            .unwrap()
-            .json()
-            .await
             .unwrap();
+        let answer: Value = answer.json().await.unwrap();
         answer["access_token"]
             .as_str()
             .unwrap_or_else(|| panic!("no token for {client}: {answer}"))
@@ -130,11 +128,11 @@ impl Drop for Provider {
 }
 
 /// A gateway accepting `issuer`'s tokens, with the upstream fixture registered as `rs`.
-fn gateway(dir: &Dir, issuer: &str, extra: &str) -> (Gateway, Upstream) {
+fn gateway(dir: &Dir, issuer: &str) -> (Gateway, Upstream) {
     let config = dir.join("mcpgw.toml");
     std::fs::write(
         &config,
-        format!("[auth]\n[[auth.issuers]]\nissuer = \"{issuer}\"\n{extra}"),
+        format!("[auth]\n[[auth.issuers]]\nissuer = \"{issuer}\"\n"),
     )
     .unwrap();
     let gw = Gateway::start(dir, &["--config", config.to_str().unwrap()]);
@@ -145,6 +143,46 @@ fn gateway(dir: &Dir, issuer: &str, extra: &str) -> (Gateway, Upstream) {
 
 fn http() -> reqwest::Client {
     common::clients::http(None)
+}
+
+/// A provider, a gateway accepting its tokens with the upstream fixture behind it, and what
+/// a test drives them with.
+struct WithProvider {
+    provider: Provider,
+    gw: Gateway,
+    _up: Upstream,
+    rt: tokio::runtime::Runtime,
+    http: reqwest::Client,
+    // Last: the provider's key file and the gateway's data live here until both are gone.
+    _dir: Dir,
+}
+
+impl WithProvider {
+    fn start() -> Self {
+        let dir = Dir::new();
+        let provider = Provider::start(&dir);
+        let (gw, up) = gateway(&dir, &provider.issuer);
+        Self {
+            provider,
+            gw,
+            _up: up,
+            rt: tokio::runtime::Runtime::new().unwrap(),
+            http: http(),
+            _dir: dir,
+        }
+    }
+
+    /// What the tests use of it.
+    fn parts(
+        &self,
+    ) -> (
+        &Provider,
+        &Gateway,
+        &tokio::runtime::Runtime,
+        &reqwest::Client,
+    ) {
+        (&self.provider, &self.gw, &self.rt, &self.http)
+    }
 }
 
 /// What a POST of `body` to `url` with `token` got: status, `WWW-Authenticate`, JSON body.
@@ -221,15 +259,12 @@ fn now() -> i64 {
 
 #[test]
 fn tokens_from_a_real_openid_provider_keep_working_across_its_key_rotation() {
-    let dir = Dir::new();
-    let mut provider = Provider::start(&dir);
-    let (gw, _up) = gateway(&dir, &provider.issuer, "");
+    let with = WithProvider::start();
+    let (provider, gw, rt, http) = with.parts();
     let url = format!("http://{}/mcp", gw.addr);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let http = http();
     let (first_kid, _) = provider.signing_key();
-    let token = rt.block_on(provider.token(&http, "tool-runner", "mcpgw:client", &url));
-    let session = rt.block_on(open(&http, &url, &token));
+    let token = rt.block_on(provider.token(http, "tool-runner", "mcpgw:client", &url));
+    let session = rt.block_on(open(http, &url, &token));
     // The keys were fetched for the first token; a new `kid` makes them fetched again only
     // once the interval has passed.
     let fetched_at = Instant::now();
@@ -258,7 +293,7 @@ fn tokens_from_a_real_openid_provider_keep_working_across_its_key_rotation() {
     );
     let new_kid = provider.rotate();
     assert_ne!(new_kid, first_kid);
-    let rotated = rt.block_on(provider.token(&http, "tool-runner", "mcpgw:client", &url));
+    let rotated = rt.block_on(provider.token(http, "tool-runner", "mcpgw:client", &url));
     let header = jsonwebtoken::decode_header(&rotated).unwrap();
     assert_eq!(
         header.kid.as_deref(),
@@ -273,8 +308,8 @@ fn tokens_from_a_real_openid_provider_keep_working_across_its_key_rotation() {
     }
     stop.store(true, Ordering::Relaxed);
     rt.block_on(caller).unwrap();
-    assert!(rt.block_on(echoes(&http, &url, &token, &session, 9_999)));
-    assert!(rt.block_on(echoes(&http, &url, &rotated, &session, 10_000)));
+    assert!(rt.block_on(echoes(http, &url, &token, &session, 9_999)));
+    assert!(rt.block_on(echoes(http, &url, &rotated, &session, 10_000)));
     assert_eq!(
         failures.load(Ordering::Relaxed),
         0,
@@ -288,12 +323,9 @@ fn tokens_from_a_real_openid_provider_keep_working_across_its_key_rotation() {
 
 #[test]
 fn tokens_not_issued_for_this_gateway_or_by_its_issuer_are_refused_each_for_its_defect() {
-    let dir = Dir::new();
-    let provider = Provider::start(&dir);
-    let (gw, _up) = gateway(&dir, &provider.issuer, "");
+    let with = WithProvider::start();
+    let (provider, gw, rt, http) = with.parts();
     let url = format!("http://{}/mcp", gw.addr);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let http = http();
     let (kid, key) = provider.signing_key();
     let sign_with = |alg: Algorithm, key: &EncodingKey, claims: &Value| {
         let mut header = Header::new(alg);
@@ -314,7 +346,7 @@ fn tokens_not_issued_for_this_gateway_or_by_its_issuer_are_refused_each_for_its_
     // The one this test signs right is accepted: each refusal below is for its one defect.
     let crafted = sign_with(Algorithm::RS256, &private, &good);
     assert_eq!(
-        rt.block_on(post(&http, &url, &crafted, None, &initialize()))
+        rt.block_on(post(http, &url, &crafted, None, &initialize()))
             .0,
         200
     );
@@ -335,7 +367,7 @@ fn tokens_not_issued_for_this_gateway_or_by_its_issuer_are_refused_each_for_its_
         b64(good.to_string().as_bytes())
     );
     let other_audience = rt.block_on(provider.token(
-        &http,
+        http,
         "tool-runner",
         "mcpgw:client",
         "https://other.example/mcp",
@@ -368,7 +400,7 @@ fn tokens_not_issued_for_this_gateway_or_by_its_issuer_are_refused_each_for_its_
         ),
     ];
     for (what, token) in refused {
-        let (status, challenge, body) = rt.block_on(post(&http, &url, &token, None, &initialize()));
+        let (status, challenge, body) = rt.block_on(post(http, &url, &token, None, &initialize()));
         assert_eq!(status, 401, "{what}: {body}");
         assert!(
             challenge.contains("error=\"invalid_token\""),
@@ -388,16 +420,13 @@ fn tokens_not_issued_for_this_gateway_or_by_its_issuer_are_refused_each_for_its_
 
 #[test]
 fn roles_come_from_scopes_a_token_without_one_gets_403_insufficient_scope() {
-    let dir = Dir::new();
-    let provider = Provider::start(&dir);
-    let (gw, _up) = gateway(&dir, &provider.issuer, "");
+    let with = WithProvider::start();
+    let (provider, gw, rt, http) = with.parts();
     let base = format!("http://{}", gw.addr);
     let url = format!("{base}/mcp");
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let http = http();
     rt.block_on(async {
-        let outsider = provider.token(&http, "outsider", "other", &url).await;
-        let (status, challenge, body) = post(&http, &url, &outsider, None, &initialize()).await;
+        let outsider = provider.token(http, "outsider", "other", &url).await;
+        let (status, challenge, body) = post(http, &url, &outsider, None, &initialize()).await;
         assert_eq!(status, 403, "{body}");
         assert!(
             challenge.contains("error=\"insufficient_scope\"")
@@ -407,10 +436,10 @@ fn roles_come_from_scopes_a_token_without_one_gets_403_insufficient_scope() {
         assert_eq!(body["error"]["code"], "forbidden");
 
         let client = provider
-            .token(&http, "tool-runner", "mcpgw:client", &url)
+            .token(http, "tool-runner", "mcpgw:client", &url)
             .await;
         let operator = provider
-            .token(&http, "operator", "mcpgw:client mcpgw:admin", &url)
+            .token(http, "operator", "mcpgw:client mcpgw:admin", &url)
             .await;
         let gateways = |token: String| {
             let http = http.clone();
@@ -445,12 +474,9 @@ fn roles_come_from_scopes_a_token_without_one_gets_403_insufficient_scope() {
 
 #[test]
 fn protected_resource_metadata_is_served_to_anyone_for_the_gateway_and_each_mcp_endpoint() {
-    let dir = Dir::new();
-    let provider = Provider::start(&dir);
-    let (gw, _up) = gateway(&dir, &provider.issuer, "");
+    let with = WithProvider::start();
+    let (provider, gw, rt, http) = with.parts();
     let base = format!("http://{}", gw.addr);
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let http = http();
     rt.block_on(async {
         for suffix in ["", "/mcp", "/servers/rs/mcp", "/sse", "/ws"] {
             let url = format!("{base}/.well-known/oauth-protected-resource{suffix}");
@@ -484,9 +510,8 @@ fn protected_resource_metadata_is_served_to_anyone_for_the_gateway_and_each_mcp_
 
 #[test]
 fn the_typescript_sdk_finds_the_authorization_server_from_the_401_and_calls_a_tool() {
-    let dir = Dir::new();
-    let provider = Provider::start(&dir);
-    let (gw, _up) = gateway(&dir, &provider.issuer, "");
+    let with = WithProvider::start();
+    let (provider, gw, _, _) = with.parts();
     let url = format!("http://{}/mcp", gw.addr);
     let script = common::prereq::typescript_sdk().join("oauth_client.mjs");
     let out = Command::new("node")
@@ -542,7 +567,8 @@ fn the_typescript_sdk_finds_the_authorization_server_from_the_401_and_calls_a_to
 }
 
 /// An issuer of the test's own under a path, publishing only OpenID discovery, with an ES256
-/// and an EdDSA key; it counts the fetches of its keys.
+/// and an EdDSA key, over plain HTTP or HTTPS; it counts the fetches of its keys. A few lines
+/// of HTTP/1.1 written here: one answer per connection.
 struct OwnIssuer {
     issuer: String,
     jwks_fetches: Arc<AtomicUsize>,
@@ -552,7 +578,8 @@ struct OwnIssuer {
 }
 
 impl OwnIssuer {
-    async fn start() -> Self {
+    /// Listening on 127.0.0.1, named `host` in its URLs, serving HTTPS with `tls`.
+    async fn start(host: &str, tls: Option<rustls::ServerConfig>) -> Self {
         use ring::signature::KeyPair;
         let rng = ring::rand::SystemRandom::new();
         let alg = &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
@@ -568,24 +595,28 @@ impl OwnIssuer {
              "x": b64(ed.public_key().as_ref())},
         ]});
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let issuer = format!("http://{}/tenant", listener.local_addr().unwrap());
-        let jwks_fetches = Arc::new(AtomicUsize::new(0));
+        let port = listener.local_addr().unwrap().port();
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let issuer = format!("{scheme}://{host}:{port}/tenant");
         let metadata = json!({"issuer": issuer, "jwks_uri": format!("{issuer}/keys")});
-        let counter = jwks_fetches.clone();
-        let app = axum::Router::new()
-            .route(
-                "/tenant/.well-known/openid-configuration",
-                axum::routing::get(move || async move { axum::Json(metadata) }),
-            )
-            .route(
-                "/tenant/keys",
-                axum::routing::get(move || async move {
-                    counter.fetch_add(1, Ordering::Relaxed);
-                    axum::Json(jwks)
-                }),
-            );
+        let jwks_fetches = Arc::new(AtomicUsize::new(0));
+        let documents = Arc::new((metadata.to_string(), jwks.to_string(), jwks_fetches.clone()));
+        let acceptor = tls.map(|c| tokio_rustls::TlsAcceptor::from(Arc::new(c)));
         let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                let (documents, acceptor) = (documents.clone(), acceptor.clone());
+                tokio::spawn(async move {
+                    match acceptor {
+                        Some(acceptor) => {
+                            if let Ok(tls) = acceptor.accept(tcp).await {
+                                answer(tls, &documents).await;
+                            }
+                        }
+                        None => answer(tcp, &documents).await,
+                    }
+                });
+            }
         });
         Self {
             issuer,
@@ -610,12 +641,45 @@ impl OwnIssuer {
     }
 }
 
+/// Answer one request on `io`: the metadata, the keys (counted), or 404.
+async fn answer<S>(mut io: S, documents: &(String, String, Arc<AtomicUsize>))
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match io.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let path = head.split(' ').nth(1).unwrap_or("");
+    let (metadata, jwks, fetches) = documents;
+    let (status, body) = match path {
+        "/tenant/.well-known/openid-configuration" => ("200 OK", metadata.as_str()),
+        "/tenant/keys" => {
+            fetches.fetch_add(1, Ordering::Relaxed);
+            ("200 OK", jwks.as_str())
+        }
+        _ => ("404 Not Found", "{}"),
+    };
+    let response = format!(
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = io.write_all(response.as_bytes()).await;
+    let _ = io.shutdown().await;
+}
+
 #[test]
 fn a_flood_of_unknown_kids_makes_the_gateway_fetch_the_issuers_keys_at_most_once() {
     let dir = Dir::new();
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let issuer = rt.block_on(OwnIssuer::start());
-    let (gw, _up) = gateway(&dir, &issuer.issuer, "");
+    let issuer = rt.block_on(OwnIssuer::start("127.0.0.1", None));
+    let (gw, _up) = gateway(&dir, &issuer.issuer);
     let url = format!("http://{}/mcp", gw.addr);
     let http = http();
     rt.block_on(async {
@@ -668,4 +732,54 @@ fn an_issuer_over_plain_http_off_loopback_is_refused_at_start() {
         stderr.contains("auth.issuers.issuer") && stderr.contains("https"),
         "{stderr}"
     );
+}
+
+#[test]
+fn an_https_issuer_is_trusted_through_its_ca_cert_and_its_name_is_verified() {
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let (cert, key) = pki.localhost_only();
+    let tls = rustls::ServerConfig::builder_with_provider(mcpgw::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            mcpgw::tls::pem::certs_from_file(&cert).unwrap(),
+            mcpgw::tls::pem::key_from_file(&key).unwrap(),
+        )
+        .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // The certificate names `localhost` only: reached as 127.0.0.1, the name does not match.
+    let named = rt.block_on(OwnIssuer::start("localhost", Some(tls.clone())));
+    let by_ip = rt.block_on(OwnIssuer::start("127.0.0.1", Some(tls)));
+    let http = http();
+    for (issuer, expected) in [(&named, 200), (&by_ip, 401)] {
+        let gw_dir = Dir::new();
+        let config = gw_dir.join("mcpgw.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[auth]\n[[auth.issuers]]\nissuer = \"{}\"\nca_cert = \"{}\"\n",
+                issuer.issuer,
+                pki.s("ca.crt")
+            ),
+        )
+        .unwrap();
+        let gw = Gateway::start(&gw_dir, &["--config", config.to_str().unwrap()]);
+        let url = format!("http://{}/mcp", gw.addr);
+        let token = issuer.sign(Algorithm::ES256, "ec", &url);
+        let (status, _, body) = rt.block_on(post(&http, &url, &token, None, &initialize()));
+        assert_eq!(
+            status,
+            expected,
+            "{}: {body}\n--- log\n{}",
+            issuer.issuer,
+            gw.log()
+        );
+        if expected == 401 {
+            let log =
+                gw.wait_log_count("cannot fetch the issuer's keys", 1, Duration::from_secs(5));
+            assert_eq!(issuer.jwks_fetches.load(Ordering::Relaxed), 0, "{log}");
+        }
+    }
 }

@@ -399,3 +399,65 @@ fn issuer_tls(ca: Option<&Path>, origin: &str) -> Result<Arc<rustls::ClientConfi
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(text: &str) -> Result<AuthConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mcpgw.toml");
+        let file = super::super::parse_file(&path, text)?;
+        resolve(file.auth, true, "mcpgw.toml")
+    }
+
+    #[test]
+    fn an_issuer_gets_the_default_scopes_and_its_relative_ca_is_the_files_neighbour() {
+        let cfg = auth(
+            "[auth]\nresource = \"https://gw.example/\"\n\
+             [[auth.issuers]]\nissuer = \"http://127.0.0.1:9000/realms/a\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.resource.as_deref(), Some("https://gw.example"));
+        let issuer = &cfg.issuers[0];
+        assert_eq!(issuer.admin_scopes, [DEFAULT_ADMIN_SCOPE]);
+        assert_eq!(issuer.client_scopes, [DEFAULT_CLIENT_SCOPE]);
+        assert!(issuer.tls.is_none(), "plain http on loopback needs no TLS");
+        // An https issuer with a CA file that is not there names the key and the file.
+        let err = auth("[auth]\n[[auth.issuers]]\nissuer = \"https://idp.example\"\nca_cert = \"missing.pem\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("auth.issuers.ca_cert") && err.contains("missing.pem"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn issuers_and_resources_that_could_be_anyones_are_refused() {
+        for (text, key) in [
+            ("issuer = \"http://idp.example\"", "auth.issuers.issuer"),
+            (
+                "issuer = \"https://idp.example/?tenant=a\"",
+                "auth.issuers.issuer",
+            ),
+            (
+                "issuer = \"https://user:pw@idp.example\"",
+                "auth.issuers.issuer",
+            ),
+            (
+                "issuer = \"https://idp.example\"\njwks_uri = \"http://keys.example/jwks\"",
+                "auth.issuers.jwks_uri",
+            ),
+        ] {
+            let err = auth(&format!("[auth]\n[[auth.issuers]]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{text}: {err}");
+        }
+        let err = auth("[auth]\nresource = \"https://gw.example/#frag\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.resource"), "{err}");
+    }
+}

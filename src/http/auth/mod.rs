@@ -125,12 +125,28 @@ impl Verifier {
 
     /// The scopes the issuers' tokens are read for, each once, administrators' first.
     pub fn scopes_supported(&self) -> Vec<&str> {
-        let mut scopes: Vec<&str> = Vec::new();
-        let admin = self.issuers.iter().flat_map(|i| &i.config().admin_scopes);
-        let client = self.issuers.iter().flat_map(|i| &i.config().client_scopes);
-        for scope in admin.chain(client) {
-            if !scopes.contains(&scope.as_str()) {
+        let mut scopes = self.scopes_of(Role::Admin);
+        for scope in self.scopes_of(Role::Client) {
+            if !scopes.contains(&scope) {
                 scopes.push(scope);
+            }
+        }
+        scopes
+    }
+
+    /// The scopes that grant `role`, over every issuer, each once.
+    fn scopes_of(&self, role: Role) -> Vec<&str> {
+        let mut scopes: Vec<&str> = Vec::new();
+        for issuer in &self.issuers {
+            let config = issuer.config();
+            let granting = match role {
+                Role::Admin => &config.admin_scopes,
+                Role::Client => &config.client_scopes,
+            };
+            for scope in granting {
+                if !scopes.contains(&scope.as_str()) {
+                    scopes.push(scope);
+                }
             }
         }
         scopes
@@ -141,23 +157,9 @@ impl Verifier {
     pub fn refusal(&self, refused: &Refused, route: &str, path: &str) -> Response {
         let needed = match refused {
             Refused::Unentitled { scopes, .. } => scopes.clone(),
-            _ => {
-                let client = crate::access::required_role(route) == Role::Client;
-                let scopes: Vec<&str> = self
-                    .issuers
-                    .iter()
-                    .map(issuer::Issuer::config)
-                    .flat_map(|c| {
-                        if client {
-                            &c.client_scopes
-                        } else {
-                            &c.admin_scopes
-                        }
-                    })
-                    .map(String::as_str)
-                    .collect();
-                scopes.join(" ")
-            }
+            _ => self
+                .scopes_of(crate::access::required_role(route))
+                .join(" "),
         };
         let url = metadata::url_for(&self.resource, route, path);
         metadata::refusal(refused, &url, &needed)
