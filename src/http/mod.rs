@@ -1,5 +1,6 @@
 //! The HTTP application. One router is built per surface: the network listener (bearer auth on
-//! every route but `/health`) and the control socket (authenticated by file mode and peer uid).
+//! every route but `/health` and the OAuth protected resource metadata) and the control socket
+//! (authenticated by file mode and peer uid).
 
 pub mod admin;
 pub mod auth;
