@@ -34,7 +34,7 @@ pub enum FetchError {
         /// Why it failed.
         detail: String,
     },
-    /// Not answered within [`FETCH_TIMEOUT`].
+    /// Not answered within the fetch time limit.
     #[error("{url}: no complete answer within {} s", FETCH_TIMEOUT.as_secs())]
     Timeout {
         /// What was fetched.
@@ -48,7 +48,7 @@ pub enum FetchError {
         /// Its status.
         status: StatusCode,
     },
-    /// A body larger than [`MAX_DOCUMENT`].
+    /// A body larger than the size cap.
     #[error("{url}: the answer exceeds {MAX_DOCUMENT} bytes")]
     TooLarge {
         /// What was fetched.
