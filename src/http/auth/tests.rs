@@ -402,3 +402,22 @@ impl KeySetForTests {
         super::jwks::KeySet::parse("test", br#"{"keys": []}"#).unwrap()
     }
 }
+
+#[tokio::test]
+async fn keys_past_their_age_still_verify_when_the_issuer_cannot_be_reached() {
+    let keys = issued::keys();
+    let v = issued::verifier(&issued::config(&["mcpgw:client"]), &keys);
+    let mut stale = super::jwks::KeySet::parse("test", keys.jwks.to_string().as_bytes()).unwrap();
+    stale.fetched = std::time::Instant::now()
+        .checked_sub(super::issuer::MAX_KEY_AGE * 2)
+        .unwrap();
+    v.issuers[0].hold(stale);
+    // The issuer (port 9 on loopback) refuses the connection: the held keys go on serving.
+    let token = issued::sign(
+        jsonwebtoken::Algorithm::EdDSA,
+        "ed",
+        &keys.ed,
+        &issued::claims(),
+    );
+    assert!(v.accepts(&token).await.is_ok());
+}
