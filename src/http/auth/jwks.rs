@@ -1,7 +1,8 @@
 //! An issuer's signing keys: its JWKS, found through its metadata (RFC 8414, then OpenID
 //! discovery) unless configured, fetched with the gateway's own HTTP/1.1 client
 //! ([`crate::h1::client`]: no redirects followed, the issuer's name verified on https), under a
-//! time limit and a size cap.
+//! time limit and a size cap. The built-in destination rules apply ([`UrlPolicy::default`]): a
+//! `jwks_uri` that an issuer's metadata points at a cloud metadata service is not dialled.
 //!
 //! Only keys that can verify a signature are kept, each with the one algorithm it is for (its
 //! `alg`, or the one its type implies): a symmetric (`oct`) key, an encryption key and an
@@ -14,6 +15,7 @@ use http::StatusCode;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 
+use crate::destination::UrlPolicy;
 use crate::h1::client::{Pool, Wait, request};
 
 /// How long one fetch (connection, request, whole body) may take.
@@ -205,6 +207,7 @@ fn fits(alg: Algorithm, params: &AlgorithmParameters) -> bool {
 pub struct Fetcher {
     tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     wait: std::sync::Arc<Wait>,
+    destinations: std::sync::Arc<UrlPolicy>,
 }
 
 impl Fetcher {
@@ -214,6 +217,7 @@ impl Fetcher {
             tls,
             // Key fetches are rare and not latency-critical: never spin for their answers.
             wait: std::sync::Arc::new(Wait::new(Duration::ZERO)),
+            destinations: std::sync::Arc::default(),
         }
     }
 
@@ -303,7 +307,8 @@ impl Fetcher {
             .then(|| self.tls.clone())
             .flatten();
         let pool = std::sync::Arc::new(
-            Pool::new(url, None, tls, self.wait.clone()).map_err(|e| unreachable(e.to_string()))?,
+            Pool::new(url, None, tls, self.wait.clone(), self.destinations.clone())
+                .map_err(|e| unreachable(e.to_string()))?,
         );
         let target: http::Uri = url
             .as_str()
