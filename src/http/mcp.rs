@@ -406,22 +406,23 @@ impl Posted {
                     owner,
                     modern: era.is_modern(),
                 };
-                if !state.audit.enabled() {
-                    let (json, _) = call::forward(state, scope, &ctx, &mut call, era).await;
-                    return Reply::Answer { json, sse_only };
-                }
-                let started = std::time::Instant::now();
-                let target = call.params.name().to_owned();
+                // What the audit log needs of the call, taken before it is forwarded.
+                let audited = state
+                    .audit
+                    .enabled()
+                    .then(|| (std::time::Instant::now(), call.params.name().to_owned()));
                 let (json, status) = call::forward(state, scope, &ctx, &mut call, era).await;
-                audit::record(
-                    state,
-                    scope,
-                    &ctx,
-                    call.method,
-                    Some(&target),
-                    status,
-                    started,
-                );
+                if let Some((started, target)) = audited {
+                    audit::record(
+                        state,
+                        scope,
+                        &ctx,
+                        call.method,
+                        Some(&target),
+                        status,
+                        started,
+                    );
+                }
                 return Reply::Answer { json, sse_only };
             }
             Message::Tree(tree) => tree,
