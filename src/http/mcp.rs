@@ -426,6 +426,9 @@ impl Posted {
             }
             Message::Tree(tree) => tree,
         };
+        if let Some(refused) = batch_refusal(state, &tree) {
+            return Reply::rpc(StatusCode::BAD_REQUEST, refused);
+        }
         // A client's answer to a request an upstream made of it.
         if let Some(done) = relay_to_upstream(state, session, &tree).await {
             return done.into();
@@ -442,14 +445,14 @@ impl Posted {
             );
             return Reply::Response(listen.await);
         }
-        if method == "initialize" && state.sessions.is_full() && state.sessions.sweep() == 0 {
-            return too_many_sessions(state.sessions.limits(), "Streamable HTTP").into();
-        }
-        if tree.as_array().is_some_and(Vec::is_empty) {
-            return Reply::rpc(
-                StatusCode::BAD_REQUEST,
-                jsonrpc::error(Value::Null, code::INVALID_REQUEST, "empty batch"),
-            );
+        if method == "initialize" {
+            // Refused before any work for the session is done; `Sessions::open` decides again.
+            if state.sessions.is_full() && state.sessions.sweep() == 0 {
+                return too_many_sessions(state.sessions.limits(), "Streamable HTTP").into();
+            }
+            if let Err(held) = state.quotas.sessions().check(&self.principal) {
+                return super::limits::over_quota(&held).into();
+            }
         }
         // Only 2026-07-28 answers need the method once the message is consumed (`era::decorate`).
         let decorate = era.is_modern().then(|| method.to_owned());
@@ -477,6 +480,21 @@ impl Posted {
             .insert(crate::h1::fields::SESSION_ID.clone(), id);
         Reply::Response(response)
     }
+}
+
+/// A batch the pipeline does not split: an empty one, or one over `[limits] max_batch`, refused
+/// whole before any entry is forwarded; the JSON-RPC error it is answered with.
+fn batch_refusal(state: &AppState, msg: &Value) -> Option<Value> {
+    let batch = msg.as_array()?;
+    if batch.is_empty() {
+        return Some(jsonrpc::error(
+            Value::Null,
+            code::INVALID_REQUEST,
+            "empty batch",
+        ));
+    }
+    let refused = state.quotas.batch(batch.len()).err()?;
+    Some(refused.rpc_error(Value::Null))
 }
 
 /// A message or a batch through [`handle`], the batch's answers gathered.
@@ -539,12 +557,10 @@ pub(super) async fn on_connection(
     key: &SessionKey,
     msg: Value,
 ) -> Option<Value> {
+    if let Some(refused) = batch_refusal(state, &msg) {
+        return Some(refused);
+    }
     match msg {
-        Value::Array(batch) if batch.is_empty() => Some(jsonrpc::error(
-            Value::Null,
-            code::INVALID_REQUEST,
-            "empty batch",
-        )),
         Value::Array(batch) => {
             let mut out = Vec::new();
             for item in batch {

@@ -91,10 +91,19 @@ pub async fn upgrade(
     if state.ws_open.load(std::sync::atomic::Ordering::Relaxed) >= limits.max {
         return super::mcp::too_many_sessions(limits, "WebSocket");
     }
+    // Taken at the upgrade, so that a principal at its quota is refused in HTTP; held for as
+    // long as the socket serves.
+    let slot = match state.quotas.session(&principal) {
+        Ok(slot) => slot,
+        Err(held) => return super::limits::over_quota(&held),
+    };
     ws.protocols([SUBPROTOCOL])
         .max_message_size(MAX_MESSAGE_SIZE)
         .max_frame_size(MAX_MESSAGE_SIZE)
-        .on_upgrade(move |socket| serve(state, socket, Scope::All, principal))
+        .on_upgrade(move |socket| async move {
+            serve(state, socket, Scope::All, principal).await;
+            drop(slot);
+        })
 }
 
 /// Counts a socket as open for as long as it lives.
@@ -187,6 +196,19 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, scope: Scope, principal:
                 continue;
             }
         };
+        // Each message counts against its principal's rate, as each HTTP request does at the
+        // gate; past it the answer is the refusal, and the socket stays open.
+        if let Err(over) = state.quotas.request(&principal) {
+            let refused = over.rpc_error(msg.get("id").cloned().unwrap_or(Value::Null));
+            if out_tx
+                .send(Message::Text(refused.to_string().into()))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            continue;
+        }
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
         };
