@@ -115,12 +115,16 @@ fn one_principal_at_its_session_quota_leaves_another_able_to_initialize() {
         assert!(text.contains("sessions_per_principal"), "{text}");
         assert_eq!(ws_upgrade_status(gw.addr, TOKEN_A), 503);
         assert_eq!(ws_upgrade_status(gw.addr, TOKEN_B), 101);
-        // A session closed makes room again.
+        // A session closed makes room again, here for an SSE stream; at its quota again, a
+        // can still initialize on that stream (the connection is the session: no other taken).
         assert_eq!(first.close().await.unwrap(), 204);
-        let _again = Streamable::open(http.clone(), &url, Some(TOKEN_A))
+        let mut sse = SseSession::open(http.clone(), &base, "/sse", Some(TOKEN_A))
             .await
             .expect("room after a closed one");
-        assert!(refusals(&http, &base, "sessions_per_principal").await >= 3);
+        let answer = sse.request(&initialize()).await.unwrap();
+        assert!(answer.get("result").is_some(), "{answer}");
+        assert_eq!(ws_upgrade_status(gw.addr, TOKEN_A), 503);
+        assert!(refusals(&http, &base, "sessions_per_principal").await >= 4);
     });
 }
 

@@ -601,7 +601,6 @@ async fn on_connection_one(
     let decorate = era
         .is_modern()
         .then(|| jsonrpc::method(&msg).unwrap_or_default().to_owned());
-    let mut new_session = None;
     let streams = is_request && streams_notifications(jsonrpc::method(&msg).unwrap_or_default());
     if era.is_modern() && streams {
         // A 2026-07-28 client here too: an upstream's question mid-call becomes
@@ -615,14 +614,10 @@ async fn on_connection_one(
         owner: super::clients::owner(state, Some(key)),
         modern: era.is_modern(),
     };
-    let mut answer = handle(state, scope, &ctx, msg, &mut new_session).await;
+    // On SSE and WebSocket the connection is the session: `initialize` issues no id.
+    let mut answer = handle(state, scope, &ctx, msg, &mut None).await;
     if let Some(a) = answer.as_mut() {
         finish(decorate.as_deref(), a);
-    }
-    // On SSE and WebSocket the connection is the session; an `Mcp-Session-Id` minted by
-    // `initialize` would never be used or deleted, so end it at once rather than leak it.
-    if let Some(id) = new_session {
-        state.sessions.close(&id, &principal.id);
     }
     answer
 }

@@ -180,35 +180,27 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, scope: Scope, principal:
                 }
             }
         };
-        let msg = match parsed {
-            Ok(v) => v,
-            Err(e) => {
-                // Bad JSON is the client's problem with one message, not a reason to drop it.
-                let err =
-                    jsonrpc::error(Value::Null, code::PARSE_ERROR, format!("parse error: {e}"));
-                if out_tx
-                    .send(Message::Text(err.to_string().into()))
-                    .await
-                    .is_err()
-                {
+        // Bad JSON is the client's problem with one message, not a reason to drop it; and each
+        // message counts against its principal's rate, as each HTTP request does at the gate:
+        // past it the answer is the refusal, and the socket stays open.
+        let admitted = parsed
+            .map_err(|e| {
+                jsonrpc::error(Value::Null, code::PARSE_ERROR, format!("parse error: {e}"))
+            })
+            .and_then(|msg| match state.quotas.request(&principal) {
+                Ok(()) => Ok(msg),
+                Err(over) => Err(over.rpc_error(msg.get("id").cloned().unwrap_or(Value::Null))),
+            });
+        let msg = match admitted {
+            Ok(msg) => msg,
+            Err(refused) => {
+                let refused = Message::Text(refused.to_string().into());
+                if out_tx.send(refused).await.is_err() {
                     break;
                 }
                 continue;
             }
         };
-        // Each message counts against its principal's rate, as each HTTP request does at the
-        // gate; past it the answer is the refusal, and the socket stays open.
-        if let Err(over) = state.quotas.request(&principal) {
-            let refused = over.rpc_error(msg.get("id").cloned().unwrap_or(Value::Null));
-            if out_tx
-                .send(Message::Text(refused.to_string().into()))
-                .await
-                .is_err()
-            {
-                break;
-            }
-            continue;
-        }
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             break;
         };

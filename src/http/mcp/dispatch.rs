@@ -172,19 +172,27 @@ async fn initialize(
         SESSION_VERSIONS[0]
     };
     let identity = Identity::of(state, scope, true).await?;
-    let id = match state.sessions.open(&ctx.principal) {
-        Ok(id) => id,
-        Err(refused) => return Ok(Err(refused)),
+    // On SSE and WebSocket the connection is the session, and holds its place in the
+    // principal's quota: no id is issued (it would never be used or deleted). Over Streamable
+    // HTTP the new id is the session.
+    let key = match ctx.session {
+        Some(key @ (SessionKey::Sse(_) | SessionKey::Ws(_))) => key.clone(),
+        _ => {
+            let id = match state.sessions.open(&ctx.principal) {
+                Ok(id) => id,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            let key = ctx
+                .session
+                .cloned()
+                .unwrap_or_else(|| SessionKey::Streamable(id.as_str().into()));
+            *new_session = Some(id);
+            key
+        }
     };
-    // On SSE and WebSocket the connection is the session; over Streamable HTTP the new id is.
-    let key = ctx
-        .session
-        .cloned()
-        .unwrap_or_else(|| SessionKey::Streamable(id.as_str().into()));
     state
         .clients
         .insert(key, ClientProfile::from_initialize(params, version));
-    *new_session = Some(id);
     Ok(Ok(identity.initialize(version)))
 }
 
