@@ -206,11 +206,14 @@ fn refusals_on_the_hot_route_come_as_before() {
     let dir = Dir::new();
     let gw = Gateway::start(&dir, &[]);
     let (mut s, mut r) = connect(&gw);
-    // No token: 401, and the connection stays usable.
+    // No token: 401 on the head, and the connection closed (its body is never read).
     s.write_all(post(&ping(1), "").as_bytes()).unwrap();
     let answer = read_answer(&mut r);
     assert_eq!(answer.status, 401, "{answer:?}");
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert!(closed(&mut r));
     // A foreign Host (DNS rebinding) is refused before the token is asked for.
+    let (mut s, mut r) = connect(&gw);
     s.write_all(
         post(&ping(2), "")
             .replace("host: localhost", "host: evil.example")
@@ -219,6 +222,7 @@ fn refusals_on_the_hot_route_come_as_before() {
     .unwrap();
     assert_eq!(read_answer(&mut r).status, 403);
     // A malformed length goes to hyper, which refuses it and closes.
+    let (mut s, mut r) = connect(&gw);
     s.write_all(b"POST /mcp HTTP/1.1\r\nhost: localhost\r\ncontent-length: 1x\r\n\r\n")
         .unwrap();
     assert_eq!(read_answer(&mut r).status, 400);

@@ -257,13 +257,18 @@ impl SessionQuota {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Whether `principal` may open one more session now, for an answer before any work for
-    /// it is done; [`Self::take`] decides again when it opens one.
+    /// Whether `principal` may open one more session now.
+    pub fn within(&self, principal: &Principal) -> bool {
+        !counted(principal) || !self.full(self.held(&principal.id))
+    }
+
+    /// [`Self::within`], the refusal counted: for an answer before any work for a session is
+    /// done; [`Self::take`] decides again when it opens one.
     pub fn check(&self, principal: &Principal) -> Result<(), Exceeded> {
-        if counted(principal) && self.full(self.held(&principal.id)) {
-            return Err(self.refuse(principal));
+        if self.within(principal) {
+            return Ok(());
         }
-        Ok(())
+        Err(self.refuse(principal))
     }
 
     /// One more session for `principal`, or the refusal when it holds its quota.

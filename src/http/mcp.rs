@@ -3,7 +3,7 @@
 //!
 //! | stage | where | what |
 //! | --- | --- | --- |
-//! | gate | [`super::front`] | `Host`/`Origin`, who is asking (a [`Principal`]) and their role, body limits |
+//! | gate | [`super::front`] | `Host`/`Origin`, who is asking (a [`Principal`]), their role and request rate, body limits |
 //! | session | [`post`] | an `Mcp-Session-Id` must name a session its principal opened (404 otherwise) |
 //! | decode | [`message`] | the body becomes a [`Message`]: a call read at its top level, or a tree |
 //! | era rules | [`rules`] | protocol version, the 2026-07-28 ladder, a missing session |
@@ -103,6 +103,7 @@ pub enum Scope {
     One(String),
 }
 
+use super::sessions::OpenError;
 pub use super::sessions::{SessionLimits, Sessions, too_many_sessions};
 
 /// `POST /mcp` and `/mcp/http`.
@@ -445,13 +446,14 @@ impl Posted {
             );
             return Reply::Response(listen.await);
         }
+        // Refused before any work for the session is done; `Sessions::open` decides again.
         if method == "initialize" {
-            // Refused before any work for the session is done; `Sessions::open` decides again.
-            if state.sessions.is_full() && state.sessions.sweep() == 0 {
-                return too_many_sessions(state.sessions.limits(), "Streamable HTTP").into();
-            }
-            if let Err(held) = state.quotas.sessions().check(&self.principal) {
-                return super::limits::over_quota(&held).into();
+            match state.sessions.may_open(&self.principal) {
+                Ok(()) => {}
+                Err(OpenError::Full { .. }) => {
+                    return too_many_sessions(state.sessions.limits(), "Streamable HTTP").into();
+                }
+                Err(OpenError::Quota(held)) => return super::limits::over_quota(&held).into(),
             }
         }
         // Only 2026-07-28 answers need the method once the message is consumed (`era::decorate`).

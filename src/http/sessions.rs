@@ -114,6 +114,21 @@ impl Sessions {
         Ok(id)
     }
 
+    /// Whether `owner` may open a session now: the table has room and `owner` is within its
+    /// quota, once idle sessions are dropped if that would make the difference. For a refusal
+    /// before any work for the session is done; [`Self::open`] decides again.
+    pub(crate) fn may_open(&self, owner: &Principal) -> Result<(), OpenError> {
+        if self.is_full() || !self.quota.within(owner) {
+            self.sweep();
+        }
+        if self.is_full() {
+            return Err(OpenError::Full {
+                max: self.limits.max,
+            });
+        }
+        Ok(self.quota.check(owner)?)
+    }
+
     /// Whether a session is open to `owner` (and not idle past the limit); marks it used.
     pub(crate) fn touch(&self, id: &str, owner: &str) -> bool {
         let now = Instant::now();
