@@ -115,6 +115,14 @@ fn one_principal_at_its_session_quota_leaves_another_able_to_initialize() {
         assert!(text.contains("sessions_per_principal"), "{text}");
         assert_eq!(ws_upgrade_status(gw.addr, TOKEN_A), 503);
         assert_eq!(ws_upgrade_status(gw.addr, TOKEN_B), 101);
+        // Nor a 2026-07-28 listen stream, what such a client holds instead of a session.
+        let both = "application/json, text/event-stream";
+        let filter = json!({"toolsListChanged": true});
+        let listen = clients::listen(&http, &url, Some(TOKEN_A), ("L", filter), both).await;
+        assert_eq!(listen.status(), 503);
+        let body: Value = listen.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains("sessions_per_principal = 2"), "{body}");
         // A session closed makes room again, here for an SSE stream; at its quota again, a
         // can still initialize on that stream (the connection is the session: no other taken).
         assert_eq!(first.close().await.unwrap(), 204);
@@ -124,7 +132,7 @@ fn one_principal_at_its_session_quota_leaves_another_able_to_initialize() {
         let answer = sse.request(&initialize()).await.unwrap();
         assert!(answer.get("result").is_some(), "{answer}");
         assert_eq!(ws_upgrade_status(gw.addr, TOKEN_A), 503);
-        assert!(refusals(&http, &base, "sessions_per_principal").await >= 4);
+        assert!(refusals(&http, &base, "sessions_per_principal").await >= 5);
     });
 }
 
@@ -178,34 +186,11 @@ fn a_principal_over_its_rate_gets_429_with_retry_after_and_others_are_served() {
     });
     // Inside a WebSocket the refusal is a JSON-RPC error, and the socket stays open.
     rt.block_on(async {
-        use futures_util::{SinkExt, StreamExt};
-        use tokio_tungstenite::tungstenite::Message;
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let mut request = format!("ws://{}/ws", gw.addr)
-            .into_client_request()
-            .unwrap();
-        request.headers_mut().insert(
-            "authorization",
-            format!("Bearer {TOKEN_B}").parse().unwrap(),
-        );
-        let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+        let mut ws = clients::ws_plain(gw.addr, TOKEN_B).await;
         let mut refusal = None;
         for id in 0..20 {
             let ping = json!({"jsonrpc": "2.0", "id": id, "method": "ping"});
-            ws.send(Message::Text(ping.to_string().into()))
-                .await
-                .unwrap();
-            let answer = loop {
-                let frame = tokio::time::timeout(Duration::from_secs(30), ws.next())
-                    .await
-                    .unwrap()
-                    .unwrap()
-                    .unwrap();
-                if let Message::Text(text) = frame {
-                    break serde_json::from_str::<Value>(&text).unwrap();
-                }
-            };
-            assert_eq!(answer["id"], id, "{answer}");
+            let answer = clients::ws_request(&mut ws, &ping).await;
             if answer.get("error").is_some() {
                 refusal = Some(answer);
                 break;
@@ -215,7 +200,11 @@ fn a_principal_over_its_rate_gets_429_with_retry_after_and_others_are_served() {
         assert_eq!(refusal["error"]["code"], -32000, "{refusal}");
         let message = refusal["error"]["message"].as_str().unwrap();
         assert!(message.contains("requests_per_second"), "{message}");
-        assert!(ws.send(Message::Ping(Default::default())).await.is_ok());
+        // Still open: once the bucket has room again (a second at this rate), served.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let ping = json!({"jsonrpc": "2.0", "id": "after", "method": "ping"});
+        let answer = clients::ws_request(&mut ws, &ping).await;
+        assert!(answer.get("result").is_some(), "{answer}");
     });
 }
 
