@@ -230,6 +230,41 @@ fn refusals_on_the_hot_route_come_as_before() {
 }
 
 #[test]
+fn a_request_over_its_rate_gets_429_and_its_connection_serves_the_next() {
+    let dir = Dir::new();
+    let token = "a-static-token-of-16-characters-or-more";
+    std::fs::write(
+        dir.join("mcpgw.toml"),
+        format!("[auth]\ntokens = [\"{token}\"]\n[limits]\nrequests_per_second = 1\nburst = 1\n"),
+    )
+    .unwrap();
+    let gw = Gateway::start(&dir, &["--config", "mcpgw.toml"]);
+    let (mut s, mut r) = connect(&gw);
+    // Three pipelined in one write, faster than one a second: the first passes, and some after
+    // it are refused, each answered on the same connection.
+    let auth = format!("authorization: Bearer {token}\r\n");
+    let wire: String = (1..=3).map(|id| post(&ping(id), &auth)).collect();
+    s.write_all(wire.as_bytes()).unwrap();
+    let answers: Vec<Answer> = (0..3).map(|_| read_answer(&mut r)).collect();
+    assert_ne!(answers[0].status, 429, "{answers:?}");
+    let refused = answers
+        .iter()
+        .find(|a| a.status == 429)
+        .unwrap_or_else(|| panic!("none over the rate: {answers:?}"));
+    assert!(refused.header("retry-after").is_some(), "{refused:?}");
+    assert_eq!(refused.header("connection"), None, "{refused:?}");
+    assert!(
+        refused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("[limits] requests_per_second = 1, burst = 1")
+    );
+    // Still open: with a token refused on its head it would be closed.
+    s.write_all(post(&ping(4), "").as_bytes()).unwrap();
+    assert_eq!(read_answer(&mut r).status, 401);
+}
+
+#[test]
 fn connection_close_is_honoured_after_the_answer() {
     let dir = Dir::new();
     let gw = Gateway::start(&dir, &["--no-auth"]);
