@@ -10,8 +10,9 @@
 //! | `[http] max_connections`, `max_connections_per_peer` | peer IP address | the accept loop (`server`) | closed at once |
 //!
 //! With `--no-auth` (loopback only) every client is the one anonymous principal: the
-//! per-principal quotas do not apply to it (they would bound everyone together); the
-//! per-transport bound `[mcp] max_sessions` still does. Every refusal is counted in
+//! per-principal quotas do not apply to it (they would bound everyone together), nor to the
+//! control socket's local administrator; the per-transport bound `[mcp] max_sessions` still
+//! does. Every refusal is counted in
 //! `mcpgw_quota_refusals_total{quota}` and logged at most once a second, so a flood of them
 //! cannot flood the log.
 
@@ -119,9 +120,10 @@ impl Exceeded {
     }
 }
 
-/// Whether per-principal quotas count `principal`: not the anonymous principal of `--no-auth`.
+/// Whether per-principal quotas count `principal`: not the anonymous principal of `--no-auth`
+/// (everyone), nor the local administrator on the control socket (the operator, not a tenant).
 fn counted(principal: &Principal) -> bool {
-    principal.method != Method::None
+    !matches!(principal.method, Method::None | Method::ControlSocket)
 }
 
 /// Every quota of the listener, owned by its state and handed to whatever opens what one

@@ -44,17 +44,18 @@ fn a_principal_at_its_session_quota_leaves_room_for_others_until_it_closes_one()
 }
 
 #[test]
-fn the_anonymous_principal_of_no_auth_is_not_counted_and_counts_go_at_zero() {
+fn no_auth_and_the_control_socket_are_not_counted_and_counts_go_at_zero() {
     let (quotas, _) = quotas(QuotaLimits {
         sessions_per_principal: 1,
         ..QuotaLimits::default()
     });
-    let anonymous = Principal::anonymous();
-    let slots: Vec<_> = (0..5)
-        .map(|_| quotas.session(&anonymous).unwrap())
-        .collect();
-    assert_eq!(quotas.sessions().held("anonymous"), 0);
-    drop(slots);
+    for uncounted in [Principal::anonymous(), Principal::control()] {
+        let slots: Vec<_> = (0..5)
+            .map(|_| quotas.session(&uncounted).unwrap())
+            .collect();
+        assert_eq!(quotas.sessions().held(&uncounted.id), 0);
+        drop(slots);
+    }
     let a = principal("token:a");
     let slot = quotas.session(&a).unwrap();
     assert_eq!(quotas.sessions().held("token:a"), 1);
