@@ -284,15 +284,6 @@ fn tokenless_four_mib(addr: SocketAddr, path: &str) -> (String, TcpStream) {
     (status, s)
 }
 
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
-
 #[test]
 fn forty_tokenless_four_mib_bodies_are_refused_on_their_heads_and_add_under_20_mib() {
     let dir = Dir::new();
@@ -302,7 +293,7 @@ fn forty_tokenless_four_mib_bodies_are_refused_on_their_heads_and_add_under_20_m
         // Warm both paths up first, so that the figure is what the 40 add.
         let (status, _) = tokenless_four_mib(gw.addr, path);
         assert_eq!(status, "HTTP/1.1 401", "{path}");
-        let before = rss_kib(gw.pid());
+        let before = gw.rss_kib();
         let answered: Vec<(String, TcpStream)> = std::thread::scope(|scope| {
             let threads: Vec<_> = (0..40)
                 .map(|_| scope.spawn(|| tokenless_four_mib(gw.addr, path)))
@@ -310,7 +301,7 @@ fn forty_tokenless_four_mib_bodies_are_refused_on_their_heads_and_add_under_20_m
             threads.into_iter().map(|t| t.join().unwrap()).collect()
         });
         // Measured while every one of the 40 connections is still open on the client's side.
-        let grown = rss_kib(gw.pid()).saturating_sub(before);
+        let grown = gw.rss_kib().saturating_sub(before);
         for (status, _) in &answered {
             assert_eq!(status, "HTTP/1.1 401", "{path}");
         }

@@ -5,8 +5,8 @@
 //! ```toml
 //! [limits]
 //! sessions_per_principal = 2500  # default: a quarter of [mcp] max_sessions
-//! requests_per_second = 0        # per principal; 0 (the default): no rate limit
-//! burst = 50                     # requests above the rate at once; default: one second's worth
+//! requests_per_second = 20       # per principal; 0 (the default): no rate limit
+//! burst = 40                     # requests at once above the rate; default: one second's worth
 //! max_batch = 100                # entries of one JSON-RPC batch
 //!
 //! [http]
