@@ -193,6 +193,8 @@ pub struct Metrics {
     sessions: Mutex<BTreeMap<&'static str, u64>>,
     /// Indexed by [`ReloadTrigger::ALL`] position, then `[ok, failed]`.
     reloads: [[AtomicU64; 2]; 3],
+    /// Refusals by the quota that made them (`crate::access::quota`); rare, so a short mutex.
+    quota_refusals: Mutex<BTreeMap<&'static str, u64>>,
 }
 
 impl Default for Metrics {
@@ -210,6 +212,7 @@ impl Metrics {
             upstreams: RwLock::default(),
             sessions: Mutex::default(),
             reloads: Default::default(),
+            quota_refusals: Mutex::default(),
         }
     }
 
@@ -255,6 +258,16 @@ impl Metrics {
         self.reloads[t][usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Count one refusal by `quota` (`connections`, `sessions_per_principal`, ...).
+    pub fn quota_refused(&self, quota: &'static str) {
+        *self
+            .quota_refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(quota)
+            .or_default() += 1;
+    }
+
     /// Set the number of open downstream sessions of one transport (`streamable-http`, `sse`,
     /// `websocket`). Call it when the count changes or from the scrape handler; the last value
     /// set is exported.
@@ -270,6 +283,7 @@ impl Metrics {
         let mut out = Encoder::default();
         self.render_http(&mut out);
         self.render_sessions(&mut out);
+        self.render_quotas(&mut out);
         self.render_upstreams(&mut out, snapshot, now_unix);
         self.render_certificates(&mut out, snapshot, now_unix);
 
@@ -347,6 +361,25 @@ impl Metrics {
                 "mcpgw_sessions_open",
                 &[("transport", transport)],
                 *open as f64,
+            );
+        }
+    }
+
+    fn render_quotas(&self, out: &mut Encoder) {
+        out.family(
+            "mcpgw_quota_refusals_total",
+            "Connections, sessions, requests and batches refused by a quota or cap, by the quota.",
+            "counter",
+        );
+        let refusals = self
+            .quota_refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for (quota, count) in refusals.iter() {
+            out.sample(
+                "mcpgw_quota_refusals_total",
+                &[("quota", quota)],
+                *count as f64,
             );
         }
     }

@@ -4,6 +4,10 @@
 //!
 //! Each TLS accept takes the serving config current at that instant, so a swap affects only
 //! handshakes that start after it; open connections are never touched by a reload.
+//!
+//! The listener's connections are capped in all and per peer address (`[http] max_connections`,
+//! `max_connections_per_peer`, `crate::access::quota`): one past a cap is closed as soon as it
+//! is accepted, before a TLS handshake or a byte read, counted and logged by the quota.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,7 +80,7 @@ pub(crate) async fn serve_hyper<S>(
     }
 }
 
-/// Accept TCP connections until `stop` fires.
+/// Accept TCP connections until `stop` fires, each within the connection caps.
 pub async fn run_listener(
     listener: TcpListener,
     app: crate::http::App,
@@ -85,6 +89,9 @@ pub async fn run_listener(
     graceful: Arc<GracefulShutdown>,
     header_timeout: Duration,
 ) {
+    let caps = app
+        .listener()
+        .map(|state| state.quotas.connections().clone());
     loop {
         let (stream, peer) = tokio::select! {
             () = stop.cancelled() => break,
@@ -98,6 +105,14 @@ pub async fn run_listener(
                 }
             },
         };
+        // Held by the connection's task for as long as it serves.
+        let slot = match caps.as_ref().map(|caps| caps.admit(peer.ip())).transpose() {
+            Ok(slot) => slot,
+            Err(_) => {
+                drop(stream);
+                continue;
+            }
+        };
         let _ = stream.set_nodelay(true);
         let watcher = graceful.watcher();
         match &tls {
@@ -106,19 +121,18 @@ pub async fn run_listener(
                     peer: Some(peer),
                     certificate: None,
                 });
-                tokio::spawn(serve_connection(
-                    stream,
-                    app,
-                    watcher,
-                    header_timeout,
-                    stop.clone(),
-                ));
+                let stop = stop.clone();
+                tokio::spawn(async move {
+                    serve_connection(stream, app, watcher, header_timeout, stop).await;
+                    drop(slot);
+                });
             }
             Some(serving) => {
                 let config = serving.current().config.clone();
                 let stop = stop.clone();
                 let app = app.clone();
                 tokio::spawn(async move {
+                    let _slot = slot;
                     let acceptor = tokio_rustls::TlsAcceptor::from(config);
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(tls_stream)) => {

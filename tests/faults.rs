@@ -34,12 +34,6 @@ fn call(gw: &Gateway, tool: &str, args: Value) -> Value {
     serde_json::from_str(&body).unwrap()
 }
 
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
-}
-
 #[test]
 fn upstream_dying_mid_call_fails_that_call_only() {
     let dir = Dir::new();
@@ -200,7 +194,7 @@ fn malformed_non_mcp_oversized_and_endless_answers_are_errors_with_bounded_memor
     let up = Upstream::start(&[]);
     let gw = plain(&dir, &["--request-timeout", "8"]);
     dir.run_expect(&["gateway", "add", "bad", &format!("{}/mcp", up.base)], 0);
-    let before = rss_kib(gw.pid());
+    let before = gw.rss_kib();
     for (tool, expect) in [
         ("fault_malformed_json", "not JSON"),
         (
@@ -217,7 +211,7 @@ fn malformed_non_mcp_oversized_and_endless_answers_are_errors_with_bounded_memor
             "{tool}: {answer}"
         );
     }
-    let after = rss_kib(gw.pid());
+    let after = gw.rss_kib();
     eprintln!("misbehaving upstream: RSS {before} KiB before, {after} KiB after the 20 MiB event");
     assert!(
         after < before + 64 * 1024,
@@ -657,7 +651,7 @@ fn an_sse_client_that_never_reads_loses_its_session_not_the_gateways_memory() {
         .unwrap()
         .trim()
         .to_owned();
-    let before = rss_kib(gw.pid());
+    let before = gw.rss_kib();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let http = clients::http(None);
     let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
@@ -680,7 +674,7 @@ fn an_sse_client_that_never_reads_loses_its_session_not_the_gateways_memory() {
         }
         None
     });
-    let after = rss_kib(gw.pid());
+    let after = gw.rss_kib();
     eprintln!(
         "never-reading SSE client: dropped after {refused_after:?} answers; RSS {before} -> {after} KiB"
     );

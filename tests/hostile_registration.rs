@@ -64,16 +64,6 @@ fn registered(addr: SocketAddr) -> Vec<Value> {
         .clone()
 }
 
-/// Resident memory of a process, in KiB.
-fn rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
-}
-
 #[test]
 fn fifo_and_device_certificate_paths_are_refused_at_once_while_health_answers() {
     let dir = Dir::new();
@@ -84,7 +74,7 @@ fn fifo_and_device_certificate_paths_are_refused_at_once_while_health_answers() 
         .unwrap();
     assert!(made.success(), "mkfifo failed");
     let gw = Gateway::start(&dir, &["--no-auth"]);
-    let before = rss_kib(gw.pid());
+    let before = gw.rss_kib();
     for (path, kind) in [
         (fifo.to_str().unwrap(), "FIFO"),
         ("/dev/zero", "character device"),
@@ -105,7 +95,7 @@ fn fifo_and_device_certificate_paths_are_refused_at_once_while_health_answers() 
         assert!(answer.contains(kind), "what it is is named: {answer}");
         assert!(answer.contains("not a regular file"), "{answer}");
     }
-    let grown = rss_kib(gw.pid()).saturating_sub(before);
+    let grown = gw.rss_kib().saturating_sub(before);
     assert!(grown < 20 * 1024, "the gateway grew by {grown} KiB");
     assert!(registered(gw.addr).is_empty(), "nothing was stored");
 }

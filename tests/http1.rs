@@ -226,6 +226,47 @@ fn refusals_on_the_hot_route_come_as_before() {
 }
 
 #[test]
+fn a_request_over_its_rate_gets_429_and_its_connection_serves_the_next() {
+    let dir = Dir::new();
+    let token = "a-static-token-of-16-characters-or-more";
+    std::fs::write(
+        dir.join("mcpgw.toml"),
+        format!("[auth]\ntokens = [\"{token}\"]\n[limits]\nrequests_per_second = 1\nburst = 1\n"),
+    )
+    .unwrap();
+    let gw = Gateway::start(&dir, &["--config", "mcpgw.toml"]);
+    let (mut s, mut r) = connect(&gw);
+    let auth = format!("authorization: Bearer {token}\r\n");
+    s.write_all(post(&ping(1), &auth).as_bytes()).unwrap();
+    assert_ne!(
+        read_answer(&mut r).status,
+        429,
+        "the first is within the burst"
+    );
+    // The second, faster than one a second, its body coming after its head: refused, and its
+    // body awaited (a refusal of a stranger's head would close the connection instead).
+    let second = post(&ping(2), &auth);
+    let (head, body) = second.split_at(second.find("\r\n\r\n").unwrap() + 4);
+    s.write_all(head.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    s.write_all(body.as_bytes()).unwrap();
+    let refused = read_answer(&mut r);
+    assert_eq!(refused.status, 429, "{refused:?}");
+    assert!(refused.header("retry-after").is_some(), "{refused:?}");
+    assert_eq!(refused.header("connection"), None, "{refused:?}");
+    assert!(
+        refused.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("[limits] requests_per_second = 1, burst = 1")
+    );
+    // The connection serves on (the third is answered, within the rate again or not).
+    s.write_all(post(&ping(3), &auth).as_bytes()).unwrap();
+    let third = read_answer(&mut r);
+    assert!(matches!(third.status, 200 | 429), "{third:?}");
+}
+
+#[test]
 fn connection_close_is_honoured_after_the_answer() {
     let dir = Dir::new();
     let gw = Gateway::start(&dir, &["--no-auth"]);

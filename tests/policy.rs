@@ -6,13 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::clients::{SseSession, Streamable, http};
+use common::clients::{self, SseSession, Streamable, http};
 use common::upstream::Upstream;
 use common::{Dir, Gateway};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 const ALICE: &str = "alice-token-0123456789abcdef";
 const OPERATOR: &str = "operator-token-0123456789abc";
@@ -40,13 +37,7 @@ resources = ["test://static-binary"]
 enum Transport {
     Streamable(Streamable),
     Sse(SseSession),
-    Ws(
-        Box<
-            tokio_tungstenite::WebSocketStream<
-                tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-            >,
-        >,
-    ),
+    Ws(Box<clients::PlainWs>),
 }
 
 impl Transport {
@@ -54,24 +45,7 @@ impl Transport {
         match self {
             Self::Streamable(s) => s.request(msg).await.unwrap(),
             Self::Sse(s) => s.request(msg).await.unwrap(),
-            Self::Ws(ws) => {
-                ws.send(Message::Text(msg.to_string().into()))
-                    .await
-                    .unwrap();
-                loop {
-                    let frame = tokio::time::timeout(Duration::from_secs(30), ws.next())
-                        .await
-                        .unwrap()
-                        .unwrap()
-                        .unwrap();
-                    if let Message::Text(text) = frame {
-                        let answer: Value = serde_json::from_str(&text).unwrap();
-                        if answer["id"] == msg["id"] {
-                            return answer;
-                        }
-                    }
-                }
-            }
+            Self::Ws(ws) => clients::ws_request(ws, msg).await,
         }
     }
 }
@@ -94,12 +68,7 @@ async fn open(base: &str, addr: std::net::SocketAddr, which: &str, token: &str) 
             Transport::Sse(sse)
         }
         _ => {
-            let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
-            let headers = request.headers_mut();
-            headers.insert("sec-websocket-protocol", "mcp".parse().unwrap());
-            headers.insert("authorization", format!("Bearer {token}").parse().unwrap());
-            let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-            let mut ws = Transport::Ws(Box::new(ws));
+            let mut ws = Transport::Ws(Box::new(clients::ws_plain(addr, token).await));
             let hello = json!({"jsonrpc": "2.0", "id": "init", "method": "initialize", "params": {
                 "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}});
             ws.request(&hello).await;

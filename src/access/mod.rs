@@ -9,6 +9,7 @@ pub mod audit;
 pub mod certificate;
 pub mod glob;
 pub mod policy;
+pub mod quota;
 
 use std::sync::Arc;
 

@@ -143,6 +143,7 @@ async fn build_state(
         metrics,
         http::ListenerSettings {
             sessions: cfg.sessions,
+            quotas: cfg.quotas,
             // The same bound for a slow body as for slow headers.
             body_timeout: cfg.header_timeout,
             allowed_hosts: cfg.allowed_hosts.clone(),

@@ -15,7 +15,9 @@ use crate::cli::{LogFormat, ServeArgs};
 use crate::tls::serving::TlsFiles;
 
 mod auth;
+mod limits;
 pub use auth::{AuthConfig, FileAuth, IssuerConfig, StaticToken};
+pub use limits::{FileLimits, QuotaLimits, Rate};
 
 /// Default listen address (DESIGN.md).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4444";
@@ -129,6 +131,9 @@ pub struct FileConfig {
     /// `[http]`.
     #[serde(default)]
     pub http: FileHttp,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: FileLimits,
 }
 
 /// `[http]` of `mcpgw.toml`.
@@ -143,6 +148,10 @@ pub struct FileHttp {
     pub allowed_origins: Vec<String>,
     /// Seconds a client may take to send its request headers (slowloris guard).
     pub header_timeout_secs: Option<u64>,
+    /// Connections open at once on the listener.
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one peer address.
+    pub max_connections_per_peer: Option<usize>,
 }
 
 /// `[mcp]` of `mcpgw.toml`: the downstream MCP endpoints.
@@ -235,6 +244,8 @@ pub struct ServeConfig {
     pub url_policy: crate::destination::UrlPolicy,
     /// Downstream session bounds.
     pub sessions: SessionLimits,
+    /// Per-principal quotas, the batch bound and the connection caps.
+    pub quotas: QuotaLimits,
     /// Extra accepted hosts and origins.
     pub allowed_hosts: Vec<String>,
     /// Exact accepted origins.
@@ -329,6 +340,7 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
                 )
             })?;
     let sessions = resolve_sessions(&file.mcp, &origin)?;
+    let quotas = limits::resolve(&file.limits, &file.http, sessions, &origin)?;
     let data_dir = globals
         .data_dir
         .clone()
@@ -369,6 +381,7 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
         allowed_hosts: file.http.allowed_hosts,
         allowed_origins: file.http.allowed_origins,
         sessions,
+        quotas,
     })
 }
 

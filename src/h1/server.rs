@@ -14,6 +14,11 @@
 //! and every rarer feature keeps one implementation, and this loop only has to get the common
 //! case right.
 //!
+//! A request refused on its head is answered without its body being read: if the body is
+//! already here in full it is dropped and the connection serves on, else the connection is
+//! closed. Only a principal over its request rate (429), known and only too soon, has its body
+//! awaited (and dropped) so that its connection serves on.
+//!
 //! Kept as hyper does it: the header timeout runs from the moment the connection waits for a
 //! head (so it also bounds an idle kept-alive connection); a body that does not arrive within
 //! the body timeout gets 408; a client that closes its connection mid-request cancels the
@@ -198,51 +203,77 @@ where
             let principal = match front::post_mcp_head(state, &headers, connection).await {
                 Ok(principal) => principal,
                 // A body already here in full is dropped and the connection goes on, as for
-                // any answered request; one still to come is never read: the connection ends.
-                Err(refused) if self.buf.len() >= body && !close => {
-                    self.buf.advance(body);
-                    if self.answer(refused, false).await.is_err() {
-                        return Next::Drop;
+                // any answered request; one still to come is never read, and the connection
+                // ends. But a principal only over its rate is known and only too soon: its body
+                // is awaited too, since closing would lose the requests pipelined behind it.
+                Err(refused)
+                    if self.buf.len() >= body
+                        || refused.status() == StatusCode::TOO_MANY_REQUESTS =>
+                {
+                    if let Err(next) = self.await_body(body, limits).await {
+                        return next;
                     }
-                    self.shrink();
-                    continue;
+                    self.buf.advance(body);
+                    match self.respond(Reply::Response(refused), close, limits).await {
+                        Some(next) => return next,
+                        None => continue,
+                    }
                 }
                 Err(refused) => {
                     let _ = self.answer(refused, true).await;
                     return Next::Close;
                 }
             };
-            if self.buf.len() < body {
-                let deadline = Instant::now() + limits.body_timeout;
-                while self.buf.len() < body {
-                    tokio::select! {
-                        biased;
-                        read = read_more(&mut self.io, &mut self.buf) => match read {
-                            Ok(0) | Err(_) => return Next::Drop,
-                            Ok(_) => {}
-                        },
-                        expired = self.clock.until(deadline) => if expired {
-                            let refused = limits::too_slow(limits.body_timeout);
-                            let _ = self.answer(refused, true).await;
-                            return Next::Close;
-                        },
-                    }
-                }
+            if let Err(next) = self.await_body(body, limits).await {
+                return next;
             }
             let body = self.buf.split_to(body).freeze();
             let handled = front::post_mcp_read(state.clone(), principal, headers, body);
             let Some(response) = watching(&mut self.io, &mut self.buf, handled).await else {
                 return Next::Drop;
             };
-            let close = close || limits.stop.is_cancelled();
-            if self.reply(response, close).await.is_err() {
-                return Next::Drop;
+            if let Some(next) = self.respond(response, close, limits).await {
+                return next;
             }
-            if close {
-                return Next::Close;
-            }
-            self.shrink();
         }
+    }
+
+    /// Read until the buffer holds a body of `len` bytes, within the body timeout; `Err` with
+    /// how the connection ends when it does not come (the client left, or 408 answered).
+    async fn await_body(&mut self, len: usize, limits: &Limits) -> Result<(), Next> {
+        if self.buf.len() >= len {
+            return Ok(());
+        }
+        let deadline = Instant::now() + limits.body_timeout;
+        while self.buf.len() < len {
+            tokio::select! {
+                biased;
+                read = read_more(&mut self.io, &mut self.buf) => match read {
+                    Ok(0) | Err(_) => return Err(Next::Drop),
+                    Ok(_) => {}
+                },
+                expired = self.clock.until(deadline) => if expired {
+                    let refused = limits::too_slow(limits.body_timeout);
+                    let _ = self.answer(refused, true).await;
+                    return Err(Next::Close);
+                },
+            }
+        }
+        Ok(())
+    }
+
+    /// Write `reply`, closing after it if the client asked or the listener is stopping; `None`
+    /// when the connection serves on.
+    async fn respond(&mut self, reply: Reply, close: bool, limits: &Limits) -> Option<Next> {
+        let close = close || limits.stop.is_cancelled();
+        if self.reply(reply, close).await.is_err() {
+            return Some(Next::Drop);
+        }
+        if close {
+            return Some(Next::Close);
+        }
+        self.shrink();
+        None
     }
 
     /// Give back what one large request or answer grew the buffers to: a kept-alive connection

@@ -12,8 +12,9 @@
 //!    `WWW-Authenticate` points at the protected resource metadata (RFC 9728);
 //! 4. the route's role ([`crate::access::required_role`]): a client gets 403
 //!    (`insufficient_scope`) on admin routes;
-//! 5. the body is read whole, bounded in size and time ([`super::limits`]);
-//! 6. on the way out, a request to an administrator's route is written to the audit log
+//! 5. the principal's request rate ([`crate::access::quota`]): 429 with `Retry-After` past it;
+//! 6. the body is read whole, bounded in size and time ([`super::limits`]);
+//! 7. on the way out, a request to an administrator's route is written to the audit log
 //!    ([`crate::access::audit`]; MCP requests are recorded by the pipeline's last stage).
 //!
 //! The listener's own HTTP/1.1 loop runs the same head checks ([`post_mcp_head`]) before it
@@ -102,7 +103,8 @@ pub async fn post_mcp_read(
     reply
 }
 
-/// Who is asking on [`MCP_ROUTE`], and whether their role reaches it.
+/// Who is asking on [`MCP_ROUTE`], whether their role reaches it, and whether this request is
+/// within their rate.
 #[allow(
     clippy::result_large_err,
     reason = "a refusal is the response itself, built off the hot path"
@@ -120,7 +122,20 @@ async fn authorized(
     if !principal.may(needed) {
         return Err(refuse(auth::Refused::forbidden(&principal, needed)));
     }
+    within_rate(state, &principal)?;
     Ok(principal)
+}
+
+/// Whether this request of `principal`'s is within its rate; the 429 when it is not.
+#[allow(
+    clippy::result_large_err,
+    reason = "a refusal is the response itself, built off the hot path"
+)]
+fn within_rate(state: &AppState, principal: &Principal) -> Result<(), Response> {
+    state
+        .quotas
+        .request(principal)
+        .map_err(|over| limits::over_quota(&over))
 }
 
 async fn admit(
@@ -144,12 +159,14 @@ async fn admit(
     };
     let needed = required_role(route);
     let (started, method) = (Instant::now(), request.method().clone());
-    let response = if principal.may(needed) {
-        request.extensions_mut().insert(principal.clone());
-        buffered(state, request, next).await
-    } else {
+    let response = if !principal.may(needed) {
         let refused = auth::Refused::forbidden(&principal, needed);
         state.auth.refusal(&refused, route, request.uri().path())
+    } else if let Err(refused) = within_rate(state, &principal) {
+        refused
+    } else {
+        request.extensions_mut().insert(principal.clone());
+        buffered(state, request, next).await
     };
     if needed == Role::Admin {
         audit_admin(

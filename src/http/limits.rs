@@ -7,15 +7,19 @@
 //! a connection closed on the rest of their body resets and takes the 413 with it, and over
 //! HTTP/2 hyper resets the stream of a body left unread (curl: exit 92). Every transport's body
 //! comes through here (the listener's own HTTP/1.1 loop hands a body over the limit to hyper),
-//! so this is the one place the limit answers.
+//! so this is the one place the limit answers. How a quota's refusal answers over HTTP is
+//! here too ([`over_quota`]).
 
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
-use axum::http::StatusCode;
+use axum::http::header::RETRY_AFTER;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
+
+use crate::access::quota::Exceeded;
 
 /// Largest body accepted.
 pub const MAX_BODY: usize = 4 * 1024 * 1024;
@@ -85,4 +89,23 @@ pub fn too_slow(timeout: Duration) -> Response {
         ),
     )
         .into_response()
+}
+
+/// The answer to a request a quota refuses (`crate::access::quota`): 429 for a rate, 400 for a
+/// batch, 503 for the rest, with `Retry-After` where waiting helps; the body is a JSON-RPC
+/// error naming the quota and its setting.
+pub fn over_quota(exceeded: &Exceeded) -> Response {
+    let status = match exceeded {
+        Exceeded::Rate { .. } => StatusCode::TOO_MANY_REQUESTS,
+        Exceeded::Batch { .. } => StatusCode::BAD_REQUEST,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let body = exceeded.rpc_error(serde_json::Value::Null);
+    let mut response = (status, axum::Json(body)).into_response();
+    if let Some(wait) = exceeded.retry_after() {
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(wait.as_secs()));
+    }
+    response
 }

@@ -3,7 +3,7 @@
 //!
 //! | stage | where | what |
 //! | --- | --- | --- |
-//! | gate | [`super::front`] | `Host`/`Origin`, who is asking (a [`Principal`]) and their role, body limits |
+//! | gate | [`super::front`] | `Host`/`Origin`, who is asking (a [`Principal`]), their role and request rate, body limits |
 //! | session | [`post`] | an `Mcp-Session-Id` must name a session its principal opened (404 otherwise) |
 //! | decode | [`message`] | the body becomes a [`Message`]: a call read at its top level, or a tree |
 //! | era rules | [`rules`] | protocol version, the 2026-07-28 ladder, a missing session |
@@ -103,6 +103,7 @@ pub enum Scope {
     One(String),
 }
 
+use super::sessions::OpenError;
 pub use super::sessions::{SessionLimits, Sessions, too_many_sessions};
 
 /// `POST /mcp` and `/mcp/http`.
@@ -427,6 +428,9 @@ impl Posted {
             }
             Message::Tree(tree) => tree,
         };
+        if let Some(refused) = batch_refusal(state, &tree) {
+            return Reply::rpc(StatusCode::BAD_REQUEST, refused);
+        }
         // A client's answer to a request an upstream made of it.
         if let Some(done) = relay_to_upstream(state, session, &tree).await {
             return done.into();
@@ -443,14 +447,15 @@ impl Posted {
             );
             return Reply::Response(listen.await);
         }
-        if method == "initialize" && state.sessions.is_full() && state.sessions.sweep() == 0 {
-            return too_many_sessions(state.sessions.limits(), "Streamable HTTP").into();
-        }
-        if tree.as_array().is_some_and(Vec::is_empty) {
-            return Reply::rpc(
-                StatusCode::BAD_REQUEST,
-                jsonrpc::error(Value::Null, code::INVALID_REQUEST, "empty batch"),
-            );
+        // Refused before any work for the session is done; `Sessions::open` decides again.
+        if method == "initialize" {
+            match state.sessions.may_open(&self.principal) {
+                Ok(()) => {}
+                Err(OpenError::Full { .. }) => {
+                    return too_many_sessions(state.sessions.limits(), "Streamable HTTP").into();
+                }
+                Err(OpenError::Quota(held)) => return super::limits::over_quota(&held).into(),
+            }
         }
         // Only 2026-07-28 answers need the method once the message is consumed (`era::decorate`).
         let decorate = era.is_modern().then(|| method.to_owned());
@@ -478,6 +483,21 @@ impl Posted {
             .insert(crate::h1::fields::SESSION_ID.clone(), id);
         Reply::Response(response)
     }
+}
+
+/// A batch the pipeline does not split: an empty one, or one over `[limits] max_batch`, refused
+/// whole before any entry is forwarded; the JSON-RPC error it is answered with.
+fn batch_refusal(state: &AppState, msg: &Value) -> Option<Value> {
+    let batch = msg.as_array()?;
+    if batch.is_empty() {
+        return Some(jsonrpc::error(
+            Value::Null,
+            code::INVALID_REQUEST,
+            "empty batch",
+        ));
+    }
+    let refused = state.quotas.batch(batch.len()).err()?;
+    Some(refused.rpc_error(Value::Null))
 }
 
 /// A message or a batch through [`handle`], the batch's answers gathered.
@@ -540,12 +560,10 @@ pub(super) async fn on_connection(
     key: &SessionKey,
     msg: Value,
 ) -> Option<Value> {
+    if let Some(refused) = batch_refusal(state, &msg) {
+        return Some(refused);
+    }
     match msg {
-        Value::Array(batch) if batch.is_empty() => Some(jsonrpc::error(
-            Value::Null,
-            code::INVALID_REQUEST,
-            "empty batch",
-        )),
         Value::Array(batch) => {
             let mut out = Vec::new();
             for item in batch {
@@ -586,7 +604,6 @@ async fn on_connection_one(
     let decorate = era
         .is_modern()
         .then(|| jsonrpc::method(&msg).unwrap_or_default().to_owned());
-    let mut new_session = None;
     let streams = is_request && streams_notifications(jsonrpc::method(&msg).unwrap_or_default());
     if era.is_modern() && streams {
         // A 2026-07-28 client here too: an upstream's question mid-call becomes
@@ -600,14 +617,10 @@ async fn on_connection_one(
         owner: super::clients::owner(state, Some(key)),
         modern: era.is_modern(),
     };
-    let mut answer = handle(state, scope, &ctx, msg, &mut new_session).await;
+    // On SSE and WebSocket the connection is the session: `initialize` issues no id.
+    let mut answer = handle(state, scope, &ctx, msg, &mut None).await;
     if let Some(a) = answer.as_mut() {
         finish(decorate.as_deref(), a);
-    }
-    // On SSE and WebSocket the connection is the session; an `Mcp-Session-Id` minted by
-    // `initialize` would never be used or deleted, so end it at once rather than leak it.
-    if let Some(id) = new_session {
-        state.sessions.close(&id, &principal.id);
     }
     answer
 }

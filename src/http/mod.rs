@@ -53,6 +53,8 @@ pub struct AppState {
     pub registry: crate::upstream::registry::Registry,
     /// Downstream MCP sessions.
     pub sessions: mcp::Sessions,
+    /// Per-principal quotas, the batch bound and the connection caps.
+    pub quotas: crate::access::quota::Quotas,
     /// Prometheus series (shared with the registry, which counts upstream calls).
     pub metrics: Arc<Metrics>,
     /// Legacy HTTP+SSE sessions.
@@ -107,6 +109,7 @@ impl AppState {
         listener: ListenerSettings,
     ) -> Self {
         let https = serving.is_some();
+        let quotas = crate::access::quota::Quotas::new(listener.quotas, metrics.clone());
         Self {
             started: Instant::now(),
             listen,
@@ -122,7 +125,8 @@ impl AppState {
             serving,
             auth: auth::Verifier::new(&auth, &default_resource(listen, https)),
             registry,
-            sessions: mcp::Sessions::new(listener.sessions),
+            sessions: mcp::Sessions::new(listener.sessions, quotas.sessions().clone()),
+            quotas,
             metrics,
             sse: sse::SseSessions::from_env(),
             ws: ws::WsSettings::from_env(),
@@ -185,6 +189,8 @@ fn default_resource(listen: SocketAddr, tls: bool) -> String {
 pub struct ListenerSettings {
     /// Session bounds per transport.
     pub sessions: mcp::SessionLimits,
+    /// Per-principal quotas, the batch bound and the connection caps.
+    pub quotas: crate::config::QuotaLimits,
     /// How long a request body may take to arrive.
     pub body_timeout: std::time::Duration,
     /// Extra accepted `Host`/`Origin` names.

@@ -1,10 +1,13 @@
 //! Downstream Streamable-HTTP sessions: ids issued at `initialize`, when each was last used,
-//! their server-to-client event logs, and the bounds (how many, how long idle).
+//! their server-to-client event logs, and the bounds (how many, how long idle, how many per
+//! principal: each session holds a slot of its principal's quota, `crate::access::quota`).
 
 use crate::hash::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use crate::access::Principal;
+use crate::access::quota::{Exceeded, SessionQuota, SessionSlot};
 pub use crate::config::SessionLimits;
 
 use axum::Json;
@@ -15,12 +18,29 @@ use serde_json::{Value, json};
 use super::events::EventLog;
 
 /// Session ids issued at `initialize`, with when each was last used and whose each is.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Sessions {
     ids: Mutex<HashMap<String, Entry>>,
     /// Server-to-client events of each session (`GET /mcp`).
     logs: Mutex<HashMap<String, Log>>,
     limits: SessionLimits,
+    /// Sessions per principal, shared with the other transports.
+    quota: Arc<SessionQuota>,
+}
+
+/// Why no session was opened.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The table is full, even after dropping idle sessions.
+    #[error("too many open Streamable HTTP sessions (limit {max}); close one or try again later")]
+    Full {
+        /// `[mcp] max_sessions`.
+        max: usize,
+    },
+    /// The principal holds its quota of sessions.
+    #[error(transparent)]
+    Quota(#[from] Exceeded),
 }
 
 /// A session's entry in the id table.
@@ -31,6 +51,8 @@ struct Entry {
     /// The principal that opened it: the only one it is open to. Anyone else naming it is
     /// told it does not exist, as if the id were never issued.
     owner: Arc<str>,
+    /// Its place in the owner's quota, given back when the entry goes.
+    _slot: SessionSlot,
 }
 
 /// A session's entry in the log table. However it leaves the table (DELETE, expiry, sweep),
@@ -45,12 +67,13 @@ impl Drop for Log {
 }
 
 impl Sessions {
-    /// An empty table with these limits.
-    pub fn new(limits: SessionLimits) -> Self {
+    /// An empty table with these limits, its sessions counted in `quota`.
+    pub fn new(limits: SessionLimits, quota: Arc<SessionQuota>) -> Self {
         Self {
             ids: Mutex::default(),
             logs: Mutex::default(),
             limits,
+            quota,
         }
     }
 
@@ -63,28 +86,47 @@ impl Sessions {
         self.ids.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A new session id for `owner`, or `None` when the table is full even after dropping idle
-    /// sessions.
-    pub(crate) fn open(&self, owner: &Arc<str>) -> Option<String> {
+    /// A new session id for `owner`, unless the table is full even after dropping idle
+    /// sessions, or `owner` holds its quota.
+    pub(crate) fn open(&self, owner: &Principal) -> Result<String, OpenError> {
         use ring::rand::SecureRandom;
         let mut ids = self.lock();
         if ids.len() >= self.limits.max {
             let idle = self.limits.idle;
             ids.retain(|_, entry| entry.seen.elapsed() < idle);
             if ids.len() >= self.limits.max {
-                return None;
+                return Err(OpenError::Full {
+                    max: self.limits.max,
+                });
             }
         }
+        let slot = self.quota.take(owner)?;
         let mut bytes = [0u8; 16];
         let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
         let id = hex::encode(bytes);
         let entry = Entry {
             seen: Instant::now(),
-            owner: owner.clone(),
+            owner: owner.id.clone(),
+            _slot: slot,
         };
         ids.insert(id.clone(), entry);
         self.logs_lock().insert(id.clone(), Log::default());
-        Some(id)
+        Ok(id)
+    }
+
+    /// Whether `owner` may open a session now: the table has room and `owner` is within its
+    /// quota, once idle sessions are dropped if that would make the difference. For a refusal
+    /// before any work for the session is done; [`Self::open`] decides again.
+    pub(crate) fn may_open(&self, owner: &Principal) -> Result<(), OpenError> {
+        if self.is_full() || !self.quota.within(owner) {
+            self.sweep();
+        }
+        if self.is_full() {
+            return Err(OpenError::Full {
+                max: self.limits.max,
+            });
+        }
+        Ok(self.quota.check(owner)?)
     }
 
     /// Whether a session is open to `owner` (and not idle past the limit); marks it used.

@@ -30,6 +30,7 @@ use super::AppState;
 use super::delivery;
 use super::mcp::{self, Scope};
 use crate::access::Principal;
+use crate::access::quota::SessionSlot;
 use crate::jsonrpc::{self, code};
 use crate::session::SessionKey;
 
@@ -124,6 +125,8 @@ impl SseSessions {
 struct Guard {
     state: Arc<AppState>,
     id: String,
+    /// Its place in its principal's session quota, given back after the session is removed.
+    _slot: SessionSlot,
 }
 
 impl Drop for Guard {
@@ -164,6 +167,10 @@ fn open(state: Arc<AppState>, scope: Scope, principal: Arc<Principal>) -> Respon
     if state.sse.len() >= limits.max {
         return super::mcp::too_many_sessions(limits, "SSE");
     }
+    let slot = match state.quotas.session(&principal) {
+        Ok(slot) => slot,
+        Err(held) => return super::limits::over_quota(&held),
+    };
     let id = new_id();
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let close = CancellationToken::new();
@@ -189,7 +196,11 @@ fn open(state: Arc<AppState>, scope: Scope, principal: Arc<Principal>) -> Respon
         keepalive,
         close,
         shutdown: state.streams_closing(),
-        _guard: Guard { state, id },
+        _guard: Guard {
+            state,
+            id,
+            _slot: slot,
+        },
     };
     let body = futures_util::stream::unfold(stream, |mut s| async move {
         if let Some(first) = s.first.take() {

@@ -91,10 +91,19 @@ pub async fn upgrade(
     if state.ws_open.load(std::sync::atomic::Ordering::Relaxed) >= limits.max {
         return super::mcp::too_many_sessions(limits, "WebSocket");
     }
+    // Taken at the upgrade, so that a principal at its quota is refused in HTTP; held for as
+    // long as the socket serves.
+    let slot = match state.quotas.session(&principal) {
+        Ok(slot) => slot,
+        Err(held) => return super::limits::over_quota(&held),
+    };
     ws.protocols([SUBPROTOCOL])
         .max_message_size(MAX_MESSAGE_SIZE)
         .max_frame_size(MAX_MESSAGE_SIZE)
-        .on_upgrade(move |socket| serve(state, socket, Scope::All, principal))
+        .on_upgrade(move |socket| async move {
+            serve(state, socket, Scope::All, principal).await;
+            drop(slot);
+        })
 }
 
 /// Counts a socket as open for as long as it lives.
@@ -171,17 +180,22 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, scope: Scope, principal:
                 }
             }
         };
-        let msg = match parsed {
-            Ok(v) => v,
-            Err(e) => {
-                // Bad JSON is the client's problem with one message, not a reason to drop it.
-                let err =
-                    jsonrpc::error(Value::Null, code::PARSE_ERROR, format!("parse error: {e}"));
-                if out_tx
-                    .send(Message::Text(err.to_string().into()))
-                    .await
-                    .is_err()
-                {
+        // Bad JSON is the client's problem with one message, not a reason to drop it; and each
+        // message counts against its principal's rate, as each HTTP request does at the gate:
+        // past it the answer is the refusal, and the socket stays open.
+        let admitted = parsed
+            .map_err(|e| {
+                jsonrpc::error(Value::Null, code::PARSE_ERROR, format!("parse error: {e}"))
+            })
+            .and_then(|msg| match state.quotas.request(&principal) {
+                Ok(()) => Ok(msg),
+                Err(over) => Err(over.rpc_error(msg.get("id").cloned().unwrap_or(Value::Null))),
+            });
+        let msg = match admitted {
+            Ok(msg) => msg,
+            Err(refused) => {
+                let refused = Message::Text(refused.to_string().into());
+                if out_tx.send(refused).await.is_err() {
                     break;
                 }
                 continue;

@@ -317,6 +317,42 @@ impl Drop for SseSession {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
+/// A WebSocket over plain HTTP (loopback gateways without TLS).
+pub type PlainWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connect to `ws://ADDR/ws` (subprotocol `mcp`) as `bearer`.
+pub async fn ws_plain(addr: std::net::SocketAddr, bearer: &str) -> PlainWs {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert("sec-websocket-protocol", "mcp".parse().unwrap());
+    headers.insert("authorization", format!("Bearer {bearer}").parse().unwrap());
+    tokio_tungstenite::connect_async(request).await.unwrap().0
+}
+
+/// Send `msg` on `ws` and wait (30 s at most) for the text frame that answers its id; other
+/// frames are skipped.
+pub async fn ws_request(ws: &mut PlainWs, msg: &Value) -> Value {
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::Text(msg.to_string().into()))
+        .await
+        .unwrap();
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = frame {
+            let answer: Value = serde_json::from_str(&text).unwrap();
+            if answer["id"] == msg["id"] {
+                return answer;
+            }
+        }
+    }
+}
+
 /// A WebSocket session over TLS.
 pub struct WsSession {
     ws: Ws,

@@ -260,6 +260,17 @@ impl Gateway {
         self.child.id() as i32
     }
 
+    /// Its resident memory (`VmRSS` of `/proc/PID/status`), in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let pid = self.pid();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+    }
+
     pub fn signal(&self, sig: i32) {
         let status = Command::new("kill")
             .args([&format!("-{sig}"), &self.pid().to_string()])

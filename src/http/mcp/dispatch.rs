@@ -12,6 +12,7 @@ use super::identity::Identity;
 use super::route::{cancel_upstream, forward, permitted, route_completion, route_named, route_uri};
 use super::{AppState, Scope, uris};
 use crate::access::policy;
+use crate::http::sessions::OpenError;
 use crate::jsonrpc::{self, Kind, code};
 use crate::session::SessionKey;
 use crate::upstream::connection::{Caller, ClientProfile};
@@ -98,11 +99,8 @@ async fn answer(
     let sep = state.registry.settings().separator.as_str();
     let result = match method {
         "initialize" => match initialize(state, scope, ctx, params.as_ref(), new_session).await {
-            Ok(Some(result)) => Ok(result),
-            Ok(None) => {
-                let busy = "too many open sessions; close one or try again later";
-                return Some(jsonrpc::error(id, -32000, busy));
-            }
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(refused)) => return Some(jsonrpc::error(id, -32000, refused.to_string())),
             Err(message) => Err((code::UPSTREAM_UNAVAILABLE, message)),
         },
         "server/discover" => discover(state, scope)
@@ -154,15 +152,16 @@ async fn answer(
 }
 
 /// `initialize`: a new session-era session (its id in `new_session`), in the version asked for
-/// when mcpgw speaks it, answered with the scope's [`Identity`]; `Ok(None)` when the session
-/// table is full, `Err` when the one upstream of the scope cannot be reached.
+/// when mcpgw speaks it, answered with the scope's [`Identity`]; `Ok(Err)` when no session
+/// could be opened (the table full, the principal's quota held), `Err` when the one upstream of
+/// the scope cannot be reached.
 async fn initialize(
     state: &AppState,
     scope: &Scope,
     ctx: &Ctx<'_>,
     params: Option<&Value>,
     new_session: &mut Option<String>,
-) -> Result<Option<Value>, String> {
+) -> Result<Result<Value, OpenError>, String> {
     let requested = params
         .and_then(|p| p.get("protocolVersion"))
         .and_then(Value::as_str)
@@ -173,19 +172,28 @@ async fn initialize(
         SESSION_VERSIONS[0]
     };
     let identity = Identity::of(state, scope, true).await?;
-    let Some(id) = state.sessions.open(&ctx.principal.id) else {
-        return Ok(None);
+    // On SSE and WebSocket the connection is the session, and holds its place in the
+    // principal's quota: no id is issued (it would never be used or deleted). Over Streamable
+    // HTTP the new id is the session.
+    let key = match ctx.session {
+        Some(key @ (SessionKey::Sse(_) | SessionKey::Ws(_))) => key.clone(),
+        _ => {
+            let id = match state.sessions.open(&ctx.principal) {
+                Ok(id) => id,
+                Err(refused) => return Ok(Err(refused)),
+            };
+            let key = ctx
+                .session
+                .cloned()
+                .unwrap_or_else(|| SessionKey::Streamable(id.as_str().into()));
+            *new_session = Some(id);
+            key
+        }
     };
-    // On SSE and WebSocket the connection is the session; over Streamable HTTP the new id is.
-    let key = ctx
-        .session
-        .cloned()
-        .unwrap_or_else(|| SessionKey::Streamable(id.as_str().into()));
     state
         .clients
         .insert(key, ClientProfile::from_initialize(params, version));
-    *new_session = Some(id);
-    Ok(Some(identity.initialize(version)))
+    Ok(Ok(identity.initialize(version)))
 }
 
 /// `server/discover` (2026-07-28): every version mcpgw speaks, newest last, and the scope's

@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 
 use super::{AppState, Ctx, Scope, handle};
 use crate::access::Principal;
+use crate::access::quota::SessionSlot;
 use crate::http::delivery;
 use crate::jsonrpc::{self, code};
 use crate::session::SessionKey;
@@ -121,6 +122,8 @@ struct Listener {
     out: Out,
     /// Until the acknowledgement is out, what comes is kept here, to follow it.
     held: Option<Vec<Value>>,
+    /// Its place in its principal's session quota, given back when it leaves the table.
+    _slot: SessionSlot,
 }
 
 /// Where a stream's frames go.
@@ -280,7 +283,7 @@ impl Listeners {
     /// A new stream in the table, with the list changes `asked` names and no URI yet: in the
     /// table before its URIs are subscribed upstream, so that a clean-up meanwhile does not
     /// take their subscriber for gone. What comes for it is held until [`Self::grant`].
-    fn reserve(&self, id: Value, out: Out, asked: &Filter) -> u64 {
+    fn reserve(&self, id: Value, out: Out, asked: &Filter, slot: SessionSlot) -> u64 {
         let key = self.next.fetch_add(1, Ordering::Relaxed);
         let listener = Listener {
             filter: Filter {
@@ -290,6 +293,7 @@ impl Listeners {
             id,
             out,
             held: Some(Vec::new()),
+            _slot: slot,
         };
         self.lock().insert(key, listener);
         key
@@ -323,8 +327,21 @@ impl Listeners {
     }
 }
 
-/// The request's id and filter, or its refusal (status for HTTP, and the error).
-fn check(state: &AppState, msg: &Value) -> Result<(Value, Filter), (StatusCode, Value)> {
+/// A listen request that may open: its id and filter.
+struct Checked {
+    id: Value,
+    asked: Filter,
+    /// Its place in its principal's session quota (a listen stream is what a 2026-07-28
+    /// client holds instead of a session).
+    slot: SessionSlot,
+}
+
+/// The request's id, filter and quota slot, or its refusal (status for HTTP, and the error).
+fn check(
+    state: &AppState,
+    principal: &Principal,
+    msg: &Value,
+) -> Result<Checked, (StatusCode, Value)> {
     let id = msg.get("id").cloned().unwrap_or(Value::Null);
     let refuse = |status, code, why: String| Err((status, jsonrpc::error(id.clone(), code, why)));
     let asked = match Filter::parse(msg.get("params")) {
@@ -337,7 +354,14 @@ fn check(state: &AppState, msg: &Value) -> Result<(Value, Filter), (StatusCode, 
         let why = format!("too many listen streams are open (at most {max}; [mcp] max_sessions)");
         return refuse(StatusCode::SERVICE_UNAVAILABLE, code::INTERNAL_ERROR, why);
     }
-    Ok((id, asked))
+    match state.quotas.session(principal) {
+        Ok(slot) => Ok(Checked { id, asked, slot }),
+        Err(held) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            held.code(),
+            held.to_string(),
+        ),
+    }
 }
 
 /// Subscribe the stream `key` to what `asked` names: what is granted, and the acknowledgement
@@ -382,13 +406,15 @@ pub(super) async fn open(
         let body = jsonrpc::error(id, code::INVALID_REQUEST, why);
         return refusal(StatusCode::NOT_ACCEPTABLE, body);
     }
-    let (id, asked) = match check(&state, &msg) {
+    let Checked { id, asked, slot } = match check(&state, &principal, &msg) {
         Ok(checked) => checked,
         Err((status, body)) => return refusal(status, body),
     };
     let (tx, rx) = mpsc::channel::<Arc<str>>(BACKLOG);
     // The table holds the only sender: a stream dropped from it sees its queue close.
-    let key = state.listens.reserve(id.clone(), Out::Stream(tx), &asked);
+    let key = state
+        .listens
+        .reserve(id.clone(), Out::Stream(tx), &asked, slot);
     let entry = Entry {
         state: state.clone(),
         key,
@@ -439,13 +465,13 @@ pub(super) async fn open_on_connection(
     conn: SessionKey,
     msg: Value,
 ) -> Option<Value> {
-    let (id, asked) = match check(state, &msg) {
+    let Checked { id, asked, slot } = match check(state, principal, &msg) {
         Ok(checked) => checked,
         Err((_, body)) => return Some(body),
     };
     let key = state
         .listens
-        .reserve(id.clone(), Out::Connection(conn.clone()), &asked);
+        .reserve(id.clone(), Out::Connection(conn.clone()), &asked, slot);
     let mut entry = Entry {
         state,
         key,
