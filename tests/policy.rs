@@ -86,13 +86,19 @@ fn names(answer: &Value, member: &str, field: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn lists_are_filtered_and_calls_refused_alike_on_every_transport() {
+/// A gateway under [`RULES`] with the fixture upstream registered as `rs`.
+fn with_rules() -> (Dir, Upstream, Gateway) {
     let dir = Dir::new();
     std::fs::write(dir.join("mcpgw.toml"), config(RULES)).unwrap();
     let up = Upstream::start(&[]);
     let gw = Gateway::start(&dir, &["--config", "mcpgw.toml"]);
     dir.run_expect(&["gateway", "add", "rs", &format!("{}/mcp", up.base)], 0);
+    (dir, up, gw)
+}
+
+#[test]
+fn lists_are_filtered_and_calls_refused_alike_on_every_transport() {
+    let (_dir, _up, gw) = with_rules();
     let base = format!("http://{}", gw.addr);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -154,11 +160,7 @@ fn lists_are_filtered_and_calls_refused_alike_on_every_transport() {
 
 #[test]
 fn sighup_reads_the_policy_again_and_a_bad_one_is_refused_with_the_old_kept() {
-    let dir = Dir::new();
-    std::fs::write(dir.join("mcpgw.toml"), config(RULES)).unwrap();
-    let up = Upstream::start(&[]);
-    let gw = Gateway::start(&dir, &["--config", "mcpgw.toml"]);
-    dir.run_expect(&["gateway", "add", "rs", &format!("{}/mcp", up.base)], 0);
+    let (dir, _up, gw) = with_rules();
     let base = format!("http://{}", gw.addr);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",

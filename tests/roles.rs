@@ -239,13 +239,7 @@ fn a_verified_client_certificate_is_a_principal_with_the_role_the_config_gives_i
     .unwrap();
     let ca = pki.s("ca.crt");
     let gw = Gateway::start_tls(&dir, &pki, &["--config", "mcpgw.toml", "--client-ca", &ca]);
-    let issuer = mcpgw::tls::pki::load_issuer(
-        "ca.crt",
-        &std::fs::read(pki.file("ca.crt")).unwrap(),
-        "ca.key",
-        &std::fs::read(pki.file("ca.key")).unwrap(),
-    )
-    .unwrap();
+    let issuer = pki.issuer();
     let with_cert = |cn: &str| {
         let minted =
             mcpgw::tls::pki::issue_client(&issuer, cn, 1, mcpgw::cli::KeyType::EcdsaP256).unwrap();

@@ -159,16 +159,21 @@ impl Pki {
         self.file(name).display().to_string()
     }
 
-    /// A server certificate for `localhost` only (no IP SANs), signed by this CA, written as
-    /// `lh.crt` and `lh.key`: dialling 127.0.0.1 verifies only with a server-name override.
-    pub fn localhost_only(&self) -> (PathBuf, PathBuf) {
-        let issuer = mcpgw::tls::pki::load_issuer(
-            "ca",
+    /// This PKI's CA, to issue more certificates with.
+    pub fn issuer(&self) -> rcgen::Issuer<'static, rcgen::KeyPair> {
+        mcpgw::tls::pki::load_issuer(
+            "ca.crt",
             &std::fs::read(self.file("ca.crt")).unwrap(),
             "ca.key",
             &std::fs::read(self.file("ca.key")).unwrap(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    /// A server certificate for `localhost` only (no IP SANs), signed by this CA, written as
+    /// `lh.crt` and `lh.key`: dialling 127.0.0.1 verifies only with a server-name override.
+    pub fn localhost_only(&self) -> (PathBuf, PathBuf) {
+        let issuer = self.issuer();
         let only = mcpgw::tls::pki::issue_server(
             &issuer,
             "localhost",
