@@ -49,6 +49,7 @@ fn expected(name: &str) -> Registration {
         enabled: true,
         era: EraChoice::Auto,
         shared_session: false,
+        command: None,
         created_at: 1_700_000_000 + seed,
         updated_at: 1_700_000_000 + seed,
         health: Health {

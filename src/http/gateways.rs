@@ -242,6 +242,7 @@ impl RegisterBody {
             enabled: self.enabled.unwrap_or(true),
             era,
             shared_session: self.shared_session,
+            command: None,
             created_at: 0,
             updated_at: 0,
             health: Health::unknown(0),

@@ -73,6 +73,11 @@ pub enum Transport {
     Sse,
     /// Streamable HTTP: POST JSON-RPC, answers as JSON or SSE.
     StreamableHttp,
+    /// A local program speaking newline-delimited JSON-RPC on its stdin/stdout, started and
+    /// supervised by the gateway ([`Registration::command`] says which). Not a `--transport`
+    /// value: `gateway add --command` chooses it.
+    #[value(skip)]
+    Stdio,
 }
 
 impl Transport {
@@ -81,6 +86,7 @@ impl Transport {
         match self {
             Self::Sse => "sse",
             Self::StreamableHttp => "streamable-http",
+            Self::Stdio => "stdio",
         }
     }
 }
@@ -165,6 +171,67 @@ impl std::fmt::Debug for UpstreamAuth {
     }
 }
 
+/// A stdio upstream's program: what `gateway add NAME --command PROG ...` registered.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandSpec {
+    /// The program: a path, or a name looked up in the child's `PATH`.
+    pub program: String,
+    /// Its arguments, in order.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Environment variables given at registration. Values are secrets (API keys): never
+    /// logged or printed, only their names.
+    #[serde(default)]
+    pub env: Vec<(String, String)>,
+    /// A file of `K=V` lines read at each start of the child (values secret, as `env`'s).
+    #[serde(default)]
+    pub env_file: Option<PathBuf>,
+    /// Working directory of the child; the gateway's own when absent.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// One child per downstream session (for servers that keep per-user state) instead of one
+    /// shared by every client.
+    #[serde(default)]
+    pub isolate: bool,
+    /// Pass the gateway's whole environment to the child, not only `PATH`, `HOME`, `LANG` and
+    /// what was given.
+    #[serde(default)]
+    pub inherit_env: bool,
+    /// Resource limits of the child.
+    #[serde(default)]
+    pub limits: ProcessLimits,
+}
+
+impl std::fmt::Debug for CommandSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("CommandSpec")
+            .field("program", &self.program)
+            .field("args", &self.args)
+            .field("env", &names)
+            .field("env_file", &self.env_file)
+            .field("cwd", &self.cwd)
+            .field("isolate", &self.isolate)
+            .field("inherit_env", &self.inherit_env)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+/// Optional resource limits of a stdio upstream's child (`setrlimit` in the child).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessLimits {
+    /// Address space, in MiB (`RLIMIT_AS`).
+    #[serde(default)]
+    pub memory_mib: Option<u64>,
+    /// Open file descriptors (`RLIMIT_NOFILE`).
+    #[serde(default)]
+    pub open_files: Option<u64>,
+    /// CPU time, in seconds (`RLIMIT_CPU`).
+    #[serde(default)]
+    pub cpu_secs: Option<u64>,
+}
+
 /// Health as last observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -238,6 +305,9 @@ pub struct Registration {
     /// state), instead of one per downstream session.
     #[serde(default)]
     pub shared_session: bool,
+    /// For [`Transport::Stdio`], the program to run (and `url` is empty); `None` otherwise.
+    #[serde(default)]
+    pub command: Option<CommandSpec>,
     /// Creation time (unix seconds).
     pub created_at: i64,
     /// Last update (unix seconds).

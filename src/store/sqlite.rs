@@ -22,8 +22,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::{
-    EraChoice, Health, HealthStatus, Registration, Store, StoreError, TlsSettings, Transport,
-    UpstreamAuth, valid_name,
+    CommandSpec, EraChoice, Health, HealthStatus, Registration, Store, StoreError, TlsSettings,
+    Transport, UpstreamAuth, valid_name,
 };
 
 /// How long a statement waits for another connection's lock (a second mcpgw process, or the CLI
@@ -55,6 +55,33 @@ const MIGRATIONS: &[&str] = &[
         CHECK (era IN ('auto', '2025-11-25', '2026-07-28'));
      ALTER TABLE registrations ADD COLUMN shared_session INTEGER NOT NULL DEFAULT 0
         CHECK (shared_session IN (0, 1));",
+    // 3: stdio upstreams (issue 21): 'stdio' joins the transports, and `command` holds the
+    // program to run (JSON of `CommandSpec`, NULL for HTTP upstreams). SQLite cannot change a
+    // CHECK in place, so the table is built again and the rows copied.
+    "CREATE TABLE registrations_v3 (
+        name TEXT PRIMARY KEY NOT NULL,
+        url TEXT NOT NULL,
+        transport TEXT NOT NULL CHECK (transport IN ('sse', 'streamable-http', 'stdio')),
+        tls TEXT NOT NULL,
+        auth TEXT NOT NULL,
+        enabled INTEGER NOT NULL CHECK (enabled IN (0, 1)),
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        health_status TEXT NOT NULL CHECK (health_status IN ('unknown', 'online', 'offline')),
+        health_since INTEGER NOT NULL,
+        health_last_success INTEGER,
+        health_last_error TEXT,
+        health_consecutive_failures INTEGER NOT NULL CHECK (health_consecutive_failures >= 0),
+        era TEXT NOT NULL DEFAULT 'auto' CHECK (era IN ('auto', '2025-11-25', '2026-07-28')),
+        shared_session INTEGER NOT NULL DEFAULT 0 CHECK (shared_session IN (0, 1)),
+        command TEXT,
+        CHECK ((transport = 'stdio') = (command IS NOT NULL))
+    ) STRICT;
+     INSERT INTO registrations_v3 SELECT name, url, transport, tls, auth, enabled, created_at,
+        updated_at, health_status, health_since, health_last_success, health_last_error,
+        health_consecutive_failures, era, shared_session, NULL FROM registrations;
+     DROP TABLE registrations;
+     ALTER TABLE registrations_v3 RENAME TO registrations;",
 ];
 
 /// Newest schema version this build understands.
@@ -65,7 +92,7 @@ macro_rules! columns {
     () => {
         "name, url, transport, tls, auth, enabled, created_at, updated_at, health_status, \
          health_since, health_last_success, health_last_error, health_consecutive_failures, era, \
-         shared_session"
+         shared_session, command"
     };
 }
 
@@ -74,11 +101,11 @@ const SELECT_ONE: &str = concat!("SELECT ", columns!(), " FROM registrations WHE
 const INSERT: &str = concat!(
     "INSERT INTO registrations (",
     columns!(),
-    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+    ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
 );
 // Deliberately leaves created_at and the health columns alone (see `Store::update`).
 const UPDATE: &str = "UPDATE registrations SET url = ?2, transport = ?3, tls = ?4, auth = ?5, \
-                      enabled = ?6, updated_at = ?7, era = ?8, shared_session = ?9 \
+                      enabled = ?6, updated_at = ?7, era = ?8, shared_session = ?9, command = ?10 \
                       WHERE name = ?1";
 const SET_HEALTH: &str = "UPDATE registrations SET health_status = ?2, health_since = ?3, \
                           health_last_success = ?4, health_last_error = ?5, \
@@ -182,6 +209,7 @@ impl Store for SqliteStore {
         }
         let tls = to_json(&r.name, "tls", &r.tls)?;
         let auth = to_json(&r.name, "auth", &r.auth)?;
+        let command = command_json(r)?;
         let h = &r.health;
         // Duplicates are found by the primary key itself, not by a prior SELECT that another
         // writer could overtake.
@@ -204,6 +232,7 @@ impl Store for SqliteStore {
                     h.consecutive_failures,
                     r.era.as_str(),
                     r.shared_session,
+                    command,
                 ],
             )
             .map_err(|e| {
@@ -221,6 +250,7 @@ impl Store for SqliteStore {
     fn update(&self, r: &Registration) -> Result<(), StoreError> {
         let tls = to_json(&r.name, "tls", &r.tls)?;
         let auth = to_json(&r.name, "auth", &r.auth)?;
+        let command = command_json(r)?;
         let changed = self
             .conn()
             .execute(
@@ -235,6 +265,7 @@ impl Store for SqliteStore {
                     r.updated_at,
                     r.era.as_str(),
                     r.shared_session,
+                    command,
                 ],
             )
             .map_err(query_err)?;
@@ -364,6 +395,7 @@ struct RawRow {
     health_consecutive_failures: i64,
     era: String,
     shared_session: bool,
+    command: Option<String>,
 }
 
 impl RawRow {
@@ -385,6 +417,7 @@ impl RawRow {
             health_consecutive_failures: row.get(12)?,
             era: row.get(13)?,
             shared_session: row.get(14)?,
+            command: row.get(15)?,
         })
     }
 
@@ -393,6 +426,7 @@ impl RawRow {
         let transport = match self.transport.as_str() {
             "sse" => Transport::Sse,
             "streamable-http" => Transport::StreamableHttp,
+            "stdio" => Transport::Stdio,
             _ => return Err(corrupt(&name, "transport", "holds an unknown transport")),
         };
         let status = match self.health_status.as_str() {
@@ -407,6 +441,13 @@ impl RawRow {
             .ok_or_else(|| corrupt(&name, "era", "holds an unknown protocol era"))?;
         let tls: TlsSettings = from_json(&name, "tls", &self.tls)?;
         let auth: UpstreamAuth = from_json(&name, "auth", &self.auth)?;
+        let command: Option<CommandSpec> = match &self.command {
+            Some(text) => Some(from_json(&name, "command", text)?),
+            None => None,
+        };
+        if (transport == Transport::Stdio) != command.is_some() {
+            return Err(corrupt(&name, "command", "does not match the transport"));
+        }
         Ok(Registration {
             url: self.url,
             transport,
@@ -415,6 +456,7 @@ impl RawRow {
             enabled: self.enabled,
             era,
             shared_session: self.shared_session,
+            command,
             created_at: self.created_at,
             updated_at: self.updated_at,
             health: Health {
@@ -427,6 +469,14 @@ impl RawRow {
             name,
         })
     }
+}
+
+/// The `command` column of `r`: its program as JSON for a stdio upstream, NULL otherwise.
+fn command_json(r: &Registration) -> Result<Option<String>, StoreError> {
+    r.command
+        .as_ref()
+        .map(|c| to_json(&r.name, "command", c))
+        .transpose()
 }
 
 fn to_json<T: Serialize>(name: &str, column: &str, value: &T) -> Result<String, StoreError> {

@@ -154,6 +154,9 @@ impl Connection {
                 }
                 Ok(this)
             }
+            Transport::Stdio => Err(UpstreamError::Connect {
+                diagnosis: "stdio upstreams are not started by this build yet".into(),
+            }),
         }
     }
 

@@ -143,7 +143,8 @@ fn build_request(target: &Target, h2: bool) -> http::Request<Full<Bytes>> {
                 .header("mcp-method", "server/discover")
                 .body(Full::new(Bytes::from(body.to_string())))
         }
-        Transport::Sse => builder
+        // `probe --transport` cannot name stdio (clap skips it): a URL is HTTP.
+        Transport::Sse | Transport::Stdio => builder
             .method(http::Method::GET)
             .header(http::header::ACCEPT, "text/event-stream")
             .body(Full::new(Bytes::new())),
@@ -188,7 +189,7 @@ pub(super) fn check_http(
             (success && (ct == "application/json" || ct == "text/event-stream"))
                 || ((400..500).contains(&answer.status) && jsonrpc),
         ),
-        Transport::Sse => (
+        Transport::Sse | Transport::Stdio => (
             "GET",
             "200 with text/event-stream",
             success && ct == "text/event-stream",

@@ -2,7 +2,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use super::*;
-use crate::store::{EraChoice, PemSource};
+use crate::store::{EraChoice, PemSource, ProcessLimits};
 
 const TOKEN: &str = "tok-9f8e7d6c5b4a";
 const HEADER_VALUE: &str = "hdr-secret-1234";
@@ -39,6 +39,7 @@ fn full(name: &str) -> Registration {
         enabled: false,
         era: EraChoice::Session,
         shared_session: true,
+        command: None,
         created_at: 1_700_000_000,
         updated_at: 1_700_000_100,
         health: Health {
@@ -62,6 +63,7 @@ fn minimal(name: &str) -> Registration {
         enabled: true,
         era: EraChoice::Auto,
         shared_session: false,
+        command: None,
         created_at: 10,
         updated_at: 10,
         health: Health::unknown(10),
@@ -310,6 +312,89 @@ fn a_new_file_is_migrated_to_the_current_version() {
         )
         .unwrap();
     assert_eq!(tables, 1);
+}
+
+/// A stdio upstream: no URL, every field of its program set.
+fn stdio(name: &str) -> Registration {
+    Registration {
+        url: String::new(),
+        transport: Transport::Stdio,
+        command: Some(CommandSpec {
+            program: "npx".to_owned(),
+            args: vec![
+                "-y".to_owned(),
+                "@modelcontextprotocol/server-everything".to_owned(),
+            ],
+            env: vec![("API_KEY".to_owned(), TOKEN.to_owned())],
+            env_file: Some(PathBuf::from("/etc/mcpgw/everything.env")),
+            cwd: Some(PathBuf::from("/srv")),
+            isolate: true,
+            inherit_env: true,
+            limits: ProcessLimits {
+                memory_mib: Some(512),
+                open_files: Some(256),
+                cpu_secs: Some(60),
+            },
+        }),
+        ..minimal(name)
+    }
+}
+
+#[test]
+fn a_stdio_upstream_round_trips_and_its_debug_form_hides_env_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    store.insert(&stdio("everything")).unwrap();
+    assert_eq!(store.get("everything").unwrap(), stdio("everything"));
+    let mut changed = stdio("everything");
+    if let Some(c) = changed.command.as_mut() {
+        c.args.push("stdio".to_owned());
+    }
+    store.update(&changed).unwrap();
+    assert_eq!(store.get("everything").unwrap(), changed);
+    assert_no_secrets(&format!("{changed:?}"));
+    assert!(format!("{changed:?}").contains("API_KEY"));
+}
+
+#[test]
+fn a_stdio_transport_without_a_command_is_refused_by_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let broken = Registration {
+        command: None,
+        ..stdio("broken")
+    };
+    assert!(store.insert(&broken).is_err());
+    assert!(store.list().unwrap().is_empty());
+}
+
+#[test]
+fn migration_3_keeps_the_rows_of_a_version_2_file() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut raw = rusqlite::Connection::open(db(&dir)).unwrap();
+        let tx = raw.transaction().unwrap();
+        tx.execute_batch(MIGRATIONS[0]).unwrap();
+        tx.execute_batch(MIGRATIONS[1]).unwrap();
+        tx.pragma_update(None, "user_version", 2).unwrap();
+        tx.commit().unwrap();
+        let r = full("alpha");
+        raw.execute(
+            "INSERT INTO registrations VALUES ('alpha', ?1, 'streamable-http', ?2, ?3, 0, \
+             1700000000, 1700000100, 'offline', 1700000050, 1700000040, 'connection refused', 3, \
+             '2025-11-25', 1)",
+            rusqlite::params![
+                r.url,
+                serde_json::to_string(&r.tls).unwrap(),
+                serde_json::to_string(&r.auth).unwrap()
+            ],
+        )
+        .unwrap();
+    }
+    let store = open(&dir);
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(store.list().unwrap(), vec![full("alpha")]);
+    store.insert(&stdio("everything")).unwrap();
 }
 
 #[test]
