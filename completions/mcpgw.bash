@@ -16,6 +16,9 @@ _mcpgw() {
             ",$1")
                 cmd="mcpgw"
                 ;;
+            mcpgw,__stdio-exec)
+                cmd="mcpgw__subcmd____stdio__subcmd__exec"
+                ;;
             mcpgw,call)
                 cmd="mcpgw__subcmd__call"
                 ;;
@@ -90,6 +93,9 @@ _mcpgw() {
                 ;;
             mcpgw__subcmd__gateway__subcmd__help,show)
                 cmd="mcpgw__subcmd__gateway__subcmd__help__subcmd__show"
+                ;;
+            mcpgw__subcmd__help,__stdio-exec)
+                cmd="mcpgw__subcmd__help__subcmd____stdio__subcmd__exec"
                 ;;
             mcpgw__subcmd__help,call)
                 cmd="mcpgw__subcmd__help__subcmd__call"
@@ -173,12 +179,50 @@ _mcpgw() {
 
     case "${cmd}" in
         mcpgw)
-            opts="-h -V --control-socket --data-dir --json --help --version serve cert status gateway token call probe policy help"
+            opts="-h -V --control-socket --data-dir --json --help --version serve cert status gateway token call probe policy __stdio-exec help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --control-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd____stdio__subcmd__exec)
+            opts="-h -V --parent --memory-mib --open-files --cpu-secs --control-socket --data-dir --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --parent)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory-mib)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --open-files)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-secs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --control-socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -445,7 +489,7 @@ _mcpgw() {
             return 0
             ;;
         mcpgw__subcmd__gateway__subcmd__add)
-            opts="-h -V --transport --ca-cert --client-cert --client-key --server-name --bearer --header --defer --era --shared-session --control-socket --data-dir --json --help --version"
+            opts="-h -V --transport --command --arg --env --env-file --cwd --isolate --inherit-env --memory-mib --open-files --cpu-secs --ca-cert --client-cert --client-key --server-name --bearer --header --defer --era --shared-session --control-socket --data-dir --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -453,6 +497,38 @@ _mcpgw() {
             case "${prev}" in
                 --transport)
                     COMPREPLY=($(compgen -W "sse streamable-http" -- "${cur}"))
+                    return 0
+                    ;;
+                --command)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --arg)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --env-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cwd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory-mib)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --open-files)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-secs)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --ca-cert)
@@ -649,8 +725,22 @@ _mcpgw() {
             return 0
             ;;
         mcpgw__subcmd__help)
-            opts="serve cert status gateway token call probe policy help"
+            opts="serve cert status gateway token call probe policy __stdio-exec help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__help__subcmd____stdio__subcmd__exec)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

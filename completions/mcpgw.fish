@@ -37,6 +37,7 @@ complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "token" -d 'Bearer token
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "call" -d 'Send one MCP/JSON-RPC request and print its result: through the control socket, or as a real MCP client of --url'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "probe" -d 'Check an upstream MCP endpoint phase by phase (DNS, TCP, TLS, HTTP, MCP, tools/list)'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "policy" -d 'Explain what the policy of a config file decides'
+complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "__stdio-exec" -d 'Internal: how the gateway starts a stdio upstream\'s program (see `commands/stdio_exec.rs`)'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l config -d 'Config file (TOML)' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l listen -d 'Address to listen on [default: 127.0.0.1:4444]' -r
@@ -120,6 +121,14 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and not __fish_seen
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and not __fish_seen_subcommand_from add list show remove help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l transport -d 'Transport [default: sse when the URL path ends in /sse, else streamable-http]' -r -f -a "sse\t'Legacy HTTP+SSE: GET the stream, POST to the `endpoint` it announces'
 streamable-http\t'Streamable HTTP: POST JSON-RPC, answers as JSON or SSE'"
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l command -d 'Run this program as a stdio upstream (the gateway starts and supervises it) instead of reaching a URL' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l arg -d 'An argument of the program; repeatable, in order' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l env -d 'An environment variable of the program, K=V; repeatable. Values are never shown' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l env-file -d 'A file of K=V lines for the program\'s environment, read at each start' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l cwd -d 'The program\'s working directory [default: the gateway\'s]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l memory-mib -d 'The program\'s address-space limit, in MiB' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l open-files -d 'The program\'s open-file limit' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l cpu-secs -d 'The program\'s CPU-time limit, in seconds' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l ca-cert -d 'CA bundle that issued the upstream\'s certificate [default: the system trust store]' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l client-cert -d 'Client certificate to present (mutual TLS)' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l client-key -d 'Client key (mutual TLS)' -r -F
@@ -131,6 +140,8 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_sub
 2026-07-28\t'Always the stateless 2026-07-28 era: no sessions, so no per-client upstream sessions'"
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l isolate -d 'One process per client session (for servers that keep per-user state) [default: one process shared by every client]'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l inherit-env -d 'Pass the gateway\'s whole environment to the program [default: PATH, HOME, LANG and what --env and --env-file give]'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l defer -d 'Store the upstream even if it cannot be reached now (it starts offline)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l shared-session -d 'One upstream session shared by every client, for a server known to keep no state per session [default: one upstream session per downstream session]'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l json -d 'Print data as JSON'
@@ -225,15 +236,25 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subc
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from check" -s V -l version -d 'Print version'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "check" -d 'Say whether a principal may reach a tool, prompt or resource, and which rule decides'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "serve" -d 'Run the gateway'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "cert" -d 'Make a test PKI, or rotate the running gateway\'s certificate'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "status" -d 'Show the running gateway\'s status (through the control socket)'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "gateway" -d 'Manage upstream MCP servers (through the control socket)'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "token" -d 'Bearer tokens for the gateway\'s HTTP listener'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "call" -d 'Send one MCP/JSON-RPC request and print its result: through the control socket, or as a real MCP client of --url'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "probe" -d 'Check an upstream MCP endpoint phase by phase (DNS, TCP, TLS, HTTP, MCP, tools/list)'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "policy" -d 'Explain what the policy of a config file decides'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand __stdio-exec" -l parent -d 'The gateway\'s pid: the child exits at once if its parent is already another' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand __stdio-exec" -l memory-mib -d 'Address-space limit, in MiB' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand __stdio-exec" -l open-files -d 'Open-file limit' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand __stdio-exec" -l cpu-secs -d 'CPU-time limit, in seconds' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand __stdio-exec" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand __stdio-exec" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand __stdio-exec" -l json -d 'Print data as JSON'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand __stdio-exec" -s h -l help -d 'Print help'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand __stdio-exec" -s V -l version -d 'Print version'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy __stdio-exec help" -f -a "serve" -d 'Run the gateway'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy __stdio-exec help" -f -a "cert" -d 'Make a test PKI, or rotate the running gateway\'s certificate'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy __stdio-exec help" -f -a "status" -d 'Show the running gateway\'s status (through the control socket)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy __stdio-exec help" -f -a "gateway" -d 'Manage upstream MCP servers (through the control socket)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy __stdio-exec help" -f -a "token" -d 'Bearer tokens for the gateway\'s HTTP listener'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy __stdio-exec help" -f -a "call" -d 'Send one MCP/JSON-RPC request and print its result: through the control socket, or as a real MCP client of --url'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy __stdio-exec help" -f -a "probe" -d 'Check an upstream MCP endpoint phase by phase (DNS, TCP, TLS, HTTP, MCP, tools/list)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy __stdio-exec help" -f -a "policy" -d 'Explain what the policy of a config file decides'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy __stdio-exec help" -f -a "__stdio-exec" -d 'Internal: how the gateway starts a stdio upstream\'s program (see `commands/stdio_exec.rs`)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy __stdio-exec help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from cert" -f -a "gen" -d 'Write a test PKI: ca.crt ca.key server.crt server.key client.crt client.key'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from cert" -f -a "rotate" -d 'Install a new serving certificate in the running gateway without dropping a connection'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "add" -d 'Register an upstream: connect, initialize, list its catalog, store it'

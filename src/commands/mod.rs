@@ -8,6 +8,7 @@ pub mod policy;
 pub mod probe;
 pub mod serve;
 pub mod status;
+pub mod stdio_exec;
 pub mod token;
 
 use crate::cli::{CertCommand, Cli, Command, PolicyCommand, TokenCommand};
@@ -36,6 +37,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }) => token::create(&globals, &ttl, &sub, role, &scopes, cli.json),
         Command::Policy(PolicyCommand::Check(args)) => policy::check(&args, cli.json),
         Command::Probe(args) => runtime()?.block_on(probe::run(&args, cli.json)),
+        Command::StdioExec(args) => stdio_exec::run(&args),
     }
 }
 
