@@ -16,9 +16,6 @@ _mcpgw() {
             ",$1")
                 cmd="mcpgw"
                 ;;
-            mcpgw,__stdio-exec)
-                cmd="mcpgw__subcmd____stdio__subcmd__exec"
-                ;;
             mcpgw,call)
                 cmd="mcpgw__subcmd__call"
                 ;;
@@ -93,9 +90,6 @@ _mcpgw() {
                 ;;
             mcpgw__subcmd__gateway__subcmd__help,show)
                 cmd="mcpgw__subcmd__gateway__subcmd__help__subcmd__show"
-                ;;
-            mcpgw__subcmd__help,__stdio-exec)
-                cmd="mcpgw__subcmd__help__subcmd____stdio__subcmd__exec"
                 ;;
             mcpgw__subcmd__help,call)
                 cmd="mcpgw__subcmd__help__subcmd__call"
@@ -179,50 +173,12 @@ _mcpgw() {
 
     case "${cmd}" in
         mcpgw)
-            opts="-h -V --control-socket --data-dir --json --help --version serve cert status gateway token call probe policy __stdio-exec help"
+            opts="-h -V --control-socket --data-dir --json --help --version serve cert status gateway token call probe policy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
-                --control-socket)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --data-dir)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        mcpgw__subcmd____stdio__subcmd__exec)
-            opts="-h -V --parent --memory-mib --open-files --cpu-secs --control-socket --data-dir --json --help --version"
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                --parent)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --memory-mib)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --open-files)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --cpu-secs)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --control-socket)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -725,22 +681,8 @@ _mcpgw() {
             return 0
             ;;
         mcpgw__subcmd__help)
-            opts="serve cert status gateway token call probe policy __stdio-exec help"
+            opts="serve cert status gateway token call probe policy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
-                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-                return 0
-            fi
-            case "${prev}" in
-                *)
-                    COMPREPLY=()
-                    ;;
-            esac
-            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
-            return 0
-            ;;
-        mcpgw__subcmd__help__subcmd____stdio__subcmd__exec)
-            opts=""
-            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -68,13 +68,13 @@ pub enum Command {
     /// Explain what the policy of a config file decides.
     #[command(subcommand)]
     Policy(PolicyCommand),
-    /// Internal: how the gateway starts a stdio upstream's program (see `commands/stdio_exec.rs`).
-    #[command(name = "__stdio-exec", hide = true)]
-    StdioExec(StdioExecArgs),
 }
 
-/// `mcpgw __stdio-exec`: set up the child, then become the program.
-#[derive(Debug, Args)]
+/// `mcpgw __stdio-exec`: set up the child, then become the program. The gateway's own, not a
+/// user's: parsed apart from [`Cli`] (`crate::run`), so that help, completions and man pages
+/// never show it.
+#[derive(Debug, Parser)]
+#[command(name = "__stdio-exec")]
 pub struct StdioExecArgs {
     /// The gateway's pid: the child exits at once if its parent is already another.
     #[arg(long)]

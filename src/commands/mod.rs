@@ -37,7 +37,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }) => token::create(&globals, &ttl, &sub, role, &scopes, cli.json),
         Command::Policy(PolicyCommand::Check(args)) => policy::check(&args, cli.json),
         Command::Probe(args) => runtime()?.block_on(probe::run(&args, cli.json)),
-        Command::StdioExec(args) => stdio_exec::run(&args),
     }
 }
 

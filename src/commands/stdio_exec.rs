@@ -1,4 +1,5 @@
-//! `mcpgw __stdio-exec` (hidden): how the gateway starts a stdio upstream's program.
+//! `mcpgw __stdio-exec`: how the gateway starts a stdio upstream's program (not a command for
+//! users: parsed apart from the others, see `crate::run`, and shown nowhere).
 //!
 //! Some things must happen in the child between fork and exec, and the crate has no `unsafe`
 //! for a `pre_exec` hook: so the gateway starts itself as this launcher (environment, working
@@ -16,6 +17,9 @@ use std::os::unix::process::CommandExt;
 use anyhow::Context;
 
 use crate::cli::StdioExecArgs;
+
+/// The launcher's first argument.
+pub const NAME: &str = "__stdio-exec";
 
 /// Become the program; returns only when that failed.
 pub fn run(args: &StdioExecArgs) -> anyhow::Result<()> {

@@ -56,7 +56,7 @@ pub async fn spawn(
     marker: &str,
 ) -> Result<Child, UpstreamError> {
     let mut cmd = Command::new(&launcher.exe);
-    cmd.arg("__stdio-exec")
+    cmd.arg(crate::commands::stdio_exec::NAME)
         .arg("--parent")
         .arg(launcher.parent.to_string());
     let limits = [
