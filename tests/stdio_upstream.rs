@@ -414,3 +414,113 @@ fn the_start_up_sweep_kills_a_recorded_group_that_carries_the_marker_and_spares_
     let _ = other.kill();
     let _ = other.wait();
 }
+
+#[test]
+fn a_child_that_writes_garbage_a_huge_line_or_nothing_gets_a_clear_error_and_harms_no_other_upstream()
+ {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth", "--request-timeout", "3"]);
+    add(&dir, "ok", &["--bare"], &[], 0);
+
+    // Lines that are not messages, and a 20 MiB one, are skipped: the server behind them works.
+    add(&dir, "garbage", &["--garbage"], &[], 0);
+    assert_eq!(
+        text(&call(&dir, "garbage__echo", json!({"text": "g"}))),
+        "g"
+    );
+    add(&dir, "huge", &["--huge-line"], &[], 0);
+    assert_eq!(text(&call(&dir, "huge__echo", json!({"text": "h"}))), "h");
+    let log = gw.log();
+    assert!(
+        log.contains("not a JSON-RPC message") && log.contains("over the size limit"),
+        "{log}"
+    );
+
+    // Silence, and an exit before the handshake: refused, saying why, with the child's stderr.
+    let (_, err) = add(&dir, "silent", &["--silent"], &[], 1);
+    assert!(
+        err.contains("did not answer the MCP handshake")
+            && err.contains("within 3 s")
+            && err.contains("py-stdio-upstream py-stdio starting"),
+        "{err}"
+    );
+    let (_, err) = add(&dir, "dead", &["--exit-at-once"], &[], 1);
+    assert!(
+        err.contains("exited (status 1) before answering the MCP handshake")
+            && err.contains("fatal: this server was told to exit at once"),
+        "{err}"
+    );
+    // A program that does not exist: the launcher says so.
+    let (_, err) = dir.run_expect(
+        &[
+            "gateway",
+            "add",
+            "nothing",
+            "--command",
+            "/nonexistent/server",
+        ],
+        1,
+    );
+    assert!(err.contains("cannot run /nonexistent/server"), "{err}");
+
+    // The others are untouched, and the refused children are gone.
+    assert_eq!(
+        text(&call(&dir, "ok__echo", json!({"text": "fine"}))),
+        "fine"
+    );
+    assert_eq!(text(&call(&dir, "huge__echo", json!({"text": "h2"}))), "h2");
+    until(
+        Duration::from_secs(10),
+        "a refused child is still running",
+        || children_of(gw.pid()).len() == 3,
+    );
+}
+
+#[test]
+fn a_gateway_stopping_or_an_upstream_removed_stops_its_children() {
+    let dir = Dir::new();
+    let mut gw = Gateway::start(&dir, &["--no-auth"]);
+    add(&dir, "a", &["--bare"], &[], 0);
+    add(&dir, "b", &["--bare"], &[], 0);
+    let (a, b) = (child_pid(&dir, "a"), child_pid(&dir, "b"));
+    dir.run_expect(&["gateway", "remove", "a"], 0);
+    until(
+        Duration::from_secs(10),
+        "the removed upstream's child runs on",
+        || !running(a),
+    );
+    assert!(running(b));
+    gw.signal(common::SIGTERM);
+    assert_eq!(gw.wait_exit(Duration::from_secs(20)), Some(0));
+    assert!(!running(b), "the child outlived the gateway's shutdown");
+}
+
+#[test]
+fn an_isolated_upstream_gives_each_session_its_own_child_stopped_when_the_session_ends() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    add(&dir, "iso", &["--bare"], &["--isolate"], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (one, two) = (session(&gw, &rt), session(&gw, &rt));
+    let pid_of = |s: &clients::Streamable| -> i32 {
+        let answer = rt
+            .block_on(s.call(json!(1), "iso__pid", json!({})))
+            .unwrap();
+        answer["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .parse()
+            .unwrap()
+    };
+    let (p1, p2) = (pid_of(&one), pid_of(&two));
+    assert_ne!(p1, p2);
+    assert_eq!(pid_of(&one), p1, "a session's calls go to its own child");
+    rt.block_on(one.close()).unwrap();
+    until(
+        Duration::from_secs(10),
+        "the ended session's child runs on",
+        || !running(p1),
+    );
+    assert!(running(p2));
+    assert_eq!(pid_of(&two), p2);
+}
