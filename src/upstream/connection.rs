@@ -198,7 +198,7 @@ impl Connection {
                 match this.greet(era, timeout).await {
                     Ok(()) => Ok(this),
                     Err(error) => match &this.carrier {
-                        Carrier::Stdio(conn) => Err(conn.explain_start(error)),
+                        Carrier::Stdio(conn) => Err(conn.explain_start(error).await),
                         _ => Err(error),
                     },
                 }
@@ -725,6 +725,15 @@ impl Connection {
             Carrier::Http(client, _) => Some(client),
             Carrier::Sse(conn) => Some(conn.client()),
             Carrier::Stdio(_) => None,
+        }
+    }
+
+    /// Whether a [`SESSION_GONE`] notice is about this connection: a stdio child's names the
+    /// child, which may be an earlier one than this connection's; any other is.
+    pub fn is_gone(&self, notice: &Value) -> bool {
+        match notice.pointer(&format!("/params/{}", super::message::GONE_PID)) {
+            Some(pid) => self.pid().map(u64::from) == pid.as_u64(),
+            None => true,
         }
     }
 

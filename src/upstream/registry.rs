@@ -441,7 +441,9 @@ impl Upstream {
             let method = crate::jsonrpc::method(&msg).unwrap_or_default();
             if method == connection::SESSION_GONE {
                 // Reconnected by the refresh (which subscribes again), not at the next call.
-                if let Some(up) = this.upgrade() {
+                if let Some(up) = this.upgrade()
+                    && up.conn.load().as_ref().is_some_and(|c| c.is_gone(&msg))
+                {
                     up.invalidate();
                 }
                 let _ = refresh.try_send(());
