@@ -120,7 +120,21 @@ fn child_pid(dir: &Dir, name: &str) -> i32 {
 fn a_registered_command_answers_tools_through_the_gateway_with_a_minimal_environment() {
     let dir = Dir::new();
     let gw = Gateway::start(&dir, &["--no-auth"]);
-    let (out, _) = add(&dir, "py", &[], &["--env", "GIVEN=yes"], 0);
+    std::fs::write(
+        dir.join("env"),
+        "# a comment\nFROM_FILE=file value\n\nGIVEN=overridden\n",
+    )
+    .unwrap();
+    let env_file = dir.join("env").display().to_string();
+    let extra = [
+        "--env",
+        "GIVEN=yes",
+        "--env-file",
+        &env_file,
+        "--open-files",
+        "77",
+    ];
+    let (out, _) = add(&dir, "py", &[], &extra, 0);
     assert!(out.contains("registered py"), "{out}");
     assert!(out.contains("stdio"), "{out}");
 
@@ -135,6 +149,10 @@ fn a_registered_command_answers_tools_through_the_gateway_with_a_minimal_environ
         "yes"
     );
     assert_eq!(
+        text(&call(&dir, "py__env", json!({"name": "FROM_FILE"}))),
+        "file value"
+    );
+    assert_eq!(
         text(&call(&dir, "py__env", json!({"name": "MCPGW_DATA_DIR"}))),
         "<unset>"
     );
@@ -144,10 +162,47 @@ fn a_registered_command_answers_tools_through_the_gateway_with_a_minimal_environ
         children_of(gw.pid()).iter().any(|(p, _)| *p == pid),
         "{pid} is not a child of the gateway"
     );
+    // Its limits were set before it ran.
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.split_whitespace().nth(3) == Some("77")),
+        "{limits}"
+    );
     let log = gw.log();
     assert!(
         log.contains("py-stdio-upstream py-stdio starting") && log.contains("upstream=py"),
         "{log}"
+    );
+    // Environment values are secrets: never in the log.
+    assert!(!log.contains("file value"), "{log}");
+}
+
+#[test]
+fn gateway_add_takes_a_url_or_a_command_never_both_nor_neither() {
+    let dir = Dir::new();
+    let (_, err) = dir.run_expect(&["gateway", "add", "x"], 2);
+    assert!(err.contains("<URL>"), "{err}");
+    let (_, err) = dir.run_expect(
+        &[
+            "gateway",
+            "add",
+            "x",
+            "http://127.0.0.1:1/mcp",
+            "--command",
+            "y",
+        ],
+        2,
+    );
+    assert!(err.contains("cannot be used with"), "{err}");
+    let (_, err) = dir.run_expect(
+        &["gateway", "add", "x", "http://127.0.0.1:1/mcp", "--isolate"],
+        2,
+    );
+    assert!(
+        err.contains("--isolate") && err.contains("cannot be used with"),
+        "{err}"
     );
 }
 
