@@ -580,3 +580,37 @@ fn an_isolated_upstream_gives_each_session_its_own_child_stopped_when_the_sessio
     assert!(running(p2));
     assert_eq!(pid_of(&two), p2);
 }
+
+#[test]
+fn an_isolated_upstream_runs_at_most_32_children_for_sessions_and_says_so_beyond() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    add(&dir, "iso", &["--bare"], &["--isolate"], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sessions: Vec<_> = (0..33).map(|_| session(&gw, &rt)).collect();
+    let echo = |s: &clients::Streamable| {
+        rt.block_on(s.call(json!(1), "iso__echo", json!({"text": "x"})))
+            .unwrap()
+    };
+    for s in &sessions[..32] {
+        let answer = echo(s);
+        assert_eq!(answer["result"]["content"][0]["text"], "x", "{answer}");
+    }
+    let refused = echo(&sessions[32]).to_string();
+    assert!(refused.contains("already runs 32 children"), "{refused}");
+    // One session ends: its child stops, and the next session gets one.
+    rt.block_on(sessions[0].close()).unwrap();
+    let mut answer = Value::Null;
+    until(
+        Duration::from_secs(10),
+        "no child for a waiting session",
+        || {
+            answer = echo(&sessions[32]);
+            answer["result"]["content"][0]["text"] == "x"
+        },
+    );
+    // The gateway's own child and one per session.
+    until(Duration::from_secs(10), "children left over", || {
+        children_of(gw.pid()).len() == 33
+    });
+}
