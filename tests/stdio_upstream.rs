@@ -614,3 +614,22 @@ fn an_isolated_upstream_runs_at_most_32_children_for_sessions_and_says_so_beyond
         children_of(gw.pid()).len() == 33
     });
 }
+
+#[test]
+fn a_childs_question_reaches_the_client_whose_call_asked_it() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth", "--request-timeout", "20"]);
+    add(&dir, "py", &[], &[], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = clients::http(None);
+    let base = format!("http://{}", gw.addr);
+    // Everything the child sends comes on its stdout: the elicitation goes with the call in flight.
+    let done = rt.block_on(clients::confirm_over_sse(
+        &http,
+        &base,
+        "/servers/py/sse",
+        "ship it?",
+        true,
+    ));
+    assert_eq!(clients::text(&done), "confirmed=True", "{done}");
+}
