@@ -424,10 +424,10 @@ impl Connection {
                 .send_raw(&body, Some(&Value::from(id)), timeout)
                 .await?
                 .map(Received::Value),
-            Carrier::Stdio(conn) => conn
-                .send_raw(&body, Some(&Value::from(id)), timeout)
-                .await?
-                .map(Received::Value),
+            Carrier::Stdio(conn) => {
+                conn.send_raw(&body, Some(&Value::from(id)), timeout)
+                    .await?
+            }
         };
         answer.ok_or_else(|| no_answer(method))
     }
@@ -520,7 +520,11 @@ impl Connection {
         let (body, expect) = super::pending::outgoing(msg)?;
         match &self.carrier {
             Carrier::Sse(conn) => conn.send_raw(&body, expect, timeout).await,
-            Carrier::Stdio(conn) => conn.send_raw(&body, expect, timeout).await,
+            Carrier::Stdio(conn) => conn
+                .send_raw(&body, expect, timeout)
+                .await?
+                .map(Received::into_value)
+                .transpose(),
             Carrier::Http(..) => Err(UpstreamError::Protocol {
                 detail: "internal error: a Streamable-HTTP message sent as on a stream".into(),
             }),

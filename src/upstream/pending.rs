@@ -19,35 +19,59 @@ pub fn outgoing(msg: &Value) -> Result<(Vec<u8>, Option<&Value>), super::Upstrea
     Ok((body, expect))
 }
 
-/// The requests waiting for their answers on one stream.
-#[derive(Debug, Clone, Default)]
-pub struct Pending {
-    waiting: Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>,
+/// The requests waiting for their answers on one stream, each answer a `T`: a parsed message,
+/// or (a stdio child's) the answer's bytes as they came ([`super::raw::Received`]).
+#[derive(Debug)]
+pub struct Pending<T = Value> {
+    waiting: Arc<Mutex<HashMap<String, oneshot::Sender<T>>>>,
+}
+
+impl<T> Clone for Pending<T> {
+    fn clone(&self) -> Self {
+        Self {
+            waiting: self.waiting.clone(),
+        }
+    }
+}
+
+impl<T> Default for Pending<T> {
+    fn default() -> Self {
+        Self {
+            waiting: Arc::default(),
+        }
+    }
 }
 
 /// A request's wait for its answer; taken back out of the table when dropped unanswered (a
 /// timeout, a caller that went away).
 #[derive(Debug)]
-pub struct Waiter {
-    pending: Pending,
+pub struct Waiter<T = Value> {
+    pending: Pending<T>,
     key: String,
     /// The answer, or an error once the stream ended.
-    pub rx: oneshot::Receiver<Value>,
+    pub rx: oneshot::Receiver<T>,
 }
 
-impl Drop for Waiter {
+impl<T> Drop for Waiter<T> {
     fn drop(&mut self) {
         self.pending.lock().remove(&self.key);
     }
 }
 
-impl Pending {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Value>>> {
+impl<T> Pending<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<T>>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The stream ended: every waiter is let go (its answer can no longer arrive).
+    pub fn close(&self) {
+        self.lock().clear();
+    }
+}
+
+impl<T: From<Value>> Pending<T> {
     /// Wait for the answer to the request `id`.
-    pub fn expect(&self, id: &Value) -> Waiter {
+    pub fn expect(&self, id: &Value) -> Waiter<T> {
         let key = id.to_string();
         let (tx, rx) = oneshot::channel();
         self.lock().insert(key.clone(), tx);
@@ -67,17 +91,18 @@ impl Pending {
         if !is_answer {
             return Some(message);
         }
-        let waiter = message
-            .get("id")
-            .and_then(|id| self.lock().remove(&id.to_string()));
-        if let Some(tx) = waiter {
-            let _ = tx.send(message);
+        if let Some(id) = message.get("id").map(Value::to_string) {
+            self.answer(&id, message.into());
         }
         None
     }
 
-    /// The stream ended: every waiter is let go (its answer can no longer arrive).
-    pub fn close(&self) {
-        self.lock().clear();
+    /// Hand `answer` to the request whose id is written `id` (as JSON), if one waits for it (an
+    /// answer nobody waits for any more is dropped).
+    pub fn answer(&self, id: &str, answer: T) {
+        let waiter = self.lock().remove(id);
+        if let Some(tx) = waiter {
+            let _ = tx.send(answer);
+        }
     }
 }

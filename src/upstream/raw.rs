@@ -275,6 +275,12 @@ pub enum Received {
     Value(Value),
 }
 
+impl From<Value> for Received {
+    fn from(message: Value) -> Self {
+        Self::Value(message)
+    }
+}
+
 impl Received {
     /// The answer as a `Value`.
     pub fn into_value(self) -> Result<Value, UpstreamError> {

@@ -80,7 +80,16 @@ pub async fn read_line<R: AsyncBufRead + Unpin>(
 /// What one line of a child's stdout holds.
 #[derive(Debug, PartialEq)]
 pub enum Frame {
-    /// A JSON-RPC message (a JSON object).
+    /// An answer (`id` and `result` or `error`, no `method`), kept as it came: a forwarded
+    /// call's result is copied to the client without being parsed and written again, as an HTTP
+    /// upstream's JSON body is.
+    Answer {
+        /// Its id, as written.
+        id: String,
+        /// The whole message.
+        body: bytes::Bytes,
+    },
+    /// Any other JSON-RPC message (a JSON object): parsed.
     Message(Value),
     /// A line over [`MAX_MESSAGE`], skipped.
     TooLong {
@@ -109,12 +118,40 @@ pub async fn read_frame<R: AsyncBufRead + Unpin>(
         if line.bytes.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        return Ok(Some(match serde_json::from_slice::<Value>(&line.bytes) {
-            Ok(value) if value.is_object() => Frame::Message(value),
-            _ => Frame::NotJson {
-                excerpt: excerpt(&line.bytes, 200),
-            },
-        }));
+        return Ok(Some(classify(line.bytes)));
+    }
+}
+
+/// An answer, another message, or not JSON-RPC at all. The answer is told by a scan of its top
+/// level (which checks the whole text's grammar as serde_json would), without building it.
+fn classify(line: Vec<u8>) -> Frame {
+    let answer_id = std::str::from_utf8(&line)
+        .ok()
+        .and_then(crate::upstream::scan::members)
+        .and_then(|members| {
+            let mut id = None;
+            let (mut answer, mut method) = (false, false);
+            for (key, value) in &members {
+                match key.as_ref() {
+                    "id" => id = Some(*value),
+                    "result" | "error" => answer = true,
+                    "method" => method = true,
+                    _ => {}
+                }
+            }
+            id.filter(|_| answer && !method).map(str::to_owned)
+        });
+    if let Some(id) = answer_id {
+        return Frame::Answer {
+            id,
+            body: bytes::Bytes::from(line),
+        };
+    }
+    match serde_json::from_slice::<Value>(&line) {
+        Ok(value) if value.is_object() => Frame::Message(value),
+        _ => Frame::NotJson {
+            excerpt: excerpt(&line, 200),
+        },
     }
 }
 

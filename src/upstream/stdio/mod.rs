@@ -36,6 +36,7 @@ use tokio_util::task::TaskTracker;
 use super::UpstreamError;
 use super::message::{GONE_PID, MessageSink, SESSION_GONE};
 use super::pending::Pending;
+use super::raw::Received;
 use crate::store::CommandSpec;
 
 pub use records::{FILE as RECORDS_FILE, OWNER_VAR};
@@ -204,7 +205,7 @@ struct Shared {
 /// A running child, as a carrier of one connection's messages. Dropping it stops the child.
 pub struct StdioConn {
     pid: u32,
-    pending: Pending,
+    pending: Pending<Received>,
     shared: Arc<Shared>,
     stop: CancellationToken,
     _stop: DropGuard,
@@ -237,7 +238,7 @@ impl StdioConn {
         body: &[u8],
         expect: Option<&Value>,
         timeout: Duration,
-    ) -> Result<Option<Value>, UpstreamError> {
+    ) -> Result<Option<Received>, UpstreamError> {
         // Registered before the check: an exit after it clears the waiter, one before it is seen.
         let mut waiter = expect.map(|id| self.pending.expect(id));
         if !self.is_alive() {
@@ -328,13 +329,16 @@ impl StdioConn {
 async fn read_stdout(
     name: String,
     stdout: ChildStdout,
-    pending: Pending,
+    pending: Pending<Received>,
     shared: Arc<Shared>,
     sink: MessageSink,
 ) {
     let mut reader = tokio::io::BufReader::new(stdout);
     loop {
         match frame::read_frame(&mut reader, frame::MAX_MESSAGE).await {
+            Ok(Some(frame::Frame::Answer { id, body })) => {
+                pending.answer(&id, Received::Json(body));
+            }
             Ok(Some(frame::Frame::Message(message))) => {
                 if let Some(other) = pending.deliver(message) {
                     sink(other);
@@ -360,7 +364,7 @@ struct Supervised {
     name: String,
     pid: u32,
     shared: Arc<Shared>,
-    pending: Pending,
+    pending: Pending<Received>,
     sink: MessageSink,
 }
 

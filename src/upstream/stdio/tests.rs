@@ -3,6 +3,44 @@ use tokio::io::{AsyncWriteExt, BufReader};
 
 use super::frame::{self, Frame, Line};
 
+fn answer(id: &str, body: &'static [u8]) -> Frame {
+    Frame::Answer {
+        id: id.into(),
+        body: bytes::Bytes::from_static(body),
+    }
+}
+
+#[tokio::test]
+async fn answers_are_kept_as_they_came_and_everything_else_is_parsed() {
+    let input = concat!(
+        r#"{"jsonrpc":"2.0","id":"a\"b","error":{"code":1,"message":"no"}}"#,
+        "\n",
+        r#"{"jsonrpc":"2.0","id":5,"method":"sampling/createMessage","params":{}}"#,
+        "\n",
+        r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}"#,
+        "\n",
+        // Not valid JSON, though it looks like an answer.
+        r#"{"id":6,"result":tru}"#,
+        "\n",
+    );
+    let got = frames(input.as_bytes(), 1024).await;
+    assert_eq!(
+        got[0],
+        answer(
+            r#""a\"b""#,
+            br#"{"jsonrpc":"2.0","id":"a\"b","error":{"code":1,"message":"no"}}"#
+        )
+    );
+    assert_eq!(
+        got[1],
+        Frame::Message(
+            json!({"jsonrpc": "2.0", "id": 5, "method": "sampling/createMessage", "params": {}})
+        )
+    );
+    assert!(matches!(&got[2], Frame::Message(m) if m["method"] == "notifications/progress"));
+    assert!(matches!(got[3], Frame::NotJson { .. }), "{got:?}");
+}
+
 /// The frames of `input`, read through a small buffer so lines span several reads.
 async fn frames(input: &[u8], cap: usize) -> Vec<Frame> {
     let mut reader = BufReader::with_capacity(7, input);
@@ -19,7 +57,7 @@ async fn messages_are_read_line_by_line_across_partial_reads_and_crlf() {
     assert_eq!(
         frames(input, 1024).await,
         vec![
-            Frame::Message(json!({"jsonrpc": "2.0", "id": 1, "result": {}})),
+            answer("1", br#"{"jsonrpc":"2.0","id":1,"result":{}}"#),
             // The last line needs no newline.
             Frame::Message(json!({"jsonrpc": "2.0", "method": "x"})),
         ]
@@ -39,7 +77,7 @@ async fn a_line_that_is_not_a_json_object_is_skipped_and_the_next_one_read() {
     );
     assert!(matches!(got[1], Frame::NotJson { .. }));
     assert!(matches!(got[2], Frame::NotJson { .. }));
-    assert_eq!(got[3], Frame::Message(json!({"id": 2, "result": true})));
+    assert_eq!(got[3], answer("2", br#"{"id":2,"result":true}"#));
 }
 
 #[tokio::test]
@@ -50,15 +88,12 @@ async fn a_line_over_the_cap_is_skipped_without_being_kept_and_the_next_one_read
         frames(&input, 64).await,
         vec![
             Frame::TooLong { len: 100 },
-            Frame::Message(json!({"id": 3, "result": 1}))
+            answer("3", br#"{"id":3,"result":1}"#)
         ]
     );
     // A message of exactly the cap is a message.
     let exact = br#"{"id":4,"result":"abcdefgh"}"#;
-    assert_eq!(
-        frames(exact, exact.len()).await,
-        vec![Frame::Message(json!({"id": 4, "result": "abcdefgh"}))]
-    );
+    assert_eq!(frames(exact, exact.len()).await, vec![answer("4", exact)]);
 }
 
 #[tokio::test]
@@ -104,7 +139,7 @@ async fn concurrent_sends_never_interleave() {
     for n in 0..20 {
         let writer = writer.clone();
         sends.push(tokio::spawn(async move {
-            let body = serde_json::to_vec(&json!({"id": n, "pad": "y".repeat(300)})).unwrap();
+            let body = serde_json::to_vec(&json!({"id": n, "result": "y".repeat(300)})).unwrap();
             writer.send(&body).await.unwrap();
         }));
     }
@@ -113,7 +148,7 @@ async fn concurrent_sends_never_interleave() {
         let mut ids = Vec::new();
         while let Some(frame) = frame::read_frame(&mut reader, 4096).await.unwrap() {
             match frame {
-                Frame::Message(m) => ids.push(m["id"].as_u64().unwrap()),
+                Frame::Answer { id, .. } => ids.push(id.parse::<u64>().unwrap()),
                 other => panic!("interleaved: {other:?}"),
             }
         }
