@@ -538,11 +538,14 @@ impl Upstream {
         self.conn.store(None);
     }
 
-    /// Close its connections now, its own and its clients' (it was removed): a stdio
-    /// upstream's children stop at once, not when the last call holding one ends.
-    async fn shut(&self) {
+    /// Close its connections, its own and its clients', in the background (it was removed): a
+    /// stdio upstream's children stop now, not when the last call holding one ends.
+    fn shut(&self) {
         if let Some(conn) = self.conn.swap(None) {
-            conn.close(self.request_timeout()).await;
+            let timeout = self.request_timeout();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { conn.close(timeout).await });
+            }
         }
         self.end_client_sessions(|_| false);
     }

@@ -284,7 +284,7 @@ impl Registry {
         reg.health = Health::unknown(now());
         let up = self.make(reg);
         let reached = up.connection().await.map(|_| ());
-        up.shut().await;
+        up.shut();
         reached
     }
 
@@ -299,7 +299,7 @@ impl Registry {
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
         if let Some(up) = removed {
-            up.shut().await;
+            up.shut();
         }
         tracing::info!(upstream = %name, "upstream removed");
         let _ = self.inner.changes.send(());
