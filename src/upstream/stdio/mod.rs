@@ -113,7 +113,8 @@ impl Children {
                 diagnosis: "the stdio upstream's process has no pipes".into(),
             });
         };
-        self.record(pid, true).await;
+        // Nothing awaits from here until the supervisor owns the child: a caller that gives up
+        // meanwhile cannot leave it unsupervised.
         let shared = Arc::new(Shared {
             writer: frame::Writer::new(stdin),
             alive: AtomicBool::new(true),
@@ -376,6 +377,8 @@ impl Supervised {
         mut logger: JoinHandle<()>,
         stop: CancellationToken,
     ) {
+        // Written down here, where nothing can cancel it before it is written off again.
+        self.children.record(self.pid, true).await;
         let mut read_all = false;
         let (status, asked) = tokio::select! {
             status = child.wait() => (status, false),
