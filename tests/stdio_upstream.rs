@@ -633,3 +633,24 @@ fn a_childs_question_reaches_the_client_whose_call_asked_it() {
     ));
     assert_eq!(clients::text(&done), "confirmed=True", "{done}");
 }
+
+#[test]
+fn the_launcher_runs_nothing_when_its_parent_is_not_the_gateway_that_started_it() {
+    // Its parent here is the test, not pid 1: as if the gateway had died before the child
+    // asked for the parent-death signal (the child is then adopted by another process).
+    let out = std::process::Command::new(common::bin())
+        .args(["__stdio-exec", "--parent", "1", "--", "echo", "ran"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "the program ran");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is gone; not starting it"), "{err}");
+    // With the right parent it becomes the program.
+    let me = std::process::id().to_string();
+    let out = std::process::Command::new(common::bin())
+        .args(["__stdio-exec", "--parent", &me, "--", "echo", "ran"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
+}
