@@ -1,7 +1,9 @@
 //! Upstream MCP servers: TLS identity, clients, transports, sessions, health, catalog.
 //!
-//! Every byte mcpgw sends upstream goes through [`clients::ClientCache::client_for`], which
-//! carries the upstream's full TLS identity. That single path is the structural fix for NET-01.
+//! Every byte mcpgw sends to an HTTP upstream goes through
+//! [`clients::ClientCache::client_for`], which carries the upstream's full TLS identity. That
+//! single path is the structural fix for NET-01. A stdio upstream is a local program the
+//! gateway starts ([`stdio`]): no network, no TLS, no client.
 
 pub mod answer;
 pub mod bounded;

@@ -7,6 +7,10 @@
 //! ended (`DELETE`d) when the downstream session ends or expires. They are bounded by the
 //! downstream session table (`max_sessions`), since each belongs to one of its sessions.
 //!
+//! A stdio upstream's client sessions are children of their own, only when registered
+//! `--isolate` (a child costs a process, a session does not): at most [`MAX_ISOLATED`] at once,
+//! each stopped when its session ends.
+//!
 //! The upstream's own connection ([`Upstream::connection`]) stays: it checks health, fetches the
 //! catalog, holds resource subscriptions, and carries the requests of clients without a session
 //! (2026-07-28 clients) and every request of an upstream registered with `--shared-session`

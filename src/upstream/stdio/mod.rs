@@ -13,7 +13,7 @@
 //! No child outlives the gateway ([`Children`]): each leads its own process group, gets the
 //! parent-death signal (Linux), is stopped group-wide at shutdown (stdin closed, then SIGTERM,
 //! then SIGKILL), and is written down in the data directory so that a gateway started after a
-//! SIGKILLed one kills what was left ([`records`]).
+//! SIGKILLed one kills what was left (`records.rs`).
 
 mod child;
 mod frame;
@@ -81,7 +81,7 @@ impl Children {
         }
     }
 
-    /// Kill what a previous gateway on this data directory left running (see [`records`]);
+    /// Kill what a previous gateway on this data directory left running (see `records.rs`);
     /// how many process groups. Blocking; at start-up, before any child starts.
     pub fn sweep(&self) -> usize {
         self.inner
