@@ -10,13 +10,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::access::{Method, Principal};
 use crate::destination::UrlPolicy;
 use crate::store::{
     EraChoice, Health, PemSource, Registration, StoreError, TlsSettings, Transport, UpstreamAuth,
@@ -270,9 +271,35 @@ fn store_error(err: &StoreError) -> Response {
     api_error(status, "store", err.to_string())
 }
 
+/// Registering a command runs a program on this host as the gateway's user. The control
+/// socket (reachable only by that user) may; the HTTP listener only where the operator opted in
+/// with `[upstreams] allow_commands_over_http`, and then only for admins (the front gate's role
+/// check stands before every `/gateways` write).
+fn may_register(
+    state: &AppState,
+    principal: &Principal,
+    reg: &Registration,
+) -> Result<(), Response> {
+    let over_http = principal.method != Method::ControlSocket;
+    if reg.transport == Transport::Stdio
+        && over_http
+        && !state.registry.settings().allow_commands_over_http
+    {
+        return Err(api_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "registering a command runs it on the gateway's host: use `mcpgw gateway add --command` \
+             (the control socket), declare it in mcpgw.toml ([[upstream]]), or set [upstreams] \
+             allow_commands_over_http = true",
+        ));
+    }
+    Ok(())
+}
+
 /// `POST /gateways`.
 pub async fn create(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     body: Result<Json<RegisterBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Json(body) = match body {
@@ -289,6 +316,9 @@ pub async fn create(
         Ok(r) => r,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
     };
+    if let Err(refused) = may_register(&state, &principal, &reg) {
+        return refused;
+    }
     match state.registry.register(reg, defer).await {
         Ok(up) => (StatusCode::CREATED, Json(up.view())).into_response(),
         Err(RegisterError::Store(e)) => store_error(&e),
@@ -321,6 +351,7 @@ pub async fn show(State(state): State<Arc<AppState>>, Path(name): Path<String>) 
 /// `PUT /gateways/{name}`: replace the registration (remove + register, keeping the name).
 pub async fn replace(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Path(name): Path<String>,
     Json(mut body): Json<RegisterBody>,
 ) -> Response {
@@ -332,6 +363,9 @@ pub async fn replace(
         Ok(r) => r,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
     };
+    if let Err(refused) = may_register(&state, &principal, &reg) {
+        return refused;
+    }
     // Validate the new settings (and the upstream) before touching the stored one.
     if let Err(e) = state.registry.check_settings(&reg).await {
         return api_error(StatusCode::BAD_REQUEST, "bad_request", e.to_string());
