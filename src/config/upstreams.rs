@@ -124,7 +124,6 @@ pub(super) fn resolve(
 #[cfg(test)]
 mod tests {
     use super::super::tests::with_file;
-    use super::*;
 
     #[test]
     fn a_declared_upstream_becomes_a_checked_command() {

@@ -285,7 +285,7 @@ fn may_register(
         && over_http
         && !state.registry.settings().allow_commands_over_http
     {
-        return Err(api_error(
+        return Some(api_error(
             StatusCode::FORBIDDEN,
             "forbidden",
             "registering a command runs it on the gateway's host: use `mcpgw gateway add --command` \
@@ -293,7 +293,7 @@ fn may_register(
              allow_commands_over_http = true",
         ));
     }
-    Ok(())
+    None
 }
 
 /// `POST /gateways`.
@@ -316,7 +316,7 @@ pub async fn create(
         Ok(r) => r,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
     };
-    if let Err(refused) = may_register(&state, &principal, &reg) {
+    if let Some(refused) = refusal_to_register(&state, &principal, &reg) {
         return refused;
     }
     match state.registry.register(reg, defer).await {
@@ -363,7 +363,7 @@ pub async fn replace(
         Ok(r) => r,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
     };
-    if let Err(refused) = may_register(&state, &principal, &reg) {
+    if let Some(refused) = refusal_to_register(&state, &principal, &reg) {
         return refused;
     }
     // Validate the new settings (and the upstream) before touching the stored one.
