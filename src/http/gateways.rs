@@ -275,11 +275,11 @@ fn store_error(err: &StoreError) -> Response {
 /// socket (reachable only by that user) may; the HTTP listener only where the operator opted in
 /// with `[upstreams] allow_commands_over_http`, and then only for admins (the front gate's role
 /// check stands before every `/gateways` write).
-fn may_register(
+fn refusal_to_register(
     state: &AppState,
     principal: &Principal,
     reg: &Registration,
-) -> Result<(), Response> {
+) -> Option<Response> {
     let over_http = principal.method != Method::ControlSocket;
     if reg.transport == Transport::Stdio
         && over_http
