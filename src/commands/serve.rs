@@ -148,6 +148,10 @@ async fn build_state(
     if loaded > 0 {
         tracing::info!(upstreams = loaded, "stored upstreams loaded");
     }
+    registry
+        .declare(&cfg.declared)
+        .await
+        .context("registering the upstreams declared in the configuration")?;
     let mut auth = cfg.auth.clone();
     auth.jwt_secret = Some(crate::http::auth::load_or_create_secret(&cfg.data_dir)?);
     Ok(Arc::new(AppState::new(

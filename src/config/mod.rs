@@ -16,8 +16,11 @@ use crate::tls::serving::TlsFiles;
 
 mod auth;
 mod limits;
+mod upstreams;
+
 pub use auth::{AuthConfig, FileAuth, IssuerConfig, StaticToken};
 pub use limits::{FileLimits, QuotaLimits, Rate};
+pub use upstreams::Declared;
 
 /// Default listen address (DESIGN.md).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4444";
@@ -51,6 +54,16 @@ pub enum ConfigError {
         path: String,
         /// The TOML parser's message (line, column, key and expected type).
         detail: String,
+    },
+    /// An `[[upstream]]` program that cannot be run.
+    #[error("{origin}: upstream `{name}`: {error}")]
+    Upstream {
+        /// The file.
+        origin: String,
+        /// The entry's name.
+        name: String,
+        /// What is wrong with it.
+        error: crate::store::CommandError,
     },
     /// A value has the right type but an unusable value.
     #[error("{origin}: `{key}`: expected {expected}, got {got:?}")]
@@ -125,6 +138,9 @@ pub struct FileConfig {
     /// `[upstreams]`.
     #[serde(default)]
     pub upstreams: FileUpstreams,
+    /// `[[upstream]]`: stdio upstreams declared by the operator.
+    #[serde(default)]
+    pub upstream: Vec<upstreams::FileUpstream>,
     /// `[mcp]`.
     #[serde(default)]
     pub mcp: FileMcp,
@@ -185,6 +201,9 @@ pub struct FileUpstreams {
     /// Upstream destinations refused (besides link-local and cloud metadata addresses).
     #[serde(default)]
     pub url_deny: Vec<String>,
+    /// Whether an administrator may register a command (a stdio upstream) over the HTTP API;
+    /// the control socket and `[[upstream]]` always may.
+    pub allow_commands_over_http: Option<bool>,
 }
 
 /// `[tls]` of `mcpgw.toml`.
@@ -246,6 +265,8 @@ pub struct ServeConfig {
     pub sessions: SessionLimits,
     /// Per-principal quotas, the batch bound and the connection caps.
     pub quotas: QuotaLimits,
+    /// Stdio upstreams declared in `[[upstream]]`, written to the registry at start.
+    pub declared: Vec<Declared>,
     /// Extra accepted hosts and origins.
     pub allowed_hosts: Vec<String>,
     /// Exact accepted origins.
@@ -310,6 +331,9 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
     resolve(&mut file.tls.ca);
     resolve(&mut file.tls.client_ca);
     file.auth.resolve_paths(base);
+    for upstream in &mut file.upstream {
+        upstream.resolve_paths(base);
+    }
     Ok(file)
 }
 
@@ -328,6 +352,7 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
     let policy = crate::access::policy::Policy::compile(file.policy, &origin)
         .map_err(|error| ConfigError::Policy { error })?;
     let upstreams = resolve_upstreams(args, &file.upstreams, &origin)?;
+    let declared = upstreams::resolve(file.upstream, &origin)?;
     let cert_dirs = resolve_cert_dirs(args, &file.upstreams);
     let url_policy =
         crate::destination::UrlPolicy::new(&file.upstreams.url_allow, &file.upstreams.url_deny)
@@ -382,6 +407,7 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
         allowed_origins: file.http.allowed_origins,
         sessions,
         quotas,
+        declared,
     })
 }
 
@@ -550,6 +576,7 @@ fn resolve_upstreams(
         health_interval: Duration::from_secs(interval),
         health_threshold: threshold,
         separator,
+        allow_commands_over_http: file.allow_commands_over_http.unwrap_or(false),
     })
 }
 
@@ -604,7 +631,7 @@ pub fn client_socket(globals: &GlobalPaths) -> PathBuf {
 mod tests {
     use super::*;
 
-    fn with_file(text: &str) -> Result<ServeConfig, ConfigError> {
+    pub(super) fn with_file(text: &str) -> Result<ServeConfig, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mcpgw.toml");
         std::fs::write(&path, text).unwrap();

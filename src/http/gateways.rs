@@ -10,13 +10,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::AppState;
+use crate::access::{Method, Principal};
 use crate::destination::UrlPolicy;
 use crate::store::{
     CommandSpec, EraChoice, Health, PemSource, ProcessLimits, Registration, StoreError,
@@ -307,34 +308,12 @@ impl RegisterBody {
                 message: "give either a url or a command, not both".into(),
             });
         }
-        if program.trim().is_empty() || program.contains('\0') {
-            return Err(BodyError {
-                field: "command",
-                message: "expected the program to run (a path, or a name looked up in PATH)".into(),
-            });
-        }
-        if self.args.iter().any(|a| a.contains('\0')) {
-            return Err(BodyError {
-                field: "args",
-                message: "an argument holds a NUL byte".into(),
-            });
-        }
+        // The program, arguments and variables are judged where every way in is
+        // (`CommandSpec::check`, at registration).
         let env = match self.env {
             None => Vec::new(),
             Some(env) => env.pairs('=', "env", "NAME=value")?,
         };
-        // Named, never quoted: values are secrets.
-        if let Some((name, _)) = env
-            .iter()
-            .find(|(k, v)| k.is_empty() || k.contains(['=', '\0']) || v.contains('\0'))
-        {
-            return Err(BodyError {
-                field: "env",
-                message: format!(
-                    "'{name}' is not a usable variable: a name is non-empty without '=' or NUL, a value without NUL"
-                ),
-            });
-        }
         for (field, path) in [("env_file", &self.env_file), ("cwd", &self.cwd)] {
             if path.as_ref().is_some_and(|p| !p.is_absolute()) {
                 return Err(BodyError {
@@ -391,9 +370,35 @@ fn store_error(err: &StoreError) -> Response {
     api_error(status, "store", err.to_string())
 }
 
+/// Registering a command runs a program on this host as the gateway's user. The control
+/// socket (reachable only by that user) may; the HTTP listener only where the operator opted in
+/// with `[upstreams] allow_commands_over_http`, and then only for admins (the front gate's role
+/// check stands before every `/gateways` write).
+fn refusal_to_register(
+    state: &AppState,
+    principal: &Principal,
+    reg: &Registration,
+) -> Option<Response> {
+    let over_http = principal.method != Method::ControlSocket;
+    if reg.transport == Transport::Stdio
+        && over_http
+        && !state.registry.settings().allow_commands_over_http
+    {
+        return Some(api_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "registering a command runs it on the gateway's host: use `mcpgw gateway add --command` \
+             (the control socket), declare it in mcpgw.toml ([[upstream]]), or set [upstreams] \
+             allow_commands_over_http = true",
+        ));
+    }
+    None
+}
+
 /// `POST /gateways`.
 pub async fn create(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     body: Result<Json<RegisterBody>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
     let Json(body) = match body {
@@ -410,6 +415,9 @@ pub async fn create(
         Ok(r) => r,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
     };
+    if let Some(refused) = refusal_to_register(&state, &principal, &reg) {
+        return refused;
+    }
     match state.registry.register(reg, defer).await {
         Ok(up) => (StatusCode::CREATED, Json(up.view())).into_response(),
         Err(RegisterError::Store(e)) => store_error(&e),
@@ -442,6 +450,7 @@ pub async fn show(State(state): State<Arc<AppState>>, Path(name): Path<String>) 
 /// `PUT /gateways/{name}`: replace the registration (remove + register, keeping the name).
 pub async fn replace(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Arc<Principal>>,
     Path(name): Path<String>,
     Json(mut body): Json<RegisterBody>,
 ) -> Response {
@@ -453,6 +462,9 @@ pub async fn replace(
         Ok(r) => r,
         Err(e) => return api_error(StatusCode::BAD_REQUEST, "bad_request", e.to_string()),
     };
+    if let Some(refused) = refusal_to_register(&state, &principal, &reg) {
+        return refused;
+    }
     // Validate the new settings (and the upstream) before touching the stored one.
     if let Err(e) = state.registry.check_settings(&reg).await {
         return api_error(StatusCode::BAD_REQUEST, "bad_request", e.to_string());

@@ -202,6 +202,82 @@ pub struct CommandSpec {
     pub limits: ProcessLimits,
 }
 
+/// Why a [`CommandSpec`] cannot be run; each names the field and what it holds (never an env value).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// No program.
+    #[error("the command is empty; expected a program name or path")]
+    EmptyProgram,
+    /// A program, argument or path with a NUL byte cannot be passed to exec.
+    #[error("{field} contains a NUL byte")]
+    Nul {
+        /// `command`, `args[3]`, `cwd`...
+        field: String,
+    },
+    /// An environment variable name that a process environment cannot hold.
+    #[error(
+        "environment variable name {name:?} is not usable; expected letters, digits and '_', not starting with a digit"
+    )]
+    EnvName {
+        /// The name (names are not secret; values are).
+        name: String,
+    },
+    /// A limit of zero would stop the child from starting at all.
+    #[error("limit {field} must be at least 1")]
+    ZeroLimit {
+        /// `memory_mib`, `open_files` or `cpu_secs`.
+        field: &'static str,
+    },
+}
+
+impl CommandSpec {
+    /// Refuse what cannot be run, whatever way it was registered (CLI, HTTP, `mcpgw.toml`).
+    pub fn check(&self) -> Result<(), CommandError> {
+        if self.program.trim().is_empty() {
+            return Err(CommandError::EmptyProgram);
+        }
+        let nul = |field: String, text: &str| {
+            if text.contains('\0') {
+                Err(CommandError::Nul { field })
+            } else {
+                Ok(())
+            }
+        };
+        nul("command".into(), &self.program)?;
+        for (i, arg) in self.args.iter().enumerate() {
+            nul(format!("args[{i}]"), arg)?;
+        }
+        for (field, path) in [("cwd", &self.cwd), ("env_file", &self.env_file)] {
+            if let Some(path) = path {
+                nul(field.into(), &path.to_string_lossy())?;
+            }
+        }
+        for (name, value) in &self.env {
+            let usable = name
+                .bytes()
+                .next()
+                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !usable {
+                return Err(CommandError::EnvName { name: name.clone() });
+            }
+            nul(format!("the value of {name}"), value)?;
+        }
+        let l = &self.limits;
+        for (field, value) in [
+            ("memory_mib", l.memory_mib),
+            ("open_files", l.open_files),
+            ("cpu_secs", l.cpu_secs),
+        ] {
+            if value == Some(0) {
+                return Err(CommandError::ZeroLimit { field });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl std::fmt::Debug for CommandSpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let names: Vec<&str> = self.env.iter().map(|(k, _)| k.as_str()).collect();

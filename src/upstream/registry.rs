@@ -47,6 +47,9 @@ pub struct Settings {
     pub health_threshold: u32,
     /// Separator between upstream name and tool/prompt name.
     pub separator: String,
+    /// Whether an admin may register a command over the HTTP listener (`[upstreams]
+    /// allow_commands_over_http`): registering a command is running code on this host.
+    pub allow_commands_over_http: bool,
 }
 
 impl Default for Settings {
@@ -56,6 +59,7 @@ impl Default for Settings {
             health_interval: Duration::from_secs(30),
             health_threshold: 3,
             separator: "__".into(),
+            allow_commands_over_http: false,
         }
     }
 }

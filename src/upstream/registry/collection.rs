@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 
 use super::{RegistryInner, Settings, Upstream, now};
 use crate::metrics::Metrics;
-use crate::store::{Health, Registration, Store, StoreError};
+use crate::store::{Health, Registration, Store, StoreError, Transport};
 use crate::upstream::UpstreamError;
 use crate::upstream::clients::ClientCache;
 use crate::upstream::stdio::Children;
@@ -263,11 +263,23 @@ impl Registry {
     }
 
     /// Refuse what can never work, even deferred: a URL the URL policy refuses, TLS files that
-    /// are not usable (read as every connection reads them). A stdio upstream has neither: its
-    /// program is judged when it starts.
+    /// are not usable (read as every connection reads them), a command that cannot be run.
     pub async fn check_settings(&self, reg: &Registration) -> Result<(), RegisterError> {
-        if reg.command.is_some() {
-            return Ok(());
+        let invalid = |reason: String| RegisterError::Invalid {
+            name: reg.name.clone(),
+            reason,
+        };
+        match (&reg.transport, &reg.command) {
+            (Transport::Stdio, Some(command)) => {
+                return command.check().map_err(|e| invalid(e.to_string()));
+            }
+            (Transport::Stdio, None) | (_, Some(_)) => {
+                return Err(invalid(
+                    "a stdio upstream has a command and no URL; an HTTP one a URL and no command"
+                        .into(),
+                ));
+            }
+            _ => {}
         }
         match self.inner.client_for(Arc::new(reg.clone())).await {
             Ok(_) => Ok(()),
@@ -286,6 +298,40 @@ impl Registry {
         let reached = up.connection().await.map(|_| ());
         up.shut();
         reached
+    }
+
+    /// Write the upstreams `mcpgw.toml` declares (`[[upstream]]`) to the registry: a new name
+    /// is registered, a changed program replaces the registration (keeping whether it is
+    /// enabled), the same one is left as it is. One that cannot start now is registered
+    /// anyway and shows offline with its diagnosis, as `gateway add --defer` would.
+    pub async fn declare(&self, declared: &[crate::config::Declared]) -> Result<(), RegisterError> {
+        for d in declared {
+            let mut reg = Registration {
+                name: d.name.clone(),
+                url: String::new(),
+                transport: Transport::Stdio,
+                tls: Default::default(),
+                auth: Default::default(),
+                enabled: true,
+                era: Default::default(),
+                shared_session: false,
+                command: Some(d.command.clone()),
+                created_at: 0,
+                updated_at: 0,
+                health: Health::unknown(0),
+            };
+            if let Some(existing) = self.get(&d.name) {
+                let existing = existing.registration();
+                if existing.transport == Transport::Stdio && existing.command == reg.command {
+                    continue;
+                }
+                reg.enabled = existing.enabled;
+                self.remove(&d.name).await?;
+                tracing::info!(upstream = %d.name, "declared upstream changed in the configuration; registered again");
+            }
+            self.register(reg, true).await?;
+        }
+        Ok(())
     }
 
     /// Remove an upstream from the store and the live set.
