@@ -654,3 +654,43 @@ fn the_launcher_runs_nothing_when_its_parent_is_not_the_gateway_that_started_it(
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
 }
+
+#[test]
+fn an_upstream_declared_in_the_config_file_runs_and_is_replaced_when_its_command_changes() {
+    let dir = Dir::new();
+    let python = common::py::python().display().to_string();
+    let config = |name: &str| {
+        format!(
+            "[[upstream]]\nname = \"decl\"\ncommand = {python:?}\nargs = [{:?}, \"--bare\", \"--name\", {name:?}]\n",
+            script()
+        )
+    };
+    let file = dir.join("mcpgw.toml");
+    let file_arg = file.display().to_string();
+    std::fs::write(&file, config("first")).unwrap();
+    let mut gw = Gateway::start(&dir, &["--no-auth", "--config", &file_arg]);
+    assert_eq!(
+        text(&call(&dir, "decl__echo", json!({"text": "one"}))),
+        "one"
+    );
+    let first = child_pid(&dir, "decl");
+    gw.signal(common::SIGTERM);
+    gw.wait_exit(Duration::from_secs(20));
+    assert!(!running(first), "the child outlived its gateway");
+
+    std::fs::write(&file, config("second")).unwrap();
+    let gw = Gateway::start(&dir, &["--no-auth", "--config", &file_arg]);
+    assert_eq!(
+        text(&call(&dir, "decl__echo", json!({"text": "two"}))),
+        "two"
+    );
+    let (out, _) = dir.run_expect(&["--json", "gateway", "show", "decl"], 0);
+    let view: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(view["server_info"]["name"], "second", "{view}");
+    // The first program's child (started from the store, then replaced) is stopped.
+    until(
+        Duration::from_secs(10),
+        "the replaced child runs on",
+        || children_of(gw.pid()).len() == 1,
+    );
+}
