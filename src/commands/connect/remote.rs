@@ -226,7 +226,6 @@ impl Remote {
             .zip(modern_version(msg))
             .map(|(method, version)| message::routing_for(version, method, msg.get("params")));
         let mut renewed = false;
-        let mut token_read = false;
         loop {
             let lost = self.state().session.lost;
             if lost && how.renew && !renewed {
@@ -234,9 +233,14 @@ impl Remote {
                 let generation = self.state().session.generation;
                 self.renew(generation).await?;
             }
-            let (headers, generation) = self.headers(how.in_session);
-            let sent = self
-                .post(&headers, routing.as_ref(), &body, expect_id, how.endless)
+            let (sent, generation) = self
+                .post_authorized(
+                    how.in_session,
+                    routing.as_ref(),
+                    &body,
+                    expect_id,
+                    how.endless,
+                )
                 .await;
             match sent {
                 Err(UpstreamError::SessionExpired) if how.renew && !renewed => {
@@ -244,12 +248,32 @@ impl Remote {
                     tracing::info!("the server forgot the session; opening it again");
                     self.renew(generation).await?;
                 }
+                other => return other.and_then(|a| a.response.map(|r| r.into_value()).transpose()),
+            }
+        }
+    }
+
+    /// [`Self::post`] with the current headers, once more if a 401 made the token file give a
+    /// new token; and the session generation it went in.
+    async fn post_authorized(
+        &self,
+        in_session: bool,
+        routing: Option<&Routing<'_>>,
+        body: &[u8],
+        expect_id: Option<&Value>,
+        endless: bool,
+    ) -> (Result<Answer, UpstreamError>, u64) {
+        let mut token_read = false;
+        loop {
+            let (headers, generation) = self.headers(in_session);
+            let sent = self.post(&headers, routing, body, expect_id, endless).await;
+            match sent {
                 Err(UpstreamError::Status { status: 401, .. })
                     if !token_read && self.reread_token() =>
                 {
                     token_read = true;
                 }
-                other => return other.and_then(|a| a.response.map(|r| r.into_value()).transpose()),
+                other => return (other, generation),
             }
         }
     }
@@ -342,21 +366,10 @@ impl Remote {
     /// POST `init` without a session and keep the session id and version its answer brings.
     async fn open_session(&self, init: &Value) -> Result<Option<Value>, UpstreamError> {
         let body = serialize(init)?;
-        let (headers, _) = self.headers(false);
-        let mut token_read = false;
-        let answer = loop {
-            match self
-                .post(&headers, None, &body, init.get("id"), false)
-                .await
-            {
-                Err(UpstreamError::Status { status: 401, .. })
-                    if !token_read && self.reread_token() =>
-                {
-                    token_read = true;
-                }
-                other => break other?,
-            }
-        };
+        let answer = self
+            .post_authorized(false, None, &body, init.get("id"), false)
+            .await
+            .0?;
         let response = answer.response.map(|r| r.into_value()).transpose()?;
         let version = response
             .as_ref()
@@ -401,9 +414,10 @@ impl Remote {
             }
             if let Some(initialized) = &initialized {
                 // Sent as the client's was, but not through `send`: a 404 here is not renewed.
-                let (headers, _) = self.headers(true);
-                self.post(&headers, None, &serialize(initialized)?, None, false)
-                    .await?;
+                let body = serialize(initialized)?;
+                self.post_authorized(true, None, &body, None, false)
+                    .await
+                    .0?;
             }
             Ok(())
         };

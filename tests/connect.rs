@@ -1,0 +1,521 @@
+//! `mcpgw connect URL`, the stdio bridge desktop clients run (issue 21 item 5): the official
+//! Python SDK client starts it as its server command and calls tools through a TLS gateway
+//! that wants a client certificate and a bearer token, in both eras, across a certificate
+//! rotation and a gateway restart, with the server's own requests (sampling, elicitation) and
+//! progress reaching the client; and the relay driven line by line, for what a client cannot
+//! be made to show: why a call failed (unknown CA, no token), a token file read again after a
+//! 401, a `subscriptions/listen` stream that holds up nothing else, the standing `GET` stream.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::clients::{listen_request, modern_meta};
+use common::upstream::Upstream;
+use common::{Dir, Gateway, Pki, bin, py};
+use serde_json::{Value, json};
+
+/// How long any one answer may take before the test gives up (a hang guard, not a timing).
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// `mcpgw serve` with `pki`'s certificate on 127.0.0.1:`port` (0: any), requiring a client
+/// certificate from its CA when `mtls`.
+fn serve(dir: &Dir, pki: &Pki, port: u16, mtls: bool) -> Gateway {
+    let mut cmd = dir.cmd();
+    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args([
+            "--tls-cert",
+            &pki.s("server.crt"),
+            "--tls-key",
+            &pki.s("server.key"),
+        ]);
+    if mtls {
+        cmd.args(["--client-ca", &pki.s("ca.crt")]);
+    }
+    Gateway::spawn(cmd)
+}
+
+/// A client token minted by the gateway of `dir`, written to `name` in `dir`; its path.
+fn token_file(dir: &Dir, name: &str) -> std::path::PathBuf {
+    let (token, _) = dir.run_expect(&["token", "create"], 0);
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{}\n", token.trim())).unwrap();
+    path
+}
+
+/// The calls each phase of the Python driver makes: a tool of the 2026-07-28 upstream and one
+/// of the session-era upstream, and the session-era upstream's tools that ask the client
+/// (sampling, elicitation) and report progress while they run.
+fn calls() -> Value {
+    json!([
+        ["modern__echo", {"text": "to the modern upstream"}],
+        ["legacy__echo", {"text": "to the session-era upstream"}],
+        ["legacy__test_sampling", {"prompt": "say hi"}],
+        ["legacy__test_elicitation", {"message": "who are you?"}],
+        ["legacy__test_tool_with_progress", {}],
+    ])
+}
+
+/// A running `tests/fixtures/connect_client.py`: its JSON lines, and the files it waits for.
+struct Driver {
+    child: Child,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    control: std::path::PathBuf,
+    mode: &'static str,
+}
+
+impl Driver {
+    fn start(py: &Path, dir: &Dir, mode: &'static str, phases: u32, connect: &[String]) -> Self {
+        let control = dir.join(&format!("control-{mode}"));
+        std::fs::create_dir_all(&control).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/connect_client.py");
+        let mut cmd = Command::new(py);
+        cmd.arg(script)
+            .args(["--mcpgw", bin().to_str().unwrap(), "--mode", mode])
+            .args(["--control", control.to_str().unwrap()])
+            .args([
+                "--phases",
+                &phases.to_string(),
+                "--calls",
+                &calls().to_string(),
+            ])
+            .arg("--")
+            .args(connect)
+            .env_remove("MCPGW_BEARER")
+            .env_remove("MCPGW_DATA_DIR")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start the Python driver");
+        let (lines, stderr) = read_output(&mut child);
+        Self {
+            child,
+            lines,
+            stderr,
+            control,
+            mode,
+        }
+    }
+
+    /// The lines of phase `n`, up to its `done` line.
+    fn phase(&mut self, n: u32, gw: &Gateway) -> Vec<Value> {
+        if n > 1 {
+            std::fs::write(self.control.join(format!("go-{n}")), b"").unwrap();
+        }
+        let mut got = Vec::new();
+        loop {
+            let line = match self.lines.recv_timeout(PATIENCE) {
+                Ok(line) => line,
+                Err(e) => panic!(
+                    "{} driver: no line of phase {n} ({e:?}); so far {got:?}\n--- its stderr (and mcpgw connect's)\n{}\n--- gateway log\n{}",
+                    self.mode,
+                    self.stderr.lock().unwrap(),
+                    gw.log()
+                ),
+            };
+            let value: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+            assert_eq!(value["phase"], n, "{value}");
+            if value["done"] == true {
+                return got;
+            }
+            got.push(value);
+        }
+    }
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A child's stdout lines (as they come) and its stderr (collected).
+fn read_output(child: &mut Child) -> (Receiver<String>, Arc<Mutex<String>>) {
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    (rx, log)
+}
+
+/// Every call of a phase answered as the upstreams answer it, the server's questions put to
+/// the client and its progress reported.
+fn assert_phase_answered(mode: &str, phase: u32, lines: &[Value]) {
+    let by_tool = |tool: &str| {
+        lines
+            .iter()
+            .find(|l| l["tool"] == tool)
+            .unwrap_or_else(|| panic!("{mode} phase {phase}: no line for {tool}: {lines:?}"))
+    };
+    for line in lines {
+        assert!(
+            line["error"].is_null() && line["is_error"] == false,
+            "{mode} phase {phase}: {line}"
+        );
+    }
+    assert_eq!(by_tool("modern__echo")["result"], "to the modern upstream");
+    assert_eq!(
+        by_tool("legacy__echo")["result"],
+        "to the session-era upstream"
+    );
+    let sampled = by_tool("legacy__test_sampling");
+    assert_eq!(
+        sampled["result"], "LLM response: sampled by the fixture",
+        "{sampled}"
+    );
+    assert_eq!(
+        sampled["asked"],
+        json!(["sampling/createMessage"]),
+        "{sampled}"
+    );
+    let elicited = by_tool("legacy__test_elicitation");
+    assert!(
+        elicited["result"]
+            .as_str()
+            .unwrap()
+            .contains("ada@example.com"),
+        "{elicited}"
+    );
+    assert_eq!(
+        elicited["asked"],
+        json!(["elicitation/create"]),
+        "{elicited}"
+    );
+    let progress = by_tool("legacy__test_tool_with_progress");
+    assert_eq!(progress["result"], "Progress completed", "{progress}");
+    assert_eq!(progress["progress"], 3, "{progress}");
+}
+
+#[test]
+fn python_sdk_clients_of_both_eras_call_tools_through_connect_across_a_rotation_and_a_restart() {
+    let py = py::python();
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let modern = Upstream::start_mtls(&pki);
+    let legacy = Upstream::start(&[
+        "--session-only",
+        "--tls-cert",
+        &pki.s("server.crt"),
+        "--tls-key",
+        &pki.s("server.key"),
+        "--client-ca",
+        &pki.s("ca.crt"),
+    ]);
+    let mut gw = serve(&dir, &pki, 0, true);
+    let port = gw.addr.port();
+    dir.gateway_add_mtls("modern", &format!("{}/mcp", modern.base), &pki);
+    dir.gateway_add_mtls("legacy", &format!("{}/mcp", legacy.base), &pki);
+    let token = token_file(&dir, "token");
+    let connect: Vec<String> = vec![
+        format!("https://localhost:{port}/mcp"),
+        "--ca-cert".into(),
+        pki.s("ca.crt"),
+        "--client-cert".into(),
+        pki.s("client.crt"),
+        "--client-key".into(),
+        pki.s("client.key"),
+        "--bearer-file".into(),
+        token.display().to_string(),
+    ];
+    let mut drivers = [
+        Driver::start(&py, &dir, "legacy", 3, &connect),
+        Driver::start(&py, &dir, "2026-07-28", 3, &connect),
+    ];
+    for d in &mut drivers {
+        let lines = d.phase(1, &gw);
+        assert_phase_answered(d.mode, 1, &lines);
+    }
+
+    // (a) The gateway's certificate is rotated (same CA): the same sessions go on.
+    let rotated = dir.rotate_issue(&pki);
+    assert!(rotated.contains("verified: a new handshake"), "{rotated}");
+    for d in &mut drivers {
+        let lines = d.phase(2, &gw);
+        assert_phase_answered(d.mode, 2, &lines);
+    }
+
+    // (b) The gateway is killed and started again on the same port and data dir: it has
+    // forgotten every session, and refuses connections while it is down.
+    drop(gw);
+    gw = serve(&dir, &pki, port, true);
+    for d in &mut drivers {
+        let lines = d.phase(3, &gw);
+        assert_phase_answered(d.mode, 3, &lines);
+    }
+    let stderr = drivers[0].stderr.lock().unwrap().clone();
+    assert!(
+        stderr.contains("the server forgot the session; opening it again"),
+        "the session-era client's session must have been opened again:\n{stderr}"
+    );
+}
+
+/// `mcpgw connect` driven line by line.
+struct Relay {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Relay {
+    fn start(dir: &Dir, args: &[&str]) -> Self {
+        let mut cmd = dir.cmd();
+        cmd.env_remove("MCPGW_BEARER")
+            .arg("connect")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start mcpgw connect");
+        let stdin = child.stdin.take();
+        let (lines, stderr) = read_output(&mut child);
+        Self {
+            child,
+            stdin,
+            lines,
+            stderr,
+        }
+    }
+
+    fn send(&mut self, msg: &Value) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        writeln!(stdin, "{msg}").unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// The next line on stdout.
+    fn next(&self) -> Value {
+        match self.lines.recv_timeout(PATIENCE) {
+            Ok(line) => serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")),
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("no line on stdout\n--- stderr\n{}", self.stderr())
+            }
+            Err(e) => panic!("stdout closed ({e})\n--- stderr\n{}", self.stderr()),
+        }
+    }
+
+    /// The next line that is the answer to `id` (what comes before it is kept in `seen`).
+    fn answer(&self, id: &Value, seen: &mut Vec<Value>) -> Value {
+        loop {
+            let line = self.next();
+            if line.get("method").is_none() && line["id"] == *id {
+                return line;
+            }
+            seen.push(line);
+        }
+    }
+
+    /// Send `msg` and return its answer.
+    fn request(&mut self, msg: &Value) -> Value {
+        self.send(msg);
+        self.answer(&msg["id"], &mut Vec::new())
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Close stdin and wait for the exit: its status code and stderr.
+    fn finish(mut self) -> (Option<i32>, String) {
+        drop(self.stdin.take());
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                // The stderr thread ends with the process's stderr.
+                std::thread::sleep(Duration::from_millis(50));
+                return (status.code(), self.stderr());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mcpgw connect did not exit after stdin closed\n--- stderr\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn initialize(id: i64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "connect-test", "version": "1"}}})
+}
+
+#[test]
+fn an_unknown_ca_is_said_on_stderr_and_to_the_client_as_a_json_rpc_error() {
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let other = dir.cert_gen("other", &[]);
+    let gw = serve(&dir, &pki, 0, true);
+    let url = format!("https://localhost:{}/mcp", gw.addr.port());
+    let mut relay = Relay::start(
+        &dir,
+        &[
+            &url,
+            "--ca-cert",
+            &other.s("ca.crt"),
+            "--client-cert",
+            &pki.s("client.crt"),
+            "--client-key",
+            &pki.s("client.key"),
+        ],
+    );
+    let answer = relay.request(&initialize(1));
+    assert_eq!(answer["error"]["code"], -32001, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(message.contains("unknown CA"), "{answer}");
+    let (code, stderr) = relay.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("unknown CA"), "{stderr}");
+}
+
+#[test]
+fn a_missing_token_is_reported_as_a_401_and_a_token_file_is_read_again_after_one() {
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let gw = serve(&dir, &pki, 0, false);
+    let url = format!("https://localhost:{}/mcp", gw.addr.port());
+    let ca = pki.s("ca.crt");
+
+    let mut relay = Relay::start(&dir, &[&url, "--ca-cert", &ca]);
+    let answer = relay.request(&initialize(1));
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("HTTP 401") && message.contains("no bearer token"),
+        "{answer}"
+    );
+    let (_, stderr) = relay.finish();
+    assert!(stderr.contains("HTTP 401"), "{stderr}");
+
+    // A token file holding a token the gateway does not know: refused; once the file holds a
+    // good one, the next message goes with it.
+    let file = dir.join("token");
+    std::fs::write(&file, "not-a-token\n").unwrap();
+    let file_arg = file.display().to_string();
+    let mut relay = Relay::start(&dir, &[&url, "--ca-cert", &ca, "--bearer-file", &file_arg]);
+    let answer = relay.request(&initialize(1));
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("HTTP 401") && message.contains("--bearer-file"),
+        "{answer}"
+    );
+    assert!(
+        !relay.stderr().contains("not-a-token"),
+        "{}",
+        relay.stderr()
+    );
+    token_file(&dir, "token");
+    let answer = relay.request(&initialize(2));
+    assert_eq!(answer["result"]["serverInfo"]["name"], "mcpgw", "{answer}");
+    relay.finish();
+}
+
+#[test]
+fn a_listen_stream_holds_up_no_other_request_and_ends_when_stdin_closes() {
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let up = Upstream::start_mtls(&pki);
+    let gw = serve(&dir, &pki, 0, true);
+    dir.gateway_add_mtls("alpha", &format!("{}/mcp", up.base), &pki);
+    let url = format!("https://localhost:{}/mcp", gw.addr.port());
+    let token = token_file(&dir, "token");
+    let mut relay = Relay::start(
+        &dir,
+        &[
+            &url,
+            "--ca-cert",
+            &pki.s("ca.crt"),
+            "--client-cert",
+            &pki.s("client.crt"),
+            "--client-key",
+            &pki.s("client.key"),
+            "--bearer-file",
+            token.to_str().unwrap(),
+        ],
+    );
+    relay.send(&listen_request("L1", json!({"toolsListChanged": true})));
+    let ack = relay.next();
+    assert_eq!(
+        ack["method"], "notifications/subscriptions/acknowledged",
+        "{ack}"
+    );
+    // The stream is still open: a call goes and comes back meanwhile.
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+        "name": "alpha__echo", "arguments": {"text": "beside the stream"}, "_meta": modern_meta()}});
+    let answer = relay.request(&call);
+    assert_eq!(
+        answer["result"]["content"][0]["text"], "beside the stream",
+        "{answer}"
+    );
+    let (code, stderr) = relay.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn what_a_session_era_server_sends_on_its_standing_stream_reaches_stdout() {
+    let dir = Dir::new();
+    let up = Upstream::start(&["--session-only", "--list-changed"]);
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    let mut relay = Relay::start(&dir, &[&format!("http://{}/mcp", gw.addr)]);
+    let answer = relay.request(&initialize(1));
+    assert_eq!(
+        answer["result"]["protocolVersion"], "2025-11-25",
+        "{answer}"
+    );
+    relay.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    // The upstream's change reaches the gateway, and the gateway tells its session's stream:
+    // asked until the relay's stream is open and has heard it.
+    let changed = format!("{}/tools-changed", up.base);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut heard = Vec::new();
+    while !heard
+        .iter()
+        .any(|m: &Value| m["method"] == "notifications/tools/list_changed")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no list change on stdout: {heard:?}\n--- stderr\n{}",
+            relay.stderr()
+        );
+        let (status, _) = common::curl(&["-X", "POST", &changed]);
+        assert_eq!(status, 200, "POST {changed}");
+        match relay.lines.recv_timeout(Duration::from_millis(500)) {
+            Ok(line) => heard.push(serde_json::from_str(&line).unwrap()),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(e) => panic!("stdout closed ({e})\n{}", relay.stderr()),
+        }
+    }
+    let (code, stderr) = relay.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+}
