@@ -48,6 +48,25 @@ fn token_file(dir: &Dir, name: &str) -> std::path::PathBuf {
     path
 }
 
+/// `mcpgw connect`'s arguments for the gateway on `port`: `pki`'s CA, its client certificate,
+/// and a token file minted for the gateway of `dir`.
+fn with_identity(dir: &Dir, pki: &Pki, port: u16) -> Vec<String> {
+    let token = token_file(dir, "token");
+    [
+        &format!("https://localhost:{port}/mcp"),
+        "--ca-cert",
+        &pki.s("ca.crt"),
+        "--client-cert",
+        &pki.s("client.crt"),
+        "--client-key",
+        &pki.s("client.key"),
+        "--bearer-file",
+        token.to_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .to_vec()
+}
+
 /// The calls each phase of the Python driver makes: a tool of the 2026-07-28 upstream and one
 /// of the session-era upstream, and the session-era upstream's tools that ask the client
 /// (sampling, elicitation) and report progress while they run.
@@ -148,17 +167,7 @@ fn read_output(child: &mut Child) -> (Receiver<String>, Arc<Mutex<String>>) {
             }
         }
     });
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let mut log = sink.lock().unwrap();
-            log.push_str(&line);
-            log.push('\n');
-        }
-    });
-    (rx, log)
+    (rx, common::collect_lines(child.stderr.take().unwrap()))
 }
 
 /// Every call of a phase answered as the upstreams answer it, the server's questions put to
@@ -215,31 +224,12 @@ fn python_sdk_clients_of_both_eras_call_tools_through_connect_across_a_rotation_
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     let modern = Upstream::start_mtls(&pki);
-    let legacy = Upstream::start(&[
-        "--session-only",
-        "--tls-cert",
-        &pki.s("server.crt"),
-        "--tls-key",
-        &pki.s("server.key"),
-        "--client-ca",
-        &pki.s("ca.crt"),
-    ]);
+    let legacy = Upstream::start_mtls_with(&pki, &["--session-only"]);
     let mut gw = serve(&dir, &pki, 0, true);
     let port = gw.addr.port();
     dir.gateway_add_mtls("modern", &format!("{}/mcp", modern.base), &pki);
     dir.gateway_add_mtls("legacy", &format!("{}/mcp", legacy.base), &pki);
-    let token = token_file(&dir, "token");
-    let connect: Vec<String> = vec![
-        format!("https://localhost:{port}/mcp"),
-        "--ca-cert".into(),
-        pki.s("ca.crt"),
-        "--client-cert".into(),
-        pki.s("client.crt"),
-        "--client-key".into(),
-        pki.s("client.key"),
-        "--bearer-file".into(),
-        token.display().to_string(),
-    ];
+    let connect = with_identity(&dir, &pki, port);
     let mut drivers = [
         Driver::start(&py, &dir, "legacy", 3, &connect),
         Driver::start(&py, &dir, "2026-07-28", 3, &connect),
@@ -341,20 +331,14 @@ impl Relay {
     /// Close stdin and wait for the exit: its status code and stderr.
     fn finish(mut self) -> (Option<i32>, String) {
         drop(self.stdin.take());
-        let deadline = std::time::Instant::now() + PATIENCE;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                // The stderr thread ends with the process's stderr.
-                std::thread::sleep(Duration::from_millis(50));
-                return (status.code(), self.stderr());
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "mcpgw connect did not exit after stdin closed\n--- stderr\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let stderr = self.stderr.clone();
+        let code = common::wait_exit(&mut self.child, "mcpgw connect", PATIENCE, || {
+            stderr.lock().unwrap().clone()
+        });
+        // Its stderr's reader ends with the process's stderr: what it wrote last is read by now
+        // or right after.
+        std::thread::sleep(Duration::from_millis(50));
+        (code, self.stderr())
     }
 }
 
@@ -447,22 +431,8 @@ fn a_listen_stream_holds_up_no_other_request_and_ends_when_stdin_closes() {
     let up = Upstream::start_mtls(&pki);
     let gw = serve(&dir, &pki, 0, true);
     dir.gateway_add_mtls("alpha", &format!("{}/mcp", up.base), &pki);
-    let url = format!("https://localhost:{}/mcp", gw.addr.port());
-    let token = token_file(&dir, "token");
-    let mut relay = Relay::start(
-        &dir,
-        &[
-            &url,
-            "--ca-cert",
-            &pki.s("ca.crt"),
-            "--client-cert",
-            &pki.s("client.crt"),
-            "--client-key",
-            &pki.s("client.key"),
-            "--bearer-file",
-            token.to_str().unwrap(),
-        ],
-    );
+    let args = with_identity(&dir, &pki, gw.addr.port());
+    let mut relay = Relay::start(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
     relay.send(&listen_request("L1", json!({"toolsListChanged": true})));
     let ack = relay.next();
     assert_eq!(
