@@ -489,3 +489,129 @@ fn what_a_session_era_server_sends_on_its_standing_stream_reaches_stdout() {
     let (code, stderr) = relay.finish();
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+#[test]
+fn a_call_cut_by_a_gateway_restart_gets_an_error_and_is_not_sent_again() {
+    let dir = Dir::new();
+    let up = Upstream::start(&[]);
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    let addr = gw.addr.to_string();
+    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    let calls = || {
+        let (status, body) = common::curl(&[&format!("{}/stats", up.base)]);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()["calls"]
+            .as_u64()
+            .unwrap()
+    };
+    let mut relay = Relay::start(&dir, &[&format!("http://{addr}/mcp")]);
+    relay.request(&initialize(1));
+    relay.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let before = calls();
+    relay.send(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "up__sleep", "arguments": {"ms": 60000}}}));
+    // Once the upstream runs it, the gateway goes away under it.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while calls() == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the call never reached the upstream"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(gw);
+    let answer = relay.answer(&json!(2), &mut Vec::new());
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("it may have run"), "{answer}");
+
+    // Started again where it was, the gateway has forgotten the session: the next call opens
+    // it again and goes through; the cut one was not sent again.
+    let mut cmd = dir.cmd();
+    cmd.args(["serve", "--listen", &addr, "--no-auth"]);
+    let _gw = Gateway::spawn(cmd);
+    let answer = relay.request(&json!({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+        "params": {"name": "up__echo", "arguments": {"text": "after the restart"}}}));
+    assert_eq!(
+        answer["result"]["content"][0]["text"],
+        "after the restart",
+        "{answer}\n--- stderr\n{}",
+        relay.stderr()
+    );
+    assert_eq!(calls(), before + 2, "the cut call must not be sent again");
+    let (code, stderr) = relay.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn straight_to_a_session_era_server_a_forgotten_session_is_opened_again_and_deleted_at_the_end() {
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    // The spec's 404 for an unknown session, and the official TypeScript server's 400.
+    for refusal in [None, Some("--unknown-session-400")] {
+        let start = |listen: &str| {
+            let mut args = vec!["--session-only", "--listen", listen];
+            args.extend(refusal);
+            Upstream::start_mtls_with(&pki, &args)
+        };
+        let mut up = start("127.0.0.1:0");
+        let stats = |up: &Upstream| {
+            let (status, body) = common::curl(&[
+                "--cacert",
+                &pki.s("ca.crt"),
+                "--cert",
+                &pki.s("client.crt"),
+                "--key",
+                &pki.s("client.key"),
+                &format!("{}/stats", up.base),
+            ]);
+            assert_eq!(status, 200, "{body}");
+            serde_json::from_str::<Value>(&body).unwrap()
+        };
+        let url = format!("https://localhost:{}/mcp", up.port());
+        let identity = [
+            "--ca-cert",
+            &pki.s("ca.crt"),
+            "--client-cert",
+            &pki.s("client.crt"),
+            "--client-key",
+            &pki.s("client.key"),
+        ];
+        let mut relay = Relay::start(&dir, &[&[url.as_str()], &identity[..]].concat());
+        let echo = |id: i64, text: &str| {
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": "echo", "arguments": {"text": text}}})
+        };
+        let answer = relay.request(&initialize(1));
+        assert_eq!(
+            answer["result"]["protocolVersion"], "2025-11-25",
+            "{answer}"
+        );
+        relay.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        let answer = relay.request(&echo(2, "before"));
+        assert_eq!(answer["result"]["content"][0]["text"], "before", "{answer}");
+
+        // Started again on the same port, the server knows no session.
+        let listen = format!("127.0.0.1:{}", up.port());
+        drop(up);
+        up = start(&listen);
+        let answer = relay.request(&echo(3, "after"));
+        assert_eq!(
+            answer["result"]["content"][0]["text"],
+            "after",
+            "{refusal:?}: {answer}\n--- stderr\n{}",
+            relay.stderr()
+        );
+        let now = stats(&up);
+        assert_eq!(now["initializes"], 1, "{refusal:?}: {now}");
+        assert_eq!(now["sessions"], 1, "{refusal:?}: {now}");
+
+        let (code, stderr) = relay.finish();
+        assert_eq!(code, Some(0), "{stderr}");
+        let end = stats(&up);
+        assert_eq!(
+            end["deleted"], 1,
+            "{refusal:?}: the session must be deleted: {end}"
+        );
+        assert_eq!(end["sessions"], 0, "{refusal:?}: {end}");
+    }
+}
