@@ -615,3 +615,112 @@ fn straight_to_a_session_era_server_a_forgotten_session_is_opened_again_and_dele
         assert_eq!(end["sessions"], 0, "{refusal:?}: {end}");
     }
 }
+
+#[test]
+fn a_session_era_cancellation_is_sent_on_and_reaches_the_upstream() {
+    let dir = Dir::new();
+    let up = Upstream::start(&[]);
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
+    let stats = || {
+        let (status, body) = common::curl(&[&format!("{}/stats", up.base)]);
+        assert_eq!(status, 200, "{body}");
+        serde_json::from_str::<Value>(&body).unwrap()
+    };
+    let until = |what: &str, done: &dyn Fn(&Value) -> bool| {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            let now = stats();
+            if done(&now) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "{what}: {now}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let mut relay = Relay::start(&dir, &[&format!("http://{}/mcp", gw.addr)]);
+    relay.request(&initialize(1));
+    relay.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+    let calls = stats()["calls"].as_u64().unwrap();
+    relay.send(
+        &json!({"jsonrpc": "2.0", "id": "slow", "method": "tools/call",
+        "params": {"name": "up__sleep", "arguments": {"ms": 60000}}}),
+    );
+    until("the call never reached the upstream", &|now| {
+        now["calls"].as_u64().unwrap() > calls
+    });
+    relay.send(
+        &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": "slow", "reason": "the user gave up"}}),
+    );
+    until("the upstream never heard of the cancellation", &|now| {
+        !now["cancelled"].as_array().unwrap().is_empty()
+    });
+    let (code, stderr) = relay.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[test]
+fn a_2026_07_28_cancellation_closes_the_request_stream_and_is_not_sent() {
+    // A server that takes the request and never answers, and says what else it is sent and
+    // when the request's connection closes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (events, heard) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let events = events.clone();
+            std::thread::spawn(move || {
+                use std::io::Read;
+                let mut buf = [0u8; 65536];
+                loop {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => {
+                            let _ = events.send("closed".into());
+                            return;
+                        }
+                        Ok(n) => {
+                            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                            let _ = events.send(text);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let dir = Dir::new();
+    let mut relay = Relay::start(&dir, &[&format!("http://127.0.0.1:{port}/mcp")]);
+    relay.send(
+        &json!({"jsonrpc": "2.0", "id": "slow", "method": "tools/call", "params": {
+        "name": "sleep", "arguments": {}, "_meta": modern_meta()}}),
+    );
+    let next = || {
+        heard
+            .recv_timeout(PATIENCE)
+            .expect("the server heard nothing")
+    };
+    let request = next();
+    assert!(request.starts_with("POST /mcp HTTP/1.1"), "{request}");
+    let lower = request.to_ascii_lowercase();
+    assert!(lower.contains("mcp-method: tools/call"), "{request}");
+    assert!(lower.contains("mcp-name: sleep"), "{request}");
+    assert!(
+        lower.contains("mcp-protocol-version: 2026-07-28"),
+        "{request}"
+    );
+    relay.send(
+        &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+        "params": {"requestId": "slow"}}),
+    );
+    assert_eq!(
+        next(),
+        "closed",
+        "the request's stream must be closed, and nothing sent"
+    );
+    let (code, stderr) = relay.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+    while let Ok(more) = heard.try_recv() {
+        assert!(!more.contains("notifications/cancelled"), "{more}");
+    }
+}

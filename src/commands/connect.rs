@@ -176,15 +176,23 @@ impl Relay {
                     tracing::warn!(error = %self.remote.describe(&err), "notifications/initialized was not delivered");
                 }
             }
-            (Kind::Notification, Some("notifications/cancelled")) if self.cancel_modern(&msg) => {}
             (Kind::Request, Some(method)) => {
                 self.request(msg.clone(), method == "subscriptions/listen")
             }
             (Kind::Notification | Kind::Response, _) => {
+                let (cancel, forward) = match method.as_deref() {
+                    Some("notifications/cancelled") => self.cancelled(&msg),
+                    _ => (None, true),
+                };
                 let remote = self.remote.clone();
                 self.tasks.spawn(async move {
-                    if let Err(err) = remote.send(&msg, CLIENT_MESSAGE).await {
+                    if forward && let Err(err) = remote.send(&msg, CLIENT_MESSAGE).await {
                         tracing::warn!(method = jsonrpc::method(&msg).unwrap_or("a response"), error = %remote.describe(&err), "not delivered");
+                    }
+                    // Only now: a server that saw the request's connection close first might
+                    // not look for the cancellation.
+                    if let Some(cancel) = cancel {
+                        cancel.cancel();
                     }
                 });
             }
@@ -201,20 +209,18 @@ impl Relay {
         }
     }
 
-    /// A 2026-07-28 client's `notifications/cancelled` for a request in flight: that era
-    /// cancels by closing the request's stream, so its POST is dropped and the notification
-    /// goes no further. Whether it was one.
-    fn cancel_modern(&self, msg: &Value) -> bool {
+    /// A client's `notifications/cancelled`: how to drop the request it names, if it is in
+    /// flight (the client ignores any answer to it now), and whether the notification goes
+    /// on. A 2026-07-28 request is cancelled by closing its stream, and that era has no such
+    /// notification over HTTP; a session-era one needs the notification.
+    fn cancelled(&self, msg: &Value) -> (Option<CancellationToken>, bool) {
         let Some(id) = msg.pointer("/params/requestId") else {
-            return false;
+            return (None, true);
         };
         let inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
         match inflight.get(&id.to_string()) {
-            Some(request) if request.modern => {
-                request.cancel.cancel();
-                true
-            }
-            _ => false,
+            Some(request) => (Some(request.cancel.clone()), !request.modern),
+            None => (None, true),
         }
     }
 

@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue};
 use serde_json::Value;
 use tokio::time::Instant;
@@ -43,7 +44,7 @@ const MAX_REDIAL_PAUSE: Duration = Duration::from_secs(1);
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Where the bearer token comes from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Bearer {
     /// None is sent.
     Absent,
@@ -53,8 +54,17 @@ pub enum Bearer {
     File(PathBuf),
 }
 
+impl std::fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Absent => f.write_str("Absent"),
+            Self::Given(_) => f.write_str("Given(<redacted>)"),
+            Self::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
 /// What the relay was told, validated.
-#[derive(Debug)]
 pub struct Settings {
     /// The endpoint.
     pub url: String,
@@ -67,6 +77,20 @@ pub struct Settings {
     pub headers: Vec<(String, String)>,
     /// How long an answer may take, and how long a refusing server is dialled again.
     pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Header values often carry keys: their names only.
+        let headers: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("Settings")
+            .field("url", &self.url)
+            .field("tls", &self.tls)
+            .field("bearer", &self.bearer)
+            .field("headers", &headers)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 /// Why the relay cannot start.
@@ -134,10 +158,9 @@ struct Session {
 struct State {
     /// The client (TLS identity and pool) as last built.
     client: UpstreamClient,
-    /// The bearer token and extra headers, as last read.
+    /// The bearer token and extra headers, as last read (their values marked sensitive, so
+    /// that no debug output shows them).
     base: HeaderMap,
-    /// The token in `base`, to tell whether a file read again brought a new one.
-    token: Option<String>,
     session: Session,
 }
 
@@ -164,13 +187,11 @@ impl Remote {
         let cache = ClientCache::new(PathPolicy::default());
         let client = cache.client_for(&settings.url, &settings.tls)?;
         let target = message::target(&client.url)?;
-        let token = read_token(&settings.bearer)?;
-        let base = base_headers(&settings, token.clone())?;
+        let base = base_headers(&settings, read_token(&settings.bearer)?)?;
         Ok(Arc::new_cyclic(|me| Self {
             state: Mutex::new(State {
                 client,
                 base,
-                token,
                 session: Session::default(),
             }),
             settings,
@@ -501,14 +522,11 @@ impl Remote {
             }
         };
         let mut state = self.state();
-        if token == state.token {
-            return false;
-        }
-        match base_headers(&self.settings, token.clone()) {
+        match base_headers(&self.settings, token) {
+            Ok(base) if base.get(AUTHORIZATION) == state.base.get(AUTHORIZATION) => false,
             Ok(base) => {
                 tracing::info!("the server answered 401; sending the token now in --bearer-file");
                 state.base = base;
-                state.token = token;
                 true
             }
             Err(err) => {
@@ -607,4 +625,35 @@ fn base_headers(settings: &Settings, token: Option<String>) -> Result<HeaderMap,
         bearer: token,
         headers: settings.headers.clone(),
     })?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_show_no_token_and_no_header_value() {
+        let settings = Settings {
+            url: "https://gw.example/mcp".into(),
+            tls: TlsSettings::default(),
+            bearer: Bearer::Given("s3cret-token".into()),
+            headers: vec![("X-Api-Key".into(), "s3cret-key".into())],
+            timeout: Duration::from_secs(1),
+        };
+        let shown = format!("{settings:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("X-Api-Key"), "{shown}");
+        let headers = base_headers(&settings, read_token(&settings.bearer).unwrap()).unwrap();
+        assert!(!format!("{headers:?}").contains("s3cret"), "{headers:?}");
+    }
+
+    #[test]
+    fn a_message_is_modern_by_the_version_in_its_meta() {
+        let modern = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+            "params": {"_meta": {META_PROTOCOL_VERSION: "2026-07-28"}}});
+        assert_eq!(modern_version(&modern), Some("2026-07-28"));
+        let session = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list",
+            "params": {"_meta": {"progressToken": 1}}});
+        assert_eq!(modern_version(&session), None);
+    }
 }
