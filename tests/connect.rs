@@ -48,23 +48,60 @@ fn token_file(dir: &Dir, name: &str) -> std::path::PathBuf {
     path
 }
 
-/// `mcpgw connect`'s arguments for the gateway on `port`: `pki`'s CA, its client certificate,
-/// and a token file minted for the gateway of `dir`.
-fn with_identity(dir: &Dir, pki: &Pki, port: u16) -> Vec<String> {
-    let token = token_file(dir, "token");
+/// `pki`'s CA and client certificate, as `mcpgw connect` takes them.
+fn identity(pki: &Pki) -> Vec<String> {
+    let (ca, cert, key) = (pki.s("ca.crt"), pki.s("client.crt"), pki.s("client.key"));
     [
-        &format!("https://localhost:{port}/mcp"),
         "--ca-cert",
-        &pki.s("ca.crt"),
+        &ca,
         "--client-cert",
-        &pki.s("client.crt"),
+        &cert,
         "--client-key",
-        &pki.s("client.key"),
-        "--bearer-file",
-        token.to_str().unwrap(),
+        &key,
     ]
     .map(str::to_owned)
     .to_vec()
+}
+
+/// `mcpgw connect`'s arguments for the gateway on `port`: `pki`'s identity, and a token file
+/// minted for the gateway of `dir`.
+fn with_identity(dir: &Dir, pki: &Pki, port: u16) -> Vec<String> {
+    let token = token_file(dir, "token");
+    let mut args = vec![format!("https://localhost:{port}/mcp")];
+    args.extend(identity(pki));
+    args.extend(["--bearer-file".to_owned(), token.display().to_string()]);
+    args
+}
+
+/// The Rust fixture's request counters (`GET /stats`), over mTLS with `pki`'s client
+/// certificate when it serves HTTPS.
+fn stats(up: &Upstream, pki: Option<&Pki>) -> Value {
+    let url = format!("{}/stats", up.base);
+    let mut args: Vec<String> = Vec::new();
+    if let Some(pki) = pki {
+        args = ["--cacert", "--cert", "--key"]
+            .into_iter()
+            .zip(["ca.crt", "client.crt", "client.key"])
+            .flat_map(|(flag, file)| [flag.to_owned(), pki.s(file)])
+            .collect();
+    }
+    args.push(url);
+    let (status, body) = common::curl(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+/// Ask the fixture's counters until `done` says yes (`what` if they never do).
+fn until_stats(up: &Upstream, what: &str, done: impl Fn(&Value) -> bool) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let now = stats(up, None);
+        if done(&now) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {now}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// The calls each phase of the Python driver makes: a tool of the 2026-07-28 upstream and one
@@ -497,13 +534,7 @@ fn a_call_cut_by_a_gateway_restart_gets_an_error_and_is_not_sent_again() {
     let gw = Gateway::start(&dir, &["--no-auth"]);
     let addr = gw.addr.to_string();
     dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
-    let calls = || {
-        let (status, body) = common::curl(&[&format!("{}/stats", up.base)]);
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str::<Value>(&body).unwrap()["calls"]
-            .as_u64()
-            .unwrap()
-    };
+    let calls = || stats(&up, None)["calls"].as_u64().unwrap();
     let mut relay = Relay::start(&dir, &[&format!("http://{addr}/mcp")]);
     relay.request(&initialize(1));
     relay.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
@@ -511,14 +542,9 @@ fn a_call_cut_by_a_gateway_restart_gets_an_error_and_is_not_sent_again() {
     relay.send(&json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
         "params": {"name": "up__sleep", "arguments": {"ms": 60000}}}));
     // Once the upstream runs it, the gateway goes away under it.
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while calls() == before {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the call never reached the upstream"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    until_stats(&up, "the call never reached the upstream", |now| {
+        now["calls"].as_u64().unwrap() > before
+    });
     drop(gw);
     let answer = relay.answer(&json!(2), &mut Vec::new());
     let message = answer["error"]["message"].as_str().unwrap_or_default();
@@ -554,29 +580,9 @@ fn straight_to_a_session_era_server_a_forgotten_session_is_opened_again_and_dele
             Upstream::start_mtls_with(&pki, &args)
         };
         let mut up = start("127.0.0.1:0");
-        let stats = |up: &Upstream| {
-            let (status, body) = common::curl(&[
-                "--cacert",
-                &pki.s("ca.crt"),
-                "--cert",
-                &pki.s("client.crt"),
-                "--key",
-                &pki.s("client.key"),
-                &format!("{}/stats", up.base),
-            ]);
-            assert_eq!(status, 200, "{body}");
-            serde_json::from_str::<Value>(&body).unwrap()
-        };
-        let url = format!("https://localhost:{}/mcp", up.port());
-        let identity = [
-            "--ca-cert",
-            &pki.s("ca.crt"),
-            "--client-cert",
-            &pki.s("client.crt"),
-            "--client-key",
-            &pki.s("client.key"),
-        ];
-        let mut relay = Relay::start(&dir, &[&[url.as_str()], &identity[..]].concat());
+        let mut args = vec![format!("https://localhost:{}/mcp", up.port())];
+        args.extend(identity(&pki));
+        let mut relay = Relay::start(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
         let echo = |id: i64, text: &str| {
             json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
                 "params": {"name": "echo", "arguments": {"text": text}}})
@@ -601,13 +607,13 @@ fn straight_to_a_session_era_server_a_forgotten_session_is_opened_again_and_dele
             "{refusal:?}: {answer}\n--- stderr\n{}",
             relay.stderr()
         );
-        let now = stats(&up);
+        let now = stats(&up, Some(&pki));
         assert_eq!(now["initializes"], 1, "{refusal:?}: {now}");
         assert_eq!(now["sessions"], 1, "{refusal:?}: {now}");
 
         let (code, stderr) = relay.finish();
         assert_eq!(code, Some(0), "{stderr}");
-        let end = stats(&up);
+        let end = stats(&up, Some(&pki));
         assert_eq!(
             end["deleted"], 1,
             "{refusal:?}: the session must be deleted: {end}"
@@ -622,38 +628,22 @@ fn a_session_era_cancellation_is_sent_on_and_reaches_the_upstream() {
     let up = Upstream::start(&[]);
     let gw = Gateway::start(&dir, &["--no-auth"]);
     dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
-    let stats = || {
-        let (status, body) = common::curl(&[&format!("{}/stats", up.base)]);
-        assert_eq!(status, 200, "{body}");
-        serde_json::from_str::<Value>(&body).unwrap()
-    };
-    let until = |what: &str, done: &dyn Fn(&Value) -> bool| {
-        let deadline = std::time::Instant::now() + PATIENCE;
-        loop {
-            let now = stats();
-            if done(&now) {
-                return;
-            }
-            assert!(std::time::Instant::now() < deadline, "{what}: {now}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    };
     let mut relay = Relay::start(&dir, &[&format!("http://{}/mcp", gw.addr)]);
     relay.request(&initialize(1));
     relay.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
-    let calls = stats()["calls"].as_u64().unwrap();
+    let calls = stats(&up, None)["calls"].as_u64().unwrap();
     relay.send(
         &json!({"jsonrpc": "2.0", "id": "slow", "method": "tools/call",
         "params": {"name": "up__sleep", "arguments": {"ms": 60000}}}),
     );
-    until("the call never reached the upstream", &|now| {
+    until_stats(&up, "the call never reached the upstream", |now| {
         now["calls"].as_u64().unwrap() > calls
     });
     relay.send(
         &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
         "params": {"requestId": "slow", "reason": "the user gave up"}}),
     );
-    until("the upstream never heard of the cancellation", &|now| {
+    until_stats(&up, "the upstream never heard of the cancellation", |now| {
         !now["cancelled"].as_array().unwrap().is_empty()
     });
     let (code, stderr) = relay.finish();
