@@ -127,7 +127,15 @@ struct Driver {
 }
 
 impl Driver {
-    fn start(py: &Path, dir: &Dir, mode: &'static str, phases: u32, connect: &[String]) -> Self {
+    /// The driver in `mode` for `phases` phases of `calls`, starting `mcpgw connect` with
+    /// `connect`.
+    fn start(
+        py: &Path,
+        dir: &Dir,
+        (mode, phases): (&'static str, u32),
+        calls: &Value,
+        connect: &[String],
+    ) -> Self {
         let control = dir.join(&format!("control-{mode}"));
         std::fs::create_dir_all(&control).unwrap();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/connect_client.py");
@@ -139,7 +147,7 @@ impl Driver {
                 "--phases",
                 &phases.to_string(),
                 "--calls",
-                &calls().to_string(),
+                &calls.to_string(),
             ])
             .arg("--")
             .args(connect)
@@ -160,7 +168,8 @@ impl Driver {
     }
 
     /// The lines of phase `n`, up to its `done` line.
-    fn phase(&mut self, n: u32, gw: &Gateway) -> Vec<Value> {
+    /// The lines of phase `n` and its `done` line; `gw`'s log is shown if they do not come.
+    fn phase(&mut self, n: u32, gw: Option<&Gateway>) -> (Vec<Value>, Value) {
         if n > 1 {
             std::fs::write(self.control.join(format!("go-{n}")), b"").unwrap();
         }
@@ -172,14 +181,14 @@ impl Driver {
                     "{} driver: no line of phase {n} ({e:?}); so far {got:?}\n--- its stderr (and mcpgw connect's)\n{}\n--- gateway log\n{}",
                     self.mode,
                     self.stderr.lock().unwrap(),
-                    gw.log()
+                    gw.map(Gateway::log).unwrap_or_default()
                 ),
             };
             let value: Value =
                 serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
             assert_eq!(value["phase"], n, "{value}");
             if value["done"] == true {
-                return got;
+                return (got, value);
             }
             got.push(value);
         }
@@ -268,11 +277,11 @@ fn python_sdk_clients_of_both_eras_call_tools_through_connect_across_a_rotation_
     dir.gateway_add_mtls("legacy", &format!("{}/mcp", legacy.base), &pki);
     let connect = with_identity(&dir, &pki, port);
     let mut drivers = [
-        Driver::start(&py, &dir, "legacy", 3, &connect),
-        Driver::start(&py, &dir, "2026-07-28", 3, &connect),
+        Driver::start(&py, &dir, ("legacy", 3), &calls(), &connect),
+        Driver::start(&py, &dir, ("2026-07-28", 3), &calls(), &connect),
     ];
     for d in &mut drivers {
-        let lines = d.phase(1, &gw);
+        let (lines, _) = d.phase(1, Some(&gw));
         assert_phase_answered(d.mode, 1, &lines);
     }
 
@@ -280,7 +289,7 @@ fn python_sdk_clients_of_both_eras_call_tools_through_connect_across_a_rotation_
     let rotated = dir.rotate_issue(&pki);
     assert!(rotated.contains("verified: a new handshake"), "{rotated}");
     for d in &mut drivers {
-        let lines = d.phase(2, &gw);
+        let (lines, _) = d.phase(2, Some(&gw));
         assert_phase_answered(d.mode, 2, &lines);
     }
 
@@ -289,7 +298,7 @@ fn python_sdk_clients_of_both_eras_call_tools_through_connect_across_a_rotation_
     drop(gw);
     gw = serve(&dir, &pki, port, true);
     for d in &mut drivers {
-        let lines = d.phase(3, &gw);
+        let (lines, _) = d.phase(3, Some(&gw));
         assert_phase_answered(d.mode, 3, &lines);
     }
     let stderr = drivers[0].stderr.lock().unwrap().clone();
@@ -712,5 +721,48 @@ fn a_2026_07_28_cancellation_closes_the_request_stream_and_is_not_sent() {
     assert_eq!(code, Some(0), "{stderr}");
     while let Ok(more) = heard.try_recv() {
         assert!(!more.contains("notifications/cancelled"), "{more}");
+    }
+}
+
+#[test]
+fn python_sdk_clients_of_both_eras_reach_an_official_python_sdk_server_straight_through_connect() {
+    let py = py::python();
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let port = py::free_port();
+    let server = py::PyUpstream::with_pki(
+        &py,
+        port,
+        &pki,
+        &["--transport", "streamable-http", "--input-tool"],
+    );
+    let mut connect = vec![format!("https://localhost:{port}/mcp")];
+    connect.extend(identity(&pki));
+    let calls = json!([
+        ["echo", {"text": "straight"}],
+        ["add", {"a": 2, "b": 40}],
+        ["confirm", {"question": "go on?"}],
+    ]);
+    for (mode, version) in [("legacy", "2025-11-25"), ("2026-07-28", "2026-07-28")] {
+        let mut driver = Driver::start(&py, &dir, (mode, 1), &calls, &connect);
+        let (lines, done) = driver.phase(1, None);
+        let by_tool = |tool: &str| lines.iter().find(|l| l["tool"] == tool).unwrap();
+        assert_eq!(by_tool("echo")["result"], "straight", "{mode}: {lines:?}");
+        assert_eq!(by_tool("add")["result"], "42", "{mode}: {lines:?}");
+        // The server's question reaches the client: a request in the session era, an
+        // input-required result in 2026-07-28 (the client answers and calls again).
+        let confirmed = by_tool("confirm");
+        assert_eq!(
+            confirmed["result"],
+            "confirmed=True",
+            "{mode}: {confirmed}\n{}",
+            server.log()
+        );
+        assert_eq!(
+            confirmed["asked"],
+            json!(["elicitation/create"]),
+            "{mode}: {confirmed}"
+        );
+        assert_eq!(done["protocol_version"], version, "{mode}: {done}");
     }
 }
