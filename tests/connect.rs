@@ -766,3 +766,50 @@ fn python_sdk_clients_of_both_eras_reach_an_official_python_sdk_server_straight_
         assert_eq!(done["protocol_version"], version, "{mode}: {done}");
     }
 }
+
+#[test]
+fn a_client_certificate_replaced_on_disk_is_presented_from_the_next_message_on() {
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let stranger = dir.cert_gen("stranger", &[]);
+    let gw = serve(&dir, &pki, 0, true);
+    // The relay's certificate files hold one the gateway does not trust, at first.
+    let (cert, key) = (dir.join("me.crt"), dir.join("me.key"));
+    std::fs::copy(stranger.file("client.crt"), &cert).unwrap();
+    std::fs::copy(stranger.file("client.key"), &key).unwrap();
+    let url = format!("https://localhost:{}/mcp", gw.addr.port());
+    let (ca, cert_arg, key_arg) = (
+        pki.s("ca.crt"),
+        cert.display().to_string(),
+        key.display().to_string(),
+    );
+    let mut relay = Relay::start(
+        &dir,
+        &[
+            &url,
+            "--ca-cert",
+            &ca,
+            "--client-cert",
+            &cert_arg,
+            "--client-key",
+            &key_arg,
+        ],
+    );
+    let refused = relay.request(&initialize(1));
+    let message = refused["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("rejected the client certificate"),
+        "{refused}"
+    );
+
+    common::write_atomically(&cert, &std::fs::read(pki.file("client.crt")).unwrap());
+    common::write_atomically(&key, &std::fs::read(pki.file("client.key")).unwrap());
+    let answer = relay.request(&initialize(2));
+    assert_eq!(
+        answer["result"]["serverInfo"]["name"],
+        "mcpgw",
+        "{answer}\n--- stderr\n{}",
+        relay.stderr()
+    );
+    relay.finish();
+}

@@ -158,6 +158,8 @@ struct Session {
 struct State {
     /// The client (TLS identity and pool) as last built.
     client: UpstreamClient,
+    /// A request failed to reach the server: the next one builds the client again first.
+    stale: bool,
     /// The bearer token and extra headers, as last read (their values marked sensitive, so
     /// that no debug output shows them).
     base: HeaderMap,
@@ -191,6 +193,7 @@ impl Remote {
         Ok(Arc::new_cyclic(|me| Self {
             state: Mutex::new(State {
                 client,
+                stale: false,
                 base,
                 session: Session::default(),
             }),
@@ -329,7 +332,7 @@ impl Remote {
         endless: bool,
     ) -> Result<Answer, UpstreamError> {
         let timeout = self.settings.timeout;
-        let client = self.state().client.clone();
+        let client = self.client();
         let extra = routing.map(Routing::as_slice).unwrap_or_default();
         let request =
             request::post_json(&self.target, client.pool.authority(), headers, extra, body);
@@ -350,7 +353,8 @@ impl Remote {
 
     /// Send `request` on `client`'s pool; while the server refuses connections (it is
     /// restarting), build the client again and retry with a growing pause, for up to the
-    /// timeout.
+    /// timeout. After any other failure the next message builds the client again (a handshake
+    /// refused for an expired client certificate works once the files hold a new one).
     async fn dial(
         &self,
         mut client: UpstreamClient,
@@ -367,9 +371,26 @@ impl Remote {
                     pause = (pause * 2).min(MAX_REDIAL_PAUSE);
                     client = self.rebuild()?;
                 }
-                Err(err) => return Err(answer::send_failed(&client, &err)),
+                Err(err) => {
+                    self.state().stale = true;
+                    return Err(answer::send_failed(&client, &err));
+                }
             }
         }
+    }
+
+    /// The client for the next request: built again from the files if the last one failed.
+    fn client(&self) -> UpstreamClient {
+        if self.state().stale {
+            match self.rebuild() {
+                Ok(client) => {
+                    self.state().stale = false;
+                    return client;
+                }
+                Err(err) => tracing::debug!(error = %err, "the TLS files are not usable now"),
+            }
+        }
+        self.state().client.clone()
     }
 
     /// A client built again from the files (a rotated client certificate is read here).
