@@ -193,7 +193,7 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -s V -l version -d 'Pr
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l bearer -d 'Bearer token to send (prefer --bearer-file or MCPGW_BEARER: arguments are visible to other users of the machine)' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l bearer-file -d 'File holding the bearer token: read at start, and again when the server answers 401, so that a token rotated in the file is picked up' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l ca-cert -d 'CA bundle to verify the server with [default: the system\'s trusted roots]' -r -F
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l client-cert -d 'Client certificate (chain) to present; read again on every reconnect, so a rotated one is picked up' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l client-cert -d 'Client certificate (chain) to present; read again after an exchange fails and while the server restarts, so that a rotated one is picked up' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l client-key -d 'The client certificate\'s key' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l server-name -d 'Name to verify (and send as SNI and Host) when URL holds an IP address' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l header -d 'Extra header to send with every request, \'Name: value\'; repeatable' -r

@@ -183,8 +183,8 @@ pub struct ConnectArgs {
     /// CA bundle to verify the server with [default: the system's trusted roots].
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
-    /// Client certificate (chain) to present; read again on every reconnect, so a rotated one
-    /// is picked up.
+    /// Client certificate (chain) to present; read again after an exchange fails and while the
+    /// server restarts, so that a rotated one is picked up.
     #[arg(long, value_name = "FILE", requires = "client_key")]
     pub client_cert: Option<PathBuf>,
     /// The client certificate's key.

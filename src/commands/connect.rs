@@ -232,10 +232,7 @@ impl Relay {
         } else {
             CancellationToken::new()
         };
-        let modern = msg.pointer("/params/_meta").is_some_and(|m| {
-            m.get(crate::upstream::message::META_PROTOCOL_VERSION)
-                .is_some()
-        });
+        let modern = remote::modern_version(&msg).is_some();
         self.inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -603,8 +603,9 @@ fn is_refused(err: &PoolError) -> bool {
         if source.kind() == std::io::ErrorKind::ConnectionRefused)
 }
 
-/// The 2026-07-28 version a message names in its `_meta`.
-fn modern_version(msg: &Value) -> Option<&str> {
+/// The 2026-07-28 version a message names in its `_meta`: a message that names none is of
+/// the session era.
+pub fn modern_version(msg: &Value) -> Option<&str> {
     msg.get("params")?
         .get("_meta")?
         .get(META_PROTOCOL_VERSION)?
