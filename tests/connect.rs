@@ -660,7 +660,7 @@ fn a_session_era_cancellation_is_sent_on_and_reaches_the_upstream() {
 }
 
 #[test]
-fn a_2026_07_28_cancellation_closes_the_request_stream_and_is_not_sent() {
+fn a_2026_07_28_request_goes_with_its_headers_and_a_cancellation_closes_its_stream() {
     // A server that takes the request and never answers, and says what else it is sent and
     // when the request's connection closes.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -689,7 +689,8 @@ fn a_2026_07_28_cancellation_closes_the_request_stream_and_is_not_sent() {
         }
     });
     let dir = Dir::new();
-    let mut relay = Relay::start(&dir, &[&format!("http://127.0.0.1:{port}/mcp")]);
+    let url = format!("http://127.0.0.1:{port}/mcp");
+    let mut relay = Relay::start(&dir, &[&url, "--header", "X-Team: blue"]);
     relay.send(
         &json!({"jsonrpc": "2.0", "id": "slow", "method": "tools/call", "params": {
         "name": "sleep", "arguments": {}, "_meta": modern_meta()}}),
@@ -708,6 +709,7 @@ fn a_2026_07_28_cancellation_closes_the_request_stream_and_is_not_sent() {
         lower.contains("mcp-protocol-version: 2026-07-28"),
         "{request}"
     );
+    assert!(lower.contains("x-team: blue"), "{request}");
     relay.send(
         &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
         "params": {"requestId": "slow"}}),
