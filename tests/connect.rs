@@ -8,20 +8,17 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::clients::{listen_request, modern_meta};
+use common::stdio::{PATIENCE, StdioPeer};
 use common::upstream::Upstream;
 use common::{Dir, Gateway, Pki, bin, py};
 use serde_json::{Value, json};
-
-/// How long any one answer may take before the test gives up (a hang guard, not a timing).
-const PATIENCE: Duration = Duration::from_secs(60);
 
 /// `mcpgw serve` with `pki`'s certificate on 127.0.0.1:`port` (0: any), requiring a client
 /// certificate from its CA when `mtls`.
@@ -157,7 +154,7 @@ impl Driver {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("start the Python driver");
-        let (lines, stderr) = read_output(&mut child);
+        let (lines, stderr) = common::stdio::read_output(&mut child);
         Self {
             child,
             lines,
@@ -200,20 +197,6 @@ impl Drop for Driver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// A child's stdout lines (as they come) and its stderr (collected).
-fn read_output(child: &mut Child) -> (Receiver<String>, Arc<Mutex<String>>) {
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    (rx, common::collect_lines(child.stderr.take().unwrap()))
 }
 
 /// Every call of a phase answered as the upstreams answer it, the server's questions put to
@@ -308,91 +291,11 @@ fn python_sdk_clients_of_both_eras_call_tools_through_connect_across_a_rotation_
     );
 }
 
-/// `mcpgw connect` driven line by line.
-struct Relay {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    lines: Receiver<String>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Relay {
-    fn start(dir: &Dir, args: &[&str]) -> Self {
-        let mut cmd = dir.cmd();
-        cmd.env_remove("MCPGW_BEARER")
-            .arg("connect")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start mcpgw connect");
-        let stdin = child.stdin.take();
-        let (lines, stderr) = read_output(&mut child);
-        Self {
-            child,
-            stdin,
-            lines,
-            stderr,
-        }
-    }
-
-    fn send(&mut self, msg: &Value) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{msg}").unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// The next line on stdout.
-    fn next(&self) -> Value {
-        match self.lines.recv_timeout(PATIENCE) {
-            Ok(line) => serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}")),
-            Err(RecvTimeoutError::Timeout) => {
-                panic!("no line on stdout\n--- stderr\n{}", self.stderr())
-            }
-            Err(e) => panic!("stdout closed ({e})\n--- stderr\n{}", self.stderr()),
-        }
-    }
-
-    /// The next line that is the answer to `id` (what comes before it is kept in `seen`).
-    fn answer(&self, id: &Value, seen: &mut Vec<Value>) -> Value {
-        loop {
-            let line = self.next();
-            if line.get("method").is_none() && line["id"] == *id {
-                return line;
-            }
-            seen.push(line);
-        }
-    }
-
-    /// Send `msg` and return its answer.
-    fn request(&mut self, msg: &Value) -> Value {
-        self.send(msg);
-        self.answer(&msg["id"], &mut Vec::new())
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    /// Close stdin and wait for the exit: its status code and stderr.
-    fn finish(mut self) -> (Option<i32>, String) {
-        drop(self.stdin.take());
-        let stderr = self.stderr.clone();
-        let code = common::wait_exit(&mut self.child, "mcpgw connect", PATIENCE, || {
-            stderr.lock().unwrap().clone()
-        });
-        // Its stderr's reader ends with the process's stderr: what it wrote last is read by now
-        // or right after.
-        std::thread::sleep(Duration::from_millis(50));
-        (code, self.stderr())
-    }
-}
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// `mcpgw connect ARGS` in `dir`, driven line by line.
+fn start_relay(dir: &Dir, args: &[&str]) -> StdioPeer {
+    let mut cmd = dir.cmd();
+    cmd.env_remove("MCPGW_BEARER").arg("connect").args(args);
+    StdioPeer::spawn(cmd, "mcpgw connect")
 }
 
 fn initialize(id: i64) -> Value {
@@ -408,7 +311,7 @@ fn an_unknown_ca_is_said_on_stderr_and_to_the_client_as_a_json_rpc_error() {
     let other = dir.cert_gen("other", &[]);
     let gw = serve(&dir, &pki, 0, true);
     let url = format!("https://localhost:{}/mcp", gw.addr.port());
-    let mut relay = Relay::start(
+    let mut relay = start_relay(
         &dir,
         &[
             &url,
@@ -437,7 +340,7 @@ fn a_missing_token_is_reported_as_a_401_and_a_token_file_is_read_again_after_one
     let url = format!("https://localhost:{}/mcp", gw.addr.port());
     let ca = pki.s("ca.crt");
 
-    let mut relay = Relay::start(&dir, &[&url, "--ca-cert", &ca]);
+    let mut relay = start_relay(&dir, &[&url, "--ca-cert", &ca]);
     let answer = relay.request(&initialize(1));
     let message = answer["error"]["message"].as_str().unwrap_or_default();
     assert!(
@@ -452,7 +355,7 @@ fn a_missing_token_is_reported_as_a_401_and_a_token_file_is_read_again_after_one
     let file = dir.join("token");
     std::fs::write(&file, "not-a-token\n").unwrap();
     let file_arg = file.display().to_string();
-    let mut relay = Relay::start(&dir, &[&url, "--ca-cert", &ca, "--bearer-file", &file_arg]);
+    let mut relay = start_relay(&dir, &[&url, "--ca-cert", &ca, "--bearer-file", &file_arg]);
     let answer = relay.request(&initialize(1));
     let message = answer["error"]["message"].as_str().unwrap_or_default();
     assert!(
@@ -478,7 +381,7 @@ fn a_listen_stream_holds_up_no_other_request_and_ends_when_stdin_closes() {
     let gw = serve(&dir, &pki, 0, true);
     dir.gateway_add_mtls("alpha", &format!("{}/mcp", up.base), &pki);
     let args = with_identity(&dir, &pki, gw.addr.port());
-    let mut relay = Relay::start(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut relay = start_relay(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
     relay.send(&listen_request("L1", json!({"toolsListChanged": true})));
     let ack = relay.next();
     assert_eq!(
@@ -503,7 +406,7 @@ fn what_a_session_era_server_sends_on_its_standing_stream_reaches_stdout() {
     let up = Upstream::start(&["--session-only", "--list-changed"]);
     let gw = Gateway::start(&dir, &["--no-auth"]);
     dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
-    let mut relay = Relay::start(&dir, &[&format!("http://{}/mcp", gw.addr)]);
+    let mut relay = start_relay(&dir, &[&format!("http://{}/mcp", gw.addr)]);
     let answer = relay.request(&initialize(1));
     assert_eq!(
         answer["result"]["protocolVersion"], "2025-11-25",
@@ -544,7 +447,7 @@ fn a_call_cut_by_a_gateway_restart_gets_an_error_and_is_not_sent_again() {
     let addr = gw.addr.to_string();
     dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
     let calls = || stats(&up, None)["calls"].as_u64().unwrap();
-    let mut relay = Relay::start(&dir, &[&format!("http://{addr}/mcp")]);
+    let mut relay = start_relay(&dir, &[&format!("http://{addr}/mcp")]);
     relay.request(&initialize(1));
     relay.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
     let before = calls();
@@ -591,7 +494,7 @@ fn straight_to_a_session_era_server_a_forgotten_session_is_opened_again_and_dele
         let mut up = start("127.0.0.1:0");
         let mut args = vec![format!("https://localhost:{}/mcp", up.port())];
         args.extend(identity(&pki));
-        let mut relay = Relay::start(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut relay = start_relay(&dir, &args.iter().map(String::as_str).collect::<Vec<_>>());
         let echo = |id: i64, text: &str| {
             json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
                 "params": {"name": "echo", "arguments": {"text": text}}})
@@ -637,7 +540,7 @@ fn a_session_era_cancellation_is_sent_on_and_reaches_the_upstream() {
     let up = Upstream::start(&[]);
     let gw = Gateway::start(&dir, &["--no-auth"]);
     dir.run_expect(&["gateway", "add", "up", &format!("{}/mcp", up.base)], 0);
-    let mut relay = Relay::start(&dir, &[&format!("http://{}/mcp", gw.addr)]);
+    let mut relay = start_relay(&dir, &[&format!("http://{}/mcp", gw.addr)]);
     relay.request(&initialize(1));
     relay.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
     let calls = stats(&up, None)["calls"].as_u64().unwrap();
@@ -690,7 +593,7 @@ fn a_2026_07_28_request_goes_with_its_headers_and_a_cancellation_closes_its_stre
     });
     let dir = Dir::new();
     let url = format!("http://127.0.0.1:{port}/mcp");
-    let mut relay = Relay::start(&dir, &[&url, "--header", "X-Team: blue"]);
+    let mut relay = start_relay(&dir, &[&url, "--header", "X-Team: blue"]);
     relay.send(
         &json!({"jsonrpc": "2.0", "id": "slow", "method": "tools/call", "params": {
         "name": "sleep", "arguments": {}, "_meta": modern_meta()}}),
@@ -785,7 +688,7 @@ fn a_client_certificate_replaced_on_disk_is_presented_from_the_next_message_on()
         cert.display().to_string(),
         key.display().to_string(),
     );
-    let mut relay = Relay::start(
+    let mut relay = start_relay(
         &dir,
         &[
             &url,

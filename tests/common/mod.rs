@@ -11,6 +11,7 @@ pub mod plain;
 pub mod prereq;
 pub mod py;
 pub mod raw;
+pub mod stdio;
 pub mod tls;
 pub mod upstream;
 
