@@ -22,6 +22,9 @@ _mcpgw() {
             mcpgw,cert)
                 cmd="mcpgw__subcmd__cert"
                 ;;
+            mcpgw,connect)
+                cmd="mcpgw__subcmd__connect"
+                ;;
             mcpgw,gateway)
                 cmd="mcpgw__subcmd__gateway"
                 ;;
@@ -96,6 +99,9 @@ _mcpgw() {
                 ;;
             mcpgw__subcmd__help,cert)
                 cmd="mcpgw__subcmd__help__subcmd__cert"
+                ;;
+            mcpgw__subcmd__help,connect)
+                cmd="mcpgw__subcmd__help__subcmd__connect"
                 ;;
             mcpgw__subcmd__help,gateway)
                 cmd="mcpgw__subcmd__help__subcmd__gateway"
@@ -173,7 +179,7 @@ _mcpgw() {
 
     case "${cmd}" in
         mcpgw)
-            opts="-h -V --control-socket --data-dir --json --help --version serve cert status gateway token call probe policy help"
+            opts="-h -V --control-socket --data-dir --json --help --version serve cert status gateway token call connect probe policy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -405,6 +411,60 @@ _mcpgw() {
                     ;;
                 --key-type)
                     COMPREPLY=($(compgen -W "ecdsa-p256 ed25519 rsa2048 rsa4096" -- "${cur}"))
+                    return 0
+                    ;;
+                --control-socket)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --data-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__connect)
+            opts="-h -V --bearer --bearer-file --ca-cert --client-cert --client-key --server-name --header --timeout --control-socket --data-dir --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --bearer)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bearer-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --ca-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --client-cert)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --client-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --server-name)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --header)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --control-socket)
@@ -681,7 +741,7 @@ _mcpgw() {
             return 0
             ;;
         mcpgw__subcmd__help)
-            opts="serve cert status gateway token call probe policy help"
+            opts="serve cert status gateway token call connect probe policy help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -739,6 +799,20 @@ _mcpgw() {
         mcpgw__subcmd__help__subcmd__cert__subcmd__rotate)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        mcpgw__subcmd__help__subcmd__connect)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -35,6 +35,7 @@ complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "status" -d 'Show the ru
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "gateway" -d 'Manage upstream MCP servers (through the control socket)'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "token" -d 'Bearer tokens for the gateway\'s HTTP listener'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "call" -d 'Send one MCP/JSON-RPC request and print its result: through the control socket, or as a real MCP client of --url'
+complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "connect" -d 'Be a stdio MCP server that relays to a remote MCP endpoint over Streamable HTTP (what a desktop client\'s config runs as a command)'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "probe" -d 'Check an upstream MCP endpoint phase by phase (DNS, TCP, TLS, HTTP, MCP, tools/list)'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "policy" -d 'Explain what the policy of a config file decides'
 complete -c mcpgw -n "__fish_mcpgw_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -199,6 +200,19 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l data-dir -d 'Direct
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l json -d 'Print data as JSON'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -s V -l version -d 'Print version'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l bearer -d 'Bearer token to send (prefer --bearer-file or MCPGW_BEARER: arguments are visible to other users of the machine)' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l bearer-file -d 'File holding the bearer token: read at start, and again when the server answers 401, so that a token rotated in the file is picked up' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l ca-cert -d 'CA bundle to verify the server with [default: the system\'s trusted roots]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l client-cert -d 'Client certificate (chain) to present; read again after an exchange fails and while the server restarts, so that a rotated one is picked up' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l client-key -d 'The client certificate\'s key' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l server-name -d 'Name to verify (and send as SNI and Host) when URL holds an IP address' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l header -d 'Extra header to send with every request, \'Name: value\'; repeatable' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l timeout -d 'Seconds to wait for each answer, and to keep retrying a server that refuses connections (while it restarts) before the client gets an error' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l json -d 'Print data as JSON'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -s V -l version -d 'Print version'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l ca-cert -d 'CA bundle to verify the upstream with [default: the system trust store]' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l client-cert -d 'Client certificate chain (PEM) to present when the upstream asks for one' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l client-key -d 'Private key of the client certificate (PEM)' -r -F
@@ -235,15 +249,16 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subc
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from check" -s V -l version -d 'Print version'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "check" -d 'Say whether a principal may reach a tool, prompt or resource, and which rule decides'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand policy; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "serve" -d 'Run the gateway'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "cert" -d 'Make a test PKI, or rotate the running gateway\'s certificate'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "status" -d 'Show the running gateway\'s status (through the control socket)'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "gateway" -d 'Manage upstream MCP servers (through the control socket)'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "token" -d 'Bearer tokens for the gateway\'s HTTP listener'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "call" -d 'Send one MCP/JSON-RPC request and print its result: through the control socket, or as a real MCP client of --url'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "probe" -d 'Check an upstream MCP endpoint phase by phase (DNS, TCP, TLS, HTTP, MCP, tools/list)'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "policy" -d 'Explain what the policy of a config file decides'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call probe policy help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call connect probe policy help" -f -a "serve" -d 'Run the gateway'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call connect probe policy help" -f -a "cert" -d 'Make a test PKI, or rotate the running gateway\'s certificate'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call connect probe policy help" -f -a "status" -d 'Show the running gateway\'s status (through the control socket)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call connect probe policy help" -f -a "gateway" -d 'Manage upstream MCP servers (through the control socket)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call connect probe policy help" -f -a "token" -d 'Bearer tokens for the gateway\'s HTTP listener'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call connect probe policy help" -f -a "call" -d 'Send one MCP/JSON-RPC request and print its result: through the control socket, or as a real MCP client of --url'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call connect probe policy help" -f -a "connect" -d 'Be a stdio MCP server that relays to a remote MCP endpoint over Streamable HTTP (what a desktop client\'s config runs as a command)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call connect probe policy help" -f -a "probe" -d 'Check an upstream MCP endpoint phase by phase (DNS, TCP, TLS, HTTP, MCP, tools/list)'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call connect probe policy help" -f -a "policy" -d 'Explain what the policy of a config file decides'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and not __fish_seen_subcommand_from serve cert status gateway token call connect probe policy help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from cert" -f -a "gen" -d 'Write a test PKI: ca.crt ca.key server.crt server.key client.crt client.key'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from cert" -f -a "rotate" -d 'Install a new serving certificate in the running gateway without dropping a connection'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand help; and __fish_seen_subcommand_from gateway" -f -a "add" -d 'Register an upstream: connect, initialize, list its catalog, store it'

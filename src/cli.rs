@@ -58,6 +58,15 @@ pub enum Command {
     /// Send one MCP/JSON-RPC request and print its result: through the control socket, or as a
     /// real MCP client of --url.
     Call(CallArgs),
+    /// Be a stdio MCP server that relays to a remote MCP endpoint over Streamable HTTP (what a
+    /// desktop client's config runs as a command).
+    ///
+    /// Reads newline-delimited JSON-RPC on stdin and writes the answers, and what the server
+    /// sends on its own, one message a line on stdout; logs go to stderr. Both protocol eras
+    /// pass through as the client speaks them. A server that forgets the session (a restarted
+    /// gateway) gets the client's initialize again and the message that failed; a server that
+    /// refuses connections while it restarts is retried for up to --timeout.
+    Connect(ConnectArgs),
     /// Check an upstream MCP endpoint phase by phase (DNS, TCP, TLS, HTTP, MCP, tools/list).
     ///
     /// Stops at the first failing phase with one plain diagnosis and an exit code naming the
@@ -172,6 +181,47 @@ pub struct CallArgs {
     pub server_name: Option<String>,
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 30)]
+    pub timeout: u64,
+}
+
+/// `mcpgw connect`
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// The MCP endpoint (Streamable HTTP), e.g. https://gateway.example:8443/mcp.
+    pub url: String,
+    /// Bearer token to send (prefer --bearer-file or MCPGW_BEARER: arguments are visible to
+    /// other users of the machine).
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "MCPGW_BEARER",
+        hide_env_values = true,
+        conflicts_with = "bearer_file"
+    )]
+    pub bearer: Option<String>,
+    /// File holding the bearer token: read at start, and again when the server answers 401, so
+    /// that a token rotated in the file is picked up.
+    #[arg(long, value_name = "FILE")]
+    pub bearer_file: Option<PathBuf>,
+    /// CA bundle to verify the server with [default: the system's trusted roots].
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate (chain) to present; read again after an exchange fails and while the
+    /// server restarts, so that a rotated one is picked up.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// The client certificate's key.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Name to verify (and send as SNI and Host) when URL holds an IP address.
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+    /// Extra header to send with every request, 'Name: value'; repeatable.
+    #[arg(long = "header", value_name = "'K: V'")]
+    pub headers: Vec<String>,
+    /// Seconds to wait for each answer, and to keep retrying a server that refuses
+    /// connections (while it restarts) before the client gets an error.
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
     pub timeout: u64,
 }
 

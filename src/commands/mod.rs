@@ -3,6 +3,7 @@
 
 pub mod call;
 pub mod cert;
+pub mod connect;
 pub mod gateway;
 pub mod policy;
 pub mod probe;
@@ -29,6 +30,7 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Status => runtime()?.block_on(status::run(&globals, cli.json)),
         Command::Gateway(cmd) => runtime()?.block_on(gateway::run(cmd, &globals, cli.json)),
         Command::Call(args) => runtime()?.block_on(call::run(&args, &globals, cli.json)),
+        Command::Connect(args) => runtime()?.block_on(connect::run(&args)),
         Command::Token(TokenCommand::Create {
             ttl,
             sub,

@@ -15,12 +15,12 @@ mod handshake;
 
 use super::UpstreamError;
 use super::clients::UpstreamClient;
-use super::message::routing_headers;
 pub use super::message::{
     Caller, ClientProfile, IdSink, META_CLIENT_CAPABILITIES, META_CLIENT_INFO,
     META_PROTOCOL_VERSION, META_SERVER_INFO, MODERN_VERSION, MessageSink, Owner, Routing,
     SESSION_GONE, SESSION_VERSIONS, header_safe, is_known_version, strip_envelope,
 };
+use super::message::{routing_for, routing_headers};
 use super::raw::{self, Envelope, RawParams, Received};
 use super::sse::SseConn;
 use super::stdio::StdioConn;
@@ -644,13 +644,7 @@ impl Connection {
                 raw::fill_envelope(meta, &envelope_meta(version, hello));
             }
         }
-        let name_key = match method {
-            "tools/call" | "prompts/get" => Some("name"),
-            "resources/read" => Some("uri"),
-            _ => None,
-        };
-        let name = name_key.and_then(|k| params.get(k)).and_then(Value::as_str);
-        routing_headers(version, method, name).into_owned()
+        routing_for(version, method, Some(params)).into_owned()
     }
 }
 

@@ -170,6 +170,24 @@ pub fn routing_headers<'a>(
     routing
 }
 
+/// The routing headers of a 2026-07-28 message of `method` with `params`: [`routing_headers`]
+/// with the name a request carries (a tool's or prompt's `name`, a resource's `uri`).
+pub fn routing_for<'a>(
+    version: &'a str,
+    method: &'a str,
+    params: Option<&'a Value>,
+) -> Routing<'a> {
+    let name_key = match method {
+        "tools/call" | "prompts/get" => Some("name"),
+        "resources/read" => Some("uri"),
+        _ => None,
+    };
+    let name = name_key
+        .and_then(|k| params?.get(k))
+        .and_then(Value::as_str);
+    routing_headers(version, method, name)
+}
+
 /// Methods whose `Mcp-Method` header needs no check.
 const ROUTED_METHODS: [&str; 4] = ["tools/call", "prompts/get", "resources/read", "ping"];
 

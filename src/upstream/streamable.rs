@@ -124,7 +124,11 @@ fn session_refused(status: StatusCode, body: &[u8], sent_headers: &HeaderMap) ->
         && memchr::memmem::find(&body.to_ascii_lowercase(), b"session").is_some()
 }
 
-async fn read_answer(
+/// Read the answer to a POST: the response with `expect_id` (JSON, or the event of an SSE
+/// stream that carries it, the events before it going to `on_message`), none for a
+/// notification or response, or why there is none. `sent_headers` are the request's (a 404 on
+/// a session id is the session's end).
+pub async fn read_answer(
     client: &UpstreamClient,
     response: Answered,
     expect_id: Option<&Value>,

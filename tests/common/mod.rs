@@ -11,6 +11,7 @@ pub mod plain;
 pub mod prereq;
 pub mod py;
 pub mod raw;
+pub mod stdio;
 pub mod tls;
 pub mod upstream;
 
@@ -218,16 +219,7 @@ impl Gateway {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn mcpgw serve");
-        let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
+        let log = collect_lines(child.stderr.take().unwrap());
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -310,19 +302,43 @@ impl Gateway {
 
     /// Wait for exit and return the code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "gateway did not exit within {timeout:?}\n--- log\n{}",
-                    self.log()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        let log = self.log.clone();
+        wait_exit(&mut self.child, "gateway", timeout, || {
+            log.lock().unwrap().clone()
+        })
+    }
+}
+
+/// What `output` says, line by line as it comes, collected by a thread of its own.
+pub fn collect_lines(output: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
+    let log = Arc::new(Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
         }
+    });
+    log
+}
+
+/// Wait for `child` (`what`) to exit and return its code; past `timeout`, panic with `log()`.
+pub fn wait_exit(
+    child: &mut Child,
+    what: &str,
+    timeout: Duration,
+    log: impl Fn() -> String,
+) -> Option<i32> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            panic!("{what} did not exit within {timeout:?}\n--- log\n{}", log());
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

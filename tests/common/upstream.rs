@@ -36,14 +36,20 @@ impl Upstream {
     /// Start over HTTPS with `pki`'s server certificate, requiring a client certificate from
     /// its CA (`CERT_REQUIRED`).
     pub fn start_mtls(pki: &super::Pki) -> Self {
-        Self::start(&[
+        Self::start_mtls_with(pki, &[])
+    }
+
+    /// [`Upstream::start_mtls`] with more arguments (`--session-only`, ...).
+    pub fn start_mtls_with(pki: &super::Pki, more: &[&str]) -> Self {
+        let tls = [
             "--tls-cert",
             &pki.s("server.crt"),
             "--tls-key",
             &pki.s("server.key"),
             "--client-ca",
             &pki.s("ca.crt"),
-        ])
+        ];
+        Self::start(&[&tls[..], more].concat())
     }
 
     /// Start with extra arguments (e.g. `--tls-cert F --tls-key F --client-ca F`).
