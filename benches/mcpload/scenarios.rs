@@ -18,8 +18,11 @@ use crate::procs::{Gateway, Lab, Upstream, cpu_of};
 mod operations;
 #[path = "scenarios/sessions.rs"]
 mod sessions;
+#[path = "scenarios/stdio.rs"]
+mod stdio;
 use operations::{health, rotation, startup};
 use sessions::client_sessions;
+use stdio::stdio;
 
 /// Every scenario, in the order `all` runs them.
 pub const ALL: &[&str] = &[
@@ -30,6 +33,7 @@ pub const ALL: &[&str] = &[
     "rotation",
     "health",
     "startup",
+    "stdio",
 ];
 
 /// Run-length knobs.
@@ -88,6 +92,7 @@ pub async fn run(name: &str, mode: Mode) -> Result<Outcome> {
         "rotation" => rotation(mode).await,
         "health" => health(mode).await,
         "startup" => startup(mode).await,
+        "stdio" => stdio(mode).await,
         other => bail!("unknown scenario {other:?}; expected one of {ALL:?} or all"),
     }
 }
