@@ -445,7 +445,7 @@ _mcpgw() {
             return 0
             ;;
         mcpgw__subcmd__gateway__subcmd__add)
-            opts="-h -V --transport --ca-cert --client-cert --client-key --server-name --bearer --header --defer --era --shared-session --control-socket --data-dir --json --help --version"
+            opts="-h -V --transport --command --arg --env --env-file --cwd --isolate --inherit-env --memory-mib --open-files --cpu-secs --ca-cert --client-cert --client-key --server-name --bearer --header --defer --era --shared-session --control-socket --data-dir --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -453,6 +453,38 @@ _mcpgw() {
             case "${prev}" in
                 --transport)
                     COMPREPLY=($(compgen -W "sse streamable-http" -- "${cur}"))
+                    return 0
+                    ;;
+                --command)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --arg)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --env-file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cwd)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --memory-mib)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --open-files)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cpu-secs)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --ca-cert)

@@ -120,6 +120,14 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and not __fish_seen
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and not __fish_seen_subcommand_from add list show remove help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l transport -d 'Transport [default: sse when the URL path ends in /sse, else streamable-http]' -r -f -a "sse\t'Legacy HTTP+SSE: GET the stream, POST to the `endpoint` it announces'
 streamable-http\t'Streamable HTTP: POST JSON-RPC, answers as JSON or SSE'"
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l command -d 'Run this program as a stdio upstream (the gateway starts and supervises it) instead of reaching a URL' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l arg -d 'An argument of the program; repeatable, in order' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l env -d 'An environment variable of the program, K=V; repeatable. Values are never shown' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l env-file -d 'A file of K=V lines for the program\'s environment, read at each start' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l cwd -d 'The program\'s working directory [default: the gateway\'s]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l memory-mib -d 'The program\'s address-space limit, in MiB' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l open-files -d 'The program\'s open-file limit' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l cpu-secs -d 'The program\'s CPU-time limit, in seconds' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l ca-cert -d 'CA bundle that issued the upstream\'s certificate [default: the system trust store]' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l client-cert -d 'Client certificate to present (mutual TLS)' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l client-key -d 'Client key (mutual TLS)' -r -F
@@ -131,6 +139,8 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_sub
 2026-07-28\t'Always the stateless 2026-07-28 era: no sessions, so no per-client upstream sessions'"
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l isolate -d 'One process per client session (for servers that keep per-user state) [default: one process shared by every client]'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l inherit-env -d 'Pass the gateway\'s whole environment to the program [default: PATH, HOME, LANG and what --env and --env-file give]'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l defer -d 'Store the upstream even if it cannot be reached now (it starts offline)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l shared-session -d 'One upstream session shared by every client, for a server known to keep no state per session [default: one upstream session per downstream session]'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l json -d 'Print data as JSON'

@@ -70,6 +70,29 @@ pub enum Command {
     Policy(PolicyCommand),
 }
 
+/// `mcpgw __stdio-exec`: set up the child, then become the program. The gateway's own, not a
+/// user's: parsed apart from [`Cli`] (`crate::run`), so that help, completions and man pages
+/// never show it.
+#[derive(Debug, Parser)]
+#[command(name = "__stdio-exec")]
+pub struct StdioExecArgs {
+    /// The gateway's pid: the child exits at once if its parent is already another.
+    #[arg(long)]
+    pub parent: u32,
+    /// Address-space limit, in MiB.
+    #[arg(long)]
+    pub memory_mib: Option<u64>,
+    /// Open-file limit.
+    #[arg(long)]
+    pub open_files: Option<u64>,
+    /// CPU-time limit, in seconds.
+    #[arg(long)]
+    pub cpu_secs: Option<u64>,
+    /// The program and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<std::ffi::OsString>,
+}
+
 /// `mcpgw policy ...`
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -156,7 +179,7 @@ pub struct CallArgs {
 #[derive(Debug, Subcommand)]
 pub enum GatewayCommand {
     /// Register an upstream: connect, initialize, list its catalog, store it.
-    Add(GatewayAddArgs),
+    Add(Box<GatewayAddArgs>),
     /// List registered upstreams with their health.
     List,
     /// Show one upstream: TLS identity, health, protocol, tools, warnings.
@@ -177,10 +200,49 @@ pub struct GatewayAddArgs {
     /// Name: 1-64 of a-z, 0-9, '-', '_' (tools appear as NAME__tool).
     pub name: String,
     /// Upstream endpoint, e.g. https://localhost:9000/sse or https://10.0.0.5:9000/mcp.
-    pub url: String,
+    #[arg(required_unless_present = "command", conflicts_with = "command")]
+    pub url: Option<String>,
     /// Transport [default: sse when the URL path ends in /sse, else streamable-http].
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, conflicts_with = "command")]
     pub transport: Option<crate::store::Transport>,
+    /// Run this program as a stdio upstream (the gateway starts and supervises it) instead of
+    /// reaching a URL.
+    #[arg(long, value_name = "PROG")]
+    pub command: Option<String>,
+    /// An argument of the program; repeatable, in order.
+    #[arg(
+        long = "arg",
+        value_name = "A",
+        requires = "command",
+        allow_hyphen_values = true
+    )]
+    pub args: Vec<String>,
+    /// An environment variable of the program, K=V; repeatable. Values are never shown.
+    #[arg(long = "env", value_name = "K=V", requires = "command")]
+    pub env: Vec<String>,
+    /// A file of K=V lines for the program's environment, read at each start.
+    #[arg(long, value_name = "FILE", requires = "command")]
+    pub env_file: Option<PathBuf>,
+    /// The program's working directory [default: the gateway's].
+    #[arg(long, value_name = "DIR", requires = "command")]
+    pub cwd: Option<PathBuf>,
+    /// One process per client session (for servers that keep per-user state) [default: one
+    /// process shared by every client].
+    #[arg(long, requires = "command")]
+    pub isolate: bool,
+    /// Pass the gateway's whole environment to the program [default: PATH, HOME, LANG and what
+    /// --env and --env-file give].
+    #[arg(long, requires = "command")]
+    pub inherit_env: bool,
+    /// The program's address-space limit, in MiB.
+    #[arg(long, value_name = "MIB", requires = "command")]
+    pub memory_mib: Option<u64>,
+    /// The program's open-file limit.
+    #[arg(long, value_name = "N", requires = "command")]
+    pub open_files: Option<u64>,
+    /// The program's CPU-time limit, in seconds.
+    #[arg(long, value_name = "SECS", requires = "command")]
+    pub cpu_secs: Option<u64>,
     /// CA bundle that issued the upstream's certificate [default: the system trust store].
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,

@@ -45,10 +45,22 @@ pub mod exit {
 
 /// Parse the command line, run the subcommand and map its outcome to an exit code.
 pub fn run() -> ExitCode {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == commands::stdio_exec::NAME)
+    {
+        let args = cli::StdioExecArgs::parse_from(std::env::args_os().skip(1));
+        return finish(commands::stdio_exec::run(&args));
+    }
     let cli = cli::Cli::parse();
     // One crypto provider for the whole process (DESIGN.md: ring everywhere).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    match commands::dispatch(cli) {
+    finish(commands::dispatch(cli))
+}
+
+/// The exit code of a command's outcome, its error printed.
+fn finish(outcome: anyhow::Result<()>) -> ExitCode {
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // A closed stdout (`mcpgw gateway list | head`) is not a failure worth a message.

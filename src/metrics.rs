@@ -149,6 +149,9 @@ struct RouteSeries {
     duration: Histogram,
 }
 
+/// One counter of an upstream's series.
+type Counter = fn(&UpstreamSeries) -> &AtomicU64;
+
 /// Series of one upstream.
 #[derive(Debug, Default)]
 struct UpstreamSeries {
@@ -157,6 +160,8 @@ struct UpstreamSeries {
     duration: Histogram,
     /// Times the upstream said a session of its was gone (restarted, or expired it).
     sessions_lost: AtomicU64,
+    /// Times a stdio upstream's child was started again after the first.
+    restarts: AtomicU64,
 }
 
 /// Gauges read from the live state at scrape time.
@@ -173,6 +178,8 @@ pub struct Snapshot {
 pub struct UpstreamSnapshot {
     /// Registered name.
     pub name: String,
+    /// How the gateway speaks to it (`Transport::as_str`): every upstream series carries it.
+    pub transport: &'static str,
     /// Whether calls are routed to it.
     pub online: bool,
     /// `notAfter` (Unix seconds) of the client certificate it presents, if any.
@@ -181,6 +188,17 @@ pub struct UpstreamSnapshot {
     pub client_sessions: usize,
     /// Upstream sessions opened there for downstream sessions, ever.
     pub client_sessions_opened: u64,
+}
+
+/// The labels of an upstream's series: its name, and its transport when it is still registered.
+fn upstream_labels<'n>(
+    transports: &HashMap<&str, &'static str>,
+    name: &'n str,
+) -> Vec<(&'static str, &'n str)> {
+    match transports.get(name) {
+        Some(transport) => vec![("upstream", name), ("transport", transport)],
+        None => vec![("upstream", name)],
+    }
 }
 
 /// Every series mcpgw exports. One per process, shared by the router and the upstream registry.
@@ -246,6 +264,13 @@ impl Metrics {
     pub fn upstream_session_lost(&self, upstream: &str) {
         series_for(&self.upstreams, upstream)
             .sessions_lost
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Count a stdio upstream's child started again (after an exit, or a failed health check).
+    pub fn upstream_restart(&self, upstream: &str) {
+        series_for(&self.upstreams, upstream)
+            .restarts
             .fetch_add(1, Ordering::Relaxed);
     }
 
@@ -385,6 +410,14 @@ impl Metrics {
     }
 
     fn render_upstreams(&self, out: &mut Encoder, snapshot: &Snapshot, now_unix: i64) {
+        // Every upstream series says the upstream's transport; a series of an upstream removed
+        // since has none to say.
+        let transports: HashMap<&str, &'static str> = snapshot
+            .upstreams
+            .iter()
+            .map(|up| (up.name.as_str(), up.transport))
+            .collect();
+        let of = |name| upstream_labels(&transports, name);
         out.family(
             "mcpgw_upstream_up",
             "1 when the upstream is enabled and its health checks pass, else 0.",
@@ -393,7 +426,7 @@ impl Metrics {
         for up in &snapshot.upstreams {
             out.sample(
                 "mcpgw_upstream_up",
-                &[("upstream", &up.name)],
+                &of(&up.name),
                 if up.online { 1.0 } else { 0.0 },
             );
         }
@@ -407,7 +440,7 @@ impl Metrics {
             for (outcome, count) in UpstreamOutcome::ALL.iter().zip(&s.requests) {
                 out.sample(
                     "mcpgw_upstream_requests_total",
-                    &[("upstream", name), ("outcome", outcome.as_str())],
+                    &[of(name).as_slice(), &[("outcome", outcome.as_str())]].concat(),
                     count.load(Ordering::Relaxed) as f64,
                 );
             }
@@ -420,21 +453,27 @@ impl Metrics {
         for (name, s) in &series {
             out.histogram(
                 "mcpgw_upstream_request_duration_seconds",
-                &[("upstream", name)],
+                &of(name),
                 &s.duration,
             );
         }
-        out.family(
-            "mcpgw_upstream_sessions_lost_total",
-            "Times an upstream answered that a session was gone (restarted or expired); each time the gateway initialized a new one and sent the request again.",
-            "counter",
-        );
-        for (name, s) in &series {
-            out.sample(
+        let counters: [(&str, &str, Counter); 2] = [
+            (
                 "mcpgw_upstream_sessions_lost_total",
-                &[("upstream", name)],
-                s.sessions_lost.load(Ordering::Relaxed) as f64,
-            );
+                "Times an upstream answered that a session was gone (restarted or expired); each time the gateway initialized a new one and sent the request again.",
+                |s| &s.sessions_lost,
+            ),
+            (
+                "mcpgw_upstream_restarts_total",
+                "Times a stdio upstream's program was started again (after it exited, or failed a health check).",
+                |s| &s.restarts,
+            ),
+        ];
+        for (family, help, counter) in counters {
+            out.family(family, help, "counter");
+            for (name, s) in &series {
+                out.sample(family, &of(name), counter(s).load(Ordering::Relaxed) as f64);
+            }
         }
         out.family(
             "mcpgw_upstream_client_sessions",
@@ -444,7 +483,7 @@ impl Metrics {
         for up in &snapshot.upstreams {
             out.sample(
                 "mcpgw_upstream_client_sessions",
-                &[("upstream", &up.name)],
+                &of(&up.name),
                 up.client_sessions as f64,
             );
         }
@@ -456,7 +495,7 @@ impl Metrics {
         for up in &snapshot.upstreams {
             out.sample(
                 "mcpgw_upstream_client_sessions_opened_total",
-                &[("upstream", &up.name)],
+                &of(&up.name),
                 up.client_sessions_opened as f64,
             );
         }
@@ -469,7 +508,7 @@ impl Metrics {
             if let Some(not_after) = up.client_not_after {
                 out.sample(
                     "mcpgw_upstream_client_certificate_expiry_seconds",
-                    &[("upstream", &up.name)],
+                    &of(&up.name),
                     (not_after - now_unix) as f64,
                 );
             }

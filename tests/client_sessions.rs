@@ -257,7 +257,7 @@ fn a_restarted_upstream_is_noticed_by_the_first_call_after_it() {
             let metrics = http.get(format!("{base}/metrics")).send().await.unwrap();
             let metrics = metrics.text().await.unwrap();
             assert!(
-                metrics.contains("mcpgw_upstream_sessions_lost_total{upstream=\"up\"} 1"),
+                metrics.contains("mcpgw_upstream_sessions_lost_total{upstream=\"up\",transport=\"streamable-http\"} 1"),
                 "{refusal:?}: {metrics}"
             );
         });

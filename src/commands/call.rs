@@ -83,10 +83,13 @@ async fn direct(
         headers: Vec::new(),
     })
     .map_err(|e| anyhow::anyhow!(e))?;
-    let conn = Connection::open(
+    let link = connection::Link::Http {
         client,
         transport,
         headers,
+    };
+    let conn = Connection::open(
+        link,
         timeout,
         std::sync::Arc::new(|_| {}),
         crate::store::EraChoice::Auto,

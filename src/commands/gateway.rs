@@ -78,7 +78,7 @@ fn absolute(path: &Path) -> anyhow::Result<String> {
 fn add_body(args: &GatewayAddArgs) -> anyhow::Result<Value> {
     let mut body = json!({
         "name": args.name,
-        "url": args.url,
+        "url": args.url.clone().unwrap_or_default(),
         "defer": args.defer,
         "era": args.era.as_str(),
         "shared_session": args.shared_session,
@@ -106,7 +106,37 @@ fn add_body(args: &GatewayAddArgs) -> anyhow::Result<Value> {
     if !args.headers.is_empty() {
         body["headers"] = json!(args.headers);
     }
+    if let Some(program) = &args.command {
+        add_command(&mut body, program, args)?;
+    }
     Ok(body)
+}
+
+/// A stdio upstream's part of the body. A program given as a path, the env file and the
+/// working directory are made absolute, as TLS paths are: the gateway runs elsewhere.
+fn add_command(body: &mut Value, program: &str, args: &GatewayAddArgs) -> anyhow::Result<()> {
+    let program = if program.contains('/') {
+        absolute(Path::new(program))?
+    } else {
+        program.to_owned()
+    };
+    body["command"] = json!(program);
+    body["args"] = json!(args.args);
+    body["env"] = json!(args.env);
+    if let Some(p) = &args.env_file {
+        body["env_file"] = json!(absolute(p)?);
+    }
+    if let Some(p) = &args.cwd {
+        body["cwd"] = json!(absolute(p)?);
+    }
+    body["isolate"] = json!(args.isolate);
+    body["inherit_env"] = json!(args.inherit_env);
+    body["limits"] = json!({
+        "memory_mib": args.memory_mib,
+        "open_files": args.open_files,
+        "cpu_secs": args.cpu_secs,
+    });
+    Ok(())
 }
 
 fn summary(view: &Value) -> String {

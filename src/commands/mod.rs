@@ -8,6 +8,7 @@ pub mod policy;
 pub mod probe;
 pub mod serve;
 pub mod status;
+pub mod stdio_exec;
 pub mod token;
 
 use crate::cli::{CertCommand, Cli, Command, PolicyCommand, TokenCommand};

@@ -545,10 +545,13 @@ async fn mcp(target: &Target, report: &mut Report) -> Result<(), ProbeFailed> {
         .client_for(target.url.as_str(), &target.settings)
         .map_err(|e| report.fail("mcp", started, Cause::Mcp, e.to_string(), vec![]))?;
     let sink: crate::upstream::connection::MessageSink = Arc::new(|_| {});
-    let conn = Connection::open(
+    let link = crate::upstream::connection::Link::Http {
         client,
-        target.transport,
-        http::HeaderMap::new(),
+        transport: target.transport,
+        headers: http::HeaderMap::new(),
+    };
+    let conn = Connection::open(
+        link,
         target.timeout,
         sink,
         crate::store::EraChoice::Auto,

@@ -122,11 +122,27 @@ async fn build_state(
         .with_url_policy(cfg.url_policy.clone())
         .with_wait(wait);
     let metrics = Arc::new(crate::metrics::Metrics::new());
+    let children = crate::upstream::stdio::Children::new(Some(&cfg.data_dir));
+    // Before any child of ours starts: what a SIGKILLed predecessor left running is stopped.
+    let dir = cfg.data_dir.clone();
+    let swept = tokio::task::spawn_blocking({
+        let children = children.clone();
+        move || children.sweep()
+    })
+    .await
+    .with_context(|| format!("cannot sweep the stdio upstreams left in {}", dir.display()))?;
+    if swept > 0 {
+        tracing::warn!(
+            process_groups = swept,
+            "stopped stdio upstreams a previous gateway left running"
+        );
+    }
     let registry = crate::upstream::registry::Registry::new(
         store,
         clients,
         cfg.upstreams.clone(),
         metrics.clone(),
+        children,
     );
     let loaded = registry.load().await?;
     if loaded > 0 {
@@ -298,6 +314,8 @@ async fn drain(
             "grace period over; closing the remaining connections"
         ),
     }
+    // No call can reach a stdio upstream any more: each child is stopped and reaped.
+    state.registry.stop_children().await;
     Ok(())
 }
 
@@ -339,9 +357,14 @@ const STORE_FILE: &str = "mcpgw.db";
 fn refuse_planted_links(dir: &std::path::Path) -> anyhow::Result<()> {
     let store_companions = ["-wal", "-shm", "-journal"].map(|end| format!("{STORE_FILE}{end}"));
     let lock = format!("{}.lock", crate::config::SOCKET_NAME);
-    let own = [crate::http::auth::SECRET_FILE, STORE_FILE, lock.as_str()]
-        .into_iter()
-        .chain(store_companions.iter().map(String::as_str));
+    let own = [
+        crate::http::auth::SECRET_FILE,
+        STORE_FILE,
+        lock.as_str(),
+        crate::upstream::stdio::RECORDS_FILE,
+    ]
+    .into_iter()
+    .chain(store_companions.iter().map(String::as_str));
     for name in own {
         let path = dir.join(name);
         let Ok(meta) = std::fs::symlink_metadata(&path) else {

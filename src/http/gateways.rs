@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use super::AppState;
 use crate::destination::UrlPolicy;
 use crate::store::{
-    EraChoice, Health, PemSource, Registration, StoreError, TlsSettings, Transport, UpstreamAuth,
-    valid_name,
+    CommandSpec, EraChoice, Health, PemSource, ProcessLimits, Registration, StoreError,
+    TlsSettings, Transport, UpstreamAuth, valid_name,
 };
 use crate::upstream::headers::{AuthHeaderError, auth_headers};
 use crate::upstream::registry::RegisterError;
@@ -39,14 +39,41 @@ pub struct TlsConfigBody {
     pub server_name: Option<String>,
 }
 
-/// Headers as an object or as `"K: V"` lines.
+/// Name/value pairs as an object or as lines: headers (`"K: V"`), environment variables
+/// (`"K=V"`).
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum HeadersBody {
+pub enum PairsBody {
     /// `{"K": "V"}`.
     Map(BTreeMap<String, String>),
-    /// `["K: V"]`.
+    /// `["K: V"]` or `["K=V"]`.
     Lines(Vec<String>),
+}
+
+impl PairsBody {
+    /// The pairs, each line split at `separator`; `field` and `expected` name what a line
+    /// without it should have been.
+    fn pairs(
+        self,
+        separator: char,
+        field: &'static str,
+        expected: &str,
+    ) -> Result<Vec<(String, String)>, BodyError> {
+        match self {
+            Self::Map(map) => Ok(map.into_iter().collect()),
+            Self::Lines(lines) => lines
+                .iter()
+                .map(|line| {
+                    line.split_once(separator)
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .ok_or_else(|| BodyError {
+                            field,
+                            message: format!("expected '{expected}' lines"),
+                        })
+                })
+                .collect(),
+        }
+    }
 }
 
 /// `POST /gateways` body.
@@ -54,8 +81,29 @@ pub enum HeadersBody {
 pub struct RegisterBody {
     /// Name.
     pub name: String,
-    /// URL.
+    /// URL; absent (or empty) for a stdio upstream, which has a `command` instead.
+    #[serde(default)]
     pub url: String,
+    /// A stdio upstream's program.
+    pub command: Option<String>,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Its environment variables (values secret).
+    pub env: Option<PairsBody>,
+    /// A file of `K=V` lines for its environment, read at each start.
+    pub env_file: Option<PathBuf>,
+    /// Its working directory.
+    pub cwd: Option<PathBuf>,
+    /// One child per downstream session.
+    #[serde(default)]
+    pub isolate: bool,
+    /// The gateway's whole environment passed to it.
+    #[serde(default)]
+    pub inherit_env: bool,
+    /// Its resource limits.
+    #[serde(default)]
+    pub limits: ProcessLimits,
     /// `sse`, `streamable-http` (also `SSE`, `STREAMABLEHTTP`); inferred from the URL when absent.
     pub transport: Option<String>,
     /// Nested TLS settings.
@@ -77,7 +125,7 @@ pub struct RegisterBody {
     /// Bearer token (mcpgw's name).
     pub bearer: Option<String>,
     /// Extra headers.
-    pub headers: Option<HeadersBody>,
+    pub headers: Option<PairsBody>,
     /// Enabled (default true).
     pub enabled: Option<bool>,
     /// Protocol era: `auto` (default), `2025-11-25` or `2026-07-28`.
@@ -136,6 +184,16 @@ fn parse_transport(text: Option<&str>, url: &str) -> Result<Transport, BodyError
     }
 }
 
+fn parse_era(text: Option<&str>) -> Result<EraChoice, BodyError> {
+    match text {
+        None => Ok(EraChoice::Auto),
+        Some(text) => EraChoice::parse(text).ok_or_else(|| BodyError {
+            field: "era",
+            message: format!("'{text}' is not an era; expected auto, 2025-11-25 or 2026-07-28"),
+        }),
+    }
+}
+
 impl RegisterBody {
     /// Validate into a registration (health unknown, times set by the registry), its URL's host
     /// judged by `destinations`.
@@ -151,6 +209,9 @@ impl RegisterBody {
                     self.name
                 ),
             });
+        }
+        if self.command.is_some() {
+            return self.into_stdio();
         }
         let url = url::Url::parse(&self.url).map_err(|e| BodyError {
             field: "url",
@@ -201,18 +262,11 @@ impl RegisterBody {
         };
         let headers: Vec<(String, String)> = match self.headers {
             None => Vec::new(),
-            Some(HeadersBody::Map(map)) => map.into_iter().collect(),
-            Some(HeadersBody::Lines(lines)) => lines
-                .iter()
-                .map(|line| {
-                    line.split_once(':')
-                        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-                        .ok_or_else(|| BodyError {
-                            field: "headers",
-                            message: "expected 'Name: value' lines".into(),
-                        })
-                })
-                .collect::<Result<_, _>>()?,
+            Some(headers) => headers
+                .pairs(':', "headers", "Name: value")?
+                .into_iter()
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .collect(),
         };
         let auth = UpstreamAuth { bearer, headers };
         // The same check every connection's headers go through.
@@ -226,13 +280,7 @@ impl RegisterBody {
                 message: err.to_string(),
             });
         }
-        let era = match self.era.as_deref() {
-            None => EraChoice::Auto,
-            Some(text) => EraChoice::parse(text).ok_or_else(|| BodyError {
-                field: "era",
-                message: format!("'{text}' is not an era; expected auto, 2025-11-25 or 2026-07-28"),
-            })?,
-        };
+        let era = parse_era(self.era.as_deref())?;
         let reg = Registration {
             name: self.name,
             url: self.url,
@@ -243,6 +291,79 @@ impl RegisterBody {
             era,
             shared_session: self.shared_session,
             command: None,
+            created_at: 0,
+            updated_at: 0,
+            health: Health::unknown(0),
+        };
+        Ok((reg, self.defer))
+    }
+
+    /// A stdio upstream's registration: its program instead of a URL.
+    fn into_stdio(self) -> Result<(Registration, bool), BodyError> {
+        let program = self.command.unwrap_or_default();
+        if !self.url.is_empty() {
+            return Err(BodyError {
+                field: "url",
+                message: "give either a url or a command, not both".into(),
+            });
+        }
+        if program.trim().is_empty() || program.contains('\0') {
+            return Err(BodyError {
+                field: "command",
+                message: "expected the program to run (a path, or a name looked up in PATH)".into(),
+            });
+        }
+        if self.args.iter().any(|a| a.contains('\0')) {
+            return Err(BodyError {
+                field: "args",
+                message: "an argument holds a NUL byte".into(),
+            });
+        }
+        let env = match self.env {
+            None => Vec::new(),
+            Some(env) => env.pairs('=', "env", "NAME=value")?,
+        };
+        // Named, never quoted: values are secrets.
+        if let Some((name, _)) = env
+            .iter()
+            .find(|(k, v)| k.is_empty() || k.contains(['=', '\0']) || v.contains('\0'))
+        {
+            return Err(BodyError {
+                field: "env",
+                message: format!(
+                    "'{name}' is not a usable variable: a name is non-empty without '=' or NUL, a value without NUL"
+                ),
+            });
+        }
+        for (field, path) in [("env_file", &self.env_file), ("cwd", &self.cwd)] {
+            if path.as_ref().is_some_and(|p| !p.is_absolute()) {
+                return Err(BodyError {
+                    field,
+                    message: "expected an absolute path".into(),
+                });
+            }
+        }
+        let era = parse_era(self.era.as_deref())?;
+        let command = CommandSpec {
+            program,
+            args: self.args,
+            env,
+            env_file: self.env_file,
+            cwd: self.cwd,
+            isolate: self.isolate,
+            inherit_env: self.inherit_env,
+            limits: self.limits,
+        };
+        let reg = Registration {
+            name: self.name,
+            url: String::new(),
+            transport: Transport::Stdio,
+            tls: TlsSettings::default(),
+            auth: UpstreamAuth::default(),
+            enabled: self.enabled.unwrap_or(true),
+            era,
+            shared_session: !self.isolate,
+            command: Some(command),
             created_at: 0,
             updated_at: 0,
             health: Health::unknown(0),

@@ -39,6 +39,7 @@ pub async fn scrape(State(state): State<Arc<AppState>>) -> Response {
                 let (client_sessions, client_sessions_opened) = up.client_sessions();
                 UpstreamSnapshot {
                     name: up.name(),
+                    transport: up.registration().transport.as_str(),
                     online: up.is_online(),
                     client_not_after: up.client_certificate_not_after(),
                     client_sessions,

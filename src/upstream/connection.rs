@@ -21,6 +21,7 @@ pub use super::message::{
 };
 use super::raw::{self, Envelope, RawParams, Received};
 use super::sse::SseConn;
+use super::stdio::StdioConn;
 use super::streamable::{self, Endpoint};
 use crate::h1::client::request::Extra;
 use crate::h1::fields::{self as names, Lookup};
@@ -52,17 +53,54 @@ impl Era {
 }
 
 /// What carries a connection's messages: one transport per variant, each in its own module.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per connection, inside its Arc: boxing the common variant would cost every request a pointer chase and save nothing"
+)]
 enum Carrier {
-    /// Streamable HTTP ([`streamable`]): every message a POST to one endpoint.
-    Http(Endpoint),
+    /// Streamable HTTP ([`streamable`]): every message a POST to one endpoint, with the
+    /// upstream's client (its TLS identity and pool).
+    Http(UpstreamClient, Endpoint),
     /// Legacy HTTP+SSE ([`super::sse`]): POSTs to the endpoint a long `GET` announced, answers
     /// on that stream.
     Sse(Box<SseConn>),
+    /// A local program ([`super::stdio`]): messages on its stdin, answers on its stdout.
+    Stdio(Box<StdioConn>),
+}
+
+/// How to reach an upstream: what [`Connection::open`] greets.
+pub enum Link {
+    /// Over HTTP, with the upstream's client, in `transport`, sending `headers`.
+    Http {
+        /// The upstream's client (its URL, TLS identity and pool).
+        client: UpstreamClient,
+        /// Streamable HTTP or legacy SSE.
+        transport: Transport,
+        /// Headers sent with every request (auth).
+        headers: HeaderMap,
+    },
+    /// A child already started ([`super::stdio::Children::start`]).
+    Stdio(StdioConn),
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Headers carry credentials: not shown.
+        match self {
+            Self::Http {
+                client, transport, ..
+            } => f
+                .debug_struct("Http")
+                .field("url", &client.url.as_str())
+                .field("transport", transport)
+                .finish_non_exhaustive(),
+            Self::Stdio(conn) => f.debug_tuple("Stdio").field(conn).finish(),
+        }
+    }
 }
 
 /// An initialized (or discovered) upstream.
 pub struct Connection {
-    client: UpstreamClient,
     carrier: Carrier,
     /// Protocol era and version.
     pub era: Era,
@@ -92,10 +130,14 @@ struct Listening {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
-            .field("url", &self.client.url.as_str())
-            .field("era", &self.era)
-            .finish()
+        let mut f = f.debug_struct("Connection");
+        match &self.carrier {
+            Carrier::Http(client, _) => f.field("url", &client.url.as_str()),
+            Carrier::Sse(conn) => f.field("sse", conn),
+            Carrier::Stdio(conn) => f.field("stdio", conn),
+        }
+        .field("era", &self.era)
+        .finish()
     }
 }
 
@@ -117,57 +159,78 @@ impl Connection {
     /// `server/discover` first (auto), only (2026-07-28), or never (session era); `hello` is
     /// who the gateway says the client is.
     pub async fn open(
-        client: UpstreamClient,
-        transport: Transport,
-        headers: HeaderMap,
+        link: Link,
         timeout: Duration,
         sink: MessageSink,
         era: EraChoice,
         hello: std::sync::Arc<ClientProfile>,
     ) -> Result<Self, UpstreamError> {
-        match transport {
-            Transport::Sse => {
-                let conn = SseConn::open(client.clone(), headers, timeout, sink.clone()).await?;
-                let mut this = Self::new(client, Carrier::Sse(Box::new(conn)), sink, hello);
+        match link {
+            Link::Http {
+                client,
+                transport: Transport::Sse,
+                headers,
+            } => {
+                let conn = SseConn::open(client, headers, timeout, sink.clone()).await?;
+                let mut this = Self::new(Carrier::Sse(Box::new(conn)), sink, hello);
                 this.initialize(timeout).await?;
                 Ok(this)
             }
-            Transport::StreamableHttp => {
+            Link::Http {
+                client,
+                transport: Transport::StreamableHttp,
+                headers,
+            } => {
                 let target = super::message::target(&client.url)?;
-                let carrier = Carrier::Http(Endpoint { target, headers });
-                let mut this = Self::new(client, carrier, sink, hello);
-                let modern = match era {
-                    EraChoice::Session => false,
-                    EraChoice::Auto => this.discover(timeout).await?,
-                    EraChoice::Stateless if this.discover(timeout).await? => true,
-                    EraChoice::Stateless => {
-                        return Err(UpstreamError::Protocol {
-                            detail: format!(
-                                "registered with --era {MODERN_VERSION}, but the upstream does not \
-                                 answer server/discover for it"
-                            ),
-                        });
-                    }
-                };
-                if !modern {
-                    this.initialize(timeout).await?;
-                }
+                let carrier = Carrier::Http(client, Endpoint { target, headers });
+                let mut this = Self::new(carrier, sink, hello);
+                this.greet(era, timeout).await?;
                 Ok(this)
             }
-            Transport::Stdio => Err(UpstreamError::Connect {
-                diagnosis: "stdio upstreams are not started by this build yet".into(),
+            Link::Http {
+                transport: Transport::Stdio,
+                ..
+            } => Err(UpstreamError::Connect {
+                diagnosis: "a stdio upstream is a program to start, not a URL".into(),
             }),
+            Link::Stdio(conn) => {
+                let mut this = Self::new(Carrier::Stdio(Box::new(conn)), sink, hello);
+                match this.greet(era, timeout).await {
+                    Ok(()) => Ok(this),
+                    Err(error) => match &this.carrier {
+                        Carrier::Stdio(conn) => Err(conn.explain_start(error)),
+                        _ => Err(error),
+                    },
+                }
+            }
         }
     }
 
-    fn new(
-        client: UpstreamClient,
-        carrier: Carrier,
-        sink: MessageSink,
-        hello: std::sync::Arc<ClientProfile>,
-    ) -> Self {
+    /// The handshake of a transport that speaks both eras: `server/discover` first unless
+    /// `era` says the session era, `initialize` unless the upstream answered it as a
+    /// 2026-07-28 server.
+    async fn greet(&mut self, era: EraChoice, timeout: Duration) -> Result<(), UpstreamError> {
+        let modern = match era {
+            EraChoice::Session => false,
+            EraChoice::Auto => self.discover(timeout).await?,
+            EraChoice::Stateless if self.discover(timeout).await? => true,
+            EraChoice::Stateless => {
+                return Err(UpstreamError::Protocol {
+                    detail: format!(
+                        "registered with --era {MODERN_VERSION}, but the upstream does not \
+                         answer server/discover for it"
+                    ),
+                });
+            }
+        };
+        if !modern {
+            self.initialize(timeout).await?;
+        }
+        Ok(())
+    }
+
+    fn new(carrier: Carrier, sink: MessageSink, hello: std::sync::Arc<ClientProfile>) -> Self {
         Self {
-            client,
             carrier,
             era: Era::Session {
                 version: SESSION_VERSIONS[0].into(),
@@ -190,8 +253,9 @@ impl Connection {
     /// updates can come (a 2026-07-28 upstream must announce `resources.subscribe`).
     pub fn listen(&self) -> bool {
         match (&self.carrier, &self.era) {
-            (Carrier::Sse(_), _) => true,
-            (Carrier::Http(Endpoint { target, headers }), Era::Stateless { version }) => {
+            // Everything comes on the one stream that is already open.
+            (Carrier::Sse(_) | Carrier::Stdio(_), _) => true,
+            (Carrier::Http(client, Endpoint { target, headers }), Era::Stateless { version }) => {
                 let subscribe =
                     self.capabilities.pointer("/resources/subscribe") == Some(&Value::Bool(true));
                 let mut notifications = Map::new();
@@ -222,7 +286,7 @@ impl Connection {
                         extra: routing_headers(version, "subscriptions/listen", None).into_owned(),
                     };
                     tokio::spawn(streamable::listen_modern(
-                        self.client.clone(),
+                        client.clone(),
                         target.clone(),
                         headers.clone(),
                         ask,
@@ -237,11 +301,11 @@ impl Connection {
                 });
                 subscribe
             }
-            (Carrier::Http(Endpoint { target, headers }), Era::Session { .. }) => {
+            (Carrier::Http(client, Endpoint { target, headers }), Era::Session { .. }) => {
                 self.listening.get_or_init(|| {
                     let stop = tokio_util::sync::CancellationToken::new();
                     tokio::spawn(streamable::listen(
-                        self.client.clone(),
+                        client.clone(),
                         target.clone(),
                         headers.clone(),
                         self.sink.clone(),
@@ -262,7 +326,7 @@ impl Connection {
     pub fn subscribes_by_listening(&self) -> bool {
         matches!(
             (&self.carrier, &self.era),
-            (Carrier::Http(_), Era::Stateless { .. })
+            (Carrier::Http(..), Era::Stateless { .. })
         )
     }
 
@@ -341,14 +405,15 @@ impl Connection {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let msg = jsonrpc::request(id, "initialize", Some(params));
         let (answer, session_id) = match &self.carrier {
-            Carrier::Http(Endpoint { target, headers }) => {
+            Carrier::Http(client, Endpoint { target, headers }) => {
                 let sink = self.sink.clone();
-                let a =
-                    streamable::post(&self.client, target, headers, &msg, timeout, &*sink).await?;
+                let a = streamable::post(client, target, headers, &msg, timeout, &*sink).await?;
                 let sid = a.headers.text(&names::SESSION_ID).map(str::to_owned);
                 (a.response.map(Received::into_value).transpose()?, sid)
             }
-            Carrier::Sse(conn) => (conn.send(&msg, timeout).await?, None),
+            Carrier::Sse(_) | Carrier::Stdio(_) => {
+                (self.send_on_stream(&msg, timeout).await?, None)
+            }
         };
         let answer = answer.ok_or_else(|| UpstreamError::Protocol {
             detail: "no answer to initialize".into(),
@@ -382,7 +447,7 @@ impl Connection {
         self.era = Era::Session {
             version: version.clone(),
         };
-        if let Carrier::Http(Endpoint { headers, .. }) = &mut self.carrier {
+        if let Carrier::Http(_, Endpoint { headers, .. }) = &mut self.carrier {
             if let Some(sid) = session_id.and_then(|s| HeaderValue::from_str(&s).ok()) {
                 headers.insert(names::SESSION_ID.clone(), sid);
             }
@@ -484,12 +549,16 @@ impl Connection {
         caller: &Caller,
     ) -> Result<Received, UpstreamError> {
         let answer = match &self.carrier {
-            Carrier::Http(endpoint) => {
+            Carrier::Http(client, endpoint) => {
                 let sink = caller.sink.clone();
-                self.post_request(endpoint, extra, body, id, timeout, sink)
+                self.post_request(client, endpoint, extra, body, id, timeout, sink)
                     .await?
             }
             Carrier::Sse(conn) => conn
+                .send_raw(&body, Some(&Value::from(id)), timeout)
+                .await?
+                .map(Received::Value),
+            Carrier::Stdio(conn) => conn
                 .send_raw(&body, Some(&Value::from(id)), timeout)
                 .await?
                 .map(Received::Value),
@@ -508,8 +577,10 @@ impl Connection {
 
     /// POST request `id` over Streamable HTTP; messages that stream in before the answer go to
     /// the caller's sink (`caller`) and to the connection's sink.
+    #[allow(clippy::too_many_arguments)]
     async fn post_request(
         &self,
+        client: &UpstreamClient,
         Endpoint { target, headers }: &Endpoint,
         extra: &[Extra<'_>],
         body: bytes::Bytes,
@@ -541,11 +612,9 @@ impl Connection {
             body,
             expect_id: Some(Value::from(id)),
         };
-        Ok(
-            streamable::post_raw(&self.client, target, out, timeout, &sink)
-                .await?
-                .response,
-        )
+        Ok(streamable::post_raw(client, target, out, timeout, &sink)
+            .await?
+            .response)
     }
 
     /// Send a notification.
@@ -558,32 +627,49 @@ impl Connection {
         let mut params = params;
         let extra = self.stamp(method, &mut params, None);
         match &self.carrier {
-            Carrier::Http(Endpoint { target, headers }) => {
+            Carrier::Http(client, Endpoint { target, headers }) => {
                 let out = streamable::Outgoing {
                     headers,
                     extra: extra.as_slice(),
                     body: outgoing(None, method, params.as_ref())?,
                     expect_id: None,
                 };
-                streamable::post_raw(&self.client, target, out, timeout, &*self.sink).await?;
+                streamable::post_raw(client, target, out, timeout, &*self.sink).await?;
             }
-            Carrier::Sse(conn) => {
-                conn.send(&jsonrpc::notification(method, params), timeout)
+            Carrier::Sse(_) | Carrier::Stdio(_) => {
+                self.send_on_stream(&jsonrpc::notification(method, params), timeout)
                     .await?;
             }
         }
         Ok(())
     }
 
+    /// Send `msg` where answers come on one stream (legacy SSE, a stdio child); for a request,
+    /// wait for its answer there.
+    async fn send_on_stream(
+        &self,
+        msg: &Value,
+        timeout: Duration,
+    ) -> Result<Option<Value>, UpstreamError> {
+        let (body, expect) = super::pending::outgoing(msg)?;
+        match &self.carrier {
+            Carrier::Sse(conn) => conn.send_raw(&body, expect, timeout).await,
+            Carrier::Stdio(conn) => conn.send_raw(&body, expect, timeout).await,
+            Carrier::Http(..) => Err(UpstreamError::Protocol {
+                detail: "internal error: a Streamable-HTTP message sent as on a stream".into(),
+            }),
+        }
+    }
+
     /// Send a client's answer to a request the upstream made (sampling, elicitation).
     pub async fn respond(&self, msg: &Value, timeout: Duration) -> Result<(), UpstreamError> {
         match &self.carrier {
-            Carrier::Http(Endpoint { target, headers }) => {
+            Carrier::Http(client, Endpoint { target, headers }) => {
                 let sink = self.sink.clone();
-                streamable::post(&self.client, target, headers, msg, timeout, &*sink).await?;
+                streamable::post(client, target, headers, msg, timeout, &*sink).await?;
             }
-            Carrier::Sse(conn) => {
-                conn.send(msg, timeout).await?;
+            Carrier::Sse(_) | Carrier::Stdio(_) => {
+                self.send_on_stream(msg, timeout).await?;
             }
         }
         Ok(())
@@ -591,17 +677,19 @@ impl Connection {
 
     /// End the upstream session, as a client that is done with it does: a Streamable-HTTP
     /// session is `DELETE`d (best effort: an upstream that does not allow it keeps it until it
-    /// expires); a legacy SSE session ends when its stream is dropped with the connection.
+    /// expires); a legacy SSE session ends when its stream is dropped with the connection; a
+    /// stdio child is stopped (and reaped) now, whoever else still holds the connection.
     pub async fn close(&self, timeout: Duration) {
-        let Carrier::Http(Endpoint { target, headers }) = &self.carrier else {
-            return;
+        let (client, target, headers) = match &self.carrier {
+            Carrier::Http(client, Endpoint { target, headers }) => (client, target, headers),
+            Carrier::Sse(_) => return,
+            Carrier::Stdio(conn) => return conn.stop().await,
         };
         if !headers.contains_key(&names::SESSION_ID) {
             return;
         }
-        let request =
-            crate::h1::client::request::delete(target, self.client.pool.authority(), headers);
-        let sent = super::deadline::within(timeout, self.client.pool.send(&request)).await;
+        let request = crate::h1::client::request::delete(target, client.pool.authority(), headers);
+        let sent = super::deadline::within(timeout, client.pool.send(&request)).await;
         if let Some(Ok(answered)) = sent {
             answered.body.finish();
         }
@@ -610,8 +698,9 @@ impl Connection {
     /// Whether the connection can still carry requests.
     pub fn is_usable(&self) -> bool {
         match &self.carrier {
-            Carrier::Http(_) => true,
+            Carrier::Http(..) => true,
             Carrier::Sse(conn) => conn.is_alive(),
+            Carrier::Stdio(conn) => conn.is_alive(),
         }
     }
 
@@ -630,9 +719,21 @@ impl Connection {
         }
     }
 
-    /// The HTTP client (and TLS identity) this connection uses.
-    pub fn client(&self) -> &UpstreamClient {
-        &self.client
+    /// The HTTP client (and TLS identity) this connection uses; `None` for a stdio child.
+    pub fn client(&self) -> Option<&UpstreamClient> {
+        match &self.carrier {
+            Carrier::Http(client, _) => Some(client),
+            Carrier::Sse(conn) => Some(conn.client()),
+            Carrier::Stdio(_) => None,
+        }
+    }
+
+    /// The pid of the stdio child carrying this connection, if it is one.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.carrier {
+            Carrier::Stdio(conn) => Some(conn.pid()),
+            _ => None,
+        }
     }
 
     /// On 2026-07-28, stamp the per-request envelope into `params._meta` (requests only) and

@@ -12,10 +12,12 @@ pub mod diagnose;
 pub mod headers;
 pub mod identity;
 pub mod message;
+pub mod pending;
 pub mod raw;
 pub mod registry;
 pub mod scan;
 pub mod sse;
+pub mod stdio;
 pub mod streamable;
 pub mod tls;
 
@@ -70,5 +72,15 @@ pub enum UpstreamError {
         /// When or how it closed (`before answering`, `its event stream ended before the
         /// answer`, a reset).
         how: String,
+    },
+    /// A stdio upstream's process ended while a call (or the handshake) waited for it.
+    #[error("the stdio upstream's process exited ({status}) {when}{detail}")]
+    Exited {
+        /// How it ended: `status 1`, `signal 9`.
+        status: String,
+        /// When, and what follows for the call.
+        when: String,
+        /// Its last stderr lines, when the message goes to the operator; else empty.
+        detail: String,
     },
 }

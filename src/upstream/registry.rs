@@ -131,6 +131,8 @@ pub struct Upstream {
     shared_calls: Arc<own::Calls>,
     /// Questions put to clients for this upstream ([`send`]), waiting for their answers.
     questions: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Value>>>,
+    /// Set once a stdio upstream's own child has started: each one after it is a restart.
+    started: AtomicBool,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -139,6 +141,17 @@ impl std::fmt::Debug for Upstream {
             .field("name", &self.name())
             .finish()
     }
+}
+
+/// Whether everything the upstream sends comes on one stream (legacy SSE, a stdio child's
+/// stdout), so that what is not an answer must be routed to the call it concerns by the gateway
+/// ([`Upstream::on_shared_stream`], and `own::open_own`) rather than arriving on the call's own
+/// stream.
+fn one_stream(reg: &Registration) -> bool {
+    matches!(
+        reg.transport,
+        crate::store::Transport::Sse | crate::store::Transport::Stdio
+    )
 }
 
 /// Delay after `n` failed connection attempts: 250 ms doubling up to 10 s, times a random
@@ -384,9 +397,10 @@ impl Upstream {
         }
     }
 
-    /// Open a connection here, with the registration's URL, TLS identity and headers:
-    /// `sink` takes what the upstream sends outside an answer, `era` and `hello` say how to
-    /// greet it. The one way every connection to an upstream is opened.
+    /// Open a connection here: with the registration's URL, TLS identity and headers, or by
+    /// starting its program (a stdio upstream). `sink` takes what the upstream sends outside an
+    /// answer, `era` and `hello` say how to greet it. The one way every connection to an
+    /// upstream is opened.
     async fn dial(
         &self,
         sink: connection::MessageSink,
@@ -395,13 +409,25 @@ impl Upstream {
     ) -> Result<Connection, UpstreamError> {
         let registry = self.registry.upgrade().ok_or(UpstreamError::Closed)?;
         let reg = self.reg.load_full();
-        let client = registry.client_for(reg.clone()).await?;
-        let headers =
-            super::headers::auth_headers(&reg.auth).map_err(|e| UpstreamError::Connect {
-                diagnosis: e.to_string(),
-            })?;
+        let link = match &reg.command {
+            Some(spec) => connection::Link::Stdio(
+                registry
+                    .children
+                    .start(&reg.name, spec, sink.clone())
+                    .await?,
+            ),
+            None => connection::Link::Http {
+                client: registry.client_for(reg.clone()).await?,
+                transport: reg.transport,
+                headers: super::headers::auth_headers(&reg.auth).map_err(|e| {
+                    UpstreamError::Connect {
+                        diagnosis: e.to_string(),
+                    }
+                })?,
+            },
+        };
         let timeout = registry.settings.request_timeout;
-        Connection::open(client, reg.transport, headers, timeout, sink, era, hello).await
+        Connection::open(link, timeout, sink, era, hello).await
     }
 
     async fn open(self: &Arc<Self>) -> Result<Connection, UpstreamError> {
@@ -409,7 +435,7 @@ impl Upstream {
         let reg = self.reg.load_full();
         let refresh = self.refresh.clone();
         let (updates, name) = (registry.updates.clone(), reg.name.clone());
-        let one_stream = reg.transport == crate::store::Transport::Sse;
+        let one_stream = one_stream(&reg);
         let this = Arc::downgrade(self);
         let sink: connection::MessageSink = Arc::new(move |msg: Value| {
             let method = crate::jsonrpc::method(&msg).unwrap_or_default();
@@ -434,11 +460,12 @@ impl Upstream {
         });
         let hello = Arc::new(connection::gateway_hello());
         let conn = self.dial(sink, reg.era, hello).await?;
+        if conn.pid().is_some() && self.started.swap(true, Ordering::Relaxed) {
+            registry.metrics.upstream_restart(&reg.name);
+        }
         if conn
             .client()
-            .observations
-            .legacy_cn_accepted
-            .load(Ordering::Relaxed)
+            .is_some_and(|c| c.observations.legacy_cn_accepted.load(Ordering::Relaxed))
             && !self.legacy_warned.swap(true, Ordering::Relaxed)
         {
             tracing::warn!(upstream = %reg.name, "legacy CN-only certificate accepted; reissue with SANs");
@@ -506,6 +533,15 @@ impl Upstream {
     /// Drop the connection so the next use opens a new one.
     pub fn invalidate(&self) {
         self.conn.store(None);
+    }
+
+    /// Close its connections now, its own and its clients' (it was removed): a stdio
+    /// upstream's children stop at once, not when the last call holding one ends.
+    async fn shut(&self) {
+        if let Some(conn) = self.conn.swap(None) {
+            conn.close(self.request_timeout()).await;
+        }
+        self.end_client_sessions(|_| false);
     }
 
     /// Send a request for `caller` and return the upstream's answer message, reconnecting
@@ -623,9 +659,9 @@ impl Upstream {
                     .map_err(fail)
             }
             None => {
-                // A legacy SSE upstream's questions and notifications come on its one stream:
-                // the call in flight is told who may get them.
-                let one_stream = self.reg.load().transport == crate::store::Transport::Sse;
+                // A legacy SSE upstream's (or a stdio child's) questions and notifications come
+                // on its one stream: the call in flight is told who may get them.
+                let one_stream = one_stream(&self.reg.load());
                 let _active = one_stream
                     .then(|| self.shared_calls.enter(caller.sink.as_ref()))
                     .flatten();
@@ -773,7 +809,7 @@ impl Upstream {
     /// there is a connection and its identity has a client certificate.
     pub fn client_certificate_not_after(&self) -> Option<i64> {
         let conn = self.conn.load_full()?;
-        let (chain, _) = conn.client().identity.client.as_ref()?;
+        let (chain, _) = conn.client()?.identity.client.as_ref()?;
         let leaf = crate::tls::x509::parse("client certificate", chain.first()?).ok()?;
         Some(leaf.validity().not_after.timestamp())
     }
@@ -823,6 +859,8 @@ struct RegistryInner {
     store: Arc<dyn Store>,
     settings: Settings,
     metrics: Arc<Metrics>,
+    /// The stdio upstreams' children.
+    children: super::stdio::Children,
 }
 
 #[cfg(test)]

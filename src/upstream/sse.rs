@@ -5,25 +5,23 @@
 //! TLS identity, the same connections, no redirects. The stream holds one pooled connection
 //! for as long as it is open; the POSTs take others.
 
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
-use tokio::sync::oneshot;
 
 use super::UpstreamError;
 use super::answer::{self, MAX_BODY, events};
 use super::clients::UpstreamClient;
+use super::pending::Pending;
 use crate::h1::client::request;
 use crate::h1::client::{Answered, Driven};
 use crate::h1::fields::Lookup;
 
-type Pending = Arc<Mutex<HashMap<String, oneshot::Sender<Value>>>>;
 type Sink = Arc<dyn Fn(Value) + Send + Sync>;
 
 /// An open SSE session with an upstream.
@@ -53,10 +51,6 @@ impl Drop for SseConn {
     }
 }
 
-fn key(id: &Value) -> String {
-    id.to_string()
-}
-
 impl SseConn {
     /// GET the stream and wait for its `endpoint` event.
     pub async fn open(
@@ -71,7 +65,7 @@ impl SseConn {
                 secs: timeout.as_secs(),
             })??;
         let post_target = super::message::target(&post_url)?;
-        let pending: Pending = Arc::default();
+        let pending = Pending::default();
         let alive = Arc::new(AtomicBool::new(true));
         let reader = tokio::spawn(read_answers(
             events,
@@ -90,22 +84,14 @@ impl SseConn {
         })
     }
 
+    /// The client it was opened with.
+    pub fn client(&self) -> &UpstreamClient {
+        &self.client
+    }
+
     /// Whether the stream is still open.
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Acquire)
-    }
-
-    /// Send a message; for a request, wait for its answer on the stream.
-    pub async fn send(
-        &self,
-        msg: &Value,
-        timeout: Duration,
-    ) -> Result<Option<Value>, UpstreamError> {
-        let expect = msg.get("id").filter(|_| msg.get("method").is_some());
-        let body = serde_json::to_vec(msg).map_err(|e| UpstreamError::Protocol {
-            detail: format!("cannot serialize the message ({e})"),
-        })?;
-        self.send_raw(&body, expect, timeout).await
     }
 
     /// Send an already serialized message; for a request (`expect` is its id), wait for its
@@ -119,14 +105,7 @@ impl SseConn {
         if !self.is_alive() {
             return Err(UpstreamError::Closed);
         }
-        let expect = expect.map(key);
-        let rx = expect.as_ref().map(|k| {
-            let (tx, rx) = oneshot::channel();
-            if let Ok(mut p) = self.pending.lock() {
-                p.insert(k.clone(), tx);
-            }
-            rx
-        });
+        let mut waiter = expect.map(|id| self.pending.expect(id));
         let result = tokio::time::timeout(timeout, async {
             let pool = &self.client.pool;
             let request = request::post_json(
@@ -161,25 +140,22 @@ impl SseConn {
             }
             // The answer comes on the stream; this body is an acknowledgement ("Accepted").
             body.finish();
-            match rx {
+            match waiter.as_mut() {
                 // The stream ended while the call waited: the upstream had the request.
-                Some(rx) => rx.await.map(Some).map_err(|_| answer::stream_ended()),
+                Some(waiter) => (&mut waiter.rx)
+                    .await
+                    .map(Some)
+                    .map_err(|_| answer::stream_ended()),
                 None => Ok(None),
             }
         })
         .await;
-        let outcome = match result {
+        match result {
             Ok(r) => r,
             Err(_) => Err(UpstreamError::Timeout {
                 secs: timeout.as_secs(),
             }),
-        };
-        if outcome.is_err()
-            && let (Some(k), Ok(mut p)) = (expect, self.pending.lock())
-        {
-            p.remove(&k);
         }
-        outcome
     }
 }
 
@@ -272,24 +248,12 @@ async fn read_answers(
         let Ok(value) = serde_json::from_str::<Value>(&event.data) else {
             continue;
         };
-        let is_answer = value.get("method").is_none()
-            && (value.get("result").is_some() || value.get("error").is_some());
-        if is_answer {
-            let waiter = value
-                .get("id")
-                .and_then(|id| pending.lock().ok()?.remove(&key(id)));
-            if let Some(tx) = waiter {
-                let _ = tx.send(value);
-            }
-        } else {
-            on_message(value);
+        if let Some(other) = pending.deliver(value) {
+            on_message(other);
         }
     }
     alive.store(false, Ordering::Release);
-    // Wake every waiter: their answers can no longer arrive.
-    if let Ok(mut p) = pending.lock() {
-        p.clear();
-    }
+    pending.close();
 }
 
 #[cfg(test)]

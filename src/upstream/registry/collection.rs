@@ -13,6 +13,7 @@ use crate::metrics::Metrics;
 use crate::store::{Health, Registration, Store, StoreError};
 use crate::upstream::UpstreamError;
 use crate::upstream::clients::ClientCache;
+use crate::upstream::stdio::Children;
 
 /// Why a registration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -72,12 +73,14 @@ impl std::fmt::Debug for Registry {
 }
 
 impl Registry {
-    /// An empty registry over `store`; upstream calls are counted in `metrics`.
+    /// An empty registry over `store`; upstream calls are counted in `metrics`; stdio upstreams
+    /// run as `children`.
     pub fn new(
         store: Arc<dyn Store>,
         clients: ClientCache,
         settings: Settings,
         metrics: Arc<Metrics>,
+        children: Children,
     ) -> Self {
         Self {
             inner: Arc::new(RegistryInner {
@@ -88,6 +91,7 @@ impl Registry {
                 store,
                 settings,
                 metrics,
+                children,
             }),
         }
     }
@@ -137,6 +141,7 @@ impl Registry {
             own: Default::default(),
             questions: Mutex::default(),
             shared_calls: Arc::default(),
+            started: AtomicBool::new(false),
         });
         // The refresher holds only a weak reference: it ends when the upstream is dropped.
         let weak = Arc::downgrade(&up);
@@ -258,8 +263,12 @@ impl Registry {
     }
 
     /// Refuse what can never work, even deferred: a URL the URL policy refuses, TLS files that
-    /// are not usable (read as every connection reads them).
+    /// are not usable (read as every connection reads them). A stdio upstream has neither: its
+    /// program is judged when it starts.
     pub async fn check_settings(&self, reg: &Registration) -> Result<(), RegisterError> {
+        if reg.command.is_some() {
+            return Ok(());
+        }
         match self.inner.client_for(Arc::new(reg.clone())).await {
             Ok(_) => Ok(()),
             Err(err) => Err(RegisterError::Invalid {
@@ -274,18 +283,24 @@ impl Registry {
         let mut reg = reg.clone();
         reg.health = Health::unknown(now());
         let up = self.make(reg);
-        up.connection().await.map(|_| ())
+        let reached = up.connection().await.map(|_| ());
+        up.shut().await;
+        reached
     }
 
     /// Remove an upstream from the store and the live set.
     pub async fn remove(&self, name: &str) -> Result<(), StoreError> {
         let owned = name.to_owned();
         self.on_store(move |store| store.remove(&owned)).await?;
-        self.inner
+        let removed = self
+            .inner
             .upstreams
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .remove(name);
+        if let Some(up) = removed {
+            up.shut().await;
+        }
         tracing::info!(upstream = %name, "upstream removed");
         let _ = self.inner.changes.send(());
         Ok(())
@@ -320,6 +335,11 @@ impl Registry {
         self.clients().sweep();
     }
 
+    /// Stop every stdio upstream's children and wait for them (shutdown).
+    pub async fn stop_children(&self) {
+        self.inner.children.stop_all().await;
+    }
+
     /// Run health rounds every interval until `stop`.
     pub fn spawn_health_loop(
         &self,
@@ -348,12 +368,17 @@ impl Registry {
         let mut report = IdentityReport::default();
         for up in self.list() {
             let reg = up.registration();
-            let Some(conn) = up.conn.load_full() else {
+            // A stdio upstream has no TLS identity.
+            let Some(conn) = up.conn.load_full().filter(|c| c.client().is_some()) else {
                 continue;
             };
             report.checked += 1;
             match self.inner.clients.client_for(&reg.url, &reg.tls) {
-                Ok(fresh) if fresh.identity.cache_key() != conn.client().identity.cache_key() => {
+                Ok(fresh)
+                    if conn
+                        .client()
+                        .is_some_and(|c| fresh.identity.cache_key() != c.identity.cache_key()) =>
+                {
                     up.invalidate();
                     report.changed.push(reg.name.clone());
                 }

@@ -25,6 +25,9 @@ use crate::hash::HashMap;
 use crate::session::SessionKey;
 use crate::store::EraChoice;
 
+/// The most children an `--isolate`d stdio upstream runs for client sessions at once.
+const MAX_ISOLATED: usize = 32;
+
 /// Every downstream session's upstream session on one upstream.
 #[derive(Default)]
 pub(super) struct ClientSessions {
@@ -150,7 +153,12 @@ impl Upstream {
     /// (see the module's documentation).
     pub fn gives_clients_sessions(&self) -> bool {
         let reg = self.reg.load();
-        !(reg.shared_session
+        // A stdio upstream's client gets a child of its own only when registered `--isolate`.
+        let shared = match &reg.command {
+            Some(spec) => !spec.isolate,
+            None => reg.shared_session,
+        };
+        !(shared
             || reg.era == EraChoice::Stateless
             || self.own.stateless_only.load(Ordering::Relaxed))
     }
@@ -234,8 +242,15 @@ impl Upstream {
         owner: &Owner,
     ) -> Result<Connection, UpstreamError> {
         let reg = self.reg.load_full();
+        if reg.command.is_some() && self.client_sessions().0 >= MAX_ISOLATED {
+            return Err(UpstreamError::Connect {
+                diagnosis: format!(
+                    "this stdio upstream already runs {MAX_ISOLATED} children, one per client session (--isolate), the most it may; try again when a session has ended"
+                ),
+            });
+        }
         let weak_slot = Arc::downgrade(slot);
-        let one_stream = reg.transport == crate::store::Transport::Sse;
+        let one_stream = super::one_stream(&reg);
         let (refresh, deliver, name) = (
             self.refresh.clone(),
             owner.deliver.clone(),

@@ -71,7 +71,9 @@ impl Upstream {
                     .await
             }
             Err(
-                error @ (UpstreamError::Connect { .. } | UpstreamError::ClosedDuringCall { .. }),
+                error @ (UpstreamError::Connect { .. }
+                | UpstreamError::ClosedDuringCall { .. }
+                | UpstreamError::Exited { .. }),
             ) => {
                 // The transport failed (or the upstream died on the call, which it may have
                 // run: not sent again): the next call reconnects, through the backoff, instead
@@ -115,7 +117,9 @@ impl Upstream {
                 }
             }
             Err(
-                error @ (UpstreamError::Connect { .. } | UpstreamError::ClosedDuringCall { .. }),
+                error @ (UpstreamError::Connect { .. }
+                | UpstreamError::ClosedDuringCall { .. }
+                | UpstreamError::Exited { .. }),
             ) => {
                 slot.invalidate();
                 Err(error)

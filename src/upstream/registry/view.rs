@@ -19,12 +19,10 @@ impl Upstream {
             Some(PemSource::Inline(_)) => json!("(inline PEM)"),
             None => Value::Null,
         };
-        let legacy = conn.as_ref().is_some_and(|c| {
-            c.client()
-                .observations
-                .legacy_cn_accepted
-                .load(Ordering::Relaxed)
-        }) || self.legacy_warned.load(Ordering::Relaxed);
+        let client = conn.as_ref().and_then(|c| c.client());
+        let legacy = client
+            .is_some_and(|c| c.observations.legacy_cn_accepted.load(Ordering::Relaxed))
+            || self.legacy_warned.load(Ordering::Relaxed);
         let h = self.health();
         let (client_sessions, _) = self.client_sessions();
         json!({
@@ -37,7 +35,7 @@ impl Upstream {
                 "client_cert": source(&reg.tls.client_cert),
                 "client_key": source(&reg.tls.client_key).as_str().map(|_| "(set)"),
                 "server_name": reg.tls.server_name,
-                "client_subject": conn.as_ref().and_then(|c| c.client().identity.client_subject()),
+                "client_subject": client.and_then(|c| c.identity.client_subject()),
             },
             "auth": {
                 "bearer": reg.auth.bearer.is_some(),

@@ -1,0 +1,138 @@
+use serde_json::json;
+use tokio::io::{AsyncWriteExt, BufReader};
+
+use super::frame::{self, Frame, Line};
+
+/// The frames of `input`, read through a small buffer so lines span several reads.
+async fn frames(input: &[u8], cap: usize) -> Vec<Frame> {
+    let mut reader = BufReader::with_capacity(7, input);
+    let mut out = Vec::new();
+    while let Some(frame) = frame::read_frame(&mut reader, cap).await.unwrap() {
+        out.push(frame);
+    }
+    out
+}
+
+#[tokio::test]
+async fn messages_are_read_line_by_line_across_partial_reads_and_crlf() {
+    let input = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\r\n\n  \n{\"jsonrpc\":\"2.0\",\"method\":\"x\"}";
+    assert_eq!(
+        frames(input, 1024).await,
+        vec![
+            Frame::Message(json!({"jsonrpc": "2.0", "id": 1, "result": {}})),
+            // The last line needs no newline.
+            Frame::Message(json!({"jsonrpc": "2.0", "method": "x"})),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_line_that_is_not_a_json_object_is_skipped_and_the_next_one_read() {
+    let input = b"Starting server...\n[1,2]\n{\"half\":\n{\"id\":2,\"result\":true}\n";
+    let got = frames(input, 1024).await;
+    assert_eq!(got.len(), 4, "{got:?}");
+    assert_eq!(
+        got[0],
+        Frame::NotJson {
+            excerpt: "Starting server...".into()
+        }
+    );
+    assert!(matches!(got[1], Frame::NotJson { .. }));
+    assert!(matches!(got[2], Frame::NotJson { .. }));
+    assert_eq!(got[3], Frame::Message(json!({"id": 2, "result": true})));
+}
+
+#[tokio::test]
+async fn a_line_over_the_cap_is_skipped_without_being_kept_and_the_next_one_read() {
+    let mut input = vec![b'x'; 100];
+    input.extend_from_slice(b"\n{\"id\":3,\"result\":1}\n");
+    assert_eq!(
+        frames(&input, 64).await,
+        vec![
+            Frame::TooLong { len: 100 },
+            Frame::Message(json!({"id": 3, "result": 1}))
+        ]
+    );
+    // A message of exactly the cap is a message.
+    let exact = br#"{"id":4,"result":"abcdefgh"}"#;
+    assert_eq!(
+        frames(exact, exact.len()).await,
+        vec![Frame::Message(json!({"id": 4, "result": "abcdefgh"}))]
+    );
+}
+
+#[tokio::test]
+async fn a_log_line_over_the_cap_keeps_its_head() {
+    let input = b"0123456789abcdef\nshort\n";
+    let mut reader = BufReader::with_capacity(3, &input[..]);
+    let first = frame::read_line(&mut reader, 10, true).await.unwrap();
+    assert_eq!(
+        first,
+        Some(Line {
+            bytes: b"0123456789".to_vec(),
+            len: 16
+        })
+    );
+    assert!(first.unwrap().too_long());
+    let second = frame::read_line(&mut reader, 10, true).await.unwrap();
+    assert_eq!(
+        second,
+        Some(Line {
+            bytes: b"short".to_vec(),
+            len: 5
+        })
+    );
+    assert_eq!(frame::read_line(&mut reader, 10, true).await.unwrap(), None);
+}
+
+#[test]
+fn a_pretty_printed_message_is_sent_as_one_line() {
+    let body = b"{\n  \"id\": 1,\r\n  \"method\": \"a\\nb\"\n}";
+    let line = frame::line_of(body);
+    assert_eq!(line.iter().filter(|&&b| b == b'\n').count(), 1);
+    assert_eq!(line.last(), Some(&b'\n'));
+    let value: serde_json::Value = serde_json::from_slice(&line).unwrap();
+    // An escaped newline inside a string is kept as it was.
+    assert_eq!(value, json!({"id": 1, "method": "a\nb"}));
+}
+
+#[tokio::test]
+async fn concurrent_sends_never_interleave() {
+    let (client, server) = tokio::io::duplex(64);
+    let writer = std::sync::Arc::new(frame::Writer::new(client));
+    let mut sends = Vec::new();
+    for n in 0..20 {
+        let writer = writer.clone();
+        sends.push(tokio::spawn(async move {
+            let body = serde_json::to_vec(&json!({"id": n, "pad": "y".repeat(300)})).unwrap();
+            writer.send(&body).await.unwrap();
+        }));
+    }
+    let reading = tokio::spawn(async move {
+        let mut reader = BufReader::new(server);
+        let mut ids = Vec::new();
+        while let Some(frame) = frame::read_frame(&mut reader, 4096).await.unwrap() {
+            match frame {
+                Frame::Message(m) => ids.push(m["id"].as_u64().unwrap()),
+                other => panic!("interleaved: {other:?}"),
+            }
+        }
+        ids
+    });
+    for send in sends {
+        send.await.unwrap();
+    }
+    writer.close().await;
+    let mut ids = reading.await.unwrap();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..20).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_closed_writer_refuses_to_send() {
+    let (client, mut server) = tokio::io::duplex(64);
+    let writer = frame::Writer::new(client);
+    writer.close().await;
+    assert!(writer.send(b"{}").await.is_err());
+    server.shutdown().await.unwrap();
+}
