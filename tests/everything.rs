@@ -1,6 +1,6 @@
 //! The official "everything" MCP server (`@modelcontextprotocol/server-everything`, in its
 //! Streamable-HTTP, legacy-SSE and stdio modes) and a stdio server on the official Python SDK
-//! (`tests/fixtures/py_stdio_server.py`) behind mcpgw, driven by the official TypeScript and
+//! (`tests/fixtures/py_stdio_everything.py`) behind mcpgw, driven by the official TypeScript and
 //! Python SDK clients (`tests/fixtures/ts/everything_client.mjs`, `tests/fixtures/everything_client.py`):
 //! every tool (sampling, elicitation, roots, progress and logging included), resource, template
 //! and prompt must give the same result through the gateway's front doors (`/servers/NAME/mcp`,
@@ -83,6 +83,59 @@ const STDIO_GAPS: &[(&str, &str, &str)] = &[
          own default set (HOME, LOGNAME, PATH, SHELL, TERM, USER)",
     ),
     ("py *", "tools/call get-env", "as for the TypeScript client"),
+];
+
+/// Cases known to differ through mcpgw when every client shares one child (the default): the
+/// child has one session, which mcpgw opened with its own capabilities, so what a server does per
+/// client session cannot be any one client's.
+const SHARED_STDIO_GAPS: &[(&str, &str, &str)] = &[
+    (
+        "*",
+        "tools/list",
+        "the server offers the tools that need a client capability (get-roots-list: roots; \
+         trigger-*-async: client tasks) by the capabilities of its one session, mcpgw's, which \
+         declares neither",
+    ),
+    (
+        "ts *",
+        "tools/call get-roots-list #1",
+        "not offered (above)",
+    ),
+    ("py *", "tools/call get-roots-list", "not offered (above)"),
+    (
+        "ts tasks *",
+        "tools/call trigger-sampling-request-async",
+        "not offered (above)",
+    ),
+    (
+        "ts tasks *",
+        "tools/call trigger-elicitation-request-async",
+        "not offered (above)",
+    ),
+    (
+        "ts tasks *",
+        "tools/call simulate-research-query {\"topic\":\"python\",\"ambiguous\":true}",
+        "its clarifying question goes by the session's capabilities, mcpgw's (no client tasks)",
+    ),
+    (
+        "*",
+        "logs",
+        "what the server logs outside a call (a roots sync, a subscription's note) is of no one \
+         client, and no roots sync runs (mcpgw's session has no roots)",
+    ),
+    ("*", "log of resources/unsubscribe arrived", "as logs"),
+    ("*", "log of roots sync arrived", "as logs"),
+    (
+        "py *",
+        "resources/list",
+        "the server lists the resources earlier clients' calls created in its one session \
+         (gzip-file-as-resource's linked.txt.gz, from the TypeScript runs)",
+    ),
+    (
+        "py *",
+        "resources/read demo://resource/session/linked.txt.gz",
+        "listed (above), so read",
+    ),
 ];
 
 /// How a driver reaches a server: a URL and the transport it speaks there, or the command line
@@ -377,6 +430,11 @@ fn known_stdio_gap(run: &str, case: &str) -> bool {
     listed(GAPS, run, case) || listed(STDIO_GAPS, run, case)
 }
 
+/// [`known_stdio_gap`] for a child shared by every client: [`SHARED_STDIO_GAPS`] too.
+fn known_shared_stdio_gap(run: &str, case: &str) -> bool {
+    known_stdio_gap(run, case) || listed(SHARED_STDIO_GAPS, run, case)
+}
+
 fn listed(gaps: &[(&str, &str, &str)], run: &str, case: &str) -> bool {
     gaps.iter().any(|(r, c, _)| {
         let runs = r
@@ -556,43 +614,81 @@ fn everything_stdio() -> Vec<String> {
     vec!["node".into(), entry.display().to_string(), "stdio".into()]
 }
 
-/// The official Python SDK's stdio server fixture (`tests/fixtures/py_stdio_server.py`).
+/// The official Python SDK's stdio server fixture (`tests/fixtures/py_stdio_everything.py`).
 fn python_stdio() -> Vec<String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/py_stdio_server.py");
+    let script =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/py_stdio_everything.py");
     vec![
         common::prereq::python().display().to_string(),
         script.display().to_string(),
     ]
 }
 
-/// The everything server as a stdio upstream (one child, shared by every client): through
-/// `/servers/every/mcp`, `/servers/every/sse`, `/mcp`, `/sse` and `/ws` as when the SDK clients
-/// start it and drive its stdio themselves.
-#[test]
-#[ignore = "needs the stdio transport (branch stdio)"]
-fn a_stdio_everything_server_answers_alike_through_mcpgw_and_directly() {
-    let rig = Rig::stdio(everything_stdio(), &[]);
-    if let Some(report) = compare(&rig, true).unexplained(known_stdio_gap) {
-        panic!("{report}\n--- gateway log\n{}", rig.gateway.log());
+/// Compare `rig`'s runs, failing with every unexplained difference and the gateway's own log
+/// lines (its children's stderr left out).
+fn assert_alike(rig: &Rig, known: impl Fn(&str, &str) -> bool) {
+    if let Some(report) = compare(rig, true).unexplained(known) {
+        let log = rig.gateway.log();
+        let own: Vec<&str> = log
+            .lines()
+            .filter(|l| !l.contains("stdio upstream stderr"))
+            .collect();
+        panic!("{report}\n--- gateway log\n{}", own.join("\n"));
     }
 }
 
-/// The same for a stdio server on the official Python SDK (sampling, elicitation, roots,
-/// progress and logs, requests and log lines of the server's own outside any call included).
+/// The everything server as a stdio upstream (one child, shared by every client): through
+/// `/servers/every/mcp`, `/servers/every/sse`, `/mcp`, `/sse` and `/ws` as when the SDK clients
+/// start it and drive its stdio themselves, but for what one shared session cannot do per
+/// client ([`SHARED_STDIO_GAPS`]).
 #[test]
-#[ignore = "needs the stdio transport (branch stdio)"]
+fn a_stdio_everything_server_answers_alike_through_mcpgw_and_directly() {
+    let rig = Rig::stdio(everything_stdio(), &[]);
+    assert_alike(&rig, known_shared_stdio_gap);
+}
+
+/// The same with `--isolate`: each client session gets a child of its own, started for it, so
+/// every case matches (the environment aside).
+#[test]
+fn an_isolated_stdio_everything_server_answers_alike_through_mcpgw_and_directly() {
+    let rig = Rig::stdio(everything_stdio(), &["--isolate"]);
+    assert_alike(&rig, known_stdio_gap);
+}
+
+/// The same for a stdio server on the official Python SDK (sampling, elicitation, roots,
+/// progress and logs, requests and log lines of the server's own outside any call included),
+/// shared by every client. Registered with `--era 2025-11-25`: see
+/// `a_dual_era_python_stdio_server_behind_era_auto_answers_alike_through_mcpgw`.
+#[test]
 fn a_python_sdk_stdio_server_answers_alike_through_mcpgw_and_directly() {
+    let rig = Rig::stdio(python_stdio(), &["--era", "2025-11-25"]);
+    assert_alike(&rig, known_shared_stdio_gap);
+}
+
+/// The same with `--isolate`: every case matches.
+#[test]
+fn an_isolated_python_sdk_stdio_server_answers_alike_through_mcpgw_and_directly() {
+    let rig = Rig::stdio(python_stdio(), &["--isolate", "--era", "2025-11-25"]);
+    assert_alike(&rig, known_stdio_gap);
+}
+
+/// The Python SDK's stdio server speaks both eras, and a stdio connection is one era for its
+/// whole life (the first message decides).
+#[test]
+#[ignore = "issue 21: with --era auto mcpgw drives a dual-era stdio child in 2026-07-28, also \
+            for session-era clients: the server's sampling, elicitation and roots requests fail \
+            ('no back-channel for server-initiated requests'), its log lines are not sent (no \
+            logLevel opt-in), resources/subscribe is -32601, listChanged flags and an unknown \
+            prompt's error differ"]
+fn a_dual_era_python_stdio_server_behind_era_auto_answers_alike_through_mcpgw() {
     let rig = Rig::stdio(python_stdio(), &[]);
-    if let Some(report) = compare(&rig, true).unexplained(known_stdio_gap) {
-        panic!("{report}\n--- gateway log\n{}", rig.gateway.log());
-    }
+    assert_alike(&rig, known_shared_stdio_gap);
 }
 
 /// With `--isolate`, each client gets a child of its own: two clients toggling the everything
 /// server's per-session state through mcpgw each start and stop their own (with one shared
 /// child, the second would stop what the first started).
 #[test]
-#[ignore = "needs the stdio transport (branch stdio)"]
 fn two_clients_of_an_isolated_stdio_everything_server_each_toggle_their_own() {
     let rig = Rig::stdio(everything_stdio(), &["--isolate"]);
     for (transport, path) in [("streamable-http", "mcp"), ("sse", "sse")] {
