@@ -51,6 +51,20 @@ impl Mode {
             Duration::from_secs(5)
         }
     }
+
+    /// A measured run of `concurrency` workers calling `tool` for [`Mode::run_for`], after 20
+    /// warm-up calls each.
+    fn timed(self, concurrency: usize, tool: &str) -> Plan {
+        Plan {
+            concurrency,
+            calls: None,
+            duration: self.run_for(),
+            tool: tool.into(),
+            warmup: 20,
+            reconnect_every: None,
+            stop: None,
+        }
+    }
 }
 
 /// One target of the issue, judged.
@@ -193,15 +207,7 @@ async fn compare(mode: Mode, tls: bool) -> Result<Outcome> {
             ("mcpgw-jwt", &through_auth, "up__echo", Some(&gwa)),
         ];
         for (path, target, tool, gateway) in paths {
-            let plan = Plan {
-                concurrency: c,
-                calls: None,
-                duration: mode.run_for(),
-                tool: tool.into(),
-                warmup: 20,
-                reconnect_every: None,
-                stop: None,
-            };
+            let plan = mode.timed(c, tool);
             let workers = load::prepare(target, &plan).await?;
             let s0 = stats(&direct).await?;
             let gw_cpu = || gateway.map_or(Duration::ZERO, |g| g.proc.cpu());

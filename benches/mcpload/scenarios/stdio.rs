@@ -106,15 +106,7 @@ async fn http_row(
     gateway: Option<u32>,
     upstream: u32,
 ) -> Result<Row> {
-    let plan = Plan {
-        concurrency: C,
-        calls: None,
-        duration: mode.run_for(),
-        tool: tool.into(),
-        warmup: 20,
-        reconnect_every: None,
-        stop: None,
-    };
+    let plan = mode.timed(C, tool);
     let workers = load::prepare(target, &plan).await?;
     let before = Cpu::read(gateway, upstream);
     let (report, workers) = load::run(workers, &plan).await;
