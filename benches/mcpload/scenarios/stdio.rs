@@ -1,6 +1,6 @@
 //! stdio upstreams (issue 21): the same fixture behind one gateway over stdio (a shared child)
 //! and over HTTP, and driven directly on each, at c=16: calls/s and CPU per call of each
-//! process; then what idle stdio upstreams cost the gateway in memory.
+//! process; then what idle stdio upstreams cost the gateway in memory, beside as many HTTP ones.
 
 use super::*;
 use crate::procs::children_of;
@@ -224,18 +224,31 @@ pub async fn stdio(mode: Mode) -> Result<Outcome> {
     }
     drop(gw);
 
-    let idle = idle_upstreams(&lab, &fixture).await?;
-    let per_kib = idle.per_upstream() / 1024.0;
+    let http_url = format!("{}/mcp", up.base);
+    let idle = idle_upstreams(&lab, Idle::Stdio(&fixture)).await?;
+    let idle_http = idle_upstreams(&lab, Idle::Http(&http_url)).await?;
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     out.table.push_str(&format!(
-        "mcpgw RSS with 0 stdio upstreams {:.1} MiB, with {IDLE} idle ones ({} children running) {:.1} MiB: {per_kib:.1} KiB per upstream (goal ≤ 64 KiB)\n",
-        mib(idle.before),
-        idle.running,
-        mib(idle.after),
+        "idle upstreams  mcpgw RSS MiB: with none   one  {IDLE:>4}   KiB per upstream: 0→{IDLE}  1→{IDLE}\n"
+    ));
+    for (kind, held) in [("stdio", &idle), ("HTTP", &idle_http)] {
+        out.table.push_str(&format!(
+            "{kind:<15} {:>24.1} {:>5.1} {:>5.1} {:>25.1} {:>5.1}\n",
+            mib(held.before),
+            mib(held.first),
+            mib(held.after),
+            held.per_upstream() / 1024.0,
+            held.beyond_first() / 1024.0,
+        ));
+    }
+    let per_kib = idle.per_upstream() / 1024.0;
+    out.table.push_str(&format!(
+        "gateway RSS per idle stdio upstream: {per_kib:.1} KiB ({} children running; goal ≤ 64 KiB)\n",
+        idle.running
     ));
     verdict(
         &mut out,
-        &format!("≤ 64 KiB of gateway RSS per idle stdio upstream (at {IDLE})"),
+        &format!("≤ 64 KiB of gateway RSS per idle stdio upstream (0 → {IDLE})"),
         format!("{per_kib:.1} KiB"),
         per_kib <= 64.0,
     );
@@ -244,39 +257,83 @@ pub async fn stdio(mode: Mode) -> Result<Outcome> {
         "gateway_cpu_stdio_to_http": cpu_ratio,
         "through_to_direct_stdio": rate_ratio,
         "through_to_direct_http": http_rate_ratio,
-        "idle": {"upstreams": IDLE, "children_running": idle.running,
-                 "rss_before_bytes": idle.before, "rss_after_bytes": idle.after,
-                 "rss_per_upstream_bytes": idle.per_upstream()},
+        "idle_stdio": idle.json(),
+        "idle_http": idle_http.json(),
     });
     Ok(out)
 }
 
-/// What [`IDLE`] idle stdio upstreams cost a fresh gateway.
-struct Idle {
+/// The upstreams registered [`IDLE`] times for the memory figure.
+#[derive(Clone, Copy)]
+enum Idle<'a> {
+    /// The fixture's program, run with `--stdio` (a child each).
+    Stdio(&'a std::path::Path),
+    /// The HTTP fixture's URL (a registration, and its upstream session, each).
+    Http(&'a str),
+}
+
+/// What [`IDLE`] idle upstreams cost a fresh gateway: its RSS with none, with one, with all.
+struct Held {
     before: u64,
+    first: u64,
     after: u64,
     running: usize,
 }
 
-impl Idle {
+impl Held {
+    /// From none to [`IDLE`], per upstream.
     fn per_upstream(&self) -> f64 {
         self.after.saturating_sub(self.before) as f64 / IDLE as f64
     }
+
+    /// From one to [`IDLE`], per upstream: what the first one's fixed costs do not flatter.
+    fn beyond_first(&self) -> f64 {
+        self.after.saturating_sub(self.first) as f64 / (IDLE - 1) as f64
+    }
+
+    fn json(&self) -> Value {
+        json!({"upstreams": IDLE, "children_running": self.running,
+               "rss_before_bytes": self.before, "rss_with_one_bytes": self.first,
+               "rss_after_bytes": self.after, "rss_per_upstream_bytes": self.per_upstream(),
+               "rss_per_upstream_beyond_first_bytes": self.beyond_first()})
+    }
 }
 
-/// A fresh gateway's RSS at rest, then with [`IDLE`] stdio upstreams registered and their
-/// children started (no call made).
-async fn idle_upstreams(lab: &Lab, fixture: &std::path::Path) -> Result<Idle> {
-    let gw = lab.gateway("m", &["--health-interval", "3600"])?;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+/// A fresh gateway's RSS at rest, then with one upstream of `kind`, then with [`IDLE`] (their
+/// children started, no call made).
+async fn idle_upstreams(lab: &Lab, kind: Idle<'_>) -> Result<Held> {
+    let tag = match kind {
+        Idle::Stdio(_) => "ms",
+        Idle::Http(_) => "mh",
+    };
+    let gw = lab.gateway(tag, &["--health-interval", "3600"])?;
+    let target = Target::new(&format!("{}/mcp", gw.base), None, None)?;
+    let settle = Duration::from_millis(300);
+    tokio::time::sleep(settle).await;
     let before = gw.proc.rss();
+    let mut first = 0;
     for i in 0..IDLE {
-        lab.add_command(&gw, &format!("idle{i:02}"), fixture, &["--stdio"])?;
+        let name = format!("idle{i:02}");
+        match kind {
+            Idle::Stdio(fixture) => lab.add_command(&gw, &name, fixture, &["--stdio"])?,
+            Idle::Http(url) => register(&target, &name, url, lab, false).await?,
+        }
+        if i == 0 {
+            if let Idle::Stdio(_) = kind {
+                children(gw.proc.pid(), 1).await?;
+            }
+            tokio::time::sleep(settle).await;
+            first = gw.proc.rss();
+        }
     }
-    let running = children(gw.proc.pid(), IDLE).await?.len();
+    let running = match kind {
+        Idle::Stdio(_) => children(gw.proc.pid(), IDLE).await?.len(),
+        Idle::Http(_) => children_of(gw.proc.pid()).len(),
+    };
     tokio::time::sleep(Duration::from_secs(1)).await;
-    Ok(Idle {
+    Ok(Held {
         before,
+        first,
         after: gw.proc.rss(),
         running,
     })
