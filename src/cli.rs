@@ -213,35 +213,35 @@ pub struct GatewayAddArgs {
     #[arg(
         long = "arg",
         value_name = "A",
-        requires = "command",
+        conflicts_with = "url",
         allow_hyphen_values = true
     )]
     pub args: Vec<String>,
     /// An environment variable of the program, K=V; repeatable. Values are never shown.
-    #[arg(long = "env", value_name = "K=V", requires = "command")]
+    #[arg(long = "env", value_name = "K=V", conflicts_with = "url")]
     pub env: Vec<String>,
     /// A file of K=V lines for the program's environment, read at each start.
-    #[arg(long, value_name = "FILE", requires = "command")]
+    #[arg(long, value_name = "FILE", conflicts_with = "url")]
     pub env_file: Option<PathBuf>,
     /// The program's working directory [default: the gateway's].
-    #[arg(long, value_name = "DIR", requires = "command")]
+    #[arg(long, value_name = "DIR", conflicts_with = "url")]
     pub cwd: Option<PathBuf>,
     /// One process per client session (for servers that keep per-user state) [default: one
     /// process shared by every client].
-    #[arg(long, requires = "command")]
+    #[arg(long, conflicts_with = "url")]
     pub isolate: bool,
     /// Pass the gateway's whole environment to the program [default: PATH, HOME, LANG and what
     /// --env and --env-file give].
-    #[arg(long, requires = "command")]
+    #[arg(long, conflicts_with = "url")]
     pub inherit_env: bool,
     /// The program's address-space limit, in MiB.
-    #[arg(long, value_name = "MIB", requires = "command")]
+    #[arg(long, value_name = "MIB", conflicts_with = "url")]
     pub memory_mib: Option<u64>,
     /// The program's open-file limit.
-    #[arg(long, value_name = "N", requires = "command")]
+    #[arg(long, value_name = "N", conflicts_with = "url")]
     pub open_files: Option<u64>,
     /// The program's CPU-time limit, in seconds.
-    #[arg(long, value_name = "SECS", requires = "command")]
+    #[arg(long, value_name = "SECS", conflicts_with = "url")]
     pub cpu_secs: Option<u64>,
     /// CA bundle that issued the upstream's certificate [default: the system trust store].
     #[arg(long, value_name = "FILE")]

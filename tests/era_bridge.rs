@@ -27,40 +27,6 @@ async fn call_modern(http: &reqwest::Client, url: &str, id: u64, name: &str, arg
     .await
 }
 
-/// A session-era client on `/servers/py/sse`: it initializes declaring form elicitation, calls
-/// `confirm` with `question`, answers the question the call brings (`ok`); the call's answer.
-async fn confirm_over_sse(http: &reqwest::Client, base: &str, question: &str, ok: bool) -> Value {
-    use common::clients::SseSession;
-    use std::time::Duration;
-    let mut sse = SseSession::open(http.clone(), base, "/servers/py/sse", None)
-        .await
-        .unwrap();
-    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-        "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {"form": {}}},
-        "clientInfo": {"name": "old-client", "version": "1"}}});
-    sse.request(&init).await.unwrap();
-    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
-        "params": {"name": "confirm", "arguments": {"question": question}}});
-    sse.send(&call).await.unwrap();
-    let asked = sse
-        .next_of("elicitation/create", Duration::from_secs(20))
-        .await
-        .expect("the upstream's question must reach the client as a request");
-    assert_eq!(asked["params"]["message"], question, "{asked}");
-    let answer = json!({"jsonrpc": "2.0", "id": asked["id"],
-        "result": {"action": "accept", "content": {"ok": ok}}});
-    sse.send(&answer).await.unwrap();
-    loop {
-        let msg = sse
-            .next(Duration::from_secs(20))
-            .await
-            .expect("the call's answer");
-        if msg["id"] == 7 {
-            return msg;
-        }
-    }
-}
-
 #[test]
 fn a_2026_07_28_client_answers_a_session_era_upstreams_questions_through_input_required() {
     let dir = Dir::new();
@@ -130,7 +96,8 @@ fn a_session_era_client_is_asked_a_2026_07_28_upstreams_questions_as_requests() 
     let http = clients::http(None);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let done = confirm_over_sse(&http, &base, "ship it?", true).await;
+        let done =
+            clients::confirm_over_sse(&http, &base, "/servers/py/sse", "ship it?", true).await;
         assert_eq!(clients::text(&done), "confirmed=True", "{done}");
         assert!(done["result"].get("resultType").is_none(), "{done}");
     });
@@ -164,7 +131,8 @@ fn a_legacy_sse_upstreams_question_reaches_the_client_whose_call_asked_it() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         // Session era, on its own upstream session.
-        let done = confirm_over_sse(&http, &base, "ship it?", false).await;
+        let done =
+            clients::confirm_over_sse(&http, &base, "/servers/py/sse", "ship it?", false).await;
         assert_eq!(clients::text(&done), "confirmed=False", "{done}");
 
         // 2026-07-28, on the gateway's own session: input_required, then the retry.

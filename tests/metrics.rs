@@ -643,7 +643,7 @@ fn metrics_follow_upstream_calls_health_and_client_certificate() {
         ],
     );
     dir.gateway_add_mtls("alpha", &format!("https://localhost:{port}/mcp"), &pki);
-    let alpha = [("upstream", "alpha")];
+    let alpha = [("upstream", "alpha"), ("transport", "streamable-http")];
     let before = scrape(gw.addr);
     assert_eq!(before.get("mcpgw_upstream_up", &alpha), Some(1.0));
     let expiry = before
@@ -658,7 +658,11 @@ fn metrics_follow_upstream_calls_health_and_client_certificate() {
     let answer = call_tool(gw.addr, "alpha__echo");
     assert!(answer.contains("hi"), "{answer}");
     let after = scrape(gw.addr);
-    let ok = [("upstream", "alpha"), ("outcome", "ok")];
+    let ok = [
+        ("upstream", "alpha"),
+        ("transport", "streamable-http"),
+        ("outcome", "ok"),
+    ];
     assert_eq!(
         after.count(UP_REQUESTS, &ok) - before.count(UP_REQUESTS, &ok),
         1.0
@@ -682,7 +686,11 @@ fn metrics_follow_upstream_calls_health_and_client_certificate() {
     let answer = call_tool(gw.addr, "alpha__echo");
     assert!(answer.contains("offline"), "{answer}");
     let last = scrape(gw.addr);
-    let offline = [("upstream", "alpha"), ("outcome", "offline")];
+    let offline = [
+        ("upstream", "alpha"),
+        ("transport", "streamable-http"),
+        ("outcome", "offline"),
+    ];
     assert_eq!(
         last.count(UP_REQUESTS, &offline) - down.count(UP_REQUESTS, &offline),
         1.0

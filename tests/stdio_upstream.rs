@@ -9,7 +9,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::{Dir, Gateway};
+use common::{Dir, Gateway, clients};
 use serde_json::{Value, json};
 
 /// The fixture's path.
@@ -120,7 +120,21 @@ fn child_pid(dir: &Dir, name: &str) -> i32 {
 fn a_registered_command_answers_tools_through_the_gateway_with_a_minimal_environment() {
     let dir = Dir::new();
     let gw = Gateway::start(&dir, &["--no-auth"]);
-    let (out, _) = add(&dir, "py", &[], &["--env", "GIVEN=yes"], 0);
+    std::fs::write(
+        dir.join("env"),
+        "# a comment\nFROM_FILE=file value\n\nGIVEN=overridden\n",
+    )
+    .unwrap();
+    let env_file = dir.join("env").display().to_string();
+    let extra = [
+        "--env",
+        "GIVEN=yes",
+        "--env-file",
+        &env_file,
+        "--open-files",
+        "77",
+    ];
+    let (out, _) = add(&dir, "py", &[], &extra, 0);
     assert!(out.contains("registered py"), "{out}");
     assert!(out.contains("stdio"), "{out}");
 
@@ -135,6 +149,10 @@ fn a_registered_command_answers_tools_through_the_gateway_with_a_minimal_environ
         "yes"
     );
     assert_eq!(
+        text(&call(&dir, "py__env", json!({"name": "FROM_FILE"}))),
+        "file value"
+    );
+    assert_eq!(
         text(&call(&dir, "py__env", json!({"name": "MCPGW_DATA_DIR"}))),
         "<unset>"
     );
@@ -144,10 +162,47 @@ fn a_registered_command_answers_tools_through_the_gateway_with_a_minimal_environ
         children_of(gw.pid()).iter().any(|(p, _)| *p == pid),
         "{pid} is not a child of the gateway"
     );
+    // Its limits were set before it ran.
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.split_whitespace().nth(3) == Some("77")),
+        "{limits}"
+    );
     let log = gw.log();
     assert!(
         log.contains("py-stdio-upstream py-stdio starting") && log.contains("upstream=py"),
         "{log}"
+    );
+    // Environment values are secrets: never in the log.
+    assert!(!log.contains("file value"), "{log}");
+}
+
+#[test]
+fn gateway_add_takes_a_url_or_a_command_never_both_nor_neither() {
+    let dir = Dir::new();
+    let (_, err) = dir.run_expect(&["gateway", "add", "x"], 2);
+    assert!(err.contains("<URL>"), "{err}");
+    let (_, err) = dir.run_expect(
+        &[
+            "gateway",
+            "add",
+            "x",
+            "http://127.0.0.1:1/mcp",
+            "--command",
+            "y",
+        ],
+        2,
+    );
+    assert!(err.contains("cannot be used with"), "{err}");
+    let (_, err) = dir.run_expect(
+        &["gateway", "add", "x", "http://127.0.0.1:1/mcp", "--isolate"],
+        2,
+    );
+    assert!(
+        err.contains("--isolate") && err.contains("cannot be used with"),
+        "{err}"
     );
 }
 
@@ -175,4 +230,406 @@ fn a_child_that_dies_during_a_call_fails_it_naming_the_exit_and_is_started_again
         text(&call(&dir, "py__echo", json!({"text": "back"}))),
         "back"
     );
+}
+
+/// A Streamable-HTTP session with the gateway's `/mcp` (no auth), on its own runtime.
+fn session(gw: &Gateway, rt: &tokio::runtime::Runtime) -> clients::Streamable {
+    let url = format!("http://{}/mcp", gw.addr);
+    rt.block_on(clients::Streamable::open(clients::http(None), &url, None))
+        .unwrap()
+}
+
+/// Open file descriptors of process `pid` other than sockets (the test's own HTTP connections
+/// to the gateway come and go with its client's pool): pipes, pidfds, files.
+fn fds(pid: i32) -> usize {
+    fd_targets(pid)
+        .iter()
+        .filter(|t| !t.contains("->socket:"))
+        .count()
+}
+
+/// What the descriptors of process `pid` are (for a failure's message).
+fn fd_targets(pid: i32) -> Vec<String> {
+    let mut out: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .map(|e| {
+            let target = std::fs::read_link(e.path()).unwrap_or_default();
+            format!("{}->{}", e.file_name().to_string_lossy(), target.display())
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn killing_the_child_under_load_fails_the_calls_in_flight_naming_the_exit_and_it_comes_back() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    add(&dir, "py", &[], &[], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mcp = std::sync::Arc::new(session(&gw, &rt));
+    let pid = child_pid(&dir, "py");
+
+    // Four callers whose calls are in flight (each sleeps upstream) when the child is killed.
+    let calls: Vec<_> = (0..4)
+        .map(|n| {
+            let mcp = mcp.clone();
+            rt.spawn(async move { mcp.call(json!(n), "py__slow", json!({"seconds": 30})).await })
+        })
+        .collect();
+    until(
+        Duration::from_secs(20),
+        "the calls never reached the child",
+        || {
+            gw.log()
+                .matches("Processing request of type CallToolRequest")
+                .count()
+                >= 4
+                || gw.log().matches("slow").count() >= 4
+        },
+    );
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    for call in calls {
+        let answer = rt.block_on(call).unwrap().unwrap().to_string();
+        assert!(
+            answer.contains("upstream 'py'")
+                && answer.contains("exited (signal 9) during the call"),
+            "{answer}"
+        );
+    }
+    // Back, through the backoff: the tools answer again, from another child.
+    let mut back = None;
+    until(Duration::from_secs(30), "the child never came back", || {
+        let answer = rt
+            .block_on(mcp.call(json!("again"), "py__echo", json!({"text": "back"})))
+            .unwrap();
+        back = Some(answer.clone());
+        answer["result"]["content"][0]["text"] == "back"
+    });
+    assert_ne!(child_pid(&dir, "py"), pid, "{back:?}");
+}
+
+#[test]
+fn a_hundred_crash_restart_cycles_leave_no_zombie_no_descriptor_and_little_memory() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    add(&dir, "py", &["--bare"], &[], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mcp = session(&gw, &rt);
+    let cycle = |n: usize| {
+        let crashed = rt
+            .block_on(mcp.call(json!(n), "py__crash", json!({})))
+            .unwrap()
+            .to_string();
+        assert!(crashed.contains("exited (status 3)"), "{crashed}");
+        // Restarted (or being restarted): the next call answers.
+        until(Duration::from_secs(30), "the child never came back", || {
+            let answer = rt
+                .block_on(mcp.call(json!("echo"), "py__echo", json!({"text": "up"})))
+                .unwrap();
+            answer["result"]["content"][0]["text"] == "up"
+        });
+    };
+    // Warm-up: buffers, pools and the tracing machinery reach their working size.
+    for n in 0..5 {
+        cycle(n);
+    }
+    let (fds_before, rss_before) = (fds(gw.pid()), gw.rss_kib());
+    let targets_before = fd_targets(gw.pid());
+    for n in 0..100 {
+        cycle(n);
+    }
+    // Every dead child reaped: only the live one is a child of the gateway, and no zombie.
+    until(
+        Duration::from_secs(10),
+        "a dead child was left unreaped",
+        || {
+            let children = children_of(gw.pid());
+            children.len() == 1 && children.iter().all(|(_, state)| *state != 'Z')
+        },
+    );
+    // A descriptor may be in use for a moment (a connection being closed); a leaked one stays.
+    let settled = Instant::now() + Duration::from_secs(10);
+    while fds(gw.pid()) > fds_before && Instant::now() < settled {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        fds(gw.pid()) <= fds_before,
+        "descriptors leaked: before {targets_before:?}, after {:?}",
+        fd_targets(gw.pid())
+    );
+    let rss_after = gw.rss_kib();
+    assert!(
+        rss_after <= rss_before + 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB"
+    );
+    let metrics = rt
+        .block_on(async {
+            clients::http(None)
+                .get(format!("http://{}/metrics", gw.addr))
+                .send()
+                .await?
+                .text()
+                .await
+        })
+        .unwrap();
+    let restarts = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("mcpgw_upstream_restarts_total{upstream=\"py\",transport=\"stdio\"}")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no restart counter:\n{metrics}"));
+    // One restart per crash: a late notice of an old child does not restart a newer one.
+    assert_eq!(restarts, 105.0, "restarts counted");
+}
+
+#[test]
+fn a_gateway_killed_with_five_children_leaves_none_running_and_none_to_sweep() {
+    let dir = Dir::new();
+    let mut gw = Gateway::start(&dir, &["--no-auth"]);
+    for n in 0..5 {
+        add(&dir, &format!("py{n}"), &["--bare"], &[], 0);
+    }
+    let pids: Vec<i32> = (0..5).map(|n| child_pid(&dir, &format!("py{n}"))).collect();
+    assert!(pids.iter().all(|p| running(*p)));
+    gw.signal(9);
+    gw.wait_exit(Duration::from_secs(10));
+    until(
+        Duration::from_secs(1),
+        "a child outlived the gateway by a second",
+        || pids.iter().all(|p| !running(*p)),
+    );
+    // The next gateway finds the records, but nothing of theirs alive.
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    assert_eq!(
+        text(&call(&dir, "py0__echo", json!({"text": "again"}))),
+        "again"
+    );
+    let log = gw.log();
+    assert!(!log.contains("left running"), "{log}");
+}
+
+#[test]
+fn the_start_up_sweep_kills_a_recorded_group_that_carries_the_marker_and_spares_one_that_does_not()
+{
+    let dir = Dir::new();
+    // The marker, as a child of this data directory carries it.
+    let marker = {
+        let mut gw = Gateway::start(&dir, &["--no-auth"]);
+        add(&dir, "py", &["--bare"], &[], 0);
+        let pid = child_pid(&dir, "py");
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+        let marker = environ
+            .split(|&b| b == 0)
+            .map(|e| String::from_utf8_lossy(e).into_owned())
+            .find(|e| e.starts_with("MCPGW_STDIO_OWNER="))
+            .expect("no marker in the child's environment");
+        dir.run_expect(&["gateway", "remove", "py"], 0);
+        gw.signal(common::SIGTERM);
+        gw.wait_exit(Duration::from_secs(20));
+        marker
+    };
+    let (name, value) = marker.split_once('=').unwrap();
+    let plant = |with_marker: bool| {
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("300");
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        if with_marker {
+            cmd.env(name, value);
+        }
+        cmd.spawn().unwrap()
+    };
+    let (mut ours, mut other) = (plant(true), plant(false));
+    std::fs::write(
+        dir.data_dir().join("stdio-children.pids"),
+        format!("{}\n{}\n", ours.id(), other.id()),
+    )
+    .unwrap();
+
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    until(
+        Duration::from_secs(10),
+        "the marked group was not killed",
+        || ours.try_wait().unwrap().is_some(),
+    );
+    assert!(
+        other.try_wait().unwrap().is_none(),
+        "a process without the marker was killed"
+    );
+    let log = gw.log();
+    assert!(log.contains("left running"), "{log}");
+    let _ = other.kill();
+    let _ = other.wait();
+}
+
+#[test]
+fn a_child_that_writes_garbage_a_huge_line_or_nothing_gets_a_clear_error_and_harms_no_other_upstream()
+ {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth", "--request-timeout", "3"]);
+    add(&dir, "ok", &["--bare"], &[], 0);
+
+    // Lines that are not messages, and a 20 MiB one, are skipped: the server behind them works.
+    add(&dir, "garbage", &["--garbage"], &[], 0);
+    assert_eq!(
+        text(&call(&dir, "garbage__echo", json!({"text": "g"}))),
+        "g"
+    );
+    add(&dir, "huge", &["--huge-line"], &[], 0);
+    assert_eq!(text(&call(&dir, "huge__echo", json!({"text": "h"}))), "h");
+    let log = gw.log();
+    assert!(
+        log.contains("not a JSON-RPC message") && log.contains("over the size limit"),
+        "{log}"
+    );
+
+    // Silence, and an exit before the handshake: refused, saying why, with the child's stderr.
+    let (_, err) = add(&dir, "silent", &["--silent"], &[], 1);
+    assert!(
+        err.contains("did not answer the MCP handshake")
+            && err.contains("within 3 s")
+            && err.contains("py-stdio-upstream py-stdio starting"),
+        "{err}"
+    );
+    let (_, err) = add(&dir, "dead", &["--exit-at-once"], &[], 1);
+    assert!(
+        err.contains("exited (status 1) before answering the MCP handshake")
+            && err.contains("fatal: this server was told to exit at once"),
+        "{err}"
+    );
+    // A program that does not exist: the launcher says so.
+    let (_, err) = dir.run_expect(
+        &[
+            "gateway",
+            "add",
+            "nothing",
+            "--command",
+            "/nonexistent/server",
+        ],
+        1,
+    );
+    assert!(err.contains("cannot run /nonexistent/server"), "{err}");
+
+    // The others are untouched, and the refused children are gone.
+    assert_eq!(
+        text(&call(&dir, "ok__echo", json!({"text": "fine"}))),
+        "fine"
+    );
+    assert_eq!(text(&call(&dir, "huge__echo", json!({"text": "h2"}))), "h2");
+    until(
+        Duration::from_secs(10),
+        "a refused child is still running",
+        || children_of(gw.pid()).len() == 3,
+    );
+}
+
+#[test]
+fn a_gateway_stopping_or_an_upstream_removed_stops_its_children() {
+    let dir = Dir::new();
+    let mut gw = Gateway::start(&dir, &["--no-auth"]);
+    add(&dir, "a", &["--bare"], &[], 0);
+    add(&dir, "b", &["--bare"], &[], 0);
+    let (a, b) = (child_pid(&dir, "a"), child_pid(&dir, "b"));
+    dir.run_expect(&["gateway", "remove", "a"], 0);
+    until(
+        Duration::from_secs(10),
+        "the removed upstream's child runs on",
+        || !running(a),
+    );
+    assert!(running(b));
+    gw.signal(common::SIGTERM);
+    assert_eq!(gw.wait_exit(Duration::from_secs(20)), Some(0));
+    assert!(!running(b), "the child outlived the gateway's shutdown");
+}
+
+#[test]
+fn an_isolated_upstream_gives_each_session_its_own_child_stopped_when_the_session_ends() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    add(&dir, "iso", &["--bare"], &["--isolate"], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (one, two) = (session(&gw, &rt), session(&gw, &rt));
+    let pid_of = |s: &clients::Streamable| -> i32 {
+        let answer = rt
+            .block_on(s.call(json!(1), "iso__pid", json!({})))
+            .unwrap();
+        answer["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{answer}"))
+            .parse()
+            .unwrap()
+    };
+    let (p1, p2) = (pid_of(&one), pid_of(&two));
+    assert_ne!(p1, p2);
+    assert_eq!(pid_of(&one), p1, "a session's calls go to its own child");
+    rt.block_on(one.close()).unwrap();
+    until(
+        Duration::from_secs(10),
+        "the ended session's child runs on",
+        || !running(p1),
+    );
+    assert!(running(p2));
+    assert_eq!(pid_of(&two), p2);
+}
+
+#[test]
+fn an_isolated_upstream_runs_at_most_32_children_for_sessions_and_says_so_beyond() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    add(&dir, "iso", &["--bare"], &["--isolate"], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let sessions: Vec<_> = (0..33).map(|_| session(&gw, &rt)).collect();
+    let echo = |s: &clients::Streamable| {
+        rt.block_on(s.call(json!(1), "iso__echo", json!({"text": "x"})))
+            .unwrap()
+    };
+    for s in &sessions[..32] {
+        let answer = echo(s);
+        assert_eq!(answer["result"]["content"][0]["text"], "x", "{answer}");
+    }
+    let refused = echo(&sessions[32]).to_string();
+    assert!(refused.contains("already runs 32 children"), "{refused}");
+    // One session ends: its child stops, and the next session gets one.
+    rt.block_on(sessions[0].close()).unwrap();
+    let mut answer = Value::Null;
+    until(
+        Duration::from_secs(10),
+        "no child for a waiting session",
+        || {
+            answer = echo(&sessions[32]);
+            answer["result"]["content"][0]["text"] == "x"
+        },
+    );
+    // The gateway's own child and one per session.
+    until(Duration::from_secs(10), "children left over", || {
+        children_of(gw.pid()).len() == 33
+    });
+}
+
+#[test]
+fn a_childs_question_reaches_the_client_whose_call_asked_it() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth", "--request-timeout", "20"]);
+    add(&dir, "py", &[], &[], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = clients::http(None);
+    let base = format!("http://{}", gw.addr);
+    // Everything the child sends comes on its stdout: the elicitation goes with the call in flight.
+    let done = rt.block_on(clients::confirm_over_sse(
+        &http,
+        &base,
+        "/servers/py/sse",
+        "ship it?",
+        true,
+    ));
+    assert_eq!(clients::text(&done), "confirmed=True", "{done}");
 }

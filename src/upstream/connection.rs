@@ -8,8 +8,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderValue};
+use http::HeaderMap;
 use serde_json::{Map, Value, json};
+
+mod handshake;
 
 use super::UpstreamError;
 use super::clients::UpstreamClient;
@@ -24,7 +26,7 @@ use super::sse::SseConn;
 use super::stdio::StdioConn;
 use super::streamable::{self, Endpoint};
 use crate::h1::client::request::Extra;
-use crate::h1::fields::{self as names, Lookup};
+use crate::h1::fields as names;
 use crate::jsonrpc;
 use crate::store::{EraChoice, Transport};
 
@@ -198,35 +200,12 @@ impl Connection {
                 match this.greet(era, timeout).await {
                     Ok(()) => Ok(this),
                     Err(error) => match &this.carrier {
-                        Carrier::Stdio(conn) => Err(conn.explain_start(error)),
+                        Carrier::Stdio(conn) => Err(conn.explain_start(error).await),
                         _ => Err(error),
                     },
                 }
             }
         }
-    }
-
-    /// The handshake of a transport that speaks both eras: `server/discover` first unless
-    /// `era` says the session era, `initialize` unless the upstream answered it as a
-    /// 2026-07-28 server.
-    async fn greet(&mut self, era: EraChoice, timeout: Duration) -> Result<(), UpstreamError> {
-        let modern = match era {
-            EraChoice::Session => false,
-            EraChoice::Auto => self.discover(timeout).await?,
-            EraChoice::Stateless if self.discover(timeout).await? => true,
-            EraChoice::Stateless => {
-                return Err(UpstreamError::Protocol {
-                    detail: format!(
-                        "registered with --era {MODERN_VERSION}, but the upstream does not \
-                         answer server/discover for it"
-                    ),
-                });
-            }
-        };
-        if !modern {
-            self.initialize(timeout).await?;
-        }
-        Ok(())
     }
 
     fn new(carrier: Carrier, sink: MessageSink, hello: std::sync::Arc<ClientProfile>) -> Self {
@@ -344,119 +323,6 @@ impl Connection {
                 changed
             });
         }
-    }
-
-    /// Try the 2026-07-28 probe. `Ok(false)`: not a modern server, fall back to initialize.
-    async fn discover(&mut self, timeout: Duration) -> Result<bool, UpstreamError> {
-        self.era = Era::Stateless {
-            version: MODERN_VERSION.into(),
-        };
-        let answer = match self
-            .request("server/discover", Some(json!({})), timeout)
-            .await
-        {
-            Ok(answer) => answer,
-            // A session-era server may refuse the probe at the HTTP layer (400 without a session).
-            Err(UpstreamError::Status { status, .. }) if (400..500).contains(&status) => {
-                self.era = Era::Session {
-                    version: SESSION_VERSIONS[0].into(),
-                };
-                return Ok(false);
-            }
-            Err(e) => return Err(e),
-        };
-        let result = answer.get("result");
-        let modern = result
-            .and_then(|r| r.get("supportedVersions"))
-            .and_then(Value::as_array)
-            .is_some_and(|v| v.iter().any(|x| x == MODERN_VERSION));
-        if !modern {
-            self.era = Era::Session {
-                version: SESSION_VERSIONS[0].into(),
-            };
-            return Ok(false);
-        }
-        let result = result.cloned().unwrap_or_default();
-        // 2026-07-28 puts serverInfo in the result's `_meta`; older drafts had it at the top.
-        self.server_info = result
-            .get("serverInfo")
-            .or_else(|| result.get("_meta").and_then(|m| m.get(META_SERVER_INFO)))
-            .cloned()
-            .unwrap_or(Value::Null);
-        self.capabilities = result.get("capabilities").cloned().unwrap_or(Value::Null);
-        self.instructions = instructions(&result);
-        Ok(true)
-    }
-
-    async fn initialize(&mut self, timeout: Duration) -> Result<(), UpstreamError> {
-        self.era = Era::Session {
-            version: SESSION_VERSIONS[0].into(),
-        };
-        // The client's own version when mcpgw speaks it, so the upstream answers as it would
-        // answer that client.
-        let asked = Some(self.hello.protocol_version.as_str())
-            .filter(|v| SESSION_VERSIONS.contains(v))
-            .unwrap_or(SESSION_VERSIONS[0]);
-        let params = json!({
-            "protocolVersion": asked,
-            "capabilities": self.hello.capabilities,
-            "clientInfo": self.hello.client_info,
-        });
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let msg = jsonrpc::request(id, "initialize", Some(params));
-        let (answer, session_id) = match &self.carrier {
-            Carrier::Http(client, Endpoint { target, headers }) => {
-                let sink = self.sink.clone();
-                let a = streamable::post(client, target, headers, &msg, timeout, &*sink).await?;
-                let sid = a.headers.text(&names::SESSION_ID).map(str::to_owned);
-                (a.response.map(Received::into_value).transpose()?, sid)
-            }
-            Carrier::Sse(_) | Carrier::Stdio(_) => {
-                (self.send_on_stream(&msg, timeout).await?, None)
-            }
-        };
-        let answer = answer.ok_or_else(|| UpstreamError::Protocol {
-            detail: "no answer to initialize".into(),
-        })?;
-        if let Some(err) = answer.get("error") {
-            return Err(UpstreamError::Protocol {
-                detail: format!("initialize was refused: {err}"),
-            });
-        }
-        let result = answer
-            .get("result")
-            .cloned()
-            .ok_or_else(|| UpstreamError::Protocol {
-                detail: "initialize answer has no result".into(),
-            })?;
-        let version = result
-            .get("protocolVersion")
-            .and_then(Value::as_str)
-            .unwrap_or(SESSION_VERSIONS[0])
-            .to_owned();
-        if !SESSION_VERSIONS.contains(&version.as_str()) {
-            return Err(UpstreamError::Protocol {
-                detail: format!(
-                    "the upstream chose protocol version {version}, which mcpgw does not speak"
-                ),
-            });
-        }
-        self.server_info = result.get("serverInfo").cloned().unwrap_or(Value::Null);
-        self.capabilities = result.get("capabilities").cloned().unwrap_or(Value::Null);
-        self.instructions = instructions(&result);
-        self.era = Era::Session {
-            version: version.clone(),
-        };
-        if let Carrier::Http(_, Endpoint { headers, .. }) = &mut self.carrier {
-            if let Some(sid) = session_id.and_then(|s| HeaderValue::from_str(&s).ok()) {
-                headers.insert(names::SESSION_ID.clone(), sid);
-            }
-            if let Ok(v) = HeaderValue::from_str(&version) {
-                headers.insert(names::PROTOCOL_VERSION.clone(), v);
-            }
-        }
-        self.notify("notifications/initialized", None, timeout)
-            .await
     }
 
     /// Send a request and return the upstream's whole response message (result or error),
@@ -725,6 +591,15 @@ impl Connection {
             Carrier::Http(client, _) => Some(client),
             Carrier::Sse(conn) => Some(conn.client()),
             Carrier::Stdio(_) => None,
+        }
+    }
+
+    /// Whether a [`SESSION_GONE`] notice is about this connection: a stdio child's names the
+    /// child, which may be an earlier one than this connection's; any other is.
+    pub fn is_gone(&self, notice: &Value) -> bool {
+        match notice.pointer(&format!("/params/{}", super::message::GONE_PID)) {
+            Some(pid) => self.pid().map(u64::from) == pid.as_u64(),
+            None => true,
         }
     }
 

@@ -134,6 +134,10 @@ impl std::fmt::Debug for Owner {
 /// owner reconnects now rather than at its next request or health check.
 pub const SESSION_GONE: &str = "mcpgw/upstream-session-gone";
 
+/// The param of a [`SESSION_GONE`] notice that names the stdio child that exited (a
+/// connection opened since, on another child, is not the one gone).
+pub const GONE_PID: &str = "pid";
+
 /// The request target for an upstream URL: its path and query (origin-form), parsed once per
 /// connection (or endpoint) rather than per request.
 pub fn target(url: &url::Url) -> Result<http::Uri, UpstreamError> {

@@ -5,6 +5,7 @@
 //! concurrent callers wait for one initialize instead of each starting their own.
 
 mod collection;
+mod health;
 mod own;
 mod send;
 mod view;
@@ -441,7 +442,9 @@ impl Upstream {
             let method = crate::jsonrpc::method(&msg).unwrap_or_default();
             if method == connection::SESSION_GONE {
                 // Reconnected by the refresh (which subscribes again), not at the next call.
-                if let Some(up) = this.upgrade() {
+                if let Some(up) = this.upgrade()
+                    && up.conn.load().as_ref().is_some_and(|c| c.is_gone(&msg))
+                {
                     up.invalidate();
                 }
                 let _ = refresh.try_send(());
@@ -745,73 +748,6 @@ impl Upstream {
             let _ = registry.changes.send(());
         }
         Ok(())
-    }
-
-    /// One health check; returns whether the status changed.
-    pub async fn check(self: &Arc<Self>) -> bool {
-        let settings = self.settings();
-        let outcome = async {
-            let had = self.conn.load().as_ref().is_some_and(|c| c.is_usable());
-            let conn = self.connection().await?;
-            // A connection opened just now has answered discover/initialize: that is the check.
-            if had {
-                conn.probe(settings.request_timeout).await?;
-            }
-            Ok::<_, UpstreamError>(())
-        }
-        .await;
-        let was = self.health().status;
-        let changed = self.record(
-            outcome.as_ref().err().map(ToString::to_string),
-            settings.health_threshold,
-        );
-        if outcome.is_err() {
-            // A failed check may mean a dead session; start clean next time.
-            self.invalidate();
-        }
-        let online = self.health().status == HealthStatus::Online;
-        let stale = !self.catalog_loaded.load(Ordering::Acquire);
-        if online
-            && ((changed && was != HealthStatus::Online) || stale)
-            && let Err(err) = self.refresh_catalog().await
-        {
-            tracing::warn!(upstream = %self.name(), error = %err, "catalog refresh failed");
-        }
-        changed
-    }
-
-    /// Record a check outcome; returns whether the status changed.
-    fn record(&self, error: Option<String>, threshold: u32) -> bool {
-        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
-        let before = h.status;
-        match error {
-            None => {
-                h.consecutive_failures = 0;
-                h.last_success = Some(now());
-                if h.status != HealthStatus::Online {
-                    h.status = HealthStatus::Online;
-                    h.since = now();
-                }
-            }
-            Some(err) => {
-                h.consecutive_failures = h.consecutive_failures.saturating_add(1);
-                h.last_error = Some(err);
-                if h.consecutive_failures >= threshold && h.status != HealthStatus::Offline {
-                    h.status = HealthStatus::Offline;
-                    h.since = now();
-                }
-            }
-        }
-        before != h.status
-    }
-
-    /// `notAfter` (Unix seconds) of the client certificate the live connection presents, if
-    /// there is a connection and its identity has a client certificate.
-    pub fn client_certificate_not_after(&self) -> Option<i64> {
-        let conn = self.conn.load_full()?;
-        let (chain, _) = conn.client()?.identity.client.as_ref()?;
-        let leaf = crate::tls::x509::parse("client certificate", chain.first()?).ok()?;
-        Some(leaf.validity().not_after.timestamp())
     }
 }
 

@@ -500,3 +500,42 @@ impl EventReader {
         }
     }
 }
+
+/// A session-era client on the legacy SSE endpoint `path`: it initializes declaring form
+/// elicitation, calls `confirm` with `question`, answers the question the call brings (`ok`);
+/// the call's answer.
+pub async fn confirm_over_sse(
+    http: &reqwest::Client,
+    base: &str,
+    path: &str,
+    question: &str,
+    ok: bool,
+) -> Value {
+    let mut sse = SseSession::open(http.clone(), base, path, None)
+        .await
+        .unwrap();
+    let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {"elicitation": {"form": {}}},
+        "clientInfo": {"name": "old-client", "version": "1"}}});
+    sse.request(&init).await.unwrap();
+    let call = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": "confirm", "arguments": {"question": question}}});
+    sse.send(&call).await.unwrap();
+    let asked = sse
+        .next_of("elicitation/create", Duration::from_secs(20))
+        .await
+        .expect("the upstream's question must reach the client as a request");
+    assert_eq!(asked["params"]["message"], question, "{asked}");
+    let answer = json!({"jsonrpc": "2.0", "id": asked["id"],
+        "result": {"action": "accept", "content": {"ok": ok}}});
+    sse.send(&answer).await.unwrap();
+    loop {
+        let msg = sse
+            .next(Duration::from_secs(20))
+            .await
+            .expect("the call's answer");
+        if msg["id"] == 7 {
+            return msg;
+        }
+    }
+}

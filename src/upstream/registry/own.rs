@@ -259,7 +259,9 @@ impl Upstream {
         let sink: MessageSink = Arc::new(move |mut msg: Value| {
             let method = crate::jsonrpc::method(&msg).unwrap_or_default();
             if method == connection::SESSION_GONE {
-                if let Some(slot) = weak_slot.upgrade() {
+                if let Some(slot) = weak_slot.upgrade()
+                    && slot.conn().is_some_and(|c| c.is_gone(&msg))
+                {
                     slot.invalidate();
                 }
                 return;

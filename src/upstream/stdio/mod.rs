@@ -34,7 +34,7 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
 use super::UpstreamError;
-use super::message::{MessageSink, SESSION_GONE};
+use super::message::{GONE_PID, MessageSink, SESSION_GONE};
 use super::pending::Pending;
 use crate::store::CommandSpec;
 
@@ -294,9 +294,14 @@ impl StdioConn {
 
     /// `error`, which ended the handshake, said in the child's terms: how it exited or that it
     /// stayed silent, with its last stderr lines (the operator's first clue).
-    pub fn explain_start(&self, error: UpstreamError) -> UpstreamError {
+    pub async fn explain_start(&self, error: UpstreamError) -> UpstreamError {
         match error {
             UpstreamError::Exited { .. } | UpstreamError::Closed => {
+                // A write that found its stdin closed may come before the exit is reaped: the
+                // status is worth a moment's wait (bounded: a child that closed its stdin but
+                // runs on is being stopped meanwhile).
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.shared.ended.cancelled())
+                    .await;
                 self.exited("before answering the MCP handshake", true)
             }
             UpstreamError::Timeout { secs } => {
@@ -327,7 +332,7 @@ async fn read_stdout(
     shared: Arc<Shared>,
     sink: MessageSink,
 ) {
-    let mut reader = tokio::io::BufReader::with_capacity(64 << 10, stdout);
+    let mut reader = tokio::io::BufReader::new(stdout);
     loop {
         match frame::read_frame(&mut reader, frame::MAX_MESSAGE).await {
             Ok(Some(frame::Frame::Message(message))) => {
@@ -400,6 +405,10 @@ impl Supervised {
         }
         tracing::warn!(upstream = %self.name, pid = self.pid, status = %how, "stdio upstream exited");
         // Its owner starts another now (through its backoff), not at the next call.
-        (self.sink)(serde_json::json!({"jsonrpc": "2.0", "method": SESSION_GONE}));
+        (self.sink)(serde_json::json!({
+            "jsonrpc": "2.0",
+            "method": SESSION_GONE,
+            "params": {GONE_PID: self.pid},
+        }));
     }
 }

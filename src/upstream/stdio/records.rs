@@ -2,7 +2,7 @@
 //! on that directory can stop what a SIGKILLed one left running.
 //!
 //! On Linux the parent-death signal already kills a child when the gateway dies; the records
-//! cover what it cannot (a platform without it, a child that escaped it). Each record is a pid,
+//! cover what it cannot (macOS, which has none; a child that escaped it). Each record is a pid,
 //! which is also the child's process group. A pid is reused after its process is gone, so a
 //! recorded pid is only acted on when that process carries the marker every child of this data
 //! directory gets in its environment ([`owner_marker`]): a process that merely has the same pid
@@ -104,19 +104,36 @@ impl Records {
     }
 }
 
-/// Whether process `pid` runs with `OWNER_VAR=marker` in its environment (Linux: read from
-/// `/proc`; elsewhere it cannot be told, so no).
+/// Whether process `pid` runs with `OWNER_VAR=marker` in its environment.
 fn carries_marker(pid: i32, marker: &str) -> bool {
     if pid <= 1 {
         return false;
     }
-    let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) else {
+    let Some(environment) = environment_of(pid) else {
         return false;
     };
     let wanted = format!("{OWNER_VAR}={marker}");
-    environ
-        .split(|&b| b == 0)
+    environment
+        .split(|&b| b == 0 || b == b' ' || b == b'\n')
         .any(|entry| entry == wanted.as_bytes())
+}
+
+/// The environment of process `pid`, as `/proc` has it (NUL-separated).
+#[cfg(target_os = "linux")]
+fn environment_of(pid: i32) -> Option<Vec<u8>> {
+    std::fs::read(format!("/proc/{pid}/environ")).ok()
+}
+
+/// The command line and environment of process `pid`, as `ps -E` shows them (space-separated):
+/// there is no `/proc` here, and no parent-death signal either, so this sweep is what stops
+/// what a killed gateway left.
+#[cfg(not(target_os = "linux"))]
+fn environment_of(pid: i32) -> Option<Vec<u8>> {
+    let out = std::process::Command::new("ps")
+        .args(["-E", "-ww", "-o", "command=", "-p", &pid.to_string()])
+        .output()
+        .ok()?;
+    out.status.success().then_some(out.stdout)
 }
 
 /// Replace the file's content, created 0600 and never through a symbolic link.
