@@ -15,6 +15,8 @@ mod load;
 mod procs;
 #[path = "mcpload/scenarios.rs"]
 mod scenarios;
+#[path = "mcpload/stdio.rs"]
+mod stdio;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -27,7 +29,7 @@ use serde_json::{Value, json};
 #[derive(Parser)]
 #[command(name = "mcpload", about = "mcpgw benchmark scenarios")]
 struct DriverArgs {
-    /// `all`, or any of: plain tls idle client-sessions rotation health startup.
+    /// `all`, or any of: plain tls idle client-sessions rotation health startup stdio.
     #[arg(required = true)]
     scenarios: Vec<String>,
     /// Shorter runs, fewer sessions and upstreams (about 2 minutes for `all`).

@@ -143,6 +143,24 @@ impl Report {
         self.calls as f64 / self.elapsed.as_secs_f64().max(1e-9)
     }
 
+    /// Take the latencies (nanoseconds) of the successful calls: the call count and the
+    /// percentiles.
+    pub fn set_latencies(&mut self, mut all: Vec<u64>) {
+        self.calls = all.len() as u64;
+        all.sort_unstable();
+        let pct = |p: f64| -> f64 {
+            if all.is_empty() {
+                return 0.0;
+            }
+            let i = ((all.len() as f64 * p).ceil() as usize).clamp(1, all.len()) - 1;
+            all[i] as f64 / 1000.0
+        };
+        self.p50_us = pct(0.50);
+        self.p90_us = pct(0.90);
+        self.p99_us = pct(0.99);
+        self.max_us = all.last().map_or(0.0, |&n| n as f64 / 1000.0);
+    }
+
     /// As JSON.
     pub fn json(&self) -> Value {
         json!({
@@ -227,7 +245,8 @@ async fn post(
     Ok((status, sid, body))
 }
 
-fn has_result(body: &[u8]) -> bool {
+/// Whether an answer is a success: it has a `"result"` and no `"error"`.
+pub fn has_result(body: &[u8]) -> bool {
     body.windows(8).any(|w| w == b"\"result\"") && !body.windows(7).any(|w| w == b"\"error\"")
 }
 
@@ -420,19 +439,7 @@ pub async fn run(workers: Vec<Worker>, plan: &Plan) -> (Report, Vec<Worker>) {
         workers.push(w);
     }
     report.elapsed = started.elapsed();
-    report.calls = all.len() as u64;
-    all.sort_unstable();
-    let pct = |p: f64| -> f64 {
-        if all.is_empty() {
-            return 0.0;
-        }
-        let i = ((all.len() as f64 * p).ceil() as usize).clamp(1, all.len()) - 1;
-        all[i] as f64 / 1000.0
-    };
-    report.p50_us = pct(0.50);
-    report.p90_us = pct(0.90);
-    report.p99_us = pct(0.99);
-    report.max_us = all.last().map_or(0.0, |&n| n as f64 / 1000.0);
+    report.set_latencies(all);
     (report, workers)
 }
 

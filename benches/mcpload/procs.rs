@@ -141,6 +141,28 @@ pub fn cpu_of(pid: u32) -> Option<Duration> {
     Some(Duration::from_micros(ticks * 1_000_000 / clk_tck()))
 }
 
+/// The pids whose parent is `pid` (from `/proc/*/stat`).
+pub fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else {
+                return false;
+            };
+            // After the command name (which may hold spaces): state, then the parent's pid.
+            stat.rfind(')').and_then(|at| {
+                stat[at + 2..]
+                    .split_whitespace()
+                    .nth(1)?
+                    .parse::<u32>()
+                    .ok()
+            }) == Some(pid)
+        })
+        .collect()
+}
+
 /// VmRSS of `pid` in bytes.
 pub fn rss_of(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -207,6 +229,30 @@ impl Lab {
         let proc = Proc::spawn(cmd, "READY ", &self.p(&format!("upstream-{tag}.log")))?;
         let base = proc.ready["READY ".len()..].trim().to_owned();
         Ok(Upstream { proc, base })
+    }
+
+    /// Register the program `program ARGS` on `gw` as the stdio upstream `name`, with
+    /// `mcpgw gateway add NAME --command PROG --arg A...` (through its control socket).
+    pub fn add_command(
+        &self,
+        gw: &Gateway,
+        name: &str,
+        program: &Path,
+        args: &[&str],
+    ) -> Result<()> {
+        let program = program.display().to_string();
+        let mut cmd = vec![
+            "--data-dir",
+            &gw.data,
+            "gateway",
+            "add",
+            name,
+            "--command",
+            &program,
+        ];
+        let args: Vec<String> = args.iter().map(|a| format!("--arg={a}")).collect();
+        cmd.extend(args.iter().map(String::as_str));
+        self.mcpgw(&cmd).map(drop)
     }
 
     /// Start `mcpgw serve` on its own data dir `data-TAG` with `extra` serve flags, bearer

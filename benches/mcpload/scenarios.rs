@@ -18,8 +18,11 @@ use crate::procs::{Gateway, Lab, Upstream, cpu_of};
 mod operations;
 #[path = "scenarios/sessions.rs"]
 mod sessions;
+#[path = "scenarios/stdio.rs"]
+mod stdio;
 use operations::{health, rotation, startup};
 use sessions::client_sessions;
+use stdio::stdio;
 
 /// Every scenario, in the order `all` runs them.
 pub const ALL: &[&str] = &[
@@ -30,6 +33,7 @@ pub const ALL: &[&str] = &[
     "rotation",
     "health",
     "startup",
+    "stdio",
 ];
 
 /// Run-length knobs.
@@ -45,6 +49,20 @@ impl Mode {
             Duration::from_millis(1500)
         } else {
             Duration::from_secs(5)
+        }
+    }
+
+    /// A measured run of `concurrency` workers calling `tool` for [`Mode::run_for`], after 20
+    /// warm-up calls each.
+    fn timed(self, concurrency: usize, tool: &str) -> Plan {
+        Plan {
+            concurrency,
+            calls: None,
+            duration: self.run_for(),
+            tool: tool.into(),
+            warmup: 20,
+            reconnect_every: None,
+            stop: None,
         }
     }
 }
@@ -88,6 +106,7 @@ pub async fn run(name: &str, mode: Mode) -> Result<Outcome> {
         "rotation" => rotation(mode).await,
         "health" => health(mode).await,
         "startup" => startup(mode).await,
+        "stdio" => stdio(mode).await,
         other => bail!("unknown scenario {other:?}; expected one of {ALL:?} or all"),
     }
 }
@@ -188,15 +207,7 @@ async fn compare(mode: Mode, tls: bool) -> Result<Outcome> {
             ("mcpgw-jwt", &through_auth, "up__echo", Some(&gwa)),
         ];
         for (path, target, tool, gateway) in paths {
-            let plan = Plan {
-                concurrency: c,
-                calls: None,
-                duration: mode.run_for(),
-                tool: tool.into(),
-                warmup: 20,
-                reconnect_every: None,
-                stop: None,
-            };
+            let plan = mode.timed(c, tool);
             let workers = load::prepare(target, &plan).await?;
             let s0 = stats(&direct).await?;
             let gw_cpu = || gateway.map_or(Duration::ZERO, |g| g.proc.cpu());

@@ -8,8 +8,10 @@
 //!
 //! ```text
 //! upstream [--listen 127.0.0.1:0] [--tls-cert F --tls-key F [--client-ca F]] [--name N]
+//! upstream --stdio [--name N]
 //! ```
-//! Prints `READY <url-base>` once listening. `GET /stats` returns request counters and the
+//! With `--stdio` it serves the same on stdin/stdout (`stdio.rs`). Otherwise it prints
+//! `READY <url-base>` once listening. `GET /stats` returns request counters and the
 //! number of accepted connections. A session's `GET /mcp` stream carries
 //! `notifications/resources/updated` for the URIs it subscribed to, sent when a test posts
 //! `/touch?uri=U`, and (with `--list-changed`) `notifications/tools/list_changed` when it
@@ -36,6 +38,7 @@ use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
 mod conformance;
+mod stdio;
 
 #[derive(Parser)]
 struct Args {
@@ -81,6 +84,10 @@ struct Args {
     /// serves (what a gateway must not pass on).
     #[arg(long)]
     uncarried: bool,
+    /// Serve on stdin/stdout (newline-delimited JSON-RPC) instead of listening; prints no
+    /// ready line (stdout carries messages only).
+    #[arg(long)]
+    stdio: bool,
 }
 
 #[derive(Default)]
@@ -368,26 +375,7 @@ async fn mcp_post(
         }
         return (StatusCode::NOT_FOUND, "unknown session").into_response();
     }
-    if msg.get("method").and_then(Value::as_str) == Some("notifications/cancelled") {
-        let id = msg
-            .pointer("/params/requestId")
-            .cloned()
-            .unwrap_or_default();
-        state.cancelled.lock().unwrap().push(id.clone());
-        state
-            .cancelled_in
-            .lock()
-            .unwrap()
-            .push((json!(session), id));
-        return StatusCode::ACCEPTED.into_response();
-    }
-    // A client's answer to a request this server sent it (sampling, elicitation).
-    if msg.get("method").is_none()
-        && let Some(id) = msg.get("id").map(Value::to_string)
-    {
-        if let Some(tx) = state.asks.lock().unwrap().remove(&id) {
-            let _ = tx.send(msg);
-        }
+    if take_cancel_or_answer(&state, session.as_deref(), &msg) {
         return StatusCode::ACCEPTED.into_response();
     }
     if state.session_only && msg.get("method").and_then(Value::as_str) == Some("server/discover") {
@@ -416,23 +404,16 @@ async fn mcp_post(
         }
     }
     if msg.get("method").and_then(Value::as_str) == Some("tools/call") {
-        let params = msg.get("params").cloned().unwrap_or_default();
-        let name = params
-            .get("name")
+        let name = msg
+            .pointer("/params/name")
             .and_then(Value::as_str)
             .unwrap_or_default();
         if let Some(response) = fault(name) {
             return response;
         }
-        let args = params.get("arguments").cloned().unwrap_or_default();
-        let meta = params.get("_meta").cloned().unwrap_or_default();
-        let action = conformance::call(name, &args, &meta);
-        if matches!(
-            action,
-            conformance::Action::Notify(..) | conformance::Action::Ask(..)
-        ) {
-            return stream_call(state, msg.get("id").cloned().unwrap_or_default(), action);
-        }
+    }
+    if let Some(action) = talking_call(&msg) {
+        return stream_call(state, msg.get("id").cloned().unwrap_or_default(), action);
     }
     let Some(reply) = answer(&state, &peer, session.as_deref(), &msg).await else {
         return StatusCode::ACCEPTED.into_response();
@@ -448,6 +429,55 @@ async fn mcp_post(
             .insert("mcp-session-id", sid.parse().unwrap());
     }
     response
+}
+
+/// Take a message that is not a request: a `notifications/cancelled` is recorded, a client's
+/// answer to a request this server sent it (sampling, elicitation) goes to the call waiting for
+/// it. Whether `msg` was one of them.
+fn take_cancel_or_answer(state: &AppState, session: Option<&str>, msg: &Value) -> bool {
+    if msg.get("method").and_then(Value::as_str) == Some("notifications/cancelled") {
+        let id = msg
+            .pointer("/params/requestId")
+            .cloned()
+            .unwrap_or_default();
+        state.cancelled.lock().unwrap().push(id.clone());
+        state
+            .cancelled_in
+            .lock()
+            .unwrap()
+            .push((json!(session), id));
+        return true;
+    }
+    if msg.get("method").is_none()
+        && let Some(id) = msg.get("id").map(Value::to_string)
+    {
+        if let Some(tx) = state.asks.lock().unwrap().remove(&id) {
+            let _ = tx.send(msg.clone());
+        }
+        return true;
+    }
+    false
+}
+
+/// The action of a `tools/call` that sends notifications or a request of its own before it
+/// answers (so its answer is a stream); `None` for any other message.
+fn talking_call(msg: &Value) -> Option<conformance::Action> {
+    if msg.get("method").and_then(Value::as_str) != Some("tools/call") {
+        return None;
+    }
+    let params = msg.get("params").cloned().unwrap_or_default();
+    let name = params
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let args = params.get("arguments").cloned().unwrap_or_default();
+    let meta = params.get("_meta").cloned().unwrap_or_default();
+    let action = conformance::call(name, &args, &meta);
+    matches!(
+        action,
+        conformance::Action::Notify(..) | conformance::Action::Ask(..)
+    )
+    .then_some(action)
 }
 
 /// `--tasks`: a task-augmented `echo` and the `tasks/*` methods; `None` for anything else.
@@ -543,7 +573,27 @@ fn fault(tool: &str) -> Option<Response> {
 
 /// Answer a tools/call as an SSE stream: notifications or a request to the client first.
 fn stream_call(state: Arc<AppState>, id: Value, action: conformance::Action) -> Response {
-    let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+    let mut rx = run_action(state, id, action);
+    let events = futures_util::stream::poll_fn(move |cx| {
+        rx.poll_recv(cx).map(|m| {
+            m.map(|v| {
+                Ok::<_, std::convert::Infallible>(
+                    Event::default().event("message").data(v.to_string()),
+                )
+            })
+        })
+    });
+    Sse::new(events).into_response()
+}
+
+/// Run a tools/call that talks before it answers: the notifications or the request to the
+/// client, then the answer, in the order they are to be sent (whatever the transport).
+fn run_action(
+    state: Arc<AppState>,
+    id: Value,
+    action: conformance::Action,
+) -> mpsc::UnboundedReceiver<Value> {
+    let (tx, rx) = mpsc::unbounded_channel::<Value>();
     tokio::spawn(async move {
         let result = match action {
             conformance::Action::Notify(notes, result) => {
@@ -575,16 +625,7 @@ fn stream_call(state: Arc<AppState>, id: Value, action: conformance::Action) -> 
         };
         let _ = tx.send(json!({"jsonrpc": "2.0", "id": id, "result": result}));
     });
-    let events = futures_util::stream::poll_fn(move |cx| {
-        rx.poll_recv(cx).map(|m| {
-            m.map(|v| {
-                Ok::<_, std::convert::Infallible>(
-                    Event::default().event("message").data(v.to_string()),
-                )
-            })
-        })
-    });
-    Sse::new(events).into_response()
+    rx
 }
 
 /// `GET /mcp`: the session's stream of messages sent outside any request.
@@ -866,6 +907,10 @@ async fn main() {
         notes: Mutex::default(),
         deleted: AtomicU64::new(0),
     });
+    if args.stdio {
+        stdio::serve(state).await;
+        return;
+    }
     let app = Router::new()
         .route("/mcp", post(mcp_post).get(mcp_get).delete(mcp_delete))
         .route("/touch", post(touch))
