@@ -694,3 +694,52 @@ fn an_upstream_declared_in_the_config_file_runs_and_is_replaced_when_its_command
         || children_of(gw.pid()).len() == 1,
     );
 }
+
+/// `POST /gateways` with a command on the TCP listener, as `token`: (status, body).
+fn post_command(gw: &Gateway, token: &str, name: &str) -> (u16, String) {
+    let body = json!({
+        "name": name,
+        "command": common::py::python().display().to_string(),
+        "args": [script(), "--bare"],
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let answer = clients::http(None)
+            .post(format!("http://{}/gateways", gw.addr))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (answer.status().as_u16(), answer.text().await.unwrap())
+    })
+}
+
+#[test]
+fn a_command_is_registered_over_http_only_by_an_admin_where_the_operator_allowed_it() {
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &[]);
+    let (admin, _) = dir.run_expect(&["token", "create", "--role", "admin"], 0);
+    let (client, _) = dir.run_expect(&["token", "create"], 0);
+    let (status, body) = post_command(&gw, admin.trim(), "evil");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("allow_commands_over_http"), "{body}");
+    let (status, body) = post_command(&gw, client.trim(), "evil");
+    assert_eq!(status, 403, "{body}");
+    let (out, _) = dir.run_expect(&["--json", "gateway", "list"], 0);
+    assert_eq!(out.trim(), "[]", "nothing registered, nothing started");
+    assert!(children_of(gw.pid()).is_empty());
+    drop(gw);
+
+    let file = dir.join("mcpgw.toml");
+    std::fs::write(&file, "[upstreams]\nallow_commands_over_http = true\n").unwrap();
+    let gw = Gateway::start(&dir, &["--config", &file.display().to_string()]);
+    let (status, body) = post_command(&gw, client.trim(), "evil");
+    assert_eq!(status, 403, "a client still may not: {body}");
+    let (status, body) = post_command(&gw, admin.trim(), "allowed");
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        text(&call(&dir, "allowed__echo", json!({"text": "ok"}))),
+        "ok"
+    );
+}

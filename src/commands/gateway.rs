@@ -139,6 +139,22 @@ fn add_command(body: &mut Value, program: &str, args: &GatewayAddArgs) -> anyhow
     Ok(())
 }
 
+/// Where an upstream is: its URL, or for a stdio upstream its command line.
+fn location(view: &Value) -> String {
+    let command = &view["command"];
+    match command["program"].as_str() {
+        Some(program) => {
+            let mut line = program.to_owned();
+            for arg in command["args"].as_array().into_iter().flatten() {
+                line.push(' ');
+                line.push_str(arg.as_str().unwrap_or("?"));
+            }
+            line
+        }
+        None => view["url"].as_str().unwrap_or("?").to_owned(),
+    }
+}
+
 fn summary(view: &Value) -> String {
     let tools = view["tools"].as_array().map(Vec::len).unwrap_or(0);
     format!(
@@ -151,7 +167,7 @@ fn summary(view: &Value) -> String {
             .map(|v| format!(" {v}"))
             .unwrap_or_default(),
         tools,
-        view["url"].as_str().unwrap_or("?"),
+        location(view),
     )
 }
 
@@ -159,7 +175,25 @@ fn print_show(view: &Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     let s = |v: &Value| v.as_str().map(str::to_owned).unwrap_or_else(|| "-".into());
     writeln!(out, "name        {}", s(&view["name"]))?;
-    writeln!(out, "url         {}", s(&view["url"]))?;
+    let command = &view["command"];
+    if command.is_object() {
+        writeln!(out, "command     {}", location(view))?;
+        let names: Vec<&str> = command["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        writeln!(out, "env         {}", names.join(" "))?;
+        writeln!(out, "env file    {}", s(&command["env_file"]))?;
+        writeln!(out, "cwd         {}", s(&command["cwd"]))?;
+        let pid = command["pid"]
+            .as_u64()
+            .map_or("-".to_owned(), |p| p.to_string());
+        writeln!(out, "pid         {pid}")?;
+    } else {
+        writeln!(out, "url         {}", s(&view["url"]))?;
+    }
     writeln!(out, "transport   {}", s(&view["transport"]))?;
     writeln!(
         out,
@@ -167,7 +201,14 @@ fn print_show(view: &Value) -> anyhow::Result<()> {
         s(&view["era"]),
         s(&view["protocol_version"])
     )?;
-    let sessions = if view["shared_session"] == Value::Bool(true) {
+    let sessions = if command["isolate"] == Value::Bool(true) {
+        format!(
+            "one child per client (--isolate; {} open)",
+            view["client_sessions"].as_u64().unwrap_or(0)
+        )
+    } else if command.is_object() {
+        "one child shared by every client".to_owned()
+    } else if view["shared_session"] == Value::Bool(true) {
         "shared by every client (--shared-session)".to_owned()
     } else {
         format!(

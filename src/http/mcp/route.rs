@@ -24,7 +24,10 @@ pub(super) fn call_error(id: Value, err: &CallError) -> Value {
         } => code::UPSTREAM_TIMEOUT,
         _ => code::UPSTREAM_UNAVAILABLE,
     };
-    jsonrpc::error(id, c, err.to_string())
+    // A stdio child's stderr lines stay with the operator (log, `gateway show`).
+    let message = err.to_string();
+    let message = crate::upstream::stdio::without_note(&message);
+    jsonrpc::error(id, c, message)
 }
 
 /// Restore the downstream id on an upstream answer.

@@ -25,10 +25,25 @@ impl Upstream {
             || self.legacy_warned.load(Ordering::Relaxed);
         let h = self.health();
         let (client_sessions, _) = self.client_sessions();
+        // A stdio upstream's program, its variables by name only (their values are secrets).
+        let command = reg.command.as_ref().map(|c| {
+            json!({
+                "program": c.program,
+                "args": c.args,
+                "env": c.env.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+                "env_file": c.env_file.as_ref().map(|p| p.display().to_string()),
+                "cwd": c.cwd.as_ref().map(|p| p.display().to_string()),
+                "isolate": c.isolate,
+                "inherit_env": c.inherit_env,
+                "limits": c.limits,
+                "pid": conn.as_ref().and_then(|c| c.pid()),
+            })
+        });
         json!({
             "name": reg.name,
             "url": reg.url,
             "transport": reg.transport.as_str(),
+            "command": command,
             "enabled": reg.enabled,
             "tls": {
                 "ca_cert": source(&reg.tls.ca),

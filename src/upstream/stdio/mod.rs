@@ -19,6 +19,8 @@ mod child;
 mod frame;
 mod records;
 mod stderr;
+
+pub use stderr::without_note;
 #[cfg(test)]
 mod tests;
 

@@ -25,7 +25,7 @@ pub struct Tail {
 }
 
 impl Tail {
-    fn push(&self, line: String) {
+    pub(super) fn push(&self, line: String) {
         let mut lines = self.lines.lock().unwrap_or_else(|p| p.into_inner());
         if lines.len() == KEPT {
             lines.pop_front();
@@ -40,8 +40,20 @@ impl Tail {
             return String::new();
         }
         let joined: Vec<&str> = lines.iter().map(String::as_str).collect();
-        format!("; its last stderr lines: {}", joined.join(" | "))
+        format!("{NOTE}{}", joined.join(" | "))
     }
+}
+
+/// What starts [`Tail::note`].
+const NOTE: &str = "; its last stderr lines: ";
+
+/// `diagnosis` without the child's stderr lines: what a client may be shown. A child writes
+/// what it likes there (a path, a configuration dump, a key it failed to use); the operator
+/// sees it in the log and in `gateway show`.
+pub fn without_note(diagnosis: &str) -> &str {
+    diagnosis
+        .split_once(NOTE)
+        .map_or(diagnosis, |(head, _)| head)
 }
 
 /// Read `stderr` to its end, logging each line for `upstream` and keeping the last in `tail`.

@@ -171,3 +171,23 @@ async fn a_closed_writer_refuses_to_send() {
     assert!(writer.send(b"{}").await.is_err());
     server.shutdown().await.unwrap();
 }
+
+#[test]
+fn a_diagnosis_shown_to_clients_leaves_the_childs_stderr_out() {
+    let tail = super::stderr::Tail::default();
+    assert_eq!(tail.note(), "", "nothing written, nothing noted");
+    tail.push("API_KEY=k-123 refused".into());
+    let diagnosis = format!("the child exited (status 1){}", tail.note());
+    assert!(
+        diagnosis.contains("k-123"),
+        "the operator's form keeps it: {diagnosis}"
+    );
+    assert_eq!(
+        super::without_note(&diagnosis),
+        "the child exited (status 1)"
+    );
+    assert_eq!(
+        super::without_note("connection refused"),
+        "connection refused"
+    );
+}
