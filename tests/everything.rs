@@ -673,13 +673,10 @@ fn an_isolated_python_sdk_stdio_server_answers_alike_through_mcpgw_and_directly(
 }
 
 /// The Python SDK's stdio server speaks both eras, and a stdio connection is one era for its
-/// whole life (the first message decides).
+/// whole life: with `--era auto` (the default) mcpgw speaks the session era to a stdio child,
+/// so the server's own requests and log lines have their way back, as registered with
+/// `--era 2025-11-25` above.
 #[test]
-#[ignore = "issue 21: with --era auto mcpgw drives a dual-era stdio child in 2026-07-28, also \
-            for session-era clients: the server's sampling, elicitation and roots requests fail \
-            ('no back-channel for server-initiated requests'), its log lines are not sent (no \
-            logLevel opt-in), resources/subscribe is -32601, listChanged flags and an unknown \
-            prompt's error differ"]
 fn a_dual_era_python_stdio_server_behind_era_auto_answers_alike_through_mcpgw() {
     let rig = Rig::stdio(python_stdio(), &[]);
     assert_alike(&rig, known_shared_stdio_gap);

@@ -28,6 +28,23 @@ impl Connection {
     ) -> Result<(), UpstreamError> {
         let modern = match era {
             EraChoice::Session => false,
+            // A stdio child is one conversation for its whole life, so one era for all its
+            // clients: the session era, where the server's own requests (sampling,
+            // elicitation, roots) and log lines have a way back, and which the gateway bridges
+            // for 2026-07-28 clients. A child that refuses `initialize` is asked
+            // `server/discover`; one that ignores a method never costs a timeout here.
+            EraChoice::Auto if matches!(self.carrier, super::Carrier::Stdio(_)) => {
+                match self.initialize(timeout).await {
+                    Ok(()) => return Ok(()),
+                    Err(UpstreamError::Protocol { detail }) => {
+                        if self.discover(timeout).await? {
+                            return Ok(());
+                        }
+                        return Err(UpstreamError::Protocol { detail });
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
             EraChoice::Auto => self.discover(timeout).await?,
             EraChoice::Stateless if self.discover(timeout).await? => true,
             EraChoice::Stateless => {
