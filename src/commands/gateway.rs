@@ -227,23 +227,26 @@ fn print_show(view: &Value) -> anyhow::Result<()> {
     if let Some(err) = view["health"]["last_error"].as_str() {
         writeln!(out, "last error  {err}")?;
     }
-    writeln!(out, "ca cert     {}", s(&view["tls"]["ca_cert"]))?;
-    writeln!(
-        out,
-        "client cert {} {}",
-        s(&view["tls"]["client_cert"]),
-        s(&view["tls"]["client_subject"])
-    )?;
-    writeln!(out, "server name {}", s(&view["tls"]["server_name"]))?;
-    writeln!(
-        out,
-        "bearer      {}",
-        if view["auth"]["bearer"].as_bool() == Some(true) {
-            "set"
-        } else {
-            "-"
-        }
-    )?;
+    // TLS and upstream auth belong to HTTP upstreams; a stdio one showed its program above.
+    if !command.is_object() {
+        writeln!(out, "ca cert     {}", s(&view["tls"]["ca_cert"]))?;
+        writeln!(
+            out,
+            "client cert {} {}",
+            s(&view["tls"]["client_cert"]),
+            s(&view["tls"]["client_subject"])
+        )?;
+        writeln!(out, "server name {}", s(&view["tls"]["server_name"]))?;
+        writeln!(
+            out,
+            "bearer      {}",
+            if view["auth"]["bearer"].as_bool() == Some(true) {
+                "set"
+            } else {
+                "-"
+            }
+        )?;
+    }
     let tools: Vec<String> = view["tools"]
         .as_array()
         .into_iter()
