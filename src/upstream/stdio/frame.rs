@@ -3,8 +3,8 @@
 //!
 //! Reading keeps at most a cap of one line in memory: a longer line is counted and skipped to
 //! its end, so a child that writes 20 MiB without a newline costs the gateway no more than the
-//! cap. Writing puts a whole message and its newline in one buffer and writes it under a lock,
-//! so two messages never interleave on the child's stdin however many callers send at once.
+//! cap. Writing goes through one task per child that owns its stdin, so two messages never
+//! interleave however many callers send at once.
 
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncWrite, AsyncWriteExt};
@@ -180,35 +180,108 @@ pub fn line_of(body: &[u8]) -> Vec<u8> {
     line
 }
 
-/// The writing end of a child's stdin, shared by every sender; `None` once closed.
-pub struct Writer<W> {
-    inner: tokio::sync::Mutex<Option<W>>,
+/// How many messages may wait for the child to read its stdin before a sender waits too: a
+/// child that stops reading slows its callers down instead of growing the gateway's memory.
+const QUEUE: usize = 256;
+
+/// The most bytes written to the child in one go when messages queue up.
+const BATCH: usize = 64 << 10;
+
+/// The writing end of a child's stdin, shared by every sender.
+///
+/// One task owns the pipe and writes what senders queue: when several messages wait, they go
+/// out in one write, so a child under load reads several per system call (as it would from a
+/// client that batches), and no sender's cancellation can leave half a line on the pipe.
+pub struct Writer {
+    queue: tokio::sync::mpsc::Sender<Vec<u8>>,
+    closed: tokio_util::sync::CancellationToken,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
-impl<W: AsyncWrite + Unpin> Writer<W> {
-    /// A writer over `w`.
-    pub fn new(w: W) -> Self {
+impl Writer {
+    /// A writer over `w`; its task runs on the current runtime.
+    pub fn new<W: AsyncWrite + Unpin + Send + 'static>(w: W) -> Self {
+        let (queue, rx) = tokio::sync::mpsc::channel(QUEUE);
+        let closed = tokio_util::sync::CancellationToken::new();
+        let task = tokio::spawn(write_queued(w, rx, closed.clone()));
         Self {
-            inner: tokio::sync::Mutex::new(Some(w)),
+            queue,
+            closed,
+            task: std::sync::Mutex::new(Some(task)),
         }
     }
 
-    /// Write `body` as one line, whole (a partial write is continued), never interleaved with
-    /// another message.
+    /// Queue `body` to be written as one line, whole, never interleaved with another message.
+    /// Fails once the writer is closed or a write to the child failed (it stopped reading).
     pub async fn send(&self, body: &[u8]) -> std::io::Result<()> {
-        let line = line_of(body);
-        let mut w = self.inner.lock().await;
-        let Some(w) = w.as_mut() else {
+        if self.closed.is_cancelled() {
             return Err(std::io::ErrorKind::BrokenPipe.into());
-        };
-        w.write_all(&line).await?;
-        w.flush().await
+        }
+        self.queue
+            .send(line_of(body))
+            .await
+            .map_err(|_| std::io::ErrorKind::BrokenPipe.into())
     }
 
-    /// Close it: the child reads the end of its input (how a stdio server is asked to stop).
+    /// Close it: what was queued before is written, then the child reads the end of its input
+    /// (how a stdio server is asked to stop). Callers bound the wait: a child that does not
+    /// read keeps the last write pending until it is killed.
     pub async fn close(&self) {
-        if let Some(mut w) = self.inner.lock().await.take() {
-            let _ = w.shutdown().await;
+        self.closed.cancel();
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
         }
     }
+}
+
+/// The writer's task: each message queued, with those queued behind it (up to [`BATCH`]), in one
+/// write; ends (closing the pipe) when the writer is closed and what was queued is written, or
+/// when a write fails.
+async fn write_queued<W: AsyncWrite + Unpin>(
+    mut w: W,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    closed: tokio_util::sync::CancellationToken,
+) {
+    let mut batch = Vec::new();
+    let mut closing = false;
+    loop {
+        let first = tokio::select! {
+            biased;
+            () = closed.cancelled(), if !closing => {
+                // No more sends; what is queued still goes out.
+                rx.close();
+                closing = true;
+                continue;
+            }
+            next = rx.recv() => match next {
+                Some(line) => line,
+                None => break,
+            },
+        };
+        let out = match rx.try_recv() {
+            Err(_) => first,
+            Ok(next) => {
+                let mut out = std::mem::take(&mut batch);
+                out.clear();
+                out.extend_from_slice(&first);
+                out.extend_from_slice(&next);
+                while out.len() < BATCH {
+                    let Ok(next) = rx.try_recv() else { break };
+                    out.extend_from_slice(&next);
+                }
+                out
+            }
+        };
+        if w.write_all(&out).await.is_err() || w.flush().await.is_err() {
+            break;
+        }
+        // The larger buffer is kept for the next batch, unless one huge message grew it.
+        if out.capacity() > batch.capacity() && out.capacity() <= BATCH * 2 {
+            batch = out;
+        }
+    }
+    // After a failed write, senders see the closed queue from now on.
+    rx.close();
+    let _ = w.shutdown().await;
 }

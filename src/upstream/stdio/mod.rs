@@ -30,7 +30,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::process::{Child, ChildStdin, ChildStdout};
+use tokio::process::{Child, ChildStdout};
 use tokio::task::JoinHandle;
 use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
@@ -193,7 +193,7 @@ impl Children {
 
 /// What the connection and the child's tasks share.
 struct Shared {
-    writer: frame::Writer<ChildStdin>,
+    writer: frame::Writer,
     /// Cleared when stdout ends or the child exits: nothing more can be sent.
     alive: AtomicBool,
     /// How the child ended (`status 1`, `signal 9`), once it did.

@@ -58,7 +58,9 @@ pub fn without_note(diagnosis: &str) -> &str {
 
 /// Read `stderr` to its end, logging each line for `upstream` and keeping the last in `tail`.
 pub async fn pipe(upstream: String, stderr: impl AsyncRead + Unpin, tail: &Tail) {
-    let mut reader = tokio::io::BufReader::new(stderr);
+    // A small buffer: most children write little or nothing on stderr, and every idle upstream
+    // keeps this one; a long line is read in several fills (read_line joins them).
+    let mut reader = tokio::io::BufReader::with_capacity(512, stderr);
     let mut window = Instant::now();
     let (mut logged, mut dropped) = (0u32, 0u64);
     while let Ok(Some(line)) = frame::read_line(&mut reader, MAX_LINE, true).await {

@@ -191,3 +191,75 @@ fn a_diagnosis_shown_to_clients_leaves_the_childs_stderr_out() {
         "connection refused"
     );
 }
+
+/// A pipe end that records each write it is given.
+#[derive(Clone, Default)]
+struct Recording {
+    writes: std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>,
+}
+
+impl tokio::io::AsyncWrite for Recording {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.writes.lock().unwrap().push(buf.to_vec());
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+#[tokio::test]
+async fn messages_queued_together_reach_the_child_in_one_write_and_a_close_writes_them_first() {
+    let pipe = Recording::default();
+    let writer = frame::Writer::new(pipe.clone());
+    // On this single-threaded runtime the writer's task has not run yet: all ten wait for it.
+    for n in 0..10 {
+        writer
+            .send(format!(r#"{{"id":{n}}}"#).as_bytes())
+            .await
+            .unwrap();
+    }
+    writer.close().await;
+    let writes = pipe.writes.lock().unwrap().clone();
+    assert_eq!(
+        writes.len(),
+        1,
+        "one write for the ten queued lines: {writes:?}"
+    );
+    let text = String::from_utf8(writes[0].clone()).unwrap();
+    let expected: String = (0..10).map(|n| format!("{{\"id\":{n}}}\n")).collect();
+    assert_eq!(text, expected);
+    assert!(writer.send(b"{}").await.is_err(), "closed: no more sends");
+}
+
+#[tokio::test]
+async fn a_child_that_stopped_reading_makes_later_sends_fail() {
+    let (client, server) = tokio::io::duplex(64);
+    let writer = frame::Writer::new(client);
+    drop(server);
+    // The first message may be queued before the write fails; once it has, sends fail.
+    let mut refused = false;
+    for _ in 0..100 {
+        if writer.send(b"{}").await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert!(refused, "a send after the pipe broke is refused");
+}
