@@ -743,3 +743,86 @@ fn a_command_is_registered_over_http_only_by_an_admin_where_the_operator_allowed
         "ok"
     );
 }
+
+#[test]
+fn a_disabled_stdio_upstream_starts_no_child_even_when_its_declaration_changes() {
+    let dir = Dir::new();
+    let python = common::py::python().display().to_string();
+    let config = |name: &str| {
+        format!(
+            "[upstreams]\nallow_commands_over_http = true\n\n\
+             [[upstream]]\nname = \"decl\"\ncommand = {python:?}\nargs = [{:?}, \"--bare\", \"--name\", {name:?}]\n\
+             env = {{ API_KEY = \"k-secret-123\" }}\n",
+            script()
+        )
+    };
+    let file = dir.join("mcpgw.toml");
+    let file_arg = file.display().to_string();
+    std::fs::write(&file, config("first")).unwrap();
+    let mut gw = Gateway::start(&dir, &["--no-auth", "--config", &file_arg]);
+    let first = child_pid(&dir, "decl");
+
+    // The printed page of a stdio upstream: its command line, variables by name only.
+    let (out, _) = dir.run_expect(&["gateway", "show", "decl"], 0);
+    assert!(out.contains(&format!("command     {python}")), "{out}");
+    assert!(out.contains("--name first"), "{out}");
+    assert!(out.contains("env         API_KEY"), "{out}");
+    assert!(out.contains(&format!("pid         {first}")), "{out}");
+    assert!(out.contains("enabled     yes"), "{out}");
+    assert!(!out.contains("k-secret-123"), "a value printed: {out}");
+    assert!(
+        !out.contains("ca cert") && !out.contains("bearer"),
+        "TLS lines on a stdio page: {out}"
+    );
+
+    // Disabled through the API: the child is stopped and none replaces it.
+    let body = json!({
+        "name": "decl",
+        "command": python,
+        "args": [script(), "--bare", "--name", "first"],
+        "env": {"API_KEY": "k-secret-123"},
+        "enabled": false,
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let status = rt.block_on(async {
+        clients::http(None)
+            .put(format!("http://{}/gateways/decl", gw.addr))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    });
+    assert_eq!(status, 200);
+    until(
+        Duration::from_secs(10),
+        "the disabled child runs on",
+        || !running(first),
+    );
+    assert!(
+        children_of(gw.pid()).is_empty(),
+        "a disabled upstream has a child"
+    );
+    let (out, _) = dir.run_expect(&["gateway", "show", "decl"], 0);
+    assert!(out.contains("enabled     no"), "{out}");
+    assert!(out.contains("pid         -"), "{out}");
+
+    // Its declaration changes: registered again, still disabled, still not started.
+    gw.signal(common::SIGTERM);
+    gw.wait_exit(Duration::from_secs(20));
+    std::fs::write(&file, config("second")).unwrap();
+    let gw = Gateway::start(&dir, &["--no-auth", "--config", &file_arg]);
+    let (out, _) = dir.run_expect(&["--json", "gateway", "show", "decl"], 0);
+    let view: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(view["enabled"], false, "{view}");
+    assert_eq!(
+        view["command"]["args"][3], "second",
+        "the new declaration is stored: {view}"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        children_of(gw.pid()).is_empty(),
+        "the changed declaration started a disabled upstream's child"
+    );
+}

@@ -197,6 +197,15 @@ fn print_show(view: &Value) -> anyhow::Result<()> {
     writeln!(out, "transport   {}", s(&view["transport"]))?;
     writeln!(
         out,
+        "enabled     {}",
+        if view["enabled"] == Value::Bool(false) {
+            "no (not started, not checked, not routed to)"
+        } else {
+            "yes"
+        }
+    )?;
+    writeln!(
+        out,
         "protocol    {} {}",
         s(&view["era"]),
         s(&view["protocol_version"])

@@ -216,7 +216,8 @@ impl Registry {
     }
 
     /// Connect, list, and store a new upstream. Unless `defer`, an upstream that cannot be
-    /// reached is refused with the diagnosis and nothing is stored.
+    /// reached is refused with the diagnosis and nothing is stored. A disabled one is stored
+    /// without being started.
     pub async fn register(
         &self,
         mut reg: Registration,
@@ -231,23 +232,27 @@ impl Registry {
         reg.updated_at = ts;
         reg.health = Health::unknown(ts);
         let up = self.make(reg.clone());
-        let outcome = async {
-            up.connection().await?;
-            up.refresh_catalog().await
-        }
-        .await;
-        match outcome {
-            Ok(()) => {
-                up.record(None, 1);
+        // A disabled upstream is stored as it is, not started (a stdio upstream's child
+        // included) and not checked: its health stays unknown until it is enabled.
+        if reg.enabled {
+            let outcome = async {
+                up.connection().await?;
+                up.refresh_catalog().await
             }
-            Err(err) if defer => {
-                up.record(Some(err.to_string()), 1);
-            }
-            Err(err) => {
-                return Err(RegisterError::Unreachable {
-                    name: reg.name,
-                    diagnosis: err.to_string(),
-                });
+            .await;
+            match outcome {
+                Ok(()) => {
+                    up.record(None, 1);
+                }
+                Err(err) if defer => {
+                    up.record(Some(err.to_string()), 1);
+                }
+                Err(err) => {
+                    return Err(RegisterError::Unreachable {
+                        name: reg.name,
+                        diagnosis: err.to_string(),
+                    });
+                }
             }
         }
         reg.health = up.health();
