@@ -129,10 +129,10 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_sub
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l memory-mib -d 'The program\'s address-space limit, in MiB' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l open-files -d 'The program\'s open-file limit' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l cpu-secs -d 'The program\'s CPU-time limit, in seconds' -r
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l ca-cert -d 'CA bundle that issued the upstream\'s certificate [default: the system trust store]' -r -F
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l client-cert -d 'Client certificate to present (mutual TLS)' -r -F
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l client-key -d 'Client key (mutual TLS)' -r -F
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l server-name -d 'Name to verify the upstream\'s certificate against when the URL holds an IP address' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l ca-cert -d 'CA bundle to verify the server with [default: the system\'s trusted roots]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l client-cert -d 'Client certificate chain (PEM) to present when the server asks for one (mutual TLS)' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l client-key -d 'Private key of the client certificate (PEM)' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l server-name -d 'Name to verify the server\'s certificate against (and send as SNI) when the URL holds an IP address' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l bearer -d 'Bearer token to send upstream' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l header -d 'Extra header to send upstream, \'Name: value\'; repeatable' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand gateway; and __fish_seen_subcommand_from add" -l era -d 'Protocol era to speak upstream; auto follows each client\'s era where the upstream speaks both' -r -f -a "auto\t'Ask `server/discover` first and fall back to `initialize`; where the upstream speaks both, each client gets the era it speaks itself (a session-era client its own `initialize`d upstream session, a 2026-07-28 client stateless requests)'
@@ -190,10 +190,10 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l url -d 'Talk to thi
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l transport -d 'Transport for --url [default: sse when the path ends in /sse, else streamable-http]' -r -f -a "sse\t'Legacy HTTP+SSE: GET the stream, POST to the `endpoint` it announces'
 streamable-http\t'Streamable HTTP: POST JSON-RPC, answers as JSON or SSE'"
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l bearer -d 'Bearer token for --url' -r
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l ca-cert -d 'CA bundle for --url' -r -F
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l client-cert -d 'Client certificate for --url' -r -F
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l client-key -d 'Client key for --url' -r -F
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l server-name -d 'Name to verify when --url holds an IP address' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l ca-cert -d 'CA bundle to verify the server with [default: the system\'s trusted roots]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l client-cert -d 'Client certificate chain (PEM) to present when the server asks for one (mutual TLS)' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l client-key -d 'Private key of the client certificate (PEM)' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l server-name -d 'Name to verify the server\'s certificate against (and send as SNI) when the URL holds an IP address' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l timeout -d 'Seconds to wait for the answer' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
@@ -203,9 +203,9 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand call" -s V -l version -d 'Pr
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l bearer -d 'Bearer token to send (prefer --bearer-file or MCPGW_BEARER: arguments are visible to other users of the machine)' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l bearer-file -d 'File holding the bearer token: read at start, and again when the server answers 401, so that a token rotated in the file is picked up' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l ca-cert -d 'CA bundle to verify the server with [default: the system\'s trusted roots]' -r -F
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l client-cert -d 'Client certificate (chain) to present; read again after an exchange fails and while the server restarts, so that a rotated one is picked up' -r -F
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l client-key -d 'The client certificate\'s key' -r -F
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l server-name -d 'Name to verify (and send as SNI and Host) when URL holds an IP address' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l client-cert -d 'Client certificate chain (PEM) to present when the server asks for one (mutual TLS)' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l client-key -d 'Private key of the client certificate (PEM)' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l server-name -d 'Name to verify the server\'s certificate against (and send as SNI) when the URL holds an IP address' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l header -d 'Extra header to send with every request, \'Name: value\'; repeatable' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l timeout -d 'Seconds to wait for each answer, and to keep retrying a server that refuses connections (while it restarts) before the client gets an error' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
@@ -213,10 +213,10 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l data-dir -d 'Dir
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -l json -d 'Print data as JSON'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand connect" -s V -l version -d 'Print version'
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l ca-cert -d 'CA bundle to verify the upstream with [default: the system trust store]' -r -F
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l client-cert -d 'Client certificate chain (PEM) to present when the upstream asks for one' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l ca-cert -d 'CA bundle to verify the server with [default: the system\'s trusted roots]' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l client-cert -d 'Client certificate chain (PEM) to present when the server asks for one (mutual TLS)' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l client-key -d 'Private key of the client certificate (PEM)' -r -F
-complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l server-name -d 'Name to verify the upstream\'s certificate against (and send as SNI) when the URL holds an IP address' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l server-name -d 'Name to verify the server\'s certificate against (and send as SNI) when the URL holds an IP address' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l transport -d 'How to speak MCP to the upstream' -r -f -a "sse\t'Legacy HTTP+SSE: GET the stream, POST to the `endpoint` it announces'
 streamable-http\t'Streamable HTTP: POST JSON-RPC, answers as JSON or SSE'"
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand probe" -l timeout -d 'Seconds each phase may take' -r

@@ -145,6 +145,56 @@ pub struct PolicyCheckArgs {
     pub upstream: Option<String>,
 }
 
+/// TLS to a server mcpgw dials as a client (`gateway add`, `probe`, `call --url`, `connect`):
+/// whom to trust and which certificate to present. Hostname verification is always on.
+#[derive(Debug, Clone, Default, Args)]
+pub struct TlsArgs {
+    /// CA bundle to verify the server with [default: the system's trusted roots].
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Client certificate chain (PEM) to present when the server asks for one (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    pub client_cert: Option<PathBuf>,
+    /// Private key of the client certificate (PEM).
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    pub client_key: Option<PathBuf>,
+    /// Name to verify the server's certificate against (and send as SNI) when the URL holds an
+    /// IP address.
+    #[arg(long, value_name = "NAME")]
+    pub server_name: Option<String>,
+}
+
+impl TlsArgs {
+    /// Whether any TLS flag was given.
+    pub fn is_set(&self) -> bool {
+        self.ca_cert.is_some()
+            || self.client_cert.is_some()
+            || self.client_key.is_some()
+            || self.server_name.is_some()
+    }
+
+    /// The settings these flags name, with paths made absolute (whoever reads the files may
+    /// run in another directory: the gateway, or this process after a `cd`).
+    pub fn settings(&self) -> anyhow::Result<crate::store::TlsSettings> {
+        use anyhow::Context as _;
+        let path = |p: &Option<PathBuf>| -> anyhow::Result<Option<crate::store::PemSource>> {
+            p.as_ref()
+                .map(|p| {
+                    std::path::absolute(p)
+                        .map(crate::store::PemSource::Path)
+                        .with_context(|| format!("cannot resolve {}", p.display()))
+                })
+                .transpose()
+        };
+        Ok(crate::store::TlsSettings {
+            ca: path(&self.ca_cert)?,
+            client_cert: path(&self.client_cert)?,
+            client_key: path(&self.client_key)?,
+            server_name: self.server_name.clone(),
+        })
+    }
+}
+
 /// `mcpgw call`
 #[derive(Debug, Args)]
 pub struct CallArgs {
@@ -167,18 +217,9 @@ pub struct CallArgs {
         requires = "url"
     )]
     pub bearer: Option<String>,
-    /// CA bundle for --url.
-    #[arg(long, value_name = "FILE", requires = "url")]
-    pub ca_cert: Option<PathBuf>,
-    /// Client certificate for --url.
-    #[arg(long, value_name = "FILE", requires_all = ["client_key", "url"])]
-    pub client_cert: Option<PathBuf>,
-    /// Client key for --url.
-    #[arg(long, value_name = "FILE", requires = "client_cert")]
-    pub client_key: Option<PathBuf>,
-    /// Name to verify when --url holds an IP address.
-    #[arg(long, value_name = "NAME", requires = "url")]
-    pub server_name: Option<String>,
+    /// TLS to --url.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Seconds to wait for the answer.
     #[arg(long, default_value_t = 30)]
     pub timeout: u64,
@@ -203,19 +244,10 @@ pub struct ConnectArgs {
     /// that a token rotated in the file is picked up.
     #[arg(long, value_name = "FILE")]
     pub bearer_file: Option<PathBuf>,
-    /// CA bundle to verify the server with [default: the system's trusted roots].
-    #[arg(long, value_name = "FILE")]
-    pub ca_cert: Option<PathBuf>,
-    /// Client certificate (chain) to present; read again after an exchange fails and while the
-    /// server restarts, so that a rotated one is picked up.
-    #[arg(long, value_name = "FILE", requires = "client_key")]
-    pub client_cert: Option<PathBuf>,
-    /// The client certificate's key.
-    #[arg(long, value_name = "FILE", requires = "client_cert")]
-    pub client_key: Option<PathBuf>,
-    /// Name to verify (and send as SNI and Host) when URL holds an IP address.
-    #[arg(long, value_name = "NAME")]
-    pub server_name: Option<String>,
+    /// TLS to the gateway; the certificate and key are read again after an exchange fails and
+    /// while the server restarts, so that a rotated pair is picked up.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Extra header to send with every request, 'Name: value'; repeatable.
     #[arg(long = "header", value_name = "'K: V'")]
     pub headers: Vec<String>,
@@ -293,18 +325,9 @@ pub struct GatewayAddArgs {
     /// The program's CPU-time limit, in seconds.
     #[arg(long, value_name = "SECS", conflicts_with = "url")]
     pub cpu_secs: Option<u64>,
-    /// CA bundle that issued the upstream's certificate [default: the system trust store].
-    #[arg(long, value_name = "FILE")]
-    pub ca_cert: Option<PathBuf>,
-    /// Client certificate to present (mutual TLS).
-    #[arg(long, value_name = "FILE", requires = "client_key")]
-    pub client_cert: Option<PathBuf>,
-    /// Client key (mutual TLS).
-    #[arg(long, value_name = "FILE", requires = "client_cert")]
-    pub client_key: Option<PathBuf>,
-    /// Name to verify the upstream's certificate against when the URL holds an IP address.
-    #[arg(long, value_name = "NAME")]
-    pub server_name: Option<String>,
+    /// TLS to the upstream.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Bearer token to send upstream.
     #[arg(
         long,
@@ -364,19 +387,9 @@ pub enum TokenRole {
 pub struct ProbeArgs {
     /// The upstream's MCP endpoint, e.g. https://127.0.0.1:8443/mcp.
     pub url: String,
-    /// CA bundle to verify the upstream with [default: the system trust store].
-    #[arg(long, value_name = "FILE")]
-    pub ca_cert: Option<PathBuf>,
-    /// Client certificate chain (PEM) to present when the upstream asks for one.
-    #[arg(long, value_name = "FILE", requires = "client_key")]
-    pub client_cert: Option<PathBuf>,
-    /// Private key of the client certificate (PEM).
-    #[arg(long, value_name = "FILE", requires = "client_cert")]
-    pub client_key: Option<PathBuf>,
-    /// Name to verify the upstream's certificate against (and send as SNI) when the URL holds an
-    /// IP address.
-    #[arg(long, value_name = "NAME")]
-    pub server_name: Option<String>,
+    /// TLS to the upstream.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// How to speak MCP to the upstream.
     #[arg(long, value_enum, default_value_t = crate::store::Transport::StreamableHttp)]
     pub transport: crate::store::Transport,

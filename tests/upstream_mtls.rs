@@ -604,3 +604,23 @@ fn a_pooled_connection_the_upstream_closed_while_idle_is_replaced() {
         );
     }
 }
+
+#[test]
+fn the_tls_flags_mean_the_same_in_every_command_that_dials_a_server() {
+    let dir = Dir::new();
+    // A client certificate without its key is a usage error wherever the flags appear.
+    for command in [
+        &["gateway", "add", "x", "https://127.0.0.1:1/mcp"][..],
+        &["probe", "https://127.0.0.1:1/mcp"][..],
+        &["connect", "https://127.0.0.1:1/mcp"][..],
+        &["call", "tools/list", "--url", "https://127.0.0.1:1/mcp"][..],
+    ] {
+        let mut args = command.to_vec();
+        args.extend(["--client-cert", "c.pem"]);
+        let (_, err) = dir.run_expect(&args, 2);
+        assert!(err.contains("--client-key"), "{command:?}: {err}");
+    }
+    // Through the control socket there is no server to dial: TLS flags without --url are refused.
+    let (_, err) = dir.run_expect(&["call", "tools/list", "--ca-cert", "ca.pem"], 2);
+    assert!(err.contains("--url"), "{err}");
+}

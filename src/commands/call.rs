@@ -6,14 +6,14 @@
 
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde_json::Value;
 
 use crate::cli::{CallArgs, UsageError};
 use crate::config::{self, GlobalPaths};
 use crate::control::client::ControlClient;
 use crate::jsonrpc;
-use crate::store::{PemSource, TlsSettings, Transport, UpstreamAuth};
+use crate::store::{Transport, UpstreamAuth};
 use crate::upstream::clients::ClientCache;
 use crate::upstream::connection::{self, Connection};
 use crate::upstream::identity::PathPolicy;
@@ -27,6 +27,12 @@ pub async fn run(args: &CallArgs, globals: &GlobalPaths, _json: bool) -> anyhow:
         ),
         None => None,
     };
+    if args.url.is_none() && args.tls.is_set() {
+        return Err(UsageError(
+            "--ca-cert, --client-cert, --client-key and --server-name apply to --url only".into(),
+        )
+        .into());
+    }
     let timeout = Duration::from_secs(args.timeout.max(1));
     let answer = match &args.url {
         None => {
@@ -55,21 +61,7 @@ async fn direct(
     params: Option<Value>,
     timeout: Duration,
 ) -> anyhow::Result<Value> {
-    let path = |p: &Option<std::path::PathBuf>| -> anyhow::Result<Option<PemSource>> {
-        p.as_ref()
-            .map(|p| {
-                std::path::absolute(p)
-                    .map(PemSource::Path)
-                    .context("cannot resolve path")
-            })
-            .transpose()
-    };
-    let settings = TlsSettings {
-        ca: path(&args.ca_cert)?,
-        client_cert: path(&args.client_cert)?,
-        client_key: path(&args.client_key)?,
-        server_name: args.server_name.clone(),
-    };
+    let settings = args.tls.settings()?;
     let transport = args
         .transport
         .unwrap_or(if url.trim_end_matches('/').ends_with("/sse") {

@@ -25,7 +25,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::{ConnectArgs, LogFormat, UsageError};
 use crate::jsonrpc::{self, Kind, code};
-use crate::store::{PemSource, TlsSettings};
 use crate::upstream::UpstreamError;
 use out::{Incoming, Out};
 use remote::{Bearer, Remote, Sending, Settings};
@@ -74,15 +73,6 @@ pub async fn run(args: &ConnectArgs) -> anyhow::Result<()> {
 
 /// The arguments as the relay runs with them.
 fn settings(args: &ConnectArgs) -> anyhow::Result<Settings> {
-    let absolute = |p: &Option<std::path::PathBuf>| -> anyhow::Result<Option<PemSource>> {
-        p.as_ref()
-            .map(|p| {
-                std::path::absolute(p)
-                    .map(PemSource::Path)
-                    .with_context(|| format!("cannot resolve {}", p.display()))
-            })
-            .transpose()
-    };
     let headers = args
         .headers
         .iter()
@@ -99,12 +89,7 @@ fn settings(args: &ConnectArgs) -> anyhow::Result<Settings> {
     };
     Ok(Settings {
         url: args.url.clone(),
-        tls: TlsSettings {
-            ca: absolute(&args.ca_cert)?,
-            client_cert: absolute(&args.client_cert)?,
-            client_key: absolute(&args.client_key)?,
-            server_name: args.server_name.clone(),
-        },
+        tls: args.tls.settings()?,
         bearer,
         headers,
         timeout: Duration::from_secs(args.timeout.max(1)),

@@ -86,17 +86,18 @@ fn add_body(args: &GatewayAddArgs) -> anyhow::Result<Value> {
     if let Some(t) = args.transport {
         body["transport"] = json!(t.as_str());
     }
+    let settings = args.tls.settings()?;
     let mut tls = serde_json::Map::new();
-    if let Some(p) = &args.ca_cert {
-        tls.insert("ca_cert".into(), json!(absolute(p)?));
+    for (key, source) in [
+        ("ca_cert", &settings.ca),
+        ("client_cert", &settings.client_cert),
+        ("client_key", &settings.client_key),
+    ] {
+        if let Some(crate::store::PemSource::Path(p)) = source {
+            tls.insert(key.into(), json!(p.display().to_string()));
+        }
     }
-    if let Some(p) = &args.client_cert {
-        tls.insert("client_cert".into(), json!(absolute(p)?));
-    }
-    if let Some(p) = &args.client_key {
-        tls.insert("client_key".into(), json!(absolute(p)?));
-    }
-    if let Some(n) = &args.server_name {
+    if let Some(n) = &settings.server_name {
         tls.insert("server_name".into(), json!(n));
     }
     body["tls_config"] = Value::Object(tls);

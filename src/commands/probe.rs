@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use crate::cli::{ProbeArgs, UsageError};
-use crate::store::{PemSource, TlsSettings, Transport};
+use crate::store::{TlsSettings, Transport};
 use crate::tls::x509;
 use crate::upstream::UpstreamError;
 use crate::upstream::clients::ClientCache;
@@ -148,7 +148,7 @@ impl Target {
             .trim_end_matches(']')
             .to_owned();
         let ip = host.parse::<IpAddr>().ok();
-        if args.server_name.as_ref().is_some_and(|n| *n != host) && ip.is_none() {
+        if args.tls.server_name.as_ref().is_some_and(|n| *n != host) && ip.is_none() {
             return Err(UsageError(
                 "--server-name can only be combined with an IP address in the URL".into(),
             ));
@@ -161,12 +161,10 @@ impl Target {
             tls,
             transport: args.transport,
             timeout: Duration::from_secs(args.timeout),
-            settings: TlsSettings {
-                ca: args.ca_cert.clone().map(PemSource::Path),
-                client_cert: args.client_cert.clone().map(PemSource::Path),
-                client_key: args.client_key.clone().map(PemSource::Path),
-                server_name: args.server_name.clone(),
-            },
+            settings: args
+                .tls
+                .settings()
+                .map_err(|e| UsageError(format!("{e:#}")))?,
         })
     }
 
