@@ -133,3 +133,61 @@ fn a_call_forwarded_without_a_tree_answers_as_the_tree_path_does() {
         assert!(prompt.to_string().contains("Hello, Ada!"), "{prompt}");
     });
 }
+
+/// `deploy` of `up` with a region a header cannot carry as it is, as a 2026-07-28 client sends it.
+fn deploy(up: &str, id: u64) -> Value {
+    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
+        "name": format!("{up}__deploy"),
+        "arguments": {"region": "z\u{fc}rich-1", "replicas": 3},
+        "_meta": {
+            "io.modelcontextprotocol/protocolVersion": MODERN,
+            "io.modelcontextprotocol/clientCapabilities": {},
+        },
+    }})
+}
+
+#[test]
+fn a_tool_whose_arguments_travel_as_mcp_param_headers_is_callable_through_the_gateway() {
+    let py = py::python();
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    // The official SDK's 2026-07-28 server refuses a call of `deploy` whose `Mcp-Param-Region`
+    // and `Mcp-Param-Replicas` headers are missing or disagree with the arguments.
+    let up = PyUpstream::with_pki(
+        &py,
+        py::free_port(),
+        &pki,
+        &["--transport", "streamable-http", "--header-tool"],
+    );
+    let gw = Gateway::start(&dir, &["--no-auth", "--health-interval", "3600"]);
+    let url = format!("https://localhost:{}/mcp", up.port);
+    dir.gateway_add_mtls_with("pinned", &url, &pki, &["--era", MODERN]);
+    dir.gateway_add_mtls("auto", &url, &pki);
+
+    // A session-era client (the control socket): the gateway speaks 2026-07-28 upstream.
+    let params =
+        json!({"name": "pinned__deploy", "arguments": {"region": "z\u{fc}rich-1", "replicas": 3}});
+    let (out, _) = dir.run_expect(&["call", "tools/call", &params.to_string()], 0);
+    let result: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        clients::text(&json!({"result": result})),
+        "deployed 3 to z\u{fc}rich-1",
+        "{out}"
+    );
+
+    // A 2026-07-28 client, on the forwarded-bytes path, of both registrations.
+    let http = clients::http(None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for (id, up) in [(1, "pinned"), (2, "auto")] {
+            let answer =
+                clients::post_modern(&http, &format!("http://{}/mcp", gw.addr), &deploy(up, id))
+                    .await;
+            assert_eq!(
+                clients::text(&answer),
+                "deployed 3 to z\u{fc}rich-1",
+                "{up}: {answer}"
+            );
+        }
+    });
+}

@@ -350,8 +350,15 @@ impl Connection {
         let id = self.request_id(caller);
         let hello = caller.owner.as_ref().map_or(&*self.hello, |o| &*o.profile);
         let extra = self.stamp(method, params, Some(hello));
+        let extra = match (&caller.param_headers, &self.era) {
+            (Some(declared), Era::Stateless { .. }) => {
+                let arguments = params.as_ref().and_then(|p| p.get("arguments"));
+                extra.with_params(declared.headers(arguments))
+            }
+            _ => extra,
+        };
         let body = outgoing(Some(id), method, params.as_ref())?;
-        self.send_request(method, id, body, extra.as_slice(), timeout, caller)
+        self.send_request(method, id, body, &extra.extras(), timeout, caller)
             .await?
             .into_value()
     }
@@ -382,10 +389,14 @@ impl Connection {
                         .envelope
                         .get_or_init(|| Envelope::new(envelope_meta(version, &self.hello))),
                 };
-                (
-                    routing_headers(version, method, Some(params.name())),
-                    Some(envelope),
-                )
+                let routing = routing_headers(version, method, Some(params.name()));
+                let routing = match &caller.param_headers {
+                    Some(declared) => {
+                        routing.with_params(declared.headers(params.arguments().as_ref()))
+                    }
+                    None => routing,
+                };
+                (routing, Some(envelope))
             }
             Era::Session { .. } => (Routing::default(), None),
         };
@@ -398,7 +409,7 @@ impl Connection {
         body.extend_from_slice(br#","params":"#);
         params.write(&mut body, envelope);
         body.push(b'}');
-        self.send_request(method, id, body.into(), extra.as_slice(), timeout, caller)
+        self.send_request(method, id, body.into(), &extra.extras(), timeout, caller)
             .await
     }
 
@@ -496,7 +507,7 @@ impl Connection {
             Carrier::Http(client, Endpoint { target, headers }) => {
                 let out = streamable::Outgoing {
                     headers,
-                    extra: extra.as_slice(),
+                    extra: &extra.extras(),
                     body: outgoing(None, method, params.as_ref())?,
                     expect_id: None,
                 };

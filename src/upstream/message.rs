@@ -57,6 +57,9 @@ pub struct Caller {
     /// The client speaks the session era: questions a 2026-07-28 upstream answers with
     /// (`input_required`) are put to it as requests on `sink` (see `registry::send`).
     pub asks_as_requests: bool,
+    /// For a `tools/call` of a tool that declares `Mcp-Param-*` headers: which arguments to
+    /// copy into headers when the upstream speaks 2026-07-28 over HTTP.
+    pub param_headers: Option<Arc<super::param_headers::ParamHeaders>>,
 }
 
 impl std::fmt::Debug for Caller {
@@ -66,6 +69,7 @@ impl std::fmt::Debug for Caller {
             .field("id_hook", &self.id_hook.is_some())
             .field("owner", &self.owner.as_ref().map(|o| &o.key))
             .field("asks_as_requests", &self.asks_as_requests)
+            .field("param_headers", &self.param_headers.is_some())
             .finish()
     }
 }
@@ -191,11 +195,13 @@ pub fn routing_for<'a>(
 /// Methods whose `Mcp-Method` header needs no check.
 const ROUTED_METHODS: [&str; 4] = ["tools/call", "prompts/get", "resources/read", "ping"];
 
-/// A message's routing headers, without an allocation: at most three.
+/// A message's routing headers: at most three without an allocation, and the `Mcp-Param-*`
+/// copies of a call's arguments for the few tools that declare them.
 #[derive(Debug)]
 pub struct Routing<'a> {
-    fields: [Extra<'a>; 3],
+    fields: [(&'static HeaderName, Cow<'a, str>); 3],
     len: usize,
+    params: Vec<(HeaderName, String)>,
 }
 
 impl Default for Routing<'_> {
@@ -204,6 +210,7 @@ impl Default for Routing<'_> {
         Self {
             fields: [empty(), empty(), empty()],
             len: 0,
+            params: Vec::new(),
         }
     }
 }
@@ -214,17 +221,41 @@ impl<'a> Routing<'a> {
         self.len += 1;
     }
 
-    /// The headers, in order.
-    pub fn as_slice(&self) -> &[Extra<'a>] {
-        &self.fields[..self.len]
+    /// Add the `Mcp-Param-*` headers of a `tools/call` (`upstream::param_headers`).
+    pub fn with_params(mut self, params: Vec<(HeaderName, String)>) -> Self {
+        self.params = params;
+        self
+    }
+
+    /// The headers, in order: borrowed as they are unless `Mcp-Param-*` ones follow.
+    pub fn extras(&self) -> Cow<'_, [Extra<'_>]> {
+        let routing = &self.fields[..self.len];
+        if self.params.is_empty() {
+            return Cow::Borrowed(routing);
+        }
+        let mut all: Vec<Extra<'_>> = routing
+            .iter()
+            .map(|(name, value)| (*name, Cow::Borrowed(&**value)))
+            .collect();
+        all.extend(
+            self.params
+                .iter()
+                .map(|(name, value)| (name, Cow::Borrowed(value.as_str()))),
+        );
+        Cow::Owned(all)
     }
 
     /// The same headers, owning their values.
     pub fn into_owned(self) -> Routing<'static> {
-        let Self { fields, len } = self;
+        let Self {
+            fields,
+            len,
+            params,
+        } = self;
         Routing {
             fields: fields.map(|(name, value)| (name, Cow::Owned(value.into_owned()))),
             len,
+            params,
         }
     }
 }
@@ -246,9 +277,14 @@ pub fn strip_envelope(params: &mut Value) {
     }
 }
 
-/// A header value as 2026-07-28 wants it: verbatim if printable ASCII, else `=?base64?…?=`.
+/// A header value as 2026-07-28 wants it: verbatim if printable ASCII that a field keeps as it
+/// is (no space at either end: parsers trim it), else `=?base64?…?=`.
 pub fn header_safe(value: &str) -> Cow<'_, str> {
-    if value.bytes().all(|b| (0x20..=0x7e).contains(&b)) && !value.starts_with("=?base64?") {
+    if value.bytes().all(|b| (0x20..=0x7e).contains(&b))
+        && !value.starts_with("=?base64?")
+        && !value.starts_with(' ')
+        && !value.ends_with(' ')
+    {
         Cow::Borrowed(value)
     } else {
         use base64::Engine;

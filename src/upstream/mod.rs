@@ -14,6 +14,7 @@ pub mod diagnose;
 pub mod headers;
 pub mod identity;
 pub mod message;
+pub mod param_headers;
 pub mod pending;
 pub mod raw;
 pub mod registry;

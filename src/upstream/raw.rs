@@ -169,6 +169,12 @@ impl<'a> RawParams<'a> {
         self.name = name;
     }
 
+    /// The `arguments` member, parsed: only for the few tools whose arguments travel in
+    /// headers too (`upstream::param_headers`).
+    pub fn arguments(&self) -> Option<Value> {
+        serde_json::from_str(self.members.get("arguments")?).ok()
+    }
+
     /// `_meta`, when the client sent one.
     pub fn meta(&self) -> Option<&Map<String, Value>> {
         self.meta.as_ref()

@@ -24,6 +24,7 @@ use super::UpstreamError;
 use super::clients::ClientCache;
 use super::connection::{self, Connection};
 use super::message::Caller;
+use super::param_headers::ParamHeaders;
 use super::raw::{RawAnswer, RawParams, Received};
 use crate::metrics::{Metrics, UpstreamOutcome};
 use crate::store::{Health, HealthStatus, Registration, Store};
@@ -98,6 +99,10 @@ pub struct Catalog {
     pub resource_templates: Vec<Value>,
     /// `prompts/list` entries.
     pub prompts: Vec<Value>,
+    /// The tools whose input declares `Mcp-Param-*` headers (2026-07-28), by the upstream's
+    /// own tool name: few tools do, and a call of any other needs no look at its arguments.
+    #[serde(skip)]
+    pub param_headers: std::collections::HashMap<String, Arc<ParamHeaders>>,
 }
 
 /// An upstream said that a resource changed.
@@ -655,11 +660,26 @@ impl Upstream {
                 caller(m);
             }) as connection::MessageSink
         });
+        let param_headers = match (&payload, method) {
+            (Payload::Tree(params), "tools/call") => params
+                .as_ref()
+                .and_then(|p| p.get("name"))
+                .and_then(Value::as_str)
+                .and_then(|name| self.catalog.load().param_headers.get(name).cloned()),
+            (Payload::Raw(params), "tools/call") => self
+                .catalog
+                .load()
+                .param_headers
+                .get(params.name())
+                .cloned(),
+            _ => None,
+        };
         let caller = Caller {
             sink: tagged,
             id_hook: caller.id_hook.clone(),
             owner: caller.owner.clone(),
             asks_as_requests: caller.asks_as_requests,
+            param_headers,
         };
         match self.own_slot(caller.owner.as_ref()) {
             Some(slot) => {
@@ -734,6 +754,15 @@ impl Upstream {
         let mut catalog = Catalog::default();
         if has("tools") {
             catalog.tools = list_all(&conn, "tools/list", "tools", timeout).await?;
+            catalog.param_headers = catalog
+                .tools
+                .iter()
+                .filter_map(|tool| {
+                    let name = tool.get("name")?.as_str()?;
+                    let declared = ParamHeaders::of(tool.get("inputSchema")?)?;
+                    Some((name.to_owned(), Arc::new(declared)))
+                })
+                .collect();
         }
         if has("resources") {
             catalog.resources = list_all(&conn, "resources/list", "resources", timeout).await?;

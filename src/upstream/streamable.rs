@@ -523,7 +523,7 @@ fn listen_request(
         target,
         client.pool.authority(),
         headers,
-        ask.extra.as_slice(),
+        &ask.extra.extras(),
         body.as_bytes(),
     )
 }

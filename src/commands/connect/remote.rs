@@ -333,9 +333,9 @@ impl Remote {
     ) -> Result<Answer, UpstreamError> {
         let timeout = self.settings.timeout;
         let client = self.client();
-        let extra = routing.map(Routing::as_slice).unwrap_or_default();
+        let extra = routing.map(Routing::extras).unwrap_or_default();
         let request =
-            request::post_json(&self.target, client.pool.authority(), headers, extra, body);
+            request::post_json(&self.target, client.pool.authority(), headers, &extra, body);
         let exchange = async {
             let (client, response) = self.dial(client, &request).await?;
             let out = &self.out;

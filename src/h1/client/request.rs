@@ -15,7 +15,7 @@ pub const AGENT: &str = concat!("mcpgw/", env!("CARGO_PKG_VERSION"));
 
 /// A header of one message only (a 2026-07-28 routing header, `Last-Event-ID`), its value
 /// already checked to be one a header can carry.
-pub type Extra<'a> = (&'static HeaderName, Cow<'a, str>);
+pub type Extra<'a> = (&'a HeaderName, Cow<'a, str>);
 
 /// Header fields the request writes itself, whatever the connection's headers say.
 const OWN_HEADERS: [HeaderName; 6] = [

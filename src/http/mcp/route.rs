@@ -505,6 +505,8 @@ where
         id_hook: Some(tracked.entry.clone()),
         owner: ctx.owner(),
         asks_as_requests: !ctx.modern && ctx.sink.is_some(),
+        // Set by the upstream, which knows its tools' declarations.
+        param_headers: None,
     };
     let outcome = send(caller).await;
     drop(tracked);
