@@ -340,6 +340,64 @@ fn a_client_that_hangs_up_mid_call_cancels_it_upstream() {
         "the abandoned call slept on: {}",
         stats()
     );
+    // On 2026-07-28 the closed exchange is the cancellation: no notification is posted.
+    assert_eq!(stats()["cancelled"], json!([]), "{}", stats());
+}
+
+#[test]
+fn a_client_that_hangs_up_mid_call_of_a_session_era_upstream_cancels_it_by_notification() {
+    let dir = Dir::new();
+    let up = Upstream::start(&[]);
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(
+        &[
+            "gateway",
+            "add",
+            "up",
+            &format!("{}/mcp", up.base),
+            "--era",
+            "2025-11-25",
+        ],
+        0,
+    );
+    let stats = || -> Value {
+        let (status, body) = common::curl(&[&format!("{}/stats", up.base)]);
+        assert_eq!(status, 200);
+        serde_json::from_str(&body).unwrap()
+    };
+    let sleep = json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+                       "params": {"name": "up__sleep", "arguments": {"ms": 3000}}});
+    let (mut s, r) = connect(&gw);
+    s.write_all(post(&sleep, "").as_bytes()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats()["sleeps"].as_array().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the call never reached the upstream"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(stats()["cancelled"], json!([]), "nothing cancelled yet");
+    drop(r);
+    s.shutdown(std::net::Shutdown::Both).unwrap();
+    drop(s);
+    // A session-era upstream hears of it only by notification, in its own id for the call.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats()["cancelled"].as_array().unwrap().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no notifications/cancelled reached the upstream: {}",
+            stats()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let cancelled = stats()["cancelled"].clone();
+    assert_eq!(cancelled.as_array().unwrap().len(), 1, "{cancelled}");
+    assert_ne!(
+        cancelled[0],
+        json!(7),
+        "the client's id, not the upstream's: {cancelled}"
+    );
 }
 
 /// A forwarded call's answer is written by the loop itself, without a response being built;

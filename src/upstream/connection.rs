@@ -494,6 +494,16 @@ impl Connection {
             .response)
     }
 
+    /// Whether giving up a request's exchange already tells the upstream it is cancelled: on
+    /// 2026-07-28 over HTTP the upstream sees the response stream closed (and a client may
+    /// post no notification there). Elsewhere a `notifications/cancelled` must say it.
+    pub fn hangup_cancels(&self) -> bool {
+        matches!(
+            (&self.era, &self.carrier),
+            (Era::Stateless { .. }, Carrier::Http(..))
+        )
+    }
+
     /// Send a notification.
     pub async fn notify(
         &self,

@@ -728,6 +728,29 @@ impl Upstream {
             .await
     }
 
+    /// A request whose client went away before its answer (`upstream_id` as this upstream
+    /// knows it): where dropping the exchange does not tell the upstream, a
+    /// `notifications/cancelled` does, so it stops working for nobody. A connection that has
+    /// gone since is not opened again for it.
+    pub async fn abandoned(self: &Arc<Self>, session: Option<&SessionKey>, upstream_id: u64) {
+        let conn = self
+            .slot_of(session)
+            .and_then(|slot| slot.conn())
+            .or_else(|| self.conn.load_full())
+            .filter(|c| c.is_usable() && !c.hangup_cancels());
+        let Some(conn) = conn else {
+            return;
+        };
+        let params = json!({"requestId": upstream_id, "reason": "the client went away"});
+        let timeout = self.settings().request_timeout;
+        if let Err(err) = conn
+            .notify("notifications/cancelled", Some(params), timeout)
+            .await
+        {
+            tracing::debug!(upstream = %self.name(), error = %err, "could not cancel an abandoned request");
+        }
+    }
+
     /// Deliver `session`'s answer to a request this upstream made of it, on the upstream
     /// session that asked (or to the gateway, when it asked for the upstream).
     pub async fn respond(

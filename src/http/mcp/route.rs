@@ -429,14 +429,25 @@ impl std::fmt::Debug for ByKey {
 }
 
 /// Removes the request from the table when the forwarding ends, however it ends (answered,
-/// failed, or dropped because the client went away).
+/// failed, or dropped because the client went away). Dropped unanswered after it was sent,
+/// the request is cancelled upstream: the client's hang-up is its cancellation (2026-07-28
+/// says so over HTTP), and the upstream should not work on for nobody.
 struct InFlightGuard<'a> {
     table: &'a Inflight,
     entry: Arc<InFlight>,
+    answered: bool,
 }
 
 impl Drop for InFlightGuard<'_> {
     fn drop(&mut self) {
+        let sent_as = self.entry.upstream_id.load(Ordering::Relaxed);
+        if !self.answered
+            && sent_as != NOT_SENT
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let (up, session) = (self.entry.upstream.clone(), self.entry.key.0.clone());
+            runtime.spawn(async move { up.abandoned(session.as_ref(), sent_as).await });
+        }
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         // Only this request's own entry: a later request reusing the client id keeps its own.
         if table
@@ -496,9 +507,10 @@ where
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .replace(ByKey(entry.clone()));
-    let tracked = InFlightGuard {
+    let mut tracked = InFlightGuard {
         table: &state.inflight,
         entry,
+        answered: false,
     };
     let caller = Caller {
         sink: ctx.sink.clone(),
@@ -509,6 +521,7 @@ where
         param_headers: None,
     };
     let outcome = send(caller).await;
+    tracked.answered = true;
     drop(tracked);
     match &outcome {
         // Per request, so debug: with RUST_LOG=debug every forwarded call is one line that
