@@ -146,6 +146,33 @@ fn deploy(up: &str, id: u64) -> Value {
     }})
 }
 
+/// POST `msg` as a 2026-07-28 client with `params` as its `Mcp-Param-*` headers: (status, answer).
+async fn post_with_params(
+    http: &reqwest::Client,
+    url: &str,
+    msg: &Value,
+    params: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut req = http
+        .post(url)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-protocol-version", MODERN)
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", msg["params"]["name"].as_str().unwrap());
+    for (name, value) in params {
+        req = req.header(*name, *value);
+    }
+    let resp = req.json(msg).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let answer = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .find_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .unwrap_or_else(|| serde_json::from_str(&text).unwrap());
+    (status, answer)
+}
+
 #[test]
 fn a_tool_whose_arguments_travel_as_mcp_param_headers_is_callable_through_the_gateway() {
     let py = py::python();
@@ -164,7 +191,8 @@ fn a_tool_whose_arguments_travel_as_mcp_param_headers_is_callable_through_the_ga
     dir.gateway_add_mtls_with("pinned", &url, &pki, &["--era", MODERN]);
     dir.gateway_add_mtls("auto", &url, &pki);
 
-    // A session-era client (the control socket): the gateway speaks 2026-07-28 upstream.
+    // A session-era client (the control socket): the gateway speaks 2026-07-28 upstream and
+    // writes the headers itself.
     let params =
         json!({"name": "pinned__deploy", "arguments": {"region": "z\u{fc}rich-1", "replicas": 3}});
     let (out, _) = dir.run_expect(&["call", "tools/call", &params.to_string()], 0);
@@ -175,19 +203,84 @@ fn a_tool_whose_arguments_travel_as_mcp_param_headers_is_callable_through_the_ga
         "{out}"
     );
 
-    // A 2026-07-28 client, on the forwarded-bytes path, of both registrations.
+    // A 2026-07-28 client sends them as the tool declares them (here on the forwarded-bytes
+    // path); the gateway checks them as a server must, and a call whose headers are missing or
+    // disagree is refused with 400 and -32020 before it goes anywhere.
+    let region = ("mcp-param-region", "=?base64?esO8cmljaC0x?=");
     let http = clients::http(None);
+    let gw_url = format!("http://{}/mcp", gw.addr);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         for (id, up) in [(1, "pinned"), (2, "auto")] {
-            let answer =
-                clients::post_modern(&http, &format!("http://{}/mcp", gw.addr), &deploy(up, id))
-                    .await;
+            let (status, answer) = post_with_params(
+                &http,
+                &gw_url,
+                &deploy(up, id),
+                &[region, ("mcp-param-replicas", "3")],
+            )
+            .await;
+            assert_eq!(status, 200, "{answer}");
             assert_eq!(
                 clients::text(&answer),
                 "deployed 3 to z\u{fc}rich-1",
                 "{up}: {answer}"
             );
         }
+        for (params, why) in [
+            (&[region][..], "Mcp-Param-Replicas header is missing"),
+            (
+                &[region, ("mcp-param-replicas", "4")][..],
+                "Mcp-Param-Replicas header does not match",
+            ),
+            (
+                &[
+                    ("mcp-param-region", "zurich-1"),
+                    ("mcp-param-replicas", "3"),
+                ][..],
+                "Mcp-Param-Region header does not match",
+            ),
+        ] {
+            let (status, answer) =
+                post_with_params(&http, &gw_url, &deploy("auto", 3), params).await;
+            assert_eq!(status, 400, "{params:?}: {answer}");
+            assert_eq!(answer["error"]["code"], -32020, "{answer}");
+            let message = answer["error"]["message"].as_str().unwrap_or_default();
+            assert!(message.contains(why), "{params:?}: {answer}");
+        }
     });
+
+    // The official SDK client, which mirrors the headers from the gateway's own tools/list.
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/py_client.py");
+    let out = std::process::Command::new(&py)
+        .arg(script)
+        .args([
+            "--url",
+            &gw_url,
+            "--transport",
+            "streamable-http",
+            "--mode",
+            MODERN,
+        ])
+        .args(["--ca", &pki.s("ca.crt")])
+        .args([
+            "--call",
+            "auto__deploy",
+            "--args",
+            r#"{"region": "z\u00fcrich-1", "replicas": 3}"#,
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "python client failed: {}\n{stdout}\n--- gateway log\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        gw.log()
+    );
+    let printed: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(
+        printed["result"], "deployed 3 to z\u{fc}rich-1",
+        "{printed}"
+    );
 }

@@ -31,6 +31,10 @@ pub trait Lookup {
     fn contains(&self, name: &HeaderName) -> bool {
         self.value(name).is_some()
     }
+
+    /// Whether the field `name` comes more than once (readers of the first and of the last
+    /// copy would disagree).
+    fn repeated(&self, name: &HeaderName) -> bool;
 }
 
 impl Lookup for HeaderMap {
@@ -40,6 +44,10 @@ impl Lookup for HeaderMap {
 
     fn text(&self, name: &HeaderName) -> Option<&str> {
         self.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    fn repeated(&self, name: &HeaderName) -> bool {
+        self.get_all(name).iter().nth(1).is_some()
     }
 }
 
@@ -181,6 +189,16 @@ impl Lookup for Fields {
             .ok()
             .filter(|text| text.is_ascii())
     }
+
+    fn repeated(&self, name: &HeaderName) -> bool {
+        let want = name.as_str().as_bytes();
+        let wanted = key(want);
+        self.spans
+            .iter()
+            .filter(|span| span.key == wanted && same_name(self.name(span), want))
+            .nth(1)
+            .is_some()
+    }
 }
 
 /// A request's headers as its server read them: a map from hyper, or the fields of a head the
@@ -205,6 +223,13 @@ impl Lookup for Incoming {
         match self {
             Self::Map(map) => map.text(name),
             Self::Wire(fields) => fields.text(name),
+        }
+    }
+
+    fn repeated(&self, name: &HeaderName) -> bool {
+        match self {
+            Self::Map(map) => map.repeated(name),
+            Self::Wire(fields) => fields.repeated(name),
         }
     }
 }

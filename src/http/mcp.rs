@@ -74,6 +74,9 @@ pub struct Ctx<'s> {
     pub owner: Option<Owner>,
     /// The client speaks 2026-07-28 (no server-to-client requests).
     pub modern: bool,
+    /// The request's own headers, where it has them (Streamable HTTP): what a tool's
+    /// `Mcp-Param-*` declarations are checked against.
+    pub headers: Option<&'s (dyn Lookup + Sync)>,
 }
 
 impl Ctx<'_> {
@@ -406,6 +409,7 @@ impl Posted {
                     sink,
                     owner,
                     modern: era.is_modern(),
+                    headers: Some(&self.headers),
                 };
                 // What the audit log needs of the call, taken before it is forwarded.
                 let audited = state
@@ -423,6 +427,9 @@ impl Posted {
                         status,
                         started,
                     );
+                }
+                if matches!(status, audit::Status::Error(Some(code::HEADER_MISMATCH))) {
+                    return header_mismatch(json);
                 }
                 return Reply::Answer { json, sse_only };
             }
@@ -465,6 +472,7 @@ impl Posted {
             sink: sink.filter(|_| is_request && streams_notifications(method)),
             owner: super::clients::owner(&self.state, session),
             modern: era.is_modern(),
+            headers: Some(&self.headers),
         };
         let mut new_session = None;
         let answer = handle_all(state, scope, &ctx, tree, &mut new_session).await;
@@ -472,7 +480,11 @@ impl Posted {
             return StatusCode::ACCEPTED.into_response().into();
         };
         finish(decorate.as_deref(), &mut answer);
+        let mismatch = answer.pointer("/error/code") == Some(&json!(code::HEADER_MISMATCH));
         let json = serde_json::to_vec(&answer).unwrap_or_default();
+        if mismatch {
+            return header_mismatch(json);
+        }
         let reply = Reply::Answer { json, sse_only };
         let Some(id) = new_session.and_then(|id| HeaderValue::from_str(&id).ok()) else {
             return reply;
@@ -483,6 +495,19 @@ impl Posted {
             .insert(crate::h1::fields::SESSION_ID.clone(), id);
         Reply::Response(response)
     }
+}
+
+/// Stage **encode** of a -32020: headers that disagree with the body are a bad request
+/// (400), as the 2026-07-28 transport says, on every path that finds them.
+fn header_mismatch(json: Vec<u8>) -> Reply {
+    Reply::Response(
+        (
+            StatusCode::BAD_REQUEST,
+            [(CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            json,
+        )
+            .into_response(),
+    )
 }
 
 /// A batch the pipeline does not split: an empty one, or one over `[limits] max_batch`, refused
@@ -616,6 +641,7 @@ async fn on_connection_one(
         sink: streams.then(|| super::clients::session_sink(state, key)),
         owner: super::clients::owner(state, Some(key)),
         modern: era.is_modern(),
+        headers: None,
     };
     // On SSE and WebSocket the connection is the session: `initialize` issues no id.
     let mut answer = handle(state, scope, &ctx, msg, &mut None).await;
@@ -646,6 +672,7 @@ async fn on_connection_held(
             sink: Some(inner),
             owner,
             modern: true,
+            headers: None,
         };
         let mut answer = handle(&run_state, &scope, &ctx, msg, &mut None).await;
         if let Some(a) = answer.as_mut() {

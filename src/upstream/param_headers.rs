@@ -16,10 +16,11 @@
 
 use std::borrow::Cow;
 
-use http::{HeaderMap, HeaderName};
+use http::HeaderName;
 use serde_json::Value;
 
 use super::message::header_safe;
+use crate::h1::fields::Lookup;
 
 /// What a declared name is joined to (field names are compared ignoring case).
 const PREFIX: &str = "mcp-param-";
@@ -138,18 +139,18 @@ impl ParamHeaders {
     /// Whether the headers a client sent agree with its call's `arguments`: each declared
     /// argument present with its header and equal to it, or absent (or null) together. The
     /// error says which header and why.
-    pub fn check(&self, arguments: Option<&Value>, headers: &HeaderMap) -> Result<(), String> {
+    pub fn check(&self, arguments: Option<&Value>, headers: &dyn Lookup) -> Result<(), String> {
         for f in &self.fields {
-            let mut sent = headers.get_all(&f.header).iter();
-            let (raw, again) = (sent.next(), sent.next());
             let name = format!("Mcp-Param-{}", f.token);
             let argument = f.path.join(".");
-            if raw.is_some() && again.is_some() {
+            if headers.repeated(&f.header) {
                 return Err(format!("the {name} header appears more than once"));
             }
             let value = value_at(arguments, &f.path);
             let rendered = value.and_then(render);
-            let raw = raw.map(|v| v.to_str().ok().and_then(decode));
+            let raw = headers
+                .value(&f.header)
+                .map(|v| std::str::from_utf8(v).ok().and_then(decode));
             match (rendered, raw) {
                 (None, None) => {}
                 (None, Some(_)) => {

@@ -13,7 +13,9 @@ use serde_json::Value;
 use super::Ctx;
 use super::audit::Status;
 use super::message::Call;
-use super::route::{call_error, named_kind, permitted, resolve_name, tracked, with_id};
+use super::route::{
+    call_error, named_kind, params_agree, permitted, resolve_name, tracked, with_id,
+};
 use super::rules::Era;
 use super::{AppState, Scope, finish};
 use crate::jsonrpc::{self, code};
@@ -57,6 +59,12 @@ pub(super) async fn forward(
     };
     if let Err(why) = permitted(state, ctx, named_kind(call.method), &up, &original) {
         let error = jsonrpc::error(call.id_value(), code::FORBIDDEN, why);
+        return tree_answer(error, call.method, modern);
+    }
+    if call.method == "tools/call"
+        && let Err(why) = params_agree(ctx, &up, &original, || call.params.arguments())
+    {
+        let error = jsonrpc::error(call.id_value(), code::HEADER_MISMATCH, why);
         return tree_answer(error, call.method, modern);
     }
     call.params.rename(original);

@@ -546,6 +546,7 @@ async fn subscribe_all(
             sink: None,
             owner: None,
             modern: true,
+            headers: None,
         };
         let answer = handle(state, scope, &ctx, request, &mut None).await;
         let taken = answer.as_ref().is_some_and(|a| a.get("result").is_some());

@@ -106,9 +106,37 @@ pub(super) async fn route_named(
     }
     // The upstream's own name: the prefix cut off in place.
     name.drain(..prefix);
+    if method == "tools/call" {
+        let own = params
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if let Err(why) = params_agree(ctx, &up, own, || params.get("arguments").cloned()) {
+            return jsonrpc::error(id, code::HEADER_MISMATCH, why);
+        }
+    }
     let answer = forward(state, ctx, &up, id, method, Value::Object(params)).await;
     super::tasks::learn(state, scope, ctx, &up.name(), &answer);
     answer
+}
+
+/// Stage *route*, for a 2026-07-28 `tools/call` that came with headers: the `Mcp-Param-*`
+/// copies of the arguments its tool declares must agree with them, since something in front of
+/// the gateway may have routed on them (-32020 otherwise). `arguments` is read only for such a
+/// tool.
+pub(super) fn params_agree(
+    ctx: &Ctx<'_>,
+    up: &Upstream,
+    tool: &str,
+    arguments: impl FnOnce() -> Option<Value>,
+) -> Result<(), String> {
+    let (true, Some(headers)) = (ctx.modern, ctx.headers) else {
+        return Ok(());
+    };
+    let Some(declared) = up.catalog().param_headers.get(tool).cloned() else {
+        return Ok(());
+    };
+    declared.check(arguments().as_ref(), headers)
 }
 
 /// The upstream a (possibly prefixed) tool or prompt name belongs to, and its own name there
