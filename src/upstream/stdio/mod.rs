@@ -336,7 +336,9 @@ async fn read_stdout(
     shared: Arc<Shared>,
     sink: MessageSink,
 ) {
-    let mut reader = tokio::io::BufReader::new(stdout);
+    // Every idle upstream keeps this buffer: 4 KiB still takes a burst of small answers in one
+    // read, and a longer line is joined across fills (frame::read_line).
+    let mut reader = tokio::io::BufReader::with_capacity(4 << 10, stdout);
     loop {
         match frame::read_frame(&mut reader, frame::MAX_MESSAGE).await {
             Ok(Some(frame::Frame::Answer { id, body })) => {
