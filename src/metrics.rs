@@ -12,6 +12,8 @@
 //! Gauges that mirror state owned elsewhere (sessions, upstream health, certificate expiry) are
 //! not kept in sync here: the `/metrics` handler reads them and passes them in a [`Snapshot`].
 
+pub mod recent;
+
 use std::collections::BTreeMap;
 
 use crate::hash::HashMap;
@@ -162,6 +164,8 @@ struct UpstreamSeries {
     sessions_lost: AtomicU64,
     /// Times a stdio upstream's child was started again after the first.
     restarts: AtomicU64,
+    /// The last minutes of calls, for the console.
+    recent: recent::Recent,
 }
 
 /// Gauges read from the live state at scrape time.
@@ -257,6 +261,21 @@ impl Metrics {
         // An offline refusal never reached the upstream: its latency says nothing about it.
         if outcome != UpstreamOutcome::Offline {
             series.duration.observe(elapsed);
+        }
+        series.recent.record(outcome, elapsed, unix_now());
+    }
+
+    /// The last 15 minutes of calls to `upstream` ([`recent`]), oldest first.
+    pub fn upstream_recent(&self, upstream: &str) -> Vec<recent::Point> {
+        let now = unix_now();
+        match self
+            .upstreams
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(upstream)
+        {
+            Some(series) => series.recent.series(now),
+            None => recent::Recent::default().series(now),
         }
     }
 
@@ -550,6 +569,13 @@ impl Metrics {
 
 /// The series for `key`, created on first use. The common case takes only the read lock and
 /// allocates nothing.
+/// Seconds since the epoch, for the time buckets of [`recent`].
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 fn series_for<T: Default>(map: &RwLock<HashMap<String, Arc<T>>>, key: &str) -> Arc<T> {
     if let Some(s) = map.read().unwrap_or_else(|p| p.into_inner()).get(key) {
         return s.clone();

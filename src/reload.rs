@@ -108,6 +108,30 @@ pub struct Reloader {
     policy: Arc<Live>,
     /// Held for a whole reload (every step), so triggers never interleave.
     turn: tokio::sync::Mutex<()>,
+    /// The last [`HISTORY`] outcomes, newest last, for the console.
+    history: std::sync::Mutex<std::collections::VecDeque<Rotation>>,
+}
+
+/// Reload outcomes [`Reloader::history`] keeps.
+pub const HISTORY: usize = 50;
+
+/// One reload, as the console's certificate page lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rotation {
+    /// When it ended, RFC 3339.
+    pub at: String,
+    /// What asked for it (`SIGHUP`, `control`, `install`).
+    pub trigger: String,
+    /// `swapped`, `refused`, or `no-tls` (plain HTTP: only the upstream identities were read).
+    pub outcome: String,
+    /// Fingerprint served before, when swapped.
+    pub old_sha256: Option<String>,
+    /// Fingerprint served after, when swapped.
+    pub new_sha256: Option<String>,
+    /// Why it was refused.
+    pub reason: Option<String>,
+    /// Upstream identities that changed on disk.
+    pub upstreams_changed: Vec<String>,
 }
 
 impl Reloader {
@@ -124,7 +148,18 @@ impl Reloader {
             metrics,
             policy,
             turn: tokio::sync::Mutex::new(()),
+            history: std::sync::Mutex::default(),
         }
+    }
+
+    /// The last reload outcomes, oldest first.
+    pub fn history(&self) -> Vec<Rotation> {
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// Replace the serving certificate as `action` says, then re-read every upstream identity;
@@ -218,7 +253,7 @@ impl Reloader {
         }
     }
 
-    /// The one place a reload is logged and counted.
+    /// The one place a reload is logged, counted and kept in the history.
     fn record(
         &self,
         trigger: ReloadTrigger,
@@ -226,6 +261,26 @@ impl Reloader {
         upstreams: &IdentityReport,
     ) {
         let trigger_name = trigger.as_str();
+        let (outcome, report, reason) = match certificate {
+            Ok(Some(report)) => ("swapped", Some(report), None),
+            Ok(None) => ("no-tls", None, None),
+            Err(err) => ("refused", None, Some(err.to_string())),
+        };
+        {
+            let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
+            if history.len() == HISTORY {
+                history.pop_front();
+            }
+            history.push_back(Rotation {
+                at: crate::tls::x509::rfc3339(time::OffsetDateTime::now_utc()),
+                trigger: trigger_name.to_owned(),
+                outcome: outcome.to_owned(),
+                old_sha256: report.map(|r| r.old.sha256.clone()),
+                new_sha256: report.map(|r| r.new.sha256.clone()),
+                reason,
+                upstreams_changed: upstreams.changed.clone(),
+            });
+        }
         for name in &upstreams.changed {
             tracing::info!(trigger = trigger_name, upstream = %name, "upstream TLS identity changed on disk; reconnecting");
         }

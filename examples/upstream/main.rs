@@ -88,6 +88,10 @@ struct Args {
     /// ready line (stdout carries messages only).
     #[arg(long)]
     stdio: bool,
+    /// Offer one more tool, `NAME=DESCRIPTION` (repeatable): names and descriptions chosen by
+    /// the test (hostile markup for the console's test).
+    #[arg(long = "tool", value_name = "NAME=DESCRIPTION")]
+    tools: Vec<String>,
 }
 
 #[derive(Default)]
@@ -117,6 +121,8 @@ struct AppState {
     slow_subscribe_ms: u64,
     /// Whether `POST /tools-changed` added the tool `extra`.
     extra_tool: std::sync::atomic::AtomicBool,
+    /// `--tool` entries, listed after the built-in tools.
+    more_tools: Vec<Value>,
     sessions: Mutex<HashSet<String>>,
     sse: Mutex<HashMap<String, mpsc::Sender<Value>>>,
     stats: Stats,
@@ -264,6 +270,9 @@ async fn answer(
         "ping" => json!({}),
         "tools/list" => {
             let mut all = tools();
+            all.as_array_mut()
+                .unwrap()
+                .extend(state.more_tools.iter().cloned());
             if state.extra_tool.load(Ordering::Relaxed) {
                 all.as_array_mut()
                     .unwrap()
@@ -891,6 +900,15 @@ async fn main() {
         slow_unsubscribe_ms: args.slow_unsubscribe_ms,
         slow_subscribe_ms: args.slow_subscribe_ms,
         extra_tool: std::sync::atomic::AtomicBool::new(false),
+        more_tools: args
+            .tools
+            .iter()
+            .map(|t| {
+                let (name, description) = t.split_once('=').unwrap_or((t, ""));
+                json!({"name": name, "description": description,
+                       "inputSchema": {"type": "object", "properties": {}}})
+            })
+            .collect(),
         sessions: Mutex::default(),
         sse: Mutex::default(),
         stats: Stats::default(),

@@ -301,6 +301,14 @@ impl SessionQuota {
         exceeded
     }
 
+    /// Every principal holding sessions, with how many (all transports together).
+    pub fn holders(&self) -> std::collections::BTreeMap<String, usize> {
+        self.lock()
+            .iter()
+            .map(|(principal, held)| (principal.to_string(), *held))
+            .collect()
+    }
+
     /// Sessions `principal` holds.
     pub fn held(&self, principal: &str) -> usize {
         self.lock().get(principal).copied().unwrap_or(0)

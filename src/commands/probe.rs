@@ -134,8 +134,26 @@ struct Target {
 
 impl Target {
     fn from_args(args: &ProbeArgs) -> Result<Self, UsageError> {
-        let usage = |detail: String| UsageError(format!("invalid URL '{}': {detail}", args.url));
-        let url = url::Url::parse(&args.url).map_err(|e| usage(e.to_string()))?;
+        let settings = args
+            .tls
+            .settings()
+            .map_err(|e| UsageError(format!("{e:#}")))?;
+        Self::new(
+            &args.url,
+            args.transport,
+            settings,
+            Duration::from_secs(args.timeout),
+        )
+    }
+
+    fn new(
+        text: &str,
+        transport: Transport,
+        settings: TlsSettings,
+        timeout: Duration,
+    ) -> Result<Self, UsageError> {
+        let usage = |detail: String| UsageError(format!("invalid URL '{text}': {detail}"));
+        let url = url::Url::parse(text).map_err(|e| usage(e.to_string()))?;
         let tls = match url.scheme() {
             "https" => true,
             "http" => false,
@@ -148,7 +166,7 @@ impl Target {
             .trim_end_matches(']')
             .to_owned();
         let ip = host.parse::<IpAddr>().ok();
-        if args.tls.server_name.as_ref().is_some_and(|n| *n != host) && ip.is_none() {
+        if settings.server_name.as_ref().is_some_and(|n| *n != host) && ip.is_none() {
             return Err(UsageError(
                 "--server-name can only be combined with an IP address in the URL".into(),
             ));
@@ -159,12 +177,9 @@ impl Target {
             host,
             ip,
             tls,
-            transport: args.transport,
-            timeout: Duration::from_secs(args.timeout),
-            settings: args
-                .tls
-                .settings()
-                .map_err(|e| UsageError(format!("{e:#}")))?,
+            transport,
+            timeout,
+            settings,
         })
     }
 
@@ -177,34 +192,62 @@ impl Target {
 /// Run `mcpgw probe`.
 pub async fn run(args: &ProbeArgs, json: bool) -> anyhow::Result<()> {
     let target = Target::from_args(args)?;
+    let (report, outcome) = walk(&target, &PathPolicy::default(), !json).await?;
+    if json {
+        super::print_json(&outcome_json(&args.url, &report, outcome.as_ref()))?;
+    }
+    outcome.map_err(Into::into)
+}
+
+/// Probe `url` as `mcpgw probe` does, printing nothing, with TLS files read under `policy`:
+/// the report of every phase run, as `mcpgw probe --json` prints it (the console's probe
+/// action). `Err` when the inputs are unusable (a bad URL or TLS file), before anything is
+/// dialled.
+pub async fn examine(
+    url: &str,
+    transport: Transport,
+    settings: TlsSettings,
+    policy: &PathPolicy,
+    timeout: Duration,
+) -> Result<Value, UsageError> {
+    let target = Target::new(url, transport, settings, timeout)?;
+    let (report, outcome) = walk(&target, policy, false).await?;
+    Ok(outcome_json(url, &report, outcome.as_ref()))
+}
+
+/// Load the identity, then run every phase; `print` shows each as it ends.
+async fn walk(
+    target: &Target,
+    policy: &PathPolicy,
+    print: bool,
+) -> Result<(Report, Result<(), ProbeFailed>), UsageError> {
     // Inputs are checked before anything is dialled: a bad file is not a network diagnosis.
     let identity = if target.tls {
-        Some(
-            TlsIdentity::load(&target.settings, &PathPolicy::default())
-                .map_err(|e| UsageError(e.to_string()))?,
-        )
+        Some(TlsIdentity::load(&target.settings, policy).map_err(|e| UsageError(e.to_string()))?)
     } else {
         None
     };
     let mut report = Report {
-        json,
+        print,
         phases: Vec::new(),
     };
-    let outcome = probe(&target, identity.as_ref(), &mut report).await;
-    if json {
-        super::print_json(&json!({
-            "url": args.url,
-            "ok": outcome.is_ok(),
-            "phases": report.phases,
-            "failure": outcome.as_ref().err().map(|f| json!({
-                "phase": f.phase,
-                "cause": f.cause,
-                "exit_code": f.cause.exit_code(),
-                "diagnosis": f.diagnosis,
-            })),
-        }))?;
-    }
-    outcome.map_err(Into::into)
+    let outcome = probe(target, identity.as_ref(), &mut report).await;
+    Ok((report, outcome))
+}
+
+/// The report as JSON: the phases, and the failure with its exit code.
+fn outcome_json(url: &str, report: &Report, outcome: Result<&(), &ProbeFailed>) -> Value {
+    json!({
+        "url": url,
+        "ok": outcome.is_ok(),
+        "phases": report.phases,
+        "failure": outcome.err().map(|f| json!({
+            "phase": f.phase,
+            "cause": f.cause,
+            "exit_code": f.cause.exit_code(),
+            "diagnosis": f.diagnosis,
+        })),
+    })
 }
 
 async fn probe(

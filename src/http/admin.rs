@@ -92,8 +92,13 @@ impl std::fmt::Debug for InstallRequest {
 
 /// `GET /admin/status`.
 pub async fn status(State(state): State<Arc<AppState>>) -> Json<Status> {
+    Json(status_of(&state))
+}
+
+/// What `GET /admin/status` answers (also the console's status).
+pub fn status_of(state: &AppState) -> Status {
     let serving = state.serving.as_ref();
-    Json(Status {
+    Status {
         version: env!("CARGO_PKG_VERSION").to_owned(),
         listen: state.listen.to_string(),
         scheme: if serving.is_some() { "https" } else { "http" }.to_owned(),
@@ -110,7 +115,7 @@ pub async fn status(State(state): State<Arc<AppState>>) -> Json<Status> {
             }
         }),
         reloads: serving.map(|s| s.counts().into()),
-    })
+    }
 }
 
 /// `POST /admin/cert/reload`: re-read the served files and every upstream TLS identity.

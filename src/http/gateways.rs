@@ -360,7 +360,8 @@ pub fn api_error(status: StatusCode, code: &str, message: impl Into<String>) -> 
         .into_response()
 }
 
-fn store_error(err: &StoreError) -> Response {
+/// The answer to a refusal of the store (taken name, unknown name, ...).
+pub fn store_error(err: &StoreError) -> Response {
     let status = match err {
         StoreError::Exists { .. } => StatusCode::CONFLICT,
         StoreError::NotFound { .. } => StatusCode::NOT_FOUND,

@@ -12,21 +12,36 @@ use crate::metrics::{CONTENT_TYPE, Metrics, Snapshot, UNMATCHED_ROUTE, UpstreamS
 
 /// `GET /metrics`: the Prometheus text exposition.
 pub async fn scrape(State(state): State<Arc<AppState>>) -> Response {
-    // Gauges mirroring state owned elsewhere are read now. Transports with their own session
-    // tables (SSE, WebSocket) report through `Metrics::sessions_gauge` the same way.
-    state
-        .metrics
-        .sessions_gauge("streamable-http", state.sessions.len());
-    state.metrics.sessions_gauge("sse", state.sse.len());
-    state.metrics.sessions_gauge(
-        "websocket",
-        state.ws_open.load(std::sync::atomic::Ordering::Relaxed),
-    );
-    // A 2026-07-28 client has no session; its open listen streams are what it holds.
-    state
-        .metrics
-        .sessions_gauge("subscriptions-listen", state.listens.len());
-    let snapshot = Snapshot {
+    let snapshot = snapshot(&state);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    (
+        [(header::CONTENT_TYPE, CONTENT_TYPE)],
+        state.metrics.render(&snapshot, now),
+    )
+        .into_response()
+}
+
+/// Open downstream sessions by transport, as the `sessions` gauge exports them. A 2026-07-28
+/// client has no session; its open listen streams are what it holds.
+pub fn open_sessions(state: &AppState) -> [(&'static str, usize); 4] {
+    [
+        ("streamable-http", state.sessions.len()),
+        ("sse", state.sse.len()),
+        (
+            "websocket",
+            state.ws_open.load(std::sync::atomic::Ordering::Relaxed),
+        ),
+        ("subscriptions-listen", state.listens.len()),
+    ]
+}
+
+/// The gauges mirroring state owned elsewhere, read now (the session gauges are set on the
+/// way, the same way transports with their own tables report them).
+pub fn snapshot(state: &AppState) -> Snapshot {
+    for (transport, open) in open_sessions(state) {
+        state.metrics.sessions_gauge(transport, open);
+    }
+    Snapshot {
         serving_not_after: state
             .serving
             .as_ref()
@@ -47,13 +62,7 @@ pub async fn scrape(State(state): State<Arc<AppState>>) -> Response {
                 }
             })
             .collect(),
-    };
-    let now = time::OffsetDateTime::now_utc().unix_timestamp();
-    (
-        [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        state.metrics.render(&snapshot, now),
-    )
-        .into_response()
+    }
 }
 
 /// A request being counted: by route template (so `/gateways/{name}` is one series), method

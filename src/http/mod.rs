@@ -18,6 +18,7 @@ pub mod origin;
 mod relay;
 pub mod sessions;
 pub mod sse;
+pub mod ui;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -302,6 +303,8 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
         .route("/servers/{name}/sse", get(sse::stream_one))
         .route("/message", post(sse::post_message))
         .route("/ws", get(ws::upgrade))
+        // The operator console (an administrator's, as every route not listed for clients).
+        .merge(ui::routes())
         // Bodies: a certificate chain and key, or one JSON-RPC message/batch.
         .layer(axum::extract::DefaultBodyLimit::max(4 * 1024 * 1024));
     match surface {

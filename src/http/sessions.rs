@@ -232,6 +232,15 @@ impl Sessions {
         self.lock().len()
     }
 
+    /// Open sessions per owning principal (the console's sessions page).
+    pub fn by_owner(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut owners = std::collections::BTreeMap::new();
+        for entry in self.lock().values() {
+            *owners.entry(entry.owner.to_string()).or_default() += 1;
+        }
+        owners
+    }
+
     /// Whether no session is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -115,6 +115,15 @@ impl SseSessions {
         self.lock().len()
     }
 
+    /// Open SSE streams per principal (the console's sessions page).
+    pub fn by_owner(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut owners = std::collections::BTreeMap::new();
+        for session in self.lock().values() {
+            *owners.entry(session.principal.id.to_string()).or_default() += 1;
+        }
+        owners
+    }
+
     /// Whether no SSE stream is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -92,6 +92,11 @@ impl ClientCache {
         }
     }
 
+    /// Where certificate files may be read from.
+    pub fn path_policy(&self) -> &PathPolicy {
+        &self.policy
+    }
+
     /// Where upstream connections may go.
     pub fn url_policy(&self) -> &UrlPolicy {
         &self.destinations

@@ -143,7 +143,12 @@ pub struct Upstream {
     questions: Mutex<HashMap<String, tokio::sync::oneshot::Sender<Value>>>,
     /// Set once a stdio upstream's own child has started: each one after it is a restart.
     started: AtomicBool,
+    /// The last failed health checks (Unix seconds, error), newest last, for the console.
+    recent_errors: Mutex<std::collections::VecDeque<(i64, String)>>,
 }
+
+/// Failed health checks an upstream keeps for [`Upstream::recent_errors`].
+pub const RECENT_ERRORS: usize = 20;
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

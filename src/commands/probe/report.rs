@@ -22,15 +22,15 @@ pub(super) struct Phase {
     pub(super) data: Value,
 }
 
-/// The phases so far; in text mode each is printed as soon as it ends.
+/// The phases so far; in text mode (`print`) each is printed as soon as it ends.
 pub(super) struct Report {
-    pub(super) json: bool,
+    pub(super) print: bool,
     pub(super) phases: Vec<Phase>,
 }
 
 impl Report {
     pub(super) fn push(&mut self, phase: Phase) {
-        if !self.json {
+        if self.print {
             let status = if phase.ok { "ok" } else { "FAILED" };
             println!(
                 "{:<8} {:<6} {:>5} ms  {}",

@@ -142,6 +142,7 @@ impl Registry {
             questions: Mutex::default(),
             shared_calls: Arc::default(),
             started: AtomicBool::new(false),
+            recent_errors: Mutex::default(),
         });
         // The refresher holds only a weak reference: it ends when the upstream is dropped.
         let weak = Arc::downgrade(&up);
@@ -355,6 +356,31 @@ impl Registry {
         tracing::info!(upstream = %name, "upstream removed");
         let _ = self.inner.changes.send(());
         Ok(())
+    }
+
+    /// Enable or disable an upstream, in the store and the live set. Disabling closes its
+    /// connections (calls to it are refused as offline, as for any disabled upstream);
+    /// enabling checks it at once rather than at the next health round.
+    pub async fn set_enabled(&self, name: &str, enabled: bool) -> Result<Arc<Upstream>, StoreError> {
+        let up = self.get(name).ok_or_else(|| StoreError::NotFound {
+            name: name.to_owned(),
+        })?;
+        let mut reg = (*up.registration()).clone();
+        if reg.enabled != enabled {
+            reg.enabled = enabled;
+            reg.updated_at = now();
+            let stored = reg.clone();
+            self.on_store(move |store| store.update(&stored)).await?;
+            up.reg.store(Arc::new(reg));
+            tracing::info!(upstream = %name, enabled, "upstream enabled state changed");
+            if enabled {
+                self.check_and_persist(&up).await;
+            } else {
+                up.shut();
+            }
+            let _ = self.inner.changes.send(());
+        }
+        Ok(up)
     }
 
     /// Check one upstream and persist its health when the status changed.

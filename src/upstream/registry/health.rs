@@ -57,6 +57,12 @@ impl Upstream {
                 }
             }
             Some(err) => {
+                let mut recent = self.recent_errors.lock().unwrap_or_else(|p| p.into_inner());
+                if recent.len() == super::RECENT_ERRORS {
+                    recent.pop_front();
+                }
+                recent.push_back((now(), err.clone()));
+                drop(recent);
                 h.consecutive_failures = h.consecutive_failures.saturating_add(1);
                 h.last_error = Some(err);
                 if h.consecutive_failures >= threshold && h.status != HealthStatus::Offline {
@@ -66,6 +72,16 @@ impl Upstream {
             }
         }
         before != h.status
+    }
+
+    /// The last failed health checks, oldest first: when (RFC 3339) and why.
+    pub fn recent_errors(&self) -> Vec<(String, String)> {
+        self.recent_errors
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(at, err)| (super::rfc3339(*at), err.clone()))
+            .collect()
     }
 
     /// `notAfter` (Unix seconds) of the client certificate the live connection presents, if
