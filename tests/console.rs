@@ -88,7 +88,7 @@ fn the_console_shows_the_gateway_as_its_json_routes_do_and_acts_on_clicks() {
     let mut alpha = Some(alpha);
     let beta = Upstream::start_mtls_with(&pki, &["--name", "beta-server"]);
     let hostile_name = format!("{SCRIPT_PAYLOAD}{IMG_PAYLOAD}");
-    let tool = format!("pwn{IMG_PAYLOAD}={SCRIPT_PAYLOAD} and {IMG_PAYLOAD}");
+    let tool = format!("pwn{IMG_PAYLOAD}|{SCRIPT_PAYLOAD} and {IMG_PAYLOAD}");
     let evil = Upstream::start(&["--name", &hostile_name, "--tool", &tool]);
     let gw = Gateway::start_tls(
         &dir,
@@ -102,7 +102,10 @@ fn the_console_shows_the_gateway_as_its_json_routes_do_and_acts_on_clicks() {
     );
     let beta_url = format!("https://localhost:{}/mcp", beta.port());
     dir.gateway_add_mtls("beta", &beta_url, &pki);
-    dir.run_expect(&["gateway", "add", "evil", &format!("{}/mcp", evil.base)], 0);
+    dir.run_expect(
+        &["gateway", "add", "evil", &format!("{}/mcp", evil.base)],
+        0,
+    );
     let base = format!("https://localhost:{}", gw.addr.port());
     let client = http(Some(&pki.file("ca.crt")));
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -345,7 +348,8 @@ fn a_client_token_gets_no_console_and_an_admin_gets_it_with_its_headers() {
     let pki = dir.cert_gen("pki", &[]);
     let gw = Gateway::start_tls(&dir, &pki, &[]);
     let admin = admin_token(&dir);
-    let (client_token, _) = dir.run_expect(&["token", "create", "--sub", "app", "--role", "client"], 0);
+    let (client_token, _) =
+        dir.run_expect(&["token", "create", "--sub", "app", "--role", "client"], 0);
     let base = format!("https://localhost:{}", gw.addr.port());
     let client = http(Some(&pki.file("ca.crt")));
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -408,5 +412,8 @@ fn a_client_token_gets_no_console_and_an_admin_gets_it_with_its_headers() {
 #[test]
 fn the_consoles_files_weigh_at_most_200_kib() {
     let total = mcpgw::http::ui::assets::total_size();
-    assert!(total > 0 && total <= 200 * 1024, "the console weighs {total} bytes");
+    assert!(
+        total > 0 && total <= 200 * 1024,
+        "the console weighs {total} bytes"
+    );
 }

@@ -88,9 +88,9 @@ struct Args {
     /// ready line (stdout carries messages only).
     #[arg(long)]
     stdio: bool,
-    /// Offer one more tool, `NAME=DESCRIPTION` (repeatable): names and descriptions chosen by
-    /// the test (hostile markup for the console's test).
-    #[arg(long = "tool", value_name = "NAME=DESCRIPTION")]
+    /// Offer one more tool, `NAME|DESCRIPTION` (repeatable): names and descriptions chosen by
+    /// the test (hostile markup for the console's test, hence a separator markup lacks).
+    #[arg(long = "tool", value_name = "NAME|DESCRIPTION")]
     tools: Vec<String>,
 }
 
@@ -904,7 +904,7 @@ async fn main() {
             .tools
             .iter()
             .map(|t| {
-                let (name, description) = t.split_once('=').unwrap_or((t, ""));
+                let (name, description) = t.split_once('|').unwrap_or((t, ""));
                 json!({"name": name, "description": description,
                        "inputSchema": {"type": "object", "properties": {}}})
             })

@@ -161,7 +161,12 @@ mod tests {
         assert_eq!(last.p99, Some(1.0));
         // Fifteen minutes later the same slot belongs to another window: it reads as empty.
         let later = now + BUCKETS as u64 * BUCKET_SECS;
-        assert!(recent.series(later).iter().all(|p| p.rate == 0.0 && p.p50.is_none()));
+        assert!(
+            recent
+                .series(later)
+                .iter()
+                .all(|p| p.rate == 0.0 && p.p50.is_none())
+        );
     }
 
     #[test]

@@ -80,7 +80,12 @@ impl Browser {
             next_id: 1,
             errors: Vec::new(),
         };
-        for domain in ["Runtime.enable", "Log.enable", "Page.enable", "Network.enable"] {
+        for domain in [
+            "Runtime.enable",
+            "Log.enable",
+            "Page.enable",
+            "Network.enable",
+        ] {
             browser.call(domain, json!({})).await;
         }
         browser
@@ -120,12 +125,12 @@ impl Browser {
     fn observe(&mut self, event: &Value) {
         let params = &event["params"];
         match event["method"].as_str() {
-            Some("Runtime.exceptionThrown") => self.errors.push(format!(
-                "exception: {}",
-                params["exceptionDetails"]
-            )),
+            Some("Runtime.exceptionThrown") => self
+                .errors
+                .push(format!("exception: {}", params["exceptionDetails"])),
             Some("Runtime.consoleAPICalled") if params["type"] == "error" => {
-                self.errors.push(format!("console.error: {}", params["args"]));
+                self.errors
+                    .push(format!("console.error: {}", params["args"]));
             }
             Some("Log.entryAdded") if params["entry"]["level"] == "error" => {
                 self.errors.push(format!(

@@ -139,14 +139,12 @@ pub async fn probe(State(state): State<Arc<AppState>>, Path(name): Path<String>)
         return api_error(
             StatusCode::CONFLICT,
             "not_probeable",
-            format!("'{name}' is a stdio upstream: there is no network path to probe; its health check starts the program"),
+            format!(
+                "'{name}' is a stdio upstream: there is no network path to probe; its health check starts the program"
+            ),
         );
     }
-    let timeout = state
-        .registry
-        .settings()
-        .request_timeout
-        .min(PROBE_TIMEOUT);
+    let timeout = state.registry.settings().request_timeout.min(PROBE_TIMEOUT);
     match crate::commands::probe::examine(
         &reg.url,
         reg.transport,

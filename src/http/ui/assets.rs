@@ -84,7 +84,10 @@ fn serve(name: &str, request: &HeaderMap) -> Response {
     let (asset, etag) = (&ASSETS[at], &etags()[at]);
     let cache = [
         (header::ETAG, HeaderValue::from_str(etag).ok()),
-        (header::CACHE_CONTROL, Some(HeaderValue::from_static("no-cache"))),
+        (
+            header::CACHE_CONTROL,
+            Some(HeaderValue::from_static("no-cache")),
+        ),
     ];
     let matches = request
         .get_all(header::IF_NONE_MATCH)

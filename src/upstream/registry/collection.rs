@@ -361,7 +361,11 @@ impl Registry {
     /// Enable or disable an upstream, in the store and the live set. Disabling closes its
     /// connections (calls to it are refused as offline, as for any disabled upstream);
     /// enabling checks it at once rather than at the next health round.
-    pub async fn set_enabled(&self, name: &str, enabled: bool) -> Result<Arc<Upstream>, StoreError> {
+    pub async fn set_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+    ) -> Result<Arc<Upstream>, StoreError> {
         let up = self.get(name).ok_or_else(|| StoreError::NotFound {
             name: name.to_owned(),
         })?;

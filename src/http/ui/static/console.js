@@ -17,6 +17,7 @@
   let probeResult = null;   // { name, report } of the last probe on the upstream page
   let confirming = null;    // the upstream whose removal is being confirmed
   let flash = null;         // one message for the next render
+  let removing = null;      // the upstream whose removal this page asked for
 
   // ----- DOM helpers -------------------------------------------------------------------------
 
@@ -179,8 +180,10 @@
     if (event !== "snapshot" || !data.length) return;
     overview = JSON.parse(data.join("\n"));
     live.textContent = "Live: updated " + new Date().toLocaleTimeString() + ".";
-    if (route.page === "upstream") refreshDetail();
-    else render();
+    if (route.page !== "upstream") return render();
+    // An upstream removed meanwhile (here or elsewhere) is not asked for again.
+    if (overview.upstreams.some((u) => u.name === route.name)) refreshDetail();
+    else if (route.name !== removing) show("Upstream " + route.name, el("p", { class: "notice", role: "alert" }, route.name + " is no longer registered."), el("p", null, el("a", { href: "#/overview" }, "Back to the overview")));
   }
 
   // ----- routing -----------------------------------------------------------------------------
@@ -374,6 +377,7 @@
 
   async function remove() {
     const name = route.name;
+    removing = name;
     try {
       await api("/gateways/" + encodeURIComponent(name), { method: "DELETE" });
       flash = name + " was removed.";
