@@ -37,8 +37,8 @@ fn admin_token(dir: &Dir) -> String {
     token.trim().to_owned()
 }
 
-/// `GET path` on the gateway as `token`, as JSON.
-async fn get_json(client: &reqwest::Client, base: &str, path: &str, token: &str) -> Value {
+/// `GET path` on the gateway as `token`, which must answer 200: its body.
+async fn get_ok(client: &reqwest::Client, base: &str, path: &str, token: &str) -> String {
     let response = client
         .get(format!("{base}{path}"))
         .bearer_auth(token)
@@ -46,7 +46,17 @@ async fn get_json(client: &reqwest::Client, base: &str, path: &str, token: &str)
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "GET {path}");
-    response.json().await.unwrap()
+    response.text().await.unwrap()
+}
+
+/// [`get_ok`], as JSON.
+async fn get_json(client: &reqwest::Client, base: &str, path: &str, token: &str) -> Value {
+    serde_json::from_str(&get_ok(client, base, path, token).await).unwrap()
+}
+
+/// `GET /metrics` as `token`.
+async fn scrape(client: &reqwest::Client, base: &str, token: &str) -> String {
+    get_ok(client, base, "/metrics", token).await
 }
 
 /// The `/gateways` entry named `name`.
@@ -148,15 +158,7 @@ fn the_console_shows_the_gateway_as_its_json_routes_do_and_acts_on_clicks() {
             )
             .await;
         let gateways = get_json(&client, &base, "/gateways", &token).await;
-        let exposition = client
-            .get(format!("{base}/metrics"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let exposition = scrape(&client, &base, &token).await;
         let rows = browser
             .eval("[...document.querySelectorAll('#upstreams tbody tr')].map(r => ({name: r.dataset.upstream, health: r.querySelector('[data-health]').dataset.health, transport: r.querySelector('.transport').textContent, calls: r.querySelectorAll('figcaption')[0].textContent}))")
             .await;
@@ -311,15 +313,7 @@ fn the_console_shows_the_gateway_as_its_json_routes_do_and_acts_on_clicks() {
                 PAGE_WAIT,
             )
             .await;
-        let exposition = client
-            .get(format!("{base}/metrics"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let exposition = scrape(&client, &base, &token).await;
         let gauge = metric(&exposition, "mcpgw_sessions_open", &["transport=\"streamable-http\""]);
         assert_eq!(open, json!(gauge.to_string()), "{exposition}");
         let principals = browser.eval("document.getElementById('by-principal').textContent").await;
