@@ -332,12 +332,53 @@ fn the_console_shows_the_gateway_as_its_json_routes_do_and_acts_on_clicks() {
 
         assert_eq!(browser.eval("typeof window.__pwned").await, "undefined");
         assert!(browser.errors.is_empty(), "console errors: {:#?}", browser.errors);
+
+        // Without the header, the page asks for a token; typed into its form, it is kept for
+        // the tab and the console works with it, across a reload.
+        browser
+            .call("Network.setExtraHTTPHeaders", json!({"headers": {}}))
+            .await;
+        browser.call("Page.reload", json!({})).await;
+        browser
+            .wait_for(
+                "the request for a token",
+                "document.getElementById('view')?.textContent.includes('paste an admin bearer token')",
+                PAGE_WAIT,
+            )
+            .await;
+        browser.click("#token-input").await;
+        browser
+            .call("Input.insertText", json!({"text": token}))
+            .await;
+        browser.click("#token-save").await;
+        browser
+            .wait_for(
+                "the overview with the typed token",
+                "document.querySelectorAll('#upstreams tbody tr').length === 2",
+                PAGE_WAIT,
+            )
+            .await;
+        browser.call("Page.reload", json!({})).await;
+        browser
+            .wait_for(
+                "the overview after a reload",
+                "document.querySelectorAll('#upstreams tbody tr').length === 2",
+                PAGE_WAIT,
+            )
+            .await;
+        // The only errors since: the browser's own lines for the refused requests.
+        let unexpected: Vec<_> = browser
+            .errors
+            .iter()
+            .filter(|e| !e.contains("status of 401"))
+            .collect();
+        assert!(unexpected.is_empty(), "console errors: {unexpected:#?}");
     });
     drop((alpha, beta, evil));
 }
 
 #[test]
-fn a_client_token_gets_no_console_and_an_admin_gets_it_with_its_headers() {
+fn a_client_token_gets_no_console_no_token_gets_only_the_page_and_an_admin_gets_it_all() {
     let dir = Dir::new();
     let pki = dir.cert_gen("pki", &[]);
     let gw = Gateway::start_tls(&dir, &pki, &[]);
@@ -366,6 +407,16 @@ fn a_client_token_gets_no_console_and_an_admin_gets_it_with_its_headers() {
             let what = format!("{} {}", request.method(), request.url().path());
             let response = client.execute(request).await.unwrap();
             assert_eq!(response.status(), 403, "{what}");
+        }
+        // Without any credential: the page and its files (no data), so that it can ask for a
+        // token; none of its data.
+        for path in ["/ui", "/ui/console.js"] {
+            let shell = client.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(shell.status(), 200, "{path}");
+        }
+        for path in ["/ui/api/overview", "/ui/api/events", "/ui/api/certificates"] {
+            let data = client.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(data.status(), 401, "{path}");
         }
         let page = client.get(format!("{base}/ui")).bearer_auth(&admin).send().await.unwrap();
         assert_eq!(page.status(), 200);

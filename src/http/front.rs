@@ -6,8 +6,8 @@
 //! Order, first refusal wins:
 //! 1. metrics: outermost, so refusals below are counted too;
 //! 2. `Host`/`Origin` ([`super::origin`]): a DNS-rebinding page gets nothing, not even a 401;
-//! 3. authentication ([`super::auth`]) on every matched route except the [`unprotected`] ones,
-//!    on the head alone: no body byte is buffered for a request from no one. The [`Principal`]
+//! 3. authentication ([`super::auth`]) on every matched route except the [`unprotected`] ones
+//!    (and the [`CONSOLE_SHELL`] asked for with no credential at all), on the head alone: no body byte is buffered for a request from no one. The [`Principal`]
 //!    found goes with the request (an extension) to every stage after. A refusal is a 401 whose
 //!    `WWW-Authenticate` points at the protected resource metadata (RFC 9728);
 //! 4. the route's role ([`crate::access::required_role`]): a client gets 403
@@ -43,6 +43,13 @@ pub const UNPROTECTED: &[&str] = &["/health"];
 pub fn unprotected(route: &str) -> bool {
     UNPROTECTED.contains(&route) || auth::metadata::is_metadata_route(route)
 }
+
+/// The console's page and files ([`super::ui`]): the same bytes in every binary, holding no
+/// data. A `GET` that carries no credential at all is served them, so that the page can ask
+/// for a token (the console's login step); one that carries a credential is judged by it as
+/// on any route, so a client's gets 403. What the page shows comes from `/ui/api/`, which
+/// always needs an administrator.
+pub const CONSOLE_SHELL: &[&str] = &["/ui", "/ui/", "/ui/{asset}"];
 
 /// The route the listener's HTTP/1.1 loop serves itself.
 pub const MCP_ROUTE: &str = "/mcp";
@@ -155,6 +162,11 @@ async fn admit(
     let certificate = connection.as_ref().and_then(|c| c.certificate.as_ref());
     let principal = match auth::authenticate(&state.auth, request.headers(), certificate).await {
         Ok(principal) => principal,
+        Err(auth::Refused::Missing)
+            if request.method() == Method::GET && CONSOLE_SHELL.contains(&route) =>
+        {
+            return buffered(state, request, next).await;
+        }
         Err(refused) => return state.auth.refusal(&refused, route, request.uri().path()),
     };
     let needed = required_role(route);
