@@ -211,9 +211,11 @@
     view.focus({ preventScroll: true });
   }
 
-  // Re-rendering replaces the view; keyboard focus is put back on the control with the same id.
+  // Re-rendering replaces the view; keyboard focus is put back on the control with the same id,
+  // and a schema the reader opened stays open.
   function show(title, ...children) {
     const focused = document.activeElement && view.contains(document.activeElement) ? document.activeElement.id : null;
+    const opened = new Set([...view.querySelectorAll("details[open]")].map((d) => d.dataset.key));
     document.title = title + " · mcpgw console";
     const parts = [el("h1", null, title), flash ? el("p", { class: "notice", role: "alert" }, flash) : null, children]
       .flat(Infinity)
@@ -225,6 +227,7 @@
       const again = document.getElementById(focused);
       if (again) again.focus({ preventScroll: true });
     }
+    for (const d of view.querySelectorAll("details[data-key]")) if (opened.has(d.dataset.key)) d.open = true;
   }
 
   function renderProblem(message) {
@@ -269,7 +272,7 @@
       const charts = Charts.traffic(up.traffic);
       const lastCheck = up.health.last_success && (!up.health.last_error || up.health.status === "online") ? up.health.last_success : up.health.since;
       return el("tr", { "data-upstream": up.name },
-        el("th", { scope: "row" }, el("a", { href: "#/upstream/" + encodeURIComponent(up.name), class: "upstream-link" }, up.name)),
+        el("th", { scope: "row" }, el("a", { href: "#/upstream/" + encodeURIComponent(up.name), class: "upstream-link", id: "link-" + up.name }, up.name)),
         el("td", { class: "health" }, healthBadge(up), up.health.consecutive_failures ? el("div", { class: "muted" }, up.health.consecutive_failures + " failed checks in a row") : null),
         el("td", { class: "transport" }, up.transport),
         el("td", { class: "era" }, text(up.era), up.protocol_version ? el("div", { class: "muted" }, up.protocol_version) : null),
@@ -326,7 +329,7 @@
           el("tbody", null, catalog.tools.map((t) => el("tr", { class: "tool" },
             el("td", { class: "tool-name mono" }, text(t.name)),
             el("td", { class: "tool-description" }, text(t.description)),
-            el("td", null, el("details", null, el("summary", null, "schema"), el("pre", null, JSON.stringify(t.inputSchema || {}, null, 2))))))))
+            el("td", null, el("details", { "data-key": "schema:" + t.name }, el("summary", null, "schema"), el("pre", null, JSON.stringify(t.inputSchema || {}, null, 2))))))))
       : el("p", { class: "muted" }, "No tools.");
     const simple = (list, key, label) => list.length
       ? el("ul", null, list.map((p) => el("li", null, el("span", { class: "mono" }, text(p[key])), p.description ? " — " + p.description : "")))
@@ -454,7 +457,7 @@
           el("tbody", null, c.history.slice().reverse().map((r) => el("tr", null,
             el("td", null, r.at), el("td", null, r.trigger),
             el("td", null, el("span", { class: "badge " + (r.outcome === "refused" ? "days-bad" : "days-ok") }, r.outcome)),
-            el("td", { class: "mono fingerprint" }, r.outcome === "swapped" ? r.old_sha256.slice(0, 16) + "… → " + r.new_sha256.slice(0, 16) + "…" : r.reason ? el("span", { class: "error-text" }, r.reason) : "unchanged"),
+            el("td", { class: "mono fingerprint" }, r.outcome === "swapped" ? (r.old_sha256 === r.new_sha256 ? "the same certificate, re-read: " + r.new_sha256.slice(0, 16) + "…" : r.old_sha256.slice(0, 16) + "… → " + r.new_sha256.slice(0, 16) + "…") : r.reason ? el("span", { class: "error-text" }, r.reason) : "unchanged"),
             el("td", null, r.upstreams_changed.length ? r.upstreams_changed.join(", ") : "none")))))
       : el("p", { class: "muted", id: "rotations" }, "No reload since the gateway started.");
     const clients = c.upstream_clients.length
@@ -470,7 +473,7 @@
   function countTable(id, title, counts) {
     const entries = Object.entries(counts || {});
     return entries.length
-      ? el("table", { id },
+      ? el("table", { id, class: "narrow" },
           el("thead", null, el("tr", null, el("th", { scope: "col" }, title), el("th", { scope: "col" }, "Open"))),
           el("tbody", null, entries.map(([k, v]) => el("tr", null, el("td", { class: "mono" }, k), el("td", { class: "num" }, String(v))))))
       : el("p", { class: "muted", id }, "None open.");
@@ -478,15 +481,14 @@
 
   function renderSessions() {
     const s = overview.sessions;
-    const transports = el("table", { id: "transports" },
+    const transports = el("table", { id: "transports", class: "narrow" },
       el("thead", null, el("tr", null, el("th", { scope: "col" }, "Transport"), el("th", { scope: "col" }, "Open"))),
       el("tbody", null, s.transports.map((t) => el("tr", { "data-transport": t.transport }, el("td", null, t.transport), el("td", { class: "num" }, String(t.open))))));
-    const upstreams = el("table", { id: "upstream-sessions" },
+    const upstreams = el("table", { id: "upstream-sessions", class: "narrow" },
       el("thead", null, el("tr", null, ["Upstream", "Open for clients", "Opened since start"].map((h) => el("th", { scope: "col" }, h)))),
       el("tbody", null, s.upstream_sessions.map((u) => el("tr", null, el("td", null, u.upstream), el("td", { class: "num" }, String(u.open)), el("td", { class: "num" }, String(u.opened))))));
     show("Sessions",
       el("h2", null, "By transport"), transports,
-      el("p", null, "Listen streams (2026-07-28 clients): " + s.listen_streams),
       el("h2", null, "By principal, every transport"), countTable("by-principal", "Principal", s.by_principal),
       el("h2", null, "Streamable HTTP sessions by principal"), countTable("streamable-by-principal", "Principal", s.streamable_http),
       el("h2", null, "SSE streams by principal"), countTable("sse-by-principal", "Principal", s.sse),
