@@ -9,6 +9,9 @@
 //! phase is declared good only once an HTTP answer came back on that same connection. The MCP
 //! phases then go through the gateway's own client ([`ClientCache::client_for`] and
 //! [`Connection::open`]).
+//!
+//! The console's probe action runs the same phases through [`examine`], printing nothing and
+//! answering the report `--json` prints.
 
 mod endpoint;
 mod report;
