@@ -297,6 +297,10 @@ fn the_console_shows_the_gateway_as_its_json_routes_do_and_acts_on_clicks() {
             .eval("({sha: document.getElementById('serving-sha256').textContent, sans: document.getElementById('serving-sans').textContent, history: document.getElementById('rotations').textContent})")
             .await;
         assert_eq!(page["sha"], status["certificate"]["sha256"]);
+        // `mcpgw status` (over the control socket) names the same certificate.
+        let (printed, _) = dir.run_expect(&["status", "--json"], 0);
+        let printed: Value = serde_json::from_str(&printed).unwrap();
+        assert_eq!(page["sha"], printed["certificate"]["sha256"], "{printed}");
         for san in status["certificate"]["sans"].as_array().unwrap() {
             assert!(page["sans"].as_str().unwrap().contains(san.as_str().unwrap()), "{page}");
         }
