@@ -45,6 +45,7 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l tls-cert -d 'Servi
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l tls-key -d 'Private key of the serving certificate (PEM)' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l tls-ca -d 'CA that must have issued the serving certificate; a reload to a certificate it did not issue is refused' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l client-ca -d 'CA bundle for client certificates: clients must present one it issued (downstream mTLS)' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l tls-watch-interval -d 'Seconds between looks at the certificate files (and the upstreams\') for a change, which reloads them as SIGHUP does; 0 turns the watch off [default: 1]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l log-format -d 'Log format [default: text]' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l workers -d 'Worker threads of the async runtime [default: one per CPU core]' -r

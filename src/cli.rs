@@ -434,6 +434,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MCPGW_CLIENT_CA", value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
 
+    /// Seconds between looks at the certificate files (and the upstreams') for a change, which
+    /// reloads them as SIGHUP does; 0 turns the watch off [default: 1].
+    #[arg(long, env = "MCPGW_TLS_WATCH_INTERVAL", value_name = "SECS")]
+    pub tls_watch_interval: Option<f64>,
+
     /// Allow listening on a non-loopback address without TLS.
     #[arg(long, env = "MCPGW_ALLOW_INSECURE_BIND")]
     pub allow_insecure_bind: bool,

@@ -14,6 +14,11 @@
 //!
 //! The steps read files and verify signatures, so they run on the blocking pool, never on an
 //! async worker. Reloads take turns: one runs at a time, whoever asked.
+//!
+//! Besides SIGHUP and the control socket, [`watch`] asks for a reload when one of the files
+//! this path reads changes on disk (a mounted secret swapped by Kubernetes included).
+
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -108,6 +113,8 @@ pub struct Reloader {
     policy: Arc<Live>,
     /// Held for a whole reload (every step), so triggers never interleave.
     turn: tokio::sync::Mutex<()>,
+    /// What the files were when the last reload read them (for [`watch`]).
+    stamps: watch::Stamps,
 }
 
 impl Reloader {
@@ -124,6 +131,7 @@ impl Reloader {
             metrics,
             policy,
             turn: tokio::sync::Mutex::new(()),
+            stamps: watch::Stamps::default(),
         }
     }
 
@@ -137,7 +145,16 @@ impl Reloader {
     ) -> Result<ReloadReport, Refused> {
         let _turn = self.turn.lock().await;
         let _reloading = crate::notify::reloading();
+        // Files re-read are looked at before they are read (one changing meanwhile is a change
+        // still to reload); files installed, after they are written (the install is no change).
+        let reread = matches!(action, Action::Reread);
+        if reread {
+            self.stamps.record(self.files()).await;
+        }
         let certificate = self.certificate_step(action).await;
+        if !reread {
+            self.stamps.record(self.files()).await;
+        }
         let upstreams = self.identity_step().await;
         self.policy_step(trigger).await;
         self.record(trigger, &certificate, &upstreams);
@@ -163,6 +180,36 @@ impl Reloader {
             }
         });
         wake
+    }
+
+    /// The files a reload reads, each with what it is: the serving certificate, key and CA
+    /// bundles, and every upstream's TLS files given as paths (inline PEM has no file).
+    pub fn files(&self) -> Vec<(String, std::path::PathBuf)> {
+        let mut files = Vec::new();
+        if let Some(serving) = &self.serving {
+            let served = serving.files();
+            files.push(("certificate".to_owned(), served.cert.clone()));
+            files.push(("key".to_owned(), served.key.clone()));
+            let cas = [("CA", &served.ca), ("client CA", &served.client_ca)];
+            for (role, path) in cas {
+                files.extend(path.iter().map(|p| (role.to_owned(), p.clone())));
+            }
+        }
+        for up in self.registry.list() {
+            let reg = up.registration();
+            let tls = &reg.tls;
+            let parts = [
+                ("CA", &tls.ca),
+                ("client certificate", &tls.client_cert),
+                ("client key", &tls.client_key),
+            ];
+            for (role, source) in parts {
+                if let Some(crate::store::PemSource::Path(path)) = source {
+                    files.push((format!("upstream {} {role}", reg.name), path.clone()));
+                }
+            }
+        }
+        files
     }
 
     /// Step 1: the serving certificate, validated and published (or refused) off the workers.

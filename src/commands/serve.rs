@@ -76,11 +76,24 @@ async fn serve(cfg: ServeConfig, wait: Arc<crate::h1::client::Wait>) -> anyhow::
     relay_catalog_changes(state.clone());
     relay_resource_updates(state.clone());
     let reload = state.reload.spawn_signal_worker();
+    spawn_file_watch(&state, &cfg, stop.clone());
 
     announce_ready(&state, &cfg, local);
     wait_for_shutdown(signal_rx, &reload).await;
     crate::notify::stopping();
     drain(&state, tasks, stop, graceful, cfg.shutdown_grace).await
+}
+
+/// Reload when a certificate file changes on disk (`[tls] watch_interval`; 0 turns it off).
+fn spawn_file_watch(state: &Arc<AppState>, cfg: &ServeConfig, stop: CancellationToken) {
+    if let Some(interval) = cfg.tls_watch {
+        // Ends with `stop`; a reload it started finishes on its own.
+        drop(crate::reload::watch::spawn(
+            state.reload.clone(),
+            interval,
+            stop,
+        ));
+    }
 }
 
 /// The serving certificate, when the listener is HTTPS; a refused certificate stops start-up.
