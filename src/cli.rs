@@ -487,6 +487,13 @@ pub struct ServeArgs {
     /// (0: usable, 1: not); binds nothing, creates nothing.
     #[arg(long)]
     pub check_config: bool,
+
+    /// Replace the gateway running on this data directory without refusing a connection: take
+    /// its listening sockets (and control socket) over, serve on them, then have it drain
+    /// and exit. Fails (exit 1) when no gateway runs there. --listen is not used: the address
+    /// is the running gateway's.
+    #[arg(long, conflicts_with = "check_config")]
+    pub upgrade: bool,
 }
 
 /// `mcpgw cert ...`

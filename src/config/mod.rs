@@ -245,6 +245,8 @@ pub struct ServeConfig {
     pub tls: Option<TlsFiles>,
     /// How often the certificate files are looked at for a change; `None`: never.
     pub tls_watch: Option<Duration>,
+    /// Take the sockets of the gateway running on the data directory (`serve --upgrade`).
+    pub upgrade: bool,
     /// State directory.
     pub data_dir: PathBuf,
     /// Control socket path.
@@ -385,6 +387,7 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
         listen,
         tls,
         tls_watch: resolve_watch(args, &file.tls, &origin)?,
+        upgrade: args.upgrade,
         data_dir,
         control_socket,
         log_format: args

@@ -174,7 +174,13 @@ where
         // One wait for the stop signal for the connection's life, rather than one registered
         // with the token and taken off it again for each request.
         let mut stop = std::pin::pin!(limits.stop.cancelled());
+        let mut first = true;
         loop {
+            // A connection accepted just before the stop has its first request on the way
+            // (after a hand-off to a new process, it was accepted by the process leaving):
+            // it is awaited and answered. Only an idle connection that has had its answers
+            // is closed at the stop.
+            let fresh = std::mem::replace(&mut first, false);
             let waiting_since = Instant::now();
             let (len, body, close) = loop {
                 match parse(&self.buf, &mut self.fields) {
@@ -189,7 +195,7 @@ where
                         Ok(0) | Err(_) => return Next::Drop,
                         Ok(_) => {}
                     },
-                    () = &mut stop, if self.buf.is_empty() => return Next::Close,
+                    () = &mut stop, if self.buf.is_empty() && !fresh => return Next::Close,
                     expired = self.clock.until(deadline) => if expired {
                         return Next::Drop;
                     },
