@@ -17,8 +17,7 @@ const CLIENTS: usize = 4;
 /// Each client stops after this many calls, or when told.
 const CALLS_PER_CLIENT: usize = 500;
 
-/// One 2026-07-28 `tools/call` of `rs__echo` on a connection of its own (no pooled connection
-/// that the old process could close between two calls); `Err` says what went wrong.
+/// One 2026-07-28 `tools/call` of `rs__echo`; `Err` says what went wrong.
 async fn echo(http: &reqwest::Client, url: &str, text: &str) -> Result<(), String> {
     let msg = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
         "name": "rs__echo", "arguments": {"text": text}, "_meta": clients::modern_meta()}});
@@ -51,11 +50,18 @@ fn an_upgrade_under_load_fails_no_call_and_the_old_gateway_exits_0() {
     let url = format!("http://{}/mcp", old.addr);
     let rt = tokio::runtime::Runtime::new().unwrap();
     common::tls::install_provider();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap();
+    // Even clients open a connection per call; odd ones keep theirs alive between calls, so
+    // the old process has connections busy, idle between two calls, and new at the hand-off.
+    let make_client = |fresh: bool| {
+        let builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        let builder = if fresh {
+            builder.pool_max_idle_per_host(0)
+        } else {
+            builder
+        };
+        builder.http1_only().build().unwrap()
+    };
+    let http = make_client(true);
     rt.block_on(echo(&http, &url, "before")).unwrap();
 
     let done = Arc::new(AtomicBool::new(false));
@@ -64,7 +70,7 @@ fn an_upgrade_under_load_fails_no_call_and_the_old_gateway_exits_0() {
     let workers: Vec<_> = (0..CLIENTS)
         .map(|client| {
             let (done, ok, failures) = (done.clone(), ok.clone(), failures.clone());
-            let (http, url) = (http.clone(), url.clone());
+            let (http, url) = (make_client(client % 2 == 0), url.clone());
             rt.spawn(async move {
                 for n in 0..CALLS_PER_CLIENT {
                     if done.load(Ordering::Acquire) {
