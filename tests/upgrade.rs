@@ -177,3 +177,38 @@ fn a_second_upgrade_replaces_the_gateway_that_came_from_the_first() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_new_gateway_that_goes_away_before_serving_leaves_the_old_one_serving() {
+    use std::io::{Read, Write};
+    let dir = Dir::new();
+    let mut old = Gateway::start(&dir, &["--no-auth"]);
+    // What a new process that dies after taking the sockets looks like to the old one: it
+    // asks, receives, and goes away without saying it serves.
+    let mut conn =
+        std::os::unix::net::UnixStream::connect(dir.data_dir().join("mcpgw.handoff.sock")).unwrap();
+    conn.write_all(b"mcpgw-upgrade 1\n").unwrap();
+    let mut header = [0u8; 256];
+    let n = conn.read(&mut header).unwrap();
+    let header: Value = serde_json::from_slice(&header[..n]).unwrap();
+    assert_eq!(header["pid"], old.pid(), "{header}");
+    drop(conn);
+
+    old.wait_log_count("upgrade abandoned", 1, Duration::from_secs(20));
+    assert!(old.alive(), "{}", old.log());
+    let (code, body) = common::curl(&[&format!("http://{}/health", old.addr)]);
+    assert_eq!(code, 200, "{body}");
+    // The next upgrade goes through.
+    let mut cmd = dir.cmd();
+    cmd.args(["serve", "--upgrade", "--no-auth"]);
+    let new = Gateway::spawn(cmd);
+    assert_eq!(
+        old.wait_exit(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        old.log()
+    );
+    let (stdout, _) = dir.run_expect(&["status", "--json"], 0);
+    let status: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["pid"], new.pid(), "{status}");
+}
