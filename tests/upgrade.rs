@@ -41,6 +41,20 @@ async fn echo(http: &reqwest::Client, url: &str, text: &str) -> Result<(), Strin
     }
 }
 
+/// `mcpgw serve --upgrade` on `dir`'s data directory, once it says it serves.
+fn upgrade(dir: &Dir) -> Gateway {
+    let mut cmd = dir.cmd();
+    cmd.args(["serve", "--upgrade", "--no-auth", "--listen", "127.0.0.1:0"]);
+    Gateway::spawn(cmd)
+}
+
+/// The control socket answers, from `gw`'s process.
+fn assert_control_served_by(dir: &Dir, gw: &Gateway) {
+    let (stdout, _) = dir.run_expect(&["status", "--json"], 0);
+    let status: Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(status["pid"], gw.pid(), "{status}");
+}
+
 #[test]
 fn an_upgrade_under_load_fails_no_call_and_the_old_gateway_exits_0() {
     let dir = Dir::new();
@@ -92,9 +106,7 @@ fn an_upgrade_under_load_fails_no_call_and_the_old_gateway_exits_0() {
         std::thread::sleep(Duration::from_millis(10));
     }
 
-    let mut cmd = dir.cmd();
-    cmd.args(["serve", "--upgrade", "--no-auth", "--listen", "127.0.0.1:0"]);
-    let new = Gateway::spawn(cmd);
+    let new = upgrade(&dir);
     assert_eq!(new.addr, old.addr, "the new gateway serves the old address");
     assert_eq!(
         old.wait_exit(Duration::from_secs(60)),
@@ -127,9 +139,7 @@ fn an_upgrade_under_load_fails_no_call_and_the_old_gateway_exits_0() {
     );
 
     // The control socket moved too: it answers, from the new process.
-    let (stdout, _) = dir.run_expect(&["status", "--json"], 0);
-    let status: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(status["pid"], new.pid(), "{status}");
+    assert_control_served_by(&dir, &new);
 }
 
 #[test]
@@ -147,19 +157,14 @@ fn an_upgrade_with_no_gateway_running_fails_with_a_clear_message_and_exit_1() {
 fn a_second_upgrade_replaces_the_gateway_that_came_from_the_first() {
     let dir = Dir::new();
     let mut first = Gateway::start(&dir, &["--no-auth"]);
-    let upgrade = || {
-        let mut cmd = dir.cmd();
-        cmd.args(["serve", "--upgrade", "--no-auth"]);
-        Gateway::spawn(cmd)
-    };
-    let mut second = upgrade();
+    let mut second = upgrade(&dir);
     assert_eq!(
         first.wait_exit(Duration::from_secs(60)),
         Some(0),
         "{}",
         first.log()
     );
-    let third = upgrade();
+    let third = upgrade(&dir);
     assert_eq!(
         second.wait_exit(Duration::from_secs(60)),
         Some(0),
@@ -167,9 +172,7 @@ fn a_second_upgrade_replaces_the_gateway_that_came_from_the_first() {
         second.log()
     );
     assert_eq!(third.addr, first.addr);
-    let (stdout, _) = dir.run_expect(&["status", "--json"], 0);
-    let status: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(status["pid"], third.pid(), "{status}");
+    assert_control_served_by(&dir, &third);
     // A plain `serve` beside it is refused: the lock moved with the sockets and is held.
     let (_, stderr) = dir.run_expect(&["serve", "--listen", "127.0.0.1:0"], 1);
     assert!(
@@ -199,16 +202,12 @@ fn a_new_gateway_that_goes_away_before_serving_leaves_the_old_one_serving() {
     let (code, body) = common::curl(&[&format!("http://{}/health", old.addr)]);
     assert_eq!(code, 200, "{body}");
     // The next upgrade goes through.
-    let mut cmd = dir.cmd();
-    cmd.args(["serve", "--upgrade", "--no-auth"]);
-    let new = Gateway::spawn(cmd);
+    let new = upgrade(&dir);
     assert_eq!(
         old.wait_exit(Duration::from_secs(60)),
         Some(0),
         "{}",
         old.log()
     );
-    let (stdout, _) = dir.run_expect(&["status", "--json"], 0);
-    let status: Value = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(status["pid"], new.pid(), "{status}");
+    assert_control_served_by(&dir, &new);
 }
