@@ -1175,7 +1175,7 @@ _mcpgw() {
             return 0
             ;;
         mcpgw__subcmd__serve)
-            opts="-h -V --config --listen --tls-cert --tls-key --tls-ca --client-ca --allow-insecure-bind --no-auth --log-format --workers --upstream-spin-us --health-interval --health-threshold --request-timeout --shutdown-grace --check-config --control-socket --data-dir --json --help --version"
+            opts="-h -V --config --listen --tls-cert --tls-key --tls-ca --client-ca --tls-watch-interval --allow-insecure-bind --no-auth --log-format --workers --upstream-spin-us --health-interval --health-threshold --request-timeout --shutdown-grace --check-config --upgrade --control-socket --data-dir --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1202,6 +1202,10 @@ _mcpgw() {
                     return 0
                     ;;
                 --client-ca)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --tls-watch-interval)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -45,6 +45,7 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l tls-cert -d 'Servi
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l tls-key -d 'Private key of the serving certificate (PEM)' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l tls-ca -d 'CA that must have issued the serving certificate; a reload to a certificate it did not issue is refused' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l client-ca -d 'CA bundle for client certificates: clients must present one it issued (downstream mTLS)' -r -F
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l tls-watch-interval -d 'Seconds between looks at the certificate files (and the upstreams\') for a change, which reloads them as SIGHUP does; 0 turns the watch off [default: 1]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l log-format -d 'Log format [default: text]' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l workers -d 'Worker threads of the async runtime [default: one per CPU core]' -r
@@ -58,6 +59,7 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l data-dir -d 'Direc
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l allow-insecure-bind -d 'Allow listening on a non-loopback address without TLS'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l no-auth -d 'Turn bearer auth off (refused unless the listen address is loopback)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l check-config -d 'Validate the configuration and the serving certificate, print a summary and exit (0: usable, 1: not); binds nothing, creates nothing'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l upgrade -d 'Replace the gateway running on this data directory without refusing a connection: take its listening sockets (and control socket) over, serve on them, then have it drain and exit. Fails (exit 1) when no gateway runs there. --listen is not used: the address is the running gateway\'s'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l json -d 'Print data as JSON'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -s V -l version -d 'Print version'

@@ -447,6 +447,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MCPGW_CLIENT_CA", value_name = "FILE")]
     pub client_ca: Option<PathBuf>,
 
+    /// Seconds between looks at the certificate files (and the upstreams') for a change, which
+    /// reloads them as SIGHUP does; 0 turns the watch off [default: 1].
+    #[arg(long, env = "MCPGW_TLS_WATCH_INTERVAL", value_name = "SECS")]
+    pub tls_watch_interval: Option<f64>,
+
     /// Allow listening on a non-loopback address without TLS.
     #[arg(long, env = "MCPGW_ALLOW_INSECURE_BIND")]
     pub allow_insecure_bind: bool,
@@ -495,6 +500,13 @@ pub struct ServeArgs {
     /// (0: usable, 1: not); binds nothing, creates nothing.
     #[arg(long)]
     pub check_config: bool,
+
+    /// Replace the gateway running on this data directory without refusing a connection: take
+    /// its listening sockets (and control socket) over, serve on them, then have it drain
+    /// and exit. Fails (exit 1) when no gateway runs there. --listen is not used: the address
+    /// is the running gateway's.
+    #[arg(long, conflicts_with = "check_config")]
+    pub upgrade: bool,
 }
 
 /// `mcpgw cert ...`

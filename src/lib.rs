@@ -15,6 +15,7 @@ pub mod destination;
 pub mod docs;
 pub mod files;
 pub mod h1;
+pub mod handoff;
 pub mod hash;
 pub mod http;
 pub mod jsonrpc;

@@ -128,10 +128,12 @@ pub enum ReloadTrigger {
     Control,
     /// `POST /admin/cert/install` (a new pair submitted).
     Install,
+    /// A watched certificate file changed on disk ([`crate::reload::watch`]).
+    Watch,
 }
 
 impl ReloadTrigger {
-    const ALL: [Self; 3] = [Self::Sighup, Self::Control, Self::Install];
+    const ALL: [Self; 4] = [Self::Sighup, Self::Control, Self::Install, Self::Watch];
 
     /// The `trigger` label, the same word the reload log lines carry.
     pub fn as_str(self) -> &'static str {
@@ -139,6 +141,7 @@ impl ReloadTrigger {
             Self::Sighup => "SIGHUP",
             Self::Control => "control",
             Self::Install => "install",
+            Self::Watch => "watch",
         }
     }
 }
@@ -214,7 +217,7 @@ pub struct Metrics {
     /// Open downstream sessions by transport, as last reported through [`Metrics::sessions_gauge`].
     sessions: Mutex<BTreeMap<&'static str, u64>>,
     /// Indexed by [`ReloadTrigger::ALL`] position, then `[ok, failed]`.
-    reloads: [[AtomicU64; 2]; 3],
+    reloads: [[AtomicU64; 2]; 4],
     /// Refusals by the quota that made them (`crate::access::quota`); rare, so a short mutex.
     quota_refusals: Mutex<BTreeMap<&'static str, u64>>,
 }

@@ -14,6 +14,11 @@
 //!
 //! The steps read files and verify signatures, so they run on the blocking pool, never on an
 //! async worker. Reloads take turns: one runs at a time, whoever asked.
+//!
+//! Besides SIGHUP and the control socket, [`watch`] asks for a reload when one of the files
+//! this path reads changes on disk (a mounted secret swapped by Kubernetes included).
+
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -110,6 +115,8 @@ pub struct Reloader {
     turn: tokio::sync::Mutex<()>,
     /// The last [`HISTORY`] outcomes, newest last, for the console.
     history: std::sync::Mutex<std::collections::VecDeque<Rotation>>,
+    /// What the files were when the last reload read them (for [`watch`]).
+    stamps: watch::Stamps,
 }
 
 /// Reload outcomes [`Reloader::history`] keeps.
@@ -120,7 +127,7 @@ pub const HISTORY: usize = 50;
 pub struct Rotation {
     /// When it ended, RFC 3339.
     pub at: String,
-    /// What asked for it (`SIGHUP`, `control`, `install`).
+    /// What asked for it (`SIGHUP`, `control`, `install`, `watch`).
     pub trigger: String,
     /// `swapped`, `refused`, or `no-tls` (plain HTTP: only the upstream identities were read).
     pub outcome: String,
@@ -149,6 +156,7 @@ impl Reloader {
             policy,
             turn: tokio::sync::Mutex::new(()),
             history: std::sync::Mutex::default(),
+            stamps: watch::Stamps::default(),
         }
     }
 
@@ -172,7 +180,16 @@ impl Reloader {
     ) -> Result<ReloadReport, Refused> {
         let _turn = self.turn.lock().await;
         let _reloading = crate::notify::reloading();
+        // Files re-read are looked at before they are read (one changing meanwhile is a change
+        // still to reload); files installed, after they are written (the install is no change).
+        let reread = matches!(action, Action::Reread);
+        if reread {
+            self.stamps.record(self.files()).await;
+        }
         let certificate = self.certificate_step(action).await;
+        if !reread {
+            self.stamps.record(self.files()).await;
+        }
         let upstreams = self.identity_step().await;
         self.policy_step(trigger).await;
         self.record(trigger, &certificate, &upstreams);
@@ -198,6 +215,36 @@ impl Reloader {
             }
         });
         wake
+    }
+
+    /// The files a reload reads, each with what it is: the serving certificate, key and CA
+    /// bundles, and every upstream's TLS files given as paths (inline PEM has no file).
+    pub fn files(&self) -> Vec<(String, std::path::PathBuf)> {
+        let mut files = Vec::new();
+        if let Some(serving) = &self.serving {
+            let served = serving.files();
+            files.push(("certificate".to_owned(), served.cert.clone()));
+            files.push(("key".to_owned(), served.key.clone()));
+            let cas = [("CA", &served.ca), ("client CA", &served.client_ca)];
+            for (role, path) in cas {
+                files.extend(path.iter().map(|p| (role.to_owned(), p.clone())));
+            }
+        }
+        for up in self.registry.list() {
+            let reg = up.registration();
+            let tls = &reg.tls;
+            let parts = [
+                ("CA", &tls.ca),
+                ("client certificate", &tls.client_cert),
+                ("client key", &tls.client_key),
+            ];
+            for (role, source) in parts {
+                if let Some(crate::store::PemSource::Path(path)) = source {
+                    files.push((format!("upstream {} {role}", reg.name), path.clone()));
+                }
+            }
+        }
+        files
     }
 
     /// Step 1: the serving certificate, validated and published (or refused) off the workers.

@@ -34,6 +34,9 @@ fn sse_websocket_and_streamable_sessions_survive_twenty_rotations() {
             dir.join("gw.key").to_str().unwrap(),
             "--tls-ca",
             &pki.s("ca.crt"),
+            // The reloads are counted below: only the ones this test asks for.
+            "--tls-watch-interval",
+            "0",
         ],
     );
     dir.gateway_add_mtls("rs", &format!("https://localhost:{}/mcp", up.port()), &pki);

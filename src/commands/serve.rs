@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::cli::ServeArgs;
 use crate::config::{self, GlobalPaths, ServeConfig};
 use crate::control::server::ControlSocket;
+use crate::handoff;
 use crate::http::{self, AppState, Surface};
 use crate::signals::{self, Signal};
 use crate::tls::serving::ServingCert;
@@ -48,9 +49,13 @@ pub fn run(args: &ServeArgs, globals: &GlobalPaths) -> anyhow::Result<()> {
 async fn serve(cfg: ServeConfig, wait: Arc<crate::h1::client::Wait>) -> anyhow::Result<()> {
     prepare_data_dir(&cfg.data_dir)?;
     let serving = load_serving(&cfg)?;
-    let listener = bind_listener(cfg.listen).await?;
+    let Sockets {
+        listener,
+        control,
+        offer,
+        predecessor,
+    } = open_sockets(&cfg).await?;
     let local = listener.local_addr()?;
-    let control = ControlSocket::bind(&cfg.control_socket)?;
     let signal_rx = signals::install().context("cannot install signal handlers")?;
     let state = build_state(&cfg, local, control.path(), serving, wait).await?;
 
@@ -76,11 +81,83 @@ async fn serve(cfg: ServeConfig, wait: Arc<crate::h1::client::Wait>) -> anyhow::
     relay_catalog_changes(state.clone());
     relay_resource_updates(state.clone());
     let reload = state.reload.spawn_signal_worker();
+    spawn_file_watch(&state, &cfg, stop.clone());
 
     announce_ready(&state, &cfg, local);
-    wait_for_shutdown(signal_rx, &reload).await;
+    let handed_over = take_turn_in_upgrades(offer, predecessor, stop.clone());
+    wait_for_shutdown(signal_rx, &reload, &handed_over).await;
     crate::notify::stopping();
     drain(&state, tasks, stop, graceful, cfg.shutdown_grace).await
+}
+
+/// Reload when a certificate file changes on disk (`[tls] watch_interval`; 0 turns it off).
+fn spawn_file_watch(state: &Arc<AppState>, cfg: &ServeConfig, stop: CancellationToken) {
+    if let Some(interval) = cfg.tls_watch {
+        // Ends with `stop`; a reload it started finishes on its own.
+        drop(crate::reload::watch::spawn(
+            state.reload.clone(),
+            interval,
+            stop,
+        ));
+    }
+}
+
+/// What the gateway serves on, and its part in upgrades ([`crate::handoff`]).
+struct Sockets {
+    listener: TcpListener,
+    control: ControlSocket,
+    /// What this gateway hands to the next one.
+    offer: handoff::Offer,
+    /// The gateway these sockets came from (`--upgrade`), to be told when this one serves.
+    predecessor: Option<handoff::Predecessor>,
+}
+
+/// Bind the listener and the control socket, or with `--upgrade` take them from the gateway
+/// running on the data directory.
+async fn open_sockets(cfg: &ServeConfig) -> anyhow::Result<Sockets> {
+    if !cfg.upgrade {
+        let listener = bind_listener(cfg.listen).await?;
+        let control = ControlSocket::bind(&cfg.control_socket)?;
+        let offer = handoff::Offer::new(&cfg.data_dir, &listener, &control, None)
+            .context("cannot bind the hand-off socket for upgrades")?;
+        return Ok(Sockets {
+            listener,
+            control,
+            offer,
+            predecessor: None,
+        });
+    }
+    let dir = cfg.data_dir.clone();
+    let taken = tokio::task::spawn_blocking(move || handoff::take_over(&dir))
+        .await
+        .context("the hand-off did not finish")?
+        .context("cannot upgrade")?;
+    taken.listener.set_nonblocking(true)?;
+    let listener = TcpListener::from_std(taken.listener)?;
+    let control = ControlSocket::inherit(&cfg.control_socket, taken.control, taken.lock)?;
+    let offer = handoff::Offer::new(&cfg.data_dir, &listener, &control, Some(taken.handoff))
+        .context("cannot serve the inherited hand-off socket")?;
+    Ok(Sockets {
+        listener,
+        control,
+        offer,
+        predecessor: Some(taken.predecessor),
+    })
+}
+
+/// Once this gateway serves: tell the one it replaced (if any) to go, and start offering the
+/// sockets to the next upgrade. The token fires when a new gateway has taken them.
+fn take_turn_in_upgrades(
+    offer: handoff::Offer,
+    predecessor: Option<handoff::Predecessor>,
+    stop: CancellationToken,
+) -> CancellationToken {
+    if let Some(predecessor) = predecessor {
+        drop(tokio::task::spawn_blocking(move || predecessor.serving()));
+    }
+    let handed_over = CancellationToken::new();
+    drop(tokio::spawn(offer.serve(handed_over.clone(), stop)));
+    handed_over
 }
 
 /// The serving certificate, when the listener is HTTPS; a refused certificate stops start-up.
@@ -124,10 +201,12 @@ async fn build_state(
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let children = crate::upstream::stdio::Children::new(Some(&cfg.data_dir));
     // Before any child of ours starts: what a SIGKILLed predecessor left running is stopped.
+    // Not after an upgrade: the predecessor is alive, its children are its own to stop.
     let dir = cfg.data_dir.clone();
+    let upgrade = cfg.upgrade;
     let swept = tokio::task::spawn_blocking({
         let children = children.clone();
-        move || children.sweep()
+        move || if upgrade { 0 } else { children.sweep() }
     })
     .await
     .with_context(|| format!("cannot sweep the stdio upstreams left in {}", dir.display()))?;
@@ -278,12 +357,20 @@ fn announce_ready(state: &AppState, cfg: &ServeConfig, local: std::net::SocketAd
     crate::notify::ready();
 }
 
-/// Serve until SIGTERM/SIGINT; SIGHUP wakes the reload worker.
-async fn wait_for_shutdown(mut signal_rx: UnboundedReceiver<Signal>, reload: &Notify) {
-    while let Some(signal) = signal_rx.recv().await {
-        match signal {
-            Signal::Reload => reload.notify_one(),
-            Signal::Shutdown => break,
+/// Serve until SIGTERM/SIGINT, or until a new gateway took the sockets over; SIGHUP wakes the
+/// reload worker.
+async fn wait_for_shutdown(
+    mut signal_rx: UnboundedReceiver<Signal>,
+    reload: &Notify,
+    handed_over: &CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = handed_over.cancelled() => break,
+            signal = signal_rx.recv() => match signal {
+                Some(Signal::Reload) => reload.notify_one(),
+                Some(Signal::Shutdown) | None => break,
+            },
         }
     }
 }

@@ -218,6 +218,8 @@ pub struct FileTls {
     pub ca: Option<PathBuf>,
     /// CA bundle for downstream client certificates.
     pub client_ca: Option<PathBuf>,
+    /// Seconds between looks at the certificate files for a change (0: off).
+    pub watch_interval: Option<f64>,
 }
 
 /// `[audit]` of `mcpgw.toml`.
@@ -241,6 +243,10 @@ pub struct ServeConfig {
     pub audit: Option<crate::access::audit::Target>,
     /// TLS material, when serving HTTPS.
     pub tls: Option<TlsFiles>,
+    /// How often the certificate files are looked at for a change; `None`: never.
+    pub tls_watch: Option<Duration>,
+    /// Take the sockets of the gateway running on the data directory (`serve --upgrade`).
+    pub upgrade: bool,
     /// State directory.
     pub data_dir: PathBuf,
     /// Control socket path.
@@ -380,6 +386,8 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
     Ok(ServeConfig {
         listen,
         tls,
+        tls_watch: resolve_watch(args, &file.tls, &origin)?,
+        upgrade: args.upgrade,
         data_dir,
         control_socket,
         log_format: args
@@ -467,6 +475,27 @@ fn resolve_tls(
             origin: origin.to_owned(),
         }),
     }
+}
+
+/// `--tls-watch-interval` or `[tls] watch_interval`: 1 s unless set; 0 turns the watch off.
+fn resolve_watch(
+    args: &ServeArgs,
+    file: &FileTls,
+    origin: &str,
+) -> Result<Option<Duration>, ConfigError> {
+    let secs = args
+        .tls_watch_interval
+        .or(file.watch_interval)
+        .unwrap_or(1.0);
+    if !(0.0..=3600.0).contains(&secs) {
+        return Err(field_error(
+            origin,
+            "tls.watch_interval",
+            "a number of seconds from 0 (off) to 3600",
+            secs.to_string(),
+        ));
+    }
+    Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
 }
 
 /// Off loopback, plain HTTP needs an explicit yes and auth cannot be turned off. Returns
@@ -730,6 +759,21 @@ mod tests {
             ..ServeArgs::default()
         };
         assert!(resolve(&args, &GlobalPaths::default()).is_ok());
+    }
+
+    #[test]
+    fn the_certificate_watch_is_on_every_second_unless_set_and_zero_turns_it_off() {
+        let every = |text: &str| with_file(text).map(|cfg| cfg.tls_watch);
+        assert_eq!(every("").unwrap(), Some(Duration::from_secs(1)));
+        assert_eq!(every("[tls]\nwatch_interval = 0\n").unwrap(), None);
+        assert_eq!(
+            every("[tls]\nwatch_interval = 0.25\n").unwrap(),
+            Some(Duration::from_millis(250))
+        );
+        let err = every("[tls]\nwatch_interval = -1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tls.watch_interval"), "{err}");
     }
 
     #[test]

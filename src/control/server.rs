@@ -1,10 +1,11 @@
 //! Server side of the control socket.
 
 use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::io::AsyncWriteExt;
@@ -46,7 +47,9 @@ pub enum ControlError {
 pub struct ControlSocket {
     listener: UnixListener,
     path: PathBuf,
-    _lock: File,
+    lock: File,
+    /// Set once the socket was handed to a new process: the file is its now.
+    keep_file: Arc<AtomicBool>,
 }
 
 impl ControlSocket {
@@ -81,26 +84,46 @@ impl ControlSocket {
             });
         }
         // We hold the lock, so whatever socket is there belongs to a gateway that is gone.
-        let _ = std::fs::remove_file(path);
-        // Create the socket already owner-only, closing the window between bind and chmod.
-        let old_umask = rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o177));
-        let bound = UnixListener::bind(path);
-        rustix::process::umask(old_umask);
-        let listener = bound.map_err(|error| ControlError::Bind {
+        let listener = bind_owner_only(path).map_err(|error| ControlError::Bind {
             path: display.clone(),
             error,
         })?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
-            |error| ControlError::Bind {
-                path: display,
-                error,
-            },
-        )?;
         Ok(Self {
             listener,
             path: path.to_owned(),
-            _lock: lock,
+            lock,
+            keep_file: Arc::default(),
         })
+    }
+
+    /// The control socket a gateway handed over ([`crate::handoff`]): its listener and its
+    /// lock (the same open lock file, so the lock was never released in between).
+    pub fn inherit(
+        path: &Path,
+        listener: std::os::unix::net::UnixListener,
+        lock: File,
+    ) -> Result<Self, ControlError> {
+        let bind = |error| ControlError::Bind {
+            path: path.display().to_string(),
+            error,
+        };
+        listener.set_nonblocking(true).map_err(bind)?;
+        Ok(Self {
+            listener: UnixListener::from_std(listener).map_err(bind)?,
+            path: path.to_owned(),
+            lock,
+            keep_file: Arc::default(),
+        })
+    }
+
+    /// Copies of the listener and the lock, to hand to a new process, and the switch that
+    /// leaves the socket file in place at the stop (the new process serves it then).
+    pub fn share(&self) -> std::io::Result<(OwnedFd, OwnedFd, Arc<AtomicBool>)> {
+        Ok((
+            self.listener.as_fd().try_clone_to_owned()?,
+            self.lock.as_fd().try_clone_to_owned()?,
+            self.keep_file.clone(),
+        ))
     }
 
     /// The socket path.
@@ -115,7 +138,6 @@ impl ControlSocket {
         stop: CancellationToken,
         graceful: Arc<GracefulShutdown>,
     ) {
-        let own_uid = rustix::process::geteuid().as_raw();
         loop {
             let stream = tokio::select! {
                 () = stop.cancelled() => break,
@@ -128,8 +150,7 @@ impl ControlSocket {
                     }
                 },
             };
-            let peer_uid = stream.peer_cred().map(|c| c.uid()).ok();
-            if !peer_uid.is_some_and(|uid| uid == own_uid || uid == 0) {
+            if let Err(peer_uid) = peer_permitted(&stream) {
                 tracing::warn!(peer_uid, "control socket: refused a peer with another uid");
                 tokio::spawn(refuse(stream));
                 continue;
@@ -142,7 +163,33 @@ impl ControlSocket {
                 stop.clone(),
             ));
         }
-        let _ = std::fs::remove_file(&self.path);
+        if !self.keep_file.load(Ordering::Acquire) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// Bind a Unix socket at `path` (over a stale one) that only its owner may connect to: created
+/// under umask 0177, closing the window between bind and chmod, then set to 0600.
+pub(crate) fn bind_owner_only(path: &Path) -> std::io::Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let old_umask = rustix::process::umask(rustix::fs::Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(path);
+    rustix::process::umask(old_umask);
+    let listener = bound?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Whether the peer of a Unix socket runs as the gateway's user (or root), who alone may use
+/// its sockets; `Err` with the peer's uid (if known) otherwise.
+pub(crate) fn peer_permitted(stream: &tokio::net::UnixStream) -> Result<(), Option<u32>> {
+    let own_uid = rustix::process::geteuid().as_raw();
+    let peer_uid = stream.peer_cred().map(|c| c.uid()).ok();
+    if peer_uid.is_some_and(|uid| uid == own_uid || uid == 0) {
+        Ok(())
+    } else {
+        Err(peer_uid)
     }
 }
 

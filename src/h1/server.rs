@@ -59,6 +59,9 @@ const READ_SPACE: usize = 4 * 1024;
 const MAX_AHEAD: usize = 64 * 1024;
 /// Answers up to this size are written with their head in one write.
 const ONE_WRITE: usize = 64 * 1024;
+/// How long an idle connection stays open after the listener stops, for a request already on
+/// its way (see `ServerConn::run`).
+const STOP_LINGER: Duration = Duration::from_secs(1);
 /// Buffer capacity a connection keeps between requests; larger buffers are given back.
 const KEEP_BUFFER: usize = 16 * 1024;
 
@@ -69,7 +72,8 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// How long a request body may take to arrive after its head.
     pub body_timeout: Duration,
-    /// Fires when the listener stops: idle connections close, busy ones after their answer.
+    /// Fires when the listener stops: idle connections close after a moment for a request on
+    /// its way, busy ones after their answer.
     pub stop: CancellationToken,
 }
 
@@ -174,6 +178,8 @@ where
         // One wait for the stop signal for the connection's life, rather than one registered
         // with the token and taken off it again for each request.
         let mut stop = std::pin::pin!(limits.stop.cancelled());
+        // Set at the stop: when an idle connection closes if no request came by then.
+        let mut closing_at: Option<Instant> = None;
         loop {
             let waiting_since = Instant::now();
             let (len, body, close) = loop {
@@ -182,16 +188,24 @@ where
                     Parsed::Other => return Next::Hyper,
                     Parsed::Partial => {}
                 }
-                let deadline = waiting_since + limits.header_timeout;
+                let timeout = waiting_since + limits.header_timeout;
+                let deadline = closing_at.map_or(timeout, |at| at.min(timeout));
                 tokio::select! {
                     biased;
                     read = read_more(&mut self.io, &mut self.buf) => match read {
                         Ok(0) | Err(_) => return Next::Drop,
                         Ok(_) => {}
                     },
-                    () = &mut stop, if self.buf.is_empty() => return Next::Close,
+                    // Closing an idle connection the instant the stop comes would fail the
+                    // request a busy client is writing on it at that instant (or the first
+                    // request of a connection accepted just before): it gets a moment for its
+                    // next request, answered with `connection: close`.
+                    () = &mut stop, if closing_at.is_none() => {
+                        closing_at = Some(Instant::now() + STOP_LINGER);
+                    },
                     expired = self.clock.until(deadline) => if expired {
-                        return Next::Drop;
+                        let idle = closing_at.is_some() && self.buf.is_empty();
+                        return if idle { Next::Close } else { Next::Drop };
                     },
                 }
             };

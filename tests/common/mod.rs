@@ -310,6 +310,29 @@ impl Gateway {
     }
 }
 
+/// Stop the load workers (`done`), wait for them, and assert that none of their requests
+/// failed (`failures` holds what went wrong), showing `context` (logs) if one did.
+pub fn stop_load_expecting_no_failure(
+    rt: &tokio::runtime::Runtime,
+    done: &std::sync::atomic::AtomicBool,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+    failures: &Mutex<Vec<String>>,
+    context: impl Fn() -> String,
+) {
+    done.store(true, std::sync::atomic::Ordering::Release);
+    for w in workers {
+        rt.block_on(w).unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} failed requests, e.g. {:?}\n{}",
+        failures.len(),
+        &failures[..failures.len().min(5)],
+        context()
+    );
+}
+
 /// What `output` says, line by line as it comes, collected by a thread of its own.
 pub fn collect_lines(output: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
     let log = Arc::new(Mutex::new(String::new()));
