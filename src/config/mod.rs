@@ -55,6 +55,14 @@ pub enum ConfigError {
         /// The TOML parser's message (line, column, key and expected type).
         detail: String,
     },
+    /// The store URL cannot be used (the message never quotes it: it may hold a password).
+    #[error("{setting}: {error}")]
+    Store {
+        /// Where the URL was given: the flag and variable, or the file and key.
+        setting: String,
+        /// What is wrong with it.
+        error: crate::store::postgres::PgUrlError,
+    },
     /// An `[[upstream]]` program that cannot be run.
     #[error("{origin}: upstream `{name}`: {error}")]
     Upstream {
@@ -135,6 +143,9 @@ pub struct FileConfig {
     /// `[audit]`.
     #[serde(default)]
     pub audit: FileAudit,
+    /// `[store]`.
+    #[serde(default)]
+    pub store: FileStore,
     /// `[upstreams]`.
     #[serde(default)]
     pub upstreams: FileUpstreams,
@@ -220,6 +231,23 @@ pub struct FileTls {
     pub client_ca: Option<PathBuf>,
 }
 
+/// `[store]` of `mcpgw.toml`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStore {
+    /// `url = "postgres://..."`; SQLite in the data directory when absent.
+    pub url: Option<String>,
+}
+
+impl std::fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a database password.
+        f.debug_struct("FileStore")
+            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
 /// `[audit]` of `mcpgw.toml`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -243,6 +271,8 @@ pub struct ServeConfig {
     pub tls: Option<TlsFiles>,
     /// State directory.
     pub data_dir: PathBuf,
+    /// Where registrations live.
+    pub store: crate::store::StoreLocation,
     /// Control socket path.
     pub control_socket: PathBuf,
     /// Log format.
@@ -366,6 +396,7 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
             })?;
     let sessions = resolve_sessions(&file.mcp, &origin)?;
     let quotas = limits::resolve(&file.limits, &file.http, sessions, &origin)?;
+    let store = resolve_store(args, &file.store, &origin)?;
     let data_dir = globals
         .data_dir
         .clone()
@@ -381,6 +412,7 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
         listen,
         tls,
         data_dir,
+        store,
         control_socket,
         log_format: args
             .log_format
@@ -409,6 +441,22 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
         quotas,
         declared,
     })
+}
+
+/// `--store` / `MCPGW_STORE`, else `[store] url`, else SQLite in the data directory.
+fn resolve_store(
+    args: &ServeArgs,
+    file: &FileStore,
+    origin: &str,
+) -> Result<crate::store::StoreLocation, ConfigError> {
+    let (text, setting) = match (&args.store, &file.url) {
+        (Some(flag), _) => (&flag.0, "--store (or MCPGW_STORE)".to_owned()),
+        (None, Some(url)) => (url, format!("{origin}: `store.url`")),
+        (None, None) => return Ok(crate::store::StoreLocation::DataDir),
+    };
+    crate::store::postgres::PgUrl::parse(text)
+        .map(|url| crate::store::StoreLocation::Postgres(Box::new(url)))
+        .map_err(|error| ConfigError::Store { setting, error })
 }
 
 /// A [`ConfigError::Field`] for `key` of `origin`.

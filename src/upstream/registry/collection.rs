@@ -63,7 +63,7 @@ pub struct UnusableIdentity {
 /// The registry handle.
 #[derive(Clone)]
 pub struct Registry {
-    inner: Arc<RegistryInner>,
+    pub(super) inner: Arc<RegistryInner>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -122,7 +122,12 @@ impl Registry {
         &self.inner.clients
     }
 
-    fn make(&self, reg: Registration) -> Arc<Upstream> {
+    /// The store registrations are kept in.
+    pub(super) fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub(super) fn make(&self, reg: Registration) -> Arc<Upstream> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
         let up = Arc::new(Upstream {
             health: Mutex::new(reg.health.clone()),
@@ -178,7 +183,7 @@ impl Registry {
     }
 
     /// Run a store operation off the async threads (the store is synchronous).
-    async fn on_store<T: Send + 'static>(
+    pub(super) async fn on_store<T: Send + 'static>(
         &self,
         op: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -258,11 +263,11 @@ impl Registry {
         reg.health = up.health();
         up.reg.store(Arc::new(reg.clone()));
         self.on_store(move |store| store.insert(&reg)).await?;
-        self.inner
-            .upstreams
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(up.name(), up.clone());
+        // The store's own notice of this insert may have been reconciled first (an upstream
+        // made from the same registration): this one, already connected, takes its place.
+        if let Some(adopted) = self.put(up.clone()) {
+            adopted.shut();
+        }
         tracing::info!(upstream = %up.name(), status = up.health().status.as_str(), "upstream registered");
         Ok(up)
     }
@@ -343,13 +348,7 @@ impl Registry {
     pub async fn remove(&self, name: &str) -> Result<(), StoreError> {
         let owned = name.to_owned();
         self.on_store(move |store| store.remove(&owned)).await?;
-        let removed = self
-            .inner
-            .upstreams
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
-        if let Some(up) = removed {
+        if let Some(up) = self.take(name) {
             up.shut();
         }
         tracing::info!(upstream = %name, "upstream removed");
