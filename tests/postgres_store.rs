@@ -80,6 +80,25 @@ fn a_registration_through_one_instance_is_callable_through_the_other_and_a_remov
     let (listed, _) = dir_b.run_expect(&["gateway", "list", "--json"], 0);
     assert!(listed.contains("\"rs\""), "{listed}");
 
+    // Disabled and enabled again through A's API (PUT): B follows both.
+    for (enabled, what) in [
+        (false, "disabled on A refused on B after"),
+        (true, "enabled on A callable on B after"),
+    ] {
+        let body = json!({"name": "rs", "url": format!("{}/mcp", up.base), "enabled": enabled});
+        let status = rt.block_on(async {
+            http(None)
+                .put(format!("http://{}/gateways/rs", gw_a.addr))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        });
+        assert_eq!(status, 200, "PUT enabled={enabled}");
+        rt.block_on(until_echo(&on_b, enabled, what));
+    }
+
     dir_b.run_expect(&["gateway", "remove", "rs"], 0);
     rt.block_on(until_echo(&on_a, false, "removal on B refused on A after"));
     let (listed, _) = dir_a.run_expect(&["gateway", "list", "--json"], 0);
