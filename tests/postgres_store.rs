@@ -376,3 +376,58 @@ fn readiness_with_a_thousand_registrations_is_measured() {
         .map(Vec::len);
     assert_eq!(count, Some(1000), "{listed}");
 }
+
+#[test]
+fn tls_to_the_database_follows_sslmode_with_the_host_name_checked_by_verify_full() {
+    let mut pg = Postgres::start();
+    let dir = Dir::new();
+    let pki = dir.cert_gen("pki", &[]);
+    let stranger = dir.cert_gen("other", &[]);
+    let ca = format!("&sslrootcert={}", pki.s("ca.crt"));
+    let wrong_ca = format!("&sslrootcert={}", stranger.s("ca.crt"));
+    let encrypted = "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                     WHERE a.application_name = 'mcpgw' AND s.ssl";
+    // Starts, and its connections to the database are encrypted.
+    let accepted = |pg: &Postgres, query: &str| {
+        let (_dir, gw) = gateway(&pg.url_with(query));
+        let count: u32 = pg.sql(encrypted).parse().unwrap();
+        assert!(count >= 1, "{query}: no TLS connection\n{}", gw.log());
+    };
+    // Refuses to start, saying why.
+    let refused = |pg: &Postgres, query: &str, why: &str| {
+        let (_, stderr) = Dir::new().run_expect(
+            &[
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--no-auth",
+                "--store",
+                &pg.url_with(query),
+            ],
+            1,
+        );
+        assert!(stderr.contains(why), "{query}: {stderr}");
+        assert!(!stderr.contains(PASSWORD), "{stderr}");
+    };
+
+    // A certificate for localhost and 127.0.0.1 from our CA.
+    pg.serve_tls(&pki.file("server.crt"), &pki.file("server.key"));
+    accepted(&pg, &format!("?sslmode=verify-full{ca}"));
+    accepted(&pg, "?sslmode=require");
+    accepted(&pg, "?sslmode=prefer");
+    refused(
+        &pg,
+        &format!("?sslmode=verify-ca{wrong_ca}"),
+        "invalid peer certificate",
+    );
+
+    // A certificate for localhost only, dialled as 127.0.0.1: the chain is good, the name not.
+    let (cert, key) = pki.localhost_only();
+    pg.serve_tls(&cert, &key);
+    refused(
+        &pg,
+        &format!("?sslmode=verify-full{ca}"),
+        "certificate not valid for name \"127.0.0.1\"",
+    );
+    accepted(&pg, &format!("?sslmode=verify-ca{ca}"));
+}

@@ -295,12 +295,20 @@ async fn migrate(client: &mut Client, url: &PgUrl) -> Result<(), StoreError> {
 
 /// A client error in words that carry no stored value: for a server error its severity,
 /// message and code (never its DETAIL, which can quote a row's values); otherwise
-/// tokio-postgres's description (connection and I/O errors name no value).
+/// tokio-postgres's description with its causes (connection, TLS and I/O errors name no value,
+/// and the password is never part of one).
 fn describe(err: &tokio_postgres::Error) -> String {
-    match err.as_db_error() {
-        Some(db) => format!("{}: {} ({})", db.severity(), db.message(), db.code().code()),
-        None => err.to_string(),
+    if let Some(db) = err.as_db_error() {
+        return format!("{}: {} ({})", db.severity(), db.message(), db.code().code());
     }
+    let mut text = err.to_string();
+    let mut cause = std::error::Error::source(err);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 impl Store for PostgresStore {

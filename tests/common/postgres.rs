@@ -21,6 +21,8 @@ pub struct Postgres {
     bin: PathBuf,
     tmp: tempfile::TempDir,
     child: Option<Child>,
+    /// Server settings beyond the defaults (`-c name=value`).
+    settings: Vec<String>,
     /// The TCP port on 127.0.0.1.
     pub port: u16,
 }
@@ -68,6 +70,7 @@ impl Postgres {
             bin,
             tmp,
             child: None,
+            settings: Vec::new(),
             port,
         };
         pg.restart();
@@ -104,6 +107,7 @@ impl Postgres {
             .arg("-k")
             .arg(self.tmp.path().join("sock"))
             .args(["-c", "fsync=off", "-c", "max_connections=200"])
+            .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -125,6 +129,34 @@ impl Postgres {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Serve TLS with this certificate and key from now on (restarts the server). The key is
+    /// copied where the server's user owns it with mode 0600, as PostgreSQL requires.
+    pub fn serve_tls(&mut self, cert: &Path, key: &Path) {
+        use std::os::unix::fs::PermissionsExt;
+        self.stop();
+        let (own_cert, own_key) = (
+            self.tmp.path().join("server.crt"),
+            self.tmp.path().join("server.key"),
+        );
+        std::fs::copy(cert, &own_cert).unwrap();
+        std::fs::copy(key, &own_key).unwrap();
+        std::fs::set_permissions(&own_key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        if is_root() {
+            let status = Command::new("chown")
+                .arg("nobody:nogroup")
+                .args([&own_cert, &own_key])
+                .status()
+                .unwrap();
+            assert!(status.success(), "chown of the server certificate failed");
+        }
+        self.settings = vec![
+            "ssl=on".into(),
+            format!("ssl_cert_file={}", own_cert.display()),
+            format!("ssl_key_file={}", own_key.display()),
+        ];
+        self.restart();
     }
 
     /// Stop the server (fast shutdown: clients are disconnected) and wait for it.
