@@ -19,6 +19,7 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     // instead of being discovered on read; the CHECKs mirror the enums in `super`. PostgreSQL
     // also gets the table of values the instances sharing it must agree on (the signing secret
     // of built-in tokens): SQLite has one instance, which keeps its secret in the data directory.
+    // And the leases that let one instance at a time check an upstream's health.
     Migration {
         sqlite: "CREATE TABLE registrations (
             name TEXT PRIMARY KEY NOT NULL,
@@ -53,6 +54,11 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         CREATE TABLE shared_secrets (
             name TEXT PRIMARY KEY NOT NULL,
             value BYTEA NOT NULL
+        );
+        CREATE TABLE health_leases (
+            name TEXT PRIMARY KEY NOT NULL,
+            holder TEXT NOT NULL,
+            until_ms BIGINT NOT NULL
         );",
     },
     // 2: per-upstream protocol era and whether one upstream session is shared (issue 19).

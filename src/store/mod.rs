@@ -476,6 +476,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn shared_secret(&self, proposed: &[u8]) -> Result<Vec<u8>, StoreError> {
         Ok(proposed.to_vec())
     }
+    /// Whether this instance should run the health check of `name` now: `true` when it holds
+    /// the lease for the next `lease` (no other instance held an unexpired one), so that one
+    /// instance at a time checks each upstream. A store one instance has to itself always says
+    /// `true`.
+    fn claim_health_check(
+        &self,
+        name: &str,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let _ = (name, lease);
+        Ok(true)
+    }
     /// Changes written by any instance, as they are announced; `None` for a store only this
     /// instance writes (there is nothing to hear).
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreChange>> {

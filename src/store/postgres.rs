@@ -61,11 +61,18 @@ const UPDATE: &str = "WITH changed AS (UPDATE registrations SET url = $2, transp
                       tls = $4, auth = $5, enabled = $6, updated_at = $7, era = $8, \
                       shared_session = $9, command = $10 WHERE name = $1 RETURNING name) \
                       SELECT pg_notify('mcpgw_registry', name) FROM changed";
-// Health is each instance's own observation (until health checks are coordinated), so it is
-// stored for `gateway show` and restarts but announces nothing.
-const SET_HEALTH: &str = "UPDATE registrations SET health_status = $2, health_since = $3, \
-                          health_last_success = $4, health_last_error = $5, \
-                          health_consecutive_failures = $6 WHERE name = $1";
+// Health is written when its status changes, by the instance holding the upstream's health
+// lease; the notice lets the others show what it saw.
+const SET_HEALTH: &str = "WITH changed AS (UPDATE registrations SET health_status = $2, \
+                          health_since = $3, health_last_success = $4, health_last_error = $5, \
+                          health_consecutive_failures = $6 WHERE name = $1 RETURNING name) \
+                          SELECT pg_notify('mcpgw_registry', name) FROM changed";
+// Take the lease when there is none or it has expired, by the database's clock (instances'
+// clocks may differ); a row comes back only to the one instance that took it.
+const CLAIM_HEALTH: &str = "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint AS ms) \
+     INSERT INTO health_leases (name, holder, until_ms) SELECT $1, $2, ms + $3 FROM now \
+     ON CONFLICT (name) DO UPDATE SET holder = EXCLUDED.holder, until_ms = EXCLUDED.until_ms \
+     WHERE health_leases.until_ms <= (SELECT ms FROM now) RETURNING name";
 const DELETE: &str = "WITH changed AS (DELETE FROM registrations WHERE name = $1 RETURNING name) \
                       SELECT pg_notify('mcpgw_registry', name) FROM changed";
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS mcpgw_schema (
@@ -79,6 +86,8 @@ pub struct PostgresStore {
     connector: Connector,
     runtime: tokio::runtime::Handle,
     link: tokio::sync::Mutex<Link>,
+    /// This instance's name in `health_leases` (random, per start).
+    holder: String,
     changes: tokio::sync::broadcast::Sender<StoreChange>,
     // Ends the LISTEN task when the store is dropped.
     _listening: tokio_util::sync::DropGuard,
@@ -119,6 +128,7 @@ impl PostgresStore {
             .await
             .map_err(|e| open_err(describe(&e)))?;
         migrate(&mut client, &url).await?;
+        let holder = instance_id().map_err(open_err)?;
         let (changes, _) = tokio::sync::broadcast::channel(1024);
         let stop = tokio_util::sync::CancellationToken::new();
         tokio::spawn(listen::run(
@@ -136,6 +146,7 @@ impl PostgresStore {
             }),
             url,
             connector,
+            holder,
             runtime: tokio::runtime::Handle::current(),
             changes,
             _listening: stop.drop_guard(),
@@ -250,6 +261,16 @@ impl Connector {
             }
         }
     }
+}
+
+/// A random name for this instance's health leases.
+fn instance_id() -> Result<String, String> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 8];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| "no randomness available for the instance id".to_owned())?;
+    Ok(hex::encode(bytes))
 }
 
 /// Apply the pending migrations in one transaction, under an advisory lock so that instances
@@ -408,8 +429,8 @@ impl Store for PostgresStore {
 
     fn set_health(&self, name: &str, h: &Health) -> Result<(), StoreError> {
         let failures = i64::from(h.consecutive_failures);
-        let changed = self.run(|c| async move {
-            c.execute(
+        let rows = self.run(|c| async move {
+            c.query(
                 SET_HEALTH,
                 &[
                     &name,
@@ -423,7 +444,18 @@ impl Store for PostgresStore {
             .await
             .map_err(|e| self.failed(&e))
         })?;
-        expect_one(changed, name)
+        expect_one(rows.len() as u64, name)
+    }
+
+    fn claim_health_check(&self, name: &str, lease: Duration) -> Result<bool, StoreError> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        let holder = &self.holder;
+        let rows = self.run(|c| async move {
+            c.query(CLAIM_HEALTH, &[&name, holder, &lease_ms])
+                .await
+                .map_err(|e| self.failed(&e))
+        })?;
+        Ok(!rows.is_empty())
     }
 
     fn shared_secret(&self, proposed: &[u8]) -> Result<Vec<u8>, StoreError> {
@@ -486,7 +518,12 @@ impl RawRow {
 mod tests {
     #[test]
     fn every_write_notifies_the_channel_it_listens_on() {
-        for sql in [super::INSERT, super::UPDATE, super::DELETE] {
+        for sql in [
+            super::INSERT,
+            super::UPDATE,
+            super::DELETE,
+            super::SET_HEALTH,
+        ] {
             assert!(
                 sql.contains(&format!("pg_notify('{}'", super::CHANNEL)),
                 "{sql}"

@@ -371,11 +371,37 @@ impl Registry {
         }
     }
 
+    /// Whether this instance checks `up` this round: on a store several instances share, the
+    /// one holding the upstream's health lease does (for 9/10 of an interval, so the next round
+    /// of any instance can take it), and the others take the result from the store.
+    async fn my_turn(&self, up: &Arc<Upstream>) -> bool {
+        // A stdio upstream's child is this instance's own; an upstream without a catalog here
+        // yet needs this instance's own connection first.
+        if up.registration().transport == Transport::Stdio
+            || !up.catalog_loaded.load(std::sync::atomic::Ordering::Acquire)
+        {
+            return true;
+        }
+        let name = up.name();
+        let lease = self.inner.settings.health_interval * 9 / 10;
+        match self
+            .on_store(move |store| store.claim_health_check(&name, lease))
+            .await
+        {
+            Ok(mine) => mine,
+            // Better checked twice than not at all while the store is away.
+            Err(err) => {
+                tracing::debug!(upstream = %up.name(), error = %err, "health lease not taken; checking here");
+                true
+            }
+        }
+    }
+
     /// One round of health checks over every enabled upstream, bounded in concurrency.
     pub async fn health_round(&self) {
         futures_util::stream::iter(self.list())
             .for_each_concurrent(32, |up| async move {
-                if up.registration().enabled {
+                if up.registration().enabled && self.my_turn(&up).await {
                     self.check_and_persist(&up).await;
                 }
             })

@@ -4,7 +4,9 @@
 //! for one name or for all, and adopts, replaces or drops upstreams to match. It runs on every
 //! announced change (a name), when notices may have been missed (the store's LISTEN connection
 //! came back), and every [`RESYNC_EVERY`] in case a notice was lost some other way. Health is
-//! not compared: each instance keeps its own observations.
+//! compared apart from the configuration: a different stored status (written by the instance
+//! that holds the upstream's health lease) is taken over as it is, without reconnecting; a stdio
+//! upstream's health stays this instance's own (its child is).
 //!
 //! When the store cannot be read, nothing changes here: the upstreams in memory keep serving,
 //! and the next resync catches up.
@@ -17,7 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::Upstream;
 use super::collection::Registry;
-use crate::store::{Registration, StoreChange, StoreError};
+use crate::store::{Registration, StoreChange, StoreError, Transport};
 
 /// How often everything is compared even without a notice.
 pub const RESYNC_EVERY: Duration = Duration::from_secs(30);
@@ -90,7 +92,13 @@ impl Registry {
         let have = self.get(name);
         match (have, want) {
             (None, None) => false,
-            (Some(up), Some(want)) if same_configuration(&up.registration(), want) => false,
+            (Some(up), Some(want)) if same_configuration(&up.registration(), want) => {
+                if want.transport != Transport::Stdio && up.health().status != want.health.status {
+                    tracing::info!(upstream = %name, status = want.health.status.as_str(), "upstream health as another instance saw it");
+                    *up.health.lock().unwrap_or_else(|p| p.into_inner()) = want.health.clone();
+                }
+                false
+            }
             (Some(_), None) => {
                 if let Some(up) = self.take(name) {
                     up.shut();
