@@ -207,6 +207,18 @@ fn calls_go_on_while_postgres_is_down_and_writes_are_refused_until_it_returns() 
         refused.contains("store unavailable") && refused.contains("the change was not made"),
         "{refused}"
     );
+    // Through the HTTP API: 503, the same words.
+    let (status, body) = rt.block_on(async {
+        let resp = http(None)
+            .post(format!("http://{}/gateways", gw.addr))
+            .json(&json!({"name": "third", "url": format!("{}/mcp", up.base)}))
+            .send()
+            .await
+            .unwrap();
+        (resp.status(), resp.text().await.unwrap())
+    });
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("store unavailable"), "{body}");
     std::thread::sleep(Duration::from_secs(10).saturating_sub(outage.elapsed()));
     pg.restart();
 
