@@ -16,10 +16,12 @@ use crate::tls::serving::TlsFiles;
 
 mod auth;
 mod limits;
+mod store;
 mod upstreams;
 
 pub use auth::{AuthConfig, FileAuth, IssuerConfig, StaticToken};
 pub use limits::{FileLimits, QuotaLimits, Rate};
+pub use store::FileStore;
 pub use upstreams::Declared;
 
 /// Default listen address (DESIGN.md).
@@ -231,23 +233,6 @@ pub struct FileTls {
     pub client_ca: Option<PathBuf>,
 }
 
-/// `[store]` of `mcpgw.toml`.
-#[derive(Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileStore {
-    /// `url = "postgres://..."`; SQLite in the data directory when absent.
-    pub url: Option<String>,
-}
-
-impl std::fmt::Debug for FileStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // The URL may hold a database password.
-        f.debug_struct("FileStore")
-            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
-            .finish()
-    }
-}
-
 /// `[audit]` of `mcpgw.toml`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -396,7 +381,7 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
             })?;
     let sessions = resolve_sessions(&file.mcp, &origin)?;
     let quotas = limits::resolve(&file.limits, &file.http, sessions, &origin)?;
-    let store = resolve_store(args, &file.store, &origin)?;
+    let store = store::resolve(args, &file.store, &origin)?;
     let data_dir = globals
         .data_dir
         .clone()
@@ -441,22 +426,6 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
         quotas,
         declared,
     })
-}
-
-/// `--store` / `MCPGW_STORE`, else `[store] url`, else SQLite in the data directory.
-fn resolve_store(
-    args: &ServeArgs,
-    file: &FileStore,
-    origin: &str,
-) -> Result<crate::store::StoreLocation, ConfigError> {
-    let (text, setting) = match (&args.store, &file.url) {
-        (Some(flag), _) => (&flag.0, "--store (or MCPGW_STORE)".to_owned()),
-        (None, Some(url)) => (url, format!("{origin}: `store.url`")),
-        (None, None) => return Ok(crate::store::StoreLocation::DataDir),
-    };
-    crate::store::postgres::PgUrl::parse(text)
-        .map(|url| crate::store::StoreLocation::Postgres(Box::new(url)))
-        .map_err(|error| ConfigError::Store { setting, error })
 }
 
 /// A [`ConfigError::Field`] for `key` of `origin`.
