@@ -8,6 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::clients::{Streamable, http};
+use common::plain::json_of;
 use common::postgres::{PASSWORD, Postgres};
 use common::upstream::Upstream;
 use common::{Dir, Gateway};
@@ -459,17 +460,8 @@ fn each_upstream_is_health_checked_by_one_instance_per_interval() {
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
     let probes = || -> u64 {
-        rt.block_on(async {
-            let stats: Value = http(None)
-                .get(format!("{}/stats", up.base))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            stats["probes"].as_u64().unwrap()
-        })
+        let stats = rt.block_on(json_of(http(None).get(format!("{}/stats", up.base))));
+        stats["probes"].as_u64().unwrap()
     };
     // Both instances hold every upstream (B adopted them through the store) before counting.
     let deadline = Instant::now() + Duration::from_secs(20);
