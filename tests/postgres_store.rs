@@ -497,3 +497,54 @@ fn each_upstream_is_health_checked_by_one_instance_per_interval() {
         "{checks} checks: upstreams are left unchecked"
     );
 }
+
+/// How many connections LISTEN for registry changes.
+const LISTENING: &str =
+    "SELECT count(*) FROM pg_stat_activity WHERE query = 'LISTEN mcpgw_registry'";
+
+#[test]
+fn a_change_whose_notice_was_missed_is_found_when_the_listen_connection_comes_back() {
+    let pg = Postgres::start();
+    let up = Upstream::start(&[]);
+    let (_dir, gw) = gateway(&pg.url());
+    // The gateway opens its LISTEN connection beside its start, and compares everything once.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pg.sql(LISTENING) != "1" {
+        assert!(
+            Instant::now() < deadline,
+            "no LISTEN connection\n{}",
+            gw.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    // A row written without a notice (as if the notice had been lost)...
+    pg.sql(&format!(
+        "INSERT INTO registrations (name, url, transport, tls, auth, enabled, created_at, \
+         updated_at, health_status, health_since, health_consecutive_failures) VALUES \
+         ('rs', '{}/mcp', 'streamable-http', '{{}}', '{{\"bearer\":null,\"headers\":[]}}', \
+         TRUE, 0, 0, 'unknown', 0, 0)",
+        up.base
+    ));
+    // ...then the LISTEN connection is cut: the gateway connects again and compares everything.
+    pg.sql(&LISTENING.replace("count(*)", "count(pg_terminate_backend(pid))"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let session = rt
+        .block_on(Streamable::open(
+            http(None),
+            &format!("http://{}/mcp", gw.addr),
+            None,
+        ))
+        .unwrap();
+    rt.block_on(until_echo(&session, true, "missed change callable after"));
+    let log = gw.log();
+    let at = |line: &str| {
+        log.find(line)
+            .unwrap_or_else(|| panic!("no {line:?} in the log:\n{log}"))
+    };
+    assert!(
+        at("change notices interrupted") < at("change notices resumed")
+            && at("change notices resumed") < at("upstream registered by another instance"),
+        "the row was found before the LISTEN connection came back:\n{log}"
+    );
+}
