@@ -21,6 +21,31 @@ fn gateway(store: &str) -> (Dir, Gateway) {
     (dir, gw)
 }
 
+/// A session on `gw`'s `/mcp`, with `bearer` if given.
+fn open(
+    rt: &tokio::runtime::Runtime,
+    gw: &Gateway,
+    bearer: Option<&str>,
+) -> anyhow::Result<Streamable> {
+    rt.block_on(Streamable::open(
+        http(None),
+        &format!("http://{}/mcp", gw.addr),
+        bearer,
+    ))
+}
+
+/// Write registrations of the fixture at `base` straight into the store, named by the `name`
+/// expression over `from` (a `FROM` clause, or none for one row), without the notice a
+/// gateway's write sends.
+fn insert_rows(pg: &Postgres, name: &str, from: &str, base: &str) {
+    pg.sql(&format!(
+        "INSERT INTO registrations (name, url, transport, tls, auth, enabled, created_at, \
+         updated_at, health_status, health_since, health_consecutive_failures) \
+         SELECT {name}, '{base}/mcp', 'streamable-http', '{{}}', \
+         '{{\"bearer\":null,\"headers\":[]}}', TRUE, 0, 0, 'unknown', 0, 0 {from}"
+    ));
+}
+
 /// Whether a `tools/call` answer is the tool's own result.
 fn succeeded(answer: &Value) -> bool {
     answer.get("result").is_some() && answer["result"]["isError"] != json!(true)
@@ -57,20 +82,8 @@ fn a_registration_through_one_instance_is_callable_through_the_other_and_a_remov
     let (dir_a, gw_a) = gateway(&pg.url());
     let (dir_b, gw_b) = gateway(&pg.url());
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let on_b = rt
-        .block_on(Streamable::open(
-            http(None),
-            &format!("http://{}/mcp", gw_b.addr),
-            None,
-        ))
-        .unwrap();
-    let on_a = rt
-        .block_on(Streamable::open(
-            http(None),
-            &format!("http://{}/mcp", gw_a.addr),
-            None,
-        ))
-        .unwrap();
+    let on_b = open(&rt, &gw_b, None).unwrap();
+    let on_a = open(&rt, &gw_a, None).unwrap();
 
     dir_a.run_expect(&["gateway", "add", "rs", &format!("{}/mcp", up.base)], 0);
     rt.block_on(until_echo(
@@ -140,24 +153,14 @@ fn a_token_minted_for_one_instance_is_accepted_by_the_other() {
         (&token_a, &gw_b, "A's token on B"),
         (&token_b, &gw_a, "B's token on A"),
     ] {
-        let session = rt
-            .block_on(Streamable::open(
-                http(None),
-                &format!("http://{}/mcp", gw.addr),
-                Some(token.trim()),
-            ))
-            .unwrap_or_else(|e| panic!("{what}: {e:#}"));
+        let session = open(&rt, gw, Some(token.trim())).unwrap_or_else(|e| panic!("{what}: {e:#}"));
         rt.block_on(until_echo(&session, true, what));
     }
     // A token of a gateway on another store is refused: the secret really is the store's.
     let other = Dir::new();
     let _gw = Gateway::start(&other, &[]);
     let (stranger, _) = other.run_expect(&["token", "create"], 0);
-    let refused = rt.block_on(Streamable::open(
-        http(None),
-        &format!("http://{}/mcp", gw_a.addr),
-        Some(stranger.trim()),
-    ));
+    let refused = open(&rt, &gw_a, Some(stranger.trim()));
     assert!(refused.is_err(), "a foreign token was accepted");
 }
 
@@ -168,13 +171,7 @@ fn calls_go_on_while_postgres_is_down_and_writes_are_refused_until_it_returns() 
     let (dir, gw) = gateway(&pg.url());
     dir.run_expect(&["gateway", "add", "rs", &format!("{}/mcp", up.base)], 0);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let session = rt
-        .block_on(Streamable::open(
-            http(None),
-            &format!("http://{}/mcp", gw.addr),
-            None,
-        ))
-        .unwrap();
+    let session = open(&rt, &gw, None).unwrap();
     rt.block_on(until_echo(&session, true, "first call"));
 
     // A client calls in a loop for the whole outage.
@@ -251,13 +248,7 @@ fn calls_go_on_while_postgres_is_down_and_writes_are_refused_until_it_returns() 
     let names = pg.sql("SELECT string_agg(name, ',' ORDER BY name) FROM registrations");
     assert_eq!(names, "rs,second");
     let (_dir2, gw2) = gateway(&pg.url());
-    let fresh = rt
-        .block_on(Streamable::open(
-            http(None),
-            &format!("http://{}/mcp", gw2.addr),
-            None,
-        ))
-        .unwrap();
+    let fresh = open(&rt, &gw2, None).unwrap();
     rt.block_on(until_echo(&fresh, true, "a new instance calls rs after"));
     assert!(
         !gw.log().contains(PASSWORD),
@@ -368,13 +359,12 @@ fn readiness_with_a_thousand_registrations_is_measured() {
     {
         let _ = gateway(&pg.url());
     }
-    pg.sql(&format!(
-        "INSERT INTO registrations (name, url, transport, tls, auth, enabled, created_at, \
-         updated_at, health_status, health_since, health_consecutive_failures) \
-         SELECT 'up' || i, '{}/mcp', 'streamable-http', '{{}}', '{{\"bearer\":null,\"headers\":[]}}', \
-         TRUE, 0, 0, 'unknown', 0, 0 FROM generate_series(1, 1000) AS i",
-        up.base
-    ));
+    insert_rows(
+        &pg,
+        "'up' || i",
+        "FROM generate_series(1, 1000) AS i",
+        &up.base,
+    );
     let start = Instant::now();
     let (dir, _gw) = gateway(&pg.url());
     println!(
@@ -519,23 +509,11 @@ fn a_change_whose_notice_was_missed_is_found_when_the_listen_connection_comes_ba
     }
     std::thread::sleep(Duration::from_millis(500));
     // A row written without a notice (as if the notice had been lost)...
-    pg.sql(&format!(
-        "INSERT INTO registrations (name, url, transport, tls, auth, enabled, created_at, \
-         updated_at, health_status, health_since, health_consecutive_failures) VALUES \
-         ('rs', '{}/mcp', 'streamable-http', '{{}}', '{{\"bearer\":null,\"headers\":[]}}', \
-         TRUE, 0, 0, 'unknown', 0, 0)",
-        up.base
-    ));
+    insert_rows(&pg, "'rs'", "", &up.base);
     // ...then the LISTEN connection is cut: the gateway connects again and compares everything.
     pg.sql(&LISTENING.replace("count(*)", "count(pg_terminate_backend(pid))"));
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let session = rt
-        .block_on(Streamable::open(
-            http(None),
-            &format!("http://{}/mcp", gw.addr),
-            None,
-        ))
-        .unwrap();
+    let session = open(&rt, &gw, None).unwrap();
     rt.block_on(until_echo(&session, true, "missed change callable after"));
     let log = gw.log();
     let at = |line: &str| {
