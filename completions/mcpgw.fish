@@ -48,6 +48,7 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l client-ca -d 'CA b
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l tls-watch-interval -d 'Seconds between looks at the certificate files (and the upstreams\') for a change, which reloads them as SIGHUP does; 0 turns the watch off [default: 1]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l log-format -d 'Log format [default: text]' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l store -d 'Where registrations live: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=MODE] for a database several instances share [default: SQLite in the data directory]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l workers -d 'Worker threads of the async runtime [default: one per CPU core]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l upstream-spin-us -d 'How long, in microseconds, a call made while the gateway was idle watches its upstream socket before its thread parks [default: 100; 0 never]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l health-interval -d 'Seconds between upstream health checks [default: 30]' -r

@@ -464,6 +464,11 @@ pub struct ServeArgs {
     #[arg(long, env = "MCPGW_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
 
+    /// Where registrations live: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=MODE]
+    /// for a database several instances share [default: SQLite in the data directory].
+    #[arg(long, env = "MCPGW_STORE", value_name = "URL", value_parser = StoreUrlArg::new, hide_env_values = true)]
+    pub store: Option<StoreUrlArg>,
+
     /// Worker threads of the async runtime [default: one per CPU core].
     ///
     /// One thread avoids cross-thread wake-ups per forwarded call (less CPU and latency per
@@ -598,4 +603,20 @@ pub struct CertRotateArgs {
 /// The clap command, for generating completions and man pages.
 pub fn command() -> clap::Command {
     <Cli as clap::CommandFactory>::command()
+}
+
+/// The text of `--store`, kept out of `Debug` output: it may hold a database password.
+#[derive(Clone, Default)]
+pub struct StoreUrlArg(pub String);
+
+impl StoreUrlArg {
+    fn new(text: &str) -> Result<Self, std::convert::Infallible> {
+        Ok(Self(text.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for StoreUrlArg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreUrlArg(<redacted>)")
+    }
 }

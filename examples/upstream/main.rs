@@ -105,6 +105,9 @@ struct Stats {
     gets: AtomicU64,
     /// `sleep` calls that slept their whole time (a cancelled one does not).
     slept: AtomicU64,
+    /// `ping` and `server/discover` requests: a gateway's health checks of a live connection
+    /// (one or the other by era), and its first contact.
+    probes: AtomicU64,
 }
 
 struct AppState {
@@ -228,6 +231,7 @@ async fn answer(
                    "capabilities": caps, "serverInfo": {"name": state.name, "version": "1"}})
         }
         "server/discover" => {
+            state.stats.probes.fetch_add(1, Ordering::Relaxed);
             // On 2026-07-28, `subscribe` means "served by subscriptions/listen", which this
             // fixture does not serve.
             let mut caps = capabilities();
@@ -267,7 +271,10 @@ async fn answer(
                 );
             }
         },
-        "ping" => json!({}),
+        "ping" => {
+            state.stats.probes.fetch_add(1, Ordering::Relaxed);
+            json!({})
+        }
         "tools/list" => {
             let mut all = tools();
             all.as_array_mut()
@@ -847,6 +854,7 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
         "accepts": state.stats.accepts.load(Ordering::Relaxed),
         "gets": state.stats.gets.load(Ordering::Relaxed),
         "slept": state.stats.slept.load(Ordering::Relaxed),
+        "probes": state.stats.probes.load(Ordering::Relaxed),
         // Subscriptions held, (URI, session) pairs: read without touching anything.
         "subscribed": state.subscribed.lock().unwrap().values().map(HashSet::len).sum::<usize>(),
     }))

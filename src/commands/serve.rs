@@ -80,6 +80,8 @@ async fn serve(cfg: ServeConfig, wait: Arc<crate::h1::client::Wait>) -> anyhow::
     };
     relay_catalog_changes(state.clone());
     relay_resource_updates(state.clone());
+    // Ends with `stop`; holds no connection the drain must wait for.
+    let _store_sync = state.registry.spawn_store_sync(stop.clone());
     let reload = state.reload.spawn_signal_worker();
     spawn_file_watch(&state, &cfg, stop.clone());
 
@@ -188,9 +190,7 @@ async fn build_state(
     serving: Option<Arc<ServingCert>>,
     wait: Arc<crate::h1::client::Wait>,
 ) -> anyhow::Result<Arc<AppState>> {
-    let store_path = cfg.data_dir.join(STORE_FILE);
-    let store: Arc<dyn crate::store::Store> =
-        Arc::new(crate::store::sqlite::SqliteStore::open(&store_path)?);
+    let store = crate::store::open(&cfg.store, &cfg.data_dir.join(STORE_FILE)).await?;
     let clients =
         crate::upstream::clients::ClientCache::new(crate::upstream::identity::PathPolicy {
             allowed_dirs: cfg.cert_dirs.clone(),
@@ -217,7 +217,7 @@ async fn build_state(
         );
     }
     let registry = crate::upstream::registry::Registry::new(
-        store,
+        store.clone(),
         clients,
         cfg.upstreams.clone(),
         metrics.clone(),
@@ -232,7 +232,7 @@ async fn build_state(
         .await
         .context("registering the upstreams declared in the configuration")?;
     let mut auth = cfg.auth.clone();
-    auth.jwt_secret = Some(crate::http::auth::load_or_create_secret(&cfg.data_dir)?);
+    auth.jwt_secret = Some(crate::http::auth::shared_secret(&cfg.data_dir, store).await?);
     Ok(Arc::new(AppState::new(
         local,
         control_socket.to_owned(),

@@ -16,10 +16,12 @@ use crate::tls::serving::TlsFiles;
 
 mod auth;
 mod limits;
+mod store;
 mod upstreams;
 
 pub use auth::{AuthConfig, FileAuth, IssuerConfig, StaticToken};
 pub use limits::{FileLimits, QuotaLimits, Rate};
+pub use store::FileStore;
 pub use upstreams::Declared;
 
 /// Default listen address (DESIGN.md).
@@ -54,6 +56,14 @@ pub enum ConfigError {
         path: String,
         /// The TOML parser's message (line, column, key and expected type).
         detail: String,
+    },
+    /// The store URL cannot be used (the message never quotes it: it may hold a password).
+    #[error("{setting}: {error}")]
+    Store {
+        /// Where the URL was given: the flag and variable, or the file and key.
+        setting: String,
+        /// What is wrong with it.
+        error: crate::store::postgres::PgUrlError,
     },
     /// An `[[upstream]]` program that cannot be run.
     #[error("{origin}: upstream `{name}`: {error}")]
@@ -135,6 +145,9 @@ pub struct FileConfig {
     /// `[audit]`.
     #[serde(default)]
     pub audit: FileAudit,
+    /// `[store]`.
+    #[serde(default)]
+    pub store: FileStore,
     /// `[upstreams]`.
     #[serde(default)]
     pub upstreams: FileUpstreams,
@@ -249,6 +262,8 @@ pub struct ServeConfig {
     pub upgrade: bool,
     /// State directory.
     pub data_dir: PathBuf,
+    /// Where registrations live.
+    pub store: crate::store::StoreLocation,
     /// Control socket path.
     pub control_socket: PathBuf,
     /// Log format.
@@ -372,6 +387,7 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
             })?;
     let sessions = resolve_sessions(&file.mcp, &origin)?;
     let quotas = limits::resolve(&file.limits, &file.http, sessions, &origin)?;
+    let store = store::resolve(args, &file.store, &origin)?;
     let data_dir = globals
         .data_dir
         .clone()
@@ -389,6 +405,7 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
         tls_watch: resolve_watch(args, &file.tls, &origin)?,
         upgrade: args.upgrade,
         data_dir,
+        store,
         control_socket,
         log_format: args
             .log_format

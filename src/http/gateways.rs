@@ -366,6 +366,8 @@ pub fn store_error(err: &StoreError) -> Response {
         StoreError::Exists { .. } => StatusCode::CONFLICT,
         StoreError::NotFound { .. } => StatusCode::NOT_FOUND,
         StoreError::InvalidName { .. } => StatusCode::BAD_REQUEST,
+        // The database is away for now (a shared store): worth retrying, nothing was changed.
+        StoreError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     api_error(status, "store", err.to_string())

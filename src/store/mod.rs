@@ -1,14 +1,22 @@
 //! Upstream registrations that survive restarts.
 //!
-//! [`Store`] is the small interface the rest of mcpgw uses; [`sqlite::SqliteStore`] is the
-//! embedded implementation (one file in the data directory, no server to start). A PostgreSQL
-//! backend for multi-instance deployments would be a second implementation of the same trait.
+//! [`Store`] is the small interface the rest of mcpgw uses. [`sqlite::SqliteStore`] is the
+//! embedded default (one file in the data directory, no server to start);
+//! [`postgres::PostgresStore`] is shared by several instances (`--store postgres://...`), which
+//! hear of each other's changes through [`Store::subscribe`]. Both run the same numbered schema
+//! versions ([`migrations`]) and decode rows with the same checks.
 //!
 //! The trait is synchronous: callers on async threads run it through `spawn_blocking`.
 
+mod migrations;
+pub mod postgres;
+mod row;
 pub mod sqlite;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub use migrations::SCHEMA_VERSION;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +27,7 @@ pub enum StoreError {
     /// The database could not be opened or migrated.
     #[error("cannot open store {path}: {detail}")]
     Open {
-        /// Database file.
+        /// Database file, or URL (without its password).
         path: String,
         /// What went wrong.
         detail: String,
@@ -29,7 +37,7 @@ pub enum StoreError {
         "store {path} has schema version {found}, newer than this mcpgw understands ({supported})"
     )]
     TooNew {
-        /// Database file.
+        /// Database file, or URL (without its password).
         path: String,
         /// Version in the file.
         found: i64,
@@ -63,6 +71,46 @@ pub enum StoreError {
         /// What went wrong.
         detail: String,
     },
+    /// The database cannot be reached; the registry in memory keeps serving calls.
+    #[error("store unavailable: {store}: {detail}; the change was not made")]
+    Unavailable {
+        /// The URL, without its password.
+        store: String,
+        /// Why (connection refused, lost, no answer in time).
+        detail: String,
+    },
+}
+
+/// Where the registrations live (`--store`, `MCPGW_STORE`, `[store] url`).
+#[derive(Debug, Clone, Default)]
+pub enum StoreLocation {
+    /// SQLite, `mcpgw.db` in the data directory.
+    #[default]
+    DataDir,
+    /// A PostgreSQL database shared with other instances.
+    Postgres(Box<postgres::PgUrl>),
+}
+
+/// Open the store at `location`; SQLite's file is `sqlite_file` (in the data directory).
+pub async fn open(
+    location: &StoreLocation,
+    sqlite_file: &Path,
+) -> Result<Arc<dyn Store>, StoreError> {
+    Ok(match location {
+        StoreLocation::DataDir => Arc::new(sqlite::SqliteStore::open(sqlite_file)?),
+        StoreLocation::Postgres(url) => {
+            Arc::new(postgres::PostgresStore::open((**url).clone()).await?)
+        }
+    })
+}
+
+/// A change another instance (or this one) made to a store several instances share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChange {
+    /// The registration of this name was added, changed or removed.
+    Upstream(String),
+    /// Changes may have been missed (the notice connection was down): compare everything.
+    Resync,
 }
 
 /// How the gateway speaks to an upstream.
@@ -421,4 +469,28 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn remove(&self, name: &str) -> Result<(), StoreError>;
     /// Record health without touching the rest of the registration.
     fn set_health(&self, name: &str, health: &Health) -> Result<(), StoreError>;
+    /// The signing secret of built-in tokens every instance on this store uses: the stored one,
+    /// or `proposed`, stored now, if there is none yet (the first instance's wins). A store that
+    /// one instance has to itself keeps none and returns `proposed`: the data directory's file
+    /// is the secret.
+    fn shared_secret(&self, proposed: &[u8]) -> Result<Vec<u8>, StoreError> {
+        Ok(proposed.to_vec())
+    }
+    /// Whether this instance should run the health check of `name` now: `true` when it holds
+    /// the lease for the next `lease` (no other instance held an unexpired one), so that one
+    /// instance at a time checks each upstream. A store one instance has to itself always says
+    /// `true`.
+    fn claim_health_check(
+        &self,
+        name: &str,
+        lease: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        let _ = (name, lease);
+        Ok(true)
+    }
+    /// Changes written by any instance, as they are announced; `None` for a store only this
+    /// instance writes (there is nothing to hear).
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreChange>> {
+        None
+    }
 }

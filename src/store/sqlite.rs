@@ -6,95 +6,24 @@
 //! `synchronous=FULL` syncs the log at every commit, so a registration the operator was told about
 //! survives kill -9 and power loss.
 //!
-//! The schema is versioned with `PRAGMA user_version` and the `MIGRATIONS` list. Health lives in
+//! The schema is versioned with `PRAGMA user_version` and the shared migration list
+//! ([`super::migrations`]). Health lives in
 //! columns of its own so the checker's frequent writes are one small UPDATE that never rewrites
 //! (or races with) the configuration an operator edits.
-//!
-//! Error messages name registrations and columns but never carry stored values: a row holds
-//! tokens, header values and PEM keys, and some decoders (serde_json) quote the input they reject.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 
-use super::{
-    CommandSpec, EraChoice, Health, HealthStatus, Registration, Store, StoreError, TlsSettings,
-    Transport, UpstreamAuth, valid_name,
-};
+use super::migrations::{MIGRATIONS, check_version};
+use super::row::{Encoded, RawRow, columns, expect_one, not_found};
+use super::{Health, Registration, Store, StoreError, valid_name};
 
 /// How long a statement waits for another connection's lock (a second mcpgw process, or the CLI
 /// reading the file) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Schema migrations in order: entry `i` takes the database from version `i` to `i + 1`.
-/// Append only; a released entry is never edited, since databases in the field already ran it.
-const MIGRATIONS: &[&str] = &[
-    // 1: registrations. STRICT so a wrongly typed value is refused on write instead of being
-    // discovered on read; the CHECKs mirror the enums in `super`.
-    "CREATE TABLE registrations (
-        name TEXT PRIMARY KEY NOT NULL,
-        url TEXT NOT NULL,
-        transport TEXT NOT NULL CHECK (transport IN ('sse', 'streamable-http')),
-        tls TEXT NOT NULL,
-        auth TEXT NOT NULL,
-        enabled INTEGER NOT NULL CHECK (enabled IN (0, 1)),
-        created_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL,
-        health_status TEXT NOT NULL CHECK (health_status IN ('unknown', 'online', 'offline')),
-        health_since INTEGER NOT NULL,
-        health_last_success INTEGER,
-        health_last_error TEXT,
-        health_consecutive_failures INTEGER NOT NULL CHECK (health_consecutive_failures >= 0)
-    ) STRICT;",
-    // 2: per-upstream protocol era and whether one upstream session is shared (issue 19).
-    "ALTER TABLE registrations ADD COLUMN era TEXT NOT NULL DEFAULT 'auto'
-        CHECK (era IN ('auto', '2025-11-25', '2026-07-28'));
-     ALTER TABLE registrations ADD COLUMN shared_session INTEGER NOT NULL DEFAULT 0
-        CHECK (shared_session IN (0, 1));",
-    // 3: stdio upstreams (issue 21): 'stdio' joins the transports, and `command` holds the
-    // program to run (JSON of `CommandSpec`, NULL for HTTP upstreams). SQLite cannot change a
-    // CHECK in place, so the table is built again and the rows copied.
-    "CREATE TABLE registrations_v3 (
-        name TEXT PRIMARY KEY NOT NULL,
-        url TEXT NOT NULL,
-        transport TEXT NOT NULL CHECK (transport IN ('sse', 'streamable-http', 'stdio')),
-        tls TEXT NOT NULL,
-        auth TEXT NOT NULL,
-        enabled INTEGER NOT NULL CHECK (enabled IN (0, 1)),
-        created_at INTEGER NOT NULL,
-        updated_at INTEGER NOT NULL,
-        health_status TEXT NOT NULL CHECK (health_status IN ('unknown', 'online', 'offline')),
-        health_since INTEGER NOT NULL,
-        health_last_success INTEGER,
-        health_last_error TEXT,
-        health_consecutive_failures INTEGER NOT NULL CHECK (health_consecutive_failures >= 0),
-        era TEXT NOT NULL DEFAULT 'auto' CHECK (era IN ('auto', '2025-11-25', '2026-07-28')),
-        shared_session INTEGER NOT NULL DEFAULT 0 CHECK (shared_session IN (0, 1)),
-        command TEXT,
-        CHECK ((transport = 'stdio') = (command IS NOT NULL))
-    ) STRICT;
-     INSERT INTO registrations_v3 SELECT name, url, transport, tls, auth, enabled, created_at,
-        updated_at, health_status, health_since, health_last_success, health_last_error,
-        health_consecutive_failures, era, shared_session, NULL FROM registrations;
-     DROP TABLE registrations;
-     ALTER TABLE registrations_v3 RENAME TO registrations;",
-];
-
-/// Newest schema version this build understands.
-pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
-
-/// The column list shared by every SELECT and the INSERT, in [`RawRow::read`]'s order.
-macro_rules! columns {
-    () => {
-        "name, url, transport, tls, auth, enabled, created_at, updated_at, health_status, \
-         health_since, health_last_success, health_last_error, health_consecutive_failures, era, \
-         shared_session, command"
-    };
-}
 
 const SELECT_ALL: &str = concat!("SELECT ", columns!(), " FROM registrations ORDER BY name");
 const SELECT_ONE: &str = concat!("SELECT ", columns!(), " FROM registrations WHERE name = ?1");
@@ -153,7 +82,7 @@ impl SqliteStore {
         // Refuse a newer file before changing anything in it (journal_mode=WAL is persistent).
         // This read is also the first one, so a file that is not a database fails here.
         let found = user_version(&conn).map_err(|e| open_err(e.to_string()))?;
-        check_version(path, found)?;
+        check_version(&path.display().to_string(), found)?;
         configure(&conn).map_err(|e| open_err(e.to_string()))?;
         migrate(&mut conn, path)?;
         Ok(Self {
@@ -207,9 +136,7 @@ impl Store for SqliteStore {
                 name: r.name.clone(),
             });
         }
-        let tls = to_json(&r.name, "tls", &r.tls)?;
-        let auth = to_json(&r.name, "auth", &r.auth)?;
-        let command = command_json(r)?;
+        let Encoded { tls, auth, command } = Encoded::of(r)?;
         let h = &r.health;
         // Duplicates are found by the primary key itself, not by a prior SELECT that another
         // writer could overtake.
@@ -248,9 +175,7 @@ impl Store for SqliteStore {
     }
 
     fn update(&self, r: &Registration) -> Result<(), StoreError> {
-        let tls = to_json(&r.name, "tls", &r.tls)?;
-        let auth = to_json(&r.name, "auth", &r.auth)?;
-        let command = command_json(r)?;
+        let Encoded { tls, auth, command } = Encoded::of(r)?;
         let changed = self
             .conn()
             .execute(
@@ -269,12 +194,12 @@ impl Store for SqliteStore {
                 ],
             )
             .map_err(query_err)?;
-        expect_one(changed, &r.name)
+        expect_one(changed as u64, &r.name)
     }
 
     fn remove(&self, name: &str) -> Result<(), StoreError> {
         let changed = self.conn().execute(DELETE, [name]).map_err(query_err)?;
-        expect_one(changed, name)
+        expect_one(changed as u64, name)
     }
 
     fn set_health(&self, name: &str, h: &Health) -> Result<(), StoreError> {
@@ -292,7 +217,7 @@ impl Store for SqliteStore {
                 ],
             )
             .map_err(query_err)?;
-        expect_one(changed, name)
+        expect_one(changed as u64, name)
     }
 }
 
@@ -341,7 +266,7 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
         path: path.display().to_string(),
         detail: format!("migration to schema version {target} failed: {e}"),
     };
-    for (index, sql) in MIGRATIONS.iter().enumerate() {
+    for (index, step) in MIGRATIONS.iter().enumerate() {
         let target = index as i64 + 1;
         // IMMEDIATE takes the write lock before the version is read, so two processes opening a
         // fresh file together cannot both apply the same step.
@@ -349,13 +274,13 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| migrate_err(target, e))?;
         let current = user_version(&tx).map_err(|e| migrate_err(target, e))?;
-        check_version(path, current)?;
+        check_version(&path.display().to_string(), current)?;
         if current >= target {
             continue; // Dropping `tx` ends it; nothing was written.
         }
         // user_version lives in the file header and is part of the transaction, so the step and
         // its version number commit (or vanish) together.
-        tx.execute_batch(sql)
+        tx.execute_batch(step.sqlite)
             .and_then(|()| tx.pragma_update(None, "user_version", target))
             .and_then(|()| tx.commit())
             .map_err(|e| migrate_err(target, e))?;
@@ -365,37 +290,6 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
 
 fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
     conn.pragma_query_value(None, "user_version", |row| row.get(0))
-}
-
-fn check_version(path: &Path, found: i64) -> Result<(), StoreError> {
-    if found > SCHEMA_VERSION {
-        return Err(StoreError::TooNew {
-            path: path.display().to_string(),
-            found,
-            supported: SCHEMA_VERSION,
-        });
-    }
-    Ok(())
-}
-
-/// A row as stored, before the text columns are parsed.
-struct RawRow {
-    name: String,
-    url: String,
-    transport: String,
-    tls: String,
-    auth: String,
-    enabled: bool,
-    created_at: i64,
-    updated_at: i64,
-    health_status: String,
-    health_since: i64,
-    health_last_success: Option<i64>,
-    health_last_error: Option<String>,
-    health_consecutive_failures: i64,
-    era: String,
-    shared_session: bool,
-    command: Option<String>,
 }
 
 impl RawRow {
@@ -420,118 +314,12 @@ impl RawRow {
             command: row.get(15)?,
         })
     }
-
-    fn decode(self) -> Result<Registration, StoreError> {
-        let name = self.name;
-        let transport = match self.transport.as_str() {
-            "sse" => Transport::Sse,
-            "streamable-http" => Transport::StreamableHttp,
-            "stdio" => Transport::Stdio,
-            _ => return Err(corrupt(&name, "transport", "holds an unknown transport")),
-        };
-        let status = match self.health_status.as_str() {
-            "unknown" => HealthStatus::Unknown,
-            "online" => HealthStatus::Online,
-            "offline" => HealthStatus::Offline,
-            _ => return Err(corrupt(&name, "health_status", "holds an unknown status")),
-        };
-        let consecutive_failures = u32::try_from(self.health_consecutive_failures)
-            .map_err(|_| corrupt(&name, "health_consecutive_failures", "is out of range"))?;
-        let era = EraChoice::parse(&self.era)
-            .ok_or_else(|| corrupt(&name, "era", "holds an unknown protocol era"))?;
-        let tls: TlsSettings = from_json(&name, "tls", &self.tls)?;
-        let auth: UpstreamAuth = from_json(&name, "auth", &self.auth)?;
-        let command: Option<CommandSpec> = match &self.command {
-            Some(text) => Some(from_json(&name, "command", text)?),
-            None => None,
-        };
-        if (transport == Transport::Stdio) != command.is_some() {
-            return Err(corrupt(&name, "command", "does not match the transport"));
-        }
-        Ok(Registration {
-            url: self.url,
-            transport,
-            tls,
-            auth,
-            enabled: self.enabled,
-            era,
-            shared_session: self.shared_session,
-            command,
-            created_at: self.created_at,
-            updated_at: self.updated_at,
-            health: Health {
-                status,
-                since: self.health_since,
-                last_success: self.health_last_success,
-                last_error: self.health_last_error,
-                consecutive_failures,
-            },
-            name,
-        })
-    }
-}
-
-/// The `command` column of `r`: its program as JSON for a stdio upstream, NULL otherwise.
-fn command_json(r: &Registration) -> Result<Option<String>, StoreError> {
-    r.command
-        .as_ref()
-        .map(|c| to_json(&r.name, "command", c))
-        .transpose()
-}
-
-fn to_json<T: Serialize>(name: &str, column: &str, value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|e| StoreError::Query {
-        // Serialising these plain structs cannot really fail; the category is enough.
-        detail: format!(
-            "registration '{name}': cannot encode column {column} ({:?} error)",
-            e.classify()
-        ),
-    })
-}
-
-fn from_json<T: DeserializeOwned>(name: &str, column: &str, text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| {
-        // serde_json's own message quotes the offending value (`invalid type: string "..."`),
-        // which may be a token or a key; report only the kind of damage and where it is.
-        let kind = match e.classify() {
-            serde_json::error::Category::Syntax => "malformed JSON",
-            serde_json::error::Category::Eof => "truncated JSON",
-            serde_json::error::Category::Data => "JSON of the wrong shape",
-            serde_json::error::Category::Io => "unreadable JSON",
-        };
-        corrupt(
-            name,
-            column,
-            &format!("holds {kind} (line {}, column {})", e.line(), e.column()),
-        )
-    })
-}
-
-fn corrupt(name: &str, column: &str, what: &str) -> StoreError {
-    StoreError::Query {
-        detail: format!("registration '{name}': column {column} {what}"),
-    }
 }
 
 fn query_err(e: rusqlite::Error) -> StoreError {
     // SQLite's messages name tables, columns and constraints, never bound parameter values.
     StoreError::Query {
         detail: e.to_string(),
-    }
-}
-
-fn not_found(name: &str) -> StoreError {
-    StoreError::NotFound {
-        name: name.to_owned(),
-    }
-}
-
-/// `changed` rows from a statement keyed by the primary key: 0 means the name is absent.
-fn expect_one(changed: usize, name: &str) -> Result<(), StoreError> {
-    if changed == 0 {
-        Err(not_found(name))
-    } else {
-        Ok(())
     }
 }
 

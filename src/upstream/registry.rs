@@ -8,6 +8,7 @@ mod collection;
 mod health;
 mod own;
 mod send;
+mod sync;
 mod view;
 
 use crate::session::SessionKey;

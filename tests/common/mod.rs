@@ -9,6 +9,7 @@ pub mod clients;
 pub mod conformance;
 pub mod node;
 pub mod plain;
+pub mod postgres;
 pub mod prereq;
 pub mod py;
 pub mod raw;

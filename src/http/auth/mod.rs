@@ -436,7 +436,6 @@ pub fn read_secret(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
 
 /// The data dir's JWT secret, created (32 random bytes, 0600) if missing.
 pub fn load_or_create_secret(data_dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    use std::io::Write;
     let path = data_dir.join(SECRET_FILE);
     if path.exists() {
         return read_secret(data_dir);
@@ -446,14 +445,49 @@ pub fn load_or_create_secret(data_dir: &std::path::Path) -> anyhow::Result<Vec<u
     ring::rand::SystemRandom::new()
         .fill(&mut secret)
         .map_err(|_| anyhow::anyhow!("no randomness available for the token secret"))?;
+    write_secret(&path, &secret)?;
+    Ok(secret.to_vec())
+}
+
+/// The secret every instance on `store` signs with, also written to this data dir's file, so
+/// that `mcpgw token create` here mints tokens every instance accepts. This instance's own
+/// secret is what it proposes: the first instance on a store keeps the tokens it minted valid.
+pub async fn shared_secret(
+    data_dir: &std::path::Path,
+    store: std::sync::Arc<dyn crate::store::Store>,
+) -> anyhow::Result<Vec<u8>> {
+    let own = load_or_create_secret(data_dir)?;
+    let proposed = own.clone();
+    let shared = tokio::task::spawn_blocking(move || store.shared_secret(&proposed))
+        .await
+        .map_err(|e| anyhow::anyhow!("reading the shared token secret: {e}"))?
+        .map_err(|e| anyhow::anyhow!("reading the shared token secret: {e}"))?;
+    if shared != own {
+        // Written beside and renamed over, so a reader never sees half a secret.
+        let path = data_dir.join(SECRET_FILE);
+        let fresh = data_dir.join(format!("{SECRET_FILE}.new"));
+        let _ = std::fs::remove_file(&fresh);
+        write_secret(&fresh, &shared)?;
+        std::fs::rename(&fresh, &path)
+            .map_err(|e| anyhow::anyhow!("cannot replace {}: {e}", path.display()))?;
+        tracing::info!(
+            "token secret: this instance now signs with the one its store shares (tokens minted with its previous secret are no longer accepted)"
+        );
+    }
+    Ok(shared)
+}
+
+/// Create `path` (0600, never through a link, never over an existing file) holding `secret`.
+fn write_secret(path: &std::path::Path, secret: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
     let mut file = crate::files::own_file(0o600)
         .write(true)
         .create_new(true)
-        .open(&path)
+        .open(path)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
     file.write_all(hex::encode(secret).as_bytes())?;
     file.sync_all()?;
-    Ok(secret.to_vec())
+    Ok(())
 }
 
 #[cfg(test)]

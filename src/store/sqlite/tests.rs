@@ -2,7 +2,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 
 use super::*;
-use crate::store::{EraChoice, PemSource, ProcessLimits};
+use crate::store::{
+    CommandSpec, EraChoice, HealthStatus, PemSource, ProcessLimits, SCHEMA_VERSION, TlsSettings,
+    Transport, UpstreamAuth,
+};
 
 const TOKEN: &str = "tok-9f8e7d6c5b4a";
 const HEADER_VALUE: &str = "hdr-secret-1234";
@@ -374,8 +377,8 @@ fn migration_3_keeps_the_rows_of_a_version_2_file() {
     {
         let mut raw = rusqlite::Connection::open(db(&dir)).unwrap();
         let tx = raw.transaction().unwrap();
-        tx.execute_batch(MIGRATIONS[0]).unwrap();
-        tx.execute_batch(MIGRATIONS[1]).unwrap();
+        tx.execute_batch(MIGRATIONS[0].sqlite).unwrap();
+        tx.execute_batch(MIGRATIONS[1].sqlite).unwrap();
         tx.pragma_update(None, "user_version", 2).unwrap();
         tx.commit().unwrap();
         let r = full("alpha");

@@ -63,7 +63,7 @@ pub struct UnusableIdentity {
 /// The registry handle.
 #[derive(Clone)]
 pub struct Registry {
-    inner: Arc<RegistryInner>,
+    pub(super) inner: Arc<RegistryInner>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -122,7 +122,12 @@ impl Registry {
         &self.inner.clients
     }
 
-    fn make(&self, reg: Registration) -> Arc<Upstream> {
+    /// The store registrations are kept in.
+    pub(super) fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub(super) fn make(&self, reg: Registration) -> Arc<Upstream> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
         let up = Arc::new(Upstream {
             health: Mutex::new(reg.health.clone()),
@@ -179,7 +184,7 @@ impl Registry {
     }
 
     /// Run a store operation off the async threads (the store is synchronous).
-    async fn on_store<T: Send + 'static>(
+    pub(super) async fn on_store<T: Send + 'static>(
         &self,
         op: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
@@ -259,11 +264,11 @@ impl Registry {
         reg.health = up.health();
         up.reg.store(Arc::new(reg.clone()));
         self.on_store(move |store| store.insert(&reg)).await?;
-        self.inner
-            .upstreams
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(up.name(), up.clone());
+        // The store's own notice of this insert may have been reconciled first (an upstream
+        // made from the same registration): this one, already connected, takes its place.
+        if let Some(adopted) = self.put(up.clone()) {
+            adopted.shut();
+        }
         tracing::info!(upstream = %up.name(), status = up.health().status.as_str(), "upstream registered");
         Ok(up)
     }
@@ -344,13 +349,7 @@ impl Registry {
     pub async fn remove(&self, name: &str) -> Result<(), StoreError> {
         let owned = name.to_owned();
         self.on_store(move |store| store.remove(&owned)).await?;
-        let removed = self
-            .inner
-            .upstreams
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
-        if let Some(up) = removed {
+        if let Some(up) = self.take(name) {
             up.shut();
         }
         tracing::info!(upstream = %name, "upstream removed");
@@ -402,11 +401,37 @@ impl Registry {
         }
     }
 
+    /// Whether this instance checks `up` this round: on a store several instances share, the
+    /// one holding the upstream's health lease does (for 9/10 of an interval, so the next round
+    /// of any instance can take it), and the others take the result from the store.
+    async fn my_turn(&self, up: &Arc<Upstream>) -> bool {
+        // A stdio upstream's child is this instance's own; an upstream without a catalog here
+        // yet needs this instance's own connection first.
+        if up.registration().transport == Transport::Stdio
+            || !up.catalog_loaded.load(std::sync::atomic::Ordering::Acquire)
+        {
+            return true;
+        }
+        let name = up.name();
+        let lease = self.inner.settings.health_interval * 9 / 10;
+        match self
+            .on_store(move |store| store.claim_health_check(&name, lease))
+            .await
+        {
+            Ok(mine) => mine,
+            // Better checked twice than not at all while the store is away.
+            Err(err) => {
+                tracing::debug!(upstream = %up.name(), error = %err, "health lease not taken; checking here");
+                true
+            }
+        }
+    }
+
     /// One round of health checks over every enabled upstream, bounded in concurrency.
     pub async fn health_round(&self) {
         futures_util::stream::iter(self.list())
             .for_each_concurrent(32, |up| async move {
-                if up.registration().enabled {
+                if up.registration().enabled && self.my_turn(&up).await {
                     self.check_and_persist(&up).await;
                 }
             })

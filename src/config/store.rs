@@ -1,0 +1,95 @@
+//! `[store]`, `--store` and `MCPGW_STORE`: where registrations live. The URL may hold a
+//! database password, so nothing here prints it: `Debug` is redacted and errors come from
+//! [`PgUrl::parse`], which never quotes the URL.
+
+use serde::Deserialize;
+
+use super::ConfigError;
+use crate::cli::ServeArgs;
+use crate::store::StoreLocation;
+use crate::store::postgres::PgUrl;
+
+/// `[store]` of `mcpgw.toml`.
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileStore {
+    /// `url = "postgres://..."`; SQLite in the data directory when absent.
+    pub url: Option<String>,
+}
+
+impl std::fmt::Debug for FileStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may hold a database password.
+        f.debug_struct("FileStore")
+            .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// `--store` / `MCPGW_STORE`, else `[store] url`, else SQLite in the data directory.
+pub(super) fn resolve(
+    args: &ServeArgs,
+    file: &FileStore,
+    origin: &str,
+) -> Result<StoreLocation, ConfigError> {
+    let (text, setting) = match (&args.store, &file.url) {
+        (Some(flag), _) => (&flag.0, "--store (or MCPGW_STORE)".to_owned()),
+        (None, Some(url)) => (url, format!("{origin}: `store.url`")),
+        (None, None) => return Ok(StoreLocation::DataDir),
+    };
+    PgUrl::parse(text)
+        .map(|url| StoreLocation::Postgres(Box::new(url)))
+        .map_err(|error| ConfigError::Store { setting, error })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::StoreUrlArg;
+
+    fn file(url: &str) -> FileStore {
+        FileStore {
+            url: Some(url.to_owned()),
+        }
+    }
+
+    #[test]
+    fn sqlite_in_the_data_dir_unless_a_url_is_given() {
+        let none = resolve(&ServeArgs::default(), &FileStore::default(), "defaults").unwrap();
+        assert!(matches!(none, StoreLocation::DataDir));
+        let from_file = resolve(&ServeArgs::default(), &file("postgres://a@h/one"), "f").unwrap();
+        assert!(
+            matches!(from_file, StoreLocation::Postgres(url) if url.to_string() == "postgres://a@h/one")
+        );
+    }
+
+    #[test]
+    fn the_flag_beats_the_file() {
+        let args = ServeArgs {
+            store: Some(StoreUrlArg("postgres://a@h/two".into())),
+            ..ServeArgs::default()
+        };
+        let got = resolve(&args, &file("postgres://a@h/one"), "f").unwrap();
+        assert!(
+            matches!(got, StoreLocation::Postgres(url) if url.to_string() == "postgres://a@h/two")
+        );
+    }
+
+    #[test]
+    fn a_bad_url_names_where_it_was_given_and_not_its_password() {
+        let err = resolve(
+            &ServeArgs::default(),
+            &file("postgres://a:pw-77@h/"),
+            "mcpgw.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("mcpgw.toml: `store.url`: the URL has no database name"),
+            "{err}"
+        );
+        assert!(!err.contains("pw-77"), "{err}");
+        let debug = format!("{:?}", file("postgres://a:pw-77@h/db"));
+        assert!(!debug.contains("pw-77"), "{debug}");
+    }
+}
