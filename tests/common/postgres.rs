@@ -6,7 +6,6 @@
 //! Host connections need the password (SCRAM), so the URL tests use carries one: what the
 //! gateway must never print.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -65,7 +64,7 @@ impl Postgres {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = free_port();
+        let port = super::free_port();
         let mut pg = Self {
             bin,
             tmp,
@@ -241,12 +240,4 @@ fn unprivileged(program: &Path) -> Command {
     } else {
         Command::new(program)
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -1,0 +1,167 @@
+//! HAProxy in front of several gateways (issue 22), started by the test as a child process with
+//! a configuration written into the test's temp dir, killed on drop. The binary comes from
+//! Debian's `haproxy` package (`.ci/setup` installs it); without it the test fails.
+//!
+//! The configuration is docs/DEPLOYMENT.md's "HAProxy, plain HTTP to the instances" in
+//! substance: round-robin without stickiness (2026-07-28 clients only), a connection refused by
+//! a stopping instance retried on another (`retries`, `option redispatch`), a `/ready` check
+//! with the probe token. Only the addresses and the check's pace differ (`inter 200ms fall 2
+//! rise 1`, so a test sees an instance leave and come back in well under a second).
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::Dir;
+
+/// Where Debian's package puts the binary.
+const BINARY: &str = "/usr/sbin/haproxy";
+
+/// A running HAProxy, killed on drop.
+pub struct Haproxy {
+    child: Child,
+    /// The frontend's address on 127.0.0.1.
+    pub addr: SocketAddr,
+    /// The admin socket (`show stat`).
+    stats: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+/// The configuration: one frontend on `bind`, one backend `mcpgw` of `servers` (named gw1,
+/// gw2, ...), checked on `/ready` with `probe_token`.
+pub fn config(bind: SocketAddr, servers: &[SocketAddr], probe_token: &str, stats: &Path) -> String {
+    let servers: String = servers
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| format!("    server gw{} {addr}\n", i + 1))
+        .collect();
+    format!(
+        "global
+    stats socket {stats} level admin
+
+defaults
+    mode http
+    timeout connect 5s
+    # MCP streams (GET /mcp, /sse, subscriptions/listen) stay open for a long time.
+    timeout client 1h
+    timeout server 1h
+
+frontend mcp
+    bind {bind}
+    default_backend mcpgw
+
+backend mcpgw
+    balance roundrobin
+    # A connection refused by an instance that is stopping is tried on another.
+    retries 3
+    option redispatch
+    option httpchk
+    http-check send meth GET uri /ready ver HTTP/1.1 hdr Host localhost hdr Authorization \"Bearer {probe_token}\"
+    http-check expect status 200
+    default-server check inter 200ms fall 2 rise 1
+{servers}",
+        stats = stats.display()
+    )
+}
+
+impl Haproxy {
+    /// Write [`config`] into `dir`, check it (`haproxy -c`), start HAProxy on a free port and
+    /// wait until every server is `UP`.
+    pub fn start(dir: &Dir, servers: &[SocketAddr], probe_token: &str) -> Self {
+        assert!(
+            Path::new(BINARY).exists(),
+            "HAProxy is not installed ({BINARY} is missing): apt-get install haproxy (.ci/setup does)"
+        );
+        let addr = SocketAddr::from(([127, 0, 0, 1], super::free_port()));
+        let stats = dir.join("haproxy.sock");
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(&cfg, config(addr, servers, probe_token, &stats)).unwrap();
+        let check = Command::new(BINARY)
+            .arg("-c")
+            .arg("-f")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert!(
+            check.status.success(),
+            "haproxy -c refused the configuration:\n{}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        // -db: stay in the foreground, logging to stderr.
+        let mut child = Command::new(BINARY)
+            .arg("-db")
+            .arg("-f")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start haproxy");
+        let log = super::collect_lines(child.stderr.take().unwrap());
+        let proxy = Self {
+            child,
+            addr,
+            stats,
+            log,
+        };
+        proxy.wait_up(servers.len(), Duration::from_secs(20));
+        proxy
+    }
+
+    /// `http://ADDR/mcp` of the frontend.
+    pub fn mcp_url(&self) -> String {
+        format!("http://{}/mcp", self.addr)
+    }
+
+    /// What HAProxy logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The status of each server of the backend (`UP`, `DOWN`, `UP 1/2`, ...), by name.
+    pub fn servers(&self) -> Vec<(String, String)> {
+        let Ok(mut conn) = UnixStream::connect(&self.stats) else {
+            return Vec::new();
+        };
+        conn.write_all(b"show stat\n").unwrap();
+        let mut csv = String::new();
+        conn.read_to_string(&mut csv).unwrap();
+        // `# pxname,svname,...,status,...`: the status is the 18th field.
+        csv.lines()
+            .filter(|l| l.starts_with("mcpgw,") && !l.starts_with("mcpgw,BACKEND,"))
+            .map(|l| {
+                let fields: Vec<&str> = l.split(',').collect();
+                (fields[1].to_owned(), fields[17].to_owned())
+            })
+            .collect()
+    }
+
+    /// Wait until `count` servers are `UP`; past `timeout`, panic with the states and the log.
+    pub fn wait_up(&self, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let servers = self.servers();
+            if servers.iter().filter(|(_, s)| s == "UP").count() >= count {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "HAProxy did not see {count} servers UP within {timeout:?}: {servers:?}\n--- log\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
