@@ -2,11 +2,11 @@
 //! a configuration written into the test's temp dir, killed on drop. The binary comes from
 //! Debian's `haproxy` package (`.ci/setup` installs it); without it the test fails.
 //!
-//! The configuration is docs/DEPLOYMENT.md's "HAProxy, plain HTTP to the instances" in
-//! substance: round-robin without stickiness (2026-07-28 clients only), a connection refused by
-//! a stopping instance retried on another (`retries`, `option redispatch`), a `/ready` check
-//! with the probe token. Only the addresses and the check's pace differ (`inter 200ms fall 2
-//! rise 1`, so a test sees an instance leave and come back in well under a second).
+//! The configuration is docs/DEPLOYMENT.md's "HAProxy, plain HTTP to the instances" (a test
+//! checks the documented copy is [`config`]'s text): round-robin without stickiness (2026-07-28
+//! clients only), a connection refused by a stopping instance retried on another (`retries`,
+//! `option redispatch`), a `/ready` check with the probe token. Only the addresses, the admin
+//! socket the test reads server states from and the check's pace ([`TEST_CHECK`]) differ.
 
 use std::io::{Read, Write};
 use std::net::SocketAddr;
@@ -31,19 +31,32 @@ pub struct Haproxy {
     log: Arc<Mutex<String>>,
 }
 
+/// The checks' pace in the tests: an instance leaves and comes back in well under a second.
+pub const TEST_CHECK: &str = "inter 200ms fall 2 rise 1";
+
 /// The configuration: one frontend on `bind`, one backend `mcpgw` of `servers` (named gw1,
-/// gw2, ...), checked on `/ready` with `probe_token`.
-pub fn config(bind: SocketAddr, servers: &[SocketAddr], probe_token: &str, stats: &Path) -> String {
+/// gw2, ...), checked on `/ready` with `probe_token` at the pace `check` says. `globals` go in
+/// a `global` section first (none in the documentation's copy).
+pub fn config(
+    globals: &[String],
+    bind: &str,
+    servers: &[String],
+    probe_token: &str,
+    check: &str,
+) -> String {
+    let global: String = if globals.is_empty() {
+        String::new()
+    } else {
+        let lines: String = globals.iter().map(|g| format!("    {g}\n")).collect();
+        format!("global\n{lines}\n")
+    };
     let servers: String = servers
         .iter()
         .enumerate()
         .map(|(i, addr)| format!("    server gw{} {addr}\n", i + 1))
         .collect();
     format!(
-        "global
-    stats socket {stats} level admin
-
-defaults
+        "{global}defaults
     mode http
     timeout connect 5s
     # MCP streams (GET /mcp, /sse, subscriptions/listen) stay open for a long time.
@@ -62,9 +75,8 @@ backend mcpgw
     option httpchk
     http-check send meth GET uri /ready ver HTTP/1.1 hdr Host localhost hdr Authorization \"Bearer {probe_token}\"
     http-check expect status 200
-    default-server check inter 200ms fall 2 rise 1
-{servers}",
-        stats = stats.display()
+    default-server check {check}
+{servers}"
     )
 }
 
@@ -79,7 +91,16 @@ impl Haproxy {
         let addr = SocketAddr::from(([127, 0, 0, 1], super::free_port()));
         let stats = dir.join("haproxy.sock");
         let cfg = dir.join("haproxy.cfg");
-        std::fs::write(&cfg, config(addr, servers, probe_token, &stats)).unwrap();
+        let servers: Vec<String> = servers.iter().map(SocketAddr::to_string).collect();
+        let globals = [format!("stats socket {} level admin", stats.display())];
+        let text = config(
+            &globals,
+            &addr.to_string(),
+            &servers,
+            probe_token,
+            TEST_CHECK,
+        );
+        std::fs::write(&cfg, text).unwrap();
         let check = Command::new(BINARY)
             .arg("-c")
             .arg("-f")
@@ -123,20 +144,35 @@ impl Haproxy {
         self.log.lock().unwrap().clone()
     }
 
-    /// The status of each server of the backend (`UP`, `DOWN`, `UP 1/2`, ...), by name.
-    pub fn servers(&self) -> Vec<(String, String)> {
+    /// Each server of the backend as HAProxy's admin socket shows it (`show stat`).
+    pub fn servers(&self) -> Vec<Server> {
         let Ok(mut conn) = UnixStream::connect(&self.stats) else {
             return Vec::new();
         };
         conn.write_all(b"show stat\n").unwrap();
         let mut csv = String::new();
         conn.read_to_string(&mut csv).unwrap();
-        // `# pxname,svname,...,status,...`: the status is the 18th field.
-        csv.lines()
+        // CSV under a header line `# pxname,svname,qcur,...`.
+        let mut lines = csv.lines();
+        let header: Vec<&str> = lines
+            .next()
+            .unwrap_or_default()
+            .trim_start_matches("# ")
+            .split(',')
+            .collect();
+        let column = |name: &str| header.iter().position(|h| *h == name).unwrap();
+        let (name, status) = (column("svname"), column("status"));
+        let (eresp, srv_abrt) = (column("eresp"), column("srv_abrt"));
+        lines
             .filter(|l| l.starts_with("mcpgw,") && !l.starts_with("mcpgw,BACKEND,"))
             .map(|l| {
                 let fields: Vec<&str> = l.split(',').collect();
-                (fields[1].to_owned(), fields[17].to_owned())
+                let count = |i: usize| fields[i].parse().unwrap_or_default();
+                Server {
+                    name: fields[name].to_owned(),
+                    status: fields[status].to_owned(),
+                    lost: count(eresp) + count(srv_abrt),
+                }
             })
             .collect()
     }
@@ -146,7 +182,7 @@ impl Haproxy {
         let deadline = Instant::now() + timeout;
         loop {
             let servers = self.servers();
-            if servers.iter().filter(|(_, s)| s == "UP").count() >= count {
+            if servers.iter().filter(|s| s.status == "UP").count() >= count {
                 return;
             }
             assert!(
@@ -157,6 +193,17 @@ impl Haproxy {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// One server of the backend.
+#[derive(Debug)]
+pub struct Server {
+    /// gw1, gw2, ...
+    pub name: String,
+    /// `UP`, `DOWN`, `UP 1/2` (going down), ...
+    pub status: String,
+    /// Requests it took and never answered in full (`eresp` + `srv_abrt`).
+    pub lost: usize,
 }
 
 impl Drop for Haproxy {
