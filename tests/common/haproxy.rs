@@ -167,7 +167,7 @@ impl Haproxy {
             .filter(|l| l.starts_with("mcpgw,") && !l.starts_with("mcpgw,BACKEND,"))
             .map(|l| {
                 let fields: Vec<&str> = l.split(',').collect();
-                let count = |i: usize| fields[i].parse().unwrap_or_default();
+                let count = |i: usize| fields[i].parse::<usize>().unwrap_or_default();
                 Server {
                     name: fields[name].to_owned(),
                     status: fields[status].to_owned(),
