@@ -14,7 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Dir;
 
@@ -179,19 +179,16 @@ impl Haproxy {
 
     /// Wait until `count` servers are `UP`; past `timeout`, panic with the states and the log.
     pub fn wait_up(&self, count: usize, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
+        super::wait_for(timeout, || {
             let servers = self.servers();
             if servers.iter().filter(|s| s.status == "UP").count() >= count {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
+            Err(format!(
                 "HAProxy did not see {count} servers UP within {timeout:?}: {servers:?}\n--- log\n{}",
                 self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            ))
+        })
     }
 }
 

@@ -344,6 +344,18 @@ pub fn stop_load_expecting_no_failure(
     );
 }
 
+/// Call `check` every 50 ms until it gives `Ok`; past `timeout`, panic with its last `Err`.
+pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check() {
+            Ok(done) => return done,
+            Err(why) if Instant::now() > deadline => panic!("{why}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(50)),
+        }
+    }
+}
+
 /// What `output` says, line by line as it comes, collected by a thread of its own.
 pub fn collect_lines(output: impl std::io::Read + Send + 'static) -> Arc<Mutex<String>> {
     let log = Arc::new(Mutex::new(String::new()));

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The database password in every URL the tests give; a test greps the gateway's output for it.
 pub const PASSWORD: &str = "pg-Secret-7c1e95";
@@ -112,22 +112,16 @@ impl Postgres {
             .spawn()
             .expect("start postgres");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        super::wait_for(Duration::from_secs(30), || {
             let ready = Command::new(self.bin.join("pg_isready"))
                 .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
                 .status()
                 .unwrap();
             if ready.success() {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "PostgreSQL did not start:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            Err(format!("PostgreSQL did not start:\n{}", self.log()))
+        });
     }
 
     /// Serve TLS with this certificate and key from now on (restarts the server). The key is
