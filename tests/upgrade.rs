@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use common::upstream::Upstream;
 use common::{Dir, Gateway, clients};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// Clients calling at once.
 const CLIENTS: usize = 4;
@@ -19,26 +19,7 @@ const CALLS_PER_CLIENT: usize = 500;
 
 /// One 2026-07-28 `tools/call` of `rs__echo`; `Err` says what went wrong.
 async fn echo(http: &reqwest::Client, url: &str, text: &str) -> Result<(), String> {
-    let msg = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
-        "name": "rs__echo", "arguments": {"text": text}, "_meta": clients::modern_meta()}});
-    let resp = http
-        .post(url)
-        .header("accept", "application/json")
-        .header("mcp-protocol-version", "2026-07-28")
-        .header("mcp-method", "tools/call")
-        .header("mcp-name", "rs__echo")
-        .json(&msg)
-        .send()
-        .await
-        .map_err(|e| format!("{e:?}"))?;
-    let status = resp.status();
-    let body = resp.text().await.map_err(|e| format!("{e:?}"))?;
-    let answer: Value = serde_json::from_str(&body).map_err(|e| format!("{status} {body}: {e}"))?;
-    if clients::text(&answer) == text {
-        Ok(())
-    } else {
-        Err(format!("{status} {answer}"))
-    }
+    clients::echo_modern(http, url, None, text).await
 }
 
 /// `mcpgw serve --upgrade` on `dir`'s data directory, once it says it serves.

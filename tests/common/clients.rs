@@ -45,6 +45,44 @@ pub async fn post_modern(http: &reqwest::Client, url: &str, msg: &Value) -> Valu
     answer.unwrap_or_else(|| panic!("no answer in the stream: {text}"))
 }
 
+/// One 2026-07-28 `tools/call` of `rs__echo` with `text`, with `bearer` if given; `Err` says
+/// what went wrong (a client timeout starts with "timed out").
+pub async fn echo_modern(
+    http: &reqwest::Client,
+    url: &str,
+    bearer: Option<&str>,
+    text: &str,
+) -> Result<(), String> {
+    let msg = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": "rs__echo", "arguments": {"text": text}, "_meta": modern_meta()}});
+    let mut request = http
+        .post(url)
+        .header("accept", "application/json")
+        .header("mcp-protocol-version", "2026-07-28")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "rs__echo")
+        .json(&msg);
+    if let Some(token) = bearer {
+        request = request.bearer_auth(token);
+    }
+    let failed = |e: reqwest::Error| {
+        if e.is_timeout() {
+            format!("timed out: {e:?}")
+        } else {
+            format!("{e:?}")
+        }
+    };
+    let resp = request.send().await.map_err(failed)?;
+    let status = resp.status();
+    let body = resp.text().await.map_err(failed)?;
+    let answer: Value = serde_json::from_str(&body).map_err(|e| format!("{status} {body}: {e}"))?;
+    if answer["result"]["content"][0]["text"].as_str() == Some(text) {
+        Ok(())
+    } else {
+        Err(format!("{status} {answer}"))
+    }
+}
+
 /// A 2026-07-28 `subscriptions/listen` request with id `id` asking for `filter`.
 pub fn listen_request(id: &str, filter: Value) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "subscriptions/listen", "params": {

@@ -6,10 +6,9 @@
 //! Host connections need the password (SCRAM), so the URL tests use carries one: what the
 //! gateway must never print.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The database password in every URL the tests give; a test greps the gateway's output for it.
 pub const PASSWORD: &str = "pg-Secret-7c1e95";
@@ -65,7 +64,7 @@ impl Postgres {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
-        let port = free_port();
+        let port = super::free_port();
         let mut pg = Self {
             bin,
             tmp,
@@ -113,22 +112,16 @@ impl Postgres {
             .spawn()
             .expect("start postgres");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        super::wait_for(Duration::from_secs(30), || {
             let ready = Command::new(self.bin.join("pg_isready"))
                 .args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q"])
                 .status()
                 .unwrap();
             if ready.success() {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "PostgreSQL did not start:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            Err(format!("PostgreSQL did not start:\n{}", self.log()))
+        });
     }
 
     /// Serve TLS with this certificate and key from now on (restarts the server). The key is
@@ -241,12 +234,4 @@ fn unprivileged(program: &Path) -> Command {
     } else {
         Command::new(program)
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }

@@ -15,13 +15,7 @@ pub fn python() -> PathBuf {
 }
 
 /// A free TCP port on 127.0.0.1 (the fixture binds it right after).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use super::free_port;
 
 /// A running fixture, killed on drop.
 pub struct PyUpstream {

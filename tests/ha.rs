@@ -1,0 +1,403 @@
+//! Issue 22: three gateways on one PostgreSQL store behind HAProxy (round-robin, no stickiness;
+//! [`common::haproxy`]), with 2026-07-28 clients, which hold no session an instance could take
+//! with it. A registration through one instance is callable through every instance, a removal
+//! likewise; a rolling restart and an upgrade in place fail no call; kill -9 of one instance
+//! fails at most the calls in flight on it, each with an error the client sees.
+//!
+//! Session-era clients lose their session when the instance that holds it goes (sessions are
+//! not portable yet): the last test, ignored, shows it.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::clients::{self, echo_modern};
+use common::haproxy::Haproxy;
+use common::postgres::Postgres;
+use common::upstream::Upstream;
+use common::{Dir, Gateway};
+
+/// The `/ready` check's token, a static client token on every instance.
+const PROBE: &str = "ha-probe-token-5d0c1e7a9b";
+/// The clients' token.
+const CLIENT: &str = "ha-client-token-83f2a6c4d1";
+/// Gateways behind the balancer.
+const INSTANCES: usize = 3;
+/// Clients calling at once.
+const CLIENTS: usize = 8;
+/// Each client stops after this many calls, or when told.
+const CALLS_PER_CLIENT: usize = 3000;
+/// A client gives up on a call after this long: a lost call is an error, never a hang.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One gateway of the fleet: its directory (data dir and configuration) and its process.
+struct Instance {
+    dir: Dir,
+    gw: Gateway,
+}
+
+/// PostgreSQL, the echo fixture registered as `rs`, three gateways and HAProxy in front.
+struct Fleet {
+    pg: Postgres,
+    up: Upstream,
+    instances: Vec<Instance>,
+    proxy: Haproxy,
+    rt: tokio::runtime::Runtime,
+}
+
+/// `mcpgw serve` in `dir` on `listen`, with the tokens and the shared store (`--upgrade` too if
+/// `upgrade`), once it says it serves.
+fn serve(dir: &Dir, store: &str, listen: &str, upgrade: bool) -> Gateway {
+    let mut cmd = dir.cmd();
+    cmd.arg("serve");
+    if upgrade {
+        cmd.arg("--upgrade");
+    }
+    cmd.args([
+        "--listen",
+        listen,
+        "--config",
+        "mcpgw.toml",
+        "--store",
+        store,
+    ]);
+    Gateway::spawn(cmd)
+}
+
+impl Fleet {
+    /// Everything started, `rs` registered through the first instance and callable through
+    /// the balancer.
+    fn start() -> Self {
+        let pg = Postgres::start();
+        let up = Upstream::start(&[]);
+        let instances: Vec<Instance> = (0..INSTANCES)
+            .map(|_| {
+                let dir = Dir::new();
+                std::fs::write(
+                    dir.join("mcpgw.toml"),
+                    format!(
+                        "[auth]\ntokens = [\n  {{ token = \"{PROBE}\", name = \"probe\", role = \"client\" }},\n  {{ token = \"{CLIENT}\", name = \"client\", role = \"client\" }},\n]\n"
+                    ),
+                )
+                .unwrap();
+                let gw = serve(&dir, &pg.url(), "127.0.0.1:0", false);
+                Instance { dir, gw }
+            })
+            .collect();
+        let addrs: Vec<SocketAddr> = instances.iter().map(|i| i.gw.addr).collect();
+        let proxy = Haproxy::start(&instances[0].dir, &addrs, PROBE);
+        let fleet = Self {
+            pg,
+            up,
+            instances,
+            proxy,
+            rt: tokio::runtime::Runtime::new().unwrap(),
+        };
+        fleet.register_through(0);
+        fleet.until_everywhere(true, "rs registered");
+        fleet
+    }
+
+    /// `mcpgw gateway add rs` through instance `i`.
+    fn register_through(&self, i: usize) {
+        let url = format!("{}/mcp", self.up.base);
+        self.instances[i]
+            .dir
+            .run_expect(&["gateway", "add", "rs", &url], 0);
+    }
+
+    /// Call `rs__echo` on each instance directly, then through the balancer as many times as
+    /// there are instances, until each answers as `callable` says; the time it took. Fails
+    /// past a generous bound: the 1 s the design promises is printed, not asserted.
+    fn until_everywhere(&self, callable: bool, what: &str) -> Duration {
+        let http = client();
+        let start = Instant::now();
+        let mut urls: Vec<String> = self
+            .instances
+            .iter()
+            .map(|i| format!("http://{}/mcp", i.gw.addr))
+            .collect();
+        urls.extend((0..INSTANCES).map(|_| self.proxy.mcp_url()));
+        for url in &urls {
+            loop {
+                let answer = self
+                    .rt
+                    .block_on(echo_modern(&http, url, Some(CLIENT), "hi"));
+                if answer.is_ok() == callable {
+                    break;
+                }
+                assert!(
+                    start.elapsed() < Duration::from_secs(20),
+                    "{what}: {url} not {} within 20 s; last answer {answer:?}",
+                    if callable { "callable" } else { "refusing" }
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        let took = start.elapsed();
+        println!("{what}: every instance and the balancer agree after {took:?}");
+        took
+    }
+
+    /// Every log: the gateways', HAProxy's and PostgreSQL's.
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for (n, i) in self.instances.iter().enumerate() {
+            all.push_str(&format!("--- gateway {n} log\n{}\n", i.gw.log()));
+        }
+        all.push_str(&format!("--- haproxy log\n{}\n", self.proxy.log()));
+        all.push_str(&format!("--- postgres log\n{}\n", self.pg.log()));
+        all
+    }
+}
+
+/// A client with a bounded call time that keeps its connection to the balancer alive.
+fn client() -> reqwest::Client {
+    common::tls::install_provider();
+    reqwest::Client::builder()
+        .timeout(CALL_TIMEOUT)
+        .build()
+        .unwrap()
+}
+
+/// [`CLIENTS`] clients calling `rs__echo` through the balancer in a loop.
+struct Load {
+    done: Arc<AtomicBool>,
+    ok: Arc<AtomicUsize>,
+    failures: Arc<Mutex<Vec<String>>>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Start the clients and wait until they have made 100 calls.
+    fn start(fleet: &Fleet) -> Self {
+        let done = Arc::new(AtomicBool::new(false));
+        let ok = Arc::new(AtomicUsize::new(0));
+        let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+        let workers = (0..CLIENTS)
+            .map(|n| {
+                let (done, ok, failures) = (done.clone(), ok.clone(), failures.clone());
+                let (http, url) = (client(), fleet.proxy.mcp_url());
+                fleet.rt.spawn(async move {
+                    for call in 0..CALLS_PER_CLIENT {
+                        if done.load(Ordering::Acquire) {
+                            break;
+                        }
+                        let text = format!("c{n}-{call}");
+                        match echo_modern(&http, &url, Some(CLIENT), &text).await {
+                            Ok(()) => {
+                                ok.fetch_add(1, Ordering::AcqRel);
+                            }
+                            Err(e) => failures.lock().unwrap().push(e),
+                        }
+                    }
+                })
+            })
+            .collect();
+        let load = Self {
+            done,
+            ok,
+            failures,
+            workers,
+        };
+        load.until_more(100);
+        load
+    }
+
+    /// Calls answered so far.
+    fn answered(&self) -> usize {
+        self.ok.load(Ordering::Acquire)
+    }
+
+    /// Wait until `more` calls more than now are answered (or every client is done).
+    fn until_more(&self, more: usize) {
+        let target = self.answered() + more;
+        while self.answered() < target && self.workers.iter().any(|w| !w.is_finished()) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stop the clients and wait for them; the failures they saw.
+    fn stop(self, rt: &tokio::runtime::Runtime) -> (usize, Vec<String>) {
+        self.done.store(true, Ordering::Release);
+        for w in self.workers {
+            rt.block_on(w).unwrap();
+        }
+        let failures = self.failures.lock().unwrap().clone();
+        (self.ok.load(Ordering::Acquire), failures)
+    }
+}
+
+/// Assert that `failures` is empty, showing the first few and the logs if not.
+fn assert_no_failure(fleet: &Fleet, answered: usize, failures: &[String]) {
+    println!("{answered} calls answered, {} failed", failures.len());
+    assert!(
+        failures.is_empty(),
+        "{} failed calls of {}, e.g. {:?}\n{}",
+        failures.len(),
+        answered + failures.len(),
+        &failures[..failures.len().min(5)],
+        fleet.logs()
+    );
+}
+
+#[test]
+fn a_registration_through_one_instance_is_callable_through_every_instance_and_a_removal_likewise() {
+    let fleet = Fleet::start();
+    fleet.instances[1]
+        .dir
+        .run_expect(&["gateway", "remove", "rs"], 0);
+    fleet.until_everywhere(false, "removal through instance 1");
+    fleet.register_through(2);
+    fleet.until_everywhere(true, "registration through instance 2");
+}
+
+#[test]
+fn a_rolling_restart_of_every_instance_under_load_fails_no_call() {
+    let mut fleet = Fleet::start();
+    let load = Load::start(&fleet);
+    let store = fleet.pg.url();
+    for n in 0..INSTANCES {
+        let instance = &mut fleet.instances[n];
+        let listen = instance.gw.addr.to_string();
+        instance.gw.signal(common::SIGTERM);
+        assert_eq!(
+            instance.gw.wait_exit(Duration::from_secs(30)),
+            Some(0),
+            "{}",
+            instance.gw.log()
+        );
+        instance.gw = serve(&instance.dir, &store, &listen, false);
+        fleet.proxy.wait_up(INSTANCES, Duration::from_secs(20));
+        // The restarted instance takes its share of the calls before the next one goes.
+        load.until_more(100);
+    }
+    let (answered, failures) = load.stop(&fleet.rt);
+    assert_no_failure(&fleet, answered, &failures);
+}
+
+#[test]
+fn kill_9_of_one_instance_under_load_fails_at_most_the_calls_in_flight_on_it() {
+    let mut fleet = Fleet::start();
+    let load = Load::start(&fleet);
+    fleet.instances[1].gw.signal(9);
+    let _ = fleet.instances[1].gw.wait_exit(Duration::from_secs(10));
+    let at_kill = load.answered();
+    // Calls go on through the other two.
+    load.until_more(300);
+    let (answered, failures) = load.stop(&fleet.rt);
+    println!(
+        "{answered} calls answered ({} after the kill), {} failed: {failures:?}",
+        answered - at_kill,
+        failures.len()
+    );
+    assert!(
+        answered >= at_kill + 300,
+        "calls did not go on after the kill\n{}",
+        fleet.logs()
+    );
+    // At most one call per client can have been in flight on the killed instance.
+    assert!(
+        failures.len() <= CLIENTS,
+        "{} failed calls, more than the {CLIENTS} that can be in flight: {failures:?}\n{}",
+        failures.len(),
+        fleet.logs()
+    );
+    // Each is an error the client saw, not a call left hanging until its timeout.
+    assert!(
+        failures.iter().all(|f| !f.starts_with("timed out")),
+        "{failures:?}"
+    );
+    // And each was on the killed instance: HAProxy counts them lost there.
+    let after = fleet.proxy.servers();
+    println!("HAProxy's servers after the kill: {after:?}");
+    assert!(
+        after[1].name == "gw2" && after[1].status.starts_with("DOWN"),
+        "HAProxy did not mark the killed instance down: {after:?}"
+    );
+    assert!(
+        failures.len() <= after[1].lost,
+        "{} failed calls, {} lost on the killed instance: {after:?}\n{}",
+        failures.len(),
+        after[1].lost,
+        fleet.logs()
+    );
+}
+
+#[test]
+fn an_upgrade_in_place_of_one_instance_under_load_fails_no_call() {
+    let mut fleet = Fleet::start();
+    let load = Load::start(&fleet);
+    let store = fleet.pg.url();
+    let instance = &mut fleet.instances[0];
+    let new = serve(&instance.dir, &store, "127.0.0.1:0", true);
+    assert_eq!(
+        new.addr, instance.gw.addr,
+        "the new gateway serves the old address"
+    );
+    assert_eq!(
+        instance.gw.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        instance.gw.log()
+    );
+    instance.gw = new;
+    fleet.proxy.wait_up(INSTANCES, Duration::from_secs(20));
+    load.until_more(300);
+    let (answered, failures) = load.stop(&fleet.rt);
+    assert_no_failure(&fleet, answered, &failures);
+}
+
+#[test]
+#[ignore = "portable sessions not built (issue 22 item 3)"]
+fn a_session_opened_through_the_balancer_is_served_by_every_instance() {
+    let fleet = Fleet::start();
+    let session = fleet
+        .rt
+        .block_on(clients::Streamable::open(
+            clients::http(None),
+            &fleet.proxy.mcp_url(),
+            Some(CLIENT),
+        ))
+        .unwrap();
+    // Round-robin without stickiness: these calls reach every instance, two of which did
+    // not open the session.
+    for id in 0..2 * INSTANCES {
+        let answer = fleet
+            .rt
+            .block_on(session.call(
+                serde_json::json!(id),
+                "rs__echo",
+                serde_json::json!({"text": "hi"}),
+            ))
+            .unwrap();
+        assert!(answer.get("result").is_some(), "call {id}: {answer}");
+    }
+}
+
+#[test]
+fn the_documented_haproxy_configuration_is_the_one_tested_here() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/DEPLOYMENT.md"))
+        .unwrap();
+    let section = doc
+        .split_once("### HAProxy, plain HTTP to the instances")
+        .expect("DEPLOYMENT.md has the plain-HTTP HAProxy section")
+        .1;
+    let block = section
+        .split_once("```haproxy\n")
+        .and_then(|(_, rest)| rest.split_once("```"))
+        .expect("the section has a haproxy block")
+        .0;
+    let servers: Vec<String> = (11..14).map(|n| format!("10.0.0.{n}:8080")).collect();
+    let documented = common::haproxy::config(
+        &[],
+        ":80",
+        &servers,
+        "a-long-random-probe-token",
+        "inter 2s fall 2 rise 2",
+    );
+    assert_eq!(block, documented);
+}
