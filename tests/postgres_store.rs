@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::clients::{Streamable, http};
@@ -35,15 +37,40 @@ fn open(
 }
 
 /// Write registrations of the fixture at `base` straight into the store, named by the `name`
-/// expression over `from` (a `FROM` clause, or none for one row), without the notice a
-/// gateway's write sends.
-fn insert_rows(pg: &Postgres, name: &str, from: &str, base: &str) {
+/// expression over `from` (a `FROM` clause, or none for one row), with the stored health
+/// `status`, without the notice a gateway's write sends.
+fn insert_rows(pg: &Postgres, name: &str, from: &str, base: &str, status: &str) {
     pg.sql(&format!(
         "INSERT INTO registrations (name, url, transport, tls, auth, enabled, created_at, \
          updated_at, health_status, health_since, health_consecutive_failures) \
          SELECT {name}, '{base}/mcp', 'streamable-http', '{{}}', \
-         '{{\"bearer\":null,\"headers\":[]}}', TRUE, 0, 0, 'unknown', 0, 0 {from}"
+         '{{\"bearer\":null,\"headers\":[]}}', TRUE, 0, 0, '{status}', 0, 0 {from}"
     ));
+}
+
+/// A TCP listener that accepts connections and never answers on them: an upstream whose check
+/// lasts the whole request timeout. Counts the connections it took.
+struct Silent {
+    base: String,
+    accepted: Arc<AtomicUsize>,
+}
+
+impl Silent {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        // Ends with the test process; the connections are held open, never read.
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for conn in listener.incoming().flatten() {
+                counted.fetch_add(1, Ordering::SeqCst);
+                held.push(conn);
+            }
+        });
+        Self { base, accepted }
+    }
 }
 
 /// Whether a `tools/call` answer is the tool's own result.
@@ -352,10 +379,14 @@ fn the_database_password_never_appears_in_what_the_gateway_prints() {
     }
 }
 
+/// Readiness waits for the registrations to be loaded, not for their upstreams to be checked:
+/// 1,000 upstreams that never answer (each check lasts the request timeout) do not hold it.
+/// An upstream stored online is routable at once; the others are checked in the background.
 #[test]
-fn readiness_with_a_thousand_registrations_is_measured() {
+fn ready_with_a_thousand_registrations_comes_before_their_checks() {
     let pg = Postgres::start();
     let up = Upstream::start(&[]);
+    let silent = Silent::start();
     {
         let _ = gateway(&pg.url());
     }
@@ -363,17 +394,50 @@ fn readiness_with_a_thousand_registrations_is_measured() {
         &pg,
         "'up' || i",
         "FROM generate_series(1, 1000) AS i",
-        &up.base,
+        &silent.base,
+        "online",
     );
+    insert_rows(&pg, "'rs'", "", &up.base, "online");
     let start = Instant::now();
-    let (dir, _gw) = gateway(&pg.url());
+    let (dir, gw) = gateway(&pg.url());
+    let (status, _) = common::curl(&[&format!("http://{}/ready", gw.addr)]);
     println!(
-        "ready with 1,000 registrations on PostgreSQL after {:?}",
+        "ready with 1,001 registrations on PostgreSQL after {:?}",
         start.elapsed()
     );
+    assert_eq!(status, 200, "/ready once the ready line is printed");
+
     let (listed, _) = dir.run_expect(&["gateway", "list", "--json"], 0);
     let listed: Value = serde_json::from_str(&listed).unwrap();
-    assert_eq!(listed.as_array().map(Vec::len), Some(1000));
+    let listed = listed.as_array().expect("a list of upstreams");
+    assert_eq!(listed.len(), 1001);
+    let unchecked = listed
+        .iter()
+        .filter(|u| u["health"]["last_error"].is_null() && u["health"]["last_success"].is_null())
+        .count();
+    println!("upstreams not yet checked when ready: {unchecked}");
+    assert!(
+        unchecked > 0,
+        "every upstream was checked before the gateway was ready"
+    );
+
+    // Stored online: routable before its own check, the silent ones still being checked.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let session = open(&rt, &gw, None).unwrap();
+    let answer = rt
+        .block_on(session.call(json!(1), "rs__echo", json!({"text": "hi"})))
+        .unwrap();
+    assert!(succeeded(&answer), "rs__echo right after ready: {answer}");
+
+    // The background round has started on the silent upstreams.
+    let waited = Instant::now();
+    while silent.accepted.load(Ordering::SeqCst) == 0 {
+        assert!(
+            waited.elapsed() < Duration::from_secs(20),
+            "no health check reached the silent upstreams"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -509,7 +573,7 @@ fn a_change_whose_notice_was_missed_is_found_when_the_listen_connection_comes_ba
     }
     std::thread::sleep(Duration::from_millis(500));
     // A row written without a notice (as if the notice had been lost)...
-    insert_rows(&pg, "'rs'", "", &up.base);
+    insert_rows(&pg, "'rs'", "", &up.base, "unknown");
     // ...then the LISTEN connection is cut: the gateway connects again and compares everything.
     pg.sql(&LISTENING.replace("count(*)", "count(pg_terminate_backend(pid))"));
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -196,29 +196,23 @@ impl Registry {
             })?
     }
 
-    /// Load stored registrations and connect to them all concurrently.
+    /// Load stored registrations, each upstream with the health the store last recorded (on a
+    /// shared store another instance's recent check is as good as ours): one stored online is
+    /// routable at once, one unknown or offline not until a check passes. Nothing is connected
+    /// here: the health loop's first round ([`Registry::spawn_health_loop`]) checks them all
+    /// right after start, so readiness does not wait on a thousand upstreams.
     pub async fn load(&self) -> Result<usize, StoreError> {
         let regs = self.on_store(|store| store.list()).await?;
         let ups: Vec<_> = regs.into_iter().map(|r| self.make(r)).collect();
-        {
-            let mut map = self
-                .inner
-                .upstreams
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
-            for up in &ups {
-                map.insert(up.name(), up.clone());
-            }
+        let mut map = self
+            .inner
+            .upstreams
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        for up in &ups {
+            map.insert(up.name(), up.clone());
         }
-        let count = ups.len();
-        futures_util::stream::iter(ups)
-            .for_each_concurrent(64, |up| async move {
-                if up.registration().enabled {
-                    self.check_and_persist(&up).await;
-                }
-            })
-            .await;
-        Ok(count)
+        Ok(ups.len())
     }
 
     /// Connect, list, and store a new upstream. Unless `defer`, an upstream that cannot be
@@ -446,7 +440,10 @@ impl Registry {
         self.inner.children.stop_all().await;
     }
 
-    /// Run health rounds every interval until `stop`.
+    /// Run health rounds until `stop`: the first at once (the upstreams [`Registry::load`]
+    /// found are checked in the background, the gateway already serving), then one every
+    /// interval. A round in progress is abandoned on `stop`: shutdown does not wait for
+    /// upstreams that do not answer.
     pub fn spawn_health_loop(
         &self,
         stop: tokio_util::sync::CancellationToken,
@@ -455,11 +452,14 @@ impl Registry {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(this.inner.settings.health_interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
             loop {
                 tokio::select! {
                     () = stop.cancelled() => break,
-                    _ = tick.tick() => this.health_round().await,
+                    _ = tick.tick() => {}
+                }
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = this.health_round() => {}
                 }
             }
         })
