@@ -20,9 +20,12 @@ mod operations;
 mod sessions;
 #[path = "scenarios/stdio.rs"]
 mod stdio;
+#[path = "scenarios/store.rs"]
+mod store;
 use operations::{health, rotation, startup};
 use sessions::client_sessions;
 use stdio::stdio;
+use store::store;
 
 /// Every scenario, in the order `all` runs them.
 pub const ALL: &[&str] = &[
@@ -34,6 +37,7 @@ pub const ALL: &[&str] = &[
     "health",
     "startup",
     "stdio",
+    "store",
 ];
 
 /// Run-length knobs.
@@ -107,6 +111,7 @@ pub async fn run(name: &str, mode: Mode) -> Result<Outcome> {
         "health" => health(mode).await,
         "startup" => startup(mode).await,
         "stdio" => stdio(mode).await,
+        "store" => store(mode).await,
         other => bail!("unknown scenario {other:?}; expected one of {ALL:?} or all"),
     }
 }

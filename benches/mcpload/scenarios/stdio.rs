@@ -15,17 +15,20 @@ const IDLE: usize = 20;
 /// How long the gateway may take to have started the children of its registrations.
 const START: Duration = Duration::from_secs(30);
 
-/// One measured run.
-struct Row {
-    path: &'static str,
-    report: load::Report,
-    gateway_us: Option<f64>,
+/// The heading of a table of [`Row`]s.
+pub(super) const HEADER: &str = "path          c   calls/s   p50µs   p90µs   p99µs    maxµs  errors  gw µs/call  up µs/call  gen µs/call\n";
+
+/// One measured run (also the rows of [`super::store`]).
+pub(super) struct Row {
+    pub(super) path: &'static str,
+    pub(super) report: load::Report,
+    pub(super) gateway_us: Option<f64>,
     upstream_us: f64,
     generator_us: f64,
 }
 
 impl Row {
-    fn line(&self) -> String {
+    pub(super) fn line(&self) -> String {
         let r = &self.report;
         format!(
             "{:<12} {C:>2} {:>9.0} {:>7.0} {:>7.0} {:>7.0} {:>8.0} {:>7} {:>11} {:>11.1} {:>12.1}\n",
@@ -42,11 +45,23 @@ impl Row {
         )
     }
 
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         json!({"path": self.path, "concurrency": C, "load": self.report.json(),
                "gateway_cpu_us_per_call": self.gateway_us,
                "upstream_cpu_us_per_call": self.upstream_us,
                "generator_cpu_us_per_call": self.generator_us})
+    }
+}
+
+/// A line under the table when calls failed: how many, and the first error.
+pub(super) fn note_errors(out: &mut Outcome, rows: &[Row]) {
+    let errors: u64 = rows.iter().map(|r| r.report.errors).sum();
+    if errors > 0 {
+        let first = rows.iter().find_map(|r| r.report.first_error.clone());
+        out.table.push_str(&format!(
+            "!! {errors} failed calls in this scenario; first: {}\n",
+            first.unwrap_or_default()
+        ));
     }
 }
 
@@ -98,7 +113,7 @@ async fn children(gateway: u32, n: usize) -> Result<Vec<u32>> {
 }
 
 /// HTTP load through `target` on `tool`, CPU read around the measured part.
-async fn http_row(
+pub(super) async fn http_row(
     path: &'static str,
     target: &Target,
     tool: &str,
@@ -181,9 +196,7 @@ pub async fn stdio(mode: Mode) -> Result<Outcome> {
         .await?,
     ];
     let mut out = Outcome {
-        table: String::from(
-            "path          c   calls/s   p50µs   p90µs   p99µs    maxµs  errors  gw µs/call  up µs/call  gen µs/call\n",
-        ),
+        table: String::from(HEADER),
         ..Outcome::default()
     };
     for row in &rows {
@@ -214,14 +227,7 @@ pub async fn stdio(mode: Mode) -> Result<Outcome> {
         format!("{rate_ratio:.2} ×"),
         rate_ratio >= 0.5,
     );
-    let errors: u64 = rows.iter().map(|r| r.report.errors).sum();
-    if errors > 0 {
-        let first = rows.iter().find_map(|r| r.report.first_error.clone());
-        out.table.push_str(&format!(
-            "!! {errors} failed calls in this scenario; first: {}\n",
-            first.unwrap_or_default()
-        ));
-    }
+    note_errors(&mut out, &rows);
     drop(gw);
 
     let http_url = format!("{}/mcp", up.base);
