@@ -252,40 +252,60 @@ pub(super) async fn startup(mode: Mode) -> Result<Outcome> {
     drop(gw);
     let mut runs = Vec::new();
     for _ in 0..3 {
-        // Upstream requests before the ready line: discover (or initialize), ping, listings.
+        // Ready does not wait for the upstreams (each starts with its stored health and is
+        // checked right after): how long until every one has answered is timed apart.
         let (p0, _, _) = fleet.sum().await?;
+        let started = Instant::now();
         let gw: Gateway = fleet.lab.gateway("g", &["--health-interval", "3600"])?;
         let ready = gw.ready_after;
         let (p1, _, _) = fleet.sum().await?;
+        let answered = loop {
+            let (p, _, _) = fleet.sum().await?;
+            if p - p0 >= n as u64 {
+                break started.elapsed();
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!(
+                    "{} upstream requests 30 s after start, {n} upstreams",
+                    p - p0
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         drop(gw);
-        runs.push((ready, p1 - p0));
+        runs.push((ready, p1 - p0, answered));
     }
     let worst = runs.iter().map(|r| r.0).max().unwrap_or_default();
+    let worst_answered = runs.iter().map(|r| r.2).max().unwrap_or_default();
     let mut table = format!(
         "ready with nothing stored: {:.0} ms\n",
         baseline.as_secs_f64() * 1e3
     );
-    for (ready, inits) in &runs {
+    for (ready, inits, answered) in &runs {
         table.push_str(&format!(
-            "ready with {n} stored mTLS registrations: {:.0} ms ({inits} upstream requests before ready)\n",
-            ready.as_secs_f64() * 1e3
+            "ready with {n} stored mTLS registrations: {:.0} ms ({inits} upstream requests before ready); \
+             every upstream answered after {:.0} ms\n",
+            ready.as_secs_f64() * 1e3,
+            answered.as_secs_f64() * 1e3
         ));
     }
-    let all_init = runs.iter().all(|r| r.1 as usize >= n);
     let mut out = Outcome {
         figures: json!({"upstreams": n, "baseline_ms": baseline.as_secs_f64() * 1e3,
-                        "runs": runs.iter().map(|(r, i)| json!({"ready_ms": r.as_secs_f64() * 1e3, "upstream_requests": i})).collect::<Vec<_>>()}),
+                        "runs": runs.iter().map(|(r, i, a)| json!({"ready_ms": r.as_secs_f64() * 1e3, "upstream_requests_before_ready": i, "all_answered_ms": a.as_secs_f64() * 1e3})).collect::<Vec<_>>()}),
         table,
         ..Outcome::default()
     };
     verdict(
         &mut out,
-        &format!("ready in < 1 s with {n} stored registrations whose upstreams answer"),
-        format!(
-            "worst of 3: {:.0} ms; every upstream answered before ready: {all_init}",
-            worst.as_secs_f64() * 1e3
+        &format!(
+            "ready in < 1 s with {n} stored registrations whose upstreams answer, each answered within 1 s"
         ),
-        worst < Duration::from_secs(1) && all_init,
+        format!(
+            "worst of 3: ready {:.0} ms, every upstream answered {:.0} ms",
+            worst.as_secs_f64() * 1e3,
+            worst_answered.as_secs_f64() * 1e3
+        ),
+        worst < Duration::from_secs(1) && worst_answered < Duration::from_secs(1),
     );
     Ok(out)
 }
