@@ -61,15 +61,28 @@ fn gateway_json(dir: &Dir, name: &str) -> Value {
 }
 
 fn wait_status(dir: &Dir, name: &str, status: &str, timeout: Duration) -> Value {
+    wait_view(dir, name, status, timeout, |view| {
+        view["health"]["status"] == status
+    })
+}
+
+/// `name`'s view once `holds` holds of it (`what` it waits for, for the failure message).
+fn wait_view(
+    dir: &Dir,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    holds: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + timeout;
     loop {
         let view = gateway_json(dir, name);
-        if view["health"]["status"] == status {
+        if holds(&view) {
             return view;
         }
         assert!(
             Instant::now() < deadline,
-            "{name} never became {status}: {view}"
+            "{name} never became {what}: {view}"
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -569,11 +582,19 @@ fn killed_upstream_goes_offline_and_comes_back_and_registrations_survive_restart
         "back"
     );
 
-    // Restart the gateway on the same data dir: the registration is still there and online.
+    // Restart the gateway on the same data dir: the registration is still there and online
+    // (its stored health, at once); its catalog comes with the check right after start.
     drop(gw);
     let gw = plain_gateway(&dir, &[]);
-    let view = wait_status(&dir, "flaky", "online", Duration::from_secs(20));
-    assert_eq!(view["tools"].as_array().unwrap().len(), 3, "{view}");
+    let view = gateway_json(&dir, "flaky");
+    assert_eq!(view["health"]["status"], "online", "{view}");
+    wait_view(
+        &dir,
+        "flaky",
+        "checked (its 3 tools listed)",
+        Duration::from_secs(20),
+        |view| view["tools"].as_array().map(Vec::len) == Some(3),
+    );
     assert_eq!(
         tool_text(&call_tool(&gw, "flaky__echo", json!({"text": "persisted"}))),
         "persisted"
