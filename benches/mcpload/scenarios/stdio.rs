@@ -16,9 +16,9 @@ const IDLE: usize = 20;
 const START: Duration = Duration::from_secs(30);
 
 /// The heading of a table of [`Row`]s.
-pub(super) const HEADER: &str = "path          c   calls/s   p50µs   p90µs   p99µs    maxµs  errors  gw µs/call  up µs/call  gen µs/call\n";
+const HEADER: &str = "path          c   calls/s   p50µs   p90µs   p99µs    maxµs  errors  gw µs/call  up µs/call  gen µs/call\n";
 
-/// One measured run (also the rows of [`super::store`]).
+/// One measured run (also the rows of `super::store`).
 pub(super) struct Row {
     pub(super) path: &'static str,
     pub(super) report: load::Report,
@@ -28,6 +28,11 @@ pub(super) struct Row {
 }
 
 impl Row {
+    /// Gateway CPU µs per call; NaN for a run without a gateway.
+    pub(super) fn gateway_or_nan(&self) -> f64 {
+        self.gateway_us.unwrap_or(f64::NAN)
+    }
+
     pub(super) fn line(&self) -> String {
         let r = &self.report;
         format!(
@@ -51,6 +56,18 @@ impl Row {
                "upstream_cpu_us_per_call": self.upstream_us,
                "generator_cpu_us_per_call": self.generator_us})
     }
+}
+
+/// An outcome whose table lists `rows`, under [`HEADER`].
+pub(super) fn tabled(rows: &[Row]) -> Outcome {
+    let mut out = Outcome {
+        table: String::from(HEADER),
+        ..Outcome::default()
+    };
+    for row in rows {
+        out.table.push_str(&row.line());
+    }
+    out
 }
 
 /// A line under the table when calls failed: how many, and the first error.
@@ -195,15 +212,9 @@ pub async fn stdio(mode: Mode) -> Result<Outcome> {
         )
         .await?,
     ];
-    let mut out = Outcome {
-        table: String::from(HEADER),
-        ..Outcome::default()
-    };
-    for row in &rows {
-        out.table.push_str(&row.line());
-    }
+    let mut out = tabled(&rows);
     let [direct_stdio, via_stdio, direct_http, via_http] = &rows;
-    let gw_of = |r: &Row| r.gateway_us.unwrap_or(f64::NAN);
+    let gw_of = Row::gateway_or_nan;
     let cpu_ratio = gw_of(via_stdio) / gw_of(via_http);
     let rate_ratio = via_stdio.report.rate() / direct_stdio.report.rate();
     let http_rate_ratio = via_http.report.rate() / direct_http.report.rate();

@@ -3,7 +3,7 @@
 //! calls/s and the gateway's CPU per call. Registrations are cached in memory, so a call should
 //! cost the same on either store.
 
-use super::stdio::{HEADER, Row, http_row, note_errors};
+use super::stdio::{Row, http_row, note_errors, tabled};
 use super::*;
 
 /// The tests' PostgreSQL (`initdb` and `postgres` from Debian's package in a temp dir, as an
@@ -39,35 +39,17 @@ pub async fn store(mode: Mode) -> Result<Outcome> {
     let (sqlite_gw, sqlite) = gateway_on(&lab, "sqlite", None, &up.base).await?;
     let (pg_gw, on_pg) = gateway_on(&lab, "postgres", Some(&pg.url()), &up.base).await?;
     let upstream = up.proc.pid();
-    let rows = [
-        http_row(
-            "sqlite",
-            &sqlite,
-            "up__echo",
-            mode,
-            Some(sqlite_gw.proc.pid()),
-            upstream,
-        )
-        .await?,
-        http_row(
-            "postgres",
-            &on_pg,
-            "up__echo",
-            mode,
-            Some(pg_gw.proc.pid()),
-            upstream,
-        )
-        .await?,
-    ];
-    let mut out = Outcome {
-        table: String::from(HEADER),
-        ..Outcome::default()
-    };
-    for row in &rows {
-        out.table.push_str(&row.line());
+    let mut rows = Vec::new();
+    for (path, target, gw) in [
+        ("sqlite", &sqlite, &sqlite_gw),
+        ("postgres", &on_pg, &pg_gw),
+    ] {
+        let gateway = Some(gw.proc.pid());
+        rows.push(http_row(path, target, "up__echo", mode, gateway, upstream).await?);
     }
-    let [on_sqlite, on_postgres] = &rows;
-    let gw_of = |r: &Row| r.gateway_us.unwrap_or(f64::NAN);
+    let mut out = tabled(&rows);
+    let (on_sqlite, on_postgres) = (&rows[0], &rows[1]);
+    let gw_of = Row::gateway_or_nan;
     let cpu_ratio = gw_of(on_postgres) / gw_of(on_sqlite);
     let rate_ratio = on_postgres.report.rate() / on_sqlite.report.rate();
     out.table.push_str(&format!(
