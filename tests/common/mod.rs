@@ -17,6 +17,9 @@ pub mod raw;
 pub mod stdio;
 pub mod tls;
 pub mod upstream;
+mod wait;
+
+pub use wait::{free_port, wait_for};
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -28,15 +31,6 @@ use std::time::{Duration, Instant};
 /// Path of the binary under test.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mcpgw"))
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A unique directory for one test, removed at the end.
@@ -342,18 +336,6 @@ pub fn stop_load_expecting_no_failure(
         &failures[..failures.len().min(5)],
         context()
     );
-}
-
-/// Call `check` every 50 ms until it gives `Ok`; past `timeout`, panic with its last `Err`.
-pub fn wait_for<T>(timeout: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check() {
-            Ok(done) => return done,
-            Err(why) if Instant::now() > deadline => panic!("{why}"),
-            Err(_) => std::thread::sleep(Duration::from_millis(50)),
-        }
-    }
 }
 
 /// What `output` says, line by line as it comes, collected by a thread of its own.

@@ -7,10 +7,14 @@ use super::stdio::{Row, http_row, note_errors, tabled};
 use super::*;
 
 /// The tests' PostgreSQL (`initdb` and `postgres` from Debian's package in a temp dir, as an
-/// unprivileged user when run as root): one copy of how to start it, for tests and bench.
+/// unprivileged user when run as root): one copy of how to start it, for tests and bench. It
+/// asks its parent for `free_port` and `wait_for`, which `wait.rs` gives.
 #[path = "../../../tests/common/postgres.rs"]
 #[allow(dead_code)]
 mod postgres;
+#[path = "../../../tests/common/wait.rs"]
+mod wait;
+use wait::{free_port, wait_for};
 
 /// Gateway CPU per call on PostgreSQL over that on SQLite that still counts as the same.
 const WITHIN: f64 = 1.05;
