@@ -311,18 +311,25 @@ fn kill_9_of_one_instance_under_load_fails_at_most_the_calls_in_flight_on_it() {
         failures.iter().all(|f| !f.starts_with("timed out")),
         "{failures:?}"
     );
-    // And each was on the killed instance: HAProxy counts them lost there.
-    let after = fleet.proxy.servers();
+    // And each was on the killed instance: HAProxy counts them lost there. Its checks mark
+    // the instance down after two failures in a row; the calls above may outrun that.
+    let after = common::wait_for(Duration::from_secs(10), || {
+        let servers = fleet.proxy.servers();
+        if servers[1].name == "gw2" && servers[1].status.starts_with("DOWN") {
+            Ok(servers)
+        } else {
+            Err(format!(
+                "HAProxy did not mark the killed instance down: {servers:?}"
+            ))
+        }
+    });
     println!("HAProxy's servers after the kill: {after:?}");
+    // HAProxy saw the losses on the killed instance and on no other. (Its counters do not
+    // match the clients' errors one for one: a request aborted while HAProxy was still
+    // sending it is counted apart, so the count is compared by where it is, not how many.)
     assert!(
-        after[1].name == "gw2" && after[1].status.starts_with("DOWN"),
-        "HAProxy did not mark the killed instance down: {after:?}"
-    );
-    assert!(
-        failures.len() <= after[1].lost,
-        "{} failed calls, {} lost on the killed instance: {after:?}\n{}",
-        failures.len(),
-        after[1].lost,
+        after[1].lost > 0 && after[0].lost == 0 && after[2].lost == 0,
+        "losses not where the kill was: {after:?}\n{}",
         fleet.logs()
     );
 }
