@@ -334,6 +334,11 @@ impl Upstream {
         conn.as_ref().and_then(|conn| conn.instructions.clone())
     }
 
+    /// The `Mcp-Param-*` declarations of its tool `tool` (its own name), if it makes any.
+    pub fn param_headers(&self, tool: &str) -> Option<Arc<ParamHeaders>> {
+        self.catalog.load().param_headers.get(tool).cloned()
+    }
+
     /// Current catalog.
     pub fn catalog(&self) -> Arc<Catalog> {
         self.catalog.load_full()
@@ -671,13 +676,8 @@ impl Upstream {
                 .as_ref()
                 .and_then(|p| p.get("name"))
                 .and_then(Value::as_str)
-                .and_then(|name| self.catalog.load().param_headers.get(name).cloned()),
-            (Payload::Raw(params), "tools/call") => self
-                .catalog
-                .load()
-                .param_headers
-                .get(params.name())
-                .cloned(),
+                .and_then(|name| self.param_headers(name)),
+            (Payload::Raw(params), "tools/call") => self.param_headers(params.name()),
             _ => None,
         };
         let caller = Caller {

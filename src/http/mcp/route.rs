@@ -133,7 +133,7 @@ pub(super) fn params_agree(
     let (true, Some(headers)) = (ctx.modern, ctx.headers) else {
         return Ok(());
     };
-    let Some(declared) = up.catalog().param_headers.get(tool).cloned() else {
+    let Some(declared) = up.param_headers(tool) else {
         return Ok(());
     };
     declared.check(arguments().as_ref(), headers)
