@@ -82,6 +82,7 @@ async fn serve(cfg: ServeConfig, wait: Arc<crate::h1::client::Wait>) -> anyhow::
     relay_resource_updates(state.clone());
     // Ends with `stop`; holds no connection the drain must wait for.
     let _store_sync = state.registry.spawn_store_sync(stop.clone());
+    let _session_ends = http::portable::follow_ends(&state, stop.clone());
     let reload = state.reload.spawn_signal_worker();
     spawn_file_watch(&state, &cfg, stop.clone());
 
@@ -264,14 +265,19 @@ struct Tasks {
     sweeper: JoinHandle<()>,
 }
 
-/// Forget idle Streamable-HTTP sessions now and then (lookups also expire them lazily).
+/// Forget idle Streamable-HTTP sessions now and then (lookups also expire them lazily), and
+/// tell the store which sessions were used meanwhile (`http::portable::flush`).
 fn spawn_session_sweeper(state: Arc<AppState>, stop: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        let mut tick = tokio::time::interval(http::portable::FLUSH_EVERY);
+        let mut since = std::time::Instant::now();
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
                 _ = tick.tick() => {
+                    let now = std::time::Instant::now();
+                    http::portable::flush(&state, since).await;
+                    since = now;
                     let gone = state.sessions.sweep();
                     if gone > 0 {
                         tracing::debug!(sessions = gone, "idle MCP sessions expired");

@@ -15,6 +15,7 @@ pub mod limits;
 pub mod mcp;
 pub mod metrics;
 pub mod origin;
+pub mod portable;
 mod relay;
 pub mod sessions;
 pub mod sse;

@@ -10,6 +10,7 @@ use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::{CHANNEL, Connector, PgUrl, RETRY_MAX, RETRY_MIN, StoreChange, describe};
+use crate::store::sessions::ENDED_NOTICE;
 
 /// Keep a LISTEN connection until `stop`.
 pub(super) async fn run(
@@ -79,7 +80,12 @@ pub(super) async fn drive<S, T>(
         match message {
             Ok(AsyncMessage::Notification(n)) if n.channel() == CHANNEL => {
                 if let Some(notices) = &notices {
-                    let _ = notices.send(StoreChange::Upstream(n.payload().to_owned()));
+                    let payload = n.payload();
+                    let change = match payload.strip_prefix(ENDED_NOTICE) {
+                        Some(hash) => StoreChange::SessionEnded(hash.to_owned()),
+                        None => StoreChange::Upstream(payload.to_owned()),
+                    };
+                    let _ = notices.send(change);
                 }
             }
             Ok(_) => {}
