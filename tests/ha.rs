@@ -82,7 +82,7 @@ impl Fleet {
                 std::fs::write(
                     dir.join("mcpgw.toml"),
                     format!(
-                        "drain_delay_ms = 1000\n[auth]\ntokens = [\n  {{ token = \"{PROBE}\", name = \"probe\", role = \"client\" }},\n  {{ token = \"{CLIENT}\", name = \"client\", role = \"client\" }},\n]\n"
+                        "drain_delay_ms = 2000\n[auth]\ntokens = [\n  {{ token = \"{PROBE}\", name = \"probe\", role = \"client\" }},\n  {{ token = \"{CLIENT}\", name = \"client\", role = \"client\" }},\n]\n"
                     ),
                 )
                 .unwrap();

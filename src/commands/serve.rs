@@ -269,6 +269,7 @@ async fn build_state(
             quotas: cfg.quotas,
             // The same bound for a slow body as for slow headers.
             body_timeout: cfg.header_timeout,
+            linger: cfg.drain_delay,
             allowed_hosts: cfg.allowed_hosts.clone(),
             allowed_origins: cfg.allowed_origins.clone(),
             policy: Arc::new(crate::access::policy::Live::new(
@@ -451,6 +452,11 @@ async fn drain(
     let _ = tasks.control.await;
     let _ = tasks.health.await;
     let _ = tasks.sweeper.await;
+    // Connections a balancer keeps alive are answered with `connection: close` meanwhile,
+    // and closed idle only after (`drain_delay_ms`).
+    if !state.linger.is_zero() {
+        tokio::time::sleep(state.linger).await;
+    }
     // The accept loops held the only other references; they have returned.
     let graceful = Arc::try_unwrap(graceful)
         .map_err(|_| anyhow::anyhow!("internal error: accept loop still running after shutdown"))?;
