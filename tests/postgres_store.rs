@@ -534,9 +534,8 @@ fn each_of_fifty_upstreams_is_health_checked_once_per_interval_by_three_instance
     };
     // Every instance holds every upstream, online (its own first check done: an instance
     // checks an upstream itself until it has its catalog), before counting.
-    let deadline = Instant::now() + Duration::from_secs(30);
     for (n, (dir, gw)) in fleet.iter().enumerate() {
-        loop {
+        common::wait_for(Duration::from_secs(30), || {
             let (listed, _) = dir.run_expect(&["gateway", "list", "--json"], 0);
             let listed: Value = serde_json::from_str(&listed).unwrap();
             let online = listed
@@ -545,16 +544,13 @@ fn each_of_fifty_upstreams_is_health_checked_once_per_interval_by_three_instance
                 .iter()
                 .filter(|u| u["health"]["status"] == "online")
                 .count();
-            if online == UPSTREAMS {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "instance {n} has {online} of {UPSTREAMS} upstreams online\n{}",
-                gw.log()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            (online == UPSTREAMS).then_some(()).ok_or_else(|| {
+                format!(
+                    "instance {n} has {online} of {UPSTREAMS} upstreams online\n{}",
+                    gw.log()
+                )
+            })
+        });
     }
     std::thread::sleep(Duration::from_secs(2));
 

@@ -402,15 +402,17 @@ fn refusal_to_register(
     None
 }
 
-/// A registration body, or 400 with serde's reason (for an unknown field: its name and the
-/// fields there are), for `POST` and `PUT` alike.
-fn read_body(body: Result<Json<RegisterBody>, JsonRejection>) -> Result<RegisterBody, Response> {
+/// A registration body, or the 400 answer with serde's reason (for an unknown field: its name
+/// and the fields there are), for `POST` and `PUT` alike.
+fn read_body(
+    body: Result<Json<RegisterBody>, JsonRejection>,
+) -> Result<RegisterBody, Box<Response>> {
     body.map(|Json(b)| b).map_err(|rejection| {
-        api_error(
+        Box::new(api_error(
             StatusCode::BAD_REQUEST,
             "bad_request",
             rejection.body_text(),
-        )
+        ))
     })
 }
 
@@ -422,7 +424,7 @@ pub async fn create(
 ) -> Response {
     let body = match read_body(body) {
         Ok(b) => b,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let (reg, defer) = match body.into_registration(state.registry.clients().url_policy()) {
         Ok(r) => r,
@@ -469,7 +471,7 @@ pub async fn replace(
 ) -> Response {
     let mut body = match read_body(body) {
         Ok(b) => b,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     if state.registry.get(&name).is_none() {
         return store_error(&StoreError::NotFound { name });
