@@ -5,8 +5,9 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::clients::{Streamable, http};
@@ -71,6 +72,77 @@ impl Silent {
         });
         Self { base, accepted }
     }
+}
+
+/// An HTTP server that answers every request 503 and closes: an upstream that is down, whose
+/// contacts are counted by the URL's query (`/mcp?u=N`) and the request's JSON-RPC method.
+struct Refusing {
+    base: String,
+    requests: Arc<Mutex<HashMap<(String, String), u64>>>,
+}
+
+impl Refusing {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(HashMap::new()));
+        let counted = requests.clone();
+        // Ends with the test process.
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let counted = counted.clone();
+                std::thread::spawn(move || refuse(conn, &counted));
+            }
+        });
+        Self { base, requests }
+    }
+
+    /// Requests so far for `u=N` with a body naming `method`.
+    fn count(&self, query: &str, method: &str) -> u64 {
+        let requests = self.requests.lock().unwrap();
+        requests
+            .get(&(query.to_owned(), method.to_owned()))
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// Read one request from `conn`, count it, answer 503 and close.
+fn refuse(mut conn: std::net::TcpStream, counted: &Mutex<HashMap<(String, String), u64>>) {
+    use std::io::{BufRead, Read, Write};
+    let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let query = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|target| target.split_once('?'))
+        .map(|(_, q)| q.to_owned())
+        .unwrap_or_default();
+    let mut length = 0;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).unwrap_or(0) == 0 || header.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    let _ = reader.read_exact(&mut body);
+    let method = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|m| m["method"].as_str().map(str::to_owned))
+        .unwrap_or_default();
+    *counted.lock().unwrap().entry((query, method)).or_default() += 1;
+    let _ = conn.write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    );
 }
 
 /// Whether a `tools/call` answer is the tool's own result.
@@ -580,6 +652,92 @@ fn each_of_fifty_upstreams_is_health_checked_once_per_interval_by_three_instance
     assert!(
         off.is_empty(),
         "checks outside {fewest}..={most} in {rounds:.1} s: {off:?}"
+    );
+}
+
+/// A dead upstream is checked by the lease holder alone, not by every instance: an instance
+/// without the upstream's catalog checks it itself only while it may answer (not offline).
+/// The interval (16 s) is longer than the longest wait between attempts to open a connection
+/// to an upstream that failed (10 s and half again), so one checker reaches it every round.
+#[test]
+fn a_dead_upstream_is_checked_once_per_interval_by_three_instances_not_three_times() {
+    const INSTANCES: usize = 3;
+    const UPSTREAMS: usize = 20;
+    const INTERVAL: u64 = 16;
+    const ROUNDS: u64 = 3;
+    let pg = Postgres::start();
+    let down = Refusing::start();
+    let interval = INTERVAL.to_string();
+    let args = [
+        "--no-auth",
+        "--store",
+        &pg.url(),
+        "--health-interval",
+        &interval,
+        "--health-threshold",
+        "1",
+    ];
+    let fleet: Vec<(Dir, Gateway)> = (0..INSTANCES)
+        .map(|_| {
+            let dir = Dir::new();
+            let gw = Gateway::start(&dir, &args);
+            (dir, gw)
+        })
+        .collect();
+    for i in 0..UPSTREAMS {
+        let (name, url) = (format!("up{i}"), format!("{}/mcp?u={i}", down.base));
+        fleet[i % INSTANCES]
+            .0
+            .run_expect(&["gateway", "add", &name, &url, "--defer"], 0);
+    }
+    // Every instance holds every upstream, offline, before counting.
+    for (n, (dir, gw)) in fleet.iter().enumerate() {
+        common::wait_for(Duration::from_secs(3 * INTERVAL), || {
+            let (listed, _) = dir.run_expect(&["gateway", "list", "--json"], 0);
+            let listed: Value = serde_json::from_str(&listed).unwrap();
+            let offline = listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|u| u["health"]["status"] == "offline")
+                .count();
+            (offline == UPSTREAMS).then_some(()).ok_or_else(|| {
+                format!(
+                    "instance {n} has {offline} of {UPSTREAMS} upstreams offline\n{}",
+                    gw.log()
+                )
+            })
+        });
+    }
+    let methods = ["server/discover", "initialize"];
+    let contacts = || -> Vec<[u64; 2]> {
+        (0..UPSTREAMS)
+            .map(|i| methods.map(|m| down.count(&format!("u={i}"), m)))
+            .collect()
+    };
+    let before = contacts();
+    std::thread::sleep(Duration::from_secs(ROUNDS * INTERVAL));
+    let after = contacts();
+    let counted: Vec<[u64; 2]> = after
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| [a[0] - b[0], a[1] - b[1]])
+        .collect();
+    println!(
+        "contacts ({methods:?}) of {UPSTREAMS} dead upstreams by {INSTANCES} instances in \
+         {ROUNDS} rounds of {INTERVAL} s: {counted:?}"
+    );
+    let off: Vec<String> = counted
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !(ROUNDS - 1..=ROUNDS + 1).contains(&n.iter().max().copied().unwrap()))
+        .map(|(i, n)| format!("up{i}: {n:?}"))
+        .collect();
+    assert!(
+        off.is_empty(),
+        "contacts outside {}..={} in {ROUNDS} rounds: {off:?}",
+        ROUNDS - 1,
+        ROUNDS + 1
     );
 }
 
