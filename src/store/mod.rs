@@ -347,8 +347,11 @@ impl std::fmt::Debug for CommandSpec {
     }
 }
 
-/// Optional resource limits of a stdio upstream's child (`setrlimit` in the child).
+/// Optional resource limits of a stdio upstream's child (`setrlimit` in the child). Unknown
+/// names are refused: a misspelt limit in a request or `mcpgw.toml` is an error, not a limit
+/// silently left unset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProcessLimits {
     /// Address space, in MiB (`RLIMIT_AS`).
     #[serde(default)]
