@@ -517,6 +517,155 @@ fn a_session_opened_through_the_balancer_is_served_by_every_instance() {
     }
 }
 
+/// A request of session `id` on instance `url`, as `bearer`, in the session era.
+fn in_session(
+    http: &reqwest::Client,
+    url: &str,
+    id: &str,
+    bearer: &str,
+    method: reqwest::Method,
+) -> reqwest::RequestBuilder {
+    http.request(method, url)
+        .bearer_auth(bearer)
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-session-id", id)
+        .header("mcp-protocol-version", "2025-11-25")
+}
+
+#[test]
+fn a_session_outlives_its_instance_with_its_subscriptions_and_ends_everywhere_when_deleted() {
+    let mut fleet = Fleet::start();
+    let http = client();
+    let at = |i: usize| format!("http://{}", fleet.instances[i].gw.addr);
+    let (one, two) = (at(1), at(2));
+    let uri = "test://watched-resource";
+    let session = fleet
+        .rt
+        .block_on(clients::Streamable::open(
+            http.clone(),
+            &format!("{}/servers/rs/mcp", at(0)),
+            Some(CLIENT),
+        ))
+        .unwrap();
+    let id = session.session.clone();
+    let subscribe = serde_json::json!({"jsonrpc": "2.0", "id": 1,
+        "method": "resources/subscribe", "params": {"uri": uri}});
+    let answer = fleet.rt.block_on(session.request(&subscribe)).unwrap();
+    assert!(answer.get("result").is_some(), "{answer}");
+
+    // The instance that opened the session and holds its subscription dies.
+    fleet.instances[0].gw.signal(9);
+    let _ = fleet.instances[0].gw.wait_exit(Duration::from_secs(10));
+
+    fleet.rt.block_on(async {
+        // Another principal naming it is told it does not exist, on any instance.
+        let foreign = in_session(
+            &http,
+            &format!("{two}/mcp"),
+            &id,
+            PROBE,
+            reqwest::Method::GET,
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(foreign.status(), 404, "another principal's session");
+
+        // Its client resumes its stream on instance 1 with the last id it saw there: the
+        // session is taken in from the store and its subscription made again.
+        let stream = in_session(
+            &http,
+            &format!("{one}/mcp"),
+            &id,
+            CLIENT,
+            reqwest::Method::GET,
+        )
+        .header("last-event-id", "7")
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .unwrap();
+        let mut events = clients::EventReader::new(stream);
+        let updated = "notifications/resources/updated";
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let note = loop {
+            let told = http
+                .post(format!("{}/touch?uri={uri}", fleet.up.base))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if let Some(note) = events.next_of(updated, Duration::from_millis(300)).await {
+                break note;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no update reached the session on instance 1 (upstream said {told})\n{}",
+                fleet.logs()
+            );
+        };
+        assert_eq!(note["params"]["uri"], uri, "{note}");
+
+        // Calls go on through instance 2 under the same id.
+        let call = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "still here"}}});
+        let answer: serde_json::Value = in_session(
+            &http,
+            &format!("{two}/servers/rs/mcp"),
+            &id,
+            CLIENT,
+            reqwest::Method::POST,
+        )
+        .json(&call)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        assert!(clients::text(&answer).contains("still here"), "{answer}");
+
+        // Ended through instance 2: instance 1, which holds it too, lets it go as well.
+        let deleted = in_session(
+            &http,
+            &format!("{two}/mcp"),
+            &id,
+            CLIENT,
+            reqwest::Method::DELETE,
+        )
+        .send()
+        .await
+        .unwrap();
+        assert_eq!(deleted.status(), 204);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = in_session(
+                &http,
+                &format!("{one}/servers/rs/mcp"),
+                &id,
+                CLIENT,
+                reqwest::Method::POST,
+            )
+            .json(&call)
+            .send()
+            .await
+            .unwrap()
+            .status();
+            if status == 404 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "instance 1 still serves a deleted session ({status})\n{}",
+                fleet.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+}
+
 #[test]
 fn the_documented_haproxy_configuration_is_the_one_tested_here() {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/DEPLOYMENT.md"))

@@ -192,3 +192,49 @@ fn a_new_gateway_that_goes_away_before_serving_leaves_the_old_one_serving() {
     );
     assert_control_served_by(&dir, &new);
 }
+
+#[test]
+fn a_session_opened_on_the_old_gateway_goes_on_on_the_new_one() {
+    let dir = Dir::new();
+    let up = Upstream::start(&[]);
+    let mut old = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(&["gateway", "add", "rs", &format!("{}/mcp", up.base)], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("http://{}/mcp", old.addr);
+    let session = rt
+        .block_on(clients::Streamable::open(clients::http(None), &url, None))
+        .unwrap();
+    let args = serde_json::json!({"text": "before"});
+    let answer = rt
+        .block_on(session.call(1.into(), "rs__echo", args))
+        .unwrap();
+    assert!(clients::text(&answer).contains("before"), "{answer}");
+
+    let new = upgrade(&dir);
+    assert_eq!(
+        old.wait_exit(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        old.log()
+    );
+    // The new process never saw the session open: it takes it in from the store (SQLite
+    // here), with what its client said at `initialize`.
+    let args = serde_json::json!({"text": "after"});
+    let answer = rt
+        .block_on(session.call(2.into(), "rs__echo", args))
+        .unwrap();
+    assert!(
+        clients::text(&answer).contains("after"),
+        "{answer}\n{}",
+        new.log()
+    );
+    assert!(
+        new.log().contains("session taken in from the store"),
+        "{}",
+        new.log()
+    );
+    // Ended on the new one, it is gone.
+    assert_eq!(rt.block_on(session.close()).unwrap(), 204);
+    let gone = rt.block_on(session.call(3.into(), "rs__echo", serde_json::json!({"text": "x"})));
+    assert!(gone.unwrap_err().to_string().contains("404"));
+}
