@@ -61,6 +61,7 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l allow-insecure-bin
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l no-auth -d 'Turn bearer auth off (refused unless the listen address is loopback)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l check-config -d 'Validate the configuration and the serving certificate, print a summary and exit (0: usable, 1: not); binds nothing, creates nothing'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l upgrade -d 'Replace the gateway running on this data directory without refusing a connection: take its listening sockets (and control socket) over, serve on them, then have it drain and exit. Fails (exit 1) when no gateway runs there. --listen is not used: the address is the running gateway\'s'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l listen-stdin -d 'Serve on the listening TCP socket given as standard input instead of binding --listen: systemd socket activation (`StandardInput=socket` in the service, `Accept=no` in the socket unit) or any launcher that hands over a bound socket. The same rules apply to its address as to --listen\'s (plain HTTP only on loopback unless allowed)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l json -d 'Print data as JSON'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -s V -l version -d 'Print version'

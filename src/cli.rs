@@ -512,6 +512,13 @@ pub struct ServeArgs {
     /// is the running gateway's.
     #[arg(long, conflicts_with = "check_config")]
     pub upgrade: bool,
+
+    /// Serve on the listening TCP socket given as standard input instead of binding --listen:
+    /// systemd socket activation (`StandardInput=socket` in the service, `Accept=no` in the
+    /// socket unit) or any launcher that hands over a bound socket. The same rules apply to its
+    /// address as to --listen's (plain HTTP only on loopback unless allowed).
+    #[arg(long, conflicts_with_all = ["upgrade", "check_config"])]
+    pub listen_stdin: bool,
 }
 
 /// `mcpgw cert ...`

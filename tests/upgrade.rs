@@ -238,3 +238,61 @@ fn a_session_opened_on_the_old_gateway_goes_on_on_the_new_one() {
     let gone = rt.block_on(session.call(3.into(), "rs__echo", serde_json::json!({"text": "x"})));
     assert!(gone.unwrap_err().to_string().contains("404"));
 }
+
+/// `mcpgw serve --listen-stdin` with `stdin` as its standard input, and what it printed if it
+/// stopped.
+fn serve_on_stdin(dir: &Dir, stdin: std::process::Stdio) -> std::process::Output {
+    let mut cmd = dir.cmd();
+    cmd.args(["serve", "--listen-stdin", "--no-auth"]);
+    cmd.stdin(stdin);
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_gateway_serves_on_the_listening_socket_it_is_given_as_standard_input() {
+    // What systemd does with `StandardInput=socket`: the socket is bound (and listening)
+    // before the gateway starts, and connections made meanwhile wait in its backlog.
+    let dir = Dir::new();
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let early = std::thread::spawn(move || common::curl(&[&format!("http://{addr}/health")]));
+    let mut cmd = dir.cmd();
+    cmd.args(["serve", "--listen-stdin", "--no-auth"]);
+    let gw = Gateway::spawn_with_stdin(
+        cmd,
+        std::process::Stdio::from(std::os::fd::OwnedFd::from(socket)),
+    );
+    assert_eq!(gw.addr, addr, "it serves the address it was given");
+    let (code, body) = early.join().unwrap();
+    assert_eq!(
+        code, 200,
+        "a connection made before it started is served: {body}"
+    );
+    assert!(
+        gw.log()
+            .contains("serving on the socket given as standard input"),
+        "{}",
+        gw.log()
+    );
+}
+
+#[test]
+fn listen_stdin_refuses_what_is_not_a_listening_tcp_socket_and_an_exposed_plain_address() {
+    let dir = Dir::new();
+    let out = serve_on_stdin(&dir, std::process::Stdio::null());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--listen-stdin: standard input is not a listening TCP socket"),
+        "{stderr}"
+    );
+    // Every interface, plain HTTP, no auth: the rules of --listen apply to the given socket.
+    let exposed = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let out = serve_on_stdin(
+        &dir,
+        std::process::Stdio::from(std::os::fd::OwnedFd::from(exposed)),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("refusing to serve plain HTTP"), "{stderr}");
+}

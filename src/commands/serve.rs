@@ -140,7 +140,13 @@ struct Sockets {
 /// running on the data directory.
 async fn open_sockets(cfg: &ServeConfig) -> anyhow::Result<Sockets> {
     if !cfg.upgrade {
-        let listener = bind_listener(cfg.listen).await?;
+        let listener = if cfg.listen_stdin {
+            let listener = handoff::listener_on_stdin()?;
+            cfg.check_inherited(listener.local_addr()?)?;
+            listener
+        } else {
+            bind_listener(cfg.listen).await?
+        };
         let control = ControlSocket::bind(&cfg.control_socket)?;
         let offer = handoff::Offer::new(&cfg.data_dir, &listener, &control, None)
             .context("cannot bind the hand-off socket for upgrades")?;
