@@ -49,6 +49,7 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l tls-watch-interval
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l log-format -d 'Log format [default: text]' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l store -d 'Where registrations live: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=MODE] for a database several instances share [default: SQLite in the data directory]' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l advertise -d 'Where the other instances on a shared store reach this one (http:// or https://HOST:PORT), for the legacy SSE messages they forward here [default: `[store] advertise`, else the listen address when it names one host]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l workers -d 'Worker threads of the async runtime [default: one per CPU core]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l upstream-spin-us -d 'How long, in microseconds, a call made while the gateway was idle watches its upstream socket before its thread parks [default: 100; 0 never]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l health-interval -d 'Seconds between upstream health checks [default: 30]' -r

@@ -422,7 +422,7 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
         allow_insecure_bind: args.allow_insecure_bind || file.allow_insecure_bind.unwrap_or(false),
         data_dir,
         store,
-        advertise: store::advertise(&file.store, &origin)?,
+        advertise: store::advertise(args, &file.store, &origin)?,
         peer_ca: file.store.peer_ca.clone(),
         control_socket,
         log_format: args

@@ -517,8 +517,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         subscription: &Subscription,
         subscribed: bool,
     ) -> Result<(), StoreError>;
-    /// These sessions were used at `seen_at` (Unix seconds) or later.
-    fn touch_sessions(&self, id_hashes: &[String], seen_at: i64) -> Result<(), StoreError>;
+    /// These sessions were used at `seen_at` (Unix seconds) or later; the ones among them the
+    /// store no longer holds (ended or expired while this instance missed the notice).
+    fn touch_sessions(&self, id_hashes: &[String], seen_at: i64)
+    -> Result<Vec<String>, StoreError>;
     /// Drop the sessions no instance has seen used since `seen_before` (Unix seconds); how many.
     fn expire_sessions(&self, seen_before: i64) -> Result<u64, StoreError>;
 }

@@ -557,13 +557,25 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    fn touch_sessions(&self, id_hashes: &[String], seen_at: i64) -> Result<(), StoreError> {
-        self.run(|c| async move {
-            c.execute(SESSIONS.touch, &[&id_hashes, &seen_at])
-                .await
-                .map_err(|e| self.failed(&e))
-        })?;
-        Ok(())
+    fn touch_sessions(
+        &self,
+        id_hashes: &[String],
+        seen_at: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let held: std::collections::HashSet<String> = self
+            .run(|c| async move {
+                c.query(SESSIONS.touch, &[&id_hashes, &seen_at])
+                    .await
+                    .map_err(|e| self.failed(&e))
+            })?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        Ok(id_hashes
+            .iter()
+            .filter(|hash| !held.contains(*hash))
+            .cloned()
+            .collect())
     }
 
     fn expire_sessions(&self, seen_before: i64) -> Result<u64, StoreError> {
