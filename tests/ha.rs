@@ -666,6 +666,77 @@ fn a_session_outlives_its_instance_with_its_subscriptions_and_ends_everywhere_wh
     });
 }
 
+/// An upstream's question (elicitation) reaches the client on the instance serving its call,
+/// and the client's answer, taken by the balancer to another instance, is passed back to the
+/// one that asked.
+#[test]
+fn an_answer_to_an_upstreams_question_reaching_another_instance_goes_back_to_the_one_that_asked() {
+    use common::py::{self, PyUpstream};
+    let fleet = Fleet::start();
+    let python = py::python();
+    let dir = &fleet.instances[0].dir;
+    let pki = dir.cert_gen("pki", &[]);
+    let args = ["--transport", "streamable-http", "--input-tool"];
+    let up = PyUpstream::with_pki(&python, py::free_port(), &pki, &args);
+    dir.gateway_add_mtls("py", &format!("https://localhost:{}/mcp", up.port), &pki);
+    let http = client();
+    let at = |i: usize| format!("http://{}/servers/py/mcp", fleet.instances[i].gw.addr);
+    fleet.rt.block_on(async {
+        // Every instance knows the upstream (registered through instance 0).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for i in 1..INSTANCES {
+            while http
+                .post(at(i))
+                .bearer_auth(CLIENT)
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                == 404
+            {
+                assert!(Instant::now() < deadline, "instance {i} does not know py");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let hello = serde_json::json!({"protocolVersion": "2025-11-25",
+            "capabilities": {"elicitation": {"form": {}}},
+            "clientInfo": {"name": "asked", "version": "1"}});
+        let session = clients::Streamable::open_as(http.clone(), &at(0), Some(CLIENT), hello)
+            .await
+            .unwrap();
+        let id = session.session.clone();
+        let call = serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "confirm", "arguments": {"question": "ship it?"}}});
+        let streamed = in_session(&http, &at(0), &id, CLIENT, reqwest::Method::POST)
+            .json(&call)
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .unwrap();
+        let mut events = clients::EventReader::new(streamed);
+        let asked = events
+            .next_of("elicitation/create", Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("the question did not reach the client\n{}", fleet.logs()));
+        assert_eq!(asked["params"]["message"], "ship it?", "{asked}");
+        // The answer goes to instance 1, which did not ask.
+        let answer = serde_json::json!({"jsonrpc": "2.0", "id": asked["id"],
+            "result": {"action": "accept", "content": {"ok": true}}});
+        let taken = in_session(&http, &at(1), &id, CLIENT, reqwest::Method::POST)
+            .json(&answer)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(taken.status(), 202, "{:?}", taken.text().await);
+        let done = events
+            .next_where(|m| m["id"] == 7, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("the call did not finish\n{}", fleet.logs()));
+        assert_eq!(clients::text(&done), "confirmed=True", "{done}");
+    });
+}
+
 #[test]
 fn the_documented_haproxy_configuration_is_the_one_tested_here() {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/DEPLOYMENT.md"))

@@ -444,9 +444,22 @@ impl Posted {
         if let Some(refused) = batch_refusal(state, &tree) {
             return Reply::rpc(StatusCode::BAD_REQUEST, refused);
         }
-        // A client's answer to a request an upstream made of it.
+        // A client's answer to a request an upstream made of it: here, or on the instance
+        // that asked.
         if let Some(done) = relay_to_upstream(state, session, &tree).await {
             return done.into();
+        }
+        if let Some(peer) = super::relay::answer_for_peer(state, &tree, &self.headers) {
+            let path = match scope {
+                Scope::All => "/mcp".to_owned(),
+                Scope::One(name) => format!("/servers/{name}/mcp"),
+            };
+            let uri = path.parse().unwrap_or_default();
+            let body = Bytes::from(serde_json::to_vec(&tree).unwrap_or_default());
+            let headers = self.headers.to_map();
+            let method = axum::http::Method::POST;
+            let answered = state.peers.forward(&peer, method, &uri, &headers, body);
+            return Reply::Response(answered.await);
         }
         let is_request = jsonrpc::kind(&tree) == Kind::Request;
         let method = jsonrpc::method(&tree).unwrap_or_default();
