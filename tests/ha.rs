@@ -737,6 +737,52 @@ fn an_answer_to_an_upstreams_question_reaching_another_instance_goes_back_to_the
     });
 }
 
+/// A 2026-07-28 client asked a session-era upstream's question as `input_required` on one
+/// instance sends its answers with the call again; the balancer takes that to another
+/// instance, which passes it to the one holding the call.
+#[test]
+fn a_held_call_is_resumed_through_another_instance() {
+    let fleet = Fleet::start();
+    let up = Upstream::start(&["--session-only"]);
+    fleet.instances[0]
+        .dir
+        .run_expect(&["gateway", "add", "so", &format!("{}/mcp", up.base)], 0);
+    let mut auth = reqwest::header::HeaderMap::new();
+    auth.insert("authorization", format!("Bearer {CLIENT}").parse().unwrap());
+    let http = reqwest::Client::builder()
+        .default_headers(auth)
+        .timeout(CALL_TIMEOUT)
+        .build()
+        .unwrap();
+    let at = |i: usize| format!("http://{}/servers/so/mcp", fleet.instances[i].gw.addr);
+    let meta = serde_json::json!({
+        "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+        "io.modelcontextprotocol/clientCapabilities": {"elicitation": {"form": {}}},
+    });
+    let args = serde_json::json!({"message": "Who are you?"});
+    fleet.rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while http.post(at(1)).json(&serde_json::json!({})).send().await.unwrap().status() == 404 {
+            assert!(Instant::now() < deadline, "instance 1 does not know so");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let call = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+            "name": "test_elicitation", "arguments": args, "_meta": meta}});
+        let first = clients::post_modern(&http, &at(0), &call).await;
+        let result = &first["result"];
+        assert_eq!(result["resultType"], "input_required", "{first}");
+        let (key, _) = result["inputRequests"].as_object().unwrap().iter().next().unwrap();
+        let retry = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {
+            "name": "test_elicitation", "arguments": args, "_meta": meta,
+            "inputResponses": {key.as_str(): {"action": "accept", "content": {"username": "ada", "email": "ada@example.com"}}},
+            "requestState": result["requestState"]}});
+        // Sent again to instance 2, which does not hold the call.
+        let done = clients::post_modern(&http, &at(2), &retry).await;
+        assert_eq!(done["result"]["resultType"], "complete", "{done}\n{}", fleet.logs());
+        assert!(clients::text(&done).contains("ada"), "{done}");
+    });
+}
+
 #[test]
 fn the_documented_haproxy_configuration_is_the_one_tested_here() {
     let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/DEPLOYMENT.md"))
