@@ -608,6 +608,44 @@ fn a_session_outlives_its_instance_with_its_subscriptions_and_ends_everywhere_wh
         };
         assert_eq!(note["params"]["uri"], uri, "{note}");
 
+        // A subscription made through instance 2, whose update comes to instance 2, reaches the
+        // stream the client reads on instance 1 (passed on through the store).
+        let other = "test://other-resource";
+        let subscribe = serde_json::json!({"jsonrpc": "2.0", "id": 3,
+            "method": "resources/subscribe", "params": {"uri": other}});
+        let answer: serde_json::Value =
+            in_session(&http, &format!("{two}/servers/rs/mcp"), &id, CLIENT, reqwest::Method::POST)
+                .json(&subscribe)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+        assert!(answer.get("result").is_some(), "{answer}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let told = http
+                .post(format!("{}/touch?uri={other}", fleet.up.base))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            let seen = events
+                .next_where(|m| m["params"]["uri"] == other, Duration::from_millis(300))
+                .await;
+            if seen.is_some() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "an update that came to instance 2 did not reach the stream on instance 1 (upstream said {told})\n{}",
+                fleet.logs()
+            );
+        }
+
         // Calls go on through instance 2 under the same id.
         let call = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
             "params": {"name": "echo", "arguments": {"text": "still here"}}});

@@ -231,11 +231,34 @@ pub fn follow_ends(
             };
             match change {
                 Ok(StoreChange::SessionEnded(hash)) => let_go(&state, &hash),
+                Ok(StoreChange::SessionEvent { hash, message }) => {
+                    state.sessions.push_if_streaming(&hash, message.into());
+                }
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => break,
             }
         }
     }))
+}
+
+/// A server-to-client message queued for session `id`, whose client has no stream open here:
+/// announced through the store, for the instance where it has one (on a shared store; the
+/// client may read its stream from any instance). Not for what every instance sends every
+/// session anyway (catalog changes), only for what arose here.
+pub(super) fn relay_event(state: &AppState, id: &str, msg: &Value) {
+    if state.peers.me().is_none() {
+        return;
+    }
+    let (hash, message) = (id_hash(id), msg.to_string());
+    let registry = state.registry.clone();
+    tokio::spawn(async move {
+        let published = registry
+            .on_store(move |store| store.publish_session_event(&hash, &message))
+            .await;
+        if let Err(err) = published {
+            tracing::debug!(error = %err, "a session's message not passed to the other instances");
+        }
+    });
 }
 
 /// What a stored profile says, as the client said it at `initialize`.

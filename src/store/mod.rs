@@ -116,6 +116,14 @@ pub enum StoreChange {
     /// The session of this [`sessions::id_hash`] ended (`DELETE`d or expired) on some instance:
     /// every instance holding it in memory lets it go.
     SessionEnded(String),
+    /// A server-to-client message for the session of this hash, from an instance where its
+    /// client has no stream open: the instance where it has one sends it.
+    SessionEvent {
+        /// [`sessions::id_hash`] of the session.
+        hash: String,
+        /// The message, serialized.
+        message: String,
+    },
 }
 
 /// How the gateway speaks to an upstream.
@@ -523,4 +531,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     -> Result<Vec<String>, StoreError>;
     /// Drop the sessions no instance has seen used since `seen_before` (Unix seconds); how many.
     fn expire_sessions(&self, seen_before: i64) -> Result<u64, StoreError>;
+    /// Announce a server-to-client message for a session to every instance
+    /// ([`StoreChange::SessionEvent`]); nothing for a store only this instance uses.
+    fn publish_session_event(&self, id_hash: &str, message: &str) -> Result<(), StoreError> {
+        let _ = (id_hash, message);
+        Ok(())
+    }
 }

@@ -578,6 +578,25 @@ impl Store for PostgresStore {
             .collect())
     }
 
+    fn publish_session_event(&self, id_hash: &str, message: &str) -> Result<(), StoreError> {
+        if message.len() > super::sessions::MAX_EVENT {
+            return Err(StoreError::Query {
+                detail: format!(
+                    "a message of {} bytes is over what a notice carries ({} bytes)",
+                    message.len(),
+                    super::sessions::MAX_EVENT
+                ),
+            });
+        }
+        let payload = format!("{}{id_hash}:{message}", super::sessions::EVENT_NOTICE);
+        self.run(|c| async move {
+            c.execute("SELECT pg_notify('mcpgw_registry', $1)", &[&payload])
+                .await
+                .map_err(|e| self.failed(&e))
+        })?;
+        Ok(())
+    }
+
     fn expire_sessions(&self, seen_before: i64) -> Result<u64, StoreError> {
         // Each expired session is announced like a `DELETE`d one, so instances let it go.
         self.run(|c| async move {

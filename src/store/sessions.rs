@@ -93,6 +93,13 @@ pub(super) const POSTGRES: Sql = Sql {
 /// The prefix of a registry-channel notice that a session ended.
 pub const ENDED_NOTICE: &str = "session-ended:";
 
+/// The prefix of a registry-channel notice carrying a message for a session:
+/// `session-event:<hash>:<message>`.
+pub const EVENT_NOTICE: &str = "session-event:";
+
+/// The largest notice PostgreSQL carries (its limit is 8000 bytes, less the prefix and hash).
+pub const MAX_EVENT: usize = 7_800;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,7 +10,7 @@ use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::{CHANNEL, Connector, PgUrl, RETRY_MAX, RETRY_MIN, StoreChange, describe};
-use crate::store::sessions::ENDED_NOTICE;
+use crate::store::sessions::{ENDED_NOTICE, EVENT_NOTICE};
 
 /// Keep a LISTEN connection until `stop`.
 pub(super) async fn run(
@@ -81,9 +81,18 @@ pub(super) async fn drive<S, T>(
             Ok(AsyncMessage::Notification(n)) if n.channel() == CHANNEL => {
                 if let Some(notices) = &notices {
                     let payload = n.payload();
-                    let change = match payload.strip_prefix(ENDED_NOTICE) {
-                        Some(hash) => StoreChange::SessionEnded(hash.to_owned()),
-                        None => StoreChange::Upstream(payload.to_owned()),
+                    let change = if let Some(hash) = payload.strip_prefix(ENDED_NOTICE) {
+                        StoreChange::SessionEnded(hash.to_owned())
+                    } else if let Some((hash, message)) = payload
+                        .strip_prefix(EVENT_NOTICE)
+                        .and_then(|e| e.split_once(':'))
+                    {
+                        StoreChange::SessionEvent {
+                            hash: hash.to_owned(),
+                            message: message.to_owned(),
+                        }
+                    } else {
+                        StoreChange::Upstream(payload.to_owned())
                     };
                     let _ = notices.send(change);
                 }

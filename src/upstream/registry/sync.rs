@@ -45,7 +45,7 @@ impl Registry {
                     change = changes.recv() => match change {
                         Ok(StoreChange::Upstream(name)) => Some(name),
                         // Not the registry's (the sessions table hears it).
-                        Ok(StoreChange::SessionEnded(_)) => continue,
+                        Ok(StoreChange::SessionEnded(_) | StoreChange::SessionEvent { .. }) => continue,
                         // Resync, or notices dropped because this task fell behind.
                         Ok(StoreChange::Resync) | Err(RecvError::Lagged(_)) => None,
                         Err(RecvError::Closed) => break,
