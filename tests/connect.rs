@@ -469,8 +469,8 @@ fn a_call_cut_by_a_gateway_restart_gets_an_error_and_is_not_sent_again() {
     let message = answer["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("it may have run"), "{answer}");
 
-    // Started again where it was, the gateway has forgotten the session: the next call opens
-    // it again and goes through; the cut one was not sent again.
+    // Started again where it was, the gateway takes the session in from its store: the next
+    // call goes through; the cut one was not sent again.
     let mut cmd = dir.cmd();
     cmd.args(["serve", "--listen", &addr, "--no-auth"]);
     let _gw = Gateway::spawn(cmd);
