@@ -45,9 +45,15 @@ const DELETE: &str = "DELETE FROM registrations WHERE name = ?1";
 /// Registrations in one SQLite file.
 pub struct SqliteStore {
     path: PathBuf,
-    // One connection behind a mutex: writes are rare and small, and a single connection keeps
-    // every operation serialised without SQLITE_BUSY between our own threads.
+    // The registry's connection behind a mutex: its writes are rare and small, and one
+    // connection keeps them serialised. The sessions' connection writes to other tables; when
+    // both write at once, SQLite's lock and the busy timeout order them.
     conn: Mutex<Connection>,
+    /// The session tables' own connection, committing without waiting for the disk
+    /// ([`configure_sessions`]): a session is opened far more often than an upstream is
+    /// registered, and losing the last ones to a power cut only has their clients initialize
+    /// again.
+    sessions: Mutex<Connection>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -86,9 +92,13 @@ impl SqliteStore {
         check_version(&path.display().to_string(), found)?;
         configure(&conn).map_err(|e| open_err(e.to_string()))?;
         migrate(&mut conn, path)?;
+        let sessions =
+            Connection::open_with_flags(&real, flags).map_err(|e| open_err(e.to_string()))?;
+        configure_sessions(&sessions).map_err(|e| open_err(e.to_string()))?;
         Ok(Self {
             path: path.to_owned(),
             conn: Mutex::new(conn),
+            sessions: Mutex::new(sessions),
         })
     }
 
@@ -106,6 +116,11 @@ impl SqliteStore {
         // A panic while holding the lock cannot leave a half-applied write behind: SQLite rolls
         // back an unfinished transaction when it is dropped. The connection stays usable.
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The session tables' connection (as [`Self::conn`]).
+    fn sessions(&self) -> MutexGuard<'_, Connection> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -222,7 +237,7 @@ impl Store for SqliteStore {
     }
 
     fn save_session(&self, s: &StoredSession) -> Result<(), StoreError> {
-        self.conn()
+        self.sessions()
             .prepare_cached(SESSIONS.save)
             .and_then(|mut stmt| {
                 stmt.execute(params![
@@ -238,7 +253,7 @@ impl Store for SqliteStore {
     }
 
     fn load_session(&self, id_hash: &str) -> Result<Option<StoredSession>, StoreError> {
-        let conn = self.conn();
+        let conn = self.sessions();
         let found = conn
             .prepare_cached(SESSIONS.load)
             .and_then(|mut stmt| {
@@ -275,7 +290,7 @@ impl Store for SqliteStore {
     }
 
     fn end_session(&self, id_hash: &str) -> Result<(), StoreError> {
-        self.conn()
+        self.sessions()
             .execute(SESSIONS.end, [id_hash])
             .map_err(query_err)?;
         Ok(())
@@ -292,7 +307,7 @@ impl Store for SqliteStore {
         } else {
             SESSIONS.unsubscribe
         };
-        self.conn()
+        self.sessions()
             .execute(sql, params![id_hash, sub.endpoint, sub.uri])
             .map_err(query_err)?;
         Ok(())
@@ -303,7 +318,7 @@ impl Store for SqliteStore {
         id_hashes: &[String],
         seen_at: i64,
     ) -> Result<Vec<String>, StoreError> {
-        let mut conn = self.conn();
+        let mut conn = self.sessions();
         let tx = conn.transaction().map_err(query_err)?;
         let mut gone = Vec::new();
         {
@@ -355,6 +370,15 @@ fn in_real_dir(path: &Path) -> std::io::Result<PathBuf> {
 }
 
 /// Per-connection settings (journal_mode is persistent in the file, the others are not).
+/// The session connection: as [`configure`], but a commit is durable once in the WAL, without
+/// waiting for the disk (`synchronous = NORMAL`): it survives the process, not a power cut.
+fn configure_sessions(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    Ok(())
+}
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     let mode: String =
         conn.pragma_update_and_check(None, "journal_mode", "wal", |row| row.get(0))?;
