@@ -10,15 +10,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::clients::{self, echo_modern};
 use common::haproxy::Haproxy;
+use common::load::{CALL_TIMEOUT, Load};
 use common::postgres::Postgres;
 use common::upstream::Upstream;
-use common::{Dir, Gateway};
+use common::{Dir, Gateway, Instance};
 
 /// The `/ready` check's token, a static client token on every instance.
 const PROBE: &str = "ha-probe-token-5d0c1e7a9b";
@@ -30,14 +29,6 @@ const INSTANCES: usize = 3;
 const CLIENTS: usize = 8;
 /// Each client stops after this many calls, or when told.
 const CALLS_PER_CLIENT: usize = 3000;
-/// A client gives up on a call after this long: a lost call is an error, never a hang.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One gateway of the fleet: its directory (data dir and configuration) and its process.
-struct Instance {
-    dir: Dir,
-    gw: Gateway,
-}
 
 /// PostgreSQL, the echo fixture registered as `rs`, three gateways and HAProxy in front.
 struct Fleet {
@@ -163,85 +154,18 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// [`CLIENTS`] clients calling `rs__echo` through the balancer in a loop.
-struct Load {
-    done: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    failures: Arc<Mutex<Vec<String>>>,
-    workers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    /// Start the clients and wait until they have made 100 calls.
-    fn start(fleet: &Fleet) -> Self {
-        let done = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(Mutex::new(Vec::<String>::new()));
-        let workers = (0..CLIENTS)
-            .map(|n| {
-                let (done, ok, failures) = (done.clone(), ok.clone(), failures.clone());
-                let (http, url) = (client(), fleet.proxy.mcp_url());
-                fleet.rt.spawn(async move {
-                    for call in 0..CALLS_PER_CLIENT {
-                        if done.load(Ordering::Acquire) {
-                            break;
-                        }
-                        let text = format!("c{n}-{call}");
-                        match echo_modern(&http, &url, Some(CLIENT), &text).await {
-                            Ok(()) => {
-                                ok.fetch_add(1, Ordering::AcqRel);
-                            }
-                            Err(e) => failures.lock().unwrap().push(e),
-                        }
-                    }
-                })
-            })
-            .collect();
-        let load = Self {
-            done,
-            ok,
-            failures,
-            workers,
-        };
-        load.until_more(100);
-        load
-    }
-
-    /// Calls answered so far.
-    fn answered(&self) -> usize {
-        self.ok.load(Ordering::Acquire)
-    }
-
-    /// Wait until `more` calls more than now are answered (or every client is done).
-    fn until_more(&self, more: usize) {
-        let target = self.answered() + more;
-        while self.answered() < target && self.workers.iter().any(|w| !w.is_finished()) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Stop the clients and wait for them; the failures they saw.
-    fn stop(self, rt: &tokio::runtime::Runtime) -> (usize, Vec<String>) {
-        self.done.store(true, Ordering::Release);
-        for w in self.workers {
-            rt.block_on(w).unwrap();
-        }
-        let failures = self.failures.lock().unwrap().clone();
-        (self.ok.load(Ordering::Acquire), failures)
-    }
+/// [`CLIENTS`] clients calling `rs__echo` through the balancer in a loop, until they have
+/// made 100 calls.
+fn load(fleet: &Fleet) -> Load {
+    let clients = (0..CLIENTS)
+        .map(|_| (client(), fleet.proxy.mcp_url()))
+        .collect();
+    Load::start(&fleet.rt, clients, Some(CLIENT), CALLS_PER_CLIENT, 100)
 }
 
 /// Assert that `failures` is empty, showing the first few and the logs if not.
 fn assert_no_failure(fleet: &Fleet, answered: usize, failures: &[String]) {
-    println!("{answered} calls answered, {} failed", failures.len());
-    assert!(
-        failures.is_empty(),
-        "{} failed calls of {}, e.g. {:?}\n{}",
-        failures.len(),
-        answered + failures.len(),
-        &failures[..failures.len().min(5)],
-        fleet.logs()
-    );
+    common::load::assert_no_failure(answered, failures, || fleet.logs());
 }
 
 #[test]
@@ -258,7 +182,7 @@ fn a_registration_through_one_instance_is_callable_through_every_instance_and_a_
 #[test]
 fn a_rolling_restart_of_every_instance_under_load_fails_no_call() {
     let mut fleet = Fleet::start();
-    let load = Load::start(&fleet);
+    let load = load(&fleet);
     let store = fleet.pg.url();
     for n in 0..INSTANCES {
         let instance = &mut fleet.instances[n];
@@ -282,7 +206,7 @@ fn a_rolling_restart_of_every_instance_under_load_fails_no_call() {
 #[test]
 fn kill_9_of_one_instance_under_load_fails_at_most_the_calls_in_flight_on_it() {
     let mut fleet = Fleet::start();
-    let load = Load::start(&fleet);
+    let load = load(&fleet);
     fleet.instances[1].gw.signal(9);
     let _ = fleet.instances[1].gw.wait_exit(Duration::from_secs(10));
     let at_kill = load.answered();
@@ -337,7 +261,7 @@ fn kill_9_of_one_instance_under_load_fails_at_most_the_calls_in_flight_on_it() {
 #[test]
 fn an_upgrade_in_place_of_one_instance_under_load_fails_no_call() {
     let mut fleet = Fleet::start();
-    let load = Load::start(&fleet);
+    let load = load(&fleet);
     let store = fleet.pg.url();
     let instance = &mut fleet.instances[0];
     let new = serve(&instance.dir, &store, "127.0.0.1:0", true);

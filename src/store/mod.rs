@@ -8,6 +8,7 @@
 //!
 //! The trait is synchronous: callers on async threads run it through `spawn_blocking`.
 
+pub mod fleet;
 mod migrations;
 pub mod postgres;
 mod row;
@@ -111,6 +112,9 @@ pub enum StoreChange {
     Upstream(String),
     /// Changes may have been missed (the notice connection was down): compare everything.
     Resync,
+    /// A certificate rotation was published for every instance (`cert rotate --all`,
+    /// [`fleet`]); the registry has nothing to do with it.
+    Rotation(i64),
 }
 
 /// How the gateway speaks to an upstream.
@@ -491,6 +495,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Changes written by any instance, as they are announced; `None` for a store only this
     /// instance writes (there is nothing to hear).
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreChange>> {
+        None
+    }
+    /// The instances sharing this store and their certificate rotations; `None` for a store
+    /// one instance has to itself.
+    fn fleet(&self) -> Option<&dyn fleet::Fleet> {
         None
     }
 }

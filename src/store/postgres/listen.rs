@@ -1,5 +1,5 @@
-//! The LISTEN side: one connection per instance subscribed to the registry channel, turning
-//! each notice into a [`StoreChange`], and connecting again (with back-off) when it is lost.
+//! The LISTEN side: one connection per instance subscribed to the registry channel and the
+//! certificate rotations' ([`super::fleet`]), turning each notice into a [`StoreChange`], and connecting again (with back-off) when it is lost.
 //! Every (re)connection also publishes [`StoreChange::Resync`]: notices sent while it was down
 //! are gone, so the registry compares everything once.
 
@@ -9,6 +9,7 @@ use tokio::sync::broadcast::Sender;
 use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
+use super::fleet::CERT_CHANNEL;
 use super::{CHANNEL, Connector, PgUrl, RETRY_MAX, RETRY_MIN, StoreChange, describe};
 
 /// Keep a LISTEN connection until `stop`.
@@ -52,7 +53,7 @@ async fn listen_once(
         .await
         .map_err(|e| describe(&e))?;
     client
-        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {CERT_CHANNEL}"))
         .await
         .map_err(|e| describe(&e))?;
     if *was_down {
@@ -77,9 +78,14 @@ pub(super) async fn drive<S, T>(
     let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
     while let Some(message) = messages.next().await {
         match message {
-            Ok(AsyncMessage::Notification(n)) if n.channel() == CHANNEL => {
-                if let Some(notices) = &notices {
-                    let _ = notices.send(StoreChange::Upstream(n.payload().to_owned()));
+            Ok(AsyncMessage::Notification(n)) => {
+                let change = match n.channel() {
+                    CHANNEL => Some(StoreChange::Upstream(n.payload().to_owned())),
+                    CERT_CHANNEL => n.payload().parse().ok().map(StoreChange::Rotation),
+                    _ => None,
+                };
+                if let (Some(notices), Some(change)) = (&notices, change) {
+                    let _ = notices.send(change);
                 }
             }
             Ok(_) => {}
