@@ -26,7 +26,7 @@ struct Fleet {
     pg: Postgres,
     _up: Upstream,
     /// Holds the CAs.
-    _home: Dir,
+    home: Dir,
     pki: Pki,
     /// Both CAs' certificates, which the clients trust.
     trust: std::path::PathBuf,
@@ -83,7 +83,7 @@ impl Fleet {
         let fleet = Self {
             pg,
             _up: up,
-            _home: home,
+            home,
             pki,
             trust,
             first,
@@ -248,6 +248,59 @@ fn cert_rotate_all_under_load_installs_the_new_certificate_on_every_instance_wit
     // The key never reaches a log.
     let key_line = "-----BEGIN PRIVATE KEY-----";
     assert!(!fleet.logs().contains(key_line), "a key in a log");
+}
+
+#[test]
+fn a_rotation_whose_notice_was_missed_is_installed_by_every_instance_all_the_same() {
+    let fleet = Fleet::start(false);
+    // A rotation stored without its notice (as if the notice had been lost): each instance's own
+    // look at the store finds it.
+    let at = fleet.home.join("missed");
+    std::fs::create_dir_all(&at).unwrap();
+    let (cert, key) = (at.join("tls.crt"), at.join("tls.key"));
+    let new = common::mint_server(&fleet.pki, &cert, &key);
+    let (cert_pem, key_pem) = (
+        std::fs::read_to_string(&cert).unwrap(),
+        std::fs::read_to_string(&key).unwrap(),
+    );
+    fleet.pg.sql(&format!(
+        "INSERT INTO cert_rotations (cert_pem, key_pem, fingerprint, requested_ms, requested_by) \
+         VALUES ('{cert_pem}', '{key_pem}', '{new}', \
+         (extract(epoch FROM clock_timestamp()) * 1000)::bigint, 'a test')"
+    ));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for i in 0..INSTANCES {
+        while fleet.served(i) != new {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "instance {i} never installed the rotation\n{}",
+                fleet.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // Each reported, and with that the key left the store.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while fleet
+        .pg
+        .sql("SELECT count(*) FROM cert_rotations WHERE key_pem IS NOT NULL")
+        != "0"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key is still in the store: {}",
+            fleet
+                .pg
+                .sql("SELECT instance, ok, error FROM cert_rotation_results")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        fleet
+            .pg
+            .sql("SELECT count(*) FROM cert_rotation_results WHERE ok"),
+        INSTANCES.to_string()
+    );
 }
 
 #[test]

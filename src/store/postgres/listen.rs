@@ -52,10 +52,14 @@ async fn listen_once(
         .connect_driven(url, Some(changes.clone()))
         .await
         .map_err(|e| describe(&e))?;
-    client
-        .batch_execute(&format!("LISTEN {CHANNEL}; LISTEN {CERT_CHANNEL}"))
-        .await
-        .map_err(|e| describe(&e))?;
+    // One statement each, the registry's last: `pg_stat_activity` then shows this connection's
+    // last query as `LISTEN mcpgw_registry`, which is how an operator (and a test) finds it.
+    for channel in [CERT_CHANNEL, CHANNEL] {
+        client
+            .batch_execute(&format!("LISTEN {channel}"))
+            .await
+            .map_err(|e| describe(&e))?;
+    }
     if *was_down {
         tracing::info!(store = %url, "store: change notices resumed");
         *was_down = false;
