@@ -9,6 +9,7 @@
 //! CA: an instance that refuses keeps its old certificate and reports why. The publisher waits
 //! (bounded) for the outcome of every instance alive at publication, then has the key forgotten.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Action, NewPair, ReloadError, Reloader};
 use crate::metrics::ReloadTrigger;
-use crate::store::fleet::{Fleet, HEARTBEAT, RotationOutcome};
+use crate::store::fleet::{Fleet, HEARTBEAT, PendingRotation, RotationOutcome};
 use crate::store::{Store, StoreChange, StoreError};
 use crate::tls::serving::{CertError, ServingCert};
 use crate::tls::x509::CertInfo;
@@ -84,7 +85,7 @@ impl Reloader {
         let Some(publisher) = store.fleet().map(|f| f.instance().to_owned()) else {
             return Err(FleetError::NotShared);
         };
-        let certificate = self.check(&pair).await?;
+        let certificate = self.check_pair(&pair).await?;
         let text = |bytes: Vec<u8>, source_name: String| {
             String::from_utf8(bytes).map_err(|_| FleetError::NotText { source_name })
         };
@@ -136,7 +137,7 @@ impl Reloader {
     }
 
     /// Every check of a local install, on the blocking pool, with nothing swapped.
-    async fn check(&self, pair: &NewPair) -> Result<CertInfo, ReloadError> {
+    async fn check_pair(&self, pair: &NewPair) -> Result<CertInfo, ReloadError> {
         let serving: Arc<ServingCert> = self.serving.clone().ok_or(CertError::NoTls)?;
         let (cert_source, cert_pem) = (pair.cert_source.clone(), pair.cert_pem.clone());
         let (key_source, key_pem) = (pair.key_source.clone(), pair.key_pem.clone());
@@ -159,9 +160,15 @@ impl Reloader {
         stop: CancellationToken,
     ) -> Option<JoinHandle<()>> {
         let store = self.registry.store().clone();
-        store.fleet()?;
+        let instance = store.fleet()?.instance().to_owned();
         let mut changes = store.subscribe()?;
-        let this = self.clone();
+        let mut follower = Follower {
+            reloader: self.clone(),
+            store,
+            instance,
+            listen,
+            unreported: BTreeMap::new(),
+        };
         Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -170,7 +177,7 @@ impl Reloader {
                 tokio::select! {
                     () = stop.cancelled() => break,
                     _ = tick.tick() => {
-                        let now = on_fleet(&store, |f| f.heartbeat()).await;
+                        let now = on_fleet(&follower.store, |f| f.heartbeat()).await;
                         if let Err(error) = &now && marked {
                             tracing::warn!(%error, "cannot mark this instance alive in the store; `cert rotate --all` will not wait for it meanwhile");
                         }
@@ -182,60 +189,83 @@ impl Reloader {
                         Err(RecvError::Closed) => break,
                     },
                 }
-                this.install_pending(&store, &listen).await;
+                follower.install_pending().await;
             }
-            if let Err(error) = on_fleet(&store, |f| f.leave()).await {
+            if let Err(error) = on_fleet(&follower.store, |f| f.leave()).await {
                 tracing::debug!(%error, "this instance's mark stays in the store until it expires");
             }
         }))
     }
+}
 
+/// One instance's side of the rotations: what it installed but could not report yet.
+struct Follower {
+    reloader: Arc<Reloader>,
+    store: Arc<dyn Store>,
+    instance: String,
+    listen: String,
+    /// Outcomes the store did not take, by rotation: reported again, never installed again.
+    unreported: BTreeMap<i64, RotationOutcome>,
+}
+
+impl Follower {
     /// Install every rotation this instance has not reported on, oldest first, and report.
-    async fn install_pending(&self, store: &Arc<dyn Store>, listen: &str) {
-        let pending = match on_fleet(store, |f| f.pending_rotations()).await {
+    async fn install_pending(&mut self) {
+        let pending = match on_fleet(&self.store, |f| f.pending_rotations()).await {
             Ok(pending) => pending,
             Err(error) => {
                 tracing::debug!(%error, "cannot look for certificate rotations now");
                 return;
             }
         };
+        // A rotation no longer pending (its key forgotten) has nobody waiting for its report.
+        self.unreported
+            .retain(|id, _| pending.iter().any(|p| p.id == *id));
         for rotation in pending {
             let id = rotation.id;
-            let pair = NewPair {
-                cert_source: format!("the certificate of rotation {id}"),
-                cert_pem: rotation.cert_pem.into_bytes(),
-                key_source: format!("the key of rotation {id}"),
-                key_pem: rotation.key_pem.into_bytes(),
+            let outcome = match self.unreported.remove(&id) {
+                Some(outcome) => outcome,
+                None => self.install(rotation).await,
             };
-            let outcome = self
-                .reload(ReloadTrigger::Fleet, Action::Install(pair))
-                .await;
-            let served = || {
-                self.serving
-                    .as_ref()
-                    .map(|s| s.current().info.sha256.clone())
-            };
-            let (ok, error) = match &outcome {
-                Ok(_) => (true, None),
-                Err(refused) => (false, Some(refused.error.to_string())),
-            };
-            let report = RotationOutcome {
-                rotation: id,
-                instance: String::new(),
-                listen: listen.to_owned(),
-                ok,
-                error,
-                served: served(),
-            };
-            let reported = on_fleet(store, move |f| {
-                let mut report = report;
-                f.instance().clone_into(&mut report.instance);
-                f.report_rotation(&report)
-            })
-            .await;
-            if let Err(error) = reported {
-                tracing::warn!(rotation = id, %error, "cannot report this instance's outcome of the rotation; trying again at the next look");
+            let report = outcome.clone();
+            match on_fleet(&self.store, move |f| f.report_rotation(&report)).await {
+                Ok(()) => tracing::info!(
+                    rotation = id,
+                    ok = outcome.ok,
+                    "certificate rotation outcome reported"
+                ),
+                Err(error) => {
+                    tracing::warn!(rotation = id, %error, "cannot report this instance's outcome of the rotation; trying again at the next look");
+                    self.unreported.insert(id, outcome);
+                }
             }
+        }
+    }
+
+    /// The one reload path with the published pair; what came of it.
+    async fn install(&self, rotation: PendingRotation) -> RotationOutcome {
+        let id = rotation.id;
+        let pair = NewPair {
+            cert_source: format!("the certificate of rotation {id}"),
+            cert_pem: rotation.cert_pem.into_bytes(),
+            key_source: format!("the key of rotation {id}"),
+            key_pem: rotation.key_pem.into_bytes(),
+        };
+        let outcome = self
+            .reloader
+            .reload(ReloadTrigger::Fleet, Action::Install(pair))
+            .await;
+        RotationOutcome {
+            rotation: id,
+            instance: self.instance.clone(),
+            listen: self.listen.clone(),
+            ok: outcome.is_ok(),
+            error: outcome.err().map(|refused| refused.error.to_string()),
+            served: self
+                .reloader
+                .serving
+                .as_ref()
+                .map(|s| s.current().info.sha256.clone()),
         }
     }
 }
