@@ -147,7 +147,7 @@ impl Fleet {
     /// `mcpgw cert rotate --all --issue` with the fleet's CA through instance 0, which must
     /// exit with `code`; stdout, stderr.
     fn rotate_all_issue(&self, code: i32) -> (String, String) {
-        rotate_all_issue(&self.instances[0].dir, &self.pki, code)
+        rotate_all_issue(&self.instances[0].dir, &self.pki, &[], code)
     }
 
     fn logs(&self) -> String {
@@ -171,9 +171,9 @@ fn load(fleet: &Fleet) -> Load {
 
 /// `mcpgw cert rotate --all --issue` with `pki`'s CA through the gateway of `dir`, which must
 /// exit with `code`; stdout, stderr.
-fn rotate_all_issue(dir: &Dir, pki: &Pki, code: i32) -> (String, String) {
+fn rotate_all_issue(dir: &Dir, pki: &Pki, more: &[&str], code: i32) -> (String, String) {
     let (ca, key) = (pki.s("ca.crt"), pki.s("ca.key"));
-    let args = [
+    let mut args = vec![
         "cert",
         "rotate",
         "--all",
@@ -183,6 +183,7 @@ fn rotate_all_issue(dir: &Dir, pki: &Pki, code: i32) -> (String, String) {
         "--ca-key",
         &key,
     ];
+    args.extend_from_slice(more);
     dir.run_expect(&args, code)
 }
 
@@ -334,6 +335,37 @@ fn an_instance_whose_own_check_refuses_the_pair_keeps_its_certificate_and_says_w
 }
 
 #[test]
+fn an_instance_that_does_not_answer_in_time_is_named_and_gets_no_key_afterwards() {
+    const SIGCONT: i32 = 18;
+    const SIGSTOP: i32 = 19;
+    let fleet = Fleet::start(false);
+    let last = INSTANCES - 1;
+    // Alive a moment ago (its mark is fresh), but answering nothing now.
+    fleet.instances[last].gw.signal(SIGSTOP);
+    let (stdout, stderr) =
+        rotate_all_issue(&fleet.instances[0].dir, &fleet.pki, &["--wait", "2"], 1);
+    fleet.instances[last].gw.signal(SIGCONT);
+    println!("{stdout}{stderr}");
+    let new = published_fingerprint(&stdout);
+    assert!(
+        stdout.contains("no answer within 2.0 s") && stderr.contains("1 did not answer"),
+        "{stdout}\n{stderr}"
+    );
+    for i in 0..last {
+        assert_eq!(fleet.served(i), new, "instance {i}\n{stdout}");
+    }
+    // The command stopped waiting, so the key left the store: the late instance keeps its
+    // certificate.
+    assert_eq!(
+        fleet
+            .pg
+            .sql("SELECT count(*) FROM cert_rotations WHERE key_pem IS NOT NULL"),
+        "0"
+    );
+    assert_eq!(fleet.served(last), fleet.first[last]);
+}
+
+#[test]
 fn a_pair_the_instance_refuses_up_front_is_never_published() {
     let fleet = Fleet::start(false);
     // A certificate with another certificate's key.
@@ -360,7 +392,7 @@ fn cert_rotate_all_on_sqlite_is_the_local_rotate_and_says_so() {
     let pki = dir.cert_gen("pki", &[]);
     let first = fingerprint_pem(&std::fs::read(pki.file("server.crt")).unwrap());
     let gw = Gateway::start_tls(&dir, &pki, &["--no-auth"]);
-    let (stdout, _) = rotate_all_issue(&dir, &pki, 0);
+    let (stdout, _) = rotate_all_issue(&dir, &pki, &[], 0);
     assert!(
         stdout.contains("the store is SQLite") && stdout.contains("this is the local rotate"),
         "{stdout}"
