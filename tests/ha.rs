@@ -1,20 +1,25 @@
 //! Issue 22: three gateways on one PostgreSQL store behind HAProxy (round-robin, no stickiness;
-//! [`common::haproxy`]), with 2026-07-28 clients, which hold no session an instance could take
-//! with it. A registration through one instance is callable through every instance, a removal
-//! likewise; a rolling restart and an upgrade in place fail no call; kill -9 of one instance
-//! fails at most the calls in flight on it, each with an error the client sees.
+//! [`common::haproxy`]), with 16 clients calling in a loop: 2026-07-28 clients (no session),
+//! session-era clients over Streamable HTTP (one session each, served by whichever instance a
+//! request reaches: sessions are portable through the store) and legacy SSE clients (a stream
+//! on one instance; their messages, sprayed over every instance, are forwarded to it).
 //!
-//! Session-era clients lose their session when the instance that holds it goes (sessions are
-//! not portable yet): the last test, ignored, shows it.
+//! A registration through one instance is callable through every instance, a removal
+//! likewise; a rolling restart and an upgrade in place fail no call and lose no session; kill
+//! -9 of one instance fails at most the calls in flight on it, each with an error the client
+//! sees, and every Streamable-HTTP session goes on elsewhere under its id. An SSE session is
+//! its stream, and ends with the instance holding it: its client opens another.
 
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::clients::{self, echo_modern};
 use common::haproxy::Haproxy;
-use common::load::{CALL_TIMEOUT, Load};
+use common::load::CALL_TIMEOUT;
 use common::postgres::Postgres;
 use common::upstream::Upstream;
 use common::{Dir, Gateway, Instance};
@@ -25,8 +30,8 @@ const PROBE: &str = "ha-probe-token-5d0c1e7a9b";
 const CLIENT: &str = "ha-client-token-83f2a6c4d1";
 /// Gateways behind the balancer.
 const INSTANCES: usize = 3;
-/// Clients calling at once.
-const CLIENTS: usize = 8;
+/// Clients calling at once ([`kind_of`] says how each talks).
+const CLIENTS: usize = 16;
 /// Each client stops after this many calls, or when told.
 const CALLS_PER_CLIENT: usize = 3000;
 
@@ -70,7 +75,7 @@ impl Fleet {
                 std::fs::write(
                     dir.join("mcpgw.toml"),
                     format!(
-                        "[auth]\ntokens = [\n  {{ token = \"{PROBE}\", name = \"probe\", role = \"client\" }},\n  {{ token = \"{CLIENT}\", name = \"client\", role = \"client\" }},\n]\n"
+                        "drain_delay_ms = 1000\n[auth]\ntokens = [\n  {{ token = \"{PROBE}\", name = \"probe\", role = \"client\" }},\n  {{ token = \"{CLIENT}\", name = \"client\", role = \"client\" }},\n]\n"
                     ),
                 )
                 .unwrap();
@@ -154,18 +159,205 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// [`CLIENTS`] clients calling `rs__echo` through the balancer in a loop, until they have
-/// made 100 calls.
-fn load(fleet: &Fleet) -> Load {
-    let clients = (0..CLIENTS)
-        .map(|_| (client(), fleet.proxy.mcp_url()))
-        .collect();
-    Load::start(&fleet.rt, clients, Some(CLIENT), CALLS_PER_CLIENT, 100)
+/// How a load client talks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// 2026-07-28, no session.
+    Modern,
+    /// Session era over Streamable HTTP: one session for all its calls, whichever instance
+    /// each reaches.
+    Session,
+    /// Legacy HTTP+SSE: a stream on one instance, its messages posted through the balancer
+    /// to any (forwarded to the one holding the stream).
+    Sse,
 }
 
-/// Assert that `failures` is empty, showing the first few and the logs if not.
-fn assert_no_failure(fleet: &Fleet, answered: usize, failures: &[String]) {
-    common::load::assert_no_failure(answered, failures, || fleet.logs());
+/// The kind of client `n`: a quarter stateless, half Streamable-HTTP sessions, a quarter SSE.
+fn kind_of(n: usize) -> Kind {
+    [Kind::Modern, Kind::Session, Kind::Session, Kind::Sse][n % 4]
+}
+
+/// What the clients saw.
+#[derive(Default)]
+struct Tally {
+    /// Calls answered.
+    ok: AtomicUsize,
+    /// Calls that failed, by kind, with what the client saw.
+    failures: Mutex<Vec<(Kind, String)>>,
+    /// Streamable-HTTP sessions the gateway no longer knew (a 404 on a session it issued).
+    sessions_lost: AtomicUsize,
+    /// SSE sessions that ended with their instance (stream closed, or a 404 for a message
+    /// not yet accepted); the client opened a new one and sent the call again.
+    sse_ended: AtomicUsize,
+}
+
+/// [`CLIENTS`] clients of every [`Kind`] calling `rs__echo` through the balancer in a loop.
+struct Load {
+    done: Arc<AtomicBool>,
+    tally: Arc<Tally>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// What a load run ended with.
+struct Outcome {
+    answered: usize,
+    failures: Vec<(Kind, String)>,
+    sessions_lost: usize,
+    sse_ended: usize,
+}
+
+impl Load {
+    /// Start the clients and wait until they have made 100 calls.
+    fn start(fleet: &Fleet) -> Self {
+        let done = Arc::new(AtomicBool::new(false));
+        let tally = Arc::new(Tally::default());
+        let workers = (0..CLIENTS)
+            .map(|n| {
+                let (done, tally) = (done.clone(), tally.clone());
+                let base = fleet.proxy.base();
+                fleet
+                    .rt
+                    .spawn(async move { run_client(kind_of(n), n, &base, &done, &tally).await })
+            })
+            .collect();
+        let load = Self {
+            done,
+            tally,
+            workers,
+        };
+        load.until_more(100);
+        load
+    }
+
+    /// Calls answered so far.
+    fn answered(&self) -> usize {
+        self.tally.ok.load(Ordering::Acquire)
+    }
+
+    /// Wait until `more` calls more than now are answered (or every client is done).
+    fn until_more(&self, more: usize) {
+        let target = self.answered() + more;
+        while self.answered() < target && self.workers.iter().any(|w| !w.is_finished()) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stop the clients and wait for them.
+    fn stop(self, rt: &tokio::runtime::Runtime) -> Outcome {
+        self.done.store(true, Ordering::Release);
+        for w in self.workers {
+            rt.block_on(w).unwrap();
+        }
+        let tally = &self.tally;
+        Outcome {
+            answered: tally.ok.load(Ordering::Acquire),
+            failures: tally.failures.lock().unwrap().clone(),
+            sessions_lost: tally.sessions_lost.load(Ordering::Acquire),
+            sse_ended: tally.sse_ended.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// Whether `answer` is `rs__echo`'s of `text`.
+fn echoed(answer: &serde_json::Value, text: &str) -> bool {
+    clients::text(answer).contains(text)
+}
+
+/// One client of `kind` calling until told to stop or [`CALLS_PER_CLIENT`] calls are made.
+async fn run_client(kind: Kind, n: usize, base: &str, done: &AtomicBool, tally: &Tally) {
+    let http = client();
+    let url = format!("{base}/mcp");
+    let fail = |what: String| tally.failures.lock().unwrap().push((kind, what));
+    let mut session: Option<clients::Streamable> = None;
+    let mut sse: Option<clients::SseSession> = None;
+    let mut call = 0;
+    while call < CALLS_PER_CLIENT && !done.load(Ordering::Acquire) {
+        let text = format!("c{n}-{call}");
+        let outcome = match kind {
+            Kind::Modern => echo_modern(&http, &url, Some(CLIENT), &text).await,
+            Kind::Session => {
+                if session.is_none() {
+                    match clients::Streamable::open(http.clone(), &url, Some(CLIENT)).await {
+                        Ok(opened) => session = Some(opened),
+                        Err(e) => {
+                            fail(format!("initialize: {e}"));
+                            continue;
+                        }
+                    }
+                }
+                let open = session.as_ref().unwrap();
+                let args = serde_json::json!({"text": text});
+                match open.call(serde_json::json!(call), "rs__echo", args).await {
+                    Ok(answer) if echoed(&answer, &text) => Ok(()),
+                    Ok(answer) => Err(format!("session call: {answer}")),
+                    Err(e) if e.to_string().contains("HTTP 404") => {
+                        tally.sessions_lost.fetch_add(1, Ordering::AcqRel);
+                        session = None;
+                        Err(format!("session lost: {e}"))
+                    }
+                    Err(e) => Err(format!("session call: {e:#}")),
+                }
+            }
+            Kind::Sse => {
+                if sse.is_none() {
+                    match clients::SseSession::open(http.clone(), base, "/sse", Some(CLIENT)).await
+                    {
+                        Ok(opened) => sse = Some(opened),
+                        Err(e) => {
+                            fail(format!("SSE open: {e}"));
+                            continue;
+                        }
+                    }
+                }
+                let open = sse.as_mut().unwrap();
+                let args = serde_json::json!({"text": text});
+                match open.call(serde_json::json!(call), "rs__echo", args).await {
+                    Ok(answer) if echoed(&answer, &text) => Ok(()),
+                    Ok(answer) => Err(format!("SSE call: {answer}")),
+                    // Not accepted: the instance holding the stream is gone. The call was
+                    // never taken, so it is made again on a new session.
+                    Err(e) if e.to_string().contains("HTTP 404") => {
+                        tally.sse_ended.fetch_add(1, Ordering::AcqRel);
+                        sse = None;
+                        continue;
+                    }
+                    Err(e) => {
+                        sse = None;
+                        tally.sse_ended.fetch_add(1, Ordering::AcqRel);
+                        Err(format!("SSE call: {e:#}"))
+                    }
+                }
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                tally.ok.fetch_add(1, Ordering::AcqRel);
+            }
+            Err(e) => fail(e),
+        }
+        call += 1;
+    }
+}
+
+/// Assert that no call failed and no Streamable-HTTP session was lost, showing the first
+/// failures and the logs if not.
+fn assert_no_failure(fleet: &Fleet, out: &Outcome) {
+    println!(
+        "{} calls answered, {} failed, {} sessions lost, {} SSE sessions ended with their instance",
+        out.answered,
+        out.failures.len(),
+        out.sessions_lost,
+        out.sse_ended
+    );
+    assert!(
+        out.failures.is_empty() && out.sessions_lost == 0,
+        "{} failed calls of {}, {} sessions lost, e.g. {:?}\n{}",
+        out.failures.len(),
+        out.answered + out.failures.len(),
+        out.sessions_lost,
+        &out.failures[..out.failures.len().min(5)],
+        fleet.logs()
+    );
 }
 
 #[test]
@@ -182,7 +374,7 @@ fn a_registration_through_one_instance_is_callable_through_every_instance_and_a_
 #[test]
 fn a_rolling_restart_of_every_instance_under_load_fails_no_call() {
     let mut fleet = Fleet::start();
-    let load = load(&fleet);
+    let load = Load::start(&fleet);
     let store = fleet.pg.url();
     for n in 0..INSTANCES {
         let instance = &mut fleet.instances[n];
@@ -199,27 +391,30 @@ fn a_rolling_restart_of_every_instance_under_load_fails_no_call() {
         // The restarted instance takes its share of the calls before the next one goes.
         load.until_more(100);
     }
-    let (answered, failures) = load.stop(&fleet.rt);
-    assert_no_failure(&fleet, answered, &failures);
+    let out = load.stop(&fleet.rt);
+    assert_no_failure(&fleet, &out);
 }
 
 #[test]
 fn kill_9_of_one_instance_under_load_fails_at_most_the_calls_in_flight_on_it() {
     let mut fleet = Fleet::start();
-    let load = load(&fleet);
+    let load = Load::start(&fleet);
     fleet.instances[1].gw.signal(9);
     let _ = fleet.instances[1].gw.wait_exit(Duration::from_secs(10));
     let at_kill = load.answered();
     // Calls go on through the other two.
     load.until_more(300);
-    let (answered, failures) = load.stop(&fleet.rt);
+    let out = load.stop(&fleet.rt);
+    let failures = &out.failures;
     println!(
-        "{answered} calls answered ({} after the kill), {} failed: {failures:?}",
-        answered - at_kill,
-        failures.len()
+        "{} calls answered ({} after the kill), {} failed, {} SSE sessions ended with the instance: {failures:?}",
+        out.answered,
+        out.answered - at_kill,
+        failures.len(),
+        out.sse_ended
     );
     assert!(
-        answered >= at_kill + 300,
+        out.answered >= at_kill + 300,
         "calls did not go on after the kill\n{}",
         fleet.logs()
     );
@@ -232,8 +427,15 @@ fn kill_9_of_one_instance_under_load_fails_at_most_the_calls_in_flight_on_it() {
     );
     // Each is an error the client saw, not a call left hanging until its timeout.
     assert!(
-        failures.iter().all(|f| !f.starts_with("timed out")),
+        failures.iter().all(|(_, f)| !f.contains("timed out")),
         "{failures:?}"
+    );
+    // Every Streamable-HTTP session went on, on another instance, under the same id.
+    assert_eq!(
+        out.sessions_lost,
+        0,
+        "sessions lost with the killed instance: {failures:?}\n{}",
+        fleet.logs()
     );
     // And each was on the killed instance: HAProxy counts them lost there. Its checks mark
     // the instance down after two failures in a row; the calls above may outrun that.
@@ -261,7 +463,7 @@ fn kill_9_of_one_instance_under_load_fails_at_most_the_calls_in_flight_on_it() {
 #[test]
 fn an_upgrade_in_place_of_one_instance_under_load_fails_no_call() {
     let mut fleet = Fleet::start();
-    let load = load(&fleet);
+    let load = Load::start(&fleet);
     let store = fleet.pg.url();
     let instance = &mut fleet.instances[0];
     let new = serve(&instance.dir, &store, "127.0.0.1:0", true);
@@ -278,12 +480,11 @@ fn an_upgrade_in_place_of_one_instance_under_load_fails_no_call() {
     instance.gw = new;
     fleet.proxy.wait_up(INSTANCES, Duration::from_secs(20));
     load.until_more(300);
-    let (answered, failures) = load.stop(&fleet.rt);
-    assert_no_failure(&fleet, answered, &failures);
+    let out = load.stop(&fleet.rt);
+    assert_no_failure(&fleet, &out);
 }
 
 #[test]
-#[ignore = "portable sessions not built (issue 22 item 3)"]
 fn a_session_opened_through_the_balancer_is_served_by_every_instance() {
     let fleet = Fleet::start();
     let session = fleet

@@ -84,6 +84,7 @@ async fn serve(cfg: ServeConfig, wait: Arc<crate::h1::client::Wait>) -> anyhow::
     let _store_sync = state.registry.spawn_store_sync(stop.clone());
     // Likewise; at the stop it takes this instance's mark out of the store.
     let _fleet = state.reload.spawn_fleet(local.to_string(), stop.clone());
+    let _session_ends = http::portable::follow_ends(&state, stop.clone());
     let reload = state.reload.spawn_signal_worker();
     spawn_file_watch(&state, &cfg, stop.clone());
 
@@ -91,7 +92,28 @@ async fn serve(cfg: ServeConfig, wait: Arc<crate::h1::client::Wait>) -> anyhow::
     let handed_over = take_turn_in_upgrades(offer, predecessor, stop.clone());
     wait_for_shutdown(signal_rx, &reload, &handed_over).await;
     crate::notify::stopping();
+    // After a hand-off the successor serves the same address and answers the checks: no
+    // balancer is to take it out.
+    if !handed_over.is_cancelled() {
+        pause_for_balancers(&state, cfg.drain_delay).await;
+    }
     drain(&state, tasks, stop, graceful, cfg.shutdown_grace).await
+}
+
+/// `drain_delay_ms`: `/ready` says 503 while everything else serves on, so that a balancer
+/// checking it stops sending here before connections are closed. Without the pause, a balancer
+/// that sends a request on a kept-alive connection just as it is closed can only fail it (a
+/// `POST` is not retried), since it cannot tell whether it was served.
+async fn pause_for_balancers(state: &AppState, delay: std::time::Duration) {
+    if delay.is_zero() {
+        return;
+    }
+    state.set_ready(false);
+    tracing::info!(
+        delay_ms = delay.as_millis(),
+        "stopping: /ready says 503; serving on while balancers take this instance out"
+    );
+    tokio::time::sleep(delay).await;
 }
 
 /// Reload when a certificate file changes on disk (`[tls] watch_interval`; 0 turns it off).
@@ -234,7 +256,9 @@ async fn build_state(
         .await
         .context("registering the upstreams declared in the configuration")?;
     let mut auth = cfg.auth.clone();
-    auth.jwt_secret = Some(crate::http::auth::shared_secret(&cfg.data_dir, store).await?);
+    let secret = crate::http::auth::shared_secret(&cfg.data_dir, store).await?;
+    let peers = peers(cfg, local, serving.is_some(), &secret)?;
+    auth.jwt_secret = Some(secret);
     Ok(Arc::new(AppState::new(
         local,
         control_socket.to_owned(),
@@ -254,8 +278,35 @@ async fn build_state(
                 cfg.config_file.clone(),
             )),
             audit: Arc::new(crate::access::audit::Audit::open(cfg.audit.as_ref())?),
+            peers,
         },
     )))
+}
+
+/// This instance among the others on a shared store (none on SQLite): reached at
+/// `[store] advertise`, or at its listen address when that names one host.
+fn peers(
+    cfg: &ServeConfig,
+    local: std::net::SocketAddr,
+    https: bool,
+    secret: &[u8],
+) -> anyhow::Result<http::peers::Peers> {
+    if !matches!(cfg.store, crate::store::StoreLocation::Postgres(_)) {
+        return Ok(http::peers::Peers::default());
+    }
+    let me = match &cfg.advertise {
+        Some(url) => url.clone(),
+        None if local.ip().is_unspecified() => {
+            tracing::warn!(listen = %local, "no `[store] advertise` and the listen address names no one host: legacy SSE sessions are served only by a balancer that sends each client to one instance");
+            return Ok(http::peers::Peers::default());
+        }
+        None => {
+            let scheme = if https { "https" } else { "http" };
+            url::Url::parse(&format!("{scheme}://{local}/"))
+                .context("the listen address as a URL")?
+        }
+    };
+    Ok(http::peers::Peers::new(me, secret, cfg.peer_ca.as_deref())?)
 }
 
 /// The tasks shutdown waits for.
@@ -266,14 +317,19 @@ struct Tasks {
     sweeper: JoinHandle<()>,
 }
 
-/// Forget idle Streamable-HTTP sessions now and then (lookups also expire them lazily).
+/// Forget idle Streamable-HTTP sessions now and then (lookups also expire them lazily), and
+/// tell the store which sessions were used meanwhile (`http::portable::flush`).
 fn spawn_session_sweeper(state: Arc<AppState>, stop: CancellationToken) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+        let mut tick = tokio::time::interval(http::portable::FLUSH_EVERY);
+        let mut since = std::time::Instant::now();
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
                 _ = tick.tick() => {
+                    let now = std::time::Instant::now();
+                    http::portable::flush(&state, since).await;
+                    since = now;
                     let gone = state.sessions.sweep();
                     if gone > 0 {
                         tracing::debug!(sessions = gone, "idle MCP sessions expired");

@@ -129,6 +129,8 @@ pub struct FileConfig {
     pub upstream_spin_us: Option<u32>,
     /// `shutdown_grace_secs = N`.
     pub shutdown_grace_secs: Option<u64>,
+    /// `drain_delay_ms = N`.
+    pub drain_delay_ms: Option<u64>,
     /// `allow_insecure_bind = true`.
     pub allow_insecure_bind: Option<bool>,
     /// `no_auth = true`.
@@ -264,6 +266,10 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     /// Where registrations live.
     pub store: crate::store::StoreLocation,
+    /// `[store] advertise`: where the other instances on a shared store reach this one.
+    pub advertise: Option<url::Url>,
+    /// `[store] peer_ca`: what the other instances' certificates are checked against.
+    pub peer_ca: Option<PathBuf>,
     /// Control socket path.
     pub control_socket: PathBuf,
     /// Log format.
@@ -274,6 +280,9 @@ pub struct ServeConfig {
     pub upstream_spin: Duration,
     /// Drain time on SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// `drain_delay_ms`: after SIGTERM, how long to go on serving while `/ready` says 503, so
+    /// that balancers stop sending before connections are closed.
+    pub drain_delay: Duration,
     /// Listener auth.
     pub auth: AuthConfig,
     /// Upstream behaviour.
@@ -406,6 +415,8 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
         upgrade: args.upgrade,
         data_dir,
         store,
+        advertise: store::advertise(&file.store, &origin)?,
+        peer_ca: file.store.peer_ca.clone(),
         control_socket,
         log_format: args
             .log_format
@@ -414,6 +425,7 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
         workers: runtime.workers,
         upstream_spin: runtime.upstream_spin,
         shutdown_grace: runtime.shutdown_grace,
+        drain_delay: runtime.drain_delay,
         auth,
         policy: std::sync::Arc::new(policy),
         config_file: args.config.clone(),
@@ -537,6 +549,7 @@ fn check_exposure(
 /// How the process runs: drain time, worker threads, upstream wait.
 struct Runtime {
     shutdown_grace: Duration,
+    drain_delay: Duration,
     workers: Option<usize>,
     upstream_spin: Duration,
 }
@@ -556,6 +569,15 @@ fn resolve_runtime(
             "shutdown_grace_secs",
             "a number of seconds from 0 to 3600",
             grace.to_string(),
+        ));
+    }
+    let drain_delay = file.drain_delay_ms.unwrap_or(0);
+    if drain_delay > 60_000 {
+        return Err(field_error(
+            origin,
+            "drain_delay_ms",
+            "a number of milliseconds from 0 to 60000",
+            drain_delay.to_string(),
         ));
     }
     let workers = args.workers.or(file.workers);
@@ -581,6 +603,7 @@ fn resolve_runtime(
     }
     Ok(Runtime {
         shutdown_grace: Duration::from_secs(grace),
+        drain_delay: Duration::from_millis(drain_delay),
         workers: workers.map(usize::from),
         upstream_spin: Duration::from_micros(u64::from(spin)),
     })

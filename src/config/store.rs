@@ -15,6 +15,13 @@ use crate::store::postgres::PgUrl;
 pub struct FileStore {
     /// `url = "postgres://..."`; SQLite in the data directory when absent.
     pub url: Option<String>,
+    /// `advertise = "https://gw-1.internal:8443"`: where the other instances on the store
+    /// reach this one (a legacy SSE session's messages are forwarded to the instance holding
+    /// its stream). Default: the listen address, when it names one host.
+    pub advertise: Option<String>,
+    /// `peer_ca = "/etc/mcpgw/ca.pem"`: the CA the other instances' HTTPS certificates are
+    /// checked against. Default: the platform's roots.
+    pub peer_ca: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for FileStore {
@@ -22,6 +29,8 @@ impl std::fmt::Debug for FileStore {
         // The URL may hold a database password.
         f.debug_struct("FileStore")
             .field("url", &self.url.as_ref().map(|_| "<redacted>"))
+            .field("advertise", &self.advertise)
+            .field("peer_ca", &self.peer_ca)
             .finish()
     }
 }
@@ -42,6 +51,30 @@ pub(super) fn resolve(
         .map_err(|error| ConfigError::Store { setting, error })
 }
 
+/// `[store] advertise`, checked: an `http` or `https` URL of a host and port, nothing more.
+pub(super) fn advertise(file: &FileStore, origin: &str) -> Result<Option<url::Url>, ConfigError> {
+    let Some(text) = &file.advertise else {
+        return Ok(None);
+    };
+    let bad = || ConfigError::Field {
+        origin: origin.to_owned(),
+        key: "store.advertise",
+        expected: "an http:// or https:// URL of this instance's host and port, without a path",
+        got: text.clone(),
+    };
+    let url = url::Url::parse(text).map_err(|_| bad())?;
+    let plain = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some()
+        && url.path() == "/"
+        && url.query().is_none()
+        && url.username().is_empty()
+        && url.password().is_none();
+    if !plain {
+        return Err(bad());
+    }
+    Ok(Some(url))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,6 +83,32 @@ mod tests {
     fn file(url: &str) -> FileStore {
         FileStore {
             url: Some(url.to_owned()),
+            ..FileStore::default()
+        }
+    }
+
+    #[test]
+    fn an_advertised_address_is_a_host_and_port_url() {
+        let with = |text: &str| FileStore {
+            advertise: Some(text.to_owned()),
+            ..FileStore::default()
+        };
+        assert_eq!(advertise(&FileStore::default(), "f").unwrap(), None);
+        let url = advertise(&with("https://gw-1.internal:8443"), "f")
+            .unwrap()
+            .unwrap();
+        assert_eq!(url.as_str(), "https://gw-1.internal:8443/");
+        for bad in [
+            "gw-1:8443",
+            "ftp://gw-1",
+            "https://gw-1/mcp",
+            "https://u:p@gw-1",
+        ] {
+            let err = advertise(&with(bad), "mcpgw.toml").unwrap_err().to_string();
+            assert!(
+                err.contains("mcpgw.toml") && err.contains("store.advertise"),
+                "{err}"
+            );
         }
     }
 

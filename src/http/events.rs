@@ -166,7 +166,7 @@ pub async fn stream(
     Extension(principal): Extension<Arc<Principal>>,
     headers: HeaderMap,
 ) -> Response {
-    open(&state, &principal, &headers)
+    open(&state, &principal, &headers).await
 }
 
 /// `GET /servers/{name}/mcp`: the same stream (a session's notifications do not depend on the
@@ -184,10 +184,10 @@ pub async fn stream_one(
         )
             .into_response();
     }
-    open(&state, &principal, &headers)
+    open(&state, &principal, &headers).await
 }
 
-fn open(state: &Arc<AppState>, principal: &Principal, headers: &HeaderMap) -> Response {
+async fn open(state: &Arc<AppState>, principal: &Arc<Principal>, headers: &HeaderMap) -> Response {
     let Some(id) = headers
         .get(&crate::h1::fields::SESSION_ID)
         .and_then(|v| v.to_str().ok())
@@ -198,7 +198,16 @@ fn open(state: &Arc<AppState>, principal: &Principal, headers: &HeaderMap) -> Re
         )
             .into_response();
     };
-    let Some(log) = state.sessions.events(id, &principal.id) else {
+    // A session another instance opened is taken in; a `Last-Event-ID` from that instance's
+    // stream counts from this log's start ([`EventLog::clamp`]).
+    let log = match state.sessions.events(id, &principal.id) {
+        Some(log) => Some(log),
+        None if super::portable::recover(state, id, principal).await => {
+            state.sessions.events(id, &principal.id)
+        }
+        None => None,
+    };
+    let Some(log) = log else {
         return (
             StatusCode::NOT_FOUND,
             "session not found (it ended or expired)",

@@ -154,14 +154,19 @@ pub async fn delete(
     Extension(principal): Extension<Arc<Principal>>,
     headers: HeaderMap,
 ) -> StatusCode {
-    match session_header(&headers) {
-        Some(id) if state.sessions.close(id, &principal.id) => {
-            super::delivery::session_ended(&state, &SessionKey::Streamable(id.into()));
-            StatusCode::NO_CONTENT
-        }
-        Some(_) => StatusCode::NOT_FOUND,
-        None => StatusCode::BAD_REQUEST,
+    let Some(id) = session_header(&headers) else {
+        return StatusCode::BAD_REQUEST;
+    };
+    // A session another instance opened is taken in first, so that its owner is checked the
+    // same way and its end reaches every instance.
+    let here = state.sessions.is_owned_by(id, &principal.id)
+        || super::portable::recover(&state, id, &principal).await;
+    if !here || !state.sessions.close(id, &principal.id) {
+        return StatusCode::NOT_FOUND;
     }
+    super::delivery::session_ended(&state, &SessionKey::Streamable(id.into()));
+    super::portable::ended(&state, id).await;
+    StatusCode::NO_CONTENT
 }
 
 /// The headers and the whole body. The headers are taken rather than copied (the `HeaderMap`
@@ -303,6 +308,7 @@ pub(super) async fn post(
     let session = session_header(&headers);
     if let Some(id) = session
         && !state.sessions.touch(id, &principal.id)
+        && !super::portable::recover(&state, id, &principal).await
     {
         return Reply::rpc(
             StatusCode::NOT_FOUND,

@@ -15,6 +15,8 @@ pub mod limits;
 pub mod mcp;
 pub mod metrics;
 pub mod origin;
+pub mod peers;
+pub mod portable;
 mod relay;
 pub mod sessions;
 pub mod sse;
@@ -92,6 +94,8 @@ pub struct AppState {
     pub policy: Arc<crate::access::policy::Live>,
     /// The audit log (off unless configured).
     pub audit: Arc<crate::access::audit::Audit>,
+    /// The other instances on a shared store.
+    pub peers: peers::Peers,
     ready: AtomicBool,
     /// Long-lived streams (SSE, WebSocket) end when this fires: graceful shutdown waits for
     /// responses to finish, and these never would.
@@ -123,6 +127,7 @@ impl AppState {
             )),
             policy: listener.policy.clone(),
             audit: listener.audit.clone(),
+            peers: listener.peers.clone(),
             serving,
             auth: auth::Verifier::new(&auth, &default_resource(listen, https)),
             registry,
@@ -202,6 +207,8 @@ pub struct ListenerSettings {
     pub policy: Arc<crate::access::policy::Live>,
     /// The audit log.
     pub audit: Arc<crate::access::audit::Audit>,
+    /// The other instances on a shared store (none by default).
+    pub peers: peers::Peers,
 }
 
 /// Which door a request came through.

@@ -51,6 +51,8 @@ struct Entry {
     /// The principal that opened it: the only one it is open to. Anyone else naming it is
     /// told it does not exist, as if the id were never issued.
     owner: Arc<str>,
+    /// How the store names it ([`crate::store::sessions::id_hash`]), worked out once.
+    hash: Arc<str>,
     /// Its place in the owner's quota, given back when the entry goes.
     _slot: SessionSlot,
 }
@@ -90,7 +92,30 @@ impl Sessions {
     /// sessions, or `owner` holds its quota.
     pub(crate) fn open(&self, owner: &Principal) -> Result<String, OpenError> {
         use ring::rand::SecureRandom;
+        let mut bytes = [0u8; 16];
+        let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
+        let id = hex::encode(bytes);
+        self.insert(&id, owner)?;
+        Ok(id)
+    }
+
+    /// Take in a session another instance (or an earlier process) opened, which the store
+    /// vouches is `owner`'s: `Ok(false)` when it is here already (a request that came at the
+    /// same time took it in first).
+    pub(crate) fn adopt(&self, id: &str, owner: &Principal) -> Result<bool, OpenError> {
+        if self.lock().contains_key(id) {
+            return Ok(false);
+        }
+        self.insert(id, owner)
+    }
+
+    /// Add the session `id` unless the table is full even after dropping idle sessions, or
+    /// `owner` holds its quota; `Ok(false)` when it is there already.
+    fn insert(&self, id: &str, owner: &Principal) -> Result<bool, OpenError> {
         let mut ids = self.lock();
+        if ids.contains_key(id) {
+            return Ok(false);
+        }
         if ids.len() >= self.limits.max {
             let idle = self.limits.idle;
             ids.retain(|_, entry| entry.seen.elapsed() < idle);
@@ -101,17 +126,39 @@ impl Sessions {
             }
         }
         let slot = self.quota.take(owner)?;
-        let mut bytes = [0u8; 16];
-        let _ = ring::rand::SystemRandom::new().fill(&mut bytes);
-        let id = hex::encode(bytes);
         let entry = Entry {
             seen: Instant::now(),
             owner: owner.id.clone(),
+            hash: crate::store::sessions::id_hash(id).into(),
             _slot: slot,
         };
-        ids.insert(id.clone(), entry);
-        self.logs_lock().insert(id.clone(), Log::default());
-        Ok(id)
+        ids.insert(id.to_owned(), entry);
+        self.logs_lock().insert(id.to_owned(), Log::default());
+        Ok(true)
+    }
+
+    /// How the store names the sessions used since `since` (their last use goes to the store
+    /// in one batch, not on each request).
+    pub(crate) fn used_since(&self, since: Instant) -> Vec<String> {
+        self.lock()
+            .values()
+            .filter(|entry| entry.seen >= since)
+            .map(|entry| entry.hash.to_string())
+            .collect()
+    }
+
+    /// Let go of the session the store names `hash` (it ended on another instance); its id if
+    /// it was here.
+    pub(crate) fn forget_hashed(&self, hash: &str) -> Option<String> {
+        let mut ids = self.lock();
+        let id = ids
+            .iter()
+            .find(|(_, entry)| &*entry.hash == hash)
+            .map(|(id, _)| id.clone())?;
+        ids.remove(&id);
+        drop(ids);
+        self.logs_lock().remove(&id);
+        Some(id)
     }
 
     /// Whether `owner` may open a session now: the table has room and `owner` is within its

@@ -98,6 +98,12 @@ impl SseSessions {
         }
     }
 
+    /// Take no more messages for a session whose stream is draining: it leaves the table, and
+    /// its stream ends once the answers of the messages it took are sent.
+    fn release(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
     /// Queue a server-to-client message (a notification) for a session's stream: `false`
     /// when the session is gone (see [`delivery::offered`]; its answers have their slots reserved).
     pub fn notify(&self, id: &str, msg: &Value) -> bool {
@@ -180,7 +186,9 @@ fn open(state: Arc<AppState>, scope: Scope, principal: Arc<Principal>) -> Respon
         Ok(slot) => slot,
         Err(held) => return super::limits::over_quota(&held),
     };
-    let id = new_id();
+    // On a shared store the id says which instance holds the stream, for the others to
+    // forward its messages to ([`super::peers`]).
+    let id = state.peers.mint(new_id());
     let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
     let close = CancellationToken::new();
     state.sse.lock().insert(
@@ -205,6 +213,7 @@ fn open(state: Arc<AppState>, scope: Scope, principal: Arc<Principal>) -> Respon
         keepalive,
         close,
         shutdown: state.streams_closing(),
+        draining: false,
         _guard: Guard {
             state,
             id,
@@ -215,15 +224,23 @@ fn open(state: Arc<AppState>, scope: Scope, principal: Arc<Principal>) -> Respon
         if let Some(first) = s.first.take() {
             return Some((Ok::<_, Infallible>(first), s));
         }
-        let frame = tokio::select! {
-            // Closing wins over pending output: an overflowed session must not keep streaming.
-            biased;
-            () = s.close.cancelled() => return None,
-            () = s.shutdown.cancelled() => return None,
-            msg = s.rx.recv() => Bytes::from(format!("event: message\ndata: {}\n\n", msg?)),
-            _ = s.keepalive.tick() => Bytes::from_static(b": keep-alive\n\n"),
-        };
-        Some((Ok(frame), s))
+        loop {
+            let frame = tokio::select! {
+                // Closing wins over pending output: an overflowed session must not keep streaming.
+                biased;
+                () = s.close.cancelled() => return None,
+                // Shutdown: no more messages are taken, and the stream ends once the answers
+                // of those taken are sent (every sender is gone), within the drain's grace.
+                () = s.shutdown.cancelled(), if !s.draining => {
+                    s.draining = true;
+                    s._guard.state.sse.release(&s._guard.id);
+                    continue;
+                }
+                msg = s.rx.recv() => Bytes::from(format!("event: message\ndata: {}\n\n", msg?)),
+                _ = s.keepalive.tick() => Bytes::from_static(b": keep-alive\n\n"),
+            };
+            return Some((Ok(frame), s));
+        }
     });
     (
         [
@@ -243,6 +260,8 @@ struct StreamState {
     keepalive: tokio::time::Interval,
     close: CancellationToken,
     shutdown: CancellationToken,
+    /// Shutdown began: the answers already owed are being sent.
+    draining: bool,
     _guard: Guard,
 }
 
@@ -261,21 +280,33 @@ pub struct MessageQuery {
 }
 
 /// `POST /message?session_id=…`: accept one JSON-RPC message or batch for a session's stream.
+/// A session another instance holds gets the request forwarded there.
 pub async fn post_message(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Arc<Principal>>,
     Query(query): Query<MessageQuery>,
+    uri: axum::http::Uri,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
     let Some(id) = query.session_id.filter(|s| !s.is_empty()) else {
         return (StatusCode::BAD_REQUEST, "session_id is required").into_response();
     };
+    let Some(held) = state.sse.get(&id) else {
+        let peer = state.peers.owner_of(&id);
+        return match peer {
+            Some(peer) if !headers.contains_key(super::peers::FORWARDED) => {
+                let method = axum::http::Method::POST;
+                state
+                    .peers
+                    .forward(&peer, method, &uri, &headers, body)
+                    .await
+            }
+            _ => (StatusCode::NOT_FOUND, "could not find session").into_response(),
+        };
+    };
     // Another principal's session is as unknown as one never opened.
-    let Some(session) = state
-        .sse
-        .get(&id)
-        .filter(|s| s.principal.id == principal.id)
-    else {
+    let Some(session) = Some(held).filter(|s| s.principal.id == principal.id) else {
         return (StatusCode::NOT_FOUND, "could not find session").into_response();
     };
     let msg: Value = match serde_json::from_slice(&body) {

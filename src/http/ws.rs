@@ -76,11 +76,16 @@ pub async fn upgrade(
 ) -> Response {
     // A WebSocket is a session of its own; an upgrade that names another one must name one of
     // its principal's, as on every transport (another's is as unknown as one never opened).
-    if let Some(id) = headers.get(&crate::h1::fields::SESSION_ID)
-        && !id
-            .to_str()
-            .is_ok_and(|id| state.sessions.is_owned_by(id, &principal.id))
-    {
+    let named = headers.get(&crate::h1::fields::SESSION_ID);
+    let owned = match named.map(|id| id.to_str()) {
+        None => true,
+        Some(Err(_)) => false,
+        Some(Ok(id)) => {
+            state.sessions.is_owned_by(id, &principal.id)
+                || super::portable::recover(&state, id, &principal).await
+        }
+    };
+    if !owned {
         let why = "session not found (it ended or expired)";
         return axum::response::IntoResponse::into_response((
             axum::http::StatusCode::NOT_FOUND,

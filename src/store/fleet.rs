@@ -16,6 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use super::StoreError;
 
+/// The prefix of a registry-channel notice that a rotation was published; its id follows.
+/// (Registration names cannot hold a `:`.)
+pub const ROTATION_NOTICE: &str = "cert-rotation:";
+
 /// How often an instance marks itself alive (and looks for rotations it missed the notice of).
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// An instance not marked within this long is not waited for.

@@ -106,7 +106,42 @@ pub(super) const MIGRATIONS: &[Migration] = &[
          ALTER TABLE registrations ADD CONSTRAINT registrations_command_check
             CHECK ((transport = 'stdio') = (command IS NOT NULL));",
     },
-    // 4: `cert rotate --all` (issue 22 item 5): the instances on a shared store with their
+    // 4: portable sessions (issue 22). A Streamable-HTTP session any instance can serve: keyed
+    // by the SHA-256 of its id (the id is a bearer secret; the table never holds it), with its
+    // owner, what its client said at `initialize`, and when an instance last saw it used. Its
+    // resource subscriptions are rows of their own, so that instances adding and dropping them
+    // at once never overwrite each other's.
+    Migration {
+        sqlite: "CREATE TABLE sessions (
+            id_hash TEXT PRIMARY KEY NOT NULL,
+            owner TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            created_at INTEGER NOT NULL,
+            seen_at INTEGER NOT NULL
+        ) STRICT;
+         CREATE INDEX sessions_seen_at ON sessions (seen_at);
+         CREATE TABLE session_subscriptions (
+            id_hash TEXT NOT NULL REFERENCES sessions (id_hash) ON DELETE CASCADE,
+            upstream TEXT NOT NULL,
+            uri TEXT NOT NULL,
+            PRIMARY KEY (id_hash, upstream, uri)
+        ) STRICT;",
+        postgres: "CREATE TABLE sessions (
+            id_hash TEXT PRIMARY KEY NOT NULL,
+            owner TEXT NOT NULL,
+            profile TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            seen_at BIGINT NOT NULL
+        );
+         CREATE INDEX sessions_seen_at ON sessions (seen_at);
+         CREATE TABLE session_subscriptions (
+            id_hash TEXT NOT NULL REFERENCES sessions (id_hash) ON DELETE CASCADE,
+            upstream TEXT NOT NULL,
+            uri TEXT NOT NULL,
+            PRIMARY KEY (id_hash, upstream, uri)
+        );",
+    },
+    // 5: `cert rotate --all` (issue 22 item 5): the instances on a shared store with their
     // liveness mark, the rotations published for them (the key is a secret, set to NULL once
     // every live instance reported, see `super::fleet`), and each instance's outcome. Times
     // are the database's clock in milliseconds. SQLite has one instance, whose `--all` is the

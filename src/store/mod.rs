@@ -12,12 +12,14 @@ pub mod fleet;
 mod migrations;
 pub mod postgres;
 mod row;
+pub mod sessions;
 pub mod sqlite;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use migrations::SCHEMA_VERSION;
+pub use sessions::{StoredSession, Subscription};
 
 use serde::{Deserialize, Serialize};
 
@@ -115,6 +117,9 @@ pub enum StoreChange {
     /// A certificate rotation was published for every instance (`cert rotate --all`,
     /// [`fleet`]); the registry has nothing to do with it.
     Rotation(i64),
+    /// The session of this [`sessions::id_hash`] ended (`DELETE`d or expired) on some instance:
+    /// every instance holding it in memory lets it go.
+    SessionEnded(String),
 }
 
 /// How the gateway speaks to an upstream.
@@ -502,4 +507,24 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn fleet(&self) -> Option<&dyn fleet::Fleet> {
         None
     }
+    /// Keep a session (a new one, or one opened again under the same id).
+    fn save_session(&self, session: &StoredSession) -> Result<(), StoreError>;
+    /// The session of this [`sessions::id_hash`], with its subscriptions; `None` if the store
+    /// has none (never opened here, ended, expired).
+    fn load_session(&self, id_hash: &str) -> Result<Option<StoredSession>, StoreError>;
+    /// End a session: it and its subscriptions go, and (on a shared store) every instance hears
+    /// of it ([`StoreChange::SessionEnded`]).
+    fn end_session(&self, id_hash: &str) -> Result<(), StoreError>;
+    /// Add (`subscribed`) or drop a resource subscription of a stored session; nothing for a
+    /// session the store does not hold.
+    fn set_subscription(
+        &self,
+        id_hash: &str,
+        subscription: &Subscription,
+        subscribed: bool,
+    ) -> Result<(), StoreError>;
+    /// These sessions were used at `seen_at` (Unix seconds) or later.
+    fn touch_sessions(&self, id_hashes: &[String], seen_at: i64) -> Result<(), StoreError>;
+    /// Drop the sessions no instance has seen used since `seen_before` (Unix seconds); how many.
+    fn expire_sessions(&self, seen_before: i64) -> Result<u64, StoreError>;
 }

@@ -33,7 +33,10 @@ use tokio_postgres::{Client, NoTls};
 
 use super::migrations::{MIGRATIONS, check_version};
 use super::row::{Encoded, RawRow, columns, expect_one, not_found};
-use super::{Health, Registration, Store, StoreChange, StoreError, valid_name};
+use super::sessions::POSTGRES as SESSIONS;
+use super::{
+    Health, Registration, Store, StoreChange, StoreError, StoredSession, Subscription, valid_name,
+};
 pub use url::{PgUrl, PgUrlError, SslMode};
 
 /// The channel every configuration write notifies; the payload is the registration's name.
@@ -487,6 +490,96 @@ impl Store for PostgresStore {
 
     fn fleet(&self) -> Option<&dyn super::fleet::Fleet> {
         Some(self)
+    }
+
+    fn save_session(&self, s: &StoredSession) -> Result<(), StoreError> {
+        self.run(|c| async move {
+            c.execute(
+                SESSIONS.save,
+                &[&s.id_hash, &s.owner, &s.profile, &s.created_at, &s.seen_at],
+            )
+            .await
+            .map_err(|e| self.failed(&e))
+        })?;
+        Ok(())
+    }
+
+    fn load_session(&self, id_hash: &str) -> Result<Option<StoredSession>, StoreError> {
+        self.run(|c| async move {
+            let Some(row) = c
+                .query_opt(SESSIONS.load, &[&id_hash])
+                .await
+                .map_err(|e| self.failed(&e))?
+            else {
+                return Ok(None);
+            };
+            let subscriptions = c
+                .query(SESSIONS.load_subscriptions, &[&id_hash])
+                .await
+                .map_err(|e| self.failed(&e))?
+                .iter()
+                .map(|sub| Subscription {
+                    endpoint: sub.get(0),
+                    uri: sub.get(1),
+                })
+                .collect();
+            Ok(Some(StoredSession {
+                id_hash: row.get(0),
+                owner: row.get(1),
+                profile: row.get(2),
+                created_at: row.get(3),
+                seen_at: row.get(4),
+                subscriptions,
+            }))
+        })
+    }
+
+    fn end_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        self.run(|c| async move {
+            c.query(SESSIONS.end, &[&id_hash])
+                .await
+                .map_err(|e| self.failed(&e))
+        })?;
+        Ok(())
+    }
+
+    fn set_subscription(
+        &self,
+        id_hash: &str,
+        sub: &Subscription,
+        subscribed: bool,
+    ) -> Result<(), StoreError> {
+        let sql = if subscribed {
+            SESSIONS.subscribe
+        } else {
+            SESSIONS.unsubscribe
+        };
+        self.run(|c| async move {
+            c.execute(sql, &[&id_hash, &sub.endpoint, &sub.uri])
+                .await
+                .map_err(|e| self.failed(&e))
+        })?;
+        Ok(())
+    }
+
+    fn touch_sessions(&self, id_hashes: &[String], seen_at: i64) -> Result<(), StoreError> {
+        self.run(|c| async move {
+            c.execute(SESSIONS.touch, &[&id_hashes, &seen_at])
+                .await
+                .map_err(|e| self.failed(&e))
+        })?;
+        Ok(())
+    }
+
+    fn expire_sessions(&self, seen_before: i64) -> Result<u64, StoreError> {
+        // Each expired session is announced like a `DELETE`d one, so instances let it go.
+        self.run(|c| async move {
+            let rows = c
+                .query(SESSIONS.expire, &[&seen_before])
+                .await
+                .map_err(|e| self.failed(&e))?;
+            Ok(rows.len() as u64)
+        })
     }
 }
 

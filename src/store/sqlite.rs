@@ -19,7 +19,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, pa
 
 use super::migrations::{MIGRATIONS, check_version};
 use super::row::{Encoded, RawRow, columns, expect_one, not_found};
-use super::{Health, Registration, Store, StoreError, valid_name};
+use super::sessions::SQLITE as SESSIONS;
+use super::{Health, Registration, Store, StoreError, StoredSession, Subscription, valid_name};
 
 /// How long a statement waits for another connection's lock (a second mcpgw process, or the CLI
 /// reading the file) before failing.
@@ -218,6 +219,103 @@ impl Store for SqliteStore {
             )
             .map_err(query_err)?;
         expect_one(changed as u64, name)
+    }
+
+    fn save_session(&self, s: &StoredSession) -> Result<(), StoreError> {
+        self.conn()
+            .prepare_cached(SESSIONS.save)
+            .and_then(|mut stmt| {
+                stmt.execute(params![
+                    s.id_hash,
+                    s.owner,
+                    s.profile,
+                    s.created_at,
+                    s.seen_at
+                ])
+            })
+            .map_err(query_err)?;
+        Ok(())
+    }
+
+    fn load_session(&self, id_hash: &str) -> Result<Option<StoredSession>, StoreError> {
+        let conn = self.conn();
+        let found = conn
+            .prepare_cached(SESSIONS.load)
+            .and_then(|mut stmt| {
+                stmt.query_row([id_hash], |row| {
+                    Ok(StoredSession {
+                        id_hash: row.get(0)?,
+                        owner: row.get(1)?,
+                        profile: row.get(2)?,
+                        created_at: row.get(3)?,
+                        seen_at: row.get(4)?,
+                        subscriptions: Vec::new(),
+                    })
+                })
+                .optional()
+            })
+            .map_err(query_err)?;
+        let Some(mut session) = found else {
+            return Ok(None);
+        };
+        let mut stmt = conn
+            .prepare_cached(SESSIONS.load_subscriptions)
+            .map_err(query_err)?;
+        session.subscriptions = stmt
+            .query_map([id_hash], |row| {
+                Ok(Subscription {
+                    endpoint: row.get(0)?,
+                    uri: row.get(1)?,
+                })
+            })
+            .map_err(query_err)?
+            .collect::<Result<_, _>>()
+            .map_err(query_err)?;
+        Ok(Some(session))
+    }
+
+    fn end_session(&self, id_hash: &str) -> Result<(), StoreError> {
+        self.conn()
+            .execute(SESSIONS.end, [id_hash])
+            .map_err(query_err)?;
+        Ok(())
+    }
+
+    fn set_subscription(
+        &self,
+        id_hash: &str,
+        sub: &Subscription,
+        subscribed: bool,
+    ) -> Result<(), StoreError> {
+        let sql = if subscribed {
+            SESSIONS.subscribe
+        } else {
+            SESSIONS.unsubscribe
+        };
+        self.conn()
+            .execute(sql, params![id_hash, sub.endpoint, sub.uri])
+            .map_err(query_err)?;
+        Ok(())
+    }
+
+    fn touch_sessions(&self, id_hashes: &[String], seen_at: i64) -> Result<(), StoreError> {
+        let mut conn = self.conn();
+        let tx = conn.transaction().map_err(query_err)?;
+        {
+            let mut stmt = tx.prepare_cached(SESSIONS.touch).map_err(query_err)?;
+            for hash in id_hashes {
+                stmt.execute(params![hash, seen_at]).map_err(query_err)?;
+            }
+        }
+        tx.commit().map_err(query_err)
+    }
+
+    fn expire_sessions(&self, seen_before: i64) -> Result<u64, StoreError> {
+        let gone = self
+            .conn()
+            .execute(SESSIONS.expire, [seen_before])
+            .map_err(query_err)?;
+        Ok(gone as u64)
     }
 }
 

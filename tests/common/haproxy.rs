@@ -136,7 +136,12 @@ impl Haproxy {
 
     /// `http://ADDR/mcp` of the frontend.
     pub fn mcp_url(&self) -> String {
-        format!("http://{}/mcp", self.addr)
+        format!("{}/mcp", self.base())
+    }
+
+    /// `http://ADDR` of the frontend.
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
     }
 
     /// What HAProxy logged so far.

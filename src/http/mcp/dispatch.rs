@@ -190,9 +190,12 @@ async fn initialize(
             key
         }
     };
-    state
-        .clients
-        .insert(key, ClientProfile::from_initialize(params, version));
+    let profile = ClientProfile::from_initialize(params, version);
+    if let Some(id) = new_session.as_deref() {
+        // Every instance on the store can serve it from now on.
+        super::super::portable::keep(state, id, &ctx.principal, &profile).await;
+    }
+    state.clients.insert(key, profile);
     Ok(Ok(identity.initialize(version)))
 }
 

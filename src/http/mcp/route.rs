@@ -278,6 +278,8 @@ pub(super) async fn route_uri(
         let subscribed = method == "resources/subscribe";
         let subscribed_as = &state.subscribed_as;
         subscribed_as.record(session, &up.name(), &uri, subscribed, uri != asked);
+        super::super::portable::subscription_changed(state, scope, session, &asked, subscribed)
+            .await;
     }
     if uri != asked {
         as_asked(&mut answer, &uri, &asked);

@@ -1,15 +1,12 @@
 //! [`Fleet`] on PostgreSQL: the `instances`, `cert_rotations` and `cert_rotation_results`
 //! tables (schema version 4). Every time is the database's clock, so instances whose clocks
-//! differ still agree on who is alive. A publication notifies [`CERT_CHANNEL`] with the
-//! rotation's id in the statement that stores it, as registry writes notify theirs.
+//! differ still agree on who is alive. A publication notifies the registry's channel with
+//! [`crate::store::fleet::ROTATION_NOTICE`] and the rotation's id, in the statement that stores it.
 
 use super::{PostgresStore, StoreError};
 use crate::store::fleet::{
     Fleet, HEARTBEAT, KEY_KEPT, LIVE, PendingRotation, Published, RotationOutcome,
 };
-
-/// The channel a published rotation notifies; the payload is its id.
-pub(super) const CERT_CHANNEL: &str = "mcpgw_cert";
 
 /// Milliseconds since the epoch by the database's clock, as SQL.
 macro_rules! now_ms {
@@ -46,7 +43,7 @@ const PUBLISH_SQL: &str = concat!(
     "WITH stored AS (INSERT INTO cert_rotations (cert_pem, key_pem, fingerprint, requested_ms, \
      requested_by) VALUES ($1, $2, $3, ",
     now_ms!(),
-    ", $4) RETURNING id) SELECT id, pg_notify('mcpgw_cert', id::text) FROM stored"
+    ", $4) RETURNING id) SELECT id, pg_notify('mcpgw_registry', 'cert-rotation:' || id) FROM stored"
 );
 // $1: the live window.
 const LIVE_SQL: &str = concat!(
@@ -215,8 +212,13 @@ impl Fleet for PostgresStore {
 mod tests {
     #[test]
     fn a_publication_notifies_the_channel_the_instances_listen_on() {
+        let notice = format!(
+            "pg_notify('{}', '{}' || id)",
+            super::super::CHANNEL,
+            crate::store::fleet::ROTATION_NOTICE
+        );
         assert!(
-            super::PUBLISH_SQL.contains(&format!("pg_notify('{}'", super::CERT_CHANNEL)),
+            super::PUBLISH_SQL.contains(&notice),
             "{}",
             super::PUBLISH_SQL
         );

@@ -1,5 +1,5 @@
-//! The LISTEN side: one connection per instance subscribed to the registry channel and the
-//! certificate rotations' ([`super::fleet`]), turning each notice into a [`StoreChange`], and connecting again (with back-off) when it is lost.
+//! The LISTEN side: one connection per instance subscribed to the registry channel, turning
+//! each notice into a [`StoreChange`], and connecting again (with back-off) when it is lost.
 //! Every (re)connection also publishes [`StoreChange::Resync`]: notices sent while it was down
 //! are gone, so the registry compares everything once.
 
@@ -9,8 +9,9 @@ use tokio::sync::broadcast::Sender;
 use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
-use super::fleet::CERT_CHANNEL;
 use super::{CHANNEL, Connector, PgUrl, RETRY_MAX, RETRY_MIN, StoreChange, describe};
+use crate::store::fleet::ROTATION_NOTICE;
+use crate::store::sessions::ENDED_NOTICE;
 
 /// Keep a LISTEN connection until `stop`.
 pub(super) async fn run(
@@ -52,14 +53,10 @@ async fn listen_once(
         .connect_driven(url, Some(changes.clone()))
         .await
         .map_err(|e| describe(&e))?;
-    // One statement each, the registry's last: `pg_stat_activity` then shows this connection's
-    // last query as `LISTEN mcpgw_registry`, which is how an operator (and a test) finds it.
-    for channel in [CERT_CHANNEL, CHANNEL] {
-        client
-            .batch_execute(&format!("LISTEN {channel}"))
-            .await
-            .map_err(|e| describe(&e))?;
-    }
+    client
+        .batch_execute(&format!("LISTEN {CHANNEL}"))
+        .await
+        .map_err(|e| describe(&e))?;
     if *was_down {
         tracing::info!(store = %url, "store: change notices resumed");
         *was_down = false;
@@ -82,14 +79,19 @@ pub(super) async fn drive<S, T>(
     let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
     while let Some(message) = messages.next().await {
         match message {
-            Ok(AsyncMessage::Notification(n)) => {
-                let change = match n.channel() {
-                    CHANNEL => Some(StoreChange::Upstream(n.payload().to_owned())),
-                    CERT_CHANNEL => n.payload().parse().ok().map(StoreChange::Rotation),
-                    _ => None,
-                };
-                if let (Some(notices), Some(change)) = (&notices, change) {
-                    let _ = notices.send(change);
+            Ok(AsyncMessage::Notification(n)) if n.channel() == CHANNEL => {
+                if let Some(notices) = &notices {
+                    let payload = n.payload();
+                    let change = if let Some(hash) = payload.strip_prefix(ENDED_NOTICE) {
+                        Some(StoreChange::SessionEnded(hash.to_owned()))
+                    } else if let Some(id) = payload.strip_prefix(ROTATION_NOTICE) {
+                        id.parse().ok().map(StoreChange::Rotation)
+                    } else {
+                        Some(StoreChange::Upstream(payload.to_owned()))
+                    };
+                    if let Some(change) = change {
+                        let _ = notices.send(change);
+                    }
                 }
             }
             Ok(_) => {}

@@ -127,6 +127,14 @@ impl Registry {
         &self.inner.store
     }
 
+    /// What other instances change in a shared store, as it announces it; `None` for a store
+    /// only this instance uses.
+    pub fn store_changes(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<crate::store::StoreChange>> {
+        self.inner.store.subscribe()
+    }
+
     pub(super) fn make(&self, reg: Registration) -> Arc<Upstream> {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<()>(1);
         let up = Arc::new(Upstream {
@@ -184,7 +192,7 @@ impl Registry {
     }
 
     /// Run a store operation off the async threads (the store is synchronous).
-    pub(super) async fn on_store<T: Send + 'static>(
+    pub(crate) async fn on_store<T: Send + 'static>(
         &self,
         op: impl FnOnce(&dyn Store) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {

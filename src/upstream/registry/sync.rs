@@ -44,6 +44,8 @@ impl Registry {
                     _ = tick.tick() => None,
                     change = changes.recv() => match change {
                         Ok(StoreChange::Upstream(name)) => Some(name),
+                        // Not the registry's (the sessions table hears it).
+                        Ok(StoreChange::SessionEnded(_)) => continue,
                         // Not the registry's: the reloader's fleet task follows those.
                         Ok(StoreChange::Rotation(_)) => continue,
                         // Resync, or notices dropped because this task fell behind.
