@@ -502,11 +502,6 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreChange>> {
         None
     }
-    /// The instances sharing this store and their certificate rotations; `None` for a store
-    /// one instance has to itself.
-    fn fleet(&self) -> Option<&dyn fleet::Fleet> {
-        None
-    }
     /// Keep a session (a new one, or one opened again under the same id).
     fn save_session(&self, session: &StoredSession) -> Result<(), StoreError>;
     /// The session of this [`sessions::id_hash`], with its subscriptions; `None` if the store
@@ -527,4 +522,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn touch_sessions(&self, id_hashes: &[String], seen_at: i64) -> Result<(), StoreError>;
     /// Drop the sessions no instance has seen used since `seen_before` (Unix seconds); how many.
     fn expire_sessions(&self, seen_before: i64) -> Result<u64, StoreError>;
+    /// The instances sharing this store and their certificate rotations; `None` for a store
+    /// one instance has to itself.
+    fn fleet(&self) -> Option<&dyn fleet::Fleet> {
+        None
+    }
 }
