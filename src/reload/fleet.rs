@@ -110,7 +110,7 @@ impl Reloader {
             match on_fleet(&store, move |f| f.rotation_outcomes(rotation)).await {
                 Ok(now) => outcomes = now,
                 Err(error) => {
-                    tracing::warn!(rotation, %error, "cannot read the rotation's outcomes yet");
+                    tracing::debug!(rotation, %error, "cannot read the rotation's outcomes yet");
                 }
             }
             let all = published
