@@ -1179,7 +1179,7 @@ _mcpgw() {
             return 0
             ;;
         mcpgw__subcmd__serve)
-            opts="-h -V --config --listen --tls-cert --tls-key --tls-ca --client-ca --tls-watch-interval --allow-insecure-bind --no-auth --log-format --store --workers --upstream-spin-us --health-interval --health-threshold --request-timeout --shutdown-grace --check-config --upgrade --control-socket --data-dir --json --help --version"
+            opts="-h -V --config --listen --tls-cert --tls-key --tls-ca --client-ca --tls-watch-interval --allow-insecure-bind --no-auth --log-format --store --advertise --workers --upstream-spin-us --health-interval --health-threshold --request-timeout --shutdown-grace --check-config --upgrade --listen-stdin --control-socket --data-dir --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1218,6 +1218,10 @@ _mcpgw() {
                     return 0
                     ;;
                 --store)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --advertise)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

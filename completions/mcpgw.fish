@@ -49,6 +49,7 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l tls-watch-interval
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l log-format -d 'Log format [default: text]' -r -f -a "text\t'Human-readable lines'
 json\t'One JSON object per line'"
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l store -d 'Where registrations live: postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=MODE] for a database several instances share [default: SQLite in the data directory]' -r
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l advertise -d 'Where the other instances on a shared store reach this one (http:// or https://HOST:PORT), for the legacy SSE messages they forward here [default: `[store] advertise`, else the listen address when it names one host]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l workers -d 'Worker threads of the async runtime [default: one per CPU core]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l upstream-spin-us -d 'How long, in microseconds, a call made while the gateway was idle watches its upstream socket before its thread parks [default: 100; 0 never]' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l health-interval -d 'Seconds between upstream health checks [default: 30]' -r
@@ -61,6 +62,7 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l allow-insecure-bin
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l no-auth -d 'Turn bearer auth off (refused unless the listen address is loopback)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l check-config -d 'Validate the configuration and the serving certificate, print a summary and exit (0: usable, 1: not); binds nothing, creates nothing'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l upgrade -d 'Replace the gateway running on this data directory without refusing a connection: take its listening sockets (and control socket) over, serve on them, then have it drain and exit. Fails (exit 1) when no gateway runs there. --listen is not used: the address is the running gateway\'s'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l listen-stdin -d 'Serve on the listening TCP socket given as standard input instead of binding --listen: systemd socket activation (`StandardInput=socket` in the service, `Accept=no` in the socket unit) or any launcher that hands over a bound socket. The same rules apply to its address as to --listen\'s (plain HTTP only on loopback unless allowed)'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -l json -d 'Print data as JSON'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand serve" -s V -l version -d 'Print version'

@@ -469,6 +469,12 @@ pub struct ServeArgs {
     #[arg(long, env = "MCPGW_STORE", value_name = "URL", value_parser = StoreUrlArg::new, hide_env_values = true)]
     pub store: Option<StoreUrlArg>,
 
+    /// Where the other instances on a shared store reach this one (http:// or https://HOST:PORT),
+    /// for the legacy SSE messages they forward here [default: `[store] advertise`, else the
+    /// listen address when it names one host].
+    #[arg(long, env = "MCPGW_ADVERTISE", value_name = "URL")]
+    pub advertise: Option<String>,
+
     /// Worker threads of the async runtime [default: one per CPU core].
     ///
     /// One thread avoids cross-thread wake-ups per forwarded call (less CPU and latency per
@@ -512,6 +518,13 @@ pub struct ServeArgs {
     /// is the running gateway's.
     #[arg(long, conflicts_with = "check_config")]
     pub upgrade: bool,
+
+    /// Serve on the listening TCP socket given as standard input instead of binding --listen:
+    /// systemd socket activation (`StandardInput=socket` in the service, `Accept=no` in the
+    /// socket unit) or any launcher that hands over a bound socket. The same rules apply to its
+    /// address as to --listen's (plain HTTP only on loopback unless allowed).
+    #[arg(long, conflicts_with_all = ["upgrade", "check_config"])]
+    pub listen_stdin: bool,
 }
 
 /// `mcpgw cert ...`

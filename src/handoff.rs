@@ -348,3 +348,38 @@ fn expect(
         Err(std::io::Error::other(what))
     }
 }
+
+/// Why `--listen-stdin` has no socket to serve on.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "--listen-stdin: standard input is not a listening TCP socket ({detail}); it needs the socket a launcher hands over, such as systemd with StandardInput=socket and Accept=no"
+)]
+pub struct StdinSocketError {
+    /// What standard input is instead.
+    detail: String,
+}
+
+/// The listening TCP socket handed over as standard input (systemd socket activation with
+/// `StandardInput=socket`), as a listener; standard input itself is left as it is.
+pub fn listener_on_stdin() -> Result<tokio::net::TcpListener, StdinSocketError> {
+    use rustix::net::{SocketType, sockopt};
+    let fail = |detail: String| StdinSocketError { detail };
+    let stdin = rustix::stdio::stdin();
+    let kind = sockopt::socket_type(stdin).map_err(|e| fail(format!("not a socket: {e}")))?;
+    let listening = sockopt::socket_acceptconn(stdin).map_err(|e| fail(e.to_string()))?;
+    if kind != SocketType::STREAM || !listening {
+        return Err(fail(
+            "a socket, but not one listening for TCP connections".into(),
+        ));
+    }
+    let owned = rustix::io::fcntl_dupfd_cloexec(stdin, 3).map_err(|e| fail(e.to_string()))?;
+    let listener = std::net::TcpListener::from(owned);
+    let addr = listener
+        .local_addr()
+        .map_err(|e| fail(format!("no address: {e}")))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| fail(e.to_string()))?;
+    tracing::info!(listen = %addr, "serving on the socket given as standard input");
+    tokio::net::TcpListener::from_std(listener).map_err(|e| fail(e.to_string()))
+}

@@ -47,6 +47,7 @@ pub async fn serve_connection<S>(
             let limits = h1::Limits {
                 header_timeout,
                 body_timeout: state.body_timeout,
+                linger: state.linger,
                 stop,
             };
             h1::serve(io, app, state, watcher, limits).await;

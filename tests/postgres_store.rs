@@ -5,8 +5,9 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::clients::{Streamable, http};
@@ -71,6 +72,60 @@ impl Silent {
         });
         Self { base, accepted }
     }
+}
+
+/// An HTTP server that answers every request 503 and closes: an upstream that is down, whose
+/// requests are counted by the URL's query (`/mcp?u=N`).
+struct Refusing {
+    base: String,
+    requests: Arc<Mutex<HashMap<String, u64>>>,
+}
+
+impl Refusing {
+    fn start() -> Self {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(Mutex::new(HashMap::new()));
+        let counted = requests.clone();
+        // Ends with the test process.
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let counted = counted.clone();
+                std::thread::spawn(move || refuse(conn, &counted));
+            }
+        });
+        Self { base, requests }
+    }
+}
+
+/// Read one request from `conn` (head and body), count it, answer 503 and close.
+fn refuse(mut conn: std::net::TcpStream, counted: &Mutex<HashMap<String, u64>>) {
+    use std::io::{BufRead, Read, Write};
+    let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+    let mut line = String::new();
+    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+        return;
+    }
+    let query = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|t| t.split_once('?'));
+    let query = query.map(|(_, q)| q.to_owned()).unwrap_or_default();
+    let mut length = 0;
+    let mut header = String::new();
+    while reader.read_line(&mut header).unwrap_or(0) > 0 && !header.trim().is_empty() {
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+        header.clear();
+    }
+    let _ = reader.read_exact(&mut vec![0; length]);
+    *counted.lock().unwrap().entry(query).or_default() += 1;
+    let _ = conn.write_all(
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    );
 }
 
 /// Whether a `tools/call` answer is the tool's own result.
@@ -495,61 +550,121 @@ fn tls_to_the_database_follows_sslmode_with_the_host_name_checked_by_verify_full
     accepted(&pg, &format!("?sslmode=verify-ca{ca}"));
 }
 
+/// Issue 22's acceptance: three instances on one store, 50 upstreams, each checked once per
+/// interval in all (not once per instance), counted at the upstream. Each upstream is the
+/// fixture under its own URL (`/mcp?u=N`), whose checks the fixture counts apart.
+/// Gateways on one store sharing the health of the upstreams they count.
+const INSTANCES: usize = 3;
+
+/// [`INSTANCES`] gateways on `pg`'s store (`--no-auth`, then `args`), with `count` upstreams
+/// `upN` at `BASE/mcp?u=N` registered through each instance in turn (`gateway add` with
+/// `more`); returned once every instance holds them all with the health `status`.
+fn fleet_holding(
+    pg: &Postgres,
+    args: &[&str],
+    (base, count, more): (&str, usize, &[&str]),
+    status: &str,
+) -> Vec<(Dir, Gateway)> {
+    let url = pg.url();
+    let fleet: Vec<(Dir, Gateway)> = (0..INSTANCES)
+        .map(|_| {
+            let dir = Dir::new();
+            let gw = Gateway::start(&dir, &[&["--no-auth", "--store", &url], args].concat());
+            (dir, gw)
+        })
+        .collect();
+    for i in 0..count {
+        let (name, url) = (format!("up{i}"), format!("{base}/mcp?u={i}"));
+        let add = [&["gateway", "add", &name, &url], more].concat();
+        fleet[i % INSTANCES].0.run_expect(&add, 0);
+    }
+    for (n, (dir, gw)) in fleet.iter().enumerate() {
+        common::wait_for(Duration::from_secs(60), || {
+            let (listed, _) = dir.run_expect(&["gateway", "list", "--json"], 0);
+            let listed: Value = serde_json::from_str(&listed).unwrap();
+            let listed = listed.as_array().unwrap().iter();
+            let with = listed.filter(|u| u["health"]["status"] == status).count();
+            (with == count).then_some(()).ok_or_else(|| {
+                format!(
+                    "instance {n} has {with} of {count} upstreams {status}\n{}",
+                    gw.log()
+                )
+            })
+        });
+    }
+    fleet
+}
+
+/// What `count` (each upstream's total so far, by `upN`) added over `rounds` health rounds,
+/// printed; fails unless each upstream's is one per round, give or take the round the window
+/// cuts at either end (not one per instance and round).
+fn assert_once_per_round(what: &str, count: impl Fn() -> Vec<u64>, rounds: u64, interval: u64) {
+    let (before, since) = (count(), Instant::now());
+    std::thread::sleep(Duration::from_secs(rounds * interval));
+    let took = since.elapsed().as_secs_f64() / interval as f64;
+    let counted: Vec<u64> = count().iter().zip(&before).map(|(a, b)| a - b).collect();
+    println!(
+        "{what}: {} in {took:.1} rounds of {interval} s by {INSTANCES} instances, per upstream \
+         {} to {} (once per upstream and round: {took:.0}; once per instance: {:.0})",
+        counted.iter().sum::<u64>(),
+        counted.iter().min().unwrap(),
+        counted.iter().max().unwrap(),
+        took * INSTANCES as f64,
+    );
+    let (fewest, most) = (took.floor() as u64 - 1, took.ceil() as u64 + 1);
+    let off: Vec<String> = counted
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !(fewest..=most).contains(*n))
+        .map(|(i, n)| format!("up{i}: {n}"))
+        .collect();
+    assert!(off.is_empty(), "{what} outside {fewest}..={most}: {off:?}");
+}
+
+/// Issue 22's acceptance: three instances on one store, 50 upstreams, each checked once per
+/// interval in all (not once per instance), counted at the upstream: the fixture under its
+/// own URL per upstream (`/mcp?u=N`), whose checks it counts apart. Counting starts once every
+/// instance has its own catalog of each (an instance checks an upstream itself until then).
 #[test]
-fn each_upstream_is_health_checked_by_one_instance_per_interval() {
-    const UPSTREAMS: u64 = 6;
+fn each_of_fifty_upstreams_is_health_checked_once_per_interval_by_three_instances() {
+    const UPSTREAMS: usize = 50;
     let pg = Postgres::start();
     let up = Upstream::start(&[]);
-    let start = |dir: &Dir| {
-        Gateway::start(
-            dir,
-            &["--no-auth", "--store", &pg.url(), "--health-interval", "1"],
-        )
-    };
-    let (dir_a, dir_b) = (Dir::new(), Dir::new());
-    let (_gw_a, _gw_b) = (start(&dir_a), start(&dir_b));
-    for i in 0..UPSTREAMS {
-        let name = format!("up{i}");
-        dir_a.run_expect(&["gateway", "add", &name, &format!("{}/mcp", up.base)], 0);
-    }
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let probes = || -> u64 {
-        let stats = rt.block_on(json_of(http(None).get(format!("{}/stats", up.base))));
-        stats["probes"].as_u64().unwrap()
-    };
-    // Both instances hold every upstream (B adopted them through the store) before counting.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while pg.sql("SELECT count(*) FROM health_leases") != UPSTREAMS.to_string() {
-        assert!(Instant::now() < deadline, "no health leases taken");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let (listed, _) = dir_b.run_expect(&["gateway", "list", "--json"], 0);
-    let listed: Value = serde_json::from_str(&listed).unwrap();
-    assert_eq!(
-        listed.as_array().map(Vec::len),
-        Some(UPSTREAMS as usize),
-        "{listed}"
-    );
+    let args = ["--health-interval", "1"];
+    let _fleet = fleet_holding(&pg, &args, (&up.base, UPSTREAMS, &[]), "online");
     std::thread::sleep(Duration::from_secs(2));
-
-    let (before, since) = (probes(), Instant::now());
-    std::thread::sleep(Duration::from_secs(8));
-    let (checks, rounds) = (probes() - before, since.elapsed().as_secs_f64());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let checks = || -> Vec<u64> {
+        let stats = rt.block_on(json_of(http(None).get(format!("{}/stats", up.base))));
+        let by_query = &stats["probes_by_query"];
+        (0..UPSTREAMS)
+            .map(|i| by_query[format!("u={i}")].as_u64().unwrap_or(0))
+            .collect()
+    };
+    assert_once_per_round("health checks of 50 upstreams", checks, 10, 1);
     let holders = pg.sql("SELECT count(DISTINCT holder) FROM health_leases");
-    println!(
-        "{checks} health checks of {UPSTREAMS} upstreams by 2 instances in {rounds:.1} s of \
-         1 s rounds (uncoordinated: about {:.0}); leases held by {holders} instance(s)",
-        2.0 * UPSTREAMS as f64 * rounds
-    );
-    let once_each = UPSTREAMS as f64 * rounds;
-    assert!(
-        (checks as f64) < 1.5 * once_each,
-        "{checks} checks: upstreams are checked by both instances"
-    );
-    assert!(
-        (checks as f64) > 0.4 * once_each,
-        "{checks} checks: upstreams are left unchecked"
-    );
+    println!("leases held by {holders} instance(s)");
+}
+
+/// A dead upstream is checked by the lease holder alone, not by every instance: an instance
+/// without the upstream's catalog checks it itself only while it may answer (not offline).
+/// The interval (16 s) is longer than the longest wait between attempts to open a connection
+/// to an upstream that failed (10 s and half again), so its one checker reaches it each round.
+#[test]
+fn a_dead_upstream_is_checked_once_per_interval_by_three_instances_not_three_times() {
+    const UPSTREAMS: usize = 20;
+    let pg = Postgres::start();
+    let down = Refusing::start();
+    let args = ["--health-interval", "16", "--health-threshold", "1"];
+    let upstreams = (down.base.as_str(), UPSTREAMS, &["--defer"][..]);
+    let _fleet = fleet_holding(&pg, &args, upstreams, "offline");
+    let contacts = || -> Vec<u64> {
+        let requests = down.requests.lock().unwrap();
+        (0..UPSTREAMS)
+            .map(|i| requests.get(&format!("u={i}")).copied().unwrap_or(0))
+            .collect()
+    };
+    assert_once_per_round("requests to 20 dead upstreams", contacts, 3, 16);
 }
 
 /// How many connections LISTEN for registry changes.

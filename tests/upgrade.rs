@@ -192,3 +192,107 @@ fn a_new_gateway_that_goes_away_before_serving_leaves_the_old_one_serving() {
     );
     assert_control_served_by(&dir, &new);
 }
+
+#[test]
+fn a_session_opened_on_the_old_gateway_goes_on_on_the_new_one() {
+    let dir = Dir::new();
+    let up = Upstream::start(&[]);
+    let mut old = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(&["gateway", "add", "rs", &format!("{}/mcp", up.base)], 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("http://{}/mcp", old.addr);
+    let session = rt
+        .block_on(clients::Streamable::open(clients::http(None), &url, None))
+        .unwrap();
+    let args = serde_json::json!({"text": "before"});
+    let answer = rt
+        .block_on(session.call(1.into(), "rs__echo", args))
+        .unwrap();
+    assert!(clients::text(&answer).contains("before"), "{answer}");
+
+    let new = upgrade(&dir);
+    assert_eq!(
+        old.wait_exit(Duration::from_secs(60)),
+        Some(0),
+        "{}",
+        old.log()
+    );
+    // The new process never saw the session open: it takes it in from the store (SQLite
+    // here), with what its client said at `initialize`.
+    let args = serde_json::json!({"text": "after"});
+    let answer = rt
+        .block_on(session.call(2.into(), "rs__echo", args))
+        .unwrap();
+    assert!(
+        clients::text(&answer).contains("after"),
+        "{answer}\n{}",
+        new.log()
+    );
+    assert!(
+        new.log().contains("session taken in from the store"),
+        "{}",
+        new.log()
+    );
+    // Ended on the new one, it is gone.
+    assert_eq!(rt.block_on(session.close()).unwrap(), 204);
+    let gone = rt.block_on(session.call(3.into(), "rs__echo", serde_json::json!({"text": "x"})));
+    assert!(gone.unwrap_err().to_string().contains("404"));
+}
+
+/// `mcpgw serve --listen-stdin` with `stdin` as its standard input, and what it printed if it
+/// stopped.
+fn serve_on_stdin(dir: &Dir, stdin: std::process::Stdio) -> std::process::Output {
+    let mut cmd = dir.cmd();
+    cmd.args(["serve", "--listen-stdin", "--no-auth"]);
+    cmd.stdin(stdin);
+    cmd.output().unwrap()
+}
+
+#[test]
+fn a_gateway_serves_on_the_listening_socket_it_is_given_as_standard_input() {
+    // What systemd does with `StandardInput=socket`: the socket is bound (and listening)
+    // before the gateway starts, and connections made meanwhile wait in its backlog.
+    let dir = Dir::new();
+    let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = socket.local_addr().unwrap();
+    let early = std::thread::spawn(move || common::curl(&[&format!("http://{addr}/health")]));
+    let mut cmd = dir.cmd();
+    cmd.args(["serve", "--listen-stdin", "--no-auth"]);
+    let gw = Gateway::spawn_with_stdin(
+        cmd,
+        std::process::Stdio::from(std::os::fd::OwnedFd::from(socket)),
+    );
+    assert_eq!(gw.addr, addr, "it serves the address it was given");
+    let (code, body) = early.join().unwrap();
+    assert_eq!(
+        code, 200,
+        "a connection made before it started is served: {body}"
+    );
+    assert!(
+        gw.log()
+            .contains("serving on the socket given as standard input"),
+        "{}",
+        gw.log()
+    );
+}
+
+#[test]
+fn listen_stdin_refuses_what_is_not_a_listening_tcp_socket_and_an_exposed_plain_address() {
+    let dir = Dir::new();
+    let out = serve_on_stdin(&dir, std::process::Stdio::null());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--listen-stdin: standard input is not a listening TCP socket"),
+        "{stderr}"
+    );
+    // Every interface, plain HTTP, no auth: the rules of --listen apply to the given socket.
+    let exposed = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let out = serve_on_stdin(
+        &dir,
+        std::process::Stdio::from(std::os::fd::OwnedFd::from(exposed)),
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("refusing to serve plain HTTP"), "{stderr}");
+}

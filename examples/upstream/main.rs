@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -108,6 +108,9 @@ struct Stats {
     /// `ping` and `server/discover` requests: a gateway's health checks of a live connection
     /// (one or the other by era), and its first contact.
     probes: AtomicU64,
+    /// `probes` on `POST /mcp?QUERY`, by QUERY: a test that registers the fixture under several
+    /// URLs (`/mcp?u=1`, `/mcp?u=2`, ...) counts each registration's checks apart.
+    probes_by_query: Mutex<HashMap<String, u64>>,
 }
 
 struct AppState {
@@ -370,6 +373,7 @@ async fn answer(
 async fn mcp_post(
     State(state): State<Arc<AppState>>,
     Extension(peer): Extension<PeerCn>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -377,6 +381,21 @@ async fn mcp_post(
     let Ok(msg) = serde_json::from_slice::<Value>(&body) else {
         return (StatusCode::BAD_REQUEST, Json(json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "parse error"}}))).into_response();
     };
+    // The methods `answer` counts in `probes`.
+    if let Some(query) = query
+        && matches!(
+            msg.get("method").and_then(Value::as_str),
+            Some("ping" | "server/discover")
+        )
+    {
+        *state
+            .stats
+            .probes_by_query
+            .lock()
+            .unwrap()
+            .entry(query)
+            .or_default() += 1;
+    }
     let session = headers
         .get("mcp-session-id")
         .and_then(|v| v.to_str().ok())
@@ -855,6 +874,7 @@ async fn stats(State(state): State<Arc<AppState>>) -> Json<Value> {
         "gets": state.stats.gets.load(Ordering::Relaxed),
         "slept": state.stats.slept.load(Ordering::Relaxed),
         "probes": state.stats.probes.load(Ordering::Relaxed),
+        "probes_by_query": *state.stats.probes_by_query.lock().unwrap(),
         // Subscriptions held, (URI, session) pairs: read without touching anything.
         "subscribed": state.subscribed.lock().unwrap().values().map(HashSet::len).sum::<usize>(),
     }))

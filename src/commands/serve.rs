@@ -142,7 +142,13 @@ struct Sockets {
 /// running on the data directory.
 async fn open_sockets(cfg: &ServeConfig) -> anyhow::Result<Sockets> {
     if !cfg.upgrade {
-        let listener = bind_listener(cfg.listen).await?;
+        let listener = if cfg.listen_stdin {
+            let listener = handoff::listener_on_stdin()?;
+            cfg.check_inherited(listener.local_addr()?)?;
+            listener
+        } else {
+            bind_listener(cfg.listen).await?
+        };
         let control = ControlSocket::bind(&cfg.control_socket)?;
         let offer = handoff::Offer::new(&cfg.data_dir, &listener, &control, None)
             .context("cannot bind the hand-off socket for upgrades")?;
@@ -271,6 +277,7 @@ async fn build_state(
             quotas: cfg.quotas,
             // The same bound for a slow body as for slow headers.
             body_timeout: cfg.header_timeout,
+            linger: cfg.drain_delay,
             allowed_hosts: cfg.allowed_hosts.clone(),
             allowed_origins: cfg.allowed_origins.clone(),
             policy: Arc::new(crate::access::policy::Live::new(
@@ -453,6 +460,11 @@ async fn drain(
     let _ = tasks.control.await;
     let _ = tasks.health.await;
     let _ = tasks.sweeper.await;
+    // Connections a balancer keeps alive are answered with `connection: close` meanwhile,
+    // and closed idle only after (`drain_delay_ms`).
+    if !state.linger.is_zero() {
+        tokio::time::sleep(state.linger).await;
+    }
     // The accept loops held the only other references; they have returned.
     let graceful = Arc::try_unwrap(graceful)
         .map_err(|_| anyhow::anyhow!("internal error: accept loop still running after shutdown"))?;

@@ -262,6 +262,11 @@ pub struct ServeConfig {
     pub tls_watch: Option<Duration>,
     /// Take the sockets of the gateway running on the data directory (`serve --upgrade`).
     pub upgrade: bool,
+    /// Serve on the listening socket given as standard input (`serve --listen-stdin`); its
+    /// address is checked by [`ServeConfig::check_inherited`] once known.
+    pub listen_stdin: bool,
+    /// `--allow-insecure-bind` / `allow_insecure_bind`.
+    pub allow_insecure_bind: bool,
     /// State directory.
     pub data_dir: PathBuf,
     /// Where registrations live.
@@ -413,9 +418,11 @@ pub fn resolve(args: &ServeArgs, globals: &GlobalPaths) -> Result<ServeConfig, C
         tls,
         tls_watch: resolve_watch(args, &file.tls, &origin)?,
         upgrade: args.upgrade,
+        listen_stdin: args.listen_stdin,
+        allow_insecure_bind: args.allow_insecure_bind || file.allow_insecure_bind.unwrap_or(false),
         data_dir,
         store,
-        advertise: store::advertise(&file.store, &origin)?,
+        advertise: store::advertise(args, &file.store, &origin)?,
         peer_ca: file.store.peer_ca.clone(),
         control_socket,
         log_format: args
@@ -536,14 +543,38 @@ fn check_exposure(
     tls: bool,
 ) -> Result<bool, ConfigError> {
     let allow_insecure = args.allow_insecure_bind || file.allow_insecure_bind.unwrap_or(false);
+    let no_auth = args.no_auth || file.no_auth.unwrap_or(false);
+    exposure(listen, tls, allow_insecure, no_auth)?;
+    Ok(no_auth)
+}
+
+/// The rule of [`check_exposure`], for an address known only once the socket is in hand.
+fn exposure(
+    listen: SocketAddr,
+    tls: bool,
+    allow_insecure: bool,
+    no_auth: bool,
+) -> Result<(), ConfigError> {
     if !tls && !listen.ip().is_loopback() && !allow_insecure {
         return Err(ConfigError::InsecureBind { addr: listen });
     }
-    let no_auth = args.no_auth || file.no_auth.unwrap_or(false);
     if no_auth && !listen.ip().is_loopback() {
         return Err(ConfigError::NoAuthNotLoopback { addr: listen });
     }
-    Ok(no_auth)
+    Ok(())
+}
+
+impl ServeConfig {
+    /// The exposure rule applied to the address of a socket handed over (`--listen-stdin`),
+    /// which the configuration could not see.
+    pub fn check_inherited(&self, addr: SocketAddr) -> Result<(), ConfigError> {
+        exposure(
+            addr,
+            self.tls.is_some(),
+            self.allow_insecure_bind,
+            !self.auth.enabled,
+        )
+    }
 }
 
 /// How the process runs: drain time, worker threads, upstream wait.

@@ -51,14 +51,21 @@ pub(super) fn resolve(
         .map_err(|error| ConfigError::Store { setting, error })
 }
 
-/// `[store] advertise`, checked: an `http` or `https` URL of a host and port, nothing more.
-pub(super) fn advertise(file: &FileStore, origin: &str) -> Result<Option<url::Url>, ConfigError> {
-    let Some(text) = &file.advertise else {
-        return Ok(None);
+/// `--advertise` (or `MCPGW_ADVERTISE`), else `[store] advertise`, checked: an `http` or
+/// `https` URL of a host and port, nothing more.
+pub(super) fn advertise(
+    args: &ServeArgs,
+    file: &FileStore,
+    origin: &str,
+) -> Result<Option<url::Url>, ConfigError> {
+    let (text, origin, key) = match (&args.advertise, &file.advertise) {
+        (Some(flag), _) => (flag, "--advertise (or MCPGW_ADVERTISE)", "advertise"),
+        (None, Some(text)) => (text, origin, "store.advertise"),
+        (None, None) => return Ok(None),
     };
     let bad = || ConfigError::Field {
         origin: origin.to_owned(),
-        key: "store.advertise",
+        key,
         expected: "an http:// or https:// URL of this instance's host and port, without a path",
         got: text.clone(),
     };
@@ -93,10 +100,10 @@ mod tests {
             advertise: Some(text.to_owned()),
             ..FileStore::default()
         };
-        assert_eq!(advertise(&FileStore::default(), "f").unwrap(), None);
-        let url = advertise(&with("https://gw-1.internal:8443"), "f")
-            .unwrap()
-            .unwrap();
+        let none = ServeArgs::default();
+        assert_eq!(advertise(&none, &FileStore::default(), "f").unwrap(), None);
+        let file = with("https://gw-1.internal:8443");
+        let url = advertise(&none, &file, "f").unwrap().unwrap();
         assert_eq!(url.as_str(), "https://gw-1.internal:8443/");
         for bad in [
             "gw-1:8443",
@@ -104,12 +111,27 @@ mod tests {
             "https://gw-1/mcp",
             "https://u:p@gw-1",
         ] {
-            let err = advertise(&with(bad), "mcpgw.toml").unwrap_err().to_string();
+            let err = advertise(&none, &with(bad), "mcpgw.toml")
+                .unwrap_err()
+                .to_string();
             assert!(
                 err.contains("mcpgw.toml") && err.contains("store.advertise"),
                 "{err}"
             );
         }
+        // The flag (or its variable) beats the file, and is checked the same way.
+        let flag = |text: &str| ServeArgs {
+            advertise: Some(text.to_owned()),
+            ..ServeArgs::default()
+        };
+        let url = advertise(&flag("http://10.0.0.7:8080"), &file, "f")
+            .unwrap()
+            .unwrap();
+        assert_eq!(url.as_str(), "http://10.0.0.7:8080/");
+        let err = advertise(&flag("10.0.0.7"), &file, "f")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MCPGW_ADVERTISE"), "{err}");
     }
 
     #[test]

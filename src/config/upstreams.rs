@@ -169,6 +169,14 @@ mod tests {
                 "name = \"a\"\ncommand = \"x\"\nurl = \"http://x\"",
                 "unknown field `url`",
             ),
+            (
+                "name = \"a\"\ncommand = \"x\"\nisloate = true",
+                "unknown field `isloate`",
+            ),
+            (
+                "name = \"a\"\ncommand = \"x\"\nlimits = { memory = 512 }",
+                "unknown field `memory`",
+            ),
         ];
         for (entry, expected) in cases {
             let err = with_file(&format!("[[upstream]]\n{entry}\n"))

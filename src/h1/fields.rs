@@ -158,6 +158,20 @@ impl Fields {
             .map(|span| self.value_of(span))
     }
 
+    /// Every field as a header map (for a request passed on whole: a rare path).
+    pub fn to_map(&self) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.spans.len());
+        for span in &self.spans {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(self.name(span)),
+                http::HeaderValue::from_bytes(self.value_of(span)),
+            ) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+
     #[inline]
     fn name(&self, span: &Span) -> &[u8] {
         let start = span.name as usize;
@@ -209,6 +223,16 @@ pub enum Incoming {
     Map(HeaderMap),
     /// From `crate::h1::server`.
     Wire(Fields),
+}
+
+impl Incoming {
+    /// The fields as a header map (for a request passed on whole: a rare path).
+    pub fn to_map(&self) -> HeaderMap {
+        match self {
+            Self::Map(map) => map.clone(),
+            Self::Wire(fields) => fields.to_map(),
+        }
+    }
 }
 
 impl Lookup for Incoming {

@@ -72,6 +72,9 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// How long a request body may take to arrive after its head.
     pub body_timeout: Duration,
+    /// How long an idle connection stays open once `stop` fires, when longer than
+    /// [`STOP_LINGER`] (`drain_delay_ms`: a balancer may still send on it).
+    pub linger: Duration,
     /// Fires when the listener stops: idle connections close after a moment for a request on
     /// its way, busy ones after their answer.
     pub stop: CancellationToken,
@@ -201,7 +204,7 @@ where
                     // request of a connection accepted just before): it gets a moment for its
                     // next request, answered with `connection: close`.
                     () = &mut stop, if closing_at.is_none() => {
-                        closing_at = Some(Instant::now() + STOP_LINGER);
+                        closing_at = Some(Instant::now() + STOP_LINGER.max(limits.linger));
                     },
                     expired = self.clock.until(deadline) => if expired {
                         let idle = closing_at.is_some() && self.buf.is_empty();

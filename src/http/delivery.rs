@@ -14,7 +14,13 @@ pub fn notify_session(state: &AppState, key: &SessionKey, msg: &Value) -> bool {
     match key {
         SessionKey::Sse(id) => state.sse.notify(id, msg),
         SessionKey::Ws(n) => state.ws_outlets.notify(*n, msg),
-        SessionKey::Streamable(id) => state.sessions.notify(id, msg),
+        SessionKey::Streamable(id) => {
+            let queued = state.sessions.notify(id, msg);
+            if queued && !state.sessions.streaming(id) {
+                super::portable::relay_event(state, id, msg);
+            }
+            queued
+        }
         SessionKey::Listen(n) => state.listens.notify(state, *n, msg),
     }
 }

@@ -39,6 +39,8 @@ pub struct EventLog {
     /// A `GET` stream was opened on the session (its client reads what servers send outside a
     /// request, so its upstream sessions listen for such messages too).
     listened: std::sync::atomic::AtomicBool,
+    /// `GET` streams open on the session now.
+    streams: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug, Default)]
@@ -92,6 +94,12 @@ impl EventLog {
         self.listened.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Whether a `GET` stream is open on the session now (here: on a shared store its client
+    /// may read it from another instance).
+    pub(crate) fn streaming(&self) -> bool {
+        self.streams.load(std::sync::atomic::Ordering::Relaxed) > 0
+    }
+
     /// `last` as a client sent it, but never past the newest event: ids from elsewhere (another
     /// session, a bogus header) must not hold back the events to come.
     fn clamp(&self, last: u64) -> u64 {
@@ -112,13 +120,21 @@ impl EventLog {
     }
 }
 
-/// Where one open stream is.
+/// Where one open stream is; counted in its log's open streams while it lives.
 struct Cursor {
     log: Arc<EventLog>,
     /// Id of the last event sent (or the client's `Last-Event-ID`).
     last: u64,
     /// Gateway shutdown.
     stop: CancellationToken,
+}
+
+impl Drop for Cursor {
+    fn drop(&mut self) {
+        self.log
+            .streams
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 impl Cursor {
@@ -229,6 +245,8 @@ async fn open(state: &Arc<AppState>, principal: &Arc<Principal>, headers: &Heade
         }
     }
     // The stream ends when the gateway shuts down or the session leaves the table.
+    log.streams
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let cursor = Cursor {
         last: log.clamp(last),
         log,

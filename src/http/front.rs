@@ -58,8 +58,17 @@ pub const MCP_ROUTE: &str = "/mcp";
 /// where `MatchedPath` is already known.
 pub async fn gate(State(state): State<Arc<AppState>>, request: Request, next: Next) -> Response {
     let tracked = metrics::Tracked::start(&request);
-    let response = admit(&state, tracked.route(), request, next).await;
+    let http1 = request.version() <= axum::http::Version::HTTP_11;
+    let mut response = admit(&state, tracked.route(), request, next).await;
     tracked.finish(&state.metrics, response.status());
+    // Stopping: the connection closes after this answer, so that a balancer keeping it alive
+    // never sends a request on it at the instant it is closed idle (see `drain_delay_ms`).
+    if http1 && state.is_stopping() && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        response.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
     response
 }
 

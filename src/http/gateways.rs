@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::Json;
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -77,8 +78,10 @@ impl PairsBody {
     }
 }
 
-/// `POST /gateways` body.
+/// `POST /gateways` body. Every field is declared, the stdio ones included: a misspelt or
+/// unknown field is refused naming it (a `flatten`ed catch-all would turn that check off).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RegisterBody {
     /// Name.
     pub name: String,
@@ -137,9 +140,10 @@ pub struct RegisterBody {
     /// Store even if the upstream cannot be reached now.
     #[serde(default)]
     pub defer: bool,
-    /// Ignored fields some clients send (description, tags, ...).
-    #[serde(flatten)]
-    pub extra: BTreeMap<String, Value>,
+    /// Accepted and ignored: clients of the gateway mcpgw replaces send it.
+    pub description: Option<Value>,
+    /// Accepted and ignored, as `description`.
+    pub tags: Option<Value>,
 }
 
 impl std::fmt::Debug for RegisterBody {
@@ -398,21 +402,29 @@ fn refusal_to_register(
     None
 }
 
+/// A registration body, or the 400 answer with serde's reason (for an unknown field: its name
+/// and the fields there are), for `POST` and `PUT` alike.
+fn read_body(
+    body: Result<Json<RegisterBody>, JsonRejection>,
+) -> Result<RegisterBody, Box<Response>> {
+    body.map(|Json(b)| b).map_err(|rejection| {
+        Box::new(api_error(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            rejection.body_text(),
+        ))
+    })
+}
+
 /// `POST /gateways`.
 pub async fn create(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Arc<Principal>>,
-    body: Result<Json<RegisterBody>, axum::extract::rejection::JsonRejection>,
+    body: Result<Json<RegisterBody>, JsonRejection>,
 ) -> Response {
-    let Json(body) = match body {
+    let body = match read_body(body) {
         Ok(b) => b,
-        Err(rejection) => {
-            return api_error(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                rejection.body_text(),
-            );
-        }
+        Err(refused) => return *refused,
     };
     let (reg, defer) = match body.into_registration(state.registry.clients().url_policy()) {
         Ok(r) => r,
@@ -455,8 +467,12 @@ pub async fn replace(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Arc<Principal>>,
     Path(name): Path<String>,
-    Json(mut body): Json<RegisterBody>,
+    body: Result<Json<RegisterBody>, JsonRejection>,
 ) -> Response {
+    let mut body = match read_body(body) {
+        Ok(b) => b,
+        Err(refused) => return *refused,
+    };
     if state.registry.get(&name).is_none() {
         return store_error(&StoreError::NotFound { name });
     }
@@ -542,4 +558,31 @@ fn refuse_credentials_in(url: &url::Url) -> Result<(), BodyError> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RegisterBody;
+    use serde_json::json;
+
+    #[test]
+    fn a_misspelt_field_is_refused_naming_it_and_the_stdio_fields_are_declared() {
+        for wrong in ["comand", "isloate", "inherit-env", "envFile"] {
+            let body = json!({"name": "a", "command": "x", wrong: true});
+            let err = serde_json::from_value::<RegisterBody>(body)
+                .err()
+                .unwrap_or_else(|| panic!("{wrong} accepted"))
+                .to_string();
+            assert!(err.contains(&format!("unknown field `{wrong}`")), "{err}");
+        }
+        let body = json!({"name": "a", "command": "x", "limits": {"memory": 64}});
+        let err = serde_json::from_value::<RegisterBody>(body).err().unwrap();
+        assert!(err.to_string().contains("unknown field `memory`"), "{err}");
+
+        let body = json!({"name": "a", "command": "x", "args": ["-v"], "env": {"K": "v"},
+            "env_file": "/e", "cwd": "/", "isolate": true, "inherit_env": true,
+            "limits": {"open_files": 64}, "description": "d", "tags": ["t"]});
+        let body: RegisterBody = serde_json::from_value(body).unwrap();
+        assert!(body.isolate && body.inherit_env && body.env_file.is_some());
+    }
 }

@@ -335,6 +335,10 @@ pub(super) async fn post(
         return Box::pin(message.run(body, None)).await;
     }
     if held::candidate(&message.headers) {
+        // The answers to a call another instance holds go to it.
+        if let Some(peer) = held::elsewhere(&state, &body, &message.headers) {
+            return to_peer(&state, &peer, &message.scope, &message.headers, body).await;
+        }
         // A 2026-07-28 call: if its upstream asks the client something, the call is held
         // and the client asked in its own era ([`held`]).
         let held_state = state.clone();
@@ -355,6 +359,30 @@ pub(super) async fn post(
         Ok(reply) => reply,
         Err(streamed) => Reply::Response(streamed),
     }
+}
+
+/// Pass a message posted here on to the instance `peer` that holds what it is for (the call
+/// an upstream's question came from), on the same endpoint, with the client's headers.
+async fn to_peer(
+    state: &AppState,
+    peer: &url::Url,
+    scope: &Scope,
+    headers: &Incoming,
+    body: Bytes,
+) -> Reply {
+    let path = match scope {
+        Scope::All => "/mcp".to_owned(),
+        Scope::One(name) => format!("/servers/{name}/mcp"),
+    };
+    let uri = path.parse().unwrap_or_default();
+    let method = axum::http::Method::POST;
+    let headers = headers.to_map();
+    Reply::Response(
+        state
+            .peers
+            .forward(peer, method, &uri, &headers, body)
+            .await,
+    )
 }
 
 /// A message posted over Streamable HTTP, past the session stage.
@@ -444,9 +472,14 @@ impl Posted {
         if let Some(refused) = batch_refusal(state, &tree) {
             return Reply::rpc(StatusCode::BAD_REQUEST, refused);
         }
-        // A client's answer to a request an upstream made of it.
+        // A client's answer to a request an upstream made of it: here, or on the instance
+        // that asked.
         if let Some(done) = relay_to_upstream(state, session, &tree).await {
             return done.into();
+        }
+        if let Some(peer) = super::relay::answer_for_peer(state, &tree, &self.headers) {
+            let body = Bytes::from(serde_json::to_vec(&tree).unwrap_or_default());
+            return to_peer(state, &peer, scope, &self.headers, body).await;
         }
         let is_request = jsonrpc::kind(&tree) == Kind::Request;
         let method = jsonrpc::method(&tree).unwrap_or_default();

@@ -74,6 +74,8 @@ pub struct AppState {
     pub next_client_request: std::sync::atomic::AtomicU64,
     /// How long a request body may take to arrive.
     pub body_timeout: std::time::Duration,
+    /// How long an idle connection stays open once the listener stops (`drain_delay_ms`).
+    pub linger: std::time::Duration,
     /// Host/Origin rules of the listener.
     pub origin: origin::OriginPolicy,
     /// Open WebSocket sessions (for the sessions gauge).
@@ -147,6 +149,7 @@ impl AppState {
             inflight: mcp::Inflight::default(),
             next_client_request: std::sync::atomic::AtomicU64::new(1),
             body_timeout: listener.body_timeout,
+            linger: listener.linger,
             origin: origin::OriginPolicy {
                 loopback: listen.ip().is_loopback(),
                 allowed_hosts: listener.allowed_hosts,
@@ -170,6 +173,11 @@ impl AppState {
     /// A token that fires when shutdown begins, for long-lived streams.
     pub fn streams_closing(&self) -> CancellationToken {
         self.streams.clone()
+    }
+
+    /// Whether shutdown has begun (connections close after their answer).
+    pub fn is_stopping(&self) -> bool {
+        self.streams.is_cancelled()
     }
 
     /// Whether `/ready` answers 200.
@@ -209,6 +217,9 @@ pub struct ListenerSettings {
     pub audit: Arc<crate::access::audit::Audit>,
     /// The other instances on a shared store (none by default).
     pub peers: peers::Peers,
+    /// `drain_delay_ms`: how long an idle connection stays open once the listener stops, for
+    /// a balancer that may still send on it (its request is answered with `connection: close`).
+    pub linger: std::time::Duration,
 }
 
 /// Which door a request came through.

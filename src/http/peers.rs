@@ -18,18 +18,15 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http_body_util::BodyExt;
 use ring::hmac;
 use url::Url;
 
 /// The header a forwarded request carries: the forwarding instance's address.
 pub const FORWARDED: &str = "mcpgw-forwarded";
 
-/// The largest answer relayed back from a peer (`POST /message` answers are a word).
-const MAX_ANSWER: usize = 64 * 1024;
-
-/// How long a peer has to answer a forwarded request.
-const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long a peer has to start answering a forwarded request (a resumed call answers when its
+/// upstream does, or starts a stream sooner).
+const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// This instance's place among its peers; empty on a store this instance has to itself.
 #[derive(Clone, Default)]
@@ -200,14 +197,9 @@ impl Inner {
             }
             None => exchange(tcp, request).await?,
         };
+        // The body is passed on as it comes: a resumed call may stream its events.
         let (parts, body) = response.into_parts();
-        let limited = http_body_util::Limited::new(body, MAX_ANSWER);
-        let bytes = limited
-            .collect()
-            .await
-            .map_err(|e| format!("answer: {e}"))?
-            .to_bytes();
-        let mut relayed = Response::new(Body::from(bytes));
+        let mut relayed = Response::new(Body::new(body));
         *relayed.status_mut() = parts.status;
         for (name, value) in &parts.headers {
             if !is_hop_by_hop(name) && name != http::header::CONTENT_LENGTH {

@@ -171,9 +171,11 @@ pub(super) async fn ended(state: &AppState, id: &str) {
     }
 }
 
-/// From the sweeper: write when the sessions used since `since` were last seen, and drop from
-/// the store the sessions no instance has used for the idle limit.
-pub async fn flush(state: &AppState, since: Instant) {
+/// From the sweeper: write when the sessions used since `since` were last seen, drop from the
+/// store the sessions no instance has used for the idle limit, and let go here of the used
+/// ones the store no longer holds (their end's notice was missed: the store's channel was
+/// down, or this instance fell behind).
+pub async fn flush(state: &Arc<AppState>, since: Instant) {
     let used = state.sessions.used_since(since);
     let now = unix_now();
     let idle = state.sessions.limits().idle;
@@ -181,23 +183,39 @@ pub async fn flush(state: &AppState, since: Instant) {
     let outcome = state
         .registry
         .on_store(move |store| {
-            if !used.is_empty() {
-                store.touch_sessions(&used, now)?;
-            }
-            store.expire_sessions(cutoff)
+            let ended = if used.is_empty() {
+                Vec::new()
+            } else {
+                store.touch_sessions(&used, now)?
+            };
+            Ok((ended, store.expire_sessions(cutoff)?))
         })
         .await;
     match outcome {
-        Ok(0) => {}
-        Ok(gone) => tracing::debug!(sessions = gone, "idle sessions expired from the store"),
+        Ok((ended, expired)) => {
+            if expired > 0 {
+                tracing::debug!(sessions = expired, "idle sessions expired from the store");
+            }
+            for hash in ended {
+                let_go(state, &hash);
+            }
+        }
         Err(err) => {
             tracing::warn!(error = %err, "session use not written to the store; retrying at the next sweep")
         }
     }
 }
 
-/// Let go of the sessions that ended on other instances, as the store announces them; `None`
-/// for a store only this instance uses.
+/// Let go of the session the store names `hash`, which ended elsewhere, if it is held here.
+fn let_go(state: &Arc<AppState>, hash: &str) {
+    if let Some(id) = state.sessions.forget_hashed(hash) {
+        tracing::debug!(session = %fingerprint(&id), "session ended on another instance");
+        super::delivery::session_ended(state, &SessionKey::Streamable(id.into()));
+    }
+}
+
+/// Let go of the sessions that ended on other instances, as the store announces them (a missed
+/// notice is made up for by [`flush`]); `None` for a store only this instance uses.
 pub fn follow_ends(
     state: &Arc<AppState>,
     stop: tokio_util::sync::CancellationToken,
@@ -212,17 +230,35 @@ pub fn follow_ends(
                 change = changes.recv() => change,
             };
             match change {
-                Ok(StoreChange::SessionEnded(hash)) => {
-                    if let Some(id) = state.sessions.forget_hashed(&hash) {
-                        tracing::debug!(session = %fingerprint(&id), "session ended on another instance");
-                        super::delivery::session_ended(&state, &SessionKey::Streamable(id.into()));
-                    }
+                Ok(StoreChange::SessionEnded(hash)) => let_go(&state, &hash),
+                Ok(StoreChange::SessionEvent { hash, message }) => {
+                    state.sessions.push_if_streaming(&hash, message.into());
                 }
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => break,
             }
         }
     }))
+}
+
+/// A server-to-client message queued for session `id`, whose client has no stream open here:
+/// announced through the store, for the instance where it has one (on a shared store; the
+/// client may read its stream from any instance). Not for what every instance sends every
+/// session anyway (catalog changes), only for what arose here.
+pub(super) fn relay_event(state: &AppState, id: &str, msg: &Value) {
+    if state.peers.me().is_none() {
+        return;
+    }
+    let (hash, message) = (id_hash(id), msg.to_string());
+    let registry = state.registry.clone();
+    tokio::spawn(async move {
+        let published = registry
+            .on_store(move |store| store.publish_session_event(&hash, &message))
+            .await;
+        if let Err(err) = published {
+            tracing::debug!(error = %err, "a session's message not passed to the other instances");
+        }
+    });
 }
 
 /// What a stored profile says, as the client said it at `initialize`.

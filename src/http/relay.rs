@@ -25,10 +25,12 @@ pub(super) fn relay_to_client(state: &AppState, mut msg: Value) -> Value {
     };
     let upstream = obj.remove(crate::upstream::registry::UPSTREAM_TAG);
     if let (Some(Value::String(upstream)), Some(id)) = (upstream, obj.get("id").cloned()) {
-        let ours = format!(
+        // On a shared store the id also says which instance asked, so that an answer the
+        // balancer takes to another instance is passed back here ([`super::peers`]).
+        let ours = state.peers.mint(format!(
             "mcpgw-{}",
             state.next_client_request.fetch_add(1, Ordering::Relaxed)
-        );
+        ));
         state
             .client_requests
             .lock()
@@ -65,6 +67,23 @@ pub(super) async fn relay_to_upstream(
         tracing::warn!(upstream = %upstream, error = %err, "could not deliver a client's answer upstream");
     }
     Some(StatusCode::ACCEPTED.into_response())
+}
+
+/// The instance that asked the question `msg` answers, when it is another one (the balancer
+/// brought the client's answer here) and the answer was not passed on already.
+pub(super) fn answer_for_peer(
+    state: &AppState,
+    msg: &Value,
+    headers: &impl crate::h1::fields::Lookup,
+) -> Option<url::Url> {
+    if jsonrpc::kind(msg) != Kind::Response {
+        return None;
+    }
+    let forwarded = http::HeaderName::from_static(super::peers::FORWARDED);
+    if headers.value(&forwarded).is_some() {
+        return None;
+    }
+    state.peers.owner_of(msg.get("id")?.as_str()?)
 }
 
 /// Run `work` (given the sink for what its upstream sends meanwhile) and answer the way

@@ -264,6 +264,33 @@ impl Sessions {
         }
     }
 
+    /// Whether a `GET` stream of session `id` is open here now.
+    pub(crate) fn streaming(&self, id: &str) -> bool {
+        self.logs_lock()
+            .get(id)
+            .is_some_and(|log| log.0.streaming())
+    }
+
+    /// Queue `data` for the session the store names `hash`, if its client reads its stream
+    /// here (another instance had it to send); whether it was queued.
+    pub(crate) fn push_if_streaming(&self, hash: &str, data: Arc<str>) -> bool {
+        let id = self
+            .lock()
+            .iter()
+            .find(|(_, entry)| &*entry.hash == hash)
+            .map(|(id, _)| id.clone());
+        let Some(id) = id else {
+            return false;
+        };
+        match self.logs_lock().get(&id) {
+            Some(log) if log.0.streaming() => {
+                log.0.push(data);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Forget sessions idle past the limit; returns how many went.
     pub fn sweep(&self) -> usize {
         let idle = self.limits.idle;

@@ -185,7 +185,11 @@ impl Reloader {
                     }
                     change = changes.recv() => match change {
                         Ok(StoreChange::Rotation(_) | StoreChange::Resync) | Err(RecvError::Lagged(_)) => {}
-                        Ok(StoreChange::Upstream(_) | StoreChange::SessionEnded(_)) => continue,
+                        Ok(
+                            StoreChange::Upstream(_)
+                            | StoreChange::SessionEnded(_)
+                            | StoreChange::SessionEvent { .. },
+                        ) => continue,
                         Err(RecvError::Closed) => break,
                     },
                 }

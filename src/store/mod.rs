@@ -120,6 +120,14 @@ pub enum StoreChange {
     /// The session of this [`sessions::id_hash`] ended (`DELETE`d or expired) on some instance:
     /// every instance holding it in memory lets it go.
     SessionEnded(String),
+    /// A server-to-client message for the session of this hash, from an instance where its
+    /// client has no stream open: the instance where it has one sends it.
+    SessionEvent {
+        /// [`sessions::id_hash`] of the session.
+        hash: String,
+        /// The message, serialized.
+        message: String,
+    },
 }
 
 /// How the gateway speaks to an upstream.
@@ -351,8 +359,11 @@ impl std::fmt::Debug for CommandSpec {
     }
 }
 
-/// Optional resource limits of a stdio upstream's child (`setrlimit` in the child).
+/// Optional resource limits of a stdio upstream's child (`setrlimit` in the child). Unknown
+/// names are refused: a misspelt limit in a request or `mcpgw.toml` is an error, not a limit
+/// silently left unset.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProcessLimits {
     /// Address space, in MiB (`RLIMIT_AS`).
     #[serde(default)]
@@ -518,10 +529,18 @@ pub trait Store: Send + Sync + std::fmt::Debug {
         subscription: &Subscription,
         subscribed: bool,
     ) -> Result<(), StoreError>;
-    /// These sessions were used at `seen_at` (Unix seconds) or later.
-    fn touch_sessions(&self, id_hashes: &[String], seen_at: i64) -> Result<(), StoreError>;
+    /// These sessions were used at `seen_at` (Unix seconds) or later; the ones among them the
+    /// store no longer holds (ended or expired while this instance missed the notice).
+    fn touch_sessions(&self, id_hashes: &[String], seen_at: i64)
+    -> Result<Vec<String>, StoreError>;
     /// Drop the sessions no instance has seen used since `seen_before` (Unix seconds); how many.
     fn expire_sessions(&self, seen_before: i64) -> Result<u64, StoreError>;
+    /// Announce a server-to-client message for a session to every instance
+    /// ([`StoreChange::SessionEvent`]); nothing for a store only this instance uses.
+    fn publish_session_event(&self, id_hash: &str, message: &str) -> Result<(), StoreError> {
+        let _ = (id_hash, message);
+        Ok(())
+    }
     /// The instances sharing this store and their certificate rotations; `None` for a store
     /// one instance has to itself.
     fn fleet(&self) -> Option<&dyn fleet::Fleet> {

@@ -562,9 +562,40 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    fn touch_sessions(&self, id_hashes: &[String], seen_at: i64) -> Result<(), StoreError> {
+    fn touch_sessions(
+        &self,
+        id_hashes: &[String],
+        seen_at: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let held: std::collections::HashSet<String> = self
+            .run(|c| async move {
+                c.query(SESSIONS.touch, &[&id_hashes, &seen_at])
+                    .await
+                    .map_err(|e| self.failed(&e))
+            })?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        Ok(id_hashes
+            .iter()
+            .filter(|hash| !held.contains(*hash))
+            .cloned()
+            .collect())
+    }
+
+    fn publish_session_event(&self, id_hash: &str, message: &str) -> Result<(), StoreError> {
+        if message.len() > super::sessions::MAX_EVENT {
+            return Err(StoreError::Query {
+                detail: format!(
+                    "a message of {} bytes is over what a notice carries ({} bytes)",
+                    message.len(),
+                    super::sessions::MAX_EVENT
+                ),
+            });
+        }
+        let payload = format!("{}{id_hash}:{message}", super::sessions::EVENT_NOTICE);
         self.run(|c| async move {
-            c.execute(SESSIONS.touch, &[&id_hashes, &seen_at])
+            c.execute("SELECT pg_notify('mcpgw_registry', $1)", &[&payload])
                 .await
                 .map_err(|e| self.failed(&e))
         })?;

@@ -64,7 +64,7 @@ pub(super) const SQLITE: Sql = Sql {
                 ON CONFLICT DO NOTHING",
     unsubscribe: "DELETE FROM session_subscriptions WHERE id_hash = ?1 AND upstream = ?2 \
                   AND uri = ?3",
-    touch: "UPDATE sessions SET seen_at = max(seen_at, ?2) WHERE id_hash = ?1",
+    touch: "UPDATE sessions SET seen_at = max(seen_at, ?2) WHERE id_hash = ?1 RETURNING id_hash",
     expire: "DELETE FROM sessions WHERE seen_at < ?1",
 };
 
@@ -84,13 +84,21 @@ pub(super) const POSTGRES: Sql = Sql {
                 ON CONFLICT DO NOTHING",
     unsubscribe: "DELETE FROM session_subscriptions WHERE id_hash = $1 AND upstream = $2 \
                   AND uri = $3",
-    touch: "UPDATE sessions SET seen_at = GREATEST(seen_at, $2) WHERE id_hash = ANY($1)",
+    touch: "UPDATE sessions SET seen_at = GREATEST(seen_at, $2) WHERE id_hash = ANY($1) \
+            RETURNING id_hash",
     expire: "WITH ended AS (DELETE FROM sessions WHERE seen_at < $1 RETURNING id_hash) \
              SELECT pg_notify('mcpgw_registry', 'session-ended:' || id_hash) FROM ended",
 };
 
 /// The prefix of a registry-channel notice that a session ended.
 pub const ENDED_NOTICE: &str = "session-ended:";
+
+/// The prefix of a registry-channel notice carrying a message for a session:
+/// `session-event:<hash>:<message>`.
+pub const EVENT_NOTICE: &str = "session-event:";
+
+/// The largest notice PostgreSQL carries (its limit is 8000 bytes, less the prefix and hash).
+pub const MAX_EVENT: usize = 7_800;
 
 #[cfg(test)]
 mod tests {

@@ -298,16 +298,28 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn touch_sessions(&self, id_hashes: &[String], seen_at: i64) -> Result<(), StoreError> {
+    fn touch_sessions(
+        &self,
+        id_hashes: &[String],
+        seen_at: i64,
+    ) -> Result<Vec<String>, StoreError> {
         let mut conn = self.conn();
         let tx = conn.transaction().map_err(query_err)?;
+        let mut gone = Vec::new();
         {
             let mut stmt = tx.prepare_cached(SESSIONS.touch).map_err(query_err)?;
             for hash in id_hashes {
-                stmt.execute(params![hash, seen_at]).map_err(query_err)?;
+                let held = stmt
+                    .query_row(params![hash, seen_at], |_| Ok(()))
+                    .optional()
+                    .map_err(query_err)?;
+                if held.is_none() {
+                    gone.push(hash.clone());
+                }
             }
         }
-        tx.commit().map_err(query_err)
+        tx.commit().map_err(query_err)?;
+        Ok(gone)
     }
 
     fn expire_sessions(&self, seen_before: i64) -> Result<u64, StoreError> {

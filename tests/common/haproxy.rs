@@ -3,8 +3,8 @@
 //! Debian's `haproxy` package (`.ci/setup` installs it); without it the test fails.
 //!
 //! The configuration is docs/DEPLOYMENT.md's "HAProxy, plain HTTP to the instances" (a test
-//! checks the documented copy is [`config`]'s text): round-robin without stickiness (2026-07-28
-//! clients only), a connection refused by a stopping instance retried on another (`retries`,
+//! checks the documented copy is [`config`]'s text): round-robin without stickiness (sessions are
+//! portable), a connection refused by a stopping instance retried on another (`retries`,
 //! `option redispatch`), a `/ready` check with the probe token. Only the addresses, the admin
 //! socket the test reads server states from and the check's pace ([`TEST_CHECK`]) differ.
 

@@ -227,8 +227,14 @@ impl Gateway {
     }
 
     /// Spawn a prepared serve command and wait for its ready line.
-    pub fn spawn(mut cmd: Command) -> Self {
-        cmd.stdin(Stdio::null())
+    pub fn spawn(cmd: Command) -> Self {
+        Self::spawn_with_stdin(cmd, Stdio::null())
+    }
+
+    /// [`Self::spawn`] with `stdin` as its standard input (a listening socket, for
+    /// `serve --listen-stdin`).
+    pub fn spawn_with_stdin(mut cmd: Command, stdin: Stdio) -> Self {
+        cmd.stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn mcpgw serve");

@@ -73,6 +73,11 @@ impl HeldCalls {
         self.lock().remove(token)
     }
 
+    /// Whether the call `token` names is held here.
+    fn holds(&self, token: &str) -> bool {
+        self.lock().contains_key(token)
+    }
+
     /// How many calls are held now.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -153,6 +158,27 @@ where
     ask_client(&state, held, id, ask).await
 }
 
+/// The instance holding the call a request resumes, when it is another one (the balancer
+/// brought the client's answers here) and the request was not passed on already.
+pub(super) fn elsewhere(
+    state: &super::AppState,
+    body: &[u8],
+    headers: &impl Lookup,
+) -> Option<url::Url> {
+    memchr::memmem::find(body, STATE_PREFIX.as_bytes())?;
+    let forwarded = http::HeaderName::from_static(crate::http::peers::FORWARDED);
+    if headers.value(&forwarded).is_some() {
+        return None;
+    }
+    let resume = Resume::of(body)?;
+    if state.held.holds(&resume.token) {
+        return None;
+    }
+    state
+        .peers
+        .owner_of(resume.token.strip_prefix(STATE_PREFIX)?)
+}
+
 /// A request that resumes a held call.
 struct Resume {
     id: Value,
@@ -229,7 +255,9 @@ async fn ask_client(state: &super::AppState, mut held: Held, id: Value, first: V
     }
     *held.client.lock().unwrap_or_else(|p| p.into_inner()) = None;
     held.parked = Instant::now();
-    let token = format!("{STATE_PREFIX}{}", random_hex());
+    // On a shared store the state also names this instance, for another one the client's
+    // next request reaches to pass it back here ([`elsewhere`]).
+    let token = format!("{STATE_PREFIX}{}", state.peers.mint(random_hex()));
     state.held.park(token.clone(), held);
     answer(jsonrpc::result(
         id,

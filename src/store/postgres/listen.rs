@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CHANNEL, Connector, PgUrl, RETRY_MAX, RETRY_MIN, StoreChange, describe};
 use crate::store::fleet::ROTATION_NOTICE;
-use crate::store::sessions::ENDED_NOTICE;
+use crate::store::sessions::{ENDED_NOTICE, EVENT_NOTICE};
 
 /// Keep a LISTEN connection until `stop`.
 pub(super) async fn run(
@@ -84,6 +84,14 @@ pub(super) async fn drive<S, T>(
                     let payload = n.payload();
                     let change = if let Some(hash) = payload.strip_prefix(ENDED_NOTICE) {
                         Some(StoreChange::SessionEnded(hash.to_owned()))
+                    } else if let Some((hash, message)) = payload
+                        .strip_prefix(EVENT_NOTICE)
+                        .and_then(|e| e.split_once(':'))
+                    {
+                        Some(StoreChange::SessionEvent {
+                            hash: hash.to_owned(),
+                            message: message.to_owned(),
+                        })
                     } else if let Some(id) = payload.strip_prefix(ROTATION_NOTICE) {
                         id.parse().ok().map(StoreChange::Rotation)
                     } else {

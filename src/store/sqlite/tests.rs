@@ -532,3 +532,69 @@ fn a_link_at_the_database_name_is_refused_and_a_linked_directory_is_not() {
     assert!(err.contains("planted.db"), "{err}");
     assert!(!victim.exists(), "the link's target was created");
 }
+
+#[test]
+fn a_session_keeps_its_subscriptions_until_it_ends_and_touch_names_the_ended() {
+    use crate::store::{StoredSession, Subscription};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let session = |hash: &str, seen_at| StoredSession {
+        id_hash: hash.to_owned(),
+        owner: "client".to_owned(),
+        profile: r#"{"protocolVersion":"2025-11-25"}"#.to_owned(),
+        created_at: 100,
+        seen_at,
+        subscriptions: Vec::new(),
+    };
+    store.save_session(&session("a", 100)).unwrap();
+    store.save_session(&session("b", 100)).unwrap();
+    let sub = |uri: &str| Subscription {
+        endpoint: "*".to_owned(),
+        uri: uri.to_owned(),
+    };
+    store
+        .set_subscription("a", &sub("test://one"), true)
+        .unwrap();
+    store
+        .set_subscription("a", &sub("test://two"), true)
+        .unwrap();
+    store
+        .set_subscription("a", &sub("test://one"), true)
+        .unwrap();
+    store
+        .set_subscription("a", &sub("test://two"), false)
+        .unwrap();
+    // A subscription of a session the store does not hold is not kept.
+    store
+        .set_subscription("nobody", &sub("test://one"), true)
+        .unwrap();
+    let loaded = store.load_session("a").unwrap().unwrap();
+    assert_eq!(loaded.subscriptions, vec![sub("test://one")]);
+    assert_eq!(loaded.owner, "client");
+    assert!(store.load_session("nobody").unwrap().is_none());
+
+    // Touched: the held ones are marked, the one that ended is named.
+    store.end_session("b").unwrap();
+    let gone = store
+        .touch_sessions(&["a".to_owned(), "b".to_owned()], 200)
+        .unwrap();
+    assert_eq!(gone, vec!["b".to_owned()]);
+    assert_eq!(store.load_session("a").unwrap().unwrap().seen_at, 200);
+    // Not moved back by an older use.
+    store.touch_sessions(&["a".to_owned()], 150).unwrap();
+    assert_eq!(store.load_session("a").unwrap().unwrap().seen_at, 200);
+
+    // Expiry takes the session and its subscriptions with it.
+    assert_eq!(store.expire_sessions(199).unwrap(), 0);
+    assert_eq!(store.expire_sessions(201).unwrap(), 1);
+    assert!(store.load_session("a").unwrap().is_none());
+    store.save_session(&session("a", 300)).unwrap();
+    assert!(
+        store
+            .load_session("a")
+            .unwrap()
+            .unwrap()
+            .subscriptions
+            .is_empty()
+    );
+}

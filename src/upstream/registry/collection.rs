@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 
 use super::{RegistryInner, Settings, Upstream, now};
 use crate::metrics::Metrics;
-use crate::store::{Health, Registration, Store, StoreError, Transport};
+use crate::store::{Health, HealthStatus, Registration, Store, StoreError, Transport};
 use crate::upstream::UpstreamError;
 use crate::upstream::clients::ClientCache;
 use crate::upstream::stdio::Children;
@@ -407,10 +407,16 @@ impl Registry {
     /// one holding the upstream's health lease does (for 9/10 of an interval, so the next round
     /// of any instance can take it), and the others take the result from the store.
     async fn my_turn(&self, up: &Arc<Upstream>) -> bool {
-        // A stdio upstream's child is this instance's own; an upstream without a catalog here
-        // yet needs this instance's own connection first.
-        if up.registration().transport == Transport::Stdio
-            || !up.catalog_loaded.load(std::sync::atomic::Ordering::Acquire)
+        // A stdio upstream's child is this instance's own.
+        if up.registration().transport == Transport::Stdio {
+            return true;
+        }
+        // An upstream without a catalog here yet needs this instance's own connection, once
+        // it may answer. One that is offline (as this instance or the lease holder saw it,
+        // through the store) waits for the holder to see it back: otherwise every instance
+        // would check a dead upstream every round, the one case where checks add up.
+        if !up.catalog_loaded.load(std::sync::atomic::Ordering::Acquire)
+            && up.health().status != HealthStatus::Offline
         {
             return true;
         }

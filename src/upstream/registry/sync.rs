@@ -45,7 +45,7 @@ impl Registry {
                     change = changes.recv() => match change {
                         Ok(StoreChange::Upstream(name)) => Some(name),
                         // Not the registry's (the sessions table hears it).
-                        Ok(StoreChange::SessionEnded(_)) => continue,
+                        Ok(StoreChange::SessionEnded(_) | StoreChange::SessionEvent { .. }) => continue,
                         // Not the registry's: the reloader's fleet task follows those.
                         Ok(StoreChange::Rotation(_)) => continue,
                         // Resync, or notices dropped because this task fell behind.
