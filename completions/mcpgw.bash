@@ -379,7 +379,7 @@ _mcpgw() {
             return 0
             ;;
         mcpgw__subcmd__cert__subcmd__rotate)
-            opts="-h -V --cert --key --issue --ca-cert --ca-key --san --days --key-type --no-verify-handshake --control-socket --data-dir --json --help --version"
+            opts="-h -V --cert --key --issue --ca-cert --ca-key --san --days --key-type --no-verify-handshake --all --wait --control-socket --data-dir --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -411,6 +411,10 @@ _mcpgw() {
                     ;;
                 --key-type)
                     COMPREPLY=($(compgen -W "ecdsa-p256 ed25519 rsa2048 rsa4096" -- "${cur}"))
+                    return 0
+                    ;;
+                --wait)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --control-socket)

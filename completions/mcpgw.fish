@@ -99,10 +99,12 @@ complete -c mcpgw -n "__fish_mcpgw_using_subcommand cert; and __fish_seen_subcom
 ed25519\t'Ed25519'
 rsa2048\t'RSA 2048 bits, PKCS#1 v1.5 with SHA-256'
 rsa4096\t'RSA 4096 bits, PKCS#1 v1.5 with SHA-256'"
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand cert; and __fish_seen_subcommand_from rotate" -l wait -d 'Seconds to wait for every instance\'s outcome with --all' -r
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand cert; and __fish_seen_subcommand_from rotate" -l control-socket -d 'The gateway\'s control socket [default: <data-dir>/mcpgw.sock]' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand cert; and __fish_seen_subcommand_from rotate" -l data-dir -d 'Directory for the gateway\'s state (store, secrets, control socket) [default: ./.mcpgw]' -r -F
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand cert; and __fish_seen_subcommand_from rotate" -l issue -d 'Mint a new server certificate from a CA'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand cert; and __fish_seen_subcommand_from rotate" -l no-verify-handshake -d 'Skip the confirming TLS handshake against the listener'
+complete -c mcpgw -n "__fish_mcpgw_using_subcommand cert; and __fish_seen_subcommand_from rotate" -l all -d 'Install the pair on every instance sharing the store (PostgreSQL), each checking it before it swaps, and print one line per instance; on SQLite, the local rotate'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand cert; and __fish_seen_subcommand_from rotate" -l json -d 'Print data as JSON'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand cert; and __fish_seen_subcommand_from rotate" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c mcpgw -n "__fish_mcpgw_using_subcommand cert; and __fish_seen_subcommand_from rotate" -s V -l version -d 'Print version'

@@ -611,6 +611,25 @@ pub struct CertRotateArgs {
     /// Skip the confirming TLS handshake against the listener.
     #[arg(long)]
     pub no_verify_handshake: bool,
+    /// Install the pair on every instance sharing the store (PostgreSQL), each checking it
+    /// before it swaps, and print one line per instance; on SQLite, the local rotate.
+    #[arg(long)]
+    pub all: bool,
+    /// Seconds to wait for every instance's outcome with --all.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0, requires = "all", value_parser = wait_seconds)]
+    pub wait: f64,
+}
+
+/// `--wait`: 0 to 60 seconds (the key stays in the store while the instances are waited for).
+fn wait_seconds(text: &str) -> Result<f64, String> {
+    let seconds: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if (0.0..=60.0).contains(&seconds) {
+        Ok(seconds)
+    } else {
+        Err(format!("{text} is outside 0 to 60 seconds"))
+    }
 }
 
 /// The clap command, for generating completions and man pages.

@@ -130,10 +130,19 @@ pub enum ReloadTrigger {
     Install,
     /// A watched certificate file changed on disk ([`crate::reload::watch`]).
     Watch,
+    /// A pair published through the shared store by `cert rotate --all`
+    /// ([`crate::reload::fleet`]).
+    Fleet,
 }
 
 impl ReloadTrigger {
-    const ALL: [Self; 4] = [Self::Sighup, Self::Control, Self::Install, Self::Watch];
+    const ALL: [Self; 5] = [
+        Self::Sighup,
+        Self::Control,
+        Self::Install,
+        Self::Watch,
+        Self::Fleet,
+    ];
 
     /// The `trigger` label, the same word the reload log lines carry.
     pub fn as_str(self) -> &'static str {
@@ -142,6 +151,7 @@ impl ReloadTrigger {
             Self::Control => "control",
             Self::Install => "install",
             Self::Watch => "watch",
+            Self::Fleet => "fleet",
         }
     }
 }
@@ -217,7 +227,7 @@ pub struct Metrics {
     /// Open downstream sessions by transport, as last reported through [`Metrics::sessions_gauge`].
     sessions: Mutex<BTreeMap<&'static str, u64>>,
     /// Indexed by [`ReloadTrigger::ALL`] position, then `[ok, failed]`.
-    reloads: [[AtomicU64; 2]; 4],
+    reloads: [[AtomicU64; 2]; 5],
     /// Refusals by the quota that made them (`crate::access::quota`); rare, so a short mutex.
     quota_refusals: Mutex<BTreeMap<&'static str, u64>>,
 }

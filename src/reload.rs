@@ -16,8 +16,10 @@
 //! async worker. Reloads take turns: one runs at a time, whoever asked.
 //!
 //! Besides SIGHUP and the control socket, [`watch`] asks for a reload when one of the files
-//! this path reads changes on disk (a mounted secret swapped by Kubernetes included).
+//! this path reads changes on disk (a mounted secret swapped by Kubernetes included), and
+//! [`fleet`] installs through it the pairs `cert rotate --all` publishes on a shared store.
 
+pub mod fleet;
 pub mod watch;
 
 use std::sync::Arc;

@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use common::clients::{self, echo_modern};
 use common::haproxy::Haproxy;
+use common::load::CALL_TIMEOUT;
 use common::postgres::Postgres;
 use common::upstream::Upstream;
-use common::{Dir, Gateway};
+use common::{Dir, Gateway, Instance};
 
 /// The `/ready` check's token, a static client token on every instance.
 const PROBE: &str = "ha-probe-token-5d0c1e7a9b";
@@ -33,14 +34,6 @@ const INSTANCES: usize = 3;
 const CLIENTS: usize = 16;
 /// Each client stops after this many calls, or when told.
 const CALLS_PER_CLIENT: usize = 3000;
-/// A client gives up on a call after this long: a lost call is an error, never a hang.
-const CALL_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One gateway of the fleet: its directory (data dir and configuration) and its process.
-struct Instance {
-    dir: Dir,
-    gw: Gateway,
-}
 
 /// PostgreSQL, the echo fixture registered as `rs`, three gateways and HAProxy in front.
 struct Fleet {

@@ -189,6 +189,7 @@ mod tests {
             "/admin/status",
             "/admin/cert/install",
             "/admin/cert/reload",
+            "/admin/cert/rotate-all",
             "/metrics",
             "/ui",
             "/a-route-added-later",

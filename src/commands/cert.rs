@@ -1,4 +1,6 @@
-//! `mcpgw cert gen` and `mcpgw cert rotate`.
+//! `mcpgw cert gen` and `mcpgw cert rotate` (`--all`: [`fleet`]).
+
+mod fleet;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -149,6 +151,33 @@ pub async fn rotate(
         ),
         None => None,
     };
+    if args.all {
+        let Some(body) = body else {
+            bail!("--all installs a new pair on every instance: give --cert and --key, or --issue")
+        };
+        if status.shared_store {
+            return fleet::rotate_all(&client, &status, body, args, json).await;
+        }
+        let note = "--all: the store is SQLite, which this one instance has to itself; this is the local rotate";
+        if json {
+            eprintln!("{note}");
+        } else {
+            writeln!(std::io::stdout().lock(), "{note}")?;
+        }
+        return rotate_here(&client, &status, Some(body), args, json).await;
+    }
+    rotate_here(&client, &status, body, args, json).await
+}
+
+/// The rotate of the gateway the control socket reaches: install `body` (or re-read the files
+/// when `None`), then prove the swap with a handshake.
+async fn rotate_here(
+    client: &ControlClient,
+    status: &Status,
+    body: Option<serde_json::Value>,
+    args: &CertRotateArgs,
+    json: bool,
+) -> anyhow::Result<()> {
     let answer = match body {
         Some(body) => client.post("/admin/cert/install", Some(&body)).await?,
         None => client.post("/admin/cert/reload", None).await?,
@@ -168,7 +197,7 @@ pub async fn rotate(
     let verified = if args.no_verify_handshake {
         None
     } else {
-        Some(verify_handshake(&status.listen, swap).await?)
+        Some(verify_handshake(&status.listen, &swap.new).await?)
     };
     if json {
         return super::print_json(&json!({
@@ -222,24 +251,23 @@ fn install_body(
 }
 
 /// Open a new TLS connection to the listener and require that it presents the new certificate.
-async fn verify_handshake(listen: &str, swap: &SwapReport) -> anyhow::Result<SocketAddr> {
+async fn verify_handshake(listen: &str, new: &x509::CertInfo) -> anyhow::Result<SocketAddr> {
     let addr = dial_address(listen)?;
-    let name = swap
-        .new
+    let name = new
         .sans
         .iter()
         .find(|s| s.parse::<std::net::IpAddr>().is_err())
         .cloned()
-        .or_else(|| common_name(&swap.new.subject))
+        .or_else(|| common_name(&new.subject))
         .unwrap_or_else(|| "localhost".to_owned());
     let der = peek::presented_certificate(addr, &name, Duration::from_secs(10))
         .await
         .with_context(|| format!("rotated, but could not confirm with a handshake to {addr}"))?;
     let seen = x509::fingerprint(&der);
-    if seen != swap.new.sha256 {
+    if seen != new.sha256 {
         bail!(
             "the gateway reported {} as installed, but a new handshake to {addr} presented {seen}",
-            swap.new.sha256
+            new.sha256
         );
     }
     Ok(addr)

@@ -82,6 +82,8 @@ async fn serve(cfg: ServeConfig, wait: Arc<crate::h1::client::Wait>) -> anyhow::
     relay_resource_updates(state.clone());
     // Ends with `stop`; holds no connection the drain must wait for.
     let _store_sync = state.registry.spawn_store_sync(stop.clone());
+    // Likewise; at the stop it takes this instance's mark out of the store.
+    let _fleet = state.reload.spawn_fleet(local.to_string(), stop.clone());
     let _session_ends = http::portable::follow_ends(&state, stop.clone());
     let reload = state.reload.spawn_signal_worker();
     spawn_file_watch(&state, &cfg, stop.clone());

@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::AppState;
 use crate::metrics::ReloadTrigger;
+use crate::reload::fleet::{self, FleetError};
 use crate::reload::{Action, NewPair, Refused, ReloadError, ReloadReport};
 use crate::tls::serving::{CertError, ReloadCounts};
 use crate::tls::x509::CertInfo;
@@ -37,6 +38,10 @@ pub struct Status {
     pub certificate_files: Option<CertFiles>,
     /// Reload outcomes so far.
     pub reloads: Option<ReloadCountsView>,
+    /// Whether the store is shared with other instances (PostgreSQL), so that
+    /// `cert rotate --all` reaches more than this one.
+    #[serde(default)]
+    pub shared_store: bool,
 }
 
 /// Paths of the served material.
@@ -83,6 +88,32 @@ pub struct InstallRequest {
     pub key_source: Option<String>,
 }
 
+impl From<InstallRequest> for NewPair {
+    fn from(request: InstallRequest) -> Self {
+        Self {
+            cert_source: request
+                .cert_source
+                .unwrap_or_else(|| "the submitted certificate".to_owned()),
+            cert_pem: request.cert_pem.into_bytes(),
+            key_source: request
+                .key_source
+                .unwrap_or_else(|| "the submitted key".to_owned()),
+            key_pem: request.key_pem.into_bytes(),
+        }
+    }
+}
+
+/// `POST /admin/cert/rotate-all` body: a new pair, and how long to wait for the instances.
+#[derive(Debug, Deserialize)]
+pub struct RotateAllRequest {
+    /// The pair.
+    #[serde(flatten)]
+    pub pair: InstallRequest,
+    /// Seconds to wait for every live instance's outcome ([`fleet::DEFAULT_WAIT`] if absent).
+    #[serde(default)]
+    pub wait_s: Option<f64>,
+}
+
 impl std::fmt::Debug for InstallRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The key is a secret; the certificate is just noise in a log.
@@ -115,6 +146,7 @@ pub fn status_of(state: &AppState) -> Status {
             }
         }),
         reloads: serving.map(|s| s.counts().into()),
+        shared_store: state.registry.store().fleet().is_some(),
     }
 }
 
@@ -134,22 +166,40 @@ pub async fn install(
     State(state): State<Arc<AppState>>,
     Json(request): Json<InstallRequest>,
 ) -> Response {
-    let pair = NewPair {
-        cert_source: request
-            .cert_source
-            .unwrap_or_else(|| "the submitted certificate".to_owned()),
-        cert_pem: request.cert_pem.into_bytes(),
-        key_source: request
-            .key_source
-            .unwrap_or_else(|| "the submitted key".to_owned()),
-        key_pem: request.key_pem.into_bytes(),
-    };
+    let pair = NewPair::from(request);
     answer(
         state
             .reload
             .reload(ReloadTrigger::Install, Action::Install(pair))
             .await,
     )
+}
+
+/// `POST /admin/cert/rotate-all`: check the pair here, publish it for every instance on the
+/// shared store, and answer each one's outcome (`cert rotate --all`).
+pub async fn rotate_all(
+    State(state): State<Arc<AppState>>,
+    Json(request): Json<RotateAllRequest>,
+) -> Response {
+    let wait = request
+        .wait_s
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map_or(fleet::DEFAULT_WAIT, |s| {
+            std::time::Duration::from_secs_f64(s.min(fleet::MAX_WAIT.as_secs_f64()))
+        });
+    let error = match state.reload.rotate_all(request.pair.into(), wait).await {
+        Ok(report) => return Json(report).into_response(),
+        Err(error) => error,
+    };
+    let (status, code) = match &error {
+        FleetError::NotShared => (StatusCode::CONFLICT, "not_shared"),
+        FleetError::Refused(ReloadError::Certificate(err)) => cert_status(err),
+        FleetError::NotText { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "certificate_rejected"),
+        FleetError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+    };
+    let body = json!({"error": {"code": code, "message": error.to_string()}});
+    (status, Json(body)).into_response()
 }
 
 /// The reload's report, or why the certificate was refused and what was still done to the

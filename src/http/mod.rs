@@ -295,6 +295,7 @@ pub fn router(state: Arc<AppState>, surface: Surface) -> Router {
         .route("/admin/status", get(admin::status))
         .route("/admin/cert/reload", post(admin::reload))
         .route("/admin/cert/install", post(admin::install))
+        .route("/admin/cert/rotate-all", post(admin::rotate_all))
         .route("/gateways", get(gateways::list).post(gateways::create))
         .route(
             "/gateways/{name}",

@@ -141,6 +141,37 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             PRIMARY KEY (id_hash, upstream, uri)
         );",
     },
+    // 5: `cert rotate --all` (issue 22 item 5): the instances on a shared store with their
+    // liveness mark, the rotations published for them (the key is a secret, set to NULL once
+    // every live instance reported, see `super::fleet`), and each instance's outcome. Times
+    // are the database's clock in milliseconds. SQLite has one instance, whose `--all` is the
+    // local rotate: nothing to keep there.
+    Migration {
+        sqlite: "",
+        postgres: "CREATE TABLE instances (
+            id TEXT PRIMARY KEY NOT NULL,
+            started_ms BIGINT NOT NULL,
+            heartbeat_ms BIGINT NOT NULL
+        );
+        CREATE TABLE cert_rotations (
+            id BIGSERIAL PRIMARY KEY,
+            cert_pem TEXT NOT NULL,
+            key_pem TEXT,
+            fingerprint TEXT NOT NULL,
+            requested_ms BIGINT NOT NULL,
+            requested_by TEXT NOT NULL
+        );
+        CREATE TABLE cert_rotation_results (
+            rotation BIGINT NOT NULL REFERENCES cert_rotations (id) ON DELETE CASCADE,
+            instance TEXT NOT NULL,
+            listen TEXT NOT NULL,
+            ok BOOLEAN NOT NULL,
+            error TEXT,
+            served TEXT,
+            reported_ms BIGINT NOT NULL,
+            PRIMARY KEY (rotation, instance)
+        );",
+    },
 ];
 
 /// Newest schema version this build understands.

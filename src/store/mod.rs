@@ -8,6 +8,7 @@
 //!
 //! The trait is synchronous: callers on async threads run it through `spawn_blocking`.
 
+pub mod fleet;
 mod migrations;
 pub mod postgres;
 mod row;
@@ -113,6 +114,9 @@ pub enum StoreChange {
     Upstream(String),
     /// Changes may have been missed (the notice connection was down): compare everything.
     Resync,
+    /// A certificate rotation was published for every instance (`cert rotate --all`,
+    /// [`fleet`]); the registry has nothing to do with it.
+    Rotation(i64),
     /// The session of this [`sessions::id_hash`] ended (`DELETE`d or expired) on some instance:
     /// every instance holding it in memory lets it go.
     SessionEnded(String),
@@ -536,5 +540,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn publish_session_event(&self, id_hash: &str, message: &str) -> Result<(), StoreError> {
         let _ = (id_hash, message);
         Ok(())
+    }
+    /// The instances sharing this store and their certificate rotations; `None` for a store
+    /// one instance has to itself.
+    fn fleet(&self) -> Option<&dyn fleet::Fleet> {
+        None
     }
 }

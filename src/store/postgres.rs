@@ -19,6 +19,7 @@
 //! on the call path); each operation here fails at once with [`StoreError::Unavailable`], and the
 //! next one after a short back-off connects again: no restart needed.
 
+mod fleet;
 mod listen;
 mod tls;
 pub mod url;
@@ -89,7 +90,7 @@ pub struct PostgresStore {
     connector: Connector,
     runtime: tokio::runtime::Handle,
     link: tokio::sync::Mutex<Link>,
-    /// This instance's name in `health_leases` (random, per start).
+    /// This instance's id in `health_leases` and `instances` (random, per start).
     holder: String,
     changes: tokio::sync::broadcast::Sender<StoreChange>,
     // Ends the LISTEN task when the store is dropped.
@@ -485,6 +486,10 @@ impl Store for PostgresStore {
 
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<StoreChange>> {
         Some(self.changes.subscribe())
+    }
+
+    fn fleet(&self) -> Option<&dyn super::fleet::Fleet> {
+        Some(self)
     }
 
     fn save_session(&self, s: &StoredSession) -> Result<(), StoreError> {

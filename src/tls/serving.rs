@@ -215,20 +215,44 @@ impl ServingCert {
     ) -> Result<SwapReport, CertError> {
         let _turn = self.lock();
         let started = Instant::now();
-        let outcome = Bundles::read(&self.files)
-            .and_then(|bundles| {
-                prepare(
-                    Named(cert_source, cert_pem),
-                    Named(key_source, key_pem),
-                    &self.files,
-                    &bundles,
-                )
-            })
+        let outcome = self
+            .prepare_pair(cert_source, cert_pem, key_source, key_pem)
             .and_then(|served| {
                 write_pair(&self.files.cert, cert_pem, &self.files.key, key_pem)?;
                 Ok(served)
             });
         self.finish(started, outcome)
+    }
+
+    /// Every check [`Self::install`] makes of a pair, against this gateway's CA bundles, with
+    /// nothing written, swapped or counted: what `cert rotate --all` asks of the instance it
+    /// talks to before the pair is published to the others. The leaf's facts when it passes.
+    pub fn check(
+        &self,
+        cert_source: &str,
+        cert_pem: &[u8],
+        key_source: &str,
+        key_pem: &[u8],
+    ) -> Result<CertInfo, CertError> {
+        self.prepare_pair(cert_source, cert_pem, key_source, key_pem)
+            .map(|served| served.info)
+    }
+
+    /// A submitted pair, checked and built against the CA bundles as they are on disk now.
+    fn prepare_pair(
+        &self,
+        cert_source: &str,
+        cert_pem: &[u8],
+        key_source: &str,
+        key_pem: &[u8],
+    ) -> Result<Served, CertError> {
+        let bundles = Bundles::read(&self.files)?;
+        prepare(
+            Named(cert_source, cert_pem),
+            Named(key_source, key_pem),
+            &self.files,
+            &bundles,
+        )
     }
 
     /// Publish a prepared generation (or count the refusal); the caller holds the turn.

@@ -8,6 +8,7 @@ pub mod cdp;
 pub mod clients;
 pub mod conformance;
 pub mod haproxy;
+pub mod load;
 pub mod node;
 pub mod plain;
 pub mod postgres;
@@ -193,6 +194,12 @@ impl Pki {
         std::fs::write(self.file("lh.key"), only.key_pem).unwrap();
         (self.file("lh.crt"), self.file("lh.key"))
     }
+}
+
+/// One gateway of a fleet: its directory (data dir, configuration, files) and its process.
+pub struct Instance {
+    pub dir: Dir,
+    pub gw: Gateway,
 }
 
 /// A running `mcpgw serve`, killed on drop.

@@ -10,6 +10,7 @@ use tokio_postgres::AsyncMessage;
 use tokio_util::sync::CancellationToken;
 
 use super::{CHANNEL, Connector, PgUrl, RETRY_MAX, RETRY_MIN, StoreChange, describe};
+use crate::store::fleet::ROTATION_NOTICE;
 use crate::store::sessions::{ENDED_NOTICE, EVENT_NOTICE};
 
 /// Keep a LISTEN connection until `stop`.
@@ -82,19 +83,23 @@ pub(super) async fn drive<S, T>(
                 if let Some(notices) = &notices {
                     let payload = n.payload();
                     let change = if let Some(hash) = payload.strip_prefix(ENDED_NOTICE) {
-                        StoreChange::SessionEnded(hash.to_owned())
+                        Some(StoreChange::SessionEnded(hash.to_owned()))
                     } else if let Some((hash, message)) = payload
                         .strip_prefix(EVENT_NOTICE)
                         .and_then(|e| e.split_once(':'))
                     {
-                        StoreChange::SessionEvent {
+                        Some(StoreChange::SessionEvent {
                             hash: hash.to_owned(),
                             message: message.to_owned(),
-                        }
+                        })
+                    } else if let Some(id) = payload.strip_prefix(ROTATION_NOTICE) {
+                        id.parse().ok().map(StoreChange::Rotation)
                     } else {
-                        StoreChange::Upstream(payload.to_owned())
+                        Some(StoreChange::Upstream(payload.to_owned()))
                     };
-                    let _ = notices.send(change);
+                    if let Some(change) = change {
+                        let _ = notices.send(change);
+                    }
                 }
             }
             Ok(_) => {}

@@ -123,7 +123,7 @@ impl Registry {
     }
 
     /// The store registrations are kept in.
-    pub(super) fn store(&self) -> &Arc<dyn Store> {
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }
 

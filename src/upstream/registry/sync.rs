@@ -46,6 +46,8 @@ impl Registry {
                         Ok(StoreChange::Upstream(name)) => Some(name),
                         // Not the registry's (the sessions table hears it).
                         Ok(StoreChange::SessionEnded(_) | StoreChange::SessionEvent { .. }) => continue,
+                        // Not the registry's: the reloader's fleet task follows those.
+                        Ok(StoreChange::Rotation(_)) => continue,
                         // Resync, or notices dropped because this task fell behind.
                         Ok(StoreChange::Resync) | Err(RecvError::Lagged(_)) => None,
                         Err(RecvError::Closed) => break,
