@@ -7,6 +7,7 @@
 pub mod cdp;
 pub mod clients;
 pub mod conformance;
+pub mod fleet;
 pub mod haproxy;
 pub mod load;
 pub mod node;
