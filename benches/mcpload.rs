@@ -8,7 +8,14 @@
 //! The scenario driver starts the upstream fixture (`examples/upstream.rs`) and `mcpgw serve` as
 //! real processes on 127.0.0.1 and measures them side by side in one invocation; `load` is the
 //! bare load generator against any loopback MCP endpoint. Every run is bounded in time.
+//!
+//! Two HTTP generators: `load.rs` (hyper on tokio) does everything (TLS, redials, `GET` streams,
+//! session ends); `lean.rs` (blocking HTTP/1.1, a thread per connection) does only plain-HTTP
+//! `tools/call` rows, at a fraction of the CPU, for the rows whose calls/s on two shared cores
+//! would otherwise measure the generator as much as mcpgw (the `stdio` and `store` scenarios).
 
+#[path = "mcpload/lean.rs"]
+mod lean;
 #[path = "mcpload/load.rs"]
 mod load;
 #[path = "mcpload/procs.rs"]

@@ -137,7 +137,89 @@ pub struct Report {
     pub first_error: Option<String>,
 }
 
+/// Why a run's workers stop: the shared call budget of the plan, its deadline, its stop flag.
+#[derive(Clone)]
+pub struct Until {
+    budget: Arc<AtomicU64>,
+    calls: Option<u64>,
+    deadline: Instant,
+    stop: Option<Arc<AtomicBool>>,
+}
+
+impl Until {
+    /// `plan`'s limits, the measured part starting at `started`.
+    pub fn new(plan: &Plan, started: Instant) -> Self {
+        Self {
+            budget: Arc::new(AtomicU64::new(0)),
+            calls: plan.calls,
+            deadline: started + plan.duration,
+            stop: plan.stop.clone(),
+        }
+    }
+
+    /// Whether a worker makes one more call (taking it from the budget if so).
+    pub fn another(&self) -> bool {
+        if let Some(n) = self.calls
+            && self.budget.fetch_add(1, Ordering::Relaxed) >= n
+        {
+            return false;
+        }
+        Instant::now() < self.deadline
+            && !self
+                .stop
+                .as_ref()
+                .is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+}
+
+/// What one worker saw: latencies (ns) of its successful calls, its errors and redials.
+#[derive(Default)]
+pub struct Tally {
+    latencies: Vec<u64>,
+    errors: u64,
+    reconnects: u64,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    /// Room for a run's latencies without regrowing at every call.
+    pub fn new() -> Self {
+        Self {
+            latencies: Vec::with_capacity(4096),
+            ..Self::default()
+        }
+    }
+
+    /// A call started at `t0` succeeded.
+    pub fn ok(&mut self, t0: Instant) {
+        self.latencies.push(t0.elapsed().as_nanos() as u64);
+    }
+
+    /// A call (or a redial) failed.
+    pub fn failed(&mut self, error: impl std::fmt::Display) {
+        self.errors += 1;
+        self.first_error.get_or_insert_with(|| format!("{error:#}"));
+    }
+}
+
 impl Report {
+    /// The figures of a run that started at `started`, from its workers' tallies.
+    pub fn of(tallies: impl IntoIterator<Item = Tally>, started: Instant) -> Self {
+        let mut report = Report::default();
+        let mut all = Vec::new();
+        for t in tallies {
+            all.extend(t.latencies);
+            report.errors += t.errors;
+            report.reconnects += t.reconnects;
+            if report.first_error.is_none() {
+                report.first_error = t.first_error;
+            }
+        }
+        report.elapsed = started.elapsed();
+        report.set_latencies(all);
+        report
+    }
+
     /// Successful calls per second.
     pub fn rate(&self) -> f64 {
         self.calls as f64 / self.elapsed.as_secs_f64().max(1e-9)
@@ -224,7 +306,7 @@ async fn post(
     conn: &mut Conn,
     target: &Target,
     session: Option<&HeaderValue>,
-    body: String,
+    body: impl Into<Bytes>,
 ) -> Result<(u16, Option<HeaderValue>, Bytes)> {
     let mut req = hyper::Request::post(target.path.as_str())
         .header(HOST, target.authority.clone())
@@ -236,13 +318,41 @@ async fn post(
     if let Some(bearer) = &target.bearer {
         req = req.header(hyper::header::AUTHORIZATION, bearer.clone());
     }
-    let req = req.body(Full::new(Bytes::from(body)))?;
+    let req = req.body(Full::new(body.into()))?;
     conn.ready().await?;
     let resp = conn.send_request(req).await?;
     let status = resp.status().as_u16();
     let sid = resp.headers().get("mcp-session-id").cloned();
     let body = resp.into_body().collect().await?.to_bytes();
     Ok((status, sid, body))
+}
+
+/// The `initialize` request every generator opens its session with.
+pub const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcpload","version":"1"}}}"#;
+
+/// The notification that follows it.
+pub const INITIALIZED: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+
+/// The `tools/call` every generator sends (`{"text": "hello mcpload"}` to `tool`), kept as
+/// what comes after its id, so that a call writes only its id and that tail.
+pub struct CallBody {
+    tail: String,
+}
+
+impl CallBody {
+    /// The call of `tool`.
+    pub fn new(tool: &str) -> Self {
+        Self {
+            tail: format!(
+                r#","method":"tools/call","params":{{"name":"{tool}","arguments":{{"text":"hello mcpload"}}}}}}"#
+            ),
+        }
+    }
+
+    /// Write the call with `id` to `out`.
+    pub fn write(&self, id: u64, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        write!(out, r#"{{"jsonrpc":"2.0","id":{id}{}"#, self.tail)
+    }
 }
 
 /// Whether an answer is a success: it has a `"result"` and no `"error"`.
@@ -254,8 +364,7 @@ impl Worker {
     /// Dial, `initialize`, `notifications/initialized`.
     pub async fn open(target: &Target) -> Result<Self> {
         let mut conn = dial(target).await?;
-        let init = r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcpload","version":"1"}}}"#;
-        let (status, sid, body) = post(&mut conn, target, None, init.into()).await?;
+        let (status, sid, body) = post(&mut conn, target, None, INITIALIZE).await?;
         if status != 200 || !has_result(&body) {
             bail!(
                 "initialize answered {status}: {}",
@@ -263,8 +372,7 @@ impl Worker {
             );
         }
         let session = sid.ok_or_else(|| anyhow!("initialize gave no Mcp-Session-Id"))?;
-        let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
-        let (status, _, _) = post(&mut conn, target, Some(&session), note.into()).await?;
+        let (status, _, _) = post(&mut conn, target, Some(&session), INITIALIZED).await?;
         if !(200..300).contains(&status) {
             bail!("notifications/initialized answered {status}");
         }
@@ -280,9 +388,8 @@ impl Worker {
     pub async fn call(&mut self, tool: &str) -> Result<()> {
         let id = self.next_id;
         self.next_id += 1;
-        let body = format!(
-            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{"text":"hello mcpload"}}}}}}"#
-        );
+        let mut body = Vec::with_capacity(160);
+        CallBody::new(tool).write(id, &mut body)?;
         let (status, _, body) =
             post(&mut self.conn, &self.target, Some(&self.session), body).await?;
         if status != 200 || !has_result(&body) {
@@ -373,38 +480,22 @@ pub async fn prepare(target: &Target, plan: &Plan) -> Result<Vec<Worker>> {
 
 /// Run the measured part with prepared workers.
 pub async fn run(workers: Vec<Worker>, plan: &Plan) -> (Report, Vec<Worker>) {
-    let budget = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let deadline = started + plan.duration;
+    let until = Until::new(plan, started);
     let mut tasks = Vec::new();
     for mut w in workers {
-        let (budget, plan) = (budget.clone(), plan.clone());
+        let (until, plan) = (until.clone(), plan.clone());
         tasks.push(tokio::spawn(async move {
-            let mut lat = Vec::with_capacity(4096);
-            let (mut errors, mut reconnects, mut first_error) = (0u64, 0u64, None);
+            let mut tally = Tally::new();
             let mut since_dial = 0u32;
-            loop {
-                if let Some(n) = plan.calls
-                    && budget.fetch_add(1, Ordering::Relaxed) >= n
-                {
-                    break;
-                }
-                if Instant::now() >= deadline
-                    || plan
-                        .stop
-                        .as_ref()
-                        .is_some_and(|s| s.load(Ordering::Relaxed))
-                {
-                    break;
-                }
+            while until.another() {
                 let redial =
                     plan.reconnect_every.is_some_and(|k| since_dial >= k) || w.conn.is_closed();
                 if redial {
                     since_dial = 0;
-                    reconnects += 1;
+                    tally.reconnects += 1;
                     if let Err(e) = w.redial().await {
-                        errors += 1;
-                        first_error.get_or_insert(format!("{e:#}"));
+                        tally.failed(e);
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }
@@ -412,35 +503,29 @@ pub async fn run(workers: Vec<Worker>, plan: &Plan) -> (Report, Vec<Worker>) {
                 since_dial += 1;
                 let t0 = Instant::now();
                 match w.call(&plan.tool).await {
-                    Ok(()) => lat.push(t0.elapsed().as_nanos() as u64),
-                    Err(e) => {
-                        errors += 1;
-                        first_error.get_or_insert(format!("{e:#}"));
-                    }
+                    Ok(()) => tally.ok(t0),
+                    Err(e) => tally.failed(e),
                 }
             }
-            (w, lat, errors, reconnects, first_error)
+            (w, tally)
         }));
     }
-    let mut all = Vec::new();
-    let mut report = Report::default();
+    let mut tallies = Vec::new();
     let mut workers = Vec::new();
     for t in tasks {
-        let Ok((w, lat, errors, reconnects, first_error)) = t.await else {
-            report.errors += 1;
-            continue;
-        };
-        all.extend(lat);
-        report.errors += errors;
-        report.reconnects += reconnects;
-        if report.first_error.is_none() {
-            report.first_error = first_error;
+        match t.await {
+            Ok((w, tally)) => {
+                tallies.push(tally);
+                workers.push(w);
+            }
+            Err(e) => {
+                let mut lost = Tally::default();
+                lost.failed(e);
+                tallies.push(lost);
+            }
         }
-        workers.push(w);
     }
-    report.elapsed = started.elapsed();
-    report.set_latencies(all);
-    (report, workers)
+    (Report::of(tallies, started), workers)
 }
 
 /// Prepare and run in one go.

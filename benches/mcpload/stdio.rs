@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::load::{Report, has_result};
+use crate::load::{CallBody, INITIALIZE, INITIALIZED, Report, has_result};
 
 /// The fixture on stdio, killed when dropped.
 pub struct Direct {
@@ -55,13 +55,13 @@ impl Direct {
             stdout,
             next_id: 1,
         };
-        direct.write(r#"{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"mcpload","version":"1"}}}"#)?;
+        direct.write(INITIALIZE)?;
         direct.stdin.flush()?;
         let answer = direct.read()?;
         if !has_result(answer.as_bytes()) {
             bail!("initialize answered {answer}");
         }
-        direct.write(r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)?;
+        direct.write(INITIALIZED)?;
         direct.stdin.flush()?;
         Ok(direct)
     }
@@ -85,13 +85,12 @@ impl Direct {
         Ok(line)
     }
 
-    /// Send one `tools/call` of `tool`; its id.
-    fn call(&mut self, tool: &str) -> Result<u64> {
+    /// Send one `tools/call`; its id.
+    fn call(&mut self, body: &CallBody) -> Result<u64> {
         let id = self.next_id;
         self.next_id += 1;
-        self.write(&format!(
-            r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{tool}","arguments":{{"text":"hello mcpload"}}}}}}"#
-        ))?;
+        body.write(id, &mut self.stdin)?;
+        self.stdin.write_all(b"\n")?;
         Ok(id)
     }
 
@@ -102,9 +101,10 @@ impl Direct {
         let deadline = started + run.duration;
         let mut sent = 0u64;
         let more = |sent: u64| run.calls.is_none_or(|n| sent < n) && Instant::now() < deadline;
+        let body = CallBody::new(tool);
         let mut in_flight = HashMap::with_capacity(run.concurrency);
         while in_flight.len() < run.concurrency && more(sent) {
-            in_flight.insert(self.call(tool)?, Instant::now());
+            in_flight.insert(self.call(&body)?, Instant::now());
             sent += 1;
         }
         self.stdin.flush()?;
@@ -125,7 +125,7 @@ impl Direct {
                 first_error.get_or_insert_with(|| line.chars().take(200).collect::<String>());
             }
             if more(sent) {
-                in_flight.insert(self.call(tool)?, Instant::now());
+                in_flight.insert(self.call(&body)?, Instant::now());
                 sent += 1;
             }
             // Write what is due once no answer is waiting to be read: fewer, larger writes.

@@ -3,6 +3,7 @@
 //! process; then what idle stdio upstreams cost the gateway in memory, beside as many HTTP ones.
 
 use super::*;
+use crate::lean;
 use crate::procs::children_of;
 use crate::stdio::{Direct, Run};
 
@@ -16,7 +17,25 @@ const IDLE: usize = 20;
 const START: Duration = Duration::from_secs(30);
 
 /// The heading of a table of [`Row`]s.
-const HEADER: &str = "path          c   calls/s   p50µs   p90µs   p99µs    maxµs  errors  gw µs/call  up µs/call  gen µs/call\n";
+const HEADER: &str = "path          c   calls/s   p50µs   p90µs   p99µs    maxµs  errors  gw µs/call  up µs/call  gen µs/call  generator\n";
+
+/// The generator of a [`Row`], named in its table line and JSON.
+#[derive(Clone, Copy)]
+enum Generator {
+    /// `crate::stdio`: pipe lines to the fixture.
+    Pipe,
+    /// `crate::lean`: minimal HTTP/1.1, a task per connection.
+    Lean,
+}
+
+impl Generator {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Pipe => "stdio-pipe",
+            Self::Lean => "lean-http1",
+        }
+    }
+}
 
 /// One measured run (also the rows of `super::store`).
 pub(super) struct Row {
@@ -25,6 +44,7 @@ pub(super) struct Row {
     pub(super) gateway_us: Option<f64>,
     upstream_us: f64,
     generator_us: f64,
+    generator: Generator,
 }
 
 impl Row {
@@ -36,7 +56,7 @@ impl Row {
     pub(super) fn line(&self) -> String {
         let r = &self.report;
         format!(
-            "{:<12} {C:>2} {:>9.0} {:>7.0} {:>7.0} {:>7.0} {:>8.0} {:>7} {:>11} {:>11.1} {:>12.1}\n",
+            "{:<12} {C:>2} {:>9.0} {:>7.0} {:>7.0} {:>7.0} {:>8.0} {:>7} {:>11} {:>11.1} {:>12.1}  {}\n",
             self.path,
             r.rate(),
             r.p50_us,
@@ -47,6 +67,7 @@ impl Row {
             self.gateway_us.map_or("-".into(), |v| format!("{v:.1}")),
             self.upstream_us,
             self.generator_us,
+            self.generator.name(),
         )
     }
 
@@ -54,7 +75,8 @@ impl Row {
         json!({"path": self.path, "concurrency": C, "load": self.report.json(),
                "gateway_cpu_us_per_call": self.gateway_us,
                "upstream_cpu_us_per_call": self.upstream_us,
-               "generator_cpu_us_per_call": self.generator_us})
+               "generator_cpu_us_per_call": self.generator_us,
+               "generator": self.generator.name()})
     }
 }
 
@@ -98,7 +120,13 @@ impl Cpu {
         }
     }
 
-    fn row(&self, after: &Cpu, path: &'static str, report: load::Report) -> Row {
+    fn row(
+        &self,
+        after: &Cpu,
+        path: &'static str,
+        generator: Generator,
+        report: load::Report,
+    ) -> Row {
         let n = (report.calls + report.errors).max(1) as f64;
         let per = |a: Duration, b: Duration| (b.saturating_sub(a)).as_secs_f64() * 1e6 / n;
         Row {
@@ -106,6 +134,7 @@ impl Cpu {
             gateway_us: self.gateway.zip(after.gateway).map(|(a, b)| per(a, b)),
             upstream_us: per(self.upstream, after.upstream),
             generator_us: per(self.generator, after.generator),
+            generator,
             report,
         }
     }
@@ -129,7 +158,8 @@ async fn children(gateway: u32, n: usize) -> Result<Vec<u32>> {
     }
 }
 
-/// HTTP load through `target` on `tool`, CPU read around the measured part.
+/// Plain-HTTP load through `target` on `tool` by the lean generator, CPU read around the
+/// measured part.
 pub(super) async fn http_row(
     path: &'static str,
     target: &Target,
@@ -139,12 +169,12 @@ pub(super) async fn http_row(
     upstream: u32,
 ) -> Result<Row> {
     let plan = mode.timed(C, tool);
-    let workers = load::prepare(target, &plan).await?;
+    let workers = lean::prepare(target, &plan).await?;
     let before = Cpu::read(gateway, upstream);
-    let (report, workers) = load::run(workers, &plan).await;
+    let (report, workers) = lean::run(workers, &plan).await;
     let after = Cpu::read(gateway, upstream);
     drop(workers);
-    Ok(before.row(&after, path, report))
+    Ok(before.row(&after, path, Generator::Lean, report))
 }
 
 /// The fixture on its own stdio, driven by the direct generator (on a blocking thread).
@@ -169,7 +199,7 @@ async fn direct_row(lab: &Lab, fixture: &std::path::Path, mode: Mode) -> Result<
             },
         )?;
         let after = Cpu::read(None, direct.pid());
-        Ok::<_, anyhow::Error>(before.row(&after, "direct-stdio", report))
+        Ok::<_, anyhow::Error>(before.row(&after, "direct-stdio", Generator::Pipe, report))
     })
     .await?
     .with_context(|| format!("the stdio fixture (stderr in {})", log.display()))
