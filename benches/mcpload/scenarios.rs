@@ -159,10 +159,11 @@ fn targets(lab: &Lab, up: &Upstream, gw: &Gateway, mtls: bool) -> Result<(Target
 }
 
 /// `Authorization: Bearer <JWT>` for the gateway `gw` (bearer auth on): a token from
-/// `mcpgw token create` on its data dir.
+/// `mcpgw token create` on its data dir, an administrator's (the scenarios register
+/// upstreams with it, which a client-role token may not).
 fn bearer_for(gw: &Gateway) -> Result<http::HeaderValue> {
     let out = std::process::Command::new(crate::procs::mcpgw_bin())
-        .args(["--data-dir", &gw.data, "token", "create"])
+        .args(["--data-dir", &gw.data, "token", "create", "--role", "admin"])
         .output()
         .context("mcpgw token create")?;
     if !out.status.success() {
