@@ -56,6 +56,53 @@ fn in_session(
         .header("mcp-protocol-version", "2025-11-25")
 }
 
+/// [`in_session`] as the client, sent: the answer's status and body.
+async fn sent(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    id: &str,
+    msg: Option<&serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut request = in_session(http, url, id, CLIENT, method);
+    if let Some(msg) = msg {
+        request = request.json(msg);
+    }
+    let answer = request.send().await.unwrap();
+    let status = answer.status().as_u16();
+    let body = answer.json().await.unwrap_or(serde_json::Value::Null);
+    (status, body)
+}
+
+/// Ask the fixture at `up_base` to touch `uri` until `events` shows an update of it (20 s at
+/// most); `what` says where it should have come.
+async fn touch_until_seen(
+    http: &reqwest::Client,
+    up_base: &str,
+    uri: &str,
+    events: &mut clients::EventReader,
+    what: &str,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let told = http
+            .post(format!("{up_base}/touch?uri={uri}"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let seen = events
+            .next_where(|m| m["params"]["uri"] == uri, Duration::from_millis(300))
+            .await;
+        if let Some(note) = seen {
+            return note;
+        }
+        assert!(Instant::now() < deadline, "{what} (upstream said {told})");
+    }
+}
+
 #[test]
 fn a_session_outlives_its_instance_with_its_subscriptions_and_ends_everywhere_when_deleted() {
     let mut fleet = Fleet::start();
@@ -110,111 +157,47 @@ fn a_session_outlives_its_instance_with_its_subscriptions_and_ends_everywhere_wh
         .await
         .unwrap();
         let mut events = clients::EventReader::new(stream);
-        let updated = "notifications/resources/updated";
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let note = loop {
-            let told = http
-                .post(format!("{}/touch?uri={uri}", fleet.up.base))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            if let Some(note) = events.next_of(updated, Duration::from_millis(300)).await {
-                break note;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no update reached the session on instance 1 (upstream said {told})\n{}",
-                fleet.logs()
-            );
-        };
-        assert_eq!(note["params"]["uri"], uri, "{note}");
+        let what = format!(
+            "no update reached the session on instance 1\n{}",
+            fleet.logs()
+        );
+        let note = touch_until_seen(&http, &fleet.up.base, uri, &mut events, &what).await;
+        assert_eq!(note["method"], "notifications/resources/updated", "{note}");
 
         // A subscription made through instance 2, whose update comes to instance 2, reaches the
         // stream the client reads on instance 1 (passed on through the store).
         let other = "test://other-resource";
         let subscribe = serde_json::json!({"jsonrpc": "2.0", "id": 3,
             "method": "resources/subscribe", "params": {"uri": other}});
-        let answer: serde_json::Value =
-            in_session(&http, &format!("{two}/servers/rs/mcp"), &id, CLIENT, reqwest::Method::POST)
-                .json(&subscribe)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+        let on_two = format!("{two}/servers/rs/mcp");
+        let (_, answer) = sent(&http, reqwest::Method::POST, &on_two, &id, Some(&subscribe)).await;
         assert!(answer.get("result").is_some(), "{answer}");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let told = http
-                .post(format!("{}/touch?uri={other}", fleet.up.base))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
-            let seen = events
-                .next_where(|m| m["params"]["uri"] == other, Duration::from_millis(300))
-                .await;
-            if seen.is_some() {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "an update that came to instance 2 did not reach the stream on instance 1 (upstream said {told})\n{}",
-                fleet.logs()
-            );
-        }
+        let what = format!(
+            "an update that came to instance 2 did not reach the stream on instance 1\n{}",
+            fleet.logs()
+        );
+        touch_until_seen(&http, &fleet.up.base, other, &mut events, &what).await;
 
         // Calls go on through instance 2 under the same id.
         let call = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
             "params": {"name": "echo", "arguments": {"text": "still here"}}});
-        let answer: serde_json::Value = in_session(
-            &http,
-            &format!("{two}/servers/rs/mcp"),
-            &id,
-            CLIENT,
-            reqwest::Method::POST,
-        )
-        .json(&call)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        let (_, answer) = sent(&http, reqwest::Method::POST, &on_two, &id, Some(&call)).await;
         assert!(clients::text(&answer).contains("still here"), "{answer}");
 
         // Ended through instance 2: instance 1, which holds it too, lets it go as well.
-        let deleted = in_session(
+        let (deleted, _) = sent(
             &http,
+            reqwest::Method::DELETE,
             &format!("{two}/mcp"),
             &id,
-            CLIENT,
-            reqwest::Method::DELETE,
+            None,
         )
-        .send()
-        .await
-        .unwrap();
-        assert_eq!(deleted.status(), 204);
+        .await;
+        assert_eq!(deleted, 204);
+        let on_one = format!("{one}/servers/rs/mcp");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let status = in_session(
-                &http,
-                &format!("{one}/servers/rs/mcp"),
-                &id,
-                CLIENT,
-                reqwest::Method::POST,
-            )
-            .json(&call)
-            .send()
-            .await
-            .unwrap()
-            .status();
+            let (status, _) = sent(&http, reqwest::Method::POST, &on_one, &id, Some(&call)).await;
             if status == 404 {
                 break;
             }
