@@ -52,9 +52,11 @@ struct Tally {
     failures: Mutex<Vec<(Kind, String)>>,
     /// Streamable-HTTP sessions the gateway no longer knew (a 404 on a session it issued).
     sessions_lost: AtomicUsize,
-    /// SSE sessions that ended with their instance (stream closed, or a 404 for a message
-    /// not yet accepted); the client opened a new one and sent the call again.
-    sse_ended: AtomicUsize,
+    /// SSE sessions whose stream ended with its instance (closed, or a 404 for a message not
+    /// yet accepted), taken up again on a new stream with `Last-Event-ID`.
+    sse_resumed: AtomicUsize,
+    /// Clients answered at least once.
+    started: AtomicUsize,
 }
 
 /// [`CLIENTS`] clients of every [`Kind`] calling `rs__echo` through the balancer in a loop.
@@ -69,7 +71,7 @@ struct Outcome {
     answered: usize,
     failures: Vec<(Kind, String)>,
     sessions_lost: usize,
-    sse_ended: usize,
+    sse_resumed: usize,
 }
 
 impl Load {
@@ -91,6 +93,15 @@ impl Load {
             tally,
             workers,
         };
+        // Every client has its session (or, stateless, its connection) and has been answered.
+        common::wait_for(Duration::from_secs(30), || {
+            let started = load.tally.started.load(Ordering::Acquire);
+            if started == CLIENTS {
+                Ok(())
+            } else {
+                Err(format!("{started} of {CLIENTS} clients answered"))
+            }
+        });
         load.until_more(100);
         load
     }
@@ -119,9 +130,22 @@ impl Load {
             answered: tally.ok.load(Ordering::Acquire),
             failures: tally.failures.lock().unwrap().clone(),
             sessions_lost: tally.sessions_lost.load(Ordering::Acquire),
-            sse_ended: tally.sse_ended.load(Ordering::Acquire),
+            sse_resumed: tally.sse_resumed.load(Ordering::Acquire),
         }
     }
+}
+
+/// A legacy SSE session through the balancer, initialized.
+async fn open_sse(http: &reqwest::Client, base: &str) -> anyhow::Result<clients::SseSession> {
+    let mut sse = clients::SseSession::open(http.clone(), base, "/sse", Some(CLIENT)).await?;
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": "init", "method": "initialize",
+        "params": {"protocolVersion": "2024-11-05", "capabilities": {},
+            "clientInfo": {"name": "ha-sse", "version": "1"}}});
+    let answer = sse.request(&init).await?;
+    anyhow::ensure!(answer.get("result").is_some(), "initialize: {answer}");
+    sse.send(&serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}))
+        .await?;
+    Ok(sse)
 }
 
 /// Whether `answer` is `rs__echo`'s of `text`.
@@ -137,6 +161,7 @@ async fn run_client(kind: Kind, n: usize, base: &str, done: &AtomicBool, tally: 
     let mut session: Option<clients::Streamable> = None;
     let mut sse: Option<clients::SseSession> = None;
     let mut call = 0;
+    let mut started = false;
     while call < CALLS_PER_CLIENT && !done.load(Ordering::Acquire) {
         let text = format!("c{n}-{call}");
         let outcome = match kind {
@@ -166,38 +191,47 @@ async fn run_client(kind: Kind, n: usize, base: &str, done: &AtomicBool, tally: 
             }
             Kind::Sse => {
                 if sse.is_none() {
-                    match clients::SseSession::open(http.clone(), base, "/sse", Some(CLIENT)).await
-                    {
+                    match open_sse(&http, base).await {
                         Ok(opened) => sse = Some(opened),
                         Err(e) => {
-                            fail(format!("SSE open: {e}"));
+                            fail(format!("SSE open: {e:#}"));
                             continue;
                         }
                     }
                 }
                 let open = sse.as_mut().unwrap();
                 let args = serde_json::json!({"text": text});
-                match open.call(serde_json::json!(call), "rs__echo", args).await {
+                let outcome = match open.call(serde_json::json!(call), "rs__echo", args).await {
                     Ok(answer) if echoed(&answer, &text) => Ok(()),
                     Ok(answer) => Err(format!("SSE call: {answer}")),
                     // Not accepted: the instance holding the stream is gone. The call was
-                    // never taken, so it is made again on a new session.
-                    Err(e) if e.to_string().contains("HTTP 404") => {
-                        tally.sse_ended.fetch_add(1, Ordering::AcqRel);
+                    // never taken: it is made again once the session is taken up again.
+                    Err(e) if e.to_string().contains("HTTP 404") => Err(String::new()),
+                    Err(e) => Err(format!("SSE call: {e:#}")),
+                };
+                if outcome.is_err() {
+                    // As an EventSource does: the stream again, with the last event id. The
+                    // session goes on without a new `initialize`, or is lost.
+                    if open.reopen().await.is_ok() {
+                        tally.sse_resumed.fetch_add(1, Ordering::AcqRel);
+                    } else {
+                        tally.sessions_lost.fetch_add(1, Ordering::AcqRel);
                         sse = None;
-                        continue;
                     }
-                    Err(e) => {
-                        sse = None;
-                        tally.sse_ended.fetch_add(1, Ordering::AcqRel);
-                        Err(format!("SSE call: {e:#}"))
-                    }
+                }
+                match outcome {
+                    Err(e) if e.is_empty() => continue,
+                    other => other,
                 }
             }
         };
         match outcome {
             Ok(()) => {
                 tally.ok.fetch_add(1, Ordering::AcqRel);
+                if !started {
+                    started = true;
+                    tally.started.fetch_add(1, Ordering::AcqRel);
+                }
             }
             Err(e) => fail(e),
         }
@@ -205,15 +239,23 @@ async fn run_client(kind: Kind, n: usize, base: &str, done: &AtomicBool, tally: 
     }
 }
 
-/// Assert that no call failed and no Streamable-HTTP session was lost, showing the first
-/// failures and the logs if not.
-fn assert_no_failure(fleet: &Fleet, out: &Outcome) {
+/// Assert that no call failed and no session was lost (an SSE stream opened again is its
+/// session taken up: the instances' logs, `gone` those of processes replaced meanwhile, say so
+/// at least as often), showing the first failures and the logs if not.
+fn assert_no_failure(fleet: &Fleet, out: &Outcome, gone: &str) {
     println!(
-        "{} calls answered, {} failed, {} sessions lost, {} SSE sessions ended with their instance",
+        "{} calls answered, {} failed, {} sessions lost, {} SSE sessions taken up again on a new stream",
         out.answered,
         out.failures.len(),
         out.sessions_lost,
-        out.sse_ended
+        out.sse_resumed
+    );
+    let logs = format!("{gone}{}", fleet.logs());
+    let taken_up = logs.matches("SSE session taken up again").count();
+    assert!(
+        taken_up >= out.sse_resumed,
+        "{} SSE streams opened again, {taken_up} sessions taken up\n{logs}",
+        out.sse_resumed,
     );
     assert!(
         out.failures.is_empty() && out.sessions_lost == 0,
@@ -242,6 +284,7 @@ fn a_rolling_restart_of_every_instance_under_load_fails_no_call() {
     let mut fleet = Fleet::start();
     let load = Load::start(&fleet);
     let store = fleet.pg.url();
+    let mut gone = String::new();
     for n in 0..INSTANCES {
         let instance = &mut fleet.instances[n];
         let listen = instance.gw.addr.to_string();
@@ -252,13 +295,14 @@ fn a_rolling_restart_of_every_instance_under_load_fails_no_call() {
             "{}",
             instance.gw.log()
         );
+        gone.push_str(&instance.gw.log());
         instance.gw = serve(&instance.dir, &store, &listen, false);
         fleet.proxy.wait_up(INSTANCES, Duration::from_secs(20));
         // The restarted instance takes its share of the calls before the next one goes.
         load.until_more(100);
     }
     let out = load.stop(&fleet.rt);
-    assert_no_failure(&fleet, &out);
+    assert_no_failure(&fleet, &out, &gone);
 }
 
 #[test]
@@ -273,11 +317,11 @@ fn kill_9_of_one_instance_under_load_fails_at_most_the_calls_in_flight_on_it() {
     let out = load.stop(&fleet.rt);
     let failures = &out.failures;
     println!(
-        "{} calls answered ({} after the kill), {} failed, {} SSE sessions ended with the instance: {failures:?}",
+        "{} calls answered ({} after the kill), {} failed, {} SSE sessions taken up again: {failures:?}",
         out.answered,
         out.answered - at_kill,
         failures.len(),
-        out.sse_ended
+        out.sse_resumed
     );
     assert!(
         out.answered >= at_kill + 300,
@@ -296,11 +340,20 @@ fn kill_9_of_one_instance_under_load_fails_at_most_the_calls_in_flight_on_it() {
         failures.iter().all(|(_, f)| !f.contains("timed out")),
         "{failures:?}"
     );
-    // Every Streamable-HTTP session went on, on another instance, under the same id.
+    // No session was lost: every Streamable-HTTP session went on, on another instance, under
+    // the same id, and every SSE session whose stream went with the instance was taken up again
+    // on a new stream without a new `initialize` (the instances say so, once each at least).
     assert_eq!(
         out.sessions_lost,
         0,
         "sessions lost with the killed instance: {failures:?}\n{}",
+        fleet.logs()
+    );
+    let taken_up = fleet.logs().matches("SSE session taken up again").count();
+    assert!(
+        taken_up >= out.sse_resumed,
+        "{} SSE streams opened again, {taken_up} sessions taken up\n{}",
+        out.sse_resumed,
         fleet.logs()
     );
     // And each was on the killed instance: HAProxy counts them lost there. Its checks mark
@@ -343,11 +396,12 @@ fn an_upgrade_in_place_of_one_instance_under_load_fails_no_call() {
         "{}",
         instance.gw.log()
     );
+    let gone = instance.gw.log();
     instance.gw = new;
     fleet.proxy.wait_up(INSTANCES, Duration::from_secs(20));
     load.until_more(300);
     let out = load.stop(&fleet.rt);
-    assert_no_failure(&fleet, &out);
+    assert_no_failure(&fleet, &out, &gone);
 }
 
 #[test]

@@ -97,8 +97,20 @@ impl SseClient {
             if frame.starts_with(':') {
                 continue;
             }
-            let data = frame
-                .strip_prefix("event: message\ndata: ")
+            // `event: message`, its `id: <n>@<session>` (what a client reconnecting sends back
+            // as `Last-Event-ID`) and its data.
+            let mut lines = frame.lines();
+            assert_eq!(lines.next(), Some("event: message"), "{frame:?}");
+            let id = lines.next().and_then(|l| l.strip_prefix("id: "));
+            assert!(
+                id.is_some_and(|id| id
+                    .split_once('@')
+                    .is_some_and(|(n, _)| n.parse::<u64>().is_ok())),
+                "an SSE message names its session in its id: {frame:?}"
+            );
+            let data = lines
+                .next()
+                .and_then(|l| l.strip_prefix("data: "))
                 .unwrap_or_else(|| panic!("unexpected SSE frame {frame:?}"));
             return serde_json::from_str(data).unwrap();
         }

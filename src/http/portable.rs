@@ -8,6 +8,13 @@
 //! restored, its subscriptions made again, and its upstream sessions are opened afresh on its
 //! first request to each upstream, as on any instance.
 //!
+//! A legacy SSE session is its stream, and ends with it; but what its client said at
+//! `initialize` is stored too, and every event on the stream has the id `<n>@<session id>`. A
+//! client that opens the stream again with the last id it read as `Last-Event-ID` (as an
+//! EventSource does when a stream breaks, on whatever instance the balancer picks) gets a new
+//! session that carries the old one's profile and subscriptions ([`resume_sse`]), so it goes on
+//! without initializing again.
+//!
 //! Nothing here is on the path of a request of a session the instance holds: its last use goes
 //! to the store in a batch from the sweeper ([`flush`]), and an end is announced on the store's
 //! change channel ([`follow_ends`]) so that every instance lets the session go.
@@ -60,23 +67,9 @@ pub(super) async fn recover(state: &Arc<AppState>, id: &str, principal: &Arc<Pri
         // Here already (another principal's, or taken in by a request meanwhile).
         return state.sessions.touch(id, &principal.id);
     }
-    let hash = id_hash(id);
-    let loaded = state
-        .registry
-        .on_store(move |store| store.load_session(&hash))
-        .await;
-    let stored = match loaded {
-        Ok(Some(stored)) => stored,
-        Ok(None) => return false,
-        Err(err) => {
-            tracing::warn!(session = %fingerprint(id), error = %err, "session not found here and the store cannot be read");
-            return false;
-        }
-    };
-    let idle = i64::try_from(state.sessions.limits().idle.as_secs()).unwrap_or(i64::MAX);
-    if *stored.owner != *principal.id || stored.seen_at < unix_now().saturating_sub(idle) {
+    let Some(stored) = stored_for(state, principal, id).await else {
         return false;
-    }
+    };
     let Some(profile) = profile_of(&stored.profile) else {
         tracing::warn!(session = %fingerprint(id), "stored session has an unreadable client profile; not taken in");
         return false;
@@ -130,6 +123,49 @@ async fn resubscribe(
     }
 }
 
+/// A legacy SSE client takes up the session `old` on its new stream `new`: what it said at
+/// `initialize` (from the store) is the new session's, so it goes on without initializing
+/// again; its resource subscriptions are made again. Nothing when the store has no such
+/// session, it is another principal's, or it was idle past the limit: the new stream is then a
+/// new session, as it always was.
+pub(super) async fn resume_sse(
+    state: &Arc<AppState>,
+    principal: &Arc<Principal>,
+    old: &str,
+    new: &str,
+) {
+    let Some(stored) = stored_for(state, principal, old).await else {
+        return;
+    };
+    let Some(profile) = profile_of(&stored.profile) else {
+        return;
+    };
+    keep(state, new, principal, &profile).await;
+    let key = SessionKey::Sse(new.into());
+    state.clients.insert(key.clone(), profile);
+    tracing::info!(session = %fingerprint(new), from = %fingerprint(old), "SSE session taken up again on a new stream");
+    resubscribe(state, principal, &key, &stored.subscriptions).await;
+}
+
+/// The stored session `id`, if it is `principal`'s and not idle past the limit.
+async fn stored_for(state: &AppState, principal: &Principal, id: &str) -> Option<StoredSession> {
+    let hash = id_hash(id);
+    let loaded = state
+        .registry
+        .on_store(move |store| store.load_session(&hash))
+        .await;
+    let stored = match loaded {
+        Ok(found) => found?,
+        Err(err) => {
+            tracing::warn!(session = %fingerprint(id), error = %err, "session not found here and the store cannot be read");
+            return None;
+        }
+    };
+    let idle = i64::try_from(state.sessions.limits().idle.as_secs()).unwrap_or(i64::MAX);
+    let fresh = stored.seen_at >= unix_now().saturating_sub(idle);
+    (*stored.owner == *principal.id && fresh).then_some(stored)
+}
+
 /// A resource subscription of a Streamable-HTTP session was made or dropped through `scope`:
 /// the store follows, so that an instance taking the session in makes it again.
 pub(super) async fn subscription_changed(
@@ -139,7 +175,7 @@ pub(super) async fn subscription_changed(
     uri: &str,
     subscribed: bool,
 ) {
-    let SessionKey::Streamable(id) = session else {
+    let (SessionKey::Streamable(id) | SessionKey::Sse(id)) = session else {
         return;
     };
     let hash = id_hash(id);
@@ -177,6 +213,8 @@ pub(super) async fn ended(state: &AppState, id: &str) {
 /// down, or this instance fell behind).
 pub async fn flush(state: &Arc<AppState>, since: Instant) {
     let used = state.sessions.used_since(since);
+    // An SSE session is in use for as long as its stream is open (it ends with the stream).
+    let streams = state.sse.hashes();
     let now = unix_now();
     let idle = state.sessions.limits().idle;
     let cutoff = now.saturating_sub(i64::try_from(idle.as_secs()).unwrap_or(i64::MAX));
@@ -188,6 +226,9 @@ pub async fn flush(state: &Arc<AppState>, since: Instant) {
             } else {
                 store.touch_sessions(&used, now)?
             };
+            if !streams.is_empty() {
+                store.touch_sessions(&streams, now)?;
+            }
             Ok((ended, store.expire_sessions(cutoff)?))
         })
         .await;

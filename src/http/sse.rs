@@ -116,6 +116,14 @@ impl SseSessions {
         )
     }
 
+    /// How the store names each open session ([`crate::store::sessions::id_hash`]).
+    pub fn hashes(&self) -> Vec<String> {
+        self.lock()
+            .keys()
+            .map(|id| crate::store::sessions::id_hash(id))
+            .collect()
+    }
+
     /// Number of open SSE streams.
     pub fn len(&self) -> usize {
         self.lock().len()
@@ -157,8 +165,9 @@ impl Drop for Guard {
 pub async fn stream_all(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Arc<Principal>>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
-    open(state, Scope::All, principal)
+    open(state, Scope::All, principal, &headers).await
 }
 
 /// `GET /servers/{name}/sse`: a stream for one upstream, names as it gives them.
@@ -166,6 +175,7 @@ pub async fn stream_one(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Arc<Principal>>,
     Path(name): Path<String>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     if state.registry.get(&name).is_none() {
         return (
@@ -174,10 +184,26 @@ pub async fn stream_one(
         )
             .into_response();
     }
-    open(state, Scope::One(name), principal)
+    open(state, Scope::One(name), principal, &headers).await
 }
 
-fn open(state: Arc<AppState>, scope: Scope, principal: Arc<Principal>) -> Response {
+/// The session a reconnecting client's stream belonged to: an event id is `<n>@<session id>`,
+/// and a client whose stream broke sends the last one it saw as `Last-Event-ID`.
+fn resumed_from(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let last = headers
+        .get(&crate::h1::fields::LAST_EVENT_ID)?
+        .to_str()
+        .ok()?;
+    let (_, id) = last.trim().split_once('@')?;
+    (!id.is_empty()).then_some(id)
+}
+
+async fn open(
+    state: Arc<AppState>,
+    scope: Scope,
+    principal: Arc<Principal>,
+    headers: &axum::http::HeaderMap,
+) -> Response {
     let limits = state.sessions.limits();
     if state.sse.len() >= limits.max {
         return super::mcp::too_many_sessions(limits, "SSE");
@@ -196,11 +222,17 @@ fn open(state: Arc<AppState>, scope: Scope, principal: Arc<Principal>) -> Respon
         Session {
             tx,
             scope,
-            principal,
+            principal: principal.clone(),
             close: close.clone(),
         },
     );
     tracing::debug!(session = %crate::session::fingerprint(&id), "SSE session opened");
+    // A client taking its session up again on a new stream (its old one broke, or the
+    // instance holding it went): what it said at `initialize` carries over, so it does not
+    // initialize again. Done before the stream starts, so its first message finds it.
+    if let Some(old) = resumed_from(headers) {
+        super::portable::resume_sse(&state, &principal, old, &id).await;
+    }
     let period = state.sse.keepalive;
     // The first tick of a plain `interval` is immediate; a keep-alive is only useful after a pause.
     let mut keepalive = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -209,6 +241,7 @@ fn open(state: Arc<AppState>, scope: Scope, principal: Arc<Principal>) -> Respon
         first: Some(Bytes::from(format!(
             "event: endpoint\ndata: /message?session_id={id}\n\n"
         ))),
+        sent: 0,
         rx,
         keepalive,
         close,
@@ -236,7 +269,12 @@ fn open(state: Arc<AppState>, scope: Scope, principal: Arc<Principal>) -> Respon
                     s._guard.state.sse.release(&s._guard.id);
                     continue;
                 }
-                msg = s.rx.recv() => Bytes::from(format!("event: message\ndata: {}\n\n", msg?)),
+                msg = s.rx.recv() => {
+                    // The id names the session, for a client that comes back with it.
+                    s.sent += 1;
+                    let (n, id) = (s.sent, &s._guard.id);
+                    Bytes::from(format!("event: message\nid: {n}@{id}\ndata: {}\n\n", msg?))
+                }
                 _ = s.keepalive.tick() => Bytes::from_static(b": keep-alive\n\n"),
             };
             return Some((Ok(frame), s));
@@ -256,6 +294,8 @@ fn open(state: Arc<AppState>, scope: Scope, principal: Arc<Principal>) -> Respon
 
 struct StreamState {
     first: Option<Bytes>,
+    /// Messages sent so far (their event ids count them).
+    sent: u64,
     rx: mpsc::Receiver<Box<Value>>,
     keepalive: tokio::time::Interval,
     close: CancellationToken,

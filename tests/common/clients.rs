@@ -231,6 +231,11 @@ pub struct SseSession {
     bearer: Option<String>,
     events: mpsc::UnboundedReceiver<Value>,
     _reader: tokio::task::JoinHandle<()>,
+    /// Where the stream was opened (`base`, `path`), to open it again.
+    base: String,
+    path: String,
+    /// The id of the last event read, as an EventSource keeps it.
+    last_id: Arc<std::sync::Mutex<Option<String>>>,
 }
 
 impl SseSession {
@@ -241,11 +246,58 @@ impl SseSession {
         path: &str,
         bearer: Option<&str>,
     ) -> anyhow::Result<Self> {
+        let last_id = Arc::new(std::sync::Mutex::new(None));
+        let (endpoint, events, reader) =
+            Self::connect(&http, base, path, bearer, last_id.clone()).await?;
+        Ok(Self {
+            http,
+            endpoint,
+            bearer: bearer.map(str::to_owned),
+            events,
+            _reader: reader,
+            base: base.to_owned(),
+            path: path.to_owned(),
+            last_id,
+        })
+    }
+
+    /// Open the stream again as an EventSource does after losing it: with the last event id
+    /// it read as `Last-Event-ID`; the session's new endpoint replaces the old.
+    pub async fn reopen(&mut self) -> anyhow::Result<()> {
+        self._reader.abort();
+        let (endpoint, events, reader) = Self::connect(
+            &self.http,
+            &self.base,
+            &self.path,
+            self.bearer.as_deref(),
+            self.last_id.clone(),
+        )
+        .await?;
+        self.endpoint = endpoint;
+        self.events = events;
+        self._reader = reader;
+        Ok(())
+    }
+
+    async fn connect(
+        http: &reqwest::Client,
+        base: &str,
+        path: &str,
+        bearer: Option<&str>,
+        last_id: Arc<std::sync::Mutex<Option<String>>>,
+    ) -> anyhow::Result<(
+        String,
+        mpsc::UnboundedReceiver<Value>,
+        tokio::task::JoinHandle<()>,
+    )> {
         let mut req = http
             .get(format!("{base}{path}"))
             .header("accept", "text/event-stream");
         if let Some(b) = bearer {
             req = req.bearer_auth(b);
+        }
+        if let Some(id) = last_id.lock().unwrap().clone() {
+            req = req.header("last-event-id", id);
         }
         let resp = req.timeout(Duration::from_secs(3600)).send().await?;
         anyhow::ensure!(
@@ -274,6 +326,8 @@ impl SseSession {
                             };
                         } else if let Some(d) = line.strip_prefix("data:") {
                             data.push_str(d.trim_start());
+                        } else if let Some(id) = line.strip_prefix("id:") {
+                            *last_id.lock().unwrap() = Some(id.trim().to_owned());
                         }
                     }
                     if event == "endpoint" {
@@ -287,13 +341,7 @@ impl SseSession {
             }
         });
         let endpoint = tokio::time::timeout(Duration::from_secs(10), endpoint_rx).await??;
-        Ok(Self {
-            http,
-            endpoint: format!("{base}{endpoint}"),
-            bearer: bearer.map(str::to_owned),
-            events,
-            _reader: reader,
-        })
+        Ok((format!("{base}{endpoint}"), events, reader))
     }
 
     /// The URL its messages are posted to (`…/message?session_id=…`).

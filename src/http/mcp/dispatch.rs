@@ -191,8 +191,14 @@ async fn initialize(
         }
     };
     let profile = ClientProfile::from_initialize(params, version);
-    if let Some(id) = new_session.as_deref() {
-        // Every instance on the store can serve it from now on.
+    // Every instance on the store can serve it from now on (a legacy SSE session's client
+    // can take it up again on a new stream: `portable::resume_sse`).
+    let kept = match (new_session.as_deref(), ctx.session) {
+        (Some(id), _) => Some(id),
+        (None, Some(SessionKey::Sse(id))) => Some(&**id),
+        _ => None,
+    };
+    if let Some(id) = kept {
         super::super::portable::keep(state, id, &ctx.principal, &profile).await;
     }
     state.clients.insert(key, profile);
