@@ -375,14 +375,8 @@ async fn to_peer(
         Scope::One(name) => format!("/servers/{name}/mcp"),
     };
     let uri = path.parse().unwrap_or_default();
-    let method = axum::http::Method::POST;
     let headers = headers.to_map();
-    Reply::Response(
-        state
-            .peers
-            .forward(peer, method, &uri, &headers, body)
-            .await,
-    )
+    Reply::Response(state.peers.forward(peer, &uri, &headers, body).await)
 }
 
 /// A message posted over Streamable HTTP, past the session stage.

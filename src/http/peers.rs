@@ -118,21 +118,14 @@ impl Peers {
         (url != inner.me).then_some(url)
     }
 
-    /// Send a request this instance cannot serve to the peer at `to`, and relay its answer. A
+    /// Send a `POST` this instance cannot serve to the peer at `to`, and relay its answer. A
     /// peer that cannot be reached (it died with its sessions) is answered as a session that
     /// is gone: 404.
-    pub async fn forward(
-        &self,
-        to: &Url,
-        method: Method,
-        uri: &Uri,
-        headers: &HeaderMap,
-        body: Bytes,
-    ) -> Response {
+    pub async fn forward(&self, to: &Url, uri: &Uri, headers: &HeaderMap, body: Bytes) -> Response {
         let Some(inner) = &self.0 else {
             return gone("no peers");
         };
-        match tokio::time::timeout(PEER_TIMEOUT, inner.send(to, method, uri, headers, body)).await {
+        match tokio::time::timeout(PEER_TIMEOUT, inner.send(to, uri, headers, body)).await {
             Ok(Ok(response)) => response,
             Ok(Err(why)) => {
                 tracing::info!(peer = %to, error = %why, "the instance holding a session cannot be reached; the session is gone");
@@ -159,7 +152,6 @@ impl Inner {
     async fn send(
         &self,
         to: &Url,
-        method: Method,
         uri: &Uri,
         headers: &HeaderMap,
         body: Bytes,
@@ -173,7 +165,7 @@ impl Inner {
             .map_err(|e| format!("connect: {e}"))?;
         let _ = tcp.set_nodelay(true);
         let mut request = http::Request::builder()
-            .method(method)
+            .method(Method::POST)
             .uri(uri.path_and_query().map_or("/", |p| p.as_str()));
         for (name, value) in headers {
             if !is_hop_by_hop(name) {

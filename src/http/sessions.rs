@@ -103,9 +103,6 @@ impl Sessions {
     /// vouches is `owner`'s: `Ok(false)` when it is here already (a request that came at the
     /// same time took it in first).
     pub(crate) fn adopt(&self, id: &str, owner: &Principal) -> Result<bool, OpenError> {
-        if self.lock().contains_key(id) {
-            return Ok(false);
-        }
         self.insert(id, owner)
     }
 
@@ -150,15 +147,18 @@ impl Sessions {
     /// Let go of the session the store names `hash` (it ended on another instance); its id if
     /// it was here.
     pub(crate) fn forget_hashed(&self, hash: &str) -> Option<String> {
-        let mut ids = self.lock();
-        let id = ids
-            .iter()
-            .find(|(_, entry)| &*entry.hash == hash)
-            .map(|(id, _)| id.clone())?;
-        ids.remove(&id);
-        drop(ids);
+        let id = self.id_of(hash)?;
+        self.lock().remove(&id);
         self.logs_lock().remove(&id);
         Some(id)
+    }
+
+    /// The id of the session held here that the store names `hash`.
+    fn id_of(&self, hash: &str) -> Option<String> {
+        self.lock()
+            .iter()
+            .find(|(_, entry)| &*entry.hash == hash)
+            .map(|(id, _)| id.clone())
     }
 
     /// Whether `owner` may open a session now: the table has room and `owner` is within its
@@ -274,12 +274,7 @@ impl Sessions {
     /// Queue `data` for the session the store names `hash`, if its client reads its stream
     /// here (another instance had it to send); whether it was queued.
     pub(crate) fn push_if_streaming(&self, hash: &str, data: Arc<str>) -> bool {
-        let id = self
-            .lock()
-            .iter()
-            .find(|(_, entry)| &*entry.hash == hash)
-            .map(|(id, _)| id.clone());
-        let Some(id) = id else {
+        let Some(id) = self.id_of(hash) else {
             return false;
         };
         match self.logs_lock().get(&id) {

@@ -336,19 +336,16 @@ pub async fn post_message(
         let peer = state.peers.owner_of(&id);
         return match peer {
             Some(peer) if !headers.contains_key(super::peers::FORWARDED) => {
-                let method = axum::http::Method::POST;
-                state
-                    .peers
-                    .forward(&peer, method, &uri, &headers, body)
-                    .await
+                state.peers.forward(&peer, &uri, &headers, body).await
             }
             _ => (StatusCode::NOT_FOUND, "could not find session").into_response(),
         };
     };
     // Another principal's session is as unknown as one never opened.
-    let Some(session) = Some(held).filter(|s| s.principal.id == principal.id) else {
+    if held.principal.id != principal.id {
         return (StatusCode::NOT_FOUND, "could not find session").into_response();
-    };
+    }
+    let session = held;
     let msg: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
