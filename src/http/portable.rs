@@ -19,8 +19,9 @@
 //! to the store in a batch from the sweeper ([`flush`]), and an end is announced on the store's
 //! change channel ([`follow_ends`]) so that every instance lets the session go.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -161,9 +162,17 @@ async fn stored_for(state: &AppState, principal: &Principal, id: &str) -> Option
             return None;
         }
     };
-    let idle = i64::try_from(state.sessions.limits().idle.as_secs()).unwrap_or(i64::MAX);
-    let fresh = stored.seen_at >= unix_now().saturating_sub(idle);
+    let fresh = stored.seen_at >= live_since(state, unix_now());
     (*stored.owner == *principal.id && fresh).then_some(stored)
+}
+
+/// The earliest second (Unix) a session can have been last seen in and still be live at `now`.
+/// The store keeps whole seconds, the time of use rounded down: a session is live only if that
+/// second is later than `now` less the idle limit, so a session idle past the limit is never
+/// taken for live (one within the last second of its limit may be taken for idle).
+fn live_since(state: &AppState, now: i64) -> i64 {
+    let idle = i64::try_from(state.sessions.limits().idle.as_secs()).unwrap_or(i64::MAX);
+    now.saturating_sub(idle).saturating_add(1)
 }
 
 /// A resource subscription of a Streamable-HTTP session was made or dropped through `scope`:
@@ -212,20 +221,28 @@ pub(super) async fn ended(state: &AppState, id: &str) {
 /// ones the store no longer holds (their end's notice was missed: the store's channel was
 /// down, or this instance fell behind).
 pub async fn flush(state: &Arc<AppState>, since: Instant) {
-    let used = state.sessions.used_since(since);
+    let now = unix_now();
+    // Each session goes to the store with the second it was last used in, not the time of this
+    // flush, so that it expires there as it does here.
+    let mut used: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    let wall = SystemTime::now();
+    for (hash, ago) in state.sessions.used_since(since) {
+        let seen = wall
+            .checked_sub(ago)
+            .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |at| i64::try_from(at.as_secs()).unwrap_or(i64::MAX));
+        used.entry(seen).or_default().push(hash);
+    }
     // An SSE session is in use for as long as its stream is open (it ends with the stream).
     let streams = state.sse.hashes();
-    let now = unix_now();
-    let idle = state.sessions.limits().idle;
-    let cutoff = now.saturating_sub(i64::try_from(idle.as_secs()).unwrap_or(i64::MAX));
+    let cutoff = live_since(state, now);
     let outcome = state
         .registry
         .on_store(move |store| {
-            let ended = if used.is_empty() {
-                Vec::new()
-            } else {
-                store.touch_sessions(&used, now)?
-            };
+            let mut ended = Vec::new();
+            for (seen, hashes) in &used {
+                ended.extend(store.touch_sessions(hashes, *seen)?);
+            }
             if !streams.is_empty() {
                 store.touch_sessions(&streams, now)?;
             }
@@ -314,8 +331,9 @@ fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// How often the sweeper writes session use to the store; a session idle for the limit is
-/// expired from the store no sooner than the limit after its last write.
+/// How often the sweeper writes session use to the store (each session with the second of its
+/// last use); a session is expired from the store at the first sweep after it was idle for
+/// the limit.
 pub const FLUSH_EVERY: Duration = Duration::from_secs(30);
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use crate::hash::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::access::Principal;
 use crate::access::quota::{Exceeded, SessionQuota, SessionSlot};
@@ -134,13 +134,13 @@ impl Sessions {
         Ok(true)
     }
 
-    /// How the store names the sessions used since `since` (their last use goes to the store
-    /// in one batch, not on each request).
-    pub(crate) fn used_since(&self, since: Instant) -> Vec<String> {
+    /// How the store names the sessions used since `since`, each with the elapsed time since
+    /// its last use (their last use goes to the store in one batch, not on each request).
+    pub(crate) fn used_since(&self, since: Instant) -> Vec<(String, Duration)> {
         self.lock()
             .values()
             .filter(|entry| entry.seen >= since)
-            .map(|entry| entry.hash.to_string())
+            .map(|entry| (entry.hash.to_string(), entry.seen.elapsed()))
             .collect()
     }
 
