@@ -7,13 +7,17 @@
 //!
 //! The scenario driver starts the upstream fixture (`examples/upstream.rs`) and `mcpgw serve` as
 //! real processes on 127.0.0.1 and measures them side by side in one invocation; `load` is the
-//! bare load generator against any loopback MCP endpoint. Every run is bounded in time.
+//! bare load generator against any loopback MCP endpoint. Every run is bounded in time. A third,
+//! `floor-relay PROGRAM ARG...`, is the `stdio` scenario's floor relay (`floor.rs`), which that
+//! scenario starts itself.
 //!
 //! Two HTTP generators: `load.rs` (hyper on tokio) does everything (TLS, redials, `GET` streams,
-//! session ends); `lean.rs` (blocking HTTP/1.1, a thread per connection) does only plain-HTTP
+//! session ends); `lean.rs` (minimal HTTP/1.1, a task owning each connection) does only plain-HTTP
 //! `tools/call` rows, at a fraction of the CPU, for the rows whose calls/s on two shared cores
 //! would otherwise measure the generator as much as mcpgw (the `stdio` and `store` scenarios).
 
+#[path = "mcpload/floor.rs"]
+mod floor;
 #[path = "mcpload/lean.rs"]
 mod lean;
 #[path = "mcpload/load.rs"]
@@ -95,7 +99,13 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let result = if args.get(1).map(String::as_str) == Some("load") {
+    let result = if args.get(1).map(String::as_str) == Some("floor-relay") {
+        // The floor relay of the `stdio` scenario, run by it as a process of its own.
+        match args.get(2) {
+            Some(program) => runtime.block_on(floor::relay(program, &args[3..])),
+            None => Err(anyhow::anyhow!("usage: mcpload floor-relay PROGRAM [ARG]...")),
+        }
+    } else if args.get(1).map(String::as_str) == Some("load") {
         let load = LoadArgs::parse_from(args.iter().skip(1));
         runtime.block_on(run_load(load))
     } else {

@@ -3,6 +3,7 @@
 //! process; then what idle stdio upstreams cost the gateway in memory, beside as many HTTP ones.
 
 use super::*;
+use crate::floor;
 use crate::lean;
 use crate::procs::children_of;
 use crate::stdio::{Direct, Run};
@@ -205,7 +206,23 @@ async fn direct_row(lab: &Lab, fixture: &std::path::Path, mode: Mode) -> Result<
     .with_context(|| format!("the stdio fixture (stderr in {})", log.display()))
 }
 
-/// Through/direct and stdio/HTTP side by side at c=16, then idle memory per stdio upstream.
+/// The fixture on stdio behind the floor relay (`crate::floor`, a process of its own, its CPU in
+/// the gateway's column), driven by the lean generator as mcpgw is.
+async fn floor_row(lab: &Lab, fixture: &std::path::Path, mode: Mode) -> Result<Row> {
+    let mut cmd = std::process::Command::new(std::env::current_exe()?);
+    cmd.arg("floor-relay").arg(fixture).arg("--stdio");
+    let relay = crate::procs::Proc::spawn(cmd, floor::READY, &lab.p("floor-relay.log"))?;
+    let target = Target::new(
+        &format!("{}/mcp", relay.ready[floor::READY.len()..].trim()),
+        None,
+        None,
+    )?;
+    let child = children(relay.pid(), 1).await?[0];
+    http_row("floor-stdio", &target, "echo", mode, Some(relay.pid()), child).await
+}
+
+/// Through/direct and stdio/HTTP side by side at c=16, with the floor relay beside mcpgw on
+/// stdio, then idle memory per stdio upstream.
 pub async fn stdio(mode: Mode) -> Result<Outcome> {
     let lab = Lab::new()?;
     let fixture = crate::procs::upstream_bin()?;
@@ -223,6 +240,7 @@ pub async fn stdio(mode: Mode) -> Result<Outcome> {
     let rows = [
         direct_stdio,
         http_row("mcpgw-stdio", &through, "stdio__echo", mode, gw_pid, child).await?,
+        floor_row(&lab, &fixture, mode).await?,
         http_row(
             "direct-http",
             &direct_http,
@@ -243,18 +261,27 @@ pub async fn stdio(mode: Mode) -> Result<Outcome> {
         .await?,
     ];
     let mut out = tabled(&rows);
-    let [direct_stdio, via_stdio, direct_http, via_http] = &rows;
+    let [direct_stdio, via_stdio, floor, direct_http, via_http] = &rows;
     let gw_of = Row::gateway_or_nan;
     let cpu_ratio = gw_of(via_stdio) / gw_of(via_http);
     let rate_ratio = via_stdio.report.rate() / direct_stdio.report.rate();
+    let floor_ratio = floor.report.rate() / direct_stdio.report.rate();
+    let to_floor = via_stdio.report.rate() / floor.report.rate();
     let http_rate_ratio = via_http.report.rate() / direct_http.report.rate();
     out.table.push_str(&format!(
         "gateway CPU per call, stdio / HTTP upstream: {cpu_ratio:.2} ({:.1} / {:.1} µs; goal ≤ 1.5)\n\
-         calls/s through mcpgw / directly, stdio: {rate_ratio:.2} ({:.0} / {:.0}; goal ≥ 0.5); HTTP: {http_rate_ratio:.2}\n",
+         calls/s through mcpgw / directly, stdio: {rate_ratio:.2} ({:.0} / {:.0}; goal ≥ 0.5); HTTP: {http_rate_ratio:.2}\n\
+         calls/s through the floor relay / directly, stdio: {floor_ratio:.2} ({:.0} / {:.0}): the most a gateway reaches here\n\
+         mcpgw / floor relay, stdio: calls/s {to_floor:.2}, CPU per call {:.2} ({:.1} / {:.1} µs)\n",
         gw_of(via_stdio),
         gw_of(via_http),
         via_stdio.report.rate(),
         direct_stdio.report.rate(),
+        floor.report.rate(),
+        direct_stdio.report.rate(),
+        gw_of(via_stdio) / gw_of(floor),
+        gw_of(via_stdio),
+        gw_of(floor),
     ));
     verdict(
         &mut out,
@@ -307,6 +334,8 @@ pub async fn stdio(mode: Mode) -> Result<Outcome> {
         "runs": rows.iter().map(Row::json).collect::<Vec<_>>(),
         "gateway_cpu_stdio_to_http": cpu_ratio,
         "through_to_direct_stdio": rate_ratio,
+        "floor_to_direct_stdio": floor_ratio,
+        "through_to_floor_stdio": to_floor,
         "through_to_direct_http": http_rate_ratio,
         "idle_stdio": idle.json(),
         "idle_http": idle_http.json(),
