@@ -103,7 +103,9 @@ fn main() {
         // The floor relay of the `stdio` scenario, run by it as a process of its own.
         match args.get(2) {
             Some(program) => runtime.block_on(floor::relay(program, &args[3..])),
-            None => Err(anyhow::anyhow!("usage: mcpload floor-relay PROGRAM [ARG]...")),
+            None => Err(anyhow::anyhow!(
+                "usage: mcpload floor-relay PROGRAM [ARG]..."
+            )),
         }
     } else if args.get(1).map(String::as_str) == Some("load") {
         let load = LoadArgs::parse_from(args.iter().skip(1));

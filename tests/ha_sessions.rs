@@ -178,6 +178,19 @@ fn a_session_outlives_its_instance_with_its_subscriptions_and_ends_everywhere_wh
         );
         touch_until_seen(&http, &fleet.up.base, other, &mut events, &what).await;
 
+        // The same for an update too long for a notice (its URI alone is 10,000 bytes): it is
+        // kept in the store, and the notice names it.
+        let long = format!("test://long-{}", "x".repeat(10_000));
+        let subscribe = serde_json::json!({"jsonrpc": "2.0", "id": 4,
+            "method": "resources/subscribe", "params": {"uri": long}});
+        let (_, answer) = sent(&http, reqwest::Method::POST, &on_two, &id, Some(&subscribe)).await;
+        assert!(answer.get("result").is_some(), "{answer}");
+        let what = format!(
+            "an update too long for a notice did not reach the stream on instance 1\n{}",
+            fleet.logs()
+        );
+        touch_until_seen(&http, &fleet.up.base, &long, &mut events, &what).await;
+
         // Calls go on through instance 2 under the same id.
         let call = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
             "params": {"name": "echo", "arguments": {"text": "still here"}}});

@@ -41,7 +41,9 @@ pub async fn relay(program: &str, args: &[String]) -> Result<()> {
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = BufReader::with_capacity(4 << 10, child.stdout.take().expect("piped"));
     // The child's own session, opened once for every client.
-    stdin.write_all(format!("{INITIALIZE}\n").as_bytes()).await?;
+    stdin
+        .write_all(format!("{INITIALIZE}\n").as_bytes())
+        .await?;
     let mut line = Vec::new();
     stdout.read_until(b'\n', &mut line).await?;
     if !crate::load::has_result(&line) {
@@ -189,7 +191,9 @@ impl Conn {
             let body = &buf[head_end..done];
             out.clear();
             match client_id(body) {
-                None => out.extend_from_slice(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n"),
+                None => {
+                    out.extend_from_slice(b"HTTP/1.1 202 Accepted\r\ncontent-length: 0\r\n\r\n")
+                }
                 Some((at, len)) if is_initialize(body) => {
                     let answer = format!(
                         r#"{{"jsonrpc":"2.0","id":{},"result":{{"protocolVersion":"2025-11-25","capabilities":{{"tools":{{}}}},"serverInfo":{{"name":"floor-relay","version":"1"}}}}}}"#,
@@ -224,7 +228,8 @@ impl Conn {
         self.lines
             .send(line)
             .map_err(|_| anyhow!("the child's stdin is closed"))?;
-        rx.await.map_err(|_| anyhow!("the child's stdout is closed"))
+        rx.await
+            .map_err(|_| anyhow!("the child's stdout is closed"))
     }
 }
 
@@ -259,4 +264,3 @@ fn respond(out: &mut Vec<u8>, body: &[u8], extra: &str) {
     );
     out.extend_from_slice(body);
 }
-

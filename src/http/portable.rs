@@ -292,11 +292,41 @@ pub fn follow_ends(
                 Ok(StoreChange::SessionEvent { hash, message }) => {
                     state.sessions.push_if_streaming(&hash, message.into());
                 }
+                // Read here, in turn, so that it keeps its place among the session's messages.
+                Ok(StoreChange::SessionEventStored { hash, id }) => {
+                    take_stored_event(&state, &hash, id).await;
+                }
                 Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => break,
             }
         }
     }))
+}
+
+/// Send the stored message `id` for the session the store names `hash`, if its client reads its
+/// stream here (only that instance reads the row).
+async fn take_stored_event(state: &AppState, hash: &str, id: i64) {
+    if !state.sessions.streaming_hashed(hash) {
+        return;
+    }
+    match state
+        .registry
+        .on_store(move |store| store.load_session_event(id))
+        .await
+    {
+        Ok(Some(message)) => {
+            state.sessions.push_if_streaming(hash, message.into());
+        }
+        Ok(None) => {
+            tracing::warn!(
+                row = id,
+                "a session's stored message was gone before it was read"
+            )
+        }
+        Err(err) => {
+            tracing::warn!(row = id, error = %err, "a session's stored message could not be read")
+        }
+    }
 }
 
 /// A server-to-client message queued for session `id`, whose client has no stream open here:

@@ -271,6 +271,11 @@ impl Sessions {
             .is_some_and(|log| log.0.streaming())
     }
 
+    /// Whether the client of the session the store names `hash` reads its stream here.
+    pub(crate) fn streaming_hashed(&self, hash: &str) -> bool {
+        self.id_of(hash).is_some_and(|id| self.streaming(&id))
+    }
+
     /// Queue `data` for the session the store names `hash`, if its client reads its stream
     /// here (another instance had it to send); whether it was queued.
     pub(crate) fn push_if_streaming(&self, hash: &str, data: Arc<str>) -> bool {

@@ -188,7 +188,8 @@ impl Reloader {
                         Ok(
                             StoreChange::Upstream(_)
                             | StoreChange::SessionEnded(_)
-                            | StoreChange::SessionEvent { .. },
+                            | StoreChange::SessionEvent { .. }
+                            | StoreChange::SessionEventStored { .. },
                         ) => continue,
                         Err(RecvError::Closed) => break,
                     },

@@ -172,6 +172,19 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             PRIMARY KEY (rotation, instance)
         );",
     },
+    // 6: server-to-client messages for a session passed between instances that are too long
+    // for a notice (see `super::sessions::STORED_EVENT_NOTICE`), kept a minute. SQLite has one
+    // instance, which passes nothing on.
+    Migration {
+        sqlite: "",
+        postgres: "CREATE TABLE session_events (
+            id BIGSERIAL PRIMARY KEY,
+            id_hash TEXT NOT NULL,
+            message TEXT NOT NULL,
+            created_ms BIGINT NOT NULL
+        );
+        CREATE INDEX session_events_created_ms ON session_events (created_ms);",
+    },
 ];
 
 /// Newest schema version this build understands.

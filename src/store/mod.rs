@@ -128,6 +128,14 @@ pub enum StoreChange {
         /// The message, serialized.
         message: String,
     },
+    /// As [`StoreChange::SessionEvent`], for a message too long for a notice: it is in the
+    /// store under this row id ([`Store::load_session_event`]).
+    SessionEventStored {
+        /// [`sessions::id_hash`] of the session.
+        hash: String,
+        /// The row holding the message.
+        id: i64,
+    },
 }
 
 /// How the gateway speaks to an upstream.
@@ -535,8 +543,13 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     -> Result<Vec<String>, StoreError>;
     /// Drop the sessions no instance has seen used since `seen_before` (Unix seconds); how many.
     fn expire_sessions(&self, seen_before: i64) -> Result<u64, StoreError>;
+    /// A message announced by [`StoreChange::SessionEventStored`], while the store keeps it.
+    fn load_session_event(&self, _id: i64) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
     /// Announce a server-to-client message for a session to every instance
-    /// ([`StoreChange::SessionEvent`]); nothing for a store only this instance uses.
+    /// ([`StoreChange::SessionEvent`], or [`StoreChange::SessionEventStored`] for one over
+    /// [`sessions::MAX_EVENT`] bytes); nothing for a store only this instance uses.
     fn publish_session_event(&self, id_hash: &str, message: &str) -> Result<(), StoreError> {
         let _ = (id_hash, message);
         Ok(())

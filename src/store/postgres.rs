@@ -585,12 +585,19 @@ impl Store for PostgresStore {
 
     fn publish_session_event(&self, id_hash: &str, message: &str) -> Result<(), StoreError> {
         if message.len() > super::sessions::MAX_EVENT {
-            return Err(StoreError::Query {
-                detail: format!(
-                    "a message of {} bytes is over what a notice carries ({} bytes)",
-                    message.len(),
-                    super::sessions::MAX_EVENT
-                ),
+            // Kept in a row, which the notice names, in the one statement.
+            let prefix = format!("{}{id_hash}:", super::sessions::STORED_EVENT_NOTICE);
+            return self.run(|c| async move {
+                c.execute(
+                    "WITH kept AS (INSERT INTO session_events (id_hash, message, created_ms) \
+                     VALUES ($1, $2, (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT) \
+                     RETURNING id) \
+                     SELECT pg_notify('mcpgw_registry', $3 || kept.id::TEXT) FROM kept",
+                    &[&id_hash, &message, &prefix],
+                )
+                .await
+                .map(drop)
+                .map_err(|e| self.failed(&e))
             });
         }
         let payload = format!("{}{id_hash}:{message}", super::sessions::EVENT_NOTICE);
@@ -602,9 +609,28 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    fn expire_sessions(&self, seen_before: i64) -> Result<u64, StoreError> {
-        // Each expired session is announced like a `DELETE`d one, so instances let it go.
+    fn load_session_event(&self, id: i64) -> Result<Option<String>, StoreError> {
         self.run(|c| async move {
+            let row = c
+                .query_opt("SELECT message FROM session_events WHERE id = $1", &[&id])
+                .await
+                .map_err(|e| self.failed(&e))?;
+            Ok(row.map(|r| r.get(0)))
+        })
+    }
+
+    fn expire_sessions(&self, seen_before: i64) -> Result<u64, StoreError> {
+        // Each expired session is announced like a `DELETE`d one, so instances let it go; and
+        // the stored messages every instance has had time to read go.
+        let keep = super::sessions::STORED_EVENT_KEEP_MS;
+        self.run(|c| async move {
+            c.execute(
+                "DELETE FROM session_events WHERE created_ms < \
+                 (extract(epoch FROM clock_timestamp()) * 1000)::BIGINT - $1",
+                &[&keep],
+            )
+            .await
+            .map_err(|e| self.failed(&e))?;
             let rows = c
                 .query(SESSIONS.expire, &[&seen_before])
                 .await

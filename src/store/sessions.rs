@@ -97,8 +97,17 @@ pub const ENDED_NOTICE: &str = "session-ended:";
 /// `session-event:<hash>:<message>`.
 pub const EVENT_NOTICE: &str = "session-event:";
 
-/// The largest notice PostgreSQL carries (its limit is 8000 bytes, less the prefix and hash).
+/// The largest message a notice carries (PostgreSQL's limit is 8000 bytes, less the prefix and
+/// hash); a longer one is kept in a table and the notice names its row ([`STORED_EVENT_NOTICE`]).
 pub const MAX_EVENT: usize = 7_800;
+
+/// The prefix of a registry-channel notice naming a stored message for a session:
+/// `session-event-row:<hash>:<row id>`.
+pub const STORED_EVENT_NOTICE: &str = "session-event-row:";
+
+/// How long a stored message is kept for the instances to read (milliseconds): they read it as
+/// soon as its notice comes, so this only bounds what one that fell behind can still send.
+pub const STORED_EVENT_KEEP_MS: i64 = 60_000;
 
 #[cfg(test)]
 mod tests {

@@ -218,7 +218,15 @@ async fn floor_row(lab: &Lab, fixture: &std::path::Path, mode: Mode) -> Result<R
         None,
     )?;
     let child = children(relay.pid(), 1).await?[0];
-    http_row("floor-stdio", &target, "echo", mode, Some(relay.pid()), child).await
+    http_row(
+        "floor-stdio",
+        &target,
+        "echo",
+        mode,
+        Some(relay.pid()),
+        child,
+    )
+    .await
 }
 
 /// Through/direct and stdio/HTTP side by side at c=16, with the floor relay beside mcpgw on

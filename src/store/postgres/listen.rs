@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{CHANNEL, Connector, PgUrl, RETRY_MAX, RETRY_MIN, StoreChange, describe};
 use crate::store::fleet::ROTATION_NOTICE;
-use crate::store::sessions::{ENDED_NOTICE, EVENT_NOTICE};
+use crate::store::sessions::{ENDED_NOTICE, EVENT_NOTICE, STORED_EVENT_NOTICE};
 
 /// Keep a LISTEN connection until `stop`.
 pub(super) async fn run(
@@ -91,6 +91,14 @@ pub(super) async fn drive<S, T>(
                         Some(StoreChange::SessionEvent {
                             hash: hash.to_owned(),
                             message: message.to_owned(),
+                        })
+                    } else if let Some((hash, id)) = payload
+                        .strip_prefix(STORED_EVENT_NOTICE)
+                        .and_then(|e| e.split_once(':'))
+                    {
+                        id.parse().ok().map(|id| StoreChange::SessionEventStored {
+                            hash: hash.to_owned(),
+                            id,
                         })
                     } else if let Some(id) = payload.strip_prefix(ROTATION_NOTICE) {
                         id.parse().ok().map(StoreChange::Rotation)

@@ -45,7 +45,11 @@ impl Registry {
                     change = changes.recv() => match change {
                         Ok(StoreChange::Upstream(name)) => Some(name),
                         // Not the registry's (the sessions table hears it).
-                        Ok(StoreChange::SessionEnded(_) | StoreChange::SessionEvent { .. }) => continue,
+                        Ok(
+                            StoreChange::SessionEnded(_)
+                            | StoreChange::SessionEvent { .. }
+                            | StoreChange::SessionEventStored { .. },
+                        ) => continue,
                         // Not the registry's: the reloader's fleet task follows those.
                         Ok(StoreChange::Rotation(_)) => continue,
                         // Resync, or notices dropped because this task fell behind.
