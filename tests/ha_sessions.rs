@@ -18,14 +18,7 @@ use common::upstream::Upstream;
 #[test]
 fn a_session_opened_through_the_balancer_is_served_by_every_instance() {
     let fleet = Fleet::start();
-    let session = fleet
-        .rt
-        .block_on(clients::Streamable::open(
-            clients::http(None),
-            &fleet.proxy.mcp_url(),
-            Some(CLIENT),
-        ))
-        .unwrap();
+    let session = opened(&fleet, &clients::http(None), &fleet.proxy.mcp_url());
     // Round-robin without stickiness: these calls reach every instance, two of which did
     // not open the session.
     for id in 0..2 * INSTANCES {
@@ -39,6 +32,14 @@ fn a_session_opened_through_the_balancer_is_served_by_every_instance() {
             .unwrap();
         assert!(answer.get("result").is_some(), "call {id}: {answer}");
     }
+}
+
+/// A Streamable-HTTP session of the client opened at `url`.
+fn opened(fleet: &Fleet, http: &reqwest::Client, url: &str) -> clients::Streamable {
+    fleet
+        .rt
+        .block_on(clients::Streamable::open(http.clone(), url, Some(CLIENT)))
+        .unwrap()
 }
 
 /// A request of session `id` on instance `url`, as `bearer`, in the session era.
@@ -110,14 +111,7 @@ fn a_session_outlives_its_instance_with_its_subscriptions_and_ends_everywhere_wh
     let at = |i: usize| format!("http://{}", fleet.instances[i].gw.addr);
     let (one, two) = (at(1), at(2));
     let uri = "test://watched-resource";
-    let session = fleet
-        .rt
-        .block_on(clients::Streamable::open(
-            http.clone(),
-            &format!("{}/servers/rs/mcp", at(0)),
-            Some(CLIENT),
-        ))
-        .unwrap();
+    let session = opened(&fleet, &http, &format!("{}/servers/rs/mcp", at(0)));
     let id = session.session.clone();
     let subscribe = serde_json::json!({"jsonrpc": "2.0", "id": 1,
         "method": "resources/subscribe", "params": {"uri": uri}});
@@ -339,4 +333,55 @@ fn a_held_call_is_resumed_through_another_instance() {
         assert_eq!(done["result"]["resultType"], "complete", "{done}\n{}", fleet.logs());
         assert!(clients::text(&done).contains("ada"), "{done}");
     });
+}
+
+/// A task started through one instance is followed through the others: `tasks/get` and
+/// `tasks/result` reaching an instance whose own upstream session does not hold the task are
+/// passed on to the one that started it, on `/servers/NAME/mcp` and on `/mcp`.
+#[test]
+fn a_task_started_on_one_instance_is_followed_through_the_others() {
+    let fleet = Fleet::start();
+    let http = client();
+    let at = |i: usize| format!("http://{}", fleet.instances[i].gw.addr);
+    for (path, tool) in [("/servers/rs/mcp", "echo"), ("/mcp", "rs__echo")] {
+        let session = opened(&fleet, &http, &format!("{}{path}", at(0)));
+        let id = session.session.clone();
+        let call = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": tool, "arguments": {"text": "run as a task"}, "task": {"ttl": 60000}}});
+        let answer = fleet.rt.block_on(session.request(&call)).unwrap();
+        let task_id = answer
+            .pointer("/result/task/taskId")
+            .and_then(serde_json::Value::as_str)
+            .unwrap_or_else(|| panic!("no task on {path}: {answer}"))
+            .to_owned();
+        fleet.rt.block_on(async {
+            for i in [1, 2] {
+                let url = format!("{}{path}", at(i));
+                let get = serde_json::json!({"jsonrpc": "2.0", "id": 2, "method": "tasks/get",
+                    "params": {"taskId": task_id}});
+                let (status, answer) =
+                    sent(&http, reqwest::Method::POST, &url, &id, Some(&get)).await;
+                assert_eq!(
+                    answer.pointer("/result/status"),
+                    Some(&serde_json::json!("completed")),
+                    "tasks/get on instance {i}{path} ({status}): {answer}\n{}",
+                    fleet.logs()
+                );
+                let result = serde_json::json!({"jsonrpc": "2.0", "id": 3, "method": "tasks/result",
+                    "params": {"taskId": task_id}});
+                let (_, answer) =
+                    sent(&http, reqwest::Method::POST, &url, &id, Some(&result)).await;
+                assert!(
+                    clients::text(&answer).contains("run as a task"),
+                    "tasks/result on instance {i}{path}: {answer}"
+                );
+            }
+            // A task no instance started is still refused, by the instance asked.
+            let get = serde_json::json!({"jsonrpc": "2.0", "id": 4, "method": "tasks/get",
+                "params": {"taskId": "task-none"}});
+            let url = format!("{}{path}", at(1));
+            let (_, answer) = sent(&http, reqwest::Method::POST, &url, &id, Some(&get)).await;
+            assert!(answer.get("error").is_some(), "{answer}");
+        });
+    }
 }

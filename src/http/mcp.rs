@@ -471,7 +471,13 @@ impl Posted {
         if let Some(done) = relay_to_upstream(state, session, &tree).await {
             return done.into();
         }
-        if let Some(peer) = super::relay::answer_for_peer(state, &tree, &self.headers) {
+        // An answer to a question another instance asked, or a `tasks/*` request for a task
+        // another instance holds: passed on to it.
+        let peer = match super::relay::answer_for_peer(state, &tree, &self.headers) {
+            Some(peer) => Some(peer),
+            None => tasks::elsewhere(state, session, &tree, &self.headers).await,
+        };
+        if let Some(peer) = peer {
             let body = Bytes::from(serde_json::to_vec(&tree).unwrap_or_default());
             return to_peer(state, &peer, scope, &self.headers, body).await;
         }

@@ -173,8 +173,9 @@ pub(super) const MIGRATIONS: &[Migration] = &[
         );",
     },
     // 6: server-to-client messages for a session passed between instances that are too long
-    // for a notice (see `super::sessions::STORED_EVENT_NOTICE`), kept a minute. SQLite has one
-    // instance, which passes nothing on.
+    // for a notice (see `super::sessions::STORED_EVENT_NOTICE`), kept a minute; and which
+    // instance holds each task a session started (its upstream session there keeps it), going
+    // with the session. SQLite has one instance, which passes nothing on.
     Migration {
         sqlite: "",
         postgres: "CREATE TABLE session_events (
@@ -183,7 +184,13 @@ pub(super) const MIGRATIONS: &[Migration] = &[
             message TEXT NOT NULL,
             created_ms BIGINT NOT NULL
         );
-        CREATE INDEX session_events_created_ms ON session_events (created_ms);",
+        CREATE INDEX session_events_created_ms ON session_events (created_ms);
+        CREATE TABLE task_owners (
+            id_hash TEXT NOT NULL REFERENCES sessions (id_hash) ON DELETE CASCADE,
+            task_id TEXT NOT NULL,
+            instance TEXT NOT NULL,
+            PRIMARY KEY (id_hash, task_id)
+        );",
     },
 ];
 

@@ -543,6 +543,25 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     -> Result<Vec<String>, StoreError>;
     /// Drop the sessions no instance has seen used since `seen_before` (Unix seconds); how many.
     fn expire_sessions(&self, seen_before: i64) -> Result<u64, StoreError>;
+    /// Task `task_id` of the session `id_hash` runs on the instance peers reach at `instance`
+    /// (where the session's upstream session keeps it); nothing for a session the store does not
+    /// hold, or a store only this instance uses.
+    fn save_task_owner(
+        &self,
+        _id_hash: &str,
+        _task_id: &str,
+        _instance: &str,
+    ) -> Result<(), StoreError> {
+        Ok(())
+    }
+    /// The instance [`Store::save_task_owner`] named for a task of a session.
+    fn load_task_owner(
+        &self,
+        _id_hash: &str,
+        _task_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(None)
+    }
     /// A message announced by [`StoreChange::SessionEventStored`], while the store keeps it.
     fn load_session_event(&self, _id: i64) -> Result<Option<String>, StoreError> {
         Ok(None)

@@ -609,6 +609,38 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    fn save_task_owner(
+        &self,
+        id_hash: &str,
+        task_id: &str,
+        instance: &str,
+    ) -> Result<(), StoreError> {
+        self.run(|c| async move {
+            c.execute(
+                "INSERT INTO task_owners (id_hash, task_id, instance) \
+                 SELECT $1, $2, $3 WHERE EXISTS (SELECT 1 FROM sessions WHERE id_hash = $1) \
+                 ON CONFLICT (id_hash, task_id) DO UPDATE SET instance = EXCLUDED.instance",
+                &[&id_hash, &task_id, &instance],
+            )
+            .await
+            .map(drop)
+            .map_err(|e| self.failed(&e))
+        })
+    }
+
+    fn load_task_owner(&self, id_hash: &str, task_id: &str) -> Result<Option<String>, StoreError> {
+        self.run(|c| async move {
+            let row = c
+                .query_opt(
+                    "SELECT instance FROM task_owners WHERE id_hash = $1 AND task_id = $2",
+                    &[&id_hash, &task_id],
+                )
+                .await
+                .map_err(|e| self.failed(&e))?;
+            Ok(row.map(|r| r.get(0)))
+        })
+    }
+
     fn load_session_event(&self, id: i64) -> Result<Option<String>, StoreError> {
         self.run(|c| async move {
             let row = c

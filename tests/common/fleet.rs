@@ -52,7 +52,7 @@ impl Fleet {
     /// the balancer.
     pub fn start() -> Self {
         let pg = Postgres::start();
-        let up = Upstream::start(&[]);
+        let up = Upstream::start(&["--tasks"]);
         let instances: Vec<Instance> = (0..INSTANCES)
             .map(|_| {
                 let dir = Dir::new();

@@ -6,6 +6,12 @@
 //! `tasks/list` asks every upstream in scope that announced tasks and lists them all.
 //! Status notifications (`notifications/tasks/status`) reach the client as every notification
 //! of its upstream sessions does.
+//!
+//! Instances sharing a store each open their own upstream session for a client session, so a
+//! task lives on the instance whose upstream session started it. The store records that
+//! instance, and a `tasks/get`, `tasks/result` or `tasks/cancel` reaching another one is passed
+//! on to it ([`elsewhere`]). `tasks/list` lists what the upstream sessions of the instance asked
+//! hold.
 
 use std::sync::Mutex;
 
@@ -55,24 +61,78 @@ impl TaskOwners {
     }
 }
 
-/// Remember the task a call's answer names, if any (`/mcp` only: one upstream needs no table).
-pub(super) fn learn(
-    state: &AppState,
-    scope: &Scope,
-    ctx: &Ctx<'_>,
-    upstream: &str,
-    answer: &Value,
-) {
-    if !matches!(scope, Scope::All) {
-        return;
-    }
-    if let Some(task_id) = answer
+/// Remember the task a call's answer names, if any, as run here by `upstream`; with peers, the
+/// store learns that this instance holds it before the answer goes, so that `tasks/*` reaching another instance come
+/// here ([`elsewhere`]).
+pub(super) async fn learn(state: &AppState, ctx: &Ctx<'_>, upstream: &str, answer: &Value) {
+    let Some(task_id) = answer
         .pointer("/result/task/taskId")
         .and_then(Value::as_str)
-    {
-        state
-            .tasks
-            .remember(ctx.session, task_id, upstream.to_owned());
+    else {
+        return;
+    };
+    state
+        .tasks
+        .remember(ctx.session, task_id, upstream.to_owned());
+    let (Some(me), Some(SessionKey::Streamable(id))) = (state.peers.me(), ctx.session) else {
+        return;
+    };
+    let (hash, task_id, me) = (
+        crate::store::sessions::id_hash(id),
+        task_id.to_owned(),
+        me.to_string(),
+    );
+    // Written before the task is answered, so that the client's next request finds it from
+    // any instance (one store write per task started, none per call).
+    let saved = state
+        .registry
+        .on_store(move |store| store.save_task_owner(&hash, &task_id, &me))
+        .await;
+    if let Err(err) = saved {
+        tracing::warn!(error = %err, "a task's instance not written to the store; other instances cannot pass its tasks/* requests on");
+    }
+}
+
+/// The instance holding the task a `tasks/get`, `tasks/result` or `tasks/cancel` of `session`
+/// names, when it is another one: the task lives in the session's upstream session there.
+/// `None` without peers, for a request already passed on, and for a task held here or unknown
+/// to the store (answered here as usual).
+pub(super) async fn elsewhere(
+    state: &AppState,
+    session: Option<&SessionKey>,
+    msg: &Value,
+    headers: &impl crate::h1::fields::Lookup,
+) -> Option<url::Url> {
+    let me = state.peers.me()?;
+    if !matches!(
+        jsonrpc::method(msg),
+        Some("tasks/get" | "tasks/result" | "tasks/cancel")
+    ) {
+        return None;
+    }
+    let Some(SessionKey::Streamable(id)) = session else {
+        return None;
+    };
+    let forwarded = http::HeaderName::from_static(crate::http::peers::FORWARDED);
+    if headers.value(&forwarded).is_some() {
+        return None;
+    }
+    let task_id = msg.pointer("/params/taskId")?.as_str()?;
+    if state.tasks.owner(session, task_id).is_some() {
+        return None;
+    }
+    let (hash, task) = (crate::store::sessions::id_hash(id), task_id.to_owned());
+    let owner = state
+        .registry
+        .on_store(move |store| store.load_task_owner(&hash, &task))
+        .await;
+    match owner {
+        Ok(Some(instance)) => url::Url::parse(&instance).ok().filter(|url| url != me),
+        Ok(None) => None,
+        Err(err) => {
+            tracing::warn!(error = %err, "the store cannot say which instance holds a task; answered here");
+            None
+        }
     }
 }
 
