@@ -106,7 +106,7 @@ impl SseConn {
             return Err(UpstreamError::Closed);
         }
         let mut waiter = expect.map(|id| self.pending.expect(id));
-        let result = tokio::time::timeout(timeout, async {
+        let result = super::deadline::within(timeout, async {
             let pool = &self.client.pool;
             let request = request::post_json(
                 &self.post_target,
@@ -150,12 +150,9 @@ impl SseConn {
             }
         })
         .await;
-        match result {
-            Ok(r) => r,
-            Err(_) => Err(UpstreamError::Timeout {
-                secs: timeout.as_secs(),
-            }),
-        }
+        result.unwrap_or(Err(UpstreamError::Timeout {
+            secs: timeout.as_secs(),
+        }))
     }
 }
 

@@ -264,12 +264,12 @@ impl StdioConn {
                 None => Ok(None),
             }
         };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(outcome) => outcome,
-            Err(_) => Err(UpstreamError::Timeout {
+        // On the connection task's kept timer, as an HTTP upstream's request is.
+        super::deadline::within(timeout, exchange)
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout {
                 secs: timeout.as_secs(),
-            }),
-        }
+            }))
     }
 
     /// Stop the child and wait until it is reaped.
