@@ -222,16 +222,11 @@ impl Reloader {
     /// The files a reload reads, each with what it is: the serving certificate, key and CA
     /// bundles, and every upstream's TLS files given as paths (inline PEM has no file).
     pub fn files(&self) -> Vec<(String, std::path::PathBuf)> {
-        let mut files = Vec::new();
-        if let Some(serving) = &self.serving {
-            let served = serving.files();
-            files.push(("certificate".to_owned(), served.cert.clone()));
-            files.push(("key".to_owned(), served.key.clone()));
-            let cas = [("CA", &served.ca), ("client CA", &served.client_ca)];
-            for (role, path) in cas {
-                files.extend(path.iter().map(|p| (role.to_owned(), p.clone())));
-            }
-        }
+        let mut files = self
+            .serving
+            .as_ref()
+            .map(|serving| serving_files(serving.files()))
+            .unwrap_or_default();
         for up in self.registry.list() {
             let reg = up.registration();
             let tls = &reg.tls;
@@ -247,6 +242,12 @@ impl Reloader {
             }
         }
         files
+    }
+
+    /// Take `baseline` (what the serving files led to before start-up read them) as what was
+    /// last read, unless a reload has read them since; see [`watch::Baseline`].
+    pub fn seed_stamps(&self, baseline: watch::Baseline) {
+        self.stamps.seed(baseline);
     }
 
     /// Step 1: the serving certificate, validated and published (or refused) off the workers.
@@ -370,4 +371,17 @@ impl Reloader {
             }
         }
     }
+}
+
+/// The serving certificate's files, each with what it is: certificate, key and CA bundles.
+pub fn serving_files(served: &crate::tls::serving::TlsFiles) -> Vec<(String, std::path::PathBuf)> {
+    let mut files = vec![
+        ("certificate".to_owned(), served.cert.clone()),
+        ("key".to_owned(), served.key.clone()),
+    ];
+    let cas = [("CA", &served.ca), ("client CA", &served.client_ca)];
+    for (role, path) in cas {
+        files.extend(path.iter().map(|p| (role.to_owned(), p.clone())));
+    }
+    files
 }

@@ -48,6 +48,12 @@ pub fn run(args: &ServeArgs, globals: &GlobalPaths) -> anyhow::Result<()> {
 
 async fn serve(cfg: ServeConfig, wait: Arc<crate::h1::client::Wait>) -> anyhow::Result<()> {
     prepare_data_dir(&cfg.data_dir)?;
+    // Looked at before they are read, as a reload does: the watch compares with this.
+    let baseline = cfg
+        .tls
+        .as_ref()
+        .filter(|_| cfg.tls_watch.is_some())
+        .map(|files| crate::reload::watch::Baseline::of(crate::reload::serving_files(files)));
     let serving = load_serving(&cfg)?;
     let Sockets {
         listener,
@@ -58,6 +64,9 @@ async fn serve(cfg: ServeConfig, wait: Arc<crate::h1::client::Wait>) -> anyhow::
     let local = listener.local_addr()?;
     let signal_rx = signals::install().context("cannot install signal handlers")?;
     let state = build_state(&cfg, local, control.path(), serving, wait).await?;
+    if let Some(baseline) = baseline {
+        state.reload.seed_stamps(baseline);
+    }
 
     let graceful = Arc::new(GracefulShutdown::new());
     let stop = CancellationToken::new();

@@ -67,6 +67,19 @@ fn look(files: Vec<(String, PathBuf)>) -> Seen {
         .collect()
 }
 
+/// What the serving certificate's files led to just before start-up read them: the watch's
+/// first look compares with it, so that a change made between that read and the first look (a
+/// swap right after the gateway says it is ready) is a change. Taken blocking, at start-up.
+#[derive(Debug)]
+pub struct Baseline(Seen);
+
+impl Baseline {
+    /// Look at `files` now.
+    pub fn of(files: Vec<(String, PathBuf)>) -> Self {
+        Self(look(files))
+    }
+}
+
 /// What the files led to when the last reload read them, whoever asked for it: the watch
 /// reloads only what changed since, so a SIGHUP or `cert rotate` after a change is not followed
 /// by a second reload of the same files.
@@ -80,6 +93,14 @@ impl Stamps {
             .await
             .unwrap_or_default();
         *self.lock() = now;
+    }
+
+    /// Take `baseline` for the paths no reload has read yet.
+    pub(super) fn seed(&self, baseline: Baseline) {
+        let mut read = self.lock();
+        for (path, seen) in baseline.0 {
+            read.entry(path).or_insert(seen);
+        }
     }
 
     /// The files in `now` that differ from what the last reload read, as `role path` for the
@@ -116,10 +137,14 @@ pub fn spawn(
     stop: CancellationToken,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        // The first look is the baseline (nothing was read before it, so nothing changed).
+        // The serving files compare with what they led to when start-up read them (seeded by
+        // `serve`); the first look is the baseline of the others (upstream files).
         let files = look_off_workers(&reloader).await;
         let count = files.len();
-        let _ = reloader.stamps.changes(files);
+        if !reloader.stamps.changes(files).is_empty() {
+            // Changed since start-up read them: the next tick reloads.
+            tracing::debug!("certificate files changed since start-up");
+        }
         tracing::info!(
             files = count,
             interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
@@ -215,5 +240,26 @@ mod tests {
             changed(more).is_empty(),
             "a path not read before is no change"
         );
+    }
+
+    #[test]
+    fn a_change_between_the_start_up_read_and_the_first_look_is_a_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("tls.crt");
+        std::fs::write(&cert, "first").unwrap();
+        let files = || vec![("certificate".to_owned(), cert.clone())];
+        let baseline = Baseline::of(files());
+        // Replaced after start-up read it, before the watch first looks.
+        std::fs::write(dir.path().join("next"), "second, longer").unwrap();
+        std::fs::rename(dir.path().join("next"), &cert).unwrap();
+        let read = Stamps::default();
+        read.seed(baseline);
+        assert_eq!(
+            read.changes(look(files())),
+            [format!("certificate {}", cert.display())]
+        );
+        // Without the seed, the first look would have taken the new file as the baseline.
+        let unseeded = Stamps::default();
+        assert!(unseeded.changes(look(files())).is_empty());
     }
 }
