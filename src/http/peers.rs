@@ -24,6 +24,13 @@ use url::Url;
 /// The header a forwarded request carries: the forwarding instance's address.
 pub const FORWARDED: &str = "mcpgw-forwarded";
 
+/// Whether a request was passed on by another instance: it is served here, never passed on again.
+pub fn was_forwarded(headers: &impl crate::h1::fields::Lookup) -> bool {
+    headers
+        .value(&http::HeaderName::from_static(FORWARDED))
+        .is_some()
+}
+
 /// How long a peer has to start answering a forwarded request (a resumed call answers when its
 /// upstream does, or starts a stream sooner).
 const PEER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);

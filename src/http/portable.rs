@@ -221,17 +221,20 @@ pub(super) async fn ended(state: &AppState, id: &str) {
 /// ones the store no longer holds (their end's notice was missed: the store's channel was
 /// down, or this instance fell behind).
 pub async fn flush(state: &Arc<AppState>, since: Instant) {
-    let now = unix_now();
+    let unix = |at: SystemTime| {
+        at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+        })
+    };
+    let wall = SystemTime::now();
+    let now = unix(wall);
     // Each session goes to the store with the second it was last used in, not the time of this
     // flush, so that it expires there as it does here.
     let mut used: BTreeMap<i64, Vec<String>> = BTreeMap::new();
-    let wall = SystemTime::now();
     for (hash, ago) in state.sessions.used_since(since) {
-        let seen = wall
-            .checked_sub(ago)
-            .and_then(|at| at.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |at| i64::try_from(at.as_secs()).unwrap_or(i64::MAX));
-        used.entry(seen).or_default().push(hash);
+        used.entry(wall.checked_sub(ago).map_or(0, unix))
+            .or_default()
+            .push(hash);
     }
     // An SSE session is in use for as long as its stream is open (it ends with the stream).
     let streams = state.sse.hashes();

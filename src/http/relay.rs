@@ -79,8 +79,7 @@ pub(super) fn answer_for_peer(
     if jsonrpc::kind(msg) != Kind::Response {
         return None;
     }
-    let forwarded = http::HeaderName::from_static(super::peers::FORWARDED);
-    if headers.value(&forwarded).is_some() {
+    if super::peers::was_forwarded(headers) {
         return None;
     }
     state.peers.owner_of(msg.get("id")?.as_str()?)

@@ -335,7 +335,7 @@ pub async fn post_message(
     let Some(held) = state.sse.get(&id) else {
         let peer = state.peers.owner_of(&id);
         return match peer {
-            Some(peer) if !headers.contains_key(super::peers::FORWARDED) => {
+            Some(peer) if !super::peers::was_forwarded(&headers) => {
                 state.peers.forward(&peer, &uri, &headers, body).await
             }
             _ => (StatusCode::NOT_FOUND, "could not find session").into_response(),

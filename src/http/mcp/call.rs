@@ -73,11 +73,12 @@ pub(super) async fn forward(
     let send = |caller: Caller| async move { upstream.request_raw(&caller, method, params).await };
     match tracked(state, ctx, &up, || call.id_key(), method, send).await {
         Ok(RawAnswer::Result(result)) => {
-            if NEEDLES.task_id.find(result.text().as_bytes()).is_some()
+            if super::tasks::tracked(state, scope)
+                && NEEDLES.task_id.find(result.text().as_bytes()).is_some()
                 && let Ok(result) = serde_json::from_str::<Value>(result.text())
             {
                 let answer = serde_json::json!({ "result": result });
-                super::tasks::learn(state, ctx, &up.name(), &answer).await;
+                super::tasks::learn(state, scope, ctx, &up.name(), &answer).await;
             }
             let shaped = shaped(result.text(), || result.members(), call.method, modern);
             (write_answer(call.id, "result", &shaped), Status::Ok)

@@ -166,8 +166,7 @@ pub(super) fn elsewhere(
     headers: &impl Lookup,
 ) -> Option<url::Url> {
     memchr::memmem::find(body, STATE_PREFIX.as_bytes())?;
-    let forwarded = http::HeaderName::from_static(crate::http::peers::FORWARDED);
-    if headers.value(&forwarded).is_some() {
+    if crate::http::peers::was_forwarded(headers) {
         return None;
     }
     let resume = Resume::of(body)?;

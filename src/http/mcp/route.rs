@@ -116,7 +116,7 @@ pub(super) async fn route_named(
         }
     }
     let answer = forward(state, ctx, &up, id, method, Value::Object(params)).await;
-    super::tasks::learn(state, ctx, &up.name(), &answer).await;
+    super::tasks::learn(state, scope, ctx, &up.name(), &answer).await;
     answer
 }
 

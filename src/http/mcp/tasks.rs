@@ -2,7 +2,7 @@
 //! client then follows with `tasks/get`, `tasks/result`, `tasks/cancel` and `tasks/list`. They
 //! go to the upstream that runs the task, on the client's own upstream session (where a server
 //! keeps its tasks). On `/servers/{name}/mcp` that is the one upstream; on `/mcp` the gateway
-//! remembers which upstream answered a call with a task, by (session, task id), and
+//! remembers which upstream answered a call with a task, by (session, task id) ([`learn`]), and
 //! `tasks/list` asks every upstream in scope that announced tasks and lists them all.
 //! Status notifications (`notifications/tasks/status`) reach the client as every notification
 //! of its upstream sessions does.
@@ -61,10 +61,26 @@ impl TaskOwners {
     }
 }
 
-/// Remember the task a call's answer names, if any, as run here by `upstream`; with peers, the
-/// store learns that this instance holds it before the answer goes, so that `tasks/*` reaching another instance come
-/// here ([`elsewhere`]).
-pub(super) async fn learn(state: &AppState, ctx: &Ctx<'_>, upstream: &str, answer: &Value) {
+/// Whether the tasks answers name are worth remembering: on `/mcp` (which upstream runs each),
+/// and with peers (which instance holds each). On `/servers/{name}/mcp` of a lone instance
+/// nothing is, and its calls' answers are not even looked at.
+pub(super) fn tracked(state: &AppState, scope: &Scope) -> bool {
+    matches!(scope, Scope::All) || state.peers.me().is_some()
+}
+
+/// Remember the task a call's answer names, if any, as run here by `upstream` (when
+/// [`tracked`]); with peers, the store learns that this instance holds it before the answer
+/// goes, so that `tasks/*` reaching another instance come here ([`elsewhere`]).
+pub(super) async fn learn(
+    state: &AppState,
+    scope: &Scope,
+    ctx: &Ctx<'_>,
+    upstream: &str,
+    answer: &Value,
+) {
+    if !tracked(state, scope) {
+        return;
+    }
     let Some(task_id) = answer
         .pointer("/result/task/taskId")
         .and_then(Value::as_str)
@@ -113,8 +129,7 @@ pub(super) async fn elsewhere(
     let Some(SessionKey::Streamable(id)) = session else {
         return None;
     };
-    let forwarded = http::HeaderName::from_static(crate::http::peers::FORWARDED);
-    if headers.value(&forwarded).is_some() {
+    if crate::http::peers::was_forwarded(headers) {
         return None;
     }
     let task_id = msg.pointer("/params/taskId")?.as_str()?;
