@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo bench --bench mcpload -- all|SCENARIO... [--quick] [--json FILE]
-//! cargo bench --bench mcpload -- load --url URL [--ca F] [--cert F --key F] [-c N] [-n CALLS | -d SECS] [--tool T] [--json FILE] [--token-file F]
+//! cargo bench --bench mcpload -- load --url URL [--ca F] [--cert F --key F] [-c N] [-n CALLS | -d SECS] [--tool T] [--json FILE] [--token-file F] [--lean]
 //! ```
 //!
 //! The scenario driver starts the upstream fixture (`examples/upstream.rs`) and `mcpgw serve` as
@@ -89,6 +89,10 @@ struct LoadArgs {
     /// on the command line).
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
+    /// Drive plain HTTP with the lean generator (`lean.rs`, as the `stdio` rows do) instead of
+    /// hyper's.
+    #[arg(long)]
+    lean: bool,
 }
 
 fn main() {
@@ -139,7 +143,12 @@ async fn run_load(args: LoadArgs) -> Result<()> {
         reconnect_every: None,
         stop: None,
     };
-    let report = load::load(&target, &plan).await?;
+    let report = if args.lean {
+        let workers = lean::prepare(&target, &plan).await?;
+        lean::run(workers, &plan).await.0
+    } else {
+        load::load(&target, &plan).await?
+    };
     println!("calls/s   p50µs   p90µs   p99µs    maxµs  calls  errors");
     println!(
         "{:>7.0} {:>7.0} {:>7.0} {:>7.0} {:>8.0} {:>6} {:>7}",

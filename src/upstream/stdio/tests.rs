@@ -229,22 +229,66 @@ async fn messages_queued_together_reach_the_child_in_one_write_and_a_close_write
     let writer = frame::Writer::new(pipe.clone());
     // On this single-threaded runtime the writer's task has not run yet: all ten wait for it.
     for n in 0..10 {
-        writer
-            .send(format!(r#"{{"id":{n}}}"#).as_bytes())
-            .await
-            .unwrap();
+        send_numbered(&writer, n).await;
     }
     writer.close().await;
-    let writes = pipe.writes.lock().unwrap().clone();
-    assert_eq!(
-        writes.len(),
-        1,
-        "one write for the ten queued lines: {writes:?}"
-    );
-    let text = String::from_utf8(writes[0].clone()).unwrap();
-    let expected: String = (0..10).map(|n| format!("{{\"id\":{n}}}\n")).collect();
-    assert_eq!(text, expected);
+    assert_eq!(the_one_write(&pipe), numbered(0..10), "in the order sent");
     assert!(writer.send(b"{}").await.is_err(), "closed: no more sends");
+}
+
+/// Send the message `{"id":n}`.
+async fn send_numbered(writer: &frame::Writer, n: usize) {
+    writer
+        .send(format!(r#"{{"id":{n}}}"#).as_bytes())
+        .await
+        .unwrap();
+}
+
+/// The lines of the one write `pipe` was given (failing if it was given more or none).
+fn the_one_write(pipe: &Recording) -> Vec<String> {
+    let writes = pipe.writes.lock().unwrap().clone();
+    let texts: Vec<_> = writes.iter().map(|w| String::from_utf8_lossy(w)).collect();
+    assert_eq!(writes.len(), 1, "one write for the queued lines: {texts:?}");
+    texts[0].lines().map(str::to_owned).collect()
+}
+
+/// The lines `{"id":n}` for `ids`.
+fn numbered(ids: std::ops::Range<usize>) -> Vec<String> {
+    ids.map(|n| format!(r#"{{"id":{n}}}"#)).collect()
+}
+
+/// Callers that the runtime runs in one turn share a write, even when the writer's task is
+/// woken by the first of them before the others have run: on the multi-threaded runtime a task
+/// woken by a running one runs next (tokio's LIFO slot), ahead of the callers already due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn callers_due_in_the_same_turn_share_one_write() {
+    let pipe = Recording::default();
+    let writer = std::sync::Arc::new(frame::Writer::new(pipe.clone()));
+    // Let the writer's task reach its wait for the first line.
+    tokio::task::yield_now().await;
+    // Spawned from a task on the worker, the callers wait in its own queue, all due at once
+    // (from the test's thread they would reach the worker one by one).
+    let spawner = writer.clone();
+    tokio::spawn(async move {
+        let callers = (0..4)
+            .map(|n| {
+                let writer = spawner.clone();
+                tokio::spawn(async move { send_numbered(&writer, n).await })
+            })
+            .collect::<Vec<_>>();
+        for caller in callers {
+            caller.await.unwrap();
+        }
+    })
+    .await
+    .unwrap();
+    // Written by now or at the close; the close adds no write of its own for lines it finds
+    // written, so the count is the writer's doing.
+    writer.close().await;
+    // In the order the runtime ran the callers (the last spawned first, from the LIFO slot).
+    let mut lines = the_one_write(&pipe);
+    lines.sort();
+    assert_eq!(lines, numbered(0..4));
 }
 
 #[tokio::test]
