@@ -276,11 +276,14 @@ pub async fn stdio(mode: Mode) -> Result<Outcome> {
     let floor_ratio = floor.report.rate() / direct_stdio.report.rate();
     let to_floor = via_stdio.report.rate() / floor.report.rate();
     let http_rate_ratio = via_http.report.rate() / direct_http.report.rate();
+    let budget = gateway_budget(floor, floor_ratio);
     out.table.push_str(&format!(
         "gateway CPU per call, stdio / HTTP upstream: {cpu_ratio:.2} ({:.1} / {:.1} µs; goal ≤ 1.5)\n\
          calls/s through mcpgw / directly, stdio: {rate_ratio:.2} ({:.0} / {:.0}; goal ≥ 0.5); HTTP: {http_rate_ratio:.2}\n\
          calls/s through the floor relay / directly, stdio: {floor_ratio:.2} ({:.0} / {:.0}): the most a gateway reaches here\n\
-         mcpgw / floor relay, stdio: calls/s {to_floor:.2}, CPU per call {:.2} ({:.1} / {:.1} µs)\n",
+         mcpgw / floor relay, stdio: calls/s {to_floor:.2}, CPU per call {:.2} ({:.1} / {:.1} µs)\n\
+         CPU per call at which a gateway makes 0.5 of direct here: {budget:.1} µs (the floor relay's calls/s \
+         and CPU per call, scaled), against {:.1} µs for the floor relay and {:.1} µs for mcpgw\n",
         gw_of(via_stdio),
         gw_of(via_http),
         via_stdio.report.rate(),
@@ -290,6 +293,8 @@ pub async fn stdio(mode: Mode) -> Result<Outcome> {
         gw_of(via_stdio) / gw_of(floor),
         gw_of(via_stdio),
         gw_of(floor),
+        gw_of(floor),
+        gw_of(via_stdio),
     ));
     verdict(
         &mut out,
@@ -344,11 +349,24 @@ pub async fn stdio(mode: Mode) -> Result<Outcome> {
         "through_to_direct_stdio": rate_ratio,
         "floor_to_direct_stdio": floor_ratio,
         "through_to_floor_stdio": to_floor,
+        "gateway_cpu_us_per_call_for_half_of_direct": budget,
         "through_to_direct_http": http_rate_ratio,
         "idle_stdio": idle.json(),
         "idle_http": idle_http.json(),
     });
     Ok(out)
+}
+
+/// The gateway CPU per call (µs) at which calls/s through a gateway would be half the direct
+/// rate on this machine, from the floor relay's row (`floor`, at `floor_ratio` of direct).
+///
+/// On two cores shared by the generator, the gateway and the child, calls/s goes as the CPU all
+/// three spend per call: the floor's row gives that product, and the sum it allows at half the
+/// direct rate, less what the generator and the child spent beside the floor, is the gateway's
+/// share. At exactly 0.5 it is the floor relay's own cost; below, less than the floor spends.
+fn gateway_budget(floor: &Row, floor_ratio: f64) -> f64 {
+    let others = floor.generator_us + floor.upstream_us;
+    2.0 * floor_ratio * (floor.gateway_or_nan() + others) - others
 }
 
 /// The upstreams registered [`IDLE`] times for the memory figure.
