@@ -2,7 +2,8 @@
 //! HTTPS with real upstreams: every page loads without a console error and shows what the JSON
 //! routes say; a killed upstream turns `offline` and back `online`; probe, disable and remove
 //! work by clicking; markup an upstream puts in its names and descriptions stays text; a
-//! client-role token gets no console; the console's files stay within their budget.
+//! client-role token gets no console; the console's files stay within their budget; its probe
+//! carries the credentials registered for the upstream.
 
 mod common;
 
@@ -465,4 +466,87 @@ fn the_consoles_files_weigh_at_most_200_kib() {
         total > 0 && total <= 200 * 1024,
         "the console weighs {total} bytes"
     );
+}
+
+/// The console's probe of a registered upstream sends what the gateway's own requests send: an
+/// upstream that wants a bearer (here another gateway) is probed with its registered token, is
+/// refused with a wrong one (said so), and without one is told apart from a broken endpoint.
+#[test]
+fn the_consoles_probe_sends_the_credentials_registered_for_the_upstream() {
+    let behind_dir = Dir::new();
+    let fixture = Upstream::start(&["--name", "behind-server"]);
+    let behind = Gateway::start(&behind_dir, &[]);
+    behind_dir.run_expect(
+        &["gateway", "add", "inner", &format!("{}/mcp", fixture.base)],
+        0,
+    );
+    let (behind_token, _) = behind_dir.run_expect(
+        &["token", "create", "--sub", "front", "--role", "client"],
+        0,
+    );
+    let behind_url = format!("http://127.0.0.1:{}/mcp", behind.addr.port());
+
+    let dir = Dir::new();
+    let gw = Gateway::start(&dir, &["--no-auth"]);
+    dir.run_expect(
+        &[
+            "gateway",
+            "add",
+            "with-token",
+            &behind_url,
+            "--bearer",
+            behind_token.trim(),
+        ],
+        0,
+    );
+    for (name, bearer) in [("without", None), ("wrong-token", Some("not-a-token"))] {
+        let mut args = vec!["gateway", "add", name, &behind_url, "--defer"];
+        args.extend(bearer.iter().flat_map(|b| ["--bearer", *b]));
+        dir.run_expect(&args, 0);
+    }
+    let base = format!("http://127.0.0.1:{}", gw.addr.port());
+    let client = http(None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let probe = |name: &str| {
+        let request = client.post(format!("{base}/ui/api/upstreams/{name}/probe"));
+        rt.block_on(async {
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), 200, "probe of {name}");
+            response.json::<Value>().await.unwrap()
+        })
+    };
+
+    let report = probe("with-token");
+    assert_eq!(report["ok"], true, "{report:#}");
+    let tools = report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["phase"] == "tools")
+        .unwrap_or_else(|| panic!("no tools phase: {report:#}"));
+    assert!(
+        tools["data"]["names"].to_string().contains("inner__echo"),
+        "the MCP phases ran with the token: {report:#}"
+    );
+
+    for (name, said) in [
+        (
+            "without",
+            "the endpoint wants credentials, which probe does not send",
+        ),
+        (
+            "wrong-token",
+            "the endpoint refused the credentials registered for it",
+        ),
+    ] {
+        let report = probe(name);
+        assert_eq!(report["ok"], false, "{name}: {report:#}");
+        assert_eq!(report["failure"]["phase"], "http", "{name}: {report:#}");
+        let diagnosis = report["failure"]["diagnosis"].as_str().unwrap();
+        assert!(diagnosis.contains(said), "{name}: {diagnosis}");
+        assert!(
+            !report.to_string().contains(behind_token.trim()),
+            "no token in the report"
+        );
+    }
 }

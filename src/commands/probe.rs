@@ -133,6 +133,9 @@ struct Target {
     transport: Transport,
     timeout: Duration,
     settings: TlsSettings,
+    /// Sent with every request: a registered upstream's bearer and extra headers when the
+    /// console probes it; none for `mcpgw probe URL`.
+    headers: http::HeaderMap,
 }
 
 impl Target {
@@ -183,6 +186,7 @@ impl Target {
             transport,
             timeout,
             settings,
+            headers: http::HeaderMap::new(),
         })
     }
 
@@ -202,18 +206,20 @@ pub async fn run(args: &ProbeArgs, json: bool) -> anyhow::Result<()> {
     outcome.map_err(Into::into)
 }
 
-/// Probe `url` as `mcpgw probe` does, printing nothing, with TLS files read under `policy`:
-/// the report of every phase run, as `mcpgw probe --json` prints it (the console's probe
-/// action). `Err` when the inputs are unusable (a bad URL or TLS file), before anything is
-/// dialled.
+/// Probe `url` as `mcpgw probe` does, printing nothing, with TLS files read under `policy` and
+/// `headers` on every request (the upstream's credentials, as the gateway sends them): the
+/// report of every phase run, as `mcpgw probe --json` prints it (the console's probe action).
+/// `Err` when the inputs are unusable (a bad URL or TLS file), before anything is dialled.
 pub async fn examine(
     url: &str,
     transport: Transport,
     settings: TlsSettings,
+    headers: http::HeaderMap,
     policy: &PathPolicy,
     timeout: Duration,
 ) -> Result<Value, UsageError> {
-    let target = Target::new(url, transport, settings, timeout)?;
+    let mut target = Target::new(url, transport, settings, timeout)?;
+    target.headers = headers;
     let (report, outcome) = walk(&target, policy, false).await?;
     Ok(outcome_json(url, &report, outcome.as_ref()))
 }
@@ -592,7 +598,7 @@ async fn mcp(target: &Target, report: &mut Report) -> Result<(), ProbeFailed> {
     let link = crate::upstream::connection::Link::Http {
         client,
         transport: target.transport,
-        headers: http::HeaderMap::new(),
+        headers: target.headers.clone(),
     };
     let conn = Connection::open(
         link,

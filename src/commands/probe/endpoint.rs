@@ -149,7 +149,11 @@ fn build_request(target: &Target, h2: bool) -> http::Request<Full<Bytes>> {
             .header(http::header::ACCEPT, "text/event-stream")
             .body(Full::new(Bytes::new())),
     };
-    request.unwrap_or_else(|_| http::Request::new(Full::new(Bytes::new())))
+    let mut request = request.unwrap_or_else(|_| http::Request::new(Full::new(Bytes::new())));
+    for (name, value) in &target.headers {
+        request.headers_mut().append(name, value.clone());
+    }
+    request
 }
 
 pub(super) fn exchange_failure(target: &Target, err: &ExchangeError) -> (Cause, String) {
@@ -208,7 +212,11 @@ pub(super) fn check_http(
             answer.status
         );
         if matches!(answer.status, 401 | 403) {
-            diagnosis.push_str("; the endpoint wants credentials, which probe does not send");
+            diagnosis.push_str(if target.headers.is_empty() {
+                "; the endpoint wants credentials, which probe does not send"
+            } else {
+                "; the endpoint refused the credentials registered for it"
+            });
         }
         if let Some(excerpt) = &answer.excerpt {
             diagnosis.push_str("; its body");

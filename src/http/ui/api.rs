@@ -129,7 +129,7 @@ async fn identity_of(state: &AppState, up: &Upstream) -> Value {
 }
 
 /// `POST /ui/api/upstreams/{name}/probe`: `mcpgw probe` against the upstream's URL with its
-/// TLS settings, every phase reported as `mcpgw probe --json` prints it.
+/// TLS settings and credentials, every phase reported as `mcpgw probe --json` prints it.
 pub async fn probe(State(state): State<Arc<AppState>>, Path(name): Path<String>) -> Response {
     let Some(up) = state.registry.get(&name) else {
         return store_error(&StoreError::NotFound { name });
@@ -145,10 +145,23 @@ pub async fn probe(State(state): State<Arc<AppState>>, Path(name): Path<String>)
         );
     }
     let timeout = state.registry.settings().request_timeout.min(PROBE_TIMEOUT);
+    // With the credentials the gateway's own requests carry: without them an upstream that
+    // wants a bearer looks broken to the probe while the gateway reaches it fine.
+    let headers = match crate::upstream::headers::auth_headers(&reg.auth) {
+        Ok(headers) => headers,
+        Err(err) => {
+            return api_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "bad_settings",
+                err.to_string(),
+            );
+        }
+    };
     match crate::commands::probe::examine(
         &reg.url,
         reg.transport,
         reg.tls.clone(),
+        headers,
         state.registry.clients().path_policy(),
         timeout,
     )
