@@ -465,7 +465,7 @@ impl Upstream {
                 up.on_shared_stream(msg);
             }
         });
-        let hello = Arc::new(connection::gateway_hello());
+        let hello = connection::gateway_hello();
         let conn = self.dial(sink, reg.era, hello).await?;
         if conn.pid().is_some() && self.started.swap(true, Ordering::Relaxed) {
             registry.metrics.upstream_restart(&reg.name);
