@@ -85,7 +85,7 @@ async fn direct(
         timeout,
         std::sync::Arc::new(|_| {}),
         crate::store::EraChoice::Auto,
-        std::sync::Arc::new(connection::gateway_hello()),
+        connection::gateway_hello(),
     )
     .await?;
     Ok(conn.request(&args.method, params, timeout).await?)

@@ -605,7 +605,7 @@ async fn mcp(target: &Target, report: &mut Report) -> Result<(), ProbeFailed> {
         target.timeout,
         sink,
         crate::store::EraChoice::Auto,
-        Arc::new(crate::upstream::connection::gateway_hello()),
+        crate::upstream::connection::gateway_hello(),
     )
     .await
     .map_err(|e| {

@@ -148,12 +148,19 @@ impl std::fmt::Debug for Connection {
 /// declaring what it can put to the client whose call is in flight (sampling, elicitation in
 /// form and URL modes: as a request, or as `input_required` to a 2026-07-28 client), and not `roots`,
 /// which a server may ask outside any call, when there is no one client to ask.
-pub fn gateway_hello() -> ClientProfile {
-    ClientProfile {
-        protocol_version: SESSION_VERSIONS[0].into(),
-        capabilities: json!({"sampling": {}, "elicitation": {"form": {}, "url": {}}}),
-        client_info: json!({"name": "mcpgw", "version": env!("CARGO_PKG_VERSION")}),
-    }
+///
+/// Built once and shared: every upstream's connection keeps it for its life, and its JSON
+/// values are a few small maps each.
+pub fn gateway_hello() -> std::sync::Arc<ClientProfile> {
+    static HELLO: std::sync::LazyLock<std::sync::Arc<ClientProfile>> =
+        std::sync::LazyLock::new(|| {
+            std::sync::Arc::new(ClientProfile {
+                protocol_version: SESSION_VERSIONS[0].into(),
+                capabilities: json!({"sampling": {}, "elicitation": {"form": {}, "url": {}}}),
+                client_info: json!({"name": "mcpgw", "version": env!("CARGO_PKG_VERSION")}),
+            })
+        });
+    HELLO.clone()
 }
 
 impl Connection {

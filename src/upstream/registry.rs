@@ -4,6 +4,7 @@
 //! through `ArcSwapOption` and used without a lock; only (re)connecting takes a tokio mutex, so
 //! concurrent callers wait for one initialize instead of each starting their own.
 
+mod catalog;
 mod collection;
 mod health;
 mod own;
@@ -18,7 +19,6 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::UpstreamError;
@@ -31,6 +31,7 @@ use crate::metrics::{Metrics, UpstreamOutcome};
 use crate::store::{Health, HealthStatus, Registration, Store};
 use send::Payload;
 
+pub use catalog::{Catalog, Entry};
 pub use collection::{IdentityReport, RegisterError, Registry, UnusableIdentity};
 pub use own::SessionIdentity;
 
@@ -87,23 +88,6 @@ pub enum CallError {
         /// What failed.
         error: UpstreamError,
     },
-}
-
-/// What an upstream offers.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Catalog {
-    /// `tools/list` entries, as the upstream sent them.
-    pub tools: Vec<Value>,
-    /// `resources/list` entries.
-    pub resources: Vec<Value>,
-    /// `resources/templates/list` entries.
-    pub resource_templates: Vec<Value>,
-    /// `prompts/list` entries.
-    pub prompts: Vec<Value>,
-    /// The tools whose input declares `Mcp-Param-*` headers (2026-07-28), by the upstream's
-    /// own tool name: few tools do, and a call of any other needs no look at its arguments.
-    #[serde(skip)]
-    pub param_headers: std::collections::HashMap<String, Arc<ParamHeaders>>,
 }
 
 /// An upstream said that a resource changed.
@@ -481,7 +465,7 @@ impl Upstream {
                 up.on_shared_stream(msg);
             }
         });
-        let hello = Arc::new(connection::gateway_hello());
+        let hello = connection::gateway_hello();
         let conn = self.dial(sink, reg.era, hello).await?;
         if conn.pid().is_some() && self.started.swap(true, Ordering::Relaxed) {
             registry.metrics.upstream_restart(&reg.name);
@@ -773,81 +757,6 @@ impl Upstream {
             .respond(msg, timeout)
             .await
     }
-
-    /// Fetch tools, resources and prompts and publish them.
-    pub async fn refresh_catalog(self: &Arc<Self>) -> Result<(), UpstreamError> {
-        let conn = self.connection().await?;
-        let timeout = self.settings().request_timeout;
-        let caps = conn.capabilities.clone();
-        let has = |k: &str| caps.get(k).is_some() || caps.is_null();
-        let mut catalog = Catalog::default();
-        if has("tools") {
-            catalog.tools = list_all(&conn, "tools/list", "tools", timeout).await?;
-            catalog.param_headers = catalog
-                .tools
-                .iter()
-                .filter_map(|tool| {
-                    let name = tool.get("name")?.as_str()?;
-                    let declared = ParamHeaders::of(tool.get("inputSchema")?)?;
-                    Some((name.to_owned(), Arc::new(declared)))
-                })
-                .collect();
-        }
-        if has("resources") {
-            catalog.resources = list_all(&conn, "resources/list", "resources", timeout).await?;
-            catalog.resource_templates = list_all(
-                &conn,
-                "resources/templates/list",
-                "resourceTemplates",
-                timeout,
-            )
-            .await
-            .unwrap_or_default();
-        }
-        if has("prompts") {
-            catalog.prompts = list_all(&conn, "prompts/list", "prompts", timeout).await?;
-        }
-        self.catalog.store(Arc::new(catalog));
-        self.catalog_loaded.store(true, Ordering::Release);
-        if let Some(registry) = self.registry.upgrade() {
-            let _ = registry.changes.send(());
-        }
-        Ok(())
-    }
-}
-
-async fn list_all(
-    conn: &Connection,
-    method: &str,
-    field: &str,
-    timeout: Duration,
-) -> Result<Vec<Value>, UpstreamError> {
-    let mut out = Vec::new();
-    let mut cursor: Option<Value> = None;
-    // Bounded: a misbehaving upstream cannot page forever.
-    for _ in 0..100 {
-        let params = cursor.as_ref().map(|c| json!({"cursor": c}));
-        let answer = conn.request(method, params, timeout).await?;
-        if let Some(err) = answer.get("error") {
-            if err.get("code").and_then(Value::as_i64)
-                == Some(crate::jsonrpc::code::METHOD_NOT_FOUND)
-            {
-                return Ok(out);
-            }
-            return Err(UpstreamError::Protocol {
-                detail: format!("{method} failed: {err}"),
-            });
-        }
-        let result = answer.get("result").cloned().unwrap_or_default();
-        if let Some(items) = result.get(field).and_then(Value::as_array) {
-            out.extend(items.iter().cloned());
-        }
-        match result.get("nextCursor").filter(|c| !c.is_null()) {
-            Some(next) => cursor = Some(next.clone()),
-            None => break,
-        }
-    }
-    Ok(out)
 }
 
 struct RegistryInner {

@@ -17,7 +17,7 @@ use crate::jsonrpc::{self, Kind, code};
 use crate::session::SessionKey;
 use crate::upstream::connection::{Caller, ClientProfile};
 use crate::upstream::connection::{MODERN_VERSION, SESSION_VERSIONS};
-use crate::upstream::registry::{Catalog, Upstream};
+use crate::upstream::registry::{Catalog, Entry, Upstream};
 
 /// Answer one JSON-RPC message for any transport; `None` for notifications and responses.
 /// `ctx` names the downstream session it came in and where the upstream's notifications go; `new_session`
@@ -284,7 +284,7 @@ struct List {
     /// What the policy calls its items.
     kind: policy::Kind,
     /// The items in a catalog.
-    pick: fn(&Catalog) -> &Vec<Value>,
+    pick: fn(&Catalog) -> &[Entry],
 }
 
 impl List {
@@ -341,7 +341,7 @@ async fn listing(state: &AppState, scope: &Scope, ctx: &Ctx<'_>, sep: &str, list
             Some(_) => own_list(ctx, up, list).await,
             None => None,
         };
-        let mut items = own.unwrap_or_else(|| (list.pick)(&up.catalog()).clone());
+        let mut items = own.unwrap_or_else(|| Entry::values((list.pick)(&up.catalog())));
         visible(state, ctx, up, list, &mut items);
         lists.push(items);
     }

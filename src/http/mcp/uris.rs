@@ -23,7 +23,7 @@ use serde_json::Value;
 use super::dispatch::in_scope;
 use super::{AppState, Scope};
 use crate::session::SessionKey;
-use crate::upstream::registry::Upstream;
+use crate::upstream::registry::{Entry, Upstream};
 
 /// The scheme of the gateway's own resource URIs.
 const SCHEME: &str = "mcpgw://";
@@ -88,10 +88,7 @@ pub(super) fn owner(
             "uri" => &catalog.resources,
             _ => &catalog.resource_templates,
         };
-        items
-            .iter()
-            .filter_map(|item| item.get(field).and_then(Value::as_str))
-            .any(what)
+        items.iter().filter_map(Entry::key).any(what)
     };
     let mut owners = which(&|up| lists(up, "uri", &|listed| listed == uri));
     if owners.is_empty() {

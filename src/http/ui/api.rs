@@ -17,7 +17,7 @@ use crate::http::AppState;
 use crate::http::gateways::{api_error, store_error};
 use crate::store::{StoreError, Transport};
 use crate::tls::x509;
-use crate::upstream::registry::Upstream;
+use crate::upstream::registry::{Entry, Upstream};
 
 /// How long the console's probe may take per phase at most (the upstream's request timeout
 /// when shorter): the operator is waiting at the page.
@@ -76,10 +76,10 @@ pub async fn upstream(State(state): State<Arc<AppState>>, Path(name): Path<Strin
         "tls": tls,
         "instructions": up.instructions(),
         "catalog": {
-            "tools": catalog.tools,
-            "prompts": catalog.prompts,
-            "resources": catalog.resources,
-            "resource_templates": catalog.resource_templates,
+            "tools": Entry::values(&catalog.tools),
+            "prompts": Entry::values(&catalog.prompts),
+            "resources": Entry::values(&catalog.resources),
+            "resource_templates": Entry::values(&catalog.resource_templates),
         },
         "errors": up.recent_errors().into_iter().map(|(at, error)| json!({"at": at, "error": error})).collect::<Vec<_>>(),
         "traffic": state.metrics.upstream_recent(&up.name()),

@@ -157,12 +157,14 @@ impl Registry {
             started: AtomicBool::new(false),
             recent_errors: Mutex::default(),
         });
-        // The refresher holds only a weak reference: it ends when the upstream is dropped.
+        // The refresher holds only a weak reference: it ends when the upstream is dropped. It
+        // waits for the upstream's whole life and rarely refreshes: the refresh's large future
+        // is boxed, so that the waiting task is small.
         let weak = Arc::downgrade(&up);
         tokio::spawn(async move {
             while rx.recv().await.is_some() {
                 let Some(up) = weak.upgrade() else { break };
-                if let Err(err) = up.refresh_catalog().await {
+                if let Err(err) = Box::pin(up.refresh_catalog()).await {
                     tracing::warn!(upstream = %up.name(), error = %err, "catalog refresh after list_changed failed");
                 }
             }

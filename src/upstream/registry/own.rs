@@ -316,7 +316,7 @@ impl Upstream {
         if !self.speaks_only_stateless() {
             return Ok(None);
         }
-        let hello = Arc::new(connection::gateway_hello());
+        let hello = connection::gateway_hello();
         let opened = self.dial(Arc::new(|_| {}), EraChoice::Session, hello).await;
         let timeout = self.request_timeout();
         match opened {

@@ -69,7 +69,7 @@ impl Upstream {
             "era_setting": reg.era.as_str(),
             "shared_session": reg.shared_session,
             "client_sessions": client_sessions,
-            "tools": catalog.tools.iter().filter_map(|t| t.get("name").cloned()).collect::<Vec<_>>(),
+            "tools": catalog.tools.iter().filter_map(super::Entry::key).collect::<Vec<_>>(),
             "resources": catalog.resources.len(),
             "prompts": catalog.prompts.len(),
             "warnings": if legacy { vec!["legacy CN-only certificate accepted; reissue with SANs"] } else { Vec::new() },
