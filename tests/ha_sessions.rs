@@ -376,6 +376,29 @@ fn a_task_started_on_one_instance_is_followed_through_the_others() {
                     "tasks/result on instance {i}{path}: {answer}"
                 );
             }
+            // Listed by every instance, once, whichever the balancer picks: the instance
+            // asked joins the lists of those the store names for the session's tasks.
+            for i in [0, 1, 2] {
+                let url = format!("{}{path}", at(i));
+                let list = serde_json::json!({"jsonrpc": "2.0", "id": 5, "method": "tasks/list"});
+                let (status, answer) =
+                    sent(&http, reqwest::Method::POST, &url, &id, Some(&list)).await;
+                let listed: Vec<_> = answer
+                    .pointer("/result/tasks")
+                    .and_then(serde_json::Value::as_array)
+                    .unwrap_or_else(|| {
+                        panic!("tasks/list on instance {i}{path} ({status}): {answer}")
+                    })
+                    .iter()
+                    .filter(|t| t["taskId"] == task_id.as_str())
+                    .collect();
+                assert_eq!(
+                    listed.len(),
+                    1,
+                    "tasks/list on instance {i}{path} lists the task once: {answer}\n{}",
+                    fleet.logs()
+                );
+            }
             // A task no instance started is still refused, by the instance asked.
             let get = serde_json::json!({"jsonrpc": "2.0", "id": 4, "method": "tasks/get",
                 "params": {"taskId": "task-none"}});

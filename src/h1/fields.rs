@@ -35,11 +35,18 @@ pub trait Lookup {
     /// Whether the field `name` comes more than once (readers of the first and of the last
     /// copy would disagree).
     fn repeated(&self, name: &HeaderName) -> bool;
+
+    /// Every field, as a header map (for a request passed on to another instance: a rare path).
+    fn to_map(&self) -> HeaderMap;
 }
 
 impl Lookup for HeaderMap {
     fn value(&self, name: &HeaderName) -> Option<&[u8]> {
         self.get(name).map(HeaderValue::as_bytes)
+    }
+
+    fn to_map(&self) -> HeaderMap {
+        self.clone()
     }
 
     fn text(&self, name: &HeaderName) -> Option<&str> {
@@ -213,6 +220,10 @@ impl Lookup for Fields {
             .nth(1)
             .is_some()
     }
+
+    fn to_map(&self) -> HeaderMap {
+        Fields::to_map(self)
+    }
 }
 
 /// A request's headers as its server read them: a map from hyper, or the fields of a head the
@@ -223,16 +234,6 @@ pub enum Incoming {
     Map(HeaderMap),
     /// From `crate::h1::server`.
     Wire(Fields),
-}
-
-impl Incoming {
-    /// The fields as a header map (for a request passed on whole: a rare path).
-    pub fn to_map(&self) -> HeaderMap {
-        match self {
-            Self::Map(map) => map.clone(),
-            Self::Wire(fields) => fields.to_map(),
-        }
-    }
 }
 
 impl Lookup for Incoming {
@@ -254,6 +255,13 @@ impl Lookup for Incoming {
         match self {
             Self::Map(map) => map.repeated(name),
             Self::Wire(fields) => fields.repeated(name),
+        }
+    }
+
+    fn to_map(&self) -> HeaderMap {
+        match self {
+            Self::Map(map) => map.clone(),
+            Self::Wire(fields) => fields.to_map(),
         }
     }
 }

@@ -106,6 +106,18 @@ pub enum Scope {
     One(String),
 }
 
+impl Scope {
+    /// The Streamable HTTP endpoint serving it (`/mcp`, `/servers/NAME/mcp`), as another
+    /// instance is asked on it.
+    pub(super) fn path(&self) -> http::Uri {
+        let path = match self {
+            Self::All => "/mcp".to_owned(),
+            Self::One(name) => format!("/servers/{name}/mcp"),
+        };
+        path.parse().unwrap_or_default()
+    }
+}
+
 use super::sessions::OpenError;
 pub use super::sessions::{SessionLimits, Sessions, too_many_sessions};
 
@@ -370,13 +382,13 @@ async fn to_peer(
     headers: &Incoming,
     body: Bytes,
 ) -> Reply {
-    let path = match scope {
-        Scope::All => "/mcp".to_owned(),
-        Scope::One(name) => format!("/servers/{name}/mcp"),
-    };
-    let uri = path.parse().unwrap_or_default();
     let headers = headers.to_map();
-    Reply::Response(state.peers.forward(peer, &uri, &headers, body).await)
+    Reply::Response(
+        state
+            .peers
+            .forward(peer, &scope.path(), &headers, body)
+            .await,
+    )
 }
 
 /// A message posted over Streamable HTTP, past the session stage.

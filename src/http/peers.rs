@@ -25,7 +25,7 @@ use url::Url;
 pub const FORWARDED: &str = "mcpgw-forwarded";
 
 /// Whether a request was passed on by another instance: it is served here, never passed on again.
-pub fn was_forwarded(headers: &impl crate::h1::fields::Lookup) -> bool {
+pub fn was_forwarded(headers: &(impl crate::h1::fields::Lookup + ?Sized)) -> bool {
     headers
         .value(&http::HeaderName::from_static(FORWARDED))
         .is_some()
@@ -174,8 +174,9 @@ impl Inner {
         let mut request = http::Request::builder()
             .method(Method::POST)
             .uri(uri.path_and_query().map_or("/", |p| p.as_str()));
+        // The body's length is its own: it may be written anew, not the client's bytes.
         for (name, value) in headers {
-            if !is_hop_by_hop(name) {
+            if !is_hop_by_hop(name) && name != http::header::CONTENT_LENGTH {
                 request = request.header(name, value);
             }
         }

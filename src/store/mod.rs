@@ -562,6 +562,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     ) -> Result<Option<String>, StoreError> {
         Ok(None)
     }
+    /// Every instance [`Store::save_task_owner`] named for a task of the session `id_hash`.
+    fn load_task_instances(&self, _id_hash: &str) -> Result<Vec<String>, StoreError> {
+        Ok(Vec::new())
+    }
     /// A message announced by [`StoreChange::SessionEventStored`], while the store keeps it.
     fn load_session_event(&self, _id: i64) -> Result<Option<String>, StoreError> {
         Ok(None)

@@ -641,6 +641,19 @@ impl Store for PostgresStore {
         })
     }
 
+    fn load_task_instances(&self, id_hash: &str) -> Result<Vec<String>, StoreError> {
+        self.run(|c| async move {
+            let rows = c
+                .query(
+                    "SELECT DISTINCT instance FROM task_owners WHERE id_hash = $1",
+                    &[&id_hash],
+                )
+                .await
+                .map_err(|e| self.failed(&e))?;
+            Ok(rows.iter().map(|r| r.get(0)).collect())
+        })
+    }
+
     fn load_session_event(&self, id: i64) -> Result<Option<String>, StoreError> {
         self.run(|c| async move {
             let row = c

@@ -10,8 +10,9 @@
 //! Instances sharing a store each open their own upstream session for a client session, so a
 //! task lives on the instance whose upstream session started it. The store records that
 //! instance, and a `tasks/get`, `tasks/result` or `tasks/cancel` reaching another one is passed
-//! on to it ([`elsewhere`]). `tasks/list` lists what the upstream sessions of the instance asked
-//! hold.
+//! on to it ([`elsewhere`]). A `tasks/list` is also asked of every other instance the store
+//! names for the session's tasks, and their lists join the one of the instance asked
+//! ([`listed_elsewhere`]).
 
 use std::sync::Mutex;
 
@@ -51,6 +52,16 @@ impl TaskOwners {
             owners.retain(|_, (at, _)| *at >= cut);
         }
         owners.insert((session.cloned(), task_id.to_owned()), (n, upstream));
+    }
+
+    /// The upstreams that answered a request of `session` with a task.
+    fn upstreams_of(&self, session: Option<&SessionKey>) -> crate::hash::HashSet<String> {
+        let owners = self.lock();
+        owners
+            .iter()
+            .filter(|((s, _), _)| s.as_ref() == session)
+            .map(|(_, (_, up))| up.clone())
+            .collect()
     }
 
     fn owner(&self, session: Option<&SessionKey>, task_id: &str) -> Option<String> {
@@ -161,14 +172,19 @@ pub(super) async fn route(
     params: Option<Value>,
 ) -> Value {
     let params = params.unwrap_or_else(|| Value::Object(Map::new()));
-    if let Scope::One(_) = scope {
-        return match in_scope(state, scope).into_iter().next() {
-            Some(up) => forward(state, ctx, &up, id, method, params).await,
-            None => jsonrpc::error(id, code::UPSTREAM_UNAVAILABLE, "the upstream is offline"),
-        };
-    }
     if method == "tasks/list" {
-        return list_all(state, scope, ctx, id, params).await;
+        let mut answer = match scope {
+            Scope::One(_) => route_one(state, scope, ctx, id, method, params.clone()).await,
+            Scope::All => list_all(state, scope, ctx, id, params.clone()).await,
+        };
+        let elsewhere = listed_elsewhere(state, scope, ctx, &params).await;
+        if let Some(Value::Array(tasks)) = answer.pointer_mut("/result/tasks") {
+            tasks.extend(elsewhere);
+        }
+        return answer;
+    }
+    if let Scope::One(_) = scope {
+        return route_one(state, scope, ctx, id, method, params).await;
     }
     let Some(task_id) = params.get("taskId").and_then(Value::as_str) else {
         return jsonrpc::error(
@@ -191,8 +207,92 @@ pub(super) async fn route(
     }
 }
 
-/// `tasks/list` on `/mcp`: every upstream in scope that announced tasks, their lists joined
-/// (each upstream's first page).
+/// A `tasks/*` request on `/servers/{name}/mcp`: to its one upstream.
+async fn route_one(
+    state: &AppState,
+    scope: &Scope,
+    ctx: &Ctx<'_>,
+    id: Value,
+    method: &str,
+    params: Value,
+) -> Value {
+    match in_scope(state, scope).into_iter().next() {
+        Some(up) => forward(state, ctx, &up, id, method, params).await,
+        None => jsonrpc::error(id, code::UPSTREAM_UNAVAILABLE, "the upstream is offline"),
+    }
+}
+
+/// The largest `tasks/list` answer read from another instance.
+const PEER_LIST_LIMIT: usize = 4 << 20;
+
+/// The tasks of this `tasks/list`'s session that other instances hold (see the module's
+/// documentation): each such instance, as the store names them, is asked the same request on
+/// the same endpoint with the client's own headers, and its list (its first page) joins this
+/// one. None without peers, for a request already passed on (the instance asked lists only its
+/// own), or for a later page (a cursor is one upstream's).
+async fn listed_elsewhere(
+    state: &AppState,
+    scope: &Scope,
+    ctx: &Ctx<'_>,
+    params: &Value,
+) -> Vec<Value> {
+    let Some(me) = state.peers.me() else {
+        return Vec::new();
+    };
+    let (Some(SessionKey::Streamable(id)), Some(headers)) = (ctx.session, ctx.headers) else {
+        return Vec::new();
+    };
+    if params.get("cursor").is_some() || crate::http::peers::was_forwarded(headers) {
+        return Vec::new();
+    }
+    let hash = crate::store::sessions::id_hash(id);
+    let instances = match state
+        .registry
+        .on_store(move |store| store.load_task_instances(&hash))
+        .await
+    {
+        Ok(instances) => instances,
+        Err(err) => {
+            tracing::warn!(error = %err, "the store cannot say which instances hold a session's tasks; tasks/list lists this instance's");
+            return Vec::new();
+        }
+    };
+    let mut headers = headers.to_map();
+    headers.insert(
+        http::header::ACCEPT,
+        http::HeaderValue::from_static("application/json"),
+    );
+    let body = bytes::Bytes::from(
+        json!({"jsonrpc": "2.0", "id": 0, "method": "tasks/list", "params": params}).to_string(),
+    );
+    let mut tasks = Vec::new();
+    for peer in instances.iter().filter_map(|i| url::Url::parse(i).ok()) {
+        if &peer == me {
+            continue;
+        }
+        let response = state
+            .peers
+            .forward(&peer, &scope.path(), &headers, body.clone())
+            .await;
+        let status = response.status();
+        let answer = axum::body::to_bytes(response.into_body(), PEER_LIST_LIMIT)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+        match answer.as_ref().and_then(|a| a.pointer("/result/tasks")) {
+            Some(Value::Array(listed)) => tasks.extend(listed.iter().cloned()),
+            _ => {
+                tracing::warn!(peer = %peer, %status, "another instance holding tasks of a session did not list them; tasks/list lists the others");
+            }
+        }
+    }
+    tasks
+}
+
+/// `tasks/list` on `/mcp`: every upstream in scope that announced tasks or answered this
+/// session with one, their lists joined (each upstream's first page). Both, because what the
+/// gateway's own connection announced is of its era: an upstream that speaks both may list
+/// tasks to a 2025-11-25 session and not say so to a 2026-07-28 connection.
 async fn list_all(
     state: &AppState,
     scope: &Scope,
@@ -200,9 +300,10 @@ async fn list_all(
     id: Value,
     params: Value,
 ) -> Value {
+    let known = state.tasks.upstreams_of(ctx.session);
     let mut tasks = Vec::new();
     for up in in_scope(state, scope) {
-        if up.capabilities().pointer("/tasks/list").is_none() {
+        if up.capabilities().pointer("/tasks/list").is_none() && !known.contains(&up.name()) {
             continue;
         }
         let answer = forward(state, ctx, &up, Value::Null, "tasks/list", params.clone()).await;
