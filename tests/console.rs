@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::cdp::Browser;
-use common::clients::{Streamable, http};
+use common::clients::{EventReader, Streamable, http};
 use common::upstream::Upstream;
 use common::{Dir, Gateway};
 use serde_json::{Value, json};
@@ -549,4 +549,66 @@ fn the_consoles_probe_sends_the_credentials_registered_for_the_upstream() {
             "no token in the report"
         );
     }
+}
+
+/// The console's sessions data names the principal of every WebSocket session and listen
+/// stream, as it does for Streamable HTTP and SSE, and forgets them once they close.
+#[test]
+fn websocket_sessions_and_listen_streams_are_shown_by_principal() {
+    let dir = Dir::new();
+    let fixture = Upstream::start(&[]);
+    let gw = Gateway::start(&dir, &[]);
+    dir.run_expect(
+        &["gateway", "add", "up", &format!("{}/mcp", fixture.base)],
+        0,
+    );
+    let admin = admin_token(&dir);
+    let (app, _) = dir.run_expect(&["token", "create", "--sub", "app", "--role", "client"], 0);
+    let (watcher, _) = dir.run_expect(
+        &["token", "create", "--sub", "watcher", "--role", "client"],
+        0,
+    );
+    let base = format!("http://127.0.0.1:{}", gw.addr.port());
+    let client = http(None);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut ws = common::clients::ws_plain(gw.addr, app.trim()).await;
+        let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-11-25", "capabilities": {},
+            "clientInfo": {"name": "console-test", "version": "1"}}});
+        let answer = common::clients::ws_request(&mut ws, &init).await;
+        assert!(answer.get("result").is_some(), "{answer}");
+        let filter = json!({"toolsListChanged": true});
+        let mut listen = EventReader::new(
+            common::clients::listen(
+                &client,
+                &format!("{base}/mcp"),
+                Some(watcher.trim()),
+                ("L1", filter),
+                "application/json, text/event-stream",
+            )
+            .await,
+        );
+        let ack = listen.next(Duration::from_secs(10)).await;
+        assert!(ack.is_some(), "the listen stream is acknowledged");
+
+        let sessions = get_json(&client, &base, "/ui/api/sessions", &admin).await;
+        assert_eq!(sessions["websocket"], json!({"jwt:app": 1}), "{sessions:#}");
+        assert_eq!(sessions["listen"], json!({"jwt:watcher": 1}), "{sessions:#}");
+        assert_eq!(sessions["listen_streams"], 1, "{sessions:#}");
+
+        drop(ws);
+        drop(listen);
+        // Both leave the tables as their connections close (bounded wait, not a timed check).
+        let mut sessions = Value::Null;
+        for _ in 0..100 {
+            sessions = get_json(&client, &base, "/ui/api/sessions", &admin).await;
+            if sessions["websocket"] == json!({}) && sessions["listen"] == json!({}) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(sessions["websocket"], json!({}), "{sessions:#}");
+        assert_eq!(sessions["listen"], json!({}), "{sessions:#}");
+    });
 }

@@ -133,7 +133,7 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, scope: Scope, principal:
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let key = SessionKey::Ws(id);
-    let outlet = Outlet::register(&state, id, out_tx.clone());
+    let outlet = Outlet::register(&state, id, out_tx.clone(), principal.id.clone());
     // One writer owns the sink, so concurrent answers and pings never interleave mid-frame.
     let writer = tokio::spawn(async move {
         while let Some(msg) = out_rx.recv().await {
@@ -234,7 +234,8 @@ async fn serve(state: Arc<AppState>, socket: WebSocket, scope: Scope, principal:
 #[derive(Debug, Default)]
 pub struct WsOutlets(std::sync::Mutex<Outboxes>);
 
-type Outboxes = std::collections::HashMap<u64, mpsc::Sender<Message>>;
+/// Each open session's outbox, and the principal it serves.
+type Outboxes = std::collections::HashMap<u64, (mpsc::Sender<Message>, Arc<str>)>;
 
 impl WsOutlets {
     fn lock(&self) -> std::sync::MutexGuard<'_, Outboxes> {
@@ -247,9 +248,18 @@ impl WsOutlets {
         self.lock().contains_key(&key)
     }
 
+    /// Open sessions by principal (the console's sessions page).
+    pub fn by_owner(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut owners = std::collections::BTreeMap::new();
+        for (_, owner) in self.lock().values() {
+            *owners.entry(owner.to_string()).or_default() += 1;
+        }
+        owners
+    }
+
     /// Queue a notification on session `key`'s outbox: `false` when it is gone.
     pub fn notify(&self, key: u64, msg: &Value) -> bool {
-        let Some(out) = self.lock().get(&key).cloned() else {
+        let Some(out) = self.lock().get(&key).map(|(out, _)| out.clone()) else {
             return false;
         };
         let sent = out.try_send(Message::Text(msg.to_string().into()));
@@ -264,8 +274,13 @@ struct Outlet {
 }
 
 impl Outlet {
-    fn register(state: &Arc<AppState>, key: u64, out: mpsc::Sender<Message>) -> Self {
-        state.ws_outlets.lock().insert(key, out);
+    fn register(
+        state: &Arc<AppState>,
+        key: u64,
+        out: mpsc::Sender<Message>,
+        owner: Arc<str>,
+    ) -> Self {
+        state.ws_outlets.lock().insert(key, (out, owner));
         Self {
             state: state.clone(),
             key,

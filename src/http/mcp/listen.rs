@@ -124,6 +124,8 @@ struct Listener {
     held: Option<Vec<Value>>,
     /// Its place in its principal's session quota, given back when it leaves the table.
     _slot: SessionSlot,
+    /// The principal it serves.
+    owner: Arc<str>,
 }
 
 /// Where a stream's frames go.
@@ -156,6 +158,15 @@ impl Listeners {
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Open streams by principal (the console's sessions page).
+    pub fn by_owner(&self) -> std::collections::BTreeMap<String, usize> {
+        let mut owners = std::collections::BTreeMap::new();
+        for listener in self.lock().values() {
+            *owners.entry(listener.owner.to_string()).or_default() += 1;
+        }
+        owners
     }
 
     /// Whether the stream `key` names is open.
@@ -283,7 +294,14 @@ impl Listeners {
     /// A new stream in the table, with the list changes `asked` names and no URI yet: in the
     /// table before its URIs are subscribed upstream, so that a clean-up meanwhile does not
     /// take their subscriber for gone. What comes for it is held until [`Self::grant`].
-    fn reserve(&self, id: Value, out: Out, asked: &Filter, slot: SessionSlot) -> u64 {
+    fn reserve(
+        &self,
+        id: Value,
+        out: Out,
+        asked: &Filter,
+        slot: SessionSlot,
+        owner: Arc<str>,
+    ) -> u64 {
         let key = self.next.fetch_add(1, Ordering::Relaxed);
         let listener = Listener {
             filter: Filter {
@@ -294,6 +312,7 @@ impl Listeners {
             out,
             held: Some(Vec::new()),
             _slot: slot,
+            owner,
         };
         self.lock().insert(key, listener);
         key
@@ -412,9 +431,13 @@ pub(super) async fn open(
     };
     let (tx, rx) = mpsc::channel::<Arc<str>>(BACKLOG);
     // The table holds the only sender: a stream dropped from it sees its queue close.
-    let key = state
-        .listens
-        .reserve(id.clone(), Out::Stream(tx), &asked, slot);
+    let key = state.listens.reserve(
+        id.clone(),
+        Out::Stream(tx),
+        &asked,
+        slot,
+        principal.id.clone(),
+    );
     let entry = Entry {
         state: state.clone(),
         key,
@@ -469,9 +492,13 @@ pub(super) async fn open_on_connection(
         Ok(checked) => checked,
         Err((_, body)) => return Some(body),
     };
-    let key = state
-        .listens
-        .reserve(id.clone(), Out::Connection(conn.clone()), &asked, slot);
+    let key = state.listens.reserve(
+        id.clone(),
+        Out::Connection(conn.clone()),
+        &asked,
+        slot,
+        principal.id.clone(),
+    );
     let mut entry = Entry {
         state,
         key,

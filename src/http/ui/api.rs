@@ -237,6 +237,8 @@ fn sessions_of(state: &AppState) -> Value {
         "by_principal": state.quotas.sessions().holders(),
         "streamable_http": state.sessions.by_owner(),
         "sse": state.sse.by_owner(),
+        "websocket": state.ws_outlets.by_owner(),
+        "listen": state.listens.by_owner(),
         "listen_streams": state.listens.len(),
         "upstream_sessions": upstreams.iter().map(|up| {
             let (open, opened) = up.client_sessions();

@@ -492,6 +492,8 @@
       el("h2", null, "By principal, every transport"), countTable("by-principal", "Principal", s.by_principal),
       el("h2", null, "Streamable HTTP sessions by principal"), countTable("streamable-by-principal", "Principal", s.streamable_http),
       el("h2", null, "SSE streams by principal"), countTable("sse-by-principal", "Principal", s.sse),
+      el("h2", null, "WebSocket sessions by principal"), countTable("websocket-by-principal", "Principal", s.websocket),
+      el("h2", null, "Listen streams by principal"), countTable("listen-by-principal", "Principal", s.listen),
       el("h2", null, "Upstream sessions held for clients"), upstreams);
   }
 
