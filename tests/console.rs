@@ -594,7 +594,11 @@ fn websocket_sessions_and_listen_streams_are_shown_by_principal() {
 
         let sessions = get_json(&client, &base, "/ui/api/sessions", &admin).await;
         assert_eq!(sessions["websocket"], json!({"jwt:app": 1}), "{sessions:#}");
-        assert_eq!(sessions["listen"], json!({"jwt:watcher": 1}), "{sessions:#}");
+        assert_eq!(
+            sessions["listen"],
+            json!({"jwt:watcher": 1}),
+            "{sessions:#}"
+        );
         assert_eq!(sessions["listen_streams"], 1, "{sessions:#}");
 
         drop(ws);
