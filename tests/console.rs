@@ -225,7 +225,11 @@ fn the_console_shows_the_gateway_as_its_json_routes_do_and_acts_on_clicks() {
         // shows each phase.
         browser.navigate(&format!("{base}/ui#/upstream/beta")).await;
         browser
-            .wait_for("beta's TLS identity", "document.getElementById('tls') !== null", PAGE_WAIT)
+            .wait_for(
+                "beta's TLS identity",
+                "document.getElementById('server-name')?.textContent.startsWith('beta-server') && document.getElementById('tls') !== null",
+                PAGE_WAIT,
+            )
             .await;
         let tls = browser.eval("document.getElementById('tls').textContent").await;
         let subject = entry(&gateways, "beta")["tls"]["client_subject"].as_str().unwrap().to_owned();
@@ -245,6 +249,15 @@ fn the_console_shows_the_gateway_as_its_json_routes_do_and_acts_on_clicks() {
 
         // Disable and enable alpha by clicking; /gateways follows.
         browser.navigate(&format!("{base}/ui#/upstream/alpha")).await;
+        // The hash route renders when alpha's data is in; until then beta's page, with a
+        // toggle of its own, is still the one shown.
+        browser
+            .wait_for(
+                "alpha's page",
+                "document.getElementById('server-name')?.textContent.startsWith('alpha-server') && document.getElementById('action-toggle') !== null",
+                PAGE_WAIT,
+            )
+            .await;
         browser.click("#action-toggle").await;
         browser
             .wait_for("alpha disabled", "document.querySelector('#action-toggle')?.dataset.enabled === 'false'", PAGE_WAIT)
