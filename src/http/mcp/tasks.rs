@@ -228,8 +228,8 @@ const PEER_LIST_LIMIT: usize = 4 << 20;
 /// The tasks of this `tasks/list`'s session that other instances hold (see the module's
 /// documentation): each such instance, as the store names them, is asked the same request on
 /// the same endpoint with the client's own headers, and its list (its first page) joins this
-/// one. None without peers, for a request already passed on (the instance asked lists only its
-/// own), or for a later page (a cursor is one upstream's).
+/// one; the instances are asked together. None without peers, for a request already passed on
+/// (the instance asked lists only its own), or for a later page (a cursor is one upstream's).
 async fn listed_elsewhere(
     state: &AppState,
     scope: &Scope,
@@ -265,28 +265,49 @@ async fn listed_elsewhere(
     let body = bytes::Bytes::from(
         json!({"jsonrpc": "2.0", "id": 0, "method": "tasks/list", "params": params}).to_string(),
     );
-    let mut tasks = Vec::new();
-    for peer in instances.iter().filter_map(|i| url::Url::parse(i).ok()) {
-        if &peer == me {
-            continue;
-        }
-        let response = state
-            .peers
-            .forward(&peer, &scope.path(), &headers, body.clone())
-            .await;
+    let path = scope.path();
+    let asks = instances
+        .iter()
+        .filter_map(|instance| url::Url::parse(instance).ok())
+        .filter(|peer| peer != me)
+        .map(|peer| list_of(state, peer, &path, &headers, body.clone()));
+    futures_util::future::join_all(asks)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// The tasks `peer` lists for the `tasks/list` in `body`; none (said in the log) when it does
+/// not answer with a list. Bounded by the upstream request timeout, as the peer's own bound is
+/// made for resumed calls, which may wait minutes: a slow instance delays the list that long.
+async fn list_of(
+    state: &AppState,
+    peer: url::Url,
+    path: &http::Uri,
+    headers: &http::HeaderMap,
+    body: bytes::Bytes,
+) -> Vec<Value> {
+    let timeout = state.registry.settings().request_timeout;
+    let exchange = async {
+        let response = state.peers.forward(&peer, path, headers, body).await;
         let status = response.status();
         let answer = axum::body::to_bytes(response.into_body(), PEER_LIST_LIMIT)
             .await
             .ok()
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
         match answer.as_ref().and_then(|a| a.pointer("/result/tasks")) {
-            Some(Value::Array(listed)) => tasks.extend(listed.iter().cloned()),
-            _ => {
-                tracing::warn!(peer = %peer, %status, "another instance holding tasks of a session did not list them; tasks/list lists the others");
-            }
+            Some(Value::Array(listed)) => Ok(listed.clone()),
+            _ => Err(format!("it answered {status} without a list")),
         }
-    }
-    tasks
+    };
+    let listed = tokio::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no list within {} s", timeout.as_secs())));
+    listed.unwrap_or_else(|why| {
+        tracing::warn!(peer = %peer, why, "another instance holding tasks of a session did not list them; tasks/list lists the others");
+        Vec::new()
+    })
 }
 
 /// `tasks/list` on `/mcp`: every upstream in scope that announced tasks or answered this
