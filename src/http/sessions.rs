@@ -308,17 +308,25 @@ impl Sessions {
 
     /// Open sessions per owning principal (the console's sessions page).
     pub fn by_owner(&self) -> std::collections::BTreeMap<String, usize> {
-        let mut owners = std::collections::BTreeMap::new();
-        for entry in self.lock().values() {
-            *owners.entry(entry.owner.to_string()).or_default() += 1;
-        }
-        owners
+        tally(self.lock().values().map(|entry| &*entry.owner))
     }
 
     /// Whether no session is open.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// How many of `owners` each principal is: a table's open sessions or streams by principal
+/// (the console's sessions page).
+pub fn tally<'a>(
+    owners: impl IntoIterator<Item = &'a str>,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for owner in owners {
+        *counts.entry(owner.to_owned()).or_default() += 1;
+    }
+    counts
 }
 
 /// The 503 answer when a session table is full.

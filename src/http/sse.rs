@@ -131,11 +131,7 @@ impl SseSessions {
 
     /// Open SSE streams per principal (the console's sessions page).
     pub fn by_owner(&self) -> std::collections::BTreeMap<String, usize> {
-        let mut owners = std::collections::BTreeMap::new();
-        for session in self.lock().values() {
-            *owners.entry(session.principal.id.to_string()).or_default() += 1;
-        }
-        owners
+        super::sessions::tally(self.lock().values().map(|session| &*session.principal.id))
     }
 
     /// Whether no SSE stream is open.

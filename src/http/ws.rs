@@ -250,11 +250,7 @@ impl WsOutlets {
 
     /// Open sessions by principal (the console's sessions page).
     pub fn by_owner(&self) -> std::collections::BTreeMap<String, usize> {
-        let mut owners = std::collections::BTreeMap::new();
-        for (_, owner) in self.lock().values() {
-            *owners.entry(owner.to_string()).or_default() += 1;
-        }
-        owners
+        super::sessions::tally(self.lock().values().map(|(_, owner)| &**owner))
     }
 
     /// Queue a notification on session `key`'s outbox: `false` when it is gone.

@@ -162,11 +162,7 @@ impl Listeners {
 
     /// Open streams by principal (the console's sessions page).
     pub fn by_owner(&self) -> std::collections::BTreeMap<String, usize> {
-        let mut owners = std::collections::BTreeMap::new();
-        for listener in self.lock().values() {
-            *owners.entry(listener.owner.to_string()).or_default() += 1;
-        }
-        owners
+        crate::http::sessions::tally(self.lock().values().map(|listener| &*listener.owner))
     }
 
     /// Whether the stream `key` names is open.
